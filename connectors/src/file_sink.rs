@@ -1,0 +1,174 @@
+//! The `file` and `stdout` sinks: rows as JSON lines or CSV.
+//!
+//! A sink receives either final rows (append-only views: each window once, when it closes) or a
+//! changelog (views whose rows update), in which case every line carries an `_op` column,
+//! `insert` or `delete`, so a consumer can replay it. Timestamps are written as ISO 8601 with
+//! milliseconds, as sources read them.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_operators::row::{Datum, Row, format_timestamp};
+
+use crate::file_source::FileFormat;
+
+/// Where a sink writes.
+#[derive(Debug, Clone)]
+pub enum SinkTarget {
+    File { path: PathBuf, format: FileFormat },
+    Stdout,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot write to {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Writes rows of one schema to a target.
+pub struct RowWriter {
+    schema: SchemaRef,
+    format: FileFormat,
+    changelog: bool,
+    out: Box<dyn Write>,
+    target_name: String,
+    wrote_header: bool,
+}
+
+impl RowWriter {
+    pub fn open(target: &SinkTarget, schema: SchemaRef, changelog: bool) -> Result<Self, SinkError> {
+        let (out, format, target_name): (Box<dyn Write>, _, _) = match target {
+            SinkTarget::Stdout => (Box::new(std::io::stdout()), FileFormat::Json, "stdout".to_string()),
+            SinkTarget::File { path, format } => {
+                let io_error = |source| SinkError::Io { path: path.display().to_string(), source };
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(io_error)?;
+                }
+                let file = File::create(path).map_err(io_error)?;
+                (Box::new(BufWriter::with_capacity(1 << 16, file)), *format, path.display().to_string())
+            }
+        };
+        Ok(RowWriter { schema, format, changelog, out, target_name, wrote_header: false })
+    }
+
+    pub fn path(&self) -> &Path {
+        Path::new(&self.target_name)
+    }
+
+    fn io_error(&self, source: std::io::Error) -> SinkError {
+        SinkError::Io { path: self.target_name.clone(), source }
+    }
+
+    /// Writes one row; `insert` is false for a retraction in a changelog.
+    pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+        let mut line = String::with_capacity(128);
+        match self.format {
+            FileFormat::Json => self.encode_json(row, insert, &mut line),
+            FileFormat::Csv => {
+                if !self.wrote_header {
+                    self.wrote_header = true;
+                    let mut header: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    if self.changelog {
+                        header.insert(0, "_op");
+                    }
+                    line.push_str(&header.join(","));
+                    line.push('\n');
+                }
+                self.encode_csv(row, insert, &mut line)
+            }
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes()).map_err(|e| self.io_error(e))
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| self.io_error(e))
+    }
+
+    fn encode_json(&self, row: &Row, insert: bool, line: &mut String) {
+        line.push('{');
+        if self.changelog {
+            line.push_str(if insert { "\"_op\":\"insert\"," } else { "\"_op\":\"delete\"," });
+        }
+        for (index, (field, datum)) in self.schema.fields().iter().zip(row).enumerate() {
+            if index > 0 {
+                line.push(',');
+            }
+            line.push_str(&serde_json::to_string(field.name()).expect("strings encode"));
+            line.push(':');
+            match datum {
+                Datum::Null => line.push_str("null"),
+                Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
+                Datum::Int64(v) => line.push_str(&v.to_string()),
+                Datum::Float64(v) if v.is_finite() => line.push_str(&v.to_string()),
+                Datum::Float64(_) => line.push_str("null"),
+                Datum::Utf8(v) => line.push_str(&serde_json::to_string(&**v).expect("strings encode")),
+                Datum::Timestamp(v) => {
+                    line.push('"');
+                    line.push_str(&format_timestamp(*v));
+                    line.push('"');
+                }
+            }
+        }
+        line.push('}');
+    }
+
+    fn encode_csv(&self, row: &Row, insert: bool, line: &mut String) {
+        let mut cells: Vec<String> = Vec::with_capacity(row.len() + 1);
+        if self.changelog {
+            cells.push(if insert { "insert" } else { "delete" }.to_string());
+        }
+        for datum in row {
+            cells.push(match datum {
+                Datum::Null => String::new(),
+                Datum::Utf8(v) if v.contains([',', '"', '\n']) => format!("\"{}\"", v.replace('"', "\"\"")),
+                other => other.to_string(),
+            });
+        }
+        line.push_str(&cells.join(","));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("zone", DataType::Utf8, true),
+            Field::new("window_start", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new("temp_avg", DataType::Float64, true),
+        ]))
+    }
+
+    #[test]
+    fn json_lines_carry_names_iso_times_and_an_op_for_changelogs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/zone.jsonl");
+        let target = SinkTarget::File { path: path.clone(), format: FileFormat::Json };
+        let mut writer = RowWriter::open(&target, schema(), true).unwrap();
+        let row = vec![Datum::Utf8("z\"1".into()), Datum::Timestamp(60_000_000_000), Datum::Float64(21.5)];
+        writer.write(&row, false).unwrap();
+        writer.flush().unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            text,
+            "{\"_op\":\"delete\",\"zone\":\"z\\\"1\",\"window_start\":\"1970-01-01T00:01:00.000\",\"temp_avg\":21.5}\n"
+        );
+    }
+
+    #[test]
+    fn csv_has_a_header_and_quotes_awkward_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zone.csv");
+        let target = SinkTarget::File { path: path.clone(), format: FileFormat::Csv };
+        let mut writer = RowWriter::open(&target, schema(), false).unwrap();
+        writer.write(&vec![Datum::Utf8("a,b".into()), Datum::Null, Datum::Float64(1.0)], true).unwrap();
+        writer.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "zone,window_start,temp_avg\n\"a,b\",,1\n");
+    }
+}

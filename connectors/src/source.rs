@@ -1,0 +1,163 @@
+//! The source operator: one reader per worker, watermarks, dead letters and late rows.
+//!
+//! Every source kind (simulator, files, later MQTT and Kafka) implements [`SourceReader`]; this
+//! module turns a reader into three timely streams: admitted rows, dead letters (input that could
+//! not be decoded, with the reason and the raw text) and late rows (beyond the allowed lateness).
+//! It owns the partition's [`WatermarkTracker`] and holds its capability at the watermark, so the
+//! dataflow frontier is the watermark (see docs/architecture.md).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{Scope, Stream};
+use vibelux_operators::row::{Datum, Row};
+
+use crate::watermark::{Admission, WatermarkTracker};
+
+/// One item read from an input.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Row { row: Row, event_time: i64 },
+    /// Input that could not be decoded: why, the raw text, and where it came from.
+    Invalid { reason: String, raw: String, origin: String },
+}
+
+/// What a reader can say after a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// More input may be available right away.
+    Ready,
+    /// Nothing now; poll again after this long.
+    Idle(Duration),
+    /// The input is exhausted (a bounded replay reached its end).
+    Finished,
+}
+
+/// A partition of an input, read by one worker.
+pub trait SourceReader {
+    /// Appends up to `max_records` records to `out`.
+    fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll;
+
+    /// Wall-clock time (nanoseconds) for live inputs whose event time follows the clock; `None`
+    /// for replays. An idle live partition advances its watermark to this minus the delay.
+    fn processing_time(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// Counters of one source, shared by its workers and read by the engine's reporting.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    pub rows: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub late_rows: AtomicU64,
+}
+
+/// Time-related settings every source has (`WATERMARK FOR` and `WITH` options).
+#[derive(Debug, Clone)]
+pub struct SourceTiming {
+    pub watermark_delay_nanos: i64,
+    pub allowed_lateness_nanos: i64,
+    /// An idle live partition stops holding the watermark back after this long.
+    pub idle_timeout: Duration,
+    pub batch_size: usize,
+}
+
+/// The three outputs of a source.
+pub struct SourceStreams<'scope> {
+    pub rows: Stream<'scope, u64, Vec<Row>>,
+    pub dead_letters: Stream<'scope, u64, Vec<Row>>,
+    pub late_rows: Stream<'scope, u64, Vec<Row>>,
+}
+
+/// Builds the operator reading `reader` on this worker.
+pub fn read_source<'scope>(
+    scope: Scope<'scope, u64>,
+    name: &str,
+    mut reader: Box<dyn SourceReader>,
+    timing: SourceTiming,
+    metrics: Arc<SourceMetrics>,
+    stop: Arc<AtomicBool>,
+) -> SourceStreams<'scope> {
+    let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(address);
+    let (rows_output, rows) = builder.new_output();
+    let (dead_output, dead_letters) = builder.new_output();
+    let (late_output, late_rows) = builder.new_output();
+    let mut rows_output = OutputBuilder::from(rows_output);
+    let mut dead_output = OutputBuilder::from(dead_output);
+    let mut late_output = OutputBuilder::from(late_output);
+
+    builder.build(move |capabilities| {
+        let mut capabilities = Some(capabilities);
+        let mut tracker =
+            WatermarkTracker::new(timing.watermark_delay_nanos, timing.allowed_lateness_nanos);
+        let mut records = Vec::with_capacity(timing.batch_size);
+        let mut last_input = Instant::now();
+        move |_frontiers| {
+            let Some(caps) = capabilities.as_mut() else { return };
+            if stop.load(Ordering::Relaxed) {
+                capabilities = None;
+                return;
+            }
+            let poll = reader.poll(&mut records, timing.batch_size);
+            if !records.is_empty() {
+                last_input = Instant::now();
+                let mut admitted = Vec::with_capacity(records.len());
+                let mut late = Vec::new();
+                let mut dead = Vec::new();
+                for record in records.drain(..) {
+                    match record {
+                        Record::Row { row, event_time } => match tracker.admit(event_time) {
+                            Admission::Admitted => admitted.push(row),
+                            Admission::Late => late.push(row),
+                        },
+                        Record::Invalid { reason, raw, origin } => dead.push(vec![
+                            Datum::Utf8(reason.into()),
+                            Datum::Utf8(raw.into()),
+                            Datum::Utf8(origin.into()),
+                        ]),
+                    }
+                }
+                metrics.rows.fetch_add(admitted.len() as u64, Ordering::Relaxed);
+                metrics.late_rows.fetch_add(late.len() as u64, Ordering::Relaxed);
+                metrics.dead_letters.fetch_add(dead.len() as u64, Ordering::Relaxed);
+                if !admitted.is_empty() {
+                    rows_output.activate().session(&caps[0]).give_container(&mut admitted);
+                }
+                if !dead.is_empty() {
+                    dead_output.activate().session(&caps[1]).give_container(&mut dead);
+                }
+                if !late.is_empty() {
+                    late_output.activate().session(&caps[2]).give_container(&mut late);
+                }
+            }
+            match poll {
+                Poll::Ready => activator.activate(),
+                Poll::Idle(wait) => {
+                    if last_input.elapsed() >= timing.idle_timeout
+                        && let Some(now) = reader.processing_time()
+                    {
+                        tracker.advance_to(now.saturating_sub(timing.watermark_delay_nanos));
+                    }
+                    activator.activate_after(wait);
+                }
+                Poll::Finished => {
+                    capabilities = None;
+                    return;
+                }
+            }
+            let time = tracker.dataflow_time();
+            if *caps[0].time() < time {
+                for capability in caps.iter_mut() {
+                    capability.downgrade(&time);
+                }
+            }
+        }
+    });
+    SourceStreams { rows, dead_letters, late_rows }
+}

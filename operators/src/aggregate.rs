@@ -1,0 +1,250 @@
+//! Incremental `GROUP BY`: keyed accumulators that publish every change, and windows that close.
+//!
+//! Input rows are `key columns ++ argument columns` (planning puts a projection in front), routed
+//! to workers by a hash of the key. Each batch of input updates the touched groups and emits, at the
+//! batch's time, `-old` and `+new` for each group whose output changed — so a materialized view sees
+//! a partial window within milliseconds of a row arriving.
+//!
+//! When the key holds a window bound, the group is a window and has a close time: its end plus the
+//! allowed lateness, in watermark milliseconds. Sources only admit rows no older than
+//! `watermark - lateness`, so once the input frontier reaches a close time no row for that window can
+//! still arrive: the operator emits the window's row once on the second output (what sinks consume)
+//! and drops its state. Without a window the group lives as long as it has rows.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use crate::accumulator::{Accumulator, AggregateSpec};
+use crate::row::{Datum, Row, Update};
+
+/// How to find a group's window close time from its key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WindowClose {
+    /// Key column holding `window_start` or `window_end`.
+    pub key_column: usize,
+    /// Added to that column to get the window end: the window size for `window_start`, else 0.
+    pub end_offset_nanos: i64,
+    /// The allowed lateness of the sources feeding the window.
+    pub lateness_nanos: i64,
+}
+
+impl WindowClose {
+    /// The watermark (milliseconds) at which the window holding `key` is complete.
+    pub fn close_time(&self, key: &[Datum]) -> Option<u64> {
+        let bound = key[self.key_column].as_timestamp_nanos()?;
+        let close_nanos = bound.saturating_add(self.end_offset_nanos).saturating_add(self.lateness_nanos);
+        let whole_millis = close_nanos.div_euclid(1_000_000);
+        let rounded_up = whole_millis + i64::from(close_nanos.rem_euclid(1_000_000) != 0);
+        Some(u64::try_from(rounded_up).unwrap_or(0))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AggregatePlan {
+    pub key_columns: usize,
+    pub aggregates: Vec<AggregateSpec>,
+    /// Whether input rows can be retracted (decides how order-dependent functions keep state).
+    pub input_retracts: bool,
+    pub window: Option<WindowClose>,
+}
+
+/// The state of one group, kept so it can be snapshotted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Group {
+    rows: i64,
+    accumulators: Vec<Accumulator>,
+    emitted: Option<Row>,
+    touched_in_batch: u64,
+}
+
+/// Hash used to route a key to its worker: stable across processes and runs.
+pub fn key_hash(key: &[Datum]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Maintains a `GROUP BY` over a stream of updates.
+///
+/// Returns the view's changes and, for windowed groups, each window's final row once.
+///
+/// ```
+/// use std::sync::{Arc, atomic::AtomicBool};
+/// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+/// use vibelux_operators::accumulator::{AggregateFunction, AggregateSpec};
+/// use vibelux_operators::aggregate::{AggregateExt, AggregatePlan};
+/// use vibelux_operators::row::Datum;
+///
+/// let plan = Arc::new(AggregatePlan {
+///     key_columns: 1,
+///     aggregates: vec![AggregateSpec { function: AggregateFunction::CountRows, argument: None, order_by: None }],
+///     input_retracts: false,
+///     window: None,
+/// });
+/// let changes = timely::example(move |scope| {
+///     let zone = |z: &str| vec![Datum::Utf8(z.into())];
+///     vec![(zone("a"), 0, 1), (zone("a"), 0, 1), (zone("b"), 0, 1)]
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .aggregate(plan, Arc::new(AtomicBool::new(false)))
+///         .0
+///         .capture()
+/// });
+/// let mut rows: Vec<_> = changes.extract().into_iter().flat_map(|(_, updates)| updates).collect();
+/// rows.sort();
+/// assert_eq!(rows.len(), 2);
+/// assert_eq!(rows[0].0, vec![Datum::Utf8("a".into()), Datum::Int64(2)]);
+/// ```
+pub trait AggregateExt<'scope> {
+    fn aggregate(
+        self,
+        plan: Arc<AggregatePlan>,
+        discard_open_windows: Arc<AtomicBool>,
+    ) -> (Stream<'scope, u64, Vec<Update>>, Stream<'scope, u64, Vec<Row>>);
+}
+
+impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
+    fn aggregate(
+        self,
+        plan: Arc<AggregatePlan>,
+        discard_open_windows: Arc<AtomicBool>,
+    ) -> (Stream<'scope, u64, Vec<Update>>, Stream<'scope, u64, Vec<Row>>) {
+        let mut builder = OperatorBuilder::new("Aggregate".to_owned(), self.scope());
+        let key_columns = plan.key_columns;
+        let exchange = Exchange::new(move |update: &Update| key_hash(&update.0[..key_columns]));
+        let mut input = builder.new_input(self, exchange);
+        let (changes_output, changes) = builder.new_output();
+        let (finals_output, finals) = builder.new_output();
+        let mut changes_output = OutputBuilder::from(changes_output);
+        let mut finals_output = OutputBuilder::from(finals_output);
+
+        builder.build(move |_initial_capabilities| {
+            let mut groups: HashMap<Row, Group> = HashMap::new();
+            let mut closing: BTreeMap<u64, (Capability<u64>, Vec<Row>)> = BTreeMap::new();
+            let mut batch: u64 = 0;
+            let mut touched: Vec<Row> = Vec::new();
+            move |frontiers| {
+                let mut changes_handle = changes_output.activate();
+                let mut finals_handle = finals_output.activate();
+                input.for_each(|time, data| {
+                    let Some(&now) = time.least() else { return };
+                    batch += 1;
+                    for (row, _, diff) in data.drain(..) {
+                        let key = &row[..plan.key_columns];
+                        let group = match groups.get_mut(key) {
+                            Some(group) => group,
+                            None => {
+                                let key = key.to_vec();
+                                if let Some(window) = &plan.window {
+                                    let Some(close) = window.close_time(&key) else { continue };
+                                    // Sources drop rows beyond the lateness bound, so a window
+                                    // never reopens; guard anyway rather than hold a stale time.
+                                    if close < now {
+                                        continue;
+                                    }
+                                    closing
+                                        .entry(close)
+                                        .or_insert_with(|| (time.delayed(&close, 1), Vec::new()))
+                                        .1
+                                        .push(key.clone());
+                                }
+                                let accumulators = plan
+                                    .aggregates
+                                    .iter()
+                                    .map(|spec| Accumulator::new(spec.function, plan.input_retracts))
+                                    .collect();
+                                groups.entry(key).or_insert(Group {
+                                    rows: 0,
+                                    accumulators,
+                                    emitted: None,
+                                    touched_in_batch: 0,
+                                })
+                            }
+                        };
+                        group.rows += diff;
+                        for (spec, accumulator) in plan.aggregates.iter().zip(&mut group.accumulators) {
+                            let value = spec.argument.map_or(&Datum::Null, |column| &row[column]);
+                            let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
+                            accumulator.update(spec.function, value, order, diff);
+                        }
+                        if group.touched_in_batch != batch {
+                            group.touched_in_batch = batch;
+                            touched.push(row[..plan.key_columns].to_vec());
+                        }
+                    }
+                    let mut session = changes_handle.session(&time);
+                    for key in touched.drain(..) {
+                        let Some(group) = groups.get_mut(&key) else { continue };
+                        let current = (group.rows > 0).then(|| {
+                            let mut row = key.clone();
+                            row.extend(
+                                plan.aggregates
+                                    .iter()
+                                    .zip(&group.accumulators)
+                                    .map(|(spec, accumulator)| accumulator.result(spec.function)),
+                            );
+                            row
+                        });
+                        if current != group.emitted {
+                            if let Some(old) = group.emitted.take() {
+                                session.give((old, now, -1));
+                            }
+                            if let Some(new) = &current {
+                                session.give((new.clone(), now, 1));
+                            }
+                            group.emitted = current;
+                        }
+                        if group.rows <= 0 && plan.window.is_none() {
+                            groups.remove(&key);
+                        }
+                    }
+                });
+
+                let frontier = frontiers[0].frontier();
+                if frontier.is_empty() && discard_open_windows.load(Ordering::Relaxed) {
+                    // Interrupted: open windows are incomplete, so nothing of them is final.
+                    closing.clear();
+                    groups.clear();
+                    return;
+                }
+                while let Some(entry) = closing.first_entry() {
+                    if frontier.less_than(entry.key()) {
+                        break;
+                    }
+                    let (capability, keys) = entry.remove();
+                    let mut session = finals_handle.session(&capability);
+                    for key in keys {
+                        if let Some(Group { emitted: Some(row), .. }) = groups.remove(&key) {
+                            session.give(row);
+                        }
+                    }
+                }
+            }
+        });
+        (changes, finals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_closes_at_its_end_plus_lateness_rounded_up_to_a_millisecond() {
+        let close = WindowClose { key_column: 0, end_offset_nanos: 60_000_000_000, lateness_nanos: 1 };
+        assert_eq!(close.close_time(&[Datum::Timestamp(0)]), Some(60_001));
+        let close = WindowClose { key_column: 0, end_offset_nanos: 0, lateness_nanos: 0 };
+        assert_eq!(close.close_time(&[Datum::Timestamp(5_000_000)]), Some(5));
+        assert_eq!(close.close_time(&[Datum::Null]), None);
+    }
+}

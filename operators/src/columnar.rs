@@ -1,0 +1,207 @@
+//! Conversion between rows and Arrow record batches.
+//!
+//! Expressions are evaluated by DataFusion on Arrow arrays, a batch at a time; rows cross into
+//! columns here and back. Only the storage kinds of [`crate::row::storage_type`] occur.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array,
+    Int64Builder, NullArray, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
+    TimestampNanosecondArray, TimestampNanosecondBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+
+use crate::row::{Datum, Row, storage_type};
+
+/// Builds a record batch with `schema` from the columns of `rows` (rows must match the schema).
+pub fn rows_to_batch<'a>(
+    schema: &SchemaRef,
+    rows: impl Iterator<Item = &'a Row> + Clone,
+    row_count: usize,
+) -> Result<RecordBatch, ArrowError> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (index, field) in schema.fields().iter().enumerate() {
+        let values = rows.clone().map(|row| &row[index]);
+        let declared = field.data_type();
+        let storage = storage_type(declared).ok_or_else(|| {
+            ArrowError::NotYetImplemented(format!("column type {declared} cannot be carried in rows"))
+        })?;
+        let column = column_from_datums(&storage, values, row_count)?;
+        columns.push(if &storage == declared { column } else { cast(&column, declared)? });
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(row_count));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+}
+
+fn column_from_datums<'a>(
+    data_type: &DataType,
+    values: impl Iterator<Item = &'a Datum>,
+    row_count: usize,
+) -> Result<ArrayRef, ArrowError> {
+    let mismatch = |datum: &Datum| {
+        ArrowError::InvalidArgumentError(format!("value {datum:?} in a column of type {data_type}"))
+    };
+    Ok(match data_type {
+        DataType::Null => Arc::new(NullArray::new(row_count)),
+        DataType::Boolean => {
+            let mut builder = BooleanBuilder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Boolean(v) => builder.append_value(*v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        DataType::Int64 => {
+            let mut builder = Int64Builder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Int64(v) => builder.append_value(*v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        DataType::Float64 => {
+            let mut builder = Float64Builder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Float64(v) => builder.append_value(*v),
+                    Datum::Int64(v) => builder.append_value(*v as f64),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        DataType::Utf8 => {
+            let mut builder = StringBuilder::with_capacity(row_count, row_count * 8);
+            for datum in values {
+                match datum {
+                    Datum::Utf8(v) => builder.append_value(v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, zone) => {
+            let mut builder = TimestampNanosecondBuilder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Timestamp(v) => builder.append_value(*v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish().with_timezone_opt(zone.clone()))
+        }
+        other => {
+            return Err(ArrowError::NotYetImplemented(format!(
+                "column type {other} cannot be carried in rows"
+            )));
+        }
+    })
+}
+
+/// Reads one column of a batch into datums, appending value `i` to `out[i]`.
+pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowError> {
+    let storage = storage_type(array.data_type()).ok_or_else(|| {
+        ArrowError::NotYetImplemented(format!(
+            "column type {} cannot be carried in rows",
+            array.data_type()
+        ))
+    })?;
+    if &storage != array.data_type() {
+        let converted = cast(array, &storage)?;
+        return append_column(converted.as_ref(), out);
+    }
+    let any = array.as_any();
+    macro_rules! append {
+        ($array_type:ty, $make:expr) => {{
+            let typed = any.downcast_ref::<$array_type>().ok_or_else(|| {
+                ArrowError::CastError(format!("unexpected array type {}", array.data_type()))
+            })?;
+            for (i, row) in out.iter_mut().enumerate() {
+                row.push(if typed.is_null(i) { Datum::Null } else { $make(typed.value(i)) });
+            }
+        }};
+    }
+    match array.data_type() {
+        DataType::Null => out.iter_mut().for_each(|row| row.push(Datum::Null)),
+        DataType::Boolean => append!(BooleanArray, Datum::Boolean),
+        DataType::Int64 => append!(Int64Array, Datum::Int64),
+        DataType::Float64 => append!(Float64Array, Datum::Float64),
+        DataType::Utf8 => append!(StringArray, |v: &str| Datum::Utf8(Arc::from(v))),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            append!(TimestampNanosecondArray, Datum::Timestamp)
+        }
+        other => {
+            return Err(ArrowError::NotYetImplemented(format!(
+                "column type {other} cannot be carried in rows"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// All rows of a batch.
+pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
+    let mut rows: Vec<Row> =
+        (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
+    for column in batch.columns() {
+        append_column(column.as_ref(), &mut rows)?;
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn rows_survive_a_round_trip_through_arrow() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new("ok", DataType::Boolean, true),
+        ]));
+        let rows = vec![
+            vec![
+                Datum::Utf8("a".into()),
+                Datum::Int64(3),
+                Datum::Float64(1.5),
+                Datum::Timestamp(1_000),
+                Datum::Boolean(true),
+            ],
+            vec![Datum::Null, Datum::Null, Datum::Null, Datum::Null, Datum::Null],
+        ];
+        let batch = rows_to_batch(&schema, rows.iter(), rows.len()).unwrap();
+        assert_eq!(batch_to_rows(&batch).unwrap(), rows);
+    }
+
+    #[test]
+    fn narrow_declared_types_are_widened_in_rows_and_narrowed_back() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, true)]));
+        let rows = vec![vec![Datum::Int64(7)]];
+        let batch = rows_to_batch(&schema, rows.iter(), 1).unwrap();
+        assert_eq!(batch.column(0).data_type(), &DataType::Int32);
+        assert_eq!(batch_to_rows(&batch).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_is_an_error_not_a_panic() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let rows = [vec![Datum::Utf8("x".into())]];
+        assert!(rows_to_batch(&schema, rows.iter(), 1).is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The row model that flows along dataflow edges.
+//!
+//! Timely exchanges data between workers by serialising it, and differential-style updates need
+//! values that are totally ordered and hashable. Arrow arrays are neither, so the dataflow carries
+//! [`Row`]s of a small set of [`Datum`] kinds and converts to Arrow batches only where DataFusion
+//! evaluates expressions (see `calc.rs`). Every column type a plan can produce is normalised to one
+//! of these storage kinds by [`storage_type`].
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// One value of a row. Floats compare by IEEE total order so rows can be sorted and consolidated.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Datum {
+    Null,
+    Boolean(bool),
+    Int64(i64),
+    Float64(f64),
+    Utf8(Arc<str>),
+    /// Nanoseconds since the Unix epoch (UTC when the column declares no zone).
+    Timestamp(i64),
+}
+
+impl Datum {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Datum::Null)
+    }
+
+    /// The numeric value as a float, for aggregates over numbers of any kind.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Datum::Int64(v) => Some(*v as f64),
+            Datum::Float64(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn as_timestamp_nanos(&self) -> Option<i64> {
+        match self {
+            Datum::Timestamp(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Datum::Null => 0,
+            Datum::Boolean(_) => 1,
+            Datum::Int64(_) => 2,
+            Datum::Float64(_) => 3,
+            Datum::Utf8(_) => 4,
+            Datum::Timestamp(_) => 5,
+        }
+    }
+}
+
+impl PartialEq for Datum {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Datum {}
+
+impl PartialOrd for Datum {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Datum {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Datum::Null, Datum::Null) => Ordering::Equal,
+            (Datum::Boolean(a), Datum::Boolean(b)) => a.cmp(b),
+            (Datum::Int64(a), Datum::Int64(b)) => a.cmp(b),
+            (Datum::Float64(a), Datum::Float64(b)) => a.total_cmp(b),
+            (Datum::Utf8(a), Datum::Utf8(b)) => a.cmp(b),
+            (Datum::Timestamp(a), Datum::Timestamp(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl Hash for Datum {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Datum::Null => {}
+            Datum::Boolean(v) => v.hash(state),
+            Datum::Int64(v) => v.hash(state),
+            Datum::Float64(v) => v.to_bits().hash(state),
+            Datum::Utf8(v) => v.hash(state),
+            Datum::Timestamp(v) => v.hash(state),
+        }
+    }
+}
+
+impl fmt::Display for Datum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Datum::Null => write!(f, "NULL"),
+            Datum::Boolean(v) => write!(f, "{v}"),
+            Datum::Int64(v) => write!(f, "{v}"),
+            Datum::Float64(v) => write!(f, "{v}"),
+            Datum::Utf8(v) => write!(f, "{v}"),
+            Datum::Timestamp(v) => write!(f, "{}", format_timestamp(*v)),
+        }
+    }
+}
+
+/// ISO 8601 with milliseconds, no zone: the form sinks and query results use.
+pub fn format_timestamp(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string()
+}
+
+/// A row: one datum per column of the relation's schema, in schema order.
+pub type Row = Vec<Datum>;
+
+/// A change to a relation: the row, the timely time it happens at, and +1 (insert) or -1 (retract).
+/// The same triple differential dataflow uses for its collections.
+pub type Update = (Row, u64, i64);
+
+/// The storage kind for an Arrow type, or `None` when rows cannot hold it.
+///
+/// Planning casts every expression to its storage type, so schemas seen by DataFusion and the
+/// rows on dataflow edges always agree.
+pub fn storage_type(data_type: &DataType) -> Option<DataType> {
+    use DataType::*;
+    Some(match data_type {
+        Null => Null,
+        Boolean => Boolean,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Int64,
+        UInt64 | Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
+        | Decimal256(..) => Float64,
+        Utf8 | LargeUtf8 | Utf8View => Utf8,
+        Timestamp(_, zone) => Timestamp(TimeUnit::Nanosecond, zone.clone()),
+        Date32 | Date64 => Timestamp(TimeUnit::Nanosecond, None),
+        _ => return None,
+    })
+}

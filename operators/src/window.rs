@@ -1,0 +1,118 @@
+//! Window assignment: `TUMBLE` and `HOP` as operators that tag rows with their windows.
+//!
+//! A window table function adds `window_start` and `window_end` to every row of its input, one
+//! output row per window the row falls in (one for a tumbling window, `size / slide` for a hopping
+//! one). Assignment reads only the row's event time, so it is stateless and deterministic; when a
+//! window is complete is decided downstream, by the aggregate that groups on it (see
+//! `aggregate.rs`).
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::row::{Datum, Row};
+
+/// Which windows a row belongs to. Sizes are in nanoseconds, like event times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowKind {
+    Tumble { size: i64 },
+    Hop { slide: i64, size: i64 },
+}
+
+impl WindowKind {
+    pub fn size(&self) -> i64 {
+        match self {
+            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => *size,
+        }
+    }
+
+    /// Start times of every window containing `event_time`, earliest first.
+    pub fn window_starts(&self, event_time: i64) -> impl Iterator<Item = i64> {
+        let (slide, size) = match *self {
+            WindowKind::Tumble { size } => (size, size),
+            WindowKind::Hop { slide, size } => (slide, size),
+        };
+        let last_start = event_time.div_euclid(slide) * slide;
+        let first_start = last_start - (size - 1).div_euclid(slide) * slide;
+        (0..)
+            .map(move |step| first_start + step * slide)
+            .take_while(move |start| *start <= last_start)
+            .filter(move |start| event_time < start + size)
+    }
+}
+
+/// Appends `window_start` and `window_end` columns to each row, once per window it falls in.
+///
+/// ```
+/// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+/// use vibelux_operators::row::Datum;
+/// use vibelux_operators::window::{AssignWindowsExt, WindowKind};
+///
+/// let captured = timely::example(|scope| {
+///     vec![vec![Datum::Timestamp(90)]]
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .assign_windows(0, WindowKind::Tumble { size: 60 })
+///         .capture()
+/// });
+/// let rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
+/// assert_eq!(rows, vec![vec![Datum::Timestamp(90), Datum::Timestamp(60), Datum::Timestamp(120)]]);
+/// ```
+pub trait AssignWindowsExt<'scope> {
+    fn assign_windows(self, time_column: usize, kind: WindowKind) -> Stream<'scope, u64, Vec<Row>>;
+}
+
+impl<'scope> AssignWindowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
+    fn assign_windows(self, time_column: usize, kind: WindowKind) -> Stream<'scope, u64, Vec<Row>> {
+        self.unary(Pipeline, "AssignWindows", move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut out = Vec::with_capacity(data.len());
+                    for row in data.drain(..) {
+                        // Sources reject rows without event time, so a null here comes from a
+                        // computed column; such a row belongs to no window.
+                        let Some(event_time) = row[time_column].as_timestamp_nanos() else {
+                            continue;
+                        };
+                        for start in kind.window_starts(event_time) {
+                            let mut tagged = Vec::with_capacity(row.len() + 2);
+                            tagged.extend_from_slice(&row);
+                            tagged.push(Datum::Timestamp(start));
+                            tagged.push(Datum::Timestamp(start + kind.size()));
+                            out.push(tagged);
+                        }
+                    }
+                    output.session(&time).give_container(&mut out);
+                });
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tumbling_window_holds_its_start_but_not_its_end() {
+        let kind = WindowKind::Tumble { size: 60 };
+        assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![60]);
+        assert_eq!(kind.window_starts(119).collect::<Vec<_>>(), vec![60]);
+        assert_eq!(kind.window_starts(-1).collect::<Vec<_>>(), vec![-60]);
+    }
+
+    #[test]
+    fn a_hopping_window_tags_a_row_once_per_overlapping_window() {
+        let kind = WindowKind::Hop { slide: 20, size: 60 };
+        assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![20, 40, 60]);
+        assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![20, 40, 60]);
+    }
+
+    #[test]
+    fn a_hop_with_gaps_skips_rows_between_windows() {
+        let kind = WindowKind::Hop { slide: 60, size: 20 };
+        assert_eq!(kind.window_starts(10).collect::<Vec<_>>(), vec![0]);
+        assert!(kind.window_starts(30).next().is_none());
+    }
+}

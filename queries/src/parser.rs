@@ -1,0 +1,370 @@
+//! The Vibelux SQL dialect on top of sqlparser.
+//!
+//! Pipelines need statements standard SQL lacks — `CREATE SOURCE … WATERMARK FOR …`,
+//! `CREATE SINK … FROM …`, `SHOW SOURCES` — so this parser reads those itself and hands every
+//! query (`SELECT …`, the body of a view) to sqlparser's own query parser, the one DataFusion uses.
+//! The whole file is tokenized at once so positions in errors are positions in the file.
+
+use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, ObjectName, Query, Value};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+
+use crate::error::{Position, SqlError, SqlResult};
+
+/// One statement of a pipeline file, with where it starts.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub statement: Statement,
+    pub position: Position,
+    /// The statement's text, for `SHOW` and error reports.
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Statement {
+    CreateSource(CreateSource),
+    CreateView(CreateView),
+    CreateSink(CreateSink),
+    Drop { kind: ObjectKind, name: Ident, if_exists: bool },
+    Show(ObjectKind),
+    Explain(Box<Located>),
+    /// An ad-hoc query: run over bounded inputs to completion (tests, `vibelux check`).
+    Query(Box<Query>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Source,
+    Table,
+    View,
+    Sink,
+}
+
+impl ObjectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Source => "source",
+            ObjectKind::Table => "table",
+            ObjectKind::View => "view",
+            ObjectKind::Sink => "sink",
+        }
+    }
+}
+
+/// `CREATE SOURCE` (streams) or `CREATE TABLE` (reference data keyed by a primary key).
+#[derive(Debug, Clone)]
+pub struct CreateSource {
+    pub name: Ident,
+    pub is_table: bool,
+    pub columns: Vec<ColumnDef>,
+    pub watermark: Option<WatermarkClause>,
+    pub primary_key: Vec<Ident>,
+    pub options: Vec<OptionEntry>,
+}
+
+/// `WATERMARK FOR column AS column - INTERVAL '…'`.
+#[derive(Debug, Clone)]
+pub struct WatermarkClause {
+    pub column: Ident,
+    pub expression: Expr,
+    pub position: Position,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateView {
+    pub name: Ident,
+    pub materialized: bool,
+    pub or_replace: bool,
+    pub query: Box<Query>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    pub name: Ident,
+    pub from: ObjectName,
+    pub options: Vec<OptionEntry>,
+}
+
+/// `key = 'value'` inside `WITH (…)`.
+#[derive(Debug, Clone)]
+pub struct OptionEntry {
+    pub key: Ident,
+    pub value: String,
+    pub value_position: Position,
+}
+
+/// Parses every statement of `sql`.
+pub fn parse_pipeline(sql: &str) -> SqlResult<Vec<Located>> {
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(SqlError::from_parser)?;
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token().token == Token::EOF {
+            break;
+        }
+        statements.push(parse_located(&mut parser, sql)?);
+        let next = parser.peek_token();
+        if next.token != Token::SemiColon && next.token != Token::EOF {
+            return Err(expected("`;` after the statement", &next));
+        }
+    }
+    Ok(statements)
+}
+
+fn parse_located(parser: &mut Parser, sql: &str) -> SqlResult<Located> {
+    let start = parser.peek_token().span.start;
+    let statement = parse_statement(parser, sql)?;
+    let end = parser.peek_token().span.start;
+    Ok(Located { statement, position: Position::of(start), text: slice_text(sql, start, end) })
+}
+
+/// The source text between two token locations.
+fn slice_text(
+    sql: &str,
+    start: datafusion::sql::sqlparser::tokenizer::Location,
+    end: datafusion::sql::sqlparser::tokenizer::Location,
+) -> String {
+    let offset = |location: datafusion::sql::sqlparser::tokenizer::Location| {
+        if location.line == 0 {
+            return sql.len();
+        }
+        let line_start: usize = sql
+            .split_inclusive('\n')
+            .take(location.line as usize - 1)
+            .map(str::len)
+            .sum();
+        let column_bytes: usize = sql[line_start..]
+            .chars()
+            .take(location.column as usize - 1)
+            .map(char::len_utf8)
+            .sum();
+        (line_start + column_bytes).min(sql.len())
+    };
+    let (from, to) = (offset(start), offset(end));
+    sql.get(from..to.max(from)).unwrap_or_default().trim().to_string()
+}
+
+fn expected(what: &str, found: &TokenWithSpan) -> SqlError {
+    let found_text = match &found.token {
+        Token::EOF => "end of input".to_string(),
+        token => format!("`{token}`"),
+    };
+    SqlError::new(Position::of(found.span.start), format!("expected {what}, found {found_text}"))
+}
+
+/// True (and consumed) when the next token is the bare word `word`, keyword or not.
+fn parse_word(parser: &mut Parser, word: &str) -> bool {
+    let matches = matches!(&parser.peek_token().token,
+        Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word));
+    if matches {
+        parser.next_token();
+    }
+    matches
+}
+
+fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
+    let parsing = |result: Result<_, _>| result.map_err(SqlError::from_parser);
+    if parse_word(parser, "CREATE") {
+        let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+        if parse_word(parser, "SOURCE") {
+            return parse_create_source(parser, false).map(Statement::CreateSource);
+        }
+        if parse_word(parser, "TABLE") {
+            return parse_create_source(parser, true).map(Statement::CreateSource);
+        }
+        let materialized = parse_word(parser, "MATERIALIZED");
+        if parse_word(parser, "VIEW") {
+            let name = parsing(parser.parse_identifier())?;
+            if !parse_word(parser, "AS") {
+                return Err(expected("AS", &parser.peek_token()));
+            }
+            let query = parsing(parser.parse_query())?;
+            return Ok(Statement::CreateView(CreateView { name, materialized, or_replace, query }));
+        }
+        if !materialized && parse_word(parser, "SINK") {
+            let name = parsing(parser.parse_identifier())?;
+            if !parse_word(parser, "FROM") {
+                return Err(expected("FROM and the view to sink", &parser.peek_token()));
+            }
+            let from = parsing(parser.parse_object_name(false))?;
+            let options = parse_with_options(parser)?;
+            return Ok(Statement::CreateSink(CreateSink { name, from, options }));
+        }
+        return Err(expected(
+            "SOURCE, TABLE, VIEW, MATERIALIZED VIEW or SINK after CREATE",
+            &parser.peek_token(),
+        ));
+    }
+    if parse_word(parser, "DROP") {
+        let kind = parse_object_kind(parser)?;
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = parsing(parser.parse_identifier())?;
+        return Ok(Statement::Drop { kind, name, if_exists });
+    }
+    if parse_word(parser, "SHOW") {
+        for (plural, kind) in [
+            ("SOURCES", ObjectKind::Source),
+            ("TABLES", ObjectKind::Table),
+            ("VIEWS", ObjectKind::View),
+            ("SINKS", ObjectKind::Sink),
+        ] {
+            if parse_word(parser, plural) {
+                return Ok(Statement::Show(kind));
+            }
+        }
+        return Err(expected("SOURCES, TABLES, VIEWS or SINKS after SHOW", &parser.peek_token()));
+    }
+    if parse_word(parser, "EXPLAIN") {
+        return Ok(Statement::Explain(Box::new(parse_located(parser, sql)?)));
+    }
+    let next = parser.peek_token();
+    let starts_query = matches!(&next.token, Token::LParen)
+        || matches!(&next.token, Token::Word(w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH | Keyword::VALUES));
+    if starts_query {
+        return parsing(parser.parse_query()).map(Statement::Query);
+    }
+    Err(expected("CREATE, DROP, SHOW, EXPLAIN or a query", &next))
+}
+
+fn parse_object_kind(parser: &mut Parser) -> SqlResult<ObjectKind> {
+    if parse_word(parser, "SOURCE") {
+        Ok(ObjectKind::Source)
+    } else if parse_word(parser, "TABLE") {
+        Ok(ObjectKind::Table)
+    } else if parse_word(parser, "SINK") {
+        Ok(ObjectKind::Sink)
+    } else if parse_word(parser, "MATERIALIZED") || parse_word(parser, "VIEW") {
+        parse_word(parser, "VIEW");
+        Ok(ObjectKind::View)
+    } else {
+        Err(expected("SOURCE, TABLE, VIEW or SINK", &parser.peek_token()))
+    }
+}
+
+fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateSource> {
+    let parsing = |result: Result<_, _>| result.map_err(SqlError::from_parser);
+    let name = parsing(parser.parse_identifier())?;
+    let open = parser.peek_token();
+    if !parser.consume_token(&Token::LParen) {
+        return Err(expected("`(` and the column list", &open));
+    }
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    let mut primary_key = Vec::new();
+    loop {
+        let here = parser.peek_token();
+        if parse_word(parser, "WATERMARK") {
+            if !parse_word(parser, "FOR") {
+                return Err(expected("FOR after WATERMARK", &parser.peek_token()));
+            }
+            let column = parsing(parser.parse_identifier())?;
+            if !parse_word(parser, "AS") {
+                return Err(expected("AS and the watermark expression", &parser.peek_token()));
+            }
+            let expression = parsing(parser.parse_expr())?;
+            watermark = Some(WatermarkClause { column, expression, position: Position::of(here.span.start) });
+        } else if parse_word(parser, "PRIMARY") {
+            if !parse_word(parser, "KEY") {
+                return Err(expected("KEY after PRIMARY", &parser.peek_token()));
+            }
+            parsing(parser.expect_token(&Token::LParen))?;
+            primary_key = parsing(parser.parse_comma_separated(|p| p.parse_identifier()))?;
+            parsing(parser.expect_token(&Token::RParen))?;
+        } else {
+            columns.push(parsing(parser.parse_column_def())?);
+        }
+        if parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        let close = parser.peek_token();
+        if parser.consume_token(&Token::RParen) {
+            break;
+        }
+        return Err(expected("`,` or `)` in the column list", &close));
+    }
+    let options = parse_with_options(parser)?;
+    Ok(CreateSource { name, is_table, columns, watermark, primary_key, options })
+}
+
+fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {
+    if !parse_word(parser, "WITH") {
+        return Ok(Vec::new());
+    }
+    let parsing = |result: Result<_, _>| result.map_err(SqlError::from_parser);
+    let open = parser.peek_token();
+    if !parser.consume_token(&Token::LParen) {
+        return Err(expected("`(` after WITH", &open));
+    }
+    let mut options = Vec::new();
+    loop {
+        let key = parsing(parser.parse_identifier())?;
+        let equals = parser.peek_token();
+        if !parser.consume_token(&Token::Eq) {
+            return Err(expected(&format!("`=` after option `{}`", key.value), &equals));
+        }
+        let value_token = parser.peek_token();
+        let value = match parsing(parser.parse_value())?.value {
+            Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => text,
+            Value::Number(number, _) => number.to_string(),
+            Value::Boolean(flag) => flag.to_string(),
+            other => {
+                return Err(SqlError::new(
+                    Position::of(value_token.span.start),
+                    format!("option `{}` takes a quoted string, found {other}", key.value),
+                ));
+            }
+        };
+        options.push(OptionEntry { key, value, value_position: Position::of(value_token.span.start) });
+        if parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        let close = parser.peek_token();
+        if parser.consume_token(&Token::RParen) {
+            break;
+        }
+        return Err(expected("`,` or `)` in WITH options", &close));
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_with_a_watermark_and_options_parses() {
+        let statements = parse_pipeline(
+            "-- readings\nCREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP,\n  WATERMARK FOR ts AS ts - INTERVAL '5 seconds'\n) WITH (connector = 'simulator', rooms = 4);",
+        )
+        .unwrap();
+        let Statement::CreateSource(source) = &statements[0].statement else { panic!() };
+        assert_eq!(statements[0].position, Position { line: 2, column: 1 });
+        assert_eq!(source.columns.len(), 2);
+        assert_eq!(source.watermark.as_ref().unwrap().column.value, "ts");
+        assert_eq!(source.options[1].value, "4");
+        assert!(statements[0].text.starts_with("CREATE SOURCE readings"));
+    }
+
+    #[test]
+    fn views_sinks_and_show_parse_in_sequence() {
+        let statements = parse_pipeline(
+            "CREATE VIEW v AS SELECT 1; CREATE MATERIALIZED VIEW m AS SELECT * FROM v;\nCREATE SINK s FROM m WITH (connector='stdout'); SHOW VIEWS; DROP SINK IF EXISTS s; EXPLAIN SELECT 1",
+        )
+        .unwrap();
+        assert_eq!(statements.len(), 6);
+        assert!(matches!(&statements[1].statement, Statement::CreateView(v) if v.materialized));
+        assert!(matches!(&statements[5].statement, Statement::Explain(_)));
+    }
+
+    #[test]
+    fn a_typo_is_reported_where_it_is() {
+        let error = parse_pipeline("CREATE VIEW v AS SELECT 1;\nCREATE SINKS s FROM v;").unwrap_err();
+        assert_eq!(error.position, Position { line: 2, column: 8 });
+        assert!(error.message.contains("expected SOURCE, TABLE, VIEW"), "{}", error.message);
+        let error = parse_pipeline("SELECT a FROM b c d").unwrap_err();
+        assert_eq!(error.position, Position { line: 1, column: 19 });
+    }
+}
