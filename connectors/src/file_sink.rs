@@ -32,14 +32,14 @@ pub struct RowWriter {
     schema: SchemaRef,
     format: FileFormat,
     changelog: bool,
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
     target_name: String,
     wrote_header: bool,
 }
 
 impl RowWriter {
     pub fn open(target: &SinkTarget, schema: SchemaRef, changelog: bool) -> Result<Self, SinkError> {
-        let (out, format, target_name): (Box<dyn Write>, _, _) = match target {
+        let (out, format, target_name): (Box<dyn Write + Send>, _, _) = match target {
             SinkTarget::Stdout => (Box::new(std::io::stdout()), FileFormat::Json, "stdout".to_string()),
             SinkTarget::File { path, format } => {
                 let io_error = |source| SinkError::Io { path: path.display().to_string(), source };

@@ -1,1 +1,10 @@
-//! placeholder
+//! The Vibelux engine: plans from `vibelux-queries` built into timely dataflows and run.
+//!
+//! [`runtime`] builds and runs the dataflow on worker threads; [`pipeline`] loads pipeline files
+//! and runs ad-hoc queries to completion; [`diagnostics`] renders SQL errors for people; [`format`]
+//! prints result rows. The `vibelux` binary (`main.rs`) is the command line over these.
+
+pub mod diagnostics;
+pub mod format;
+pub mod pipeline;
+pub mod runtime;

@@ -1,1 +1,228 @@
-fn main(){}
+//! The `vibelux` command: run, check and explain pipeline files.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::EnvFilter;
+use vibelux::format::{row_text, table};
+use vibelux::pipeline::{load_pipeline, query_to_completion};
+use vibelux::runtime::{Run, RunOptions, start};
+use vibelux_queries::planner::{Outcome, Planner};
+
+#[derive(Parser)]
+#[command(name = "vibelux", version, about = "Incremental streaming SQL for controlled-environment agriculture")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: sources feed views, views feed sinks, until the inputs end or Ctrl-C.
+    Run {
+        /// The pipeline file (SQL).
+        file: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Stop after this long (e.g. `30s`, `5m`), as Ctrl-C would.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<Duration>,
+    },
+    /// Check a pipeline file: parse, plan and type-check every statement. Exit 0 when valid.
+    Check { file: PathBuf },
+    /// Print the dataflow each materialized view and sink becomes.
+    Explain { file: PathBuf },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { file, workers, run_for } => run(&file, workers, run_for),
+        Command::Check { file } => check(&file),
+        Command::Explain { file } => explain(&file),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<()> {
+    let (planner, outcomes) = load_pipeline(file)?;
+    for outcome in &outcomes {
+        print_outcome(&planner, outcome)?;
+    }
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+fn explain(file: &Path) -> anyhow::Result<()> {
+    let (planner, _) = load_pipeline(file)?;
+    print!("{}", planner.explain_pipeline());
+    Ok(())
+}
+
+/// Prints what a statement did; ad-hoc queries in a file run to completion (bounded inputs).
+fn print_outcome(planner: &Planner, outcome: &Outcome) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Done(message) => tracing::debug!("{message}"),
+        Outcome::Table { columns, rows } => println!("{}", table(columns, rows)),
+        Outcome::Text(text) => print!("{text}"),
+        Outcome::Query { node } => {
+            let rows = query_to_completion(&planner.plan, *node, 1)?;
+            let columns: Vec<String> =
+                planner.plan.nodes[*node].schema.fields().iter().map(|f| f.name().clone()).collect();
+            let rows: Vec<Vec<String>> = rows.iter().map(row_text).collect();
+            println!("{}", table(&columns, &rows));
+        }
+    }
+    Ok(())
+}
+
+fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result<()> {
+    let (planner, outcomes) = load_pipeline(file)?;
+    for outcome in &outcomes {
+        if !matches!(outcome, Outcome::Done(_)) {
+            print_outcome(&planner, outcome)?;
+        }
+    }
+    let plan = Arc::new(planner.plan.clone());
+    if plan.sinks.is_empty() && plan.materialized.is_empty() {
+        anyhow::bail!("{} defines no sink or materialized view, so there is nothing to run", file.display());
+    }
+    announce(&planner, workers);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupted = stop.clone();
+    ctrlc::set_handler(move || {
+        if interrupted.swap(true, Ordering::Relaxed) {
+            eprintln!("stopping now");
+            std::process::exit(130);
+        }
+        eprintln!("stopping: sources close, open windows are discarded (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let started = Instant::now();
+    let run = start(plan, RunOptions { workers, stop: stop.clone(), capture: Vec::new() })?;
+    let metrics = run.metrics.clone();
+    let monitor_stop = stop.clone();
+    let finished = Arc::new(AtomicBool::new(false));
+    let monitor_finished = finished.clone();
+    let monitor = std::thread::spawn(move || monitor_run(&metrics, run_for, started, &monitor_stop, &monitor_finished));
+    let result = Run::join(run);
+    finished.store(true, Ordering::Relaxed);
+    let metrics = monitor.join().expect("monitor thread");
+    result?;
+    report(&metrics, started.elapsed());
+    Ok(())
+}
+
+/// Says what is running and where results go.
+fn announce(planner: &Planner, workers: usize) {
+    let plan = &planner.plan;
+    eprintln!("vibelux: running with {workers} worker{}", if workers == 1 { "" } else { "s" });
+    for source in &plan.sources {
+        let bounded = if source.connector.is_bounded() { "replay" } else { "live" };
+        eprintln!("  source {} ({} {bounded})", source.name, source.connector.name());
+    }
+    for (name, _) in &plan.materialized {
+        eprintln!("  materialized view {name}");
+    }
+    for sink in &plan.sinks {
+        let target = match &sink.target {
+            vibelux_connectors::file_sink::SinkTarget::File { path, .. } => path.display().to_string(),
+            vibelux_connectors::file_sink::SinkTarget::Stdout => "stdout".into(),
+        };
+        eprintln!("  sink {} ← {} → {target}", sink.name, sink.from);
+    }
+    eprintln!("  Ctrl-C stops");
+}
+
+/// Shows progress while the run goes on; stops it after `run_for`. Returns the metrics to report.
+fn monitor_run(
+    metrics: &Arc<vibelux::runtime::RunMetrics>,
+    run_for: Option<Duration>,
+    started: Instant,
+    stop: &AtomicBool,
+    finished: &AtomicBool,
+) -> Arc<vibelux::runtime::RunMetrics> {
+    let total: u64 = metrics.replay.iter().map(|(_, p)| p.total_bytes.load(Ordering::Relaxed)).sum();
+    let bar = (!metrics.replay.is_empty()).then(|| {
+        let bar = ProgressBar::new(total.max(1));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} replay [{bar:30}] {bytes}/{total_bytes} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut last_status = Instant::now();
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(limit) = run_for
+            && started.elapsed() >= limit
+            && !stop.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("stopping after {}", humantime::format_duration(limit));
+        }
+        let rows: u64 = metrics.sources.iter().map(|(_, m)| m.rows.load(Ordering::Relaxed)).sum();
+        if let Some(bar) = &bar {
+            let total: u64 = metrics.replay.iter().map(|(_, p)| p.total_bytes.load(Ordering::Relaxed)).sum();
+            let read: u64 = metrics.replay.iter().map(|(_, p)| p.bytes_read.load(Ordering::Relaxed)).sum();
+            bar.set_length(total.max(1));
+            bar.set_position(read);
+            bar.set_message(format!("{rows} rows"));
+        } else if last_status.elapsed() >= Duration::from_secs(5) {
+            last_status = Instant::now();
+            tracing::info!("{}", status_line(metrics));
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    metrics.clone()
+}
+
+fn status_line(metrics: &vibelux::runtime::RunMetrics) -> String {
+    let mut parts = Vec::new();
+    for (name, source) in &metrics.sources {
+        parts.push(format!(
+            "{name}: {} rows, {} dead letters, {} late",
+            source.rows.load(Ordering::Relaxed),
+            source.dead_letters.load(Ordering::Relaxed),
+            source.late_rows.load(Ordering::Relaxed)
+        ));
+    }
+    for (name, rows) in &metrics.views {
+        parts.push(format!("{name}: {} rows", rows.load(Ordering::Relaxed)));
+    }
+    for (name, sink) in &metrics.sinks {
+        parts.push(format!("{name}: {} written", sink.rows_written.load(Ordering::Relaxed)));
+    }
+    parts.join("; ")
+}
+
+fn report(metrics: &vibelux::runtime::RunMetrics, elapsed: Duration) {
+    let rows: u64 = metrics.sources.iter().map(|(_, m)| m.rows.load(Ordering::Relaxed)).sum();
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    eprintln!("vibelux: done in {:.2}s ({:.0} rows/s)", seconds, rows as f64 / seconds);
+    eprintln!("  {}", status_line(metrics));
+    let write_errors: u64 = metrics.sinks.iter().map(|(_, s)| s.write_errors.load(Ordering::Relaxed)).sum();
+    if write_errors > 0 {
+        eprintln!("  {write_errors} rows could not be written (see errors above)");
+    }
+}

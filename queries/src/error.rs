@@ -13,6 +13,11 @@ impl Position {
     pub fn of(location: datafusion::sql::sqlparser::tokenizer::Location) -> Self {
         Position { line: location.line, column: location.column }
     }
+
+    /// From the location type DataFusion's diagnostics use.
+    pub fn of_diagnostic(location: datafusion::common::Location) -> Self {
+        Position { line: location.line, column: location.column }
+    }
 }
 
 /// What went wrong and where. Displayed as `line:column: message`; the CLI prefixes the file.

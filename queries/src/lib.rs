@@ -1,1 +1,15 @@
-//! placeholder
+//! The SQL dialect of Vibelux: from pipeline text to a dataflow plan.
+//!
+//! [`parser`] reads statements (sqlparser underneath), [`planner`] keeps the catalog and runs
+//! each statement, handing queries to DataFusion for name resolution and type checking
+//! ([`context`]) after replacing window table functions ([`window_functions`]); [`lowering`]
+//! turns DataFusion's logical plan into [`plan`] nodes the engine builds operators from.
+
+pub mod context;
+pub mod error;
+pub mod lowering;
+pub mod options;
+pub mod parser;
+pub mod plan;
+pub mod planner;
+pub mod window_functions;

@@ -13,6 +13,11 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use crate::error::{Position, SqlError, SqlResult};
 
+/// Locates a sqlparser error.
+fn parsing<T>(result: Result<T, datafusion::sql::sqlparser::parser::ParserError>) -> SqlResult<T> {
+    result.map_err(SqlError::from_parser)
+}
+
 /// One statement of a pipeline file, with where it starts.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -166,7 +171,6 @@ fn parse_word(parser: &mut Parser, word: &str) -> bool {
 }
 
 fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
-    let parsing = |result: Result<_, _>| result.map_err(SqlError::from_parser);
     if parse_word(parser, "CREATE") {
         let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
         if parse_word(parser, "SOURCE") {
@@ -245,7 +249,6 @@ fn parse_object_kind(parser: &mut Parser) -> SqlResult<ObjectKind> {
 }
 
 fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateSource> {
-    let parsing = |result: Result<_, _>| result.map_err(SqlError::from_parser);
     let name = parsing(parser.parse_identifier())?;
     let open = parser.peek_token();
     if !parser.consume_token(&Token::LParen) {
@@ -293,7 +296,6 @@ fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {
     if !parse_word(parser, "WITH") {
         return Ok(Vec::new());
     }
-    let parsing = |result: Result<_, _>| result.map_err(SqlError::from_parser);
     let open = parser.peek_token();
     if !parser.consume_token(&Token::LParen) {
         return Err(expected("`(` after WITH", &open));

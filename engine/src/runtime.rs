@@ -1,0 +1,278 @@
+//! Building the dataflow plan into timely operators on every worker, and running it.
+//!
+//! Each worker builds the same dataflow from the shared [`DataflowPlan`]: its partition of every
+//! source, then one operator chain per plan node (in id order, so inputs exist before readers),
+//! then the sinks. Data moves between workers only where an operator exchanges it (aggregates by
+//! key, sinks to worker 0). The run ends when every source is exhausted (a replay) or when it is
+//! stopped (Ctrl-C, `--for`); a stopped run discards windows that never closed rather than writing
+//! them as if they were complete.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::{Scope, Stream};
+use vibelux_connectors::file_sink::RowWriter;
+use vibelux_connectors::file_source::{FileReader, ReplayProgress};
+use vibelux_connectors::simulator::SimulatorReader;
+use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
+use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
+use vibelux_operators::aggregate::AggregateExt;
+use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
+use vibelux_operators::changes::AsUpdatesExt;
+use vibelux_operators::row::{Row, Update};
+use vibelux_operators::window::AssignWindowsExt;
+use vibelux_queries::plan::{DataflowPlan, NodeId, NodeKind, SinkMode, SourceConnector};
+
+/// A node's output on one worker.
+#[derive(Clone)]
+enum Built<'scope> {
+    Rows(Stream<'scope, u64, Vec<Row>>),
+    Updates { changes: Stream<'scope, u64, Vec<Update>>, finals: Option<Stream<'scope, u64, Vec<Row>>> },
+}
+
+impl<'scope> Built<'scope> {
+    fn changes(&self) -> Stream<'scope, u64, Vec<Update>> {
+        match self {
+            Built::Rows(rows) => rows.clone().as_updates(),
+            Built::Updates { changes, .. } => changes.clone(),
+        }
+    }
+
+    /// Rows that are final when they appear: all rows of an append-only node, closed windows.
+    fn finals(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
+        match self {
+            Built::Rows(rows) => Some(rows.clone()),
+            Built::Updates { finals, .. } => finals.clone(),
+        }
+    }
+}
+
+/// Shared counters of a run, read while it runs and reported at its end.
+#[derive(Default)]
+pub struct RunMetrics {
+    pub sources: Vec<(String, Arc<SourceMetrics>)>,
+    pub sinks: Vec<(String, Arc<SinkMetrics>)>,
+    /// Current row count of each materialized view.
+    pub views: Vec<(String, Arc<AtomicI64>)>,
+    pub replay: Vec<(String, Arc<ReplayProgress>)>,
+}
+
+pub struct RunOptions {
+    pub workers: usize,
+    /// Set to stop the run (Ctrl-C, `--for`): sources stop, open windows are discarded.
+    pub stop: Arc<AtomicBool>,
+    /// Nodes whose changes are collected and returned (ad-hoc queries, tests).
+    pub capture: Vec<NodeId>,
+}
+
+/// A running pipeline.
+pub struct Run {
+    guards: timely::communication::WorkerGuards<anyhow::Result<()>>,
+    pub metrics: Arc<RunMetrics>,
+    captured: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>>,
+}
+
+impl Run {
+    /// Waits for the run to end; returns the captured changes of each captured node.
+    pub fn join(self) -> anyhow::Result<HashMap<NodeId, Vec<(Row, i64)>>> {
+        for result in self.guards.join() {
+            result.map_err(|panic| anyhow::anyhow!("worker failed: {panic}"))??;
+        }
+        let captured = std::mem::take(&mut *self.captured.lock().expect("capture lock"));
+        Ok(captured)
+    }
+}
+
+fn open_reader(
+    plan: &DataflowPlan,
+    source: usize,
+    worker: usize,
+    peers: usize,
+    progress: Arc<ReplayProgress>,
+) -> anyhow::Result<Box<dyn SourceReader>> {
+    let source_plan = &plan.sources[source];
+    Ok(match &source_plan.connector {
+        SourceConnector::Simulator(config) => {
+            if worker == 0 {
+                config
+                    .write_fault_ground_truth(config.resolved_start())
+                    .with_context(|| format!("writing fault ground truth of source {}", source_plan.name))?;
+            }
+            let reader = SimulatorReader::new(config.clone(), &source_plan.layout.schema, worker, peers)
+                .map_err(anyhow::Error::msg)?;
+            Box::new(reader)
+        }
+        SourceConnector::File(config) => {
+            let reader = FileReader::open(config.clone(), source_plan.layout.clone(), worker, peers, progress)
+                .with_context(|| format!("opening {} for source {}", config.path.display(), source_plan.name))?;
+            Box::new(reader)
+        }
+    })
+}
+
+/// Starts the plan's sinks and materialized views (and captured nodes) on `options.workers` threads.
+pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run> {
+    let mut roots: Vec<NodeId> = plan.sinks.iter().map(|sink| sink.node).collect();
+    roots.extend(plan.materialized.iter().map(|(_, node)| *node));
+    roots.extend(options.capture.iter().copied());
+    let order = plan.build_order(&roots);
+    let sources = plan.sources_of(&order);
+
+    let metrics = Arc::new(RunMetrics {
+        sources: sources.iter().map(|&s| (plan.sources[s].name.clone(), Arc::default())).collect(),
+        sinks: plan.sinks.iter().map(|sink| (sink.name.clone(), Arc::default())).collect(),
+        views: plan.materialized.iter().map(|(name, _)| (name.clone(), Arc::default())).collect(),
+        replay: sources
+            .iter()
+            .filter(|&&s| matches!(&plan.sources[s].connector, SourceConnector::File(c) if !c.follow))
+            .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
+            .collect(),
+    });
+    // Sinks open (and create their files) before any worker starts, so a bad path fails the run
+    // up front; worker 0 takes the writers.
+    let mut writers = Vec::new();
+    for sink in &plan.sinks {
+        let schema = plan.nodes[sink.node].schema.clone();
+        let writer = RowWriter::open(&sink.target, schema, sink.mode == SinkMode::Changelog)
+            .with_context(|| format!("opening sink {}", sink.name))?;
+        writers.push(Some(writer));
+    }
+    let writers = Arc::new(Mutex::new(writers));
+    let captured: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>> = Arc::default();
+
+    let worker_metrics = metrics.clone();
+    let worker_captured = captured.clone();
+    let stop = options.stop.clone();
+    let capture = options.capture.clone();
+    let config = timely::Config::process(options.workers.max(1));
+    let guards = timely::execute(config, move |worker| -> anyhow::Result<()> {
+        let index = worker.index();
+        let peers = worker.peers();
+        let plan = plan.clone();
+        let metrics = worker_metrics.clone();
+        let mut failure = None;
+        worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| {
+            let mut source_streams: HashMap<usize, SourceStreams> = HashMap::new();
+            for (position, &source) in sources.iter().enumerate() {
+                let progress = metrics
+                    .replay
+                    .iter()
+                    .find(|(name, _)| name == &plan.sources[source].name)
+                    .map(|(_, progress)| progress.clone())
+                    .unwrap_or_default();
+                let reader = match open_reader(&plan, source, index, peers, progress) {
+                    Ok(reader) => reader,
+                    Err(error) => {
+                        failure = Some(error);
+                        stop.store(true, Ordering::Relaxed);
+                        Box::new(NoInput)
+                    }
+                };
+                let streams = read_source(
+                    scope,
+                    &plan.sources[source].name,
+                    reader,
+                    plan.sources[source].timing.clone(),
+                    metrics.sources[position].1.clone(),
+                    stop.clone(),
+                );
+                source_streams.insert(source, streams);
+            }
+
+            let mut built: HashMap<NodeId, Built> = HashMap::new();
+            for &node in &order {
+                let output = match &plan.nodes[node].kind {
+                    NodeKind::SourceRows { source } => Built::Rows(source_streams[source].rows.clone()),
+                    NodeKind::SourceDeadLetters { source } => Built::Rows(source_streams[source].dead_letters.clone()),
+                    NodeKind::SourceLateRows { source } => Built::Rows(source_streams[source].late_rows.clone()),
+                    NodeKind::Calc { input, calc } => match &built[input] {
+                        Built::Rows(rows) => Built::Rows(rows.clone().calc_rows(calc.clone())),
+                        Built::Updates { changes, finals } => Built::Updates {
+                            changes: changes.clone().calc_updates(calc.clone()),
+                            finals: finals.clone().map(|finals| finals.calc_rows(calc.clone())),
+                        },
+                    },
+                    NodeKind::AssignWindows { input, time_column, kind } => match &built[input] {
+                        Built::Rows(rows) => Built::Rows(rows.clone().assign_windows(*time_column, *kind)),
+                        Built::Updates { .. } => unreachable!("the planner only windows append-only relations"),
+                    },
+                    NodeKind::Aggregate { input, plan: aggregate } => {
+                        let (changes, finals) = built[input].changes().aggregate(aggregate.clone(), stop.clone());
+                        Built::Updates { changes, finals: aggregate.window.as_ref().map(|_| finals) }
+                    }
+                    NodeKind::Union { inputs } => {
+                        let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
+                        if parts.iter().all(|part| matches!(part, Built::Rows(_))) {
+                            Built::Rows(scope.concatenate(parts.iter().filter_map(|part| part.finals())))
+                        } else {
+                            let finals: Option<Vec<_>> = parts.iter().map(|part| part.finals()).collect();
+                            Built::Updates {
+                                changes: scope.concatenate(parts.iter().map(|part| part.changes())),
+                                finals: finals.map(|finals| scope.concatenate(finals)),
+                            }
+                        }
+                    }
+                };
+                built.insert(node, output);
+            }
+
+            let mut writers = writers.lock().expect("writers lock");
+            for (sink_index, sink) in plan.sinks.iter().enumerate() {
+                let writer = if index == 0 { writers[sink_index].take() } else { None };
+                let sink_metrics = metrics.sinks[sink_index].1.clone();
+                let output = &built[&sink.node];
+                match sink.mode {
+                    SinkMode::Rows | SinkMode::FinalRows => {
+                        output.finals().expect("planned as final").write_rows(writer, sink_metrics)
+                    }
+                    SinkMode::Changelog => output.changes().write_updates(writer, sink_metrics),
+                }
+            }
+            for (view_index, (_, node)) in plan.materialized.iter().enumerate() {
+                count_rows(built[node].changes(), metrics.views[view_index].1.clone());
+            }
+            for node in &capture {
+                collect_changes(built[node].changes(), *node, worker_captured.clone());
+            }
+        });
+        while worker.has_dataflows() {
+            worker.step_or_park(Some(Duration::from_millis(20)));
+        }
+        failure.map_or(Ok(()), Err)
+    })
+    .map_err(|error| anyhow::anyhow!("starting workers: {error}"))?;
+    Ok(Run { guards, metrics, captured })
+}
+
+/// A reader for a source that failed to open on this worker: it ends at once.
+struct NoInput;
+
+impl SourceReader for NoInput {
+    fn poll(&mut self, _out: &mut Vec<vibelux_connectors::source::Record>, _max: usize) -> vibelux_connectors::source::Poll {
+        vibelux_connectors::source::Poll::Finished
+    }
+}
+
+fn count_rows(changes: Stream<'_, u64, Vec<Update>>, count: Arc<AtomicI64>) {
+    changes.sink(Pipeline, "CountViewRows", move |(input, _)| {
+        input.for_each(|_, data| {
+            let delta: i64 = data.iter().map(|(_, _, diff)| diff).sum();
+            count.fetch_add(delta, Ordering::Relaxed);
+        });
+    });
+}
+
+fn collect_changes(changes: Stream<'_, u64, Vec<Update>>, node: NodeId, into: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>>) {
+    changes.sink(Pipeline, "Capture", move |(input, _)| {
+        input.for_each(|_, data| {
+            let mut captured = into.lock().expect("capture lock");
+            captured.entry(node).or_default().extend(data.drain(..).map(|(row, _, diff)| (row, diff)));
+        });
+    });
+}

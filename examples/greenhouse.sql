@@ -1,0 +1,41 @@
+-- The reference pipeline: a simulated facility of 4 rooms × 5 zones × 10 sensors.
+-- Run it with:  vibelux run examples/greenhouse.sql
+--
+-- Simulated time runs 60× faster than the clock (speed = '60x'), so a 1-minute window closes
+-- every second; use speed = 'realtime' for a live facility, or 'max' with a duration to replay.
+
+CREATE SOURCE readings (
+  sensor_id TEXT NOT NULL,
+  room      TEXT,
+  zone      TEXT,
+  ts        TIMESTAMP,
+  temp_c    DOUBLE,
+  rh        DOUBLE,
+  co2_ppm   DOUBLE,
+  ppfd      DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds'
+) WITH (
+  connector = 'simulator',
+  rooms = '4', zones_per_room = '5', sensors_per_zone = '10',
+  interval = '10 seconds',
+  speed = '60x',
+  seed = '7'
+);
+
+-- Plausible readings only, with Fahrenheit for the US growers.
+CREATE VIEW climate AS
+  SELECT *, temp_c * 1.8 + 32 AS temp_f
+  FROM readings
+  WHERE rh BETWEEN 0 AND 100;
+
+-- Per-zone climate, minute by minute. Updated live as readings arrive; final once the
+-- watermark passes the end of the minute.
+CREATE MATERIALIZED VIEW zone_minute AS
+  SELECT zone, window_start, window_end,
+         avg(temp_c) AS temp_avg, max(co2_ppm) AS co2_max, count(*) AS n
+  FROM TUMBLE(climate, ts, INTERVAL '1 minute')
+  GROUP BY zone, window_start, window_end;
+
+-- Each closed minute, once, as JSON lines.
+CREATE SINK zone_minute_out FROM zone_minute
+  WITH (connector = 'file', path = 'out/zone_minute.jsonl', format = 'json');

@@ -1,0 +1,175 @@
+//! What DataFusion's SQL planner sees: our relations as tables, DataFusion's function library.
+//!
+//! Planning is synchronous and needs no data, so instead of a `SessionContext` (async, and built
+//! around executing) the planner gets this small [`ContextProvider`] over the catalog's schemas.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{DFSchema, ScalarValue, TableReference};
+use datafusion::execution::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
+use datafusion::logical_expr::{
+    AggregateUDF, Expr, HigherOrderUDF, LogicalTableSource, ScalarUDF, TableSource, WindowUDF,
+};
+use datafusion::sql::planner::{ParserOptions, PlannerContext, SqlToRel};
+use datafusion::sql::sqlparser::ast;
+
+use crate::error::{Position, SqlError, SqlResult};
+
+/// DataFusion's function library and settings, shared by every statement.
+pub fn session_state() -> SessionState {
+    SessionStateBuilder::new().with_default_features().build()
+}
+
+/// Relations visible to one statement.
+pub struct PlanningContext<'a> {
+    pub state: &'a SessionState,
+    pub tables: HashMap<String, SchemaRef>,
+}
+
+impl PlanningContext<'_> {
+    pub fn sql_to_rel(&self) -> SqlToRel<'_, Self> {
+        let options = ParserOptions { collect_spans: true, ..ParserOptions::default() };
+        SqlToRel::new_with_options(self, options)
+    }
+}
+
+impl ContextProvider for PlanningContext<'_> {
+    fn get_table_source(&self, name: TableReference) -> datafusion::common::Result<Arc<dyn TableSource>> {
+        let table = name.table().to_string();
+        match self.tables.get(&table) {
+            Some(schema) => Ok(Arc::new(LogicalTableSource::new(schema.clone()))),
+            None => {
+                let mut known: Vec<&str> = self
+                    .tables
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|name| !name.starts_with("__"))
+                    .collect();
+                known.sort_unstable();
+                datafusion::common::plan_err!(
+                    "unknown relation `{table}`; defined so far: {}",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            }
+        }
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        self.state.expr_planners()
+    }
+
+    fn get_type_planner(&self) -> Option<Arc<dyn TypePlanner>> {
+        None
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.state.scalar_functions().get(name).cloned()
+    }
+
+    fn get_higher_order_meta(&self, name: &str) -> Option<Arc<HigherOrderUDF>> {
+        self.state.higher_order_functions().get(name).cloned()
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.state.aggregate_functions().get(name).cloned()
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.state.window_functions().get(name).cloned()
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        self.state.config_options()
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.state.scalar_functions().keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        self.state.higher_order_functions().keys().cloned().collect()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.state.aggregate_functions().keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.state.window_functions().keys().cloned().collect()
+    }
+}
+
+/// Converts a DataFusion error into a located SQL error (DataFusion knows spans for some errors).
+pub fn located(error: datafusion::error::DataFusionError, fallback: Position) -> SqlError {
+    let position = error
+        .diagnostic()
+        .and_then(|diagnostic| diagnostic.span)
+        .map(|span| Position::of_diagnostic(span.start))
+        .filter(|position| position.line > 0)
+        .unwrap_or(fallback);
+    let message = error.find_root().to_string();
+    let message = message
+        .strip_prefix("Error during planning: ")
+        .or_else(|| message.strip_prefix("Schema error: "))
+        .or_else(|| message.strip_prefix("This feature is not implemented: "))
+        .unwrap_or(&message)
+        .to_string();
+    SqlError::new(position, message)
+}
+
+/// The Arrow type of a declared column type.
+pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<DataType> {
+    let text = data_type.to_string().to_ascii_uppercase();
+    let base = text.split(['(', ' ']).next().unwrap_or_default();
+    Ok(match base {
+        "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER" => DataType::Utf8,
+        "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "INT2" | "INT4" | "INT8" | "INT64" => DataType::Int64,
+        "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => DataType::Float64,
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "TIMESTAMPTZ" => DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        "TIMESTAMP" if text.contains("WITH TIME ZONE") && !text.contains("WITHOUT") => {
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+        }
+        "TIMESTAMP" => DataType::Timestamp(TimeUnit::Nanosecond, None),
+        _ => {
+            return Err(SqlError::new(
+                position,
+                format!("column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP"),
+            ));
+        }
+    })
+}
+
+/// The length of a constant interval expression (`INTERVAL '1 minute'`) in nanoseconds.
+pub fn interval_nanos(context: &PlanningContext, expression: &ast::Expr, position: Position) -> SqlResult<i64> {
+    let planned = context
+        .sql_to_rel()
+        .sql_to_expr(expression.clone(), &DFSchema::empty(), &mut PlannerContext::new())
+        .map_err(|error| located(error, position))?;
+    let refuse = |what: &str| SqlError::new(position, format!("expected a constant interval such as INTERVAL '1 minute', found {what}"));
+    let nanos = match planned {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(value)), _) => {
+            if value.months != 0 {
+                return Err(SqlError::new(position, "intervals in months have no fixed length; use days"));
+            }
+            i64::from(value.days) * 86_400_000_000_000 + value.nanoseconds
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(value)), _) => {
+            i64::from(value.days) * 86_400_000_000_000 + i64::from(value.milliseconds) * 1_000_000
+        }
+        other => return Err(refuse(&other.to_string())),
+    };
+    if nanos <= 0 {
+        return Err(SqlError::new(position, "the interval must be positive"));
+    }
+    Ok(nanos)
+}

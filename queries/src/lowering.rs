@@ -1,0 +1,326 @@
+//! Lowering: DataFusion's logical plan of a query becomes nodes of the dataflow plan.
+//!
+//! DataFusion parses, resolves names and checks types; what comes back is a tree of
+//! `TableScan`, `Filter`, `Projection`, `Aggregate`, `Union`… This module walks it bottom-up and
+//! adds one [`PlanNode`] per streaming step: a filter and the projection over it fuse into one
+//! `Calc`, an aggregate becomes a projection of its keys and arguments followed by an incremental
+//! `Aggregate`. Along the way it tracks what the operators need to know: which columns hold window
+//! bounds (so the aggregate knows when a window closes), where the event time is, and whether the
+//! output is append-only. Plans that cannot run incrementally are refused with a reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{Column, DFSchema};
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan, expr::AggregateFunction};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::create_physical_expr;
+use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpec};
+use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
+use vibelux_operators::calc::Calc;
+use vibelux_operators::row::storage_type;
+
+use crate::context::located;
+use crate::error::{Position, SqlError, SqlResult};
+use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColumns};
+
+pub struct Lowering<'a> {
+    pub plan: &'a mut DataflowPlan,
+    /// Relation name → node producing it (catalog relations and this statement's windows).
+    pub relations: &'a HashMap<String, NodeId>,
+    pub position: Position,
+    props: ExecutionProps,
+    /// Relations the query reads, for dependency tracking.
+    pub reads: Vec<String>,
+}
+
+impl<'a> Lowering<'a> {
+    pub fn new(plan: &'a mut DataflowPlan, relations: &'a HashMap<String, NodeId>, position: Position) -> Self {
+        Lowering { plan, relations, position, props: ExecutionProps::new(), reads: Vec::new() }
+    }
+
+    fn error(&self, message: impl Into<String>) -> SqlError {
+        SqlError::new(self.position, message)
+    }
+
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> SqlResult<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default()).map_err(|error| located(error, self.position))
+    }
+
+    pub fn lower(&mut self, logical: &LogicalPlan) -> SqlResult<NodeId> {
+        match logical {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table().to_string();
+                let node = *self.relations.get(&name).ok_or_else(|| self.error(format!("unknown relation `{name}`")))?;
+                if !name.starts_with("__") {
+                    self.reads.push(name.clone());
+                }
+                if scan.fetch.is_some() {
+                    return Err(self.error("LIMIT is not supported in a streaming view"));
+                }
+                let source_schema = DFSchema::try_from(self.plan.nodes[node].schema.as_ref().clone())
+                    .map_err(|error| located(error, self.position))?;
+                let projections = match &scan.projection {
+                    None => return Ok(node),
+                    Some(indices) => indices
+                        .iter()
+                        .map(|&index| Expr::Column(Column::from_name(source_schema.field(index).name())))
+                        .collect::<Vec<_>>(),
+                };
+                self.calc(node, &source_schema, None, &projections, scan.projected_schema.inner().clone())
+            }
+            LogicalPlan::Projection(projection) => {
+                let (input, predicate, input_schema) = match projection.input.as_ref() {
+                    LogicalPlan::Filter(filter) => {
+                        (self.lower(&filter.input)?, Some(&filter.predicate), filter.input.schema().clone())
+                    }
+                    other => (self.lower(other)?, None, other.schema().clone()),
+                };
+                self.calc(input, &input_schema, predicate, &projection.expr, projection.schema.inner().clone())
+            }
+            LogicalPlan::Filter(filter) => {
+                let input = self.lower(&filter.input)?;
+                let schema = filter.input.schema();
+                let identity: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+                self.calc(input, schema, Some(&filter.predicate), &identity, schema.inner().clone())
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.lower(&alias.input),
+            LogicalPlan::Aggregate(aggregate) => self.aggregate(
+                &aggregate.input,
+                &aggregate.group_expr,
+                &aggregate.aggr_expr,
+                aggregate.schema.inner().clone(),
+            ),
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let keys: Vec<Expr> = input.schema().columns().into_iter().map(Expr::Column).collect();
+                self.aggregate(input, &keys, &[], input.schema().inner().clone())
+            }
+            LogicalPlan::Union(union) => {
+                let inputs = union.inputs.iter().map(|input| self.lower(input)).collect::<SqlResult<Vec<_>>>()?;
+                let all = |test: &dyn Fn(Changes) -> bool| inputs.iter().all(|&i| test(self.plan.nodes[i].changes));
+                let changes = if all(&|c| c == Changes::AppendOnly) {
+                    Changes::AppendOnly
+                } else {
+                    Changes::Updates { finals: all(&|c| c != Changes::Updates { finals: false }) }
+                };
+                let lateness = inputs.iter().map(|&i| self.plan.nodes[i].lateness_nanos).max().unwrap_or(0);
+                Ok(self.plan.add(PlanNode {
+                    kind: NodeKind::Union { inputs },
+                    schema: union.schema.inner().clone(),
+                    changes,
+                    window: None,
+                    event_time: None,
+                    lateness_nanos: lateness,
+                    label: "Union".into(),
+                }))
+            }
+            LogicalPlan::Sort(_) => Err(self.error(
+                "ORDER BY is not supported in a streaming view: a stream has no end to sort by; order the results where you read them",
+            )),
+            LogicalPlan::Limit(_) => Err(self.error("LIMIT is not supported in a streaming view")),
+            LogicalPlan::Join(_) => Err(self.error("joins are not supported yet")),
+            LogicalPlan::Window(_) => Err(self.error(
+                "window functions (OVER …) are not supported yet; use TUMBLE or HOP with GROUP BY",
+            )),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
+                Err(self.error("a streaming view reads from a source or another view (FROM is missing)"))
+            }
+            other => Err(self.error(format!("{} is not supported in a streaming view", other.display()))),
+        }
+    }
+
+    /// Adds a Calc over `input`, carrying window and event-time columns through plain references.
+    fn calc(
+        &mut self,
+        input: NodeId,
+        input_schema: &DFSchema,
+        predicate: Option<&Expr>,
+        projections: &[Expr],
+        output_schema: SchemaRef,
+    ) -> SqlResult<NodeId> {
+        let output_schema = carried_schema(&output_schema).map_err(|message| self.error(message))?;
+        let physical_predicate = predicate.map(|p| self.physical(p, input_schema)).transpose()?;
+        let physical_projections =
+            projections.iter().map(|e| self.physical(e, input_schema)).collect::<SqlResult<Vec<_>>>()?;
+        let input_node = self.plan.nodes[input].clone();
+        let passthrough = |column: Option<usize>| -> Option<usize> {
+            let column = column?;
+            projections.iter().position(|expr| match expr.clone().unalias() {
+                Expr::Column(c) => input_schema.index_of_column(&c).ok() == Some(column),
+                _ => false,
+            })
+        };
+        let window = input_node.window.and_then(|w| {
+            let moved = WindowColumns { start: passthrough(w.start), end: passthrough(w.end), size_nanos: w.size_nanos };
+            (moved.start.is_some() || moved.end.is_some()).then_some(moved)
+        });
+        let mut label = String::from("Calc");
+        if let Some(predicate) = predicate {
+            label.push_str(&format!(" filter=({predicate})"));
+        }
+        let is_identity = projections.len() == input_schema.fields().len()
+            && projections.iter().enumerate().all(|(i, e)| {
+                matches!(e, Expr::Column(c) if input_schema.index_of_column(c).ok() == Some(i))
+            });
+        if !is_identity {
+            let shown: Vec<String> = projections.iter().map(|e| e.to_string()).collect();
+            label.push_str(&format!(" project=[{}]", shown.join(", ")));
+        }
+        let calc = Calc::new(input_node.schema.clone(), physical_predicate, physical_projections);
+        Ok(self.plan.add(PlanNode {
+            kind: NodeKind::Calc { input, calc: Arc::new(calc) },
+            schema: output_schema,
+            changes: input_node.changes,
+            window,
+            event_time: passthrough(input_node.event_time),
+            lateness_nanos: input_node.lateness_nanos,
+            label,
+        }))
+    }
+
+    fn aggregate(
+        &mut self,
+        input_plan: &LogicalPlan,
+        group_exprs: &[Expr],
+        aggregate_exprs: &[Expr],
+        output_schema: SchemaRef,
+    ) -> SqlResult<NodeId> {
+        let input = self.lower(input_plan)?;
+        let input_schema = input_plan.schema();
+        let input_node = self.plan.nodes[input].clone();
+        if let Some(Expr::GroupingSet(_)) = group_exprs.first() {
+            return Err(self.error("GROUPING SETS, CUBE and ROLLUP are not supported yet"));
+        }
+        let mut projections: Vec<Expr> = group_exprs.to_vec();
+        let mut specs = Vec::new();
+        let mut labels = Vec::new();
+        for expr in aggregate_exprs {
+            let shown = expr.to_string();
+            let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
+                return Err(self.error(format!("expected an aggregate function, found {shown}")));
+            };
+            if params.distinct {
+                return Err(self.error(format!("DISTINCT inside an aggregate is not supported yet: {shown}")));
+            }
+            if params.filter.is_some() {
+                return Err(self.error(format!("FILTER (WHERE …) is not supported yet: {shown}")));
+            }
+            let name = func.name().to_ascii_lowercase();
+            let argument = params.args.first().cloned();
+            let argument_type = match &argument {
+                Some(arg) => Some(arg.get_type(input_schema.as_ref()).map_err(|e| located(e, self.position))?),
+                None => None,
+            };
+            let mut order = params.order_by.first().map(|sort| (sort.expr.clone(), sort.asc));
+            let function = match name.as_str() {
+                "count" if matches!(argument, None | Some(Expr::Literal(..))) => Function::CountRows,
+                "count" => Function::Count,
+                "sum" if argument_type.as_ref().is_some_and(|t| storage_type(t) == Some(DataType::Int64)) => Function::SumInt,
+                "sum" => Function::SumFloat,
+                "avg" | "mean" => Function::Avg,
+                "min" => Function::Min,
+                "max" => Function::Max,
+                "stddev" | "stddev_samp" => Function::StddevSample,
+                "stddev_pop" => Function::StddevPopulation,
+                "var" | "var_samp" | "var_sample" | "variance" => Function::VarianceSample,
+                "var_pop" | "var_population" => Function::VariancePopulation,
+                "first_value" | "last_value" => {
+                    let first = name == "first_value";
+                    if order.is_none() {
+                        let event_time = input_node.event_time.ok_or_else(|| {
+                            self.error(format!("{name} needs ORDER BY here (no event-time column to order by): {shown}"))
+                        })?;
+                        order = Some((Expr::Column(Column::from_name(input_schema.field(event_time).name())), true));
+                    }
+                    let ascending = order.as_ref().is_none_or(|(_, asc)| *asc);
+                    if first == ascending { Function::FirstValue } else { Function::LastValue }
+                }
+                other => return Err(self.error(format!("aggregate function {other} is not supported in streaming views yet"))),
+            };
+            let argument = match function {
+                Function::CountRows => None,
+                _ => {
+                    let arg = argument.ok_or_else(|| self.error(format!("{name} needs an argument")))?;
+                    projections.push(arg);
+                    Some(projections.len() - 1)
+                }
+            };
+            let order_by = match (function, order) {
+                (Function::FirstValue | Function::LastValue, Some((expr, _))) => {
+                    projections.push(expr);
+                    Some(projections.len() - 1)
+                }
+                _ => None,
+            };
+            specs.push(AggregateSpec { function, argument, order_by });
+            labels.push(shown);
+        }
+        let pre_fields = projections
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let data_type = e.get_type(input_schema.as_ref()).map_err(|error| located(error, self.position))?;
+                Ok(Field::new(format!("_{i}"), data_type, true))
+            })
+            .collect::<SqlResult<Vec<_>>>()?;
+        let pre = self.calc(input, input_schema, None, &projections, Arc::new(Schema::new(pre_fields)))?;
+
+        // A key column holding a window bound makes each group a window that closes.
+        let group_column = |column: Option<usize>| -> Option<usize> {
+            let column = column?;
+            group_exprs.iter().position(|e| match e.clone().unalias() {
+                Expr::Column(c) => input_schema.index_of_column(&c).ok() == Some(column),
+                _ => false,
+            })
+        };
+        let appends = input_node.changes == Changes::AppendOnly;
+        let window = input_node.window.filter(|_| appends).and_then(|w| {
+            let columns = WindowColumns { start: group_column(w.start), end: group_column(w.end), size_nanos: w.size_nanos };
+            (columns.start.is_some() || columns.end.is_some()).then_some(columns)
+        });
+        let close = window.map(|w| match w.end {
+            Some(end) => WindowClose { key_column: end, end_offset_nanos: 0, lateness_nanos: input_node.lateness_nanos },
+            None => WindowClose {
+                key_column: w.start.expect("a window column"),
+                end_offset_nanos: w.size_nanos,
+                lateness_nanos: input_node.lateness_nanos,
+            },
+        });
+        let keys: Vec<String> = group_exprs.iter().map(|e| e.to_string()).collect();
+        let label = format!(
+            "Aggregate keys=[{}] aggregates=[{}]{}",
+            keys.join(", "),
+            labels.join(", "),
+            if close.is_some() { " (windowed: final when the watermark passes window_end + lateness)" } else { "" }
+        );
+        let output_schema = carried_schema(&output_schema).map_err(|message| self.error(message))?;
+        let plan = AggregatePlan { key_columns: group_exprs.len(), aggregates: specs, input_retracts: !appends, window: close };
+        Ok(self.plan.add(PlanNode {
+            kind: NodeKind::Aggregate { input: pre, plan: Arc::new(plan) },
+            schema: output_schema,
+            changes: Changes::Updates { finals: window.is_some() },
+            window,
+            event_time: None,
+            lateness_nanos: input_node.lateness_nanos,
+            label,
+        }))
+    }
+}
+
+/// The schema a node's rows are described by; refuses types rows cannot carry.
+pub fn carried_schema(schema: &SchemaRef) -> Result<SchemaRef, String> {
+    for field in schema.fields() {
+        if storage_type(field.data_type()).is_none() {
+            return Err(format!(
+                "column `{}` has type {}, which views cannot carry yet; cast it to TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP",
+                field.name(),
+                field.data_type()
+            ));
+        }
+    }
+    // Every node's fields are nullable: outer expressions may produce nulls a declaration forbids.
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    Ok(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
+}

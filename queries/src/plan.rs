@@ -1,0 +1,198 @@
+//! The dataflow plan: what SQL lowers to and what the engine builds timely operators from.
+//!
+//! A plan is an arena of [`PlanNode`]s (a DAG: a view read by two others is built once), the
+//! sources that feed it and the sinks it drains into. Each node records whether its output is
+//! append-only or updating, which columns hold window bounds, and a one-line label for `EXPLAIN`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_connectors::file_sink::SinkTarget;
+use vibelux_connectors::file_source::FileSourceConfig;
+use vibelux_connectors::payload::RowLayout;
+use vibelux_connectors::simulator::SimulatorConfig;
+use vibelux_connectors::source::SourceTiming;
+use vibelux_operators::aggregate::AggregatePlan;
+use vibelux_operators::calc::Calc;
+use vibelux_operators::window::WindowKind;
+
+pub type NodeId = usize;
+
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// Rows a source admitted.
+    SourceRows { source: usize },
+    /// Input a source could not decode: `reason`, `raw`, `origin`.
+    SourceDeadLetters { source: usize },
+    /// Rows beyond the source's allowed lateness.
+    SourceLateRows { source: usize },
+    Calc { input: NodeId, calc: Arc<Calc> },
+    AssignWindows { input: NodeId, time_column: usize, kind: WindowKind },
+    /// `GROUP BY`; the input is already projected to key columns then argument columns.
+    Aggregate { input: NodeId, plan: Arc<AggregatePlan> },
+    Union { inputs: Vec<NodeId> },
+}
+
+impl NodeKind {
+    pub fn inputs(&self) -> Vec<NodeId> {
+        match self {
+            NodeKind::SourceRows { .. }
+            | NodeKind::SourceDeadLetters { .. }
+            | NodeKind::SourceLateRows { .. } => Vec::new(),
+            NodeKind::Calc { input, .. }
+            | NodeKind::AssignWindows { input, .. }
+            | NodeKind::Aggregate { input, .. } => vec![*input],
+            NodeKind::Union { inputs } => inputs.clone(),
+        }
+    }
+}
+
+/// How a node's output evolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changes {
+    /// Rows are only ever added; each row is final when it appears.
+    AppendOnly,
+    /// Rows are updated (retracted and re-inserted). With `finals`, every row also becomes final
+    /// once (a window closing) and sinks write that final row.
+    Updates { finals: bool },
+}
+
+/// Which columns of a node hold the bounds of the window rows were assigned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowColumns {
+    pub start: Option<usize>,
+    pub end: Option<usize>,
+    pub size_nanos: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanNode {
+    pub kind: NodeKind,
+    pub schema: SchemaRef,
+    pub changes: Changes,
+    pub window: Option<WindowColumns>,
+    /// The column carrying the source's event time, while it passes through unchanged.
+    pub event_time: Option<usize>,
+    /// The largest allowed lateness of the sources feeding this node.
+    pub lateness_nanos: i64,
+    pub label: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConnector {
+    Simulator(SimulatorConfig),
+    File(FileSourceConfig),
+}
+
+impl SourceConnector {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceConnector::Simulator(_) => "simulator",
+            SourceConnector::File(_) => "file",
+        }
+    }
+
+    /// Whether the input ends by itself (a replay) rather than running until stopped.
+    pub fn is_bounded(&self) -> bool {
+        match self {
+            SourceConnector::Simulator(config) => config.duration_nanos.is_some(),
+            SourceConnector::File(config) => !config.follow,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    pub name: String,
+    pub connector: SourceConnector,
+    pub layout: RowLayout,
+    pub timing: SourceTiming,
+}
+
+/// What of a view a sink writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// Append-only views: every row as it appears.
+    Rows,
+    /// Windowed views: each row once, final, when its window closes.
+    FinalRows,
+    /// Updating views: inserts and deletes, marked by an `_op` column.
+    Changelog,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkPlan {
+    pub name: String,
+    pub from: String,
+    pub node: NodeId,
+    pub target: SinkTarget,
+    pub mode: SinkMode,
+}
+
+/// Everything the engine needs to build the dataflow on each worker.
+#[derive(Debug, Clone, Default)]
+pub struct DataflowPlan {
+    pub nodes: Vec<PlanNode>,
+    pub sources: Vec<SourcePlan>,
+    pub sinks: Vec<SinkPlan>,
+    /// Materialized views, maintained while the pipeline runs.
+    pub materialized: Vec<(String, NodeId)>,
+}
+
+impl DataflowPlan {
+    pub fn add(&mut self, node: PlanNode) -> NodeId {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Nodes `roots` depend on, inputs first: the order to build them in.
+    pub fn build_order(&self, roots: &[NodeId]) -> Vec<NodeId> {
+        let mut needed = vec![false; self.nodes.len()];
+        let mut stack: Vec<NodeId> = roots.to_vec();
+        while let Some(node) = stack.pop() {
+            if !needed[node] {
+                needed[node] = true;
+                stack.extend(self.nodes[node].kind.inputs());
+            }
+        }
+        // Inputs always have smaller ids than the nodes reading them.
+        (0..self.nodes.len()).filter(|node| needed[*node]).collect()
+    }
+
+    /// Sources read by the given nodes.
+    pub fn sources_of(&self, nodes: &[NodeId]) -> Vec<usize> {
+        let mut sources: Vec<usize> = nodes
+            .iter()
+            .filter_map(|node| match self.nodes[*node].kind {
+                NodeKind::SourceRows { source }
+                | NodeKind::SourceDeadLetters { source }
+                | NodeKind::SourceLateRows { source } => Some(source),
+                _ => None,
+            })
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        sources
+    }
+
+    /// The tree of nodes under `root`, one per line, for `EXPLAIN`.
+    pub fn explain(&self, root: NodeId) -> String {
+        let mut out = String::new();
+        self.explain_into(root, 0, &mut out);
+        out
+    }
+
+    fn explain_into(&self, node: NodeId, depth: usize, out: &mut String) {
+        let plan_node = &self.nodes[node];
+        let changes = match plan_node.changes {
+            Changes::AppendOnly => "append-only",
+            Changes::Updates { finals: true } => "updates, final per window",
+            Changes::Updates { finals: false } => "updates",
+        };
+        let indent = if depth == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(depth - 1)) };
+        out.push_str(&format!("{indent}{} [{changes}]\n", plan_node.label));
+        for input in plan_node.kind.inputs() {
+            self.explain_into(input, depth + 1, out);
+        }
+    }
+}
