@@ -63,9 +63,14 @@ impl RowLayout {
     /// Decodes one JSON object into a row and its event time (nanoseconds).
     pub fn decode_json(&self, line: &str) -> Result<(Row, i64), String> {
         let mut deserializer = serde_json::Deserializer::from_str(line);
-        let row = JsonRowSeed { layout: self }
-            .deserialize(&mut deserializer)
-            .map_err(|error| error.to_string())?;
+        let row = JsonRowSeed { layout: self }.deserialize(&mut deserializer).map_err(|error| {
+            use serde_json::error::Category;
+            match error.classify() {
+                Category::Syntax => format!("malformed JSON: {error}"),
+                Category::Eof => format!("truncated JSON: {error}"),
+                Category::Data | Category::Io => error.to_string(),
+            }
+        })?;
         deserializer.end().map_err(|error| format!("trailing characters after the object: {error}"))?;
         self.finish(row)
     }

@@ -16,9 +16,9 @@ use crate::error::{Position, SqlError, SqlResult};
 use crate::parser::OptionEntry;
 use crate::plan::SourceConnector;
 
-/// Options not yet consumed, by lower-case name.
+/// Options not yet consumed, by lower-case name: value, value position, name position.
 pub struct Options {
-    entries: BTreeMap<String, (String, Position)>,
+    entries: BTreeMap<String, (String, Position, Position)>,
     statement: Position,
 }
 
@@ -27,7 +27,8 @@ impl Options {
         let mut map = BTreeMap::new();
         for entry in entries {
             let key = entry.key.value.to_ascii_lowercase();
-            if map.insert(key.clone(), (entry.value.clone(), entry.value_position)).is_some() {
+            let key_position = Position::of(entry.key.span.start);
+            if map.insert(key.clone(), (entry.value.clone(), entry.value_position, key_position)).is_some() {
                 return Err(SqlError::new(entry.value_position, format!("option `{key}` is given twice")));
             }
         }
@@ -35,7 +36,7 @@ impl Options {
     }
 
     pub fn take(&mut self, key: &str) -> Option<(String, Position)> {
-        self.entries.remove(key)
+        self.entries.remove(key).map(|(value, position, _)| (value, position))
     }
 
     pub fn required(&mut self, key: &str, what: &str) -> SqlResult<(String, Position)> {
@@ -67,7 +68,7 @@ impl Options {
     pub fn finish(self, what: &str, known: &[&str]) -> SqlResult<()> {
         match self.entries.into_iter().next() {
             None => Ok(()),
-            Some((key, (_, position))) => Err(SqlError::new(
+            Some((key, (_, _, position))) => Err(SqlError::new(
                 position,
                 format!("unknown option `{key}` for {what}; known options: {}", known.join(", ")),
             )),

@@ -102,6 +102,19 @@ pub struct OptionEntry {
 
 /// Parses every statement of `sql`.
 pub fn parse_pipeline(sql: &str) -> SqlResult<Vec<Located>> {
+    parse_statements(sql).map_err(|mut error| {
+        // sqlparser gives no position for a statement cut short: point just past the text.
+        if error.position.line == 0 && error.message.ends_with("found: EOF") {
+            let line = sql.trim_end().lines().count().max(1) as u64;
+            let column = sql.trim_end().lines().last().map_or(0, |last| last.chars().count()) as u64 + 1;
+            error.position = Position { line, column };
+            error.message = error.message.replace("found: EOF", "found: end of input");
+        }
+        error
+    })
+}
+
+fn parse_statements(sql: &str) -> SqlResult<Vec<Located>> {
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(SqlError::from_parser)?;
     let mut statements = Vec::new();
