@@ -1,1 +1,225 @@
-fn main(){}
+//! Load generator and hand-written baseline for the reference pipeline benchmark.
+//!
+//! `generate` writes sensor readings as JSON lines. `baseline` computes what
+//! `bench/reference.sql` computes — derived columns, 1-minute tumbling windows per sensor and
+//! per zone, each closed window written once — in one pass with serde and hash maps and no
+//! framework: the practical limit the engine is measured against (`bench/run.sh`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(about = "Vibelux benchmark tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write `rows` readings from `sensors` sensors (10 per zone), one per sensor every 10 s.
+    Generate {
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000)]
+        sensors: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The reference computation, hand-written: reads `input`, writes two JSON-lines files.
+    Baseline {
+        input: PathBuf,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Generate { rows, sensors, out } => generate(rows, sensors, &out),
+        Command::Baseline { input, out_dir } => baseline(&input, &out_dir),
+    }
+}
+
+fn generate(rows: u64, sensors: u64, out: &PathBuf) -> anyhow::Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut writer = BufWriter::with_capacity(
+        1 << 20,
+        File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    let start = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")?.timestamp_millis();
+    for index in 0..rows {
+        let sensor = index % sensors;
+        let tick = (index / sensors) as i64;
+        // Up to 2 s of disorder, well inside the 5 s watermark delay.
+        let ts_ms =
+            start + tick * 10_000 + (sensor as i64 * 37) % 10_000 - rng.random_range(0..2_000);
+        let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
+            .expect("in range")
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let zone = sensor / 10;
+        writeln!(
+            writer,
+            r#"{{"sensor_id":"s{sensor:04}","room":"r{:02}","zone":"z{zone:03}","ts":"{ts}","temp_c":{:.2},"rh":{:.1},"co2_ppm":{:.0},"ppfd":{:.0}}}"#,
+            zone / 5,
+            24.0 + rng.random_range(-2.0..2.0),
+            60.0 + rng.random_range(-8.0..8.0),
+            900.0 + rng.random_range(-100.0..100.0),
+            700.0 + rng.random_range(-50.0..50.0),
+        )?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Reading<'a> {
+    sensor_id: &'a str,
+    zone: &'a str,
+    ts: &'a str,
+    temp_c: f64,
+    rh: f64,
+}
+
+#[derive(Default)]
+struct WindowState {
+    temp_sum: f64,
+    temp_f_max: f64,
+    rh_min: f64,
+    count: u64,
+}
+
+impl WindowState {
+    fn add(&mut self, temp_c: f64, temp_f: f64, rh: f64) {
+        if self.count == 0 {
+            self.temp_f_max = temp_f;
+            self.rh_min = rh;
+        }
+        self.temp_sum += temp_c;
+        self.temp_f_max = self.temp_f_max.max(temp_f);
+        self.rh_min = self.rh_min.min(rh);
+        self.count += 1;
+    }
+}
+
+const MINUTE_MS: i64 = 60_000;
+const DELAY_MS: i64 = 5_000;
+
+struct Windows {
+    open: HashMap<(String, i64), WindowState>,
+    out: BufWriter<File>,
+    key_name: &'static str,
+}
+
+impl Windows {
+    fn add(&mut self, key: &str, window: i64, temp_c: f64, temp_f: f64, rh: f64) {
+        match self.open.get_mut(&(key.to_string(), window)) {
+            Some(state) => state.add(temp_c, temp_f, rh),
+            None => self
+                .open
+                .entry((key.to_string(), window))
+                .or_default()
+                .add(temp_c, temp_f, rh),
+        }
+    }
+
+    /// Writes and forgets every window that ended at or before `watermark`.
+    fn close(&mut self, watermark: i64) -> anyhow::Result<()> {
+        let closed: Vec<(String, i64)> = self
+            .open
+            .keys()
+            .filter(|(_, start)| start + MINUTE_MS <= watermark)
+            .cloned()
+            .collect();
+        for key in closed {
+            let state = self.open.remove(&key).expect("listed");
+            let start = chrono::DateTime::from_timestamp_millis(key.1)
+                .expect("in range")
+                .naive_utc();
+            let end = chrono::DateTime::from_timestamp_millis(key.1 + MINUTE_MS)
+                .expect("in range")
+                .naive_utc();
+            writeln!(
+                self.out,
+                r#"{{"{}":"{}","window_start":"{}","window_end":"{}","temp_avg":{},"temp_f_max":{},"rh_min":{},"n":{}}}"#,
+                self.key_name,
+                key.0,
+                start.format("%Y-%m-%dT%H:%M:%S%.3f"),
+                end.format("%Y-%m-%dT%H:%M:%S%.3f"),
+                state.temp_sum / state.count as f64,
+                state.temp_f_max,
+                state.rh_min,
+                state.count
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn baseline(input: &PathBuf, out_dir: &PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
+        Ok(BufWriter::new(File::create(out_dir.join(name))?))
+    };
+    let mut per_sensor = Windows {
+        open: HashMap::new(),
+        out: open("sensor_minute.jsonl")?,
+        key_name: "sensor_id",
+    };
+    let mut per_zone = Windows {
+        open: HashMap::new(),
+        out: open("zone_minute.jsonl")?,
+        key_name: "zone",
+    };
+    let reader = BufReader::with_capacity(1 << 20, File::open(input)?);
+    let mut max_ts = i64::MIN;
+    let mut last_close = i64::MIN;
+    let (mut rows, mut bad) = (0u64, 0u64);
+    for line in reader.lines() {
+        let line = line?;
+        let Ok(reading) = serde_json::from_str::<Reading>(&line) else {
+            bad += 1;
+            continue;
+        };
+        let Ok(ts) = chrono::DateTime::parse_from_rfc3339(reading.ts) else {
+            bad += 1;
+            continue;
+        };
+        let ts = ts.timestamp_millis();
+        rows += 1;
+        if !(0.0..=100.0).contains(&reading.rh) {
+            continue;
+        }
+        let temp_f = reading.temp_c * 1.8 + 32.0;
+        let window = ts.div_euclid(MINUTE_MS) * MINUTE_MS;
+        per_sensor.add(
+            reading.sensor_id,
+            window,
+            reading.temp_c,
+            temp_f,
+            reading.rh,
+        );
+        per_zone.add(reading.zone, window, reading.temp_c, temp_f, reading.rh);
+        max_ts = max_ts.max(ts);
+        let watermark = max_ts - DELAY_MS;
+        // Windows close on minute boundaries: check once per watermark minute.
+        if watermark.div_euclid(MINUTE_MS) != last_close.div_euclid(MINUTE_MS) {
+            per_sensor.close(watermark)?;
+            per_zone.close(watermark)?;
+            last_close = watermark;
+        }
+    }
+    per_sensor.close(i64::MAX)?;
+    per_zone.close(i64::MAX)?;
+    per_sensor.out.flush()?;
+    per_zone.out.flush()?;
+    eprintln!("baseline: {rows} rows, {bad} unreadable");
+    Ok(())
+}

@@ -24,7 +24,10 @@ pub enum SinkTarget {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot write to {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Writes rows of one schema to a target.
@@ -38,19 +41,41 @@ pub struct RowWriter {
 }
 
 impl RowWriter {
-    pub fn open(target: &SinkTarget, schema: SchemaRef, changelog: bool) -> Result<Self, SinkError> {
+    pub fn open(
+        target: &SinkTarget,
+        schema: SchemaRef,
+        changelog: bool,
+    ) -> Result<Self, SinkError> {
         let (out, format, target_name): (Box<dyn Write + Send>, _, _) = match target {
-            SinkTarget::Stdout => (Box::new(std::io::stdout()), FileFormat::Json, "stdout".to_string()),
+            SinkTarget::Stdout => (
+                Box::new(std::io::stdout()),
+                FileFormat::Json,
+                "stdout".to_string(),
+            ),
             SinkTarget::File { path, format } => {
-                let io_error = |source| SinkError::Io { path: path.display().to_string(), source };
+                let io_error = |source| SinkError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(io_error)?;
                 }
                 let file = File::create(path).map_err(io_error)?;
-                (Box::new(BufWriter::with_capacity(1 << 16, file)), *format, path.display().to_string())
+                (
+                    Box::new(BufWriter::with_capacity(1 << 16, file)),
+                    *format,
+                    path.display().to_string(),
+                )
             }
         };
-        Ok(RowWriter { schema, format, changelog, out, target_name, wrote_header: false })
+        Ok(RowWriter {
+            schema,
+            format,
+            changelog,
+            out,
+            target_name,
+            wrote_header: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -58,7 +83,10 @@ impl RowWriter {
     }
 
     fn io_error(&self, source: std::io::Error) -> SinkError {
-        SinkError::Io { path: self.target_name.clone(), source }
+        SinkError::Io {
+            path: self.target_name.clone(),
+            source,
+        }
     }
 
     /// Writes one row; `insert` is false for a retraction in a changelog.
@@ -69,7 +97,12 @@ impl RowWriter {
             FileFormat::Csv => {
                 if !self.wrote_header {
                     self.wrote_header = true;
-                    let mut header: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    let mut header: Vec<&str> = self
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
                     if self.changelog {
                         header.insert(0, "_op");
                     }
@@ -80,7 +113,9 @@ impl RowWriter {
             }
         }
         line.push('\n');
-        self.out.write_all(line.as_bytes()).map_err(|e| self.io_error(e))
+        self.out
+            .write_all(line.as_bytes())
+            .map_err(|e| self.io_error(e))
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
@@ -90,7 +125,11 @@ impl RowWriter {
     fn encode_json(&self, row: &Row, insert: bool, line: &mut String) {
         line.push('{');
         if self.changelog {
-            line.push_str(if insert { "\"_op\":\"insert\"," } else { "\"_op\":\"delete\"," });
+            line.push_str(if insert {
+                "\"_op\":\"insert\","
+            } else {
+                "\"_op\":\"delete\","
+            });
         }
         for (index, (field, datum)) in self.schema.fields().iter().zip(row).enumerate() {
             if index > 0 {
@@ -104,7 +143,9 @@ impl RowWriter {
                 Datum::Int64(v) => line.push_str(&v.to_string()),
                 Datum::Float64(v) if v.is_finite() => line.push_str(&v.to_string()),
                 Datum::Float64(_) => line.push_str("null"),
-                Datum::Utf8(v) => line.push_str(&serde_json::to_string(&**v).expect("strings encode")),
+                Datum::Utf8(v) => {
+                    line.push_str(&serde_json::to_string(&**v).expect("strings encode"))
+                }
                 Datum::Timestamp(v) => {
                     line.push('"');
                     line.push_str(&format_timestamp(*v));
@@ -123,7 +164,9 @@ impl RowWriter {
         for datum in row {
             cells.push(match datum {
                 Datum::Null => String::new(),
-                Datum::Utf8(v) if v.contains([',', '"', '\n']) => format!("\"{}\"", v.replace('"', "\"\"")),
+                Datum::Utf8(v) if v.contains([',', '"', '\n']) => {
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                }
                 other => other.to_string(),
             });
         }
@@ -140,7 +183,11 @@ mod tests {
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("zone", DataType::Utf8, true),
-            Field::new("window_start", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new(
+                "window_start",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            ),
             Field::new("temp_avg", DataType::Float64, true),
         ]))
     }
@@ -149,9 +196,16 @@ mod tests {
     fn json_lines_carry_names_iso_times_and_an_op_for_changelogs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/zone.jsonl");
-        let target = SinkTarget::File { path: path.clone(), format: FileFormat::Json };
+        let target = SinkTarget::File {
+            path: path.clone(),
+            format: FileFormat::Json,
+        };
         let mut writer = RowWriter::open(&target, schema(), true).unwrap();
-        let row = vec![Datum::Utf8("z\"1".into()), Datum::Timestamp(60_000_000_000), Datum::Float64(21.5)];
+        let row = vec![
+            Datum::Utf8("z\"1".into()),
+            Datum::Timestamp(60_000_000_000),
+            Datum::Float64(21.5),
+        ];
         writer.write(&row, false).unwrap();
         writer.flush().unwrap();
         let text = std::fs::read_to_string(path).unwrap();
@@ -165,10 +219,21 @@ mod tests {
     fn csv_has_a_header_and_quotes_awkward_text() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("zone.csv");
-        let target = SinkTarget::File { path: path.clone(), format: FileFormat::Csv };
+        let target = SinkTarget::File {
+            path: path.clone(),
+            format: FileFormat::Csv,
+        };
         let mut writer = RowWriter::open(&target, schema(), false).unwrap();
-        writer.write(&vec![Datum::Utf8("a,b".into()), Datum::Null, Datum::Float64(1.0)], true).unwrap();
+        writer
+            .write(
+                &vec![Datum::Utf8("a,b".into()), Datum::Null, Datum::Float64(1.0)],
+                true,
+            )
+            .unwrap();
         writer.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(path).unwrap(), "zone,window_start,temp_avg\n\"a,b\",,1\n");
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "zone,window_start,temp_avg\n\"a,b\",,1\n"
+        );
     }
 }

@@ -69,7 +69,9 @@ impl FileReader {
     ) -> std::io::Result<Self> {
         let file = File::open(&config.path)?;
         if worker == 0 {
-            progress.total_bytes.store(file.metadata()?.len(), Ordering::Relaxed);
+            progress
+                .total_bytes
+                .store(file.metadata()?.len(), Ordering::Relaxed);
         }
         Ok(FileReader {
             config,
@@ -96,13 +98,18 @@ impl FileReader {
         let decoded = match self.config.format {
             FileFormat::Json => self.layout.decode_json(text),
             FileFormat::Csv => match &self.csv_header {
-                Some(header) => parse_csv_record(text).and_then(|record| self.layout.decode_csv(header, &record)),
+                Some(header) => parse_csv_record(text)
+                    .and_then(|record| self.layout.decode_csv(header, &record)),
                 None => unreachable!("the CSV header is read before records"),
             },
         };
         out.push(match decoded {
             Ok((row, event_time)) => Record::Row { row, event_time },
-            Err(reason) => Record::Invalid { reason, raw: text.to_string(), origin: self.origin() },
+            Err(reason) => Record::Invalid {
+                reason,
+                raw: text.to_string(),
+                origin: self.origin(),
+            },
         });
     }
 
@@ -110,8 +117,10 @@ impl FileReader {
         let text = self.line.trim_end_matches(['\n', '\r']).to_string();
         match parse_csv_record(&text) {
             Ok(names) => {
-                let header: Vec<Option<usize>> =
-                    names.iter().map(|name| self.layout.column_index(name.trim())).collect();
+                let header: Vec<Option<usize>> = names
+                    .iter()
+                    .map(|name| self.layout.column_index(name.trim()))
+                    .collect();
                 self.csv_header = Some(header);
             }
             Err(reason) => {
@@ -129,7 +138,9 @@ impl FileReader {
 }
 
 fn parse_csv_record(text: &str) -> Result<csv::StringRecord, String> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes());
     let mut record = csv::StringRecord::new();
     match reader.read_record(&mut record) {
         Ok(true) => Ok(record),
@@ -188,7 +199,9 @@ impl SourceReader for FileReader {
     }
 
     fn processing_time(&self) -> Option<i64> {
-        self.config.follow.then(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
+        self.config
+            .follow
+            .then(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
     }
 }
 
@@ -207,9 +220,12 @@ mod tests {
     }
 
     fn read_all(path: PathBuf, format: FileFormat, worker: usize, peers: usize) -> Vec<Record> {
-        let config = FileSourceConfig { path, format, follow: false };
-        let mut reader =
-            FileReader::open(config, layout(), worker, peers, Arc::default()).unwrap();
+        let config = FileSourceConfig {
+            path,
+            format,
+            follow: false,
+        };
+        let mut reader = FileReader::open(config, layout(), worker, peers, Arc::default()).unwrap();
         let mut out = Vec::new();
         while reader.poll(&mut out, 2) != Poll::Finished {}
         out
@@ -244,7 +260,9 @@ mod tests {
         write!(file, "ts,unused,id\n2026-06-01 00:00:00,x,s1\n").unwrap();
         let records = read_all(file.path().to_path_buf(), FileFormat::Csv, 0, 1);
         match &records[..] {
-            [Record::Row { row, .. }] => assert_eq!(row[0], vibelux_operators::row::Datum::Utf8("s1".into())),
+            [Record::Row { row, .. }] => {
+                assert_eq!(row[0], vibelux_operators::row::Datum::Utf8("s1".into()))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -33,7 +33,11 @@ impl RowLayout {
             .enumerate()
             .map(|(index, field)| (field.name().to_ascii_lowercase(), index))
             .collect();
-        RowLayout { schema, event_time_column, columns_by_name }
+        RowLayout {
+            schema,
+            event_time_column,
+            columns_by_name,
+        }
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -51,7 +55,10 @@ impl RowLayout {
     fn finish(&self, row: Row) -> Result<(Row, i64), String> {
         for (index, datum) in row.iter().enumerate() {
             if datum.is_null() && self.is_required(index) {
-                return Err(format!("missing required field `{}`", self.schema.field(index).name()));
+                return Err(format!(
+                    "missing required field `{}`",
+                    self.schema.field(index).name()
+                ));
             }
         }
         let event_time = row[self.event_time_column]
@@ -63,23 +70,33 @@ impl RowLayout {
     /// Decodes one JSON object into a row and its event time (nanoseconds).
     pub fn decode_json(&self, line: &str) -> Result<(Row, i64), String> {
         let mut deserializer = serde_json::Deserializer::from_str(line);
-        let row = JsonRowSeed { layout: self }.deserialize(&mut deserializer).map_err(|error| {
-            use serde_json::error::Category;
-            match error.classify() {
-                Category::Syntax => format!("malformed JSON: {error}"),
-                Category::Eof => format!("truncated JSON: {error}"),
-                Category::Data | Category::Io => error.to_string(),
-            }
-        })?;
-        deserializer.end().map_err(|error| format!("trailing characters after the object: {error}"))?;
+        let row = JsonRowSeed { layout: self }
+            .deserialize(&mut deserializer)
+            .map_err(|error| {
+                use serde_json::error::Category;
+                match error.classify() {
+                    Category::Syntax => format!("malformed JSON: {error}"),
+                    Category::Eof => format!("truncated JSON: {error}"),
+                    Category::Data | Category::Io => error.to_string(),
+                }
+            })?;
+        deserializer
+            .end()
+            .map_err(|error| format!("trailing characters after the object: {error}"))?;
         self.finish(row)
     }
 
     /// Decodes one CSV record whose fields are named by `header` (header position → column).
-    pub fn decode_csv(&self, header: &[Option<usize>], record: &csv::StringRecord) -> Result<(Row, i64), String> {
+    pub fn decode_csv(
+        &self,
+        header: &[Option<usize>],
+        record: &csv::StringRecord,
+    ) -> Result<(Row, i64), String> {
         let mut row = vec![Datum::Null; self.schema.fields().len()];
         for (position, text) in record.iter().enumerate() {
-            let Some(Some(column)) = header.get(position) else { continue };
+            let Some(Some(column)) = header.get(position) else {
+                continue;
+            };
             if text.is_empty() {
                 continue;
             }
@@ -100,11 +117,14 @@ pub fn parse_text(data_type: &DataType, text: &str) -> Result<Datum, String> {
             "false" | "f" | "0" => Ok(Datum::Boolean(false)),
             _ => Err(format!("expected true or false, found {text:?}")),
         },
-        DataType::Int64 => {
-            text.parse().map(Datum::Int64).map_err(|_| format!("expected an integer, found {text:?}"))
-        }
+        DataType::Int64 => text
+            .parse()
+            .map(Datum::Int64)
+            .map_err(|_| format!("expected an integer, found {text:?}")),
         DataType::Float64 => {
-            let value: f64 = text.parse().map_err(|_| format!("expected a number, found {text:?}"))?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| format!("expected a number, found {text:?}"))?;
             finite(value)
         }
         DataType::Utf8 => Ok(Datum::Utf8(Arc::from(text))),
@@ -146,7 +166,9 @@ fn check_year(time: chrono::NaiveDateTime) -> Result<i64, String> {
             "timestamp {time} is outside {EARLIEST_YEAR}–{LATEST_YEAR}; is the device clock or unit wrong?"
         ));
     }
-    time.and_utc().timestamp_nanos_opt().ok_or_else(|| format!("timestamp {time} is out of range"))
+    time.and_utc()
+        .timestamp_nanos_opt()
+        .ok_or_else(|| format!("timestamp {time} is out of range"))
 }
 
 struct JsonRowSeed<'a> {
@@ -207,7 +229,9 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
             DataType::Int64 => formatter.write_str("an integer"),
             DataType::Float64 => formatter.write_str("a number"),
             DataType::Utf8 => formatter.write_str("a string"),
-            DataType::Timestamp(..) => formatter.write_str("an ISO 8601 string or epoch milliseconds"),
+            DataType::Timestamp(..) => {
+                formatter.write_str("an ISO 8601 string or epoch milliseconds")
+            }
             other => write!(formatter, "a value of type {other}"),
         }
     }
@@ -227,7 +251,9 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
         match self.data_type {
             DataType::Int64 => Ok(Datum::Int64(value)),
             DataType::Float64 => Ok(Datum::Float64(value as f64)),
-            DataType::Timestamp(..) => timestamp_from_millis(value).map(Datum::Timestamp).map_err(E::custom),
+            DataType::Timestamp(..) => timestamp_from_millis(value)
+                .map(Datum::Timestamp)
+                .map_err(E::custom),
             _ => Err(E::invalid_type(serde::de::Unexpected::Signed(value), &self)),
         }
     }
@@ -235,7 +261,10 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
     fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Datum, E> {
         match i64::try_from(value) {
             Ok(value) => self.visit_i64(value),
-            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Unsigned(value), &self)),
+            Err(_) => Err(E::invalid_value(
+                serde::de::Unexpected::Unsigned(value),
+                &self,
+            )),
         }
     }
 
@@ -249,7 +278,9 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
     fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Datum, E> {
         match self.data_type {
             DataType::Utf8 => Ok(Datum::Utf8(Arc::from(value))),
-            DataType::Timestamp(..) => parse_timestamp(value).map(Datum::Timestamp).map_err(E::custom),
+            DataType::Timestamp(..) => parse_timestamp(value)
+                .map(Datum::Timestamp)
+                .map_err(E::custom),
             _ => Err(E::invalid_type(serde::de::Unexpected::Str(value), &self)),
         }
     }
@@ -283,20 +314,39 @@ mod tests {
             .decode_json(r#"{"temp_c": 21.5, "extra": [1], "ts": "2026-06-01T00:00:01Z", "sensor_id": "s1"}"#)
             .unwrap();
         assert_eq!(ts, 1_780_272_001_000_000_000);
-        assert_eq!(row, vec![Datum::Utf8("s1".into()), Datum::Timestamp(ts), Datum::Float64(21.5)]);
+        assert_eq!(
+            row,
+            vec![
+                Datum::Utf8("s1".into()),
+                Datum::Timestamp(ts),
+                Datum::Float64(21.5)
+            ]
+        );
     }
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let error = layout().decode_json(r#"{"sensor_id":"s1","ts":1780272001000,"temp_c":"warm"}"#).unwrap_err();
-        assert!(error.contains("field `temp_c`") && error.contains("a number"), "{error}");
+        let error = layout()
+            .decode_json(r#"{"sensor_id":"s1","ts":1780272001000,"temp_c":"warm"}"#)
+            .unwrap_err();
+        assert!(
+            error.contains("field `temp_c`") && error.contains("a number"),
+            "{error}"
+        );
     }
 
     #[test]
     fn missing_required_fields_and_absurd_times_are_rejected() {
-        let error = layout().decode_json(r#"{"ts":"2026-06-01T00:00:00Z"}"#).unwrap_err();
-        assert!(error.contains("missing required field `sensor_id`"), "{error}");
-        let error = layout().decode_json(r#"{"sensor_id":"s","ts":"1970-01-01T00:00:00Z"}"#).unwrap_err();
+        let error = layout()
+            .decode_json(r#"{"ts":"2026-06-01T00:00:00Z"}"#)
+            .unwrap_err();
+        assert!(
+            error.contains("missing required field `sensor_id`"),
+            "{error}"
+        );
+        let error = layout()
+            .decode_json(r#"{"sensor_id":"s","ts":"1970-01-01T00:00:00Z"}"#)
+            .unwrap_err();
         assert!(error.contains("outside"), "{error}");
         assert!(layout().decode_json("{\"sensor_id\":\"s\"").is_err());
     }
@@ -307,6 +357,9 @@ mod tests {
         let header = [Some(0), Some(1), Some(2)];
         let record = csv::StringRecord::from(vec!["s1", "2026-06-01 00:00:00", "NaN"]);
         let error = layout.decode_csv(&header, &record).unwrap_err();
-        assert!(error.contains("field `temp_c`") && error.contains("finite"), "{error}");
+        assert!(
+            error.contains("field `temp_c`") && error.contains("finite"),
+            "{error}"
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! written out, so anomaly detection can be scored. Every sensor draws from its own seeded random
 //! stream, so the readings do not depend on how many workers share the sensors.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,14 +150,19 @@ impl SimulatorConfig {
     /// The faults of this run: the same for every worker, decided by the seed alone.
     pub fn fault_plan(&self, start: i64) -> Vec<Fault> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xFA017);
-        let span = self.duration_nanos.unwrap_or(2 * HOUR).max(self.interval_nanos * 10);
+        let span = self
+            .duration_nanos
+            .unwrap_or(2 * HOUR)
+            .max(self.interval_nanos * 10);
         self.faults
             .iter()
             .map(|&kind| {
                 let fault_start = start + rng.random_range(span / 10..span / 2);
                 let length = match kind {
                     FaultKind::Spike => self.interval_nanos,
-                    _ => rng.random_range(span / 10..span / 3).max(self.interval_nanos),
+                    _ => rng
+                        .random_range(span / 10..span / 3)
+                        .max(self.interval_nanos),
                 };
                 let (target, target_name) = match kind {
                     FaultKind::HvacDrift => {
@@ -169,14 +174,22 @@ impl SimulatorConfig {
                         (sensor, self.sensor_identity(sensor).0)
                     }
                 };
-                Fault { kind, target, target_name, start: fault_start, end: fault_start + length }
+                Fault {
+                    kind,
+                    target,
+                    target_name,
+                    start: fault_start,
+                    end: fault_start + length,
+                }
             })
             .collect()
     }
 
     /// Writes the fault plan as JSON lines: what was injected where, and when.
     pub fn write_fault_ground_truth(&self, start: i64) -> std::io::Result<()> {
-        let Some(path) = &self.faults_path else { return Ok(()) };
+        let Some(path) = &self.faults_path else {
+            return Ok(());
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -202,7 +215,11 @@ impl SimulatorConfig {
         let position = sensor % self.sensors_per_zone;
         let room_name = room_name(room);
         let zone_name = format!("{room_name}-z{:02}", zone + 1);
-        (format!("{zone_name}-s{:02}", position + 1), room_name, zone_name)
+        (
+            format!("{zone_name}-s{:02}", position + 1),
+            room_name,
+            zone_name,
+        )
     }
 }
 
@@ -295,14 +312,21 @@ pub struct SimulatorReader {
 }
 
 impl SimulatorReader {
-    pub fn new(config: SimulatorConfig, schema: &Schema, worker: usize, peers: usize) -> Result<Self, String> {
+    pub fn new(
+        config: SimulatorConfig,
+        schema: &Schema,
+        worker: usize,
+        peers: usize,
+    ) -> Result<Self, String> {
         let columns = map_columns(schema)?;
         let start = config.resolved_start();
         let sensors = (0..config.sensor_count())
             .filter(|sensor| sensor % peers == worker)
             .map(|index| {
                 let (id, room, zone) = config.sensor_identity(index);
-                let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64,
+                );
                 let zone_index = index / config.sensors_per_zone;
                 let zone_offset = ((zone_index * 37 % 11) as f64 - 5.0) / 10.0;
                 let phase = rng.random_range(0..config.interval_nanos.max(1));
@@ -345,7 +369,9 @@ impl SimulatorReader {
     }
 
     fn end(&self) -> i64 {
-        self.config.duration_nanos.map_or(i64::MAX, |duration| self.start + duration)
+        self.config
+            .duration_nanos
+            .map_or(i64::MAX, |duration| self.start + duration)
     }
 
     fn generate_tick(&mut self, tick: i64) {
@@ -353,7 +379,9 @@ impl SimulatorReader {
         for sensor in &mut self.sensors {
             let ts = tick + sensor.phase;
             let active = |kind: FaultKind, target: usize| {
-                faults.iter().find(|f| f.kind == kind && f.target == target && f.start <= ts && ts < f.end)
+                faults
+                    .iter()
+                    .find(|f| f.kind == kind && f.target == target && f.start <= ts && ts < f.end)
             };
             if active(FaultKind::Dropout, sensor.index).is_some() {
                 continue;
@@ -365,7 +393,16 @@ impl SimulatorReader {
                 20.5 + 5.5 * light + sensor.zone_offset + gauss(0.15),
                 (70.0 - 12.0 * light + gauss(1.0)).clamp(0.0, 100.0),
                 450.0 + 600.0 * light + gauss(20.0),
-                if lights_on { (if sensor.room_index % 2 == 0 { 600.0 } else { 900.0 }) * light * (1.0 + gauss(0.02)) } else { 0.0 },
+                if lights_on {
+                    (if sensor.room_index % 2 == 0 {
+                        600.0
+                    } else {
+                        900.0
+                    }) * light
+                        * (1.0 + gauss(0.02))
+                } else {
+                    0.0
+                },
             ];
             if let Some(drift) = active(FaultKind::HvacDrift, sensor.room_index) {
                 values[0] += 2.0 * (ts - drift.start) as f64 / HOUR as f64;
@@ -392,13 +429,22 @@ impl SimulatorReader {
                     Column::Ppfd => Datum::Float64(round(values[3], 0)),
                 })
                 .collect();
-            let delay = if self.config.disorder_nanos > 0 { sensor.rng.random_range(0..=self.config.disorder_nanos) } else { 0 };
-            let duplicate = self.config.duplicate_fraction > 0.0 && sensor.rng.random_bool(self.config.duplicate_fraction.min(1.0));
+            let delay = if self.config.disorder_nanos > 0 {
+                sensor.rng.random_range(0..=self.config.disorder_nanos)
+            } else {
+                0
+            };
+            let duplicate = self.config.duplicate_fraction > 0.0
+                && sensor
+                    .rng
+                    .random_bool(self.config.duplicate_fraction.min(1.0));
             self.sequence += 1;
             if duplicate {
-                self.pending.push(Reverse((ts + delay + 1, self.sequence, row.clone(), ts)));
+                self.pending
+                    .push(Reverse((ts + delay + 1, self.sequence, row.clone(), ts)));
             }
-            self.pending.push(Reverse((ts + delay, self.sequence, row, ts)));
+            self.pending
+                .push(Reverse((ts + delay, self.sequence, row, ts)));
         }
     }
 }
@@ -556,6 +602,10 @@ mod tests {
     #[test]
     fn an_undeclared_column_name_is_refused_with_the_list_of_columns() {
         let schema = Schema::new(vec![Field::new("soil_moisture", DataType::Float64, true)]);
-        assert!(check_columns(&schema).unwrap_err().contains("soil_moisture"));
+        assert!(
+            check_columns(&schema)
+                .unwrap_err()
+                .contains("soil_moisture")
+        );
     }
 }

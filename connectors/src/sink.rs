@@ -32,7 +32,11 @@ pub trait WriteUpdatesExt {
     fn write_updates(self, writer: Option<RowWriter>, metrics: Arc<SinkMetrics>);
 }
 
-fn record(writer: &mut RowWriter, metrics: &SinkMetrics, result: Result<(), crate::file_sink::SinkError>) {
+fn record(
+    writer: &mut RowWriter,
+    metrics: &SinkMetrics,
+    result: Result<(), crate::file_sink::SinkError>,
+) {
     match result {
         Ok(()) => {
             metrics.rows_written.fetch_add(1, Ordering::Relaxed);
@@ -47,47 +51,61 @@ fn record(writer: &mut RowWriter, metrics: &SinkMetrics, result: Result<(), crat
 
 impl WriteRowsExt for Stream<'_, u64, Vec<Row>> {
     fn write_rows(self, mut writer: Option<RowWriter>, metrics: Arc<SinkMetrics>) {
-        self.sink(Exchange::new(|_: &Row| 0), "WriteRows", move |(input, _frontier)| {
-            let mut wrote = false;
-            input.for_each(|_time, data| {
-                if let Some(writer) = writer.as_mut() {
-                    for row in data.iter() {
-                        let result = writer.write(row, true);
-                        record(writer, &metrics, result);
+        self.sink(
+            Exchange::new(|_: &Row| 0),
+            "WriteRows",
+            move |(input, _frontier)| {
+                let mut wrote = false;
+                input.for_each(|_time, data| {
+                    if let Some(writer) = writer.as_mut() {
+                        for row in data.iter() {
+                            let result = writer.write(row, true);
+                            record(writer, &metrics, result);
+                        }
+                        wrote = true;
                     }
-                    wrote = true;
+                });
+                if wrote
+                    && let Some(writer) = writer.as_mut()
+                    && let Err(error) = writer.flush()
+                {
+                    metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, "sink flush failed");
                 }
-            });
-            if wrote && let Some(writer) = writer.as_mut() && let Err(error) = writer.flush() {
-                metrics.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "sink flush failed");
-            }
-        });
+            },
+        );
     }
 }
 
 impl WriteUpdatesExt for Stream<'_, u64, Vec<Update>> {
     fn write_updates(self, mut writer: Option<RowWriter>, metrics: Arc<SinkMetrics>) {
-        self.sink(Exchange::new(|_: &Update| 0), "WriteChangelog", move |(input, _frontier)| {
-            let mut wrote = false;
-            input.for_each(|_time, data| {
-                if let Some(writer) = writer.as_mut() {
-                    // Deletes first within a batch, so a replayed changelog never holds both the
-                    // old and the new version of a row.
-                    data.sort_by_key(|(_, time, diff)| (*time, *diff));
-                    for (row, _time, diff) in data.iter() {
-                        for _ in 0..diff.unsigned_abs() {
-                            let result = writer.write(row, *diff > 0);
-                            record(writer, &metrics, result);
+        self.sink(
+            Exchange::new(|_: &Update| 0),
+            "WriteChangelog",
+            move |(input, _frontier)| {
+                let mut wrote = false;
+                input.for_each(|_time, data| {
+                    if let Some(writer) = writer.as_mut() {
+                        // Deletes first within a batch, so a replayed changelog never holds both the
+                        // old and the new version of a row.
+                        data.sort_by_key(|(_, time, diff)| (*time, *diff));
+                        for (row, _time, diff) in data.iter() {
+                            for _ in 0..diff.unsigned_abs() {
+                                let result = writer.write(row, *diff > 0);
+                                record(writer, &metrics, result);
+                            }
                         }
+                        wrote = true;
                     }
-                    wrote = true;
+                });
+                if wrote
+                    && let Some(writer) = writer.as_mut()
+                    && let Err(error) = writer.flush()
+                {
+                    metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, "sink flush failed");
                 }
-            });
-            if wrote && let Some(writer) = writer.as_mut() && let Err(error) = writer.flush() {
-                metrics.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "sink flush failed");
-            }
-        });
+            },
+        );
     }
 }

@@ -20,9 +20,16 @@ use crate::watermark::{Admission, WatermarkTracker};
 /// One item read from an input.
 #[derive(Debug, Clone)]
 pub enum Record {
-    Row { row: Row, event_time: i64 },
+    Row {
+        row: Row,
+        event_time: i64,
+    },
     /// Input that could not be decoded: why, the raw text, and where it came from.
-    Invalid { reason: String, raw: String, origin: String },
+    Invalid {
+        reason: String,
+        raw: String,
+        origin: String,
+    },
 }
 
 /// What a reader can say after a poll.
@@ -99,7 +106,9 @@ pub fn read_source<'scope>(
         let mut records = Vec::with_capacity(timing.batch_size);
         let mut last_input = Instant::now();
         move |_frontiers| {
-            let Some(caps) = capabilities.as_mut() else { return };
+            let Some(caps) = capabilities.as_mut() else {
+                return;
+            };
             if stop.load(Ordering::Relaxed) {
                 capabilities = None;
                 return;
@@ -116,24 +125,43 @@ pub fn read_source<'scope>(
                             Admission::Admitted => admitted.push(row),
                             Admission::Late => late.push(row),
                         },
-                        Record::Invalid { reason, raw, origin } => dead.push(vec![
+                        Record::Invalid {
+                            reason,
+                            raw,
+                            origin,
+                        } => dead.push(vec![
                             Datum::Utf8(reason.into()),
                             Datum::Utf8(raw.into()),
                             Datum::Utf8(origin.into()),
                         ]),
                     }
                 }
-                metrics.rows.fetch_add(admitted.len() as u64, Ordering::Relaxed);
-                metrics.late_rows.fetch_add(late.len() as u64, Ordering::Relaxed);
-                metrics.dead_letters.fetch_add(dead.len() as u64, Ordering::Relaxed);
+                metrics
+                    .rows
+                    .fetch_add(admitted.len() as u64, Ordering::Relaxed);
+                metrics
+                    .late_rows
+                    .fetch_add(late.len() as u64, Ordering::Relaxed);
+                metrics
+                    .dead_letters
+                    .fetch_add(dead.len() as u64, Ordering::Relaxed);
                 if !admitted.is_empty() {
-                    rows_output.activate().session(&caps[0]).give_container(&mut admitted);
+                    rows_output
+                        .activate()
+                        .session(&caps[0])
+                        .give_container(&mut admitted);
                 }
                 if !dead.is_empty() {
-                    dead_output.activate().session(&caps[1]).give_container(&mut dead);
+                    dead_output
+                        .activate()
+                        .session(&caps[1])
+                        .give_container(&mut dead);
                 }
                 if !late.is_empty() {
-                    late_output.activate().session(&caps[2]).give_container(&mut late);
+                    late_output
+                        .activate()
+                        .session(&caps[2])
+                        .give_container(&mut late);
                 }
             }
             match poll {
@@ -159,5 +187,9 @@ pub fn read_source<'scope>(
             }
         }
     });
-    SourceStreams { rows, dead_letters, late_rows }
+    SourceStreams {
+        rows,
+        dead_letters,
+        late_rows,
+    }
 }

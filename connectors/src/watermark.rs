@@ -23,7 +23,11 @@ pub enum Admission {
 
 impl WatermarkTracker {
     pub fn new(delay_nanos: i64, lateness_nanos: i64) -> Self {
-        WatermarkTracker { delay: delay_nanos, lateness: lateness_nanos, watermark: None }
+        WatermarkTracker {
+            delay: delay_nanos,
+            lateness: lateness_nanos,
+            watermark: None,
+        }
     }
 
     /// Admits a row with `event_time` unless it is beyond the allowed lateness; advances the
@@ -52,7 +56,9 @@ impl WatermarkTracker {
     /// The dataflow time this partition's rows are emitted at: the watermark in whole
     /// milliseconds (0 before the first row).
     pub fn dataflow_time(&self) -> u64 {
-        self.watermark.map_or(0, |watermark| u64::try_from(watermark.div_euclid(1_000_000)).unwrap_or(0))
+        self.watermark.map_or(0, |watermark| {
+            u64::try_from(watermark.div_euclid(1_000_000)).unwrap_or(0)
+        })
     }
 }
 

@@ -9,7 +9,11 @@ pub fn datum_text(datum: &Datum) -> String {
         Datum::Float64(value) if value.is_finite() => {
             let rounded = format!("{value:.9}");
             let trimmed = rounded.trim_end_matches('0').trim_end_matches('.');
-            if trimmed == "-0" { "0".to_string() } else { trimmed.to_string() }
+            if trimmed == "-0" {
+                "0".to_string()
+            } else {
+                trimmed.to_string()
+            }
         }
         other => other.to_string(),
     }
@@ -28,11 +32,22 @@ pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: &[String]| {
-        cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join(" | ")
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     };
     let mut out = line(columns);
     out.push('\n');
-    out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-"),
+    );
     for row in rows {
         out.push('\n');
         out.push_str(&line(row));

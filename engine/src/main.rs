@@ -16,7 +16,11 @@ use vibelux::runtime::{Run, RunOptions, start};
 use vibelux_queries::planner::{Outcome, Planner};
 
 #[derive(Parser)]
-#[command(name = "vibelux", version, about = "Incremental streaming SQL for controlled-environment agriculture")]
+#[command(
+    name = "vibelux",
+    version,
+    about = "Incremental streaming SQL for controlled-environment agriculture"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,14 +47,20 @@ enum Command {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, workers, run_for } => run(&file, workers, run_for),
+        Command::Run {
+            file,
+            workers,
+            run_for,
+        } => run(&file, workers, run_for),
         Command::Check { file } => check(&file),
         Command::Explain { file } => explain(&file),
     };
@@ -83,8 +93,12 @@ fn print_outcome(planner: &Planner, outcome: &Outcome) -> anyhow::Result<()> {
         Outcome::Text(text) => print!("{text}"),
         Outcome::Query { node } => {
             let rows = query_to_completion(&planner.plan, *node, 1)?;
-            let columns: Vec<String> =
-                planner.plan.nodes[*node].schema.fields().iter().map(|f| f.name().clone()).collect();
+            let columns: Vec<String> = planner.plan.nodes[*node]
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             let rows: Vec<Vec<String>> = rows.iter().map(row_text).collect();
             println!("{}", table(&columns, &rows));
         }
@@ -101,7 +115,10 @@ fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result
     }
     let plan = Arc::new(planner.plan.clone());
     if plan.sinks.is_empty() && plan.materialized.is_empty() {
-        anyhow::bail!("{} defines no sink or materialized view, so there is nothing to run", file.display());
+        anyhow::bail!(
+            "{} defines no sink or materialized view, so there is nothing to run",
+            file.display()
+        );
     }
     announce(&planner, workers);
 
@@ -112,17 +129,28 @@ fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result
             eprintln!("stopping now");
             std::process::exit(130);
         }
-        eprintln!("stopping: sources close, open windows are discarded (Ctrl-C again to quit at once)");
+        eprintln!(
+            "stopping: sources close, open windows are discarded (Ctrl-C again to quit at once)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
 
     let started = Instant::now();
-    let run = start(plan, RunOptions { workers, stop: stop.clone(), capture: Vec::new() })?;
+    let run = start(
+        plan,
+        RunOptions {
+            workers,
+            stop: stop.clone(),
+            capture: Vec::new(),
+        },
+    )?;
     let metrics = run.metrics.clone();
     let monitor_stop = stop.clone();
     let finished = Arc::new(AtomicBool::new(false));
     let monitor_finished = finished.clone();
-    let monitor = std::thread::spawn(move || monitor_run(&metrics, run_for, started, &monitor_stop, &monitor_finished));
+    let monitor = std::thread::spawn(move || {
+        monitor_run(&metrics, run_for, started, &monitor_stop, &monitor_finished)
+    });
     let result = Run::join(run);
     finished.store(true, Ordering::Relaxed);
     let metrics = monitor.join().expect("monitor thread");
@@ -134,17 +162,30 @@ fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result
 /// Says what is running and where results go.
 fn announce(planner: &Planner, workers: usize) {
     let plan = &planner.plan;
-    eprintln!("vibelux: running with {workers} worker{}", if workers == 1 { "" } else { "s" });
+    eprintln!(
+        "vibelux: running with {workers} worker{}",
+        if workers == 1 { "" } else { "s" }
+    );
     for source in &plan.sources {
-        let bounded = if source.connector.is_bounded() { "replay" } else { "live" };
-        eprintln!("  source {} ({} {bounded})", source.name, source.connector.name());
+        let bounded = if source.connector.is_bounded() {
+            "replay"
+        } else {
+            "live"
+        };
+        eprintln!(
+            "  source {} ({} {bounded})",
+            source.name,
+            source.connector.name()
+        );
     }
     for (name, _) in &plan.materialized {
         eprintln!("  materialized view {name}");
     }
     for sink in &plan.sinks {
         let target = match &sink.target {
-            vibelux_connectors::file_sink::SinkTarget::File { path, .. } => path.display().to_string(),
+            vibelux_connectors::file_sink::SinkTarget::File { path, .. } => {
+                path.display().to_string()
+            }
             vibelux_connectors::file_sink::SinkTarget::Stdout => "stdout".into(),
         };
         eprintln!("  sink {} ← {} → {target}", sink.name, sink.from);
@@ -160,7 +201,11 @@ fn monitor_run(
     stop: &AtomicBool,
     finished: &AtomicBool,
 ) -> Arc<vibelux::runtime::RunMetrics> {
-    let total: u64 = metrics.replay.iter().map(|(_, p)| p.total_bytes.load(Ordering::Relaxed)).sum();
+    let total: u64 = metrics
+        .replay
+        .iter()
+        .map(|(_, p)| p.total_bytes.load(Ordering::Relaxed))
+        .sum();
     let bar = (!metrics.replay.is_empty()).then(|| {
         let bar = ProgressBar::new(total.max(1));
         bar.set_style(
@@ -179,10 +224,22 @@ fn monitor_run(
         {
             eprintln!("stopping after {}", humantime::format_duration(limit));
         }
-        let rows: u64 = metrics.sources.iter().map(|(_, m)| m.rows.load(Ordering::Relaxed)).sum();
+        let rows: u64 = metrics
+            .sources
+            .iter()
+            .map(|(_, m)| m.rows.load(Ordering::Relaxed))
+            .sum();
         if let Some(bar) = &bar {
-            let total: u64 = metrics.replay.iter().map(|(_, p)| p.total_bytes.load(Ordering::Relaxed)).sum();
-            let read: u64 = metrics.replay.iter().map(|(_, p)| p.bytes_read.load(Ordering::Relaxed)).sum();
+            let total: u64 = metrics
+                .replay
+                .iter()
+                .map(|(_, p)| p.total_bytes.load(Ordering::Relaxed))
+                .sum();
+            let read: u64 = metrics
+                .replay
+                .iter()
+                .map(|(_, p)| p.bytes_read.load(Ordering::Relaxed))
+                .sum();
             bar.set_length(total.max(1));
             bar.set_position(read);
             bar.set_message(format!("{rows} rows"));
@@ -211,17 +268,32 @@ fn status_line(metrics: &vibelux::runtime::RunMetrics) -> String {
         parts.push(format!("{name}: {} rows", rows.load(Ordering::Relaxed)));
     }
     for (name, sink) in &metrics.sinks {
-        parts.push(format!("{name}: {} written", sink.rows_written.load(Ordering::Relaxed)));
+        parts.push(format!(
+            "{name}: {} written",
+            sink.rows_written.load(Ordering::Relaxed)
+        ));
     }
     parts.join("; ")
 }
 
 fn report(metrics: &vibelux::runtime::RunMetrics, elapsed: Duration) {
-    let rows: u64 = metrics.sources.iter().map(|(_, m)| m.rows.load(Ordering::Relaxed)).sum();
+    let rows: u64 = metrics
+        .sources
+        .iter()
+        .map(|(_, m)| m.rows.load(Ordering::Relaxed))
+        .sum();
     let seconds = elapsed.as_secs_f64().max(1e-9);
-    eprintln!("vibelux: done in {:.2}s ({:.0} rows/s)", seconds, rows as f64 / seconds);
+    eprintln!(
+        "vibelux: done in {:.2}s ({:.0} rows/s)",
+        seconds,
+        rows as f64 / seconds
+    );
     eprintln!("  {}", status_line(metrics));
-    let write_errors: u64 = metrics.sinks.iter().map(|(_, s)| s.write_errors.load(Ordering::Relaxed)).sum();
+    let write_errors: u64 = metrics
+        .sinks
+        .iter()
+        .map(|(_, s)| s.write_errors.load(Ordering::Relaxed))
+        .sum();
     if write_errors > 0 {
         eprintln!("  {write_errors} rows could not be written (see errors above)");
     }

@@ -16,14 +16,20 @@ use crate::runtime::{RunOptions, start};
 
 /// Reads and plans a pipeline file; errors name the file, line and column.
 pub fn load_pipeline(path: &Path) -> anyhow::Result<(Planner, Vec<Outcome>)> {
-    let sql = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Planner::plan_pipeline(&sql).map_err(|error| anyhow::anyhow!(render(&path.display().to_string(), &sql, &error)))
+    let sql =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Planner::plan_pipeline(&sql)
+        .map_err(|error| anyhow::anyhow!(render(&path.display().to_string(), &sql, &error)))
 }
 
 /// Runs the dataflow for `node` over bounded inputs until they end; returns its final contents.
 ///
 /// Every source the node reads must end by itself (a file replay, a simulator with a duration).
-pub fn query_to_completion(plan: &DataflowPlan, node: NodeId, workers: usize) -> anyhow::Result<Vec<Row>> {
+pub fn query_to_completion(
+    plan: &DataflowPlan,
+    node: NodeId,
+    workers: usize,
+) -> anyhow::Result<Vec<Row>> {
     let order = plan.build_order(&[node]);
     for source in plan.sources_of(&order) {
         let source = &plan.sources[source];
@@ -38,8 +44,13 @@ pub fn query_to_completion(plan: &DataflowPlan, node: NodeId, workers: usize) ->
     let mut query_plan = plan.clone();
     query_plan.sinks.clear();
     query_plan.materialized.clear();
-    let options = RunOptions { workers, stop: Arc::new(AtomicBool::new(false)), capture: vec![node] };
-    let mut captured: HashMap<NodeId, Vec<(Row, i64)>> = start(Arc::new(query_plan), options)?.join()?;
+    let options = RunOptions {
+        workers,
+        stop: Arc::new(AtomicBool::new(false)),
+        capture: vec![node],
+    };
+    let mut captured: HashMap<NodeId, Vec<(Row, i64)>> =
+        start(Arc::new(query_plan), options)?.join()?;
     let (rows, negative) = consolidate(captured.remove(&node).unwrap_or_default());
     if let Some((row, count)) = negative.first() {
         bail!("internal error: the result retracts a row it never held ({count} × {row:?})");

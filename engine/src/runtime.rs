@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::{Scope, Stream};
 use vibelux_connectors::file_sink::RowWriter;
 use vibelux_connectors::file_source::{FileReader, ReplayProgress};
@@ -33,7 +33,10 @@ use vibelux_queries::plan::{DataflowPlan, NodeId, NodeKind, SinkMode, SourceConn
 #[derive(Clone)]
 enum Built<'scope> {
     Rows(Stream<'scope, u64, Vec<Row>>),
-    Updates { changes: Stream<'scope, u64, Vec<Update>>, finals: Option<Stream<'scope, u64, Vec<Row>>> },
+    Updates {
+        changes: Stream<'scope, u64, Vec<Update>>,
+        finals: Option<Stream<'scope, u64, Vec<Row>>>,
+    },
 }
 
 impl<'scope> Built<'scope> {
@@ -102,15 +105,30 @@ fn open_reader(
             if worker == 0 {
                 config
                     .write_fault_ground_truth(config.resolved_start())
-                    .with_context(|| format!("writing fault ground truth of source {}", source_plan.name))?;
+                    .with_context(|| {
+                        format!("writing fault ground truth of source {}", source_plan.name)
+                    })?;
             }
-            let reader = SimulatorReader::new(config.clone(), &source_plan.layout.schema, worker, peers)
-                .map_err(anyhow::Error::msg)?;
+            let reader =
+                SimulatorReader::new(config.clone(), &source_plan.layout.schema, worker, peers)
+                    .map_err(anyhow::Error::msg)?;
             Box::new(reader)
         }
         SourceConnector::File(config) => {
-            let reader = FileReader::open(config.clone(), source_plan.layout.clone(), worker, peers, progress)
-                .with_context(|| format!("opening {} for source {}", config.path.display(), source_plan.name))?;
+            let reader = FileReader::open(
+                config.clone(),
+                source_plan.layout.clone(),
+                worker,
+                peers,
+                progress,
+            )
+            .with_context(|| {
+                format!(
+                    "opening {} for source {}",
+                    config.path.display(),
+                    source_plan.name
+                )
+            })?;
             Box::new(reader)
         }
     })
@@ -125,12 +143,25 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let sources = plan.sources_of(&order);
 
     let metrics = Arc::new(RunMetrics {
-        sources: sources.iter().map(|&s| (plan.sources[s].name.clone(), Arc::default())).collect(),
-        sinks: plan.sinks.iter().map(|sink| (sink.name.clone(), Arc::default())).collect(),
-        views: plan.materialized.iter().map(|(name, _)| (name.clone(), Arc::default())).collect(),
+        sources: sources
+            .iter()
+            .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
+            .collect(),
+        sinks: plan
+            .sinks
+            .iter()
+            .map(|sink| (sink.name.clone(), Arc::default()))
+            .collect(),
+        views: plan
+            .materialized
+            .iter()
+            .map(|(name, _)| (name.clone(), Arc::default()))
+            .collect(),
         replay: sources
             .iter()
-            .filter(|&&s| matches!(&plan.sources[s].connector, SourceConnector::File(c) if !c.follow))
+            .filter(
+                |&&s| matches!(&plan.sources[s].connector, SourceConnector::File(c) if !c.follow),
+            )
             .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
             .collect(),
     });
@@ -188,9 +219,15 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             let mut built: HashMap<NodeId, Built> = HashMap::new();
             for &node in &order {
                 let output = match &plan.nodes[node].kind {
-                    NodeKind::SourceRows { source } => Built::Rows(source_streams[source].rows.clone()),
-                    NodeKind::SourceDeadLetters { source } => Built::Rows(source_streams[source].dead_letters.clone()),
-                    NodeKind::SourceLateRows { source } => Built::Rows(source_streams[source].late_rows.clone()),
+                    NodeKind::SourceRows { source } => {
+                        Built::Rows(source_streams[source].rows.clone())
+                    }
+                    NodeKind::SourceDeadLetters { source } => {
+                        Built::Rows(source_streams[source].dead_letters.clone())
+                    }
+                    NodeKind::SourceLateRows { source } => {
+                        Built::Rows(source_streams[source].late_rows.clone())
+                    }
                     NodeKind::Calc { input, calc } => match &built[input] {
                         Built::Rows(rows) => Built::Rows(rows.clone().calc_rows(calc.clone())),
                         Built::Updates { changes, finals } => Built::Updates {
@@ -198,20 +235,39 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                             finals: finals.clone().map(|finals| finals.calc_rows(calc.clone())),
                         },
                     },
-                    NodeKind::AssignWindows { input, time_column, kind } => match &built[input] {
-                        Built::Rows(rows) => Built::Rows(rows.clone().assign_windows(*time_column, *kind)),
-                        Built::Updates { .. } => unreachable!("the planner only windows append-only relations"),
+                    NodeKind::AssignWindows {
+                        input,
+                        time_column,
+                        kind,
+                    } => match &built[input] {
+                        Built::Rows(rows) => {
+                            Built::Rows(rows.clone().assign_windows(*time_column, *kind))
+                        }
+                        Built::Updates { .. } => {
+                            unreachable!("the planner only windows append-only relations")
+                        }
                     },
-                    NodeKind::Aggregate { input, plan: aggregate } => {
-                        let (changes, finals) = built[input].changes().aggregate(aggregate.clone(), stop.clone());
-                        Built::Updates { changes, finals: aggregate.window.as_ref().map(|_| finals) }
+                    NodeKind::Aggregate {
+                        input,
+                        plan: aggregate,
+                    } => {
+                        let (changes, finals) = built[input]
+                            .changes()
+                            .aggregate(aggregate.clone(), stop.clone());
+                        Built::Updates {
+                            changes,
+                            finals: aggregate.window.as_ref().map(|_| finals),
+                        }
                     }
                     NodeKind::Union { inputs } => {
                         let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
                         if parts.iter().all(|part| matches!(part, Built::Rows(_))) {
-                            Built::Rows(scope.concatenate(parts.iter().filter_map(|part| part.finals())))
+                            Built::Rows(
+                                scope.concatenate(parts.iter().filter_map(|part| part.finals())),
+                            )
                         } else {
-                            let finals: Option<Vec<_>> = parts.iter().map(|part| part.finals()).collect();
+                            let finals: Option<Vec<_>> =
+                                parts.iter().map(|part| part.finals()).collect();
                             Built::Updates {
                                 changes: scope.concatenate(parts.iter().map(|part| part.changes())),
                                 finals: finals.map(|finals| scope.concatenate(finals)),
@@ -224,13 +280,18 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
 
             let mut writers = writers.lock().expect("writers lock");
             for (sink_index, sink) in plan.sinks.iter().enumerate() {
-                let writer = if index == 0 { writers[sink_index].take() } else { None };
+                let writer = if index == 0 {
+                    writers[sink_index].take()
+                } else {
+                    None
+                };
                 let sink_metrics = metrics.sinks[sink_index].1.clone();
                 let output = &built[&sink.node];
                 match sink.mode {
-                    SinkMode::Rows | SinkMode::FinalRows => {
-                        output.finals().expect("planned as final").write_rows(writer, sink_metrics)
-                    }
+                    SinkMode::Rows | SinkMode::FinalRows => output
+                        .finals()
+                        .expect("planned as final")
+                        .write_rows(writer, sink_metrics),
                     SinkMode::Changelog => output.changes().write_updates(writer, sink_metrics),
                 }
             }
@@ -247,14 +308,22 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         failure.map_or(Ok(()), Err)
     })
     .map_err(|error| anyhow::anyhow!("starting workers: {error}"))?;
-    Ok(Run { guards, metrics, captured })
+    Ok(Run {
+        guards,
+        metrics,
+        captured,
+    })
 }
 
 /// A reader for a source that failed to open on this worker: it ends at once.
 struct NoInput;
 
 impl SourceReader for NoInput {
-    fn poll(&mut self, _out: &mut Vec<vibelux_connectors::source::Record>, _max: usize) -> vibelux_connectors::source::Poll {
+    fn poll(
+        &mut self,
+        _out: &mut Vec<vibelux_connectors::source::Record>,
+        _max: usize,
+    ) -> vibelux_connectors::source::Poll {
         vibelux_connectors::source::Poll::Finished
     }
 }
@@ -268,11 +337,18 @@ fn count_rows(changes: Stream<'_, u64, Vec<Update>>, count: Arc<AtomicI64>) {
     });
 }
 
-fn collect_changes(changes: Stream<'_, u64, Vec<Update>>, node: NodeId, into: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>>) {
+fn collect_changes(
+    changes: Stream<'_, u64, Vec<Update>>,
+    node: NodeId,
+    into: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>>,
+) {
     changes.sink(Pipeline, "Capture", move |(input, _)| {
         input.for_each(|_, data| {
             let mut captured = into.lock().expect("capture lock");
-            captured.entry(node).or_default().extend(data.drain(..).map(|(row, _, diff)| (row, diff)));
+            captured
+                .entry(node)
+                .or_default()
+                .extend(data.drain(..).map(|(row, _, diff)| (row, diff)));
         });
     });
 }

@@ -25,12 +25,19 @@ struct Engine {
 
 impl Engine {
     fn new() -> Self {
-        Engine { planner: Planner::new(), workers: vec![1, 2, 4] }
+        Engine {
+            planner: Planner::new(),
+            workers: vec![1, 2, 4],
+        }
     }
 
     fn set(&mut self, sql: &str) -> Option<Result<DBOutput<DefaultColumnType>, CorpusError>> {
         let rest = sql.trim().strip_prefix("SET test_workers")?;
-        let value = rest.trim().trim_start_matches('=').trim().trim_matches('\'');
+        let value = rest
+            .trim()
+            .trim_start_matches('=')
+            .trim()
+            .trim_matches('\'');
         let workers: Result<Vec<usize>, _> = value.split(',').map(|w| w.trim().parse()).collect();
         Some(match workers {
             Ok(workers) if !workers.is_empty() => {
@@ -53,12 +60,16 @@ impl sqllogictest::DB for Engine {
         let statements = parse_pipeline(sql).map_err(|error| CorpusError(error.to_string()))?;
         let mut output = DBOutput::StatementComplete(0);
         for statement in statements {
-            let outcome = self.planner.execute(&statement).map_err(|error| CorpusError(error.to_string()))?;
+            let outcome = self
+                .planner
+                .execute(&statement)
+                .map_err(|error| CorpusError(error.to_string()))?;
             output = match outcome {
                 Outcome::Done(_) => DBOutput::StatementComplete(0),
-                Outcome::Table { columns, rows } => {
-                    DBOutput::Rows { types: vec![DefaultColumnType::Any; columns.len()], rows }
-                }
+                Outcome::Table { columns, rows } => DBOutput::Rows {
+                    types: vec![DefaultColumnType::Any; columns.len()],
+                    rows,
+                },
                 Outcome::Text(text) => DBOutput::Rows {
                     types: vec![DefaultColumnType::Text],
                     rows: text.lines().map(|line| vec![line.to_string()]).collect(),
@@ -81,7 +92,10 @@ impl sqllogictest::DB for Engine {
                         }
                     }
                     let columns = self.planner.plan.nodes[node].schema.fields().len();
-                    DBOutput::Rows { types: vec![DefaultColumnType::Any; columns], rows: results.swap_remove(0).1 }
+                    DBOutput::Rows {
+                        types: vec![DefaultColumnType::Any; columns],
+                        rows: results.swap_remove(0).1,
+                    }
                 }
             };
         }
@@ -110,9 +124,9 @@ fn main() {
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             sqllogictest::harness::Trial::test(name, move || {
                 let mut runner = sqllogictest::Runner::new(|| async { Ok(Engine::new()) });
-                runner
-                    .run_file(&path)
-                    .map_err(|error| sqllogictest::harness::Failed::from(error.display(true).to_string()))
+                runner.run_file(&path).map_err(|error| {
+                    sqllogictest::harness::Failed::from(error.display(true).to_string())
+                })
             })
         })
         .collect();

@@ -47,9 +47,19 @@ pub struct AggregateSpec {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Accumulator {
     Count(i64),
-    SumInt { sum: i128, values: i64 },
-    SumFloat { sum: f64, values: i64 },
-    Moments { values: i64, sum: f64, sum_of_squares: f64 },
+    SumInt {
+        sum: i128,
+        values: i64,
+    },
+    SumFloat {
+        sum: f64,
+        values: i64,
+    },
+    Moments {
+        values: i64,
+        sum: f64,
+        sum_of_squares: f64,
+    },
     Extreme(Option<Datum>),
     ExtremeMultiset(BTreeMap<Datum, i64>),
     Ordered(Option<(Datum, Datum)>),
@@ -62,9 +72,16 @@ impl Accumulator {
         match function {
             CountRows | Count => Accumulator::Count(0),
             SumInt => Accumulator::SumInt { sum: 0, values: 0 },
-            SumFloat => Accumulator::SumFloat { sum: 0.0, values: 0 },
+            SumFloat => Accumulator::SumFloat {
+                sum: 0.0,
+                values: 0,
+            },
             Avg | StddevSample | StddevPopulation | VarianceSample | VariancePopulation => {
-                Accumulator::Moments { values: 0, sum: 0.0, sum_of_squares: 0.0 }
+                Accumulator::Moments {
+                    values: 0,
+                    sum: 0.0,
+                    sum_of_squares: 0.0,
+                }
             }
             Min | Max if input_retracts => Accumulator::ExtremeMultiset(BTreeMap::new()),
             Min | Max => Accumulator::Extreme(None),
@@ -94,7 +111,11 @@ impl Accumulator {
                     *values += diff;
                 }
             }
-            Accumulator::Moments { values, sum, sum_of_squares } => {
+            Accumulator::Moments {
+                values,
+                sum,
+                sum_of_squares,
+            } => {
                 if let Some(v) = value.as_f64() {
                     *values += diff;
                     *sum += v * diff as f64;
@@ -144,7 +165,11 @@ impl Accumulator {
                 Datum::Int64((*sum).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
             }
             Accumulator::SumFloat { sum, .. } => Datum::Float64(*sum),
-            Accumulator::Moments { values, sum, sum_of_squares } => {
+            Accumulator::Moments {
+                values,
+                sum,
+                sum_of_squares,
+            } => {
                 let n = *values as f64;
                 let variance = |denominator: f64| {
                     if denominator <= 0.0 {
@@ -165,15 +190,23 @@ impl Accumulator {
             }
             Accumulator::Extreme(value) => value.clone().unwrap_or(Datum::Null),
             Accumulator::ExtremeMultiset(values) => {
-                let entry = if function == Min { values.keys().next() } else { values.keys().next_back() };
+                let entry = if function == Min {
+                    values.keys().next()
+                } else {
+                    values.keys().next_back()
+                };
                 entry.cloned().unwrap_or(Datum::Null)
             }
-            Accumulator::Ordered(value) => {
-                value.as_ref().map(|(_, v)| v.clone()).unwrap_or(Datum::Null)
-            }
+            Accumulator::Ordered(value) => value
+                .as_ref()
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Datum::Null),
             Accumulator::OrderedMultiset(values) => {
-                let entry =
-                    if function == FirstValue { values.keys().next() } else { values.keys().next_back() };
+                let entry = if function == FirstValue {
+                    values.keys().next()
+                } else {
+                    values.keys().next_back()
+                };
                 entry.map(|(_, v)| v.clone()).unwrap_or(Datum::Null)
             }
         }
@@ -216,15 +249,30 @@ mod tests {
 
     #[test]
     fn averages_and_deviations_follow_their_textbook_definitions() {
-        let values = [(2.0, 1), (4.0, 1), (4.0, 1), (4.0, 1), (5.0, 1), (5.0, 1), (7.0, 1), (9.0, 1)];
+        let values = [
+            (2.0, 1),
+            (4.0, 1),
+            (4.0, 1),
+            (4.0, 1),
+            (5.0, 1),
+            (5.0, 1),
+            (7.0, 1),
+            (9.0, 1),
+        ];
         assert_eq!(run(Avg, false, &values), Datum::Float64(5.0));
         assert_eq!(run(StddevPopulation, false, &values), Datum::Float64(2.0));
-        assert_eq!(run(VarianceSample, false, &values), Datum::Float64(32.0 / 7.0));
+        assert_eq!(
+            run(VarianceSample, false, &values),
+            Datum::Float64(32.0 / 7.0)
+        );
     }
 
     #[test]
     fn a_retracted_maximum_falls_back_to_the_next_value() {
-        assert_eq!(run(Max, true, &[(3.0, 1), (9.0, 1), (9.0, -1)]), Datum::Float64(3.0));
+        assert_eq!(
+            run(Max, true, &[(3.0, 1), (9.0, 1), (9.0, -1)]),
+            Datum::Float64(3.0)
+        );
         assert_eq!(run(Min, true, &[(3.0, 1), (3.0, -1)]), Datum::Null);
     }
 

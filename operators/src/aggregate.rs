@@ -42,7 +42,9 @@ impl WindowClose {
     /// The watermark (milliseconds) at which the window holding `key` is complete.
     pub fn close_time(&self, key: &[Datum]) -> Option<u64> {
         let bound = key[self.key_column].as_timestamp_nanos()?;
-        let close_nanos = bound.saturating_add(self.end_offset_nanos).saturating_add(self.lateness_nanos);
+        let close_nanos = bound
+            .saturating_add(self.end_offset_nanos)
+            .saturating_add(self.lateness_nanos);
         let whole_millis = close_nanos.div_euclid(1_000_000);
         let rounded_up = whole_millis + i64::from(close_nanos.rem_euclid(1_000_000) != 0);
         Some(u64::try_from(rounded_up).unwrap_or(0))
@@ -110,7 +112,10 @@ pub trait AggregateExt<'scope> {
         self,
         plan: Arc<AggregatePlan>,
         discard_open_windows: Arc<AtomicBool>,
-    ) -> (Stream<'scope, u64, Vec<Update>>, Stream<'scope, u64, Vec<Row>>);
+    ) -> (
+        Stream<'scope, u64, Vec<Update>>,
+        Stream<'scope, u64, Vec<Row>>,
+    );
 }
 
 impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
@@ -118,24 +123,68 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         self,
         plan: Arc<AggregatePlan>,
         discard_open_windows: Arc<AtomicBool>,
-    ) -> (Stream<'scope, u64, Vec<Update>>, Stream<'scope, u64, Vec<Row>>) {
+    ) -> (
+        Stream<'scope, u64, Vec<Update>>,
+        Stream<'scope, u64, Vec<Row>>,
+    ) {
+        let worker = self.scope().index();
         let mut builder = OperatorBuilder::new("Aggregate".to_owned(), self.scope());
         let key_columns = plan.key_columns;
-        let exchange = Exchange::new(move |update: &Update| key_hash(&update.0[..key_columns]));
+        // A global aggregate (no keys) lives on worker 0, which also publishes its empty row.
+        let global = key_columns == 0 && plan.window.is_none();
+        let exchange = Exchange::new(move |update: &Update| {
+            if key_columns == 0 {
+                0
+            } else {
+                key_hash(&update.0[..key_columns])
+            }
+        });
         let mut input = builder.new_input(self, exchange);
         let (changes_output, changes) = builder.new_output();
         let (finals_output, finals) = builder.new_output();
         let mut changes_output = OutputBuilder::from(changes_output);
         let mut finals_output = OutputBuilder::from(finals_output);
 
-        builder.build(move |_initial_capabilities| {
+        builder.build(move |initial_capabilities| {
             let mut groups: HashMap<Row, Group> = HashMap::new();
+            // SQL gives a global aggregate one row even over no input (`count(*)` is 0): publish
+            // it at the start, then update it like any group.
+            let mut empty_row = if global && worker == 0 {
+                let accumulators: Vec<Accumulator> = plan
+                    .aggregates
+                    .iter()
+                    .map(|spec| Accumulator::new(spec.function, plan.input_retracts))
+                    .collect();
+                let row: Row = plan
+                    .aggregates
+                    .iter()
+                    .zip(&accumulators)
+                    .map(|(spec, a)| a.result(spec.function))
+                    .collect();
+                groups.insert(
+                    Vec::new(),
+                    Group {
+                        rows: 0,
+                        accumulators,
+                        emitted: Some(row.clone()),
+                        touched_in_batch: 0,
+                    },
+                );
+                Some((initial_capabilities[0].clone(), row))
+            } else {
+                None
+            };
             let mut closing: BTreeMap<u64, (Capability<u64>, Vec<Row>)> = BTreeMap::new();
             let mut batch: u64 = 0;
             let mut touched: Vec<Row> = Vec::new();
             move |frontiers| {
                 let mut changes_handle = changes_output.activate();
                 let mut finals_handle = finals_output.activate();
+                if let Some((capability, row)) = empty_row.take() {
+                    changes_handle
+                        .session(&capability)
+                        .give((row, *capability.time(), 1));
+                }
                 input.for_each(|time, data| {
                     let Some(&now) = time.least() else { return };
                     batch += 1;
@@ -146,7 +195,9 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                             None => {
                                 let key = key.to_vec();
                                 if let Some(window) = &plan.window {
-                                    let Some(close) = window.close_time(&key) else { continue };
+                                    let Some(close) = window.close_time(&key) else {
+                                        continue;
+                                    };
                                     // Sources drop rows beyond the lateness bound, so a window
                                     // never reopens; guard anyway rather than hold a stale time.
                                     if close < now {
@@ -161,7 +212,9 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                                 let accumulators = plan
                                     .aggregates
                                     .iter()
-                                    .map(|spec| Accumulator::new(spec.function, plan.input_retracts))
+                                    .map(|spec| {
+                                        Accumulator::new(spec.function, plan.input_retracts)
+                                    })
                                     .collect();
                                 groups.entry(key).or_insert(Group {
                                     rows: 0,
@@ -172,7 +225,9 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                             }
                         };
                         group.rows += diff;
-                        for (spec, accumulator) in plan.aggregates.iter().zip(&mut group.accumulators) {
+                        for (spec, accumulator) in
+                            plan.aggregates.iter().zip(&mut group.accumulators)
+                        {
                             let value = spec.argument.map_or(&Datum::Null, |column| &row[column]);
                             let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
                             accumulator.update(spec.function, value, order, diff);
@@ -184,8 +239,10 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     }
                     let mut session = changes_handle.session(&time);
                     for key in touched.drain(..) {
-                        let Some(group) = groups.get_mut(&key) else { continue };
-                        let current = (group.rows > 0).then(|| {
+                        let Some(group) = groups.get_mut(&key) else {
+                            continue;
+                        };
+                        let current = (group.rows > 0 || global).then(|| {
                             let mut row = key.clone();
                             row.extend(
                                 plan.aggregates
@@ -204,7 +261,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                             }
                             group.emitted = current;
                         }
-                        if group.rows <= 0 && plan.window.is_none() {
+                        if group.rows <= 0 && plan.window.is_none() && !global {
                             groups.remove(&key);
                         }
                     }
@@ -224,7 +281,10 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     let (capability, keys) = entry.remove();
                     let mut session = finals_handle.session(&capability);
                     for key in keys {
-                        if let Some(Group { emitted: Some(row), .. }) = groups.remove(&key) {
+                        if let Some(Group {
+                            emitted: Some(row), ..
+                        }) = groups.remove(&key)
+                        {
                             session.give(row);
                         }
                     }
@@ -241,9 +301,17 @@ mod tests {
 
     #[test]
     fn a_window_closes_at_its_end_plus_lateness_rounded_up_to_a_millisecond() {
-        let close = WindowClose { key_column: 0, end_offset_nanos: 60_000_000_000, lateness_nanos: 1 };
+        let close = WindowClose {
+            key_column: 0,
+            end_offset_nanos: 60_000_000_000,
+            lateness_nanos: 1,
+        };
         assert_eq!(close.close_time(&[Datum::Timestamp(0)]), Some(60_001));
-        let close = WindowClose { key_column: 0, end_offset_nanos: 0, lateness_nanos: 0 };
+        let close = WindowClose {
+            key_column: 0,
+            end_offset_nanos: 0,
+            lateness_nanos: 0,
+        };
         assert_eq!(close.close_time(&[Datum::Timestamp(5_000_000)]), Some(5));
         assert_eq!(close.close_time(&[Datum::Null]), None);
     }

@@ -35,7 +35,12 @@ impl Calc {
         predicate: Option<Arc<dyn PhysicalExpr>>,
         projections: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Self {
-        Calc { input_schema, predicate, projections, failed_rows: AtomicU64::new(0) }
+        Calc {
+            input_schema,
+            predicate,
+            projections,
+            failed_rows: AtomicU64::new(0),
+        }
     }
 
     /// Evaluates a batch of rows; returns, for each surviving input row, its index and new row.
@@ -61,8 +66,9 @@ impl Calc {
                 filter_record_batch(&batch, mask)?
             }
         };
-        let mut out: Vec<Row> =
-            (0..batch.num_rows()).map(|_| Vec::with_capacity(self.projections.len())).collect();
+        let mut out: Vec<Row> = (0..batch.num_rows())
+            .map(|_| Vec::with_capacity(self.projections.len()))
+            .collect();
         for projection in &self.projections {
             let column = projection.evaluate(&batch)?.into_array(batch.num_rows())?;
             append_column(column.as_ref(), &mut out)?;
@@ -78,7 +84,9 @@ impl Calc {
                 let mut out = Vec::new();
                 for (index, row) in rows.iter().enumerate() {
                     out.extend(
-                        self.evaluate_tolerant(&[row]).into_iter().map(|(_, row)| (index, row)),
+                        self.evaluate_tolerant(&[row])
+                            .into_iter()
+                            .map(|(_, row)| (index, row)),
                     );
                 }
                 out
@@ -126,8 +134,11 @@ impl<'scope> CalcExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             move |input, output| {
                 input.for_each(|time, data| {
                     let rows: Vec<&Row> = data.iter().collect();
-                    let mut out: Vec<Row> =
-                        calc.evaluate_tolerant(&rows).into_iter().map(|(_, row)| row).collect();
+                    let mut out: Vec<Row> = calc
+                        .evaluate_tolerant(&rows)
+                        .into_iter()
+                        .map(|(_, row)| row)
+                        .collect();
                     output.session(&time).give_container(&mut out);
                 });
             }

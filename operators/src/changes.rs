@@ -36,7 +36,8 @@ impl<'scope> AsUpdatesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             |input, output| {
                 input.for_each(|time, data| {
                     let Some(&now) = time.least() else { return };
-                    let mut updates: Vec<Update> = data.drain(..).map(|row| (row, now, 1)).collect();
+                    let mut updates: Vec<Update> =
+                        data.drain(..).map(|row| (row, now, 1)).collect();
                     output.session(&time).give_container(&mut updates);
                 });
             }
@@ -73,8 +74,12 @@ mod tests {
     fn an_update_and_its_retraction_cancel() {
         let a = vec![Datum::Int64(1)];
         let b = vec![Datum::Int64(2)];
-        let (contents, negative) =
-            consolidate([(a.clone(), 1), (a.clone(), -1), (b.clone(), 1), (b.clone(), 1)]);
+        let (contents, negative) = consolidate([
+            (a.clone(), 1),
+            (a.clone(), -1),
+            (b.clone(), 1),
+            (b.clone(), 1),
+        ]);
         assert_eq!(contents, vec![b.clone(), b]);
         assert!(negative.is_empty());
     }

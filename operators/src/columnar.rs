@@ -27,10 +27,16 @@ pub fn rows_to_batch<'a>(
         let values = rows.clone().map(|row| &row[index]);
         let declared = field.data_type();
         let storage = storage_type(declared).ok_or_else(|| {
-            ArrowError::NotYetImplemented(format!("column type {declared} cannot be carried in rows"))
+            ArrowError::NotYetImplemented(format!(
+                "column type {declared} cannot be carried in rows"
+            ))
         })?;
         let column = column_from_datums(&storage, values, row_count)?;
-        columns.push(if &storage == declared { column } else { cast(&column, declared)? });
+        columns.push(if &storage == declared {
+            column
+        } else {
+            cast(&column, declared)?
+        });
     }
     let options = RecordBatchOptions::new().with_row_count(Some(row_count));
     RecordBatch::try_new_with_options(schema.clone(), columns, &options)
@@ -129,7 +135,11 @@ pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowErro
                 ArrowError::CastError(format!("unexpected array type {}", array.data_type()))
             })?;
             for (i, row) in out.iter_mut().enumerate() {
-                row.push(if typed.is_null(i) { Datum::Null } else { $make(typed.value(i)) });
+                row.push(if typed.is_null(i) {
+                    Datum::Null
+                } else {
+                    $make(typed.value(i))
+                });
             }
         }};
     }
@@ -153,8 +163,9 @@ pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowErro
 
 /// All rows of a batch.
 pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
-    let mut rows: Vec<Row> =
-        (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
+    let mut rows: Vec<Row> = (0..batch.num_rows())
+        .map(|_| Vec::with_capacity(batch.num_columns()))
+        .collect();
     for column in batch.columns() {
         append_column(column.as_ref(), &mut rows)?;
     }
@@ -183,7 +194,13 @@ mod tests {
                 Datum::Timestamp(1_000),
                 Datum::Boolean(true),
             ],
-            vec![Datum::Null, Datum::Null, Datum::Null, Datum::Null, Datum::Null],
+            vec![
+                Datum::Null,
+                Datum::Null,
+                Datum::Null,
+                Datum::Null,
+                Datum::Null,
+            ],
         ];
         let batch = rows_to_batch(&schema, rows.iter(), rows.len()).unwrap();
         assert_eq!(batch_to_rows(&batch).unwrap(), rows);

@@ -104,14 +104,20 @@ mod tests {
 
     #[test]
     fn a_hopping_window_tags_a_row_once_per_overlapping_window() {
-        let kind = WindowKind::Hop { slide: 20, size: 60 };
+        let kind = WindowKind::Hop {
+            slide: 20,
+            size: 60,
+        };
         assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![20, 40, 60]);
         assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![20, 40, 60]);
     }
 
     #[test]
     fn a_hop_with_gaps_skips_rows_between_windows() {
-        let kind = WindowKind::Hop { slide: 60, size: 20 };
+        let kind = WindowKind::Hop {
+            slide: 60,
+            size: 20,
+        };
         assert_eq!(kind.window_starts(10).collect::<Vec<_>>(), vec![0]);
         assert!(kind.window_starts(30).next().is_none());
     }

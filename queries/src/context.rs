@@ -33,13 +33,19 @@ pub struct PlanningContext<'a> {
 
 impl PlanningContext<'_> {
     pub fn sql_to_rel(&self) -> SqlToRel<'_, Self> {
-        let options = ParserOptions { collect_spans: true, ..ParserOptions::default() };
+        let options = ParserOptions {
+            collect_spans: true,
+            ..ParserOptions::default()
+        };
         SqlToRel::new_with_options(self, options)
     }
 }
 
 impl ContextProvider for PlanningContext<'_> {
-    fn get_table_source(&self, name: TableReference) -> datafusion::common::Result<Arc<dyn TableSource>> {
+    fn get_table_source(
+        &self,
+        name: TableReference,
+    ) -> datafusion::common::Result<Arc<dyn TableSource>> {
         let table = name.table().to_string();
         match self.tables.get(&table) {
             Some(schema) => Ok(Arc::new(LogicalTableSource::new(schema.clone()))),
@@ -53,7 +59,11 @@ impl ContextProvider for PlanningContext<'_> {
                 known.sort_unstable();
                 datafusion::common::plan_err!(
                     "unknown relation `{table}`; defined so far: {}",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )
             }
         }
@@ -96,7 +106,11 @@ impl ContextProvider for PlanningContext<'_> {
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
-        self.state.higher_order_functions().keys().cloned().collect()
+        self.state
+            .higher_order_functions()
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn udaf_names(&self) -> Vec<String> {
@@ -132,8 +146,11 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
     let base = text.split(['(', ' ']).next().unwrap_or_default();
     Ok(match base {
         "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER" => DataType::Utf8,
-        "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "INT2" | "INT4" | "INT8" | "INT64" => DataType::Int64,
-        "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => DataType::Float64,
+        "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "INT2" | "INT4" | "INT8"
+        | "INT64" => DataType::Int64,
+        "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => {
+            DataType::Float64
+        }
         "BOOLEAN" | "BOOL" => DataType::Boolean,
         "TIMESTAMPTZ" => DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
         "TIMESTAMP" if text.contains("WITH TIME ZONE") && !text.contains("WITHOUT") => {
@@ -143,23 +160,41 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
         _ => {
             return Err(SqlError::new(
                 position,
-                format!("column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP"),
+                format!(
+                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP"
+                ),
             ));
         }
     })
 }
 
 /// The length of a constant interval expression (`INTERVAL '1 minute'`) in nanoseconds.
-pub fn interval_nanos(context: &PlanningContext, expression: &ast::Expr, position: Position) -> SqlResult<i64> {
+pub fn interval_nanos(
+    context: &PlanningContext,
+    expression: &ast::Expr,
+    position: Position,
+) -> SqlResult<i64> {
     let planned = context
         .sql_to_rel()
-        .sql_to_expr(expression.clone(), &DFSchema::empty(), &mut PlannerContext::new())
+        .sql_to_expr(
+            expression.clone(),
+            &DFSchema::empty(),
+            &mut PlannerContext::new(),
+        )
         .map_err(|error| located(error, position))?;
-    let refuse = |what: &str| SqlError::new(position, format!("expected a constant interval such as INTERVAL '1 minute', found {what}"));
+    let refuse = |what: &str| {
+        SqlError::new(
+            position,
+            format!("expected a constant interval such as INTERVAL '1 minute', found {what}"),
+        )
+    };
     let nanos = match planned {
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(value)), _) => {
             if value.months != 0 {
-                return Err(SqlError::new(position, "intervals in months have no fixed length; use days"));
+                return Err(SqlError::new(
+                    position,
+                    "intervals in months have no fixed length; use days",
+                ));
             }
             i64::from(value.days) * 86_400_000_000_000 + value.nanoseconds
         }

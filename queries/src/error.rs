@@ -11,12 +11,18 @@ pub struct Position {
 
 impl Position {
     pub fn of(location: datafusion::sql::sqlparser::tokenizer::Location) -> Self {
-        Position { line: location.line, column: location.column }
+        Position {
+            line: location.line,
+            column: location.column,
+        }
     }
 
     /// From the location type DataFusion's diagnostics use.
     pub fn of_diagnostic(location: datafusion::common::Location) -> Self {
-        Position { line: location.line, column: location.column }
+        Position {
+            line: location.line,
+            column: location.column,
+        }
     }
 }
 
@@ -29,7 +35,10 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(position: Position, message: impl Into<String>) -> Self {
-        SqlError { position, message: message.into() }
+        SqlError {
+            position,
+            message: message.into(),
+        }
     }
 
     /// Converts a sqlparser error, moving its "at Line: l, Column: c" into the position.
@@ -70,7 +79,11 @@ fn tidy_parser_message(message: &str) -> String {
 impl fmt::Display for SqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.position.line > 0 {
-            write!(f, "{}:{}: {}", self.position.line, self.position.column, self.message)
+            write!(
+                f,
+                "{}:{}: {}",
+                self.position.line, self.position.column, self.message
+            )
         } else {
             write!(f, "{}", self.message)
         }
@@ -89,7 +102,16 @@ mod tests {
         let error = SqlError::from_parser(ParserError::ParserError(
             "Expected: an expression, found: FROM at Line: 3, Column: 12".into(),
         ));
-        assert_eq!(error.position, Position { line: 3, column: 12 });
-        assert_eq!(error.to_string(), "3:12: expected an expression, found: FROM");
+        assert_eq!(
+            error.position,
+            Position {
+                line: 3,
+                column: 12
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "3:12: expected an expression, found: FROM"
+        );
     }
 }

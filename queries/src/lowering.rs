@@ -14,8 +14,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{Column, DFSchema};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan, expr::AggregateFunction};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    Distinct, Expr, ExprSchemable, LogicalPlan, expr::AggregateFunction,
+};
 use datafusion::physical_expr::create_physical_expr;
 use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpec};
 use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
@@ -37,16 +39,36 @@ pub struct Lowering<'a> {
 }
 
 impl<'a> Lowering<'a> {
-    pub fn new(plan: &'a mut DataflowPlan, relations: &'a HashMap<String, NodeId>, position: Position) -> Self {
-        Lowering { plan, relations, position, props: ExecutionProps::new(), reads: Vec::new() }
+    pub fn new(
+        plan: &'a mut DataflowPlan,
+        relations: &'a HashMap<String, NodeId>,
+        position: Position,
+    ) -> Self {
+        Lowering {
+            plan,
+            relations,
+            position,
+            props: ExecutionProps::new(),
+            reads: Vec::new(),
+        }
     }
 
     fn error(&self, message: impl Into<String>) -> SqlError {
         SqlError::new(self.position, message)
     }
 
-    fn physical(&self, expr: &Expr, schema: &DFSchema) -> SqlResult<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
-        create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default()).map_err(|error| located(error, self.position))
+    fn physical(
+        &self,
+        expr: &Expr,
+        schema: &DFSchema,
+    ) -> SqlResult<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        create_physical_expr(
+            expr,
+            schema,
+            &self.props,
+            &PhysicalPlanningContext::default(),
+        )
+        .map_err(|error| located(error, self.position))
     }
 
     pub fn lower(&mut self, logical: &LogicalPlan) -> SqlResult<NodeId> {
@@ -140,20 +162,31 @@ impl<'a> Lowering<'a> {
         projections: &[Expr],
         output_schema: SchemaRef,
     ) -> SqlResult<NodeId> {
-        let output_schema = carried_schema(&output_schema).map_err(|message| self.error(message))?;
-        let physical_predicate = predicate.map(|p| self.physical(p, input_schema)).transpose()?;
-        let physical_projections =
-            projections.iter().map(|e| self.physical(e, input_schema)).collect::<SqlResult<Vec<_>>>()?;
+        let output_schema =
+            carried_schema(&output_schema).map_err(|message| self.error(message))?;
+        let physical_predicate = predicate
+            .map(|p| self.physical(p, input_schema))
+            .transpose()?;
+        let physical_projections = projections
+            .iter()
+            .map(|e| self.physical(e, input_schema))
+            .collect::<SqlResult<Vec<_>>>()?;
         let input_node = self.plan.nodes[input].clone();
         let passthrough = |column: Option<usize>| -> Option<usize> {
             let column = column?;
-            projections.iter().position(|expr| match expr.clone().unalias() {
-                Expr::Column(c) => input_schema.index_of_column(&c).ok() == Some(column),
-                _ => false,
-            })
+            projections
+                .iter()
+                .position(|expr| match expr.clone().unalias() {
+                    Expr::Column(c) => input_schema.index_of_column(&c).ok() == Some(column),
+                    _ => false,
+                })
         };
         let window = input_node.window.and_then(|w| {
-            let moved = WindowColumns { start: passthrough(w.start), end: passthrough(w.end), size_nanos: w.size_nanos };
+            let moved = WindowColumns {
+                start: passthrough(w.start),
+                end: passthrough(w.end),
+                size_nanos: w.size_nanos,
+            };
             (moved.start.is_some() || moved.end.is_some()).then_some(moved)
         });
         let mut label = String::from("Calc");
@@ -168,9 +201,16 @@ impl<'a> Lowering<'a> {
             let shown: Vec<String> = projections.iter().map(|e| e.to_string()).collect();
             label.push_str(&format!(" project=[{}]", shown.join(", ")));
         }
-        let calc = Calc::new(input_node.schema.clone(), physical_predicate, physical_projections);
+        let calc = Calc::new(
+            input_node.schema.clone(),
+            physical_predicate,
+            physical_projections,
+        );
         Ok(self.plan.add(PlanNode {
-            kind: NodeKind::Calc { input, calc: Arc::new(calc) },
+            kind: NodeKind::Calc {
+                input,
+                calc: Arc::new(calc),
+            },
             schema: output_schema,
             changes: input_node.changes,
             window,
@@ -198,11 +238,15 @@ impl<'a> Lowering<'a> {
         let mut labels = Vec::new();
         for expr in aggregate_exprs {
             let shown = expr.to_string();
-            let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
+            let Expr::AggregateFunction(AggregateFunction { func, params }) =
+                expr.clone().unalias()
+            else {
                 return Err(self.error(format!("expected an aggregate function, found {shown}")));
             };
             if params.distinct {
-                return Err(self.error(format!("DISTINCT inside an aggregate is not supported yet: {shown}")));
+                return Err(self.error(format!(
+                    "DISTINCT inside an aggregate is not supported yet: {shown}"
+                )));
             }
             if params.filter.is_some() {
                 return Err(self.error(format!("FILTER (WHERE …) is not supported yet: {shown}")));
@@ -210,14 +254,28 @@ impl<'a> Lowering<'a> {
             let name = func.name().to_ascii_lowercase();
             let argument = params.args.first().cloned();
             let argument_type = match &argument {
-                Some(arg) => Some(arg.get_type(input_schema.as_ref()).map_err(|e| located(e, self.position))?),
+                Some(arg) => Some(
+                    arg.get_type(input_schema.as_ref())
+                        .map_err(|e| located(e, self.position))?,
+                ),
                 None => None,
             };
-            let mut order = params.order_by.first().map(|sort| (sort.expr.clone(), sort.asc));
+            let mut order = params
+                .order_by
+                .first()
+                .map(|sort| (sort.expr.clone(), sort.asc));
             let function = match name.as_str() {
-                "count" if matches!(argument, None | Some(Expr::Literal(..))) => Function::CountRows,
+                "count" if matches!(argument, None | Some(Expr::Literal(..))) => {
+                    Function::CountRows
+                }
                 "count" => Function::Count,
-                "sum" if argument_type.as_ref().is_some_and(|t| storage_type(t) == Some(DataType::Int64)) => Function::SumInt,
+                "sum"
+                    if argument_type
+                        .as_ref()
+                        .is_some_and(|t| storage_type(t) == Some(DataType::Int64)) =>
+                {
+                    Function::SumInt
+                }
                 "sum" => Function::SumFloat,
                 "avg" | "mean" => Function::Avg,
                 "min" => Function::Min,
@@ -232,17 +290,29 @@ impl<'a> Lowering<'a> {
                         let event_time = input_node.event_time.ok_or_else(|| {
                             self.error(format!("{name} needs ORDER BY here (no event-time column to order by): {shown}"))
                         })?;
-                        order = Some((Expr::Column(Column::from_name(input_schema.field(event_time).name())), true));
+                        order = Some((
+                            Expr::Column(Column::from_name(input_schema.field(event_time).name())),
+                            true,
+                        ));
                     }
                     let ascending = order.as_ref().is_none_or(|(_, asc)| *asc);
-                    if first == ascending { Function::FirstValue } else { Function::LastValue }
+                    if first == ascending {
+                        Function::FirstValue
+                    } else {
+                        Function::LastValue
+                    }
                 }
-                other => return Err(self.error(format!("aggregate function {other} is not supported in streaming views yet"))),
+                other => {
+                    return Err(self.error(format!(
+                        "aggregate function {other} is not supported in streaming views yet"
+                    )));
+                }
             };
             let argument = match function {
                 Function::CountRows => None,
                 _ => {
-                    let arg = argument.ok_or_else(|| self.error(format!("{name} needs an argument")))?;
+                    let arg =
+                        argument.ok_or_else(|| self.error(format!("{name} needs an argument")))?;
                     projections.push(arg);
                     Some(projections.len() - 1)
                 }
@@ -254,18 +324,30 @@ impl<'a> Lowering<'a> {
                 }
                 _ => None,
             };
-            specs.push(AggregateSpec { function, argument, order_by });
+            specs.push(AggregateSpec {
+                function,
+                argument,
+                order_by,
+            });
             labels.push(shown);
         }
         let pre_fields = projections
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let data_type = e.get_type(input_schema.as_ref()).map_err(|error| located(error, self.position))?;
+                let data_type = e
+                    .get_type(input_schema.as_ref())
+                    .map_err(|error| located(error, self.position))?;
                 Ok(Field::new(format!("_{i}"), data_type, true))
             })
             .collect::<SqlResult<Vec<_>>>()?;
-        let pre = self.calc(input, input_schema, None, &projections, Arc::new(Schema::new(pre_fields)))?;
+        let pre = self.calc(
+            input,
+            input_schema,
+            None,
+            &projections,
+            Arc::new(Schema::new(pre_fields)),
+        )?;
 
         // A key column holding a window bound makes each group a window that closes.
         let group_column = |column: Option<usize>| -> Option<usize> {
@@ -277,11 +359,19 @@ impl<'a> Lowering<'a> {
         };
         let appends = input_node.changes == Changes::AppendOnly;
         let window = input_node.window.filter(|_| appends).and_then(|w| {
-            let columns = WindowColumns { start: group_column(w.start), end: group_column(w.end), size_nanos: w.size_nanos };
+            let columns = WindowColumns {
+                start: group_column(w.start),
+                end: group_column(w.end),
+                size_nanos: w.size_nanos,
+            };
             (columns.start.is_some() || columns.end.is_some()).then_some(columns)
         });
         let close = window.map(|w| match w.end {
-            Some(end) => WindowClose { key_column: end, end_offset_nanos: 0, lateness_nanos: input_node.lateness_nanos },
+            Some(end) => WindowClose {
+                key_column: end,
+                end_offset_nanos: 0,
+                lateness_nanos: input_node.lateness_nanos,
+            },
             None => WindowClose {
                 key_column: w.start.expect("a window column"),
                 end_offset_nanos: w.size_nanos,
@@ -293,14 +383,29 @@ impl<'a> Lowering<'a> {
             "Aggregate keys=[{}] aggregates=[{}]{}",
             keys.join(", "),
             labels.join(", "),
-            if close.is_some() { " (windowed: final when the watermark passes window_end + lateness)" } else { "" }
+            if close.is_some() {
+                " (windowed: final when the watermark passes window_end + lateness)"
+            } else {
+                ""
+            }
         );
-        let output_schema = carried_schema(&output_schema).map_err(|message| self.error(message))?;
-        let plan = AggregatePlan { key_columns: group_exprs.len(), aggregates: specs, input_retracts: !appends, window: close };
+        let output_schema =
+            carried_schema(&output_schema).map_err(|message| self.error(message))?;
+        let plan = AggregatePlan {
+            key_columns: group_exprs.len(),
+            aggregates: specs,
+            input_retracts: !appends,
+            window: close,
+        };
         Ok(self.plan.add(PlanNode {
-            kind: NodeKind::Aggregate { input: pre, plan: Arc::new(plan) },
+            kind: NodeKind::Aggregate {
+                input: pre,
+                plan: Arc::new(plan),
+            },
             schema: output_schema,
-            changes: Changes::Updates { finals: window.is_some() },
+            changes: Changes::Updates {
+                finals: window.is_some(),
+            },
             window,
             event_time: None,
             lateness_nanos: input_node.lateness_nanos,
@@ -321,6 +426,13 @@ pub fn carried_schema(schema: &SchemaRef) -> Result<SchemaRef, String> {
         }
     }
     // Every node's fields are nullable: outer expressions may produce nulls a declaration forbids.
-    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    Ok(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
 }

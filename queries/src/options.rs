@@ -28,15 +28,29 @@ impl Options {
         for entry in entries {
             let key = entry.key.value.to_ascii_lowercase();
             let key_position = Position::of(entry.key.span.start);
-            if map.insert(key.clone(), (entry.value.clone(), entry.value_position, key_position)).is_some() {
-                return Err(SqlError::new(entry.value_position, format!("option `{key}` is given twice")));
+            if map
+                .insert(
+                    key.clone(),
+                    (entry.value.clone(), entry.value_position, key_position),
+                )
+                .is_some()
+            {
+                return Err(SqlError::new(
+                    entry.value_position,
+                    format!("option `{key}` is given twice"),
+                ));
             }
         }
-        Ok(Options { entries: map, statement })
+        Ok(Options {
+            entries: map,
+            statement,
+        })
     }
 
     pub fn take(&mut self, key: &str) -> Option<(String, Position)> {
-        self.entries.remove(key).map(|(value, position, _)| (value, position))
+        self.entries
+            .remove(key)
+            .map(|(value, position, _)| (value, position))
     }
 
     pub fn required(&mut self, key: &str, what: &str) -> SqlResult<(String, Position)> {
@@ -45,7 +59,11 @@ impl Options {
         })
     }
 
-    fn parsed<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> SqlResult<Option<T>> {
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> SqlResult<Option<T>> {
         match self.take(key) {
             None => Ok(None),
             Some((value, position)) => parse(&value)
@@ -60,7 +78,9 @@ impl Options {
 
     pub fn count(&mut self, key: &str) -> SqlResult<Option<usize>> {
         self.parsed(key, |text| {
-            text.trim().parse::<usize>().map_err(|_| format!("expected a whole number, found {text:?}"))
+            text.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("expected a whole number, found {text:?}"))
         })
     }
 
@@ -70,7 +90,10 @@ impl Options {
             None => Ok(()),
             Some((key, (_, _, position))) => Err(SqlError::new(
                 position,
-                format!("unknown option `{key}` for {what}; known options: {}", known.join(", ")),
+                format!(
+                    "unknown option `{key}` for {what}; known options: {}",
+                    known.join(", ")
+                ),
             )),
         }
     }
@@ -87,12 +110,32 @@ pub fn nanos(duration: Duration) -> i64 {
 }
 
 const SIMULATOR_OPTIONS: &[&str] = &[
-    "connector", "rooms", "zones_per_room", "sensors_per_zone", "seed", "interval", "speed",
-    "start", "duration", "faults", "faults_path", "disorder", "duplicates", "allowed_lateness",
-    "idle_timeout", "batch_size",
+    "connector",
+    "rooms",
+    "zones_per_room",
+    "sensors_per_zone",
+    "seed",
+    "interval",
+    "speed",
+    "start",
+    "duration",
+    "faults",
+    "faults_path",
+    "disorder",
+    "duplicates",
+    "allowed_lateness",
+    "idle_timeout",
+    "batch_size",
 ];
-const FILE_OPTIONS: &[&str] =
-    &["connector", "path", "format", "mode", "allowed_lateness", "idle_timeout", "batch_size"];
+const FILE_OPTIONS: &[&str] = &[
+    "connector",
+    "path",
+    "format",
+    "mode",
+    "allowed_lateness",
+    "idle_timeout",
+    "batch_size",
+];
 
 /// The connector of a `CREATE SOURCE`, from its options (source-wide options are left in place).
 pub fn source_connector(options: &mut Options) -> SqlResult<SourceConnector> {
@@ -115,7 +158,11 @@ pub fn source_connector(options: &mut Options) -> SqlResult<SourceConnector> {
                     }
                 },
             };
-            Ok(SourceConnector::File(FileSourceConfig { path: PathBuf::from(path), format, follow }))
+            Ok(SourceConnector::File(FileSourceConfig {
+                path: PathBuf::from(path),
+                format,
+                follow,
+            }))
         }
         other => Err(SqlError::new(
             position,
@@ -131,15 +178,25 @@ pub fn known_source_options(connector: &SourceConnector) -> &'static [&'static s
     }
 }
 
-fn file_format(options: &mut Options, path: &str, path_position: Position) -> SqlResult<FileFormat> {
+fn file_format(
+    options: &mut Options,
+    path: &str,
+    path_position: Position,
+) -> SqlResult<FileFormat> {
     match options.take("format") {
         Some((format, position)) => FileFormat::parse(&format).ok_or_else(|| {
-            SqlError::new(position, format!("option `format`: expected 'json' or 'csv', found {format:?}"))
+            SqlError::new(
+                position,
+                format!("option `format`: expected 'json' or 'csv', found {format:?}"),
+            )
         }),
         None => {
             let extension = path.rsplit('.').next().unwrap_or_default();
             FileFormat::parse(extension).ok_or_else(|| {
-                SqlError::new(path_position, "cannot tell the format from the file name; add format = 'json' or 'csv'")
+                SqlError::new(
+                    path_position,
+                    "cannot tell the format from the file name; add format = 'json' or 'csv'",
+                )
             })
         }
     }
@@ -157,14 +214,23 @@ fn simulator_config(options: &mut Options) -> SqlResult<SimulatorConfig> {
         config.sensors_per_zone = sensors;
     }
     if config.sensor_count() == 0 {
-        return Err(SqlError::new(options.statement, "the simulated facility has no sensors"));
+        return Err(SqlError::new(
+            options.statement,
+            "the simulated facility has no sensors",
+        ));
     }
-    if let Some(seed) = options.parsed("seed", |text| text.parse::<u64>().map_err(|_| format!("expected a whole number, found {text:?}")))? {
+    if let Some(seed) = options.parsed("seed", |text| {
+        text.parse::<u64>()
+            .map_err(|_| format!("expected a whole number, found {text:?}"))
+    })? {
         config.seed = seed;
     }
     if let Some(interval) = options.duration("interval")? {
         if interval.is_zero() {
-            return Err(SqlError::new(options.statement, "option `interval` must be positive"));
+            return Err(SqlError::new(
+                options.statement,
+                "option `interval` must be positive",
+            ));
         }
         config.interval_nanos = nanos(interval);
     }
@@ -185,14 +251,20 @@ fn simulator_config(options: &mut Options) -> SqlResult<SimulatorConfig> {
     })? {
         config.faults = faults;
     }
-    config.faults_path = options.take("faults_path").map(|(path, _)| PathBuf::from(path));
+    config.faults_path = options
+        .take("faults_path")
+        .map(|(path, _)| PathBuf::from(path));
     if let Some(disorder) = options.duration("disorder")? {
         config.disorder_nanos = nanos(disorder);
     }
-    if let Some(fraction) = options.parsed("duplicates", |text| match text.trim().parse::<f64>() {
-        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
-        _ => Err(format!("expected a fraction between 0 and 1, found {text:?}")),
-    })? {
+    if let Some(fraction) =
+        options.parsed("duplicates", |text| match text.trim().parse::<f64>() {
+            Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+            _ => Err(format!(
+                "expected a fraction between 0 and 1, found {text:?}"
+            )),
+        })?
+    {
         config.duplicate_fraction = fraction;
     }
     Ok(config)
@@ -205,7 +277,9 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
         "max" | "fast" => Ok(Speed::Max),
         other => match other.trim_end_matches('x').parse::<f64>() {
             Ok(factor) if factor > 0.0 => Ok(Speed::Factor(factor)),
-            _ => Err(format!("expected 'realtime', 'max' or a factor such as '60x', found {text:?}")),
+            _ => Err(format!(
+                "expected 'realtime', 'max' or a factor such as '60x', found {text:?}"
+            )),
         },
     }
 }
@@ -217,13 +291,19 @@ pub fn sink_target(options: &mut Options) -> SqlResult<SinkTarget> {
         "file" => {
             let (path, path_position) = options.required("path", "a file sink")?;
             let format = file_format(options, &path, path_position)?;
-            SinkTarget::File { path: PathBuf::from(path), format }
+            SinkTarget::File {
+                path: PathBuf::from(path),
+                format,
+            }
         }
         "stdout" => {
             if let Some((format, position)) = options.take("format")
                 && FileFormat::parse(&format) != Some(FileFormat::Json)
             {
-                return Err(SqlError::new(position, "the stdout sink writes JSON lines only"));
+                return Err(SqlError::new(
+                    position,
+                    "the stdout sink writes JSON lines only",
+                ));
             }
             SinkTarget::Stdout
         }
@@ -239,8 +319,14 @@ pub fn sink_target(options: &mut Options) -> SqlResult<SinkTarget> {
         SinkTarget::Stdout => &["connector", "format"],
     };
     let what = format!("a '{connector}' sink");
-    std::mem::replace(options, Options { entries: BTreeMap::new(), statement: Position::default() })
-        .finish(&what, known)?;
+    std::mem::replace(
+        options,
+        Options {
+            entries: BTreeMap::new(),
+            statement: Position::default(),
+        },
+    )
+    .finish(&what, known)?;
     Ok(target)
 }
 

@@ -32,7 +32,11 @@ pub enum Statement {
     CreateSource(CreateSource),
     CreateView(CreateView),
     CreateSink(CreateSink),
-    Drop { kind: ObjectKind, name: Ident, if_exists: bool },
+    Drop {
+        kind: ObjectKind,
+        name: Ident,
+        if_exists: bool,
+    },
     Show(ObjectKind),
     Explain(Box<Located>),
     /// An ad-hoc query: run over bounded inputs to completion (tests, `vibelux check`).
@@ -106,7 +110,12 @@ pub fn parse_pipeline(sql: &str) -> SqlResult<Vec<Located>> {
         // sqlparser gives no position for a statement cut short: point just past the text.
         if error.position.line == 0 && error.message.ends_with("found: EOF") {
             let line = sql.trim_end().lines().count().max(1) as u64;
-            let column = sql.trim_end().lines().last().map_or(0, |last| last.chars().count()) as u64 + 1;
+            let column = sql
+                .trim_end()
+                .lines()
+                .last()
+                .map_or(0, |last| last.chars().count()) as u64
+                + 1;
             error.position = Position { line, column };
             error.message = error.message.replace("found: EOF", "found: end of input");
         }
@@ -116,7 +125,9 @@ pub fn parse_pipeline(sql: &str) -> SqlResult<Vec<Located>> {
 
 fn parse_statements(sql: &str) -> SqlResult<Vec<Located>> {
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(SqlError::from_parser)?;
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(SqlError::from_parser)?;
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -136,7 +147,11 @@ fn parse_located(parser: &mut Parser, sql: &str) -> SqlResult<Located> {
     let start = parser.peek_token().span.start;
     let statement = parse_statement(parser, sql)?;
     let end = parser.peek_token().span.start;
-    Ok(Located { statement, position: Position::of(start), text: slice_text(sql, start, end) })
+    Ok(Located {
+        statement,
+        position: Position::of(start),
+        text: slice_text(sql, start, end),
+    })
 }
 
 /// The source text between two token locations.
@@ -162,7 +177,10 @@ fn slice_text(
         (line_start + column_bytes).min(sql.len())
     };
     let (from, to) = (offset(start), offset(end));
-    sql.get(from..to.max(from)).unwrap_or_default().trim().to_string()
+    sql.get(from..to.max(from))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn expected(what: &str, found: &TokenWithSpan) -> SqlError {
@@ -170,7 +188,10 @@ fn expected(what: &str, found: &TokenWithSpan) -> SqlError {
         Token::EOF => "end of input".to_string(),
         token => format!("`{token}`"),
     };
-    SqlError::new(Position::of(found.span.start), format!("expected {what}, found {found_text}"))
+    SqlError::new(
+        Position::of(found.span.start),
+        format!("expected {what}, found {found_text}"),
+    )
 }
 
 /// True (and consumed) when the next token is the bare word `word`, keyword or not.
@@ -199,7 +220,12 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
                 return Err(expected("AS", &parser.peek_token()));
             }
             let query = parsing(parser.parse_query())?;
-            return Ok(Statement::CreateView(CreateView { name, materialized, or_replace, query }));
+            return Ok(Statement::CreateView(CreateView {
+                name,
+                materialized,
+                or_replace,
+                query,
+            }));
         }
         if !materialized && parse_word(parser, "SINK") {
             let name = parsing(parser.parse_identifier())?;
@@ -208,7 +234,11 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
             }
             let from = parsing(parser.parse_object_name(false))?;
             let options = parse_with_options(parser)?;
-            return Ok(Statement::CreateSink(CreateSink { name, from, options }));
+            return Ok(Statement::CreateSink(CreateSink {
+                name,
+                from,
+                options,
+            }));
         }
         return Err(expected(
             "SOURCE, TABLE, VIEW, MATERIALIZED VIEW or SINK after CREATE",
@@ -219,7 +249,11 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
         let kind = parse_object_kind(parser)?;
         let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name = parsing(parser.parse_identifier())?;
-        return Ok(Statement::Drop { kind, name, if_exists });
+        return Ok(Statement::Drop {
+            kind,
+            name,
+            if_exists,
+        });
     }
     if parse_word(parser, "SHOW") {
         for (plural, kind) in [
@@ -232,7 +266,10 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
                 return Ok(Statement::Show(kind));
             }
         }
-        return Err(expected("SOURCES, TABLES, VIEWS or SINKS after SHOW", &parser.peek_token()));
+        return Err(expected(
+            "SOURCES, TABLES, VIEWS or SINKS after SHOW",
+            &parser.peek_token(),
+        ));
     }
     if parse_word(parser, "EXPLAIN") {
         return Ok(Statement::Explain(Box::new(parse_located(parser, sql)?)));
@@ -257,7 +294,10 @@ fn parse_object_kind(parser: &mut Parser) -> SqlResult<ObjectKind> {
         parse_word(parser, "VIEW");
         Ok(ObjectKind::View)
     } else {
-        Err(expected("SOURCE, TABLE, VIEW or SINK", &parser.peek_token()))
+        Err(expected(
+            "SOURCE, TABLE, VIEW or SINK",
+            &parser.peek_token(),
+        ))
     }
 }
 
@@ -278,10 +318,17 @@ fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateS
             }
             let column = parsing(parser.parse_identifier())?;
             if !parse_word(parser, "AS") {
-                return Err(expected("AS and the watermark expression", &parser.peek_token()));
+                return Err(expected(
+                    "AS and the watermark expression",
+                    &parser.peek_token(),
+                ));
             }
             let expression = parsing(parser.parse_expr())?;
-            watermark = Some(WatermarkClause { column, expression, position: Position::of(here.span.start) });
+            watermark = Some(WatermarkClause {
+                column,
+                expression,
+                position: Position::of(here.span.start),
+            });
         } else if parse_word(parser, "PRIMARY") {
             if !parse_word(parser, "KEY") {
                 return Err(expected("KEY after PRIMARY", &parser.peek_token()));
@@ -302,7 +349,14 @@ fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateS
         return Err(expected("`,` or `)` in the column list", &close));
     }
     let options = parse_with_options(parser)?;
-    Ok(CreateSource { name, is_table, columns, watermark, primary_key, options })
+    Ok(CreateSource {
+        name,
+        is_table,
+        columns,
+        watermark,
+        primary_key,
+        options,
+    })
 }
 
 fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {
@@ -318,7 +372,10 @@ fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {
         let key = parsing(parser.parse_identifier())?;
         let equals = parser.peek_token();
         if !parser.consume_token(&Token::Eq) {
-            return Err(expected(&format!("`=` after option `{}`", key.value), &equals));
+            return Err(expected(
+                &format!("`=` after option `{}`", key.value),
+                &equals,
+            ));
         }
         let value_token = parser.peek_token();
         let value = match parsing(parser.parse_value())?.value {
@@ -328,11 +385,18 @@ fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {
             other => {
                 return Err(SqlError::new(
                     Position::of(value_token.span.start),
-                    format!("option `{}` takes a quoted string, found {other}", key.value),
+                    format!(
+                        "option `{}` takes a quoted string, found {other}",
+                        key.value
+                    ),
                 ));
             }
         };
-        options.push(OptionEntry { key, value, value_position: Position::of(value_token.span.start) });
+        options.push(OptionEntry {
+            key,
+            value,
+            value_position: Position::of(value_token.span.start),
+        });
         if parser.consume_token(&Token::Comma) {
             continue;
         }
@@ -355,7 +419,9 @@ mod tests {
             "-- readings\nCREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP,\n  WATERMARK FOR ts AS ts - INTERVAL '5 seconds'\n) WITH (connector = 'simulator', rooms = 4);",
         )
         .unwrap();
-        let Statement::CreateSource(source) = &statements[0].statement else { panic!() };
+        let Statement::CreateSource(source) = &statements[0].statement else {
+            panic!()
+        };
         assert_eq!(statements[0].position, Position { line: 2, column: 1 });
         assert_eq!(source.columns.len(), 2);
         assert_eq!(source.watermark.as_ref().unwrap().column.value, "ts");
@@ -376,10 +442,21 @@ mod tests {
 
     #[test]
     fn a_typo_is_reported_where_it_is() {
-        let error = parse_pipeline("CREATE VIEW v AS SELECT 1;\nCREATE SINKS s FROM v;").unwrap_err();
+        let error =
+            parse_pipeline("CREATE VIEW v AS SELECT 1;\nCREATE SINKS s FROM v;").unwrap_err();
         assert_eq!(error.position, Position { line: 2, column: 8 });
-        assert!(error.message.contains("expected SOURCE, TABLE, VIEW"), "{}", error.message);
+        assert!(
+            error.message.contains("expected SOURCE, TABLE, VIEW"),
+            "{}",
+            error.message
+        );
         let error = parse_pipeline("SELECT a FROM b c d").unwrap_err();
-        assert_eq!(error.position, Position { line: 1, column: 19 });
+        assert_eq!(
+            error.position,
+            Position {
+                line: 1,
+                column: 19
+            }
+        );
     }
 }

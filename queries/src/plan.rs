@@ -21,16 +21,34 @@ pub type NodeId = usize;
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     /// Rows a source admitted.
-    SourceRows { source: usize },
+    SourceRows {
+        source: usize,
+    },
     /// Input a source could not decode: `reason`, `raw`, `origin`.
-    SourceDeadLetters { source: usize },
+    SourceDeadLetters {
+        source: usize,
+    },
     /// Rows beyond the source's allowed lateness.
-    SourceLateRows { source: usize },
-    Calc { input: NodeId, calc: Arc<Calc> },
-    AssignWindows { input: NodeId, time_column: usize, kind: WindowKind },
+    SourceLateRows {
+        source: usize,
+    },
+    Calc {
+        input: NodeId,
+        calc: Arc<Calc>,
+    },
+    AssignWindows {
+        input: NodeId,
+        time_column: usize,
+        kind: WindowKind,
+    },
     /// `GROUP BY`; the input is already projected to key columns then argument columns.
-    Aggregate { input: NodeId, plan: Arc<AggregatePlan> },
-    Union { inputs: Vec<NodeId> },
+    Aggregate {
+        input: NodeId,
+        plan: Arc<AggregatePlan>,
+    },
+    Union {
+        inputs: Vec<NodeId>,
+    },
 }
 
 impl NodeKind {
@@ -189,7 +207,11 @@ impl DataflowPlan {
             Changes::Updates { finals: true } => "updates, final per window",
             Changes::Updates { finals: false } => "updates",
         };
-        let indent = if depth == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(depth - 1)) };
+        let indent = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}└─ ", "   ".repeat(depth - 1))
+        };
         out.push_str(&format!("{indent}{} [{changes}]\n", plan_node.label));
         for input in plan_node.kind.inputs() {
             self.explain_into(input, depth + 1, out);

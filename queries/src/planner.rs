@@ -11,8 +11,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::execution::SessionState;
 use datafusion::optimizer::Analyzer;
-use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
 use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::check_columns;
@@ -24,15 +24,22 @@ use crate::error::{Position, SqlError, SqlResult};
 use crate::lowering::{Lowering, carried_schema};
 use crate::options::{Options, known_source_options, nanos, sink_target, source_connector};
 use crate::parser::{CreateSink, CreateSource, CreateView, Located, ObjectKind, Statement};
-use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, SinkMode, SinkPlan, SourceConnector, SourcePlan, WindowColumns};
+use crate::plan::{
+    Changes, DataflowPlan, NodeId, NodeKind, PlanNode, SinkMode, SinkPlan, SourceConnector,
+    SourcePlan, WindowColumns,
+};
 use crate::window_functions::{WindowFunction, rewrite_window_calls};
 
 #[derive(Debug, Clone)]
 enum EntryKind {
-    Source { index: usize },
+    Source {
+        index: usize,
+    },
     /// `<source>_errors` or `<source>_late`.
     SourceOutput,
-    View { materialized: bool },
+    View {
+        materialized: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +57,10 @@ pub enum Outcome {
     /// A catalog change, described for the user.
     Done(String),
     /// A result table (`SHOW`).
-    Table { columns: Vec<String>, rows: Vec<Vec<String>> },
+    Table {
+        columns: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
     /// Text (`EXPLAIN`).
     Text(String),
     /// An ad-hoc query, to be run by the engine: the node holding its result.
@@ -74,7 +84,12 @@ impl Default for Planner {
 
 impl Planner {
     pub fn new() -> Self {
-        Planner { state: session_state(), plan: DataflowPlan::default(), entries: BTreeMap::new(), window_relations: 0 }
+        Planner {
+            state: session_state(),
+            plan: DataflowPlan::default(),
+            entries: BTreeMap::new(),
+            window_relations: 0,
+        }
     }
 
     /// Plans every statement of a pipeline file, stopping at the first error.
@@ -93,7 +108,16 @@ impl Planner {
             Statement::CreateSource(source) => self.create_source(source, position),
             Statement::CreateView(view) => self.create_view(view, position),
             Statement::CreateSink(sink) => self.create_sink(sink, position),
-            Statement::Drop { kind, name, if_exists } => self.drop(*kind, &name.value, *if_exists, Position::of(name.span.start)),
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => self.drop(
+                *kind,
+                &name.value,
+                *if_exists,
+                Position::of(name.span.start),
+            ),
             Statement::Show(kind) => Ok(self.show(*kind)),
             Statement::Explain(inner) => self.explain(inner),
             Statement::Query(query) => {
@@ -105,7 +129,9 @@ impl Planner {
 
     /// The node a relation name refers to.
     pub fn relation(&self, name: &str) -> Option<(NodeId, SchemaRef)> {
-        self.entries.get(&name.to_ascii_lowercase()).map(|entry| (entry.node, entry.schema.clone()))
+        self.entries
+            .get(&name.to_ascii_lowercase())
+            .map(|entry| (entry.node, entry.schema.clone()))
     }
 
     fn check_new_name(&self, name: &str, position: Position) -> SqlResult<()> {
@@ -113,7 +139,10 @@ impl Planner {
             return Err(SqlError::new(position, format!("`{name}` already exists")));
         }
         if name.starts_with("__") {
-            return Err(SqlError::new(position, "names starting with `__` are reserved"));
+            return Err(SqlError::new(
+                position,
+                "names starting with `__` are reserved",
+            ));
         }
         Ok(())
     }
@@ -135,15 +164,24 @@ impl Planner {
         for column in &source.columns {
             let column_position = Position::of(column.name.span.start);
             let data_type = column_type(&column.data_type, column_position)?;
-            let required = column.options.iter().any(|option| matches!(option.option, ColumnOption::NotNull));
+            let required = column
+                .options
+                .iter()
+                .any(|option| matches!(option.option, ColumnOption::NotNull));
             let column_name = column.name.value.to_ascii_lowercase();
             if fields.iter().any(|f: &Field| f.name() == &column_name) {
-                return Err(SqlError::new(column_position, format!("column `{column_name}` is declared twice")));
+                return Err(SqlError::new(
+                    column_position,
+                    format!("column `{column_name}` is declared twice"),
+                ));
             }
             fields.push(Field::new(column_name, data_type, !required));
         }
         if fields.is_empty() {
-            return Err(SqlError::new(position, format!("source `{name}` declares no columns")));
+            return Err(SqlError::new(
+                position,
+                format!("source `{name}` declares no columns"),
+            ));
         }
         let schema = Arc::new(Schema::new(fields));
 
@@ -153,17 +191,31 @@ impl Planner {
         let time_name = watermark.column.value.to_ascii_lowercase();
         let time_position = Position::of(watermark.column.span.start);
         let event_time_column = schema.index_of(&time_name).map_err(|_| {
-            SqlError::new(time_position, format!("the watermark column `{time_name}` is not a declared column"))
+            SqlError::new(
+                time_position,
+                format!("the watermark column `{time_name}` is not a declared column"),
+            )
         })?;
-        if !matches!(schema.field(event_time_column).data_type(), DataType::Timestamp(..)) {
-            return Err(SqlError::new(time_position, format!("the watermark column `{time_name}` must be a TIMESTAMP")));
+        if !matches!(
+            schema.field(event_time_column).data_type(),
+            DataType::Timestamp(..)
+        ) {
+            return Err(SqlError::new(
+                time_position,
+                format!("the watermark column `{time_name}` must be a TIMESTAMP"),
+            ));
         }
         let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
 
         let mut options = Options::new(&source.options, position)?;
         let connector = source_connector(&mut options)?;
-        let lateness = options.duration("allowed_lateness")?.map(nanos).unwrap_or(0);
-        let idle_timeout = options.duration("idle_timeout")?.unwrap_or(std::time::Duration::from_secs(10));
+        let lateness = options
+            .duration("allowed_lateness")?
+            .map(nanos)
+            .unwrap_or(0);
+        let idle_timeout = options
+            .duration("idle_timeout")?
+            .unwrap_or(std::time::Duration::from_secs(10));
         let batch_size = options.count("batch_size")?.unwrap_or(1024).max(1);
         let known = known_source_options(&connector);
         options.finish(&format!("a '{}' source", connector.name()), known)?;
@@ -174,7 +226,10 @@ impl Planner {
             && !config.follow
             && !config.path.exists()
         {
-            return Err(SqlError::new(position, format!("file {} does not exist", config.path.display())));
+            return Err(SqlError::new(
+                position,
+                format!("file {} does not exist", config.path.display()),
+            ));
         }
 
         let index = self.plan.sources.len();
@@ -189,7 +244,8 @@ impl Planner {
                 batch_size,
             },
         });
-        let node_schema = carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;
+        let node_schema =
+            carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;
         let rows = self.plan.add(PlanNode {
             kind: NodeKind::SourceRows { source: index },
             schema: node_schema.clone(),
@@ -199,7 +255,15 @@ impl Planner {
             lateness_nanos: lateness,
             label: format!("Source {name}"),
         });
-        self.entries.insert(name.clone(), Entry { kind: EntryKind::Source { index }, node: rows, schema: node_schema.clone(), reads: Vec::new() });
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                kind: EntryKind::Source { index },
+                node: rows,
+                schema: node_schema.clone(),
+                reads: Vec::new(),
+            },
+        );
 
         let errors_schema = Arc::new(Schema::new(vec![
             Field::new("reason", DataType::Utf8, true),
@@ -224,23 +288,47 @@ impl Planner {
             lateness_nanos: 0,
             label: format!("Late rows of {name}"),
         });
-        let output = |node, schema| Entry { kind: EntryKind::SourceOutput, node, schema, reads: vec![name.clone()] };
-        self.entries.insert(format!("{name}_errors"), output(errors, errors_schema));
-        self.entries.insert(format!("{name}_late"), output(late, node_schema));
-        Ok(Outcome::Done(format!("created source {name} (dead letters in {name}_errors, late rows in {name}_late)")))
+        let output = |node, schema| Entry {
+            kind: EntryKind::SourceOutput,
+            node,
+            schema,
+            reads: vec![name.clone()],
+        };
+        self.entries
+            .insert(format!("{name}_errors"), output(errors, errors_schema));
+        self.entries
+            .insert(format!("{name}_late"), output(late, node_schema));
+        Ok(Outcome::Done(format!(
+            "created source {name} (dead letters in {name}_errors, late rows in {name}_late)"
+        )))
     }
 
     /// The delay of `WATERMARK FOR ts AS ts - INTERVAL '…'` (or `AS ts` for none).
-    fn watermark_delay(&self, expression: &SqlExpr, column: &str, position: Position) -> SqlResult<i64> {
+    fn watermark_delay(
+        &self,
+        expression: &SqlExpr,
+        column: &str,
+        position: Position,
+    ) -> SqlResult<i64> {
         let names_column = |expr: &SqlExpr| matches!(expr, SqlExpr::Identifier(ident) if ident.value.eq_ignore_ascii_case(column));
         match expression {
             expr if names_column(expr) => Ok(0),
-            SqlExpr::BinaryOp { left, op: BinaryOperator::Minus, right } if names_column(left) => {
-                let context = PlanningContext { state: &self.state, tables: HashMap::new() };
+            SqlExpr::BinaryOp {
+                left,
+                op: BinaryOperator::Minus,
+                right,
+            } if names_column(left) => {
+                let context = PlanningContext {
+                    state: &self.state,
+                    tables: HashMap::new(),
+                };
                 interval_nanos(&context, right, position)
             }
             SqlExpr::Nested(inner) => self.watermark_delay(inner, column, position),
-            _ => Err(SqlError::new(position, format!("expected WATERMARK FOR {column} AS {column} - INTERVAL '…'"))),
+            _ => Err(SqlError::new(
+                position,
+                format!("expected WATERMARK FOR {column} AS {column} - INTERVAL '…'"),
+            )),
         }
     }
 
@@ -252,58 +340,116 @@ impl Planner {
     ) -> SqlResult<(NodeId, Vec<String>)> {
         let mut query = query.clone();
         let calls = rewrite_window_calls(&mut query, &mut self.window_relations)?;
-        let mut tables: HashMap<String, SchemaRef> =
-            self.entries.iter().map(|(name, entry)| (name.clone(), entry.schema.clone())).collect();
-        let mut relations: HashMap<String, NodeId> =
-            self.entries.iter().map(|(name, entry)| (name.clone(), entry.node)).collect();
+        let mut tables: HashMap<String, SchemaRef> = self
+            .entries
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.schema.clone()))
+            .collect();
+        let mut relations: HashMap<String, NodeId> = self
+            .entries
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.node))
+            .collect();
         let mut reads = Vec::new();
         for call in &calls {
             let entry = self.entries.get(&call.input).ok_or_else(|| {
-                SqlError::new(call.position, format!("unknown relation `{}` in a window function", call.input))
+                SqlError::new(
+                    call.position,
+                    format!("unknown relation `{}` in a window function", call.input),
+                )
             })?;
             reads.push(call.input.clone());
             let input = &self.plan.nodes[entry.node];
             if input.changes != Changes::AppendOnly {
-                return Err(SqlError::new(call.position, format!("`{}` is updating; windows need an append-only input such as a source or a filter of one", call.input)));
+                return Err(SqlError::new(
+                    call.position,
+                    format!(
+                        "`{}` is updating; windows need an append-only input such as a source or a filter of one",
+                        call.input
+                    ),
+                ));
             }
             let time_name = call.time_column.value.to_ascii_lowercase();
             let time_position = Position::of(call.time_column.span.start);
             let time_column = entry.schema.index_of(&time_name).map_err(|_| {
-                SqlError::new(time_position, format!("`{}` has no column `{time_name}`", call.input))
+                SqlError::new(
+                    time_position,
+                    format!("`{}` has no column `{time_name}`", call.input),
+                )
             })?;
             let time_type = entry.schema.field(time_column).data_type().clone();
             let DataType::Timestamp(_, zone) = &time_type else {
-                return Err(SqlError::new(time_position, format!("the window time column `{time_name}` must be a TIMESTAMP, it is {time_type}")));
+                return Err(SqlError::new(
+                    time_position,
+                    format!(
+                        "the window time column `{time_name}` must be a TIMESTAMP, it is {time_type}"
+                    ),
+                ));
             };
             if input.event_time != Some(time_column) {
-                return Err(SqlError::new(time_position, format!("windows must be on the event-time column of `{}` (the WATERMARK column), not `{time_name}`", call.input)));
+                return Err(SqlError::new(
+                    time_position,
+                    format!(
+                        "windows must be on the event-time column of `{}` (the WATERMARK column), not `{time_name}`",
+                        call.input
+                    ),
+                ));
             }
-            let context = PlanningContext { state: &self.state, tables: HashMap::new() };
-            let lengths = call.intervals.iter().map(|interval| interval_nanos(&context, interval, call.position)).collect::<SqlResult<Vec<_>>>()?;
+            let context = PlanningContext {
+                state: &self.state,
+                tables: HashMap::new(),
+            };
+            let lengths = call
+                .intervals
+                .iter()
+                .map(|interval| interval_nanos(&context, interval, call.position))
+                .collect::<SqlResult<Vec<_>>>()?;
             let kind = match (call.function, &lengths[..]) {
                 (WindowFunction::Tumble, &[size]) => WindowKind::Tumble { size },
                 (WindowFunction::Hop, &[slide, size]) => WindowKind::Hop { slide, size },
                 _ => unreachable!("argument count checked when rewriting"),
             };
             let bound = DataType::Timestamp(TimeUnit::Nanosecond, zone.clone());
-            let mut fields: Vec<Field> = entry.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<Field> = entry
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             for bound_name in ["window_start", "window_end"] {
                 if fields.iter().any(|f| f.name() == bound_name) {
-                    return Err(SqlError::new(call.position, format!("`{}` already has a column `{bound_name}`", call.input)));
+                    return Err(SqlError::new(
+                        call.position,
+                        format!("`{}` already has a column `{bound_name}`", call.input),
+                    ));
                 }
                 fields.push(Field::new(bound_name, bound.clone(), true));
             }
             let width = fields.len();
             let schema = Arc::new(Schema::new(fields));
             let label = match kind {
-                WindowKind::Tumble { size } => format!("AssignWindows TUMBLE({time_name}, {})", show_nanos(size)),
-                WindowKind::Hop { slide, size } => format!("AssignWindows HOP({time_name}, slide {}, size {})", show_nanos(slide), show_nanos(size)),
+                WindowKind::Tumble { size } => {
+                    format!("AssignWindows TUMBLE({time_name}, {})", show_nanos(size))
+                }
+                WindowKind::Hop { slide, size } => format!(
+                    "AssignWindows HOP({time_name}, slide {}, size {})",
+                    show_nanos(slide),
+                    show_nanos(size)
+                ),
             };
             let node = self.plan.add(PlanNode {
-                kind: NodeKind::AssignWindows { input: entry.node, time_column, kind },
+                kind: NodeKind::AssignWindows {
+                    input: entry.node,
+                    time_column,
+                    kind,
+                },
                 schema: schema.clone(),
                 changes: Changes::AppendOnly,
-                window: Some(WindowColumns { start: Some(width - 2), end: Some(width - 1), size_nanos: kind.size() }),
+                window: Some(WindowColumns {
+                    start: Some(width - 2),
+                    end: Some(width - 1),
+                    size_nanos: kind.size(),
+                }),
                 event_time: Some(time_column),
                 lateness_nanos: input.lateness_nanos,
                 label,
@@ -312,7 +458,10 @@ impl Planner {
             relations.insert(call.relation.clone(), node);
         }
 
-        let context = PlanningContext { state: &self.state, tables };
+        let context = PlanningContext {
+            state: &self.state,
+            tables,
+        };
         let logical = context
             .sql_to_rel()
             .sql_statement_to_plan(SqlStatement::Query(Box::new(query)))
@@ -331,7 +480,12 @@ impl Planner {
     fn create_view(&mut self, view: &CreateView, position: Position) -> SqlResult<Outcome> {
         let name = view.name.value.to_ascii_lowercase();
         let name_position = Position::of(view.name.span.start);
-        if view.or_replace && self.entries.get(&name).is_some_and(|e| matches!(e.kind, EntryKind::View { .. })) {
+        if view.or_replace
+            && self
+                .entries
+                .get(&name)
+                .is_some_and(|e| matches!(e.kind, EntryKind::View { .. }))
+        {
             self.drop(ObjectKind::View, &name, false, name_position)?;
         }
         self.check_new_name(&name, name_position)?;
@@ -340,10 +494,26 @@ impl Planner {
         let mut seen = std::collections::HashSet::new();
         for field in schema.fields() {
             if !seen.insert(field.name().clone()) {
-                return Err(SqlError::new(position, format!("view `{name}` has two columns named `{}`; give one an alias with AS", field.name())));
+                return Err(SqlError::new(
+                    position,
+                    format!(
+                        "view `{name}` has two columns named `{}`; give one an alias with AS",
+                        field.name()
+                    ),
+                ));
             }
         }
-        self.entries.insert(name.clone(), Entry { kind: EntryKind::View { materialized: view.materialized }, node, schema, reads });
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                kind: EntryKind::View {
+                    materialized: view.materialized,
+                },
+                node,
+                schema,
+                reads,
+            },
+        );
         if view.materialized {
             self.plan.materialized.push((name.clone(), node));
             Ok(Outcome::Done(format!("created materialized view {name}")))
@@ -356,9 +526,10 @@ impl Planner {
         let name = sink.name.value.to_ascii_lowercase();
         self.check_new_name(&name, Position::of(sink.name.span.start))?;
         let from = sink.from.to_string().to_ascii_lowercase();
-        let entry = self.entries.get(&from).ok_or_else(|| {
-            SqlError::new(position, format!("unknown relation `{from}` to sink"))
-        })?;
+        let entry = self
+            .entries
+            .get(&from)
+            .ok_or_else(|| SqlError::new(position, format!("unknown relation `{from}` to sink")))?;
         let mut options = Options::new(&sink.options, position)?;
         let target = sink_target(&mut options)?;
         let mode = match self.plan.nodes[entry.node].changes {
@@ -371,39 +542,65 @@ impl Planner {
             SinkTarget::File { path, .. } => path.display().to_string(),
             SinkTarget::Stdout => "stdout".to_string(),
         };
-        self.plan.sinks.push(SinkPlan { name: name.clone(), from: from.clone(), node, target, mode });
+        self.plan.sinks.push(SinkPlan {
+            name: name.clone(),
+            from: from.clone(),
+            node,
+            target,
+            mode,
+        });
         let what = match mode {
             SinkMode::Rows => "rows as they arrive",
             SinkMode::FinalRows => "each window once, when it closes",
             SinkMode::Changelog => "a changelog of inserts and deletes",
         };
-        Ok(Outcome::Done(format!("created sink {name}: {from} → {where_to} ({what})")))
+        Ok(Outcome::Done(format!(
+            "created sink {name}: {from} → {where_to} ({what})"
+        )))
     }
 
-    fn drop(&mut self, kind: ObjectKind, name: &str, if_exists: bool, position: Position) -> SqlResult<Outcome> {
+    fn drop(
+        &mut self,
+        kind: ObjectKind,
+        name: &str,
+        if_exists: bool,
+        position: Position,
+    ) -> SqlResult<Outcome> {
         let name = name.to_ascii_lowercase();
         if kind == ObjectKind::Sink {
             let before = self.plan.sinks.len();
             self.plan.sinks.retain(|sink| sink.name != name);
             return match (before != self.plan.sinks.len(), if_exists) {
                 (true, _) => Ok(Outcome::Done(format!("dropped sink {name}"))),
-                (false, true) => Ok(Outcome::Done(format!("sink {name} does not exist; nothing dropped"))),
+                (false, true) => Ok(Outcome::Done(format!(
+                    "sink {name} does not exist; nothing dropped"
+                ))),
                 (false, false) => Err(SqlError::new(position, format!("unknown sink `{name}`"))),
             };
         }
         let Some(entry) = self.entries.get(&name) else {
             return if if_exists {
-                Ok(Outcome::Done(format!("{} {name} does not exist; nothing dropped", kind.name())))
+                Ok(Outcome::Done(format!(
+                    "{} {name} does not exist; nothing dropped",
+                    kind.name()
+                )))
             } else {
-                Err(SqlError::new(position, format!("unknown {} `{name}`", kind.name())))
+                Err(SqlError::new(
+                    position,
+                    format!("unknown {} `{name}`", kind.name()),
+                ))
             };
         };
         let matches_kind = match (&entry.kind, kind) {
-            (EntryKind::Source { .. }, ObjectKind::Source) | (EntryKind::View { .. }, ObjectKind::View) => true,
+            (EntryKind::Source { .. }, ObjectKind::Source)
+            | (EntryKind::View { .. }, ObjectKind::View) => true,
             _ => false,
         };
         if !matches_kind {
-            return Err(SqlError::new(position, format!("`{name}` is not a {}", kind.name())));
+            return Err(SqlError::new(
+                position,
+                format!("`{name}` is not a {}", kind.name()),
+            ));
         }
         let mut removed = vec![name.clone()];
         if let EntryKind::Source { .. } = entry.kind {
@@ -413,12 +610,23 @@ impl Planner {
         let dependents: Vec<&String> = self
             .entries
             .iter()
-            .filter(|(other, e)| !removed.contains(other) && e.reads.iter().any(|read| removed.contains(read)))
+            .filter(|(other, e)| {
+                !removed.contains(other) && e.reads.iter().any(|read| removed.contains(read))
+            })
             .map(|(other, _)| other)
-            .chain(self.plan.sinks.iter().filter(|sink| removed.contains(&sink.from)).map(|sink| &sink.name))
+            .chain(
+                self.plan
+                    .sinks
+                    .iter()
+                    .filter(|sink| removed.contains(&sink.from))
+                    .map(|sink| &sink.name),
+            )
             .collect();
         if let Some(dependent) = dependents.first() {
-            return Err(SqlError::new(position, format!("cannot drop `{name}`: `{dependent}` depends on it; drop that first")));
+            return Err(SqlError::new(
+                position,
+                format!("cannot drop `{name}`: `{dependent}` depends on it; drop that first"),
+            ));
         }
         for relation in &removed {
             self.entries.remove(relation);
@@ -437,8 +645,17 @@ impl Planner {
                     .iter()
                     .filter_map(|(name, entry)| match entry.kind {
                         EntryKind::Source { index } if kind == ObjectKind::Source => {
-                            let columns: Vec<String> = entry.schema.fields().iter().map(|f| f.name().clone()).collect();
-                            Some(vec![name.clone(), self.plan.sources[index].connector.name().to_string(), columns.join(", ")])
+                            let columns: Vec<String> = entry
+                                .schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().clone())
+                                .collect();
+                            Some(vec![
+                                name.clone(),
+                                self.plan.sources[index].connector.name().to_string(),
+                                columns.join(", "),
+                            ])
                         }
                         _ => None,
                     })
@@ -456,7 +673,11 @@ impl Planner {
                                 Changes::Updates { finals: true } => "windowed",
                                 Changes::Updates { finals: false } => "updating",
                             };
-                            Some(vec![name.clone(), materialized.to_string(), changes.to_string()])
+                            Some(vec![
+                                name.clone(),
+                                materialized.to_string(),
+                                changes.to_string(),
+                            ])
                         }
                         _ => None,
                     })
@@ -486,12 +707,27 @@ impl Planner {
         let outcome = scratch.execute(inner)?;
         let node = match (&inner.statement, outcome) {
             (_, Outcome::Query { node }) => node,
-            (Statement::CreateView(view), _) => scratch.entries[&view.name.value.to_ascii_lowercase()].node,
-            (Statement::CreateSink(sink), _) => {
-                scratch.plan.sinks.iter().find(|s| s.name == sink.name.value.to_ascii_lowercase()).expect("sink just created").node
+            (Statement::CreateView(view), _) => {
+                scratch.entries[&view.name.value.to_ascii_lowercase()].node
             }
-            (Statement::CreateSource(source), _) => scratch.entries[&source.name.value.to_ascii_lowercase()].node,
-            _ => return Err(SqlError::new(inner.position, "EXPLAIN applies to queries, views, sinks and sources")),
+            (Statement::CreateSink(sink), _) => {
+                scratch
+                    .plan
+                    .sinks
+                    .iter()
+                    .find(|s| s.name == sink.name.value.to_ascii_lowercase())
+                    .expect("sink just created")
+                    .node
+            }
+            (Statement::CreateSource(source), _) => {
+                scratch.entries[&source.name.value.to_ascii_lowercase()].node
+            }
+            _ => {
+                return Err(SqlError::new(
+                    inner.position,
+                    "EXPLAIN applies to queries, views, sinks and sources",
+                ));
+            }
         };
         Ok(Outcome::Text(scratch.plan.explain(node)))
     }
@@ -500,10 +736,18 @@ impl Planner {
     pub fn explain_pipeline(&self) -> String {
         let mut out = String::new();
         for (name, node) in &self.plan.materialized {
-            out.push_str(&format!("materialized view {name}:\n{}\n", self.plan.explain(*node)));
+            out.push_str(&format!(
+                "materialized view {name}:\n{}\n",
+                self.plan.explain(*node)
+            ));
         }
         for sink in &self.plan.sinks {
-            out.push_str(&format!("sink {} ({:?}):\n{}\n", sink.name, sink.mode, self.plan.explain(sink.node)));
+            out.push_str(&format!(
+                "sink {} ({:?}):\n{}\n",
+                sink.name,
+                sink.mode,
+                self.plan.explain(sink.node)
+            ));
         }
         out
     }

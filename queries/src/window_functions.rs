@@ -8,8 +8,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, TableAlias, TableFactor, VisitMut,
-    VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, TableAlias, TableFactor,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
 
@@ -35,8 +35,14 @@ pub struct WindowCall {
 }
 
 /// Replaces window function calls in `query`; names synthetic relations from `next_id` on.
-pub fn rewrite_window_calls(query: &mut Query, next_id: &mut usize) -> Result<Vec<WindowCall>, SqlError> {
-    let mut rewriter = Rewriter { calls: Vec::new(), next_id };
+pub fn rewrite_window_calls(
+    query: &mut Query,
+    next_id: &mut usize,
+) -> Result<Vec<WindowCall>, SqlError> {
+    let mut rewriter = Rewriter {
+        calls: Vec::new(),
+        next_id,
+    };
     match query.visit(&mut rewriter) {
         ControlFlow::Break(error) => Err(error),
         ControlFlow::Continue(()) => Ok(rewriter.calls),
@@ -55,7 +61,10 @@ fn start_of(span: Span) -> Position {
 fn plain_expression(argument: &FunctionArg) -> Option<&Expr> {
     match argument {
         FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Some(expr),
-        FunctionArg::Named { arg: FunctionArgExpr::Expr(expr), .. } => Some(expr),
+        FunctionArg::Named {
+            arg: FunctionArgExpr::Expr(expr),
+            ..
+        } => Some(expr),
         _ => None,
     }
 }
@@ -65,11 +74,15 @@ fn name_of(expr: &Expr) -> Option<Ident> {
     match expr {
         Expr::Identifier(ident) => Some(ident.clone()),
         Expr::CompoundIdentifier(parts) => parts.last().cloned(),
-        Expr::Function(function) if function.name.to_string().eq_ignore_ascii_case("descriptor") => {
+        Expr::Function(function)
+            if function.name.to_string().eq_ignore_ascii_case("descriptor") =>
+        {
             match &function.args {
-                datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
-                    list.args.first().and_then(plain_expression).and_then(name_of)
-                }
+                datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => list
+                    .args
+                    .first()
+                    .and_then(plain_expression)
+                    .and_then(name_of),
                 _ => None,
             }
         }
@@ -81,7 +94,13 @@ impl VisitorMut for Rewriter<'_> {
     type Break = SqlError;
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<SqlError> {
-        let TableFactor::Table { name, alias, args: Some(arguments), .. } = factor else {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: Some(arguments),
+            ..
+        } = factor
+        else {
             return ControlFlow::Continue(());
         };
         let function_name = name.to_string().to_ascii_lowercase();
@@ -90,7 +109,11 @@ impl VisitorMut for Rewriter<'_> {
             "hop" => (WindowFunction::Hop, 4),
             _ => return ControlFlow::Continue(()),
         };
-        let position = name.0.first().and_then(|part| part.as_ident()).map_or(Position::default(), |ident| start_of(ident.span));
+        let position = name
+            .0
+            .first()
+            .and_then(|part| part.as_ident())
+            .map_or(Position::default(), |ident| start_of(ident.span));
         let usage = match function {
             WindowFunction::Tumble => "TUMBLE(relation, time_column, INTERVAL 'size')",
             WindowFunction::Hop => "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
@@ -100,10 +123,16 @@ impl VisitorMut for Rewriter<'_> {
             return ControlFlow::Break(SqlError::new(position, format!("expected {usage}")));
         };
         let Some(input) = name_of(expressions[0]) else {
-            return ControlFlow::Break(SqlError::new(position, format!("the first argument of {usage} names a source or view")));
+            return ControlFlow::Break(SqlError::new(
+                position,
+                format!("the first argument of {usage} names a source or view"),
+            ));
         };
         let Some(time_column) = name_of(expressions[1]) else {
-            return ControlFlow::Break(SqlError::new(position, format!("the second argument of {usage} names a time column")));
+            return ControlFlow::Break(SqlError::new(
+                position,
+                format!("the second argument of {usage} names a time column"),
+            ));
         };
         let relation = format!("__window_{}", *self.next_id);
         *self.next_id += 1;
@@ -112,12 +141,20 @@ impl VisitorMut for Rewriter<'_> {
             relation: relation.clone(),
             input: input.value.to_ascii_lowercase(),
             time_column,
-            intervals: expressions[2..].iter().map(|expr| (*expr).clone()).collect(),
+            intervals: expressions[2..]
+                .iter()
+                .map(|expr| (*expr).clone())
+                .collect(),
             position,
         });
         *name = ObjectName::from(vec![Ident::new(relation)]);
         if alias.is_none() {
-            *alias = Some(TableAlias { explicit: true, name: input, columns: Vec::new(), at: None });
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: input,
+                columns: Vec::new(),
+                at: None,
+            });
         }
         if let TableFactor::Table { args, .. } = factor {
             *args = None;
@@ -137,21 +174,33 @@ mod tests {
             "SELECT zone, window_start FROM TUMBLE(climate, ts, INTERVAL '1 minute') GROUP BY zone, window_start",
         )
         .unwrap();
-        let Statement::Query(mut query) = statements[0].statement.clone() else { panic!() };
+        let Statement::Query(mut query) = statements[0].statement.clone() else {
+            panic!()
+        };
         let mut next = 0;
         let calls = rewrite_window_calls(&mut query, &mut next).unwrap();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].input, "climate");
         assert_eq!(calls[0].time_column.value, "ts");
-        assert!(query.to_string().contains("FROM __window_0 AS climate"), "{query}");
+        assert!(
+            query.to_string().contains("FROM __window_0 AS climate"),
+            "{query}"
+        );
     }
 
     #[test]
     fn a_hop_with_missing_arguments_says_how_to_call_it() {
-        let statements = parse_pipeline("SELECT * FROM HOP(climate, ts, INTERVAL '1 minute')").unwrap();
-        let Statement::Query(mut query) = statements[0].statement.clone() else { panic!() };
+        let statements =
+            parse_pipeline("SELECT * FROM HOP(climate, ts, INTERVAL '1 minute')").unwrap();
+        let Statement::Query(mut query) = statements[0].statement.clone() else {
+            panic!()
+        };
         let error = rewrite_window_calls(&mut query, &mut 0).unwrap_err();
-        assert!(error.message.contains("HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')"));
+        assert!(
+            error
+                .message
+                .contains("HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')")
+        );
         assert_eq!(error.position.column, 15);
     }
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The reference pipeline benchmark: the engine with 1 and 2 workers beside the hand-written
+# baseline, on the same ≥ 5M JSON readings, in one run (this machine is noisy: compare ratios).
+#
+#   bench/run.sh [ROWS]      (default 5000000; data is cached under $BENCH_DIR)
+#
+# Prints events/s and peak RSS for each, and the engine/baseline throughput ratio.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+rows=${1:-5000000}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
+work=${BENCH_DIR:-$HOME/.cache/vibelux-bench}
+mkdir -p "$work/data"
+
+cargo build --release -q -p vibelux -p vibelux-bench --manifest-path "$repo/Cargo.toml"
+bin=$CARGO_TARGET_DIR/release
+data=$work/data/readings.jsonl
+if [ ! -f "$data" ] || [ "$(wc -l < "$data")" -ne "$rows" ]; then
+  echo "generating $rows readings into $data"
+  "$bin/vibelux-bench" generate --rows "$rows" --out "$data"
+fi
+
+# Runs a command, prints "<seconds> <peak RSS KiB>".
+measure() {
+  /usr/bin/time -f '%e %M' -o "$work/time.txt" "$@" > /dev/null 2> "$work/stderr.txt" || { cat "$work/stderr.txt"; exit 1; }
+  cat "$work/time.txt"
+}
+
+cd "$work"
+printf '%-22s %12s %14s %12s\n' run seconds events/s "peak RSS MiB"
+report() {
+  local name=$1 seconds=$2 rss=$3
+  printf '%-22s %12.2f %14.0f %12.1f\n' "$name" "$seconds" "$(echo "$rows / $seconds" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+}
+read -r base_s base_rss < <(measure "$bin/vibelux-bench" baseline "$data" --out-dir "$work/baseline")
+report "hand-written baseline" "$base_s" "$base_rss"
+for workers in 1 2; do
+  read -r s rss < <(measure "$bin/vibelux" run "$repo/bench/reference.sql" --workers "$workers")
+  report "vibelux --workers $workers" "$s" "$rss"
+  echo "  ratio to baseline: $(echo "scale=2; $base_s / $s" | bc -l)"
+  # Same windows as the baseline? Compare the per-zone output, sorted.
+  if ! diff -q <(sort "$work/baseline/zone_minute.jsonl" | sed 's/"temp_avg":[^,]*,//') \
+               <(sort "$work/out/zone_minute.jsonl" | sed 's/"temp_avg":[^,]*,//') > /dev/null; then
+    echo "  WARNING: zone windows differ from the baseline"
+  fi
+done

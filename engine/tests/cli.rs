@@ -1,0 +1,188 @@
+//! End-to-end: the `vibelux` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn vibelux() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vibelux"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A replay pipeline over a small file, in a fresh folder.
+fn replay_pipeline(dir: &Path) -> PathBuf {
+    let mut lines = String::new();
+    for minute in 0..3 {
+        for second in (0..60).step_by(10) {
+            for (sensor, zone) in [("s1", "z1"), ("s2", "z1"), ("s3", "z2")] {
+                let temp = 20.0 + minute as f64 + second as f64 / 100.0;
+                lines.push_str(&format!(
+                    "{{\"sensor_id\":\"{sensor}\",\"zone\":\"{zone}\",\"ts\":\"2026-06-01T00:{minute:02}:{second:02}Z\",\"temp_c\":{temp},\"rh\":55}}\n"
+                ));
+            }
+        }
+        lines
+            .push_str("{\"sensor_id\":\"s1\",\"zone\":\"z1\",\"ts\":\"yesterday\",\"temp_c\":1}\n");
+    }
+    std::fs::write(dir.join("readings.jsonl"), lines).unwrap();
+    let sql = dir.join("replay.sql");
+    std::fs::write(
+        &sql,
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE, rh DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+         WITH (connector = 'file', path = 'readings.jsonl', format = 'json');
+         CREATE VIEW zone_minute AS
+           SELECT zone, window_start, count(*) AS n, max(temp_c) AS temp_max
+           FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start;
+         CREATE SINK windows FROM zone_minute WITH (connector = 'file', path = 'out/zone_minute.jsonl', format = 'json');
+         CREATE SINK errors FROM readings_errors WITH (connector = 'file', path = 'out/errors.csv', format = 'csv');
+         CREATE SINK counts FROM readings WITH (connector = 'stdout');",
+    )
+    .unwrap();
+    sql
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn check_accepts_the_example_pipeline() {
+    let output = vibelux()
+        .arg("check")
+        .arg(repo().join("examples/greenhouse.sql"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("greenhouse.sql: ok"));
+}
+
+#[test]
+fn check_rejects_a_broken_pipeline_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("broken.sql");
+    std::fs::write(
+        &sql,
+        "CREATE SOURCE r (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'simulator');\nCREATE VIEW v AS\n  SELECT temp FROM r;\n",
+    )
+    .unwrap();
+    let output = vibelux().arg("check").arg(&sql).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = text(&output);
+    assert!(message.contains("broken.sql:3:10:"), "{message}");
+    assert!(
+        message.contains("  SELECT temp FROM r;") && message.contains("^"),
+        "{message}"
+    );
+}
+
+#[test]
+fn explain_prints_the_dataflow_of_each_view_and_sink() {
+    let output = vibelux()
+        .arg("explain")
+        .arg(repo().join("examples/greenhouse.sql"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let shown = text(&output);
+    for step in [
+        "materialized view zone_minute",
+        "sink zone_minute_out",
+        "AssignWindows TUMBLE(ts, 1m)",
+        "Source readings",
+    ] {
+        assert!(shown.contains(step), "missing {step} in {shown}");
+    }
+}
+
+#[test]
+fn a_replay_writes_each_window_once_and_keeps_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = replay_pipeline(dir.path());
+    let mut results = Vec::new();
+    for workers in ["1", "2"] {
+        let output = vibelux()
+            .current_dir(dir.path())
+            .args(["run", "--workers", workers])
+            .arg(&sql)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        let windows = sorted_lines(&dir.path().join("out/zone_minute.jsonl"));
+        assert_eq!(windows.len(), 6, "{windows:?}");
+        assert!(
+            windows.contains(
+                &r#"{"zone":"z1","window_start":"2026-06-01T00:02:00.000","n":12,"temp_max":22.5}"#
+                    .to_string()
+            ),
+            "{windows:?}"
+        );
+        let errors = std::fs::read_to_string(dir.path().join("out/errors.csv")).unwrap();
+        assert_eq!(errors.lines().count(), 4, "{errors}");
+        assert!(errors.starts_with("reason,raw,origin\n"));
+        assert!(
+            errors.contains("expected an ISO 8601 timestamp"),
+            "{errors}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 54);
+        results.push(windows);
+    }
+    assert_eq!(results[0], results[1], "1 and 2 workers disagree");
+}
+
+#[test]
+fn the_example_runs_live_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = vibelux()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(repo().join("examples/greenhouse.sql"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // At 60× a minute window closes every second of wall time (plus the 5 s watermark delay).
+    let sink = dir.path().join("out/zone_minute.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&sink).map_or(true, |text| text.lines().count() < 20) {
+        assert!(Instant::now() < deadline, "no closed window within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let shown = text(&output);
+    assert!(
+        shown.contains("sink zone_minute_out ← zone_minute → out/zone_minute.jsonl"),
+        "{shown}"
+    );
+    assert!(shown.contains("stopping"), "{shown}");
+    for line in std::fs::read_to_string(&sink).unwrap().lines() {
+        let window: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            window["n"].as_i64().unwrap() > 0 && window["temp_avg"].as_f64().unwrap() > 15.0,
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust (see README).
+#
+# Installs, idempotently, what the tests need, then runs every test of the workspace: unit tests,
+# doc examples, the SQL corpus (queries/tests/slt) and the end-to-end CLI tests.
+# The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
+# later runs reuse it.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# System packages the tests use: `kill` (procps) signals the engine in the Ctrl-C test.
+missing=()
+command -v kill > /dev/null || missing+=(procps)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; else sudo apt-get update -q && sudo apt-get install -y -q "${missing[@]}"; fi
+fi
+
+command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+cargo test --workspace --locked "$@"
