@@ -186,3 +186,47 @@ fn the_example_runs_live_and_stops_cleanly_on_ctrl_c() {
         );
     }
 }
+
+#[test]
+fn an_idle_tailed_source_still_closes_its_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    // Readings from two minutes ago, then silence: only the clock can move the watermark on.
+    let now = now_millis();
+    let minute_start = (now / 60_000 - 2) * 60_000;
+    let mut lines = String::new();
+    for offset in [1_000, 20_000, 40_000] {
+        let ts = minute_start + offset;
+        lines.push_str(&format!("{{\"sensor_id\":\"s1\",\"ts\":{ts},\"temp_c\":21.0}}\n"));
+    }
+    std::fs::write(dir.path().join("live.jsonl"), lines).unwrap();
+    std::fs::write(
+        dir.path().join("tail.sql"),
+        "CREATE SOURCE live (sensor_id TEXT, ts TIMESTAMP, temp_c DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+           WITH (connector = 'file', path = 'live.jsonl', mode = 'tail', idle_timeout = '1 second');
+         CREATE VIEW per_minute AS SELECT window_start, count(*) AS n FROM TUMBLE(live, ts, INTERVAL '1 minute') GROUP BY window_start;
+         CREATE SINK out FROM per_minute WITH (connector = 'file', path = 'out/per_minute.jsonl');",
+    )
+    .unwrap();
+    let child = vibelux()
+        .current_dir(dir.path())
+        .args(["run", "tail.sql"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sink = dir.path().join("out/per_minute.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&sink).map_or(true, |text| text.is_empty()) {
+        assert!(Instant::now() < deadline, "the idle source never closed its window");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let written = std::fs::read_to_string(&sink).unwrap();
+    assert!(written.contains("\"n\":3"), "{written}");
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
