@@ -27,14 +27,14 @@ use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::AsUpdatesExt;
 use vibelux_operators::row::{Row, Update};
 use vibelux_operators::window::AssignWindowsExt;
-use vibelux_queries::plan::{DataflowPlan, NodeId, NodeKind, SinkMode, SourceConnector};
+use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode, SourceConnector};
 
-/// A node's output on one worker.
+/// A node's output on one worker. Updating nodes build only the outputs something reads.
 #[derive(Clone)]
 enum Built<'scope> {
     Rows(Stream<'scope, u64, Vec<Row>>),
     Updates {
-        changes: Stream<'scope, u64, Vec<Update>>,
+        changes: Option<Stream<'scope, u64, Vec<Update>>>,
         finals: Option<Stream<'scope, u64, Vec<Row>>>,
     },
 }
@@ -43,7 +43,7 @@ impl<'scope> Built<'scope> {
     fn changes(&self) -> Stream<'scope, u64, Vec<Update>> {
         match self {
             Built::Rows(rows) => rows.clone().as_updates(),
-            Built::Updates { changes, .. } => changes.clone(),
+            Built::Updates { changes, .. } => changes.clone().expect("changes were demanded"),
         }
     }
 
@@ -54,6 +54,49 @@ impl<'scope> Built<'scope> {
             Built::Updates { finals, .. } => finals.clone(),
         }
     }
+}
+
+/// Which outputs of a node are read downstream.
+#[derive(Debug, Default, Clone, Copy)]
+struct Demand {
+    changes: bool,
+    finals: bool,
+}
+
+/// Walks from the roots to the sources, so that e.g. a windowed aggregate that only feeds a sink
+/// does not publish every partial result.
+fn demands(
+    plan: &DataflowPlan,
+    order: &[NodeId],
+    changes: &[NodeId],
+    finals: &[NodeId],
+) -> HashMap<NodeId, Demand> {
+    let mut demand: HashMap<NodeId, Demand> = HashMap::new();
+    for node in changes {
+        demand.entry(*node).or_default().changes = true;
+    }
+    for node in finals {
+        demand.entry(*node).or_default().finals = true;
+    }
+    for &node in order.iter().rev() {
+        let wanted = demand.get(&node).copied().unwrap_or_default();
+        let inputs = plan.nodes[node].kind.inputs();
+        for input in inputs {
+            let entry = demand.entry(input).or_default();
+            if let NodeKind::Aggregate { .. } = plan.nodes[node].kind {
+                // An aggregate reads its input's rows, or its changes when it updates.
+                if plan.nodes[input].changes == Changes::AppendOnly {
+                    entry.finals = true;
+                } else {
+                    entry.changes = true;
+                }
+            } else {
+                entry.changes |= wanted.changes;
+                entry.finals |= wanted.finals;
+            }
+        }
+    }
+    demand
 }
 
 /// Shared counters of a run, read while it runs and reported at its end.
@@ -141,6 +184,21 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     roots.extend(options.capture.iter().copied());
     let order = plan.build_order(&roots);
     let sources = plan.sources_of(&order);
+    let mut wants_changes: Vec<NodeId> = plan.materialized.iter().map(|(_, node)| *node).collect();
+    wants_changes.extend(options.capture.iter().copied());
+    wants_changes.extend(
+        plan.sinks
+            .iter()
+            .filter(|s| s.mode == SinkMode::Changelog)
+            .map(|s| s.node),
+    );
+    let wants_finals: Vec<NodeId> = plan
+        .sinks
+        .iter()
+        .filter(|s| s.mode != SinkMode::Changelog)
+        .map(|s| s.node)
+        .collect();
+    let demand = demands(&plan, &order, &wants_changes, &wants_finals);
 
     let metrics = Arc::new(RunMetrics {
         sources: sources
@@ -231,7 +289,9 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     NodeKind::Calc { input, calc } => match &built[input] {
                         Built::Rows(rows) => Built::Rows(rows.clone().calc_rows(calc.clone())),
                         Built::Updates { changes, finals } => Built::Updates {
-                            changes: changes.clone().calc_updates(calc.clone()),
+                            changes: changes
+                                .clone()
+                                .map(|changes| changes.calc_updates(calc.clone())),
                             finals: finals.clone().map(|finals| finals.calc_rows(calc.clone())),
                         },
                     },
@@ -251,11 +311,15 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         input,
                         plan: aggregate,
                     } => {
-                        let (changes, finals) = built[input]
-                            .changes()
-                            .aggregate(aggregate.clone(), stop.clone());
+                        let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
+                        let (changes, finals) = built[input].changes().aggregate(
+                            aggregate.clone(),
+                            emit_changes,
+                            stop.clone(),
+                        );
                         Built::Updates {
-                            changes,
+                            changes: (emit_changes || aggregate.window.is_none())
+                                .then_some(changes),
                             finals: aggregate.window.as_ref().map(|_| finals),
                         }
                     }
@@ -266,11 +330,16 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                                 scope.concatenate(parts.iter().filter_map(|part| part.finals())),
                             )
                         } else {
+                            let wanted = demand.get(&node).copied().unwrap_or_default();
                             let finals: Option<Vec<_>> =
                                 parts.iter().map(|part| part.finals()).collect();
                             Built::Updates {
-                                changes: scope.concatenate(parts.iter().map(|part| part.changes())),
-                                finals: finals.map(|finals| scope.concatenate(finals)),
+                                changes: wanted.changes.then(|| {
+                                    scope.concatenate(parts.iter().map(|part| part.changes()))
+                                }),
+                                finals: finals
+                                    .filter(|_| wanted.finals)
+                                    .map(|finals| scope.concatenate(finals)),
                             }
                         }
                     }

@@ -196,7 +196,9 @@ fn an_idle_tailed_source_still_closes_its_windows() {
     let mut lines = String::new();
     for offset in [1_000, 20_000, 40_000] {
         let ts = minute_start + offset;
-        lines.push_str(&format!("{{\"sensor_id\":\"s1\",\"ts\":{ts},\"temp_c\":21.0}}\n"));
+        lines.push_str(&format!(
+            "{{\"sensor_id\":\"s1\",\"ts\":{ts},\"temp_c\":21.0}}\n"
+        ));
     }
     std::fs::write(dir.path().join("live.jsonl"), lines).unwrap();
     std::fs::write(
@@ -217,10 +219,16 @@ fn an_idle_tailed_source_still_closes_its_windows() {
     let sink = dir.path().join("out/per_minute.jsonl");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::read_to_string(&sink).map_or(true, |text| text.is_empty()) {
-        assert!(Instant::now() < deadline, "the idle source never closed its window");
+        assert!(
+            Instant::now() < deadline,
+            "the idle source never closed its window"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     let written = std::fs::read_to_string(&sink).unwrap();
@@ -228,5 +236,8 @@ fn an_idle_tailed_source_still_closes_its_windows() {
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

@@ -69,6 +69,17 @@ struct Group {
     touched_in_batch: u64,
 }
 
+/// The group's key followed by its aggregate results.
+fn output_row(plan: &AggregatePlan, mut key: Row, group: &Group) -> Row {
+    key.extend(
+        plan.aggregates
+            .iter()
+            .zip(&group.accumulators)
+            .map(|(spec, accumulator)| accumulator.result(spec.function)),
+    );
+    key
+}
+
 /// Hash used to route a key to its worker: stable across processes and runs.
 pub fn key_hash(key: &[Datum]) -> u64 {
     let mut hasher = DefaultHasher::new();
@@ -98,7 +109,7 @@ pub fn key_hash(key: &[Datum]) -> u64 {
 ///     vec![(zone("a"), 0, 1), (zone("a"), 0, 1), (zone("b"), 0, 1)]
 ///         .to_stream(scope)
 ///         .container::<Vec<_>>()
-///         .aggregate(plan, Arc::new(AtomicBool::new(false)))
+///         .aggregate(plan, true, Arc::new(AtomicBool::new(false)))
 ///         .0
 ///         .capture()
 /// });
@@ -108,9 +119,12 @@ pub fn key_hash(key: &[Datum]) -> u64 {
 /// assert_eq!(rows[0].0, vec![Datum::Utf8("a".into()), Datum::Int64(2)]);
 /// ```
 pub trait AggregateExt<'scope> {
+    /// With `emit_changes` false only final window rows are produced: the work of publishing
+    /// every partial result is skipped when nothing reads it.
     fn aggregate(
         self,
         plan: Arc<AggregatePlan>,
+        emit_changes: bool,
         discard_open_windows: Arc<AtomicBool>,
     ) -> (
         Stream<'scope, u64, Vec<Update>>,
@@ -122,11 +136,14 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
     fn aggregate(
         self,
         plan: Arc<AggregatePlan>,
+        emit_changes: bool,
         discard_open_windows: Arc<AtomicBool>,
     ) -> (
         Stream<'scope, u64, Vec<Update>>,
         Stream<'scope, u64, Vec<Row>>,
     ) {
+        // Groups without a window have no final rows: their changes are all there is.
+        let emit_changes = emit_changes || plan.window.is_none();
         let worker = self.scope().index();
         let mut builder = OperatorBuilder::new("Aggregate".to_owned(), self.scope());
         let key_columns = plan.key_columns;
@@ -232,7 +249,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                             let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
                             accumulator.update(spec.function, value, order, diff);
                         }
-                        if group.touched_in_batch != batch {
+                        if emit_changes && group.touched_in_batch != batch {
                             group.touched_in_batch = batch;
                             touched.push(row[..plan.key_columns].to_vec());
                         }
@@ -242,16 +259,8 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         let Some(group) = groups.get_mut(&key) else {
                             continue;
                         };
-                        let current = (group.rows > 0 || global).then(|| {
-                            let mut row = key.clone();
-                            row.extend(
-                                plan.aggregates
-                                    .iter()
-                                    .zip(&group.accumulators)
-                                    .map(|(spec, accumulator)| accumulator.result(spec.function)),
-                            );
-                            row
-                        });
+                        let current = (group.rows > 0 || global)
+                            .then(|| output_row(&plan, key.clone(), group));
                         if current != group.emitted {
                             if let Some(old) = group.emitted.take() {
                                 session.give((old, now, -1));
@@ -281,11 +290,10 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     let (capability, keys) = entry.remove();
                     let mut session = finals_handle.session(&capability);
                     for key in keys {
-                        if let Some(Group {
-                            emitted: Some(row), ..
-                        }) = groups.remove(&key)
+                        if let Some(group) = groups.remove(&key)
+                            && group.rows > 0
                         {
-                            session.give(row);
+                            session.give(output_row(&plan, key, &group));
                         }
                     }
                 }
