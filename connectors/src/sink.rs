@@ -49,6 +49,13 @@ fn record(
     }
 }
 
+fn flush(writer: &mut RowWriter, metrics: &SinkMetrics) {
+    if let Err(error) = writer.flush() {
+        metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(%error, "sink flush failed");
+    }
+}
+
 impl WriteRowsExt for Stream<'_, u64, Vec<Row>> {
     fn write_rows(self, mut writer: Option<RowWriter>, metrics: Arc<SinkMetrics>) {
         self.sink(
@@ -65,12 +72,8 @@ impl WriteRowsExt for Stream<'_, u64, Vec<Row>> {
                         wrote = true;
                     }
                 });
-                if wrote
-                    && let Some(writer) = writer.as_mut()
-                    && let Err(error) = writer.flush()
-                {
-                    metrics.write_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, "sink flush failed");
+                if wrote && let Some(writer) = writer.as_mut() {
+                    flush(writer, &metrics);
                 }
             },
         );
@@ -98,12 +101,8 @@ impl WriteUpdatesExt for Stream<'_, u64, Vec<Update>> {
                         wrote = true;
                     }
                 });
-                if wrote
-                    && let Some(writer) = writer.as_mut()
-                    && let Err(error) = writer.flush()
-                {
-                    metrics.write_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, "sink flush failed");
+                if wrote && let Some(writer) = writer.as_mut() {
+                    flush(writer, &metrics);
                 }
             },
         );
