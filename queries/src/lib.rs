@@ -1,9 +1,10 @@
 //! The SQL dialect of Vibelux: from pipeline text to a dataflow plan.
 //!
-//! [`parser`] reads statements (sqlparser underneath), [`planner`] keeps the catalog and runs
-//! each statement ([`catalog`] those that only read or edit it), handing queries to DataFusion for name resolution and type checking
-//! ([`context`]) after replacing window table functions ([`window_functions`]); [`lowering`]
-//! turns DataFusion's logical plan into [`plan`] nodes the engine builds operators from.
+//! [`parser`] reads statements (sqlparser underneath); [`planner`] keeps the catalog and runs
+//! each statement ([`catalog`] those that only read or edit it), handing queries to DataFusion
+//! for name resolution and type checking ([`context`]) after replacing window table functions
+//! ([`window_functions`]); [`lowering`] turns DataFusion's logical plan into [`plan`] nodes the
+//! engine builds operators from.
 
 pub mod catalog;
 pub mod context;
