@@ -216,7 +216,7 @@ mod tests {
             Field::new("id", DataType::Utf8, true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
         ]);
-        RowLayout::new(Arc::new(schema), 1)
+        RowLayout::new(Arc::new(schema), Some(1))
     }
 
     fn read_all(path: PathBuf, format: FileFormat, worker: usize, peers: usize) -> Vec<Record> {

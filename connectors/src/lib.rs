@@ -11,4 +11,5 @@ pub mod payload;
 pub mod simulator;
 pub mod sink;
 pub mod source;
+pub mod table;
 pub mod watermark;

@@ -21,12 +21,13 @@ const LATEST_YEAR: i32 = 2200;
 #[derive(Debug, Clone)]
 pub struct RowLayout {
     pub schema: SchemaRef,
-    pub event_time_column: usize,
+    /// The event-time column; `None` for tables, whose rows have no event time.
+    pub event_time_column: Option<usize>,
     columns_by_name: HashMap<String, usize>,
 }
 
 impl RowLayout {
-    pub fn new(schema: SchemaRef, event_time_column: usize) -> Self {
+    pub fn new(schema: SchemaRef, event_time_column: Option<usize>) -> Self {
         let columns_by_name = schema
             .fields()
             .iter()
@@ -48,7 +49,7 @@ impl RowLayout {
     }
 
     fn is_required(&self, column: usize) -> bool {
-        column == self.event_time_column || !self.schema.field(column).is_nullable()
+        Some(column) == self.event_time_column || !self.schema.field(column).is_nullable()
     }
 
     /// Checks required columns and absurd values once all fields are read.
@@ -61,9 +62,12 @@ impl RowLayout {
                 ));
             }
         }
-        let event_time = row[self.event_time_column]
-            .as_timestamp_nanos()
-            .ok_or_else(|| "event time is not a timestamp".to_string())?;
+        let event_time = match self.event_time_column {
+            None => 0,
+            Some(column) => row[column]
+                .as_timestamp_nanos()
+                .ok_or_else(|| "event time is not a timestamp".to_string())?,
+        };
         Ok((row, event_time))
     }
 
@@ -305,7 +309,7 @@ mod tests {
             Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
             Field::new("temp_c", DataType::Float64, true),
         ]);
-        RowLayout::new(Arc::new(schema), 1)
+        RowLayout::new(Arc::new(schema), Some(1))
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub fn query_to_completion(
             );
         }
     }
+    for table in plan.tables_of(&order) {
+        let table = &plan.tables[table];
+        if table.file.follow {
+            bail!(
+                "table `{}` is tailed and never ends, so a query over it has no final answer; run the pipeline and read its sinks instead",
+                table.name
+            );
+        }
+    }
     let mut query_plan = plan.clone();
     query_plan.sinks.clear();
     query_plan.materialized.clear();

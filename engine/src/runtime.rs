@@ -22,11 +22,13 @@ use vibelux_connectors::file_source::{FileReader, ReplayProgress};
 use vibelux_connectors::simulator::SimulatorReader;
 use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
+use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::AsUpdatesExt;
+use vibelux_operators::join::JoinExt;
 use vibelux_operators::row::{Row, Update};
-use vibelux_operators::window::AssignWindowsExt;
+use vibelux_operators::window::{AssignWindowsExt, AssignWindowsUpdatesExt};
 use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode, SourceConnector};
 
 /// A node's output on one worker. Updating nodes build only the outputs something reads.
@@ -83,8 +85,8 @@ fn demands(
         let inputs = plan.nodes[node].kind.inputs();
         for input in inputs {
             let entry = demand.entry(input).or_default();
-            if let NodeKind::Aggregate { .. } = plan.nodes[node].kind {
-                // An aggregate reads its input's rows, or its changes when it updates.
+            if let NodeKind::Aggregate { .. } | NodeKind::Join { .. } = plan.nodes[node].kind {
+                // Aggregates and joins read their inputs' rows, or their changes when they update.
                 if plan.nodes[input].changes == Changes::AppendOnly {
                     entry.finals = true;
                 } else {
@@ -184,6 +186,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     roots.extend(options.capture.iter().copied());
     let order = plan.build_order(&roots);
     let sources = plan.sources_of(&order);
+    let tables = plan.tables_of(&order);
     let mut wants_changes: Vec<NodeId> = plan.materialized.iter().map(|(_, node)| *node).collect();
     wants_changes.extend(options.capture.iter().copied());
     wants_changes.extend(
@@ -204,6 +207,11 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         sources: sources
             .iter()
             .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
+            .chain(
+                tables
+                    .iter()
+                    .map(|&t| (plan.tables[t].name.clone(), Arc::default())),
+            )
             .collect(),
         sinks: plan
             .sinks
@@ -274,6 +282,44 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 source_streams.insert(source, streams);
             }
 
+            let mut table_streams: HashMap<usize, TableStreams> = HashMap::new();
+            for (position, &table) in tables.iter().enumerate() {
+                let table_plan = &plan.tables[table];
+                // Reference data is small: worker 0 reads it all, joins route it by key.
+                let reader: Option<Box<dyn SourceReader>> = if index == 0 {
+                    match FileReader::open(
+                        table_plan.file.clone(),
+                        table_plan.layout.clone(),
+                        0,
+                        1,
+                        Arc::default(),
+                    ) {
+                        Ok(reader) => Some(Box::new(reader)),
+                        Err(error) => {
+                            failure = Some(anyhow::Error::new(error).context(format!(
+                                "opening {} for table {}",
+                                table_plan.file.path.display(),
+                                table_plan.name
+                            )));
+                            stop.store(true, Ordering::Relaxed);
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let streams = read_table(
+                    scope,
+                    &table_plan.name,
+                    reader,
+                    table_plan.key_columns.clone(),
+                    table_plan.file.follow,
+                    metrics.sources[sources.len() + position].1.clone(),
+                    stop.clone(),
+                );
+                table_streams.insert(table, streams);
+            }
+
             let mut built: HashMap<NodeId, Built> = HashMap::new();
             for &node in &order {
                 let output = match &plan.nodes[node].kind {
@@ -303,9 +349,33 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         Built::Rows(rows) => {
                             Built::Rows(rows.clone().assign_windows(*time_column, *kind))
                         }
-                        Built::Updates { .. } => {
-                            unreachable!("the planner only windows append-only relations")
-                        }
+                        Built::Updates { changes, finals } => Built::Updates {
+                            changes: changes.clone().map(|changes| {
+                                changes.assign_windows_to_updates(*time_column, *kind)
+                            }),
+                            finals: finals
+                                .clone()
+                                .map(|finals| finals.assign_windows(*time_column, *kind)),
+                        },
+                    },
+                    NodeKind::TableChanges { table } => Built::Updates {
+                        changes: Some(table_streams[table].changes.clone()),
+                        finals: None,
+                    },
+                    NodeKind::TableDeadLetters { table } => {
+                        Built::Rows(table_streams[table].dead_letters.clone())
+                    }
+                    NodeKind::Join {
+                        left,
+                        right,
+                        key_columns,
+                    } => Built::Updates {
+                        changes: Some(
+                            built[left]
+                                .changes()
+                                .join_updates(built[right].changes(), *key_columns),
+                        ),
+                        finals: None,
                     },
                     NodeKind::Aggregate {
                         input,

@@ -1,5 +1,6 @@
 //! End-to-end: the `vibelux` binary as a user runs it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -240,4 +241,76 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+#[test]
+fn a_table_change_retracts_what_the_join_derived_from_the_old_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("readings.jsonl"),
+        "{\"sensor_id\":\"s1\",\"zone\":\"z1\",\"ts\":\"2026-06-01T00:00:05Z\",\"temp_c\":23.0}\n\
+         {\"sensor_id\":\"s2\",\"zone\":\"z1\",\"ts\":\"2026-06-01T00:00:06Z\",\"temp_c\":25.0}\n",
+    )
+    .unwrap();
+    let setpoints = dir.path().join("setpoints.csv");
+    std::fs::write(&setpoints, "zone,target_c\nz1,20\n").unwrap();
+    std::fs::write(
+        dir.path().join("join.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = 'readings.jsonl');
+         CREATE TABLE setpoints (zone TEXT, target_c DOUBLE, PRIMARY KEY (zone))
+           WITH (connector = 'file', path = 'setpoints.csv', mode = 'tail');
+         CREATE VIEW deviation AS
+           SELECT r.sensor_id, r.temp_c - s.target_c AS deviation FROM readings r JOIN setpoints s ON r.zone = s.zone;
+         CREATE SINK changes FROM deviation WITH (connector = 'file', path = 'out/deviation.jsonl');",
+    )
+    .unwrap();
+    let child = vibelux()
+        .current_dir(dir.path())
+        .args(["run", "join.sql"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sink = dir.path().join("out/deviation.jsonl");
+    let wait_for_lines = |count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = std::fs::read_to_string(&sink).unwrap_or_default();
+            if lines.lines().count() >= count {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} changes, have:\n{lines}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = wait_for_lines(2);
+    assert!(
+        before.contains(r#"{"_op":"insert","sensor_id":"s1","deviation":3}"#),
+        "{before}"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&setpoints)
+        .unwrap()
+        .write_all(b"z1,22\n")
+        .unwrap();
+    let after = wait_for_lines(6);
+    for change in [
+        r#"{"_op":"delete","sensor_id":"s1","deviation":3}"#,
+        r#"{"_op":"delete","sensor_id":"s2","deviation":5}"#,
+        r#"{"_op":"insert","sensor_id":"s1","deviation":1}"#,
+        r#"{"_op":"insert","sensor_id":"s2","deviation":3}"#,
+    ] {
+        assert!(after.contains(change), "missing {change} in\n{after}");
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
 }

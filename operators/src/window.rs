@@ -11,7 +11,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::row::{Datum, Row};
+use crate::row::{Datum, Row, Update};
 
 /// Which windows a row belongs to. Sizes are in nanoseconds, like event times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +28,8 @@ impl WindowKind {
     }
 
     /// Start times of every window containing `event_time`, earliest first.
-    pub fn window_starts(&self, event_time: i64) -> impl Iterator<Item = i64> {
-        let (slide, size) = match *self {
+    pub fn window_starts(self, event_time: i64) -> impl Iterator<Item = i64> {
+        let (slide, size) = match self {
             WindowKind::Tumble { size } => (size, size),
             WindowKind::Hop { slide, size } => (slide, size),
         };
@@ -63,26 +63,63 @@ pub trait AssignWindowsExt<'scope> {
     fn assign_windows(self, time_column: usize, kind: WindowKind) -> Stream<'scope, u64, Vec<Row>>;
 }
 
+/// The copies of `row` tagged with each window it falls in (none without an event time: sources
+/// reject such rows, so a null here comes from a computed column).
+fn tagged(row: &Row, time_column: usize, kind: WindowKind) -> impl Iterator<Item = Row> + '_ {
+    let event_time = row[time_column].as_timestamp_nanos();
+    event_time
+        .into_iter()
+        .flat_map(move |event_time| kind.window_starts(event_time))
+        .map(move |start| {
+            let mut tagged = Vec::with_capacity(row.len() + 2);
+            tagged.extend_from_slice(row);
+            tagged.push(Datum::Timestamp(start));
+            tagged.push(Datum::Timestamp(start + kind.size()));
+            tagged
+        })
+}
+
 impl<'scope> AssignWindowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
     fn assign_windows(self, time_column: usize, kind: WindowKind) -> Stream<'scope, u64, Vec<Row>> {
         self.unary(Pipeline, "AssignWindows", move |_, _| {
             move |input, output| {
                 input.for_each(|time, data| {
-                    let mut out = Vec::with_capacity(data.len());
-                    for row in data.drain(..) {
-                        // Sources reject rows without event time, so a null here comes from a
-                        // computed column; such a row belongs to no window.
-                        let Some(event_time) = row[time_column].as_timestamp_nanos() else {
-                            continue;
-                        };
-                        for start in kind.window_starts(event_time) {
-                            let mut tagged = Vec::with_capacity(row.len() + 2);
-                            tagged.extend_from_slice(&row);
-                            tagged.push(Datum::Timestamp(start));
-                            tagged.push(Datum::Timestamp(start + kind.size()));
-                            out.push(tagged);
-                        }
-                    }
+                    let mut out: Vec<Row> = data
+                        .iter()
+                        .flat_map(|row| tagged(row, time_column, kind))
+                        .collect();
+                    output.session(&time).give_container(&mut out);
+                });
+            }
+        })
+    }
+}
+
+/// Window assignment for an updating relation (a join with a table): each update is tagged, its
+/// diff kept, so a retraction retracts from the same windows.
+pub trait AssignWindowsUpdatesExt<'scope> {
+    fn assign_windows_to_updates(
+        self,
+        time_column: usize,
+        kind: WindowKind,
+    ) -> Stream<'scope, u64, Vec<Update>>;
+}
+
+impl<'scope> AssignWindowsUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
+    fn assign_windows_to_updates(
+        self,
+        time_column: usize,
+        kind: WindowKind,
+    ) -> Stream<'scope, u64, Vec<Update>> {
+        self.unary(Pipeline, "AssignWindowsToUpdates", move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut out: Vec<Update> = data
+                        .iter()
+                        .flat_map(|(row, at, diff)| {
+                            tagged(row, time_column, kind).map(move |row| (row, *at, *diff))
+                        })
+                        .collect();
                     output.session(&time).give_container(&mut out);
                 });
             }

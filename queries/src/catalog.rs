@@ -43,6 +43,7 @@ impl Planner {
         };
         let matches_kind = match (&entry.kind, kind) {
             (EntryKind::Source { .. }, ObjectKind::Source)
+            | (EntryKind::Table, ObjectKind::Table)
             | (EntryKind::View { .. }, ObjectKind::View) => true,
             _ => false,
         };
@@ -53,9 +54,13 @@ impl Planner {
             ));
         }
         let mut removed = vec![name.clone()];
-        if let EntryKind::Source { .. } = entry.kind {
-            removed.push(format!("{name}_errors"));
-            removed.push(format!("{name}_late"));
+        match entry.kind {
+            EntryKind::Source { .. } => {
+                removed.push(format!("{name}_errors"));
+                removed.push(format!("{name}_late"));
+            }
+            EntryKind::Table => removed.push(format!("{name}_errors")),
+            _ => {}
         }
         let dependents: Vec<&String> = self
             .entries
@@ -106,6 +111,15 @@ impl Planner {
                                 self.plan.sources[index].connector.name().to_string(),
                                 columns.join(", "),
                             ])
+                        }
+                        EntryKind::Table if kind == ObjectKind::Table => {
+                            let columns: Vec<String> = entry
+                                .schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().clone())
+                                .collect();
+                            Some(vec![name.clone(), "file".to_string(), columns.join(", ")])
                         }
                         _ => None,
                     })

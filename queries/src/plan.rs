@@ -32,6 +32,14 @@ pub enum NodeKind {
     SourceLateRows {
         source: usize,
     },
+    /// Changes of a table (upserts by primary key turned into retractions and insertions).
+    TableChanges {
+        table: usize,
+    },
+    /// Input a table could not decode.
+    TableDeadLetters {
+        table: usize,
+    },
     Calc {
         input: NodeId,
         calc: Arc<Calc>,
@@ -49,6 +57,12 @@ pub enum NodeKind {
     Union {
         inputs: Vec<NodeId>,
     },
+    /// Equi-join; both inputs are projected to key columns then all their columns.
+    Join {
+        left: NodeId,
+        right: NodeId,
+        key_columns: usize,
+    },
 }
 
 impl NodeKind {
@@ -56,11 +70,14 @@ impl NodeKind {
         match self {
             NodeKind::SourceRows { .. }
             | NodeKind::SourceDeadLetters { .. }
-            | NodeKind::SourceLateRows { .. } => Vec::new(),
+            | NodeKind::SourceLateRows { .. }
+            | NodeKind::TableChanges { .. }
+            | NodeKind::TableDeadLetters { .. } => Vec::new(),
             NodeKind::Calc { input, .. }
             | NodeKind::AssignWindows { input, .. }
             | NodeKind::Aggregate { input, .. } => vec![*input],
             NodeKind::Union { inputs } => inputs.clone(),
+            NodeKind::Join { left, right, .. } => vec![*left, *right],
         }
     }
 }
@@ -127,6 +144,15 @@ pub struct SourcePlan {
     pub timing: SourceTiming,
 }
 
+/// A `CREATE TABLE`: reference data read from a file, kept by primary key.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub name: String,
+    pub file: FileSourceConfig,
+    pub layout: RowLayout,
+    pub key_columns: Vec<usize>,
+}
+
 /// What of a view a sink writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkMode {
@@ -152,6 +178,7 @@ pub struct SinkPlan {
 pub struct DataflowPlan {
     pub nodes: Vec<PlanNode>,
     pub sources: Vec<SourcePlan>,
+    pub tables: Vec<TablePlan>,
     pub sinks: Vec<SinkPlan>,
     /// Materialized views, maintained while the pipeline runs.
     pub materialized: Vec<(String, NodeId)>,
@@ -175,6 +202,22 @@ impl DataflowPlan {
         }
         // Inputs always have smaller ids than the nodes reading them.
         (0..self.nodes.len()).filter(|node| needed[*node]).collect()
+    }
+
+    /// Tables read by the given nodes.
+    pub fn tables_of(&self, nodes: &[NodeId]) -> Vec<usize> {
+        let mut tables: Vec<usize> = nodes
+            .iter()
+            .filter_map(|node| match self.nodes[*node].kind {
+                NodeKind::TableChanges { table } | NodeKind::TableDeadLetters { table } => {
+                    Some(table)
+                }
+                _ => None,
+            })
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        tables
     }
 
     /// Sources read by the given nodes.

@@ -26,7 +26,7 @@ use crate::options::{Options, known_source_options, nanos, sink_target, source_c
 use crate::parser::{CreateSink, CreateSource, CreateView, Located, ObjectKind, Statement};
 use crate::plan::{
     Changes, DataflowPlan, NodeId, NodeKind, PlanNode, SinkMode, SinkPlan, SourceConnector,
-    SourcePlan, WindowColumns,
+    SourcePlan, TablePlan, WindowColumns,
 };
 use crate::window_functions::{WindowFunction, rewrite_window_calls};
 
@@ -35,6 +35,7 @@ pub(crate) enum EntryKind {
     Source {
         index: usize,
     },
+    Table,
     /// `<source>_errors` or `<source>_late`.
     SourceOutput,
     View {
@@ -150,12 +151,6 @@ impl Planner {
     fn create_source(&mut self, source: &CreateSource, position: Position) -> SqlResult<Outcome> {
         let name = source.name.value.to_ascii_lowercase();
         let name_position = Position::of(source.name.span.start);
-        if source.is_table {
-            return Err(SqlError::new(
-                position,
-                "CREATE TABLE (reference data for joins) is not supported yet; use CREATE SOURCE for streams",
-            ));
-        }
         self.check_new_name(&name, name_position)?;
         for suffix in ["_errors", "_late"] {
             self.check_new_name(&format!("{name}{suffix}"), name_position)?;
@@ -184,6 +179,9 @@ impl Planner {
             ));
         }
         let schema = Arc::new(Schema::new(fields));
+        if source.is_table {
+            return self.create_table(source, name, schema, position);
+        }
 
         let watermark = source.watermark.as_ref().ok_or_else(|| {
             SqlError::new(position, format!("source `{name}` needs an event-time column: add WATERMARK FOR ts AS ts - INTERVAL '5 seconds'"))
@@ -236,7 +234,7 @@ impl Planner {
         self.plan.sources.push(SourcePlan {
             name: name.clone(),
             connector,
-            layout: RowLayout::new(schema.clone(), event_time_column),
+            layout: RowLayout::new(schema.clone(), Some(event_time_column)),
             timing: SourceTiming {
                 watermark_delay_nanos: delay,
                 allowed_lateness_nanos: lateness,
@@ -265,11 +263,7 @@ impl Planner {
             },
         );
 
-        let errors_schema = Arc::new(Schema::new(vec![
-            Field::new("reason", DataType::Utf8, true),
-            Field::new("raw", DataType::Utf8, true),
-            Field::new("origin", DataType::Utf8, true),
-        ]));
+        let errors_schema = dead_letter_schema();
         let errors = self.plan.add(PlanNode {
             kind: NodeKind::SourceDeadLetters { source: index },
             schema: errors_schema.clone(),
@@ -300,6 +294,124 @@ impl Planner {
             .insert(format!("{name}_late"), output(late, node_schema));
         Ok(Outcome::Done(format!(
             "created source {name} (dead letters in {name}_errors, late rows in {name}_late)"
+        )))
+    }
+
+    /// `CREATE TABLE`: reference data from a file, one row per primary key.
+    fn create_table(
+        &mut self,
+        table: &CreateSource,
+        name: String,
+        schema: SchemaRef,
+        position: Position,
+    ) -> SqlResult<Outcome> {
+        if let Some(watermark) = &table.watermark {
+            return Err(SqlError::new(
+                watermark.position,
+                "a table has no event time: remove WATERMARK, or declare a SOURCE",
+            ));
+        }
+        if table.primary_key.is_empty() {
+            return Err(SqlError::new(
+                position,
+                format!("table `{name}` needs a PRIMARY KEY: its rows are upserted by key"),
+            ));
+        }
+        let key_columns = table
+            .primary_key
+            .iter()
+            .map(|column| {
+                schema
+                    .index_of(&column.value.to_ascii_lowercase())
+                    .map_err(|_| {
+                        SqlError::new(
+                            Position::of(column.span.start),
+                            format!(
+                                "the primary key column `{}` is not a declared column",
+                                column.value
+                            ),
+                        )
+                    })
+            })
+            .collect::<SqlResult<Vec<_>>>()?;
+        let mut options = Options::new(&table.options, position)?;
+        let SourceConnector::File(file) = source_connector(&mut options)? else {
+            return Err(SqlError::new(
+                position,
+                "tables are read with connector = 'file'",
+            ));
+        };
+        options.finish("a table", &["connector", "path", "format", "mode"])?;
+        if !file.follow && !file.path.exists() {
+            return Err(SqlError::new(
+                position,
+                format!("file {} does not exist", file.path.display()),
+            ));
+        }
+        // Key columns are required in every row.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                field
+                    .as_ref()
+                    .clone()
+                    .with_nullable(field.is_nullable() && !key_columns.contains(&index))
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let index = self.plan.tables.len();
+        self.plan.tables.push(TablePlan {
+            name: name.clone(),
+            file,
+            layout: RowLayout::new(schema.clone(), None),
+            key_columns: key_columns.clone(),
+        });
+        let node_schema =
+            carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;
+        let keys: Vec<&str> = key_columns
+            .iter()
+            .map(|&k| schema.field(k).name().as_str())
+            .collect();
+        let node = self.plan.add(PlanNode {
+            kind: NodeKind::TableChanges { table: index },
+            schema: node_schema.clone(),
+            changes: Changes::Updates { finals: false },
+            window: None,
+            event_time: None,
+            lateness_nanos: 0,
+            label: format!("Table {name} (key {})", keys.join(", ")),
+        });
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                kind: EntryKind::Table,
+                node,
+                schema: node_schema,
+                reads: Vec::new(),
+            },
+        );
+        let errors = self.plan.add(PlanNode {
+            kind: NodeKind::TableDeadLetters { table: index },
+            schema: dead_letter_schema(),
+            changes: Changes::AppendOnly,
+            window: None,
+            event_time: None,
+            lateness_nanos: 0,
+            label: format!("Dead letters of {name}"),
+        });
+        self.entries.insert(
+            format!("{name}_errors"),
+            Entry {
+                kind: EntryKind::SourceOutput,
+                node: errors,
+                schema: dead_letter_schema(),
+                reads: vec![name.clone()],
+            },
+        );
+        Ok(Outcome::Done(format!(
+            "created table {name} (dead letters in {name}_errors)"
         )))
     }
 
@@ -360,15 +472,6 @@ impl Planner {
             })?;
             reads.push(call.input.clone());
             let input = &self.plan.nodes[entry.node];
-            if input.changes != Changes::AppendOnly {
-                return Err(SqlError::new(
-                    call.position,
-                    format!(
-                        "`{}` is updating; windows need an append-only input such as a source or a filter of one",
-                        call.input
-                    ),
-                ));
-            }
             let time_name = call.time_column.value.to_ascii_lowercase();
             let time_position = Position::of(call.time_column.span.start);
             let time_column = entry.schema.index_of(&time_name).map_err(|_| {
@@ -444,7 +547,7 @@ impl Planner {
                     kind,
                 },
                 schema: schema.clone(),
-                changes: Changes::AppendOnly,
+                changes: input.changes,
                 window: Some(WindowColumns {
                     start: Some(width - 2),
                     end: Some(width - 1),
@@ -558,6 +661,15 @@ impl Planner {
             "created sink {name}: {from} → {where_to} ({what})"
         )))
     }
+}
+
+/// The columns of `<source>_errors`: why, the raw input, where it came from.
+fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new("origin", DataType::Utf8, true),
+    ]))
 }
 
 fn show_nanos(nanos: i64) -> String {

@@ -1,0 +1,152 @@
+//! Equi-joins of two updating relations, maintained incrementally.
+//!
+//! Both inputs are updates of rows laid out as `key columns ++ payload`; both are routed to
+//! workers by a hash of the key. Each side keeps, per key, the multiset of its payloads. An update
+//! arriving on one side is joined with the other side's current multiset and then added to its
+//! own, which produces every pair exactly once whatever the interleaving (the join is bilinear):
+//! a changed table row retracts what the old row produced and inserts what the new one does.
+//! Rows with a null key match nothing, as in SQL.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::aggregate::key_hash;
+use crate::row::{Row, Update};
+
+/// One side's state: key → payload → multiplicity.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct JoinSide {
+    rows: HashMap<Row, HashMap<Row, i64>>,
+}
+
+impl JoinSide {
+    fn add(&mut self, key: Row, payload: Row, diff: i64) {
+        let payloads = self.rows.entry(key.clone()).or_default();
+        let count = payloads.entry(payload.clone()).or_insert(0);
+        *count += diff;
+        if *count == 0 {
+            payloads.remove(&payload);
+            if payloads.is_empty() {
+                self.rows.remove(&key);
+            }
+        }
+    }
+}
+
+/// Joins two update streams on their first `key_columns` columns.
+///
+/// ```
+/// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
+/// use vibelux_operators::join::JoinExt;
+/// use vibelux_operators::row::Datum;
+///
+/// let text = |s: &str| Datum::Utf8(s.into());
+/// let captured = timely::example(move |scope| {
+///     let readings = vec![(vec![text("z1"), text("s1")], 0, 1)].to_stream(scope).container::<Vec<_>>();
+///     let setpoints = vec![
+///         (vec![text("z1"), Datum::Int64(20)], 0, 1),
+///         (vec![text("z1"), Datum::Int64(20)], 0, -1),
+///         (vec![text("z1"), Datum::Int64(22)], 0, 1),
+///     ]
+///     .to_stream(scope)
+///     .container::<Vec<_>>();
+///     readings.join_updates(setpoints, 1).capture()
+/// });
+/// let mut net: Vec<_> = captured.extract().into_iter().flat_map(|(_, u)| u).map(|(row, _, diff)| (row, diff)).collect();
+/// net.sort();
+/// // Whatever the interleaving, the pairs with the retracted setpoint cancel out.
+/// let total: i64 = net.iter().filter(|(row, _)| row[1] == Datum::Int64(22)).map(|(_, d)| d).sum();
+/// assert_eq!(total, 1);
+/// ```
+pub trait JoinExt<'scope> {
+    fn join_updates(
+        self,
+        other: Stream<'scope, u64, Vec<Update>>,
+        key_columns: usize,
+    ) -> Stream<'scope, u64, Vec<Update>>;
+}
+
+impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
+    fn join_updates(
+        self,
+        other: Stream<'scope, u64, Vec<Update>>,
+        key_columns: usize,
+    ) -> Stream<'scope, u64, Vec<Update>> {
+        let route = move |update: &Update| key_hash(&update.0[..key_columns]);
+        self.binary(
+            other,
+            Exchange::new(route),
+            Exchange::new(route),
+            "Join",
+            move |_, _| {
+                let mut left = JoinSide::default();
+                let mut right = JoinSide::default();
+                move |left_input, right_input, output| {
+                    left_input.for_each(|time, data| {
+                        let Some(&now) = time.least() else { return };
+                        let mut session = output.session(&time);
+                        for (row, _, diff) in data.drain(..) {
+                            let (key, payload) = split(row, key_columns);
+                            if key.iter().any(|datum| datum.is_null()) {
+                                continue;
+                            }
+                            if let Some(matches) = right.rows.get(&key) {
+                                for (other, count) in matches {
+                                    session.give((concat(&payload, other), now, diff * count));
+                                }
+                            }
+                            left.add(key, payload, diff);
+                        }
+                    });
+                    right_input.for_each(|time, data| {
+                        let Some(&now) = time.least() else { return };
+                        let mut session = output.session(&time);
+                        for (row, _, diff) in data.drain(..) {
+                            let (key, payload) = split(row, key_columns);
+                            if key.iter().any(|datum| datum.is_null()) {
+                                continue;
+                            }
+                            if let Some(matches) = left.rows.get(&key) {
+                                for (other, count) in matches {
+                                    session.give((concat(other, &payload), now, diff * count));
+                                }
+                            }
+                            right.add(key, payload, diff);
+                        }
+                    });
+                }
+            },
+        )
+    }
+}
+
+fn split(mut row: Row, key_columns: usize) -> (Row, Row) {
+    let payload = row.split_off(key_columns);
+    (row, payload)
+}
+
+fn concat(left: &Row, right: &Row) -> Row {
+    let mut row = Vec::with_capacity(left.len() + right.len());
+    row.extend_from_slice(left);
+    row.extend_from_slice(right);
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::Datum;
+
+    #[test]
+    fn a_side_forgets_a_payload_whose_count_returns_to_zero() {
+        let mut side = JoinSide::default();
+        let key = vec![Datum::Int64(1)];
+        side.add(key.clone(), vec![Datum::Int64(5)], 1);
+        side.add(key.clone(), vec![Datum::Int64(5)], -1);
+        assert!(side.rows.is_empty());
+    }
+}
