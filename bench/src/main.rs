@@ -112,34 +112,37 @@ impl WindowState {
 const MINUTE_MS: i64 = 60_000;
 const DELAY_MS: i64 = 5_000;
 
+/// Open windows by key, then by window start: lookups by `&str` allocate nothing.
 struct Windows {
-    open: HashMap<(String, i64), WindowState>,
+    open: HashMap<String, HashMap<i64, WindowState>>,
     out: BufWriter<File>,
     key_name: &'static str,
 }
 
 impl Windows {
     fn add(&mut self, key: &str, window: i64, temp_c: f64, temp_f: f64, rh: f64) {
-        match self.open.get_mut(&(key.to_string(), window)) {
-            Some(state) => state.add(temp_c, temp_f, rh),
-            None => self
-                .open
-                .entry((key.to_string(), window))
-                .or_default()
-                .add(temp_c, temp_f, rh),
-        }
+        let windows = match self.open.get_mut(key) {
+            Some(windows) => windows,
+            None => self.open.entry(key.to_string()).or_default(),
+        };
+        windows.entry(window).or_default().add(temp_c, temp_f, rh);
     }
 
     /// Writes and forgets every window that ended at or before `watermark`.
     fn close(&mut self, watermark: i64) -> anyhow::Result<()> {
-        let closed: Vec<(String, i64)> = self
-            .open
-            .keys()
-            .filter(|(_, start)| start + MINUTE_MS <= watermark)
-            .cloned()
-            .collect();
-        for key in closed {
-            let state = self.open.remove(&key).expect("listed");
+        let mut closed: Vec<(String, i64, WindowState)> = Vec::new();
+        for (name, windows) in &mut self.open {
+            let ended: Vec<i64> = windows
+                .keys()
+                .copied()
+                .filter(|start| start + MINUTE_MS <= watermark)
+                .collect();
+            for start in ended {
+                closed.push((name.clone(), start, windows.remove(&start).expect("listed")));
+            }
+        }
+        for (name, window, state) in closed {
+            let key = (name, window);
             let start = chrono::DateTime::from_timestamp_millis(key.1)
                 .expect("in range")
                 .naive_utc();

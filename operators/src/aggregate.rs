@@ -11,12 +11,12 @@
 //! still arrive: the operator emits the window's row once on the second output (what sinks consume)
 //! and drops its state. Without a window the group lives as long as it has rows.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
@@ -82,10 +82,11 @@ fn output_row(plan: &AggregatePlan, mut key: Row, group: &Group) -> Row {
 
 /// Hash used to route a key to its worker: stable across processes and runs.
 pub fn key_hash(key: &[Datum]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    FixedState::default().hash_one(key)
 }
+
+/// Hash maps of operator state: a fast, fixed (unseeded) hash, as keys are not adversarial.
+pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 
 /// Maintains a `GROUP BY` over a stream of updates.
 ///
@@ -163,7 +164,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         let mut finals_output = OutputBuilder::from(finals_output);
 
         builder.build(move |initial_capabilities| {
-            let mut groups: HashMap<Row, Group> = HashMap::new();
+            let mut groups: StateMap<Row, Group> = StateMap::default();
             // SQL gives a global aggregate one row even over no input (`count(*)` is 0): publish
             // it at the start, then update it like any group.
             let mut empty_row = if global && worker == 0 {

@@ -7,20 +7,18 @@
 //! a changed table row retracts what the old row produced and inserts what the new one does.
 //! Rows with a null key match nothing, as in SQL.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::aggregate::key_hash;
+use crate::aggregate::{StateMap, key_hash};
 use crate::row::{Row, Update};
 
 /// One side's state: key → payload → multiplicity.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct JoinSide {
-    rows: HashMap<Row, HashMap<Row, i64>>,
+    rows: StateMap<Row, StateMap<Row, i64>>,
 }
 
 impl JoinSide {
