@@ -154,6 +154,59 @@ impl Accumulator {
         }
     }
 
+    /// Folds `other` (the same function's state over other rows) into this one: what merging two
+    /// session windows needs.
+    pub fn merge(&mut self, other: Accumulator, function: AggregateFunction) {
+        match (self, other) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
+            (Accumulator::SumInt { sum, values }, Accumulator::SumInt { sum: s, values: v }) => {
+                *sum += s;
+                *values += v;
+            }
+            (
+                Accumulator::SumFloat { sum, values },
+                Accumulator::SumFloat { sum: s, values: v },
+            ) => {
+                *sum += s;
+                *values += v;
+            }
+            (
+                Accumulator::Moments {
+                    values,
+                    sum,
+                    sum_of_squares,
+                },
+                Accumulator::Moments {
+                    values: v,
+                    sum: s,
+                    sum_of_squares: q,
+                },
+            ) => {
+                *values += v;
+                *sum += s;
+                *sum_of_squares += q;
+            }
+            (this @ Accumulator::Extreme(_), Accumulator::Extreme(Some(value))) => {
+                this.update(function, &value, &Datum::Null, 1)
+            }
+            (this @ Accumulator::Ordered(_), Accumulator::Ordered(Some((order, value)))) => {
+                this.update(function, &value, &order, 1)
+            }
+            (Accumulator::ExtremeMultiset(mine), Accumulator::ExtremeMultiset(theirs)) => {
+                for (value, count) in theirs {
+                    add_to_multiset(mine, value, count);
+                }
+            }
+            (Accumulator::OrderedMultiset(mine), Accumulator::OrderedMultiset(theirs)) => {
+                for (value, count) in theirs {
+                    add_to_multiset(mine, value, count);
+                }
+            }
+            // An empty extreme, or states of different functions (never built by one plan).
+            _ => {}
+        }
+    }
+
     pub fn result(&self, function: AggregateFunction) -> Datum {
         use AggregateFunction::*;
         match self {
@@ -293,6 +346,27 @@ mod tests {
         }
         assert_eq!(first.result(FirstValue), Datum::Utf8("a".into()));
         assert_eq!(last.result(LastValue), Datum::Utf8("c".into()));
+    }
+
+    #[test]
+    fn merged_states_equal_the_state_over_all_rows() {
+        for function in [Avg, Max, StddevSample, SumFloat, FirstValue] {
+            let mut left = Accumulator::new(function, false);
+            let mut right = Accumulator::new(function, false);
+            let mut all = Accumulator::new(function, false);
+            for (index, value) in [3.0, 1.0, 4.0, 1.5, 9.0].into_iter().enumerate() {
+                let order = Datum::Int64(index as i64);
+                let side = if index % 2 == 0 {
+                    &mut left
+                } else {
+                    &mut right
+                };
+                side.update(function, &Datum::Float64(value), &order, 1);
+                all.update(function, &Datum::Float64(value), &order, 1);
+            }
+            left.merge(right, function);
+            assert_eq!(left.result(function), all.result(function), "{function:?}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::row::{Datum, Row, Update};
+use crate::session::{SessionColumns, SessionIndex, SessionMerge};
 
 /// How to find a group's window close time from its key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,6 +59,8 @@ pub struct AggregatePlan {
     /// Whether input rows can be retracted (decides how order-dependent functions keep state).
     pub input_retracts: bool,
     pub window: Option<WindowClose>,
+    /// For session windows: where the session bounds sit in the key (they merge).
+    pub session: Option<SessionColumns>,
 }
 
 /// The state of one group, kept so it can be snapshotted.
@@ -67,6 +70,62 @@ struct Group {
     accumulators: Vec<Accumulator>,
     emitted: Option<Row>,
     touched_in_batch: u64,
+}
+
+impl Group {
+    fn new(plan: &AggregatePlan) -> Self {
+        let accumulators = plan
+            .aggregates
+            .iter()
+            .map(|spec| Accumulator::new(spec.function, plan.input_retracts))
+            .collect();
+        Group {
+            rows: 0,
+            accumulators,
+            emitted: None,
+            touched_in_batch: 0,
+        }
+    }
+
+    /// Folds another group (a session merged into this one) into this group.
+    fn absorb(&mut self, plan: &AggregatePlan, other: Group) {
+        self.rows += other.rows;
+        for ((spec, mine), theirs) in plan
+            .aggregates
+            .iter()
+            .zip(&mut self.accumulators)
+            .zip(other.accumulators)
+        {
+            mine.merge(theirs, spec.function);
+        }
+    }
+}
+
+/// Registers when a new group's window closes. False when it already closed: sources drop rows
+/// beyond the lateness bound, so this is a guard (and how retractions from a join reach a window
+/// that was final) rather than a path taken by admitted rows.
+fn register_close(
+    plan: &AggregatePlan,
+    closing: &mut BTreeMap<u64, (Capability<u64>, Vec<Row>)>,
+    key: &[Datum],
+    now: u64,
+    delay: impl FnOnce(u64) -> Capability<u64>,
+) -> bool {
+    let Some(window) = &plan.window else {
+        return true;
+    };
+    let Some(close) = window.close_time(key) else {
+        return false;
+    };
+    if close < now {
+        return false;
+    }
+    closing
+        .entry(close)
+        .or_insert_with(|| (delay(close), Vec::new()))
+        .1
+        .push(key.to_vec());
+    true
 }
 
 /// The group's key followed by its aggregate results.
@@ -104,6 +163,7 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 ///     aggregates: vec![AggregateSpec { function: AggregateFunction::CountRows, argument: None, order_by: None }],
 ///     input_retracts: false,
 ///     window: None,
+///     session: None,
 /// });
 /// let changes = timely::example(move |scope| {
 ///     let zone = |z: &str| vec![Datum::Utf8(z.into())];
@@ -150,12 +210,19 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         let key_columns = plan.key_columns;
         // A global aggregate (no keys) lives on worker 0, which also publishes its empty row.
         let global = key_columns == 0 && plan.window.is_none();
-        let exchange = Exchange::new(move |update: &Update| {
-            if key_columns == 0 {
-                0
-            } else {
-                key_hash(&update.0[..key_columns])
+        let session = plan.session;
+        let exchange = Exchange::new(move |update: &Update| match session {
+            _ if key_columns == 0 => 0,
+            // Sessions of one key must meet on one worker to merge: route without their bounds.
+            Some(columns) => {
+                let key = update.0[..key_columns].iter().enumerate();
+                let rest: Row = key
+                    .filter(|(i, _)| *i != columns.start && *i != columns.end)
+                    .map(|(_, datum)| datum.clone())
+                    .collect();
+                key_hash(&rest)
             }
+            None => key_hash(&update.0[..key_columns]),
         });
         let mut input = builder.new_input(self, exchange);
         let (changes_output, changes) = builder.new_output();
@@ -195,6 +262,8 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
             let mut closing: BTreeMap<u64, (Capability<u64>, Vec<Row>)> = BTreeMap::new();
             let mut batch: u64 = 0;
             let mut touched: Vec<Row> = Vec::new();
+            let mut retractions: Vec<Row> = Vec::new();
+            let mut sessions = plan.session.map(|_| SessionIndex::default());
             move |frontiers| {
                 let mut changes_handle = changes_output.activate();
                 let mut finals_handle = finals_output.activate();
@@ -206,40 +275,46 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 input.for_each(|time, data| {
                     let Some(&now) = time.least() else { return };
                     batch += 1;
-                    for (row, _, diff) in data.drain(..) {
+                    for (mut row, _, diff) in data.drain(..) {
+                        if let (Some(index), Some(columns)) = (sessions.as_mut(), plan.session) {
+                            let merge = index.merge(columns, &row[..plan.key_columns]);
+                            if let Some(SessionMerge {
+                                merged_key,
+                                absorbed,
+                            }) = merge
+                            {
+                                if !absorbed.is_empty() {
+                                    let mut merged = Group::new(&plan);
+                                    for old in absorbed {
+                                        let Some(mut group) = groups.remove(&old) else {
+                                            continue;
+                                        };
+                                        if let Some(emitted) =
+                                            group.emitted.take().filter(|_| emit_changes)
+                                        {
+                                            retractions.push(emitted);
+                                        }
+                                        merged.absorb(&plan, group);
+                                    }
+                                    let delay = |close: u64| time.delayed(&close, 1);
+                                    if register_close(&plan, &mut closing, &merged_key, now, delay)
+                                    {
+                                        groups.insert(merged_key.clone(), merged);
+                                    }
+                                }
+                                row.splice(..plan.key_columns, merged_key);
+                            }
+                        }
                         let key = &row[..plan.key_columns];
                         let group = match groups.get_mut(key) {
                             Some(group) => group,
                             None => {
                                 let key = key.to_vec();
-                                if let Some(window) = &plan.window {
-                                    let Some(close) = window.close_time(&key) else {
-                                        continue;
-                                    };
-                                    // Sources drop rows beyond the lateness bound, so a window
-                                    // never reopens; guard anyway rather than hold a stale time.
-                                    if close < now {
-                                        continue;
-                                    }
-                                    closing
-                                        .entry(close)
-                                        .or_insert_with(|| (time.delayed(&close, 1), Vec::new()))
-                                        .1
-                                        .push(key.clone());
+                                let delay = |close: u64| time.delayed(&close, 1);
+                                if !register_close(&plan, &mut closing, &key, now, delay) {
+                                    continue;
                                 }
-                                let accumulators = plan
-                                    .aggregates
-                                    .iter()
-                                    .map(|spec| {
-                                        Accumulator::new(spec.function, plan.input_retracts)
-                                    })
-                                    .collect();
-                                groups.entry(key).or_insert(Group {
-                                    rows: 0,
-                                    accumulators,
-                                    emitted: None,
-                                    touched_in_batch: 0,
-                                })
+                                groups.entry(key).or_insert(Group::new(&plan))
                             }
                         };
                         group.rows += diff;
@@ -256,6 +331,9 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         }
                     }
                     let mut session = changes_handle.session(&time);
+                    for old in retractions.drain(..) {
+                        session.give((old, now, -1));
+                    }
                     for key in touched.drain(..) {
                         let Some(group) = groups.get_mut(&key) else {
                             continue;
@@ -291,6 +369,9 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     let (capability, keys) = entry.remove();
                     let mut session = finals_handle.session(&capability);
                     for key in keys {
+                        if let (Some(index), Some(columns)) = (sessions.as_mut(), plan.session) {
+                            index.forget(columns, &key);
+                        }
                         if let Some(group) = groups.remove(&key)
                             && group.rows > 0
                         {

@@ -13,4 +13,5 @@ pub mod changes;
 pub mod columnar;
 pub mod join;
 pub mod row;
+pub mod session;
 pub mod window;

@@ -16,25 +16,46 @@ use crate::row::{Datum, Row, Update};
 /// Which windows a row belongs to. Sizes are in nanoseconds, like event times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
-    Tumble { size: i64 },
-    Hop { slide: i64, size: i64 },
+    Tumble {
+        size: i64,
+    },
+    Hop {
+        slide: i64,
+        size: i64,
+    },
+    /// Each row starts a proto-session `[ts, ts + gap)`; the aggregate grouping on it merges
+    /// overlapping sessions of the same key (see `aggregate.rs`).
+    Session {
+        gap: i64,
+    },
 }
 
 impl WindowKind {
     pub fn size(&self) -> i64 {
         match self {
             WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => *size,
+            WindowKind::Session { gap } => *gap,
         }
     }
 
     /// Start times of every window containing `event_time`, earliest first.
     pub fn window_starts(self, event_time: i64) -> impl Iterator<Item = i64> {
-        let (slide, size) = match self {
-            WindowKind::Tumble { size } => (size, size),
-            WindowKind::Hop { slide, size } => (slide, size),
+        let (first_start, last_start, slide, size) = match self {
+            WindowKind::Tumble { size } => {
+                let start = event_time.div_euclid(size) * size;
+                (start, start, size, size)
+            }
+            WindowKind::Hop { slide, size } => {
+                let last = event_time.div_euclid(slide) * slide;
+                (
+                    last - (size - 1).div_euclid(slide) * slide,
+                    last,
+                    slide,
+                    size,
+                )
+            }
+            WindowKind::Session { gap } => (event_time, event_time, gap, gap),
         };
-        let last_start = event_time.div_euclid(slide) * slide;
-        let first_start = last_start - (size - 1).div_euclid(slide) * slide;
         (0..)
             .map(move |step| first_start + step * slide)
             .take_while(move |start| *start <= last_start)
@@ -147,6 +168,13 @@ mod tests {
         };
         assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![20, 40, 60]);
         assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![20, 40, 60]);
+    }
+
+    #[test]
+    fn a_row_opens_a_session_of_one_gap() {
+        let kind = WindowKind::Session { gap: 30 };
+        assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![65]);
+        assert_eq!(kind.size(), 30);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpe
 use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
 use vibelux_operators::calc::Calc;
 use vibelux_operators::row::storage_type;
+use vibelux_operators::session::SessionColumns;
 
 use crate::context::located;
 use crate::error::{Position, SqlError, SqlResult};
@@ -186,6 +187,7 @@ impl<'a> Lowering<'a> {
                 start: passthrough(w.start),
                 end: passthrough(w.end),
                 size_nanos: w.size_nanos,
+                session: w.session,
             };
             (moved.start.is_some() || moved.end.is_some()).then_some(moved)
         });
@@ -363,9 +365,25 @@ impl<'a> Lowering<'a> {
                 start: group_column(w.start),
                 end: group_column(w.end),
                 size_nanos: w.size_nanos,
+                session: w.session,
             };
             (columns.start.is_some() || columns.end.is_some()).then_some(columns)
         });
+        // Sessions merge by rewriting both bounds, so both must be keys.
+        let session = match window {
+            Some(WindowColumns {
+                session: true,
+                start: Some(start),
+                end: Some(end),
+                ..
+            }) => Some(SessionColumns { start, end }),
+            Some(WindowColumns { session: true, .. }) => {
+                return Err(
+                    self.error("a SESSION window is grouped by both window_start and window_end")
+                );
+            }
+            _ => None,
+        };
         let close = window.map(|w| match w.end {
             Some(end) => WindowClose {
                 key_column: end,
@@ -396,6 +414,7 @@ impl<'a> Lowering<'a> {
             aggregates: specs,
             input_retracts: !appends,
             window: close,
+            session,
         };
         Ok(self.plan.add(PlanNode {
             kind: NodeKind::Aggregate {

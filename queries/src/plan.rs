@@ -98,6 +98,8 @@ pub struct WindowColumns {
     pub start: Option<usize>,
     pub end: Option<usize>,
     pub size_nanos: i64,
+    /// Session windows: bounds are per row until an aggregate merges them.
+    pub session: bool,
 }
 
 #[derive(Debug, Clone)]

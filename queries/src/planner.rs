@@ -510,6 +510,7 @@ impl Planner {
             let kind = match (call.function, &lengths[..]) {
                 (WindowFunction::Tumble, &[size]) => WindowKind::Tumble { size },
                 (WindowFunction::Hop, &[slide, size]) => WindowKind::Hop { slide, size },
+                (WindowFunction::Session, &[gap]) => WindowKind::Session { gap },
                 _ => unreachable!("argument count checked when rewriting"),
             };
             let bound = DataType::Timestamp(TimeUnit::Nanosecond, zone.clone());
@@ -539,6 +540,12 @@ impl Planner {
                     show_nanos(slide),
                     show_nanos(size)
                 ),
+                WindowKind::Session { gap } => {
+                    format!(
+                        "AssignWindows SESSION({time_name}, gap {})",
+                        show_nanos(gap)
+                    )
+                }
             };
             let node = self.plan.add(PlanNode {
                 kind: NodeKind::AssignWindows {
@@ -552,6 +559,7 @@ impl Planner {
                     start: Some(width - 2),
                     end: Some(width - 1),
                     size_nanos: kind.size(),
+                    session: matches!(kind, WindowKind::Session { .. }),
                 }),
                 event_time: Some(time_column),
                 lateness_nanos: input.lateness_nanos,

@@ -1,4 +1,5 @@
-//! `TUMBLE(relation, time_column, size)` and `HOP(relation, time_column, slide, size)` in `FROM`.
+//! `TUMBLE(relation, time_column, size)`, `HOP(relation, time_column, slide, size)` and
+//! `SESSION(relation, time_column, gap)` in `FROM`.
 //!
 //! DataFusion has no streaming window table functions, so before planning each call is replaced
 //! by a reference to a synthetic relation `__window_N` whose schema is the input's plus
@@ -19,6 +20,7 @@ use crate::error::{Position, SqlError};
 pub enum WindowFunction {
     Tumble,
     Hop,
+    Session,
 }
 
 /// One window function call found in a query.
@@ -29,7 +31,7 @@ pub struct WindowCall {
     pub relation: String,
     pub input: String,
     pub time_column: Ident,
-    /// `[size]` for TUMBLE, `[slide, size]` for HOP.
+    /// `[size]` for TUMBLE, `[slide, size]` for HOP, `[gap]` for SESSION.
     pub intervals: Vec<Expr>,
     pub position: Position,
 }
@@ -107,6 +109,7 @@ impl VisitorMut for Rewriter<'_> {
         let (function, expected) = match function_name.as_str() {
             "tumble" => (WindowFunction::Tumble, 3),
             "hop" => (WindowFunction::Hop, 4),
+            "session" => (WindowFunction::Session, 3),
             _ => return ControlFlow::Continue(()),
         };
         let position = name
@@ -117,6 +120,7 @@ impl VisitorMut for Rewriter<'_> {
         let usage = match function {
             WindowFunction::Tumble => "TUMBLE(relation, time_column, INTERVAL 'size')",
             WindowFunction::Hop => "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
+            WindowFunction::Session => "SESSION(relation, time_column, INTERVAL 'gap')",
         };
         let expressions: Option<Vec<&Expr>> = arguments.args.iter().map(plain_expression).collect();
         let Some(expressions) = expressions.filter(|found| found.len() == expected) else {
