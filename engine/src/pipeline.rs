@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, bail};
 use vibelux_operators::changes::consolidate;
-use vibelux_operators::row::Row;
+use vibelux_operators::row::{Row, Update};
 use vibelux_queries::plan::{DataflowPlan, NodeId};
 use vibelux_queries::planner::{Outcome, Planner};
 
@@ -58,9 +58,15 @@ pub fn query_to_completion(
         stop: Arc::new(AtomicBool::new(false)),
         capture: vec![node],
     };
-    let mut captured: HashMap<NodeId, Vec<(Row, i64)>> =
+    let mut captured: HashMap<NodeId, Vec<Update>> =
         start(Arc::new(query_plan), options)?.join()?;
-    let (rows, negative) = consolidate(captured.remove(&node).unwrap_or_default());
+    let (rows, negative) = consolidate(
+        captured
+            .remove(&node)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(row, _, diff)| (row, diff)),
+    );
     if let Some((row, count)) = negative.first() {
         bail!("internal error: the result retracts a row it never held ({count} × {row:?})");
     }

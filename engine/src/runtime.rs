@@ -123,12 +123,13 @@ pub struct RunOptions {
 pub struct Run {
     guards: timely::communication::WorkerGuards<anyhow::Result<()>>,
     pub metrics: Arc<RunMetrics>,
-    captured: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>>,
+    captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
 }
 
 impl Run {
-    /// Waits for the run to end; returns the captured changes of each captured node.
-    pub fn join(self) -> anyhow::Result<HashMap<NodeId, Vec<(Row, i64)>>> {
+    /// Waits for the run to end; returns the captured changes (row, time, diff) of each captured
+    /// node.
+    pub fn join(self) -> anyhow::Result<HashMap<NodeId, Vec<Update>>> {
         for result in self.guards.join() {
             result.map_err(|panic| anyhow::anyhow!("worker failed: {panic}"))??;
         }
@@ -241,7 +242,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         writers.push(Some(writer));
     }
     let writers = Arc::new(Mutex::new(writers));
-    let captured: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>> = Arc::default();
+    let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
 
     let worker_metrics = metrics.clone();
     let worker_captured = captured.clone();
@@ -479,15 +480,12 @@ fn count_rows(changes: Stream<'_, u64, Vec<Update>>, count: Arc<AtomicI64>) {
 fn collect_changes(
     changes: Stream<'_, u64, Vec<Update>>,
     node: NodeId,
-    into: Arc<Mutex<HashMap<NodeId, Vec<(Row, i64)>>>>,
+    into: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
 ) {
     changes.sink(Pipeline, "Capture", move |(input, _)| {
         input.for_each(|_, data| {
             let mut captured = into.lock().expect("capture lock");
-            captured
-                .entry(node)
-                .or_default()
-                .extend(data.drain(..).map(|(row, _, diff)| (row, diff)));
+            captured.entry(node).or_default().extend(data.drain(..));
         });
     });
 }
