@@ -13,11 +13,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::columnar::{append_column, rows_to_batch};
+use crate::columnar::{append_column, rows_to_batch_columns};
 use crate::row::{Row, Update};
 
 /// A fused filter and projection over rows of `input_schema`.
@@ -28,6 +29,10 @@ pub struct Calc {
     pub projections: Vec<Arc<dyn PhysicalExpr>>,
     /// Rows whose evaluation failed (a cast that cannot succeed, say): counted and logged, dropped.
     pub failed_rows: AtomicU64,
+    /// For each projection, the input column it passes through unchanged, if it does.
+    plain_columns: Vec<Option<usize>>,
+    /// Input columns an expression reads; only these cross into Arrow.
+    needed_columns: Vec<bool>,
     /// When every projection is a plain column and nothing is filtered, the columns to copy:
     /// picking datums from rows is far cheaper than a round trip through Arrow.
     column_picks: Option<Vec<usize>>,
@@ -39,54 +44,66 @@ impl Calc {
         predicate: Option<Arc<dyn PhysicalExpr>>,
         projections: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Self {
+        let plain_columns: Vec<Option<usize>> = projections
+            .iter()
+            .map(|projection| {
+                let column = projection.downcast_ref::<Column>()?;
+                // A plain column passes through only if its type needs no conversion.
+                let field = input_schema.field(column.index());
+                let output = projection.return_field(&input_schema).ok()?;
+                (field.data_type() == output.data_type()).then_some(column.index())
+            })
+            .collect();
+        let mut needed_columns = vec![false; input_schema.fields().len()];
+        let computed = projections
+            .iter()
+            .zip(&plain_columns)
+            .filter(|(_, plain)| plain.is_none());
+        for expression in computed.map(|(p, _)| p).chain(predicate.iter()) {
+            for column in collect_columns(expression) {
+                needed_columns[column.index()] = true;
+            }
+        }
         let column_picks = match predicate {
             Some(_) => None,
-            None => projections
-                .iter()
-                .map(|projection| {
-                    let column = projection.downcast_ref::<Column>()?;
-                    // A plain column passes through only if its type needs no conversion.
-                    let field = input_schema.field(column.index());
-                    let output = projection.return_field(&input_schema).ok()?;
-                    (field.data_type() == output.data_type()).then_some(column.index())
-                })
-                .collect(),
+            None => plain_columns.iter().copied().collect(),
         };
         Calc {
             input_schema,
             predicate,
             projections,
             failed_rows: AtomicU64::new(0),
+            plain_columns,
+            needed_columns,
             column_picks,
         }
     }
 
     /// Evaluates a batch of rows; returns, for each surviving input row, its index and new row.
-    pub fn evaluate<'a>(
-        &self,
-        rows: impl Iterator<Item = &'a Row> + Clone,
-        row_count: usize,
-    ) -> Result<Vec<(usize, Row)>, DataFusionError> {
-        if row_count == 0 {
+    pub fn evaluate(&self, rows: &[&Row]) -> Result<Vec<(usize, Row)>, DataFusionError> {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
         if let Some(picks) = &self.column_picks {
-            return Ok(rows
-                .enumerate()
-                .map(|(index, row)| {
-                    (
-                        index,
-                        picks.iter().map(|&column| row[column].clone()).collect(),
-                    )
-                })
-                .collect());
+            let picked = rows.iter().enumerate().map(|(index, row)| {
+                (
+                    index,
+                    picks.iter().map(|&column| row[column].clone()).collect(),
+                )
+            });
+            return Ok(picked.collect());
         }
-        let batch = rows_to_batch(&self.input_schema, rows, row_count)?;
-        let mut selected: Vec<usize> = (0..row_count).collect();
+        let batch = rows_to_batch_columns(
+            &self.input_schema,
+            rows.iter().copied(),
+            rows.len(),
+            Some(&self.needed_columns),
+        )?;
+        let mut selected: Vec<usize> = (0..rows.len()).collect();
         let batch = match &self.predicate {
             None => batch,
             Some(predicate) => {
-                let mask = predicate.evaluate(&batch)?.into_array(row_count)?;
+                let mask = predicate.evaluate(&batch)?.into_array(rows.len())?;
                 let mask = mask
                     .as_any()
                     .downcast_ref::<BooleanArray>()
@@ -95,19 +112,30 @@ impl Calc {
                 filter_record_batch(&batch, mask)?
             }
         };
-        let mut out: Vec<Row> = (0..batch.num_rows())
+        let mut out: Vec<Row> = selected
+            .iter()
             .map(|_| Vec::with_capacity(self.projections.len()))
             .collect();
-        for projection in &self.projections {
-            let column = projection.evaluate(&batch)?.into_array(batch.num_rows())?;
-            append_column(column.as_ref(), &mut out)?;
+        for (projection, plain) in self.projections.iter().zip(&self.plain_columns) {
+            match plain {
+                // A column passed through: the input's datum, no round trip through Arrow.
+                Some(column) => {
+                    for (row, &index) in out.iter_mut().zip(&selected) {
+                        row.push(rows[index][*column].clone());
+                    }
+                }
+                None => {
+                    let column = projection.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    append_column(column.as_ref(), &mut out)?;
+                }
+            }
         }
         Ok(selected.into_iter().zip(out).collect())
     }
 
     /// Evaluates rows, isolating rows that fail so one bad row does not lose its batch.
     fn evaluate_tolerant(&self, rows: &[&Row]) -> Vec<(usize, Row)> {
-        match self.evaluate(rows.iter().copied(), rows.len()) {
+        match self.evaluate(rows) {
             Ok(out) => out,
             Err(_) if rows.len() > 1 => {
                 let mut out = Vec::new();
