@@ -65,14 +65,20 @@ fn sorted_lines(path: &Path) -> Vec<String> {
 }
 
 #[test]
-fn check_accepts_the_example_pipeline() {
-    let output = vibelux()
-        .arg("check")
-        .arg(repo().join("examples/greenhouse.sql"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("greenhouse.sql: ok"));
+fn check_accepts_every_example_pipeline() {
+    let mut examples = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "sql") {
+            continue;
+        }
+        examples += 1;
+        // Examples name their data relative to the repository root, where the README runs them.
+        let output = vibelux().current_dir(repo()).arg("check").arg(&path).output().unwrap();
+        assert!(output.status.success(), "{}: {}", path.display(), text(&output));
+        assert!(text(&output).contains(": ok"));
+    }
+    assert!(examples >= 2);
 }
 
 #[test]
