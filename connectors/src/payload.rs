@@ -5,7 +5,6 @@
 //! "invalid type". Unknown fields are ignored (devices add fields); missing fields are null unless
 //! the column is required (`NOT NULL`, or the event-time column).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,29 +22,35 @@ pub struct RowLayout {
     pub schema: SchemaRef,
     /// The event-time column; `None` for tables, whose rows have no event time.
     pub event_time_column: Option<usize>,
-    columns_by_name: HashMap<String, usize>,
+    /// Lower-case column names, in schema order.
+    column_names: Vec<String>,
 }
 
 impl RowLayout {
     pub fn new(schema: SchemaRef, event_time_column: Option<usize>) -> Self {
-        let columns_by_name = schema
+        let column_names = schema
             .fields()
             .iter()
-            .enumerate()
-            .map(|(index, field)| (field.name().to_ascii_lowercase(), index))
+            .map(|field| field.name().to_ascii_lowercase())
             .collect();
         RowLayout {
             schema,
             event_time_column,
-            columns_by_name,
+            column_names,
         }
     }
 
+    /// The column a field name maps to (case-insensitive). A scan beats hashing at the handful
+    /// of columns a source has, and this runs for every field of every reading.
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns_by_name
-            .get(name)
-            .or_else(|| self.columns_by_name.get(&name.to_ascii_lowercase()))
-            .copied()
+        self.column_names
+            .iter()
+            .position(|column| column == name)
+            .or_else(|| {
+                self.column_names
+                    .iter()
+                    .position(|column| column.eq_ignore_ascii_case(name))
+            })
     }
 
     fn is_required(&self, column: usize) -> bool {

@@ -15,6 +15,11 @@ use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::{Run, RunOptions, start};
 use vibelux_queries::planner::{Outcome, Planner};
 
+/// Rows are many small allocations, freed on other workers after an exchange: mimalloc handles
+/// that pattern far better than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vibelux",

@@ -28,13 +28,22 @@ use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::AsUpdatesExt;
 use vibelux_operators::join::JoinExt;
 use vibelux_operators::row::{Row, Update};
-use vibelux_operators::window::{AssignWindowsExt, AssignWindowsUpdatesExt};
+use vibelux_operators::window::{
+    AssignWindowsExt, AssignWindowsPickExt, AssignWindowsUpdatesExt, WindowKind,
+};
 use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode, SourceConnector};
 
 /// A node's output on one worker. Updating nodes build only the outputs something reads.
 #[derive(Clone)]
 enum Built<'scope> {
     Rows(Stream<'scope, u64, Vec<Row>>),
+    /// Rows whose window assignment is deferred: a projection reading them fuses with it, so the
+    /// wide tagged rows are only built for consumers that need them.
+    Windowed {
+        rows: Stream<'scope, u64, Vec<Row>>,
+        time_column: usize,
+        kind: WindowKind,
+    },
     Updates {
         changes: Option<Stream<'scope, u64, Vec<Update>>>,
         finals: Option<Stream<'scope, u64, Vec<Row>>>,
@@ -42,18 +51,31 @@ enum Built<'scope> {
 }
 
 impl<'scope> Built<'scope> {
+    /// The rows of an append-only node.
+    fn rows(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
+        match self {
+            Built::Rows(rows) => Some(rows.clone()),
+            Built::Windowed {
+                rows,
+                time_column,
+                kind,
+            } => Some(rows.clone().assign_windows(*time_column, *kind)),
+            Built::Updates { .. } => None,
+        }
+    }
+
     fn changes(&self) -> Stream<'scope, u64, Vec<Update>> {
         match self {
-            Built::Rows(rows) => rows.clone().as_updates(),
             Built::Updates { changes, .. } => changes.clone().expect("changes were demanded"),
+            appended => appended.rows().expect("append-only").as_updates(),
         }
     }
 
     /// Rows that are final when they appear: all rows of an append-only node, closed windows.
     fn finals(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
         match self {
-            Built::Rows(rows) => Some(rows.clone()),
             Built::Updates { finals, .. } => finals.clone(),
+            appended => appended.rows(),
         }
     }
 }
@@ -334,7 +356,24 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         Built::Rows(source_streams[source].late_rows.clone())
                     }
                     NodeKind::Calc { input, calc } => match &built[input] {
-                        Built::Rows(rows) => Built::Rows(rows.clone().calc_rows(calc.clone())),
+                        Built::Windowed {
+                            rows,
+                            time_column,
+                            kind,
+                        } if calc.column_picks().is_some() => {
+                            let picks = calc.column_picks().expect("checked").to_vec();
+                            Built::Rows(rows.clone().assign_windows_picking(
+                                *time_column,
+                                *kind,
+                                picks,
+                            ))
+                        }
+                        appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Rows(
+                            appended
+                                .rows()
+                                .expect("append-only")
+                                .calc_rows(calc.clone()),
+                        ),
                         Built::Updates { changes, finals } => Built::Updates {
                             changes: changes
                                 .clone()
@@ -347,9 +386,11 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         time_column,
                         kind,
                     } => match &built[input] {
-                        Built::Rows(rows) => {
-                            Built::Rows(rows.clone().assign_windows(*time_column, *kind))
-                        }
+                        appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Windowed {
+                            rows: appended.rows().expect("append-only"),
+                            time_column: *time_column,
+                            kind: *kind,
+                        },
                         Built::Updates { changes, finals } => Built::Updates {
                             changes: changes.clone().map(|changes| {
                                 changes.assign_windows_to_updates(*time_column, *kind)
@@ -396,7 +437,10 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     }
                     NodeKind::Union { inputs } => {
                         let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
-                        if parts.iter().all(|part| matches!(part, Built::Rows(_))) {
+                        if parts
+                            .iter()
+                            .all(|part| !matches!(part, Built::Updates { .. }))
+                        {
                             Built::Rows(
                                 scope.concatenate(parts.iter().filter_map(|part| part.finals())),
                             )

@@ -74,8 +74,18 @@ fn check_accepts_every_example_pipeline() {
         }
         examples += 1;
         // Examples name their data relative to the repository root, where the README runs them.
-        let output = vibelux().current_dir(repo()).arg("check").arg(&path).output().unwrap();
-        assert!(output.status.success(), "{}: {}", path.display(), text(&output));
+        let output = vibelux()
+            .current_dir(repo())
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&output)
+        );
         assert!(text(&output).contains(": ok"));
     }
     assert!(examples >= 2);

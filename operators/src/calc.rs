@@ -79,6 +79,12 @@ impl Calc {
         }
     }
 
+    /// The input columns this Calc copies, when it only copies columns (no filter, no
+    /// expression): operators upstream can then produce the narrow rows directly.
+    pub fn column_picks(&self) -> Option<&[usize]> {
+        self.column_picks.as_deref()
+    }
+
     /// Evaluates a batch of rows; returns, for each surviving input row, its index and new row.
     pub fn evaluate(&self, rows: &[&Row]) -> Result<Vec<(usize, Row)>, DataFusionError> {
         if rows.is_empty() {

@@ -116,10 +116,19 @@ impl fmt::Display for Datum {
 
 /// ISO 8601 with milliseconds, no zone: the form sinks and query results use.
 pub fn format_timestamp(nanos: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(nanos)
-        .naive_utc()
-        .format("%Y-%m-%dT%H:%M:%S%.3f")
-        .to_string()
+    use chrono::{Datelike, Timelike};
+    // Sinks format a timestamp per window row: a fixed layout avoids parsing a format string.
+    let time = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.nanosecond() / 1_000_000
+    )
 }
 
 /// A row: one datum per column of the relation's schema, in schema order.
@@ -146,4 +155,36 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
         Date32 | Date64 => Timestamp(TimeUnit::Nanosecond, None),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_iso_with_milliseconds() {
+        assert_eq!(
+            format_timestamp(1_780_272_001_250_000_000),
+            "2026-06-01T00:00:01.250"
+        );
+        assert_eq!(format_timestamp(-1_000_000), "1969-12-31T23:59:59.999");
+    }
+
+    #[test]
+    fn datums_order_totally_even_with_nan() {
+        let mut values = vec![
+            Datum::Float64(f64::NAN),
+            Datum::Null,
+            Datum::Float64(1.0),
+            Datum::Int64(5),
+        ];
+        values.sort();
+        assert_eq!(values[0], Datum::Null);
+        assert_eq!(values[1], Datum::Int64(5));
+        assert_eq!(values[2], Datum::Float64(1.0));
+        assert!(
+            values[3] == Datum::Float64(f64::NAN),
+            "NaN equals itself under total order"
+        );
+    }
 }
