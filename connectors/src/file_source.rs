@@ -155,6 +155,31 @@ impl SourceReader for FileReader {
         let mut poll = Poll::Ready;
         let limit = out.len() + max_records;
         while out.len() < limit {
+            // Another worker's line in a replay: skip it without copying or validating it.
+            let header_pending = self.config.format == FileFormat::Csv && self.csv_header.is_none();
+            let ours = (self.line_number as usize + 1) % self.peers == self.worker % self.peers;
+            if !ours && !header_pending && !self.config.follow && self.line.is_empty() {
+                match self.lines.skip_until(b'\n') {
+                    Ok(0) => {
+                        poll = Poll::Finished;
+                        break;
+                    }
+                    Ok(skipped) => {
+                        bytes += skipped as u64;
+                        self.line_number += 1;
+                        continue;
+                    }
+                    Err(error) => {
+                        out.push(Record::Invalid {
+                            reason: format!("read error: {error}"),
+                            raw: String::new(),
+                            origin: self.origin(),
+                        });
+                        poll = Poll::Finished;
+                        break;
+                    }
+                }
+            }
             match self.lines.read_line(&mut self.line) {
                 Ok(0) => {
                     if self.config.follow {
