@@ -394,7 +394,7 @@ impl SimulatorReader {
                 (70.0 - 12.0 * light + gauss(1.0)).clamp(0.0, 100.0),
                 450.0 + 600.0 * light + gauss(20.0),
                 if lights_on {
-                    (if sensor.room_index % 2 == 0 {
+                    (if sensor.room_index.is_multiple_of(2) {
                         600.0
                     } else {
                         900.0
@@ -456,7 +456,11 @@ fn round(value: f64, decimals: i32) -> f64 {
 
 /// Hours (UTC) when a room's lights switch on and off.
 fn light_schedule(room: usize) -> (i64, i64) {
-    if room % 2 == 0 { (6, 24) } else { (8, 20) }
+    if room.is_multiple_of(2) {
+        (6, 24)
+    } else {
+        (8, 20)
+    }
 }
 
 fn is_light_on(room: usize, ts: i64) -> bool {

@@ -25,7 +25,7 @@ use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, rea
 use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
-use vibelux_operators::changes::AsUpdatesExt;
+use vibelux_operators::changes::IntoUpdatesExt;
 use vibelux_operators::join::JoinExt;
 use vibelux_operators::row::{Row, Update};
 use vibelux_operators::window::{
@@ -67,7 +67,7 @@ impl<'scope> Built<'scope> {
     fn changes(&self) -> Stream<'scope, u64, Vec<Update>> {
         match self {
             Built::Updates { changes, .. } => changes.clone().expect("changes were demanded"),
-            appended => appended.rows().expect("append-only").as_updates(),
+            appended => appended.rows().expect("append-only").into_updates(),
         }
     }
 
@@ -529,7 +529,7 @@ fn collect_changes(
     changes.sink(Pipeline, "Capture", move |(input, _)| {
         input.for_each(|_, data| {
             let mut captured = into.lock().expect("capture lock");
-            captured.entry(node).or_default().extend(data.drain(..));
+            captured.entry(node).or_default().append(data);
         });
     });
 }

@@ -1,7 +1,7 @@
 //! Appends as updates, and updates consolidated into contents.
 //!
 //! Append-only relations (sources, filters of them, window assignment) flow as plain rows; where an
-//! operator needs differential updates, [`AsUpdatesExt::as_updates`] stamps each row with its time
+//! operator needs differential updates, [`IntoUpdatesExt::into_updates`] stamps each row with its time
 //! and a +1. [`consolidate`] sums the diffs of identical rows, which is how the contents of a view
 //! are read off its changes.
 
@@ -17,21 +17,21 @@ use crate::row::{Row, Update};
 ///
 /// ```
 /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
-/// use vibelux_operators::changes::AsUpdatesExt;
+/// use vibelux_operators::changes::IntoUpdatesExt;
 /// use vibelux_operators::row::Datum;
 ///
 /// let captured = timely::example(|scope| {
-///     vec![vec![Datum::Int64(7)]].to_stream(scope).container::<Vec<_>>().as_updates().capture()
+///     vec![vec![Datum::Int64(7)]].to_stream(scope).container::<Vec<_>>().into_updates().capture()
 /// });
 /// let updates: Vec<_> = captured.extract().into_iter().flat_map(|(_, u)| u).collect();
 /// assert_eq!(updates, vec![(vec![Datum::Int64(7)], 0, 1)]);
 /// ```
-pub trait AsUpdatesExt<'scope> {
-    fn as_updates(self) -> Stream<'scope, u64, Vec<Update>>;
+pub trait IntoUpdatesExt<'scope> {
+    fn into_updates(self) -> Stream<'scope, u64, Vec<Update>>;
 }
 
-impl<'scope> AsUpdatesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
-    fn as_updates(self) -> Stream<'scope, u64, Vec<Update>> {
+impl<'scope> IntoUpdatesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
+    fn into_updates(self) -> Stream<'scope, u64, Vec<Update>> {
         self.unary(Pipeline, "AsUpdates", |_, _| {
             |input, output| {
                 input.for_each(|time, data| {

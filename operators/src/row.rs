@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn datums_order_totally_even_with_nan() {
-        let mut values = vec![
+        let mut values = [
             Datum::Float64(f64::NAN),
             Datum::Null,
             Datum::Float64(1.0),

@@ -41,12 +41,12 @@ impl Planner {
                 ))
             };
         };
-        let matches_kind = match (&entry.kind, kind) {
+        let matches_kind = matches!(
+            (&entry.kind, kind),
             (EntryKind::Source { .. }, ObjectKind::Source)
-            | (EntryKind::Table, ObjectKind::Table)
-            | (EntryKind::View { .. }, ObjectKind::View) => true,
-            _ => false,
-        };
+                | (EntryKind::Table, ObjectKind::Table)
+                | (EntryKind::View { .. }, ObjectKind::View)
+        );
         if !matches_kind {
             return Err(SqlError::new(
                 position,

@@ -29,7 +29,7 @@ pub struct Located {
 
 #[derive(Debug, Clone)]
 pub enum Statement {
-    CreateSource(CreateSource),
+    CreateSource(Box<CreateSource>),
     CreateView(CreateView),
     CreateSink(CreateSink),
     Drop {
@@ -208,10 +208,12 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
     if parse_word(parser, "CREATE") {
         let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
         if parse_word(parser, "SOURCE") {
-            return parse_create_source(parser, false).map(Statement::CreateSource);
+            return parse_create_source(parser, false)
+                .map(|source| Statement::CreateSource(Box::new(source)));
         }
         if parse_word(parser, "TABLE") {
-            return parse_create_source(parser, true).map(Statement::CreateSource);
+            return parse_create_source(parser, true)
+                .map(|source| Statement::CreateSource(Box::new(source)));
         }
         let materialized = parse_word(parser, "MATERIALIZED");
         if parse_word(parser, "VIEW") {
