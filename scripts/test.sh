@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust (see README).
 #
-# Installs, idempotently, what the tests need, then runs every test of the workspace: unit tests,
-# doc examples, the SQL corpus (queries/tests/slt) and the end-to-end CLI tests.
+# Installs, idempotently, what the tests need (procps, and DuckDB and pyarrow from PyPI), then
+# runs every test of the workspace: unit tests, doc examples, the SQL corpus (queries/tests/slt)
+# and the end-to-end CLI and warehouse tests.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
 set -euo pipefail
@@ -16,6 +17,11 @@ missing=()
 command -v kill > /dev/null || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; else sudo apt-get update -q && sudo apt-get install -y -q "${missing[@]}"; fi
+fi
+
+# Python readers the warehouse tests compare against: DuckDB and pyarrow.
+if ! python3 -c "import duckdb, pyarrow" 2> /dev/null; then
+  python3 -m pip install --quiet duckdb pyarrow
 fi
 
 command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }

@@ -13,12 +13,25 @@ use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use crate::file_source::FileFormat;
+use crate::parquet_sink::ParquetSinkConfig;
 
 /// Where a sink writes.
 #[derive(Debug, Clone)]
 pub enum SinkTarget {
     File { path: PathBuf, format: FileFormat },
     Stdout,
+    Parquet(ParquetSinkConfig),
+}
+
+impl SinkTarget {
+    /// Where rows go, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkTarget::File { path, .. } => path.display().to_string(),
+            SinkTarget::Stdout => "stdout".to_string(),
+            SinkTarget::Parquet(config) => format!("{} (parquet)", config.path.display()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,41 +54,58 @@ pub struct RowWriter {
 }
 
 impl RowWriter {
-    pub fn open(
-        target: &SinkTarget,
+    /// Rows as JSON lines on standard output.
+    pub fn stdout(schema: SchemaRef, changelog: bool) -> Self {
+        let out: Box<dyn Write + Send> = Box::new(std::io::stdout());
+        RowWriter::new(
+            schema,
+            FileFormat::Json,
+            changelog,
+            out,
+            "stdout".to_string(),
+        )
+    }
+
+    /// Rows into a file (created, or truncated), in `format`.
+    pub fn file(
+        path: &Path,
+        format: FileFormat,
         schema: SchemaRef,
         changelog: bool,
     ) -> Result<Self, SinkError> {
-        let (out, format, target_name): (Box<dyn Write + Send>, _, _) = match target {
-            SinkTarget::Stdout => (
-                Box::new(std::io::stdout()),
-                FileFormat::Json,
-                "stdout".to_string(),
-            ),
-            SinkTarget::File { path, format } => {
-                let io_error = |source| SinkError::Io {
-                    path: path.display().to_string(),
-                    source,
-                };
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(io_error)?;
-                }
-                let file = File::create(path).map_err(io_error)?;
-                (
-                    Box::new(BufWriter::with_capacity(1 << 16, file)),
-                    *format,
-                    path.display().to_string(),
-                )
-            }
+        let io_error = |source| SinkError::Io {
+            path: path.display().to_string(),
+            source,
         };
-        Ok(RowWriter {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_error)?;
+        }
+        let file = File::create(path).map_err(io_error)?;
+        let out: Box<dyn Write + Send> = Box::new(BufWriter::with_capacity(1 << 16, file));
+        Ok(RowWriter::new(
+            schema,
+            format,
+            changelog,
+            out,
+            path.display().to_string(),
+        ))
+    }
+
+    fn new(
+        schema: SchemaRef,
+        format: FileFormat,
+        changelog: bool,
+        out: Box<dyn Write + Send>,
+        target_name: String,
+    ) -> Self {
+        RowWriter {
             schema,
             format,
             changelog,
             out,
             target_name,
             wrote_header: false,
-        })
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -196,11 +226,7 @@ mod tests {
     fn json_lines_carry_names_iso_times_and_an_op_for_changelogs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/zone.jsonl");
-        let target = SinkTarget::File {
-            path: path.clone(),
-            format: FileFormat::Json,
-        };
-        let mut writer = RowWriter::open(&target, schema(), true).unwrap();
+        let mut writer = RowWriter::file(&path, FileFormat::Json, schema(), true).unwrap();
         let row = vec![
             Datum::Utf8("z\"1".into()),
             Datum::Timestamp(60_000_000_000),
@@ -219,11 +245,7 @@ mod tests {
     fn csv_has_a_header_and_quotes_awkward_text() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("zone.csv");
-        let target = SinkTarget::File {
-            path: path.clone(),
-            format: FileFormat::Csv,
-        };
-        let mut writer = RowWriter::open(&target, schema(), false).unwrap();
+        let mut writer = RowWriter::file(&path, FileFormat::Csv, schema(), false).unwrap();
         writer
             .write(
                 &vec![Datum::Utf8("a,b".into()), Datum::Null, Datum::Float64(1.0)],

@@ -7,6 +7,7 @@
 
 pub mod file_sink;
 pub mod file_source;
+pub mod parquet_sink;
 pub mod payload;
 pub mod simulator;
 pub mod sink;

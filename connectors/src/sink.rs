@@ -1,19 +1,23 @@
 //! The sink operator: everything a sink receives goes to worker 0, which writes it in order of
-//! dataflow time and flushes when the frontier moves on.
+//! dataflow time, flushes as the frontier moves on and finishes (a last commit) when it closes.
 //!
-//! Funnelling to one worker keeps one file per sink and costs little: sinks see final window rows
-//! or changes, far fewer than the readings that made them. Write failures are logged and counted;
-//! the dataflow keeps running (a full disk must not lose the windows still being computed).
+//! Funnelling to one worker keeps one file (or one set of Parquet epochs) per sink and costs
+//! little: sinks see final window rows or changes, far fewer than the readings that made them.
+//! Write failures are logged and counted; the dataflow keeps running (a full disk must not lose
+//! the windows still being computed).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use vibelux_operators::row::{Row, Update};
 
-use crate::file_sink::RowWriter;
+use crate::file_sink::{RowWriter, SinkError, SinkTarget};
+use crate::parquet_sink::ParquetWriter;
 
 /// Counters of one sink.
 #[derive(Debug, Default)]
@@ -22,21 +26,71 @@ pub struct SinkMetrics {
     pub write_errors: AtomicU64,
 }
 
+/// An open sink of any kind.
+pub enum SinkWriter {
+    Rows(RowWriter),
+    Parquet(ParquetWriter),
+}
+
+impl SinkWriter {
+    /// Opens (creates) the target; `changelog` marks each row as an insert or a delete.
+    pub fn open(
+        target: &SinkTarget,
+        schema: SchemaRef,
+        changelog: bool,
+    ) -> Result<Self, SinkError> {
+        Ok(match target {
+            SinkTarget::Stdout => SinkWriter::Rows(RowWriter::stdout(schema, changelog)),
+            SinkTarget::File { path, format } => {
+                SinkWriter::Rows(RowWriter::file(path, *format, schema, changelog)?)
+            }
+            SinkTarget::Parquet(config) => {
+                SinkWriter::Parquet(ParquetWriter::open(config.clone(), schema)?)
+            }
+        })
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            SinkWriter::Rows(writer) => writer.path(),
+            SinkWriter::Parquet(writer) => writer.path(),
+        }
+    }
+
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+        match self {
+            SinkWriter::Rows(writer) => writer.write(row, insert),
+            // The planner only sends append-only rows to Parquet.
+            SinkWriter::Parquet(writer) => writer.write(row),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        match self {
+            SinkWriter::Rows(writer) => writer.flush(),
+            SinkWriter::Parquet(writer) => writer.flush(),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        match self {
+            SinkWriter::Rows(writer) => writer.flush(),
+            SinkWriter::Parquet(writer) => writer.commit(),
+        }
+    }
+}
+
 /// Writes a stream into a sink. `writer` is `Some` on worker 0 only.
 pub trait WriteRowsExt {
-    fn write_rows(self, writer: Option<RowWriter>, metrics: Arc<SinkMetrics>);
+    fn write_rows(self, writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>);
 }
 
 /// Writes a changelog into a sink, one line per change. `writer` is `Some` on worker 0 only.
 pub trait WriteUpdatesExt {
-    fn write_updates(self, writer: Option<RowWriter>, metrics: Arc<SinkMetrics>);
+    fn write_updates(self, writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>);
 }
 
-fn record(
-    writer: &mut RowWriter,
-    metrics: &SinkMetrics,
-    result: Result<(), crate::file_sink::SinkError>,
-) {
+fn record(writer: &SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkError>) {
     match result {
         Ok(()) => {
             metrics.rows_written.fetch_add(1, Ordering::Relaxed);
@@ -49,19 +103,30 @@ fn record(
     }
 }
 
-fn flush(writer: &mut RowWriter, metrics: &SinkMetrics) {
-    if let Err(error) = writer.flush() {
+/// After a batch: flush (or commit, when a rollover is due); when the input has closed, finish.
+fn settle(writer: &mut Option<SinkWriter>, wrote: bool, closed: bool, metrics: &SinkMetrics) {
+    let Some(open) = writer.as_mut() else { return };
+    let result = if closed {
+        let result = open.finish();
+        *writer = None;
+        result
+    } else if wrote {
+        open.flush()
+    } else {
+        Ok(())
+    };
+    if let Err(error) = result {
         metrics.write_errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(%error, "sink flush failed");
     }
 }
 
 impl WriteRowsExt for Stream<'_, u64, Vec<Row>> {
-    fn write_rows(self, mut writer: Option<RowWriter>, metrics: Arc<SinkMetrics>) {
+    fn write_rows(self, mut writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>) {
         self.sink(
             Exchange::new(|_: &Row| 0),
             "WriteRows",
-            move |(input, _frontier)| {
+            move |(input, frontier)| {
                 let mut wrote = false;
                 input.for_each(|_time, data| {
                     if let Some(writer) = writer.as_mut() {
@@ -72,20 +137,18 @@ impl WriteRowsExt for Stream<'_, u64, Vec<Row>> {
                         wrote = true;
                     }
                 });
-                if wrote && let Some(writer) = writer.as_mut() {
-                    flush(writer, &metrics);
-                }
+                settle(&mut writer, wrote, frontier.frontier().is_empty(), &metrics);
             },
         );
     }
 }
 
 impl WriteUpdatesExt for Stream<'_, u64, Vec<Update>> {
-    fn write_updates(self, mut writer: Option<RowWriter>, metrics: Arc<SinkMetrics>) {
+    fn write_updates(self, mut writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>) {
         self.sink(
             Exchange::new(|_: &Update| 0),
             "WriteChangelog",
-            move |(input, _frontier)| {
+            move |(input, frontier)| {
                 let mut wrote = false;
                 input.for_each(|_time, data| {
                     if let Some(writer) = writer.as_mut() {
@@ -101,9 +164,7 @@ impl WriteUpdatesExt for Stream<'_, u64, Vec<Update>> {
                         wrote = true;
                     }
                 });
-                if wrote && let Some(writer) = writer.as_mut() {
-                    flush(writer, &metrics);
-                }
+                settle(&mut writer, wrote, frontier.frontier().is_empty(), &metrics);
             },
         );
     }

@@ -8,3 +8,4 @@ pub mod diagnostics;
 pub mod format;
 pub mod pipeline;
 pub mod runtime;
+pub mod warehouse;

@@ -48,6 +48,16 @@ enum Command {
     Check { file: PathBuf },
     /// Print the dataflow each materialized view and sink becomes.
     Explain { file: PathBuf },
+    /// Query the Parquet warehouse that `parquet` sinks write (every top-level folder a table).
+    Query {
+        /// The SQL query (DataFusion's dialect; EXPLAIN works).
+        sql: String,
+        /// The warehouse folder.
+        #[arg(long, default_value = "warehouse")]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = vibelux::warehouse::OutputFormat::Table)]
+        format: vibelux::warehouse::OutputFormat,
+    },
 }
 
 fn main() {
@@ -68,6 +78,13 @@ fn main() {
         } => run(&file, workers, run_for),
         Command::Check { file } => check(&file),
         Command::Explain { file } => explain(&file),
+        Command::Query {
+            sql,
+            warehouse,
+            format,
+        } => vibelux::warehouse::query(&warehouse, &sql)
+            .and_then(|batches| vibelux::warehouse::render(&batches, format))
+            .map(|text| print!("{text}{}", if text.ends_with('\n') { "" } else { "\n" })),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -187,12 +204,7 @@ fn announce(planner: &Planner, workers: usize) {
         eprintln!("  materialized view {name}");
     }
     for sink in &plan.sinks {
-        let target = match &sink.target {
-            vibelux_connectors::file_sink::SinkTarget::File { path, .. } => {
-                path.display().to_string()
-            }
-            vibelux_connectors::file_sink::SinkTarget::Stdout => "stdout".into(),
-        };
+        let target = sink.target.describe();
         eprintln!("  sink {} ← {} → {target}", sink.name, sink.from);
     }
     eprintln!("  Ctrl-C stops");

@@ -17,10 +17,9 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::{Scope, Stream};
-use vibelux_connectors::file_sink::RowWriter;
 use vibelux_connectors::file_source::{FileReader, ReplayProgress};
 use vibelux_connectors::simulator::SimulatorReader;
-use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
+use vibelux_connectors::sink::{SinkMetrics, SinkWriter, WriteRowsExt, WriteUpdatesExt};
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
@@ -259,7 +258,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let mut writers = Vec::new();
     for sink in &plan.sinks {
         let schema = plan.nodes[sink.node].schema.clone();
-        let writer = RowWriter::open(&sink.target, schema, sink.mode == SinkMode::Changelog)
+        let writer = SinkWriter::open(&sink.target, schema, sink.mode == SinkMode::Changelog)
             .with_context(|| format!("opening sink {}", sink.name))?;
         writers.push(Some(writer));
     }

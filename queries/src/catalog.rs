@@ -1,8 +1,6 @@
 //! Statements that read or edit the catalog rather than extend the plan: `DROP`, `SHOW`,
 //! `EXPLAIN`.
 
-use vibelux_connectors::file_sink::SinkTarget;
-
 use crate::error::{Position, SqlError, SqlResult};
 use crate::parser::{Located, ObjectKind, Statement};
 use crate::plan::Changes;
@@ -154,10 +152,7 @@ impl Planner {
                     .sinks
                     .iter()
                     .map(|sink| {
-                        let target = match &sink.target {
-                            SinkTarget::File { path, .. } => path.display().to_string(),
-                            SinkTarget::Stdout => "stdout".to_string(),
-                        };
+                        let target = sink.target.describe();
                         vec![sink.name.clone(), sink.from.clone(), target]
                     })
                     .collect(),

@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
 use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::{FileFormat, FileSourceConfig};
+use vibelux_connectors::parquet_sink::{ParquetSinkConfig, PartitionKey};
 use vibelux_connectors::payload::parse_timestamp;
 use vibelux_connectors::simulator::{FaultKind, SimulatorConfig, Speed};
 
@@ -284,8 +287,79 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
     }
 }
 
-/// The target of a `CREATE SINK`.
-pub fn sink_target(options: &mut Options) -> SqlResult<SinkTarget> {
+/// `partition_by = 'date(ts), room'`: columns of the view, or the day of a timestamp column.
+fn partition_keys(text: &str, position: Position, schema: &Schema) -> SqlResult<Vec<PartitionKey>> {
+    let column = |name: &str| -> SqlResult<usize> {
+        let name = name.trim().to_ascii_lowercase();
+        schema.index_of(&name).map_err(|_| {
+            SqlError::new(
+                position,
+                format!("option `partition_by`: the view has no column `{name}`"),
+            )
+        })
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let lower = part.to_ascii_lowercase();
+            match lower
+                .strip_prefix("date(")
+                .and_then(|rest| rest.strip_suffix(')'))
+            {
+                Some(inner) => {
+                    let index = column(inner)?;
+                    if !matches!(schema.field(index).data_type(), DataType::Timestamp(..)) {
+                        return Err(SqlError::new(
+                            position,
+                            format!(
+                                "option `partition_by`: date({inner}) needs a TIMESTAMP column"
+                            ),
+                        ));
+                    }
+                    Ok(PartitionKey::Date { index })
+                }
+                None => Ok(PartitionKey::Column {
+                    name: lower.clone(),
+                    index: column(&lower)?,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn parquet_config(options: &mut Options, schema: &Schema) -> SqlResult<ParquetSinkConfig> {
+    let (path, _) = options.required("path", "a parquet sink")?;
+    let mut config = ParquetSinkConfig::new(PathBuf::from(path));
+    if let Some((text, position)) = options.take("partition_by") {
+        config.partition_by = partition_keys(&text, position, schema)?;
+    }
+    if let Some(compression) = options.parsed("compression", |text| {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "zstd" => Ok(Compression::ZSTD(ZstdLevel::default())),
+            "snappy" => Ok(Compression::SNAPPY),
+            "none" | "uncompressed" => Ok(Compression::UNCOMPRESSED),
+            _ => Err(format!(
+                "expected 'zstd', 'snappy' or 'none', found {text:?}"
+            )),
+        }
+    })? {
+        config.compression = compression;
+    }
+    if let Some(interval) = options.duration("rollover")? {
+        config.rollover_interval = interval;
+    }
+    if let Some(rows) = options.count("rollover_rows")? {
+        config.rollover_rows = rows.max(1);
+    }
+    if let Some(rows) = options.count("row_group_rows")? {
+        config.row_group_rows = rows.max(1);
+    }
+    Ok(config)
+}
+
+/// The target of a `CREATE SINK` for a view of `schema`.
+pub fn sink_target(options: &mut Options, schema: &Schema) -> SqlResult<SinkTarget> {
     let (connector, position) = options.required("connector", "a sink")?;
     let target = match connector.to_ascii_lowercase().as_str() {
         "file" => {
@@ -307,16 +381,26 @@ pub fn sink_target(options: &mut Options) -> SqlResult<SinkTarget> {
             }
             SinkTarget::Stdout
         }
+        "parquet" => SinkTarget::Parquet(parquet_config(options, schema)?),
         other => {
             return Err(SqlError::new(
                 position,
-                format!("unknown sink connector '{other}'; available: 'file', 'stdout'"),
+                format!("unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet'"),
             ));
         }
     };
     let known: &[&str] = match target {
         SinkTarget::File { .. } => &["connector", "path", "format"],
         SinkTarget::Stdout => &["connector", "format"],
+        SinkTarget::Parquet(_) => &[
+            "connector",
+            "path",
+            "partition_by",
+            "compression",
+            "rollover",
+            "rollover_rows",
+            "row_group_rows",
+        ],
     };
     let what = format!("a '{connector}' sink");
     std::mem::replace(

@@ -642,17 +642,22 @@ impl Planner {
             .get(&from)
             .ok_or_else(|| SqlError::new(position, format!("unknown relation `{from}` to sink")))?;
         let mut options = Options::new(&sink.options, position)?;
-        let target = sink_target(&mut options)?;
+        let target = sink_target(&mut options, &entry.schema)?;
         let mode = match self.plan.nodes[entry.node].changes {
             Changes::AppendOnly => SinkMode::Rows,
             Changes::Updates { finals: true } => SinkMode::FinalRows,
             Changes::Updates { finals: false } => SinkMode::Changelog,
         };
+        if mode == SinkMode::Changelog && matches!(target, SinkTarget::Parquet(_)) {
+            return Err(SqlError::new(
+                position,
+                format!(
+                    "`{from}` updates its rows, and the warehouse holds rows written once; sink a windowed or append-only view (GROUP BY a window), or write the changelog with connector = 'file'"
+                ),
+            ));
+        }
         let node = entry.node;
-        let where_to = match &target {
-            SinkTarget::File { path, .. } => path.display().to_string(),
-            SinkTarget::Stdout => "stdout".to_string(),
-        };
+        let where_to = target.describe();
         self.plan.sinks.push(SinkPlan {
             name: name.clone(),
             from: from.clone(),

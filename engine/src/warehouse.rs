@@ -1,0 +1,125 @@
+//! `vibelux query`: SQL over the Parquet warehouse, with DataFusion.
+//!
+//! Every top-level folder of the warehouse is a table; Hive partition folders become columns
+//! (and are pruned by filters on them); Parquet statistics and page indexes prune the rest.
+//! Files are matched by name, so files written before a view gained a column still read, with
+//! nulls in the new column.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
+use datafusion::prelude::SessionContext;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// The tables of a warehouse: its top-level folders (not those starting with `_` or `.`).
+pub fn warehouse_tables(warehouse: &Path) -> anyhow::Result<Vec<String>> {
+    let mut tables = Vec::new();
+    let entries = std::fs::read_dir(warehouse)
+        .with_context(|| format!("reading the warehouse {}", warehouse.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if entry.file_type()?.is_dir() && !name.starts_with(['_', '.']) {
+            tables.push(name);
+        }
+    }
+    tables.sort();
+    Ok(tables)
+}
+
+/// Registers every warehouse table with a DataFusion session.
+async fn session(warehouse: &Path) -> anyhow::Result<SessionContext> {
+    let context = SessionContext::new();
+    let root = warehouse
+        .canonicalize()
+        .with_context(|| format!("opening the warehouse {}", warehouse.display()))?;
+    for table in warehouse_tables(&root)? {
+        let url = ListingTableUrl::parse(format!("{}/", root.join(&table).display()))?;
+        let format = ParquetFormat::default().with_enable_pruning(true);
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+        let partitions = options.infer_partitions(&context.state(), &url).await?;
+        let options = options.with_table_partition_cols(
+            partitions
+                .into_iter()
+                .map(|name| (name, DataType::Utf8))
+                .collect(),
+        );
+        context
+            .register_listing_table(table.as_str(), url.as_str(), options, None, None)
+            .await
+            .with_context(|| format!("reading table {table}"))?;
+    }
+    Ok(context)
+}
+
+/// Runs `sql` over the warehouse.
+pub fn query(warehouse: &Path, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let context = session(warehouse).await?;
+        let frame = match context.sql(sql).await {
+            Ok(frame) => frame,
+            Err(error) => {
+                let tables = warehouse_tables(warehouse)?;
+                bail!(
+                    "{}\n(tables in {}: {})",
+                    error.find_root(),
+                    warehouse.display(),
+                    if tables.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tables.join(", ")
+                    }
+                );
+            }
+        };
+        frame
+            .collect()
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.find_root()))
+    })
+}
+
+/// Renders batches as a table, CSV (with a header) or JSON lines.
+pub fn render(batches: &[RecordBatch], format: OutputFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        OutputFormat::Table => {
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()
+        }
+        OutputFormat::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                for batch in batches {
+                    writer.write(batch)?;
+                }
+            }
+            String::from_utf8(out)?
+        }
+        OutputFormat::Json => {
+            let mut out = Vec::new();
+            {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+                for batch in batches {
+                    writer.write(batch)?;
+                }
+                writer.finish()?;
+            }
+            String::from_utf8(out)?
+        }
+    })
+}
