@@ -13,7 +13,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,7 +41,11 @@ pub fn warehouse_tables(warehouse: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Registers every warehouse table with a DataFusion session.
 async fn session(warehouse: &Path) -> anyhow::Result<SessionContext> {
-    let context = SessionContext::new();
+    // Filters are pushed into the Parquet scan (late materialization), not only used to prune.
+    let config = SessionConfig::new()
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true);
+    let context = SessionContext::new_with_config(config);
     let root = warehouse
         .canonicalize()
         .with_context(|| format!("opening the warehouse {}", warehouse.display()))?;
