@@ -71,6 +71,8 @@ pub struct ParquetSinkConfig {
     pub partition_by: Vec<PartitionKey>,
     pub compression: Compression,
     pub rollover_rows: usize,
+    /// Commit once the buffered rows hold about this many bytes (in memory, before compression).
+    pub rollover_bytes: usize,
     pub rollover_interval: Duration,
     pub row_group_rows: usize,
 }
@@ -82,6 +84,7 @@ impl ParquetSinkConfig {
             partition_by: Vec::new(),
             compression: Compression::ZSTD(ZstdLevel::default()),
             rollover_rows: 1_000_000,
+            rollover_bytes: 256 << 20,
             rollover_interval: Duration::from_secs(60),
             row_group_rows: 128 * 1024,
         }
@@ -96,6 +99,7 @@ pub struct ParquetWriter {
     file_columns: Vec<usize>,
     buffers: BTreeMap<Vec<String>, Vec<Row>>,
     buffered: usize,
+    buffered_bytes: usize,
     epoch: u64,
     last_commit: Instant,
 }
@@ -147,6 +151,7 @@ impl ParquetWriter {
             file_columns,
             buffers: BTreeMap::new(),
             buffered: 0,
+            buffered_bytes: 0,
             epoch,
             last_commit: Instant::now(),
         })
@@ -171,6 +176,13 @@ impl ParquetWriter {
             .map(|key| key.value(row))
             .collect();
         let kept: Row = self.file_columns.iter().map(|&i| row[i].clone()).collect();
+        self.buffered_bytes += kept
+            .iter()
+            .map(|datum| match datum {
+                Datum::Utf8(text) => text.len() + 4,
+                _ => 8,
+            })
+            .sum::<usize>();
         self.buffers.entry(partition).or_default().push(kept);
         self.buffered += 1;
         Ok(())
@@ -229,6 +241,7 @@ impl ParquetWriter {
         std::fs::rename(&temporary, &final_path).map_err(|e| self.io_error(&final_path, e))?;
         self.epoch += 1;
         self.buffered = 0;
+        self.buffered_bytes = 0;
         Ok(())
     }
 

@@ -352,10 +352,33 @@ fn parquet_config(options: &mut Options, schema: &Schema) -> SqlResult<ParquetSi
     if let Some(rows) = options.count("rollover_rows")? {
         config.rollover_rows = rows.max(1);
     }
+    if let Some(bytes) = options.parsed("rollover_size", parse_size)? {
+        config.rollover_bytes = bytes.max(1);
+    }
     if let Some(rows) = options.count("row_group_rows")? {
         config.row_group_rows = rows.max(1);
     }
     Ok(config)
+}
+
+/// Parses `64MB`, `1 GB`, `512kb`, `1000` (bytes).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let scale: usize = match unit.trim() {
+        "" | "b" => 1,
+        "kb" | "k" => 1 << 10,
+        "mb" | "m" => 1 << 20,
+        "gb" | "g" => 1 << 30,
+        _ => return Err(format!("expected a size such as '128MB', found {text:?}")),
+    };
+    number
+        .parse::<usize>()
+        .map(|n| n * scale)
+        .map_err(|_| format!("expected a size such as '128MB', found {text:?}"))
 }
 
 /// The target of a `CREATE SINK` for a view of `schema`.
@@ -399,6 +422,7 @@ pub fn sink_target(options: &mut Options, schema: &Schema) -> SqlResult<SinkTarg
             "compression",
             "rollover",
             "rollover_rows",
+            "rollover_size",
             "row_group_rows",
         ],
     };
@@ -424,6 +448,13 @@ mod tests {
         assert_eq!(parse_duration("1 minute").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_read_with_units() {
+        assert_eq!(parse_size("128MB").unwrap(), 128 << 20);
+        assert_eq!(parse_size("1 gb").unwrap(), 1 << 30);
+        assert!(parse_size("lots").is_err());
     }
 
     #[test]
