@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Datum, Row};
 
 use crate::watermark::{Admission, WatermarkTracker};
+
+/// How far (event-time milliseconds) a source may run ahead of what the sinks have finished.
+pub const FLOW_CONTROL_LAG_MILLIS: u64 = 10 * 60 * 1000;
 
 /// One item read from an input.
 #[derive(Debug, Clone)]
@@ -88,6 +92,7 @@ pub fn read_source<'scope>(
     timing: SourceTiming,
     metrics: Arc<SourceMetrics>,
     stop: Arc<AtomicBool>,
+    flow: Option<ProbeHandle<u64>>,
 ) -> SourceStreams<'scope> {
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
     let address = builder.operator_info().address;
@@ -111,6 +116,15 @@ pub fn read_source<'scope>(
             };
             if stop.load(Ordering::Relaxed) {
                 capabilities = None;
+                return;
+            }
+            // Flow control: timely queues have no bound, so a replay that outruns the sinks would
+            // fill memory. Wait while the dataflow's output lags this source by too much event time.
+            let time = *caps[0].time();
+            if let Some(probe) = &flow
+                && probe.less_than(&time.saturating_sub(FLOW_CONTROL_LAG_MILLIS))
+            {
+                activator.activate_after(Duration::from_millis(1));
                 return;
             }
             let poll = reader.poll(&mut records, timing.batch_size);

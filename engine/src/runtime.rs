@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{Scope, Stream};
 use vibelux_connectors::file_source::{FileReader, ReplayProgress};
 use vibelux_connectors::simulator::SimulatorReader;
@@ -277,6 +278,8 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         let metrics = worker_metrics.clone();
         let mut failure = None;
         worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| {
+            // What every sink and view has finished: sources do not run far ahead of it.
+            let finished = ProbeHandle::new();
             let mut source_streams: HashMap<usize, SourceStreams> = HashMap::new();
             for (position, &source) in sources.iter().enumerate() {
                 let progress = metrics
@@ -300,6 +303,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     plan.sources[source].timing.clone(),
                     metrics.sources[position].1.clone(),
                     stop.clone(),
+                    Some(finished.clone()),
                 );
                 source_streams.insert(source, streams);
             }
@@ -474,15 +478,26 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     SinkMode::Rows | SinkMode::FinalRows => output
                         .finals()
                         .expect("planned as final")
+                        .probe_with(&finished)
                         .write_rows(writer, sink_metrics),
-                    SinkMode::Changelog => output.changes().write_updates(writer, sink_metrics),
+                    SinkMode::Changelog => output
+                        .changes()
+                        .probe_with(&finished)
+                        .write_updates(writer, sink_metrics),
                 }
             }
             for (view_index, (_, node)) in plan.materialized.iter().enumerate() {
-                count_rows(built[node].changes(), metrics.views[view_index].1.clone());
+                count_rows(
+                    built[node].changes().probe_with(&finished),
+                    metrics.views[view_index].1.clone(),
+                );
             }
             for node in &capture {
-                collect_changes(built[node].changes(), *node, worker_captured.clone());
+                collect_changes(
+                    built[node].changes().probe_with(&finished),
+                    *node,
+                    worker_captured.clone(),
+                );
             }
         });
         while worker.has_dataflows() {
