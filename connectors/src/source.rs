@@ -36,6 +36,15 @@ pub enum Record {
     },
 }
 
+/// The row of a `<source>_errors` relation: `reason`, `raw`, `origin`.
+pub fn dead_letter_row(reason: String, raw: String, origin: String) -> Row {
+    vec![
+        Datum::Utf8(reason.into()),
+        Datum::Utf8(raw.into()),
+        Datum::Utf8(origin.into()),
+    ]
+}
+
 /// What a reader can say after a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Poll {
@@ -143,11 +152,7 @@ pub fn read_source<'scope>(
                             reason,
                             raw,
                             origin,
-                        } => dead.push(vec![
-                            Datum::Utf8(reason.into()),
-                            Datum::Utf8(raw.into()),
-                            Datum::Utf8(origin.into()),
-                        ]),
+                        } => dead.push(dead_letter_row(reason, raw, origin)),
                     }
                 }
                 metrics

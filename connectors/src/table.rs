@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
-use vibelux_operators::row::{Datum, Row, Update};
+use vibelux_operators::row::{Row, Update};
 
-use crate::source::{Poll, Record, SourceMetrics, SourceReader};
+use crate::source::{Poll, Record, SourceMetrics, SourceReader, dead_letter_row};
 
 /// The two outputs of a table: its changes, and input that could not be decoded.
 pub struct TableStreams<'scope> {
@@ -88,11 +88,7 @@ pub fn read_table<'scope>(
                         reason,
                         raw,
                         origin,
-                    } => dead.push(vec![
-                        Datum::Utf8(reason.into()),
-                        Datum::Utf8(raw.into()),
-                        Datum::Utf8(origin.into()),
-                    ]),
+                    } => dead.push(dead_letter_row(reason, raw, origin)),
                 }
             }
             metrics.rows.fetch_add(

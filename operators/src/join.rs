@@ -22,6 +22,34 @@ pub struct JoinSide {
 }
 
 impl JoinSide {
+    /// Joins an update arriving on this side with `other`'s rows (handing each pair to `emit`),
+    /// then adds it to this side. `is_left` puts this side's columns first in the output.
+    fn apply(
+        &mut self,
+        other: &JoinSide,
+        row: Row,
+        diff: i64,
+        key_columns: usize,
+        is_left: bool,
+        mut emit: impl FnMut(Row, i64),
+    ) {
+        let (key, payload) = split(row, key_columns);
+        if key.iter().any(|datum| datum.is_null()) {
+            return;
+        }
+        if let Some(matches) = other.rows.get(&key) {
+            for (theirs, count) in matches {
+                let joined = if is_left {
+                    concat(&payload, theirs)
+                } else {
+                    concat(theirs, &payload)
+                };
+                emit(joined, diff * count);
+            }
+        }
+        self.add(key, payload, diff);
+    }
+
     fn add(&mut self, key: Row, payload: Row, diff: i64) {
         let payloads = self.rows.entry(key.clone()).or_default();
         let count = payloads.entry(payload.clone()).or_insert(0);
@@ -88,32 +116,18 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         let Some(&now) = time.least() else { return };
                         let mut session = output.session(&time);
                         for (row, _, diff) in data.drain(..) {
-                            let (key, payload) = split(row, key_columns);
-                            if key.iter().any(|datum| datum.is_null()) {
-                                continue;
-                            }
-                            if let Some(matches) = right.rows.get(&key) {
-                                for (other, count) in matches {
-                                    session.give((concat(&payload, other), now, diff * count));
-                                }
-                            }
-                            left.add(key, payload, diff);
+                            left.apply(&right, row, diff, key_columns, true, |joined, d| {
+                                session.give((joined, now, d))
+                            });
                         }
                     });
                     right_input.for_each(|time, data| {
                         let Some(&now) = time.least() else { return };
                         let mut session = output.session(&time);
                         for (row, _, diff) in data.drain(..) {
-                            let (key, payload) = split(row, key_columns);
-                            if key.iter().any(|datum| datum.is_null()) {
-                                continue;
-                            }
-                            if let Some(matches) = left.rows.get(&key) {
-                                for (other, count) in matches {
-                                    session.give((concat(other, &payload), now, diff * count));
-                                }
-                            }
-                            right.add(key, payload, diff);
+                            right.apply(&left, row, diff, key_columns, false, |joined, d| {
+                                session.give((joined, now, d))
+                            });
                         }
                     });
                 }
