@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -22,6 +23,12 @@ use vibelux_operators::columnar::rows_to_batch;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use crate::file_sink::SinkError;
+
+/// Field metadata key for a column's unit (`°C`, `ppm`), written into every file's schema.
+pub const UNIT_METADATA: &str = "unit";
+
+/// Field metadata key saying which zone a timestamp without one is wall-clock time in.
+pub const TIME_ZONE_METADATA: &str = "time_zone";
 
 /// One level of the partition path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +118,7 @@ impl ParquetWriter {
             source,
         };
         std::fs::create_dir_all(config.path.join("_manifests")).map_err(io)?;
+        recover(&config.path).map_err(io)?;
         // Epochs continue after those a previous run committed.
         let epoch = std::fs::read_dir(config.path.join("_manifests"))
             .map_err(io)?
@@ -140,7 +148,7 @@ impl ParquetWriter {
         let file_schema = Arc::new(Schema::new_with_metadata(
             file_columns
                 .iter()
-                .map(|&i| schema.field(i).clone())
+                .map(|&i| file_field(schema.field(i)))
                 .collect::<Vec<_>>(),
             schema.metadata().clone(),
         ));
@@ -191,6 +199,7 @@ impl ParquetWriter {
     /// Commits if a rollover is due.
     pub fn flush(&mut self) -> Result<(), SinkError> {
         if self.buffered >= self.config.rollover_rows
+            || self.buffered_bytes >= self.config.rollover_bytes
             || self.last_commit.elapsed() >= self.config.rollover_interval
         {
             self.commit()?;
@@ -198,14 +207,17 @@ impl ParquetWriter {
         Ok(())
     }
 
-    /// Writes every buffered partition as one file each, renames them into place, then records
-    /// the epoch's manifest.
+    /// Commits the buffered rows as one epoch: each partition's rows go to a hidden temporary
+    /// file (synced), then the epoch's manifest is written and renamed into place — the commit
+    /// point — and only then are the files renamed to their visible names. A crash before the
+    /// manifest leaves only hidden files, which the next open deletes; a crash after it leaves a
+    /// committed epoch whose remaining renames the next open completes.
     pub fn commit(&mut self) -> Result<(), SinkError> {
         self.last_commit = Instant::now();
         if self.buffered == 0 {
             return Ok(());
         }
-        let mut committed = Vec::new();
+        let mut staged = Vec::new();
         for (part, (values, mut rows)) in std::mem::take(&mut self.buffers).into_iter().enumerate()
         {
             // Sorted by the columns in order: keys (first in a view) then time, so readers prune.
@@ -215,30 +227,43 @@ impl ParquetWriter {
                 directory.push(format!("{}={value}", key.name()));
             }
             std::fs::create_dir_all(&directory).map_err(|e| self.io_error(&directory, e))?;
-            let name = format!("part-{:06}-{part:04}.parquet", self.epoch);
-            let temporary = directory.join(format!(".{name}.tmp"));
+            let final_path = directory.join(format!("part-{:06}-{part:04}.parquet", self.epoch));
+            let temporary = hidden_path(&final_path);
             self.write_file(&temporary, &rows)?;
-            let final_path = directory.join(&name);
-            std::fs::rename(&temporary, &final_path).map_err(|e| self.io_error(&final_path, e))?;
-            let relative = final_path
-                .strip_prefix(&self.config.path)
-                .unwrap_or(&final_path)
-                .display()
-                .to_string();
-            committed.push(serde_json::json!({ "file": relative, "rows": rows.len() }));
+            staged.push((temporary, final_path, rows.len()));
         }
+        let files: Vec<serde_json::Value> = staged
+            .iter()
+            .map(|(_, final_path, rows)| {
+                let relative = final_path
+                    .strip_prefix(&self.config.path)
+                    .unwrap_or(final_path)
+                    .display()
+                    .to_string();
+                serde_json::json!({ "file": relative, "rows": rows })
+            })
+            .collect();
         let manifest = serde_json::json!({
             "epoch": self.epoch,
             "committed_at": chrono::Utc::now().to_rfc3339(),
             "schema": self.schema.fields().iter().map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
-            "files": committed,
+            "files": files,
         });
-        let manifests = self.config.path.join("_manifests");
-        let temporary = manifests.join(format!(".epoch-{:06}.json.tmp", self.epoch));
-        let final_path = manifests.join(format!("epoch-{:06}.json", self.epoch));
-        std::fs::write(&temporary, manifest.to_string())
+        let final_manifest = self
+            .config
+            .path
+            .join("_manifests")
+            .join(format!("epoch-{:06}.json", self.epoch));
+        let temporary = hidden_path(&final_manifest);
+        write_synced(&temporary, manifest.to_string().as_bytes())
             .map_err(|e| self.io_error(&temporary, e))?;
-        std::fs::rename(&temporary, &final_path).map_err(|e| self.io_error(&final_path, e))?;
+        std::fs::rename(&temporary, &final_manifest)
+            .map_err(|e| self.io_error(&final_manifest, e))?;
+        sync_directory(final_manifest.parent().unwrap_or(&self.config.path));
+        for (temporary, final_path, _) in &staged {
+            std::fs::rename(temporary, final_path).map_err(|e| self.io_error(final_path, e))?;
+            sync_directory(final_path.parent().unwrap_or(&self.config.path));
+        }
         self.epoch += 1;
         self.buffered = 0;
         self.buffered_bytes = 0;
@@ -256,6 +281,7 @@ impl ParquetWriter {
             .set_statistics_enabled(EnabledStatistics::Page)
             .build();
         let file = File::create(path).map_err(|e| self.io_error(path, e))?;
+        let synced = file.try_clone().map_err(|e| self.io_error(path, e))?;
         let mut writer = ArrowWriter::try_new(file, self.file_schema.clone(), Some(properties))
             .map_err(|e| failure(e.to_string()))?;
         for chunk in rows.chunks(self.config.row_group_rows.max(1)) {
@@ -264,14 +290,95 @@ impl ParquetWriter {
             writer.write(&batch).map_err(|e| failure(e.to_string()))?;
         }
         writer.close().map_err(|e| failure(e.to_string()))?;
+        synced.sync_all().map_err(|e| self.io_error(path, e))?;
         Ok(())
     }
+}
+
+/// A column as files store it. Timestamps are written in microseconds — the finest unit every
+/// reader handles (Spark refuses nanoseconds) and finer than any sensor clock — and one without
+/// a declared zone is recorded as UTC wall-clock time in its metadata.
+fn file_field(field: &Field) -> Field {
+    match field.data_type() {
+        DataType::Timestamp(_, zone) => {
+            let mut metadata = field.metadata().clone();
+            if zone.is_none() {
+                metadata.insert(TIME_ZONE_METADATA.to_string(), "UTC".to_string());
+            }
+            field
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, zone.clone()))
+                .with_metadata(metadata)
+        }
+        _ => field.clone(),
+    }
+}
+
+/// `dir/part-1.parquet` → `dir/.part-1.parquet.tmp`: hidden from every reader's glob.
+fn hidden_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Makes renames in `directory` durable. Best effort: not every file system supports it.
+fn sync_directory(directory: &Path) {
+    if let Ok(handle) = File::open(directory) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// Finishes what a crash interrupted: completes the renames of every committed epoch, then
+/// deletes the hidden files no manifest names (epochs that never reached their commit point).
+fn recover(root: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root.join("_manifests"))? {
+        let path = entry?.path();
+        let is_manifest = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("epoch-") && name.ends_with(".json"));
+        if !is_manifest {
+            continue;
+        }
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path)?)
+        else {
+            continue;
+        };
+        let files = manifest["files"].as_array().cloned().unwrap_or_default();
+        for file in files.iter().filter_map(|f| f["file"].as_str()) {
+            let final_path = root.join(file);
+            let temporary = hidden_path(&final_path);
+            if !final_path.exists() && temporary.exists() {
+                std::fs::rename(&temporary, &final_path)?;
+            }
+        }
+    }
+    remove_hidden_files(root)
+}
+
+fn remove_hidden_files(directory: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(directory)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if entry.file_type()?.is_dir() {
+            remove_hidden_files(&path)?;
+        } else if name.starts_with('.') && name.ends_with(".tmp") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn schema() -> SchemaRef {
@@ -295,7 +402,11 @@ mod tests {
         ];
         let mut writer = ParquetWriter::open(config, schema()).unwrap();
         let day = 1_780_272_000_000_000_000i64;
-        for (room, offset, temp) in [("r02", 5, 21.0), ("r01", 9, 20.0), ("r01", 1, 19.0)] {
+        for (room, offset, temp) in [
+            ("r02", 5_000, 21.0),
+            ("r01", 9_000, 20.0),
+            ("r01", 1_000, 19.0),
+        ] {
             let row = vec![
                 Datum::Utf8(room.into()),
                 Datum::Timestamp(day + offset),
@@ -318,8 +429,8 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                vec![Datum::Timestamp(day + 1), Datum::Float64(19.0)],
-                vec![Datum::Timestamp(day + 9), Datum::Float64(20.0)],
+                vec![Datum::Timestamp(day + 1_000), Datum::Float64(19.0)],
+                vec![Datum::Timestamp(day + 9_000), Datum::Float64(20.0)],
             ]
         );
         let manifest =
@@ -330,6 +441,49 @@ mod tests {
         let mut config = ParquetSinkConfig::new(dir.path().join("climate"));
         config.partition_by = vec![];
         assert_eq!(ParquetWriter::open(config, schema()).unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn reopening_completes_committed_epochs_and_drops_uncommitted_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("climate");
+        let mut writer =
+            ParquetWriter::open(ParquetSinkConfig::new(root.clone()), schema()).unwrap();
+        let row = vec![
+            Datum::Utf8("r01".into()),
+            Datum::Timestamp(1_780_272_000_000_000_000),
+            Datum::Float64(20.0),
+        ];
+        writer.write(&row).unwrap();
+        writer.commit().unwrap();
+        // A crash after epoch 0's manifest but before its rename, and one in the middle of
+        // writing epoch 1 (no manifest yet).
+        let committed = root.join("part-000000-0000.parquet");
+        std::fs::rename(&committed, hidden_path(&committed)).unwrap();
+        let uncommitted = hidden_path(&root.join("part-000001-0000.parquet"));
+        std::fs::write(&uncommitted, b"PAR1 half").unwrap();
+        assert_eq!(
+            ParquetWriter::open(ParquetSinkConfig::new(root.clone()), schema())
+                .unwrap()
+                .epoch,
+            1
+        );
+        assert!(
+            committed.exists(),
+            "the committed epoch's file is renamed into place"
+        );
+        assert!(!hidden_path(&committed).exists());
+        assert!(!uncommitted.exists(), "the uncommitted file is deleted");
+    }
+
+    #[test]
+    fn timestamps_are_stored_in_microseconds_marked_utc() {
+        let stored = file_field(&schema().field(1).clone());
+        assert_eq!(
+            stored.data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        assert_eq!(stored.metadata()[TIME_ZONE_METADATA], "UTC");
     }
 
     #[test]

@@ -121,6 +121,17 @@ pub fn simulator_schema() -> SchemaRef {
     ]))
 }
 
+/// The unit of a simulated measurement column, recorded in the schema unless declared.
+pub fn simulated_unit(column: &str) -> Option<&'static str> {
+    match column {
+        "temp_c" => Some("°C"),
+        "rh" => Some("%"),
+        "co2_ppm" => Some("ppm"),
+        "ppfd" => Some("µmol/m²/s"),
+        _ => None,
+    }
+}
+
 /// A fault injected at a time, with its ground truth.
 #[derive(Debug, Clone)]
 pub struct Fault {

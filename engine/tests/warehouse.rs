@@ -82,9 +82,12 @@ fn vibelux_duckdb_and_pyarrow_read_the_same_warehouse() {
     assert_eq!(duckdb, "r01,2880\nr02,2880\nr03,2880\n");
     let pyarrow = python(
         dir.path(),
-        "import pyarrow.dataset as ds\nt = ds.dataset('warehouse/zone_hour', format='parquet').to_table()\nprint(t.num_rows, sum(t.column('n').to_pylist()), t.schema.field('window_start').type)",
+        "import pyarrow.dataset as ds\nt = ds.dataset('warehouse/zone_hour', format='parquet').to_table()\nf = t.schema.field\nprint(t.num_rows, sum(t.column('n').to_pylist()), f('window_start').type, f('window_start').metadata, f('temp_avg').metadata[b'unit'].decode())",
     );
-    assert_eq!(pyarrow, "36 8640 timestamp[ns]\n");
+    assert_eq!(
+        pyarrow, "36 8640 timestamp[us] {b'time_zone': b'UTC'} °C\n",
+        "timestamps in microseconds marked UTC, units carried through the average"
+    );
     // The same per-hour averages, from the windowed view and recomputed from the readings.
     let windows = query(
         dir.path(),
@@ -97,35 +100,82 @@ fn vibelux_duckdb_and_pyarrow_read_the_same_warehouse() {
     assert_eq!(windows, readings);
 }
 
-#[test]
-fn a_file_left_half_written_by_a_crash_is_invisible() {
-    let dir = tempfile::tempdir().unwrap();
-    fill_warehouse(dir.path());
-    let before = query(dir.path(), "SELECT count(*) AS n FROM climate");
-    // What a crash mid-write leaves: a hidden temporary file, never renamed into place.
-    let partition = dir
-        .path()
-        .join("warehouse/climate/date=2026-06-01/room=r01");
-    std::fs::write(
-        partition.join(".part-000099-0000.parquet.tmp"),
-        b"PAR1 half a file",
+/// Every visible file and every committed one, as `(visible, committed, hidden, readable)`
+/// where `readable` is the row count pyarrow reads from the visible files.
+fn warehouse_files(dir: &Path, table: &str) -> String {
+    python(
+        dir,
+        &format!(
+            "import json, glob, os\n\
+             import pyarrow.dataset as ds\n\
+             root = 'warehouse/{table}'\n\
+             committed = sorted(f['file'] for m in glob.glob(root + '/_manifests/epoch-*.json') for f in json.load(open(m))['files'])\n\
+             visible = sorted(os.path.relpath(p, root) for p in glob.glob(root + '/**/*.parquet', recursive=True))\n\
+             hidden = glob.glob(root + '/**/.*.tmp', recursive=True)\n\
+             rows = ds.dataset(root, format='parquet', partitioning='hive').count_rows()\n\
+             print(set(visible) <= set(committed), visible == committed, len(hidden), len(committed) > 0, rows)"
+        ),
     )
-    .unwrap();
-    assert_eq!(
-        query(dir.path(), "SELECT count(*) AS n FROM climate"),
-        before
+}
+
+#[test]
+fn a_pipeline_killed_mid_write_leaves_only_committed_files_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two years of readings at full speed: still writing when it is killed.
+    // Many small files per epoch, so a kill often lands inside a commit.
+    let endless = SOURCE.replace("duration = '6 hours'", "duration = '730 days'");
+    let sql = format!(
+        "{endless}
+        CREATE SINK climate_wh FROM climate
+          WITH (connector = 'parquet', path = 'warehouse/climate', partition_by = 'date(ts), sensor_id', rollover_rows = '3000');"
     );
+    std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
+    let mut child = vibelux(dir.path())
+        .args(["run", "pipeline.sql"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifests = dir.path().join("warehouse/climate/_manifests");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&manifests).map_or(0, |entries| entries.count()) < 5 {
+        assert!(std::time::Instant::now() < deadline, "no epochs committed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pipeline stopped early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 500_000_000;
+    std::thread::sleep(std::time::Duration::from_nanos(jitter.into()));
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    // Readers see committed files only, and every one is whole.
+    let after_crash = warehouse_files(dir.path(), "climate");
+    eprintln!("after the crash: {after_crash}");
+    assert!(after_crash.starts_with("True "), "{after_crash}");
     let duckdb = python(
         dir.path(),
         "import duckdb\nprint(duckdb.sql(\"SELECT count(*) FROM read_parquet('warehouse/climate/**/*.parquet', hive_partitioning=true)\").fetchall()[0][0])",
     );
-    assert_eq!(format!("n\n{duckdb}"), before);
-    // Every visible file was committed by an epoch manifest, and every committed file is visible.
-    let listed = python(
-        dir.path(),
-        "import json, glob, os\nfiles = sorted(f for m in glob.glob('warehouse/climate/_manifests/*.json') for f in (e['file'] for e in json.load(open(m))['files']))\nvisible = sorted(os.path.relpath(p, 'warehouse/climate') for p in glob.glob('warehouse/climate/**/*.parquet', recursive=True))\nprint(files == visible, len(files))",
+    assert_eq!(after_crash.split_whitespace().last(), Some(duckdb.trim()));
+    // The next run of the sink finishes the interrupted commit and removes the leftovers.
+    let restart = format!(
+        "{SOURCE}
+        CREATE SINK climate_wh FROM climate
+          WITH (connector = 'parquet', path = 'warehouse/climate', partition_by = 'date(ts), sensor_id');"
     );
-    assert!(listed.starts_with("True "), "{listed}");
+    std::fs::write(dir.path().join("restart.sql"), restart).unwrap();
+    ok(vibelux(dir.path())
+        .args(["run", "restart.sql"])
+        .output()
+        .unwrap());
+    let recovered = warehouse_files(dir.path(), "climate");
+    assert!(recovered.starts_with("True True 0 True "), "{recovered}");
 }
 
 #[test]

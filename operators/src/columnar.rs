@@ -8,7 +8,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array,
     Int64Builder, NullArray, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
-    TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
+    TimestampMicrosecondBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
+    new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -117,6 +118,17 @@ fn column_from_datums<'a>(
             for datum in values {
                 match datum {
                     Datum::Timestamp(v) => builder.append_value(*v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish().with_timezone_opt(zone.clone()))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, zone) => {
+            let mut builder = TimestampMicrosecondBuilder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Timestamp(v) => builder.append_value(v.div_euclid(1_000)),
                     Datum::Null => builder.append_null(),
                     other => return Err(mismatch(other)),
                 }

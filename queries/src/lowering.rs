@@ -25,6 +25,8 @@ use vibelux_operators::calc::Calc;
 use vibelux_operators::row::storage_type;
 use vibelux_operators::session::SessionColumns;
 
+use vibelux_connectors::parquet_sink::UNIT_METADATA;
+
 use crate::context::located;
 use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColumns};
@@ -165,6 +167,12 @@ impl<'a> Lowering<'a> {
     ) -> SqlResult<NodeId> {
         let output_schema =
             carried_schema(&output_schema).map_err(|message| self.error(message))?;
+        let output_schema = with_units(
+            &output_schema,
+            projections
+                .iter()
+                .map(|e| unit_of(e, input_schema, &self.plan.nodes[input].schema)),
+        );
         let physical_predicate = predicate
             .map(|p| self.physical(p, input_schema))
             .transpose()?;
@@ -409,6 +417,13 @@ impl<'a> Lowering<'a> {
         );
         let output_schema =
             carried_schema(&output_schema).map_err(|message| self.error(message))?;
+        let output_schema = with_units(
+            &output_schema,
+            group_exprs
+                .iter()
+                .chain(aggregate_exprs)
+                .map(|e| unit_of(e, input_schema, &input_node.schema)),
+        );
         let plan = AggregatePlan {
             key_columns: group_exprs.len(),
             aggregates: specs,
@@ -431,6 +446,64 @@ impl<'a> Lowering<'a> {
             label,
         }))
     }
+}
+
+/// Aggregates whose result is in the unit of their argument.
+const UNIT_PRESERVING: &[&str] = &[
+    "avg",
+    "mean",
+    "min",
+    "max",
+    "sum",
+    "first_value",
+    "last_value",
+    "median",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+];
+
+/// The unit of an expression's result, where it is plainly its input's: a column, a cast of
+/// one, or an average, extreme or sum of one. Arithmetic yields no unit (°C × 1.8 + 32 is °F,
+/// and guessing would mislabel).
+fn unit_of(expr: &Expr, input_schema: &DFSchema, input_node_schema: &Schema) -> Option<String> {
+    match expr.clone().unalias() {
+        Expr::Column(column) => {
+            let index = input_schema.index_of_column(&column).ok()?;
+            input_node_schema
+                .fields()
+                .get(index)?
+                .metadata()
+                .get(UNIT_METADATA)
+                .cloned()
+        }
+        Expr::Cast(cast) => unit_of(&cast.expr, input_schema, input_node_schema),
+        Expr::TryCast(cast) => unit_of(&cast.expr, input_schema, input_node_schema),
+        Expr::AggregateFunction(AggregateFunction { func, params })
+            if UNIT_PRESERVING.contains(&func.name().to_ascii_lowercase().as_str()) =>
+        {
+            unit_of(params.args.first()?, input_schema, input_node_schema)
+        }
+        _ => None,
+    }
+}
+
+/// `schema` with each field's unit (in order) recorded in its metadata.
+fn with_units(schema: &SchemaRef, units: impl Iterator<Item = Option<String>>) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(units.chain(std::iter::repeat(None)))
+        .map(|(field, unit)| {
+            let mut metadata = field.metadata().clone();
+            match unit {
+                Some(unit) => metadata.insert(UNIT_METADATA.to_string(), unit),
+                None => metadata.remove(UNIT_METADATA),
+            };
+            field.as_ref().clone().with_metadata(metadata)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The schema a node's rows are described by; refuses types rows cannot carry.
@@ -532,6 +605,15 @@ impl Lowering<'_> {
             .map(|(l, r)| format!("{l} = {r}"))
             .collect();
         let schema = carried_schema(join.schema.inner()).map_err(|message| self.error(message))?;
+        let schema = with_units(
+            &schema,
+            left_node
+                .schema
+                .fields()
+                .iter()
+                .chain(right_node.schema.fields())
+                .map(|f| f.metadata().get(UNIT_METADATA).cloned()),
+        );
         let joined = self.plan.add(PlanNode {
             kind: NodeKind::Join {
                 left: left_keyed,

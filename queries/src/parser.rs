@@ -68,6 +68,8 @@ pub struct CreateSource {
     pub name: Ident,
     pub is_table: bool,
     pub columns: Vec<ColumnDef>,
+    /// `temp_c DOUBLE UNIT '°C'`: the unit of a column, by column name as written.
+    pub units: Vec<(Ident, String)>,
     pub watermark: Option<WatermarkClause>,
     pub primary_key: Vec<Ident>,
     pub options: Vec<OptionEntry>,
@@ -312,6 +314,7 @@ fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateS
     let mut columns = Vec::new();
     let mut watermark = None;
     let mut primary_key = Vec::new();
+    let mut units = Vec::new();
     loop {
         let here = parser.peek_token();
         if parse_word(parser, "WATERMARK") {
@@ -339,7 +342,12 @@ fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateS
             primary_key = parsing(parser.parse_comma_separated(|p| p.parse_identifier()))?;
             parsing(parser.expect_token(&Token::RParen))?;
         } else {
-            columns.push(parsing(parser.parse_column_def())?);
+            let column = parsing(parser.parse_column_def())?;
+            if parse_word(parser, "UNIT") {
+                let unit = parsing(parser.parse_literal_string())?;
+                units.push((column.name.clone(), unit));
+            }
+            columns.push(column);
         }
         if parser.consume_token(&Token::Comma) {
             continue;
@@ -355,6 +363,7 @@ fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateS
         name,
         is_table,
         columns,
+        units,
         watermark,
         primary_key,
         options,
@@ -429,6 +438,26 @@ mod tests {
         assert_eq!(source.watermark.as_ref().unwrap().column.value, "ts");
         assert_eq!(source.options[1].value, "4");
         assert!(statements[0].text.starts_with("CREATE SOURCE readings"));
+    }
+
+    #[test]
+    fn columns_may_name_their_unit() {
+        let statements = parse_pipeline(
+            "CREATE SOURCE r (temp_c DOUBLE NOT NULL UNIT '°C', rh DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)",
+        )
+        .unwrap();
+        let Statement::CreateSource(source) = &statements[0].statement else {
+            panic!()
+        };
+        assert_eq!(source.columns.len(), 3);
+        assert_eq!(source.units.len(), 1);
+        assert_eq!(
+            (source.units[0].0.value.as_str(), source.units[0].1.as_str()),
+            ("temp_c", "°C")
+        );
+        let error =
+            parse_pipeline("CREATE SOURCE r (temp_c DOUBLE UNIT, ts TIMESTAMP)").unwrap_err();
+        assert!(error.to_string().contains("1:36"), "{error}");
     }
 
     #[test]

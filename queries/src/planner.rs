@@ -14,8 +14,9 @@ use datafusion::optimizer::Analyzer;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
 use vibelux_connectors::file_sink::SinkTarget;
+use vibelux_connectors::parquet_sink::UNIT_METADATA;
 use vibelux_connectors::payload::RowLayout;
-use vibelux_connectors::simulator::check_columns;
+use vibelux_connectors::simulator::{check_columns, simulated_unit};
 use vibelux_connectors::source::SourceTiming;
 use vibelux_operators::window::WindowKind;
 
@@ -155,6 +156,9 @@ impl Planner {
         for suffix in ["_errors", "_late"] {
             self.check_new_name(&format!("{name}{suffix}"), name_position)?;
         }
+        let simulated = source.options.iter().any(|option| {
+            option.key.value.eq_ignore_ascii_case("connector") && option.value == "simulator"
+        });
         let mut fields = Vec::new();
         for column in &source.columns {
             let column_position = Position::of(column.name.span.start);
@@ -170,7 +174,17 @@ impl Planner {
                     format!("column `{column_name}` is declared twice"),
                 ));
             }
-            fields.push(Field::new(column_name, data_type, !required));
+            let mut field = Field::new(column_name.clone(), data_type, !required);
+            let declared = source.units.iter().find(|(c, _)| c == &column.name);
+            let unit = match declared {
+                Some((_, unit)) => Some(unit.clone()),
+                None if simulated => simulated_unit(&column_name).map(str::to_string),
+                None => None,
+            };
+            if let Some(unit) = unit {
+                field = field.with_metadata([(UNIT_METADATA.to_string(), unit)].into());
+            }
+            fields.push(field);
         }
         if fields.is_empty() {
             return Err(SqlError::new(
