@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust (see README).
 #
-# Installs, idempotently, what the tests need (procps, and DuckDB and pyarrow from PyPI), then
-# runs every test of the workspace: unit tests, doc examples, the SQL corpus (queries/tests/slt)
-# and the end-to-end CLI and warehouse tests.
+# Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver from
+# Debian; DuckDB, pyarrow and Selenium from PyPI), then runs every test of the workspace: unit
+# tests, doc examples, the SQL corpus (queries/tests/slt) and the end-to-end CLI, warehouse,
+# live-view and dashboard (headless Chromium) tests.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
 set -euo pipefail
@@ -12,16 +13,20 @@ cd "$repo"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-# System packages the tests use: `kill` (procps) signals the engine in the Ctrl-C test.
+# System packages the tests use: `kill` (procps) signals the engine in the Ctrl-C test, curl
+# calls the HTTP API, Chromium and chromedriver open the dashboard.
 missing=()
 command -v kill > /dev/null || missing+=(procps)
+command -v curl > /dev/null || missing+=(curl)
+command -v chromium > /dev/null || missing+=(chromium)
+command -v chromedriver > /dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; else sudo apt-get update -q && sudo apt-get install -y -q "${missing[@]}"; fi
 fi
 
-# Python readers the warehouse tests compare against: DuckDB and pyarrow.
-if ! python3 -c "import duckdb, pyarrow" 2> /dev/null; then
-  python3 -m pip install --quiet duckdb pyarrow
+# Python readers the warehouse tests compare against (DuckDB, pyarrow); Selenium drives Chromium.
+if ! python3 -c "import duckdb, pyarrow, selenium" 2> /dev/null; then
+  python3 -m pip install --quiet duckdb pyarrow selenium
 fi
 
 command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }

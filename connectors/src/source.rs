@@ -74,6 +74,22 @@ pub struct SourceMetrics {
     pub rows: AtomicU64,
     pub dead_letters: AtomicU64,
     pub late_rows: AtomicU64,
+    /// Each worker's watermark (dataflow time, ms); the source's is the least of them.
+    watermarks: std::sync::Mutex<Vec<u64>>,
+}
+
+impl SourceMetrics {
+    fn set_watermark(&self, worker: usize, peers: usize, millis: u64) {
+        let mut watermarks = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        watermarks.resize(peers, 0);
+        watermarks[worker] = millis;
+    }
+
+    /// The source's watermark in milliseconds since the epoch, once every worker has one.
+    pub fn watermark_millis(&self) -> Option<u64> {
+        let watermarks = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        watermarks.iter().copied().min().filter(|&least| least > 0)
+    }
 }
 
 /// Time-related settings every source has (`WATERMARK FOR` and `WITH` options).
@@ -103,6 +119,7 @@ pub fn read_source<'scope>(
     stop: Arc<AtomicBool>,
     flow: Option<ProbeHandle<u64>>,
 ) -> SourceStreams<'scope> {
+    let (worker, peers) = (scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
     let address = builder.operator_info().address;
     let activator = scope.activator_for(address);
@@ -203,6 +220,7 @@ pub fn read_source<'scope>(
                 for capability in caps.iter_mut() {
                     capability.downgrade(&time);
                 }
+                metrics.set_watermark(worker, peers, time);
             }
         }
     });

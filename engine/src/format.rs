@@ -1,6 +1,7 @@
 //! Rendering result rows as text, for the terminal and for the SQL test corpus.
 
-use vibelux_operators::row::{Datum, Row};
+use datafusion::arrow::datatypes::DataType;
+use vibelux_operators::row::{Datum, Row, storage_type};
 
 /// One value as text: floats with at most 9 decimals (so results compare across worker counts,
 /// whose float sums may differ in the last bits), NULL for nulls.
@@ -16,6 +17,19 @@ pub fn datum_text(datum: &Datum) -> String {
             }
         }
         other => other.to_string(),
+    }
+}
+
+/// The SQL name of a column type, as users declare it.
+pub fn type_name(data_type: &DataType) -> &'static str {
+    match storage_type(data_type) {
+        Some(DataType::Boolean) => "BOOLEAN",
+        Some(DataType::Int64) => "BIGINT",
+        Some(DataType::Float64) => "DOUBLE",
+        Some(DataType::Utf8) => "TEXT",
+        Some(DataType::Timestamp(_, Some(_))) => "TIMESTAMPTZ",
+        Some(DataType::Timestamp(_, None)) => "TIMESTAMP",
+        _ => "NULL",
     }
 }
 

@@ -2,10 +2,14 @@
 //!
 //! [`runtime`] builds and runs the dataflow on worker threads; [`pipeline`] loads pipeline files
 //! and runs ad-hoc queries to completion; [`diagnostics`] renders SQL errors for people; [`format`]
-//! prints result rows. The `vibelux` binary (`main.rs`) is the command line over these.
+//! prints result rows; [`live`] keeps materialized views for subscribers and [`server`] serves
+//! them, the dashboard and metrics over HTTP. The `vibelux` binary (`main.rs`) is the command
+//! line over these.
 
 pub mod diagnostics;
 pub mod format;
+pub mod live;
 pub mod pipeline;
 pub mod runtime;
+pub mod server;
 pub mod warehouse;

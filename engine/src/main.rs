@@ -1,6 +1,7 @@
 //! The `vibelux` command: run, check and explain pipeline files.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,10 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use vibelux::format::{row_text, table};
+use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::{Run, RunOptions, start};
+use vibelux::server::{Server, ServerState};
 use vibelux_queries::planner::{Outcome, Planner};
 
 /// Rows are many small allocations, freed on other workers after an exchange: mimalloc handles
@@ -43,6 +46,12 @@ enum Command {
         /// Stop after this long (e.g. `30s`, `5m`), as Ctrl-C would.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         run_for: Option<Duration>,
+        /// Serve the dashboard, HTTP API and live views here (`off` to disable; port 0 picks one).
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_http)]
+        http: HttpAddress,
+        /// Event time of history each live view keeps for subscribers that resume or lag.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        retention: Duration,
     },
     /// Check a pipeline file: parse, plan and type-check every statement. Exit 0 when valid.
     Check { file: PathBuf },
@@ -75,7 +84,9 @@ fn main() {
             file,
             workers,
             run_for,
-        } => run(&file, workers, run_for),
+            http,
+            retention,
+        } => run(&file, workers, run_for, http, retention),
         Command::Check { file } => check(&file),
         Command::Explain { file } => explain(&file),
         Command::Query {
@@ -128,7 +139,28 @@ fn print_outcome(planner: &Planner, outcome: &Outcome) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy)]
+enum HttpAddress {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_http(text: &str) -> Result<HttpAddress, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(HttpAddress::Off);
+    }
+    text.parse()
+        .map(HttpAddress::At)
+        .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 (or `off`)"))
+}
+
+fn run(
+    file: &Path,
+    workers: usize,
+    run_for: Option<Duration>,
+    http: HttpAddress,
+    retention: Duration,
+) -> anyhow::Result<()> {
     let (planner, outcomes) = load_pipeline(file)?;
     for outcome in &outcomes {
         if !matches!(outcome, Outcome::Done(_)) {
@@ -164,8 +196,28 @@ fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result
             workers,
             stop: stop.clone(),
             capture: Vec::new(),
+            retention: Retention {
+                millis: retention.as_millis() as u64,
+                ..Retention::default()
+            },
         },
     )?;
+    let server = match http {
+        HttpAddress::Off => None,
+        HttpAddress::At(address) => {
+            let state = Arc::new(ServerState {
+                views: run.views.clone(),
+                metrics: run.metrics.clone(),
+                started,
+            });
+            let server = Server::start(address, state)?;
+            eprintln!(
+                "vibelux: serving http://{} (dashboard; API under /v1; /metrics)",
+                server.address
+            );
+            Some(server)
+        }
+    };
     let metrics = run.metrics.clone();
     let monitor_stop = stop.clone();
     let finished = Arc::new(AtomicBool::new(false));
@@ -176,6 +228,7 @@ fn run(file: &Path, workers: usize, run_for: Option<Duration>) -> anyhow::Result
     let result = Run::join(run);
     finished.store(true, Ordering::Relaxed);
     let metrics = monitor.join().expect("monitor thread");
+    drop(server);
     result?;
     report(&metrics, started.elapsed());
     Ok(())

@@ -57,6 +57,7 @@ pub fn query_to_completion(
         workers,
         stop: Arc::new(AtomicBool::new(false)),
         capture: vec![node],
+        retention: Default::default(),
     };
     let mut captured: HashMap<NodeId, Vec<Update>> =
         start(Arc::new(query_plan), options)?.join()?;

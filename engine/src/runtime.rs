@@ -10,9 +10,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::live::publish::PublishViewExt;
+use crate::live::view::{LiveView, LiveViews, Retention};
 use anyhow::Context as _;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -124,13 +127,14 @@ fn demands(
 }
 
 /// Shared counters of a run, read while it runs and reported at its end.
-#[derive(Default)]
 pub struct RunMetrics {
     pub sources: Vec<(String, Arc<SourceMetrics>)>,
     pub sinks: Vec<(String, Arc<SinkMetrics>)>,
     /// Current row count of each materialized view.
     pub views: Vec<(String, Arc<AtomicI64>)>,
     pub replay: Vec<(String, Arc<ReplayProgress>)>,
+    /// Seconds per worker-0 step that had work to do.
+    pub step_seconds: Histogram,
 }
 
 pub struct RunOptions {
@@ -139,12 +143,16 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Nodes whose changes are collected and returned (ad-hoc queries, tests).
     pub capture: Vec<NodeId>,
+    /// History each live view keeps for resuming subscribers.
+    pub retention: Retention,
 }
 
 /// A running pipeline.
 pub struct Run {
     guards: timely::communication::WorkerGuards<anyhow::Result<()>>,
     pub metrics: Arc<RunMetrics>,
+    /// The materialized views, live while the run lasts.
+    pub views: LiveViews,
     captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
 }
 
@@ -253,7 +261,23 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             )
             .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
             .collect(),
+        step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
     });
+    let views = LiveViews::new(
+        plan.materialized
+            .iter()
+            .map(|(name, node)| {
+                let node = &plan.nodes[*node];
+                Arc::new(LiveView::new(
+                    name.clone(),
+                    node.schema.clone(),
+                    node.key.clone(),
+                    options.retention,
+                ))
+            })
+            .collect(),
+    );
+    let worker_views = views.clone();
     // Sinks open (and create their files) before any worker starts, so a bad path fails the run
     // up front; worker 0 takes the writers.
     let mut writers = Vec::new();
@@ -486,11 +510,12 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         .write_updates(writer, sink_metrics),
                 }
             }
-            for (view_index, (_, node)) in plan.materialized.iter().enumerate() {
-                count_rows(
-                    built[node].changes().probe_with(&finished),
-                    metrics.views[view_index].1.clone(),
-                );
+            for (view_index, (name, node)) in plan.materialized.iter().enumerate() {
+                let changes = built[node].changes().probe_with(&finished);
+                count_rows(changes.clone(), metrics.views[view_index].1.clone());
+                let view =
+                    (index == 0).then(|| worker_views.get(name).expect("made above").clone());
+                changes.publish_view(view);
             }
             for node in &capture {
                 collect_changes(
@@ -501,7 +526,16 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             }
         });
         while worker.has_dataflows() {
+            // Worker 0 times the steps that have work waiting (not the ones that park).
+            let busy =
+                index == 0 && worker.activations().borrow().empty_for() == Some(Duration::ZERO);
+            let started = Instant::now();
             worker.step_or_park(Some(Duration::from_millis(20)));
+            if busy {
+                metrics
+                    .step_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
         }
         failure.map_or(Ok(()), Err)
     })
@@ -509,6 +543,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     Ok(Run {
         guards,
         metrics,
+        views,
         captured,
     })
 }

@@ -73,7 +73,9 @@ async fn session(warehouse: &Path) -> anyhow::Result<SessionContext> {
 
 /// Runs `sql` over the warehouse.
 pub fn query(warehouse: &Path, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let context = session(warehouse).await?;
         let frame = match context.sql(sql).await {

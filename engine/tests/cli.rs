@@ -137,7 +137,7 @@ fn a_replay_writes_each_window_once_and_keeps_bad_lines() {
     for workers in ["1", "2"] {
         let output = vibelux()
             .current_dir(dir.path())
-            .args(["run", "--workers", workers])
+            .args(["run", "--http", "off", "--workers", workers])
             .arg(&sql)
             .output()
             .unwrap();
@@ -171,6 +171,7 @@ fn the_example_runs_live_and_stops_cleanly_on_ctrl_c() {
         .current_dir(dir.path())
         .arg("run")
         .arg(repo().join("examples/greenhouse.sql"))
+        .args(["--http", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -195,6 +196,7 @@ fn the_example_runs_live_and_stops_cleanly_on_ctrl_c() {
         "{shown}"
     );
     assert!(shown.contains("stopping"), "{shown}");
+    assert!(shown.contains("serving http://127.0.0.1:"), "{shown}");
     for line in std::fs::read_to_string(&sink).unwrap().lines() {
         let window: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(
@@ -228,7 +230,7 @@ fn an_idle_tailed_source_still_closes_its_windows() {
     .unwrap();
     let child = vibelux()
         .current_dir(dir.path())
-        .args(["run", "tail.sql"])
+        .args(["run", "--http", "off", "tail.sql"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -283,7 +285,7 @@ fn a_table_change_retracts_what_the_join_derived_from_the_old_row() {
     .unwrap();
     let child = vibelux()
         .current_dir(dir.path())
-        .args(["run", "join.sql"])
+        .args(["run", "--http", "off", "join.sql"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

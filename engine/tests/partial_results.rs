@@ -37,6 +37,7 @@ fn a_window_publishes_partial_results_before_it_closes() {
         workers: 1,
         stop: Arc::new(AtomicBool::new(false)),
         capture: vec![*node],
+        retention: Default::default(),
     };
     let mut captured = start(Arc::new(planner.plan.clone()), options)
         .unwrap()

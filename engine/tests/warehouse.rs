@@ -48,7 +48,7 @@ fn fill_warehouse(dir: &Path) {
     );
     std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
     ok(vibelux(dir)
-        .args(["run", "pipeline.sql", "--workers", "2"])
+        .args(["run", "--http", "off", "pipeline.sql", "--workers", "2"])
         .output()
         .unwrap());
 }
@@ -131,7 +131,7 @@ fn a_pipeline_killed_mid_write_leaves_only_committed_files_visible() {
     );
     std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
     let mut child = vibelux(dir.path())
-        .args(["run", "pipeline.sql"])
+        .args(["run", "--http", "off", "pipeline.sql"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -171,7 +171,7 @@ fn a_pipeline_killed_mid_write_leaves_only_committed_files_visible() {
     );
     std::fs::write(dir.path().join("restart.sql"), restart).unwrap();
     ok(vibelux(dir.path())
-        .args(["run", "restart.sql"])
+        .args(["run", "--http", "off", "restart.sql"])
         .output()
         .unwrap());
     let recovered = warehouse_files(dir.path(), "climate");
@@ -187,7 +187,7 @@ fn a_view_that_gains_a_column_keeps_older_files_readable() {
     );
     std::fs::write(dir.path().join("first.sql"), first).unwrap();
     ok(vibelux(dir.path())
-        .args(["run", "first.sql"])
+        .args(["run", "--http", "off", "first.sql"])
         .output()
         .unwrap());
     let second = format!(
@@ -196,7 +196,7 @@ fn a_view_that_gains_a_column_keeps_older_files_readable() {
     );
     std::fs::write(dir.path().join("second.sql"), second).unwrap();
     ok(vibelux(dir.path())
-        .args(["run", "second.sql"])
+        .args(["run", "--http", "off", "second.sql"])
         .output()
         .unwrap());
     let counts = query(

@@ -138,6 +138,7 @@ impl<'a> Lowering<'a> {
                     window: None,
                     event_time: None,
                     lateness_nanos: lateness,
+                    key: None,
                     label: "Union".into(),
                 }))
             }
@@ -199,6 +200,12 @@ impl<'a> Lowering<'a> {
             };
             (moved.start.is_some() || moved.end.is_some()).then_some(moved)
         });
+        // The key survives a projection that keeps all of its columns.
+        let key: Option<Vec<usize>> = input_node.key.as_ref().and_then(|key| {
+            key.iter()
+                .map(|&k| passthrough(Some(k)))
+                .collect::<Option<Vec<_>>>()
+        });
         let mut label = String::from("Calc");
         if let Some(predicate) = predicate {
             label.push_str(&format!(" filter=({predicate})"));
@@ -226,6 +233,7 @@ impl<'a> Lowering<'a> {
             window,
             event_time: passthrough(input_node.event_time),
             lateness_nanos: input_node.lateness_nanos,
+            key,
             label,
         }))
     }
@@ -443,6 +451,7 @@ impl<'a> Lowering<'a> {
             window,
             event_time: None,
             lateness_nanos: input_node.lateness_nanos,
+            key: Some((0..group_exprs.len()).collect()),
             label,
         }))
     }
@@ -625,6 +634,7 @@ impl Lowering<'_> {
             window: left_node.window,
             event_time: left_node.event_time,
             lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
+            key: None,
             label: format!("Join on {}", keys.join(" AND ")),
         });
         match conjunction(residual) {

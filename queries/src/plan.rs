@@ -112,6 +112,10 @@ pub struct PlanNode {
     pub event_time: Option<usize>,
     /// The largest allowed lateness of the sources feeding this node.
     pub lateness_nanos: i64,
+    /// Columns that identify a row among the node's current contents (a table's primary key, an
+    /// aggregate's groups, carried through projections); `None` when rows have no key, and
+    /// `Some(vec![])` for a single row (a global aggregate).
+    pub key: Option<Vec<usize>>,
     pub label: String,
 }
 

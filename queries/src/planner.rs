@@ -265,6 +265,7 @@ impl Planner {
             window: None,
             event_time: Some(event_time_column),
             lateness_nanos: lateness,
+            key: None,
             label: format!("Source {name}"),
         });
         self.entries.insert(
@@ -285,6 +286,7 @@ impl Planner {
             window: None,
             event_time: None,
             lateness_nanos: 0,
+            key: None,
             label: format!("Dead letters of {name}"),
         });
         let late = self.plan.add(PlanNode {
@@ -294,6 +296,7 @@ impl Planner {
             window: None,
             event_time: Some(event_time_column),
             lateness_nanos: 0,
+            key: None,
             label: format!("Late rows of {name}"),
         });
         let output = |node, schema| Entry {
@@ -395,6 +398,7 @@ impl Planner {
             window: None,
             event_time: None,
             lateness_nanos: 0,
+            key: Some(key_columns.clone()),
             label: format!("Table {name} (key {})", keys.join(", ")),
         });
         self.entries.insert(
@@ -413,6 +417,7 @@ impl Planner {
             window: None,
             event_time: None,
             lateness_nanos: 0,
+            key: None,
             label: format!("Dead letters of {name}"),
         });
         self.entries.insert(
@@ -577,6 +582,7 @@ impl Planner {
                 }),
                 event_time: Some(time_column),
                 lateness_nanos: input.lateness_nanos,
+                key: input.key.clone(),
                 label,
             });
             tables.insert(call.relation.clone(), schema);

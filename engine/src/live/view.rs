@@ -1,0 +1,317 @@
+//! One materialized view's live state, shared by every subscriber.
+//!
+//! The dataflow publishes each completed timestamp's consolidated changes once ([`Tick`]); the
+//! view applies them to its contents and appends them to a log kept for a retention window.
+//! Subscribers never touch the dataflow: a new one copies a snapshot of the contents, a resuming
+//! one replays the log from its timestamp, and all of them read the same ticks, so a thousand
+//! subscribers cost the dataflow nothing more than one. A subscriber that has fallen behind the
+//! log's start cannot be brought up to date by diffs any more and is told so.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use tokio::sync::watch;
+use vibelux_operators::row::Row;
+
+/// The consolidated changes of one completed timestamp (dataflow time: watermark milliseconds).
+pub struct Tick {
+    pub time: u64,
+    pub updates: Vec<(Row, i64)>,
+    /// When it was published (wall clock).
+    pub published: Instant,
+    /// The unfiltered `diff` message, encoded once for every subscriber that wants it.
+    pub encoded: OnceLock<Arc<str>>,
+}
+
+/// The contents at a timestamp, shared by every subscriber that starts there.
+pub struct Snapshot {
+    pub time: u64,
+    pub rows: Vec<(Row, i64)>,
+    pub encoded: OnceLock<Arc<str>>,
+}
+
+/// How much history a view keeps for resuming and for slow subscribers.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Ticks older than this (in dataflow time) before the frontier are dropped…
+    pub millis: u64,
+    /// …once they have also been kept this long in wall-clock time: event time can leap ahead
+    /// (a replay, a source's first watermark), and subscribers read at the speed of the network.
+    pub grace: Duration,
+    /// And at most this many updates are kept, whatever their age.
+    pub max_updates: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            millis: 10 * 60 * 1000,
+            grace: Duration::from_secs(30),
+            max_updates: 1_000_000,
+        }
+    }
+}
+
+/// What a subscriber at `cursor` reads next.
+pub enum Since {
+    /// The ticks at or after the cursor, the new frontier, and whether the view is complete.
+    Ticks {
+        ticks: Vec<Arc<Tick>>,
+        frontier: u64,
+        closed: bool,
+    },
+    /// The cursor is older than the log: diffs cannot bring it up to date.
+    Behind { oldest: u64 },
+}
+
+struct State {
+    contents: HashMap<Row, i64>,
+    /// Every time before the frontier is complete.
+    frontier: u64,
+    closed: bool,
+    log: VecDeque<Arc<Tick>>,
+    log_updates: usize,
+    /// The earliest cursor the log can serve.
+    oldest: u64,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+pub struct LiveView {
+    pub name: String,
+    pub schema: SchemaRef,
+    /// Columns identifying a row (`None`: rows have no key).
+    pub key: Option<Vec<usize>>,
+    retention: Retention,
+    state: Mutex<State>,
+    frontier: watch::Sender<u64>,
+    updates_published: AtomicU64,
+}
+
+impl LiveView {
+    pub fn new(
+        name: String,
+        schema: SchemaRef,
+        key: Option<Vec<usize>>,
+        retention: Retention,
+    ) -> Self {
+        LiveView {
+            name,
+            schema,
+            key,
+            retention,
+            state: Mutex::new(State {
+                contents: HashMap::new(),
+                frontier: 0,
+                closed: false,
+                log: VecDeque::new(),
+                log_updates: 0,
+                oldest: 0,
+                snapshot: None,
+            }),
+            frontier: watch::channel(0).0,
+            updates_published: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies completed timestamps (in time order, each consolidated) and advances the frontier;
+    /// `frontier: None` means the view's input has ended.
+    pub fn publish(&self, ticks: Vec<(u64, Vec<(Row, i64)>)>, frontier: Option<u64>) {
+        let mut state = self.state();
+        for (time, updates) in ticks {
+            if updates.is_empty() {
+                continue;
+            }
+            for (row, diff) in &updates {
+                let count = state.contents.entry(row.clone()).or_insert(0);
+                *count += diff;
+                if *count == 0 {
+                    state.contents.remove(row);
+                }
+            }
+            state.log_updates += updates.len();
+            self.updates_published
+                .fetch_add(updates.len() as u64, Ordering::Relaxed);
+            state.log.push_back(Arc::new(Tick {
+                time,
+                updates,
+                published: Instant::now(),
+                encoded: OnceLock::new(),
+            }));
+        }
+        match frontier {
+            Some(frontier) => state.frontier = state.frontier.max(frontier),
+            None => state.closed = true,
+        }
+        let frontier = state.frontier;
+        while let Some(first) = state.log.front() {
+            let too_old = first.time.saturating_add(self.retention.millis) < frontier
+                && first.published.elapsed() >= self.retention.grace;
+            let too_many = state.log_updates > self.retention.max_updates;
+            if !(too_old || too_many) {
+                break;
+            }
+            let first = state.log.pop_front().expect("checked");
+            state.log_updates -= first.updates.len();
+            state.oldest = first.time + 1;
+        }
+        state.snapshot = None;
+        drop(state);
+        self.frontier.send_replace(frontier);
+    }
+
+    /// The current contents, and the timestamp they are complete as of.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let mut state = self.state();
+        if let Some(snapshot) = &state.snapshot {
+            return snapshot.clone();
+        }
+        let mut rows: Vec<(Row, i64)> = state
+            .contents
+            .iter()
+            .map(|(row, count)| (row.clone(), *count))
+            .collect();
+        rows.sort_unstable();
+        let snapshot = Arc::new(Snapshot {
+            time: state.frontier,
+            rows,
+            encoded: OnceLock::new(),
+        });
+        state.snapshot = Some(snapshot.clone());
+        snapshot
+    }
+
+    /// What a subscriber that has everything before `cursor` reads next.
+    pub fn since(&self, cursor: u64) -> Since {
+        let state = self.state();
+        if cursor < state.oldest {
+            return Since::Behind {
+                oldest: state.oldest,
+            };
+        }
+        let first = state.log.partition_point(|tick| tick.time < cursor);
+        Since::Ticks {
+            ticks: state.log.range(first..).cloned().collect(),
+            frontier: state.frontier,
+            closed: state.closed,
+        }
+    }
+
+    /// The oldest timestamp a subscriber can resume from, and the frontier.
+    pub fn resumable(&self) -> (u64, u64) {
+        let state = self.state();
+        (state.oldest, state.frontier)
+    }
+
+    /// Wakes whenever the frontier moves.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.frontier.subscribe()
+    }
+
+    /// Changes published since the run started.
+    pub fn updates_published(&self) -> u64 {
+        self.updates_published.load(Ordering::Relaxed)
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.frontier.receiver_count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state().contents.values().map(|c| *c as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state().contents.is_empty()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+}
+
+/// Every live view of a run, by name.
+#[derive(Default, Clone)]
+pub struct LiveViews {
+    views: Vec<Arc<LiveView>>,
+}
+
+impl LiveViews {
+    pub fn new(views: Vec<Arc<LiveView>>) -> Self {
+        LiveViews { views }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<LiveView>> {
+        self.views
+            .iter()
+            .find(|view| view.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LiveView>> {
+        self.views.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use vibelux_operators::row::Datum;
+
+    fn view(retention: Retention) -> LiveView {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        LiveView::new("v".into(), schema, None, retention)
+    }
+
+    fn row(n: i64) -> Row {
+        vec![Datum::Int64(n)]
+    }
+
+    #[test]
+    fn snapshots_and_ticks_add_up_to_the_contents() {
+        let view = view(Retention::default());
+        view.publish(vec![(5, vec![(row(1), 1), (row(2), 1)])], Some(6));
+        let snapshot = view.snapshot();
+        assert_eq!((snapshot.time, snapshot.rows.len()), (6, 2));
+        view.publish(
+            vec![(7, vec![(row(1), -1)]), (8, vec![(row(3), 1)])],
+            Some(9),
+        );
+        let Since::Ticks {
+            ticks, frontier, ..
+        } = view.since(6)
+        else {
+            panic!("behind")
+        };
+        assert_eq!(frontier, 9);
+        assert_eq!(ticks.iter().map(|t| t.time).collect::<Vec<_>>(), vec![7, 8]);
+        let rows: Vec<Row> = view
+            .snapshot()
+            .rows
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect();
+        assert_eq!(rows, vec![row(2), row(3)]);
+    }
+
+    #[test]
+    fn a_cursor_older_than_the_retained_log_is_behind() {
+        let view = view(Retention {
+            millis: 10,
+            grace: Duration::ZERO,
+            max_updates: 100,
+        });
+        view.publish(vec![(5, vec![(row(1), 1)])], Some(6));
+        view.publish(vec![(30, vec![(row(2), 1)])], Some(31));
+        assert!(matches!(view.since(5), Since::Behind { oldest: 6 }));
+        assert!(matches!(view.since(6), Since::Ticks { .. }));
+    }
+}

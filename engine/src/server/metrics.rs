@@ -1,0 +1,196 @@
+//! `GET /metrics`: the run's counters in the Prometheus (OpenMetrics) text format.
+//!
+//! Counters live where the work happens (atomics in sources, sinks and views); a collector reads
+//! them at scrape time, so metrics cost the dataflow nothing between scrapes. Only the step
+//! latency histogram is observed as it happens, by worker 0.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::ServerState;
+use crate::live::view::LiveViews;
+use crate::runtime::RunMetrics;
+
+struct RunCollector {
+    metrics: Arc<RunMetrics>,
+    views: LiveViews,
+}
+
+impl std::fmt::Debug for RunCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunCollector")
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labelled, value) in values {
+        let labels = [(label, *labelled)];
+        ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labelled, value) in values {
+        let labels = [(label, *labelled)];
+        ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for RunCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sources = &self.metrics.sources;
+        let per_source = |read: &dyn Fn(&vibelux_connectors::source::SourceMetrics) -> u64| {
+            sources
+                .iter()
+                .map(|(name, m)| (name.as_str(), read(m)))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            &mut encoder,
+            "vibelux_source_rows",
+            "Rows a source accepted",
+            "source",
+            &per_source(&|m| m.rows.load(Relaxed)),
+        )?;
+        counter(
+            &mut encoder,
+            "vibelux_source_dead_letters",
+            "Input a source could not decode (kept in <source>_errors)",
+            "source",
+            &per_source(&|m| m.dead_letters.load(Relaxed)),
+        )?;
+        counter(
+            &mut encoder,
+            "vibelux_source_late_rows",
+            "Rows beyond the allowed lateness (kept in <source>_late)",
+            "source",
+            &per_source(&|m| m.late_rows.load(Relaxed)),
+        )?;
+        let now_millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as f64;
+        let lags: Vec<(&str, f64)> = sources
+            .iter()
+            .filter_map(|(name, m)| {
+                let watermark = m.watermark_millis()? as f64;
+                Some((name.as_str(), (now_millis - watermark) / 1000.0))
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "vibelux_watermark_lag_seconds",
+            "Wall clock minus the source's watermark (large for replays of the past)",
+            "source",
+            &lags,
+        )?;
+        let sinks: Vec<(&str, u64)> = self
+            .metrics
+            .sinks
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.rows_written.load(Relaxed)))
+            .collect();
+        counter(
+            &mut encoder,
+            "vibelux_sink_rows",
+            "Rows a sink wrote",
+            "sink",
+            &sinks,
+        )?;
+        let errors: Vec<(&str, u64)> = self
+            .metrics
+            .sinks
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.write_errors.load(Relaxed)))
+            .collect();
+        counter(
+            &mut encoder,
+            "vibelux_sink_write_errors",
+            "Rows a sink failed to write",
+            "sink",
+            &errors,
+        )?;
+        let rows: Vec<(&str, f64)> = self
+            .views
+            .iter()
+            .map(|view| (view.name.as_str(), view.len() as f64))
+            .collect();
+        gauge(
+            &mut encoder,
+            "vibelux_view_rows",
+            "Rows in a materialized view",
+            "view",
+            &rows,
+        )?;
+        let subscribers: Vec<(&str, f64)> = self
+            .views
+            .iter()
+            .map(|view| {
+                (
+                    view.name.as_str(),
+                    view.subscribers().saturating_sub(1) as f64,
+                )
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "vibelux_view_subscribers",
+            "WebSocket subscribers of a materialized view",
+            "view",
+            &subscribers,
+        )?;
+        let updates: Vec<(&str, u64)> = self
+            .views
+            .iter()
+            .map(|view| (view.name.as_str(), view.updates_published()))
+            .collect();
+        counter(
+            &mut encoder,
+            "vibelux_view_updates",
+            "Changes (rows with a diff) a materialized view published",
+            "view",
+            &updates,
+        )?;
+        Ok(())
+    }
+}
+
+/// The text of one scrape.
+pub fn encode(state: &ServerState) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(RunCollector {
+        metrics: state.metrics.clone(),
+        views: state.views.clone(),
+    }));
+    registry.register(
+        "vibelux_dataflow_step_seconds",
+        "Time worker 0 spent in one dataflow step that had work",
+        state.metrics.step_seconds.clone(),
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}

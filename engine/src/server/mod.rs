@@ -1,0 +1,238 @@
+//! The HTTP and WebSocket server of a running pipeline (`vibelux run`, `--http`).
+//!
+//! It runs on its own small tokio runtime beside the timely workers and reads only what they
+//! share: the live views' state and the run's counters. Nothing a client does — many
+//! subscribers, slow ones, scrapes — reaches into the dataflow. The API is described in
+//! `docs/live-views.md` and served as OpenAPI at `/openapi.json`.
+
+mod dashboard;
+pub mod metrics;
+pub mod subscribe;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::live::protocol::{columns_json, key_names, row_json};
+use crate::live::view::{LiveView, LiveViews};
+use crate::runtime::RunMetrics;
+use subscribe::{SubscribeOptions, serve_subscriber};
+
+/// What the handlers read.
+pub struct ServerState {
+    pub views: LiveViews,
+    pub metrics: Arc<RunMetrics>,
+    pub started: std::time::Instant,
+}
+
+/// A JSON error body with a status: `{"error": "…"}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn find_view(state: &ServerState, name: &str) -> Result<Arc<LiveView>, ApiError> {
+    state.views.get(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = state.views.iter().map(|v| v.name.as_str()).collect();
+        ApiError(
+            StatusCode::NOT_FOUND,
+            if names.is_empty() {
+                format!(
+                    "no materialized view `{name}`: this pipeline has none (CREATE MATERIALIZED VIEW serves one)"
+                )
+            } else {
+                format!(
+                    "no materialized view `{name}`; there are: {}",
+                    names.join(", ")
+                )
+            },
+        )
+    })
+}
+
+fn describe(view: &LiveView) -> Value {
+    let (resumable_from, frontier) = view.resumable();
+    json!({
+        "name": view.name,
+        "columns": columns_json(view),
+        "key": key_names(view),
+        "rows": view.len(),
+        "subscribers": view.subscribers().saturating_sub(1),
+        "ts": frontier,
+        "resumable_from": resumable_from,
+        "complete": view.is_closed(),
+    })
+}
+
+async fn list_views(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
+    axum::Json(json!({ "views": state.views.iter().map(|v| describe(v)).collect::<Vec<_>>() }))
+}
+
+async fn view_contents(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let view = find_view(&state, &name)?;
+    let snapshot = view.snapshot();
+    let mut rows = Vec::with_capacity(snapshot.rows.len());
+    for (row, count) in &snapshot.rows {
+        for _ in 0..*count {
+            rows.push(row_json(&view, row));
+        }
+    }
+    Ok(axum::Json(json!({
+        "view": view.name,
+        "ts": snapshot.time,
+        "columns": columns_json(&view),
+        "key": key_names(&view),
+        "rows": rows,
+    })))
+}
+
+async fn subscribe(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let view = find_view(&state, &name)?;
+    let options = SubscribeOptions::parse(&view, &query)
+        .map_err(|message| ApiError(StatusCode::BAD_REQUEST, message))?;
+    if let Some(from) = options.resume_from {
+        let (oldest, frontier) = view.resumable();
+        if from < oldest || from > frontier {
+            return Err(ApiError(
+                StatusCode::GONE,
+                format!(
+                    "cannot resume `{}` from {from}: history is kept from {oldest} to {frontier}; subscribe without resume_from for a new snapshot",
+                    view.name
+                ),
+            ));
+        }
+    }
+    Ok(upgrade.on_upgrade(move |socket| serve_subscriber(socket, view, options)))
+}
+
+async fn healthz(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "status": "ok",
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+    }))
+}
+
+async fn prometheus(State(state): State<Arc<ServerState>>) -> Response {
+    match metrics::encode(&state) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    }
+}
+
+async fn sql_not_yet() -> ApiError {
+    ApiError(
+        StatusCode::NOT_IMPLEMENTED,
+        "creating and dropping views while a pipeline runs is not supported yet: add the statement to the pipeline file and restart".into(),
+    )
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/plot.js", get(dashboard::plot))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/views", get(list_views))
+        .route("/v1/views/{name}", get(view_contents))
+        .route("/v1/views/{name}/subscribe", get(subscribe))
+        .route("/v1/sql", post(sql_not_yet))
+        .with_state(state)
+}
+
+/// A server running on its own threads; dropped, it stops.
+pub struct Server {
+    pub address: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `address` (port 0 picks a free one) and serves until dropped.
+    pub fn start(address: SocketAddr, state: Arc<ServerState>) -> anyhow::Result<Server> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vibelux-http")
+            .enable_all()
+            .build()?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(address))
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot serve HTTP on {address}: {error} (choose another with --http ADDR, or --http off)"
+                )
+            })?;
+        let address = listener.local_addr()?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state);
+        let thread = std::thread::Builder::new()
+            .name("vibelux-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Not a graceful shutdown: subscribers of a run that ended have been told it
+                    // is complete, and a stuck client must not hold the process open.
+                    tokio::select! {
+                        served = axum::serve(listener, app).into_future() => {
+                            if let Err(error) = served {
+                                tracing::error!(%error, "the HTTP server failed");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+                runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            })?;
+        Ok(Server {
+            address,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
