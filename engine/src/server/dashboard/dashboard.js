@@ -72,8 +72,14 @@ function render() {
     $("rows").tHead.replaceChildren(headerRow(columns));
     const body = document.createElement("tbody");
     const now = performance.now();
-    const ids = [...state.rows.keys()].sort();
-    for (const id of ids.slice(-500)) {
+    // Newest first (by the time column, e.g. window_start), then by key.
+    const time = timeColumn();
+    const ids = [...state.rows.keys()].sort((a, b) => {
+      const ta = time ? String(state.rows.get(a).row[time]) : "";
+      const tb = time ? String(state.rows.get(b).row[time]) : "";
+      return ta === tb ? (a < b ? -1 : a > b ? 1 : 0) : ta < tb ? 1 : -1;
+    });
+    for (const id of ids.slice(0, 500)) {
       const { row, count } = state.rows.get(id);
       for (let i = 0; i < Math.min(count, 5); i++) {
         const tr = document.createElement("tr");

@@ -88,7 +88,7 @@ class Plot {
     }
     for (const t of Plot.ticks(tMin, tMax, 6)) {
       const label = new Date(t).toISOString().slice(11, 19);
-      g.fillText(label, x(t) - 22, height - 6);
+      g.fillText(label, Math.min(x(t) - 22, width - pad.right - 46), height - 6);
     }
     names.forEach((name, i) => {
       g.strokeStyle = PALETTE[i];

@@ -1,0 +1,109 @@
+//! The dashboard in a real browser: headless Chromium (driven by Selenium through Debian's
+//! chromedriver) opens `/` of a running pipeline and sees a value change live.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const PIPELINE: &str = "CREATE SOURCE readings (
+      sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+      WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+    WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '3',
+          interval = '10 seconds', speed = '60x', seed = '5');
+    CREATE MATERIALIZED VIEW zone_stats AS
+      SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;";
+
+/// Opens the page, waits for the table, and prints the `n` of zone r01-z01 as it first appears
+/// and once it has changed; also the browser's console errors.
+const BROWSER: &str = r#"
+import sys, time
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]:
+    options.add_argument(argument)
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+try:
+    driver.get(sys.argv[1])
+    def count():
+        # Read in the page, in one go: the table is re-rendered as changes arrive.
+        return driver.execute_script(
+            "const cell = document.querySelector('tr[data-key=\\'[\"r01-z01\"]\\'] td[data-column=\"n\"]');"
+            "return cell ? cell.textContent : null;")
+    deadline = time.time() + 30
+    first = None
+    while time.time() < deadline and not first:
+        first = count()
+        time.sleep(0.1)
+    print("first", first)
+    later = first
+    while time.time() < deadline and later == first:
+        later = count()
+        time.sleep(0.1)
+    print("later", later)
+    print("status", driver.find_element(By.ID, "status").text)
+    print("view", driver.find_element(By.ID, "view").get_attribute("value"))
+    errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    print("errors", errors)
+finally:
+    driver.quit()
+"#;
+
+#[test]
+fn the_dashboard_shows_a_value_changing_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
+    let mut engine = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "pipeline.sql",
+            "--http",
+            "127.0.0.1:0",
+            "--for",
+            "120s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = engine.stderr.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                let _ = found.send(rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+    });
+    let address: String = address.recv_timeout(Duration::from_secs(60)).unwrap();
+    let output = Command::new("python3")
+        .args(["-c", BROWSER, &format!("http://{address}/")])
+        .output()
+        .expect("python3 runs");
+    let _ = engine.kill();
+    let _ = engine.wait();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{shown}");
+    let value = |name: &str| -> String {
+        shown
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {shown}"))
+            .to_string()
+    };
+    let first: u64 = value("first").parse().expect("a count appeared");
+    let later: u64 = value("later").parse().expect("a count appeared");
+    assert!(later > first, "the count grew live: {first} → {later}");
+    assert!(value("status").contains("rows"), "{shown}");
+    assert_eq!(value("view"), "zone_stats");
+    assert_eq!(value("errors"), "[]", "no errors in the browser console");
+}
