@@ -3,7 +3,10 @@
 //! `generate` writes sensor readings as JSON lines. `baseline` computes what
 //! `bench/reference.sql` computes — derived columns, 1-minute tumbling windows per sensor and
 //! per zone, each closed window written once — in one pass with serde and hash maps and no
-//! framework: the practical limit the engine is measured against (`bench/run.sh`).
+//! framework: the practical limit the engine is measured against (`bench/run.sh`). `live`
+//! measures live-view latency and fan-out against a running engine (`bench/live.sh`).
+
+mod live;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,12 +42,15 @@ enum Command {
         #[arg(long)]
         out_dir: PathBuf,
     },
+    /// Live-view latency and fan-out against a running engine (see `bench/live.sh`).
+    Live(live::LiveArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate { rows, sensors, out } => generate(rows, sensors, &out),
         Command::Baseline { input, out_dir } => baseline(&input, &out_dir),
+        Command::Live(args) => live::run(args),
     }
 }
 

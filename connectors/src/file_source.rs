@@ -57,6 +57,8 @@ pub struct FileReader {
     peers: usize,
     csv_header: Option<Vec<Option<usize>>>,
     progress: Option<Arc<ReplayProgress>>,
+    /// When a tailed file last grew: while it is being written, look again soon.
+    last_growth: std::time::Instant,
 }
 
 impl FileReader {
@@ -83,6 +85,7 @@ impl FileReader {
             peers,
             csv_header: None,
             progress: (worker == 0).then_some(progress),
+            last_growth: std::time::Instant::now(),
         })
     }
 
@@ -183,7 +186,10 @@ impl SourceReader for FileReader {
             match self.lines.read_line(&mut self.line) {
                 Ok(0) => {
                     if self.config.follow {
-                        poll = Poll::Idle(Duration::from_millis(50));
+                        // A file being written is checked every millisecond (a read that finds
+                        // nothing is cheap); one that has been quiet for a second, every 50 ms.
+                        let quiet = self.last_growth.elapsed() >= Duration::from_secs(1);
+                        poll = Poll::Idle(Duration::from_millis(if quiet { 50 } else { 1 }));
                         break;
                     }
                     if self.line.is_empty() {
@@ -193,7 +199,12 @@ impl SourceReader for FileReader {
                     // A last line without a newline still counts in a replay.
                     self.line.push('\n');
                 }
-                Ok(read) => bytes += read as u64,
+                Ok(read) => {
+                    bytes += read as u64;
+                    if self.config.follow {
+                        self.last_growth = std::time::Instant::now();
+                    }
+                }
                 Err(error) => {
                     out.push(Record::Invalid {
                         reason: format!("read error: {error}"),

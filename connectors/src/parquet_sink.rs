@@ -295,6 +295,18 @@ impl ParquetWriter {
     }
 }
 
+/// A writer dropped with rows still buffered (its dataflow was dropped: the view or sink was
+/// removed while running) commits them, so nothing it accepted is lost.
+impl Drop for ParquetWriter {
+    fn drop(&mut self) {
+        if self.buffered > 0
+            && let Err(error) = self.commit()
+        {
+            tracing::error!(%error, path = %self.config.path.display(), "committing the last epoch failed");
+        }
+    }
+}
+
 /// A column as files store it. Timestamps are written in microseconds — the finest unit every
 /// reader handles (Spark refuses nanoseconds) and finer than any sensor clock — and one without
 /// a declared zone is recorded as UTC wall-clock time in its metadata.

@@ -6,10 +6,12 @@
 //! them, the dashboard and metrics over HTTP. The `vibelux` binary (`main.rs`) is the command
 //! line over these.
 
+pub mod control;
 pub mod diagnostics;
 pub mod format;
 pub mod live;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;
+pub mod taps;
 pub mod warehouse;

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
+use vibelux::control::Control;
 use vibelux::format::{row_text, table};
 use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
@@ -189,6 +190,10 @@ fn run(
     })
     .context("installing the Ctrl-C handler")?;
 
+    let retention_settings = Retention {
+        millis: retention.as_millis() as u64,
+        ..Retention::default()
+    };
     let started = Instant::now();
     let run = start(
         plan,
@@ -196,19 +201,24 @@ fn run(
             workers,
             stop: stop.clone(),
             capture: Vec::new(),
-            retention: Retention {
-                millis: retention.as_millis() as u64,
-                ..Retention::default()
-            },
+            retention: retention_settings,
+            extensible: matches!(http, HttpAddress::At(_)),
         },
     )?;
     let server = match http {
         HttpAddress::Off => None,
         HttpAddress::At(address) => {
+            let control = Control::new(
+                planner.clone(),
+                run.commands.clone(),
+                run.views.clone(),
+                retention_settings,
+            );
             let state = Arc::new(ServerState {
                 views: run.views.clone(),
                 metrics: run.metrics.clone(),
                 started,
+                control: Some(Arc::new(control)),
             });
             let server = Server::start(address, state)?;
             eprintln!(

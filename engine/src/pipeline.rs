@@ -58,6 +58,7 @@ pub fn query_to_completion(
         stop: Arc::new(AtomicBool::new(false)),
         capture: vec![node],
         retention: Default::default(),
+        extensible: false,
     };
     let mut captured: HashMap<NodeId, Vec<Update>> =
         start(Arc::new(query_plan), options)?.join()?;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::live::publish::PublishViewExt;
 use crate::live::view::{LiveView, LiveViews, Retention};
+use crate::taps::{Tapped, Taps};
 use anyhow::Context as _;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use timely::dataflow::channels::pact::Pipeline;
@@ -145,6 +146,9 @@ pub struct RunOptions {
     pub capture: Vec<NodeId>,
     /// History each live view keeps for resuming subscribers.
     pub retention: Retention,
+    /// Accept views and sinks while running ([`Run::commands`]): every source and table runs,
+    /// tapped for the dataflows added later.
+    pub extensible: bool,
 }
 
 /// A running pipeline.
@@ -153,6 +157,8 @@ pub struct Run {
     pub metrics: Arc<RunMetrics>,
     /// The materialized views, live while the run lasts.
     pub views: LiveViews,
+    /// One sender per worker, for views and sinks added while running (`extensible` runs).
+    pub commands: Vec<std::sync::mpsc::Sender<Command>>,
     captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
 }
 
@@ -216,8 +222,14 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     roots.extend(plan.materialized.iter().map(|(_, node)| *node));
     roots.extend(options.capture.iter().copied());
     let order = plan.build_order(&roots);
-    let sources = plan.sources_of(&order);
-    let tables = plan.tables_of(&order);
+    let (sources, tables) = if options.extensible {
+        (
+            (0..plan.sources.len()).collect(),
+            (0..plan.tables.len()).collect(),
+        )
+    } else {
+        (plan.sources_of(&order), plan.tables_of(&order))
+    };
     let mut wants_changes: Vec<NodeId> = plan.materialized.iter().map(|(_, node)| *node).collect();
     wants_changes.extend(options.capture.iter().copied());
     wants_changes.extend(
@@ -290,6 +302,12 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let writers = Arc::new(Mutex::new(writers));
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
 
+    let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
+        .map(|_| std::sync::mpsc::channel::<Command>())
+        .map(|(sender, receiver)| (sender, Some(receiver)))
+        .unzip();
+    let receivers = Arc::new(Mutex::new(receivers));
+    let extensible = options.extensible;
     let worker_metrics = metrics.clone();
     let worker_captured = captured.clone();
     let stop = options.stop.clone();
@@ -301,6 +319,10 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         let plan = plan.clone();
         let metrics = worker_metrics.clone();
         let mut failure = None;
+        let receiver = receivers.lock().expect("receivers lock")[index]
+            .take()
+            .expect("one receiver per worker");
+        let taps = Taps::default();
         worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| {
             // What every sink and view has finished: sources do not run far ahead of it.
             let finished = ProbeHandle::new();
@@ -370,124 +392,32 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 table_streams.insert(table, streams);
             }
 
-            let mut built: HashMap<NodeId, Built> = HashMap::new();
-            for &node in &order {
-                let output = match &plan.nodes[node].kind {
-                    NodeKind::SourceRows { source } => {
-                        Built::Rows(source_streams[source].rows.clone())
-                    }
-                    NodeKind::SourceDeadLetters { source } => {
-                        Built::Rows(source_streams[source].dead_letters.clone())
-                    }
-                    NodeKind::SourceLateRows { source } => {
-                        Built::Rows(source_streams[source].late_rows.clone())
-                    }
-                    NodeKind::Calc { input, calc } => match &built[input] {
-                        Built::Windowed {
-                            rows,
-                            time_column,
-                            kind,
-                        } if calc.column_picks().is_some() => {
-                            let picks = calc.column_picks().expect("checked").to_vec();
-                            Built::Rows(rows.clone().assign_windows_picking(
-                                *time_column,
-                                *kind,
-                                picks,
-                            ))
-                        }
-                        appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Rows(
-                            appended
-                                .rows()
-                                .expect("append-only")
-                                .calc_rows(calc.clone()),
-                        ),
-                        Built::Updates { changes, finals } => Built::Updates {
-                            changes: changes
-                                .clone()
-                                .map(|changes| changes.calc_updates(calc.clone())),
-                            finals: finals.clone().map(|finals| finals.calc_rows(calc.clone())),
-                        },
-                    },
-                    NodeKind::AssignWindows {
-                        input,
-                        time_column,
-                        kind,
-                    } => match &built[input] {
-                        appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Windowed {
-                            rows: appended.rows().expect("append-only"),
-                            time_column: *time_column,
-                            kind: *kind,
-                        },
-                        Built::Updates { changes, finals } => Built::Updates {
-                            changes: changes.clone().map(|changes| {
-                                changes.assign_windows_to_updates(*time_column, *kind)
-                            }),
-                            finals: finals
-                                .clone()
-                                .map(|finals| finals.assign_windows(*time_column, *kind)),
-                        },
-                    },
-                    NodeKind::TableChanges { table } => Built::Updates {
-                        changes: Some(table_streams[table].changes.clone()),
-                        finals: None,
-                    },
-                    NodeKind::TableDeadLetters { table } => {
-                        Built::Rows(table_streams[table].dead_letters.clone())
-                    }
-                    NodeKind::Join {
-                        left,
-                        right,
-                        key_columns,
-                    } => Built::Updates {
-                        changes: Some(
-                            built[left]
-                                .changes()
-                                .join_updates(built[right].changes(), *key_columns),
-                        ),
-                        finals: None,
-                    },
-                    NodeKind::Aggregate {
-                        input,
-                        plan: aggregate,
-                    } => {
-                        let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
-                        let (changes, finals) = built[input].changes().aggregate(
-                            aggregate.clone(),
-                            emit_changes,
-                            stop.clone(),
-                        );
-                        Built::Updates {
-                            changes: (emit_changes || aggregate.window.is_none())
-                                .then_some(changes),
-                            finals: aggregate.window.as_ref().map(|_| finals),
-                        }
-                    }
-                    NodeKind::Union { inputs } => {
-                        let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
-                        if parts
-                            .iter()
-                            .all(|part| !matches!(part, Built::Updates { .. }))
-                        {
-                            Built::Rows(
-                                scope.concatenate(parts.iter().filter_map(|part| part.finals())),
-                            )
-                        } else {
-                            let wanted = demand.get(&node).copied().unwrap_or_default();
-                            let finals: Option<Vec<_>> =
-                                parts.iter().map(|part| part.finals()).collect();
-                            Built::Updates {
-                                changes: wanted.changes.then(|| {
-                                    scope.concatenate(parts.iter().map(|part| part.changes()))
-                                }),
-                                finals: finals
-                                    .filter(|_| wanted.finals)
-                                    .map(|finals| scope.concatenate(finals)),
-                            }
-                        }
-                    }
-                };
-                built.insert(node, output);
+            if extensible {
+                for (&source, streams) in &source_streams {
+                    taps.tap_rows(streams.rows.clone(), Tapped::SourceRows(source));
+                    taps.tap_rows(
+                        streams.dead_letters.clone(),
+                        Tapped::SourceDeadLetters(source),
+                    );
+                    taps.tap_rows(streams.late_rows.clone(), Tapped::SourceLateRows(source));
+                }
+                for (&table, streams) in &table_streams {
+                    taps.tap_updates(streams.changes.clone(), Tapped::TableChanges(table));
+                    taps.tap_rows(
+                        streams.dead_letters.clone(),
+                        Tapped::TableDeadLetters(table),
+                    );
+                }
             }
+            let built = build_nodes(
+                scope,
+                &plan,
+                &order,
+                &demand,
+                &source_streams,
+                &table_streams,
+                &stop,
+            );
 
             let mut writers = writers.lock().expect("writers lock");
             for (sink_index, sink) in plan.sinks.iter().enumerate() {
@@ -496,26 +426,22 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 } else {
                     None
                 };
-                let sink_metrics = metrics.sinks[sink_index].1.clone();
-                let output = &built[&sink.node];
-                match sink.mode {
-                    SinkMode::Rows | SinkMode::FinalRows => output
-                        .finals()
-                        .expect("planned as final")
-                        .probe_with(&finished)
-                        .write_rows(writer, sink_metrics),
-                    SinkMode::Changelog => output
-                        .changes()
-                        .probe_with(&finished)
-                        .write_updates(writer, sink_metrics),
-                }
+                attach_sink(
+                    &built[&sink.node],
+                    sink.mode,
+                    writer,
+                    metrics.sinks[sink_index].1.clone(),
+                    &finished,
+                );
             }
             for (view_index, (name, node)) in plan.materialized.iter().enumerate() {
-                let changes = built[node].changes().probe_with(&finished);
-                count_rows(changes.clone(), metrics.views[view_index].1.clone());
-                let view =
-                    (index == 0).then(|| worker_views.get(name).expect("made above").clone());
-                changes.publish_view(view);
+                let view = (index == 0).then(|| worker_views.get(name).expect("made above"));
+                attach_view(
+                    &built[node],
+                    view,
+                    metrics.views[view_index].1.clone(),
+                    &finished,
+                );
             }
             for node in &capture {
                 collect_changes(
@@ -525,6 +451,8 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 );
             }
         });
+        // Dataflows added while running, by the name of the view or sink they maintain.
+        let mut added: HashMap<String, usize> = HashMap::new();
         while worker.has_dataflows() {
             // Worker 0 times the steps that have work waiting (not the ones that park).
             let busy =
@@ -536,6 +464,22 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     .step_seconds
                     .observe(started.elapsed().as_secs_f64());
             }
+            while let Ok(command) = receiver.try_recv() {
+                match command {
+                    Command::Add(extension) => {
+                        let id = worker.next_dataflow_index();
+                        worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| {
+                            build_extension(scope, &extension, &taps, index, &stop);
+                        });
+                        added.insert(extension.name.clone(), id);
+                    }
+                    Command::Drop(name) => {
+                        if let Some(id) = added.remove(&name) {
+                            worker.drop_dataflow(id);
+                        }
+                    }
+                }
+            }
         }
         failure.map_or(Ok(()), Err)
     })
@@ -544,8 +488,279 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         guards,
         metrics,
         views,
+        commands,
         captured,
     })
+}
+
+/// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
+fn build_nodes<'scope>(
+    scope: Scope<'scope, u64>,
+    plan: &DataflowPlan,
+    order: &[NodeId],
+    demand: &HashMap<NodeId, Demand>,
+    source_streams: &HashMap<usize, SourceStreams<'scope>>,
+    table_streams: &HashMap<usize, TableStreams<'scope>>,
+    stop: &Arc<AtomicBool>,
+) -> HashMap<NodeId, Built<'scope>> {
+    let mut built: HashMap<NodeId, Built> = HashMap::new();
+    for &node in order {
+        let output = match &plan.nodes[node].kind {
+            NodeKind::SourceRows { source } => Built::Rows(source_streams[source].rows.clone()),
+            NodeKind::SourceDeadLetters { source } => {
+                Built::Rows(source_streams[source].dead_letters.clone())
+            }
+            NodeKind::SourceLateRows { source } => {
+                Built::Rows(source_streams[source].late_rows.clone())
+            }
+            NodeKind::Calc { input, calc } => match &built[input] {
+                Built::Windowed {
+                    rows,
+                    time_column,
+                    kind,
+                } if calc.column_picks().is_some() => {
+                    let picks = calc.column_picks().expect("checked").to_vec();
+                    Built::Rows(
+                        rows.clone()
+                            .assign_windows_picking(*time_column, *kind, picks),
+                    )
+                }
+                appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Rows(
+                    appended
+                        .rows()
+                        .expect("append-only")
+                        .calc_rows(calc.clone()),
+                ),
+                Built::Updates { changes, finals } => Built::Updates {
+                    changes: changes
+                        .clone()
+                        .map(|changes| changes.calc_updates(calc.clone())),
+                    finals: finals.clone().map(|finals| finals.calc_rows(calc.clone())),
+                },
+            },
+            NodeKind::AssignWindows {
+                input,
+                time_column,
+                kind,
+            } => match &built[input] {
+                appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Windowed {
+                    rows: appended.rows().expect("append-only"),
+                    time_column: *time_column,
+                    kind: *kind,
+                },
+                Built::Updates { changes, finals } => Built::Updates {
+                    changes: changes
+                        .clone()
+                        .map(|changes| changes.assign_windows_to_updates(*time_column, *kind)),
+                    finals: finals
+                        .clone()
+                        .map(|finals| finals.assign_windows(*time_column, *kind)),
+                },
+            },
+            NodeKind::TableChanges { table } => Built::Updates {
+                changes: Some(table_streams[table].changes.clone()),
+                finals: None,
+            },
+            NodeKind::TableDeadLetters { table } => {
+                Built::Rows(table_streams[table].dead_letters.clone())
+            }
+            NodeKind::Join {
+                left,
+                right,
+                key_columns,
+            } => Built::Updates {
+                changes: Some(
+                    built[left]
+                        .changes()
+                        .join_updates(built[right].changes(), *key_columns),
+                ),
+                finals: None,
+            },
+            NodeKind::Aggregate {
+                input,
+                plan: aggregate,
+            } => {
+                let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
+                let (changes, finals) =
+                    built[input]
+                        .changes()
+                        .aggregate(aggregate.clone(), emit_changes, stop.clone());
+                Built::Updates {
+                    changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
+                    finals: aggregate.window.as_ref().map(|_| finals),
+                }
+            }
+            NodeKind::Union { inputs } => {
+                let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
+                if parts
+                    .iter()
+                    .all(|part| !matches!(part, Built::Updates { .. }))
+                {
+                    Built::Rows(scope.concatenate(parts.iter().filter_map(|part| part.finals())))
+                } else {
+                    let wanted = demand.get(&node).copied().unwrap_or_default();
+                    let finals: Option<Vec<_>> = parts.iter().map(|part| part.finals()).collect();
+                    Built::Updates {
+                        changes: wanted
+                            .changes
+                            .then(|| scope.concatenate(parts.iter().map(|part| part.changes()))),
+                        finals: finals
+                            .filter(|_| wanted.finals)
+                            .map(|finals| scope.concatenate(finals)),
+                    }
+                }
+            }
+        };
+        built.insert(node, output);
+    }
+    built
+}
+
+fn attach_sink(
+    output: &Built<'_>,
+    mode: SinkMode,
+    writer: Option<SinkWriter>,
+    metrics: Arc<SinkMetrics>,
+    finished: &ProbeHandle<u64>,
+) {
+    match mode {
+        SinkMode::Rows | SinkMode::FinalRows => output
+            .finals()
+            .expect("planned as final")
+            .probe_with(finished)
+            .write_rows(writer, metrics),
+        SinkMode::Changelog => output
+            .changes()
+            .probe_with(finished)
+            .write_updates(writer, metrics),
+    }
+}
+
+fn attach_view(
+    output: &Built<'_>,
+    view: Option<Arc<LiveView>>,
+    count: Arc<AtomicI64>,
+    finished: &ProbeHandle<u64>,
+) {
+    let changes = output.changes().probe_with(finished);
+    count_rows(changes.clone(), count);
+    changes.publish_view(view);
+}
+
+/// Builds a view or sink added while running, fed by the main dataflow's taps.
+fn build_extension(
+    scope: Scope<'_, u64>,
+    extension: &Extension,
+    taps: &Taps,
+    index: usize,
+    stop: &Arc<AtomicBool>,
+) {
+    let plan = &extension.plan;
+    let root = match &extension.object {
+        Added::Sink { index, .. } => plan.sinks[*index].node,
+        Added::View { node, .. } => *node,
+    };
+    let order = plan.build_order(&[root]);
+    let (changes, finals) = match &extension.object {
+        Added::Sink { index, .. } if plan.sinks[*index].mode != SinkMode::Changelog => {
+            (vec![], vec![root])
+        }
+        _ => (vec![root], vec![]),
+    };
+    let demand = demands(plan, &order, &changes, &finals);
+    let source_streams: HashMap<usize, SourceStreams> = plan
+        .sources_of(&order)
+        .into_iter()
+        .map(|source| {
+            let streams = SourceStreams {
+                rows: taps.replay_rows(scope, Tapped::SourceRows(source)),
+                dead_letters: taps.replay_rows(scope, Tapped::SourceDeadLetters(source)),
+                late_rows: taps.replay_rows(scope, Tapped::SourceLateRows(source)),
+            };
+            (source, streams)
+        })
+        .collect();
+    let table_streams: HashMap<usize, TableStreams> = plan
+        .tables_of(&order)
+        .into_iter()
+        .map(|table| {
+            let streams = TableStreams {
+                changes: taps.replay_updates(scope, Tapped::TableChanges(table)),
+                dead_letters: taps.replay_rows(scope, Tapped::TableDeadLetters(table)),
+            };
+            (table, streams)
+        })
+        .collect();
+    let built = build_nodes(
+        scope,
+        plan,
+        &order,
+        &demand,
+        &source_streams,
+        &table_streams,
+        stop,
+    );
+    let finished = ProbeHandle::new();
+    match &extension.object {
+        Added::Sink {
+            index: sink,
+            writer,
+            metrics,
+        } => {
+            let writer = if index == 0 {
+                writer.lock().expect("writer lock").take()
+            } else {
+                None
+            };
+            attach_sink(
+                &built[&root],
+                plan.sinks[*sink].mode,
+                writer,
+                metrics.clone(),
+                &finished,
+            );
+        }
+        Added::View { live, count, .. } => {
+            attach_view(
+                &built[&root],
+                (index == 0).then(|| live.clone()),
+                count.clone(),
+                &finished,
+            );
+        }
+    }
+}
+
+/// A view or sink added to a running pipeline.
+pub enum Added {
+    Sink {
+        /// Its index in the extension's plan's sinks.
+        index: usize,
+        /// Opened before it is sent; worker 0 takes it.
+        writer: Mutex<Option<SinkWriter>>,
+        metrics: Arc<SinkMetrics>,
+    },
+    View {
+        node: NodeId,
+        live: Arc<LiveView>,
+        count: Arc<AtomicI64>,
+    },
+}
+
+/// Built as its own dataflow on every worker.
+pub struct Extension {
+    /// The view's or sink's name.
+    pub name: String,
+    /// The whole plan as of the statement that added it.
+    pub plan: Arc<DataflowPlan>,
+    pub object: Added,
+}
+
+/// What the workers of an extensible run are told, in the same order on each.
+pub enum Command {
+    Add(Arc<Extension>),
+    /// Drop the dataflow added for this name.
+    Drop(String),
 }
 
 /// A reader for a source that failed to open on this worker: it ends at once.

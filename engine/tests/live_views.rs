@@ -408,3 +408,100 @@ fn the_api_lists_views_with_keys_units_and_metrics() {
     let openapi: Value = serde_json::from_str(&get("/openapi.json")).unwrap();
     assert!(openapi["paths"]["/v1/views/{name}/subscribe"].is_object());
 }
+
+fn post_sql(engine: &Engine, sql: &str) -> (u16, Value) {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            sql,
+            &format!("http://{}/v1/sql", engine.address),
+        ])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+fn file_lines(engine: &Engine, name: &str) -> usize {
+    std::fs::read_to_string(engine._dir.path().join(name)).map_or(0, |text| text.lines().count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_and_sinks_can_be_added_and_dropped_while_running() {
+    let engine = start_engine(PIPELINE);
+    // A new materialized view is served at once, from the rows that arrive after it.
+    let (status, body) = post_sql(
+        &engine,
+        "CREATE MATERIALIZED VIEW room_stats AS SELECT room, count(*) AS n FROM readings GROUP BY room;",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["done"],
+        "created materialized view room_stats"
+    );
+    let url = format!("ws://{}/v1/views/room_stats/subscribe", engine.address);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let schema = next(&mut socket).await;
+    assert_eq!(schema["key"], serde_json::json!(["room"]));
+    let mut mirror = Mirror::default();
+    mirror.receive(&next(&mut socket).await);
+    while mirror.now().len() < 2 {
+        let message = next(&mut socket).await;
+        mirror.receive(&message);
+    }
+    // A sink added while running writes; dropped, it stops.
+    let (status, body) = post_sql(
+        &engine,
+        "CREATE SINK warm FROM readings WITH (connector = 'file', path = 'warm.jsonl', format = 'json')",
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while file_lines(&engine, "warm.jsonl") < 24 {
+        assert!(std::time::Instant::now() < deadline, "the new sink writes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = post_sql(&engine, "DROP SINK warm; DROP VIEW room_stats;");
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_drop = file_lines(&engine, "warm.jsonl");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        file_lines(&engine, "warm.jsonl"),
+        after_drop,
+        "a dropped sink stops"
+    );
+    let views: Value = serde_json::from_str(&String::from_utf8_lossy(
+        &Command::new("curl")
+            .args(["-s", &format!("http://{}/v1/views", engine.address)])
+            .output()
+            .unwrap()
+            .stdout,
+    ))
+    .unwrap();
+    assert_eq!(views["views"].as_array().unwrap().len(), 1, "{views}");
+    // What the file defined is not changed from outside, and errors point into the request.
+    let (status, body) = post_sql(&engine, "DROP VIEW zone_stats");
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("defined in the pipeline file"),
+        "{body}"
+    );
+    let (status, body) = post_sql(&engine, "CREATE VIEW v AS\n  SELECT colour FROM readings");
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("request:2:10: "),
+        "{body}"
+    );
+}

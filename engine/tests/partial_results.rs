@@ -38,6 +38,7 @@ fn a_window_publishes_partial_results_before_it_closes() {
         stop: Arc::new(AtomicBool::new(false)),
         capture: vec![*node],
         retention: Default::default(),
+        extensible: false,
     };
     let mut captured = start(Arc::new(planner.plan.clone()), options)
         .unwrap()

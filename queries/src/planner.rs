@@ -130,6 +130,11 @@ impl Planner {
     }
 
     /// The node a relation name refers to.
+    /// Every source, table, view and derived relation in the catalog.
+    pub fn relation_names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
     pub fn relation(&self, name: &str) -> Option<(NodeId, SchemaRef)> {
         self.entries
             .get(&name.to_ascii_lowercase())

@@ -238,25 +238,45 @@ impl LiveView {
     }
 }
 
-/// Every live view of a run, by name.
+/// Every live view of a run, by name; views created while it runs join, dropped ones leave.
 #[derive(Default, Clone)]
 pub struct LiveViews {
-    views: Vec<Arc<LiveView>>,
+    views: Arc<std::sync::RwLock<Vec<Arc<LiveView>>>>,
 }
 
 impl LiveViews {
     pub fn new(views: Vec<Arc<LiveView>>) -> Self {
-        LiveViews { views }
+        LiveViews {
+            views: Arc::new(std::sync::RwLock::new(views)),
+        }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<LiveView>> {
-        self.views
-            .iter()
+    pub fn get(&self, name: &str) -> Option<Arc<LiveView>> {
+        self.all()
+            .into_iter()
             .find(|view| view.name.eq_ignore_ascii_case(name))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<LiveView>> {
-        self.views.iter()
+    /// The views now, in the order they were created.
+    pub fn all(&self) -> Vec<Arc<LiveView>> {
+        self.views
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn add(&self, view: Arc<LiveView>) {
+        self.views
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(view);
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.views
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|view| !view.name.eq_ignore_ascii_case(name));
     }
 }
 

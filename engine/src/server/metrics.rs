@@ -16,10 +16,12 @@ use prometheus_client::registry::Registry;
 use super::ServerState;
 use crate::live::view::LiveViews;
 use crate::runtime::RunMetrics;
+use vibelux_connectors::sink::SinkMetrics;
 
 struct RunCollector {
     metrics: Arc<RunMetrics>,
     views: LiveViews,
+    added_sinks: Vec<(String, Arc<SinkMetrics>)>,
 }
 
 impl std::fmt::Debug for RunCollector {
@@ -107,9 +109,9 @@ impl Collector for RunCollector {
             "source",
             &lags,
         )?;
-        let sinks: Vec<(&str, u64)> = self
-            .metrics
-            .sinks
+        let all_sinks: Vec<&(String, Arc<SinkMetrics>)> =
+            self.metrics.sinks.iter().chain(&self.added_sinks).collect();
+        let sinks: Vec<(&str, u64)> = all_sinks
             .iter()
             .map(|(name, m)| (name.as_str(), m.rows_written.load(Relaxed)))
             .collect();
@@ -120,9 +122,7 @@ impl Collector for RunCollector {
             "sink",
             &sinks,
         )?;
-        let errors: Vec<(&str, u64)> = self
-            .metrics
-            .sinks
+        let errors: Vec<(&str, u64)> = all_sinks
             .iter()
             .map(|(name, m)| (name.as_str(), m.write_errors.load(Relaxed)))
             .collect();
@@ -133,8 +133,8 @@ impl Collector for RunCollector {
             "sink",
             &errors,
         )?;
-        let rows: Vec<(&str, f64)> = self
-            .views
+        let views = self.views.all();
+        let rows: Vec<(&str, f64)> = views
             .iter()
             .map(|view| (view.name.as_str(), view.len() as f64))
             .collect();
@@ -145,8 +145,7 @@ impl Collector for RunCollector {
             "view",
             &rows,
         )?;
-        let subscribers: Vec<(&str, f64)> = self
-            .views
+        let subscribers: Vec<(&str, f64)> = views
             .iter()
             .map(|view| {
                 (
@@ -162,8 +161,7 @@ impl Collector for RunCollector {
             "view",
             &subscribers,
         )?;
-        let updates: Vec<(&str, u64)> = self
-            .views
+        let updates: Vec<(&str, u64)> = views
             .iter()
             .map(|view| (view.name.as_str(), view.updates_published()))
             .collect();
@@ -181,9 +179,18 @@ impl Collector for RunCollector {
 /// The text of one scrape.
 pub fn encode(state: &ServerState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    let added_sinks = state.control.as_ref().map_or_else(Vec::new, |control| {
+        control
+            .added_sinks
+            .sinks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    });
     registry.register_collector(Box::new(RunCollector {
         metrics: state.metrics.clone(),
         views: state.views.clone(),
+        added_sinks,
     }));
     registry.register(
         "vibelux_dataflow_step_seconds",

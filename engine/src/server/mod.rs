@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::control::{Control, ControlError};
 use crate::live::protocol::{columns_json, key_names, row_json};
 use crate::live::view::{LiveView, LiveViews};
 use crate::runtime::RunMetrics;
@@ -30,6 +31,8 @@ pub struct ServerState {
     pub views: LiveViews,
     pub metrics: Arc<RunMetrics>,
     pub started: std::time::Instant,
+    /// Applies posted statements (`None` when the run takes no changes).
+    pub control: Option<Arc<Control>>,
 }
 
 /// A JSON error body with a status: `{"error": "…"}`.
@@ -42,8 +45,9 @@ impl IntoResponse for ApiError {
 }
 
 fn find_view(state: &ServerState, name: &str) -> Result<Arc<LiveView>, ApiError> {
-    state.views.get(name).cloned().ok_or_else(|| {
-        let names: Vec<&str> = state.views.iter().map(|v| v.name.as_str()).collect();
+    state.views.get(name).ok_or_else(|| {
+        let views = state.views.all();
+        let names: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
         ApiError(
             StatusCode::NOT_FOUND,
             if names.is_empty() {
@@ -75,7 +79,9 @@ fn describe(view: &LiveView) -> Value {
 }
 
 async fn list_views(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
-    axum::Json(json!({ "views": state.views.iter().map(|v| describe(v)).collect::<Vec<_>>() }))
+    axum::Json(
+        json!({ "views": state.views.all().iter().map(|v| describe(v)).collect::<Vec<_>>() }),
+    )
 }
 
 async fn view_contents(
@@ -146,11 +152,25 @@ async fn prometheus(State(state): State<Arc<ServerState>>) -> Response {
     }
 }
 
-async fn sql_not_yet() -> ApiError {
-    ApiError(
-        StatusCode::NOT_IMPLEMENTED,
-        "creating and dropping views while a pipeline runs is not supported yet: add the statement to the pipeline file and restart".into(),
-    )
+async fn post_sql(
+    State(state): State<Arc<ServerState>>,
+    body: String,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Some(control) = state.control.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "this run takes no changes".into(),
+        ));
+    };
+    // Planning and opening sinks block: keep them off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || control.execute(&body))
+        .await
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    match outcome {
+        Ok(results) => Ok(axum::Json(json!({ "results": results }))),
+        Err(ControlError::Sql(message)) => Err(ApiError(StatusCode::BAD_REQUEST, message)),
+        Err(ControlError::Unavailable(message)) => Err(ApiError(StatusCode::CONFLICT, message)),
+    }
 }
 
 async fn openapi() -> Response {
@@ -172,7 +192,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/views", get(list_views))
         .route("/v1/views/{name}", get(view_contents))
         .route("/v1/views/{name}/subscribe", get(subscribe))
-        .route("/v1/sql", post(sql_not_yet))
+        .route("/v1/sql", post(post_sql))
         .with_state(state)
 }
 

@@ -1,0 +1,220 @@
+//! The live-view benchmark client: writes timestamped readings into the file a running engine
+//! tails, while WebSocket subscribers measure how long each row takes to reach them.
+//!
+//! Each line carries `sent_us`, the wall clock (µs) when it was written; the benchmark view keeps
+//! the latest `sent_us` per sensor, so every `+1` row a subscriber receives says when the row
+//! behind it entered. Latency = receive time − `sent_us`, per row, per subscriber.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(clap::Args)]
+pub struct LiveArgs {
+    /// The engine's address (host:port).
+    #[arg(long)]
+    address: String,
+    /// The file the engine's source tails.
+    #[arg(long)]
+    file: PathBuf,
+    /// Rows written per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Distinct sensors the rows cycle through.
+    #[arg(long, default_value_t = 1_000)]
+    sensors: u64,
+    /// Concurrent subscribers of the view.
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// How long to write and measure.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// The view to subscribe to.
+    #[arg(long, default_value = "latest")]
+    view: String,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64
+}
+
+/// Writes `rate` rows per second in 1 ms slices until `stop`.
+fn write_rows(args: &LiveArgs, stop: &AtomicBool) -> anyhow::Result<u64> {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let due = (started.elapsed().as_secs_f64() * args.rate as f64) as u64;
+        if due > written {
+            line.clear();
+            let sent = now_micros();
+            for i in written..due {
+                use std::fmt::Write as _;
+                let _ = writeln!(
+                    line,
+                    "{{\"sensor_id\":\"s{:05}\",\"ts\":{},\"sent_us\":{sent}}}",
+                    i % args.sensors,
+                    sent / 1000
+                );
+            }
+            file.write_all(line.as_bytes())?;
+            written = due;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Ok(written)
+}
+
+struct Subscriber {
+    snapshot_after: Option<Duration>,
+    latencies_us: Vec<u32>,
+}
+
+async fn subscribe(
+    url: String,
+    started: Instant,
+    snapshots: Arc<AtomicUsize>,
+    measuring: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+) -> anyhow::Result<Subscriber> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let mut result = Subscriber {
+        snapshot_after: None,
+        latencies_us: Vec::new(),
+    };
+    while !done.load(Ordering::Relaxed) {
+        let message = match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
+            Err(_) => continue,
+            Ok(None) => break,
+            Ok(Some(message)) => message?,
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let received = now_micros();
+        let message: serde_json::Value = serde_json::from_str(&text)?;
+        match message["type"].as_str() {
+            Some("snapshot") => {
+                result.snapshot_after = Some(started.elapsed());
+                snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+            Some("updates") if measuring.load(Ordering::Relaxed) => {
+                for entry in message["updates"].as_array().into_iter().flatten() {
+                    if entry["diff"].as_i64() == Some(1)
+                        && let Some(sent) = entry["row"]["sent_us"].as_i64()
+                    {
+                        result
+                            .latencies_us
+                            .push((received - sent).clamp(0, u32::MAX as i64) as u32);
+                    }
+                }
+            }
+            Some("error") => anyhow::bail!("subscription ended: {}", message["reason"]),
+            _ => {}
+        }
+    }
+    Ok(result)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+pub fn run(args: LiveArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let url = format!("ws://{}/v1/views/{}/subscribe", args.address, args.view);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let snapshots = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.subscribers)
+        .map(|_| {
+            runtime.spawn(subscribe(
+                url.clone(),
+                started,
+                snapshots.clone(),
+                measuring.clone(),
+                done.clone(),
+            ))
+        })
+        .collect();
+    // Everyone has a snapshot before rows flow.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while snapshots.load(Ordering::Relaxed) < args.subscribers && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all_snapshots = started.elapsed();
+    // Warm up for a second, then measure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let args = LiveArgs {
+            address: args.address.clone(),
+            file: args.file.clone(),
+            view: args.view.clone(),
+            ..args
+        };
+        std::thread::spawn(move || write_rows(&args, &stop))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    measuring.store(true, Ordering::Relaxed);
+    std::thread::sleep(args.duration);
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer thread")?;
+    std::thread::sleep(Duration::from_millis(500));
+    done.store(true, Ordering::Relaxed);
+    let results: Vec<Subscriber> = runtime.block_on(async {
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await??);
+        }
+        Ok::<_, anyhow::Error>(results)
+    })?;
+    let snapshot_count = results
+        .iter()
+        .filter(|r| r.snapshot_after.is_some())
+        .count();
+    let mut latencies: Vec<u32> = results
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    println!(
+        "rate {} rows/s, {} subscribers: {snapshot_count}/{} connected with a snapshot after {:.0} ms; wrote {written} rows; {} row updates received",
+        args.rate,
+        args.subscribers,
+        args.subscribers,
+        all_snapshots.as_secs_f64() * 1000.0,
+        latencies.len()
+    );
+    println!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.9),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Changing a running pipeline: statements posted to `POST /v1/sql`.
+//!
+//! The statements are planned against a copy of the running catalog; only if every one of them
+//! plans, and every new sink opens, does the copy replace the catalog. Each materialized view or
+//! sink they add becomes its own dataflow on every worker (see `runtime::Extension` and
+//! `taps`), so dropping it later drops exactly that dataflow. What the pipeline file defined is
+//! compiled into the main dataflow and cannot be dropped or replaced while running.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use vibelux_connectors::sink::SinkMetrics;
+use vibelux_connectors::sink::SinkWriter;
+use vibelux_queries::error::{Position, SqlError};
+use vibelux_queries::parser::{Statement, parse_pipeline};
+use vibelux_queries::plan::SinkMode;
+use vibelux_queries::planner::{Outcome, Planner};
+
+use crate::diagnostics::render;
+use crate::live::view::{LiveView, LiveViews, Retention};
+use crate::runtime::{Added, Command, Extension};
+
+/// Why statements were not applied.
+#[derive(Debug)]
+pub enum ControlError {
+    /// A statement is wrong: rendered with its line and column.
+    Sql(String),
+    /// The pipeline cannot take changes (it has finished, or an input could not be opened).
+    Unavailable(String),
+}
+
+/// Sinks added while running, for metrics and the final report.
+#[derive(Default)]
+pub struct AddedSinks {
+    pub sinks: Mutex<Vec<(String, Arc<SinkMetrics>)>>,
+}
+
+pub struct Control {
+    planner: Mutex<Planner>,
+    /// Names the pipeline file defined.
+    defined_by_file: HashSet<String>,
+    commands: Mutex<Vec<std::sync::mpsc::Sender<Command>>>,
+    views: LiveViews,
+    retention: Retention,
+    pub added_sinks: Arc<AddedSinks>,
+}
+
+fn names(planner: &Planner) -> HashSet<String> {
+    let mut names: HashSet<String> = planner
+        .relation_names()
+        .into_iter()
+        .chain(planner.plan.sinks.iter().map(|sink| sink.name.clone()))
+        .collect();
+    names.retain(|name| !name.is_empty());
+    names
+}
+
+impl Control {
+    pub fn new(
+        planner: Planner,
+        commands: Vec<std::sync::mpsc::Sender<Command>>,
+        views: LiveViews,
+        retention: Retention,
+    ) -> Self {
+        Control {
+            defined_by_file: names(&planner),
+            planner: Mutex::new(planner),
+            commands: Mutex::new(commands),
+            views,
+            retention,
+            added_sinks: Arc::default(),
+        }
+    }
+
+    fn refuse(sql: &str, position: Position, message: String) -> ControlError {
+        ControlError::Sql(render("request", sql, &SqlError::new(position, message)))
+    }
+
+    /// Plans and applies `sql`; returns what each statement did.
+    pub fn execute(&self, sql: &str) -> Result<Vec<Value>, ControlError> {
+        let statements = parse_pipeline(sql)
+            .map_err(|error| ControlError::Sql(render("request", sql, &error)))?;
+        let mut planner = self.planner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = planner.clone();
+        let mut results = Vec::new();
+        for located in &statements {
+            let touched = match &located.statement {
+                Statement::CreateSource(source) => {
+                    return Err(Self::refuse(
+                        sql,
+                        located.position,
+                        format!(
+                            "`{}`: sources and tables cannot be added while the pipeline runs; add them to the pipeline file",
+                            source.name.value
+                        ),
+                    ));
+                }
+                Statement::Query(_) => {
+                    return Err(Self::refuse(
+                        sql,
+                        located.position,
+                        "ad-hoc queries are not run here: read a materialized view (GET /v1/views/NAME) or query the warehouse (vibelux query)".into(),
+                    ));
+                }
+                Statement::CreateView(view) if view.or_replace => {
+                    Some(view.name.value.to_ascii_lowercase())
+                }
+                Statement::Drop { name, .. } => Some(name.value.to_ascii_lowercase()),
+                _ => None,
+            };
+            if let Some(name) = touched
+                && self.defined_by_file.contains(&name)
+            {
+                return Err(Self::refuse(
+                    sql,
+                    located.position,
+                    format!(
+                        "`{name}` is defined in the pipeline file and runs in its dataflow; change it there and restart"
+                    ),
+                ));
+            }
+            let outcome = next
+                .execute(located)
+                .map_err(|error| ControlError::Sql(render("request", sql, &error)))?;
+            results.push(match outcome {
+                Outcome::Done(message) => json!({ "statement": located.text, "done": message }),
+                Outcome::Table { columns, rows } => {
+                    json!({ "statement": located.text, "columns": columns, "rows": rows })
+                }
+                Outcome::Text(text) => json!({ "statement": located.text, "text": text }),
+                Outcome::Query { .. } => unreachable!("refused above"),
+            });
+        }
+        self.apply(&planner, &next)?;
+        *planner = next;
+        Ok(results)
+    }
+
+    /// Starts what `next` adds over `current` and stops what it removes.
+    fn apply(&self, current: &Planner, next: &Planner) -> Result<(), ControlError> {
+        let before = &current.plan;
+        let after = &next.plan;
+        let plan = Arc::new(after.clone());
+        let same_sink = |name: &str| {
+            let old = before.sinks.iter().find(|s| s.name == name);
+            let new = after.sinks.iter().find(|s| s.name == name);
+            matches!((old, new), (Some(a), Some(b)) if a.node == b.node)
+        };
+        let same_view = |name: &str| {
+            let old = before.materialized.iter().find(|(n, _)| n == name);
+            let new = after.materialized.iter().find(|(n, _)| n == name);
+            matches!((old, new), (Some(a), Some(b)) if a.1 == b.1)
+        };
+        let mut commands = Vec::new();
+        // Removed or replaced: drop their dataflows.
+        for sink in &before.sinks {
+            if !same_sink(&sink.name) {
+                commands.push(Command::Drop(sink.name.clone()));
+                self.added_sinks
+                    .sinks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(name, _)| name != &sink.name);
+            }
+        }
+        let mut removed_views = Vec::new();
+        for (name, _) in &before.materialized {
+            if !same_view(name) {
+                commands.push(Command::Drop(name.clone()));
+                removed_views.push(name.clone());
+            }
+        }
+        // Added: open sinks first, so a bad path fails the request before anything changes.
+        let mut added_views = Vec::new();
+        for (index, sink) in after.sinks.iter().enumerate() {
+            if same_sink(&sink.name) {
+                continue;
+            }
+            let schema = after.nodes[sink.node].schema.clone();
+            let writer = SinkWriter::open(&sink.target, schema, sink.mode == SinkMode::Changelog)
+                .map_err(|error| {
+                ControlError::Sql(format!("request: opening sink {}: {error}", sink.name))
+            })?;
+            let metrics = Arc::new(SinkMetrics::default());
+            self.added_sinks
+                .sinks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((sink.name.clone(), metrics.clone()));
+            commands.push(Command::Add(Arc::new(Extension {
+                name: sink.name.clone(),
+                plan: plan.clone(),
+                object: Added::Sink {
+                    index,
+                    writer: Mutex::new(Some(writer)),
+                    metrics,
+                },
+            })));
+        }
+        for (name, node) in &after.materialized {
+            if same_view(name) {
+                continue;
+            }
+            let spec = &after.nodes[*node];
+            let live = Arc::new(LiveView::new(
+                name.clone(),
+                spec.schema.clone(),
+                spec.key.clone(),
+                self.retention,
+            ));
+            added_views.push(live.clone());
+            commands.push(Command::Add(Arc::new(Extension {
+                name: name.clone(),
+                plan: plan.clone(),
+                object: Added::View {
+                    node: *node,
+                    live,
+                    count: Arc::new(AtomicI64::new(0)),
+                },
+            })));
+        }
+        let senders = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        for command in commands {
+            let command = Arc::new(command);
+            for sender in senders.iter() {
+                let copy = match command.as_ref() {
+                    Command::Add(extension) => Command::Add(extension.clone()),
+                    Command::Drop(name) => Command::Drop(name.clone()),
+                };
+                sender.send(copy).map_err(|_| {
+                    ControlError::Unavailable(
+                        "the pipeline has finished: its workers take no more changes".into(),
+                    )
+                })?;
+            }
+        }
+        for name in removed_views {
+            self.views.remove(&name);
+        }
+        for view in added_views {
+            self.views.add(view);
+        }
+        Ok(())
+    }
+}
