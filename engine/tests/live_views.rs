@@ -455,6 +455,13 @@ async fn views_and_sinks_can_be_added_and_dropped_while_running() {
         let message = next(&mut socket).await;
         mirror.receive(&message);
     }
+    let listed = Command::new("curl")
+        .args(["-s", &format!("http://{}/v1/views", engine.address)])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["views"][1]["name"], "room_stats");
+    assert_eq!(listed["views"][1]["subscribers"], 1, "{listed}");
     // A sink added while running writes; dropped, it stops.
     let (status, body) = post_sql(
         &engine,

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::watch;
 use vibelux_operators::row::Row;
@@ -22,15 +23,16 @@ pub struct Tick {
     pub updates: Vec<(Row, i64)>,
     /// When it was published (wall clock).
     pub published: Instant,
-    /// The unfiltered `diff` message, encoded once for every subscriber that wants it.
-    pub encoded: OnceLock<Arc<str>>,
+    /// The unfiltered `diff` message, encoded once and shared (not copied) by every subscriber
+    /// that wants it.
+    pub encoded: OnceLock<Utf8Bytes>,
 }
 
 /// The contents at a timestamp, shared by every subscriber that starts there.
 pub struct Snapshot {
     pub time: u64,
     pub rows: Vec<(Row, i64)>,
-    pub encoded: OnceLock<Arc<str>>,
+    pub encoded: OnceLock<Utf8Bytes>,
 }
 
 /// How much history a view keeps for resuming and for slow subscribers.

@@ -150,7 +150,7 @@ impl Collector for RunCollector {
             .map(|view| {
                 (
                     view.name.as_str(),
-                    view.subscribers().saturating_sub(1) as f64,
+                    view.subscribers() as f64,
                 )
             })
             .collect();

@@ -71,7 +71,7 @@ fn describe(view: &LiveView) -> Value {
         "columns": columns_json(view),
         "key": key_names(view),
         "rows": view.len(),
-        "subscribers": view.subscribers().saturating_sub(1),
+        "subscribers": view.subscribers(),
         "ts": frontier,
         "resumable_from": resumable_from,
         "complete": view.is_closed(),

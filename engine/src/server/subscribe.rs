@@ -161,7 +161,7 @@ impl Session {
 
     async fn snapshot(&mut self) -> Result<u64, End> {
         let snapshot = self.view.snapshot();
-        let text: Arc<str> = if self.options.plain() {
+        let text: Utf8Bytes = if self.options.plain() {
             snapshot
                 .encoded
                 .get_or_init(|| {
@@ -173,7 +173,7 @@ impl Session {
             let rows = self.filtered(&snapshot.rows);
             snapshot_message(&self.view, snapshot.time, &rows, self.options.envelope).into()
         };
-        self.send(text.to_string()).await?;
+        self.send(text).await?;
         self.send(progress_message(snapshot.time)).await?;
         Ok(snapshot.time)
     }
@@ -212,7 +212,7 @@ impl Session {
                                 .into()
                         })
                         .clone();
-                    self.send(text.to_string()).await?;
+                    self.send(text).await?;
                 } else {
                     let updates = self.filtered(&tick.updates);
                     if !updates.is_empty() {
