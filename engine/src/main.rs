@@ -50,7 +50,8 @@ enum Command {
         /// Serve the dashboard, HTTP API and live views here (`off` to disable; port 0 picks one).
         #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_http)]
         http: HttpAddress,
-        /// Event time of history each live view keeps for subscribers that resume or lag.
+        /// History each live view keeps for subscribers that resume or lag: this much event time,
+        /// and at least this much wall time (up to 30 s).
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         retention: Duration,
     },
@@ -192,6 +193,7 @@ fn run(
 
     let retention_settings = Retention {
         millis: retention.as_millis() as u64,
+        grace: retention.min(Retention::default().grace),
         ..Retention::default()
     };
     let started = Instant::now();

@@ -38,6 +38,10 @@ const PIPELINE: &str = "CREATE SOURCE readings (
       SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;";
 
 fn start_engine(sql: &str) -> Engine {
+    start_engine_with(sql, &[])
+}
+
+fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
@@ -50,6 +54,7 @@ fn start_engine(sql: &str) -> Engine {
             "--for",
             "120s",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -511,4 +516,54 @@ async fn views_and_sinks_can_be_added_and_dropped_while_running() {
             .starts_with("request:2:10: "),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_behind_the_retained_history_is_told_and_disconnected() {
+    // A second of history; a reader with a tiny receive buffer that stops reading for longer.
+    let engine = start_engine_with(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+         WITH (connector = 'simulator', rooms = '4', zones_per_room = '5', sensors_per_zone = '50',
+               interval = '10 seconds', speed = '60x', seed = '5');
+         CREATE MATERIALIZED VIEW sensor_stats AS
+           SELECT sensor_id, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY sensor_id;",
+        &["--retention", "1s"],
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(engine.address.parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("ws://{}/v1/views/sensor_stats/subscribe", engine.address);
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut reader, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(next(&mut reader).await["type"], "schema");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let reason = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.next())
+            .await
+            .expect("messages, then the reason")
+            .expect("the reason comes before the end");
+        match message {
+            Ok(Message::Text(text)) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "error" {
+                    break message["reason"].as_str().unwrap().to_string();
+                }
+            }
+            Ok(_) => {}
+            Err(error) => panic!("the connection broke before saying why: {error}"),
+        }
+    };
+    assert!(reason.starts_with("fell behind"), "{reason}");
+    // Then the server closes the connection.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the server did not close the connection"),
+        }
+    }
 }

@@ -147,12 +147,7 @@ impl Collector for RunCollector {
         )?;
         let subscribers: Vec<(&str, f64)> = views
             .iter()
-            .map(|view| {
-                (
-                    view.name.as_str(),
-                    view.subscribers() as f64,
-                )
-            })
+            .map(|view| (view.name.as_str(), view.subscribers() as f64))
             .collect();
         gauge(
             &mut encoder,
