@@ -79,28 +79,56 @@ pub struct Taps {
     updates: Rc<RefCell<HashMap<Tapped, Tap<Update>>>>,
 }
 
+/// Ends `stream` in an operator copying each batch, and the frontier, to every consumer;
+/// `observe` sees each batch first (a table tap keeps the contents with it).
+fn tap<D: Clone + 'static>(
+    stream: Stream<'_, u64, Vec<D>>,
+    taps: Rc<RefCell<HashMap<Tapped, Tap<D>>>>,
+    which: Tapped,
+    mut observe: impl FnMut(&mut Tap<D>, &[D]) + 'static,
+) {
+    stream.sink(Pipeline, "Tap", move |(input, frontier)| {
+        let mut taps = taps.borrow_mut();
+        let tap = taps.get_mut(&which).expect("registered");
+        tap.consumers.retain(|queue| queue.strong_count() > 0);
+        input.for_each(|time, data| {
+            let Some(&time) = time.least() else { return };
+            observe(tap, data);
+            for queue in tap.consumers.iter().filter_map(Weak::upgrade) {
+                queue.borrow_mut().batches.push_back((time, data.clone()));
+            }
+        });
+        tap.frontier = frontier.frontier().first().copied();
+        for queue in tap.consumers.iter().filter_map(Weak::upgrade) {
+            let mut queue = queue.borrow_mut();
+            queue.frontier = tap.frontier;
+            queue.wake();
+        }
+    });
+}
+
+/// A new consumer of a tap, starting with `first` (if any) at the tap's frontier.
+fn consume<D>(
+    taps: &RefCell<HashMap<Tapped, Tap<D>>>,
+    which: Tapped,
+    first: impl FnOnce(&Tap<D>) -> Vec<D>,
+) -> Rc<RefCell<Queue<D>>> {
+    let mut taps = taps.borrow_mut();
+    let tap = taps.entry(which).or_default();
+    let queue = Rc::new(RefCell::new(Queue::new(tap.frontier)));
+    let initial = first(tap);
+    if let (false, Some(now)) = (initial.is_empty(), tap.frontier) {
+        queue.borrow_mut().batches.push_back((now, initial));
+    }
+    tap.consumers.push(Rc::downgrade(&queue));
+    queue
+}
+
 impl Taps {
     /// Ends `stream` in a tap.
     pub fn tap_rows(&self, stream: Stream<'_, u64, Vec<Row>>, which: Tapped) {
         self.rows.borrow_mut().insert(which, Tap::default());
-        let taps = self.rows.clone();
-        stream.sink(Pipeline, "Tap", move |(input, frontier)| {
-            let mut taps = taps.borrow_mut();
-            let tap = taps.get_mut(&which).expect("registered");
-            tap.consumers.retain(|queue| queue.strong_count() > 0);
-            input.for_each(|time, data| {
-                let Some(&time) = time.least() else { return };
-                for queue in tap.consumers.iter().filter_map(Weak::upgrade) {
-                    queue.borrow_mut().batches.push_back((time, data.clone()));
-                }
-            });
-            tap.frontier = frontier.frontier().first().copied();
-            for queue in tap.consumers.iter().filter_map(Weak::upgrade) {
-                let mut queue = queue.borrow_mut();
-                queue.frontier = tap.frontier;
-                queue.wake();
-            }
-        });
+        tap(stream, self.rows.clone(), which, |_, _| {});
     }
 
     /// Ends a table's changes in a tap that also keeps the table's contents.
@@ -112,30 +140,14 @@ impl Taps {
                 ..Tap::default()
             },
         );
-        let taps = self.updates.clone();
-        stream.sink(Pipeline, "Tap", move |(input, frontier)| {
-            let mut taps = taps.borrow_mut();
-            let tap = taps.get_mut(&which).expect("registered");
-            tap.consumers.retain(|queue| queue.strong_count() > 0);
-            input.for_each(|time, data| {
-                let Some(&time) = time.least() else { return };
-                let contents = tap.contents.get_or_insert_with(HashMap::new);
-                for (row, _, diff) in data.iter() {
-                    let count = contents.entry(row.clone()).or_insert(0);
-                    *count += diff;
-                    if *count == 0 {
-                        contents.remove(row);
-                    }
+        tap(stream, self.updates.clone(), which, |tap, data| {
+            let contents = tap.contents.get_or_insert_with(HashMap::new);
+            for (row, _, diff) in data {
+                let count = contents.entry(row.clone()).or_insert(0);
+                *count += diff;
+                if *count == 0 {
+                    contents.remove(row);
                 }
-                for queue in tap.consumers.iter().filter_map(Weak::upgrade) {
-                    queue.borrow_mut().batches.push_back((time, data.clone()));
-                }
-            });
-            tap.frontier = frontier.frontier().first().copied();
-            for queue in tap.consumers.iter().filter_map(Weak::upgrade) {
-                let mut queue = queue.borrow_mut();
-                queue.frontier = tap.frontier;
-                queue.wake();
             }
         });
     }
@@ -146,11 +158,7 @@ impl Taps {
         scope: Scope<'scope, u64>,
         which: Tapped,
     ) -> Stream<'scope, u64, Vec<Row>> {
-        let mut taps = self.rows.borrow_mut();
-        let tap = taps.entry(which).or_default();
-        let queue = Rc::new(RefCell::new(Queue::new(tap.frontier)));
-        tap.consumers.push(Rc::downgrade(&queue));
-        replay(scope, queue)
+        replay(scope, consume(&self.rows, which, |_| Vec::new()))
     }
 
     /// Like [`Taps::replay_rows`]; a table's consumer first receives the current contents.
@@ -159,19 +167,15 @@ impl Taps {
         scope: Scope<'scope, u64>,
         which: Tapped,
     ) -> Stream<'scope, u64, Vec<Update>> {
-        let mut taps = self.updates.borrow_mut();
-        let tap = taps.entry(which).or_default();
-        let queue = Rc::new(RefCell::new(Queue::new(tap.frontier)));
-        if let (Some(contents), Some(now)) = (&tap.contents, tap.frontier) {
-            let current: Vec<Update> = contents
+        let queue = consume(&self.updates, which, |tap| {
+            let (Some(contents), Some(now)) = (&tap.contents, tap.frontier) else {
+                return Vec::new();
+            };
+            contents
                 .iter()
                 .map(|(row, count)| (row.clone(), now, *count))
-                .collect();
-            if !current.is_empty() {
-                queue.borrow_mut().batches.push_back((now, current));
-            }
-        }
-        tap.consumers.push(Rc::downgrade(&queue));
+                .collect()
+        });
         replay(scope, queue)
     }
 }

@@ -1,9 +1,11 @@
 //! The dashboard in a real browser: headless Chromium (driven by Selenium through Debian's
 //! chromedriver) opens `/` of a running pipeline and sees a value change live.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::Command;
+
+use common::start_engine;
 
 const PIPELINE: &str = "CREATE SOURCE readings (
       sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
@@ -55,38 +57,12 @@ finally:
 
 #[test]
 fn the_dashboard_shows_a_value_changing_in_chromium() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
-    let mut engine = Command::new(env!("CARGO_BIN_EXE_vibelux"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "pipeline.sql",
-            "--http",
-            "127.0.0.1:0",
-            "--for",
-            "120s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = engine.stderr.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                let _ = found.send(rest.split_whitespace().next().unwrap().to_string());
-            }
-        }
-    });
-    let address: String = address.recv_timeout(Duration::from_secs(60)).unwrap();
+    let engine = start_engine(PIPELINE);
     let output = Command::new("python3")
-        .args(["-c", BROWSER, &format!("http://{address}/")])
+        .args(["-c", BROWSER, &format!("http://{}/", engine.address)])
         .output()
         .expect("python3 runs");
-    let _ = engine.kill();
-    let _ = engine.wait();
+    drop(engine);
     let shown = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

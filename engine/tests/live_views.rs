@@ -3,10 +3,13 @@
 //! it always add up to what a later snapshot says, whatever the client asked for (resume, a
 //! filter, upserts) and however slowly it reads.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use common::{Engine, start_engine, start_engine_with};
 
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -15,20 +18,6 @@ use tokio_tungstenite::tungstenite::{self, Message};
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A running engine; killed when dropped.
-struct Engine {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const PIPELINE: &str = "CREATE SOURCE readings (
       sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
       WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
@@ -36,48 +25,6 @@ const PIPELINE: &str = "CREATE SOURCE readings (
           interval = '10 seconds', speed = '60x', seed = '5');
     CREATE MATERIALIZED VIEW zone_stats AS
       SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;";
-
-fn start_engine(sql: &str) -> Engine {
-    start_engine_with(sql, &[])
-}
-
-fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "pipeline.sql",
-            "--http",
-            "127.0.0.1:0",
-            "--for",
-            "120s",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                let _ = found.send(rest.split_whitespace().next().unwrap().to_string());
-            }
-        }
-    });
-    let address = address
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the engine prints its address");
-    Engine {
-        child,
-        address,
-        _dir: dir,
-    }
-}
 
 async fn connect(engine: &Engine, query: &str) -> Socket {
     let url = format!(
@@ -434,7 +381,7 @@ fn post_sql(engine: &Engine, sql: &str) -> (u16, Value) {
 }
 
 fn file_lines(engine: &Engine, name: &str) -> usize {
-    std::fs::read_to_string(engine._dir.path().join(name)).map_or(0, |text| text.lines().count())
+    std::fs::read_to_string(engine.dir.path().join(name)).map_or(0, |text| text.lines().count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
