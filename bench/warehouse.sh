@@ -3,6 +3,7 @@
 # `vibelux query` and with DuckDB on the same files, in one run (compare ratios: noisy machine).
 #
 #   bench/warehouse.sh [DAYS]     (default 30 days × 1,200 sensors × 1 reading / 50 s ≈ 62M rows)
+#   QUERIES_ONLY=1 bench/warehouse.sh   (time the queries over the warehouse written last time)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 days=${1:-30}
@@ -11,6 +12,9 @@ work=${BENCH_DIR:-$HOME/.cache/vibelux-bench}/warehouse
 python3 -c "import duckdb" 2> /dev/null || python3 -m pip install --quiet duckdb
 cargo build --release -q -p vibelux --manifest-path "$repo/Cargo.toml"
 vibelux=$CARGO_TARGET_DIR/release/vibelux
+if [ -n "${QUERIES_ONLY:-}" ]; then
+  cd "$work"
+else
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 
 cat > write.sql <<SQL
@@ -31,6 +35,7 @@ bytes=$(du -sb warehouse | cut -f1)
 printf 'write: %d rows in %.1f s = %.0f rows/s, %.1f MB/s of Parquet (%.0f MB), peak RSS %.0f MiB\n' \
   "$rows" "$seconds" "$(echo "$rows / $seconds" | bc -l)" "$(echo "$bytes / 1048576 / $seconds" | bc -l)" \
   "$(echo "$bytes / 1048576" | bc -l)" "$(echo "$(cat rss.txt) / 1024" | bc -l)"
+fi
 
 last_day=$(date -u -d "2026-06-01 + $((days - 1)) days" +%F)
 declare -A queries=(

@@ -120,7 +120,21 @@ struct Session {
 
 impl Session {
     async fn send(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), End> {
-        let sending = self.socket.send(Message::Text(text.into()));
+        self.deliver(vec![text.into()]).await
+    }
+
+    /// Writes the messages and flushes once: one write to the socket for a whole catch-up.
+    async fn deliver(&mut self, messages: Vec<Utf8Bytes>) -> Result<(), End> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let socket = &mut self.socket;
+        let sending = async move {
+            for text in messages {
+                socket.feed(Message::Text(text)).await?;
+            }
+            socket.flush().await
+        };
         match tokio::time::timeout(self.options.send_timeout, sending).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
@@ -173,8 +187,8 @@ impl Session {
             let rows = self.filtered(&snapshot.rows);
             snapshot_message(&self.view, snapshot.time, &rows, self.options.envelope).into()
         };
-        self.send(text).await?;
-        self.send(progress_message(snapshot.time)).await?;
+        self.deliver(vec![text, progress_message(snapshot.time).into()])
+            .await?;
         Ok(snapshot.time)
     }
 
@@ -194,44 +208,53 @@ impl Session {
                 return Err(End::Told);
             }
         };
+        let mut messages: Vec<Utf8Bytes> = Vec::new();
         if ticks.len() > COALESCE_AFTER {
             let last = ticks.last().expect("non-empty").time;
             let merged = coalesce(ticks.iter().flat_map(|tick| tick.updates.iter()));
             let merged = self.filtered(&merged);
             if !merged.is_empty() {
-                let text = updates_message(&self.view, last, &merged, self.options.envelope);
-                self.send(text).await?;
+                messages.push(
+                    updates_message(&self.view, last, &merged, self.options.envelope).into(),
+                );
             }
         } else {
             for tick in &ticks {
                 if self.options.plain() {
-                    let text = tick
-                        .encoded
-                        .get_or_init(|| {
-                            updates_message(&self.view, tick.time, &tick.updates, Envelope::Diff)
-                                .into()
-                        })
-                        .clone();
-                    self.send(text).await?;
+                    let text = tick.encoded.get_or_init(|| {
+                        updates_message(&self.view, tick.time, &tick.updates, Envelope::Diff)
+                            .into()
+                    });
+                    messages.push(text.clone());
                 } else {
                     let updates = self.filtered(&tick.updates);
                     if !updates.is_empty() {
-                        let text =
-                            updates_message(&self.view, tick.time, &updates, self.options.envelope);
-                        self.send(text).await?;
+                        messages.push(
+                            updates_message(&self.view, tick.time, &updates, self.options.envelope)
+                                .into(),
+                        );
                     }
                 }
             }
         }
         if closed {
-            self.send(complete_message(frontier)).await?;
+            messages.push(complete_message(frontier).into());
+            self.deliver(messages).await?;
             return Ok(None);
         }
         if frontier > cursor {
-            self.send(progress_message(frontier)).await?;
+            messages.push(progress_message(frontier).into());
         }
+        self.deliver(messages).await?;
         Ok(Some(frontier.max(cursor)))
     }
+}
+
+/// How long a subscriber lets changes gather before sending again: nothing for a few
+/// subscribers (each change goes out at once), up to 50 ms for ten thousand, so the messages
+/// and socket writes per second stay within what the server's threads can do.
+fn pace(subscribers: usize) -> Duration {
+    Duration::from_micros(subscribers as u64 * 5).min(Duration::from_millis(50))
 }
 
 /// Runs one subscriber until the client leaves, falls behind, or the view completes.
@@ -262,6 +285,10 @@ pub async fn serve_subscriber(socket: WebSocket, view: Arc<LiveView>, options: S
                 return;
             }
             Err(End::Gone | End::Told) => return,
+        }
+        let pause = pace(session.view.subscribers());
+        if pause >= Duration::from_millis(1) {
+            tokio::time::sleep(pause).await;
         }
         // Wait for the frontier to move, noticing a client that closes meanwhile.
         loop {
