@@ -91,7 +91,10 @@ async fn subscribe(
     measuring: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<Subscriber> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+    // A small read buffer: tungstenite zeroes it on every read, and there are thousands of us.
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8192);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let mut result = Subscriber {
@@ -110,11 +113,11 @@ async fn subscribe(
         let received = now_micros();
         if !measure {
             // Only some subscribers parse (the client shares the machine with the engine); the
-            // rest just read. Keys are sorted, so `type` comes last.
-            if text.ends_with("\"type\":\"snapshot\"}") {
+            // rest just read. Messages start with their type.
+            if text.starts_with("{\"type\":\"snapshot\"") {
                 result.snapshot_after = Some(started.elapsed());
                 snapshots.fetch_add(1, Ordering::Relaxed);
-            } else if text.ends_with("\"type\":\"error\"}") {
+            } else if text.contains("\"type\":\"error\"") {
                 anyhow::bail!("subscription ended: {text}");
             }
             continue;

@@ -4,6 +4,8 @@
 //! a message at `ts` holds exactly the changes at that timestamp, and `progress` at `ts` promises
 //! that nothing earlier than `ts` will follow.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value, json};
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
@@ -34,17 +36,6 @@ pub fn row_json(view: &LiveView, row: &Row) -> Value {
     let mut object = Map::with_capacity(row.len());
     for (field, datum) in view.schema.fields().iter().zip(row) {
         object.insert(field.name().clone(), datum_json(datum));
-    }
-    Value::Object(object)
-}
-
-fn key_json(view: &LiveView, row: &Row) -> Value {
-    let mut object = Map::new();
-    for &column in view.key.as_deref().unwrap_or_default() {
-        object.insert(
-            view.schema.field(column).name().clone(),
-            datum_json(&row[column]),
-        );
     }
     Value::Object(object)
 }
@@ -91,25 +82,91 @@ pub fn schema_message(view: &LiveView, envelope: Envelope) -> String {
     .to_string()
 }
 
-fn diff_entries(view: &LiveView, updates: &[(Row, i64)]) -> Vec<Value> {
-    // Retractions first, so a client applying them in order never holds both versions.
-    let retractions = updates.iter().filter(|(_, diff)| *diff < 0);
-    let insertions = updates.iter().filter(|(_, diff)| *diff > 0);
-    retractions
-        .chain(insertions)
-        .map(|(row, diff)| json!({ "row": row_json(view, row), "diff": diff }))
-        .collect()
+/// Appends `text` as a JSON string.
+fn write_str(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
-fn entries(view: &LiveView, updates: &[(Row, i64)], envelope: Envelope) -> Vec<Value> {
-    match envelope {
-        Envelope::Diff => diff_entries(view, updates),
-        Envelope::Upsert => upserts(view, updates),
+fn write_datum(out: &mut String, datum: &Datum) {
+    match datum {
+        Datum::Null => out.push_str("null"),
+        Datum::Boolean(v) => out.push_str(if *v { "true" } else { "false" }),
+        Datum::Int64(v) => {
+            let _ = write!(out, "{v}");
+        }
+        // Rust prints the shortest text that reads back as the same double: valid JSON.
+        Datum::Float64(v) if v.is_finite() => {
+            let _ = write!(out, "{v}");
+        }
+        Datum::Float64(_) => out.push_str("null"),
+        Datum::Utf8(v) => write_str(out, v),
+        Datum::Timestamp(v) => {
+            out.push('"');
+            out.push_str(&format_timestamp(*v));
+            out.push('"');
+        }
+    }
+}
+
+/// Appends the given columns of a row as a JSON object, in column order.
+fn write_columns(
+    out: &mut String,
+    view: &LiveView,
+    row: &Row,
+    columns: impl Iterator<Item = usize>,
+) {
+    out.push('{');
+    for (n, column) in columns.enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        write_str(out, view.schema.field(column).name());
+        out.push(':');
+        write_datum(out, &row[column]);
+    }
+    out.push('}');
+}
+
+fn write_row(out: &mut String, view: &LiveView, row: &Row) {
+    write_columns(out, view, row, 0..row.len());
+}
+
+fn write_key(out: &mut String, view: &LiveView, row: &Row) {
+    let key = view.key.as_deref().unwrap_or_default();
+    write_columns(out, view, row, key.iter().copied());
+}
+
+/// `{"row": {…}, "diff": ±n}` per change; retractions first, so a client applying them in
+/// order never holds both versions of a row.
+fn write_diffs(out: &mut String, view: &LiveView, updates: &[(Row, i64)]) {
+    let retractions = updates.iter().filter(|(_, diff)| *diff < 0);
+    let insertions = updates.iter().filter(|(_, diff)| *diff > 0);
+    for (n, (row, diff)) in retractions.chain(insertions).enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"row\":");
+        write_row(out, view, row);
+        let _ = write!(out, ",\"diff\":{diff}}}");
     }
 }
 
 /// Upserts: per changed key, the row that remains after the changes, or `null` when none does.
-fn upserts(view: &LiveView, updates: &[(Row, i64)]) -> Vec<Value> {
+fn write_upserts(out: &mut String, view: &LiveView, updates: &[(Row, i64)]) {
     let key = view.key.as_deref().unwrap_or_default();
     let key_of = |row: &Row| -> Row { key.iter().map(|&c| row[c].clone()).collect() };
     let mut by_key: std::collections::BTreeMap<Row, (&Row, bool)> = Default::default();
@@ -119,16 +176,40 @@ fn upserts(view: &LiveView, updates: &[(Row, i64)]) -> Vec<Value> {
             *entry = (row, true);
         }
     }
-    by_key
-        .into_values()
-        .map(|(row, present)| {
-            if present {
-                json!({ "key": key_json(view, row), "row": row_json(view, row) })
-            } else {
-                json!({ "key": key_json(view, row), "row": Value::Null })
-            }
-        })
-        .collect()
+    for (n, (row, present)) in by_key.into_values().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        write_key(out, view, row);
+        out.push_str(",\"row\":");
+        if present {
+            write_row(out, view, row);
+        } else {
+            out.push_str("null");
+        }
+        out.push('}');
+    }
+}
+
+/// `{"type": kind, "ts": time, list: [entries]}`, written directly: these messages are most of
+/// what the server sends.
+fn changes_message(
+    view: &LiveView,
+    kind: &str,
+    list: &str,
+    time: u64,
+    updates: &[(Row, i64)],
+    envelope: Envelope,
+) -> String {
+    let mut out = String::with_capacity(48 + updates.len() * 96);
+    let _ = write!(out, "{{\"type\":\"{kind}\",\"ts\":{time},\"{list}\":[");
+    match envelope {
+        Envelope::Diff => write_diffs(&mut out, view, updates),
+        Envelope::Upsert => write_upserts(&mut out, view, updates),
+    }
+    out.push_str("]}");
+    out
 }
 
 pub fn snapshot_message(
@@ -137,7 +218,7 @@ pub fn snapshot_message(
     rows: &[(Row, i64)],
     envelope: Envelope,
 ) -> String {
-    json!({ "type": "snapshot", "ts": time, "rows": entries(view, rows, envelope) }).to_string()
+    changes_message(view, "snapshot", "rows", time, rows, envelope)
 }
 
 pub fn updates_message(
@@ -146,8 +227,7 @@ pub fn updates_message(
     updates: &[(Row, i64)],
     envelope: Envelope,
 ) -> String {
-    json!({ "type": "updates", "ts": time, "updates": entries(view, updates, envelope) })
-        .to_string()
+    changes_message(view, "updates", "updates", time, updates, envelope)
 }
 
 /// Several timestamps' changes merged into one set at the last of them (for a client that has
@@ -166,4 +246,47 @@ pub fn complete_message(time: u64) -> String {
 
 pub fn error_message(reason: &str) -> String {
     json!({ "type": "error", "reason": reason }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::view::Retention;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn view() -> LiveView {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("zone", DataType::Utf8, true),
+            Field::new("temp", DataType::Float64, true),
+        ]));
+        LiveView::new("v".into(), schema, Some(vec![0]), Retention::default())
+    }
+
+    #[test]
+    fn messages_are_json_with_retractions_first_and_odd_values_escaped() {
+        let view = view();
+        let old = vec![Datum::Utf8("z\"1\n".into()), Datum::Float64(f64::NAN)];
+        let new = vec![Datum::Utf8("z\"1\n".into()), Datum::Float64(21.5)];
+        let text = updates_message(
+            &view,
+            7,
+            &[(new.clone(), 1), (old.clone(), -1)],
+            Envelope::Diff,
+        );
+        let message: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            message,
+            json!({"type": "updates", "ts": 7, "updates": [
+                {"row": {"zone": "z\"1\n", "temp": null}, "diff": -1},
+                {"row": {"zone": "z\"1\n", "temp": 21.5}, "diff": 1},
+            ]})
+        );
+        let gone = updates_message(&view, 8, &[(new, -1)], Envelope::Upsert);
+        let message: Value = serde_json::from_str(&gone).unwrap();
+        assert_eq!(
+            message["updates"],
+            json!([{"key": {"zone": "z\"1\n"}, "row": null}])
+        );
+    }
 }

@@ -71,6 +71,8 @@ pub enum Since {
 
 struct State {
     contents: HashMap<Row, i64>,
+    /// The number of rows in `contents`, counting multiplicities.
+    rows: i64,
     /// Every time before the frontier is complete.
     frontier: u64,
     closed: bool,
@@ -106,6 +108,7 @@ impl LiveView {
             retention,
             state: Mutex::new(State {
                 contents: HashMap::new(),
+                rows: 0,
                 frontier: 0,
                 closed: false,
                 log: VecDeque::new(),
@@ -133,6 +136,7 @@ impl LiveView {
                 continue;
             }
             for (row, diff) in &updates {
+                state.rows += diff;
                 let count = state.contents.entry(row.clone()).or_insert(0);
                 *count += diff;
                 if *count == 0 {
@@ -228,7 +232,7 @@ impl LiveView {
     }
 
     pub fn len(&self) -> usize {
-        self.state().contents.values().map(|c| *c as usize).sum()
+        self.state().rows.max(0) as usize
     }
 
     pub fn is_empty(&self) -> bool {

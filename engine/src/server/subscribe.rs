@@ -20,8 +20,12 @@ use crate::live::protocol::{
 };
 use crate::live::view::{LiveView, Since};
 
-/// Waiting timestamps beyond this many are coalesced into one message.
-const COALESCE_AFTER: usize = 8;
+/// Whether waiting changes are worth coalescing: only when there are more of them than the
+/// view has rows (twice over), as merging costs this subscriber its own encoding, where the
+/// per-timestamp messages are encoded once for all.
+fn worth_coalescing(waiting: usize, view_rows: usize) -> bool {
+    waiting > (2 * view_rows).max(1_000)
+}
 
 /// What a subscriber asked for in its query string.
 #[derive(Debug, Clone)]
@@ -209,21 +213,20 @@ impl Session {
             }
         };
         let mut messages: Vec<Utf8Bytes> = Vec::new();
-        if ticks.len() > COALESCE_AFTER {
+        let waiting: usize = ticks.iter().map(|tick| tick.updates.len()).sum();
+        if ticks.len() > 1 && worth_coalescing(waiting, self.view.len()) {
             let last = ticks.last().expect("non-empty").time;
             let merged = coalesce(ticks.iter().flat_map(|tick| tick.updates.iter()));
             let merged = self.filtered(&merged);
             if !merged.is_empty() {
-                messages.push(
-                    updates_message(&self.view, last, &merged, self.options.envelope).into(),
-                );
+                messages
+                    .push(updates_message(&self.view, last, &merged, self.options.envelope).into());
             }
         } else {
             for tick in &ticks {
                 if self.options.plain() {
                     let text = tick.encoded.get_or_init(|| {
-                        updates_message(&self.view, tick.time, &tick.updates, Envelope::Diff)
-                            .into()
+                        updates_message(&self.view, tick.time, &tick.updates, Envelope::Diff).into()
                     });
                     messages.push(text.clone());
                 } else {
