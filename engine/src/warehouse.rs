@@ -5,14 +5,16 @@
 //! Files are matched by name, so files written before a view gained a column still read, with
 //! nulls in the new column.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 /// How results are printed.
@@ -37,6 +39,37 @@ pub fn warehouse_tables(warehouse: &Path) -> anyhow::Result<Vec<String>> {
     }
     tables.sort();
     Ok(tables)
+}
+
+/// A table's file schema read from one file per schema its manifests record, instead of from
+/// every file's footer (DataFusion's inference reads them all, for each query). `None` when the
+/// folder has no usable manifests (written by something else): DataFusion infers it then.
+fn schema_from_manifests(table: &Path) -> Option<SchemaRef> {
+    let mut manifests: Vec<std::path::PathBuf> = std::fs::read_dir(table.join("_manifests"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("epoch-") && n.ends_with(".json"))
+        })
+        .collect();
+    manifests.sort();
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let mut schemas = Vec::new();
+    for manifest in manifests {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).ok()?).ok()?;
+        if seen.contains(&manifest["schema"]) {
+            continue;
+        }
+        let file = manifest["files"].get(0)?["file"].as_str()?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(table.join(file)).ok()?)
+            .ok()?;
+        schemas.push(reader.schema().as_ref().clone());
+        seen.push(manifest["schema"].clone());
+    }
+    Some(Arc::new(Schema::try_merge(schemas).ok()?))
 }
 
 /// Registers every warehouse table with a DataFusion session.
@@ -64,8 +97,9 @@ async fn session(warehouse: &Path) -> anyhow::Result<SessionContext> {
                 .map(|name| (name, partition_type.clone()))
                 .collect(),
         );
+        let schema = schema_from_manifests(&root.join(&table));
         context
-            .register_listing_table(table.as_str(), url.as_str(), options, None, None)
+            .register_listing_table(table.as_str(), url.as_str(), options, schema, None)
             .await
             .with_context(|| format!("reading table {table}"))?;
     }
