@@ -64,8 +64,8 @@ fn schema_from_manifests(table: &Path) -> Option<SchemaRef> {
             continue;
         }
         let file = manifest["files"].get(0)?["file"].as_str()?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(table.join(file)).ok()?)
-            .ok()?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(table.join(file)).ok()?).ok()?;
         schemas.push(reader.schema().as_ref().clone());
         seen.push(manifest["schema"].clone());
     }

@@ -254,10 +254,10 @@ impl Session {
 }
 
 /// How long a subscriber lets changes gather before sending again: nothing for a few
-/// subscribers (each change goes out at once), up to 50 ms for ten thousand, so the messages
-/// and socket writes per second stay within what the server's threads can do.
+/// subscribers (each change goes out at once), 10 ms for a thousand, up to 100 ms for ten
+/// thousand, so the socket writes per second stay within what the server's threads can do.
 fn pace(subscribers: usize) -> Duration {
-    Duration::from_micros(subscribers as u64 * 5).min(Duration::from_millis(50))
+    Duration::from_micros(subscribers as u64 * 10).min(Duration::from_millis(100))
 }
 
 /// Runs one subscriber until the client leaves, falls behind, or the view completes.
