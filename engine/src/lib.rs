@@ -10,6 +10,7 @@ pub mod control;
 pub mod diagnostics;
 pub mod format;
 pub mod live;
+pub mod partition_groups;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;

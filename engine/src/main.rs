@@ -117,7 +117,12 @@ fn main() {
             format,
         } => vibelux::warehouse::query(&warehouse, &sql)
             .and_then(|batches| vibelux::warehouse::render(&batches, format))
-            .map(|text| print!("{text}{}", if text.ends_with('\n') { "" } else { "\n" })),
+            .map(|text| {
+                use std::io::Write as _;
+                let end = if text.ends_with('\n') { "" } else { "\n" };
+                // A reader that stops early (`| head`) is not an error.
+                let _ = write!(std::io::stdout().lock(), "{text}{end}");
+            }),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
