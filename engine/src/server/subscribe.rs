@@ -3,7 +3,7 @@
 //! A subscriber is a task reading the view's shared log (see `live::view`): it never adds work
 //! to the dataflow. It sends the schema, then a snapshot (or, resuming, the log since its
 //! timestamp), then each completed timestamp's changes followed by progress, all that is
-//! waiting in one socket write. With many subscribers each pauses between sends (see [`pace`]),
+//! waiting in one socket write. With many subscribers each pauses between sends (see `pace`),
 //! so the server's writes per second stay bounded. A subscriber that finds more changes waiting
 //! than the view has rows — it was slow to read — receives them coalesced into one message at
 //! the last timestamp; one whose timestamp has left the log, or whose socket accepts nothing for
