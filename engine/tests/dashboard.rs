@@ -5,15 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::start_engine;
-
-const PIPELINE: &str = "CREATE SOURCE readings (
-      sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
-      WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
-    WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '3',
-          interval = '10 seconds', speed = '60x', seed = '5');
-    CREATE MATERIALIZED VIEW zone_stats AS
-      SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;";
+use common::{PIPELINE, start_engine};
 
 /// Opens the page, waits for the table, and prints the `n` of zone r01-z01 as it first appears
 /// and once it has changed; also the browser's console errors.

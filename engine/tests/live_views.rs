@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Engine, start_engine, start_engine_with};
+use common::{Engine, PIPELINE, start_engine, start_engine_with};
 
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -17,14 +17,6 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const PIPELINE: &str = "CREATE SOURCE readings (
-      sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
-      WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
-    WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '3',
-          interval = '10 seconds', speed = '60x', seed = '5');
-    CREATE MATERIALIZED VIEW zone_stats AS
-      SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;";
 
 async fn connect(engine: &Engine, query: &str) -> Socket {
     let url = format!(

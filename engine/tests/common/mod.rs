@@ -5,6 +5,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A simulated facility at 60×, and per-zone counts as a materialized view (keyed by zone).
+pub const PIPELINE: &str = "CREATE SOURCE readings (
+      sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+      WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+    WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '3',
+          interval = '10 seconds', speed = '60x', seed = '5');
+    CREATE MATERIALIZED VIEW zone_stats AS
+      SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;";
+
 /// A running engine in its own folder; killed when dropped.
 pub struct Engine {
     child: Child,

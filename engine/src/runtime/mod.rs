@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 use crate::live::publish::PublishViewExt;
 use crate::live::view::{LiveView, LiveViews, Retention};
 use crate::taps::{Tapped, Taps};
+
+mod extension;
 use anyhow::Context as _;
+use extension::build_extension;
+pub use extension::{Added, Command, Extension};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -645,122 +649,6 @@ fn attach_view(
     let changes = output.changes().probe_with(finished);
     count_rows(changes.clone(), count);
     changes.publish_view(view);
-}
-
-/// Builds a view or sink added while running, fed by the main dataflow's taps.
-fn build_extension(
-    scope: Scope<'_, u64>,
-    extension: &Extension,
-    taps: &Taps,
-    index: usize,
-    stop: &Arc<AtomicBool>,
-) {
-    let plan = &extension.plan;
-    let root = match &extension.object {
-        Added::Sink { index, .. } => plan.sinks[*index].node,
-        Added::View { node, .. } => *node,
-    };
-    let order = plan.build_order(&[root]);
-    let (changes, finals) = match &extension.object {
-        Added::Sink { index, .. } if plan.sinks[*index].mode != SinkMode::Changelog => {
-            (vec![], vec![root])
-        }
-        _ => (vec![root], vec![]),
-    };
-    let demand = demands(plan, &order, &changes, &finals);
-    let source_streams: HashMap<usize, SourceStreams> = plan
-        .sources_of(&order)
-        .into_iter()
-        .map(|source| {
-            let streams = SourceStreams {
-                rows: taps.replay_rows(scope, Tapped::SourceRows(source)),
-                dead_letters: taps.replay_rows(scope, Tapped::SourceDeadLetters(source)),
-                late_rows: taps.replay_rows(scope, Tapped::SourceLateRows(source)),
-            };
-            (source, streams)
-        })
-        .collect();
-    let table_streams: HashMap<usize, TableStreams> = plan
-        .tables_of(&order)
-        .into_iter()
-        .map(|table| {
-            let streams = TableStreams {
-                changes: taps.replay_updates(scope, Tapped::TableChanges(table)),
-                dead_letters: taps.replay_rows(scope, Tapped::TableDeadLetters(table)),
-            };
-            (table, streams)
-        })
-        .collect();
-    let built = build_nodes(
-        scope,
-        plan,
-        &order,
-        &demand,
-        &source_streams,
-        &table_streams,
-        stop,
-    );
-    let finished = ProbeHandle::new();
-    match &extension.object {
-        Added::Sink {
-            index: sink,
-            writer,
-            metrics,
-        } => {
-            let writer = if index == 0 {
-                writer.lock().expect("writer lock").take()
-            } else {
-                None
-            };
-            attach_sink(
-                &built[&root],
-                plan.sinks[*sink].mode,
-                writer,
-                metrics.clone(),
-                &finished,
-            );
-        }
-        Added::View { live, count, .. } => {
-            attach_view(
-                &built[&root],
-                (index == 0).then(|| live.clone()),
-                count.clone(),
-                &finished,
-            );
-        }
-    }
-}
-
-/// A view or sink added to a running pipeline.
-pub enum Added {
-    Sink {
-        /// Its index in the extension's plan's sinks.
-        index: usize,
-        /// Opened before it is sent; worker 0 takes it.
-        writer: Mutex<Option<SinkWriter>>,
-        metrics: Arc<SinkMetrics>,
-    },
-    View {
-        node: NodeId,
-        live: Arc<LiveView>,
-        count: Arc<AtomicI64>,
-    },
-}
-
-/// Built as its own dataflow on every worker.
-pub struct Extension {
-    /// The view's or sink's name.
-    pub name: String,
-    /// The whole plan as of the statement that added it.
-    pub plan: Arc<DataflowPlan>,
-    pub object: Added,
-}
-
-/// What the workers of an extensible run are told, in the same order on each.
-pub enum Command {
-    Add(Arc<Extension>),
-    /// Drop the dataflow added for this name.
-    Drop(String),
 }
 
 /// A reader for a source that failed to open on this worker: it ends at once.
