@@ -35,7 +35,7 @@ report() {
 read -r base_s base_rss < <(measure "$bin/vibelux-bench" baseline "$data" --out-dir "$work/baseline")
 report "hand-written baseline" "$base_s" "$base_rss"
 for workers in 1 2; do
-  read -r s rss < <(measure "$bin/vibelux" run "$repo/bench/reference.sql" --workers "$workers")
+  read -r s rss < <(measure "$bin/vibelux" run "$repo/bench/reference.sql" --workers "$workers" --http off)
   report "vibelux --workers $workers" "$s" "$rss"
   echo "  ratio to baseline: $(echo "scale=2; $base_s / $s" | bc -l)"
   # Same windows as the baseline? Compare the per-zone output, sorted.
