@@ -232,6 +232,7 @@ fn run(
             extensible: matches!(http, HttpAddress::At(_)),
         },
     )?;
+    let mut added_sinks = None;
     let server = match http {
         HttpAddress::Off => None,
         HttpAddress::At(address) => {
@@ -241,6 +242,7 @@ fn run(
                 run.views.clone(),
                 retention_settings,
             );
+            added_sinks = Some(control.added_sinks.clone());
             let state = Arc::new(ServerState {
                 views: run.views.clone(),
                 metrics: run.metrics.clone(),
@@ -268,7 +270,31 @@ fn run(
     drop(server);
     result?;
     report(&metrics, started.elapsed());
+    if let Some(added) = added_sinks {
+        report_added_sinks(&added);
+    }
     Ok(())
+}
+
+/// Sinks created while running (`POST /v1/sql`) and not dropped.
+fn report_added_sinks(added: &vibelux::control::AddedSinks) {
+    let sinks = added.sinks.lock().unwrap_or_else(|p| p.into_inner());
+    if sinks.is_empty() {
+        return;
+    }
+    let parts: Vec<String> = sinks
+        .iter()
+        .map(|(name, sink)| {
+            let errors = sink.write_errors.load(Ordering::Relaxed);
+            let written = sink.rows_written.load(Ordering::Relaxed);
+            if errors > 0 {
+                format!("{name}: {written} written, {errors} could not be written")
+            } else {
+                format!("{name}: {written} written")
+            }
+        })
+        .collect();
+    eprintln!("  added while running: {}", parts.join("; "));
 }
 
 /// Says what is running and where results go.

@@ -506,3 +506,20 @@ async fn a_reader_that_falls_behind_the_retained_history_is_told_and_disconnecte
         }
     }
 }
+
+#[test]
+fn the_final_report_counts_what_sinks_added_while_running_wrote() {
+    let mut engine = start_engine_with(PIPELINE, &["--for", "4s"]);
+    let (status, body) = post_sql(
+        &engine,
+        "CREATE SINK warm FROM readings WITH (connector = 'file', path = 'warm.jsonl', format = 'json')",
+    );
+    assert_eq!(status, 200, "{body}");
+    let log = engine.finish();
+    let written = file_lines(&engine, "warm.jsonl");
+    assert!(written > 0, "{log}");
+    assert!(
+        log.contains(&format!("added while running: warm: {written} written")),
+        "{log}"
+    );
+}

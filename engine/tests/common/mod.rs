@@ -19,6 +19,21 @@ pub struct Engine {
     child: Child,
     pub address: String,
     pub dir: tempfile::TempDir,
+    /// What it has printed to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Engine {
+    /// Waits for a run started with a `--for` to end; returns its stderr.
+    pub fn finish(&mut self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the run did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100)); // the reader thread drains the pipe
+        self.log.lock().unwrap().join("\n")
+    }
 }
 
 impl Drop for Engine {
@@ -37,14 +52,12 @@ pub fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
     std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
         .current_dir(dir.path())
-        .args([
-            "run",
-            "pipeline.sql",
-            "--http",
-            "127.0.0.1:0",
-            "--for",
-            "120s",
-        ])
+        .args(["run", "pipeline.sql", "--http", "127.0.0.1:0"])
+        .args(if extra.contains(&"--for") {
+            &[][..]
+        } else {
+            &["--for", "120s"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -52,12 +65,15 @@ pub fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (found, address) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { return };
             if let Some(rest) = line.split("serving http://").nth(1) {
                 let _ = found.send(rest.split_whitespace().next().unwrap().to_string());
             }
+            lines.lock().unwrap().push(line);
         }
     });
     let address = address
@@ -67,5 +83,6 @@ pub fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
         child,
         address,
         dir,
+        log,
     }
 }
