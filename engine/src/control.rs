@@ -7,7 +7,6 @@
 //! compiled into the main dataflow and cannot be dropped or replaced while running.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -214,22 +213,13 @@ impl Control {
             commands.push(Command::Add(Arc::new(Extension {
                 name: name.clone(),
                 plan: plan.clone(),
-                object: Added::View {
-                    node: *node,
-                    live,
-                    count: Arc::new(AtomicI64::new(0)),
-                },
+                object: Added::View { node: *node, live },
             })));
         }
         let senders = self.commands.lock().unwrap_or_else(|p| p.into_inner());
         for command in commands {
-            let command = Arc::new(command);
             for sender in senders.iter() {
-                let copy = match command.as_ref() {
-                    Command::Add(extension) => Command::Add(extension.clone()),
-                    Command::Drop(name) => Command::Drop(name.clone()),
-                };
-                sender.send(copy).map_err(|_| {
+                sender.send(command.clone()).map_err(|_| {
                     ControlError::Unavailable(
                         "the pipeline has finished: its workers take no more changes".into(),
                     )

@@ -239,12 +239,12 @@ fn run(
             let control = Control::new(
                 planner.clone(),
                 run.commands.clone(),
-                run.views.clone(),
+                run.metrics.views.clone(),
                 retention_settings,
             );
             added_sinks = Some(control.added_sinks.clone());
             let state = Arc::new(ServerState {
-                views: run.views.clone(),
+                views: run.metrics.views.clone(),
                 metrics: run.metrics.clone(),
                 started,
                 control: Some(Arc::new(control)),
@@ -397,8 +397,8 @@ fn status_line(metrics: &vibelux::runtime::RunMetrics) -> String {
             source.late_rows.load(Ordering::Relaxed)
         ));
     }
-    for (name, rows) in &metrics.views {
-        parts.push(format!("{name}: {} rows", rows.load(Ordering::Relaxed)));
+    for view in metrics.views.all() {
+        parts.push(format!("{}: {} rows", view.name, view.len()));
     }
     for (name, sink) in &metrics.sinks {
         parts.push(format!(

@@ -39,6 +39,13 @@ async fn next(socket: &mut Socket) -> Value {
     }
 }
 
+/// 1,000 simulated sensors at 60×: enough changes to fill socket buffers within seconds.
+const THOUSAND_SENSORS: &str =
+    "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+      WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+    WITH (connector = 'simulator', rooms = '4', zones_per_room = '5', sensors_per_zone = '50',
+          interval = '10 seconds', speed = '60x', seed = '5');";
+
 /// A view's contents as row text → count.
 type Contents = BTreeMap<String, i64>;
 
@@ -193,14 +200,11 @@ async fn subscribers_see_snapshots_and_diffs_that_add_up() {
 async fn a_slow_reader_gets_coalesced_changes_that_add_up() {
     // 1,000 sensors: a few seconds of changes fill the socket buffers, so the server must wait
     // for the reader, and the changes that pile up meanwhile go out merged.
-    let engine = start_engine(
-        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
-           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
-         WITH (connector = 'simulator', rooms = '4', zones_per_room = '5', sensors_per_zone = '50',
-               interval = '10 seconds', speed = '60x', seed = '5');
+    let engine = start_engine(&format!(
+        "{THOUSAND_SENSORS}
          CREATE MATERIALIZED VIEW zone_stats AS
-           SELECT sensor_id, zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY sensor_id, zone;",
-    );
+           SELECT sensor_id, zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY sensor_id, zone;"
+    ));
     let (mut first, mut a, _) = subscribe(&engine, "").await;
     let (mut slow, mut f, _) = subscribe(&engine, "").await;
     let reading = tokio::spawn(async move {
@@ -461,12 +465,11 @@ async fn views_and_sinks_can_be_added_and_dropped_while_running() {
 async fn a_reader_that_falls_behind_the_retained_history_is_told_and_disconnected() {
     // A second of history; a reader with a tiny receive buffer that stops reading for longer.
     let engine = start_engine_with(
-        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
-           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
-         WITH (connector = 'simulator', rooms = '4', zones_per_room = '5', sensors_per_zone = '50',
-               interval = '10 seconds', speed = '60x', seed = '5');
-         CREATE MATERIALIZED VIEW sensor_stats AS
-           SELECT sensor_id, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY sensor_id;",
+        &format!(
+            "{THOUSAND_SENSORS}
+             CREATE MATERIALIZED VIEW sensor_stats AS
+               SELECT sensor_id, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY sensor_id;"
+        ),
         &["--retention", "1s"],
     );
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

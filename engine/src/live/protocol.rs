@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use super::view::LiveView;
@@ -19,25 +19,6 @@ pub enum Envelope {
     Diff,
     /// One entry per changed key: its new row, or `null` once deleted.
     Upsert,
-}
-
-pub fn datum_json(datum: &Datum) -> Value {
-    match datum {
-        Datum::Null => Value::Null,
-        Datum::Boolean(v) => Value::Bool(*v),
-        Datum::Int64(v) => json!(v),
-        Datum::Float64(v) => serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number),
-        Datum::Utf8(v) => Value::String(v.to_string()),
-        Datum::Timestamp(v) => Value::String(format_timestamp(*v)),
-    }
-}
-
-pub fn row_json(view: &LiveView, row: &Row) -> Value {
-    let mut object = Map::with_capacity(row.len());
-    for (field, datum) in view.schema.fields().iter().zip(row) {
-        object.insert(field.name().clone(), datum_json(datum));
-    }
-    Value::Object(object)
 }
 
 /// Column names and types, the key, and units where known.
@@ -207,6 +188,31 @@ fn changes_message(
     match envelope {
         Envelope::Diff => write_diffs(&mut out, view, updates),
         Envelope::Upsert => write_upserts(&mut out, view, updates),
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The body of `GET /v1/views/{name}`: the contents as plain rows (each repeated as many
+/// times as it occurs), with the schema.
+pub fn contents_body(view: &LiveView, time: u64, rows: &[(Row, i64)]) -> String {
+    let mut out = String::with_capacity(128 + rows.len() * 96);
+    let _ = write!(
+        out,
+        "{{\"view\":{},\"ts\":{time},\"columns\":{},\"key\":{},\"rows\":[",
+        json!(view.name),
+        columns_json(view),
+        key_names(view)
+    );
+    let mut first = true;
+    for (row, count) in rows {
+        for _ in 0..*count {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            write_row(&mut out, view, row);
+        }
     }
     out.push_str("]}");
     out

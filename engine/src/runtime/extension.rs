@@ -2,7 +2,7 @@
 //! worker, its sources replayed from the main dataflow's taps (see `taps`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use timely::dataflow::Scope;
@@ -89,13 +89,8 @@ pub(super) fn build_extension(
                 &finished,
             );
         }
-        Added::View { live, count, .. } => {
-            attach_view(
-                &built[&root],
-                (index == 0).then(|| live.clone()),
-                count.clone(),
-                &finished,
-            );
+        Added::View { live, .. } => {
+            attach_view(&built[&root], (index == 0).then(|| live.clone()), &finished);
         }
     }
 }
@@ -112,7 +107,6 @@ pub enum Added {
     View {
         node: NodeId,
         live: Arc<LiveView>,
-        count: Arc<AtomicI64>,
     },
 }
 
@@ -126,6 +120,7 @@ pub struct Extension {
 }
 
 /// What the workers of an extensible run are told, in the same order on each.
+#[derive(Clone)]
 pub enum Command {
     Add(Arc<Extension>),
     /// Drop the dataflow added for this name.

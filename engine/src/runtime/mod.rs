@@ -8,7 +8,7 @@
 //! them as if they were complete.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,8 +135,8 @@ fn demands(
 pub struct RunMetrics {
     pub sources: Vec<(String, Arc<SourceMetrics>)>,
     pub sinks: Vec<(String, Arc<SinkMetrics>)>,
-    /// Current row count of each materialized view.
-    pub views: Vec<(String, Arc<AtomicI64>)>,
+    /// The materialized views (their contents count their rows), live while the run lasts.
+    pub views: LiveViews,
     pub replay: Vec<(String, Arc<ReplayProgress>)>,
     /// Seconds per worker-0 step that had work to do.
     pub step_seconds: Histogram,
@@ -159,8 +159,6 @@ pub struct RunOptions {
 pub struct Run {
     guards: timely::communication::WorkerGuards<anyhow::Result<()>>,
     pub metrics: Arc<RunMetrics>,
-    /// The materialized views, live while the run lasts.
-    pub views: LiveViews,
     /// One sender per worker, for views and sinks added while running (`extensible` runs).
     pub commands: Vec<std::sync::mpsc::Sender<Command>>,
     captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
@@ -250,6 +248,20 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         .collect();
     let demand = demands(&plan, &order, &wants_changes, &wants_finals);
 
+    let views = LiveViews::new(
+        plan.materialized
+            .iter()
+            .map(|(name, node)| {
+                let node = &plan.nodes[*node];
+                Arc::new(LiveView::new(
+                    name.clone(),
+                    node.schema.clone(),
+                    node.key.clone(),
+                    options.retention,
+                ))
+            })
+            .collect(),
+    );
     let metrics = Arc::new(RunMetrics {
         sources: sources
             .iter()
@@ -265,11 +277,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             .iter()
             .map(|sink| (sink.name.clone(), Arc::default()))
             .collect(),
-        views: plan
-            .materialized
-            .iter()
-            .map(|(name, _)| (name.clone(), Arc::default()))
-            .collect(),
+        views: views.clone(),
         replay: sources
             .iter()
             .filter(
@@ -279,20 +287,6 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             .collect(),
         step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
     });
-    let views = LiveViews::new(
-        plan.materialized
-            .iter()
-            .map(|(name, node)| {
-                let node = &plan.nodes[*node];
-                Arc::new(LiveView::new(
-                    name.clone(),
-                    node.schema.clone(),
-                    node.key.clone(),
-                    options.retention,
-                ))
-            })
-            .collect(),
-    );
     let worker_views = views.clone();
     // Sinks open (and create their files) before any worker starts, so a bad path fails the run
     // up front; worker 0 takes the writers.
@@ -438,14 +432,9 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     &finished,
                 );
             }
-            for (view_index, (name, node)) in plan.materialized.iter().enumerate() {
+            for (name, node) in &plan.materialized {
                 let view = (index == 0).then(|| worker_views.get(name).expect("made above"));
-                attach_view(
-                    &built[node],
-                    view,
-                    metrics.views[view_index].1.clone(),
-                    &finished,
-                );
+                attach_view(&built[node], view, &finished);
             }
             for node in &capture {
                 collect_changes(
@@ -491,7 +480,6 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     Ok(Run {
         guards,
         metrics,
-        views,
         commands,
         captured,
     })
@@ -640,15 +628,8 @@ fn attach_sink(
     }
 }
 
-fn attach_view(
-    output: &Built<'_>,
-    view: Option<Arc<LiveView>>,
-    count: Arc<AtomicI64>,
-    finished: &ProbeHandle<u64>,
-) {
-    let changes = output.changes().probe_with(finished);
-    count_rows(changes.clone(), count);
-    changes.publish_view(view);
+fn attach_view(output: &Built<'_>, view: Option<Arc<LiveView>>, finished: &ProbeHandle<u64>) {
+    output.changes().probe_with(finished).publish_view(view);
 }
 
 /// A reader for a source that failed to open on this worker: it ends at once.
@@ -662,15 +643,6 @@ impl SourceReader for NoInput {
     ) -> vibelux_connectors::source::Poll {
         vibelux_connectors::source::Poll::Finished
     }
-}
-
-fn count_rows(changes: Stream<'_, u64, Vec<Update>>, count: Arc<AtomicI64>) {
-    changes.sink(Pipeline, "CountViewRows", move |(input, _)| {
-        input.for_each(|_, data| {
-            let delta: i64 = data.iter().map(|(_, _, diff)| diff).sum();
-            count.fetch_add(delta, Ordering::Relaxed);
-        });
-    });
 }
 
 fn collect_changes(

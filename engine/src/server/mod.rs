@@ -22,7 +22,7 @@ use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 
 use crate::control::{Control, ControlError};
-use crate::live::protocol::{columns_json, key_names, row_json};
+use crate::live::protocol::{columns_json, contents_body, key_names};
 use crate::live::view::{LiveView, LiveViews};
 use crate::runtime::RunMetrics;
 use subscribe::{SubscribeOptions, serve_subscriber};
@@ -88,22 +88,14 @@ async fn list_views(State(state): State<Arc<ServerState>>) -> axum::Json<Value> 
 async fn view_contents(
     State(state): State<Arc<ServerState>>,
     Path(name): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let view = find_view(&state, &name)?;
     let snapshot = view.snapshot();
-    let mut rows = Vec::with_capacity(snapshot.rows.len());
-    for (row, count) in &snapshot.rows {
-        for _ in 0..*count {
-            rows.push(row_json(&view, row));
-        }
-    }
-    Ok(axum::Json(json!({
-        "view": view.name,
-        "ts": snapshot.time,
-        "columns": columns_json(&view),
-        "key": key_names(&view),
-        "rows": rows,
-    })))
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        contents_body(&view, snapshot.time, &snapshot.rows),
+    )
+        .into_response())
 }
 
 async fn subscribe(
