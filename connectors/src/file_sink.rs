@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use crate::file_source::FileFormat;
+use crate::mqtt::sink::MqttSinkConfig;
 use crate::parquet_sink::ParquetSinkConfig;
 
 /// Where a sink writes.
@@ -21,6 +22,7 @@ pub enum SinkTarget {
     File { path: PathBuf, format: FileFormat },
     Stdout,
     Parquet(ParquetSinkConfig),
+    Mqtt(MqttSinkConfig),
 }
 
 impl SinkTarget {
@@ -30,6 +32,7 @@ impl SinkTarget {
             SinkTarget::File { path, .. } => path.display().to_string(),
             SinkTarget::Stdout => "stdout".to_string(),
             SinkTarget::Parquet(config) => format!("{} (parquet)", config.path.display()),
+            SinkTarget::Mqtt(config) => format!("{} (mqtt)", config.broker.address()),
         }
     }
 }
@@ -41,6 +44,8 @@ pub enum SinkError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot publish to {target}: {reason}")]
+    Broker { target: String, reason: String },
 }
 
 /// Writes rows of one schema to a target.
@@ -153,37 +158,8 @@ impl RowWriter {
     }
 
     fn encode_json(&self, row: &Row, insert: bool, line: &mut String) {
-        line.push('{');
-        if self.changelog {
-            line.push_str(if insert {
-                "\"_op\":\"insert\","
-            } else {
-                "\"_op\":\"delete\","
-            });
-        }
-        for (index, (field, datum)) in self.schema.fields().iter().zip(row).enumerate() {
-            if index > 0 {
-                line.push(',');
-            }
-            line.push_str(&serde_json::to_string(field.name()).expect("strings encode"));
-            line.push(':');
-            match datum {
-                Datum::Null => line.push_str("null"),
-                Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
-                Datum::Int64(v) => line.push_str(&v.to_string()),
-                Datum::Float64(v) if v.is_finite() => line.push_str(&v.to_string()),
-                Datum::Float64(_) => line.push_str("null"),
-                Datum::Utf8(v) => {
-                    line.push_str(&serde_json::to_string(&**v).expect("strings encode"))
-                }
-                Datum::Timestamp(v) => {
-                    line.push('"');
-                    line.push_str(&format_timestamp(*v));
-                    line.push('"');
-                }
-            }
-        }
-        line.push('}');
+        let op = self.changelog.then_some(insert);
+        encode_json_row(&self.schema, row, op, line);
     }
 
     fn encode_csv(&self, row: &Row, insert: bool, line: &mut String) {
@@ -202,6 +178,39 @@ impl RowWriter {
         }
         line.push_str(&cells.join(","));
     }
+}
+
+/// Appends `row` as a JSON object to `line`; `op` (insert or not) adds an `_op` field first.
+pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &mut String) {
+    line.push('{');
+    if let Some(insert) = op {
+        line.push_str(if insert {
+            "\"_op\":\"insert\","
+        } else {
+            "\"_op\":\"delete\","
+        });
+    }
+    for (index, (field, datum)) in schema.fields().iter().zip(row).enumerate() {
+        if index > 0 {
+            line.push(',');
+        }
+        line.push_str(&serde_json::to_string(field.name()).expect("strings encode"));
+        line.push(':');
+        match datum {
+            Datum::Null => line.push_str("null"),
+            Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
+            Datum::Int64(v) => line.push_str(&v.to_string()),
+            Datum::Float64(v) if v.is_finite() => line.push_str(&v.to_string()),
+            Datum::Float64(_) => line.push_str("null"),
+            Datum::Utf8(v) => line.push_str(&serde_json::to_string(&**v).expect("strings encode")),
+            Datum::Timestamp(v) => {
+                line.push('"');
+                line.push_str(&format_timestamp(*v));
+                line.push('"');
+            }
+        }
+    }
+    line.push('}');
 }
 
 #[cfg(test)]

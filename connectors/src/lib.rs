@@ -3,10 +3,11 @@
 //! A source is a [`source::SourceReader`] per worker turned into streams of admitted rows, dead
 //! letters and late rows by [`source::read_source`]; [`payload`] decodes JSON and CSV against a
 //! declared schema and [`watermark`] tracks event-time progress. Sources here: the embedded
-//! [`simulator`] facility and [`file_source`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
+//! [`simulator`] facility, [`file_source`] and [`mqtt`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
 
 pub mod file_sink;
 pub mod file_source;
+pub mod mqtt;
 pub mod parquet_sink;
 pub mod payload;
 pub mod simulator;

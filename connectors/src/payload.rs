@@ -58,7 +58,7 @@ impl RowLayout {
     }
 
     /// Checks required columns and absurd values once all fields are read.
-    fn finish(&self, row: Row) -> Result<(Row, i64), String> {
+    pub fn finish(&self, row: Row) -> Result<(Row, i64), String> {
         for (index, datum) in row.iter().enumerate() {
             if datum.is_null() && self.is_required(index) {
                 return Err(format!(
@@ -78,6 +78,14 @@ impl RowLayout {
 
     /// Decodes one JSON object into a row and its event time (nanoseconds).
     pub fn decode_json(&self, line: &str) -> Result<(Row, i64), String> {
+        self.decode_json_fields(line)
+            .and_then(|row| self.finish(row))
+    }
+
+    /// Decodes the top-level fields of one JSON object into a row, without checking required
+    /// columns (a source may fill more columns, e.g. from the MQTT topic, then calls
+    /// [`RowLayout::finish`]).
+    pub fn decode_json_fields(&self, line: &str) -> Result<Row, String> {
         let mut deserializer = serde_json::Deserializer::from_str(line);
         let row = JsonRowSeed { layout: self }
             .deserialize(&mut deserializer)
@@ -92,9 +100,64 @@ impl RowLayout {
         deserializer
             .end()
             .map_err(|error| format!("trailing characters after the object: {error}"))?;
-        self.finish(row)
+        Ok(row)
     }
 
+    /// Decodes one JSON document whose values sit at `paths` (column → path) rather than at
+    /// the top level; columns without a path are read from top-level fields of the same name.
+    /// A path that leads nowhere gives null (then the required-column check applies).
+    pub fn decode_json_paths(
+        &self,
+        text: &str,
+        paths: &[(usize, JsonPath)],
+    ) -> Result<Row, String> {
+        let document: serde_json::Value = serde_json::from_str(text).map_err(|error| {
+            if error.is_eof() {
+                format!("truncated JSON: {error}")
+            } else {
+                format!("malformed JSON: {error}")
+            }
+        })?;
+        let mut row = vec![Datum::Null; self.schema.fields().len()];
+        if let serde_json::Value::Object(fields) = &document {
+            for (key, value) in fields {
+                if let Some(column) = self.column_index(key)
+                    && !paths.iter().any(|(with_path, _)| *with_path == column)
+                {
+                    row[column] = self.json_datum(column, value, key)?;
+                }
+            }
+        }
+        for (column, path) in paths {
+            if let Some(value) = path.find(&document) {
+                row[*column] = self.json_datum(*column, value, &path.text)?;
+            }
+        }
+        Ok(row)
+    }
+
+    fn json_datum(
+        &self,
+        column: usize,
+        value: &serde_json::Value,
+        at: &str,
+    ) -> Result<Datum, String> {
+        let field = self.schema.field(column);
+        JsonValueSeed {
+            data_type: field.data_type(),
+        }
+        .deserialize(value)
+        .map_err(|error| {
+            if at == field.name() {
+                format!("field `{at}`: {error}")
+            } else {
+                format!("field `{}` (at {at}): {error}", field.name())
+            }
+        })
+    }
+}
+
+impl RowLayout {
     /// Decodes one CSV record whose fields are named by `header` (header position → column).
     pub fn decode_csv(
         &self,
@@ -114,6 +177,73 @@ impl RowLayout {
                 .map_err(|problem| format!("field `{}`: {problem}", field.name()))?;
         }
         self.finish(row)
+    }
+}
+
+/// Where a value sits in a nested JSON document: `$.data.temp`, `readings[0].value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPath {
+    /// As written, for messages.
+    pub text: String,
+    steps: Vec<PathStep>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonPath {
+    /// Parses a dotted path with optional `$.` prefix and `[n]` array indices.
+    pub fn parse(text: &str) -> Result<JsonPath, String> {
+        let trimmed = text.trim();
+        let body = trimmed
+            .strip_prefix("$.")
+            .or_else(|| trimmed.strip_prefix('$'))
+            .unwrap_or(trimmed);
+        let mut steps = Vec::new();
+        for part in body.split('.') {
+            let (key, mut rest) = match part.find('[') {
+                Some(at) => (&part[..at], &part[at..]),
+                None => (part, ""),
+            };
+            if !key.is_empty() {
+                steps.push(PathStep::Key(key.to_string()));
+            } else if rest.is_empty() {
+                return Err(format!("empty step in JSON path {text:?}"));
+            }
+            while let Some(open) = rest.strip_prefix('[') {
+                let close = open
+                    .find(']')
+                    .ok_or_else(|| format!("unclosed `[` in JSON path {text:?}"))?;
+                let index = open[..close]
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("expected an array index in JSON path {text:?}"))?;
+                steps.push(PathStep::Index(index));
+                rest = &open[close + 1..];
+            }
+            if !rest.is_empty() {
+                return Err(format!("unexpected {rest:?} in JSON path {text:?}"));
+            }
+        }
+        if steps.is_empty() {
+            return Err(format!("JSON path {text:?} names no field"));
+        }
+        Ok(JsonPath {
+            text: trimmed.to_string(),
+            steps,
+        })
+    }
+
+    fn find<'a>(&self, document: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        self.steps
+            .iter()
+            .try_fold(document, |value, step| match step {
+                PathStep::Key(key) => value.get(key),
+                PathStep::Index(index) => value.get(index),
+            })
     }
 }
 

@@ -6,7 +6,6 @@
 //! Write failures are logged and counted; the dataflow keeps running (a full disk must not lose
 //! the windows still being computed).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +16,7 @@ use timely::dataflow::operators::generic::Operator;
 use vibelux_operators::row::{Row, Update};
 
 use crate::file_sink::{RowWriter, SinkError, SinkTarget};
+use crate::mqtt::sink::MqttPublisher;
 use crate::parquet_sink::ParquetWriter;
 
 /// Counters of one sink.
@@ -30,6 +30,7 @@ pub struct SinkMetrics {
 pub enum SinkWriter {
     Rows(RowWriter),
     Parquet(ParquetWriter),
+    Mqtt(MqttPublisher),
 }
 
 impl SinkWriter {
@@ -47,13 +48,18 @@ impl SinkWriter {
             SinkTarget::Parquet(config) => {
                 SinkWriter::Parquet(ParquetWriter::open(config.clone(), schema)?)
             }
+            SinkTarget::Mqtt(config) => {
+                SinkWriter::Mqtt(MqttPublisher::open(config.clone(), schema, changelog)?)
+            }
         })
     }
 
-    fn path(&self) -> &Path {
+    /// Where rows go, for messages.
+    fn describe(&self) -> String {
         match self {
-            SinkWriter::Rows(writer) => writer.path(),
-            SinkWriter::Parquet(writer) => writer.path(),
+            SinkWriter::Rows(writer) => writer.path().display().to_string(),
+            SinkWriter::Parquet(writer) => writer.path().display().to_string(),
+            SinkWriter::Mqtt(writer) => writer.describe().to_string(),
         }
     }
 
@@ -62,6 +68,7 @@ impl SinkWriter {
             SinkWriter::Rows(writer) => writer.write(row, insert),
             // The planner only sends append-only rows to Parquet.
             SinkWriter::Parquet(writer) => writer.write(row),
+            SinkWriter::Mqtt(writer) => writer.write(row, insert),
         }
     }
 
@@ -69,6 +76,7 @@ impl SinkWriter {
         match self {
             SinkWriter::Rows(writer) => writer.flush(),
             SinkWriter::Parquet(writer) => writer.flush(),
+            SinkWriter::Mqtt(_) => Ok(()),
         }
     }
 
@@ -76,6 +84,7 @@ impl SinkWriter {
         match self {
             SinkWriter::Rows(writer) => writer.flush(),
             SinkWriter::Parquet(writer) => writer.commit(),
+            SinkWriter::Mqtt(writer) => writer.finish(),
         }
     }
 }
@@ -97,7 +106,7 @@ fn record(writer: &SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkErr
         }
         Err(error) => {
             if metrics.write_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::error!(%error, path = %writer.path().display(), "sink write failed");
+                tracing::error!(%error, target = %writer.describe(), "sink write failed");
             }
         }
     }

@@ -66,6 +66,11 @@ pub trait SourceReader {
     fn processing_time(&self) -> Option<i64> {
         None
     }
+
+    /// Receives a handle that schedules this reader's operator from another thread, for
+    /// readers fed by a network client: the client wakes the worker when messages arrive
+    /// rather than the worker polling often.
+    fn set_waker(&mut self, _waker: timely::scheduling::SyncActivator) {}
 }
 
 /// Counters of one source, shared by its workers and read by the engine's reporting.
@@ -74,6 +79,9 @@ pub struct SourceMetrics {
     pub rows: AtomicU64,
     pub dead_letters: AtomicU64,
     pub late_rows: AtomicU64,
+    /// For sources with a network connection: whether it is up, and how often it failed.
+    pub connected: AtomicBool,
+    pub connection_errors: AtomicU64,
     /// Each worker's watermark (dataflow time, ms); the source's is the least of them.
     watermarks: std::sync::Mutex<Vec<u64>>,
 }
@@ -122,6 +130,7 @@ pub fn read_source<'scope>(
     let (worker, peers) = (scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
     let address = builder.operator_info().address;
+    reader.set_waker(scope.worker().sync_activator_for(address.to_vec()));
     let activator = scope.activator_for(address);
     let (rows_output, rows) = builder.new_output();
     let (dead_output, dead_letters) = builder.new_output();

@@ -12,12 +12,14 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::{FileFormat, FileSourceConfig};
 use vibelux_connectors::parquet_sink::{ParquetSinkConfig, PartitionKey};
-use vibelux_connectors::payload::parse_timestamp;
+use vibelux_connectors::payload::{RowLayout, parse_timestamp};
 use vibelux_connectors::simulator::{FaultKind, SimulatorConfig, Speed};
 
 use crate::error::{Position, SqlError, SqlResult};
 use crate::parser::OptionEntry;
 use crate::plan::SourceConnector;
+
+mod mqtt;
 
 /// Options not yet consumed, by lower-case name: value, value position, name position.
 pub struct Options {
@@ -140,8 +142,22 @@ const FILE_OPTIONS: &[&str] = &[
     "batch_size",
 ];
 
-/// The connector of a `CREATE SOURCE`, from its options (source-wide options are left in place).
-pub fn source_connector(options: &mut Options) -> SqlResult<SourceConnector> {
+/// Reads `true`/`false` (and `on`/`off`, `yes`/`no`, `1`/`0`).
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected true or false, found {text:?}")),
+    }
+}
+
+/// The connector of a `CREATE SOURCE` named `name` whose rows are laid out as `layout`, from its
+/// options (source-wide options are left in place).
+pub fn source_connector(
+    options: &mut Options,
+    name: &str,
+    layout: &RowLayout,
+) -> SqlResult<SourceConnector> {
     let (connector, position) = options.required("connector", "a source")?;
     match connector.to_ascii_lowercase().as_str() {
         "simulator" => simulator_config(options).map(SourceConnector::Simulator),
@@ -167,9 +183,10 @@ pub fn source_connector(options: &mut Options) -> SqlResult<SourceConnector> {
                 follow,
             }))
         }
+        "mqtt" => mqtt::source(options, name, layout).map(SourceConnector::Mqtt),
         other => Err(SqlError::new(
             position,
-            format!("unknown source connector '{other}'; available: 'simulator', 'file'"),
+            format!("unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt'"),
         )),
     }
 }
@@ -178,6 +195,7 @@ pub fn known_source_options(connector: &SourceConnector) -> &'static [&'static s
     match connector {
         SourceConnector::Simulator(_) => SIMULATOR_OPTIONS,
         SourceConnector::File(_) => FILE_OPTIONS,
+        SourceConnector::Mqtt(_) => mqtt::SOURCE_OPTIONS,
     }
 }
 
@@ -381,8 +399,8 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .map_err(|_| format!("expected a size such as '128MB', found {text:?}"))
 }
 
-/// The target of a `CREATE SINK` for a view of `schema`.
-pub fn sink_target(options: &mut Options, schema: &Schema) -> SqlResult<SinkTarget> {
+/// The target of a `CREATE SINK` named `name` for a view of `schema`.
+pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<SinkTarget> {
     let (connector, position) = options.required("connector", "a sink")?;
     let target = match connector.to_ascii_lowercase().as_str() {
         "file" => {
@@ -405,10 +423,13 @@ pub fn sink_target(options: &mut Options, schema: &Schema) -> SqlResult<SinkTarg
             SinkTarget::Stdout
         }
         "parquet" => SinkTarget::Parquet(parquet_config(options, schema)?),
+        "mqtt" => SinkTarget::Mqtt(mqtt::sink(options, name, schema)?),
         other => {
             return Err(SqlError::new(
                 position,
-                format!("unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet'"),
+                format!(
+                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt'"
+                ),
             ));
         }
     };
@@ -425,6 +446,7 @@ pub fn sink_target(options: &mut Options, schema: &Schema) -> SqlResult<SinkTarg
             "rollover_size",
             "row_group_rows",
         ],
+        SinkTarget::Mqtt(_) => mqtt::SINK_OPTIONS,
     };
     let what = format!("a '{connector}' sink");
     std::mem::replace(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::FileSourceConfig;
+use vibelux_connectors::mqtt::source::MqttSourceConfig;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::SimulatorConfig;
 use vibelux_connectors::source::SourceTiming;
@@ -123,6 +124,7 @@ pub struct PlanNode {
 pub enum SourceConnector {
     Simulator(SimulatorConfig),
     File(FileSourceConfig),
+    Mqtt(MqttSourceConfig),
 }
 
 impl SourceConnector {
@@ -130,6 +132,7 @@ impl SourceConnector {
         match self {
             SourceConnector::Simulator(_) => "simulator",
             SourceConnector::File(_) => "file",
+            SourceConnector::Mqtt(_) => "mqtt",
         }
     }
 
@@ -138,6 +141,7 @@ impl SourceConnector {
         match self {
             SourceConnector::Simulator(config) => config.duration_nanos.is_some(),
             SourceConnector::File(config) => !config.follow,
+            SourceConnector::Mqtt(_) => false,
         }
     }
 }

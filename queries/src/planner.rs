@@ -225,7 +225,8 @@ impl Planner {
         let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
 
         let mut options = Options::new(&source.options, position)?;
-        let connector = source_connector(&mut options)?;
+        let layout = RowLayout::new(schema.clone(), Some(event_time_column));
+        let connector = source_connector(&mut options, &name, &layout)?;
         let lateness = options
             .duration("allowed_lateness")?
             .map(nanos)
@@ -253,7 +254,7 @@ impl Planner {
         self.plan.sources.push(SourcePlan {
             name: name.clone(),
             connector,
-            layout: RowLayout::new(schema.clone(), Some(event_time_column)),
+            layout,
             timing: SourceTiming {
                 watermark_delay_nanos: delay,
                 allowed_lateness_nanos: lateness,
@@ -357,7 +358,8 @@ impl Planner {
             })
             .collect::<SqlResult<Vec<_>>>()?;
         let mut options = Options::new(&table.options, position)?;
-        let SourceConnector::File(file) = source_connector(&mut options)? else {
+        let layout = RowLayout::new(schema.clone(), None);
+        let SourceConnector::File(file) = source_connector(&mut options, &name, &layout)? else {
             return Err(SqlError::new(
                 position,
                 "tables are read with connector = 'file'",
@@ -667,7 +669,7 @@ impl Planner {
             .get(&from)
             .ok_or_else(|| SqlError::new(position, format!("unknown relation `{from}` to sink")))?;
         let mut options = Options::new(&sink.options, position)?;
-        let target = sink_target(&mut options, &entry.schema)?;
+        let target = sink_target(&mut options, &name, &entry.schema)?;
         let mode = match self.plan.nodes[entry.node].changes {
             Changes::AppendOnly => SinkMode::Rows,
             Changes::Updates { finals: true } => SinkMode::FinalRows,

@@ -176,15 +176,29 @@ impl Run {
     }
 }
 
+/// Readers of sources whose connection is shared by the workers (one MQTT client per source),
+/// by source, one per worker; each worker takes its own.
+type SharedReaders = Mutex<HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>>>;
+
 fn open_reader(
     plan: &DataflowPlan,
     source: usize,
     worker: usize,
     peers: usize,
     progress: Arc<ReplayProgress>,
+    shared: &SharedReaders,
 ) -> anyhow::Result<Box<dyn SourceReader>> {
     let source_plan = &plan.sources[source];
     Ok(match &source_plan.connector {
+        SourceConnector::Mqtt(_) => {
+            let mut shared = shared.lock().expect("shared readers lock");
+            let reader = shared
+                .get_mut(&source)
+                .and_then(|readers| readers.get_mut(worker))
+                .and_then(Option::take)
+                .context("the source's connection did not start")?;
+            reader
+        }
         SourceConnector::Simulator(config) => {
             if worker == 0 {
                 config
@@ -298,6 +312,29 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         writers.push(Some(writer));
     }
     let writers = Arc::new(Mutex::new(writers));
+    // Network sources start their client before the workers, which then share it.
+    let mut shared: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>> = HashMap::new();
+    for (position, &source) in sources.iter().enumerate() {
+        let source_plan = &plan.sources[source];
+        if let SourceConnector::Mqtt(config) = &source_plan.connector {
+            let readers = vibelux_connectors::mqtt::source::subscribe(
+                &source_plan.name,
+                config.clone(),
+                source_plan.layout.clone(),
+                options.workers.max(1),
+                metrics.sources[position].1.clone(),
+            )
+            .with_context(|| format!("starting the MQTT client of source {}", source_plan.name))?;
+            shared.insert(
+                source,
+                readers
+                    .into_iter()
+                    .map(|reader| Some(Box::new(reader) as Box<dyn SourceReader + Send>))
+                    .collect(),
+            );
+        }
+    }
+    let shared = Arc::new(Mutex::new(shared));
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
 
     let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
@@ -332,7 +369,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     .find(|(name, _)| name == &plan.sources[source].name)
                     .map(|(_, progress)| progress.clone())
                     .unwrap_or_default();
-                let reader = match open_reader(&plan, source, index, peers, progress) {
+                let reader = match open_reader(&plan, source, index, peers, progress, &shared) {
                     Ok(reader) => reader,
                     Err(error) => {
                         failure = Some(error);

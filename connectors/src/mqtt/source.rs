@@ -1,0 +1,353 @@
+//! The `mqtt` source: a persistent subscription whose messages are decoded on the workers.
+//!
+//! One client (one thread) per source receives messages and hands each to a worker chosen by
+//! its topic, so a sensor's readings stay in order on one worker while decoding spreads over
+//! all of them. The worker decodes the payload, fills columns from the topic's levels and acks
+//! a QoS 1 message once its row (or its dead letter) has entered the dataflow. The queue to
+//! each worker is bounded: a slow dataflow slows the client, and the broker holds the rest.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Connection, Event, Packet, Publish, QoS, RecvTimeoutError};
+use timely::scheduling::SyncActivator;
+use vibelux_operators::row::{Datum, Row};
+
+use crate::mqtt::broker::{Backoff, BrokerConfig};
+use crate::mqtt::topic::TopicPattern;
+use crate::payload::{JsonPath, RowLayout, parse_text};
+use crate::source::{Poll, Record, SourceMetrics, SourceReader};
+
+/// Messages waiting for one worker before the client stops reading from the broker.
+const WORKER_QUEUE: usize = 8192;
+/// How often an idle reader looks again (the client wakes it sooner when messages arrive).
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// How a payload becomes columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MqttPayload {
+    /// A JSON object; columns listed in `paths` are read from nested places, the rest from
+    /// top-level fields of the same name.
+    Json { paths: Vec<(usize, JsonPath)> },
+    /// The payload is one bare value (`21.5`) for this column.
+    Raw { column: usize },
+}
+
+/// Where a row's event time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTimeFrom {
+    /// The event-time column of the payload (the device's clock).
+    Payload,
+    /// The moment the engine received the message (devices that send bare values).
+    Arrival,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttSourceConfig {
+    pub broker: BrokerConfig,
+    pub topic: TopicPattern,
+    pub qos: QoS,
+    pub payload: MqttPayload,
+    pub event_time: EventTimeFrom,
+}
+
+/// A message on its way to a worker.
+struct Message {
+    publish: Publish,
+    received_nanos: i64,
+}
+
+/// Stops the client once every worker's reader is gone.
+struct StopOnDrop {
+    stop: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connects (in the background: a broker that is down at start is retried) and returns one
+/// reader per worker.
+pub fn subscribe(
+    name: &str,
+    config: MqttSourceConfig,
+    layout: RowLayout,
+    peers: usize,
+    metrics: Arc<SourceMetrics>,
+) -> std::io::Result<Vec<MqttReader>> {
+    let peers = peers.max(1);
+    let (client, connection) = Client::new(config.broker.client_options(true), 4096);
+    let (queues, receivers): (Vec<_>, Vec<_>) = (0..peers)
+        .map(|_| std::sync::mpsc::sync_channel::<Message>(WORKER_QUEUE))
+        .unzip();
+    let wakers: Vec<Arc<OnceLock<SyncActivator>>> = (0..peers).map(|_| Arc::default()).collect();
+    let (acks, ack_receiver) = std::sync::mpsc::channel::<u16>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut session = Session {
+        name: name.to_string(),
+        config: config.clone(),
+        client,
+        queues,
+        wakers: wakers.clone(),
+        acks: ack_receiver,
+        unsent_acks: Vec::new(),
+        stop: stop.clone(),
+        metrics,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("mqtt-{name}"))
+        .spawn(move || session.run(connection))?;
+    let guard = Arc::new(StopOnDrop {
+        stop,
+        thread: std::sync::Mutex::new(Some(thread)),
+    });
+    let config = Arc::new(config);
+    Ok(receivers
+        .into_iter()
+        .zip(wakers)
+        .map(|(queue, waker)| MqttReader {
+            config: config.clone(),
+            layout: layout.clone(),
+            queue,
+            acks: acks.clone(),
+            waker,
+            _guard: guard.clone(),
+        })
+        .collect())
+}
+
+/// The client's side: the event loop, reconnection and the hand-off to workers.
+struct Session {
+    name: String,
+    config: MqttSourceConfig,
+    client: Client,
+    queues: Vec<SyncSender<Message>>,
+    wakers: Vec<Arc<OnceLock<SyncActivator>>>,
+    acks: Receiver<u16>,
+    unsent_acks: Vec<u16>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl Session {
+    fn run(&mut self, mut connection: Connection) {
+        let mut backoff = Backoff::new();
+        let filter = self.config.topic.filter();
+        let mut failures = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            self.send_acks();
+            match connection.recv_timeout(Duration::from_millis(50)) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                    backoff.reset();
+                    failures = 0;
+                    self.metrics.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        source = %self.name,
+                        broker = %self.config.broker.address(),
+                        session_present = ack.session_present,
+                        "mqtt connected"
+                    );
+                    // Always subscribe: a broker that lost its sessions (no persistence) has
+                    // forgotten the subscription; one that kept it treats this as a no-op.
+                    if let Err(error) = self.client.try_subscribe(filter.clone(), self.config.qos) {
+                        tracing::warn!(source = %self.name, %error, "mqtt subscribe failed");
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::Publish(publish)))) => self.hand_off(publish),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    self.metrics.connected.store(false, Ordering::Relaxed);
+                    self.metrics
+                        .connection_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    // The first failure of an outage is a warning; retries are quieter.
+                    if failures == 1 {
+                        tracing::warn!(source = %self.name, broker = %self.config.broker.address(), %error, "mqtt connection lost; reconnecting");
+                    } else {
+                        tracing::debug!(source = %self.name, %error, "mqtt reconnect failed");
+                    }
+                    self.sleep(backoff.step());
+                }
+            }
+        }
+        self.close(connection);
+    }
+
+    /// Queues a message for the worker that owns its topic.
+    fn hand_off(&mut self, publish: Publish) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        publish.topic.hash(&mut hasher);
+        let worker = (hasher.finish() % self.queues.len() as u64) as usize;
+        let mut message = Message {
+            publish,
+            received_nanos: now_nanos(),
+        };
+        loop {
+            match self.queues[worker].try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    // The worker is behind: wait for it (the broker keeps what follows).
+                    message = back;
+                    self.wake(worker);
+                    self.send_acks();
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        self.wake(worker);
+    }
+
+    fn wake(&self, worker: usize) {
+        if let Some(waker) = self.wakers[worker].get() {
+            let _ = waker.activate();
+        }
+    }
+
+    /// Passes the workers' acknowledgements to the client.
+    fn send_acks(&mut self) {
+        self.unsent_acks.extend(self.acks.try_iter());
+        while let Some(&pkid) = self.unsent_acks.first() {
+            let mut stub = Publish::new("", QoS::AtLeastOnce, Vec::new());
+            stub.pkid = pkid;
+            if self.client.try_ack(&stub).is_err() {
+                break;
+            }
+            self.unsent_acks.remove(0);
+        }
+    }
+
+    /// Waits, still passing acknowledgements on.
+    fn sleep(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10).min(wait));
+        }
+    }
+
+    /// Sends the last acknowledgements, then disconnects, so the broker does not redeliver
+    /// what the engine took in.
+    fn close(&mut self, mut connection: Connection) {
+        self.send_acks();
+        let _ = self.client.try_disconnect();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            self.send_acks();
+            match connection.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => break,
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
+                _ => {}
+            }
+        }
+        self.metrics.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One worker's share of an MQTT source.
+pub struct MqttReader {
+    config: Arc<MqttSourceConfig>,
+    layout: RowLayout,
+    queue: Receiver<Message>,
+    acks: Sender<u16>,
+    waker: Arc<OnceLock<SyncActivator>>,
+    _guard: Arc<StopOnDrop>,
+}
+
+impl MqttReader {
+    fn decode(&self, message: &Message) -> Result<(Row, i64), String> {
+        let publish = &message.publish;
+        let text = std::str::from_utf8(&publish.payload)
+            .map_err(|_| "the payload is not UTF-8 text".to_string())?;
+        let mut row = match &self.config.payload {
+            MqttPayload::Json { paths } if paths.is_empty() => {
+                self.layout.decode_json_fields(text)?
+            }
+            MqttPayload::Json { paths } => self.layout.decode_json_paths(text, paths)?,
+            MqttPayload::Raw { column } => {
+                let mut row = vec![Datum::Null; self.layout.schema.fields().len()];
+                let field = self.layout.schema.field(*column);
+                row[*column] = parse_text(field.data_type(), text)
+                    .map_err(|problem| format!("payload for `{}`: {problem}", field.name()))?;
+                row
+            }
+        };
+        let captures = self.config.topic.captures(&publish.topic).ok_or_else(|| {
+            format!(
+                "topic {:?} does not match the pattern {}",
+                publish.topic,
+                self.config.topic.filter()
+            )
+        })?;
+        for (column, text) in captures {
+            let field = self.layout.schema.field(column);
+            row[column] = parse_text(field.data_type(), text)
+                .map_err(|problem| format!("topic level `{}`: {problem}", field.name()))?;
+        }
+        if self.config.event_time == EventTimeFrom::Arrival
+            && let Some(column) = self.layout.event_time_column
+        {
+            row[column] = Datum::Timestamp(message.received_nanos);
+        }
+        self.layout.finish(row)
+    }
+}
+
+impl SourceReader for MqttReader {
+    fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
+        let mut taken = 0;
+        while taken < max_records {
+            let message = match self.queue.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            };
+            taken += 1;
+            out.push(match self.decode(&message) {
+                Ok((row, event_time)) => Record::Row { row, event_time },
+                Err(reason) => Record::Invalid {
+                    reason,
+                    raw: String::from_utf8_lossy(&message.publish.payload).into_owned(),
+                    origin: format!("mqtt topic {}", message.publish.topic),
+                },
+            });
+            if message.publish.qos != QoS::AtMostOnce {
+                let _ = self.acks.send(message.publish.pkid);
+            }
+        }
+        if taken == max_records {
+            Poll::Ready
+        } else {
+            Poll::Idle(IDLE_POLL)
+        }
+    }
+
+    fn processing_time(&self) -> Option<i64> {
+        Some(now_nanos())
+    }
+
+    fn set_waker(&mut self, waker: SyncActivator) {
+        let _ = self.waker.set(waker);
+    }
+}
