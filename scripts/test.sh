@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust (see README).
 #
-# Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver from
-# Debian; DuckDB, pyarrow and Selenium from PyPI), then runs every test of the workspace: unit
-# tests, doc examples, the SQL corpus (queries/tests/slt) and the end-to-end CLI, warehouse,
-# live-view and dashboard (headless Chromium) tests.
+# Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver, the
+# Mosquitto broker and its clients from Debian; DuckDB, pyarrow, Selenium and Eclipse Paho from
+# PyPI), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
+# (queries/tests/slt) and the end-to-end CLI, warehouse, live-view, dashboard (headless
+# Chromium) and MQTT tests. Tests start their own brokers on loopback and stop them.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
 set -euo pipefail
@@ -20,14 +21,19 @@ command -v kill > /dev/null || missing+=(procps)
 command -v curl > /dev/null || missing+=(curl)
 command -v chromium > /dev/null || missing+=(chromium)
 command -v chromedriver > /dev/null || missing+=(chromium-driver)
+command -v mosquitto > /dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub > /dev/null || missing+=(mosquitto-clients)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; else sudo apt-get update -q && sudo apt-get install -y -q "${missing[@]}"; fi
 fi
 
-# Python readers the warehouse tests compare against (DuckDB, pyarrow); Selenium drives Chromium.
-if ! python3 -c "import duckdb, pyarrow, selenium" 2> /dev/null; then
-  python3 -m pip install --quiet duckdb pyarrow selenium
+# Python readers the warehouse tests compare against (DuckDB, pyarrow); Selenium drives Chromium;
+# Paho publishes to the MQTT source.
+if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt" 2> /dev/null; then
+  python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt
 fi
+# Debian installs the broker in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin"
 
 command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 cargo test --workspace --locked "$@"

@@ -153,7 +153,7 @@ impl Session {
                     backoff.reset();
                     failures = 0;
                     self.metrics.connected.store(true, Ordering::Relaxed);
-                    tracing::info!(
+                    tracing::debug!(
                         source = %self.name,
                         broker = %self.config.broker.address(),
                         session_present = ack.session_present,
@@ -163,6 +163,17 @@ impl Session {
                     // forgotten the subscription; one that kept it treats this as a no-op.
                     if let Err(error) = self.client.try_subscribe(filter.clone(), self.config.qos) {
                         tracing::warn!(source = %self.name, %error, "mqtt subscribe failed");
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure));
+                    if refused {
+                        tracing::error!(source = %self.name, topic = %filter, "the broker refused the subscription");
+                    } else {
+                        tracing::info!(source = %self.name, broker = %self.config.broker.address(), topic = %filter, "mqtt subscribed");
                     }
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(publish)))) => self.hand_off(publish),

@@ -1,6 +1,8 @@
 //! What the end-to-end tests share: a `vibelux run` serving HTTP on a free port.
 #![allow(dead_code)] // each test file uses its part
 
+pub mod mosquitto;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,6 +35,40 @@ impl Engine {
         }
         std::thread::sleep(Duration::from_millis(100)); // the reader thread drains the pipe
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Engine {
+    /// Waits until stderr has `count` lines containing `text`.
+    pub fn wait_for_log(&self, text: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains(text))
+                .count();
+            if seen >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited for {count} × {text:?} in:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the run as Ctrl-C does and waits for it to end; returns its stderr.
+    pub fn interrupt(&mut self) -> String {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.finish()
     }
 }
 

@@ -1,0 +1,342 @@
+//! The MQTT source and sink against a real Mosquitto broker, with third-party clients as peers
+//! (Mosquitto's own `mosquitto_pub`/`mosquitto_sub`, and Eclipse Paho from Python).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mosquitto::Mosquitto;
+use common::{Engine, start_engine};
+
+fn publish(port: u16, topic: &str, payload: &str, qos: &str) {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", qos])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub is installed (scripts/test.sh installs it)");
+    assert!(status.success());
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Waits until `path` holds at least `count` JSON lines; returns them.
+fn wait_for_lines(path: &Path, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = json_lines(path);
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} of {count} lines",
+            path.display(),
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_letters() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE readings (room TEXT, zone TEXT, sensor_id TEXT NOT NULL, ts TIMESTAMP,
+           temp_c DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+         WITH (connector = 'mqtt', url = '{url}', topic = 'site/{{room}}/{{zone}}/{{sensor_id}}');
+         CREATE SOURCE gateway (device TEXT NOT NULL, ts TIMESTAMP, rh DOUBLE,
+           WATERMARK FOR ts AS ts)
+         WITH (connector = 'mqtt', url = '{url}', topic = 'gw/{{device}}',
+               json_paths = 'ts = $.meta.time, rh = $.data.values[1]');
+         CREATE SOURCE bare (sensor_id TEXT NOT NULL, ts TIMESTAMP, value DOUBLE,
+           WATERMARK FOR ts AS ts)
+         WITH (connector = 'mqtt', url = '{url}', topic = 'raw/{{sensor_id}}/temp',
+               format = 'raw', qos = '0');
+         CREATE VIEW hot AS SELECT room, sensor_id, temp_c FROM readings WHERE temp_c > 30;
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'readings.jsonl');
+         CREATE SINK gateway_rows FROM gateway WITH (connector = 'file', path = 'gateway.jsonl');
+         CREATE SINK bare_rows FROM bare WITH (connector = 'file', path = 'bare.jsonl');
+         CREATE SINK errors FROM readings_errors WITH (connector = 'file', path = 'errors.jsonl');
+         CREATE SINK alerts FROM hot WITH (connector = 'mqtt', url = '{url}',
+           topic = 'alerts/{{room}}/{{sensor_id}}', retain = 'true');"
+    ));
+    engine.wait_for_log("mqtt subscribed", 3);
+    let port = broker.port;
+    publish(
+        port,
+        "site/r1/z1/s1",
+        r#"{"ts":"2026-06-01T00:00:01Z","temp_c":21.5}"#,
+        "1",
+    );
+    publish(
+        port,
+        "site/r1/z2/s2",
+        r#"{"ts":1780272002000,"temp_c":31.0,"extra":[1]}"#,
+        "1",
+    );
+    publish(
+        port,
+        "site/r2/z1/s3",
+        r#"{"ts":"2026-06-01T00:00:03Z","temp_c":35.5}"#,
+        "1",
+    );
+    publish(
+        port,
+        "site/r2/z1/s3",
+        r#"{"ts":"2026-06-01T00:00:04Z","temp_c":"warm"}"#,
+        "1",
+    );
+    publish(
+        port,
+        "site/r2/z1/s3",
+        r#"{"ts":"2026-06-01T00:00:05Z","temp_c":2"#,
+        "1",
+    );
+    publish(port, "site/r2/z1/s3", r#"{"temp_c":20}"#, "1");
+    publish(
+        port,
+        "gw/hvac-1",
+        r#"{"meta":{"time":"2026-06-01T00:00:06Z"},"data":{"values":[1,64.5]}}"#,
+        "1",
+    );
+    publish(port, "raw/s7/temp", "19.25", "0");
+
+    let dir = engine.dir.path().to_path_buf();
+    let rows = wait_for_lines(&dir.join("readings.jsonl"), 3);
+    let summary: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{}/{}/{} {} {}",
+                row["room"], row["zone"], row["sensor_id"], row["ts"], row["temp_c"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            r#""r1"/"z1"/"s1" "2026-06-01T00:00:01.000" 21.5"#,
+            r#""r1"/"z2"/"s2" "2026-06-01T00:00:02.000" 31"#,
+            r#""r2"/"z1"/"s3" "2026-06-01T00:00:03.000" 35.5"#,
+        ]
+    );
+    let errors = wait_for_lines(&dir.join("errors.jsonl"), 3);
+    let reasons: Vec<&str> = errors
+        .iter()
+        .map(|error| error["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("field `temp_c`"), "{reasons:?}");
+    assert!(reasons[1].contains("truncated JSON"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("missing required field `ts`"),
+        "{reasons:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["origin"] == "mqtt topic site/r2/z1/s3")
+    );
+    assert_eq!(
+        errors[0]["raw"],
+        r#"{"ts":"2026-06-01T00:00:04Z","temp_c":"warm"}"#
+    );
+
+    let gateway = wait_for_lines(&dir.join("gateway.jsonl"), 1);
+    assert_eq!(gateway[0]["device"], "hvac-1");
+    assert_eq!(gateway[0]["ts"], "2026-06-01T00:00:06.000");
+    assert_eq!(gateway[0]["rh"], 64.5);
+    let bare = wait_for_lines(&dir.join("bare.jsonl"), 1);
+    assert_eq!(bare[0]["sensor_id"], "s7");
+    assert_eq!(bare[0]["value"], 19.25);
+    assert!(
+        bare[0]["ts"].as_str().unwrap().starts_with("20"),
+        "{bare:?}"
+    );
+
+    // The alerts were retained: a subscriber arriving now still gets the latest per topic.
+    let output = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "alerts/#", "-v", "-W", "2"])
+        .output()
+        .unwrap();
+    let mut retained: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    retained.sort();
+    assert_eq!(
+        retained,
+        [
+            r#"alerts/r1/s2 {"room":"r1","sensor_id":"s2","temp_c":31}"#,
+            r#"alerts/r2/s3 {"room":"r2","sensor_id":"s3","temp_c":35.5}"#,
+        ]
+    );
+    let log = engine.interrupt();
+    assert!(log.contains("readings: 3 rows, 3 dead letters"), "{log}");
+}
+
+/// Runs the Paho publisher; returns it with its stdout lines.
+fn start_publisher(
+    port: u16,
+    count: usize,
+    rate: usize,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mqtt_publish.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([port.to_string(), count.to_string(), rate.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+/// Waits for the publisher to report at least `acked` acknowledged messages.
+fn wait_for_acks(lines: &std::sync::mpsc::Receiver<String>, acked: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the publisher reports progress");
+        if line == "done" {
+            return;
+        }
+        if let Some(count) = line.strip_prefix("acked ")
+            && count.parse::<usize>().unwrap() >= acked
+        {
+            return;
+        }
+        assert!(!line.starts_with("unacknowledged"), "publisher: {line}");
+    }
+}
+
+/// Every sequence number in the files, with its temperature, once.
+fn received(files: &[&Path]) -> BTreeMap<i64, f64> {
+    let mut seen = BTreeMap::new();
+    for file in files {
+        for row in json_lines(file) {
+            let seq = row["seq"].as_i64().unwrap();
+            let temp = row["temp_c"].as_f64().unwrap();
+            if let Some(earlier) = seen.insert(seq, temp) {
+                assert_eq!(earlier, temp, "message {seq} arrived twice, differently");
+            }
+        }
+    }
+    seen
+}
+
+fn wait_for_all(files: &[&Path], count: usize) -> BTreeMap<i64, f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = received(files);
+        if seen.len() >= count {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<i64> = (0..count as i64)
+                .filter(|seq| !seen.contains_key(seq))
+                .take(20)
+                .collect();
+            panic!(
+                "{} of {count} messages arrived; first missing: {missing:?}",
+                seen.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn check_contents(seen: &BTreeMap<i64, f64>, count: usize) {
+    assert_eq!(seen.len(), count);
+    for (seq, temp) in seen {
+        assert!((0..count as i64).contains(seq), "unexpected message {seq}");
+        assert!(
+            (temp - *seq as f64 / 100.0).abs() < 1e-9,
+            "message {seq}: {temp}"
+        );
+    }
+}
+
+fn counting_pipeline(port: u16, output: &Path) -> String {
+    format!(
+        "CREATE SOURCE readings (room TEXT, zone TEXT, sensor_id TEXT NOT NULL, ts TIMESTAMP,
+           seq BIGINT, temp_c DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+         WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}',
+               topic = 'site/{{room}}/{{zone}}/{{sensor_id}}', qos = '1');
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = '{}');
+         CREATE SINK late FROM readings_late WITH (connector = 'file', path = '{}');",
+        output.display(),
+        output.with_extension("late.jsonl").display()
+    )
+}
+
+#[test]
+fn every_qos1_message_arrives_when_the_broker_restarts_mid_stream() {
+    const COUNT: usize = 10_000;
+    let mut broker = Mosquitto::start();
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("rows.jsonl");
+    let mut engine: Engine = start_engine(&counting_pipeline(broker.port, &output));
+    engine.wait_for_log("mqtt subscribed", 1);
+    let (mut publisher, lines) = start_publisher(broker.port, COUNT, 4_000);
+    wait_for_acks(&lines, 3_000);
+    broker.restart(Duration::from_millis(300));
+    wait_for_acks(&lines, COUNT);
+    assert!(publisher.wait().unwrap().success());
+    let late = output.with_extension("late.jsonl");
+    let seen = wait_for_all(&[&output, &late], COUNT);
+    check_contents(&seen, COUNT);
+    // The engine came back by itself: it says so, and resubscribed.
+    engine.wait_for_log("mqtt subscribed", 2);
+    let log = engine.interrupt();
+    eprintln!("{log}");
+    assert!(log.contains("reconnecting"), "{log}");
+}
+
+#[test]
+fn messages_published_while_the_engine_is_down_arrive_when_it_returns() {
+    const COUNT: usize = 6_000;
+    let broker = Mosquitto::start();
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("first.jsonl");
+    let second = out.path().join("second.jsonl");
+    let mut engine = start_engine(&counting_pipeline(broker.port, &first));
+    engine.wait_for_log("mqtt subscribed", 1);
+    let (mut publisher, lines) = start_publisher(broker.port, COUNT, 3_000);
+    wait_for_acks(&lines, 1_500);
+    engine.interrupt();
+    let before_restart = received(&[&first]).len();
+    // Publishing goes on while the engine is away; the broker queues for its session.
+    wait_for_acks(&lines, 3_500);
+    let mut engine = start_engine(&counting_pipeline(broker.port, &second));
+    wait_for_acks(&lines, COUNT);
+    assert!(publisher.wait().unwrap().success());
+    let seen = wait_for_all(&[&first, &second], COUNT);
+    check_contents(&seen, COUNT);
+    assert!(
+        before_restart >= 1_000 && before_restart < COUNT,
+        "{before_restart}"
+    );
+    engine.interrupt();
+}
