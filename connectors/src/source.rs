@@ -79,7 +79,9 @@ pub struct SourceMetrics {
     pub rows: AtomicU64,
     pub dead_letters: AtomicU64,
     pub late_rows: AtomicU64,
-    /// For sources with a network connection: whether it is up, and how often it failed.
+    /// For sources with a network connection (`networked`): whether it is up, and how often
+    /// it failed.
+    pub networked: AtomicBool,
     pub connected: AtomicBool,
     pub connection_errors: AtomicU64,
     /// Each worker's watermark (dataflow time, ms); the source's is the least of them.

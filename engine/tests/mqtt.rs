@@ -307,10 +307,31 @@ fn every_qos1_message_arrives_when_the_broker_restarts_mid_stream() {
     let late = output.with_extension("late.jsonl");
     let seen = wait_for_all(&[&output, &late], COUNT);
     check_contents(&seen, COUNT);
-    // The engine came back by itself: it says so, and resubscribed.
+    // The engine came back by itself: it says so, resubscribed, and its metrics count it.
     engine.wait_for_log("mqtt subscribed", 2);
+    let metrics = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            &format!("http://{}/metrics", engine.address),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("vibelux_source_connected{source=\"readings\"} 1"),
+        "{metrics}"
+    );
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("vibelux_source_connection_errors_total{source=\"readings\"} ")
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 1, "{metrics}");
     let log = engine.interrupt();
-    eprintln!("{log}");
     assert!(log.contains("reconnecting"), "{log}");
 }
 

@@ -142,6 +142,13 @@ const FILE_OPTIONS: &[&str] = &[
     "batch_size",
 ];
 
+/// "a 'file' source", "an 'mqtt' sink": for messages.
+pub fn connector_kind(connector: &str, kind: &str) -> String {
+    let spoken_vowel = connector.starts_with(['a', 'e', 'i', 'o', 'u']) || connector == "mqtt";
+    let article = if spoken_vowel { "an" } else { "a" };
+    format!("{article} '{connector}' {kind}")
+}
+
 /// Reads `true`/`false` (and `on`/`off`, `yes`/`no`, `1`/`0`).
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -448,7 +455,7 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
         ],
         SinkTarget::Mqtt(_) => mqtt::SINK_OPTIONS,
     };
-    let what = format!("a '{connector}' sink");
+    let what = connector_kind(&connector, "sink");
     std::mem::replace(
         options,
         Options {

@@ -23,7 +23,9 @@ use vibelux_operators::window::WindowKind;
 use crate::context::{PlanningContext, column_type, interval_nanos, located, session_state};
 use crate::error::{Position, SqlError, SqlResult};
 use crate::lowering::{Lowering, carried_schema};
-use crate::options::{Options, known_source_options, nanos, sink_target, source_connector};
+use crate::options::{
+    Options, connector_kind, known_source_options, nanos, sink_target, source_connector,
+};
 use crate::parser::{CreateSink, CreateSource, CreateView, Located, ObjectKind, Statement};
 use crate::plan::{
     Changes, DataflowPlan, NodeId, NodeKind, PlanNode, SinkMode, SinkPlan, SourceConnector,
@@ -236,7 +238,7 @@ impl Planner {
             .unwrap_or(std::time::Duration::from_secs(10));
         let batch_size = options.count("batch_size")?.unwrap_or(1024).max(1);
         let known = known_source_options(&connector);
-        options.finish(&format!("a '{}' source", connector.name()), known)?;
+        options.finish(&connector_kind(connector.name(), "source"), known)?;
         if let SourceConnector::Simulator(_) = &connector {
             check_columns(&schema).map_err(|message| SqlError::new(position, message))?;
         }

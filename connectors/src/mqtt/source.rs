@@ -86,6 +86,7 @@ pub fn subscribe(
     metrics: Arc<SourceMetrics>,
 ) -> std::io::Result<Vec<MqttReader>> {
     let peers = peers.max(1);
+    metrics.networked.store(true, Ordering::Relaxed);
     let (client, connection) = Client::new(config.broker.client_options(true), 4096);
     let (queues, receivers): (Vec<_>, Vec<_>) = (0..peers)
         .map(|_| std::sync::mpsc::sync_channel::<Message>(WORKER_QUEUE))

@@ -91,6 +91,37 @@ impl Collector for RunCollector {
             "source",
             &per_source(&|m| m.late_rows.load(Relaxed)),
         )?;
+        let networked: Vec<&(String, Arc<vibelux_connectors::source::SourceMetrics>)> = sources
+            .iter()
+            .filter(|(_, m)| m.networked.load(Relaxed))
+            .collect();
+        let connected: Vec<(&str, f64)> = networked
+            .iter()
+            .map(|(name, m)| {
+                (
+                    name.as_str(),
+                    f64::from(u8::from(m.connected.load(Relaxed))),
+                )
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "vibelux_source_connected",
+            "1 while a networked source (MQTT) is connected to its broker",
+            "source",
+            &connected,
+        )?;
+        let failures: Vec<(&str, u64)> = networked
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.connection_errors.load(Relaxed)))
+            .collect();
+        counter(
+            &mut encoder,
+            "vibelux_source_connection_errors",
+            "Times a networked source lost its connection or failed to reconnect",
+            "source",
+            &failures,
+        )?;
         let now_millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
