@@ -491,6 +491,44 @@ mod tests {
     }
 
     #[test]
+    fn json_paths_reach_nested_values_and_name_the_path_on_errors() {
+        let layout = layout();
+        let paths = vec![
+            (1, JsonPath::parse("$.meta.time").unwrap()),
+            (2, JsonPath::parse("data.values[1]").unwrap()),
+        ];
+        let row = layout
+            .decode_json_paths(
+                r#"{"sensor_id":"s1","meta":{"time":"2026-06-01T00:00:01Z"},"data":{"values":[1,21.5]}}"#,
+                &paths,
+            )
+            .unwrap();
+        assert_eq!(row[2], Datum::Float64(21.5));
+        let (_, ts) = layout.finish(row).unwrap();
+        assert_eq!(ts, 1_780_272_001_000_000_000);
+        let error = layout
+            .decode_json_paths(r#"{"sensor_id":"s1","meta":{"time":"x"}}"#, &paths)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            r#"field `ts` (at $.meta.time): expected an ISO 8601 timestamp, found "x""#
+        );
+        let missing = layout
+            .decode_json_paths(r#"{"sensor_id":"s1","data":{}}"#, &paths)
+            .and_then(|row| layout.finish(row))
+            .unwrap_err();
+        assert_eq!(missing, "missing required field `ts`");
+        let truncated = layout.decode_json_fields(r#"{"ts":"2026-06-01T00:00:05Z","temp_c":2"#);
+        assert_eq!(
+            truncated.unwrap_err(),
+            "truncated JSON: EOF while parsing an object at line 1 column 39"
+        );
+        assert!(JsonPath::parse("a[").is_err());
+        assert!(JsonPath::parse("$").is_err());
+        assert!(JsonPath::parse("a..b").is_err());
+    }
+
+    #[test]
     fn csv_cells_reject_nan() {
         let layout = layout();
         let header = [Some(0), Some(1), Some(2)];
