@@ -21,8 +21,12 @@ pub struct LiveArgs {
     #[arg(long)]
     address: String,
     /// The file the engine's source tails.
+    #[arg(long, required_unless_present = "mqtt")]
+    file: Option<PathBuf>,
+    /// Publish rows to this MQTT broker (host:port), on `bench/{sensor}` at QoS 1, instead of
+    /// writing a file.
     #[arg(long)]
-    file: PathBuf,
+    mqtt: Option<String>,
     /// Rows written per second.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -51,12 +55,49 @@ fn now_micros() -> i64 {
         .as_micros() as i64
 }
 
+/// Where rows go: appended to the tailed file, or published one message each.
+enum RowTarget {
+    File(std::fs::File),
+    Mqtt(crate::mqtt::Publisher),
+}
+
+impl RowTarget {
+    fn open(args: &LiveArgs) -> anyhow::Result<RowTarget> {
+        Ok(match (&args.mqtt, &args.file) {
+            (Some(broker), _) => {
+                RowTarget::Mqtt(crate::mqtt::Publisher::connect(broker, "bench-live", 1)?)
+            }
+            (None, Some(path)) => RowTarget::File(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ),
+            (None, None) => anyhow::bail!("--file or --mqtt"),
+        })
+    }
+
+    /// Writes JSON lines (one row per line).
+    fn write(&mut self, lines: &str) -> anyhow::Result<()> {
+        match self {
+            RowTarget::File(file) => file.write_all(lines.as_bytes())?,
+            RowTarget::Mqtt(publisher) => {
+                for line in lines.lines() {
+                    let sensor = line
+                        .split('"')
+                        .nth(3)
+                        .context("rows start with the sensor id")?;
+                    publisher.publish(format!("bench/{sensor}"), line.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes `rate` rows per second in 1 ms slices until `stop`.
 fn write_rows(args: &LiveArgs, stop: &AtomicBool) -> anyhow::Result<u64> {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&args.file)
-        .with_context(|| format!("opening {}", args.file.display()))?;
+    let mut file = RowTarget::open(args)?;
     let started = Instant::now();
     let mut written = 0u64;
     let mut line = String::new();
@@ -74,7 +115,7 @@ fn write_rows(args: &LiveArgs, stop: &AtomicBool) -> anyhow::Result<u64> {
                     sent / 1000
                 );
             }
-            file.write_all(line.as_bytes())?;
+            file.write(&line)?;
             written = due;
         }
         std::thread::sleep(Duration::from_micros(500));
@@ -193,6 +234,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         let args = LiveArgs {
             address: args.address.clone(),
             file: args.file.clone(),
+            mqtt: args.mqtt.clone(),
             view: args.view.clone(),
             ..args
         };

@@ -4,9 +4,12 @@
 //! `bench/reference.sql` computes — derived columns, 1-minute tumbling windows per sensor and
 //! per zone, each closed window written once — in one pass with serde and hash maps and no
 //! framework: the practical limit the engine is measured against (`bench/run.sh`). `live`
-//! measures live-view latency and fan-out against a running engine (`bench/live.sh`).
+//! measures live-view latency and fan-out against a running engine (`bench/live.sh`), writing
+//! rows to a file or publishing them over MQTT; `mqtt-ingest` measures how fast the engine takes
+//! in MQTT messages (`bench/mqtt.sh`).
 
 mod live;
+mod mqtt;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,6 +47,8 @@ enum Command {
     },
     /// Live-view latency and fan-out against a running engine (see `bench/live.sh`).
     Live(live::LiveArgs),
+    /// MQTT ingest rate of a running engine (see `bench/mqtt.sh`).
+    MqttIngest(mqtt::IngestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate { rows, sensors, out } => generate(rows, sensors, &out),
         Command::Baseline { input, out_dir } => baseline(&input, &out_dir),
         Command::Live(args) => live::run(args),
+        Command::MqttIngest(args) => mqtt::ingest(args),
     }
 }
 

@@ -107,7 +107,11 @@ impl FileReader {
             },
         };
         out.push(match decoded {
-            Ok((row, event_time)) => Record::Row { row, event_time },
+            Ok((row, event_time)) => Record::Row {
+                row,
+                event_time,
+                partition: 0,
+            },
             Err(reason) => Record::Invalid {
                 reason,
                 raw: text.to_string(),

@@ -501,7 +501,11 @@ impl SimulatorReader {
                 break;
             }
             let Reverse((_, _, row, event_time)) = self.pending.pop().expect("peeked");
-            out.push(Record::Row { row, event_time });
+            out.push(Record::Row {
+                row,
+                event_time,
+                partition: 0,
+            });
         }
     }
 }
@@ -562,7 +566,9 @@ mod tests {
         while reader.poll(&mut out, 100) != Poll::Finished {}
         out.into_iter()
             .map(|record| match record {
-                Record::Row { row, event_time } => (row, event_time),
+                Record::Row {
+                    row, event_time, ..
+                } => (row, event_time),
                 Record::Invalid { reason, .. } => panic!("{reason}"),
             })
             .collect()

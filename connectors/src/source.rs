@@ -3,7 +3,7 @@
 //! Every source kind (simulator, files, later MQTT and Kafka) implements [`SourceReader`]; this
 //! module turns a reader into three timely streams: admitted rows, dead letters (input that could
 //! not be decoded, with the reason and the raw text) and late rows (beyond the allowed lateness).
-//! It owns the partition's [`WatermarkTracker`] and holds its capability at the watermark, so the
+//! It owns the worker's [`WorkerWatermark`] and holds its capability at the watermark, so the
 //! dataflow frontier is the watermark (see docs/architecture.md).
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Datum, Row};
 
-use crate::watermark::{Admission, WatermarkTracker};
+use crate::watermark::{Admission, WorkerWatermark};
 
 /// How far (event-time milliseconds) a source may run ahead of what the sinks have finished.
 pub const FLOW_CONTROL_LAG_MILLIS: u64 = 10 * 60 * 1000;
@@ -27,6 +27,9 @@ pub enum Record {
     Row {
         row: Row,
         event_time: i64,
+        /// The input partition (a Kafka partition), for per-partition watermarks; 0 for
+        /// inputs with one stream per worker.
+        partition: u32,
     },
     /// Input that could not be decoded: why, the raw text, and where it came from.
     Invalid {
@@ -71,6 +74,12 @@ pub trait SourceReader {
     /// readers fed by a network client: the client wakes the worker when messages arrive
     /// rather than the worker polling often.
     fn set_waker(&mut self, _waker: timely::scheduling::SyncActivator) {}
+
+    /// The partitions this reader is currently assigned (Kafka), each of which holds the
+    /// watermark back until it has been read; empty for inputs without partitions.
+    fn assigned_partitions(&self) -> &[u32] {
+        &[]
+    }
 }
 
 /// Counters of one source, shared by its workers and read by the engine's reporting.
@@ -143,10 +152,12 @@ pub fn read_source<'scope>(
 
     builder.build(move |capabilities| {
         let mut capabilities = Some(capabilities);
-        let mut tracker =
-            WatermarkTracker::new(timing.watermark_delay_nanos, timing.allowed_lateness_nanos);
+        let mut tracker = WorkerWatermark::new(
+            timing.watermark_delay_nanos,
+            timing.allowed_lateness_nanos,
+            timing.idle_timeout,
+        );
         let mut records = Vec::with_capacity(timing.batch_size);
-        let mut last_input = Instant::now();
         move |_frontiers| {
             let Some(caps) = capabilities.as_mut() else {
                 return;
@@ -164,15 +175,22 @@ pub fn read_source<'scope>(
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
+            let now = Instant::now();
+            for &partition in reader.assigned_partitions() {
+                tracker.expect(partition, now);
+            }
             let poll = reader.poll(&mut records, timing.batch_size);
             if !records.is_empty() {
-                last_input = Instant::now();
                 let mut admitted = Vec::with_capacity(records.len());
                 let mut late = Vec::new();
                 let mut dead = Vec::new();
                 for record in records.drain(..) {
                     match record {
-                        Record::Row { row, event_time } => match tracker.admit(event_time) {
+                        Record::Row {
+                            row,
+                            event_time,
+                            partition,
+                        } => match tracker.admit(partition, event_time, now) {
                             Admission::Admitted => admitted.push(row),
                             Admission::Late => late.push(row),
                         },
@@ -213,19 +231,13 @@ pub fn read_source<'scope>(
             }
             match poll {
                 Poll::Ready => activator.activate(),
-                Poll::Idle(wait) => {
-                    if last_input.elapsed() >= timing.idle_timeout
-                        && let Some(now) = reader.processing_time()
-                    {
-                        tracker.advance_to(now.saturating_sub(timing.watermark_delay_nanos));
-                    }
-                    activator.activate_after(wait);
-                }
+                Poll::Idle(wait) => activator.activate_after(wait),
                 Poll::Finished => {
                     capabilities = None;
                     return;
                 }
             }
+            tracker.update(now, reader.processing_time());
             let time = tracker.dataflow_time();
             if *caps[0].time() < time {
                 for capability in caps.iter_mut() {

@@ -62,6 +62,99 @@ impl WatermarkTracker {
     }
 }
 
+/// The watermark of one worker reading several partitions (a Kafka consumer's assignment): the
+/// least of its partitions' watermarks, so a partition that is behind (replaying a backlog)
+/// holds windows open until it catches up. A partition silent for `idle_timeout` stops holding
+/// the others back; when all are silent a live input follows the clock. The combined watermark
+/// never moves back, and a row is late only against it: a partition's own progress closes no
+/// window.
+#[derive(Debug)]
+pub struct WorkerWatermark {
+    delay: i64,
+    lateness: i64,
+    idle_timeout: std::time::Duration,
+    /// Per partition: max event time − delay (`None`: assigned, nothing read yet), and when it
+    /// last had input (or was assigned).
+    partitions: std::collections::BTreeMap<u32, (Option<i64>, std::time::Instant)>,
+    combined: Option<i64>,
+    /// When the worker last had input on any partition (or started).
+    last_input: std::time::Instant,
+}
+
+impl WorkerWatermark {
+    pub fn new(delay_nanos: i64, lateness_nanos: i64, idle_timeout: std::time::Duration) -> Self {
+        WorkerWatermark {
+            delay: delay_nanos,
+            lateness: lateness_nanos,
+            idle_timeout,
+            partitions: Default::default(),
+            combined: None,
+            last_input: std::time::Instant::now(),
+        }
+    }
+
+    /// Registers a partition this worker was assigned: until it has input or goes quiet for
+    /// `idle_timeout`, it holds the watermark back (its backlog may be older than the others).
+    pub fn expect(&mut self, partition: u32, now: std::time::Instant) {
+        self.partitions.entry(partition).or_insert((None, now));
+    }
+
+    /// Admits a row of `partition` unless it is beyond the allowed lateness of the combined
+    /// watermark; advances the partition's watermark past admitted rows.
+    pub fn admit(&mut self, partition: u32, event_time: i64, now: std::time::Instant) -> Admission {
+        if let Some(combined) = self.combined
+            && event_time < combined.saturating_sub(self.lateness)
+        {
+            return Admission::Late;
+        }
+        let watermark = event_time.saturating_sub(self.delay);
+        let entry = self.partitions.entry(partition).or_insert((None, now));
+        entry.0 = Some(entry.0.map_or(watermark, |seen| seen.max(watermark)));
+        entry.1 = now;
+        self.last_input = now;
+        // Row by row (not per batch), so which rows are late does not depend on batch sizes.
+        self.update(now, None);
+        Admission::Admitted
+    }
+
+    /// Recomputes the combined watermark after a batch; `clock` is wall time (ns) for live
+    /// inputs, `None` for replays.
+    pub fn update(&mut self, now: std::time::Instant, clock: Option<i64>) {
+        let mut active = self
+            .partitions
+            .values()
+            .filter(|(_, last_input)| now.duration_since(*last_input) < self.idle_timeout)
+            .map(|(watermark, _)| *watermark)
+            .peekable();
+        let candidate = if active.peek().is_some() {
+            // An active partition that has read nothing yet holds everything back.
+            active
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|all| all.into_iter().min())
+        } else if now.duration_since(self.last_input) >= self.idle_timeout {
+            clock.map(|clock| clock.saturating_sub(self.delay))
+        } else {
+            None
+        };
+        if let Some(candidate) = candidate
+            && self.combined.is_none_or(|current| current < candidate)
+        {
+            self.combined = Some(candidate);
+        }
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.combined
+    }
+
+    /// Dataflow time: the combined watermark in whole milliseconds (0 before any).
+    pub fn dataflow_time(&self) -> u64 {
+        self.combined.map_or(0, |watermark| {
+            u64::try_from(watermark.div_euclid(1_000_000)).unwrap_or(0)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +184,38 @@ mod tests {
         tracker.advance_to(10);
         tracker.advance_to(5);
         assert_eq!(tracker.watermark(), Some(10));
+    }
+
+    #[test]
+    fn a_worker_waits_for_its_slowest_partition_until_it_goes_quiet() {
+        let start = std::time::Instant::now();
+        let idle = std::time::Duration::from_secs(10);
+        let mut watermark = WorkerWatermark::new(SECOND, 0, idle);
+        watermark.expect(0, start);
+        watermark.expect(1, start);
+        watermark.admit(0, 100 * SECOND, start);
+        assert_eq!(
+            watermark.watermark(),
+            None,
+            "partition 1 has not been read yet"
+        );
+        watermark.admit(1, 50 * SECOND, start);
+        watermark.update(start, None);
+        assert_eq!(watermark.watermark(), Some(49 * SECOND));
+        // Partition 1 is behind, so its next rows are on time though partition 0 is far ahead.
+        assert_eq!(watermark.admit(1, 60 * SECOND, start), Admission::Admitted);
+        assert_eq!(watermark.watermark(), Some(59 * SECOND));
+        assert_eq!(watermark.admit(0, 58 * SECOND, start), Admission::Late);
+        // Partition 1 goes quiet: partition 0 alone decides, and the watermark never goes back.
+        let later = start + idle;
+        watermark.admit(0, 120 * SECOND, later);
+        watermark.update(later, None);
+        assert_eq!(watermark.watermark(), Some(119 * SECOND));
+        watermark.admit(1, 119 * SECOND, later);
+        watermark.update(later, None);
+        assert_eq!(watermark.watermark(), Some(119 * SECOND));
+        // Everyone quiet: a live input follows the clock.
+        watermark.update(later + idle, Some(500 * SECOND));
+        assert_eq!(watermark.dataflow_time(), 499_000);
     }
 }

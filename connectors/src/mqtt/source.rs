@@ -337,7 +337,11 @@ impl SourceReader for MqttReader {
             };
             taken += 1;
             out.push(match self.decode(&message) {
-                Ok((row, event_time)) => Record::Row { row, event_time },
+                Ok((row, event_time)) => Record::Row {
+                    row,
+                    event_time,
+                    partition: 0,
+                },
                 Err(reason) => Record::Invalid {
                     reason,
                     raw: String::from_utf8_lossy(&message.publish.payload).into_owned(),
