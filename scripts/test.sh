@@ -5,7 +5,8 @@
 # Mosquitto broker and its clients from Debian; DuckDB, pyarrow, Selenium and Eclipse Paho from
 # PyPI), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
 # (queries/tests/slt) and the end-to-end CLI, warehouse, live-view, dashboard (headless
-# Chromium) and MQTT tests. Tests start their own brokers on loopback and stop them.
+# Chromium), MQTT (Mosquitto) and Kafka (Tansu, built once with cargo) tests. Tests start their
+# own brokers on loopback and stop them.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
 set -euo pipefail
@@ -28,12 +29,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python readers the warehouse tests compare against (DuckDB, pyarrow); Selenium drives Chromium;
-# Paho publishes to the MQTT source.
-if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt" 2> /dev/null; then
-  python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt
+# Paho publishes to the MQTT source; confluent-kafka produces to and consumes from Kafka.
+if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka" 2> /dev/null; then
+  python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka
+fi
+
+command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+
+# Tansu, a Kafka-compatible broker, built once (~10 min) into a cache outside the clone.
+tools=${VIBELUX_TOOLS:-$HOME/.cache/vibelux-tools}
+export VIBELUX_TANSU=$tools/tansu/bin/tansu
+if [ ! -x "$VIBELUX_TANSU" ]; then
+  echo "building the Tansu Kafka broker for the Kafka tests (once; cached in $tools)"
+  CARGO_TARGET_DIR=$tools/tansu-target cargo install tansu --locked --features dynostore \
+    --root "$tools/tansu" --quiet
+  rm -rf "$tools/tansu-target"
 fi
 # Debian installs the broker in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin"
 
-command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 cargo test --workspace --locked "$@"

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use crate::file_source::FileFormat;
+use crate::kafka::sink::KafkaSinkConfig;
 use crate::mqtt::sink::MqttSinkConfig;
 use crate::parquet_sink::ParquetSinkConfig;
 
@@ -23,6 +24,7 @@ pub enum SinkTarget {
     Stdout,
     Parquet(ParquetSinkConfig),
     Mqtt(MqttSinkConfig),
+    Kafka(KafkaSinkConfig),
 }
 
 impl SinkTarget {
@@ -33,6 +35,7 @@ impl SinkTarget {
             SinkTarget::Stdout => "stdout".to_string(),
             SinkTarget::Parquet(config) => format!("{} (parquet)", config.path.display()),
             SinkTarget::Mqtt(config) => format!("{} (mqtt)", config.broker.address()),
+            SinkTarget::Kafka(config) => format!("kafka {} topic {}", config.brokers, config.topic),
         }
     }
 }

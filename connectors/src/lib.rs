@@ -3,10 +3,11 @@
 //! A source is a [`source::SourceReader`] per worker turned into streams of admitted rows, dead
 //! letters and late rows by [`source::read_source`]; [`payload`] decodes JSON and CSV against a
 //! declared schema and [`watermark`] tracks event-time progress. Sources here: the embedded
-//! [`simulator`] facility, [`file_source`] and [`mqtt`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
+//! [`simulator`] facility, [`file_source`], [`mqtt`] and [`kafka`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
 
 pub mod file_sink;
 pub mod file_source;
+pub mod kafka;
 pub mod mqtt;
 pub mod parquet_sink;
 pub mod payload;
@@ -14,4 +15,5 @@ pub mod simulator;
 pub mod sink;
 pub mod source;
 pub mod table;
+pub mod template;
 pub mod watermark;

@@ -180,6 +180,35 @@ impl RowLayout {
     }
 }
 
+/// How a message body (MQTT, Kafka) becomes columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageFormat {
+    /// A JSON object; columns listed in `paths` are read from nested places, the rest from
+    /// top-level fields of the same name.
+    Json { paths: Vec<(usize, JsonPath)> },
+    /// The body is one bare value (`21.5`) for this column.
+    Raw { column: usize },
+}
+
+impl MessageFormat {
+    /// The columns a body fills (the rest null), before the required-column check.
+    pub fn decode(&self, layout: &RowLayout, body: &[u8]) -> Result<Row, String> {
+        let text =
+            std::str::from_utf8(body).map_err(|_| "the payload is not UTF-8 text".to_string())?;
+        match self {
+            MessageFormat::Json { paths } if paths.is_empty() => layout.decode_json_fields(text),
+            MessageFormat::Json { paths } => layout.decode_json_paths(text, paths),
+            MessageFormat::Raw { column } => {
+                let mut row = vec![Datum::Null; layout.schema.fields().len()];
+                let field = layout.schema.field(*column);
+                row[*column] = parse_text(field.data_type(), text)
+                    .map_err(|problem| format!("payload for `{}`: {problem}", field.name()))?;
+                Ok(row)
+            }
+        }
+    }
+}
+
 /// Where a value sits in a nested JSON document: `$.data.temp`, `readings[0].value`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonPath {

@@ -16,6 +16,7 @@ use timely::dataflow::operators::generic::Operator;
 use vibelux_operators::row::{Row, Update};
 
 use crate::file_sink::{RowWriter, SinkError, SinkTarget};
+use crate::kafka::sink::KafkaProducer;
 use crate::mqtt::sink::MqttPublisher;
 use crate::parquet_sink::ParquetWriter;
 
@@ -31,6 +32,7 @@ pub enum SinkWriter {
     Rows(RowWriter),
     Parquet(ParquetWriter),
     Mqtt(MqttPublisher),
+    Kafka(KafkaProducer),
 }
 
 impl SinkWriter {
@@ -51,6 +53,9 @@ impl SinkWriter {
             SinkTarget::Mqtt(config) => {
                 SinkWriter::Mqtt(MqttPublisher::open(config.clone(), schema, changelog)?)
             }
+            SinkTarget::Kafka(config) => {
+                SinkWriter::Kafka(KafkaProducer::open(config.clone(), schema, changelog)?)
+            }
         })
     }
 
@@ -60,6 +65,7 @@ impl SinkWriter {
             SinkWriter::Rows(writer) => writer.path().display().to_string(),
             SinkWriter::Parquet(writer) => writer.path().display().to_string(),
             SinkWriter::Mqtt(writer) => writer.describe().to_string(),
+            SinkWriter::Kafka(writer) => writer.describe().to_string(),
         }
     }
 
@@ -69,6 +75,7 @@ impl SinkWriter {
             // The planner only sends append-only rows to Parquet.
             SinkWriter::Parquet(writer) => writer.write(row),
             SinkWriter::Mqtt(writer) => writer.write(row, insert),
+            SinkWriter::Kafka(writer) => writer.write(row, insert),
         }
     }
 
@@ -76,7 +83,7 @@ impl SinkWriter {
         match self {
             SinkWriter::Rows(writer) => writer.flush(),
             SinkWriter::Parquet(writer) => writer.flush(),
-            SinkWriter::Mqtt(_) => Ok(()),
+            SinkWriter::Mqtt(_) | SinkWriter::Kafka(_) => Ok(()),
         }
     }
 
@@ -85,6 +92,7 @@ impl SinkWriter {
             SinkWriter::Rows(writer) => writer.flush(),
             SinkWriter::Parquet(writer) => writer.commit(),
             SinkWriter::Mqtt(writer) => writer.finish(),
+            SinkWriter::Kafka(writer) => writer.finish(),
         }
     }
 }

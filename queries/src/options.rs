@@ -19,6 +19,8 @@ use crate::error::{Position, SqlError, SqlResult};
 use crate::parser::OptionEntry;
 use crate::plan::SourceConnector;
 
+mod kafka;
+mod message;
 mod mqtt;
 
 /// Options not yet consumed, by lower-case name: value, value position, name position.
@@ -191,9 +193,13 @@ pub fn source_connector(
             }))
         }
         "mqtt" => mqtt::source(options, name, layout).map(SourceConnector::Mqtt),
+        "kafka" => kafka::source(options, name, layout)
+            .map(|config| SourceConnector::Kafka(std::sync::Arc::new(config))),
         other => Err(SqlError::new(
             position,
-            format!("unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt'"),
+            format!(
+                "unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt', 'kafka'"
+            ),
         )),
     }
 }
@@ -203,6 +209,7 @@ pub fn known_source_options(connector: &SourceConnector) -> &'static [&'static s
         SourceConnector::Simulator(_) => SIMULATOR_OPTIONS,
         SourceConnector::File(_) => FILE_OPTIONS,
         SourceConnector::Mqtt(_) => mqtt::SOURCE_OPTIONS,
+        SourceConnector::Kafka(_) => kafka::SOURCE_OPTIONS,
     }
 }
 
@@ -431,11 +438,12 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
         }
         "parquet" => SinkTarget::Parquet(parquet_config(options, schema)?),
         "mqtt" => SinkTarget::Mqtt(mqtt::sink(options, name, schema)?),
+        "kafka" => SinkTarget::Kafka(kafka::sink(options, schema)?),
         other => {
             return Err(SqlError::new(
                 position,
                 format!(
-                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt'"
+                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt', 'kafka'"
                 ),
             ));
         }
@@ -454,6 +462,7 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
             "row_group_rows",
         ],
         SinkTarget::Mqtt(_) => mqtt::SINK_OPTIONS,
+        SinkTarget::Kafka(_) => kafka::SINK_OPTIONS,
     };
     let what = connector_kind(&connector, "sink");
     std::mem::replace(

@@ -380,7 +380,12 @@ fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {
     }
     let mut options = Vec::new();
     loop {
-        let key = parsing(parser.parse_identifier())?;
+        let mut key = parsing(parser.parse_identifier())?;
+        // Dotted names pass settings through to a client: `properties.security.protocol`.
+        while parser.consume_token(&Token::Period) {
+            let part = parsing(parser.parse_identifier())?;
+            key.value = format!("{}.{}", key.value, part.value);
+        }
         let equals = parser.peek_token();
         if !parser.consume_token(&Token::Eq) {
             return Err(expected(

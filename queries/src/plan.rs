@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::FileSourceConfig;
+use vibelux_connectors::kafka::source::KafkaSourceConfig;
 use vibelux_connectors::mqtt::source::MqttSourceConfig;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::SimulatorConfig;
@@ -125,6 +126,7 @@ pub enum SourceConnector {
     Simulator(SimulatorConfig),
     File(FileSourceConfig),
     Mqtt(MqttSourceConfig),
+    Kafka(Arc<KafkaSourceConfig>),
 }
 
 impl SourceConnector {
@@ -133,6 +135,7 @@ impl SourceConnector {
             SourceConnector::Simulator(_) => "simulator",
             SourceConnector::File(_) => "file",
             SourceConnector::Mqtt(_) => "mqtt",
+            SourceConnector::Kafka(_) => "kafka",
         }
     }
 
@@ -141,7 +144,7 @@ impl SourceConnector {
         match self {
             SourceConnector::Simulator(config) => config.duration_nanos.is_some(),
             SourceConnector::File(config) => !config.follow,
-            SourceConnector::Mqtt(_) => false,
+            SourceConnector::Mqtt(_) | SourceConnector::Kafka(_) => false,
         }
     }
 }

@@ -19,23 +19,13 @@ use vibelux_operators::row::{Datum, Row};
 
 use crate::mqtt::broker::{Backoff, BrokerConfig};
 use crate::mqtt::topic::TopicPattern;
-use crate::payload::{JsonPath, RowLayout, parse_text};
+use crate::payload::{MessageFormat, RowLayout, parse_text};
 use crate::source::{Poll, Record, SourceMetrics, SourceReader};
 
 /// Messages waiting for one worker before the client stops reading from the broker.
 const WORKER_QUEUE: usize = 8192;
 /// How often an idle reader looks again (the client wakes it sooner when messages arrive).
 const IDLE_POLL: Duration = Duration::from_millis(100);
-
-/// How a payload becomes columns.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MqttPayload {
-    /// A JSON object; columns listed in `paths` are read from nested places, the rest from
-    /// top-level fields of the same name.
-    Json { paths: Vec<(usize, JsonPath)> },
-    /// The payload is one bare value (`21.5`) for this column.
-    Raw { column: usize },
-}
 
 /// Where a row's event time comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +41,7 @@ pub struct MqttSourceConfig {
     pub broker: BrokerConfig,
     pub topic: TopicPattern,
     pub qos: QoS,
-    pub payload: MqttPayload,
+    pub payload: MessageFormat,
     pub event_time: EventTimeFrom,
 }
 
@@ -291,21 +281,7 @@ pub struct MqttReader {
 impl MqttReader {
     fn decode(&self, message: &Message) -> Result<(Row, i64), String> {
         let publish = &message.publish;
-        let text = std::str::from_utf8(&publish.payload)
-            .map_err(|_| "the payload is not UTF-8 text".to_string())?;
-        let mut row = match &self.config.payload {
-            MqttPayload::Json { paths } if paths.is_empty() => {
-                self.layout.decode_json_fields(text)?
-            }
-            MqttPayload::Json { paths } => self.layout.decode_json_paths(text, paths)?,
-            MqttPayload::Raw { column } => {
-                let mut row = vec![Datum::Null; self.layout.schema.fields().len()];
-                let field = self.layout.schema.field(*column);
-                row[*column] = parse_text(field.data_type(), text)
-                    .map_err(|problem| format!("payload for `{}`: {problem}", field.name()))?;
-                row
-            }
-        };
+        let mut row = self.config.payload.decode(&self.layout, &publish.payload)?;
         let captures = self.config.topic.captures(&publish.topic).ok_or_else(|| {
             format!(
                 "topic {:?} does not match the pattern {}",

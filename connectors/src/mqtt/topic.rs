@@ -2,7 +2,9 @@
 //! the topic template of a sink, filled from each row.
 
 use datafusion::arrow::datatypes::Schema;
-use vibelux_operators::row::{Datum, Row};
+use vibelux_operators::row::Row;
+
+use crate::template::RowTemplate;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Level {
@@ -113,16 +115,10 @@ impl TopicPattern {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Piece {
-    Text(String),
-    Column(usize),
-}
-
 /// A sink's `topic`: text with `{column}` placeholders, e.g. `alerts/{room}/{zone}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicTemplate {
-    pieces: Vec<Piece>,
+    template: RowTemplate,
 }
 
 impl TopicTemplate {
@@ -130,50 +126,18 @@ impl TopicTemplate {
         if template.contains(['+', '#']) {
             return Err("a topic to publish to cannot contain the wildcards `+` or `#`".into());
         }
-        if template.trim().is_empty() {
-            return Err("the topic is empty".to_string());
-        }
-        let mut pieces = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_string()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in topic {template:?}"))?;
-            let name = rest[open + 1..open + close].trim();
-            let column = column_named(schema, name)
-                .ok_or_else(|| format!("topic placeholder `{{{name}}}` names no column"))?;
-            pieces.push(Piece::Column(column));
-            rest = &rest[open + close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(format!("unmatched `}}` in topic {template:?}"));
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_string()));
-        }
-        Ok(TopicTemplate { pieces })
+        RowTemplate::parse(template, schema)
+            .map(|template| TopicTemplate { template })
+            .map_err(|problem| problem.replace("placeholder", "topic placeholder"))
     }
 
     /// The topic for `row`. A value's `/`, `+` and `#` become `_` so that a value cannot add
     /// levels or wildcards; a null value is written `null`.
     pub fn render(&self, row: &Row) -> String {
-        let mut topic = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(text) => topic.push_str(text),
-                Piece::Column(column) => match &row[*column] {
-                    Datum::Null => topic.push_str("null"),
-                    value => topic.extend(value.to_string().chars().map(|c| match c {
-                        '/' | '+' | '#' => '_',
-                        other => other,
-                    })),
-                },
-            }
-        }
-        topic
+        self.template.render_with(row, |c| match c {
+            '/' | '+' | '#' => '_',
+            other => other,
+        })
     }
 }
 
@@ -181,6 +145,7 @@ impl TopicTemplate {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field};
+    use vibelux_operators::row::Datum;
 
     fn schema() -> Schema {
         Schema::new(vec![

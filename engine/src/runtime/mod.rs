@@ -187,9 +187,21 @@ fn open_reader(
     peers: usize,
     progress: Arc<ReplayProgress>,
     shared: &SharedReaders,
+    metrics: Arc<SourceMetrics>,
 ) -> anyhow::Result<Box<dyn SourceReader>> {
     let source_plan = &plan.sources[source];
     Ok(match &source_plan.connector {
+        SourceConnector::Kafka(config) => Box::new(
+            vibelux_connectors::kafka::source::KafkaReader::open(
+                &source_plan.name,
+                config.clone(),
+                source_plan.layout.clone(),
+                worker,
+                metrics,
+            )
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("starting Kafka source {}", source_plan.name))?,
+        ),
         SourceConnector::Mqtt(_) => {
             let mut shared = shared.lock().expect("shared readers lock");
             let reader = shared
@@ -369,7 +381,16 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     .find(|(name, _)| name == &plan.sources[source].name)
                     .map(|(_, progress)| progress.clone())
                     .unwrap_or_default();
-                let reader = match open_reader(&plan, source, index, peers, progress, &shared) {
+                let source_metrics = metrics.sources[position].1.clone();
+                let reader = match open_reader(
+                    &plan,
+                    source,
+                    index,
+                    peers,
+                    progress,
+                    &shared,
+                    source_metrics,
+                ) {
                     Ok(reader) => reader,
                     Err(error) => {
                         failure = Some(error);

@@ -5,10 +5,11 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::Schema;
 use vibelux_connectors::mqtt::broker::{BrokerConfig, QoS, parse_qos};
 use vibelux_connectors::mqtt::sink::MqttSinkConfig;
-use vibelux_connectors::mqtt::source::{EventTimeFrom, MqttPayload, MqttSourceConfig};
+use vibelux_connectors::mqtt::source::{EventTimeFrom, MqttSourceConfig};
 use vibelux_connectors::mqtt::topic::{TopicPattern, TopicTemplate};
-use vibelux_connectors::payload::{JsonPath, RowLayout};
+use vibelux_connectors::payload::{MessageFormat, RowLayout};
 
+use super::message::message_format;
 use super::{Options, parse_bool};
 use crate::error::{SqlError, SqlResult};
 
@@ -106,45 +107,9 @@ pub fn source(
     let qos = options
         .parsed("qos", parse_qos)?
         .unwrap_or(QoS::AtLeastOnce);
-    let format = options.take("format");
-    let raw = match &format {
-        None => false,
-        Some((format, position)) => match format.to_ascii_lowercase().as_str() {
-            "json" => false,
-            "raw" => true,
-            _ => {
-                return Err(SqlError::new(
-                    *position,
-                    format!("option `format`: expected 'json' or 'raw', found {format:?}"),
-                ));
-            }
-        },
-    };
-    let payload = if raw {
-        if let Some((_, position)) = options.take("json_paths") {
-            return Err(SqlError::new(
-                position,
-                "option `json_paths` is for format = 'json'",
-            ));
-        }
-        MqttPayload::Raw {
-            column: value_column(options, schema, &topic, layout.event_time_column)?,
-        }
-    } else {
-        if let Some((_, position)) = options.take("value_column") {
-            return Err(SqlError::new(
-                position,
-                "option `value_column` is for format = 'raw'",
-            ));
-        }
-        let paths = match options.take("json_paths") {
-            None => Vec::new(),
-            Some((text, position)) => json_paths(&text, schema).map_err(|problem| {
-                SqlError::new(position, format!("option `json_paths`: {problem}"))
-            })?,
-        };
-        MqttPayload::Json { paths }
-    };
+    let from_topic: Vec<usize> = topic.columns().collect();
+    let payload = message_format(options, layout, &from_topic)?;
+    let raw = matches!(payload, MessageFormat::Raw { .. });
     let event_time = match options.take("event_time") {
         None if raw => EventTimeFrom::Arrival,
         None => EventTimeFrom::Payload,
@@ -172,60 +137,6 @@ pub fn source(
         payload,
         event_time,
     })
-}
-
-/// The column a raw payload fills: `value_column`, or the one column neither the topic nor
-/// the clock fills.
-fn value_column(
-    options: &mut Options,
-    schema: &Schema,
-    topic: &TopicPattern,
-    event_time: Option<usize>,
-) -> SqlResult<usize> {
-    if let Some((name, position)) = options.take("value_column") {
-        return schema
-            .fields()
-            .iter()
-            .position(|field| field.name().eq_ignore_ascii_case(name.trim()))
-            .ok_or_else(|| {
-                SqlError::new(
-                    position,
-                    format!("option `value_column`: no column `{name}`"),
-                )
-            });
-    }
-    let from_topic: Vec<usize> = topic.columns().collect();
-    let free: Vec<usize> = (0..schema.fields().len())
-        .filter(|column| Some(*column) != event_time && !from_topic.contains(column))
-        .collect();
-    match free.as_slice() {
-        [column] => Ok(*column),
-        _ => Err(SqlError::new(
-            options.statement,
-            "a raw payload fills one column: name it with value_column = '…'",
-        )),
-    }
-}
-
-/// Parses `temp_c = $.data.temp, ts = $.meta.time`.
-fn json_paths(text: &str, schema: &Schema) -> Result<Vec<(usize, JsonPath)>, String> {
-    let mut paths = Vec::new();
-    for entry in text.split(',').filter(|entry| !entry.trim().is_empty()) {
-        let (name, path) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("expected `column = $.path`, found {:?}", entry.trim()))?;
-        let name = name.trim();
-        let column = schema
-            .fields()
-            .iter()
-            .position(|field| field.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| format!("no column `{name}`"))?;
-        if paths.iter().any(|(seen, _)| *seen == column) {
-            return Err(format!("column `{name}` has two paths"));
-        }
-        paths.push((column, JsonPath::parse(path)?));
-    }
-    Ok(paths)
 }
 
 /// An MQTT sink `name` publishing rows of `schema`.

@@ -1,0 +1,11 @@
+//! Kafka, where sites forward their readings and where a cluster of engines reads from.
+//!
+//! Every worker is a member of the source's consumer group, so Kafka spreads the topic's
+//! partitions over the workers (and over the processes of a cluster). A worker's watermark is
+//! the least of its partitions' (`WorkerWatermark`). Offsets are stored once a message's row (or
+//! dead letter) has entered the dataflow and committed by the client every second and when the
+//! source closes, so a restarted engine resumes where it stopped. The sink produces each row
+//! as a JSON message with an idempotent producer.
+
+pub mod sink;
+pub mod source;

@@ -1,0 +1,177 @@
+//! The `kafka` sink: each row a JSON message, keyed by a template, from an idempotent producer.
+//!
+//! Idempotence (with `acks=all`) means a retried send cannot be written twice or out of order
+//! within a partition. Delivery reports are counted; when the sink finishes it flushes and
+//! reports any row the broker never acknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+use vibelux_operators::row::Row;
+
+use crate::file_sink::{SinkError, encode_json_row};
+use crate::template::RowTemplate;
+
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct KafkaSinkConfig {
+    pub brokers: String,
+    pub topic: String,
+    /// The message key; `None` leaves it empty (the producer spreads rows over partitions).
+    pub key: Option<RowTemplate>,
+    pub properties: Vec<(String, String)>,
+}
+
+/// Counts delivery reports.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+struct Reports(Arc<Deliveries>);
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, message)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.0.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(format!(
+                    "{error} (topic {}, partition {})",
+                    message.topic(),
+                    message.partition()
+                ));
+            }
+        }
+    }
+}
+
+pub struct KafkaProducer {
+    schema: SchemaRef,
+    changelog: bool,
+    config: KafkaSinkConfig,
+    producer: ThreadedProducer<Reports>,
+    deliveries: Arc<Deliveries>,
+    describe: String,
+    finished: bool,
+}
+
+impl KafkaProducer {
+    pub fn open(
+        config: KafkaSinkConfig,
+        schema: SchemaRef,
+        changelog: bool,
+    ) -> Result<Self, SinkError> {
+        let describe = format!("kafka {} topic {}", config.brokers, config.topic);
+        let deliveries = Arc::new(Deliveries::default());
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        let producer = client
+            .create_with_context(Reports(deliveries.clone()))
+            .map_err(|error| SinkError::Broker {
+                target: describe.clone(),
+                reason: error.to_string(),
+            })?;
+        Ok(KafkaProducer {
+            schema,
+            changelog,
+            config,
+            producer,
+            deliveries,
+            describe,
+            finished: false,
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+        let mut payload = String::with_capacity(128);
+        encode_json_row(
+            &self.schema,
+            row,
+            self.changelog.then_some(insert),
+            &mut payload,
+        );
+        let key = self.config.key.as_ref().map(|key| key.render(row));
+        let mut record = BaseRecord::to(&self.config.topic).payload(&payload);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        // A full local queue waits for deliveries (the broker is slow or away) rather than
+        // dropping the row.
+        let mut pending = record;
+        loop {
+            match self.producer.send(pending) {
+                Ok(()) => return Ok(()),
+                Err((error, back))
+                    if error.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    pending = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((error, _)) => {
+                    return Err(SinkError::Broker {
+                        target: self.describe.clone(),
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for every row to be acknowledged; reports the ones that were not.
+    pub fn finish(&mut self) -> Result<(), SinkError> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(());
+        }
+        let flushed = self.producer.flush(FLUSH_TIMEOUT);
+        let failed = self.deliveries.failed.load(Ordering::Relaxed);
+        let in_flight = self.producer.in_flight_count();
+        if failed > 0 || in_flight > 0 || flushed.is_err() {
+            let first = self
+                .deliveries
+                .first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(SinkError::Broker {
+                target: self.describe.clone(),
+                reason: format!(
+                    "{failed} rows failed and {in_flight} were still unacknowledged after {FLUSH_TIMEOUT:?}; first error: {first}"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KafkaProducer {
+    fn drop(&mut self) {
+        if let Err(error) = self.finish() {
+            tracing::error!(%error, "kafka sink closed with rows undelivered");
+        }
+    }
+}

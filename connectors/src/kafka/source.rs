@@ -1,0 +1,272 @@
+//! The `kafka` source: one consumer per worker, all in one consumer group.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use vibelux_operators::row::{Datum, Row};
+
+use crate::payload::{MessageFormat, RowLayout};
+use crate::source::{Poll, Record, SourceMetrics, SourceReader};
+
+/// How often a reader asks which partitions it has (they move when members join or leave).
+const ASSIGNMENT_REFRESH: Duration = Duration::from_millis(250);
+
+/// Message metadata a column can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataField {
+    Key,
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Headers,
+}
+
+impl MetadataField {
+    pub fn parse(name: &str) -> Option<MetadataField> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "key" => MetadataField::Key,
+            "topic" => MetadataField::Topic,
+            "partition" => MetadataField::Partition,
+            "offset" => MetadataField::Offset,
+            "timestamp" => MetadataField::Timestamp,
+            "headers" => MetadataField::Headers,
+            _ => return None,
+        })
+    }
+
+    /// The SQL type a column holding this field must have.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            MetadataField::Key | MetadataField::Topic | MetadataField::Headers => "TEXT",
+            MetadataField::Partition | MetadataField::Offset => "BIGINT",
+            MetadataField::Timestamp => "TIMESTAMP",
+        }
+    }
+}
+
+/// Where a partition without a committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub start_from: StartFrom,
+    pub format: MessageFormat,
+    /// Columns filled from message metadata.
+    pub metadata: Vec<(MetadataField, usize)>,
+    /// Further librdkafka settings (`properties.<name>` options).
+    pub properties: Vec<(String, String)>,
+}
+
+/// One worker's consumer.
+pub struct KafkaReader {
+    name: String,
+    consumer: BaseConsumer,
+    config: Arc<KafkaSourceConfig>,
+    layout: RowLayout,
+    metrics: Arc<SourceMetrics>,
+    /// Watermark partition ids: topic index × 2¹⁶ + partition.
+    assigned: Vec<u32>,
+    checked_assignment: Instant,
+    topic_index: HashMap<String, u32>,
+    failures: u64,
+}
+
+impl KafkaReader {
+    /// Joins the consumer group (connecting in the background: a broker that is down at start
+    /// is retried by the client).
+    pub fn open(
+        name: &str,
+        config: Arc<KafkaSourceConfig>,
+        layout: RowLayout,
+        worker: usize,
+        metrics: Arc<SourceMetrics>,
+    ) -> Result<KafkaReader, String> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("client.id", format!("vibelux-{name}-{worker}"))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match config.start_from {
+                    StartFrom::Earliest => "earliest",
+                    StartFrom::Latest => "latest",
+                },
+            );
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|error| format!("creating the Kafka consumer: {error}"))?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|error| format!("subscribing to {topics:?}: {error}"))?;
+        metrics.networked.store(true, Ordering::Relaxed);
+        let topic_index = config
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(index, topic)| (topic.clone(), index as u32))
+            .collect();
+        Ok(KafkaReader {
+            name: name.to_string(),
+            consumer,
+            config,
+            layout,
+            metrics,
+            assigned: Vec::new(),
+            checked_assignment: Instant::now(),
+            topic_index,
+            failures: 0,
+        })
+    }
+
+    fn partition_id(&self, topic: &str, partition: i32) -> u32 {
+        let topic = self.topic_index.get(topic).copied().unwrap_or(0);
+        (topic << 16) | (partition as u32 & 0xffff)
+    }
+
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<(Row, i64), String> {
+        let body = message.payload().ok_or("the message has no value")?;
+        let mut row = self.config.format.decode(&self.layout, body)?;
+        for (field, column) in &self.config.metadata {
+            row[*column] = match field {
+                MetadataField::Key => message.key().map_or(Datum::Null, |key| {
+                    Datum::Utf8(String::from_utf8_lossy(key).into())
+                }),
+                MetadataField::Topic => Datum::Utf8(message.topic().into()),
+                MetadataField::Partition => Datum::Int64(i64::from(message.partition())),
+                MetadataField::Offset => Datum::Int64(message.offset()),
+                MetadataField::Timestamp => message
+                    .timestamp()
+                    .to_millis()
+                    .map_or(Datum::Null, |millis| Datum::Timestamp(millis * 1_000_000)),
+                MetadataField::Headers => {
+                    let mut headers = serde_json::Map::new();
+                    if let Some(all) = message.headers() {
+                        for header in all.iter() {
+                            let value = header.value.map_or(serde_json::Value::Null, |v| {
+                                String::from_utf8_lossy(v).into_owned().into()
+                            });
+                            headers.insert(header.key.to_string(), value);
+                        }
+                    }
+                    Datum::Utf8(serde_json::Value::Object(headers).to_string().into())
+                }
+            };
+        }
+        self.layout.finish(row)
+    }
+
+    fn refresh_assignment(&mut self) {
+        self.checked_assignment = Instant::now();
+        if let Ok(assignment) = self.consumer.assignment() {
+            let assigned: Vec<u32> = assignment
+                .elements()
+                .iter()
+                .map(|element| self.partition_id(element.topic(), element.partition()))
+                .collect();
+            self.assigned = assigned;
+        }
+    }
+}
+
+impl SourceReader for KafkaReader {
+    fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
+        if self.checked_assignment.elapsed() >= ASSIGNMENT_REFRESH {
+            self.refresh_assignment();
+        }
+        let mut taken = 0;
+        while taken < max_records {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    self.failures += 1;
+                    self.metrics.connected.store(false, Ordering::Relaxed);
+                    self.metrics
+                        .connection_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self.failures == 1 {
+                        tracing::warn!(source = %self.name, %error, "kafka consumer error; retrying");
+                    }
+                    break;
+                }
+            };
+            if self.failures > 0 || !self.metrics.connected.load(Ordering::Relaxed) {
+                self.failures = 0;
+                self.metrics.connected.store(true, Ordering::Relaxed);
+            }
+            taken += 1;
+            let partition = self.partition_id(message.topic(), message.partition());
+            out.push(match self.decode(&message) {
+                Ok((row, event_time)) => Record::Row {
+                    row,
+                    event_time,
+                    partition,
+                },
+                Err(reason) => Record::Invalid {
+                    reason,
+                    raw: message
+                        .payload()
+                        .map(|body| String::from_utf8_lossy(body).into_owned())
+                        .unwrap_or_default(),
+                    origin: format!(
+                        "kafka topic {} partition {} offset {}",
+                        message.topic(),
+                        message.partition(),
+                        message.offset()
+                    ),
+                },
+            });
+            // The row has entered the dataflow: the offset after it may be committed.
+            if let Err(error) = self.consumer.store_offset_from_message(&message) {
+                tracing::debug!(source = %self.name, %error, "storing an offset failed");
+            }
+        }
+        if taken == max_records {
+            Poll::Ready
+        } else {
+            Poll::Idle(Duration::from_millis(2))
+        }
+    }
+
+    fn processing_time(&self) -> Option<i64> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|elapsed| i64::try_from(elapsed.as_nanos()).ok())
+    }
+
+    fn assigned_partitions(&self) -> &[u32] {
+        &self.assigned
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        // Commit what entered the dataflow before leaving the group.
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(source = %self.name, %error, "final offset commit");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! A real Kafka-compatible broker (Tansu) on a free loopback port, and the Python Kafka peer.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Tansu {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// The broker binary: `$VIBELUX_TANSU` (scripts/test.sh installs it and sets this), else `tansu`.
+fn binary() -> String {
+    std::env::var("VIBELUX_TANSU").unwrap_or_else(|_| "tansu".to_string())
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = Tansu { port, child: None };
+        broker.launch();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is installed (scripts/test.sh installs it and sets VIBELUX_TANSU)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the confluent-kafka peer (`tests/peers/kafka_peer.py`) with `args`; returns stdout.
+    pub fn peer(&self, args: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/kafka_peer.py");
+        let output = Command::new("python3")
+            .arg(script)
+            .arg(self.bootstrap())
+            .args(args)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "kafka peer {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+"""A Kafka peer built on confluent-kafka (librdkafka's Python client), for the engine's tests.
+
+usage:
+  kafka_peer.py BOOTSTRAP create TOPIC PARTITIONS
+  kafka_peer.py BOOTSTRAP produce TOPIC START COUNT   (readings seq START..START+COUNT-1)
+  kafka_peer.py BOOTSTRAP produce-raw TOPIC TEXT      (one message, as is)
+  kafka_peer.py BOOTSTRAP consume TOPIC COUNT         (prints "key<TAB>value" lines)
+
+Reading i is {"sensor_id": "s{i%10}", "ts": ..., "seq": i, "temp_c": i/100}, keyed by its
+sensor, so a sensor's readings share a partition.
+"""
+import datetime
+import sys
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+bootstrap, command = sys.argv[1], sys.argv[2]
+
+if command == "create":
+    topic, partitions = sys.argv[3], int(sys.argv[4])
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(timeout=30)
+elif command in ("produce", "produce-raw"):
+    topic = sys.argv[3]
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    failures = []
+
+    def report(error, message):
+        if error is not None:
+            failures.append(error)
+
+    if command == "produce-raw":
+        producer.produce(topic, sys.argv[4].encode(), key=b"raw", on_delivery=report)
+    else:
+        start, count = int(sys.argv[4]), int(sys.argv[5])
+        epoch = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+        for i in range(start, start + count):
+            stamp = (epoch + datetime.timedelta(milliseconds=10 * i)).isoformat().replace("+00:00", "Z")
+            value = f'{{"sensor_id": "s{i % 10}", "ts": "{stamp}", "seq": {i}, "temp_c": {i / 100}}}'
+            while True:
+                try:
+                    producer.produce(topic, value.encode(), key=f"s{i % 10}".encode(), on_delivery=report)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+    left = producer.flush(60)
+    if left or failures:
+        print(f"undelivered {left}, failed {failures[:3]}", file=sys.stderr)
+        sys.exit(1)
+elif command == "consume":
+    topic, count = sys.argv[3], int(sys.argv[4])
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"test-reader-{topic}",
+        "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([topic])
+    seen = 0
+    idle = 0
+    while seen < count and idle < 300:
+        message = consumer.poll(0.1)
+        if message is None or message.error():
+            idle += 1
+            continue
+        idle = 0
+        seen += 1
+        key = (message.key() or b"").decode()
+        print(f"{key}\t{message.value().decode()}", flush=True)
+    consumer.close()
+else:
+    sys.exit(f"unknown command {command}")

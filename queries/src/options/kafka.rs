@@ -1,0 +1,169 @@
+//! `WITH (…)` options of Kafka sources and sinks.
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use vibelux_connectors::kafka::sink::KafkaSinkConfig;
+use vibelux_connectors::kafka::source::{KafkaSourceConfig, MetadataField, StartFrom};
+use vibelux_connectors::payload::RowLayout;
+use vibelux_connectors::template::RowTemplate;
+
+use super::Options;
+use super::message::message_format;
+use crate::error::{SqlError, SqlResult};
+
+pub const SOURCE_OPTIONS: &[&str] = &[
+    "connector",
+    "brokers",
+    "topic",
+    "group_id",
+    "start_offset",
+    "format",
+    "json_paths",
+    "value_column",
+    "include",
+    "properties.*",
+    "allowed_lateness",
+    "idle_timeout",
+    "batch_size",
+];
+
+pub const SINK_OPTIONS: &[&str] = &["connector", "brokers", "topic", "key", "properties.*"];
+
+/// `properties.<librdkafka setting> = '…'`, passed to the client as they are.
+fn properties(options: &mut Options) -> Vec<(String, String)> {
+    let keys: Vec<String> = options
+        .entries
+        .keys()
+        .filter(|key| key.starts_with("properties."))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (value, _) = options.take(&key)?;
+            Some((key["properties.".len()..].to_string(), value))
+        })
+        .collect()
+}
+
+fn brokers(options: &mut Options, what: &str) -> SqlResult<String> {
+    let (brokers, position) = options.required("brokers", what)?;
+    if brokers.trim().is_empty() || brokers.contains("://") {
+        return Err(SqlError::new(
+            position,
+            format!("option `brokers`: expected host:port[,host:port…], found {brokers:?}"),
+        ));
+    }
+    Ok(brokers)
+}
+
+/// A Kafka source `name` with rows laid out as `layout`.
+pub fn source(
+    options: &mut Options,
+    name: &str,
+    layout: &RowLayout,
+) -> SqlResult<KafkaSourceConfig> {
+    let what = "a 'kafka' source";
+    let brokers = brokers(options, what)?;
+    let (topics, _) = options.required("topic", what)?;
+    let topics: Vec<String> = topics
+        .split(',')
+        .map(|topic| topic.trim().to_string())
+        .filter(|topic| !topic.is_empty())
+        .collect();
+    let group_id = options
+        .take("group_id")
+        .map_or_else(|| format!("vibelux-{name}"), |(id, _)| id);
+    let start_from = match options.take("start_offset") {
+        None => StartFrom::Earliest,
+        Some((text, position)) => match text.to_ascii_lowercase().as_str() {
+            "earliest" => StartFrom::Earliest,
+            "latest" => StartFrom::Latest,
+            _ => {
+                return Err(SqlError::new(
+                    position,
+                    format!(
+                        "option `start_offset`: expected 'earliest' or 'latest', found {text:?}"
+                    ),
+                ));
+            }
+        },
+    };
+    let metadata = match options.take("include") {
+        None => Vec::new(),
+        Some((text, position)) => include(&text, &layout.schema)
+            .map_err(|problem| SqlError::new(position, format!("option `include`: {problem}")))?,
+    };
+    let filled: Vec<usize> = metadata.iter().map(|(_, column)| *column).collect();
+    let format = message_format(options, layout, &filled)?;
+    let properties = properties(options);
+    Ok(KafkaSourceConfig {
+        brokers,
+        topics,
+        group_id,
+        start_from,
+        format,
+        metadata,
+        properties,
+    })
+}
+
+/// Parses `partition AS part, offset AS off, key` (without `AS`, the column has the field's
+/// name).
+fn include(text: &str, schema: &Schema) -> Result<Vec<(MetadataField, usize)>, String> {
+    let mut fields = Vec::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        let (field_name, column_name) = match words.as_slice() {
+            [field] => (*field, *field),
+            [field, as_word, column] if as_word.eq_ignore_ascii_case("as") => (*field, *column),
+            _ => return Err(format!("expected `field [AS column]`, found {entry:?}")),
+        };
+        let field = MetadataField::parse(field_name).ok_or_else(|| {
+            format!(
+                "unknown metadata {field_name:?}; available: key, topic, partition, offset, timestamp, headers"
+            )
+        })?;
+        let column = schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(column_name))
+            .ok_or_else(|| format!("no column `{column_name}` to hold the {field_name}"))?;
+        let fits = match (field.sql_type(), schema.field(column).data_type()) {
+            ("TEXT", DataType::Utf8) | ("BIGINT", DataType::Int64) => true,
+            ("TIMESTAMP", DataType::Timestamp(..)) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "column `{column_name}` holds the {field_name}, so it must be {}",
+                field.sql_type()
+            ));
+        }
+        fields.push((field, column));
+    }
+    Ok(fields)
+}
+
+/// A Kafka sink for a view of `schema`.
+pub fn sink(options: &mut Options, schema: &Schema) -> SqlResult<KafkaSinkConfig> {
+    let what = "a 'kafka' sink";
+    let brokers = brokers(options, what)?;
+    let (topic, _) = options.required("topic", what)?;
+    let key = match options.take("key") {
+        None => None,
+        Some((text, position)) => Some(
+            RowTemplate::parse(&text, schema)
+                .map_err(|problem| SqlError::new(position, format!("option `key`: {problem}")))?,
+        ),
+    };
+    let properties = properties(options);
+    Ok(KafkaSinkConfig {
+        brokers,
+        topic,
+        key,
+        properties,
+    })
+}

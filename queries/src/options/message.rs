@@ -1,0 +1,106 @@
+//! How message bodies (MQTT, Kafka) are read: `format`, `json_paths`, `value_column`.
+
+use datafusion::arrow::datatypes::Schema;
+use vibelux_connectors::payload::{JsonPath, MessageFormat, RowLayout};
+
+use super::Options;
+use crate::error::{SqlError, SqlResult};
+
+/// The body format; `filled_elsewhere` are columns the connector fills itself (topic levels,
+/// metadata), which a raw body does not.
+pub fn message_format(
+    options: &mut Options,
+    layout: &RowLayout,
+    filled_elsewhere: &[usize],
+) -> SqlResult<MessageFormat> {
+    let schema = &layout.schema;
+    let raw = match options.take("format") {
+        None => false,
+        Some((format, position)) => match format.to_ascii_lowercase().as_str() {
+            "json" => false,
+            "raw" => true,
+            _ => {
+                return Err(SqlError::new(
+                    position,
+                    format!("option `format`: expected 'json' or 'raw', found {format:?}"),
+                ));
+            }
+        },
+    };
+    if raw {
+        if let Some((_, position)) = options.take("json_paths") {
+            return Err(SqlError::new(
+                position,
+                "option `json_paths` is for format = 'json'",
+            ));
+        }
+        let column = value_column(options, schema, filled_elsewhere, layout.event_time_column)?;
+        Ok(MessageFormat::Raw { column })
+    } else {
+        if let Some((_, position)) = options.take("value_column") {
+            return Err(SqlError::new(
+                position,
+                "option `value_column` is for format = 'raw'",
+            ));
+        }
+        let paths = match options.take("json_paths") {
+            None => Vec::new(),
+            Some((text, position)) => json_paths(&text, schema).map_err(|problem| {
+                SqlError::new(position, format!("option `json_paths`: {problem}"))
+            })?,
+        };
+        Ok(MessageFormat::Json { paths })
+    }
+}
+
+/// The column a raw payload fills: `value_column`, or the one column nothing else fills.
+fn value_column(
+    options: &mut Options,
+    schema: &Schema,
+    filled_elsewhere: &[usize],
+    event_time: Option<usize>,
+) -> SqlResult<usize> {
+    if let Some((name, position)) = options.take("value_column") {
+        return schema
+            .fields()
+            .iter()
+            .position(|field| field.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                SqlError::new(
+                    position,
+                    format!("option `value_column`: no column `{name}`"),
+                )
+            });
+    }
+    let free: Vec<usize> = (0..schema.fields().len())
+        .filter(|column| Some(*column) != event_time && !filled_elsewhere.contains(column))
+        .collect();
+    match free.as_slice() {
+        [column] => Ok(*column),
+        _ => Err(SqlError::new(
+            options.statement,
+            "a raw payload fills one column: name it with value_column = '…'",
+        )),
+    }
+}
+
+/// Parses `temp_c = $.data.temp, ts = $.meta.time`.
+fn json_paths(text: &str, schema: &Schema) -> Result<Vec<(usize, JsonPath)>, String> {
+    let mut paths = Vec::new();
+    for entry in text.split(',').filter(|entry| !entry.trim().is_empty()) {
+        let (name, path) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("expected `column = $.path`, found {:?}", entry.trim()))?;
+        let name = name.trim();
+        let column = schema
+            .fields()
+            .iter()
+            .position(|field| field.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("no column `{name}`"))?;
+        if paths.iter().any(|(seen, _)| *seen == column) {
+            return Err(format!("column `{name}` has two paths"));
+        }
+        paths.push((column, JsonPath::parse(path)?));
+    }
+    Ok(paths)
+}
