@@ -169,3 +169,27 @@ fn a_restarted_engine_resumes_from_the_committed_offsets() {
     );
     assert_eq!(*again.keys().next().unwrap(), 4000);
 }
+
+#[test]
+fn a_broker_that_is_down_at_start_is_waited_for() {
+    let port = common::tansu::free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("rows.jsonl");
+    let mut engine = start_engine(&pipeline(&bootstrap, &output));
+    std::thread::sleep(Duration::from_secs(2));
+    let broker = Tansu::start_on(port);
+    broker.peer(&["create", "readings", "2"]);
+    broker.peer(&["produce", "readings", "0", "1000"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received(&[&output]).len() < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 1000",
+            received(&[&output]).len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = engine.interrupt();
+    assert!(log.contains("kafka consumer error; retrying"), "{log}");
+}

@@ -103,6 +103,8 @@ impl KafkaReader {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // Topics created after the engine started are found within seconds, not minutes.
+            .set("topic.metadata.refresh.interval.ms", "2000")
             .set(
                 "auto.offset.reset",
                 match config.start_from {

@@ -17,11 +17,10 @@ fn binary() -> String {
 
 impl Tansu {
     pub fn start() -> Tansu {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Tansu::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Tansu {
         let mut broker = Tansu { port, child: None };
         broker.launch();
         broker
@@ -70,6 +69,15 @@ impl Tansu {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Tansu {
