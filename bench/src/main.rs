@@ -6,8 +6,9 @@
 //! framework: the practical limit the engine is measured against (`bench/run.sh`). `live`
 //! measures live-view latency and fan-out against a running engine (`bench/live.sh`), writing
 //! rows to a file or publishing them over MQTT; `mqtt-ingest` measures how fast the engine takes
-//! in MQTT messages (`bench/mqtt.sh`).
+//! in MQTT messages (`bench/mqtt.sh`), `kafka-ingest` Kafka messages (`bench/kafka.sh`).
 
+mod kafka;
 mod live;
 mod mqtt;
 
@@ -49,6 +50,8 @@ enum Command {
     Live(live::LiveArgs),
     /// MQTT ingest rate of a running engine (see `bench/mqtt.sh`).
     MqttIngest(mqtt::IngestArgs),
+    /// Kafka ingest rate of a running engine (see `bench/kafka.sh`).
+    KafkaIngest(kafka::IngestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Baseline { input, out_dir } => baseline(&input, &out_dir),
         Command::Live(args) => live::run(args),
         Command::MqttIngest(args) => mqtt::ingest(args),
+        Command::KafkaIngest(args) => kafka::ingest(args),
     }
 }
 

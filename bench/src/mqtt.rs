@@ -92,7 +92,7 @@ pub struct IngestArgs {
 }
 
 /// The source's row count, from the engine's metrics.
-fn engine_rows(engine: &str, source: &str) -> anyhow::Result<u64> {
+pub fn engine_rows(engine: &str, source: &str) -> anyhow::Result<u64> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(engine)?;
     write!(

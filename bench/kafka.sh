@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Kafka benchmark: ingest rate — messages/s from a Tansu broker on this machine (memory storage)
+# into the engine, counted by the engine's metrics; the topic has 4 partitions.
+#
+#   bench/kafka.sh [MESSAGES] [WORKERS]     (defaults: 1000000 messages, 2 workers)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+messages=${1:-1000000}
+workers=${2:-2}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
+export RUST_BACKTRACE=0
+tansu=${VIBELUX_TANSU:-$HOME/.cache/vibelux-tools/tansu/bin/tansu}
+work=${BENCH_DIR:-$HOME/.cache/vibelux-bench}/kafka
+cargo build --release -q -p vibelux -p vibelux-bench --manifest-path "$repo/Cargo.toml"
+bin=$CARGO_TARGET_DIR/release
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ > broker.log 2>&1 &
+broker=$!
+trap 'kill $broker 2> /dev/null || true' EXIT
+sleep 1
+python3 "$repo/engine/tests/peers/kafka_peer.py" "127.0.0.1:$port" create readings 4
+
+cat > ingest.sql <<SQL
+CREATE SOURCE readings (zone TEXT, sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE, rh DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'kafka', brokers = '127.0.0.1:$port', topic = 'readings', allowed_lateness = '1 hour');
+CREATE MATERIALIZED VIEW per_zone AS
+  SELECT zone, count(*) AS n, avg(temp_c) AS temp_avg, max(rh) AS rh_max FROM readings GROUP BY zone;
+SQL
+"$bin/vibelux" run ingest.sql --workers "$workers" --http 127.0.0.1:0 2> engine.log &
+engine=$!
+address=""
+for _ in $(seq 100); do
+  address=$(grep -o 'serving http://[0-9.:]*' engine.log | sed 's|serving http://||' || true)
+  [ -n "$address" ] && break
+  sleep 0.1
+done
+sleep 2
+echo "== ingest: $messages messages, 1,000 sensors, 4 partitions, $workers workers, into a per-zone aggregate"
+"$bin/vibelux-bench" kafka-ingest --brokers "127.0.0.1:$port" --engine "$address" --messages "$messages" || true
+kill -INT "$engine" 2> /dev/null; wait "$engine" 2> /dev/null || true
