@@ -7,48 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::output::{received, wait_for_lines};
 use common::start_engine;
 use common::tansu::Tansu;
-
-fn json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-fn wait_for_lines(path: &Path, count: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let lines = json_lines(path);
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {} of {count} lines",
-            path.display(),
-            lines.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// seq → temp_c over the files, checking that a repeated message is the same message.
-fn received(files: &[&Path]) -> BTreeMap<i64, f64> {
-    let mut seen = BTreeMap::new();
-    for file in files {
-        for row in json_lines(file) {
-            let seq = row["seq"].as_i64().unwrap();
-            let temp = row["temp_c"].as_f64().unwrap();
-            if let Some(earlier) = seen.insert(seq, temp) {
-                assert_eq!(earlier, temp, "message {seq} arrived twice, differently");
-            }
-        }
-    }
-    seen
-}
 
 fn pipeline(bootstrap: &str, output: &Path) -> String {
     format!(

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
+use common::output::{received, wait_for_lines};
 use common::{Engine, start_engine};
 
 fn publish(port: u16, topic: &str, payload: &str, qos: &str) {
@@ -19,32 +20,6 @@ fn publish(port: u16, topic: &str, payload: &str, qos: &str) {
         .status()
         .expect("mosquitto_pub is installed (scripts/test.sh installs it)");
     assert!(status.success());
-}
-
-fn json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-/// Waits until `path` holds at least `count` JSON lines; returns them.
-fn wait_for_lines(path: &Path, count: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let lines = json_lines(path);
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {} of {count} lines",
-            path.display(),
-            lines.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -229,21 +204,6 @@ fn wait_for_acks(lines: &std::sync::mpsc::Receiver<String>, acked: usize) {
         }
         assert!(!line.starts_with("unacknowledged"), "publisher: {line}");
     }
-}
-
-/// Every sequence number in the files, with its temperature, once.
-fn received(files: &[&Path]) -> BTreeMap<i64, f64> {
-    let mut seen = BTreeMap::new();
-    for file in files {
-        for row in json_lines(file) {
-            let seq = row["seq"].as_i64().unwrap();
-            let temp = row["temp_c"].as_f64().unwrap();
-            if let Some(earlier) = seen.insert(seq, temp) {
-                assert_eq!(earlier, temp, "message {seq} arrived twice, differently");
-            }
-        }
-    }
-    seen
 }
 
 fn wait_for_all(files: &[&Path], count: usize) -> BTreeMap<i64, f64> {
