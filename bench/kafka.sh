@@ -3,6 +3,7 @@
 # into the engine, counted by the engine's metrics; the topic has 4 partitions.
 #
 #   bench/kafka.sh [MESSAGES] [WORKERS]     (defaults: 1000000 messages, 2 workers)
+#   SENSORS=N bench/kafka.sh …              (default 1000 sensors: 1 reading each per event-time second)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 messages=${1:-1000000}
@@ -40,5 +41,5 @@ for _ in $(seq 100); do
 done
 sleep 2
 echo "== ingest: $messages messages, 1,000 sensors, 4 partitions, $workers workers, into a per-zone aggregate"
-"$bin/vibelux-bench" kafka-ingest --brokers "127.0.0.1:$port" --engine "$address" --messages "$messages" || true
+"$bin/vibelux-bench" kafka-ingest --brokers "127.0.0.1:$port" --engine "$address" --messages "$messages" ${SENSORS:+--sensors $SENSORS} || true
 kill -INT "$engine" 2> /dev/null; wait "$engine" 2> /dev/null || true
