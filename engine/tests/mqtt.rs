@@ -321,3 +321,118 @@ fn messages_published_while_the_engine_is_down_arrive_when_it_returns() {
     );
     engine.interrupt();
 }
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it (openssl); returns the CA's path.
+fn make_certificates(dir: &Path) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=vibelux test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    dir.join("ca.pem")
+}
+
+#[test]
+fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_certificates(certs.path());
+    let broker = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}",
+        ca.display(),
+        certs.path().join("server.pem").display(),
+        certs.path().join("server.key").display()
+    ));
+    let port = broker.port.to_string();
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts)
+         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}',
+               topic = 'site/{{sensor_id}}');
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
+        ca.display()
+    ));
+    engine.wait_for_log("mqtt subscribed", 1);
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "--cafile"])
+        .arg(&ca)
+        .args([
+            "-t",
+            "site/s1",
+            "-m",
+            r#"{"ts":"2026-06-01T00:00:01Z","temp_c":22.5}"#,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rows = wait_for_lines(&engine.dir.path().join("rows.jsonl"), 1);
+    assert_eq!(rows[0]["sensor_id"], "s1");
+    assert_eq!(rows[0]["temp_c"], 22.5);
+    engine.interrupt();
+
+    // A CA that did not sign the broker's certificate: refused, said, and retried.
+    let other = tempfile::tempdir().unwrap();
+    let wrong_ca = make_certificates(other.path());
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts)
+         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}',
+               topic = 'site/{{sensor_id}}');
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
+        wrong_ca.display()
+    ));
+    engine.wait_for_log("mqtt connection lost; reconnecting", 1);
+    let log = engine.interrupt();
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+}

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use rumqttc::MqttOptions;
 pub use rumqttc::QoS;
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 /// A broker connection as declared in `WITH (…)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,22 +18,34 @@ pub struct BrokerConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub keep_alive: Duration,
+    /// `mqtts://`: TLS, with these files (PEM).
+    pub tls: Option<TlsFiles>,
+}
+
+/// Certificates for a TLS connection, as PEM files.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsFiles {
+    /// The CA that signed the broker's certificate; `None` trusts the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate and its key, for brokers that authenticate clients by certificate.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl BrokerConfig {
-    /// Reads `mqtt://host:port` (or `tcp://`; the port defaults to 1883).
-    pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+    /// Reads `mqtt://host:port` (or `tcp://`; the port defaults to 1883) and `mqtts://host:port`
+    /// (or `ssl://`; TLS, port 8883 by default): host, port, and whether it is TLS.
+    pub fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
         let trimmed = url.trim();
-        let rest = if let Some(rest) = trimmed
+        let (rest, tls) = if let Some(rest) = trimmed
             .strip_prefix("mqtt://")
             .or_else(|| trimmed.strip_prefix("tcp://"))
         {
-            rest
-        } else if trimmed.starts_with("mqtts://") || trimmed.starts_with("ssl://") {
-            return Err(
-                "TLS connections (mqtts://) are not supported yet; use mqtt:// on a trusted network or a local TLS-terminating bridge"
-                    .to_string(),
-            );
+            (rest, false)
+        } else if let Some(rest) = trimmed
+            .strip_prefix("mqtts://")
+            .or_else(|| trimmed.strip_prefix("ssl://"))
+        {
+            (rest, true)
         } else {
             return Err(format!(
                 "expected a URL such as 'mqtt://127.0.0.1:1883', found {url:?}"
@@ -46,19 +58,44 @@ impl BrokerConfig {
                 port.parse::<u16>()
                     .map_err(|_| format!("expected a port number in {url:?}, found {port:?}"))?,
             ),
-            None => (rest, 1883),
+            None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() || host.contains('/') {
             return Err(format!("expected a host in {url:?}"));
         }
-        Ok((host.to_string(), port))
+        Ok((host.to_string(), port, tls))
     }
 
     pub fn address(&self) -> String {
-        format!("mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
-    pub(crate) fn client_options(&self, manual_acks: bool) -> MqttOptions {
+    /// The TLS transport, from the certificate files (read now, so a missing file is an error
+    /// at start rather than a reconnect loop).
+    fn transport(tls: &TlsFiles) -> Result<Transport, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))
+        };
+        if tls.ca.is_none() && tls.client.is_none() {
+            return Ok(Transport::tls_with_default_config());
+        }
+        let ca = match &tls.ca {
+            Some(path) => read(path)?,
+            None => return Err("a client certificate needs `tls_ca` as well".to_string()),
+        };
+        let client_auth = match &tls.client {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }))
+    }
+
+    pub(crate) fn client_options(&self, manual_acks: bool) -> Result<MqttOptions, String> {
         let mut options = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
         options
             .set_keep_alive(self.keep_alive)
@@ -70,7 +107,10 @@ impl BrokerConfig {
         if let Some(username) = &self.username {
             options.set_credentials(username.clone(), self.password.clone().unwrap_or_default());
         }
-        options
+        if let Some(tls) = &self.tls {
+            options.set_transport(Self::transport(tls)?);
+        }
+        Ok(options)
     }
 }
 

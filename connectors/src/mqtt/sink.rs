@@ -57,7 +57,14 @@ impl MqttPublisher {
         changelog: bool,
     ) -> Result<Self, SinkError> {
         let describe = format!("{} (mqtt)", config.broker.address());
-        let (client, connection) = Client::new(config.broker.client_options(false), 4096);
+        let options = config
+            .broker
+            .client_options(false)
+            .map_err(|reason| SinkError::Broker {
+                target: describe.clone(),
+                reason,
+            })?;
+        let (client, connection) = Client::new(options, 4096);
         let delivery = Arc::new(Delivery::default());
         let thread = {
             let delivery = delivery.clone();

@@ -77,7 +77,11 @@ pub fn subscribe(
 ) -> std::io::Result<Vec<MqttReader>> {
     let peers = peers.max(1);
     metrics.networked.store(true, Ordering::Relaxed);
-    let (client, connection) = Client::new(config.broker.client_options(true), 4096);
+    let options = config
+        .broker
+        .client_options(true)
+        .map_err(|problem| std::io::Error::other(format!("source {name}: {problem}")))?;
+    let (client, connection) = Client::new(options, 4096);
     let (queues, receivers): (Vec<_>, Vec<_>) = (0..peers)
         .map(|_| std::sync::mpsc::sync_channel::<Message>(WORKER_QUEUE))
         .unzip();

@@ -16,6 +16,11 @@ impl Mosquitto {
     /// Starts a broker that keeps sessions and queued messages on disk (so a restart loses
     /// nothing it acknowledged) and queues without limit for offline persistent sessions.
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with("")
+    }
+
+    /// A broker whose listener has `listener_options` (e.g. TLS certificate files) added.
+    pub fn start_with(listener_options: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -29,8 +34,9 @@ impl Mosquitto {
                 // Run as root, Mosquitto switches to the `mosquitto` user, which cannot write
                 // its state into our folder; `user root` keeps it as it is (and does nothing
                 // for other users).
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                "user root\nlistener {port} 127.0.0.1\n{listener_options}\nallow_anonymous true\n\
+                 persistence true\npersistence_location {}/\nmax_queued_messages 0\n\
+                 max_inflight_messages 100\n",
                 dir.path().display()
             ),
         )

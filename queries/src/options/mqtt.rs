@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::Schema;
-use vibelux_connectors::mqtt::broker::{BrokerConfig, QoS, parse_qos};
+use vibelux_connectors::mqtt::broker::{BrokerConfig, QoS, TlsFiles, parse_qos};
 use vibelux_connectors::mqtt::sink::MqttSinkConfig;
 use vibelux_connectors::mqtt::source::{EventTimeFrom, MqttSourceConfig};
 use vibelux_connectors::mqtt::topic::{TopicPattern, TopicTemplate};
@@ -23,6 +23,9 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "username",
     "password",
     "keep_alive",
+    "tls_ca",
+    "tls_client_cert",
+    "tls_client_key",
     "format",
     "json_paths",
     "value_column",
@@ -42,13 +45,17 @@ pub const SINK_OPTIONS: &[&str] = &[
     "username",
     "password",
     "keep_alive",
+    "tls_ca",
+    "tls_client_cert",
+    "tls_client_key",
     "retain",
 ];
 
 fn broker(options: &mut Options, default_client_id: String, what: &str) -> SqlResult<BrokerConfig> {
     let (url, position) = options.required("url", what)?;
-    let (host, port) = BrokerConfig::parse_url(&url)
+    let (host, port, tls) = BrokerConfig::parse_url(&url)
         .map_err(|problem| SqlError::new(position, format!("option `url`: {problem}")))?;
+    let tls = tls_files(options, tls)?;
     let client_id = match options.take("client_id") {
         None => default_client_id,
         Some((id, position)) if id.trim().is_empty() || id.len() > 65_535 => {
@@ -89,7 +96,46 @@ fn broker(options: &mut Options, default_client_id: String, what: &str) -> SqlRe
         username,
         password,
         keep_alive,
+        tls,
     })
+}
+
+/// `tls_ca`, `tls_client_cert`, `tls_client_key`: PEM files, checked to exist now.
+fn tls_files(options: &mut Options, tls: bool) -> SqlResult<Option<TlsFiles>> {
+    let mut file = |key: &str| -> SqlResult<Option<std::path::PathBuf>> {
+        match options.take(key) {
+            None => Ok(None),
+            Some((_, position)) if !tls => Err(SqlError::new(
+                position,
+                format!("option `{key}` needs an mqtts:// url"),
+            )),
+            Some((path, position)) => {
+                let path = std::path::PathBuf::from(path);
+                if path.exists() {
+                    Ok(Some(path))
+                } else {
+                    Err(SqlError::new(
+                        position,
+                        format!("option `{key}`: file {} does not exist", path.display()),
+                    ))
+                }
+            }
+        }
+    };
+    let ca = file("tls_ca")?;
+    let cert = file("tls_client_cert")?;
+    let key = file("tls_client_key")?;
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(SqlError::new(
+                options.statement,
+                "`tls_client_cert` and `tls_client_key` go together",
+            ));
+        }
+    };
+    Ok(tls.then_some(TlsFiles { ca, client }))
 }
 
 /// An MQTT source `name` with rows laid out as `layout`.
