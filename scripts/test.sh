@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian machine with Rust (see README).
 #
 # Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver, the
-# Mosquitto broker and its clients from Debian; DuckDB, pyarrow, Selenium and Eclipse Paho from
+# Mosquitto broker and its clients, openssl (certificates for the TLS test) from Debian; DuckDB, pyarrow, Selenium and Eclipse Paho from
 # PyPI), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
 # (queries/tests/slt) and the end-to-end CLI, warehouse, live-view, dashboard (headless
 # Chromium), MQTT (Mosquitto) and Kafka (Tansu, built once with cargo) tests. Tests start their
@@ -24,6 +24,7 @@ command -v chromium > /dev/null || missing+=(chromium)
 command -v chromedriver > /dev/null || missing+=(chromium-driver)
 command -v mosquitto > /dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub > /dev/null || missing+=(mosquitto-clients)
+command -v openssl > /dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; else sudo apt-get update -q && sudo apt-get install -y -q "${missing[@]}"; fi
 fi
