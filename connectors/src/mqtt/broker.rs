@@ -159,16 +159,15 @@ mod tests {
     fn urls_name_host_and_port() {
         assert_eq!(
             BrokerConfig::parse_url("mqtt://127.0.0.1:1884").unwrap(),
-            ("127.0.0.1".to_string(), 1884)
+            ("127.0.0.1".to_string(), 1884, false)
         );
         assert_eq!(
             BrokerConfig::parse_url("tcp://broker.local").unwrap(),
-            ("broker.local".to_string(), 1883)
+            ("broker.local".to_string(), 1883, false)
         );
-        assert!(
-            BrokerConfig::parse_url("mqtts://x:8883")
-                .unwrap_err()
-                .contains("TLS")
+        assert_eq!(
+            BrokerConfig::parse_url("mqtts://broker.local").unwrap(),
+            ("broker.local".to_string(), 8883, true)
         );
         assert!(BrokerConfig::parse_url("http://x").is_err());
         assert!(
