@@ -384,6 +384,17 @@ fn make_certificates(dir: &Path) -> std::path::PathBuf {
     dir.join("ca.pem")
 }
 
+fn tls_pipeline(port: &str, ca: &Path) -> String {
+    format!(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts)
+         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}',
+               topic = 'site/{{sensor_id}}');
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
+        ca.display()
+    )
+}
+
 #[test]
 fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
     let certs = tempfile::tempdir().unwrap();
@@ -395,14 +406,7 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
         certs.path().join("server.key").display()
     ));
     let port = broker.port.to_string();
-    let mut engine = start_engine(&format!(
-        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
-           WATERMARK FOR ts AS ts)
-         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}',
-               topic = 'site/{{sensor_id}}');
-         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
-        ca.display()
-    ));
+    let mut engine = start_engine(&tls_pipeline(&port, &ca));
     engine.wait_for_log("mqtt subscribed", 1);
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "--cafile"])
@@ -424,14 +428,7 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
     // A CA that did not sign the broker's certificate: refused, said, and retried.
     let other = tempfile::tempdir().unwrap();
     let wrong_ca = make_certificates(other.path());
-    let mut engine = start_engine(&format!(
-        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
-           WATERMARK FOR ts AS ts)
-         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}',
-               topic = 'site/{{sensor_id}}');
-         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
-        wrong_ca.display()
-    ));
+    let mut engine = start_engine(&tls_pipeline(&port, &wrong_ca));
     engine.wait_for_log("mqtt connection lost; reconnecting", 1);
     let log = engine.interrupt();
     assert!(log.to_lowercase().contains("certificate"), "{log}");
