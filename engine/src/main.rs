@@ -205,6 +205,8 @@ fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = stop.clone();
+    // Ctrl-C, and SIGTERM (docker stop, Kubernetes) and SIGHUP: stop cleanly, so sinks finish
+    // and brokers get their final acknowledgements and offset commits.
     ctrlc::set_handler(move || {
         if interrupted.swap(true, Ordering::Relaxed) {
             eprintln!("stopping now");
@@ -214,7 +216,7 @@ fn run(
             "stopping: sources close, open windows are discarded (Ctrl-C again to quit at once)"
         );
     })
-    .context("installing the Ctrl-C handler")?;
+    .context("installing the Ctrl-C/SIGTERM handler")?;
 
     let retention_settings = Retention {
         millis: retention.as_millis() as u64,

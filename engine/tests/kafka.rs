@@ -107,7 +107,9 @@ fn a_restarted_engine_resumes_from_the_committed_offsets() {
     let second = out.path().join("second.jsonl");
     let mut engine = start_engine(&pipeline(&bootstrap, &first));
     wait_for_lines(&first, 4000);
-    engine.interrupt();
+    // Stopped as docker or Kubernetes stop it: cleanly, committing its offsets.
+    let log = engine.terminate();
+    assert!(log.contains("stopping: sources close"), "{log}");
     broker.peer(&["produce", "readings", "4000", "4000"]);
     let mut engine = start_engine(&pipeline(&bootstrap, &second));
     let deadline = Instant::now() + Duration::from_secs(60);

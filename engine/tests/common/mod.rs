@@ -66,8 +66,17 @@ impl Engine {
 
     /// Stops the run as Ctrl-C does and waits for it to end; returns its stderr.
     pub fn interrupt(&mut self) -> String {
+        self.signal("-INT")
+    }
+
+    /// Stops the run as a service manager does (SIGTERM); returns its stderr.
+    pub fn terminate(&mut self) -> String {
+        self.signal("-TERM")
+    }
+
+    fn signal(&mut self, signal: &str) -> String {
         Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         self.finish()
