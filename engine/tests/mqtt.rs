@@ -384,14 +384,15 @@ fn make_certificates(dir: &Path) -> std::path::PathBuf {
     dir.join("ca.pem")
 }
 
-fn tls_pipeline(port: &str, ca: &Path) -> String {
+/// A TLS source trusting `ca`, or the system's roots when `None`.
+fn tls_pipeline(port: &str, ca: Option<&Path>) -> String {
+    let ca = ca.map_or(String::new(), |ca| format!("tls_ca = '{}',", ca.display()));
     format!(
         "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
            WATERMARK FOR ts AS ts)
-         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}',
+         WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', {ca}
                topic = 'site/{{sensor_id}}');
-         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
-        ca.display()
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');"
     )
 }
 
@@ -406,7 +407,7 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
         certs.path().join("server.key").display()
     ));
     let port = broker.port.to_string();
-    let mut engine = start_engine(&tls_pipeline(&port, &ca));
+    let mut engine = start_engine(&tls_pipeline(&port, Some(&ca)));
     engine.wait_for_log("mqtt subscribed", 1);
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "--cafile"])
@@ -428,8 +429,20 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
     // A CA that did not sign the broker's certificate: refused, said, and retried.
     let other = tempfile::tempdir().unwrap();
     let wrong_ca = make_certificates(other.path());
-    let mut engine = start_engine(&tls_pipeline(&port, &wrong_ca));
+    let mut engine = start_engine(&tls_pipeline(&port, Some(&wrong_ca)));
     engine.wait_for_log("mqtt connection lost; reconnecting", 1);
     let log = engine.interrupt();
     assert!(log.to_lowercase().contains("certificate"), "{log}");
+
+    // Without tls_ca the system's roots are trusted; SSL_CERT_FILE names them here.
+    let mut engine = common::start_engine_in_env(
+        &tls_pipeline(&port, None),
+        &[],
+        &[
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+            ("SSL_CERT_DIR", ""),
+        ],
+    );
+    engine.wait_for_log("mqtt subscribed", 1);
+    engine.interrupt();
 }

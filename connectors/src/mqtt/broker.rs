@@ -78,7 +78,9 @@ impl BrokerConfig {
             std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))
         };
         if tls.ca.is_none() && tls.client.is_none() {
-            return Ok(Transport::tls_with_default_config());
+            return Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
+                std::sync::Arc::new(Self::system_roots_config()?),
+            )));
         }
         let ca = match &tls.ca {
             Some(path) => read(path)?,
@@ -93,6 +95,23 @@ impl BrokerConfig {
             alpn: None,
             client_auth,
         }))
+    }
+
+    /// Trusts the system's root certificates (Debian: `ca-certificates`). Unreadable ones are
+    /// skipped; none at all is an error that says what to do.
+    fn system_roots_config() -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(format!(
+                "no system root certificates could be loaded ({} problems); install ca-certificates or give the broker's CA with tls_ca",
+                found.errors.len()
+            ));
+        }
+        Ok(rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth())
     }
 
     pub(crate) fn client_options(&self, manual_acks: bool) -> Result<MqttOptions, String> {

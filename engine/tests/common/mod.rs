@@ -95,10 +95,16 @@ pub fn start_engine(sql: &str) -> Engine {
 }
 
 pub fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
+    start_engine_in_env(sql, extra, &[])
+}
+
+/// Starts an engine with `env` variables set.
+pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
         .current_dir(dir.path())
+        .envs(env.iter().copied())
         .args(["run", "pipeline.sql", "--http", "127.0.0.1:0"])
         .args(if extra.contains(&"--for") {
             &[][..]
