@@ -381,6 +381,37 @@ fn make_certificates(dir: &Path) -> std::path::PathBuf {
         "-extfile",
         "server.ext",
     ]);
+    // A client certificate, for brokers that require one (X.509 v3, as rustls requires).
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=vibelux",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
     dir.join("ca.pem")
 }
 
@@ -445,4 +476,43 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
     );
     engine.wait_for_log("mqtt subscribed", 1);
     engine.interrupt();
+}
+
+#[test]
+fn a_broker_that_requires_client_certificates_accepts_ours() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_certificates(certs.path());
+    let broker = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true",
+        ca.display(),
+        certs.path().join("server.pem").display(),
+        certs.path().join("server.key").display()
+    ));
+    let port = broker.port;
+    let with_certificate = |client: bool| {
+        let client = if client {
+            format!(
+                "tls_client_cert = '{}', tls_client_key = '{}',",
+                certs.path().join("client.pem").display(),
+                certs.path().join("client.key").display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
+               WATERMARK FOR ts AS ts)
+             WITH (connector = 'mqtt', url = 'mqtts://127.0.0.1:{port}', tls_ca = '{}', {client}
+                   topic = 'site/{{sensor_id}}');
+             CREATE SINK rows FROM readings WITH (connector = 'file', path = 'rows.jsonl');",
+            ca.display()
+        )
+    };
+    let mut engine = start_engine(&with_certificate(true));
+    engine.wait_for_log("mqtt subscribed", 1);
+    engine.interrupt();
+    let mut engine = start_engine(&with_certificate(false));
+    engine.wait_for_log("mqtt connection lost; reconnecting", 1);
+    let log = engine.interrupt();
+    assert!(!log.contains("mqtt subscribed"), "{log}");
 }
