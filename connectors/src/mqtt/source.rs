@@ -95,7 +95,7 @@ pub fn subscribe(
         queues,
         wakers: wakers.clone(),
         acks: ack_receiver,
-        unsent_acks: Vec::new(),
+        unsent_acks: Default::default(),
         stop: stop.clone(),
         metrics,
     };
@@ -129,7 +129,7 @@ struct Session {
     queues: Vec<SyncSender<Message>>,
     wakers: Vec<Arc<OnceLock<SyncActivator>>>,
     acks: Receiver<u16>,
-    unsent_acks: Vec<u16>,
+    unsent_acks: std::collections::VecDeque<u16>,
     stop: Arc<AtomicBool>,
     metrics: Arc<SourceMetrics>,
 }
@@ -229,13 +229,13 @@ impl Session {
     /// Passes the workers' acknowledgements to the client.
     fn send_acks(&mut self) {
         self.unsent_acks.extend(self.acks.try_iter());
-        while let Some(&pkid) = self.unsent_acks.first() {
+        while let Some(&pkid) = self.unsent_acks.front() {
             let mut stub = Publish::new("", QoS::AtLeastOnce, Vec::new());
             stub.pkid = pkid;
             if self.client.try_ack(&stub).is_err() {
                 break;
             }
-            self.unsent_acks.remove(0);
+            self.unsent_acks.pop_front();
         }
     }
 
