@@ -131,11 +131,12 @@ fn include(text: &str, schema: &Schema) -> Result<Vec<(MetadataField, usize)>, S
             .iter()
             .position(|f| f.name().eq_ignore_ascii_case(column_name))
             .ok_or_else(|| format!("no column `{column_name}` to hold the {field_name}"))?;
-        let fits = match (field.sql_type(), schema.field(column).data_type()) {
-            ("TEXT", DataType::Utf8) | ("BIGINT", DataType::Int64) => true,
-            ("TIMESTAMP", DataType::Timestamp(..)) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (field.sql_type(), schema.field(column).data_type()),
+            ("TEXT", DataType::Utf8)
+                | ("BIGINT", DataType::Int64)
+                | ("TIMESTAMP", DataType::Timestamp(..))
+        );
         if !fits {
             return Err(format!(
                 "column `{column_name}` holds the {field_name}, so it must be {}",
