@@ -204,12 +204,11 @@ fn open_reader(
         ),
         SourceConnector::Mqtt(_) => {
             let mut shared = shared.lock().expect("shared readers lock");
-            let reader = shared
+            shared
                 .get_mut(&source)
                 .and_then(|readers| readers.get_mut(worker))
                 .and_then(Option::take)
-                .context("the source's connection did not start")?;
-            reader
+                .context("the source's connection did not start")?
         }
         SourceConnector::Simulator(config) => {
             if worker == 0 {
