@@ -120,17 +120,21 @@ impl WorkerWatermark {
     /// Recomputes the combined watermark after a batch; `clock` is wall time (ns) for live
     /// inputs, `None` for replays.
     pub fn update(&mut self, now: std::time::Instant, clock: Option<i64>) {
-        let mut active = self
-            .partitions
-            .values()
-            .filter(|(_, last_input)| now.duration_since(*last_input) < self.idle_timeout)
-            .map(|(watermark, _)| *watermark)
-            .peekable();
-        let candidate = if active.peek().is_some() {
-            // An active partition that has read nothing yet holds everything back.
-            active
-                .collect::<Option<Vec<i64>>>()
-                .and_then(|all| all.into_iter().min())
+        // The least watermark of the partitions heard from lately (no allocation: this runs
+        // for every row); an active partition that has read nothing yet holds everything back.
+        let (mut active, mut unread, mut least) = (false, false, None::<i64>);
+        for (watermark, last_input) in self.partitions.values() {
+            if now.duration_since(*last_input) >= self.idle_timeout {
+                continue;
+            }
+            active = true;
+            match watermark {
+                None => unread = true,
+                Some(watermark) => least = Some(least.map_or(*watermark, |l| l.min(*watermark))),
+            }
+        }
+        let candidate = if active {
+            if unread { None } else { least }
         } else if now.duration_since(self.last_input) >= self.idle_timeout {
             clock.map(|clock| clock.saturating_sub(self.delay))
         } else {
