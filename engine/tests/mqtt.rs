@@ -412,6 +412,16 @@ fn make_certificates(dir: &Path) -> std::path::PathBuf {
     dir.join("ca.pem")
 }
 
+/// A broker with a TLS listener using the certificates `make_certificates` made in `certs`.
+fn tls_broker(certs: &Path, more: &str) -> Mosquitto {
+    Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n{more}",
+        certs.join("ca.pem").display(),
+        certs.join("server.pem").display(),
+        certs.join("server.key").display()
+    ))
+}
+
 /// A TLS source trusting `ca`, or the system's roots when `None`.
 fn tls_pipeline(port: &str, ca: Option<&Path>) -> String {
     let ca = ca.map_or(String::new(), |ca| format!("tls_ca = '{}',", ca.display()));
@@ -428,12 +438,7 @@ fn tls_pipeline(port: &str, ca: Option<&Path>) -> String {
 fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_certificates(certs.path());
-    let broker = Mosquitto::start_with(&format!(
-        "cafile {}\ncertfile {}\nkeyfile {}",
-        ca.display(),
-        certs.path().join("server.pem").display(),
-        certs.path().join("server.key").display()
-    ));
+    let broker = tls_broker(certs.path(), "");
     let port = broker.port.to_string();
     let mut engine = start_engine(&tls_pipeline(&port, Some(&ca)));
     engine.wait_for_log("mqtt subscribed", 1);
@@ -479,12 +484,7 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
 fn a_broker_that_requires_client_certificates_accepts_ours() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_certificates(certs.path());
-    let broker = Mosquitto::start_with(&format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true",
-        ca.display(),
-        certs.path().join("server.pem").display(),
-        certs.path().join("server.key").display()
-    ));
+    let broker = tls_broker(certs.path(), "require_certificate true");
     let port = broker.port;
     let with_certificate = |client: bool| {
         let client = if client {
