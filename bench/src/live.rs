@@ -134,7 +134,7 @@ async fn subscribe(
     started: Instant,
     snapshots: Arc<AtomicUsize>,
     measuring: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
+    mut done: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Subscriber> {
     // A small read buffer: tungstenite zeroes it on every read, and there are thousands of us.
     let config =
@@ -146,11 +146,14 @@ async fn subscribe(
         snapshot_after: None,
         latencies_us: Vec::new(),
     };
-    while !done.load(Ordering::Relaxed) {
-        let message = match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
-            Err(_) => continue,
-            Ok(None) => break,
-            Ok(Some(message)) => message?,
+    loop {
+        // No timer per message: ten thousand of them would cost the client more than reading.
+        let message = tokio::select! {
+            _ = done.changed() => break,
+            message = socket.next() => match message {
+                None => break,
+                Some(message) => message?,
+            },
         };
         let Message::Text(text) = message else {
             continue;
@@ -205,7 +208,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .build()?;
     let url = format!("ws://{}/v1/views/{}/subscribe", args.address, args.view);
     let measuring = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
+    let (done, done_receiver) = tokio::sync::watch::channel(false);
     let snapshots = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let measure_every = args.subscribers.div_ceil(args.measured.max(1)).max(1);
@@ -217,7 +220,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
                 started,
                 snapshots.clone(),
                 measuring.clone(),
-                done.clone(),
+                done_receiver.clone(),
             ))
         })
         .collect();
@@ -247,7 +250,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().expect("writer thread")?;
     std::thread::sleep(Duration::from_millis(500));
-    done.store(true, Ordering::Relaxed);
+    done.send_replace(true);
     let results: Vec<Subscriber> = runtime.block_on(async {
         let mut results = Vec::new();
         for task in tasks {

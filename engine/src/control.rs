@@ -193,7 +193,7 @@ impl Control {
                 plan: plan.clone(),
                 object: Added::Sink {
                     index,
-                    writer: Mutex::new(Some(writer)),
+                    writer: Mutex::new(Some(Box::new(writer))),
                     metrics,
                 },
             })));

@@ -9,13 +9,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::watch;
 use vibelux_operators::row::Row;
+
+use super::rounds::{self, Round};
 
 /// The consolidated changes of one completed timestamp (dataflow time: watermark milliseconds).
 pub struct Tick {
@@ -92,6 +94,9 @@ pub struct LiveView {
     state: Mutex<State>,
     frontier: watch::Sender<u64>,
     updates_published: AtomicU64,
+    /// The latest delivery round (see `live::rounds`); each subscriber holds a receiver.
+    rounds: watch::Sender<Arc<Round>>,
+    pacer: Once,
 }
 
 impl LiveView {
@@ -118,6 +123,8 @@ impl LiveView {
             }),
             frontier: watch::channel(0).0,
             updates_published: AtomicU64::new(0),
+            rounds: watch::channel(Arc::new(Round::empty(0))).0,
+            pacer: Once::new(),
         }
     }
 
@@ -222,13 +229,35 @@ impl LiveView {
         self.frontier.subscribe()
     }
 
+    /// The frontier, and whether the view's input has ended.
+    pub fn progress(&self) -> (u64, bool) {
+        let state = self.state();
+        (state.frontier, state.closed)
+    }
+
+    /// Subscribes to the view's delivery rounds, starting its pacer with the first subscriber
+    /// (on the calling Tokio runtime).
+    pub fn rounds(self: &Arc<Self>) -> watch::Receiver<Arc<Round>> {
+        let receiver = self.rounds.subscribe();
+        self.pacer
+            .call_once(|| drop(tokio::spawn(rounds::pace(Arc::downgrade(self)))));
+        receiver
+    }
+
+    /// Sends a round to every subscriber.
+    pub(super) fn start_round(&self, round: Round) -> Arc<Round> {
+        let round = Arc::new(round);
+        self.rounds.send_replace(round.clone());
+        round
+    }
+
     /// Changes published since the run started.
     pub fn updates_published(&self) -> u64 {
         self.updates_published.load(Ordering::Relaxed)
     }
 
     pub fn subscribers(&self) -> usize {
-        self.frontier.receiver_count()
+        self.rounds.receiver_count()
     }
 
     pub fn len(&self) -> usize {

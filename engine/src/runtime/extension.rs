@@ -77,7 +77,7 @@ pub(super) fn build_extension(
             metrics,
         } => {
             let writer = if index == 0 {
-                writer.lock().expect("writer lock").take()
+                writer.lock().expect("writer lock").take().map(|writer| *writer)
             } else {
                 None
             };
@@ -101,7 +101,7 @@ pub enum Added {
         /// Its index in the extension's plan's sinks.
         index: usize,
         /// Opened before it is sent; worker 0 takes it.
-        writer: Mutex<Option<SinkWriter>>,
+        writer: Mutex<Option<Box<SinkWriter>>>,
         metrics: Arc<SinkMetrics>,
     },
     View {

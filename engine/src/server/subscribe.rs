@@ -1,26 +1,27 @@
 //! `GET /v1/views/{name}/subscribe`: one WebSocket subscriber of a live view.
 //!
-//! A subscriber is a task reading the view's shared log (see `live::view`): it never adds work
-//! to the dataflow. It sends the schema, then a snapshot (or, resuming, the log since its
-//! timestamp), then each completed timestamp's changes followed by progress, all that is
-//! waiting in one socket write. With many subscribers each pauses between sends (see `pace`),
-//! so the server's writes per second stay bounded. A subscriber that finds more changes waiting
-//! than the view has rows — it was slow to read — receives them coalesced into one message at
-//! the last timestamp; one whose timestamp has left the log, or whose socket accepts nothing for
-//! the send timeout, is told why and disconnected.
+//! A subscriber is a task reading the view's shared state (see `live::view`): it never adds
+//! work to the dataflow. It sends the schema, then a snapshot (or, resuming, the log since its
+//! timestamp), then follows the view's delivery rounds (`live::rounds`): each round's changes
+//! and progress go out in one socket write, shared with every subscriber at the same place and
+//! encoded once. A subscriber that finds more changes waiting than the view has rows — it was
+//! slow to read — receives them coalesced into one message at the last timestamp; one whose
+//! timestamp has left the log, or whose socket accepts nothing for the send timeout, is told why
+//! and disconnected.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt};
 use vibelux_operators::row::Row;
 
 use crate::live::protocol::{
     Envelope, coalesce, complete_message, error_message, progress_message, schema_message,
     snapshot_message, updates_message,
 };
-use crate::live::view::{LiveView, Since};
+use crate::live::rounds::Round;
+use crate::live::view::{LiveView, Since, Tick};
 
 /// Whether waiting changes are worth coalescing: only when there are more of them than the
 /// view has rows (twice over), as merging costs this subscriber its own encoding, where the
@@ -119,29 +120,37 @@ enum End {
 }
 
 struct Session {
-    socket: futures_util::stream::SplitSink<WebSocket, Message>,
+    socket: WebSocket,
     view: Arc<LiveView>,
     options: SubscribeOptions,
 }
 
 impl Session {
     async fn send(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), End> {
-        self.deliver(vec![text.into()]).await
+        self.deliver(&[text.into()]).await
     }
 
-    /// Writes the messages and flushes once: one write to the socket for a whole catch-up.
-    async fn deliver(&mut self, messages: Vec<Utf8Bytes>) -> Result<(), End> {
+    /// Writes the messages and flushes once: one write to the socket for a whole round. A
+    /// write the socket takes at once (the usual case) costs no timer.
+    async fn deliver(&mut self, messages: &[Utf8Bytes]) -> Result<(), End> {
         if messages.is_empty() {
             return Ok(());
         }
-        let socket = &mut self.socket;
-        let sending = async move {
-            for text in messages {
-                socket.feed(Message::Text(text)).await?;
+        let sent = {
+            let socket = &mut self.socket;
+            let sending = async move {
+                for text in messages {
+                    socket.feed(Message::Text(text.clone())).await?;
+                }
+                socket.flush().await
+            };
+            tokio::pin!(sending);
+            match (&mut sending).now_or_never() {
+                Some(sent) => Ok(sent),
+                None => tokio::time::timeout(self.options.send_timeout, sending).await,
             }
-            socket.flush().await
         };
-        match tokio::time::timeout(self.options.send_timeout, sending).await {
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => {
@@ -193,27 +202,67 @@ impl Session {
             let rows = self.filtered(&snapshot.rows);
             snapshot_message(&self.view, snapshot.time, &rows, self.options.envelope).into()
         };
-        self.deliver(vec![text, progress_message(snapshot.time).into()])
+        self.deliver(&[text, progress_message(snapshot.time).into()])
             .await?;
         Ok(snapshot.time)
     }
 
-    /// Sends everything from `cursor` on; returns the new cursor, or `None` once complete.
+    /// Sends the log from `cursor` to the view's frontier, as a subscriber does on joining
+    /// (the view may be complete already); returns the new cursor, or `None` once complete.
     async fn catch_up(&mut self, cursor: u64) -> Result<Option<u64>, End> {
-        let (ticks, frontier, closed) = match self.view.since(cursor) {
+        match self.view.since(cursor) {
             Since::Ticks {
                 ticks,
                 frontier,
                 closed,
-            } => (ticks, frontier, closed),
-            Since::Behind { oldest } => {
-                let reason = format!(
-                    "fell behind: timestamp {cursor} is older than the retained history (oldest {oldest}); subscribe again for a new snapshot"
-                );
-                self.close(1008, &reason).await;
-                return Err(End::Told);
+            } => self.send_changes(cursor, &ticks, frontier, closed).await,
+            Since::Behind { oldest } => self.fell_behind(cursor, oldest).await,
+        }
+    }
+
+    /// Sends one delivery round: the shared encoding when this subscriber is where the round
+    /// starts, else its own messages from the round or, if it missed rounds, from the log.
+    async fn follow(&mut self, round: &Round, cursor: u64) -> Result<Option<u64>, End> {
+        if cursor >= round.to && !round.closed {
+            return Ok(Some(cursor));
+        }
+        if cursor == round.from && self.options.plain() {
+            self.deliver(&round.messages(&self.view)).await?;
+            return Ok((!round.closed).then_some(round.to));
+        }
+        if cursor >= round.from {
+            return self
+                .send_changes(cursor, &round.ticks, round.to, round.closed)
+                .await;
+        }
+        match self.view.since(cursor) {
+            Since::Ticks { ticks, .. } => {
+                let before = ticks.partition_point(|tick| tick.time < round.to);
+                self.send_changes(cursor, &ticks[..before], round.to, round.closed)
+                    .await
             }
-        };
+            Since::Behind { oldest } => self.fell_behind(cursor, oldest).await,
+        }
+    }
+
+    async fn fell_behind(&mut self, cursor: u64, oldest: u64) -> Result<Option<u64>, End> {
+        let reason = format!(
+            "fell behind: timestamp {cursor} is older than the retained history (oldest {oldest}); subscribe again for a new snapshot"
+        );
+        self.close(1008, &reason).await;
+        Err(End::Told)
+    }
+
+    /// Sends the changes of the ticks at or after `cursor` (coalesced when many are waiting),
+    /// then progress to `frontier` or, if `closed`, completion.
+    async fn send_changes(
+        &mut self,
+        cursor: u64,
+        ticks: &[Arc<Tick>],
+        frontier: u64,
+        closed: bool,
+    ) -> Result<Option<u64>, End> {
+        let ticks = &ticks[ticks.partition_point(|tick| tick.time < cursor)..];
         let mut messages: Vec<Utf8Bytes> = Vec::new();
         let waiting: usize = ticks.iter().map(|tick| tick.updates.len()).sum();
         if ticks.len() > 1 && worth_coalescing(waiting, self.view.len()) {
@@ -225,7 +274,7 @@ impl Session {
                     .push(updates_message(&self.view, last, &merged, self.options.envelope).into());
             }
         } else {
-            for tick in &ticks {
+            for tick in ticks {
                 if self.options.plain() {
                     let text = tick.encoded.get_or_init(|| {
                         updates_message(&self.view, tick.time, &tick.updates, Envelope::Diff).into()
@@ -244,30 +293,22 @@ impl Session {
         }
         if closed {
             messages.push(complete_message(frontier).into());
-            self.deliver(messages).await?;
+            self.deliver(&messages).await?;
             return Ok(None);
         }
         if frontier > cursor {
             messages.push(progress_message(frontier).into());
         }
-        self.deliver(messages).await?;
+        self.deliver(&messages).await?;
         Ok(Some(frontier.max(cursor)))
     }
 }
 
-/// How long a subscriber lets changes gather before sending again: nothing for a few
-/// subscribers (each change goes out at once), 10 ms for a thousand, up to 100 ms for ten
-/// thousand, so the socket writes per second stay within what the server's threads can do.
-fn pace(subscribers: usize) -> Duration {
-    Duration::from_micros(subscribers as u64 * 10).min(Duration::from_millis(100))
-}
-
 /// Runs one subscriber until the client leaves, falls behind, or the view completes.
 pub async fn serve_subscriber(socket: WebSocket, view: Arc<LiveView>, options: SubscribeOptions) {
-    let (sink, mut incoming) = socket.split();
-    let mut watch = view.watch();
+    let mut rounds = view.rounds();
     let mut session = Session {
-        socket: sink,
+        socket,
         view,
         options,
     };
@@ -275,40 +316,45 @@ pub async fn serve_subscriber(socket: WebSocket, view: Arc<LiveView>, options: S
         session
             .send(schema_message(&session.view, session.options.envelope))
             .await?;
-        match session.options.resume_from {
-            Some(from) => Ok::<u64, End>(from),
-            None => session.snapshot().await,
-        }
+        let cursor = match session.options.resume_from {
+            Some(from) => from,
+            None => session.snapshot().await?,
+        };
+        session.catch_up(cursor).await
     }
     .await;
-    let Ok(mut cursor) = started else { return };
+    let mut cursor = match started {
+        Ok(Some(cursor)) => cursor,
+        Ok(None) => return session.finish().await,
+        Err(End::Gone | End::Told) => return,
+    };
     loop {
-        match session.catch_up(cursor).await {
-            Ok(Some(next)) => cursor = next,
-            Ok(None) => {
-                let _ = session.socket.send(Message::Close(None)).await;
-                return;
+        // Wait for the next round, noticing a client that closes meanwhile.
+        tokio::select! {
+            changed = rounds.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
+            message = session.socket.recv() => match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            },
+        }
+        let round = rounds.borrow_and_update().clone();
+        let followed = session.follow(&round, cursor).await;
+        round.finished();
+        match followed {
+            Ok(Some(next)) => cursor = next,
+            Ok(None) => return session.finish().await,
             Err(End::Gone | End::Told) => return,
         }
-        let pause = pace(session.view.subscribers());
-        if pause >= Duration::from_millis(1) {
-            tokio::time::sleep(pause).await;
-        }
-        // Wait for the frontier to move, noticing a client that closes meanwhile.
-        loop {
-            tokio::select! {
-                changed = watch.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                message = incoming.next() => match message {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                    Some(Ok(_)) => continue,
-                },
-            }
-        }
+    }
+}
+
+impl Session {
+    /// The view is complete and the client has been told: close the socket.
+    async fn finish(mut self) {
+        let _ = self.socket.send(Message::Close(None)).await;
     }
 }
