@@ -3,9 +3,9 @@
 #
 # Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver, the
 # Mosquitto broker and its clients, openssl (certificates for the TLS test) from Debian; DuckDB, pyarrow, Selenium and Eclipse Paho from
-# PyPI), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
+# PyPI, and pysparkplug in a virtual environment), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
 # (queries/tests/slt) and the end-to-end CLI, warehouse, live-view, dashboard (headless
-# Chromium), MQTT (Mosquitto) and Kafka (Tansu, built once with cargo) tests. Tests start their
+# Chromium), MQTT and Sparkplug B (Mosquitto) and Kafka (Tansu, built once with cargo) tests. Tests start their
 # own brokers on loopback and stop them.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
@@ -35,10 +35,18 @@ if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka" 2
   python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka
 fi
 
+# pysparkplug (a Sparkplug B edge node's payloads, generated from the published
+# sparkplug_b.proto) needs Paho 1.x, so it gets a virtual environment of its own.
+tools=${VIBELUX_TOOLS:-$HOME/.cache/vibelux-tools}
+export VIBELUX_SPARKPLUG_PYTHON=$tools/sparkplug-venv/bin/python
+if ! "$VIBELUX_SPARKPLUG_PYTHON" -c "import pysparkplug" 2> /dev/null; then
+  python3 -m venv "$tools/sparkplug-venv"
+  "$VIBELUX_SPARKPLUG_PYTHON" -m pip install --quiet "pysparkplug==0.6.1"
+fi
+
 command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 
 # Tansu, a Kafka-compatible broker, built once (~10 min) into a cache outside the clone.
-tools=${VIBELUX_TOOLS:-$HOME/.cache/vibelux-tools}
 export VIBELUX_TANSU=$tools/tansu/bin/tansu
 if [ ! -x "$VIBELUX_TANSU" ]; then
   echo "building the Tansu Kafka broker for the Kafka tests (once; cached in $tools)"

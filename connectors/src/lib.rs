@@ -3,7 +3,7 @@
 //! A source is a [`source::SourceReader`] per worker turned into streams of admitted rows, dead
 //! letters and late rows by [`source::read_source`]; [`payload`] decodes JSON and CSV against a
 //! declared schema and [`watermark`] tracks event-time progress. Sources here: the embedded
-//! [`simulator`] facility, [`file_source`], [`mqtt`] and [`kafka`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
+//! [`simulator`] facility, [`file_source`], [`mqtt`], [`sparkplug`] (over MQTT) and [`kafka`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
 
 pub mod file_sink;
 pub mod file_source;
@@ -14,6 +14,7 @@ pub mod payload;
 pub mod simulator;
 pub mod sink;
 pub mod source;
+pub mod sparkplug;
 pub mod table;
 pub mod template;
 pub mod watermark;

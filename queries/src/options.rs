@@ -22,6 +22,7 @@ use crate::plan::SourceConnector;
 mod kafka;
 mod message;
 mod mqtt;
+mod sparkplug;
 
 /// Options not yet consumed, by lower-case name: value, value position, name position.
 pub struct Options {
@@ -193,12 +194,13 @@ pub fn source_connector(
             }))
         }
         "mqtt" => mqtt::source(options, name, layout).map(SourceConnector::Mqtt),
+        "sparkplug" => sparkplug::source(options, name, layout).map(SourceConnector::Sparkplug),
         "kafka" => kafka::source(options, name, layout)
             .map(|config| SourceConnector::Kafka(std::sync::Arc::new(config))),
         other => Err(SqlError::new(
             position,
             format!(
-                "unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt', 'kafka'"
+                "unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt', 'sparkplug', 'kafka'"
             ),
         )),
     }
@@ -209,6 +211,7 @@ pub fn known_source_options(connector: &SourceConnector) -> &'static [&'static s
         SourceConnector::Simulator(_) => SIMULATOR_OPTIONS,
         SourceConnector::File(_) => FILE_OPTIONS,
         SourceConnector::Mqtt(_) => mqtt::SOURCE_OPTIONS,
+        SourceConnector::Sparkplug(_) => sparkplug::SOURCE_OPTIONS,
         SourceConnector::Kafka(_) => kafka::SOURCE_OPTIONS,
     }
 }

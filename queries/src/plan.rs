@@ -14,6 +14,7 @@ use vibelux_connectors::mqtt::source::MqttSourceConfig;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::SimulatorConfig;
 use vibelux_connectors::source::SourceTiming;
+use vibelux_connectors::sparkplug::source::SparkplugSourceConfig;
 use vibelux_operators::aggregate::AggregatePlan;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::window::WindowKind;
@@ -126,6 +127,7 @@ pub enum SourceConnector {
     Simulator(SimulatorConfig),
     File(FileSourceConfig),
     Mqtt(MqttSourceConfig),
+    Sparkplug(SparkplugSourceConfig),
     Kafka(Arc<KafkaSourceConfig>),
 }
 
@@ -135,6 +137,7 @@ impl SourceConnector {
             SourceConnector::Simulator(_) => "simulator",
             SourceConnector::File(_) => "file",
             SourceConnector::Mqtt(_) => "mqtt",
+            SourceConnector::Sparkplug(_) => "sparkplug",
             SourceConnector::Kafka(_) => "kafka",
         }
     }
@@ -144,7 +147,9 @@ impl SourceConnector {
         match self {
             SourceConnector::Simulator(config) => config.duration_nanos.is_some(),
             SourceConnector::File(config) => !config.follow,
-            SourceConnector::Mqtt(_) | SourceConnector::Kafka(_) => false,
+            SourceConnector::Mqtt(_)
+            | SourceConnector::Sparkplug(_)
+            | SourceConnector::Kafka(_) => false,
         }
     }
 }

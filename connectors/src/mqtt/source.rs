@@ -2,10 +2,12 @@
 //!
 //! One client (one thread) per source receives messages and hands each to a worker chosen by
 //! its topic, so a sensor's readings stay in order on one worker while decoding spreads over
-//! all of them. The worker decodes the payload, fills columns from the topic's levels and acks
-//! a QoS 1 message once its row (or its dead letter) has entered the dataflow. The queue to
-//! each worker is bounded: a slow dataflow slows the client, and the broker holds the rest.
+//! all of them. The worker decodes the payload ([`MessageDecoder`]: JSON or raw rows here, the
+//! Sparkplug host in `crate::sparkplug`) and acks a QoS 1 message once its rows (or its dead
+//! letter) have entered the dataflow. The queue to each worker is bounded: a slow dataflow
+//! slows the client, and the broker holds the rest.
 
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
@@ -46,9 +48,56 @@ pub struct MqttSourceConfig {
 }
 
 /// A message on its way to a worker.
-struct Message {
-    publish: Publish,
-    received_nanos: i64,
+pub struct MqttMessage {
+    pub publish: Publish,
+    /// When the client received it (nanoseconds since the epoch).
+    pub received_nanos: i64,
+}
+
+/// Turns one worker's messages into records (rows and dead letters).
+pub trait MessageDecoder: Send {
+    fn decode(&mut self, message: &MqttMessage, out: &mut Vec<Record>);
+}
+
+/// What a source subscribes to, and how its messages are spread over the workers.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub broker: BrokerConfig,
+    pub filter: String,
+    pub qos: QoS,
+    /// Hashes the part of a topic that picks its worker: messages that hash alike stay in
+    /// order on one worker.
+    pub route: fn(&str, &mut DefaultHasher),
+    /// A retained presence message published on every connection, with its opposite left
+    /// with the broker as the client's will.
+    pub presence: Option<Presence>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Presence {
+    pub topic: String,
+    pub online: Vec<u8>,
+    pub offline: Vec<u8>,
+}
+
+/// Routes by the whole topic (one sensor, one topic).
+fn route_by_topic(topic: &str, hasher: &mut DefaultHasher) {
+    topic.hash(hasher);
+}
+
+/// Publishes commands (QoS 0, not retained) on the source's own connection.
+#[derive(Clone)]
+pub struct Commands {
+    client: Client,
+}
+
+impl Commands {
+    /// Queues the message; `false` if the client's queue is full or closed.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) -> bool {
+        self.client
+            .try_publish(topic, QoS::AtMostOnce, false, payload)
+            .is_ok()
+    }
 }
 
 /// Stops the client once every worker's reader is gone.
@@ -67,7 +116,7 @@ impl Drop for StopOnDrop {
 }
 
 /// Connects (in the background: a broker that is down at start is retried) and returns one
-/// reader per worker.
+/// reader per worker, decoding rows by the source's topic pattern and message format.
 pub fn subscribe(
     name: &str,
     config: MqttSourceConfig,
@@ -75,22 +124,63 @@ pub fn subscribe(
     peers: usize,
     metrics: Arc<SourceMetrics>,
 ) -> std::io::Result<Vec<MqttReader>> {
+    let subscription = Subscription {
+        broker: config.broker.clone(),
+        filter: config.topic.filter(),
+        qos: config.qos,
+        route: route_by_topic,
+        presence: None,
+    };
+    let config = Arc::new(config);
+    subscribe_with(
+        name,
+        subscription,
+        |_| {
+            Box::new(TopicRowDecoder {
+                config: config.clone(),
+                layout: layout.clone(),
+            })
+        },
+        peers,
+        metrics,
+    )
+}
+
+/// Connects and returns one reader per worker, each with a decoder made by `decoder`.
+pub fn subscribe_with(
+    name: &str,
+    subscription: Subscription,
+    mut decoder: impl FnMut(&Commands) -> Box<dyn MessageDecoder>,
+    peers: usize,
+    metrics: Arc<SourceMetrics>,
+) -> std::io::Result<Vec<MqttReader>> {
     let peers = peers.max(1);
     metrics.networked.store(true, Ordering::Relaxed);
-    let options = config
+    let mut options = subscription
         .broker
         .client_options(true)
         .map_err(|problem| std::io::Error::other(format!("source {name}: {problem}")))?;
+    if let Some(presence) = &subscription.presence {
+        options.set_last_will(rumqttc::LastWill::new(
+            presence.topic.clone(),
+            presence.offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
     let (client, connection) = Client::new(options, 4096);
+    let commands = Commands {
+        client: client.clone(),
+    };
     let (queues, receivers): (Vec<_>, Vec<_>) = (0..peers)
-        .map(|_| std::sync::mpsc::sync_channel::<Message>(WORKER_QUEUE))
+        .map(|_| std::sync::mpsc::sync_channel::<MqttMessage>(WORKER_QUEUE))
         .unzip();
     let wakers: Vec<Arc<OnceLock<SyncActivator>>> = (0..peers).map(|_| Arc::default()).collect();
     let (acks, ack_receiver) = std::sync::mpsc::channel::<u16>();
     let stop = Arc::new(AtomicBool::new(false));
     let mut session = Session {
         name: name.to_string(),
-        config: config.clone(),
+        subscription,
         client,
         queues,
         wakers: wakers.clone(),
@@ -106,13 +196,11 @@ pub fn subscribe(
         stop,
         thread: std::sync::Mutex::new(Some(thread)),
     });
-    let config = Arc::new(config);
     Ok(receivers
         .into_iter()
         .zip(wakers)
         .map(|(queue, waker)| MqttReader {
-            config: config.clone(),
-            layout: layout.clone(),
+            decoder: decoder(&commands),
             queue,
             acks: acks.clone(),
             waker,
@@ -124,9 +212,9 @@ pub fn subscribe(
 /// The client's side: the event loop, reconnection and the hand-off to workers.
 struct Session {
     name: String,
-    config: MqttSourceConfig,
+    subscription: Subscription,
     client: Client,
-    queues: Vec<SyncSender<Message>>,
+    queues: Vec<SyncSender<MqttMessage>>,
     wakers: Vec<Arc<OnceLock<SyncActivator>>>,
     acks: Receiver<u16>,
     unsent_acks: std::collections::VecDeque<u16>,
@@ -137,7 +225,7 @@ struct Session {
 impl Session {
     fn run(&mut self, mut connection: Connection) {
         let mut backoff = Backoff::new();
-        let filter = self.config.topic.filter();
+        let filter = self.subscription.filter.clone();
         let mut failures = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             self.send_acks();
@@ -150,13 +238,26 @@ impl Session {
                     self.metrics.connected.store(true, Ordering::Relaxed);
                     tracing::debug!(
                         source = %self.name,
-                        broker = %self.config.broker.address(),
+                        broker = %self.subscription.broker.address(),
                         session_present = ack.session_present,
                         "mqtt connected"
                     );
+                    if let Some(presence) = &self.subscription.presence
+                        && let Err(error) = self.client.try_publish(
+                            presence.topic.clone(),
+                            QoS::AtLeastOnce,
+                            true,
+                            presence.online.clone(),
+                        )
+                    {
+                        tracing::warn!(source = %self.name, %error, "publishing presence failed");
+                    }
                     // Always subscribe: a broker that lost its sessions (no persistence) has
                     // forgotten the subscription; one that kept it treats this as a no-op.
-                    if let Err(error) = self.client.try_subscribe(filter.clone(), self.config.qos) {
+                    if let Err(error) = self
+                        .client
+                        .try_subscribe(filter.clone(), self.subscription.qos)
+                    {
                         tracing::warn!(source = %self.name, %error, "mqtt subscribe failed");
                     }
                 }
@@ -168,7 +269,7 @@ impl Session {
                     if refused {
                         tracing::error!(source = %self.name, topic = %filter, "the broker refused the subscription");
                     } else {
-                        tracing::info!(source = %self.name, broker = %self.config.broker.address(), topic = %filter, "mqtt subscribed");
+                        tracing::info!(source = %self.name, broker = %self.subscription.broker.address(), topic = %filter, "mqtt subscribed");
                     }
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(publish)))) => self.hand_off(publish),
@@ -181,7 +282,7 @@ impl Session {
                     failures += 1;
                     // The first failure of an outage is a warning; retries are quieter.
                     if failures == 1 {
-                        tracing::warn!(source = %self.name, broker = %self.config.broker.address(), %error, "mqtt connection lost; reconnecting");
+                        tracing::warn!(source = %self.name, broker = %self.subscription.broker.address(), %error, "mqtt connection lost; reconnecting");
                     } else {
                         tracing::debug!(source = %self.name, %error, "mqtt reconnect failed");
                     }
@@ -194,10 +295,10 @@ impl Session {
 
     /// Queues a message for the worker that owns its topic.
     fn hand_off(&mut self, publish: Publish) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        publish.topic.hash(&mut hasher);
+        let mut hasher = DefaultHasher::new();
+        (self.subscription.route)(&publish.topic, &mut hasher);
         let worker = (hasher.finish() % self.queues.len() as u64) as usize;
-        let mut message = Message {
+        let mut message = MqttMessage {
             publish,
             received_nanos: now_nanos(),
         };
@@ -274,16 +375,38 @@ fn now_nanos() -> i64 {
 
 /// One worker's share of an MQTT source.
 pub struct MqttReader {
-    config: Arc<MqttSourceConfig>,
-    layout: RowLayout,
-    queue: Receiver<Message>,
+    decoder: Box<dyn MessageDecoder>,
+    queue: Receiver<MqttMessage>,
     acks: Sender<u16>,
     waker: Arc<OnceLock<SyncActivator>>,
     _guard: Arc<StopOnDrop>,
 }
 
-impl MqttReader {
-    fn decode(&self, message: &Message) -> Result<(Row, i64), String> {
+/// Rows from JSON or raw payloads, with columns filled from the topic's levels.
+struct TopicRowDecoder {
+    config: Arc<MqttSourceConfig>,
+    layout: RowLayout,
+}
+
+impl MessageDecoder for TopicRowDecoder {
+    fn decode(&mut self, message: &MqttMessage, out: &mut Vec<Record>) {
+        out.push(match self.row(message) {
+            Ok((row, event_time)) => Record::Row {
+                row,
+                event_time,
+                partition: 0,
+            },
+            Err(reason) => Record::Invalid {
+                reason,
+                raw: String::from_utf8_lossy(&message.publish.payload).into_owned(),
+                origin: format!("mqtt topic {}", message.publish.topic),
+            },
+        });
+    }
+}
+
+impl TopicRowDecoder {
+    fn row(&self, message: &MqttMessage) -> Result<(Row, i64), String> {
         let publish = &message.publish;
         let mut row = self.config.payload.decode(&self.layout, &publish.payload)?;
         let captures = self.config.topic.captures(&publish.topic).ok_or_else(|| {
@@ -316,18 +439,7 @@ impl SourceReader for MqttReader {
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             };
             taken += 1;
-            out.push(match self.decode(&message) {
-                Ok((row, event_time)) => Record::Row {
-                    row,
-                    event_time,
-                    partition: 0,
-                },
-                Err(reason) => Record::Invalid {
-                    reason,
-                    raw: String::from_utf8_lossy(&message.publish.payload).into_owned(),
-                    origin: format!("mqtt topic {}", message.publish.topic),
-                },
-            });
+            self.decoder.decode(&message, out);
             if message.publish.qos != QoS::AtMostOnce {
                 let _ = self.acks.send(message.publish.pkid);
             }

@@ -77,7 +77,11 @@ pub(super) fn build_extension(
             metrics,
         } => {
             let writer = if index == 0 {
-                writer.lock().expect("writer lock").take().map(|writer| *writer)
+                writer
+                    .lock()
+                    .expect("writer lock")
+                    .take()
+                    .map(|writer| *writer)
             } else {
                 None
             };

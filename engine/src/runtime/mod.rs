@@ -202,7 +202,7 @@ fn open_reader(
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting Kafka source {}", source_plan.name))?,
         ),
-        SourceConnector::Mqtt(_) => {
+        SourceConnector::Mqtt(_) | SourceConnector::Sparkplug(_) => {
             let mut shared = shared.lock().expect("shared readers lock");
             shared
                 .get_mut(&source)
@@ -327,15 +327,27 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let mut shared: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>> = HashMap::new();
     for (position, &source) in sources.iter().enumerate() {
         let source_plan = &plan.sources[source];
-        if let SourceConnector::Mqtt(config) = &source_plan.connector {
-            let readers = vibelux_connectors::mqtt::source::subscribe(
+        let readers = match &source_plan.connector {
+            SourceConnector::Mqtt(config) => vibelux_connectors::mqtt::source::subscribe(
                 &source_plan.name,
                 config.clone(),
                 source_plan.layout.clone(),
                 options.workers.max(1),
                 metrics.sources[position].1.clone(),
-            )
-            .with_context(|| format!("starting the MQTT client of source {}", source_plan.name))?;
+            ),
+            SourceConnector::Sparkplug(config) => vibelux_connectors::sparkplug::source::subscribe(
+                &source_plan.name,
+                config.clone(),
+                source_plan.layout.clone(),
+                options.workers.max(1),
+                metrics.sources[position].1.clone(),
+            ),
+            _ => continue,
+        };
+        {
+            let readers = readers.with_context(|| {
+                format!("starting the MQTT client of source {}", source_plan.name)
+            })?;
             shared.insert(
                 source,
                 readers

@@ -51,7 +51,11 @@ pub const SINK_OPTIONS: &[&str] = &[
     "retain",
 ];
 
-fn broker(options: &mut Options, default_client_id: String, what: &str) -> SqlResult<BrokerConfig> {
+pub(super) fn broker(
+    options: &mut Options,
+    default_client_id: String,
+    what: &str,
+) -> SqlResult<BrokerConfig> {
     let (url, position) = options.required("url", what)?;
     let (host, port, tls) = BrokerConfig::parse_url(&url)
         .map_err(|problem| SqlError::new(position, format!("option `url`: {problem}")))?;

@@ -1,0 +1,235 @@
+//! The Sparkplug B source as a host application, against a real Mosquitto broker and an edge
+//! node built on pysparkplug (payloads generated from the published `sparkplug_b.proto`) and
+//! Eclipse Paho: births, data by alias, a lost message answered by a rebirth request, historical
+//! values, a device death, the broker's will marking the node's series stale, bad payloads.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use common::mosquitto::Mosquitto;
+use common::output::{json_lines, wait_for_lines};
+use common::start_engine;
+use serde_json::Value;
+
+/// The edge node (`tests/peers/sparkplug_node.py`), driven a command at a time.
+struct EdgeNode {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl EdgeNode {
+    fn start(port: u16) -> EdgeNode {
+        let python = std::env::var("VIBELUX_SPARKPLUG_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sparkplug_node.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args([&port.to_string(), "greenhouse", "gw1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python runs (scripts/test.sh installs pysparkplug and sets VIBELUX_SPARKPLUG_PYTHON)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (sender, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        EdgeNode {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn expect(&self, wanted: &str) {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("the edge node did not say {wanted:?}"));
+            if line == wanted {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        let word = command.split_whitespace().next().unwrap();
+        self.expect(&format!("ok {word}"));
+    }
+}
+
+impl Drop for EdgeNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn summary(row: &Value) -> String {
+    format!(
+        "{} {}/{} {} {} {} {} {}",
+        row["message_type"].as_str().unwrap_or("?"),
+        row["edge_node"].as_str().unwrap_or("?"),
+        row["device"].as_str().unwrap_or("-"),
+        row["metric"].as_str().unwrap_or("?"),
+        row["value"],
+        row["datatype"].as_str().unwrap_or("?"),
+        row["quality"].as_str().unwrap_or("?"),
+        if row["historical"] == Value::Bool(true) {
+            "historical"
+        } else {
+            "live"
+        },
+    )
+}
+
+#[test]
+fn a_host_reads_births_data_by_alias_rebirths_after_a_gap_and_marks_deaths_stale() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE plant (group_id TEXT, edge_node TEXT, device TEXT, metric TEXT,
+           value DOUBLE, value_text TEXT, datatype TEXT, ts TIMESTAMP, quality TEXT,
+           historical BOOLEAN, message_type TEXT,
+           WATERMARK FOR ts AS ts - INTERVAL '1 hour')
+         WITH (connector = 'sparkplug', url = '{url}', group = 'greenhouse', host_id = 'vibelux-test');
+         CREATE SINK rows FROM plant WITH (connector = 'file', path = 'rows.jsonl');
+         CREATE SINK errors FROM plant_errors WITH (connector = 'file', path = 'errors.jsonl');"
+    ));
+    engine.wait_for_log("mqtt subscribed", 1);
+    let dir = engine.dir.path().to_path_buf();
+    let rows_file = dir.join("rows.jsonl");
+
+    // The host announced itself (retained), as Sparkplug 3.0 edge nodes expect.
+    let state = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "spBv1.0/STATE/vibelux-test", "-C", "1", "-W", "10"])
+        .output()
+        .unwrap();
+    let state: Value = serde_json::from_slice(&state.stdout).unwrap();
+    assert_eq!(state["online"], Value::Bool(true));
+
+    let mut node = EdgeNode::start(broker.port);
+    node.send("connect");
+    let births = wait_for_lines(&rows_file, 7);
+    let births: Vec<String> = births.iter().map(summary).collect();
+    assert_eq!(
+        births,
+        [
+            "NBIRTH gw1/- temp 21.5 Float good live",
+            "NBIRTH gw1/- rh 60.25 Double good live",
+            "NBIRTH gw1/- fan 1 Boolean good live",
+            "NBIRTH gw1/- offset -3 Int32 good live",
+            "NBIRTH gw1/- mode null String good live",
+            "DBIRTH gw1/room1 co2 900 UInt16 good live",
+            "DBIRTH gw1/room1 temp 22 Float good live",
+        ]
+    );
+    let mode = &json_lines(&rows_file)[4];
+    assert_eq!(mode["value_text"], "auto");
+    assert_eq!(mode["group_id"], "greenhouse");
+
+    // Data by alias only, read through the births.
+    node.send("data temp=22.5 offset=-4");
+    node.send("ddata co2=950");
+    let rows = wait_for_lines(&rows_file, 10);
+    let data: Vec<String> = rows[7..].iter().map(summary).collect();
+    assert_eq!(
+        data,
+        [
+            "NDATA gw1/- temp 22.5 Float good live",
+            "NDATA gw1/- offset -4 Int32 good live",
+            "DDATA gw1/room1 co2 950 UInt16 good live",
+        ]
+    );
+
+    // A lost message: the data after it is still read, and the host asks for a rebirth, which
+    // the node answers with its births.
+    node.send("skip");
+    node.send("data temp=23");
+    node.expect("rebirth");
+    let rows = wait_for_lines(&rows_file, 18);
+    assert_eq!(summary(&rows[10]), "NDATA gw1/- temp 23 Float good live");
+    assert!(
+        rows[11..18]
+            .iter()
+            .all(|row| row["message_type"].as_str().unwrap().ends_with("BIRTH"))
+    );
+    engine.wait_for_log("asked the node to rebirth", 1);
+
+    // A historical value keeps its own time; a quality property is read.
+    node.send("historical temp=19.5 600");
+    node.send("quality temp=24 500");
+    let rows = wait_for_lines(&rows_file, 20);
+    assert_eq!(
+        summary(&rows[18]),
+        "NDATA gw1/- temp 19.5 Float good historical"
+    );
+    let live_ts = rows[17]["ts"].as_str().unwrap().to_string();
+    let historical_ts = rows[18]["ts"].as_str().unwrap();
+    assert!(
+        historical_ts < live_ts.as_str(),
+        "{historical_ts} is 10 minutes before {live_ts}"
+    );
+    assert_eq!(summary(&rows[19]), "NDATA gw1/- temp 24 Float stale live");
+
+    // The device dies: its two series are stale, with their last values.
+    node.send("ddeath");
+    let rows = wait_for_lines(&rows_file, 22);
+    let device_death: Vec<String> = rows[20..22].iter().map(summary).collect();
+    assert_eq!(
+        device_death,
+        [
+            "DDEATH gw1/room1 co2 900 UInt16 stale live",
+            "DDEATH gw1/room1 temp 22 Float stale live",
+        ]
+    );
+
+    // Garbage on a Sparkplug topic is a dead letter naming the problem and the topic.
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "spBv1.0/greenhouse/NDATA/gw1", "-m", "not protobuf"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let errors = wait_for_lines(&dir.join("errors.jsonl"), 1);
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a Sparkplug B payload"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[0]["origin"],
+        "sparkplug topic spBv1.0/greenhouse/NDATA/gw1"
+    );
+
+    // The node drops off without a word: the broker publishes its will (NDEATH) and every
+    // series of the node goes stale with its last value (the rebirth's, or data since).
+    node.send("kill");
+    let rows = wait_for_lines(&rows_file, 27);
+    let death: Vec<String> = rows[22..27].iter().map(summary).collect();
+    assert_eq!(
+        death,
+        [
+            "NDEATH gw1/- fan 1 Boolean stale live",
+            "NDEATH gw1/- mode null String stale live",
+            "NDEATH gw1/- offset -3 Int32 stale live",
+            "NDEATH gw1/- rh 60.25 Double stale live",
+            "NDEATH gw1/- temp 24 Float stale live",
+        ]
+    );
+    let report = engine.interrupt();
+    assert!(report.contains("plant"), "{report}");
+}
