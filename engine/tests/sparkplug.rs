@@ -25,11 +25,17 @@ struct EdgeNode {
 
 impl EdgeNode {
     fn start(port: u16) -> EdgeNode {
+        EdgeNode::start_with(port, &[])
+    }
+
+    /// A node that follows a primary host's STATE (store and forward while it is offline).
+    fn start_with(port: u16, extra: &[&str]) -> EdgeNode {
         let python = std::env::var("VIBELUX_SPARKPLUG_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sparkplug_node.py");
         let mut child = Command::new(python)
             .arg(script)
             .args([&port.to_string(), "greenhouse", "gw1"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -232,4 +238,76 @@ fn a_host_reads_births_data_by_alias_rebirths_after_a_gap_and_marks_deaths_stale
     );
     let report = engine.interrupt();
     assert!(report.contains("plant"), "{report}");
+}
+
+const RESTART_PIPELINE: &str =
+    "CREATE SOURCE plant (edge_node TEXT, device TEXT, metric TEXT, datatype TEXT,
+       value DOUBLE, ts TIMESTAMP, quality TEXT, historical BOOLEAN, message_type TEXT,
+       WATERMARK FOR ts AS ts - INTERVAL '1 second')
+     WITH (connector = 'sparkplug', url = 'URL', group = 'greenhouse', host_id = 'scada',
+           allowed_lateness = '1 hour');
+     CREATE MATERIALIZED VIEW temps AS
+       SELECT metric, count(*) AS readings, min(value) AS lowest FROM plant
+       WHERE device IS NULL AND metric = 'temp' AND quality = 'good' GROUP BY metric;
+     CREATE SINK rows FROM plant WITH (connector = 'file', path = 'rows.jsonl');
+     CREATE SINK late FROM plant_late WITH (connector = 'file', path = 'late.jsonl');";
+
+#[test]
+fn data_an_edge_node_stored_while_the_engine_was_down_arrives_as_history_that_corrects_views() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let pipeline = RESTART_PIPELINE.replace("URL", &url);
+    let mut first = start_engine(&pipeline);
+    first.wait_for_log("mqtt subscribed", 1);
+    let mut node = EdgeNode::start_with(broker.port, &["scada"]);
+    node.send("connect");
+    node.expect("stored 0"); // born once the host's STATE said online
+    node.send("data temp=21");
+    wait_for_lines(&first.dir.path().join("rows.jsonl"), 8);
+
+    // The engine stops (its STATE goes offline); the node stores what it measures meanwhile.
+    first.interrupt();
+    node.expect("host offline");
+    node.send("data temp=18");
+    node.send("data temp=17.5");
+    node.send("data temp=19");
+
+    // Back online: the node is born again and sends its stored values as history.
+    let second = start_engine(&pipeline);
+    node.expect("host online");
+    node.expect("stored 3");
+    let rows_file = second.dir.path().join("rows.jsonl");
+    let rows = wait_for_lines(&rows_file, 10);
+    let history: Vec<String> = rows[7..10].iter().map(summary).collect();
+    assert_eq!(
+        history,
+        [
+            "NDATA gw1/- temp 18 Float good historical",
+            "NDATA gw1/- temp 17.5 Float good historical",
+            "NDATA gw1/- temp 19 Float good historical",
+        ]
+    );
+    let birth_ts = rows[0]["ts"].as_str().unwrap();
+    assert!(
+        rows[7]["ts"].as_str().unwrap() < birth_ts,
+        "history keeps its time"
+    );
+    // Older than the watermark, within the allowed lateness: the view is corrected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .arg(format!("http://{}/v1/views/temps", second.address))
+            .output()
+            .unwrap();
+        let contents: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        let row = &contents["rows"][0];
+        if row["readings"] == 4 {
+            assert_eq!(row["lowest"], 17.5, "{contents}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{contents}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(json_lines(&second.dir.path().join("late.jsonl")).is_empty());
 }

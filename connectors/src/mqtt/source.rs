@@ -352,6 +352,15 @@ impl Session {
     /// what the engine took in.
     fn close(&mut self, mut connection: Connection) {
         self.send_acks();
+        // A clean disconnect does not trigger the will: say it ourselves.
+        if let Some(presence) = &self.subscription.presence {
+            let _ = self.client.try_publish(
+                presence.topic.clone(),
+                QoS::AtLeastOnce,
+                true,
+                presence.offline.clone(),
+            );
+        }
         let _ = self.client.try_disconnect();
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {

@@ -1,7 +1,11 @@
 """A Sparkplug B edge node with one device, built on pysparkplug's payloads (generated from the
 published sparkplug_b.proto) and Eclipse Paho; the test drives it line by line on stdin.
 
-usage: sparkplug_node.py PORT GROUP NODE
+usage: sparkplug_node.py PORT GROUP NODE [PRIMARY_HOST]
+
+With a primary host, the node follows its STATE as Sparkplug 3.0 asks: while the host is
+offline, data is stored rather than published; when it comes back online the node is born again
+and sends what it stored as historical values ("stored N" on stdout).
 
 Commands (one per line; each answers "ok COMMAND" once published):
   connect                 connect (NDEATH as the will), then NBIRTH and the device's DBIRTH
@@ -15,6 +19,7 @@ Commands (one per line; each answers "ok COMMAND" once published):
 A rebirth command (NCMD "Node Control/Rebirth") is answered with NBIRTH and DBIRTH again, and
 "rebirth" on stdout.
 """
+import json
 import sys
 import threading
 
@@ -24,6 +29,9 @@ from pysparkplug import get_current_timestamp
 from pysparkplug._protobuf import Metric as PbMetric, Payload as PbPayload
 
 port, group, node = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+primary = sys.argv[4] if len(sys.argv) > 4 else None
+host_online = primary is None
+stored = []  # (timestamp, metrics) kept while the primary host is offline
 device = "room1"
 base = f"spBv1.0/{group}"
 lock = threading.Lock()
@@ -49,8 +57,15 @@ def next_seq():
     return seq
 
 
+say_lock = threading.Lock()
+
+
 def say(text):
-    print(text, flush=True)
+    # One write per line: print() writes the text and the newline separately, and lines from
+    # Paho's thread and the main one would interleave.
+    with say_lock:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def bd_seq_metric(now):
@@ -94,7 +109,30 @@ def rebirth():
     say("rebirth")
 
 
+def host_came_back():
+    births()
+    with lock:
+        for then, metrics in stored:
+            historical = tuple(
+                Metric(then, None, m.datatype, value=m.value, alias=m.alias, is_historical=True)
+                for m in metrics
+            )
+            payload = NData(get_current_timestamp(), next_seq(), historical)
+            client.publish(f"{base}/NDATA/{node}", payload.encode()).wait_for_publish()
+        count = len(stored)
+        stored.clear()
+    say(f"stored {count}")
+
+
 def on_message(client, userdata, message):
+    global host_online
+    if message.topic.startswith("spBv1.0/STATE/"):
+        online = json.loads(message.payload)["online"]
+        if online and not host_online:
+            threading.Thread(target=host_came_back).start()
+        host_online = online
+        say("host online" if online else "host offline")
+        return
     command = NCmd.decode(message.payload)
     if any(m.name == "Node Control/Rebirth" and m.value for m in command.metrics):
         # Not on Paho's network thread: waiting there for a publish would wait forever.
@@ -117,12 +155,19 @@ for line in sys.stdin:
     if command == "connect":
         client.connect("127.0.0.1", port, keepalive=30)
         client.subscribe(f"{base}/NCMD/{node}")
+        if primary:
+            client.subscribe(f"spBv1.0/STATE/{primary}", qos=1)
         client.loop_start()
-        births()
+        if not primary:
+            births()  # with a primary host, once its STATE says online
     elif command in ("data", "ddata"):
         table = NODE_METRICS if command == "data" else DEVICE_METRICS
         with lock:
             now, metrics = values(words[1:], table)
+            if not host_online:
+                stored.append((now, metrics))
+                say(f"ok {command}")
+                continue
             if command == "data":
                 payload, topic = NData(now, next_seq(), metrics), f"{base}/NDATA/{node}"
             else:
