@@ -8,6 +8,7 @@
 pub mod file_sink;
 pub mod file_source;
 pub mod kafka;
+pub mod modbus;
 pub mod mqtt;
 pub mod parquet_sink;
 pub mod payload;

@@ -1,0 +1,10 @@
+//! Modbus TCP, the protocol the PLCs running HVAC, dehumidifiers, CO2 dosing, lights and
+//! irrigation speak.
+//!
+//! Nothing is pushed: the engine polls. A tag map ([`tags`]) says which registers hold which
+//! values; [`plan`] turns each poll group into the fewest reads the protocol allows; [`codec`]
+//! turns registers into typed values and back, whatever the device's byte order.
+
+pub mod codec;
+pub mod plan;
+pub mod tags;
