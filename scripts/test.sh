@@ -2,10 +2,10 @@
 # The whole test suite, from a fresh Debian machine with Rust (see README).
 #
 # Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver, the
-# Mosquitto broker and its clients, openssl (certificates for the TLS test) from Debian; DuckDB, pyarrow, Selenium and Eclipse Paho from
+# Mosquitto broker and its clients, openssl (certificates for the TLS test) from Debian; DuckDB, pyarrow, Selenium, Eclipse Paho and pymodbus from
 # PyPI, and pysparkplug in a virtual environment), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
 # (queries/tests/slt) and the end-to-end CLI, warehouse, live-view, dashboard (headless
-# Chromium), MQTT and Sparkplug B (Mosquitto) and Kafka (Tansu, built once with cargo) tests. Tests start their
+# Chromium), MQTT and Sparkplug B (Mosquitto), Modbus (pymodbus) and Kafka (Tansu, built once with cargo) tests. Tests start their
 # own brokers on loopback and stop them.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
@@ -31,8 +31,9 @@ fi
 
 # Python readers the warehouse tests compare against (DuckDB, pyarrow); Selenium drives Chromium;
 # Paho publishes to the MQTT source; confluent-kafka produces to and consumes from Kafka.
-if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka" 2> /dev/null; then
-  python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka
+# pymodbus serves the Modbus tests' register maps.
+if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus" 2> /dev/null; then
+  python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka "pymodbus>=3.16,<4"
 fi
 
 # pysparkplug (a Sparkplug B edge node's payloads, generated from the published

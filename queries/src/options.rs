@@ -19,8 +19,10 @@ use crate::error::{Position, SqlError, SqlResult};
 use crate::parser::OptionEntry;
 use crate::plan::SourceConnector;
 
+mod fixed_columns;
 mod kafka;
 mod message;
+mod modbus;
 mod mqtt;
 mod sparkplug;
 
@@ -195,12 +197,13 @@ pub fn source_connector(
         }
         "mqtt" => mqtt::source(options, name, layout).map(SourceConnector::Mqtt),
         "sparkplug" => sparkplug::source(options, name, layout).map(SourceConnector::Sparkplug),
+        "modbus" => modbus::source(options, name, layout).map(SourceConnector::Modbus),
         "kafka" => kafka::source(options, name, layout)
             .map(|config| SourceConnector::Kafka(std::sync::Arc::new(config))),
         other => Err(SqlError::new(
             position,
             format!(
-                "unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt', 'sparkplug', 'kafka'"
+                "unknown source connector '{other}'; available: 'simulator', 'file', 'mqtt', 'sparkplug', 'kafka', 'modbus'"
             ),
         )),
     }
@@ -212,6 +215,7 @@ pub fn known_source_options(connector: &SourceConnector) -> &'static [&'static s
         SourceConnector::File(_) => FILE_OPTIONS,
         SourceConnector::Mqtt(_) => mqtt::SOURCE_OPTIONS,
         SourceConnector::Sparkplug(_) => sparkplug::SOURCE_OPTIONS,
+        SourceConnector::Modbus(_) => modbus::SOURCE_OPTIONS,
         SourceConnector::Kafka(_) => kafka::SOURCE_OPTIONS,
     }
 }

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::FileSourceConfig;
 use vibelux_connectors::kafka::source::KafkaSourceConfig;
+use vibelux_connectors::modbus::poller::DeviceConfig;
 use vibelux_connectors::mqtt::source::MqttSourceConfig;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::SimulatorConfig;
@@ -128,6 +129,7 @@ pub enum SourceConnector {
     File(FileSourceConfig),
     Mqtt(MqttSourceConfig),
     Sparkplug(SparkplugSourceConfig),
+    Modbus(DeviceConfig),
     Kafka(Arc<KafkaSourceConfig>),
 }
 
@@ -138,6 +140,7 @@ impl SourceConnector {
             SourceConnector::File(_) => "file",
             SourceConnector::Mqtt(_) => "mqtt",
             SourceConnector::Sparkplug(_) => "sparkplug",
+            SourceConnector::Modbus(_) => "modbus",
             SourceConnector::Kafka(_) => "kafka",
         }
     }
@@ -149,6 +152,7 @@ impl SourceConnector {
             SourceConnector::File(config) => !config.follow,
             SourceConnector::Mqtt(_)
             | SourceConnector::Sparkplug(_)
+            | SourceConnector::Modbus(_)
             | SourceConnector::Kafka(_) => false,
         }
     }

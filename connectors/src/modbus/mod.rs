@@ -3,8 +3,11 @@
 //!
 //! Nothing is pushed: the engine polls. A tag map ([`tags`]) says which registers hold which
 //! values; [`plan`] turns each poll group into the fewest reads the protocol allows; [`codec`]
-//! turns registers into typed values and back, whatever the device's byte order.
+//! turns registers into typed values and back, whatever the device's byte order; [`poller`]
+//! runs the polls of one device on a thread of its own; [`source`] makes its readings rows.
 
 pub mod codec;
 pub mod plan;
+pub mod poller;
+pub mod source;
 pub mod tags;

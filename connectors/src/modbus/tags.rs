@@ -17,11 +17,8 @@ use serde::Deserialize;
 #[serde(rename_all = "lowercase")]
 pub enum Register {
     Coil,
-    #[serde(alias = "discrete_input", alias = "discrete-input")]
     Discrete,
-    #[serde(alias = "holding_register")]
     Holding,
-    #[serde(alias = "input_register")]
     Input,
 }
 
@@ -228,8 +225,16 @@ impl TagMap {
     /// Parses a TOML tag map (a file's contents, or the `tags` option written inline).
     pub fn parse(text: &str, interval: Duration) -> Result<TagMap, String> {
         let file: File = toml::from_str(text).map_err(|error| {
-            // toml's message names the line, column and key; keep it on one line.
-            error.to_string().lines().collect::<Vec<_>>().join(" ")
+            let message = error.message().trim();
+            match error.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message.to_string(),
+            }
         })?;
         let device_order = match &file.byte_order {
             Some(order) => ByteOrder::parse(order)?,

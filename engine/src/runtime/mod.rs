@@ -202,7 +202,7 @@ fn open_reader(
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting Kafka source {}", source_plan.name))?,
         ),
-        SourceConnector::Mqtt(_) | SourceConnector::Sparkplug(_) => {
+        SourceConnector::Mqtt(_) | SourceConnector::Sparkplug(_) | SourceConnector::Modbus(_) => {
             let mut shared = shared.lock().expect("shared readers lock");
             shared
                 .get_mut(&source)
@@ -342,6 +342,26 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 options.workers.max(1),
                 metrics.sources[position].1.clone(),
             ),
+            SourceConnector::Modbus(config) => {
+                let readers = vibelux_connectors::modbus::source::start(
+                    &source_plan.name,
+                    config.clone(),
+                    source_plan.layout.clone(),
+                    options.workers.max(1),
+                    metrics.sources[position].1.clone(),
+                )
+                .with_context(|| {
+                    format!("starting the Modbus poller of source {}", source_plan.name)
+                })?;
+                shared.insert(
+                    source,
+                    readers
+                        .into_iter()
+                        .map(|reader| Some(Box::new(reader) as Box<dyn SourceReader + Send>))
+                        .collect(),
+                );
+                continue;
+            }
             _ => continue,
         };
         {

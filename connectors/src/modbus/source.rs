@@ -1,0 +1,243 @@
+//! The `modbus` source: one device polled on a thread of its own, its readings handed to one
+//! worker as rows.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType as ArrowType, TimeUnit};
+use timely::scheduling::SyncActivator;
+use vibelux_operators::row::{Datum, Row};
+
+use super::poller::{DeviceConfig, Poller, Reading};
+use crate::payload::RowLayout;
+use crate::source::{Poll, Record, SourceMetrics, SourceReader};
+
+/// The columns a Modbus source can declare (any subset, any order), with their types.
+pub const COLUMNS: &[(&str, ArrowType)] = &[
+    ("device", ArrowType::Utf8),
+    ("tag", ArrowType::Utf8),
+    ("ts", ArrowType::Timestamp(TimeUnit::Nanosecond, None)),
+    ("value", ArrowType::Float64),
+    ("raw", ArrowType::Utf8),
+    ("unit", ArrowType::Utf8),
+    ("quality", ArrowType::Utf8),
+    ("error", ArrowType::Utf8),
+];
+
+/// Polls waiting for the worker before the poller waits.
+const QUEUE: usize = 1024;
+
+struct StopOnDrop {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts polling the device; returns one reader per worker (the device's rows go to one).
+pub fn start(
+    name: &str,
+    config: DeviceConfig,
+    layout: RowLayout,
+    peers: usize,
+    metrics: Arc<SourceMetrics>,
+) -> std::io::Result<Vec<ModbusReader>> {
+    let peers = peers.max(1);
+    metrics.networked.store(true, Ordering::Relaxed);
+    let owner = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        config.name.hash(&mut hasher);
+        (hasher.finish() % peers as u64) as usize
+    };
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Reading>>(QUEUE);
+    let waker: Arc<OnceLock<SyncActivator>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        let waker = waker.clone();
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name(format!("modbus-{name}"))
+            .spawn(move || poll_device(config, sender, waker, stop, metrics))?
+    };
+    let guard = Arc::new(StopOnDrop {
+        stop,
+        thread: Mutex::new(Some(thread)),
+    });
+    let columns: Vec<Option<usize>> = COLUMNS
+        .iter()
+        .map(|(column, _)| layout.column_index(column))
+        .collect();
+    let mut receiver = Some(receiver);
+    Ok((0..peers)
+        .map(|worker| ModbusReader {
+            device: Arc::new(config.clone()),
+            layout: layout.clone(),
+            columns: columns.clone(),
+            queue: if worker == owner {
+                receiver.take()
+            } else {
+                None
+            },
+            waker: waker.clone(),
+            _guard: guard.clone(),
+        })
+        .collect())
+}
+
+fn poll_device(
+    config: DeviceConfig,
+    sender: SyncSender<Vec<Reading>>,
+    waker: Arc<OnceLock<SyncActivator>>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<SourceMetrics>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(device = %config.name, %error, "cannot start the Modbus poller");
+            return;
+        }
+    };
+    let device = config.name.clone();
+    let stopping = stop.clone();
+    let mut poller = Poller::new(config, move |readings: Vec<Reading>| {
+        let failed = readings.iter().any(|reading| reading.error.is_some());
+        metrics.connected.store(!failed, Ordering::Relaxed);
+        if failed {
+            metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut batch = readings;
+        loop {
+            match sender.try_send(batch) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    // The dataflow is behind: the next poll waits (the device keeps its state).
+                    batch = back;
+                    if stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        if let Some(waker) = waker.get() {
+            let _ = waker.activate();
+        }
+    });
+    runtime.block_on(poller.run(|| stop.load(Ordering::Relaxed)));
+    tracing::debug!(%device, "modbus poller stopped");
+}
+
+/// One worker's share of a Modbus source: the device's rows, or nothing.
+pub struct ModbusReader {
+    device: Arc<DeviceConfig>,
+    layout: RowLayout,
+    columns: Vec<Option<usize>>,
+    queue: Option<Receiver<Vec<Reading>>>,
+    waker: Arc<OnceLock<SyncActivator>>,
+    _guard: Arc<StopOnDrop>,
+}
+
+impl ModbusReader {
+    fn row(&self, reading: &Reading) -> Row {
+        let tag = &self.device.tags.tags[reading.tag];
+        let mut row = vec![Datum::Null; self.layout.schema.fields().len()];
+        let text = |text: &str| Datum::Utf8(text.into());
+        for (index, column) in self.columns.iter().enumerate() {
+            let Some(column) = *column else { continue };
+            row[column] = match COLUMNS[index].0 {
+                "device" => text(&self.device.name),
+                "tag" => text(&tag.name),
+                "ts" => Datum::Timestamp(reading.polled_at),
+                "value" => reading
+                    .raw
+                    .as_ref()
+                    .and_then(|raw| raw.number())
+                    .map_or(Datum::Null, |raw| Datum::Float64(tag.engineering(raw))),
+                "raw" => reading
+                    .raw
+                    .as_ref()
+                    .map_or(Datum::Null, |raw| text(&raw.text())),
+                "unit" => tag.unit.as_deref().map_or(Datum::Null, text),
+                "quality" => text(reading.quality.name()),
+                "error" => reading.error.as_deref().map_or(Datum::Null, text),
+                _ => Datum::Null,
+            };
+        }
+        row
+    }
+}
+
+impl SourceReader for ModbusReader {
+    fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
+        let Some(queue) = &self.queue else {
+            return Poll::Idle(Duration::from_secs(1));
+        };
+        let mut taken = 0;
+        while taken < max_records {
+            let readings = match queue.try_recv() {
+                Ok(readings) => readings,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Poll::Idle(Duration::from_secs(1)),
+            };
+            for reading in &readings {
+                taken += 1;
+                out.push(match self.layout.finish(self.row(reading)) {
+                    Ok((row, event_time)) => Record::Row {
+                        row,
+                        event_time,
+                        partition: 0,
+                    },
+                    Err(reason) => Record::Invalid {
+                        reason,
+                        raw: reading
+                            .raw
+                            .as_ref()
+                            .map(|raw| raw.text())
+                            .unwrap_or_default(),
+                        origin: format!(
+                            "modbus device {} tag {}",
+                            self.device.name, self.device.tags.tags[reading.tag].name
+                        ),
+                    },
+                });
+            }
+        }
+        if taken >= max_records {
+            Poll::Ready
+        } else {
+            Poll::Idle(Duration::from_millis(100))
+        }
+    }
+
+    fn processing_time(&self) -> Option<i64> {
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_nanos() as i64)
+                .unwrap_or(0),
+        )
+    }
+
+    fn set_waker(&mut self, waker: SyncActivator) {
+        if self.queue.is_some() {
+            let _ = self.waker.set(waker);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The Modbus source against a Modbus TCP server no one here wrote (pymodbus): every data type
+//! and byte order, scale and units, exception replies, and a device that is down at start,
+//! killed mid-run and restarted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::output::json_lines;
+use common::start_engine;
+use common::tansu::free_port;
+use serde_json::Value;
+
+const TAGS: &str = r#"
+[groups]
+fast = "100ms"
+
+[[tag]]
+name = "i16"
+register = "holding"
+address = 0
+type = "int16"
+group = "fast"
+
+[[tag]]
+name = "u16"
+register = "holding"
+address = 1
+type = "uint16"
+group = "fast"
+
+[[tag]]
+name = "i32"
+register = "holding"
+address = 2
+type = "int32"
+group = "fast"
+
+[[tag]]
+name = "u32_dcba"
+register = "holding"
+address = 4
+type = "uint32"
+byte_order = "DCBA"
+group = "fast"
+
+[[tag]]
+name = "f32_badc"
+register = "holding"
+address = 6
+type = "float32"
+byte_order = "BADC"
+group = "fast"
+
+[[tag]]
+name = "f32_cdab"
+register = "holding"
+address = 8
+type = "float32"
+byte_order = "CDAB"
+group = "fast"
+
+[[tag]]
+name = "i64"
+register = "holding"
+address = 10
+type = "int64"
+group = "fast"
+
+[[tag]]
+name = "u64_cdab"
+register = "holding"
+address = 14
+type = "uint64"
+byte_order = "CDAB"
+group = "fast"
+
+[[tag]]
+name = "f64_dcba"
+register = "holding"
+address = 18
+type = "float64"
+byte_order = "DCBA"
+group = "fast"
+
+[[tag]]
+name = "label"
+register = "holding"
+address = 22
+type = "string(4)"
+group = "fast"
+
+[[tag]]
+name = "supply_temp"
+register = "holding"
+address = 30
+scale = 0.1
+unit = "°C"
+group = "fast"
+
+[[tag]]
+name = "co2_ppm"
+register = "input"
+address = 0
+group = "fast"
+
+[[tag]]
+name = "fan_on"
+register = "coil"
+address = 0
+group = "fast"
+
+[[tag]]
+name = "valve_open"
+register = "coil"
+address = 1
+group = "fast"
+
+[[tag]]
+name = "door_closed"
+register = "discrete"
+address = 0
+group = "fast"
+
+[[tag]]
+name = "missing"
+register = "holding"
+address = 500
+group = "fast"
+"#;
+
+/// The pymodbus server (`tests/peers/modbus_server.py`); killed when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(port: u16) -> Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs pymodbus)");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        Server { child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pipeline(port: u16, tags: &Path) -> String {
+    format!(
+        "CREATE SOURCE plc (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE, raw TEXT, unit TEXT,
+           quality TEXT, error TEXT, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+         WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', unit_id = '1',
+               tags = '{}', device = 'room1-hvac', timeout = '300ms');
+         CREATE SINK rows FROM plc WITH (connector = 'file', path = 'rows.jsonl');",
+        tags.display()
+    )
+}
+
+/// The latest row of each tag once every tag has one satisfying `done`, else panics.
+fn wait_for_tags(
+    rows_file: &Path,
+    done: impl Fn(&BTreeMap<String, Value>) -> bool,
+) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut latest = BTreeMap::new();
+        for row in json_lines(rows_file) {
+            latest.insert(row["tag"].as_str().unwrap().to_string(), row);
+        }
+        if done(&latest) {
+            return latest;
+        }
+        assert!(Instant::now() < deadline, "{latest:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_type_and_byte_order_reads_right_and_exceptions_are_bad_rows() {
+    let port = free_port();
+    let _server = Server::start(port);
+    let maps = tempfile::tempdir().unwrap();
+    let tags = maps.path().join("room1.toml");
+    std::fs::write(&tags, TAGS).unwrap();
+    let engine = start_engine(&pipeline(port, &tags));
+    let rows_file = engine.dir.path().join("rows.jsonl");
+    let latest = wait_for_tags(&rows_file, |latest| latest.len() == 16);
+    let value = |tag: &str| latest[tag]["value"].as_f64();
+    assert_eq!(value("i16"), Some(-1234.0));
+    assert_eq!(value("u16"), Some(54321.0));
+    assert_eq!(value("i32"), Some(-123456.0));
+    assert_eq!(value("u32_dcba"), Some(3_000_000_000.0));
+    assert_eq!(value("f32_badc"), Some(23.5));
+    assert_eq!(value("f32_cdab"), Some(-7.25));
+    assert_eq!(value("i64"), Some(-9_000_000_000.0));
+    assert_eq!(latest["u64_cdab"]["raw"], "12345678901234");
+    assert_eq!(value("f64_dcba"), Some(1013.25));
+    assert_eq!(latest["label"]["raw"], "GROWROOM");
+    assert_eq!(latest["label"]["value"], Value::Null);
+    assert_eq!(value("supply_temp"), Some(21.5));
+    assert_eq!(latest["supply_temp"]["raw"], "215");
+    assert_eq!(latest["supply_temp"]["unit"], "°C");
+    assert_eq!(value("co2_ppm"), Some(777.0));
+    assert_eq!(value("fan_on"), Some(1.0));
+    assert_eq!(value("valve_open"), Some(0.0));
+    assert_eq!(value("door_closed"), Some(1.0));
+    assert_eq!(latest["i16"]["device"], "room1-hvac");
+    assert_eq!(latest["i16"]["quality"], "good");
+    let missing = &latest["missing"];
+    assert_eq!(missing["quality"], "bad");
+    assert_eq!(missing["value"], Value::Null);
+    let error = missing["error"].as_str().unwrap();
+    assert!(
+        error.contains("holding 500..501") && error.contains("exception"),
+        "{error}"
+    );
+    // Polled every 100 ms: the good tags keep coming.
+    let before = json_lines(&rows_file).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(json_lines(&rows_file).len() >= before + 30);
+}
+
+#[test]
+fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_then_good_again() {
+    let port = free_port();
+    let maps = tempfile::tempdir().unwrap();
+    let tags = maps.path().join("room1.toml");
+    std::fs::write(
+        &tags,
+        "[[tag]]\nname = \"supply_temp\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
+    )
+    .unwrap();
+    let mut engine = start_engine(&pipeline(port, &tags).replace(
+        "timeout = '300ms'",
+        "timeout = '300ms', poll_interval = '100ms'",
+    ));
+    let rows_file = engine.dir.path().join("rows.jsonl");
+    let quality = |rows_file: &Path| -> Vec<String> {
+        json_lines(rows_file)
+            .iter()
+            .map(|row| row["quality"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Nothing listens yet: bad rows that say why.
+    let latest = wait_for_tags(&rows_file, |latest| latest.contains_key("supply_temp"));
+    assert_eq!(latest["supply_temp"]["quality"], "bad");
+    assert!(
+        latest["supply_temp"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connecting to 127.0.0.1"),
+        "{latest:?}"
+    );
+    // The server comes up: good rows follow.
+    let server = Server::start(port);
+    wait_for_tags(&rows_file, |latest| {
+        latest["supply_temp"]["quality"] == "good"
+    });
+    // Killed mid-run: bad again; restarted: good again.
+    drop(server);
+    let bad_before = quality(&rows_file).iter().filter(|q| *q == "bad").count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quality(&rows_file).iter().filter(|q| *q == "bad").count() == bad_before {
+        assert!(Instant::now() < deadline, "no bad row after the kill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _server = Server::start(port);
+    let restarted = json_lines(&rows_file).len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = json_lines(&rows_file);
+        if rows[restarted..].iter().any(|row| row["quality"] == "good") {
+            assert_eq!(rows.last().unwrap()["value"].as_f64(), Some(21.5));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no good row after the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = engine.interrupt();
+    assert!(!log.contains("panicked"), "{log}");
+}
