@@ -39,3 +39,22 @@ CREATE MATERIALIZED VIEW zone_minute AS
 -- Each closed minute, once, as JSON lines.
 CREATE SINK zone_minute_out FROM zone_minute
   WITH (connector = 'file', path = 'out/zone_minute.jsonl', format = 'json');
+
+-- Room 1's PLC over Modbus TCP: a simulated one, started in-process and polled like a real
+-- device by the tag map in examples/plc/room1.toml (HVAC supply temperature and setpoint, CO2,
+-- lights, dehumidifier). Its readings are timed by the wall clock. docs/modbus.md.
+CREATE SOURCE plc (
+  device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE, unit TEXT, quality TEXT,
+  WATERMARK FOR ts AS ts - INTERVAL '2 seconds'
+) WITH (
+  connector = 'modbus',
+  simulate = 'true',
+  device = 'room1-plc',
+  tags = 'examples/plc/room1.toml'
+);
+
+-- The PLC's tags beside the sensors: each tag's latest reading, live on the dashboard.
+CREATE MATERIALIZED VIEW plc_tags AS
+  SELECT tag, max(ts) AS last_poll, count(*) AS polls, min(value) AS low, max(value) AS high
+  FROM plc WHERE quality = 'good'
+  GROUP BY tag;

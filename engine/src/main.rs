@@ -88,6 +88,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = vibelux::warehouse::OutputFormat::Table)]
         format: vibelux::warehouse::OutputFormat,
     },
+    /// Run a simulated device on its own, for pipelines and tools to talk to.
+    #[command(subcommand)]
+    Sim(Simulated),
+}
+
+#[derive(Subcommand)]
+enum Simulated {
+    /// A grow room's PLC as a Modbus TCP server: the registers of a tag map, moving like HVAC,
+    /// CO2 dosing and a dehumidifier would, and answering writes. Runs until Ctrl-C.
+    Plc {
+        /// The port to listen on (127.0.0.1).
+        #[arg(long, default_value_t = 5020)]
+        port: u16,
+        /// The tag map (TOML) that lays out the registers.
+        #[arg(long, default_value = "examples/plc/room1.toml")]
+        tags: PathBuf,
+        /// The Modbus unit id it answers to.
+        #[arg(long, default_value_t = 1)]
+        unit_id: u8,
+    },
 }
 
 fn main() {
@@ -110,6 +130,11 @@ fn main() {
             retention,
         } => run(&file, workers, run_for, http, retention),
         Command::Check { file } => check(&file),
+        Command::Sim(Simulated::Plc {
+            port,
+            tags,
+            unit_id,
+        }) => simulate_plc(port, &tags, unit_id),
         Command::Explain { file } => explain(&file),
         Command::Query {
             sql,
@@ -128,6 +153,34 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+fn simulate_plc(port: u16, tags: &Path, unit_id: u8) -> anyhow::Result<()> {
+    use vibelux_connectors::modbus::{plc_simulator, tags::TagMap};
+    let map = TagMap::load(tags, Duration::from_secs(1)).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        eprintln!(
+            "simulated PLC (unit {unit_id}, {} tags from {}) on {}; Ctrl-C stops it",
+            map.tags.len(),
+            tags.display(),
+            listener.local_addr()?
+        );
+        let room = plc_simulator::GrowRoom::new(std::sync::Arc::new(map));
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stopping = stop.clone();
+        ctrlc::set_handler(move || stopping.notify_one()).context("handling Ctrl-C")?;
+        tokio::select! {
+            _ = plc_simulator::serve(room, listener, unit_id) => {}
+            _ = stop.notified() => {}
+        }
+        Ok(())
+    })
 }
 
 fn check(file: &Path) -> anyhow::Result<()> {

@@ -297,3 +297,75 @@ fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_then_good_ag
     let log = engine.interrupt();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn the_simulated_plc_answers_a_third_party_client_and_follows_its_writes() {
+    let port = free_port();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut plc = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(repo)
+        .args(["sim", "plc", "--port", &port.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(plc.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.contains("simulated PLC (unit 1, 9 tags"), "{banner}");
+    // pymodbus reads the setpoint (22.0 °C in tenths), writes 18.0 °C and opens the CO2 valve;
+    // the supply temperature then falls toward the new setpoint.
+    let script = format!(
+        r#"
+import time
+from pymodbus.client import ModbusTcpClient
+c = ModbusTcpClient("127.0.0.1", port={port}); assert c.connect()
+before = c.read_holding_registers(0, count=2, device_id=1).registers
+assert before[1] == 220, before
+assert not c.write_register(1, 180, device_id=1).isError()
+assert not c.write_coil(1, True, device_id=1).isError()
+assert c.write_register(500, 1, device_id=1).isError(), "beyond the map"
+time.sleep(3)
+after = c.read_holding_registers(0, count=2, device_id=1).registers
+assert after[1] == 180 and after[0] < before[0], (before, after)
+print("ok", before[0], after[0])
+"#
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let _ = plc.kill();
+    let _ = plc.wait();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_pipeline_polls_an_in_process_simulated_plc() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tags = repo.join("examples/plc/room1.toml");
+    let engine = start_engine(&format!(
+        "CREATE SOURCE plc (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE, raw TEXT, unit TEXT,
+           quality TEXT, WATERMARK FOR ts AS ts)
+         WITH (connector = 'modbus', simulate = 'true', tags = '{}', poll_interval = '100ms');
+         CREATE SINK rows FROM plc WITH (connector = 'file', path = 'rows.jsonl');",
+        tags.display()
+    ));
+    let latest = wait_for_tags(&engine.dir.path().join("rows.jsonl"), |latest| {
+        latest.len() == 9
+    });
+    assert_eq!(latest["supply_setpoint"]["value"].as_f64(), Some(22.0));
+    assert_eq!(latest["supply_setpoint"]["unit"], "°C");
+    assert_eq!(latest["hvac_model"]["raw"], "VLX-HVAC");
+    assert_eq!(latest["light_pct"]["value"].as_f64(), Some(100.0));
+    assert!(
+        latest.values().all(|row| row["quality"] == "good"),
+        "{latest:#?}"
+    );
+    assert_eq!(latest["co2_ppm"]["device"], "plc");
+}

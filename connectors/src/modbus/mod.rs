@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod plan;
+pub mod plc_simulator;
 pub mod poller;
 pub mod source;
 pub mod tags;

@@ -35,6 +35,9 @@ pub struct DeviceConfig {
     pub pause: Duration,
     /// Close the connection after every poll (devices that hold few connections).
     pub close_after_poll: bool,
+    /// Poll a simulated grow-room PLC started in-process (on a loopback port) by this tag
+    /// map, instead of `host`/`port`.
+    pub simulate: bool,
 }
 
 /// How far a reading can be trusted.

@@ -113,6 +113,28 @@ fn poll_device(
             return;
         }
     };
+    let mut config = config;
+    if config.simulate {
+        // The simulated PLC runs on this thread's runtime and is polled over real Modbus TCP.
+        let started = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            let address = listener.local_addr()?;
+            let room = super::plc_simulator::GrowRoom::new(config.tags.clone());
+            tokio::spawn(super::plc_simulator::serve(room, listener, config.unit_id));
+            Ok::<_, std::io::Error>(address)
+        });
+        match started {
+            Ok(address) => {
+                tracing::info!(device = %config.name, %address, "simulated PLC started");
+                config.host = address.ip().to_string();
+                config.port = address.port();
+            }
+            Err(error) => {
+                tracing::error!(device = %config.name, %error, "cannot start the simulated PLC");
+                return;
+            }
+        }
+    }
     let device = config.name.clone();
     let stopping = stop.clone();
     let mut poller = Poller::new(config, move |readings: Vec<Reading>| {

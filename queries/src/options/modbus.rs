@@ -26,6 +26,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "request_per_tag",
     "pause",
     "close_after_poll",
+    "simulate",
     "allowed_lateness",
     "idle_timeout",
     "batch_size",
@@ -41,7 +42,17 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
 pub fn source(options: &mut Options, name: &str, layout: &RowLayout) -> SqlResult<DeviceConfig> {
     let what = "a 'modbus' source";
     super::fixed_columns::check(options, layout, "modbus", COLUMNS)?;
-    let (host, _) = options.required("host", what)?;
+    let simulate = options.parsed("simulate", parse_bool)?.unwrap_or(false);
+    let host = match options.take("host") {
+        Some((host, _)) => host,
+        None if simulate => "127.0.0.1".to_string(),
+        None => {
+            return Err(SqlError::new(
+                options.statement,
+                format!("{what} needs the option `host` (or simulate = 'true')"),
+            ));
+        }
+    };
     let port = options.parsed("port", number::<u16>)?.unwrap_or(502);
     let unit_id = options.parsed("unit_id", number::<u8>)?.unwrap_or(1);
     let interval = options
@@ -92,5 +103,6 @@ pub fn source(options: &mut Options, name: &str, layout: &RowLayout) -> SqlResul
         retries,
         pause,
         close_after_poll,
+        simulate,
     })
 }
