@@ -25,6 +25,7 @@ pub enum SinkTarget {
     Parquet(ParquetSinkConfig),
     Mqtt(MqttSinkConfig),
     Kafka(KafkaSinkConfig),
+    Modbus(crate::modbus::sink::ModbusSinkConfig),
 }
 
 impl SinkTarget {
@@ -36,6 +37,10 @@ impl SinkTarget {
             SinkTarget::Parquet(config) => format!("{} (parquet)", config.path.display()),
             SinkTarget::Mqtt(config) => format!("{} (mqtt)", config.broker.address()),
             SinkTarget::Kafka(config) => format!("kafka {} topic {}", config.brokers, config.topic),
+            SinkTarget::Modbus(config) => format!(
+                "modbus {}:{} unit {}",
+                config.device.host, config.device.port, config.device.unit_id
+            ),
         }
     }
 }

@@ -17,6 +17,7 @@ use vibelux_operators::row::{Row, Update};
 
 use crate::file_sink::{RowWriter, SinkError, SinkTarget};
 use crate::kafka::sink::KafkaProducer;
+use crate::modbus::sink::ModbusWriter;
 use crate::mqtt::sink::MqttPublisher;
 use crate::parquet_sink::ParquetWriter;
 
@@ -33,6 +34,7 @@ pub enum SinkWriter {
     Parquet(ParquetWriter),
     Mqtt(MqttPublisher),
     Kafka(KafkaProducer),
+    Modbus(ModbusWriter),
 }
 
 impl SinkWriter {
@@ -56,6 +58,9 @@ impl SinkWriter {
             SinkTarget::Kafka(config) => {
                 SinkWriter::Kafka(KafkaProducer::open(config.clone(), schema, changelog)?)
             }
+            SinkTarget::Modbus(config) => {
+                SinkWriter::Modbus(ModbusWriter::open(config.clone(), schema)?)
+            }
         })
     }
 
@@ -66,6 +71,7 @@ impl SinkWriter {
             SinkWriter::Parquet(writer) => writer.path().display().to_string(),
             SinkWriter::Mqtt(writer) => writer.describe().to_string(),
             SinkWriter::Kafka(writer) => writer.describe().to_string(),
+            SinkWriter::Modbus(writer) => writer.describe(),
         }
     }
 
@@ -76,6 +82,7 @@ impl SinkWriter {
             SinkWriter::Parquet(writer) => writer.write(row),
             SinkWriter::Mqtt(writer) => writer.write(row, insert),
             SinkWriter::Kafka(writer) => writer.write(row, insert),
+            SinkWriter::Modbus(writer) => writer.write(row, insert),
         }
     }
 
@@ -83,7 +90,7 @@ impl SinkWriter {
         match self {
             SinkWriter::Rows(writer) => writer.flush(),
             SinkWriter::Parquet(writer) => writer.flush(),
-            SinkWriter::Mqtt(_) | SinkWriter::Kafka(_) => Ok(()),
+            SinkWriter::Mqtt(_) | SinkWriter::Kafka(_) | SinkWriter::Modbus(_) => Ok(()),
         }
     }
 
@@ -93,6 +100,7 @@ impl SinkWriter {
             SinkWriter::Parquet(writer) => writer.commit(),
             SinkWriter::Mqtt(writer) => writer.finish(),
             SinkWriter::Kafka(writer) => writer.finish(),
+            SinkWriter::Modbus(writer) => writer.finish(),
         }
     }
 }

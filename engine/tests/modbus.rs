@@ -369,3 +369,72 @@ fn a_pipeline_polls_an_in_process_simulated_plc() {
     );
     assert_eq!(latest["co2_ppm"]["device"], "plc");
 }
+
+#[test]
+fn the_sink_writes_tags_by_the_map_verifies_them_and_refuses_read_only_ones() {
+    let port = free_port();
+    let _server = Server::start(port);
+    let maps = tempfile::tempdir().unwrap();
+    let tags = maps.path().join("room1.toml");
+    std::fs::write(&tags, TAGS).unwrap();
+    // The tailed file exists before the engine opens it.
+    let commands = maps.path().join("commands.jsonl");
+    std::fs::write(&commands, "").unwrap();
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE commands (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = '{}', mode = 'tail');
+         CREATE SINK plc_writes FROM commands
+           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{}',
+                 timeout = '500ms');",
+        commands.display(),
+        tags.display()
+    ));
+    engine.wait_for_log("Ctrl-C stops", 1);
+    std::fs::write(
+        &commands,
+        [
+            r#"{"tag": "supply_temp", "value": 19.5, "ts": "2026-06-01T00:00:01Z"}"#,
+            r#"{"tag": "f32_cdab", "value": 3.25, "ts": "2026-06-01T00:00:02Z"}"#,
+            r#"{"tag": "valve_open", "value": 1, "ts": "2026-06-01T00:00:03Z"}"#,
+            r#"{"tag": "co2_ppm", "value": 900, "ts": "2026-06-01T00:00:04Z"}"#,
+            r#"{"tag": "door_closed", "value": 0, "ts": "2026-06-01T00:00:05Z"}"#,
+            r#"{"tag": "i16", "value": 40000, "ts": "2026-06-01T00:00:06Z"}"#,
+            r#"{"tag": "no_such_tag", "value": 1, "ts": "2026-06-01T00:00:07Z"}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    engine.wait_for_log("modbus write refused", 4);
+    // pymodbus, not the engine, reads what was written.
+    let script = format!(
+        r#"
+from pymodbus.client import ModbusTcpClient
+c = ModbusTcpClient("127.0.0.1", port={port}); assert c.connect()
+print(c.read_holding_registers(30, count=1, device_id=1).registers[0])
+print(c.read_holding_registers(8, count=2, device_id=1).registers)
+print(c.read_coils(1, count=1, device_id=1).bits[0])
+print(c.read_holding_registers(0, count=1, device_id=1).registers[0])
+"#
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let read: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // 19.5 °C at scale 0.1 is 195; 3.25f32 is 0x40500000, registers swapped (CDAB); the coil
+    // is on; the int16 that 40000 does not fit keeps its -1234 (64302 as a register).
+    assert_eq!(read, ["195", "[0, 16464]", "True", "64302"], "{output:?}");
+    let log = engine.interrupt();
+    for reason in [
+        "tag `co2_ppm` is an input register: read-only",
+        "tag `door_closed` is a discrete input: read-only",
+        "tag `i16`: 40000 does not fit a int16",
+        "no tag `no_such_tag` in the tag map",
+    ] {
+        assert!(log.contains(reason), "{reason} in {log}");
+    }
+}

@@ -445,12 +445,13 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
         }
         "parquet" => SinkTarget::Parquet(parquet_config(options, schema)?),
         "mqtt" => SinkTarget::Mqtt(mqtt::sink(options, name, schema)?),
+        "modbus" => SinkTarget::Modbus(modbus::sink(options, name, schema)?),
         "kafka" => SinkTarget::Kafka(kafka::sink(options, schema)?),
         other => {
             return Err(SqlError::new(
                 position,
                 format!(
-                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt', 'kafka'"
+                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt', 'kafka', 'modbus'"
                 ),
             ));
         }
@@ -469,6 +470,7 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
             "row_group_rows",
         ],
         SinkTarget::Mqtt(_) => mqtt::SINK_OPTIONS,
+        SinkTarget::Modbus(_) => modbus::SINK_OPTIONS,
         SinkTarget::Kafka(_) => kafka::SINK_OPTIONS,
     };
     let what = connector_kind(&connector, "sink");

@@ -33,6 +33,16 @@ impl Register {
         matches!(self, Register::Coil | Register::Holding)
     }
 
+    /// The area as a phrase: "a coil", "an input register".
+    pub fn described(self) -> &'static str {
+        match self {
+            Register::Coil => "a coil",
+            Register::Discrete => "a discrete input",
+            Register::Holding => "a holding register",
+            Register::Input => "an input register",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Register::Coil => "coil",
@@ -282,8 +292,8 @@ impl Tag {
         };
         if entry.register.is_bits() && value_type != ValueType::Bool {
             return Err(here(format!(
-                "a {} holds one bit: its type is bool, not {}",
-                entry.register.name(),
+                "{} holds one bit: its type is bool, not {}",
+                entry.register.described(),
                 value_type.name()
             )));
         }

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::Schema;
 use vibelux_connectors::modbus::plan::Limits;
 use vibelux_connectors::modbus::poller::DeviceConfig;
+use vibelux_connectors::modbus::sink::ModbusSinkConfig;
 use vibelux_connectors::modbus::source::COLUMNS;
 use vibelux_connectors::modbus::tags::TagMap;
 use vibelux_connectors::payload::RowLayout;
@@ -38,26 +40,72 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
         .map_err(|_| format!("expected a whole number in range, found {text:?}"))
 }
 
+pub const SINK_OPTIONS: &[&str] = &[
+    "connector",
+    "host",
+    "port",
+    "unit_id",
+    "tags",
+    "device",
+    "timeout",
+    "tag_column",
+    "value_column",
+];
+
 /// A Modbus source `name` with rows laid out as `layout`.
 pub fn source(options: &mut Options, name: &str, layout: &RowLayout) -> SqlResult<DeviceConfig> {
-    let what = "a 'modbus' source";
     super::fixed_columns::check(options, layout, "modbus", COLUMNS)?;
-    let simulate = options.parsed("simulate", parse_bool)?.unwrap_or(false);
+    device(options, name, "a 'modbus' source", true)
+}
+
+/// A Modbus sink `name` writing rows of `schema`: each row a tag and a value.
+pub fn sink(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<ModbusSinkConfig> {
+    let device = device(options, name, "a 'modbus' sink", false)?;
+    let mut column = |key: &str, default: &str| -> SqlResult<usize> {
+        let (column, position) = options
+            .take(key)
+            .unwrap_or_else(|| (default.to_string(), options.statement));
+        schema.index_of(&column).map_err(|_| {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            SqlError::new(
+                position,
+                format!(
+                    "option `{key}`: the sink's rows have no column `{column}` ({})",
+                    names.join(", ")
+                ),
+            )
+        })
+    };
+    let tag_column = column("tag_column", "tag")?;
+    let value_column = column("value_column", "value")?;
+    Ok(ModbusSinkConfig {
+        device,
+        tag_column,
+        value_column,
+    })
+}
+
+/// The device, its tag map and the polling options.
+fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlResult<DeviceConfig> {
+    let simulate = polled && options.parsed("simulate", parse_bool)?.unwrap_or(false);
     let host = match options.take("host") {
         Some((host, _)) => host,
         None if simulate => "127.0.0.1".to_string(),
-        None => {
+        None if polled => {
             return Err(SqlError::new(
                 options.statement,
                 format!("{what} needs the option `host` (or simulate = 'true')"),
             ));
         }
+        None => options.required("host", what)?.0,
     };
     let port = options.parsed("port", number::<u16>)?.unwrap_or(502);
     let unit_id = options.parsed("unit_id", number::<u8>)?.unwrap_or(1);
-    let interval = options
-        .duration("poll_interval")?
-        .unwrap_or(Duration::from_secs(1));
+    let interval = match polled {
+        true => options.duration("poll_interval")?,
+        false => None,
+    }
+    .unwrap_or(Duration::from_secs(1));
     if interval < Duration::from_millis(10) {
         return Err(SqlError::new(
             options.statement,
@@ -75,34 +123,33 @@ pub fn source(options: &mut Options, name: &str, layout: &RowLayout) -> SqlResul
     let timeout = options
         .duration("timeout")?
         .unwrap_or(Duration::from_secs(1));
-    let retries = options.parsed("retries", number::<u32>)?.unwrap_or(1);
-    let gap_fill = options.parsed("gap_fill", number::<u16>)?.unwrap_or(0);
-    let per_tag = options
-        .parsed("request_per_tag", parse_bool)?
-        .unwrap_or(false);
-    let pause = options.duration("pause")?.unwrap_or(Duration::ZERO);
-    let close_after_poll = options
-        .parsed("close_after_poll", parse_bool)?
-        .unwrap_or(false);
     let device = options
         .take("device")
         .map(|(device, _)| device)
         .unwrap_or_else(|| name.to_string());
-    Ok(DeviceConfig {
+    let mut config = DeviceConfig {
         name: device,
         host,
         port,
         unit_id,
         tags: Arc::new(tags),
-        limits: Limits {
-            gap_fill,
-            per_tag,
-            ..Limits::default()
-        },
+        limits: Limits::default(),
         timeout,
-        retries,
-        pause,
-        close_after_poll,
+        retries: 1,
+        pause: Duration::ZERO,
+        close_after_poll: false,
         simulate,
-    })
+    };
+    if polled {
+        config.retries = options.parsed("retries", number::<u32>)?.unwrap_or(1);
+        config.limits.gap_fill = options.parsed("gap_fill", number::<u16>)?.unwrap_or(0);
+        config.limits.per_tag = options
+            .parsed("request_per_tag", parse_bool)?
+            .unwrap_or(false);
+        config.pause = options.duration("pause")?.unwrap_or(Duration::ZERO);
+        config.close_after_poll = options
+            .parsed("close_after_poll", parse_bool)?
+            .unwrap_or(false);
+    }
+    Ok(config)
 }
