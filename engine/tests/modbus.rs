@@ -438,3 +438,51 @@ print(c.read_holding_registers(0, count=1, device_id=1).registers[0])
         assert!(log.contains(reason), "{reason} in {log}");
     }
 }
+
+#[test]
+fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
+    let healthy_port = free_port();
+    let _healthy = Server::start(healthy_port);
+    // A device that accepts connections and then says nothing at all.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let maps = tempfile::tempdir().unwrap();
+    let tags = maps.path().join("one.toml");
+    std::fs::write(
+        &tags,
+        "[[tag]]\nname = \"supply_temp\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
+    )
+    .unwrap();
+    let source = |name: &str, port: u16| {
+        format!(
+            "CREATE SOURCE {name} (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE, quality TEXT,
+               error TEXT, WATERMARK FOR ts AS ts)
+             WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{}',
+                   poll_interval = '100ms', timeout = '2s', retries = '0');
+             CREATE SINK {name}_rows FROM {name} WITH (connector = 'file', path = '{name}.jsonl');",
+            tags.display()
+        )
+    };
+    let engine = start_engine(&(source("healthy", healthy_port) + &source("silent", silent_port)));
+    std::thread::sleep(Duration::from_secs(5));
+    let healthy = json_lines(&engine.dir.path().join("healthy.jsonl"));
+    let silent = json_lines(&engine.dir.path().join("silent.jsonl"));
+    // Every 100 ms for ~5 s, whatever the silent device does (its reads wait 2 s each).
+    assert!(healthy.len() >= 35, "{} healthy rows", healthy.len());
+    assert!(healthy.iter().all(|row| row["quality"] == "good"));
+    assert!(silent.len() <= 3, "{} silent rows", silent.len());
+    assert!(
+        silent.iter().all(|row| row["quality"] == "bad"
+            && row["error"]
+                .as_str()
+                .unwrap()
+                .contains("no answer within 2s")),
+        "{silent:?}"
+    );
+}
