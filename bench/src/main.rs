@@ -10,6 +10,7 @@
 
 mod kafka;
 mod live;
+mod modbus;
 mod mqtt;
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ enum Command {
     MqttIngest(mqtt::IngestArgs),
     /// Kafka ingest rate of a running engine (see `bench/kafka.sh`).
     KafkaIngest(kafka::IngestArgs),
+    /// Modbus polling: simulated PLCs here, one engine polling them all (see `bench/modbus.sh`).
+    ModbusPoll(modbus::PollArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Live(args) => live::run(args),
         Command::MqttIngest(args) => mqtt::ingest(args),
         Command::KafkaIngest(args) => kafka::ingest(args),
+        Command::ModbusPoll(args) => modbus::poll(args),
     }
 }
 
