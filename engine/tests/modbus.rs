@@ -239,7 +239,7 @@ fn every_type_and_byte_order_reads_right_and_exceptions_are_bad_rows() {
 }
 
 #[test]
-fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_then_good_again() {
+fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_stale_then_good_again() {
     let port = free_port();
     let maps = tempfile::tempdir().unwrap();
     let tags = maps.path().join("room1.toml");
@@ -274,14 +274,22 @@ fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_then_good_ag
     wait_for_tags(&rows_file, |latest| {
         latest["supply_temp"]["quality"] == "good"
     });
-    // Killed mid-run: bad again; restarted: good again.
+    // Killed mid-run: stale, with the last good value and the reason; restarted: good again.
     drop(server);
-    let bad_before = quality(&rows_file).iter().filter(|q| *q == "bad").count();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while quality(&rows_file).iter().filter(|q| *q == "bad").count() == bad_before {
-        assert!(Instant::now() < deadline, "no bad row after the kill");
+    while !quality(&rows_file).iter().any(|q| q == "stale") {
+        assert!(Instant::now() < deadline, "no stale row after the kill");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let stale = json_lines(&rows_file)
+        .into_iter()
+        .find(|row| row["quality"] == "stale")
+        .unwrap();
+    assert_eq!(stale["value"].as_f64(), Some(21.5), "{stale}");
+    assert!(
+        stale["error"].as_str().unwrap().contains("127.0.0.1"),
+        "{stale}"
+    );
     let _server = Server::start(port);
     let restarted = json_lines(&rows_file).len();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -44,8 +44,11 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quality {
     Good,
-    /// The read failed: exception reply, timeout or I/O error (see the reading's error).
+    /// The read failed (see the reading's error) and there is no earlier value to fall back on,
+    /// or the device refused the read with an exception reply.
     Bad,
+    /// The device could not be reached (timeout, I/O error): the value is the last good one.
+    Stale,
 }
 
 impl Quality {
@@ -53,6 +56,7 @@ impl Quality {
         match self {
             Quality::Good => "good",
             Quality::Bad => "bad",
+            Quality::Stale => "stale",
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct Poller<F: FnMut(Vec<Reading>)> {
     backoff: Duration,
     /// The last value reported per tag, for deadbands.
     reported: Vec<Option<(Quality, Option<f64>)>>,
+    /// The last good value read per tag, carried by `stale` readings.
+    last_good: Vec<Option<RawValue>>,
     deliver: F,
 }
 
@@ -106,6 +112,7 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
             reconnect_at: Instant::now(),
             backoff: Duration::from_millis(100),
             reported: vec![None; tags],
+            last_good: vec![None; tags],
             deliver,
         }
     }
@@ -175,11 +182,11 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
             let outcome = loop {
                 match self.read(request).await {
                     Ok(values) => break Ok(values),
-                    Err(Failure::Exception(problem)) => break Err(problem),
+                    Err(Failure::Exception(problem)) => break Err((problem, false)),
                     Err(Failure::Connection(problem)) => {
                         self.disconnect().await;
                         if attempt >= self.config.retries || Instant::now() < self.reconnect_at {
-                            break Err(problem);
+                            break Err((problem, true));
                         }
                         attempt += 1;
                     }
@@ -189,6 +196,7 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
                 Ok(values) => {
                     for &index in &request.tags {
                         let raw = self.decode(index, request, &values);
+                        self.last_good[index] = Some(raw.clone());
                         readings.push(Reading {
                             tag: index,
                             polled_at,
@@ -198,13 +206,20 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
                         });
                     }
                 }
-                Err(problem) => {
-                    readings.extend(request.tags.iter().map(|&index| Reading {
-                        tag: index,
-                        polled_at,
-                        raw: None,
-                        quality: Quality::Bad,
-                        error: Some(problem.clone()),
+                Err((problem, unreachable)) => {
+                    readings.extend(request.tags.iter().map(|&index| {
+                        let last = self.last_good[index].clone().filter(|_| unreachable);
+                        Reading {
+                            tag: index,
+                            polled_at,
+                            quality: if last.is_some() {
+                                Quality::Stale
+                            } else {
+                                Quality::Bad
+                            },
+                            raw: last,
+                            error: Some(problem.clone()),
+                        }
                     }));
                 }
             }
