@@ -47,13 +47,14 @@ fi
 
 command -v cargo > /dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 
-# Tansu, a Kafka-compatible broker, built once (~10 min) into a cache outside the clone.
-export VIBELUX_TANSU=$tools/tansu/bin/tansu
+# Tansu, a Kafka-compatible broker, built once (~30 min) into a cache outside the clone, with
+# its SQLite storage so a test can restart it without losing topics or committed offsets.
+export VIBELUX_TANSU=$tools/tansu-libsql/bin/tansu
 if [ ! -x "$VIBELUX_TANSU" ]; then
   echo "building the Tansu Kafka broker for the Kafka tests (once; cached in $tools)"
-  CARGO_TARGET_DIR=$tools/tansu-target cargo install tansu --locked --features dynostore \
-    --root "$tools/tansu" --quiet
-  rm -rf "$tools/tansu-target"
+  CARGO_TARGET_DIR=$tools/tansu-libsql-target cargo install tansu --locked --features libsql \
+    --root "$tools/tansu-libsql" --quiet
+  rm -rf "$tools/tansu-libsql-target"
 fi
 # Debian installs the broker in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin"

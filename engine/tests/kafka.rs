@@ -156,3 +156,51 @@ fn a_broker_that_is_down_at_start_is_waited_for() {
     let log = engine.interrupt();
     assert!(log.contains("kafka consumer error; retrying"), "{log}");
 }
+
+#[test]
+fn consumption_resumes_across_a_broker_restart_and_then_an_engine_restart() {
+    let mut broker = Tansu::start();
+    let bootstrap = broker.bootstrap();
+    broker.peer(&["create", "readings", "2"]);
+    broker.peer(&["produce", "readings", "0", "3000"]);
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("first.jsonl");
+    let second = out.path().join("second.jsonl");
+    let mut engine = start_engine(&pipeline(&bootstrap, &first));
+    wait_for_lines(&first, 3000);
+    // The broker dies and comes back (its data on disk); the engine keeps running.
+    broker.restart(Duration::from_secs(1));
+    broker.peer(&["produce", "readings", "3000", "3000"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while received(&[&first]).len() < 6000 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 6000 after the broker restart",
+            received(&[&first]).len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Then the engine restarts: it resumes from the offsets the restarted broker holds.
+    let log = engine.terminate();
+    assert!(log.contains("stopping: sources close"), "{log}");
+    broker.peer(&["produce", "readings", "6000", "2000"]);
+    let mut engine = start_engine(&pipeline(&bootstrap, &second));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received(&[&first, &second]).len() < 8000 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 8000",
+            received(&[&first, &second]).len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    engine.interrupt();
+    let again = received(&[&second]);
+    assert_eq!(
+        again.len(),
+        2000,
+        "the second run read {} rows",
+        again.len()
+    );
+    assert_eq!(*again.keys().next().unwrap(), 6000);
+}

@@ -1,4 +1,5 @@
-//! A real Kafka-compatible broker (Tansu) on a free loopback port, and the Python Kafka peer.
+//! A real Kafka-compatible broker (Tansu) on a free loopback port, keeping its topics, messages
+//! and committed offsets in SQLite (so a restart loses nothing), and the Python Kafka peer.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Tansu {
     pub port: u16,
     child: Option<Child>,
+    /// Where the broker keeps its data (`tansu.db`).
+    dir: tempfile::TempDir,
 }
 
 /// The broker binary: `$VIBELUX_TANSU` (scripts/test.sh installs it and sets this), else `tansu`.
@@ -21,7 +24,11 @@ impl Tansu {
     }
 
     pub fn start_on(port: u16) -> Tansu {
-        let mut broker = Tansu { port, child: None };
+        let mut broker = Tansu {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
         broker.launch();
         broker
     }
@@ -40,7 +47,8 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -51,6 +59,17 @@ impl Tansu {
             assert!(Instant::now() < deadline, "tansu did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the broker (as a crash would) and starts it again on the same port and data after
+    /// `down`.
+    pub fn restart(&mut self, down: Duration) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::thread::sleep(down);
+        self.launch();
     }
 
     /// Runs the confluent-kafka peer (`tests/peers/kafka_peer.py`) with `args`; returns stdout.
