@@ -37,6 +37,8 @@ pub enum Record {
         raw: String,
         origin: String,
     },
+    /// A row about the input itself (a device's health), for `<source>_health`.
+    Status { row: Row },
 }
 
 /// The row of a `<source>_errors` relation: `reason`, `raw`, `origin`.
@@ -121,11 +123,13 @@ pub struct SourceTiming {
     pub batch_size: usize,
 }
 
-/// The three outputs of a source.
+/// The outputs of a source.
 pub struct SourceStreams<'scope> {
     pub rows: Stream<'scope, u64, Vec<Row>>,
     pub dead_letters: Stream<'scope, u64, Vec<Row>>,
     pub late_rows: Stream<'scope, u64, Vec<Row>>,
+    /// Rows about the input itself (`Record::Status`), for sources that have them.
+    pub status_rows: Stream<'scope, u64, Vec<Row>>,
 }
 
 /// Builds the operator reading `reader` on this worker.
@@ -146,7 +150,9 @@ pub fn read_source<'scope>(
     let (rows_output, rows) = builder.new_output();
     let (dead_output, dead_letters) = builder.new_output();
     let (late_output, late_rows) = builder.new_output();
+    let (status_output, status_rows) = builder.new_output();
     let mut rows_output = OutputBuilder::from(rows_output);
+    let mut status_output = OutputBuilder::from(status_output);
     let mut dead_output = OutputBuilder::from(dead_output);
     let mut late_output = OutputBuilder::from(late_output);
 
@@ -184,6 +190,7 @@ pub fn read_source<'scope>(
                 let mut admitted = Vec::with_capacity(records.len());
                 let mut late = Vec::new();
                 let mut dead = Vec::new();
+                let mut status = Vec::new();
                 for record in records.drain(..) {
                     match record {
                         Record::Row {
@@ -199,6 +206,7 @@ pub fn read_source<'scope>(
                             raw,
                             origin,
                         } => dead.push(dead_letter_row(reason, raw, origin)),
+                        Record::Status { row } => status.push(row),
                     }
                 }
                 metrics
@@ -228,6 +236,12 @@ pub fn read_source<'scope>(
                         .session(&caps[2])
                         .give_container(&mut late);
                 }
+                if !status.is_empty() {
+                    status_output
+                        .activate()
+                        .session(&caps[3])
+                        .give_container(&mut status);
+                }
             }
             match poll {
                 Poll::Ready => activator.activate(),
@@ -251,5 +265,6 @@ pub fn read_source<'scope>(
         rows,
         dead_letters,
         late_rows,
+        status_rows,
     }
 }

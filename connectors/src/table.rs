@@ -89,6 +89,8 @@ pub fn read_table<'scope>(
                         raw,
                         origin,
                     } => dead.push(dead_letter_row(reason, raw, origin)),
+                    // Tables are read from files, which have no status of their own.
+                    Record::Status { .. } => {}
                 }
             }
             metrics.rows.fetch_add(

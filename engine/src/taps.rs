@@ -68,6 +68,7 @@ pub enum Tapped {
     SourceRows(usize),
     SourceDeadLetters(usize),
     SourceLateRows(usize),
+    SourceHealth(usize),
     TableChanges(usize),
     TableDeadLetters(usize),
 }

@@ -248,10 +248,13 @@ fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_stale_then_g
         "[[tag]]\nname = \"supply_temp\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
     )
     .unwrap();
-    let mut engine = start_engine(&pipeline(port, &tags).replace(
-        "timeout = '300ms'",
-        "timeout = '300ms', poll_interval = '100ms'",
-    ));
+    let mut engine = start_engine(
+        &(pipeline(port, &tags).replace(
+            "timeout = '300ms'",
+            "timeout = '300ms', poll_interval = '100ms'",
+        ) + "CREATE SINK health FROM plc_health WITH (connector = 'file', path = 'health.jsonl');"),
+    );
+    let health_file = engine.dir.path().join("health.jsonl");
     let rows_file = engine.dir.path().join("rows.jsonl");
     let quality = |rows_file: &Path| -> Vec<String> {
         json_lines(rows_file)
@@ -304,6 +307,30 @@ fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_stale_then_g
     }
     let log = engine.interrupt();
     assert!(!log.contains("panicked"), "{log}");
+    // The device's health, a row per poll: down, up, down (failures counting), up again.
+    let health = json_lines(&health_file);
+    let states: Vec<bool> = health
+        .iter()
+        .map(|row| row["connected"].as_bool().unwrap())
+        .collect();
+    let mut changes = states.clone();
+    changes.dedup();
+    assert_eq!(changes, [false, true, false, true], "{health:?}");
+    let first = &health[0];
+    assert_eq!(first["device"], "room1-hvac");
+    assert_eq!(first["last_success"], Value::Null);
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("connecting to 127.0.0.1")
+    );
+    let down_again = states.iter().rposition(|up| !up).unwrap();
+    let row = &health[down_again];
+    assert!(row["failures"].as_i64().unwrap() >= 1, "{row}");
+    assert!(row["last_success"].is_string(), "{row}");
+    assert!(row["errors_total"].as_i64().unwrap() > row["failures"].as_i64().unwrap());
+    assert_eq!(health.last().unwrap()["failures"], 0);
 }
 
 #[test]

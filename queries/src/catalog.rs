@@ -56,6 +56,7 @@ impl Planner {
             EntryKind::Source { .. } => {
                 removed.push(format!("{name}_errors"));
                 removed.push(format!("{name}_late"));
+                removed.push(format!("{name}_health"));
             }
             EntryKind::Table => removed.push(format!("{name}_errors")),
             _ => {}

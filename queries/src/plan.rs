@@ -36,6 +36,10 @@ pub enum NodeKind {
     SourceLateRows {
         source: usize,
     },
+    /// Rows about the input itself: a Modbus device's health.
+    SourceHealth {
+        source: usize,
+    },
     /// Changes of a table (upserts by primary key turned into retractions and insertions).
     TableChanges {
         table: usize,
@@ -75,6 +79,7 @@ impl NodeKind {
             NodeKind::SourceRows { .. }
             | NodeKind::SourceDeadLetters { .. }
             | NodeKind::SourceLateRows { .. }
+            | NodeKind::SourceHealth { .. }
             | NodeKind::TableChanges { .. }
             | NodeKind::TableDeadLetters { .. } => Vec::new(),
             NodeKind::Calc { input, .. }
@@ -249,7 +254,8 @@ impl DataflowPlan {
             .filter_map(|node| match self.nodes[*node].kind {
                 NodeKind::SourceRows { source }
                 | NodeKind::SourceDeadLetters { source }
-                | NodeKind::SourceLateRows { source } => Some(source),
+                | NodeKind::SourceLateRows { source }
+                | NodeKind::SourceHealth { source } => Some(source),
                 _ => None,
             })
             .collect();

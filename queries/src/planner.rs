@@ -160,7 +160,7 @@ impl Planner {
         let name = source.name.value.to_ascii_lowercase();
         let name_position = Position::of(source.name.span.start);
         self.check_new_name(&name, name_position)?;
-        for suffix in ["_errors", "_late"] {
+        for suffix in ["_errors", "_late", "_health"] {
             self.check_new_name(&format!("{name}{suffix}"), name_position)?;
         }
         let simulated = source.options.iter().any(|option| {
@@ -317,6 +317,27 @@ impl Planner {
             .insert(format!("{name}_errors"), output(errors, errors_schema));
         self.entries
             .insert(format!("{name}_late"), output(late, node_schema));
+        if matches!(
+            self.plan.sources[index].connector,
+            SourceConnector::Modbus(_)
+        ) {
+            let health_schema = vibelux_connectors::modbus::source::health_schema();
+            let health = self.plan.add(PlanNode {
+                kind: NodeKind::SourceHealth { source: index },
+                schema: health_schema.clone(),
+                changes: Changes::AppendOnly,
+                window: None,
+                event_time: Some(1),
+                lateness_nanos: 0,
+                key: None,
+                label: format!("Health of {name}"),
+            });
+            self.entries
+                .insert(format!("{name}_health"), output(health, health_schema));
+            return Ok(Outcome::Done(format!(
+                "created source {name} (dead letters in {name}_errors, late rows in {name}_late, device health in {name}_health)"
+            )));
+        }
         Ok(Outcome::Done(format!(
             "created source {name} (dead letters in {name}_errors, late rows in {name}_late)"
         )))

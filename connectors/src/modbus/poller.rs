@@ -73,6 +73,29 @@ pub struct Reading {
     pub error: Option<String>,
 }
 
+/// The device's state after a poll, for `<source>_health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub polled_at: i64,
+    /// Every request of the poll reached the device (exception replies included).
+    pub connected: bool,
+    /// When a poll last reached the device (nanoseconds since the epoch).
+    pub last_success: Option<i64>,
+    /// Polls in a row that could not reach the device.
+    pub failures: u64,
+    /// Requests that failed since the source started.
+    pub errors_total: u64,
+    /// The last failure of this poll.
+    pub error: Option<String>,
+}
+
+/// One poll's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollResult {
+    pub readings: Vec<Reading>,
+    pub health: Health,
+}
+
 /// Why a read failed.
 enum Failure {
     /// The device answered with an exception: the connection is fine.
@@ -87,8 +110,8 @@ struct Group {
     requests: Vec<ReadRequest>,
 }
 
-/// The device's poller; `deliver` receives each poll's readings.
-pub struct Poller<F: FnMut(Vec<Reading>)> {
+/// The device's poller; `deliver` receives each poll's readings and the device's health.
+pub struct Poller<F: FnMut(PollResult)> {
     config: DeviceConfig,
     address: Option<SocketAddr>,
     context: Option<Context>,
@@ -99,10 +122,13 @@ pub struct Poller<F: FnMut(Vec<Reading>)> {
     reported: Vec<Option<(Quality, Option<f64>)>>,
     /// The last good value read per tag, carried by `stale` readings.
     last_good: Vec<Option<RawValue>>,
+    last_success: Option<i64>,
+    failures: u64,
+    errors_total: u64,
     deliver: F,
 }
 
-impl<F: FnMut(Vec<Reading>)> Poller<F> {
+impl<F: FnMut(PollResult)> Poller<F> {
     pub fn new(config: DeviceConfig, deliver: F) -> Self {
         let tags = config.tags.tags.len();
         Poller {
@@ -113,6 +139,9 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
             backoff: Duration::from_millis(100),
             reported: vec![None; tags],
             last_good: vec![None; tags],
+            last_success: None,
+            failures: 0,
+            errors_total: 0,
             deliver,
         }
     }
@@ -148,8 +177,8 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
                 .iter_mut()
                 .filter(|group| group.due <= Instant::now())
             {
-                let readings = self.poll(&group.requests).await;
-                (self.deliver)(readings);
+                let result = self.poll(&group.requests).await;
+                (self.deliver)(result);
                 // The next poll is due an interval after this one was; a poll that overran
                 // skips the missed slots rather than bursting.
                 group.due += group.every;
@@ -170,10 +199,12 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
         }
     }
 
-    /// Reads every request of a group; returns the readings to report.
-    async fn poll(&mut self, requests: &[ReadRequest]) -> Vec<Reading> {
+    /// Reads every request of a group; returns the readings to report and the health.
+    async fn poll(&mut self, requests: &[ReadRequest]) -> PollResult {
         let polled_at = now_nanos();
         let mut readings = Vec::new();
+        let mut reached = true;
+        let mut last_error = None;
         for (position, request) in requests.iter().enumerate() {
             if position > 0 && !self.config.pause.is_zero() {
                 tokio::time::sleep(self.config.pause).await;
@@ -207,6 +238,9 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
                     }
                 }
                 Err((problem, unreachable)) => {
+                    self.errors_total += 1;
+                    reached &= !unreachable;
+                    last_error = Some(problem.clone());
                     readings.extend(request.tags.iter().map(|&index| {
                         let last = self.last_good[index].clone().filter(|_| unreachable);
                         Reading {
@@ -225,7 +259,23 @@ impl<F: FnMut(Vec<Reading>)> Poller<F> {
             }
         }
         readings.retain(|reading| self.worth_reporting(reading));
-        readings
+        if reached {
+            self.last_success = Some(polled_at);
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+        }
+        PollResult {
+            readings,
+            health: Health {
+                polled_at,
+                connected: reached,
+                last_success: self.last_success,
+                failures: self.failures,
+                errors_total: self.errors_total,
+                error: last_error,
+            },
+        }
     }
 
     /// Report by exception: a good value within the tag's deadband of the last one reported

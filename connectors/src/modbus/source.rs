@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType as ArrowType, TimeUnit};
 use timely::scheduling::SyncActivator;
 use vibelux_operators::row::{Datum, Row};
 
-use super::poller::{DeviceConfig, Poller, Reading};
+use super::poller::{DeviceConfig, Health, PollResult, Poller, Reading};
 use crate::payload::RowLayout;
 use crate::source::{Poll, Record, SourceMetrics, SourceReader};
 
@@ -26,6 +26,21 @@ pub const COLUMNS: &[(&str, ArrowType)] = &[
     ("quality", ArrowType::Utf8),
     ("error", ArrowType::Utf8),
 ];
+
+/// The columns of `<source>_health`: one row per device per poll.
+pub fn health_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let timestamp = ArrowType::Timestamp(TimeUnit::Nanosecond, None);
+    Arc::new(Schema::new(vec![
+        Field::new("device", ArrowType::Utf8, true),
+        Field::new("ts", timestamp.clone(), true),
+        Field::new("connected", ArrowType::Boolean, true),
+        Field::new("last_success", timestamp, true),
+        Field::new("failures", ArrowType::Int64, true),
+        Field::new("errors_total", ArrowType::Int64, true),
+        Field::new("error", ArrowType::Utf8, true),
+    ]))
+}
 
 /// Polls waiting for the worker before the poller waits.
 const QUEUE: usize = 1024;
@@ -60,7 +75,7 @@ pub fn start(
         config.name.hash(&mut hasher);
         (hasher.finish() % peers as u64) as usize
     };
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Reading>>(QUEUE);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<PollResult>(QUEUE);
     let waker: Arc<OnceLock<SyncActivator>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
@@ -98,7 +113,7 @@ pub fn start(
 
 fn poll_device(
     config: DeviceConfig,
-    sender: SyncSender<Vec<Reading>>,
+    sender: SyncSender<PollResult>,
     waker: Arc<OnceLock<SyncActivator>>,
     stop: Arc<AtomicBool>,
     metrics: Arc<SourceMetrics>,
@@ -137,13 +152,14 @@ fn poll_device(
     }
     let device = config.name.clone();
     let stopping = stop.clone();
-    let mut poller = Poller::new(config, move |readings: Vec<Reading>| {
-        let failed = readings.iter().any(|reading| reading.error.is_some());
-        metrics.connected.store(!failed, Ordering::Relaxed);
-        if failed {
+    let mut poller = Poller::new(config, move |result: PollResult| {
+        metrics
+            .connected
+            .store(result.health.connected, Ordering::Relaxed);
+        if !result.health.connected {
             metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
         }
-        let mut batch = readings;
+        let mut batch = result;
         loop {
             match sender.try_send(batch) {
                 Ok(()) => break,
@@ -171,7 +187,7 @@ pub struct ModbusReader {
     device: Arc<DeviceConfig>,
     layout: RowLayout,
     columns: Vec<Option<usize>>,
-    queue: Option<Receiver<Vec<Reading>>>,
+    queue: Option<Receiver<PollResult>>,
     waker: Arc<OnceLock<SyncActivator>>,
     _guard: Arc<StopOnDrop>,
 }
@@ -206,6 +222,23 @@ impl ModbusReader {
     }
 }
 
+impl ModbusReader {
+    fn health_row(&self, health: &Health) -> Row {
+        vec![
+            Datum::Utf8(self.device.name.as_str().into()),
+            Datum::Timestamp(health.polled_at),
+            Datum::Boolean(health.connected),
+            health.last_success.map_or(Datum::Null, Datum::Timestamp),
+            Datum::Int64(health.failures as i64),
+            Datum::Int64(health.errors_total as i64),
+            health
+                .error
+                .as_deref()
+                .map_or(Datum::Null, |error| Datum::Utf8(error.into())),
+        ]
+    }
+}
+
 impl SourceReader for ModbusReader {
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
         let Some(queue) = &self.queue else {
@@ -213,12 +246,15 @@ impl SourceReader for ModbusReader {
         };
         let mut taken = 0;
         while taken < max_records {
-            let readings = match queue.try_recv() {
-                Ok(readings) => readings,
+            let result = match queue.try_recv() {
+                Ok(result) => result,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return Poll::Idle(Duration::from_secs(1)),
             };
-            for reading in &readings {
+            out.push(Record::Status {
+                row: self.health_row(&result.health),
+            });
+            for reading in &result.readings {
                 taken += 1;
                 out.push(match self.layout.finish(self.row(reading)) {
                     Ok((row, event_time)) => Record::Row {

@@ -45,6 +45,7 @@ pub(super) fn build_extension(
                 rows: taps.replay_rows(scope, Tapped::SourceRows(source)),
                 dead_letters: taps.replay_rows(scope, Tapped::SourceDeadLetters(source)),
                 late_rows: taps.replay_rows(scope, Tapped::SourceLateRows(source)),
+                status_rows: taps.replay_rows(scope, Tapped::SourceHealth(source)),
             };
             (source, streams)
         })

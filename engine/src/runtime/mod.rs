@@ -487,6 +487,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         Tapped::SourceDeadLetters(source),
                     );
                     taps.tap_rows(streams.late_rows.clone(), Tapped::SourceLateRows(source));
+                    taps.tap_rows(streams.status_rows.clone(), Tapped::SourceHealth(source));
                 }
                 for (&table, streams) in &table_streams {
                     taps.tap_updates(streams.changes.clone(), Tapped::TableChanges(table));
@@ -593,6 +594,9 @@ fn build_nodes<'scope>(
             }
             NodeKind::SourceLateRows { source } => {
                 Built::Rows(source_streams[source].late_rows.clone())
+            }
+            NodeKind::SourceHealth { source } => {
+                Built::Rows(source_streams[source].status_rows.clone())
             }
             NodeKind::Calc { input, calc } => match &built[input] {
                 Built::Windowed {
