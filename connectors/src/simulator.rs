@@ -570,6 +570,7 @@ mod tests {
                     row, event_time, ..
                 } => (row, event_time),
                 Record::Invalid { reason, .. } => panic!("{reason}"),
+                Record::Status { .. } => panic!("the simulator has no status rows"),
             })
             .collect()
     }
