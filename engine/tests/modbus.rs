@@ -521,3 +521,27 @@ fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
         "{silent:?}"
     );
 }
+
+#[test]
+fn one_based_addresses_read_the_same_registers() {
+    let port = free_port();
+    let _server = Server::start(port);
+    let maps = tempfile::tempdir().unwrap();
+    let tags = maps.path().join("manual.toml");
+    // Register 31 and coil 1 as a PLC manual counting from 1 names them.
+    std::fs::write(
+        &tags,
+        "[[tag]]\nname = \"supply_temp\"\nregister = \"holding\"\naddress = 31\nscale = 0.1\n\n\
+         [[tag]]\nname = \"fan_on\"\nregister = \"coil\"\naddress = 1\n",
+    )
+    .unwrap();
+    let engine = start_engine(
+        &pipeline(port, &tags)
+            .replace("timeout = '300ms'", "timeout = '300ms', address_base = '1'"),
+    );
+    let latest = wait_for_tags(&engine.dir.path().join("rows.jsonl"), |latest| {
+        latest.len() == 2
+    });
+    assert_eq!(latest["supply_temp"]["value"].as_f64(), Some(21.5));
+    assert_eq!(latest["fan_on"]["value"].as_f64(), Some(1.0));
+}

@@ -233,6 +233,20 @@ impl TagMap {
     }
 
     /// Parses a TOML tag map (a file's contents, or the `tags` option written inline).
+    /// Shifts addresses written 1-based (as many PLC manuals number coils and registers) to
+    /// the 0-based addresses on the wire.
+    pub fn one_based(mut self) -> Result<TagMap, String> {
+        for tag in &mut self.tags {
+            tag.address = tag.address.checked_sub(1).ok_or_else(|| {
+                format!(
+                    "tag `{}`: address 0 does not exist when addresses start at 1",
+                    tag.name
+                )
+            })?;
+        }
+        Ok(self)
+    }
+
     pub fn parse(text: &str, interval: Duration) -> Result<TagMap, String> {
         let file: File = toml::from_str(text).map_err(|error| {
             let message = error.message().trim();
@@ -381,6 +395,19 @@ mod tests {
         assert_eq!(map.tags[2].byte_order, ByteOrder::Abcd);
         assert_eq!(map.groups["fast"], Duration::from_millis(500));
         assert_eq!(map.groups[DEFAULT_GROUP], Duration::from_secs(1));
+    }
+
+    #[test]
+    fn one_based_addresses_shift_to_the_wire() {
+        let map = TagMap::parse(MAP, Duration::from_secs(1)).unwrap();
+        let shifted = map.clone().one_based().unwrap();
+        assert_eq!(shifted.tags[0].address, 99);
+        let zero = "[[tag]]\nname = 'z'\nregister = 'coil'\naddress = 0";
+        let problem = TagMap::parse(zero, Duration::from_secs(1))
+            .unwrap()
+            .one_based()
+            .unwrap_err();
+        assert!(problem.contains("address 0 does not exist"), "{problem}");
     }
 
     #[test]

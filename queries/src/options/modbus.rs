@@ -20,6 +20,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "port",
     "unit_id",
     "tags",
+    "address_base",
     "device",
     "poll_interval",
     "timeout",
@@ -46,6 +47,7 @@ pub const SINK_OPTIONS: &[&str] = &[
     "port",
     "unit_id",
     "tags",
+    "address_base",
     "device",
     "timeout",
     "tag_column",
@@ -112,6 +114,17 @@ fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlRes
             "option `poll_interval` must be at least 10 ms",
         ));
     }
+    let base = match options.take("address_base") {
+        None => 0,
+        Some((text, _)) if text.trim() == "0" => 0,
+        Some((text, _)) if text.trim() == "1" => 1,
+        Some((text, position)) => {
+            return Err(SqlError::new(
+                position,
+                format!("option `address_base`: expected 0 or 1, found {text:?}"),
+            ));
+        }
+    };
     let (tags_text, tags_position) = options.required("tags", what)?;
     // A tag map inline (TOML with [[tag]] tables), or the path of a TOML file.
     let tags = if tags_text.contains("[[tag]]") {
@@ -119,6 +132,10 @@ fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlRes
     } else {
         TagMap::load(std::path::Path::new(&tags_text), interval)
     }
+    .and_then(|map| match base {
+        1 => map.one_based(),
+        _ => Ok(map),
+    })
     .map_err(|problem| SqlError::new(tags_position, format!("option `tags`: {problem}")))?;
     let timeout = options
         .duration("timeout")?
