@@ -195,12 +195,25 @@ fn wait_for_tags(
 
 #[test]
 fn every_type_and_byte_order_reads_right_and_exceptions_are_bad_rows() {
+    reads_every_type("");
+}
+
+#[test]
+fn device_quirks_read_the_same_values() {
+    reads_every_type(", request_per_tag = 'true', close_after_poll = 'true', pause = '2ms'");
+    reads_every_type(", gap_fill = '10'");
+}
+
+/// Polls the pymodbus map with the given extra options and checks every value.
+fn reads_every_type(options: &str) {
     let port = free_port();
     let _server = Server::start(port);
     let maps = tempfile::tempdir().unwrap();
     let tags = maps.path().join("room1.toml");
     std::fs::write(&tags, TAGS).unwrap();
-    let engine = start_engine(&pipeline(port, &tags));
+    let engine = start_engine(
+        &pipeline(port, &tags).replace("timeout = '300ms'", &format!("timeout = '300ms'{options}")),
+    );
     let rows_file = engine.dir.path().join("rows.jsonl");
     let latest = wait_for_tags(&rows_file, |latest| latest.len() == 16);
     let value = |tag: &str| latest[tag]["value"].as_f64();
