@@ -73,7 +73,7 @@ impl BrokerConfig {
 
     /// The TLS transport, from the certificate files (read now, so a missing file is an error
     /// at start rather than a reconnect loop).
-    fn transport(tls: &TlsFiles) -> Result<Transport, String> {
+    pub(crate) fn transport(tls: &TlsFiles) -> Result<Transport, String> {
         let read = |path: &std::path::Path| {
             std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))
         };

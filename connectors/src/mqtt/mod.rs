@@ -9,6 +9,7 @@
 //! alives, reconnects with backoff) whatever the dataflow workers are doing.
 
 pub mod broker;
+pub mod link;
 pub mod sink;
 pub mod source;
 pub mod topic;

@@ -15,11 +15,12 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Connection, Event, Packet, Publish, QoS, RecvTimeoutError};
+use rumqttc::QoS;
 use timely::scheduling::SyncActivator;
 use vibelux_operators::row::{Datum, Row};
 
 use crate::mqtt::broker::{Backoff, BrokerConfig};
+use crate::mqtt::link::{self, LinkClient, LinkConnection, LinkEvent, Protocol, Received, Will};
 use crate::mqtt::topic::TopicPattern;
 use crate::payload::{MessageFormat, RowLayout, parse_text};
 use crate::source::{Poll, Record, SourceMetrics, SourceReader};
@@ -45,11 +46,12 @@ pub struct MqttSourceConfig {
     pub qos: QoS,
     pub payload: MessageFormat,
     pub event_time: EventTimeFrom,
+    pub protocol: Protocol,
 }
 
 /// A message on its way to a worker.
 pub struct MqttMessage {
-    pub publish: Publish,
+    pub publish: Received,
     /// When the client received it (nanoseconds since the epoch).
     pub received_nanos: i64,
 }
@@ -71,6 +73,7 @@ pub struct Subscription {
     /// A retained presence message published on every connection, with its opposite left
     /// with the broker as the client's will.
     pub presence: Option<Presence>,
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone)]
@@ -88,15 +91,13 @@ fn route_by_topic(topic: &str, hasher: &mut DefaultHasher) {
 /// Publishes commands (QoS 0, not retained) on the source's own connection.
 #[derive(Clone)]
 pub struct Commands {
-    client: Client,
+    client: LinkClient,
 }
 
 impl Commands {
     /// Queues the message; `false` if the client's queue is full or closed.
     pub fn publish(&self, topic: String, payload: Vec<u8>) -> bool {
-        self.client
-            .try_publish(topic, QoS::AtMostOnce, false, payload)
-            .is_ok()
+        self.client.publish(topic, QoS::AtMostOnce, false, payload)
     }
 }
 
@@ -130,6 +131,7 @@ pub fn subscribe(
         qos: config.qos,
         route: route_by_topic,
         presence: None,
+        protocol: config.protocol,
     };
     let config = Arc::new(config);
     subscribe_with(
@@ -156,19 +158,14 @@ pub fn subscribe_with(
 ) -> std::io::Result<Vec<MqttReader>> {
     let peers = peers.max(1);
     metrics.networked.store(true, Ordering::Relaxed);
-    let mut options = subscription
-        .broker
-        .client_options(true)
+    let will = subscription.presence.as_ref().map(|presence| Will {
+        topic: presence.topic.clone(),
+        payload: presence.offline.clone(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    });
+    let (client, connection) = link::open(&subscription.broker, subscription.protocol, true, will)
         .map_err(|problem| std::io::Error::other(format!("source {name}: {problem}")))?;
-    if let Some(presence) = &subscription.presence {
-        options.set_last_will(rumqttc::LastWill::new(
-            presence.topic.clone(),
-            presence.offline.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    }
-    let (client, connection) = Client::new(options, 4096);
     let commands = Commands {
         client: client.clone(),
     };
@@ -213,7 +210,7 @@ pub fn subscribe_with(
 struct Session {
     name: String,
     subscription: Subscription,
-    client: Client,
+    client: LinkClient,
     queues: Vec<SyncSender<MqttMessage>>,
     wakers: Vec<Arc<OnceLock<SyncActivator>>>,
     acks: Receiver<u16>,
@@ -223,58 +220,50 @@ struct Session {
 }
 
 impl Session {
-    fn run(&mut self, mut connection: Connection) {
+    fn run(&mut self, mut connection: LinkConnection) {
         let mut backoff = Backoff::new();
         let filter = self.subscription.filter.clone();
         let mut failures = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             self.send_acks();
-            match connection.recv_timeout(Duration::from_millis(50)) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+            match connection.recv(Duration::from_millis(50)) {
+                LinkEvent::Idle | LinkEvent::Other | LinkEvent::Disconnected => {}
+                LinkEvent::Closed => break,
+                LinkEvent::Connected { session_present } => {
                     backoff.reset();
                     failures = 0;
                     self.metrics.connected.store(true, Ordering::Relaxed);
                     tracing::debug!(
                         source = %self.name,
                         broker = %self.subscription.broker.address(),
-                        session_present = ack.session_present,
+                        session_present,
                         "mqtt connected"
                     );
                     if let Some(presence) = &self.subscription.presence
-                        && let Err(error) = self.client.try_publish(
+                        && !self.client.publish(
                             presence.topic.clone(),
                             QoS::AtLeastOnce,
                             true,
                             presence.online.clone(),
                         )
                     {
-                        tracing::warn!(source = %self.name, %error, "publishing presence failed");
+                        tracing::warn!(source = %self.name, "publishing presence failed");
                     }
                     // Always subscribe: a broker that lost its sessions (no persistence) has
                     // forgotten the subscription; one that kept it treats this as a no-op.
-                    if let Err(error) = self
-                        .client
-                        .try_subscribe(filter.clone(), self.subscription.qos)
-                    {
+                    if let Err(error) = self.client.subscribe(&filter, self.subscription.qos) {
                         tracing::warn!(source = %self.name, %error, "mqtt subscribe failed");
                     }
                 }
-                Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
-                    let refused = ack
-                        .return_codes
-                        .iter()
-                        .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure));
+                LinkEvent::Subscribed { refused } => {
                     if refused {
                         tracing::error!(source = %self.name, topic = %filter, "the broker refused the subscription");
                     } else {
                         tracing::info!(source = %self.name, broker = %self.subscription.broker.address(), topic = %filter, "mqtt subscribed");
                     }
                 }
-                Ok(Ok(Event::Incoming(Packet::Publish(publish)))) => self.hand_off(publish),
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
+                LinkEvent::Message(publish) => self.hand_off(publish),
+                LinkEvent::Failed(error) => {
                     self.metrics.connected.store(false, Ordering::Relaxed);
                     self.metrics
                         .connection_errors
@@ -294,7 +283,7 @@ impl Session {
     }
 
     /// Queues a message for the worker that owns its topic.
-    fn hand_off(&mut self, publish: Publish) {
+    fn hand_off(&mut self, publish: Received) {
         let mut hasher = DefaultHasher::new();
         (self.subscription.route)(&publish.topic, &mut hasher);
         let worker = (hasher.finish() % self.queues.len() as u64) as usize;
@@ -331,9 +320,7 @@ impl Session {
     fn send_acks(&mut self) {
         self.unsent_acks.extend(self.acks.try_iter());
         while let Some(&pkid) = self.unsent_acks.front() {
-            let mut stub = Publish::new("", QoS::AtLeastOnce, Vec::new());
-            stub.pkid = pkid;
-            if self.client.try_ack(&stub).is_err() {
+            if !self.client.ack(pkid) {
                 break;
             }
             self.unsent_acks.pop_front();
@@ -350,24 +337,23 @@ impl Session {
 
     /// Sends the last acknowledgements, then disconnects, so the broker does not redeliver
     /// what the engine took in.
-    fn close(&mut self, mut connection: Connection) {
+    fn close(&mut self, mut connection: LinkConnection) {
         self.send_acks();
         // A clean disconnect does not trigger the will: say it ourselves.
         if let Some(presence) = &self.subscription.presence {
-            let _ = self.client.try_publish(
+            self.client.publish(
                 presence.topic.clone(),
                 QoS::AtLeastOnce,
                 true,
                 presence.offline.clone(),
             );
         }
-        let _ = self.client.try_disconnect();
+        self.client.disconnect();
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             self.send_acks();
-            match connection.recv_timeout(Duration::from_millis(50)) {
-                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => break,
-                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
+            match connection.recv(Duration::from_millis(50)) {
+                LinkEvent::Disconnected | LinkEvent::Failed(_) | LinkEvent::Closed => break,
                 _ => {}
             }
         }

@@ -46,6 +46,7 @@ pub struct SparkplugSourceConfig {
     pub host_id: Option<String>,
     /// Ask nodes to rebirth when their data cannot be read (on by default).
     pub rebirth: bool,
+    pub protocol: crate::mqtt::link::Protocol,
 }
 
 /// Connects as a host application and returns one reader per worker.
@@ -75,6 +76,7 @@ pub fn subscribe(
         qos: config.qos,
         route: topic::route_by_edge_node,
         presence,
+        protocol: config.protocol,
     };
     let columns: Vec<Option<usize>> = COLUMNS
         .iter()

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::Schema;
 use vibelux_connectors::mqtt::broker::{BrokerConfig, QoS, TlsFiles, parse_qos};
+use vibelux_connectors::mqtt::link::Protocol;
 use vibelux_connectors::mqtt::sink::MqttSinkConfig;
 use vibelux_connectors::mqtt::source::{EventTimeFrom, MqttSourceConfig};
 use vibelux_connectors::mqtt::topic::{TopicPattern, TopicTemplate};
@@ -18,6 +19,8 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "url",
     "topic",
     "qos",
+    "protocol",
+    "session_expiry",
     "client_id",
     "clean_session",
     "username",
@@ -104,6 +107,35 @@ pub(super) fn broker(
     })
 }
 
+/// `protocol = '3.1.1' | '5'`, and with MQTT 5 `session_expiry` (how long the broker keeps the
+/// session of a disconnected engine; default one day).
+pub(super) fn protocol(options: &mut Options) -> SqlResult<Protocol> {
+    let protocol = match options.take("protocol") {
+        None => "3.1.1".to_string(),
+        Some((text, position)) => match text.trim() {
+            "3.1.1" | "3" | "4" => "3.1.1".to_string(),
+            "5" | "5.0" => "5".to_string(),
+            other => {
+                return Err(SqlError::new(
+                    position,
+                    format!("option `protocol`: expected '3.1.1' or '5', found {other:?}"),
+                ));
+            }
+        },
+    };
+    let expiry = options.duration("session_expiry")?;
+    match (protocol.as_str(), expiry) {
+        ("5", expiry) => Ok(Protocol::V5 {
+            session_expiry: expiry.unwrap_or(Duration::from_secs(24 * 3600)),
+        }),
+        (_, Some(_)) => Err(SqlError::new(
+            options.statement,
+            "option `session_expiry` needs protocol = '5' (MQTT 3.1.1 sessions last as the broker decides)",
+        )),
+        _ => Ok(Protocol::V311),
+    }
+}
+
 /// `tls_ca`, `tls_client_cert`, `tls_client_key`: PEM files, checked to exist now.
 fn tls_files(options: &mut Options, tls: bool) -> SqlResult<Option<TlsFiles>> {
     let mut file = |key: &str| -> SqlResult<Option<std::path::PathBuf>> {
@@ -157,6 +189,7 @@ pub fn source(
     let qos = options
         .parsed("qos", parse_qos)?
         .unwrap_or(QoS::AtLeastOnce);
+    let protocol = protocol(options)?;
     let from_topic: Vec<usize> = topic.columns().collect();
     let payload = message_format(options, layout, &from_topic)?;
     let raw = matches!(payload, MessageFormat::Raw { .. });
@@ -186,6 +219,7 @@ pub fn source(
         qos,
         payload,
         event_time,
+        protocol,
     })
 }
 

@@ -12,6 +12,8 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "url",
     "group",
     "qos",
+    "protocol",
+    "session_expiry",
     "host_id",
     "rebirth",
     "client_id",
@@ -66,11 +68,13 @@ pub fn source(
         other => other.map(|(id, _)| id),
     };
     let rebirth = options.parsed("rebirth", parse_bool)?.unwrap_or(true);
+    let protocol = super::mqtt::protocol(options)?;
     Ok(SparkplugSourceConfig {
         broker,
         group,
         qos,
         host_id,
         rebirth,
+        protocol,
     })
 }
