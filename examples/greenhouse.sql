@@ -22,9 +22,11 @@ CREATE SOURCE readings (
   seed = '7'
 );
 
--- Plausible readings only, with Fahrenheit for the US growers.
+-- Plausible readings only, with Fahrenheit for the US growers, and what growers steer by:
+-- air VPD (kPa) and dew point (°C).
 CREATE VIEW climate AS
-  SELECT *, temp_c * 1.8 + 32 AS temp_f
+  SELECT *, temp_c * 1.8 + 32 AS temp_f,
+         vpd_air(temp_c, rh) AS vpd_kpa, dew_point(temp_c, rh) AS dew_point_c
   FROM readings
   WHERE rh BETWEEN 0 AND 100;
 
@@ -32,7 +34,8 @@ CREATE VIEW climate AS
 -- watermark passes the end of the minute.
 CREATE MATERIALIZED VIEW zone_minute AS
   SELECT zone, window_start, window_end,
-         avg(temp_c) AS temp_avg, max(co2_ppm) AS co2_max, count(*) AS n
+         avg(temp_c) AS temp_avg, avg(vpd_kpa) AS vpd_avg, max(dew_point_c) AS dew_point_max,
+         max(co2_ppm) AS co2_max, count(*) AS n
   FROM TUMBLE(climate, ts, INTERVAL '1 minute')
   GROUP BY zone, window_start, window_end;
 

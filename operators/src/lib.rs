@@ -3,7 +3,8 @@
 //! Each file is one family of timely operators, declared as an extension trait on streams:
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
 //! windows, [`aggregate`] maintains `GROUP BY` results and closes windows, [`join`] joins on
-//! keys, [`changes`] turns appends into updates and consolidates them. [`row`] and [`columnar`] define what flows along
+//! keys, [`changes`] turns appends into updates and consolidates them; [`cultivation`] holds the
+//! psychrometric formulas (VPD, dew point) that SQL functions evaluate. [`row`] and [`columnar`] define what flows along
 //! the edges and how it crosses into Arrow.
 
 pub mod accumulator;
@@ -11,6 +12,7 @@ pub mod aggregate;
 pub mod calc;
 pub mod changes;
 pub mod columnar;
+pub mod cultivation;
 pub mod join;
 pub mod row;
 pub mod session;

@@ -20,9 +20,16 @@ use datafusion::sql::sqlparser::ast;
 
 use crate::error::{Position, SqlError, SqlResult};
 
-/// DataFusion's function library and settings, shared by every statement.
+/// DataFusion's function library with Vibelux's own functions, and settings, shared by every
+/// statement.
 pub fn session_state() -> SessionState {
-    SessionStateBuilder::new().with_default_features().build()
+    use datafusion::execution::FunctionRegistry as _;
+    let mut state = SessionStateBuilder::new().with_default_features().build();
+    for function in crate::functions::cultivation_functions() {
+        // Replacing is not possible: these names are not DataFusion's.
+        let _ = state.register_udf(function);
+    }
+    state
 }
 
 /// Relations visible to one statement.

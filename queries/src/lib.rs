@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod context;
 pub mod error;
+pub mod functions;
 pub mod lowering;
 pub mod options;
 pub mod parser;

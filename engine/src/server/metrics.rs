@@ -198,6 +198,13 @@ impl Collector for RunCollector {
             "view",
             &updates,
         )?;
+        counter(
+            &mut encoder,
+            "vibelux_function_out_of_range",
+            "Inputs a cultivation function refused (out of range: NULL instead)",
+            "function",
+            &vibelux_operators::cultivation::out_of_range(),
+        )?;
         Ok(())
     }
 }
