@@ -32,6 +32,23 @@ pub enum AggregateFunction {
     FirstValue,
     /// The value with the greatest ordering key.
     LastValue,
+    /// `integral(value, ts)`: the trapezoidal integral over event time, value × seconds.
+    Integral,
+    /// `time_weighted_avg(value, ts)`: the integral divided by the time it spans.
+    TimeWeightedAvg,
+    /// `dli(ppfd, ts)`: the integral of PPFD (µmol/m²/s) in mol/m², the daily light integral
+    /// over a day's window.
+    Dli,
+    /// `rate_of_change(value, ts)`: (last − first) / elapsed seconds.
+    RateOfChange,
+}
+
+impl AggregateFunction {
+    /// Functions of a series ordered by event time: they keep every point.
+    pub fn is_time_weighted(self) -> bool {
+        use AggregateFunction::*;
+        matches!(self, Integral | TimeWeightedAvg | Dli | RateOfChange)
+    }
 }
 
 /// One aggregate of a `GROUP BY`: which function, over which input column.
@@ -89,6 +106,10 @@ impl Accumulator {
                 Accumulator::OrderedMultiset(BTreeMap::new())
             }
             FirstValue | LastValue => Accumulator::Ordered(None),
+            // A late point can land between two others: every point is kept.
+            Integral | TimeWeightedAvg | Dli | RateOfChange => {
+                Accumulator::OrderedMultiset(BTreeMap::new())
+            }
         }
     }
 
@@ -254,6 +275,9 @@ impl Accumulator {
                 .as_ref()
                 .map(|(_, v)| v.clone())
                 .unwrap_or(Datum::Null),
+            Accumulator::OrderedMultiset(values) if function.is_time_weighted() => {
+                time_weighted(function, values)
+            }
             Accumulator::OrderedMultiset(values) => {
                 let entry = if function == FirstValue {
                     values.keys().next()
@@ -263,6 +287,57 @@ impl Accumulator {
                 entry.map(|(_, v)| v.clone()).unwrap_or(Datum::Null)
             }
         }
+    }
+}
+
+/// The time-weighted functions over points ordered by event time (timestamps in nanoseconds).
+///
+/// Gap policy: consecutive readings are joined by a straight line, however far apart, and
+/// nothing is extrapolated before the first reading or after the last. A window's integral
+/// covers the span its readings cover. Several readings at one instant count as their mean.
+fn time_weighted(function: AggregateFunction, points: &BTreeMap<(Datum, Datum), i64>) -> Datum {
+    use AggregateFunction::*;
+    // (seconds, value), one per instant.
+    let mut series: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+    let mut instant: Option<(i64, f64, i64)> = None; // nanos, sum, count
+    for ((order, value), &count) in points {
+        let (Some(nanos), Some(value)) = (order.as_timestamp_nanos(), value.as_f64()) else {
+            continue;
+        };
+        if count <= 0 {
+            continue;
+        }
+        match &mut instant {
+            Some((at, sum, n)) if *at == nanos => {
+                *sum += value * count as f64;
+                *n += count;
+            }
+            _ => {
+                if let Some((at, sum, n)) = instant {
+                    series.push((at as f64 / 1e9, sum / n as f64));
+                }
+                instant = Some((nanos, value * count as f64, count));
+            }
+        }
+    }
+    if let Some((at, sum, n)) = instant {
+        series.push((at as f64 / 1e9, sum / n as f64));
+    }
+    let (Some(first), Some(last)) = (series.first(), series.last()) else {
+        return Datum::Null;
+    };
+    let span = last.0 - first.0;
+    let integral: f64 = series
+        .windows(2)
+        .map(|pair| (pair[1].0 - pair[0].0) * (pair[0].1 + pair[1].1) / 2.0)
+        .sum();
+    match function {
+        Integral => Datum::Float64(integral),
+        Dli => Datum::Float64(integral / 1e6),
+        TimeWeightedAvg if span > 0.0 => Datum::Float64(integral / span),
+        TimeWeightedAvg => Datum::Float64(first.1),
+        RateOfChange if span > 0.0 => Datum::Float64((last.1 - first.1) / span),
+        _ => Datum::Null,
     }
 }
 
@@ -291,6 +366,43 @@ fn add_to_multiset<K: Ord>(values: &mut BTreeMap<K, i64>, key: K, diff: i64) {
 mod tests {
     use super::*;
     use AggregateFunction::*;
+
+    fn series(function: AggregateFunction, points: &[(i64, f64, i64)]) -> Datum {
+        let mut accumulator = Accumulator::new(function, false);
+        for (seconds, value, diff) in points {
+            let ts = Datum::Timestamp(seconds * 1_000_000_000);
+            accumulator.update(function, &Datum::Float64(*value), &ts, *diff);
+        }
+        accumulator.result(function)
+    }
+
+    #[test]
+    fn dli_of_900_micromoles_for_12_hours_is_38_88() {
+        let day = [(0, 900.0, 1), (6 * 3600, 900.0, 1), (12 * 3600, 900.0, 1)];
+        assert_eq!(series(Dli, &day), Datum::Float64(38.88));
+    }
+
+    #[test]
+    fn time_weighting_bridges_gaps_and_late_points_correct_it() {
+        // 10 for 60 s then a ramp to 20 over 60 s: integral 600 + 900.
+        let points = [(0, 10.0, 1), (60, 10.0, 1), (120, 20.0, 1)];
+        assert_eq!(series(Integral, &points), Datum::Float64(1500.0));
+        assert_eq!(series(TimeWeightedAvg, &points), Datum::Float64(12.5));
+        assert_eq!(series(RateOfChange, &points), Datum::Float64(10.0 / 120.0));
+        // A late point at 90 s, and its retraction, change the shape and back.
+        let late = [(0, 10.0, 1), (60, 10.0, 1), (120, 20.0, 1), (90, 10.0, 1)];
+        assert_eq!(series(Integral, &late), Datum::Float64(1350.0));
+        let retracted = [
+            (0, 10.0, 1),
+            (60, 10.0, 1),
+            (120, 20.0, 1),
+            (90, 10.0, 1),
+            (90, 10.0, -1),
+        ];
+        assert_eq!(series(Integral, &retracted), Datum::Float64(1500.0));
+        assert_eq!(series(RateOfChange, &[(5, 1.0, 1)]), Datum::Null);
+        assert_eq!(series(TimeWeightedAvg, &[(5, 7.0, 1)]), Datum::Float64(7.0));
+    }
 
     fn run(function: AggregateFunction, retracts: bool, updates: &[(f64, i64)]) -> Datum {
         let mut accumulator = Accumulator::new(function, retracts);

@@ -29,6 +29,9 @@ pub fn session_state() -> SessionState {
         // Replacing is not possible: these names are not DataFusion's.
         let _ = state.register_udf(function);
     }
+    for function in crate::functions::time_weighted_functions() {
+        let _ = state.register_udaf(function);
+    }
     state
 }
 

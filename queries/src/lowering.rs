@@ -320,6 +320,20 @@ impl<'a> Lowering<'a> {
                         Function::LastValue
                     }
                 }
+                "integral" | "time_weighted_avg" | "dli" | "rate_of_change" => {
+                    let ts = params.args.get(1).cloned().ok_or_else(|| {
+                        self.error(format!(
+                            "{name}(value, ts) needs the event time as its second argument: {shown}"
+                        ))
+                    })?;
+                    order = Some((ts, true));
+                    match name.as_str() {
+                        "integral" => Function::Integral,
+                        "time_weighted_avg" => Function::TimeWeightedAvg,
+                        "dli" => Function::Dli,
+                        _ => Function::RateOfChange,
+                    }
+                }
                 other => {
                     return Err(self.error(format!(
                         "aggregate function {other} is not supported in streaming views yet"
@@ -336,7 +350,15 @@ impl<'a> Lowering<'a> {
                 }
             };
             let order_by = match (function, order) {
-                (Function::FirstValue | Function::LastValue, Some((expr, _))) => {
+                (
+                    Function::FirstValue
+                    | Function::LastValue
+                    | Function::Integral
+                    | Function::TimeWeightedAvg
+                    | Function::Dli
+                    | Function::RateOfChange,
+                    Some((expr, _)),
+                ) => {
                     projections.push(expr);
                     Some(projections.len() - 1)
                 }
