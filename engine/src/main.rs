@@ -91,6 +91,23 @@ enum Command {
     /// Run a simulated device on its own, for pipelines and tools to talk to.
     #[command(subcommand)]
     Sim(Simulated),
+    /// Score a series for anomalies: reads `timestamp,value` CSV on stdin (a header line first)
+    /// and writes one score in [0, 1] per reading on stdout, flushed at once (empty while the
+    /// detector warms up), so it works in a pipe.
+    Score {
+        /// zscore, ewma or robust.
+        #[arg(long)]
+        detector: String,
+        /// A detector setting, `key=value` (window=60, alpha=0.1, history=200, recent=5).
+        #[arg(long = "option", value_parser = parse_key_value)]
+        options: Vec<(String, String)>,
+    },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .ok_or_else(|| format!("expected key=value, found {text:?}"))
 }
 
 #[derive(Subcommand)]
@@ -130,6 +147,7 @@ fn main() {
             retention,
         } => run(&file, workers, run_for, http, retention),
         Command::Check { file } => check(&file),
+        Command::Score { detector, options } => score(&detector, &options),
         Command::Sim(Simulated::Plc {
             port,
             tags,
@@ -153,6 +171,54 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// `vibelux score`: one line out per line in, each flushed, errors on stderr by line number.
+fn score(detector: &str, options: &[(String, String)]) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let mut scorer = vibelux_models::detector::Scorer::new(detector, options)?;
+    let stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let mut lines = stdin.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) => {
+            let header = header?;
+            if !header.to_ascii_lowercase().contains("value") {
+                anyhow::bail!("line 1: expected a header `timestamp,value`, found {header:?}");
+            }
+        }
+        None => return Ok(()),
+    }
+    writeln!(stdout, "score")?;
+    for (index, line) in lines {
+        let line = line?;
+        let parsed = (|| -> Result<(i64, f64), String> {
+            let (ts, value) = line.split_once(',').ok_or("expected `timestamp,value`")?;
+            let ts = vibelux_connectors::payload::parse_timestamp(ts.trim())
+                .map_err(|problem| format!("timestamp: {problem}"))?;
+            let value: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("value: expected a number, found {:?}", value.trim()))?;
+            Ok((ts, value))
+        })();
+        let score = match parsed {
+            Ok((ts, value)) => scorer.score(ts, value),
+            Err(problem) => {
+                eprintln!("line {}: {problem}", index + 1);
+                None
+            }
+        };
+        // A reader that went away (`| head`) ends the run without an error.
+        let written = match score {
+            Some(score) => writeln!(stdout, "{score:.6}"),
+            None => writeln!(stdout),
+        };
+        if written.and_then(|()| stdout.flush()).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 fn simulate_plc(port: u16, tags: &Path, unit_id: u8) -> anyhow::Result<()> {

@@ -1,0 +1,162 @@
+//! What every detector does, and how one is chosen by name with `key=value` options.
+
+use crate::calibration::Likelihood;
+use crate::{ewma::Ewma, robust::Robust, zscore::ZScore};
+
+/// An online detector of one series.
+pub trait Detector: Send {
+    /// Takes the next reading (event time in nanoseconds); returns its raw score, or `None`
+    /// while warming up.
+    fn update(&mut self, ts: i64, value: f64) -> Option<f64>;
+
+    /// Readings it needs before it scores.
+    fn warm_up(&self) -> usize;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DetectorError {
+    #[error("unknown detector `{0}`: use zscore, ewma or robust")]
+    Unknown(String),
+    #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
+    UnknownOption {
+        detector: String,
+        option: String,
+        known: String,
+    },
+    #[error("option `{option}`: {problem}")]
+    BadOption { option: String, problem: String },
+}
+
+fn number(
+    option: &str,
+    text: &str,
+    valid: impl Fn(f64) -> bool,
+    expected: &str,
+) -> Result<f64, DetectorError> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|value| valid(*value))
+        .ok_or_else(|| DetectorError::BadOption {
+            option: option.to_string(),
+            problem: format!("expected {expected}, found {text:?}"),
+        })
+}
+
+/// A detector with calibrated scores in [0, 1].
+pub struct Scorer {
+    detector: Box<dyn Detector>,
+    likelihood: Likelihood,
+}
+
+impl Scorer {
+    /// Builds the named detector (`zscore`, `ewma`, `robust`) with `options` (`window=60`,
+    /// `alpha=0.1`, and for every detector the calibration's `history` and `recent`).
+    pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
+        let known: &[&str] = match name {
+            "zscore" | "robust" => &["window", "history", "recent"],
+            "ewma" => &["alpha", "history", "recent"],
+            other => return Err(DetectorError::Unknown(other.to_string())),
+        };
+        let mut window = 60.0;
+        let mut alpha = 0.1;
+        let mut history = 200.0;
+        let mut recent = 5.0;
+        for (option, value) in options {
+            let whole = |v: f64| (2.0..=100_000.0).contains(&v) && v.fract() == 0.0;
+            match option.as_str() {
+                key if !known.contains(&key) => {
+                    return Err(DetectorError::UnknownOption {
+                        detector: name.to_string(),
+                        option: option.clone(),
+                        known: known.join(", "),
+                    });
+                }
+                "window" => window = number(option, value, whole, "a whole number from 2")?,
+                "alpha" => {
+                    alpha = number(
+                        option,
+                        value,
+                        |v| v > 0.0 && v < 1.0,
+                        "a number between 0 and 1",
+                    )?
+                }
+                "history" => history = number(option, value, whole, "a whole number from 2")?,
+                _ => {
+                    recent = number(
+                        option,
+                        value,
+                        |v| v >= 1.0 && v.fract() == 0.0,
+                        "a whole number from 1",
+                    )?
+                }
+            }
+        }
+        let detector: Box<dyn Detector> = match name {
+            "zscore" => Box::new(ZScore::new(window as usize)),
+            "robust" => Box::new(Robust::new(window as usize)),
+            _ => Box::new(Ewma::new(alpha)),
+        };
+        Ok(Scorer {
+            detector,
+            likelihood: Likelihood::new(history as usize, recent as usize),
+        })
+    }
+
+    /// The calibrated score of the next reading, or `None` while the detector or its
+    /// calibration warms up.
+    pub fn score(&mut self, ts: i64, value: f64) -> Option<f64> {
+        if !value.is_finite() {
+            return None;
+        }
+        let raw = self.detector.update(ts, value)?;
+        self.likelihood.update(raw)
+    }
+
+    /// Readings before the first score.
+    pub fn warm_up(&self) -> usize {
+        self.detector.warm_up() + self.likelihood.warm_up()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detectors_are_chosen_by_name_and_options_are_checked() {
+        assert!(Scorer::new("zscore", &[("window".into(), "30".into())]).is_ok());
+        assert_eq!(
+            Scorer::new("prophet", &[]).err(),
+            Some(DetectorError::Unknown("prophet".into()))
+        );
+        let wrong = Scorer::new("ewma", &[("window".into(), "30".into())])
+            .err()
+            .unwrap();
+        assert_eq!(
+            wrong.to_string(),
+            "detector `ewma` has no option `window` (it takes: alpha, history, recent)"
+        );
+        let bad = Scorer::new("ewma", &[("alpha".into(), "2".into())])
+            .err()
+            .unwrap();
+        assert!(bad.to_string().contains("between 0 and 1"));
+    }
+
+    #[test]
+    fn a_spike_scores_near_one_and_calm_readings_do_not() {
+        for name in ["zscore", "ewma", "robust"] {
+            let mut scorer = Scorer::new(name, &[]).unwrap();
+            let mut last = None;
+            for i in 0..400 {
+                // A daily-ish wobble with a little noise.
+                let value = 22.0 + (i as f64 / 20.0).sin() + ((i * 7919) % 13) as f64 * 0.02;
+                last = scorer.score(i * 60_000_000_000, value);
+            }
+            let calm = last.expect("warmed up");
+            let spike = scorer.score(400 * 60_000_000_000, 35.0).unwrap();
+            assert!(spike > 0.99, "{name}: spike {spike}");
+            assert!(calm < 0.95, "{name}: calm {calm}");
+        }
+    }
+}

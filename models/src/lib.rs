@@ -1,0 +1,16 @@
+//! Anomaly detectors for sensor series: online (one reading at a time), keyed per series by
+//! their user, with scores calibrated so that 0.99 means the same for every sensor.
+//!
+//! A detector ([`detector::Detector`]) turns each reading into a raw score, in its own units:
+//! how many deviations from normal. Raw scores are not comparable across sensors or detectors,
+//! so [`calibration::Likelihood`] maps each one to the probability that recent behaviour is
+//! unusual given the series' own recent raw scores. The detectors:
+//! - [`zscore`]: rolling mean and deviation;
+//! - [`ewma`]: exponentially weighted;
+//! - [`robust`]: median and MAD, which outliers cannot drag.
+
+pub mod calibration;
+pub mod detector;
+pub mod ewma;
+pub mod robust;
+pub mod zscore;
