@@ -1,10 +1,11 @@
-//! Calibration: raw scores to a likelihood in [0, 1], per series.
+//! Calibration: raw scores to a score in [0, 1], per series.
 //!
-//! The average of the last few raw scores is compared with the distribution of the series'
-//! raw scores over a longer history (its mean and deviation). The score is the normal CDF of
-//! the difference: the probability that recent behaviour is as unusual as it looks, given how
-//! this series usually scores. A noisy sensor and a quiet one both sit near 0.5 when normal,
-//! and 0.99 is as rare for one as for the other.
+//! A raw score is placed in the distribution of the series' own recent raw scores: the score is
+//! the fraction of the last `history` raw scores below the average of the last `recent` ones
+//! (ties count half). So 0.99 means "higher than 99% of what this series usually scores",
+//! whatever the sensor's noise and whatever the detector's units: the same for every sensor.
+//! The step function is distribution-free and past anomalies in the history cannot inflate a
+//! spread that would hide the next one.
 
 use std::collections::VecDeque;
 
@@ -18,7 +19,7 @@ impl Likelihood {
     pub fn new(history: usize, recent: usize) -> Self {
         Likelihood {
             history,
-            recent: recent.min(history),
+            recent: recent.clamp(1, history),
             raw: VecDeque::with_capacity(history + 1),
         }
     }
@@ -28,34 +29,22 @@ impl Likelihood {
         (self.history / 4).max(10).min(self.history)
     }
 
-    /// Takes the next raw score; returns the likelihood once warmed up.
+    /// Takes the next raw score; returns its calibrated score once warmed up.
     pub fn update(&mut self, raw: f64) -> Option<f64> {
-        let raw = if raw.is_finite() {
-            raw
-        } else {
-            f64::MAX.sqrt()
-        };
-        // The distribution is of the scores before this one.
-        let n = self.raw.len();
-        let ready = n >= self.warm_up();
-        let (mean, deviation) = if ready {
-            let mean = self.raw.iter().sum::<f64>() / n as f64;
-            let variance = self.raw.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n as f64;
-            (mean, variance.sqrt().max(1e-3))
-        } else {
-            (0.0, 1.0)
-        };
+        let raw = if raw.is_nan() { 0.0 } else { raw };
+        let ready = self.raw.len() >= self.warm_up();
+        let score = ready.then(|| {
+            let recent = (raw + self.raw.iter().rev().take(self.recent - 1).sum::<f64>())
+                / self.recent.min(self.raw.len() + 1) as f64;
+            let below = self.raw.iter().filter(|r| **r < recent).count() as f64;
+            let equal = self.raw.iter().filter(|r| **r == recent).count() as f64;
+            (below + equal / 2.0) / self.raw.len() as f64
+        });
         self.raw.push_back(raw);
         if self.raw.len() > self.history {
             self.raw.pop_front();
         }
-        if !ready {
-            return None;
-        }
-        let recent: f64 = self.raw.iter().rev().take(self.recent).sum::<f64>()
-            / self.recent.min(self.raw.len()) as f64;
-        let z = (recent - mean) / deviation;
-        Some(0.5 * libm::erfc(-z / std::f64::consts::SQRT_2))
+        score
     }
 }
 
@@ -73,7 +62,9 @@ mod tests {
         }
         let typical = last.unwrap();
         assert!((typical - 0.5).abs() < 0.01, "{typical}");
-        assert!(likelihood.update(50.0).unwrap() > 0.999);
+        assert_eq!(likelihood.update(50.0), Some(1.0));
+        // The outlier, now in the history, does not mask the next one.
+        assert_eq!(likelihood.update(40.0), Some(0.99));
         assert_eq!(Likelihood::new(100, 5).warm_up(), 25);
     }
 }

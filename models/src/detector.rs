@@ -43,6 +43,18 @@ fn number(
         })
 }
 
+/// The detectors, by name.
+pub const DETECTORS: [&str; 3] = ["zscore", "ewma", "robust"];
+
+/// The options a detector takes, or `None` for an unknown detector.
+pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "zscore" | "robust" => Some(&["window", "history", "recent"]),
+        "ewma" => Some(&["alpha", "history", "recent"]),
+        _ => None,
+    }
+}
+
 /// A detector with calibrated scores in [0, 1].
 pub struct Scorer {
     detector: Box<dyn Detector>,
@@ -53,15 +65,11 @@ impl Scorer {
     /// Builds the named detector (`zscore`, `ewma`, `robust`) with `options` (`window=60`,
     /// `alpha=0.1`, and for every detector the calibration's `history` and `recent`).
     pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
-        let known: &[&str] = match name {
-            "zscore" | "robust" => &["window", "history", "recent"],
-            "ewma" => &["alpha", "history", "recent"],
-            other => return Err(DetectorError::Unknown(other.to_string())),
-        };
+        let known = options_of(name).ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
         let mut window = 60.0;
         let mut alpha = 0.1;
-        let mut history = 200.0;
-        let mut recent = 5.0;
+        let mut history = 500.0;
+        let mut recent = 1.0;
         for (option, value) in options {
             let whole = |v: f64| (2.0..=100_000.0).contains(&v) && v.fract() == 0.0;
             match option.as_str() {
@@ -148,13 +156,13 @@ mod tests {
         for name in ["zscore", "ewma", "robust"] {
             let mut scorer = Scorer::new(name, &[]).unwrap();
             let mut last = None;
-            for i in 0..400 {
+            for i in 0..800 {
                 // A daily-ish wobble with a little noise.
                 let value = 22.0 + (i as f64 / 20.0).sin() + ((i * 7919) % 13) as f64 * 0.02;
                 last = scorer.score(i * 60_000_000_000, value);
             }
             let calm = last.expect("warmed up");
-            let spike = scorer.score(400 * 60_000_000_000, 35.0).unwrap();
+            let spike = scorer.score(800 * 60_000_000_000, 35.0).unwrap();
             assert!(spike > 0.99, "{name}: spike {spike}");
             assert!(calm < 0.95, "{name}: calm {calm}");
         }

@@ -8,9 +8,12 @@
 //! - [`zscore`]: rolling mean and deviation;
 //! - [`ewma`]: exponentially weighted;
 //! - [`robust`]: median and MAD, which outliers cannot drag.
+//!
+//! [`evaluation`] measures a detector against labelled data.
 
 pub mod calibration;
 pub mod detector;
+pub mod evaluation;
 pub mod ewma;
 pub mod robust;
 pub mod zscore;

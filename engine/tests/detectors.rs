@@ -1,0 +1,147 @@
+//! The anomaly detectors from the command line: `vibelux score` in a pipe (one flushed line
+//! out per line in, before stdin ends) and `vibelux evaluate` on a labelled series.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+#[test]
+fn scores_come_back_line_by_line_and_a_spike_scores_high() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["score", "--detector", "robust", "--option", "window=30"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    writeln!(stdin, "timestamp,value").unwrap();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "score");
+    let mut scores = Vec::new();
+    for i in 0..300 {
+        let value = 21.0 + (i as f64 / 10.0).sin() * 0.5 + ((i * 31) % 7) as f64 * 0.03;
+        let value = if i == 250 { 30.0 } else { value };
+        let minute = i % 60;
+        let hour = i / 60;
+        writeln!(stdin, "2026-06-01T{hour:02}:{minute:02}:00Z,{value}").unwrap();
+        stdin.flush().unwrap();
+        // The score of this line arrives while stdin is still open.
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        scores.push(line.trim().to_string());
+    }
+    writeln!(stdin, "2026-06-01T05:00:00Z,warm").unwrap();
+    stdin.flush().unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "\n", "a bad line still gets its (empty) line");
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("line 302: value: expected a number, found \"warm\""),
+        "{errors}"
+    );
+    assert!(
+        scores[..30].iter().all(String::is_empty),
+        "warm-up: {:?}",
+        &scores[..30]
+    );
+    let spike: f64 = scores[250].parse().unwrap();
+    assert!(spike > 0.99, "{spike}");
+    let calm: Vec<f64> = scores[220..250]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(
+        calm.iter().filter(|score| **score >= 0.99).count() <= 1,
+        "{calm:?}"
+    );
+}
+
+#[test]
+fn an_unknown_detector_is_refused_with_the_choices() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["score", "--detector", "prophet"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("unknown detector `prophet`: use zscore, ewma or robust")
+    );
+}
+
+#[test]
+fn evaluate_reports_precision_recall_and_time_to_detect_on_labelled_spikes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("labelled.csv");
+    let mut csv = String::from("timestamp,value,label\n");
+    for i in 0..600 {
+        let spike = [250, 400, 550].contains(&i);
+        let value = 21.0 + (i as f64 / 15.0).sin() * 0.5 + ((i * 31) % 7) as f64 * 0.03;
+        let value = if spike { value + 8.0 } else { value };
+        csv.push_str(&format!(
+            "2026-06-01T{:02}:{:02}:00Z,{value},{}\n",
+            i / 60,
+            i % 60,
+            u8::from(spike)
+        ));
+    }
+    std::fs::write(&input, csv).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .arg("evaluate")
+        .arg(&input)
+        .args([
+            "--detector",
+            "robust",
+            "--detector",
+            "zscore",
+            "--option",
+            "window=60",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("600 readings, 3 labelled anomalous; threshold 0.99"),
+        "{text}"
+    );
+    let robust = text
+        .lines()
+        .find(|line| line.starts_with("robust"))
+        .unwrap();
+    let cells: Vec<&str> = robust.split('|').map(str::trim).collect();
+    assert_eq!(cells[2], "1.000", "recall: {text}");
+    assert_eq!(cells[4], "3/3", "{text}");
+    assert_eq!(cells[5], "0 s", "{text}");
+    assert!(
+        text.lines().any(|line| line.starts_with("zscore")),
+        "{text}"
+    );
+    // A label that is neither 1/0 nor true/false names the line.
+    std::fs::write(
+        &input,
+        "timestamp,value,label\n2026-06-01T00:00:00Z,1,maybe\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .arg("evaluate")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("line 2: label: expected 1/0 or true/false, found \"maybe\"")
+    );
+}
