@@ -95,10 +95,11 @@ enum Command {
     /// and writes one score in [0, 1] per reading on stdout, flushed at once (empty while the
     /// detector warms up), so it works in a pipe.
     Score {
-        /// zscore, ewma or robust.
+        /// zscore, ewma, robust or seasonal.
         #[arg(long)]
         detector: String,
-        /// A detector setting, `key=value` (window=60, alpha=0.1, history=200, recent=5).
+        /// A detector setting, `key=value` (window=60, alpha=0.1, slots=96, days=2, history=500,
+        /// recent=1).
         #[arg(long = "option", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
     },

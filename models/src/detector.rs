@@ -1,7 +1,7 @@
 //! What every detector does, and how one is chosen by name with `key=value` options.
 
 use crate::calibration::Likelihood;
-use crate::{ewma::Ewma, robust::Robust, zscore::ZScore};
+use crate::{ewma::Ewma, robust::Robust, seasonal::Seasonal, zscore::ZScore};
 
 /// An online detector of one series.
 pub trait Detector: Send {
@@ -15,7 +15,7 @@ pub trait Detector: Send {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
-    #[error("unknown detector `{0}`: use zscore, ewma or robust")]
+    #[error("unknown detector `{0}`: use zscore, ewma, robust or seasonal")]
     Unknown(String),
     #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
     UnknownOption {
@@ -44,13 +44,14 @@ fn number(
 }
 
 /// The detectors, by name.
-pub const DETECTORS: [&str; 3] = ["zscore", "ewma", "robust"];
+pub const DETECTORS: [&str; 4] = ["zscore", "ewma", "robust", "seasonal"];
 
 /// The options a detector takes, or `None` for an unknown detector.
 pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "zscore" | "robust" => Some(&["window", "history", "recent"]),
         "ewma" => Some(&["alpha", "history", "recent"]),
+        "seasonal" => Some(&["slots", "days", "alpha", "history", "recent"]),
         _ => None,
     }
 }
@@ -67,7 +68,9 @@ impl Scorer {
     pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
         let known = options_of(name).ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
         let mut window = 60.0;
-        let mut alpha = 0.1;
+        let mut alpha = if name == "seasonal" { 0.2 } else { 0.1 };
+        let mut slots = 96.0;
+        let mut days = 2.0;
         let mut history = 500.0;
         let mut recent = 1.0;
         for (option, value) in options {
@@ -90,6 +93,22 @@ impl Scorer {
                     )?
                 }
                 "history" => history = number(option, value, whole, "a whole number from 2")?,
+                "slots" => {
+                    slots = number(
+                        option,
+                        value,
+                        |v| (1.0..=1440.0).contains(&v) && v.fract() == 0.0,
+                        "a whole number from 1 to 1440",
+                    )?
+                }
+                "days" => {
+                    days = number(
+                        option,
+                        value,
+                        |v| (1.0..=60.0).contains(&v) && v.fract() == 0.0,
+                        "a whole number from 1 to 60",
+                    )?
+                }
                 _ => {
                     recent = number(
                         option,
@@ -103,6 +122,7 @@ impl Scorer {
         let detector: Box<dyn Detector> = match name {
             "zscore" => Box::new(ZScore::new(window as usize)),
             "robust" => Box::new(Robust::new(window as usize)),
+            "seasonal" => Box::new(Seasonal::new(slots as usize, days as u32, alpha)),
             _ => Box::new(Ewma::new(alpha)),
         };
         Ok(Scorer {

@@ -7,7 +7,8 @@
 //! unusual given the series' own recent raw scores. The detectors:
 //! - [`zscore`]: rolling mean and deviation;
 //! - [`ewma`]: exponentially weighted;
-//! - [`robust`]: median and MAD, which outliers cannot drag.
+//! - [`robust`]: median and MAD, which outliers cannot drag;
+//! - [`seasonal`]: against what is usual at this time of day (the light schedule).
 //!
 //! [`evaluation`] measures a detector against labelled data.
 
@@ -16,4 +17,5 @@ pub mod detector;
 pub mod evaluation;
 pub mod ewma;
 pub mod robust;
+pub mod seasonal;
 pub mod zscore;
