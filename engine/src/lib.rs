@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod diagnostics;
+pub mod evaluate;
 pub mod format;
 pub mod live;
 pub mod partition_groups;

@@ -108,7 +108,14 @@ enum Command {
     /// time-to-detect per detector.
     Evaluate {
         /// The labelled CSV.
-        input: PathBuf,
+        input: Option<PathBuf>,
+        /// Evaluate on the simulator's injected faults instead (comma list of hvac_drift,
+        /// stuck, spike, dropout): simulated days of a small room, labelled by the ground truth.
+        #[arg(long)]
+        simulator: Option<String>,
+        /// Simulated runs per fault (each two days, its own seed).
+        #[arg(long, default_value_t = 5)]
+        runs: u64,
         /// Detectors to compare (default: all).
         #[arg(long = "detector")]
         detectors: Vec<String>,
@@ -167,10 +174,19 @@ fn main() {
         Command::Score { detector, options } => score(&detector, &options),
         Command::Evaluate {
             input,
+            simulator,
+            runs,
             detectors,
             options,
             threshold,
-        } => evaluate(&input, &detectors, &options, threshold),
+        } => evaluate(
+            input.as_deref(),
+            simulator.as_deref(),
+            runs,
+            &detectors,
+            &options,
+            threshold,
+        ),
         Command::Sim(Simulated::Plc {
             port,
             tags,
@@ -244,108 +260,47 @@ fn score(detector: &str, options: &[(String, String)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `vibelux evaluate`: reads a labelled series, scores it with each detector, prints a table.
+/// `vibelux evaluate`: labelled series from a CSV or the simulator, a table per detector.
 fn evaluate(
-    input: &Path,
+    input: Option<&Path>,
+    simulator: Option<&str>,
+    runs: u64,
     detectors: &[String],
     options: &[(String, String)],
     threshold: f64,
 ) -> anyhow::Result<()> {
-    use vibelux_models::detector::Scorer;
-    use vibelux_models::evaluation::{Scored, evaluate};
-    let mut reader =
-        csv::Reader::from_path(input).with_context(|| format!("reading {}", input.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|header| header.trim().eq_ignore_ascii_case(name))
-            .with_context(|| {
-                format!(
-                    "{}: no `{name}` column (the header has: {})",
-                    input.display(),
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                )
-            })
+    use vibelux::evaluate as evaluation;
+    let cases = match (input, simulator) {
+        (Some(input), None) => vec![evaluation::from_csv(input)?],
+        (None, Some(faults)) => {
+            let kinds = faults
+                .split(',')
+                .map(|name| {
+                    vibelux_connectors::simulator::FaultKind::parse(name).with_context(|| {
+                        format!("unknown fault {name:?}: use hvac_drift, stuck, spike, dropout")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            evaluation::from_simulator(&kinds, runs)?
+        }
+        _ => anyhow::bail!("give a labelled CSV file or --simulator FAULTS, not both"),
     };
-    let (ts_column, value_column, label_column) =
-        (column("timestamp")?, column("value")?, column("label")?);
-    let mut series: Vec<(i64, f64, bool)> = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let record = record?;
-        let line = index + 2;
-        let field = |position: usize| record.get(position).unwrap_or("").trim();
-        let ts = vibelux_connectors::payload::parse_timestamp(field(ts_column))
-            .map_err(|problem| anyhow::anyhow!("line {line}: timestamp: {problem}"))?;
-        let value: f64 = field(value_column).parse().map_err(|_| {
-            anyhow::anyhow!(
-                "line {line}: value: expected a number, found {:?}",
-                field(value_column)
-            )
-        })?;
-        let anomalous = match field(label_column).to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" => true,
-            "0" | "false" | "no" | "" => false,
-            other => {
-                anyhow::bail!("line {line}: label: expected 1/0 or true/false, found {other:?}")
-            }
-        };
-        series.push((ts, value, anomalous));
-    }
-    let names: Vec<String> = if detectors.is_empty() {
-        vibelux_models::detector::DETECTORS
-            .map(String::from)
-            .to_vec()
-    } else {
-        detectors.to_vec()
-    };
-    println!(
-        "{} readings, {} labelled anomalous; threshold {threshold}",
-        series.len(),
-        series.iter().filter(|(_, _, anomalous)| *anomalous).count()
+    let readings: usize = cases
+        .iter()
+        .flat_map(|case| &case.series)
+        .map(Vec::len)
+        .sum();
+    let labelled: usize = cases
+        .iter()
+        .flat_map(|case| &case.series)
+        .flatten()
+        .filter(|point| point.2)
+        .count();
+    println!("{readings} readings, {labelled} labelled anomalous; threshold {threshold}");
+    print!(
+        "{}",
+        evaluation::report(&cases, detectors, options, threshold)?
     );
-    let mut rows = Vec::new();
-    for name in &names {
-        // Options a detector does not take are for the others.
-        let known = vibelux_models::detector::options_of(name).unwrap_or(&[]);
-        let taken: Vec<(String, String)> = options
-            .iter()
-            .filter(|(key, _)| known.contains(&key.as_str()))
-            .cloned()
-            .collect();
-        let mut scorer = Scorer::new(name, &taken)?;
-        let scored: Vec<Scored> = series
-            .iter()
-            .map(|&(ts, value, anomalous)| Scored {
-                ts,
-                score: scorer.score(ts, value),
-                anomalous,
-            })
-            .collect();
-        let result = evaluate(&scored, threshold);
-        let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.3}"));
-        rows.push(vec![
-            name.clone(),
-            show(result.precision()),
-            show(result.recall()),
-            show(result.f1()),
-            format!("{}/{}", result.events_detected, result.events),
-            result
-                .median_time_to_detect()
-                .map_or("-".to_string(), |s| format!("{s:.0} s")),
-        ]);
-    }
-    let columns = [
-        "detector",
-        "precision",
-        "recall",
-        "F1",
-        "events found",
-        "median time to detect",
-    ]
-    .map(String::from)
-    .to_vec();
-    print!("{}", vibelux::format::table(&columns, &rows));
     Ok(())
 }
 

@@ -118,14 +118,14 @@ fn evaluate_reports_precision_recall_and_time_to_detect_on_labelled_spikes() {
     );
     let robust = text
         .lines()
-        .find(|line| line.starts_with("robust"))
+        .find(|line| line.contains("| robust "))
         .unwrap();
     let cells: Vec<&str> = robust.split('|').map(str::trim).collect();
-    assert_eq!(cells[2], "1.000", "recall: {text}");
-    assert_eq!(cells[4], "3/3", "{text}");
-    assert_eq!(cells[5], "0 s", "{text}");
+    assert_eq!(cells[3], "1.000", "recall: {text}");
+    assert_eq!(cells[5], "3/3", "{text}");
+    assert_eq!(cells[6], "0 s", "{text}");
     assert!(
-        text.lines().any(|line| line.starts_with("zscore")),
+        text.lines().any(|line| line.contains("| zscore ")),
         "{text}"
     );
     // A label that is neither 1/0 nor true/false names the line.
@@ -143,5 +143,37 @@ fn evaluate_reports_precision_recall_and_time_to_detect_on_labelled_spikes() {
     assert!(
         String::from_utf8_lossy(&output.stderr)
             .contains("line 2: label: expected 1/0 or true/false, found \"maybe\"")
+    );
+}
+
+#[test]
+fn evaluate_on_the_simulators_faults_labels_every_kind() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["evaluate", "--simulator", "spike,stuck", "--runs", "1"])
+        .args(["--detector", "zscore"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let spike = text.lines().find(|line| line.starts_with("spike")).unwrap();
+    let cells: Vec<&str> = spike.split('|').map(str::trim).collect();
+    // One spike, one reading long, on one of four sensors: found at once.
+    assert_eq!(
+        (cells[3], cells[5], cells[6]),
+        ("1.000", "1/1", "0 s"),
+        "{text}"
+    );
+    assert!(text.lines().any(|line| line.starts_with("stuck")), "{text}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["evaluate", "--simulator", "meteor"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("unknown fault \"meteor\": use hvac_drift, stuck, spike, dropout")
     );
 }

@@ -11,7 +11,7 @@ pub struct Scored {
     pub anomalous: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Evaluation {
     pub readings: usize,
     pub true_positives: usize,
@@ -25,6 +25,17 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// Folds another series' evaluation into this one.
+    pub fn add(&mut self, other: Evaluation) {
+        self.readings += other.readings;
+        self.true_positives += other.true_positives;
+        self.false_positives += other.false_positives;
+        self.false_negatives += other.false_negatives;
+        self.events += other.events;
+        self.events_detected += other.events_detected;
+        self.times_to_detect.extend(other.times_to_detect);
+    }
+
     pub fn precision(&self) -> Option<f64> {
         let flagged = self.true_positives + self.false_positives;
         (flagged > 0).then(|| self.true_positives as f64 / flagged as f64)
@@ -50,15 +61,7 @@ impl Evaluation {
 
 /// Scores `series` (in time order) against its labels at `threshold`.
 pub fn evaluate(series: &[Scored], threshold: f64) -> Evaluation {
-    let mut evaluation = Evaluation {
-        readings: 0,
-        true_positives: 0,
-        false_positives: 0,
-        false_negatives: 0,
-        events: 0,
-        events_detected: 0,
-        times_to_detect: Vec::new(),
-    };
+    let mut evaluation = Evaluation::default();
     // The current labelled run: its start, and whether it has been flagged.
     let mut event: Option<(i64, bool)> = None;
     for reading in series {
