@@ -69,10 +69,11 @@ pub fn from_csv(input: &Path) -> anyhow::Result<Case> {
     })
 }
 
-/// For each fault kind, `runs` simulated days of a small room (one zone, four sensors, a
-/// reading a minute), each run with its own seed and one injected fault, labelled by the
-/// simulator's ground truth: the readings of the faulted sensor (or room) while the fault lasts;
-/// for a dropout, which leaves no readings, the first reading after it.
+/// For each fault kind, `runs` simulated runs of a small room (one zone, four sensors, a reading
+/// a minute), each with its own seed: two fault-free days (so detectors that learn a daily
+/// profile have learnt it), then two days with one injected fault, labelled by the simulator's
+/// ground truth: the readings of the faulted sensor (or room) while the fault lasts; for a
+/// dropout, which leaves no readings, the first reading after it.
 pub fn from_simulator(faults: &[FaultKind], runs: u64) -> anyhow::Result<Vec<Case>> {
     let mut cases = Vec::new();
     for &kind in faults {
@@ -86,36 +87,20 @@ pub fn from_simulator(faults: &[FaultKind], runs: u64) -> anyhow::Result<Vec<Cas
                 interval_nanos: 60_000_000_000,
                 speed: Speed::Max,
                 start_nanos: None,
-                duration_nanos: Some(2 * 24 * 3600 * 1_000_000_000),
+                duration_nanos: Some(2 * DAY),
                 faults: vec![kind],
                 ..SimulatorConfig::default()
             };
             let start = config.resolved_start();
             let plan = config.fault_plan(start);
-            let schema = simulator_schema();
-            let sensor_column = schema.index_of("sensor_id")?;
-            let ts_column = schema.index_of("ts")?;
-            let temp_column = schema.index_of("temp_c")?;
-            let mut reader =
-                SimulatorReader::new(config.clone(), &schema, 0, 1).map_err(anyhow::Error::msg)?;
+            let burn_in = SimulatorConfig {
+                start_nanos: Some(start - 2 * DAY),
+                faults: Vec::new(),
+                ..config.clone()
+            };
             let mut by_sensor: BTreeMap<String, Series> = BTreeMap::new();
-            let mut records = Vec::new();
-            while reader.poll(&mut records, 4096) != Poll::Finished {
-                for record in records.drain(..) {
-                    let Record::Row { row, .. } = record else {
-                        continue;
-                    };
-                    let (Datum::Utf8(sensor), Datum::Timestamp(ts), Datum::Float64(temp)) =
-                        (&row[sensor_column], &row[ts_column], &row[temp_column])
-                    else {
-                        continue;
-                    };
-                    by_sensor
-                        .entry(sensor.to_string())
-                        .or_default()
-                        .push((*ts, *temp, false));
-                }
-            }
+            simulate(burn_in, &mut by_sensor)?;
+            simulate(config, &mut by_sensor)?;
             for (sensor, points) in &mut by_sensor {
                 points.sort_by_key(|point| point.0);
                 for fault in &plan {
@@ -146,6 +131,38 @@ pub fn from_simulator(faults: &[FaultKind], runs: u64) -> anyhow::Result<Vec<Cas
         });
     }
     Ok(cases)
+}
+
+const DAY: i64 = 24 * 3600 * 1_000_000_000;
+
+/// Runs the simulator to its end, appending each sensor's temperatures to its series.
+fn simulate(
+    config: SimulatorConfig,
+    by_sensor: &mut BTreeMap<String, Series>,
+) -> anyhow::Result<()> {
+    let schema = simulator_schema();
+    let sensor_column = schema.index_of("sensor_id")?;
+    let ts_column = schema.index_of("ts")?;
+    let temp_column = schema.index_of("temp_c")?;
+    let mut reader = SimulatorReader::new(config, &schema, 0, 1).map_err(anyhow::Error::msg)?;
+    let mut records = Vec::new();
+    while reader.poll(&mut records, 4096) != Poll::Finished {
+        for record in records.drain(..) {
+            let Record::Row { row, .. } = record else {
+                continue;
+            };
+            let (Datum::Utf8(sensor), Datum::Timestamp(ts), Datum::Float64(temp)) =
+                (&row[sensor_column], &row[ts_column], &row[temp_column])
+            else {
+                continue;
+            };
+            by_sensor
+                .entry(sensor.to_string())
+                .or_default()
+                .push((*ts, *temp, false));
+        }
+    }
+    Ok(())
 }
 
 fn fault_name(kind: FaultKind) -> &'static str {
