@@ -146,7 +146,10 @@ fn simulate(
     let temp_column = schema.index_of("temp_c")?;
     let mut reader = SimulatorReader::new(config, &schema, 0, 1).map_err(anyhow::Error::msg)?;
     let mut records = Vec::new();
-    while reader.poll(&mut records, 4096) != Poll::Finished {
+    let mut finished = false;
+    while !finished {
+        // The last poll's records count too.
+        finished = reader.poll(&mut records, 4096) == Poll::Finished;
         for record in records.drain(..) {
             let Record::Row { row, .. } = record else {
                 continue;

@@ -72,7 +72,7 @@ fn an_unknown_detector_is_refused_with_the_choices() {
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr)
-            .contains("unknown detector `prophet`: use zscore, ewma, robust or seasonal")
+            .contains("unknown detector `prophet`: use zscore, ewma, robust, seasonal, flatline or gap")
     );
 }
 

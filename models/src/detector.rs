@@ -1,7 +1,9 @@
 //! What every detector does, and how one is chosen by name with `key=value` options.
 
 use crate::calibration::Likelihood;
-use crate::{ewma::Ewma, robust::Robust, seasonal::Seasonal, zscore::ZScore};
+use crate::{
+    ewma::Ewma, flatline::Flatline, gap::Gap, robust::Robust, seasonal::Seasonal, zscore::ZScore,
+};
 
 /// An online detector of one series.
 pub trait Detector: Send {
@@ -11,11 +13,16 @@ pub trait Detector: Send {
 
     /// Readings it needs before it scores.
     fn warm_up(&self) -> usize;
+
+    /// Whether its scores are probabilities in [0, 1] already (no calibration needed).
+    fn calibrated(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
-    #[error("unknown detector `{0}`: use zscore, ewma, robust or seasonal")]
+    #[error("unknown detector `{0}`: use zscore, ewma, robust, seasonal, flatline or gap")]
     Unknown(String),
     #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
     UnknownOption {
@@ -44,7 +51,7 @@ fn number(
 }
 
 /// The detectors, by name.
-pub const DETECTORS: [&str; 4] = ["zscore", "ewma", "robust", "seasonal"];
+pub const DETECTORS: [&str; 6] = ["zscore", "ewma", "robust", "seasonal", "flatline", "gap"];
 
 /// The options a detector takes, or `None` for an unknown detector.
 pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
@@ -52,6 +59,7 @@ pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
         "zscore" | "robust" => Some(&["window", "history", "recent"]),
         "ewma" => Some(&["alpha", "history", "recent"]),
         "seasonal" => Some(&["slots", "days", "alpha", "history", "recent"]),
+        "flatline" | "gap" => Some(&[]),
         _ => None,
     }
 }
@@ -123,6 +131,8 @@ impl Scorer {
             "zscore" => Box::new(ZScore::new(window as usize)),
             "robust" => Box::new(Robust::new(window as usize)),
             "seasonal" => Box::new(Seasonal::new(slots as usize, days as u32, alpha)),
+            "flatline" => Box::new(Flatline::new()),
+            "gap" => Box::new(Gap::new()),
             _ => Box::new(Ewma::new(alpha)),
         };
         Ok(Scorer {
@@ -138,11 +148,17 @@ impl Scorer {
             return None;
         }
         let raw = self.detector.update(ts, value)?;
+        if self.detector.calibrated() {
+            return Some(raw);
+        }
         self.likelihood.update(raw)
     }
 
     /// Readings before the first score.
     pub fn warm_up(&self) -> usize {
+        if self.detector.calibrated() {
+            return self.detector.warm_up();
+        }
         self.detector.warm_up() + self.likelihood.warm_up()
     }
 }

@@ -8,7 +8,11 @@
 //! - [`zscore`]: rolling mean and deviation;
 //! - [`ewma`]: exponentially weighted;
 //! - [`robust`]: median and MAD, which outliers cannot drag;
-//! - [`seasonal`]: against what is usual at this time of day (the light schedule).
+//! - [`seasonal`]: against what is usual at this time of day (the light schedule);
+//! - [`flatline`]: a value that stops changing (a stuck sensor);
+//! - [`gap`]: readings that stop arriving (a dropout).
+//!
+//! The last two score probabilities directly and skip calibration.
 //!
 //! [`evaluation`] measures a detector against labelled data.
 
@@ -16,6 +20,8 @@ pub mod calibration;
 pub mod detector;
 pub mod evaluation;
 pub mod ewma;
+pub mod flatline;
+pub mod gap;
 pub mod robust;
 pub mod seasonal;
 pub mod zscore;
