@@ -40,9 +40,7 @@ impl Default for Gap {
 
 impl Detector for Gap {
     fn update(&mut self, ts: i64, _value: f64) -> Option<f64> {
-        let Some(previous) = self.previous.replace(ts) else {
-            return None;
-        };
+        let previous = self.previous.replace(ts)?;
         let elapsed = (ts - previous) as f64 / 1e9;
         if elapsed <= 0.0 {
             return None;
