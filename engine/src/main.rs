@@ -122,8 +122,9 @@ enum Command {
         /// A detector setting, `key=value`, for every detector that takes it.
         #[arg(long = "option", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
-        /// Scores at or above this flag a reading.
-        #[arg(long, default_value_t = 0.99)]
+        /// Scores at or above this flag a reading: by default beyond 99.99% of what the series
+        /// usually scores.
+        #[arg(long, default_value_t = 0.9999)]
         threshold: f64,
     },
 }

@@ -113,7 +113,7 @@ fn evaluate_reports_precision_recall_and_time_to_detect_on_labelled_spikes() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        text.contains("600 readings, 3 labelled anomalous; threshold 0.99"),
+        text.contains("600 readings, 3 labelled anomalous; threshold 0.9999"),
         "{text}"
     );
     let robust = text

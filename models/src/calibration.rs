@@ -5,9 +5,14 @@
 //! (ties count half). So 0.99 means "higher than 99% of what this series usually scores",
 //! whatever the sensor's noise and whatever the detector's units: the same for every sensor.
 //! The step function is distribution-free and past anomalies in the history cannot inflate a
-//! spread that would hide the next one.
+//! spread that would hide the next one. Beyond the history's highest score a power-law tail
+//! takes over, so extreme raw scores are told apart from merely high ones; and extreme ones
+//! (0.9999 and up) are kept out of the history, so one spike does not hide the next.
 
 use std::collections::VecDeque;
+
+/// Scores this high are kept out of the history.
+const EXTREME: f64 = 0.9999;
 
 pub struct Likelihood {
     history: usize,
@@ -36,10 +41,22 @@ impl Likelihood {
         let score = ready.then(|| {
             let recent = (raw + self.raw.iter().rev().take(self.recent - 1).sum::<f64>())
                 / self.recent.min(self.raw.len() + 1) as f64;
+            let n = self.raw.len() as f64;
+            let highest = self.raw.iter().copied().fold(f64::MIN, f64::max);
+            if recent > highest && highest > 0.0 {
+                // Beyond everything in the history the step has no more resolution: the tail
+                // goes on as a power law from the last step, so a raw score far beyond the
+                // series' worst scores much closer to 1 than one just past it.
+                return 1.0 - (0.5 / n) * (highest / recent).powi(2);
+            }
             let below = self.raw.iter().filter(|r| **r < recent).count() as f64;
             let equal = self.raw.iter().filter(|r| **r == recent).count() as f64;
-            (below + equal / 2.0) / self.raw.len() as f64
+            (below + equal / 2.0) / n
         });
+        // An anomaly does not join the history: it would raise the bar for the next one.
+        if score.is_some_and(|score| score >= EXTREME) {
+            return score;
+        }
         self.raw.push_back(raw);
         if self.raw.len() > self.history {
             self.raw.pop_front();
@@ -62,9 +79,12 @@ mod tests {
         }
         let typical = last.unwrap();
         assert!((typical - 0.5).abs() < 0.01, "{typical}");
-        assert_eq!(likelihood.update(50.0), Some(1.0));
+        // Far beyond the history: past 0.9999.
+        let far = likelihood.update(50.0).unwrap();
+        assert!(far > 0.9999, "{far}");
         // The outlier, now in the history, does not mask the next one.
-        assert_eq!(likelihood.update(40.0), Some(0.99));
+        let next = likelihood.update(40.0).unwrap();
+        assert!(next > 0.9999, "{next}");
         assert_eq!(Likelihood::new(100, 5).warm_up(), 25);
     }
 }
