@@ -70,10 +70,9 @@ fn an_unknown_detector_is_refused_with_the_choices() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .contains("unknown detector `prophet`: use zscore, ewma, robust, seasonal, flatline or gap")
-    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains(
+        "unknown detector `prophet`: use zscore, ewma, robust, seasonal, drift, flatline or gap"
+    ));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 use crate::calibration::Likelihood;
 use crate::{
-    ewma::Ewma, flatline::Flatline, gap::Gap, robust::Robust, seasonal::Seasonal, zscore::ZScore,
+    drift::Drift, ewma::Ewma, flatline::Flatline, gap::Gap, robust::Robust, seasonal::Seasonal,
+    zscore::ZScore,
 };
 
 /// An online detector of one series.
@@ -22,7 +23,7 @@ pub trait Detector: Send {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
-    #[error("unknown detector `{0}`: use zscore, ewma, robust, seasonal, flatline or gap")]
+    #[error("unknown detector `{0}`: use zscore, ewma, robust, seasonal, drift, flatline or gap")]
     Unknown(String),
     #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
     UnknownOption {
@@ -51,7 +52,9 @@ fn number(
 }
 
 /// The detectors, by name.
-pub const DETECTORS: [&str; 6] = ["zscore", "ewma", "robust", "seasonal", "flatline", "gap"];
+pub const DETECTORS: [&str; 7] = [
+    "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap",
+];
 
 /// The options a detector takes, or `None` for an unknown detector.
 pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
@@ -59,6 +62,7 @@ pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
         "zscore" | "robust" => Some(&["window", "history", "recent"]),
         "ewma" => Some(&["alpha", "history", "recent"]),
         "seasonal" => Some(&["slots", "days", "alpha", "history", "recent"]),
+        "drift" => Some(&["slots", "days", "alpha"]),
         "flatline" | "gap" => Some(&[]),
         _ => None,
     }
@@ -76,7 +80,11 @@ impl Scorer {
     pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
         let known = options_of(name).ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
         let mut window = 60.0;
-        let mut alpha = if name == "seasonal" { 0.2 } else { 0.1 };
+        let mut alpha = if matches!(name, "seasonal" | "drift") {
+            0.2
+        } else {
+            0.1
+        };
         let mut slots = 96.0;
         let mut days = 2.0;
         let mut history = 500.0;
@@ -131,6 +139,7 @@ impl Scorer {
             "zscore" => Box::new(ZScore::new(window as usize)),
             "robust" => Box::new(Robust::new(window as usize)),
             "seasonal" => Box::new(Seasonal::new(slots as usize, days as u32, alpha)),
+            "drift" => Box::new(Drift::new(slots as usize, days as u32, alpha)),
             "flatline" => Box::new(Flatline::new()),
             "gap" => Box::new(Gap::new()),
             _ => Box::new(Ewma::new(alpha)),

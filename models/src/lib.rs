@@ -9,6 +9,7 @@
 //! - [`ewma`]: exponentially weighted;
 //! - [`robust`]: median and MAD, which outliers cannot drag;
 //! - [`seasonal`]: against what is usual at this time of day (the light schedule);
+//! - [`drift`]: a slow, sustained departure from the usual day (CUSUM);
 //! - [`flatline`]: a value that stops changing (a stuck sensor);
 //! - [`gap`]: readings that stop arriving (a dropout).
 //!
@@ -18,6 +19,7 @@
 
 pub mod calibration;
 pub mod detector;
+pub mod drift;
 pub mod evaluation;
 pub mod ewma;
 pub mod flatline;
