@@ -95,7 +95,8 @@ enum Command {
     /// and writes one score in [0, 1] per reading on stdout, flushed at once (empty while the
     /// detector warms up), so it works in a pipe.
     Score {
-        /// zscore, ewma, robust, seasonal, drift, flatline or gap.
+        /// auto (the highest of seasonal, drift, flatline and gap), zscore, ewma, robust,
+        /// seasonal, drift, flatline or gap.
         #[arg(long)]
         detector: String,
         /// A detector setting, `key=value` (window=60, alpha=0.1, slots=96, days=2, history=500,

@@ -71,7 +71,7 @@ fn an_unknown_detector_is_refused_with_the_choices() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains(
-        "unknown detector `prophet`: use zscore, ewma, robust, seasonal, drift, flatline or gap"
+        "unknown detector `prophet`: use auto, zscore, ewma, robust, seasonal, drift, flatline or gap"
     ));
 }
 

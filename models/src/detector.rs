@@ -23,7 +23,9 @@ pub trait Detector: Send {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
-    #[error("unknown detector `{0}`: use zscore, ewma, robust, seasonal, drift, flatline or gap")]
+    #[error(
+        "unknown detector `{0}`: use auto, zscore, ewma, robust, seasonal, drift, flatline or gap"
+    )]
     Unknown(String),
     #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
     UnknownOption {
@@ -52,8 +54,8 @@ fn number(
 }
 
 /// The detectors, by name.
-pub const DETECTORS: [&str; 7] = [
-    "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap",
+pub const DETECTORS: [&str; 8] = [
+    "auto", "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap",
 ];
 
 /// The options a detector takes, or `None` for an unknown detector.
@@ -63,21 +65,71 @@ pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
         "ewma" => Some(&["alpha", "history", "recent"]),
         "seasonal" => Some(&["slots", "days", "alpha", "history", "recent"]),
         "drift" => Some(&["slots", "days", "alpha"]),
-        "flatline" | "gap" => Some(&[]),
+        "flatline" | "gap" | "auto" => Some(&[]),
         _ => None,
     }
 }
 
-/// A detector with calibrated scores in [0, 1].
-pub struct Scorer {
+/// What `auto` combines: a value detector that knows the day, and the fault-specific ones.
+const COMBINED: [&str; 4] = ["seasonal", "drift", "flatline", "gap"];
+
+/// A detector with calibrated scores in [0, 1]: one, or `auto`, the highest score of several
+/// (each calibrated, so the highest is the strongest evidence of any kind of fault).
+pub enum Scorer {
+    Single(Single),
+    Combined(Vec<Single>),
+}
+
+impl Scorer {
+    /// Builds the named detector with `options` (see [`options_of`]); `auto` takes none.
+    pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
+        if name == "auto" {
+            if let Some((option, _)) = options.first() {
+                return Err(DetectorError::UnknownOption {
+                    detector: name.to_string(),
+                    option: option.clone(),
+                    known: "none".to_string(),
+                });
+            }
+            return COMBINED
+                .iter()
+                .map(|name| Single::new(name, &[]))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Scorer::Combined);
+        }
+        Single::new(name, options).map(Scorer::Single)
+    }
+
+    /// The score of the next reading, or `None` while warming up.
+    pub fn score(&mut self, ts: i64, value: f64) -> Option<f64> {
+        match self {
+            Scorer::Single(single) => single.score(ts, value),
+            Scorer::Combined(all) => all
+                .iter_mut()
+                .filter_map(|single| single.score(ts, value))
+                .reduce(f64::max),
+        }
+    }
+
+    /// Readings before the first score.
+    pub fn warm_up(&self) -> usize {
+        match self {
+            Scorer::Single(single) => single.warm_up(),
+            Scorer::Combined(all) => all.iter().map(Single::warm_up).min().unwrap_or(0),
+        }
+    }
+}
+
+/// One detector and its calibration.
+pub struct Single {
     detector: Box<dyn Detector>,
     likelihood: Likelihood,
 }
 
-impl Scorer {
-    /// Builds the named detector (`zscore`, `ewma`, `robust`) with `options` (`window=60`,
-    /// `alpha=0.1`, and for every detector the calibration's `history` and `recent`).
-    pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
+impl Single {
+    /// Builds the named detector with `options` (`window=60`, `alpha=0.1`, …, and for the
+    /// calibrated ones the calibration's `history` and `recent`).
+    pub fn new(name: &str, options: &[(String, String)]) -> Result<Single, DetectorError> {
         let known = options_of(name).ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
         let mut window = 60.0;
         let mut alpha = if matches!(name, "seasonal" | "drift") {
@@ -144,7 +196,7 @@ impl Scorer {
             "gap" => Box::new(Gap::new()),
             _ => Box::new(Ewma::new(alpha)),
         };
-        Ok(Scorer {
+        Ok(Single {
             detector,
             likelihood: Likelihood::new(history as usize, recent as usize),
         })

@@ -3,7 +3,8 @@
 //!
 //! Each reading's deviation from its slot of the day (as in `seasonal`, learnt while the series
 //! is not drifting) is accumulated by a one-sided CUSUM in both directions: deviations beyond
-//! half a slot deviation add up, smaller ones let the sum fall. A drift keeps adding; noise
+//! half a slot deviation add up (at most 4 per reading, so a lone spike is not a drift), smaller
+//! ones let the sum fall. A drift keeps adding; noise
 //! does not. The score `1 − e^(−S/2)` grows with the evidence `S` and is a probability-like
 //! score already: no calibration. When the evidence stops growing it is halved at each reading,
 //! so the score falls quickly once the series is back to normal.
@@ -16,6 +17,8 @@ const DAY_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 const SLACK: f64 = 0.5;
 /// The evidence is capped so that it can fall back quickly.
 const MOST_EVIDENCE: f64 = 40.0;
+/// The most one reading can add: a spike is not a drift.
+const MOST_STEP: f64 = 4.0;
 /// Evidence above which the slots stop learning (the series is drifting).
 const DRIFTING: f64 = 8.0;
 
@@ -49,7 +52,7 @@ impl Drift {
 
 fn accumulate(evidence: f64, step: f64) -> f64 {
     if step > 0.0 {
-        (evidence + step).min(MOST_EVIDENCE)
+        (evidence + step.min(MOST_STEP)).min(MOST_EVIDENCE)
     } else {
         evidence / 2.0
     }

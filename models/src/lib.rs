@@ -13,7 +13,8 @@
 //! - [`flatline`]: a value that stops changing (a stuck sensor);
 //! - [`gap`]: readings that stop arriving (a dropout).
 //!
-//! The last two score probabilities directly and skip calibration.
+//! The last three score probabilities directly and skip calibration. `auto` takes the highest
+//! score of `seasonal`, `drift`, `flatline` and `gap`.
 //!
 //! [`evaluation`] measures a detector against labelled data.
 
