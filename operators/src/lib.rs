@@ -9,6 +9,7 @@
 
 pub mod accumulator;
 pub mod aggregate;
+pub mod anomaly;
 pub mod calc;
 pub mod changes;
 pub mod columnar;

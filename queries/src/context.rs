@@ -32,6 +32,7 @@ pub fn session_state() -> SessionState {
     for function in crate::functions::time_weighted_functions() {
         let _ = state.register_udaf(function);
     }
+    let _ = state.register_udwf(crate::functions::anomaly_score_function());
     state
 }
 

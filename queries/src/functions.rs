@@ -13,7 +13,10 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::common::{Result, ScalarValue, exec_err, not_impl_err, plan_err};
 use datafusion::logical_expr::function::AccumulatorArgs;
-use datafusion::logical_expr::{AggregateUDF, AggregateUDFImpl};
+use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
+use datafusion::logical_expr::{
+    AggregateUDF, AggregateUDFImpl, PartitionEvaluator, WindowUDF, WindowUDFImpl,
+};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TypeSignature, Volatility,
@@ -107,6 +110,48 @@ pub fn time_weighted_functions() -> Vec<Arc<AggregateUDF>> {
             Arc::new(AggregateUDF::from(TimeWeighted { name, signature }))
         })
         .collect()
+}
+
+/// `anomaly_score('detector', value) OVER (PARTITION BY …)`, as the planner sees it: the
+/// streaming operator `ScoreAnomalies` computes it; DataFusion's own execution does not.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct AnomalyScore {
+    signature: Signature,
+}
+
+impl WindowUDFImpl for AnomalyScore {
+    fn name(&self) -> &str {
+        "anomaly_score"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        not_impl_err!(
+            "anomaly_score is computed by streaming views (CREATE VIEW … OVER (PARTITION BY …)); ad-hoc queries cannot compute it"
+        )
+    }
+
+    fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(args.name(), DataType::Float64, true)))
+    }
+}
+
+/// The window function `anomaly_score`, ready to register.
+pub fn anomaly_score_function() -> Arc<WindowUDF> {
+    let signature = Signature::one_of(
+        vec![TypeSignature::Exact(vec![
+            DataType::Utf8,
+            DataType::Float64,
+        ])],
+        Volatility::Immutable,
+    );
+    Arc::new(WindowUDF::from(AnomalyScore { signature }))
 }
 
 /// The cultivation functions, ready to register.

@@ -21,6 +21,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::create_physical_expr;
 use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpec};
 use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
+use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::row::storage_type;
 use vibelux_operators::session::SessionColumns;
@@ -147,14 +148,102 @@ impl<'a> Lowering<'a> {
             )),
             LogicalPlan::Limit(_) => Err(self.error("LIMIT is not supported in a streaming view")),
             LogicalPlan::Join(join) => self.join(join),
-            LogicalPlan::Window(_) => Err(self.error(
-                "window functions (OVER …) are not supported yet; use TUMBLE or HOP with GROUP BY",
-            )),
+            LogicalPlan::Window(window) => self.score_anomalies(window),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(self.error("a streaming view reads from a source or another view (FROM is missing)"))
             }
             other => Err(self.error(format!("{} is not supported in a streaming view", other.display()))),
         }
+    }
+
+    /// `anomaly_score('detector', value) OVER (PARTITION BY key …)`: the only window function a
+    /// streaming view has; each series is scored in arrival order by its own detector.
+    fn score_anomalies(&mut self, window: &datafusion::logical_expr::Window) -> SqlResult<NodeId> {
+        use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+        let refused = || {
+            self.error(
+                "window functions (OVER …) are not supported yet, except anomaly_score('detector', value) OVER (PARTITION BY …); use TUMBLE or HOP with GROUP BY",
+            )
+        };
+        let [expr] = window.window_expr.as_slice() else {
+            return Err(refused());
+        };
+        let Expr::WindowFunction(function) = expr.clone().unalias() else {
+            return Err(refused());
+        };
+        let WindowFunction { fun, params } = *function;
+        let WindowFunctionDefinition::WindowUDF(udf) = fun else {
+            return Err(refused());
+        };
+        if udf.name() != "anomaly_score" {
+            return Err(refused());
+        }
+        let detector = match params.args.first() {
+            Some(Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(name)), _)) => name.clone(),
+            _ => return Err(self.error("anomaly_score's first argument names the detector, as text: anomaly_score('auto', temp_c)")),
+        };
+        vibelux_models::detector::Scorer::new(&detector, &[])
+            .map_err(|problem| self.error(format!("anomaly_score: {problem}")))?;
+        let value = params.args.get(1).cloned().ok_or_else(|| {
+            self.error("anomaly_score needs the value to score: anomaly_score('auto', temp_c)")
+        })?;
+        let input = self.lower(&window.input)?;
+        let input_node = self.plan.nodes[input].clone();
+        if input_node.changes != Changes::AppendOnly {
+            return Err(self.error("anomaly_score scores a stream of readings; its input here is a view whose rows update"));
+        }
+        let time = input_node.event_time.ok_or_else(|| {
+            self.error("anomaly_score needs the readings' event time to pass through unchanged")
+        })?;
+        let input_schema = window.input.schema();
+        let kept = input_schema.fields().len();
+        let mut projections: Vec<Expr> = input_schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let mut fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for (index, expr) in params
+            .partition_by
+            .iter()
+            .chain(std::iter::once(&value))
+            .enumerate()
+        {
+            let data_type = expr
+                .get_type(input_schema.as_ref())
+                .map_err(|error| located(error, self.position))?;
+            fields.push(Field::new(format!("__anomaly_{index}"), data_type, true));
+            projections.push(expr.clone());
+        }
+        let projected = Arc::new(Schema::new(fields));
+        let calc = self.calc(input, input_schema, None, &projections, projected)?;
+        let keys: Vec<usize> = (kept..kept + params.partition_by.len()).collect();
+        let spec = AnomalySpec {
+            detector,
+            value: kept + keys.len(),
+            keys,
+            time,
+            kept,
+        };
+        let schema =
+            carried_schema(window.schema.inner()).map_err(|message| self.error(message))?;
+        Ok(self.plan.add(PlanNode {
+            kind: NodeKind::ScoreAnomalies {
+                input: calc,
+                spec: Arc::new(spec),
+            },
+            schema,
+            changes: Changes::AppendOnly,
+            window: input_node.window,
+            event_time: Some(time),
+            lateness_nanos: input_node.lateness_nanos,
+            key: None,
+            label: format!("ScoreAnomalies {expr}"),
+        }))
     }
 
     /// Adds a Calc over `input`, carrying window and event-time columns through plain references.

@@ -17,6 +17,7 @@ use vibelux_connectors::simulator::SimulatorConfig;
 use vibelux_connectors::source::SourceTiming;
 use vibelux_connectors::sparkplug::source::SparkplugSourceConfig;
 use vibelux_operators::aggregate::AggregatePlan;
+use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::window::WindowKind;
 
@@ -65,6 +66,12 @@ pub enum NodeKind {
     Union {
         inputs: Vec<NodeId>,
     },
+    /// Anomaly scores per series, in arrival order; the input is projected to the view's columns,
+    /// then the partition key and the scored value.
+    ScoreAnomalies {
+        input: NodeId,
+        spec: Arc<AnomalySpec>,
+    },
     /// Equi-join; both inputs are projected to key columns then all their columns.
     Join {
         left: NodeId,
@@ -82,7 +89,8 @@ impl NodeKind {
             | NodeKind::SourceHealth { .. }
             | NodeKind::TableChanges { .. }
             | NodeKind::TableDeadLetters { .. } => Vec::new(),
-            NodeKind::Calc { input, .. }
+            NodeKind::ScoreAnomalies { input, .. }
+            | NodeKind::Calc { input, .. }
             | NodeKind::AssignWindows { input, .. }
             | NodeKind::Aggregate { input, .. } => vec![*input],
             NodeKind::Union { inputs } => inputs.clone(),

@@ -32,6 +32,7 @@ use vibelux_connectors::sink::{SinkMetrics, SinkWriter, WriteRowsExt, WriteUpdat
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
+use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
 use vibelux_operators::join::JoinExt;
@@ -598,6 +599,12 @@ fn build_nodes<'scope>(
             NodeKind::SourceHealth { source } => {
                 Built::Rows(source_streams[source].status_rows.clone())
             }
+            NodeKind::ScoreAnomalies { input, spec } => Built::Rows(
+                built[input]
+                    .rows()
+                    .expect("planned over append-only rows")
+                    .score_anomalies(spec.clone()),
+            ),
             NodeKind::Calc { input, calc } => match &built[input] {
                 Built::Windowed {
                     rows,
