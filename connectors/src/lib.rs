@@ -5,6 +5,7 @@
 //! declared schema and [`watermark`] tracks event-time progress. Sources here: the embedded
 //! [`simulator`] facility, [`file_source`], [`mqtt`], [`sparkplug`] (over MQTT) and [`kafka`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
 
+pub mod background;
 pub mod file_sink;
 pub mod file_source;
 pub mod kafka;

@@ -3,8 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType as ArrowType, TimeUnit};
@@ -12,6 +11,7 @@ use timely::scheduling::SyncActivator;
 use vibelux_operators::row::{Datum, Row};
 
 use super::poller::{DeviceConfig, Health, PollResult, Poller, Reading};
+use crate::background::BackgroundThread;
 use crate::payload::RowLayout;
 use crate::source::{Poll, Record, SourceMetrics, SourceReader};
 
@@ -45,20 +45,6 @@ pub fn health_schema() -> datafusion::arrow::datatypes::SchemaRef {
 /// Polls waiting for the worker before the poller waits.
 const QUEUE: usize = 1024;
 
-struct StopOnDrop {
-    stop: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Starts polling the device; returns one reader per worker (the device's rows go to one).
 pub fn start(
     name: &str,
@@ -77,19 +63,13 @@ pub fn start(
     };
     let (sender, receiver) = std::sync::mpsc::sync_channel::<PollResult>(QUEUE);
     let waker: Arc<OnceLock<SyncActivator>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
+    let guard = {
         let waker = waker.clone();
         let config = config.clone();
-        std::thread::Builder::new()
-            .name(format!("modbus-{name}"))
-            .spawn(move || poll_device(config, sender, waker, stop, metrics))?
+        BackgroundThread::spawn(format!("modbus-{name}"), move |stop| {
+            poll_device(config, sender, waker, stop, metrics)
+        })?
     };
-    let guard = Arc::new(StopOnDrop {
-        stop,
-        thread: Mutex::new(Some(thread)),
-    });
     let columns: Vec<Option<usize>> = COLUMNS
         .iter()
         .map(|(column, _)| layout.column_index(column))
@@ -189,7 +169,7 @@ pub struct ModbusReader {
     columns: Vec<Option<usize>>,
     queue: Option<Receiver<PollResult>>,
     waker: Arc<OnceLock<SyncActivator>>,
-    _guard: Arc<StopOnDrop>,
+    _guard: Arc<BackgroundThread>,
 }
 
 impl ModbusReader {

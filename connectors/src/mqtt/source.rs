@@ -12,13 +12,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 use timely::scheduling::SyncActivator;
 use vibelux_operators::row::{Datum, Row};
 
+use crate::background::BackgroundThread;
 use crate::mqtt::broker::{Backoff, BrokerConfig};
 use crate::mqtt::link::{self, LinkClient, LinkConnection, LinkEvent, Protocol, Received, Will};
 use crate::mqtt::topic::TopicPattern;
@@ -101,21 +101,6 @@ impl Commands {
     }
 }
 
-/// Stops the client once every worker's reader is gone.
-struct StopOnDrop {
-    stop: Arc<AtomicBool>,
-    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Connects (in the background: a broker that is down at start is retried) and returns one
 /// reader per worker, decoding rows by the source's topic pattern and message format.
 pub fn subscribe(
@@ -174,7 +159,6 @@ pub fn subscribe_with(
         .unzip();
     let wakers: Vec<Arc<OnceLock<SyncActivator>>> = (0..peers).map(|_| Arc::default()).collect();
     let (acks, ack_receiver) = std::sync::mpsc::channel::<u16>();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut session = Session {
         name: name.to_string(),
         subscription,
@@ -183,16 +167,13 @@ pub fn subscribe_with(
         wakers: wakers.clone(),
         acks: ack_receiver,
         unsent_acks: Default::default(),
-        stop: stop.clone(),
+        stop: Arc::default(),
         metrics,
     };
-    let thread = std::thread::Builder::new()
-        .name(format!("mqtt-{name}"))
-        .spawn(move || session.run(connection))?;
-    let guard = Arc::new(StopOnDrop {
-        stop,
-        thread: std::sync::Mutex::new(Some(thread)),
-    });
+    let guard = BackgroundThread::spawn(format!("mqtt-{name}"), move |stop| {
+        session.stop = stop;
+        session.run(connection)
+    })?;
     Ok(receivers
         .into_iter()
         .zip(wakers)
@@ -374,7 +355,7 @@ pub struct MqttReader {
     queue: Receiver<MqttMessage>,
     acks: Sender<u16>,
     waker: Arc<OnceLock<SyncActivator>>,
-    _guard: Arc<StopOnDrop>,
+    _guard: Arc<BackgroundThread>,
 }
 
 /// Rows from JSON or raw payloads, with columns filled from the topic's levels.

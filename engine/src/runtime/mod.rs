@@ -328,55 +328,54 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let mut shared: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>> = HashMap::new();
     for (position, &source) in sources.iter().enumerate() {
         let source_plan = &plan.sources[source];
+        let (name, layout, peers, source_metrics) = (
+            &source_plan.name,
+            source_plan.layout.clone(),
+            options.workers.max(1),
+            metrics.sources[position].1.clone(),
+        );
+        fn boxed<R: SourceReader + Send + 'static>(
+            readers: Vec<R>,
+        ) -> Vec<Option<Box<dyn SourceReader + Send>>> {
+            readers
+                .into_iter()
+                .map(|reader| Some(Box::new(reader) as Box<dyn SourceReader + Send>))
+                .collect()
+        }
         let readers = match &source_plan.connector {
-            SourceConnector::Mqtt(config) => vibelux_connectors::mqtt::source::subscribe(
-                &source_plan.name,
-                config.clone(),
-                source_plan.layout.clone(),
-                options.workers.max(1),
-                metrics.sources[position].1.clone(),
-            ),
-            SourceConnector::Sparkplug(config) => vibelux_connectors::sparkplug::source::subscribe(
-                &source_plan.name,
-                config.clone(),
-                source_plan.layout.clone(),
-                options.workers.max(1),
-                metrics.sources[position].1.clone(),
-            ),
-            SourceConnector::Modbus(config) => {
-                let readers = vibelux_connectors::modbus::source::start(
-                    &source_plan.name,
+            SourceConnector::Mqtt(config) => boxed(
+                vibelux_connectors::mqtt::source::subscribe(
+                    name,
                     config.clone(),
-                    source_plan.layout.clone(),
-                    options.workers.max(1),
-                    metrics.sources[position].1.clone(),
+                    layout,
+                    peers,
+                    source_metrics,
                 )
-                .with_context(|| {
-                    format!("starting the Modbus poller of source {}", source_plan.name)
-                })?;
-                shared.insert(
-                    source,
-                    readers
-                        .into_iter()
-                        .map(|reader| Some(Box::new(reader) as Box<dyn SourceReader + Send>))
-                        .collect(),
-                );
-                continue;
-            }
+                .with_context(|| format!("starting the MQTT client of source {name}"))?,
+            ),
+            SourceConnector::Sparkplug(config) => boxed(
+                vibelux_connectors::sparkplug::source::subscribe(
+                    name,
+                    config.clone(),
+                    layout,
+                    peers,
+                    source_metrics,
+                )
+                .with_context(|| format!("starting the MQTT client of source {name}"))?,
+            ),
+            SourceConnector::Modbus(config) => boxed(
+                vibelux_connectors::modbus::source::start(
+                    name,
+                    config.clone(),
+                    layout,
+                    peers,
+                    source_metrics,
+                )
+                .with_context(|| format!("starting the Modbus poller of source {name}"))?,
+            ),
             _ => continue,
         };
-        {
-            let readers = readers.with_context(|| {
-                format!("starting the MQTT client of source {}", source_plan.name)
-            })?;
-            shared.insert(
-                source,
-                readers
-                    .into_iter()
-                    .map(|reader| Some(Box::new(reader) as Box<dyn SourceReader + Send>))
-                    .collect(),
-            );
-        }
+        shared.insert(source, readers);
     }
     let shared = Arc::new(Mutex::new(shared));
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
