@@ -91,12 +91,13 @@ enum Command {
     /// Run a simulated device on its own, for pipelines and tools to talk to.
     #[command(subcommand)]
     Sim(Simulated),
-    /// Score a series for anomalies: reads `timestamp,value` CSV on stdin (a header line first)
-    /// and writes one score in [0, 1] per reading on stdout, flushed at once (empty while the
-    /// detector warms up), so it works in a pipe.
+    /// Score a series for anomalies: reads `timestamp,value` CSV on stdin (a header line first;
+    /// `timestamp,a,b,…` for hst, which scores several values together) and writes one score in
+    /// [0, 1] per reading on stdout, flushed at once (empty while the detector warms up), so it
+    /// works in a pipe.
     Score {
         /// auto (the highest of seasonal, drift, flatline and gap), zscore, ewma, robust,
-        /// seasonal, drift, flatline or gap.
+        /// seasonal, drift, flatline, gap, or hst (several values).
         #[arg(long)]
         detector: String,
         /// A detector setting, `key=value` (window=60, alpha=0.1, slots=96, days=2, history=500,
@@ -217,34 +218,50 @@ fn main() {
 /// `vibelux score`: one line out per line in, each flushed, errors on stderr by line number.
 fn score(detector: &str, options: &[(String, String)]) -> anyhow::Result<()> {
     use std::io::{BufRead as _, Write as _};
-    let mut scorer = vibelux_models::detector::Scorer::new(detector, options)?;
+    // The detector and its options are checked before any input is read.
+    vibelux_models::detector::Scorer::new(detector, options)?;
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let mut lines = stdin.lines().enumerate();
-    match lines.next() {
+    // `timestamp,value`, or `timestamp,a,b,…` for a detector that scores several together.
+    let values = match lines.next() {
         Some((_, header)) => {
             let header = header?;
-            if !header.to_ascii_lowercase().contains("value") {
+            let columns = header.split(',').count();
+            if columns < 2 {
                 anyhow::bail!("line 1: expected a header `timestamp,value`, found {header:?}");
             }
+            columns - 1
         }
         None => return Ok(()),
-    }
+    };
+    let mut scorer = vibelux_models::detector::Scorer::for_values(detector, options, values)?;
     writeln!(stdout, "score")?;
     for (index, line) in lines {
         let line = line?;
-        let parsed = (|| -> Result<(i64, f64), String> {
-            let (ts, value) = line.split_once(',').ok_or("expected `timestamp,value`")?;
+        let parsed = (|| -> Result<(i64, Vec<f64>), String> {
+            let mut fields = line.split(',');
+            let ts = fields.next().unwrap_or("");
             let ts = vibelux_connectors::payload::parse_timestamp(ts.trim())
                 .map_err(|problem| format!("timestamp: {problem}"))?;
-            let value: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("value: expected a number, found {:?}", value.trim()))?;
-            Ok((ts, value))
+            let numbers = fields
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("value: expected a number, found {:?}", value.trim()))
+                })
+                .collect::<Result<Vec<f64>, String>>()?;
+            if numbers.len() != values {
+                return Err(format!(
+                    "expected {values} values after the timestamp, found {}",
+                    numbers.len()
+                ));
+            }
+            Ok((ts, numbers))
         })();
         let score = match parsed {
-            Ok((ts, value)) => scorer.score(ts, value),
+            Ok((ts, numbers)) => scorer.score_values(ts, &numbers),
             Err(problem) => {
                 eprintln!("line {}: {problem}", index + 1);
                 None

@@ -71,7 +71,7 @@ fn an_unknown_detector_is_refused_with_the_choices() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains(
-        "unknown detector `prophet`: use auto, zscore, ewma, robust, seasonal, drift, flatline or gap"
+        "unknown detector `prophet`: use auto, zscore, ewma, robust, seasonal, drift, flatline, gap or hst"
     ));
 }
 
@@ -175,4 +175,39 @@ fn evaluate_on_the_simulators_faults_labels_every_kind() {
         String::from_utf8_lossy(&bad.stderr)
             .contains("unknown fault \"meteor\": use hvac_drift, stuck, spike, dropout")
     );
+}
+
+#[test]
+fn hst_scores_several_values_together_from_the_command_line() {
+    let mut input = String::from("timestamp,temp_c,rh\n");
+    for i in 0..700 {
+        let t = 20.0 + (i % 50) as f64 * 0.1;
+        let rh = 80.0 - 2.0 * (t - 20.0) + ((i * 7919) % 7) as f64 * 0.05;
+        input.push_str(&format!(
+            "2026-06-01T{:02}:{:02}:00Z,{t},{rh}\n",
+            i / 60,
+            i % 60
+        ));
+    }
+    // Warm and humid at once: each value seen before, never together.
+    input.push_str("2026-06-01T11:40:00Z,24.5,79.0\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["score", "--detector", "hst"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let scores: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(scores.len(), 701);
+    let odd: f64 = scores[700].parse().unwrap();
+    assert!(odd >= 0.9999, "{odd}");
 }

@@ -1,6 +1,7 @@
 //! What every detector does, and how one is chosen by name with `key=value` options.
 
 use crate::calibration::Likelihood;
+use crate::half_space::HalfSpaceTrees;
 use crate::{
     drift::Drift, ewma::Ewma, flatline::Flatline, gap::Gap, robust::Robust, seasonal::Seasonal,
     zscore::ZScore,
@@ -21,10 +22,19 @@ pub trait Detector: Send {
     }
 }
 
+/// An online detector of several values of one place at once.
+pub trait MultiDetector: Send {
+    /// Takes the next readings (one per dimension); returns the raw score, or `None` while
+    /// warming up.
+    fn update(&mut self, ts: i64, values: &[f64]) -> Option<f64>;
+
+    fn warm_up(&self) -> usize;
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
     #[error(
-        "unknown detector `{0}`: use auto, zscore, ewma, robust, seasonal, drift, flatline or gap"
+        "unknown detector `{0}`: use auto, zscore, ewma, robust, seasonal, drift, flatline, gap or hst"
     )]
     Unknown(String),
     #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
@@ -35,6 +45,8 @@ pub enum DetectorError {
     },
     #[error("option `{option}`: {problem}")]
     BadOption { option: String, problem: String },
+    #[error("detector `{0}` scores one value; `hst` scores several together")]
+    OneValue(String),
 }
 
 fn number(
@@ -54,8 +66,8 @@ fn number(
 }
 
 /// The detectors, by name.
-pub const DETECTORS: [&str; 8] = [
-    "auto", "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap",
+pub const DETECTORS: [&str; 9] = [
+    "auto", "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap", "hst",
 ];
 
 /// The options a detector takes, or `None` for an unknown detector.
@@ -66,6 +78,7 @@ pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
         "seasonal" => Some(&["slots", "days", "alpha", "history", "recent"]),
         "drift" => Some(&["slots", "days", "alpha"]),
         "flatline" | "gap" | "auto" => Some(&[]),
+        "hst" => Some(&["trees", "depth", "window"]),
         _ => None,
     }
 }
@@ -78,11 +91,65 @@ const COMBINED: [&str; 4] = ["seasonal", "drift", "flatline", "gap"];
 pub enum Scorer {
     Single(Single),
     Combined(Vec<Single>),
+    /// Several values scored together (`hst`).
+    Multi {
+        detector: Box<dyn MultiDetector>,
+        likelihood: Likelihood,
+    },
 }
 
 impl Scorer {
     /// Builds the named detector with `options` (see [`options_of`]); `auto` takes none.
     pub fn new(name: &str, options: &[(String, String)]) -> Result<Scorer, DetectorError> {
+        Scorer::for_values(name, options, 1)
+    }
+
+    /// Builds the named detector for `values` values per reading: several only for `hst`.
+    pub fn for_values(
+        name: &str,
+        options: &[(String, String)],
+        values: usize,
+    ) -> Result<Scorer, DetectorError> {
+        if name == "hst" {
+            let known = options_of(name).expect("known");
+            let mut trees = 25.0;
+            let mut depth = 10.0;
+            let mut window = 250.0;
+            for (option, value) in options {
+                let whole = |v: f64| (1.0..=100_000.0).contains(&v) && v.fract() == 0.0;
+                match option.as_str() {
+                    "trees" => trees = number(option, value, whole, "a whole number from 1")?,
+                    "depth" => {
+                        depth = number(
+                            option,
+                            value,
+                            |v| (1.0..=20.0).contains(&v) && v.fract() == 0.0,
+                            "a whole number from 1 to 20",
+                        )?
+                    }
+                    "window" => window = number(option, value, whole, "a whole number from 1")?,
+                    _ => {
+                        return Err(DetectorError::UnknownOption {
+                            detector: name.to_string(),
+                            option: option.clone(),
+                            known: known.join(", "),
+                        });
+                    }
+                }
+            }
+            return Ok(Scorer::Multi {
+                detector: Box::new(HalfSpaceTrees::new(
+                    values.max(1),
+                    trees as usize,
+                    depth as u32,
+                    window as usize,
+                )),
+                likelihood: Likelihood::new(500, 1),
+            });
+        }
+        if values > 1 {
+            return Err(DetectorError::OneValue(name.to_string()));
+        }
         if name == "auto" {
             if let Some((option, _)) = options.first() {
                 return Err(DetectorError::UnknownOption {
@@ -102,12 +169,29 @@ impl Scorer {
 
     /// The score of the next reading, or `None` while warming up.
     pub fn score(&mut self, ts: i64, value: f64) -> Option<f64> {
+        self.score_values(ts, &[value])
+    }
+
+    /// The score of the next readings (one per value the detector was built for).
+    pub fn score_values(&mut self, ts: i64, values: &[f64]) -> Option<f64> {
+        if values.iter().any(|value| !value.is_finite()) {
+            return None;
+        }
         match self {
-            Scorer::Single(single) => single.score(ts, value),
-            Scorer::Combined(all) => all
-                .iter_mut()
-                .filter_map(|single| single.score(ts, value))
-                .reduce(f64::max),
+            Scorer::Single(single) => single.score(ts, *values.first()?),
+            Scorer::Combined(all) => {
+                let value = *values.first()?;
+                all.iter_mut()
+                    .filter_map(|single| single.score(ts, value))
+                    .reduce(f64::max)
+            }
+            Scorer::Multi {
+                detector,
+                likelihood,
+            } => {
+                let raw = detector.update(ts, values)?;
+                likelihood.update(raw)
+            }
         }
     }
 
@@ -116,6 +200,10 @@ impl Scorer {
         match self {
             Scorer::Single(single) => single.warm_up(),
             Scorer::Combined(all) => all.iter().map(Single::warm_up).min().unwrap_or(0),
+            Scorer::Multi {
+                detector,
+                likelihood,
+            } => detector.warm_up() + likelihood.warm_up(),
         }
     }
 }

@@ -13,7 +13,9 @@
 //! - [`flatline`]: a value that stops changing (a stuck sensor);
 //! - [`gap`]: readings that stop arriving (a dropout).
 //!
-//! The last three score probabilities directly and skip calibration. `auto` takes the highest
+//! [`half_space`] (`hst`) scores several values of one place together.
+//!
+//! The last three single-value ones score probabilities directly and skip calibration. `auto` takes the highest
 //! score of `seasonal`, `drift`, `flatline` and `gap`.
 //!
 //! [`evaluation`] measures a detector against labelled data.
@@ -25,6 +27,7 @@ pub mod evaluation;
 pub mod ewma;
 pub mod flatline;
 pub mod gap;
+pub mod half_space;
 pub mod robust;
 pub mod seasonal;
 pub mod zscore;

@@ -26,7 +26,8 @@ pub struct AnomalySpec {
     pub detector: String,
     /// The partition key's columns.
     pub keys: Vec<usize>,
-    pub value: usize,
+    /// The scored values' columns: one, or several for a detector that scores them together.
+    pub values: Vec<usize>,
     /// The event-time column.
     pub time: usize,
     pub kept: usize,
@@ -40,7 +41,7 @@ pub struct AnomalySpec {
 /// use vibelux_operators::anomaly::{AnomalySpec, ScoreAnomaliesExt};
 /// use vibelux_operators::row::{Datum, Row};
 ///
-/// let spec = Arc::new(AnomalySpec { detector: "gap".into(), keys: vec![0], value: 2, time: 1, kept: 3 });
+/// let spec = Arc::new(AnomalySpec { detector: "gap".into(), keys: vec![0], values: vec![2], time: 1, kept: 3 });
 /// let captured = timely::example(move |scope| {
 ///     let rows: Vec<Row> = (0..30)
 ///         .map(|i| vec![Datum::Utf8("s1".into()), Datum::Timestamp(i * 60_000_000_000), Datum::Float64(1.0)])
@@ -106,13 +107,16 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                             .map(|&column| row[column].clone())
                             .collect();
                         let scorer = series.entry(key).or_insert_with(|| {
-                            Scorer::new(&spec.detector, &[]).expect("checked when planned")
+                            Scorer::for_values(&spec.detector, &[], spec.values.len())
+                                .expect("checked when planned")
                         });
-                        let score = match (
-                            row[spec.time].as_timestamp_nanos(),
-                            row[spec.value].as_f64(),
-                        ) {
-                            (Some(ts), Some(value)) => scorer.score(ts, value),
+                        let values: Option<Vec<f64>> = spec
+                            .values
+                            .iter()
+                            .map(|&column| row[column].as_f64())
+                            .collect();
+                        let score = match (row[spec.time].as_timestamp_nanos(), values) {
+                            (Some(ts), Some(values)) => scorer.score_values(ts, &values),
                             _ => None,
                         };
                         let mut scored: Row = row[..spec.kept].to_vec();

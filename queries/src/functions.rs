@@ -144,11 +144,15 @@ impl WindowUDFImpl for AnomalyScore {
 
 /// The window function `anomaly_score`, ready to register.
 pub fn anomaly_score_function() -> Arc<WindowUDF> {
+    // The detector's name, then one value, or several for a detector that scores them together.
     let signature = Signature::one_of(
-        vec![TypeSignature::Exact(vec![
-            DataType::Utf8,
-            DataType::Float64,
-        ])],
+        (1..=8)
+            .map(|values| {
+                let mut types = vec![DataType::Utf8];
+                types.extend(std::iter::repeat_n(DataType::Float64, values));
+                TypeSignature::Exact(types)
+            })
+            .collect(),
         Volatility::Immutable,
     );
     Arc::new(WindowUDF::from(AnomalyScore { signature }))

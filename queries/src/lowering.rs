@@ -182,11 +182,14 @@ impl<'a> Lowering<'a> {
             Some(Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(name)), _)) => name.clone(),
             _ => return Err(self.error("anomaly_score's first argument names the detector, as text: anomaly_score('auto', temp_c)")),
         };
-        vibelux_models::detector::Scorer::new(&detector, &[])
+        let values: Vec<Expr> = params.args[1..].to_vec();
+        if values.is_empty() {
+            return Err(
+                self.error("anomaly_score needs the value to score: anomaly_score('auto', temp_c)")
+            );
+        }
+        vibelux_models::detector::Scorer::for_values(&detector, &[], values.len())
             .map_err(|problem| self.error(format!("anomaly_score: {problem}")))?;
-        let value = params.args.get(1).cloned().ok_or_else(|| {
-            self.error("anomaly_score needs the value to score: anomaly_score('auto', temp_c)")
-        })?;
         let input = self.lower(&window.input)?;
         let input_node = self.plan.nodes[input].clone();
         if input_node.changes != Changes::AppendOnly {
@@ -207,12 +210,7 @@ impl<'a> Lowering<'a> {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        for (index, expr) in params
-            .partition_by
-            .iter()
-            .chain(std::iter::once(&value))
-            .enumerate()
-        {
+        for (index, expr) in params.partition_by.iter().chain(&values).enumerate() {
             let data_type = expr
                 .get_type(input_schema.as_ref())
                 .map_err(|error| located(error, self.position))?;
@@ -222,9 +220,10 @@ impl<'a> Lowering<'a> {
         let projected = Arc::new(Schema::new(fields));
         let calc = self.calc(input, input_schema, None, &projections, projected)?;
         let keys: Vec<usize> = (kept..kept + params.partition_by.len()).collect();
+        let first_value = kept + keys.len();
         let spec = AnomalySpec {
             detector,
-            value: kept + keys.len(),
+            values: (first_value..first_value + values.len()).collect(),
             keys,
             time,
             kept,
