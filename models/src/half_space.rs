@@ -160,7 +160,7 @@ impl MultiDetector for HalfSpaceTrees {
         }
         self.learn(&point);
         self.seen += 1;
-        if self.seen % self.window == 0 {
+        if self.seen.is_multiple_of(self.window) {
             self.swap();
         }
         Some(1.0 / (1.0 + mass / self.trees.len() as f64))
