@@ -5,9 +5,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::output::{received, wait_for_lines};
+use common::output::{received, wait_for_lines, wait_for_received};
 use common::start_engine;
 use common::tansu::Tansu;
 
@@ -112,15 +112,7 @@ fn a_restarted_engine_resumes_from_the_committed_offsets() {
     assert!(log.contains("stopping: sources close"), "{log}");
     broker.peer(&["produce", "readings", "4000", "4000"]);
     let mut engine = start_engine(&pipeline(&bootstrap, &second));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received(&[&first, &second]).len() < 8000 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of 8000",
-            received(&[&first, &second]).len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_received(&[&first, &second], 8000);
     engine.interrupt();
     // The second run started where the first stopped: nothing skipped, nothing read twice.
     let again = received(&[&second]);
@@ -144,15 +136,7 @@ fn a_broker_that_is_down_at_start_is_waited_for() {
     let broker = Tansu::start_on(port);
     broker.peer(&["create", "readings", "2"]);
     broker.peer(&["produce", "readings", "0", "1000"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received(&[&output]).len() < 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of 1000",
-            received(&[&output]).len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_received(&[&output], 1000);
     let log = engine.interrupt();
     assert!(log.contains("kafka consumer error; retrying"), "{log}");
 }
@@ -171,29 +155,13 @@ fn consumption_resumes_across_a_broker_restart_and_then_an_engine_restart() {
     // The broker dies and comes back (its data on disk); the engine keeps running.
     broker.restart(Duration::from_secs(1));
     broker.peer(&["produce", "readings", "3000", "3000"]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while received(&[&first]).len() < 6000 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of 6000 after the broker restart",
-            received(&[&first]).len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_received(&[&first], 6000);
     // Then the engine restarts: it resumes from the offsets the restarted broker holds.
     let log = engine.terminate();
     assert!(log.contains("stopping: sources close"), "{log}");
     broker.peer(&["produce", "readings", "6000", "2000"]);
     let mut engine = start_engine(&pipeline(&bootstrap, &second));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received(&[&first, &second]).len() < 8000 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of 8000",
-            received(&[&first, &second]).len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_received(&[&first, &second], 8000);
     engine.interrupt();
     let again = received(&[&second]);
     assert_eq!(

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
-use common::output::{received, wait_for_lines};
+use common::output::{received, wait_for_lines, wait_for_received};
 use common::{Engine, start_engine};
 
 fn publish(port: u16, topic: &str, payload: &str, qos: &str) {
@@ -206,27 +206,6 @@ fn wait_for_acks(lines: &std::sync::mpsc::Receiver<String>, acked: usize) {
     }
 }
 
-fn wait_for_all(files: &[&Path], count: usize) -> BTreeMap<i64, f64> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = received(files);
-        if seen.len() >= count {
-            return seen;
-        }
-        if Instant::now() > deadline {
-            let missing: Vec<i64> = (0..count as i64)
-                .filter(|seq| !seen.contains_key(seq))
-                .take(20)
-                .collect();
-            panic!(
-                "{} of {count} messages arrived; first missing: {missing:?}",
-                seen.len()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn check_contents(seen: &BTreeMap<i64, f64>, count: usize) {
     assert_eq!(seen.len(), count);
     for (seq, temp) in seen {
@@ -270,7 +249,7 @@ fn every_qos1_message_arrives_when_the_broker_restarts_mid_stream() {
     wait_for_acks(&lines, COUNT);
     assert!(publisher.wait().unwrap().success());
     let late = output.with_extension("late.jsonl");
-    let seen = wait_for_all(&[&output, &late], COUNT);
+    let seen = wait_for_received(&[&output, &late], COUNT);
     check_contents(&seen, COUNT);
     // The engine came back by itself: it says so, resubscribed, and its metrics count it.
     engine.wait_for_log("mqtt subscribed", 2);

@@ -46,3 +46,26 @@ pub fn received(files: &[&Path]) -> BTreeMap<i64, f64> {
     }
     seen
 }
+
+/// Waits until the files hold `count` distinct messages (60 s at most, then fails naming the
+/// first missing ones); returns them.
+pub fn wait_for_received(files: &[&Path], count: usize) -> BTreeMap<i64, f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = received(files);
+        if seen.len() >= count {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<i64> = (0..count as i64)
+                .filter(|seq| !seen.contains_key(seq))
+                .take(20)
+                .collect();
+            panic!(
+                "{} of {count} messages arrived; first missing: {missing:?}",
+                seen.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
