@@ -19,7 +19,8 @@ CREATE SOURCE readings (
   rooms = '4', zones_per_room = '5', sensors_per_zone = '10',
   interval = '10 seconds',
   speed = '60x',
-  seed = '7'
+  seed = '7',
+  faults = 'stuck'            -- one sensor gets stuck a few simulated minutes in
 );
 
 -- Plausible readings only, with Fahrenheit for the US growers, and what growers steer by:
@@ -38,6 +39,19 @@ CREATE MATERIALIZED VIEW zone_minute AS
          max(co2_ppm) AS co2_max, count(*) AS n
   FROM TUMBLE(climate, ts, INTERVAL '1 minute')
   GROUP BY zone, window_start, window_end;
+
+-- Sensors behaving oddly: every reading scored against its own sensor's history by the `auto`
+-- detector (stuck values, dropouts, drift, unusual readings for the time of day), and the
+-- sensors with readings beyond 99.99 % of their usual. docs/anomalies.md.
+CREATE VIEW scored AS
+  SELECT sensor_id, zone, ts, temp_c,
+         anomaly_score('auto', temp_c) OVER (PARTITION BY sensor_id) AS score
+  FROM readings;
+
+CREATE MATERIALIZED VIEW sensor_alerts AS
+  SELECT sensor_id, zone, count(*) AS odd_readings, max(ts) AS last_odd
+  FROM scored WHERE score >= 0.9999
+  GROUP BY sensor_id, zone;
 
 -- Each closed minute, once, as JSON lines.
 CREATE SINK zone_minute_out FROM zone_minute

@@ -28,6 +28,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{Scope, Stream};
 use vibelux_connectors::file_source::{FileReader, ReplayProgress};
 use vibelux_connectors::simulator::SimulatorReader;
+use vibelux_connectors::simulator::Speed;
 use vibelux_connectors::sink::{SinkMetrics, SinkWriter, WriteRowsExt, WriteUpdatesExt};
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
@@ -429,6 +430,15 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                         Box::new(NoInput)
                     }
                 };
+                // Flow control holds back a source that runs ahead of the slowest output, so a
+                // replay cannot fill memory. A source paced by the clock cannot run away, and
+                // must not wait for one on another clock: a 60× simulation beside a PLC polled
+                // in real time would stop after ten simulated minutes.
+                let paced = match &plan.sources[source].connector {
+                    SourceConnector::Simulator(config) => config.speed != Speed::Max,
+                    SourceConnector::Modbus(_) => true,
+                    _ => false,
+                };
                 let streams = read_source(
                     scope,
                     &plan.sources[source].name,
@@ -436,7 +446,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     plan.sources[source].timing.clone(),
                     metrics.sources[position].1.clone(),
                     stop.clone(),
-                    Some(finished.clone()),
+                    (!paced).then(|| finished.clone()),
                 );
                 source_streams.insert(source, streams);
             }
