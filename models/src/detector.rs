@@ -337,6 +337,21 @@ mod tests {
     }
 
     #[test]
+    fn the_first_score_comes_after_exactly_the_documented_warm_up() {
+        // Seasonal and drift warm up in days of each slot, not in readings.
+        for name in ["zscore", "ewma", "robust", "flatline", "gap", "hst"] {
+            let mut scorer = Scorer::new(name, &[]).unwrap();
+            let first = (0..2_000)
+                .position(|i: i64| {
+                    let value = 21.0 + ((i * 7919) % 13) as f64 * 0.02;
+                    scorer.score(i * 60_000_000_000, value).is_some()
+                })
+                .unwrap();
+            assert_eq!(first, scorer.warm_up(), "{name}");
+        }
+    }
+
+    #[test]
     fn a_spike_scores_near_one_and_calm_readings_do_not() {
         for name in ["zscore", "ewma", "robust"] {
             let mut scorer = Scorer::new(name, &[]).unwrap();
