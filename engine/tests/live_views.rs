@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Engine, PIPELINE, start_engine, start_engine_with};
+use common::{Engine, PIPELINE, post_sql, start_engine, start_engine_with};
 
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -355,25 +355,6 @@ fn the_api_lists_views_with_keys_units_and_metrics() {
     assert!(get("/").contains("<title>Vibelux</title>"));
     let openapi: Value = serde_json::from_str(&get("/openapi.json")).unwrap();
     assert!(openapi["paths"]["/v1/views/{name}/subscribe"].is_object());
-}
-
-fn post_sql(engine: &Engine, sql: &str) -> (u16, Value) {
-    let output = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-            "--data-binary",
-            sql,
-            &format!("http://{}/v1/sql", engine.address),
-        ])
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), serde_json::from_str(body).unwrap())
 }
 
 fn file_lines(engine: &Engine, name: &str) -> usize {

@@ -28,6 +28,7 @@ pub mod ewma;
 pub mod flatline;
 pub mod gap;
 pub mod half_space;
+pub mod onnx;
 pub mod robust;
 pub mod seasonal;
 pub mod zscore;

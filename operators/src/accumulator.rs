@@ -10,6 +10,8 @@ use std::collections::btree_map::Entry;
 
 use serde::{Deserialize, Serialize};
 
+use vibelux_models::onnx::FeatureReference;
+
 use crate::row::Datum;
 
 /// The aggregate functions a streaming `GROUP BY` can maintain.
@@ -41,6 +43,9 @@ pub enum AggregateFunction {
     Dli,
     /// `rate_of_change(value, ts)`: (last − first) / elapsed seconds.
     RateOfChange,
+    /// `psi('model', 'feature', value)`: the population stability index of the values against
+    /// the model's training distribution of that feature.
+    PopulationStability,
 }
 
 impl AggregateFunction {
@@ -59,6 +64,9 @@ pub struct AggregateSpec {
     pub argument: Option<usize>,
     /// Column holding the ordering key of `first_value`/`last_value`.
     pub order_by: Option<usize>,
+    /// For `psi`: the training distribution to compare with.
+    #[serde(default)]
+    pub reference: Option<FeatureReference>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,9 +89,26 @@ pub enum Accumulator {
     ExtremeMultiset(BTreeMap<Datum, i64>),
     Ordered(Option<(Datum, Datum)>),
     OrderedMultiset(BTreeMap<(Datum, Datum), i64>),
+    /// Values counted into a training reference's bins (the reference travels with the counts
+    /// so a group's state is self-contained).
+    Histogram {
+        reference: Box<FeatureReference>,
+        counts: Vec<i64>,
+    },
 }
 
 impl Accumulator {
+    /// The empty state of one aggregate of a group.
+    pub fn of(spec: &AggregateSpec, input_retracts: bool) -> Self {
+        match (&spec.reference, spec.function) {
+            (Some(reference), AggregateFunction::PopulationStability) => Accumulator::Histogram {
+                counts: vec![0; reference.bins()],
+                reference: Box::new(reference.clone()),
+            },
+            _ => Accumulator::new(spec.function, input_retracts),
+        }
+    }
+
     pub fn new(function: AggregateFunction, input_retracts: bool) -> Self {
         use AggregateFunction::*;
         match function {
@@ -110,6 +135,15 @@ impl Accumulator {
             Integral | TimeWeightedAvg | Dli | RateOfChange => {
                 Accumulator::OrderedMultiset(BTreeMap::new())
             }
+            // Without a reference nothing can be binned: the result stays NULL.
+            PopulationStability => Accumulator::Histogram {
+                reference: Box::new(FeatureReference {
+                    name: String::new(),
+                    edges: Vec::new(),
+                    expected: vec![1.0],
+                }),
+                counts: vec![0],
+            },
         }
     }
 
@@ -172,6 +206,11 @@ impl Accumulator {
             Accumulator::OrderedMultiset(values) => {
                 add_to_multiset(values, (order.clone(), value.clone()), diff)
             }
+            Accumulator::Histogram { reference, counts } => {
+                if let Some(v) = value.as_f64().filter(|v| !v.is_nan()) {
+                    counts[reference.bin_of(v)] += diff;
+                }
+            }
         }
     }
 
@@ -223,6 +262,14 @@ impl Accumulator {
                     add_to_multiset(mine, value, count);
                 }
             }
+            (
+                Accumulator::Histogram { counts, .. },
+                Accumulator::Histogram { counts: theirs, .. },
+            ) => {
+                for (mine, theirs) in counts.iter_mut().zip(theirs) {
+                    *mine += theirs;
+                }
+            }
             // An empty extreme, or states of different functions (never built by one plan).
             _ => {}
         }
@@ -262,6 +309,9 @@ impl Accumulator {
                     _ => Datum::Null,
                 }
             }
+            Accumulator::Histogram { reference, counts } => reference
+                .population_stability(counts)
+                .map_or(Datum::Null, Datum::Float64),
             Accumulator::Extreme(value) => value.clone().unwrap_or(Datum::Null),
             Accumulator::ExtremeMultiset(values) => {
                 let entry = if function == Min {

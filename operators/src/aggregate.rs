@@ -77,7 +77,7 @@ impl Group {
         let accumulators = plan
             .aggregates
             .iter()
-            .map(|spec| Accumulator::new(spec.function, plan.input_retracts))
+            .map(|spec| Accumulator::of(spec, plan.input_retracts))
             .collect();
         Group {
             rows: 0,
@@ -160,7 +160,7 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 ///
 /// let plan = Arc::new(AggregatePlan {
 ///     key_columns: 1,
-///     aggregates: vec![AggregateSpec { function: AggregateFunction::CountRows, argument: None, order_by: None }],
+///     aggregates: vec![AggregateSpec { function: AggregateFunction::CountRows, argument: None, order_by: None, reference: None }],
 ///     input_retracts: false,
 ///     window: None,
 ///     session: None,
@@ -238,7 +238,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 let accumulators: Vec<Accumulator> = plan
                     .aggregates
                     .iter()
-                    .map(|spec| Accumulator::new(spec.function, plan.input_retracts))
+                    .map(|spec| Accumulator::of(spec, plan.input_retracts))
                     .collect();
                 let row: Row = plan
                     .aggregates

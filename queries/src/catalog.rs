@@ -146,6 +146,7 @@ impl Planner {
                     })
                     .collect(),
             },
+            ObjectKind::Model => self.show_models(),
             ObjectKind::Sink => Outcome::Table {
                 columns: strings(&["name", "from", "target"]),
                 rows: self

@@ -18,11 +18,13 @@ use datafusion::logical_expr::{
 use datafusion::sql::planner::{ParserOptions, PlannerContext, SqlToRel};
 use datafusion::sql::sqlparser::ast;
 
+use vibelux_models::onnx::ModelRegistry;
+
 use crate::error::{Position, SqlError, SqlResult};
 
 /// DataFusion's function library with Vibelux's own functions, and settings, shared by every
 /// statement.
-pub fn session_state() -> SessionState {
+pub fn session_state(models: &Arc<ModelRegistry>) -> SessionState {
     use datafusion::execution::FunctionRegistry as _;
     let mut state = SessionStateBuilder::new().with_default_features().build();
     for function in crate::functions::cultivation_functions() {
@@ -33,6 +35,10 @@ pub fn session_state() -> SessionState {
         let _ = state.register_udaf(function);
     }
     let _ = state.register_udwf(crate::functions::anomaly_score_function());
+    for function in crate::models::predict_functions(models) {
+        let _ = state.register_udf(function);
+    }
+    let _ = state.register_udaf(crate::models::population_stability_function());
     state
 }
 

@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod functions;
 pub mod lowering;
+pub mod models;
 pub mod options;
 pub mod parser;
 pub mod plan;

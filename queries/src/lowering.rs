@@ -19,6 +19,8 @@ use datafusion::logical_expr::{
     Distinct, Expr, ExprSchemable, LogicalPlan, expr::AggregateFunction,
 };
 use datafusion::physical_expr::create_physical_expr;
+use vibelux_models::onnx::FeatureReference;
+use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpec};
 use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
 use vibelux_operators::anomaly::AnomalySpec;
@@ -36,6 +38,8 @@ pub struct Lowering<'a> {
     pub plan: &'a mut DataflowPlan,
     /// Relation name → node producing it (catalog relations and this statement's windows).
     pub relations: &'a HashMap<String, NodeId>,
+    /// The pipeline's models, for `psi`'s training references.
+    models: &'a ModelRegistry,
     pub position: Position,
     props: ExecutionProps,
     /// Relations the query reads, for dependency tracking.
@@ -46,15 +50,54 @@ impl<'a> Lowering<'a> {
     pub fn new(
         plan: &'a mut DataflowPlan,
         relations: &'a HashMap<String, NodeId>,
+        models: &'a ModelRegistry,
         position: Position,
     ) -> Self {
         Lowering {
             plan,
             relations,
+            models,
             position,
             props: ExecutionProps::new(),
             reads: Vec::new(),
         }
+    }
+
+    /// The training distribution `psi('model', 'feature', value)` compares against.
+    fn drift_reference(&self, args: &[Expr], shown: &str) -> SqlResult<FeatureReference> {
+        let text = |index: usize| match args.get(index) {
+            Some(Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(text)), _)) => {
+                Some(text.clone())
+            }
+            _ => None,
+        };
+        let (Some(model_name), Some(feature), 3) = (text(0), text(1), args.len()) else {
+            return Err(self.error(format!(
+                "psi('model', 'feature', value) takes the model and feature names quoted: {shown}"
+            )));
+        };
+        let slot = self.models.get(&model_name).ok_or_else(|| {
+            self.error(format!(
+                "psi: unknown model `{model_name}`; create it first (CREATE MODEL)"
+            ))
+        })?;
+        let model = &slot.live;
+        if model.references.is_empty() {
+            return Err(self.error(format!(
+                "psi: model {model_name} carries no training reference (metadata `vibelux.reference`); models/iforest/train.py shows how to store one"
+            )));
+        }
+        model.reference(&feature).cloned().ok_or_else(|| {
+            self.error(format!(
+                "psi: model {model_name} has no reference for `{feature}`; it has: {}",
+                model
+                    .references
+                    .iter()
+                    .map(|reference| reference.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
     }
 
     fn error(&self, message: impl Into<String>) -> SqlError {
@@ -358,7 +401,13 @@ impl<'a> Lowering<'a> {
                 return Err(self.error(format!("FILTER (WHERE …) is not supported yet: {shown}")));
             }
             let name = func.name().to_ascii_lowercase();
-            let argument = params.args.first().cloned();
+            let mut reference = None;
+            let argument = if name == "psi" {
+                reference = Some(self.drift_reference(&params.args, &shown)?);
+                params.args.get(2).cloned()
+            } else {
+                params.args.first().cloned()
+            };
             let argument_type = match &argument {
                 Some(arg) => Some(
                     arg.get_type(input_schema.as_ref())
@@ -408,6 +457,7 @@ impl<'a> Lowering<'a> {
                         Function::LastValue
                     }
                 }
+                "psi" => Function::PopulationStability,
                 "integral" | "time_weighted_avg" | "dli" | "rate_of_change" => {
                     let ts = params.args.get(1).cloned().ok_or_else(|| {
                         self.error(format!(
@@ -456,6 +506,7 @@ impl<'a> Lowering<'a> {
                 function,
                 argument,
                 order_by,
+                reference,
             });
             labels.push(shown);
         }

@@ -32,6 +32,7 @@ pub enum Statement {
     CreateSource(Box<CreateSource>),
     CreateView(CreateView),
     CreateSink(CreateSink),
+    CreateModel(CreateModel),
     Drop {
         kind: ObjectKind,
         name: Ident,
@@ -49,6 +50,7 @@ pub enum ObjectKind {
     Table,
     View,
     Sink,
+    Model,
 }
 
 impl ObjectKind {
@@ -58,6 +60,7 @@ impl ObjectKind {
             ObjectKind::Table => "table",
             ObjectKind::View => "view",
             ObjectKind::Sink => "sink",
+            ObjectKind::Model => "model",
         }
     }
 }
@@ -95,6 +98,16 @@ pub struct CreateView {
 pub struct CreateSink {
     pub name: Ident,
     pub from: ObjectName,
+    pub options: Vec<OptionEntry>,
+}
+
+/// `CREATE [OR REPLACE] MODEL name FROM 'file.onnx' [WITH (…)]`.
+#[derive(Debug, Clone)]
+pub struct CreateModel {
+    pub name: Ident,
+    pub or_replace: bool,
+    pub path: String,
+    pub path_position: Position,
     pub options: Vec<OptionEntry>,
 }
 
@@ -244,8 +257,30 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
                 options,
             }));
         }
+        if !materialized && parse_word(parser, "MODEL") {
+            let name = parsing(parser.parse_identifier())?;
+            if !parse_word(parser, "FROM") {
+                return Err(expected(
+                    "FROM and the model file ('….onnx')",
+                    &parser.peek_token(),
+                ));
+            }
+            let path_token = parser.peek_token();
+            let path = match parsing(parser.parse_value())?.value {
+                Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => text,
+                _ => return Err(expected("the model file as a quoted string", &path_token)),
+            };
+            let options = parse_with_options(parser)?;
+            return Ok(Statement::CreateModel(CreateModel {
+                name,
+                or_replace,
+                path,
+                path_position: Position::of(path_token.span.start),
+                options,
+            }));
+        }
         return Err(expected(
-            "SOURCE, TABLE, VIEW, MATERIALIZED VIEW or SINK after CREATE",
+            "SOURCE, TABLE, VIEW, MATERIALIZED VIEW, SINK or MODEL after CREATE",
             &parser.peek_token(),
         ));
     }
@@ -265,13 +300,14 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
             ("TABLES", ObjectKind::Table),
             ("VIEWS", ObjectKind::View),
             ("SINKS", ObjectKind::Sink),
+            ("MODELS", ObjectKind::Model),
         ] {
             if parse_word(parser, plural) {
                 return Ok(Statement::Show(kind));
             }
         }
         return Err(expected(
-            "SOURCES, TABLES, VIEWS or SINKS after SHOW",
+            "SOURCES, TABLES, VIEWS, SINKS or MODELS after SHOW",
             &parser.peek_token(),
         ));
     }
@@ -294,12 +330,14 @@ fn parse_object_kind(parser: &mut Parser) -> SqlResult<ObjectKind> {
         Ok(ObjectKind::Table)
     } else if parse_word(parser, "SINK") {
         Ok(ObjectKind::Sink)
+    } else if parse_word(parser, "MODEL") {
+        Ok(ObjectKind::Model)
     } else if parse_word(parser, "MATERIALIZED") || parse_word(parser, "VIEW") {
         parse_word(parser, "VIEW");
         Ok(ObjectKind::View)
     } else {
         Err(expected(
-            "SOURCE, TABLE, VIEW or SINK",
+            "SOURCE, TABLE, VIEW, SINK or MODEL",
             &parser.peek_token(),
         ))
     }

@@ -18,6 +18,7 @@ use vibelux_connectors::parquet_sink::UNIT_METADATA;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::{check_columns, simulated_unit};
 use vibelux_connectors::source::SourceTiming;
+use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::window::WindowKind;
 
 use crate::context::{PlanningContext, column_type, interval_nanos, located, session_state};
@@ -78,6 +79,9 @@ pub struct Planner {
     pub plan: DataflowPlan,
     pub(crate) entries: BTreeMap<String, Entry>,
     window_relations: usize,
+    /// The pipeline's ONNX models: shared by every copy of the planner and by the running
+    /// views, so a version installed while the pipeline runs scores their next batch.
+    pub models: Arc<ModelRegistry>,
 }
 
 impl Default for Planner {
@@ -88,8 +92,10 @@ impl Default for Planner {
 
 impl Planner {
     pub fn new() -> Self {
+        let models = Arc::new(ModelRegistry::default());
         Planner {
-            state: session_state(),
+            state: session_state(&models),
+            models,
             plan: DataflowPlan::default(),
             entries: BTreeMap::new(),
             window_relations: 0,
@@ -112,6 +118,17 @@ impl Planner {
             Statement::CreateSource(source) => self.create_source(source, position),
             Statement::CreateView(view) => self.create_view(view, position),
             Statement::CreateSink(sink) => self.create_sink(sink, position),
+            Statement::CreateModel(model) => self.create_model(model, position),
+            Statement::Drop {
+                kind: ObjectKind::Model,
+                name,
+                if_exists,
+            } => self.drop_model(
+                &name.value.to_ascii_lowercase(),
+                *if_exists,
+                Position::of(name.span.start),
+            ),
+            Statement::Show(ObjectKind::Model) => Ok(self.show_models()),
             Statement::Drop {
                 kind,
                 name,
@@ -630,7 +647,7 @@ impl Planner {
         let logical = Analyzer::new()
             .execute_and_check(logical, self.state.config_options(), |_, _| {})
             .map_err(|error| located(error, position))?;
-        let mut lowering = Lowering::new(&mut self.plan, &relations, position);
+        let mut lowering = Lowering::new(&mut self.plan, &relations, &self.models, position);
         let node = lowering.lower(&logical)?;
         reads.extend(lowering.reads);
         reads.sort();

@@ -139,3 +139,23 @@ pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> E
         log,
     }
 }
+
+/// Sends statements to `POST /v1/sql`; returns the status and the JSON answer.
+pub fn post_sql(engine: &Engine, sql: &str) -> (u16, serde_json::Value) {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            sql,
+            &format!("http://{}/v1/sql", engine.address),
+        ])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(body).unwrap())
+}
