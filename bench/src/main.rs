@@ -6,11 +6,13 @@
 //! framework: the practical limit the engine is measured against (`bench/run.sh`). `live`
 //! measures live-view latency and fan-out against a running engine (`bench/live.sh`), writing
 //! rows to a file or publishing them over MQTT; `mqtt-ingest` measures how fast the engine takes
-//! in MQTT messages (`bench/mqtt.sh`), `kafka-ingest` Kafka messages (`bench/kafka.sh`).
+//! in MQTT messages (`bench/mqtt.sh`), `kafka-ingest` Kafka messages (`bench/kafka.sh`);
+//! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`).
 
 mod kafka;
 mod live;
 mod modbus;
+mod models;
 mod mqtt;
 
 use std::collections::HashMap;
@@ -55,6 +57,8 @@ enum Command {
     KafkaIngest(kafka::IngestArgs),
     /// Modbus polling: simulated PLCs here, one engine polling them all (see `bench/modbus.sh`).
     ModbusPoll(modbus::PollArgs),
+    /// ONNX inference per batch size and detector throughput (see `bench/models.sh`).
+    Models(models::ModelArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::MqttIngest(args) => mqtt::ingest(args),
         Command::KafkaIngest(args) => kafka::ingest(args),
         Command::ModbusPoll(args) => modbus::poll(args),
+        Command::Models(args) => models::run(args),
     }
 }
 

@@ -9,11 +9,14 @@
 //! takes over, so extreme raw scores are told apart from merely high ones; and extreme ones
 //! (0.9999 and up) are kept out of the history, so one spike does not hide the next.
 
+use serde::{Deserialize, Serialize};
+
 use std::collections::VecDeque;
 
 /// Scores this high are kept out of the history.
 const EXTREME: f64 = 0.9999;
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Likelihood {
     history: usize,
     recent: usize,

@@ -1,5 +1,7 @@
 //! What every detector does, and how one is chosen by name with `key=value` options.
 
+use serde::{Deserialize, Serialize};
+
 use crate::calibration::Likelihood;
 use crate::half_space::HalfSpaceTrees;
 use crate::{
@@ -88,14 +90,56 @@ const COMBINED: [&str; 4] = ["seasonal", "drift", "flatline", "gap"];
 
 /// A detector with calibrated scores in [0, 1]: one, or `auto`, the highest score of several
 /// (each calibrated, so the highest is the strongest evidence of any kind of fault).
+///
+/// A scorer's whole state serializes (serde), so it can be checkpointed and restored: a restored
+/// scorer goes on exactly as the original would have.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Scorer {
     Single(Single),
     Combined(Vec<Single>),
     /// Several values scored together (`hst`).
     Multi {
-        detector: Box<dyn MultiDetector>,
+        detector: Box<HalfSpaceTrees>,
         likelihood: Likelihood,
     },
+}
+
+/// The single-series detectors, as one type so their state serializes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum SeriesDetector {
+    ZScore(ZScore),
+    Ewma(Ewma),
+    Robust(Robust),
+    Seasonal(Seasonal),
+    Drift(Drift),
+    Flatline(Flatline),
+    Gap(Gap),
+}
+
+impl SeriesDetector {
+    fn get(&self) -> &dyn Detector {
+        match self {
+            SeriesDetector::ZScore(detector) => detector,
+            SeriesDetector::Ewma(detector) => detector,
+            SeriesDetector::Robust(detector) => detector,
+            SeriesDetector::Seasonal(detector) => detector,
+            SeriesDetector::Drift(detector) => detector,
+            SeriesDetector::Flatline(detector) => detector,
+            SeriesDetector::Gap(detector) => detector,
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut dyn Detector {
+        match self {
+            SeriesDetector::ZScore(detector) => detector,
+            SeriesDetector::Ewma(detector) => detector,
+            SeriesDetector::Robust(detector) => detector,
+            SeriesDetector::Seasonal(detector) => detector,
+            SeriesDetector::Drift(detector) => detector,
+            SeriesDetector::Flatline(detector) => detector,
+            SeriesDetector::Gap(detector) => detector,
+        }
+    }
 }
 
 impl Scorer {
@@ -209,8 +253,9 @@ impl Scorer {
 }
 
 /// One detector and its calibration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Single {
-    detector: Box<dyn Detector>,
+    detector: SeriesDetector,
     likelihood: Likelihood,
 }
 
@@ -275,14 +320,16 @@ impl Single {
                 }
             }
         }
-        let detector: Box<dyn Detector> = match name {
-            "zscore" => Box::new(ZScore::new(window as usize)),
-            "robust" => Box::new(Robust::new(window as usize)),
-            "seasonal" => Box::new(Seasonal::new(slots as usize, days as u32, alpha)),
-            "drift" => Box::new(Drift::new(slots as usize, days as u32, alpha)),
-            "flatline" => Box::new(Flatline::new()),
-            "gap" => Box::new(Gap::new()),
-            _ => Box::new(Ewma::new(alpha)),
+        let detector = match name {
+            "zscore" => SeriesDetector::ZScore(ZScore::new(window as usize)),
+            "robust" => SeriesDetector::Robust(Robust::new(window as usize)),
+            "seasonal" => {
+                SeriesDetector::Seasonal(Seasonal::new(slots as usize, days as u32, alpha))
+            }
+            "drift" => SeriesDetector::Drift(Drift::new(slots as usize, days as u32, alpha)),
+            "flatline" => SeriesDetector::Flatline(Flatline::new()),
+            "gap" => SeriesDetector::Gap(Gap::new()),
+            _ => SeriesDetector::Ewma(Ewma::new(alpha)),
         };
         Ok(Single {
             detector,
@@ -296,8 +343,9 @@ impl Single {
         if !value.is_finite() {
             return None;
         }
-        let raw = self.detector.update(ts, value)?;
-        if self.detector.calibrated() {
+        let detector = self.detector.get_mut();
+        let raw = detector.update(ts, value)?;
+        if detector.calibrated() {
             return Some(raw);
         }
         self.likelihood.update(raw)
@@ -305,10 +353,11 @@ impl Single {
 
     /// Readings before the first score.
     pub fn warm_up(&self) -> usize {
-        if self.detector.calibrated() {
-            return self.detector.warm_up();
+        let detector = self.detector.get();
+        if detector.calibrated() {
+            return detector.warm_up();
         }
-        self.detector.warm_up() + self.likelihood.warm_up()
+        detector.warm_up() + self.likelihood.warm_up()
     }
 }
 
@@ -365,6 +414,48 @@ mod tests {
             let spike = scorer.score(800 * 60_000_000_000, 35.0).unwrap();
             assert!(spike > 0.99, "{name}: spike {spike}");
             assert!(calm < 0.95, "{name}: calm {calm}");
+        }
+    }
+    #[test]
+    fn a_restored_checkpoint_scores_exactly_as_the_original() {
+        let reading = |index: usize| {
+            let day = index as f64 * 600.0 / 86_400.0 * std::f64::consts::TAU;
+            let spike = if index == 2_600 { 8.0 } else { 0.0 };
+            let values: Vec<f64> = (0..3)
+                .map(|column| {
+                    20.0 + column as f64
+                        + 3.0 * day.sin()
+                        + ((index * 7919 + column * 31) % 97) as f64 / 97.0
+                        + spike
+                })
+                .collect();
+            (index as i64 * 600_000_000_000, values)
+        };
+        for name in DETECTORS {
+            let width = if name == "hst" { 3 } else { 1 };
+            let mut original = Scorer::for_values(name, &[], width).unwrap();
+            for index in 0..2_000 {
+                let (ts, values) = reading(index);
+                original.score_values(ts, &values[..width]);
+            }
+            let checkpoint = serde_json::to_string(&original).unwrap();
+            let mut restored: Scorer = serde_json::from_str(&checkpoint).unwrap();
+            let mut scored = 0;
+            for index in 2_000..3_000 {
+                let (ts, values) = reading(index);
+                let expected = original.score_values(ts, &values[..width]);
+                let actual = restored.score_values(ts, &values[..width]);
+                assert_eq!(
+                    expected.map(f64::to_bits),
+                    actual.map(f64::to_bits),
+                    "{name} at reading {index}"
+                );
+                scored += usize::from(expected.is_some());
+            }
+            assert!(
+                scored > 900,
+                "{name} scored {scored} of 1000 after the restore"
+            );
         }
     }
 }

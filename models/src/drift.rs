@@ -9,6 +9,8 @@
 //! score already: no calibration. When the evidence stops growing it is halved at each reading,
 //! so the score falls quickly once the series is back to normal.
 
+use serde::{Deserialize, Serialize};
+
 use crate::detector::Detector;
 use crate::zscore::DEVIATION_FLOOR;
 
@@ -22,7 +24,7 @@ const MOST_STEP: f64 = 4.0;
 /// Evidence above which the slots stop learning (the series is drifting).
 const DRIFTING: f64 = 8.0;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Slot {
     mean: f64,
     variance: f64,
@@ -30,6 +32,7 @@ struct Slot {
     last_day: Option<i64>,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Drift {
     slots: Vec<Slot>,
     days: u32,

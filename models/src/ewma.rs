@@ -1,9 +1,12 @@
 //! EWMA: a reading's distance from an exponentially weighted mean, in exponentially weighted
 //! deviations. Adapts to drift at a rate set by `alpha`; no window to keep.
 
+use serde::{Deserialize, Serialize};
+
 use crate::detector::Detector;
 use crate::zscore::DEVIATION_FLOOR;
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ewma {
     alpha: f64,
     mean: f64,

@@ -6,8 +6,11 @@
 //! spell does not teach it that sticking is normal) and scores a run of `k` repeats by how
 //! unlikely it is: `1 − p^k`. The score is a probability already and needs no calibration.
 
+use serde::{Deserialize, Serialize};
+
 use crate::detector::Detector;
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Flatline {
     previous: Option<f64>,
     /// Repeats of the current value so far.

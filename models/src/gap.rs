@@ -6,8 +6,11 @@
 //! rate `q` (missed readings per reading). A reading after `m` missed ones scores `1 − q^m`: a
 //! probability already, needing no calibration.
 
+use serde::{Deserialize, Serialize};
+
 use crate::detector::Detector;
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Gap {
     previous: Option<i64>,
     /// The usual interval, seconds.

@@ -8,9 +8,11 @@
 //! weighted by how deep the cell is, is unusual. Masses swap every `window` points, so the
 //! model follows slow change. Features are normalised by the range seen in the first window.
 
+use serde::{Deserialize, Serialize};
+
 use crate::detector::MultiDetector;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Node {
     dimension: usize,
     split: f64,
@@ -18,11 +20,13 @@ struct Node {
     latest: u32,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Tree {
     /// A complete binary tree in an array: node i has children 2i+1 and 2i+2.
     nodes: Vec<Node>,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HalfSpaceTrees {
     trees: Vec<Tree>,
     depth: u32,
@@ -35,6 +39,7 @@ pub struct HalfSpaceTrees {
 }
 
 /// A small deterministic generator: the same trees on every run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct XorShift(u64);
 
 impl XorShift {

@@ -2,11 +2,14 @@
 //! median absolute deviation (scaled to a standard deviation for normal data). A burst of
 //! outliers cannot drag the median along as it drags a mean.
 
+use serde::{Deserialize, Serialize};
+
 use std::collections::VecDeque;
 
 use crate::detector::Detector;
 use crate::zscore::DEVIATION_FLOOR;
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Robust {
     window: usize,
     values: VecDeque<f64>,

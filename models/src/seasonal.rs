@@ -7,12 +7,14 @@
 //! mean and deviation, and scores a reading against its slot's. It scores once each slot has
 //! seen `days` (default 2) days of readings.
 
+use serde::{Deserialize, Serialize};
+
 use crate::detector::Detector;
 use crate::zscore::DEVIATION_FLOOR;
 
 const DAY_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Slot {
     mean: f64,
     variance: f64,
@@ -21,6 +23,7 @@ struct Slot {
     last_day: Option<i64>,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Seasonal {
     slots: Vec<Slot>,
     days: u32,

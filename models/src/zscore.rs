@@ -1,10 +1,13 @@
 //! Rolling z-score: how many standard deviations a reading is from the mean of the last
 //! `window` readings (before it).
 
+use serde::{Deserialize, Serialize};
+
 use std::collections::VecDeque;
 
 use crate::detector::Detector;
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ZScore {
     window: usize,
     values: VecDeque<f64>,
