@@ -5,7 +5,7 @@
 #
 #   bench/models.sh [ROWS]     (pipeline rows, default 1000000)
 #
-# Trains the IsolationForest of models/iforest/train.py once (cached under $BENCH_DIR). Needs
+# Trains the IsolationForest of models/iforest/train.py once per export (cached under $BENCH_DIR). Needs
 # onnxruntime, scikit-learn and skl2onnx (scripts/test.sh installs them).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,10 +15,18 @@ work=${BENCH_DIR:-$HOME/.cache/vibelux-bench}/models
 mkdir -p "$work"
 cargo build --release -q -p vibelux -p vibelux-bench --manifest-path "$repo/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
-if [ ! -f "$work/iforest/model.onnx" ]; then
-  python3 "$repo/models/iforest/train.py" train --vibelux "$bin/vibelux" --out "$work/iforest"
-fi
-"$bin/vibelux-bench" models --model "$work/iforest/model.onnx" --rows "$work/iforest/training.csv"
+for export in compact skl2onnx; do
+  if [ ! -f "$work/$export/model.onnx" ]; then
+    python3 "$repo/models/iforest/train.py" train --vibelux "$bin/vibelux" --out "$work/$export" \
+      --export "$export" > /dev/null 2>&1
+  fi
+done
+echo "== IsolationForest, 50 trees, compact export (one TreeEnsembleRegressor node)"
+"$bin/vibelux-bench" models --model "$work/compact/model.onnx" --rows "$work/compact/training.csv"
+echo
+echo "== the same forest through skl2onnx's own IsolationForest converter (1,360 nodes)"
+"$bin/vibelux-bench" models --model "$work/skl2onnx/model.onnx" --rows "$work/skl2onnx/training.csv" \
+  --detector-rows 0
 
 # The same pipeline scoring each reading with a sum of its columns, then with the model.
 seconds=$(( rows / 200 * 10 ))
@@ -29,7 +37,7 @@ CREATE SOURCE readings (
   WATERMARK FOR ts AS ts - INTERVAL '5 seconds'
 ) WITH (connector = 'simulator', rooms = '4', zones_per_room = '5', sensors_per_zone = '10',
         interval = '10 seconds', speed = 'max', duration = '${seconds}s', seed = '3');
-CREATE MODEL iforest FROM '$work/iforest/model.onnx';
+CREATE MODEL iforest FROM '$work/compact/model.onnx';
 CREATE VIEW scored AS SELECT room, ts, $1 AS score FROM readings;
 CREATE VIEW per_room AS
   SELECT room, window_start, avg(score) AS score, count(*) AS n

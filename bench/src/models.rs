@@ -108,6 +108,9 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         }
     }
 
+    if args.detector_rows == 0 {
+        return Ok(());
+    }
     println!(
         "\ndetectors ({} readings each, one series):",
         args.detector_rows
