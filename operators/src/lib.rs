@@ -9,6 +9,7 @@
 
 pub mod accumulator;
 pub mod aggregate;
+pub mod alarm;
 pub mod anomaly;
 pub mod calc;
 pub mod changes;

@@ -147,6 +147,7 @@ impl Planner {
                     .collect(),
             },
             ObjectKind::Model => self.show_models(),
+            ObjectKind::Alarm => self.show_alarms(),
             ObjectKind::Sink => Outcome::Table {
                 columns: strings(&["name", "from", "target"]),
                 rows: self

@@ -6,6 +6,7 @@
 //! ([`window_functions`]); [`lowering`] turns DataFusion's logical plan into [`plan`] nodes the
 //! engine builds operators from.
 
+pub mod alarms;
 pub mod catalog;
 pub mod context;
 pub mod error;

@@ -33,6 +33,7 @@ pub enum Statement {
     CreateView(CreateView),
     CreateSink(CreateSink),
     CreateModel(CreateModel),
+    CreateAlarm(Box<CreateAlarm>),
     Drop {
         kind: ObjectKind,
         name: Ident,
@@ -51,6 +52,7 @@ pub enum ObjectKind {
     View,
     Sink,
     Model,
+    Alarm,
 }
 
 impl ObjectKind {
@@ -61,6 +63,7 @@ impl ObjectKind {
             ObjectKind::View => "view",
             ObjectKind::Sink => "sink",
             ObjectKind::Model => "model",
+            ObjectKind::Alarm => "alarm",
         }
     }
 }
@@ -109,6 +112,23 @@ pub struct CreateModel {
     pub path: String,
     pub path_position: Position,
     pub options: Vec<OptionEntry>,
+}
+
+/// `CREATE ALARM name ON relation [PER key, …] WHEN condition|STALE [FOR interval]
+/// [CLEAR WHEN condition] [CLEAR AFTER interval] [SEVERITY 'level'] [MESSAGE 'template']`.
+#[derive(Debug, Clone)]
+pub struct CreateAlarm {
+    pub name: Ident,
+    pub on: Ident,
+    pub keys: Vec<Ident>,
+    /// `None` for `WHEN STALE`.
+    pub raise: Option<Expr>,
+    pub on_delay: Option<(Expr, Position)>,
+    pub clear: Option<Expr>,
+    pub off_delay: Option<(Expr, Position)>,
+    pub severity: Option<(String, Position)>,
+    pub message: Option<(String, Position)>,
+    pub position: Position,
 }
 
 /// `key = 'value'` inside `WITH (…)`.
@@ -257,6 +277,9 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
                 options,
             }));
         }
+        if !materialized && parse_word(parser, "ALARM") {
+            return parse_create_alarm(parser).map(|alarm| Statement::CreateAlarm(Box::new(alarm)));
+        }
         if !materialized && parse_word(parser, "MODEL") {
             let name = parsing(parser.parse_identifier())?;
             if !parse_word(parser, "FROM") {
@@ -280,7 +303,7 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
             }));
         }
         return Err(expected(
-            "SOURCE, TABLE, VIEW, MATERIALIZED VIEW, SINK or MODEL after CREATE",
+            "SOURCE, TABLE, VIEW, MATERIALIZED VIEW, SINK, MODEL or ALARM after CREATE",
             &parser.peek_token(),
         ));
     }
@@ -301,13 +324,14 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
             ("VIEWS", ObjectKind::View),
             ("SINKS", ObjectKind::Sink),
             ("MODELS", ObjectKind::Model),
+            ("ALARMS", ObjectKind::Alarm),
         ] {
             if parse_word(parser, plural) {
                 return Ok(Statement::Show(kind));
             }
         }
         return Err(expected(
-            "SOURCES, TABLES, VIEWS, SINKS or MODELS after SHOW",
+            "SOURCES, TABLES, VIEWS, SINKS, MODELS or ALARMS after SHOW",
             &parser.peek_token(),
         ));
     }
@@ -332,12 +356,14 @@ fn parse_object_kind(parser: &mut Parser) -> SqlResult<ObjectKind> {
         Ok(ObjectKind::Sink)
     } else if parse_word(parser, "MODEL") {
         Ok(ObjectKind::Model)
+    } else if parse_word(parser, "ALARM") {
+        Ok(ObjectKind::Alarm)
     } else if parse_word(parser, "MATERIALIZED") || parse_word(parser, "VIEW") {
         parse_word(parser, "VIEW");
         Ok(ObjectKind::View)
     } else {
         Err(expected(
-            "SOURCE, TABLE, VIEW, SINK or MODEL",
+            "SOURCE, TABLE, VIEW, SINK, MODEL or ALARM",
             &parser.peek_token(),
         ))
     }
@@ -406,6 +432,81 @@ fn parse_create_source(parser: &mut Parser, is_table: bool) -> SqlResult<CreateS
         primary_key,
         options,
     })
+}
+
+fn parse_quoted(parser: &mut Parser, what: &str) -> SqlResult<(String, Position)> {
+    let token = parser.peek_token();
+    match parsing(parser.parse_value())?.value {
+        Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => {
+            Ok((text, Position::of(token.span.start)))
+        }
+        _ => Err(expected(what, &token)),
+    }
+}
+
+fn parse_create_alarm(parser: &mut Parser) -> SqlResult<CreateAlarm> {
+    let position = Position::of(parser.peek_token().span.start);
+    let name = parsing(parser.parse_identifier())?;
+    if !parse_word(parser, "ON") {
+        return Err(expected("ON and the view to watch", &parser.peek_token()));
+    }
+    let on = parsing(parser.parse_identifier())?;
+    let mut keys = Vec::new();
+    if parse_word(parser, "PER") {
+        loop {
+            keys.push(parsing(parser.parse_identifier())?);
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+    }
+    if !parse_word(parser, "WHEN") {
+        return Err(expected(
+            "WHEN and the condition that raises the alarm (or WHEN STALE)",
+            &parser.peek_token(),
+        ));
+    }
+    let raise = if parse_word(parser, "STALE") {
+        None
+    } else {
+        Some(parsing(parser.parse_expr())?)
+    };
+    let mut alarm = CreateAlarm {
+        name,
+        on,
+        keys,
+        raise,
+        on_delay: None,
+        clear: None,
+        off_delay: None,
+        severity: None,
+        message: None,
+        position,
+    };
+    let interval = |parser: &mut Parser| -> SqlResult<(Expr, Position)> {
+        let at = Position::of(parser.peek_token().span.start);
+        Ok((parsing(parser.parse_expr())?, at))
+    };
+    loop {
+        if parser.parse_keyword(Keyword::FOR) {
+            alarm.on_delay = Some(interval(parser)?);
+        } else if parse_word(parser, "CLEAR") {
+            if parse_word(parser, "WHEN") {
+                alarm.clear = Some(parsing(parser.parse_expr())?);
+            } else if parse_word(parser, "AFTER") {
+                alarm.off_delay = Some(interval(parser)?);
+            } else {
+                return Err(expected("WHEN or AFTER after CLEAR", &parser.peek_token()));
+            }
+        } else if parse_word(parser, "SEVERITY") {
+            alarm.severity = Some(parse_quoted(parser, "the severity, quoted: 'high'")?);
+        } else if parse_word(parser, "MESSAGE") {
+            alarm.message = Some(parse_quoted(parser, "the message, quoted")?);
+        } else {
+            break;
+        }
+    }
+    Ok(alarm)
 }
 
 fn parse_with_options(parser: &mut Parser) -> SqlResult<Vec<OptionEntry>> {

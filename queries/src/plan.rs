@@ -17,6 +17,7 @@ use vibelux_connectors::simulator::SimulatorConfig;
 use vibelux_connectors::source::SourceTiming;
 use vibelux_connectors::sparkplug::source::SparkplugSourceConfig;
 use vibelux_operators::aggregate::AggregatePlan;
+use vibelux_operators::alarm::AlarmSpec;
 use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::window::WindowKind;
@@ -72,6 +73,11 @@ pub enum NodeKind {
         input: NodeId,
         spec: Arc<AnomalySpec>,
     },
+    /// Alarm transitions per key; the input is the watched view's rows, then the conditions.
+    RaiseAlarms {
+        input: NodeId,
+        spec: Arc<AlarmSpec>,
+    },
     /// Equi-join; both inputs are projected to key columns then all their columns.
     Join {
         left: NodeId,
@@ -90,6 +96,7 @@ impl NodeKind {
             | NodeKind::TableChanges { .. }
             | NodeKind::TableDeadLetters { .. } => Vec::new(),
             NodeKind::ScoreAnomalies { input, .. }
+            | NodeKind::RaiseAlarms { input, .. }
             | NodeKind::Calc { input, .. }
             | NodeKind::AssignWindows { input, .. }
             | NodeKind::Aggregate { input, .. } => vec![*input],

@@ -45,6 +45,10 @@ pub(crate) enum EntryKind {
     View {
         materialized: bool,
     },
+    /// An alarm's transitions.
+    Alarm,
+    /// `<alarm>_state`, the materialized view of an alarm's instances.
+    AlarmState,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +79,7 @@ pub enum Outcome {
 /// The catalog and the plan being built.
 #[derive(Clone)]
 pub struct Planner {
-    state: SessionState,
+    pub(crate) state: SessionState,
     pub plan: DataflowPlan,
     pub(crate) entries: BTreeMap<String, Entry>,
     window_relations: usize,
@@ -119,6 +123,17 @@ impl Planner {
             Statement::CreateView(view) => self.create_view(view, position),
             Statement::CreateSink(sink) => self.create_sink(sink, position),
             Statement::CreateModel(model) => self.create_model(model, position),
+            Statement::CreateAlarm(alarm) => self.create_alarm(alarm),
+            Statement::Drop {
+                kind: ObjectKind::Alarm,
+                name,
+                if_exists,
+            } => self.drop_alarm(
+                &name.value.to_ascii_lowercase(),
+                *if_exists,
+                Position::of(name.span.start),
+            ),
+            Statement::Show(ObjectKind::Alarm) => Ok(self.show_alarms()),
             Statement::Drop {
                 kind: ObjectKind::Model,
                 name,
@@ -160,7 +175,7 @@ impl Planner {
             .map(|entry| (entry.node, entry.schema.clone()))
     }
 
-    fn check_new_name(&self, name: &str, position: Position) -> SqlResult<()> {
+    pub(crate) fn check_new_name(&self, name: &str, position: Position) -> SqlResult<()> {
         if self.entries.contains_key(name) || self.plan.sinks.iter().any(|sink| sink.name == name) {
             return Err(SqlError::new(position, format!("`{name}` already exists")));
         }
@@ -511,7 +526,7 @@ impl Planner {
     }
 
     /// Plans a query: window calls, DataFusion planning and type checking, lowering.
-    fn plan_query(
+    pub(crate) fn plan_query(
         &mut self,
         query: &datafusion::sql::sqlparser::ast::Query,
         position: Position,

@@ -33,6 +33,7 @@ use vibelux_connectors::sink::{SinkMetrics, SinkWriter, WriteRowsExt, WriteUpdat
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
+use vibelux_operators::alarm::RaiseAlarmsExt;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
@@ -613,6 +614,12 @@ fn build_nodes<'scope>(
                     .rows()
                     .expect("planned over append-only rows")
                     .score_anomalies(spec.clone()),
+            ),
+            NodeKind::RaiseAlarms { input, spec } => Built::Rows(
+                built[input]
+                    .rows()
+                    .expect("planned over append-only rows")
+                    .raise_alarms(spec.clone()),
             ),
             NodeKind::Calc { input, calc } => match &built[input] {
                 Built::Windowed {
