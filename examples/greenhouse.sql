@@ -20,7 +20,7 @@ CREATE SOURCE readings (
   interval = '10 seconds',
   speed = '60x',
   seed = '7',
-  faults = 'stuck'            -- one sensor gets stuck a few simulated minutes in
+  faults = 'stuck,dropout'    -- one sensor gets stuck, one goes quiet, a few simulated minutes in
 );
 
 -- Plausible readings only, with Fahrenheit for the US growers, and what growers steer by:
@@ -52,6 +52,19 @@ CREATE MATERIALIZED VIEW sensor_alerts AS
   SELECT sensor_id, zone, count(*) AS odd_readings, max(ts) AS last_odd
   FROM scored WHERE score >= 0.9999
   GROUP BY sensor_id, zone;
+
+-- Alarms (docs/alarms.md): a sensor gone quiet for 3 × its usual interval, and a sensor
+-- reading above 28 °C for 5 minutes (cleared below 27 °C). Transitions go to a file; each
+-- alarm's current state is the live view <alarm>_state on the dashboard.
+CREATE ALARM sensor_quiet ON readings PER sensor_id WHEN STALE
+  SEVERITY 'medium' MESSAGE 'no reading from {sensor_id} since {ts}';
+
+CREATE ALARM too_warm ON readings PER sensor_id
+  WHEN temp_c > 28 FOR INTERVAL '5 minutes' CLEAR WHEN temp_c < 27
+  SEVERITY 'high' MESSAGE '{sensor_id} in {zone} at {temp_c} °C';
+
+CREATE SINK alarms_out FROM sensor_quiet
+  WITH (connector = 'file', path = 'out/alarms.jsonl');
 
 -- Each closed minute, once, as JSON lines.
 CREATE SINK zone_minute_out FROM zone_minute
