@@ -155,7 +155,11 @@ fn a_deadman_fires_while_nothing_arrives_and_the_state_view_shows_it() {
     for event in &events {
         assert_eq!(event["state"], "active", "{events:?}");
         let raised = millis(event["ts"].as_str().unwrap());
-        assert_eq!(raised - now, 3_000, "raised at {raised}, last reading {last}");
+        assert_eq!(
+            raised - now,
+            3_000,
+            "raised at {raised}, last reading {last}"
+        );
     }
     // The state view is a live view: GET it like any other.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -170,4 +174,131 @@ fn a_deadman_fires_while_nothing_arrives_and_the_state_view_shows_it() {
         assert!(Instant::now() < deadline, "{state}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn post(address: &str, path: &str, body: &str) -> (u16, Value) {
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("http://{address}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn people_acknowledge_and_shelve_alarms_through_the_api() {
+    let data = tempfile::tempdir().unwrap();
+    let input = data.path().join("live.jsonl");
+    let now = now_millis();
+    // z1 is hot, z2 is not; readings every second up to now.
+    let mut lines = String::new();
+    for offset in (0..5).rev() {
+        for (zone, temp) in [("z1", 35.0), ("z2", 20.0)] {
+            let ts = now - offset * 1_000;
+            lines.push_str(&format!(
+                "{{\"zone\":\"{zone}\",\"ts\":{ts},\"temp_c\":{temp}}}\n"
+            ));
+        }
+    }
+    std::fs::write(&input, lines).unwrap();
+    let engine = start_engine(&format!(
+        "CREATE SOURCE live (zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '1 second')
+           WITH (connector = 'file', path = '{}', mode = 'tail', idle_timeout = '1 second');
+         CREATE ALARM hot ON live PER zone WHEN temp_c > 30 SEVERITY 'critical';
+         CREATE SINK hot_out FROM hot WITH (connector = 'file', path = 'hot.jsonl');",
+        input.display()
+    ));
+    let events = engine.dir.path().join("hot.jsonl");
+    wait_for_lines(&events, 1);
+    let address = engine.address.clone();
+    let path = "/v1/alarms/hot/acknowledge";
+    // Refusals name the problem.
+    let (status, body) = post(&address, path, r#"{"key": {"zone": "z2"}, "by": "maria"}"#);
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no instance with that key")
+    );
+    let (status, body) = post(&address, path, r#"{"key": {"room": "r1"}, "by": "maria"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("keyed by [zone]"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &address,
+        "/v1/alarms/cold/acknowledge",
+        r#"{"key": {}, "by": "m"}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(
+        &address,
+        "/v1/alarms/hot/shelve",
+        r#"{"key": {"zone": "z1"}, "by": "m"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // Acknowledged, with who and why recorded in the transition and the state view.
+    let (status, body) = post(
+        &address,
+        path,
+        r#"{"key": {"zone": "z1"}, "by": "maria", "note": "opening vents"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let rows = wait_for_lines(&events, 2);
+    assert_eq!(rows[1]["state"], "acknowledged", "{rows:?}");
+    assert_eq!(rows[1]["actor"], "maria");
+    assert_eq!(rows[1]["note"], "opening vents");
+    assert_eq!(rows[1]["active_since"], rows[0]["ts"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = get(&address, "/v1/views/hot_state");
+        if state["rows"][0]["state"] == "acknowledged" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{state}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second acknowledgement is refused: it is no longer active-unacknowledged.
+    let (status, _) = post(&address, path, r#"{"key": {"zone": "z1"}, "by": "maria"}"#);
+    assert_eq!(status, 409);
+
+    // Shelved for a while, then unshelved by hand: the state it hid comes back.
+    let (status, body) = post(
+        &address,
+        "/v1/alarms/hot/shelve",
+        r#"{"key": {"zone": "z1"}, "by": "sam", "for": "1h", "note": "sensor maintenance"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let rows = wait_for_lines(&events, 3);
+    assert_eq!(rows[2]["state"], "shelved", "{rows:?}");
+    assert_eq!(rows[2]["actor"], "sam");
+    let (status, body) = post(
+        &address,
+        "/v1/alarms/hot/unshelve",
+        r#"{"key": {"zone": "z1"}, "by": "sam"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let rows = wait_for_lines(&events, 4);
+    assert_eq!(rows[3]["state"], "acknowledged", "{rows:?}");
+    // Transitions of an instance are strictly ordered in time.
+    let times: Vec<i64> = rows
+        .iter()
+        .map(|row| millis(row["ts"].as_str().unwrap()))
+        .collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{rows:?}");
 }

@@ -31,6 +31,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 
 use crate::aggregate::{StateMap, key_hash};
+use crate::alarm_commands::{AlarmAction, AlarmCommand, AlarmDesk};
 use crate::row::{Datum, Row};
 
 /// A message with `{column}` or `{column:.N}` placeholders, resolved to input columns.
@@ -128,14 +129,17 @@ pub struct AlarmSpec {
     pub lateness_nanos: i64,
 }
 
-/// The output columns after the key: `alarm, state, ts, active_since, severity, message`.
-pub const EVENT_COLUMNS: [&str; 6] = [
+/// The output columns after the key: what changed, when, and who changed it (for
+/// acknowledgements and shelving; NULL otherwise).
+pub const EVENT_COLUMNS: [&str; 8] = [
     "alarm",
     "state",
     "ts",
     "active_since",
     "severity",
     "message",
+    "actor",
+    "note",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +169,13 @@ pub struct Instance {
     intervals: VecDeque<i64>,
     /// When this instance's pending delay ends, if one is running.
     timer: Option<i64>,
+    /// Acknowledged since it last became active.
+    acknowledged: bool,
+    /// Shelved until then: its transitions are not shown.
+    shelved_until: Option<i64>,
+    /// When its latest transition was shown: the next one is strictly later, so the order of
+    /// an instance's transitions is the order of their `ts`.
+    last_shown: Option<i64>,
 }
 
 /// A change of an instance's state.
@@ -173,6 +184,8 @@ pub struct Transition {
     pub state: &'static str,
     pub at: i64,
     pub active_since: i64,
+    /// Who made it, for a person's command.
+    pub by: Option<(String, String)>,
 }
 
 const INTERVALS_KEPT: usize = 15;
@@ -184,7 +197,81 @@ impl Instance {
             latest: None,
             intervals: VecDeque::new(),
             timer: None,
+            acknowledged: false,
+            shelved_until: None,
+            last_shown: None,
         }
+    }
+
+    fn active_since(&self) -> Option<i64> {
+        match self.phase {
+            Phase::Active { since } => Some(since),
+            Phase::Clearing { active_since, .. } => Some(active_since),
+            _ => None,
+        }
+    }
+
+    /// Whether transitions at `at` are suppressed by a shelf.
+    pub fn shelved_at(&self, at: i64) -> bool {
+        self.shelved_until.is_some_and(|until| at < until)
+    }
+
+    /// Applies a person's command at event time `at`.
+    pub fn on_command(&mut self, command: &AlarmCommand, at: i64) -> Option<Transition> {
+        let by = Some((command.by.clone(), command.note.clone()));
+        match command.action {
+            AlarmAction::Acknowledge => {
+                let since = self.active_since()?;
+                if self.acknowledged {
+                    return None;
+                }
+                self.acknowledged = true;
+                Some(Transition {
+                    state: "acknowledged",
+                    at,
+                    active_since: since,
+                    by,
+                })
+            }
+            AlarmAction::Shelve { for_nanos } => {
+                self.shelved_until = Some(at.saturating_add(for_nanos));
+                Some(Transition {
+                    state: "shelved",
+                    at,
+                    active_since: self.active_since().unwrap_or(at),
+                    by,
+                })
+            }
+            AlarmAction::Unshelve => {
+                self.shelved_until.take()?;
+                Some(self.current(at, by))
+            }
+        }
+    }
+
+    /// The instance's state now, as a transition: what a shelf hid.
+    pub fn current(&self, at: i64, by: Option<(String, String)>) -> Transition {
+        let (state, active_since) = match self.active_since() {
+            Some(since) if self.acknowledged => ("acknowledged", since),
+            Some(since) => ("active", since),
+            None => ("cleared", at),
+        };
+        Transition {
+            state,
+            at,
+            active_since,
+            by,
+        }
+    }
+
+    /// Ends a shelf that has expired by `at`; returns the state it hid.
+    pub fn expire_shelf(&mut self, at: i64) -> Option<Transition> {
+        let until = self.shelved_until?;
+        if at < until {
+            return None;
+        }
+        self.shelved_until = None;
+        Some(self.current(until, None))
     }
 
     fn stale_after(&self, spec: &AlarmSpec) -> Option<i64> {
@@ -294,16 +381,25 @@ impl Instance {
         }
     }
 
-    fn transition(&self, state: &'static str, at: i64, active_since: i64) -> Transition {
+    fn transition(&mut self, state: &'static str, at: i64, active_since: i64) -> Transition {
+        if state == "active" {
+            self.acknowledged = false;
+        }
         Transition {
             state,
             at,
             active_since,
+            by: None,
         }
     }
 
     /// The event row of `transition` for `key`.
-    fn event(&self, spec: &AlarmSpec, key: &Row, transition: &Transition) -> Row {
+    fn event(&mut self, spec: &AlarmSpec, key: &Row, transition: &Transition) -> Row {
+        let at = match self.last_shown {
+            Some(last) if transition.at <= last => last + 1,
+            _ => transition.at,
+        };
+        self.last_shown = Some(at);
         let mut row = key.clone();
         let message = self
             .latest
@@ -313,11 +409,22 @@ impl Instance {
         row.extend([
             Datum::Utf8(spec.name.as_str().into()),
             Datum::Utf8(transition.state.into()),
-            Datum::Timestamp(transition.at),
+            Datum::Timestamp(at),
             Datum::Timestamp(transition.active_since),
             Datum::Utf8(spec.severity.as_str().into()),
             Datum::Utf8(message.into()),
         ]);
+        match &transition.by {
+            Some((by, note)) => row.extend([
+                Datum::Utf8(by.as_str().into()),
+                if note.is_empty() {
+                    Datum::Null
+                } else {
+                    Datum::Utf8(note.as_str().into())
+                },
+            ]),
+            None => row.extend([Datum::Null, Datum::Null]),
+        }
         row
     }
 }
@@ -349,7 +456,7 @@ fn release_millis(nanos: i64, lateness_nanos: i64) -> u64 {
 ///     let rows: Vec<Row> = (0..12)
 ///         .map(|m| vec![Datum::Utf8("z1".into()), Datum::Timestamp(m * minute), Datum::Boolean((2..8).contains(&m))])
 ///         .collect();
-///     rows.to_stream(scope).raise_alarms(spec.clone()).capture()
+///     rows.to_stream(scope).raise_alarms(spec.clone(), Default::default()).capture()
 /// });
 /// let events: Vec<Row> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
 /// // Active 3 minutes after the condition began (minute 5); cleared at the first cool reading.
@@ -359,11 +466,27 @@ fn release_millis(nanos: i64, lateness_nanos: i64) -> u64 {
 /// assert_eq!(events[1][3], Datum::Timestamp(8 * minute));
 /// ```
 pub trait RaiseAlarmsExt<'scope> {
-    fn raise_alarms(self, spec: Arc<AlarmSpec>) -> Stream<'scope, u64, Vec<Row>>;
+    /// `desk` delivers people's commands (acknowledge, shelve) to the instances.
+    fn raise_alarms(
+        self,
+        spec: Arc<AlarmSpec>,
+        desk: Arc<AlarmDesk>,
+    ) -> Stream<'scope, u64, Vec<Row>>;
+}
+
+/// What wakes an instance, in event-time order: a delay or a shelf ending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Delay,
+    ShelfEnd,
 }
 
 impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
-    fn raise_alarms(self, spec: Arc<AlarmSpec>) -> Stream<'scope, u64, Vec<Row>> {
+    fn raise_alarms(
+        self,
+        spec: Arc<AlarmSpec>,
+        desk: Arc<AlarmDesk>,
+    ) -> Stream<'scope, u64, Vec<Row>> {
         let keys = spec.keys.clone();
         let exchange = Exchange::new(move |row: &Row| {
             let key: Row = keys.iter().map(|&column| row[column].clone()).collect();
@@ -388,19 +511,28 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 }
             })
             .broadcast();
+        let scope = self.scope();
         let mut builder = OperatorBuilder::new("RaiseAlarms".to_owned(), self.scope());
         let mut input = builder.new_input(self, exchange);
         let mut latest_input = builder.new_input(latest_times, Pipeline);
         let (output, events) = builder.new_output();
         let mut output = OutputBuilder::from(output);
-        builder.build(move |_initial_capabilities| {
+        let address = builder.operator_info().address;
+        let inbox = desk.register(
+            &spec.name,
+            scope.worker().sync_activator_for(address.to_vec()),
+        );
+        builder.build(move |mut initial_capabilities| {
+            // Held at the input frontier while it lasts: transitions from readings, delays and
+            // commands are all emitted at it, however long nothing arrives.
+            let mut standing: Option<Capability<u64>> = initial_capabilities.pop();
             let mut instances: StateMap<Row, Instance> = StateMap::default();
             // Readings by the dataflow time after which they can be taken in order.
-            let mut waiting: BTreeMap<u64, (Capability<u64>, Vec<Row>)> = BTreeMap::new();
-            // Delays by when they end (lazily cancelled: an instance knows its one live timer).
-            let mut timers: BTreeMap<(i64, Row), ()> = BTreeMap::new();
-            let mut timer_capability: Option<Capability<u64>> = None;
-            // The latest event time read: at the end of the input, no delay beyond it ends.
+            let mut waiting: BTreeMap<u64, Vec<Row>> = BTreeMap::new();
+            // Delays and shelves by when they end (lazily cancelled: an instance knows its live
+            // delay and shelf).
+            let mut timers: BTreeMap<(i64, Row, Timer), ()> = BTreeMap::new();
+            // The latest event time read: the alarm's "now", and the end of a replay.
             let mut latest_seen = i64::MIN;
             move |frontiers| {
                 let mut handle = output.activate();
@@ -409,11 +541,7 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     for row in data.drain(..) {
                         let nanos = row[spec.time].as_timestamp_nanos().unwrap_or(0);
                         let release = release_millis(nanos, spec.lateness_nanos).max(now);
-                        waiting
-                            .entry(release)
-                            .or_insert_with(|| (time.delayed(&release, 0), Vec::new()))
-                            .1
-                            .push(row);
+                        waiting.entry(release).or_default().push(row);
                     }
                 });
                 latest_input.for_each(|_, data| {
@@ -421,24 +549,19 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 });
                 let frontier = frontiers[0].frontier();
                 let ended = frontier.is_empty() && frontiers[1].frontier().is_empty();
+                let Some(capability) = standing.as_ref() else {
+                    return;
+                };
                 // Readings and delays are taken together, in event-time order: when the readings
                 // end before the latest event time arrives, both wait for it.
                 let due =
                     |release: u64| ended || (!frontier.is_empty() && !frontier.less_than(&release));
                 let mut rows: Vec<Row> = Vec::new();
-                let mut emit_at: Option<Capability<u64>> = None;
                 while let Some(entry) = waiting.first_entry() {
                     if !due(*entry.key()) {
                         break;
                     }
-                    let (capability, batch) = entry.remove();
-                    rows.extend(batch);
-                    if emit_at
-                        .as_ref()
-                        .is_none_or(|held| capability.time() < held.time())
-                    {
-                        emit_at = Some(capability);
-                    }
+                    rows.extend(entry.remove());
                 }
                 rows.sort_by(|a, b| {
                     (&a[spec.time], a)
@@ -449,25 +572,23 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     if ended {
                         at <= latest_seen
                     } else if frontier.is_empty() {
-                        // The readings have ended; the latest event time may still be coming.
                         false
                     } else {
                         !frontier.less_than(&release_millis(at, spec.lateness_nanos))
                     }
                 };
-                if emit_at.is_none()
-                    && timers
-                        .first_key_value()
-                        .is_some_and(|((at, _), _)| timer_due(*at))
-                {
-                    emit_at = timer_capability.clone();
-                }
                 let mut out = Vec::new();
+                let mut show = |instance: &mut Instance, key: &Row, transition: Transition| {
+                    // A shelf hides the instance's own transitions, not people's commands.
+                    if transition.by.is_some() || !instance.shelved_at(transition.at) {
+                        out.push(instance.event(&spec, key, &transition));
+                    }
+                };
                 let mut rows = rows.into_iter().peekable();
                 loop {
                     let next_timer = timers
                         .first_key_value()
-                        .map(|((at, _), _)| *at)
+                        .map(|((at, _, _), _)| *at)
                         .filter(|at| timer_due(*at));
                     let next_row = rows
                         .peek()
@@ -480,17 +601,26 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         (None, None) => break,
                     };
                     if take_timer {
-                        let ((at, key), ()) = timers.pop_first().expect("peeked");
-                        if let Some(instance) = instances.get_mut(&key)
-                            && let Some(transition) = instance.on_timer(&spec, at)
-                        {
-                            out.push(instance.event(&spec, &key, &transition));
-                        }
-                        if let Some(instance) = instances.get(&key)
-                            && let Some(next) = instance.timer
-                            && next != at
-                        {
-                            timers.insert((next, key), ());
+                        let ((at, key, timer), ()) = timers.pop_first().expect("peeked");
+                        let Some(instance) = instances.get_mut(&key) else {
+                            continue;
+                        };
+                        match timer {
+                            Timer::Delay => {
+                                if let Some(transition) = instance.on_timer(&spec, at) {
+                                    show(instance, &key, transition);
+                                }
+                                if let Some(next) = instance.timer
+                                    && next != at
+                                {
+                                    timers.insert((next, key, Timer::Delay), ());
+                                }
+                            }
+                            Timer::ShelfEnd => {
+                                if let Some(transition) = instance.expire_shelf(at) {
+                                    show(instance, &key, transition);
+                                }
+                            }
                         }
                         continue;
                     }
@@ -504,40 +634,43 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     let instance = instances.entry(key.clone()).or_insert_with(Instance::new);
                     let before = instance.timer;
                     if let Some(transition) = instance.on_row(&spec, at, row) {
-                        out.push(instance.event(&spec, &key, &transition));
+                        show(instance, &key, transition);
                     }
                     if let Some(timer) = instance.timer
                         && before != Some(timer)
                     {
-                        timers.insert((timer, key), ());
+                        timers.insert((timer, key, Timer::Delay), ());
+                    }
+                }
+                // People's commands, at the alarm's "now": the latest event time read.
+                while let Ok(command) = inbox.try_recv() {
+                    let Some(instance) = instances.get_mut(&command.key) else {
+                        continue; // another worker's key
+                    };
+                    let at = latest_seen.max(
+                        instance
+                            .latest
+                            .as_ref()
+                            .and_then(|row| row[spec.time].as_timestamp_nanos())
+                            .unwrap_or(i64::MIN),
+                    );
+                    if let Some(transition) = instance.on_command(&command, at) {
+                        if let Some(until) = instance.shelved_until {
+                            timers.insert((until, command.key.clone(), Timer::ShelfEnd), ());
+                        }
+                        show(instance, &command.key, transition);
                     }
                 }
                 if !out.is_empty() {
-                    let capability = emit_at
-                        .as_ref()
-                        .or(timer_capability.as_ref())
-                        .expect("transitions come from readings or timers held by a capability");
                     handle.session(capability).give_container(&mut out);
                 }
-                // At the end of the input, delays beyond the last reading never end.
-                if ended {
-                    timers.clear();
-                }
-                // Hold a capability for the earliest delay still running.
-                timer_capability = match timers.first_key_value() {
-                    None => None,
-                    Some(((at, _), _)) => {
-                        let release = release_millis(*at, spec.lateness_nanos);
-                        let held = timer_capability.take().or(emit_at.clone());
-                        held.map(|held| {
-                            if held.time() <= &release {
-                                held.delayed(&release)
-                            } else {
-                                held
-                            }
-                        })
+                match frontier.first() {
+                    _ if ended => standing = None,
+                    Some(time) if capability.time() < time => {
+                        standing.as_mut().expect("held").downgrade(time);
                     }
-                };
+                    _ => {}
+                }
             }
         });
         events
@@ -572,14 +705,13 @@ mod tests {
     ) -> Vec<(&'static str, i64)> {
         let mut instance = Instance::new();
         let mut seen = Vec::new();
-        let fire =
-            |instance: &mut Instance, before: i64, seen: &mut Vec<(&'static str, i64)>| {
-                while let Some(at) = instance.timer.filter(|at| *at <= before) {
-                    if let Some(t) = instance.on_timer(spec, at) {
-                        seen.push((t.state, t.at / MINUTE));
-                    }
+        let fire = |instance: &mut Instance, before: i64, seen: &mut Vec<(&'static str, i64)>| {
+            while let Some(at) = instance.timer.filter(|at| *at <= before) {
+                if let Some(t) = instance.on_timer(spec, at) {
+                    seen.push((t.state, t.at / MINUTE));
                 }
-            };
+            }
+        };
         for (minute, raise, clear) in readings {
             fire(&mut instance, minute * MINUTE, &mut seen);
             let row = vec![
@@ -665,5 +797,64 @@ mod tests {
         assert_eq!(render(&template, &row), "VPD 1.61 kPa in z1 (1.610)");
         let unknown = parse_template("{temp}", |_| None).unwrap_err();
         assert_eq!(unknown, "message names `{temp}`, which is not a column");
+    }
+    #[test]
+    fn acknowledgements_and_shelves_follow_the_lifecycle() {
+        let spec = spec(
+            Trigger::Condition {
+                raise: 1,
+                clear: None,
+            },
+            0,
+            0,
+        );
+        let mut instance = Instance::new();
+        let reading = |minute: i64, hot: bool| {
+            vec![
+                Datum::Timestamp(minute * MINUTE),
+                Datum::Boolean(hot),
+                Datum::Boolean(false),
+            ]
+        };
+        let command = |action| AlarmCommand {
+            key: vec![],
+            action,
+            by: "maria".into(),
+            note: String::new(),
+        };
+        // Nothing to acknowledge before it is active.
+        assert_eq!(
+            instance.on_command(&command(AlarmAction::Acknowledge), 0),
+            None
+        );
+        instance.on_row(&spec, MINUTE, reading(1, true)).unwrap();
+        let ack = instance
+            .on_command(&command(AlarmAction::Acknowledge), 2 * MINUTE)
+            .unwrap();
+        assert_eq!((ack.state, ack.active_since), ("acknowledged", MINUTE));
+        assert_eq!(
+            instance.on_command(&command(AlarmAction::Acknowledge), 2 * MINUTE),
+            None
+        );
+        // Shelved for 10 minutes: it clears and raises again unseen; the shelf's end shows the
+        // new, unacknowledged activation.
+        let shelve = AlarmAction::Shelve {
+            for_nanos: 10 * MINUTE,
+        };
+        instance.on_command(&command(shelve), 3 * MINUTE).unwrap();
+        assert!(instance.shelved_at(4 * MINUTE));
+        instance
+            .on_row(&spec, 4 * MINUTE, reading(4, false))
+            .unwrap();
+        instance
+            .on_row(&spec, 5 * MINUTE, reading(5, true))
+            .unwrap();
+        assert_eq!(instance.expire_shelf(12 * MINUTE), None, "not yet");
+        let back = instance.expire_shelf(13 * MINUTE).unwrap();
+        assert_eq!(
+            (back.state, back.at, back.active_since),
+            ("active", 13 * MINUTE, 5 * MINUTE)
+        );
+        assert!(!instance.shelved_at(13 * MINUTE));
     }
 }

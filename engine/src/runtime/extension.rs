@@ -10,9 +10,10 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use vibelux_connectors::sink::{SinkMetrics, SinkWriter};
 use vibelux_connectors::source::SourceStreams;
 use vibelux_connectors::table::TableStreams;
+use vibelux_operators::alarm_commands::AlarmDesk;
 use vibelux_queries::plan::{DataflowPlan, NodeId, SinkMode};
 
-use super::{attach_sink, attach_view, build_nodes, demands};
+use super::{NodeControls, attach_sink, attach_view, build_nodes, demands};
 use crate::live::view::LiveView;
 use crate::taps::{Tapped, Taps};
 
@@ -23,6 +24,7 @@ pub(super) fn build_extension(
     taps: &Taps,
     index: usize,
     stop: &Arc<AtomicBool>,
+    alarm_desk: &Arc<AlarmDesk>,
 ) {
     let plan = &extension.plan;
     let root = match &extension.object {
@@ -68,7 +70,10 @@ pub(super) fn build_extension(
         &demand,
         &source_streams,
         &table_streams,
-        stop,
+        &NodeControls {
+            stop,
+            alarms: alarm_desk,
+        },
     );
     let finished = ProbeHandle::new();
     match &extension.object {

@@ -34,6 +34,7 @@ use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, rea
 use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::RaiseAlarmsExt;
+use vibelux_operators::alarm_commands::AlarmDesk;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
@@ -134,7 +135,8 @@ fn demands(
     demand
 }
 
-/// Shared counters of a run, read while it runs and reported at its end.
+/// What a run shares while it runs: counters (reported at its end), live views, and the desk
+/// through which people acknowledge and shelve its alarms.
 pub struct RunMetrics {
     pub sources: Vec<(String, Arc<SourceMetrics>)>,
     pub sinks: Vec<(String, Arc<SinkMetrics>)>,
@@ -143,6 +145,7 @@ pub struct RunMetrics {
     pub replay: Vec<(String, Arc<ReplayProgress>)>,
     /// Seconds per worker-0 step that had work to do.
     pub step_seconds: Histogram,
+    pub alarms: Arc<AlarmDesk>,
 }
 
 pub struct RunOptions {
@@ -314,6 +317,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
             .collect(),
         step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+        alarms: Arc::default(),
     });
     let worker_views = views.clone();
     // Sinks open (and create their files) before any worker starts, so a bad path fails the run
@@ -515,7 +519,10 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 &demand,
                 &source_streams,
                 &table_streams,
-                &stop,
+                &NodeControls {
+                    stop: &stop,
+                    alarms: &metrics.alarms,
+                },
             );
 
             let mut writers = writers.lock().expect("writers lock");
@@ -563,7 +570,14 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     Command::Add(extension) => {
                         let id = worker.next_dataflow_index();
                         worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| {
-                            build_extension(scope, &extension, &taps, index, &stop);
+                            build_extension(
+                                scope,
+                                &extension,
+                                &taps,
+                                index,
+                                &stop,
+                                &metrics.alarms,
+                            );
                         });
                         added.insert(extension.name.clone(), id);
                     }
@@ -586,6 +600,14 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     })
 }
 
+/// What operators take from the run: the stop flag, and the desk people's alarm commands
+/// arrive on.
+#[derive(Clone, Copy)]
+pub(super) struct NodeControls<'a> {
+    pub stop: &'a Arc<AtomicBool>,
+    pub alarms: &'a Arc<AlarmDesk>,
+}
+
 /// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
 fn build_nodes<'scope>(
     scope: Scope<'scope, u64>,
@@ -594,8 +616,12 @@ fn build_nodes<'scope>(
     demand: &HashMap<NodeId, Demand>,
     source_streams: &HashMap<usize, SourceStreams<'scope>>,
     table_streams: &HashMap<usize, TableStreams<'scope>>,
-    stop: &Arc<AtomicBool>,
+    controls: &NodeControls,
 ) -> HashMap<NodeId, Built<'scope>> {
+    let NodeControls {
+        stop,
+        alarms: alarm_desk,
+    } = *controls;
     let mut built: HashMap<NodeId, Built> = HashMap::new();
     for &node in order {
         let output = match &plan.nodes[node].kind {
@@ -619,7 +645,7 @@ fn build_nodes<'scope>(
                 built[input]
                     .rows()
                     .expect("planned over append-only rows")
-                    .raise_alarms(spec.clone()),
+                    .raise_alarms(spec.clone(), alarm_desk.clone()),
             ),
             NodeKind::Calc { input, calc } => match &built[input] {
                 Built::Windowed {

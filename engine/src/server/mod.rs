@@ -5,6 +5,7 @@
 //! subscribers, slow ones, scrapes — reaches into the dataflow. The API is described in
 //! `docs/live-views.md` and served as OpenAPI at `/openapi.json`.
 
+mod alarms;
 mod dashboard;
 pub mod metrics;
 pub mod subscribe;
@@ -192,6 +193,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/views/{name}", get(view_contents))
         .route("/v1/views/{name}/subscribe", get(subscribe))
         .route("/v1/sql", post(post_sql))
+        .route("/v1/alarms/{name}/{action}", post(alarms::command))
         .with_state(state)
 }
 
