@@ -26,6 +26,7 @@ pub enum SinkTarget {
     Mqtt(MqttSinkConfig),
     Kafka(KafkaSinkConfig),
     Modbus(crate::modbus::sink::ModbusSinkConfig),
+    Webhook(crate::webhook::WebhookSinkConfig),
 }
 
 impl SinkTarget {
@@ -37,6 +38,7 @@ impl SinkTarget {
             SinkTarget::Parquet(config) => format!("{} (parquet)", config.path.display()),
             SinkTarget::Mqtt(config) => format!("{} (mqtt)", config.broker.address()),
             SinkTarget::Kafka(config) => format!("kafka {} topic {}", config.brokers, config.topic),
+            SinkTarget::Webhook(config) => format!("{} (webhook)", config.url),
             SinkTarget::Modbus(config) => format!(
                 "modbus {}:{} unit {}",
                 config.device.host, config.device.port, config.device.unit_id

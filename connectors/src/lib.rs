@@ -20,3 +20,4 @@ pub mod sparkplug;
 pub mod table;
 pub mod template;
 pub mod watermark;
+pub mod webhook;

@@ -20,6 +20,7 @@ use crate::kafka::sink::KafkaProducer;
 use crate::modbus::sink::ModbusWriter;
 use crate::mqtt::sink::MqttPublisher;
 use crate::parquet_sink::ParquetWriter;
+use crate::webhook::WebhookSender;
 
 /// Counters of one sink.
 #[derive(Debug, Default)]
@@ -35,6 +36,7 @@ pub enum SinkWriter {
     Mqtt(MqttPublisher),
     Kafka(KafkaProducer),
     Modbus(ModbusWriter),
+    Webhook(WebhookSender),
 }
 
 impl SinkWriter {
@@ -61,6 +63,9 @@ impl SinkWriter {
             SinkTarget::Modbus(config) => {
                 SinkWriter::Modbus(ModbusWriter::open(config.clone(), schema)?)
             }
+            SinkTarget::Webhook(config) => {
+                SinkWriter::Webhook(WebhookSender::open(config.clone(), schema, changelog)?)
+            }
         })
     }
 
@@ -72,6 +77,7 @@ impl SinkWriter {
             SinkWriter::Mqtt(writer) => writer.describe().to_string(),
             SinkWriter::Kafka(writer) => writer.describe().to_string(),
             SinkWriter::Modbus(writer) => writer.describe(),
+            SinkWriter::Webhook(writer) => writer.describe().to_string(),
         }
     }
 
@@ -83,6 +89,7 @@ impl SinkWriter {
             SinkWriter::Mqtt(writer) => writer.write(row, insert),
             SinkWriter::Kafka(writer) => writer.write(row, insert),
             SinkWriter::Modbus(writer) => writer.write(row, insert),
+            SinkWriter::Webhook(writer) => writer.write(row, insert),
         }
     }
 
@@ -90,7 +97,10 @@ impl SinkWriter {
         match self {
             SinkWriter::Rows(writer) => writer.flush(),
             SinkWriter::Parquet(writer) => writer.flush(),
-            SinkWriter::Mqtt(_) | SinkWriter::Kafka(_) | SinkWriter::Modbus(_) => Ok(()),
+            SinkWriter::Mqtt(_)
+            | SinkWriter::Kafka(_)
+            | SinkWriter::Modbus(_)
+            | SinkWriter::Webhook(_) => Ok(()),
         }
     }
 
@@ -101,6 +111,7 @@ impl SinkWriter {
             SinkWriter::Mqtt(writer) => writer.finish(),
             SinkWriter::Kafka(writer) => writer.finish(),
             SinkWriter::Modbus(writer) => writer.finish(),
+            SinkWriter::Webhook(writer) => writer.finish(),
         }
     }
 }

@@ -302,3 +302,129 @@ fn people_acknowledge_and_shelve_alarms_through_the_api() {
         .collect();
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{rows:?}");
 }
+
+/// A local HTTP receiver: answers 500 to the first request (so the sink must retry), then 200;
+/// returns the bodies it accepted.
+fn start_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = accepted.clone();
+    std::thread::spawn(move || {
+        let mut requests = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            requests += 1;
+            let status = if requests == 1 {
+                "500 Internal Server Error"
+            } else {
+                bodies
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice::<Value>(&body).unwrap());
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, accepted)
+}
+
+#[test]
+fn transitions_reach_an_mqtt_subscriber_and_a_webhook_and_failures_are_kept() {
+    let broker = common::mosquitto::Mosquitto::start();
+    let subscriber = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "alarms/#", "-v", "-C", "2", "-W", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // subscribed before anything is published
+    let (port, received) = start_receiver();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed); // nothing listens there
+    let dir = tempfile::tempdir().unwrap();
+    let readings: String = [(0, 35.0), (1, 36.0), (2, 20.0)]
+        .iter()
+        .map(|(minute, temp)| {
+            format!(
+                "{{\"zone\":\"z1\",\"ts\":\"2026-06-01T00:0{minute}:00Z\",\"temp_c\":{temp}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("readings.jsonl"), readings).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE SOURCE readings (zone TEXT, ts TIMESTAMP, temp_c DOUBLE, WATERMARK FOR ts AS ts)
+               WITH (connector = 'file', path = 'readings.jsonl');
+             CREATE ALARM hot ON readings PER zone WHEN temp_c > 30 SEVERITY 'high'
+               MESSAGE '{{zone}} at {{temp_c}} °C';
+             CREATE SINK to_mqtt FROM hot
+               WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', topic = 'alarms/{{zone}}/{{state}}');
+             CREATE SINK to_webhook FROM hot
+               WITH (connector = 'webhook', url = 'http://127.0.0.1:{port}/alarms', backoff = '50ms',
+                     header.x_vibelux_token = 'secret');
+             CREATE SINK to_nowhere FROM hot
+               WITH (connector = 'webhook', url = 'http://127.0.0.1:{closed_port}/', retries = '2',
+                     backoff = '10ms', dead_letter = 'undelivered.jsonl');",
+            broker.port
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir.path())
+        .args(["run", "pipeline.sql", "--http", "off"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+
+    let published = subscriber.wait_with_output().unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&published.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("alarms/z1/active {"), "{lines:?}");
+    assert!(lines[0].contains(r#""message":"z1 at 35 °C""#), "{lines:?}");
+    assert!(lines[1].starts_with("alarms/z1/cleared {"), "{lines:?}");
+
+    // The receiver refused the first attempt; the retry delivered it, then the next one.
+    let bodies = received.lock().unwrap().clone();
+    let states: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "cleared"], "{bodies:?}");
+    assert_eq!(bodies[0]["ts"], "2026-06-01T00:00:00.000");
+    assert_eq!(bodies[1]["ts"], "2026-06-01T00:02:00.000");
+
+    // Nothing listens: each transition is tried 3 times, then kept with the reason.
+    let undelivered = json_lines(&dir.path().join("undelivered.jsonl"));
+    assert_eq!(undelivered.len(), 2, "{undelivered:?}");
+    assert_eq!(undelivered[0]["attempts"], 3);
+    assert_eq!(undelivered[0]["payload"]["state"], "active");
+    assert!(
+        undelivered[0]["error"].as_str().unwrap().contains("onnect"),
+        "{undelivered:?}"
+    );
+}

@@ -25,6 +25,7 @@ mod message;
 mod modbus;
 mod mqtt;
 mod sparkplug;
+mod webhook;
 
 /// Options not yet consumed, by lower-case name: value, value position, name position.
 pub struct Options {
@@ -61,6 +62,22 @@ impl Options {
         self.entries
             .remove(key)
             .map(|(value, position, _)| (value, position))
+    }
+
+    /// Every `prefix<name> = 'value'` option, as (name, value): settings passed through.
+    pub fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let keys: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|key| key.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                let (value, _) = self.take(&key)?;
+                Some((key[prefix.len()..].to_string(), value))
+            })
+            .collect()
     }
 
     pub fn required(&mut self, key: &str, what: &str) -> SqlResult<(String, Position)> {
@@ -447,11 +464,12 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
         "mqtt" => SinkTarget::Mqtt(mqtt::sink(options, name, schema)?),
         "modbus" => SinkTarget::Modbus(modbus::sink(options, name, schema)?),
         "kafka" => SinkTarget::Kafka(kafka::sink(options, schema)?),
+        "webhook" => SinkTarget::Webhook(webhook::sink(options, name)?),
         other => {
             return Err(SqlError::new(
                 position,
                 format!(
-                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt', 'kafka', 'modbus'"
+                    "unknown sink connector '{other}'; available: 'file', 'stdout', 'parquet', 'mqtt', 'kafka', 'modbus', 'webhook'"
                 ),
             ));
         }
@@ -472,6 +490,7 @@ pub fn sink_target(options: &mut Options, name: &str, schema: &Schema) -> SqlRes
         SinkTarget::Mqtt(_) => mqtt::SINK_OPTIONS,
         SinkTarget::Modbus(_) => modbus::SINK_OPTIONS,
         SinkTarget::Kafka(_) => kafka::SINK_OPTIONS,
+        SinkTarget::Webhook(_) => webhook::SINK_OPTIONS,
     };
     let what = connector_kind(&connector, "sink");
     std::mem::replace(

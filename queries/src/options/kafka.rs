@@ -30,18 +30,7 @@ pub const SINK_OPTIONS: &[&str] = &["connector", "brokers", "topic", "key", "pro
 
 /// `properties.<librdkafka setting> = '…'`, passed to the client as they are.
 fn properties(options: &mut Options) -> Vec<(String, String)> {
-    let keys: Vec<String> = options
-        .entries
-        .keys()
-        .filter(|key| key.starts_with("properties."))
-        .cloned()
-        .collect();
-    keys.into_iter()
-        .filter_map(|key| {
-            let (value, _) = options.take(&key)?;
-            Some((key["properties.".len()..].to_string(), value))
-        })
-        .collect()
+    options.take_prefixed("properties.")
 }
 
 fn brokers(options: &mut Options, what: &str) -> SqlResult<String> {

@@ -1,0 +1,198 @@
+//! The `webhook` sink: each row POSTed as a JSON object to a URL, retried with backoff, and kept
+//! in a dead-letter file when every attempt fails.
+//!
+//! Delivery runs on its own thread behind a bounded queue, so a slow or absent receiver never
+//! holds up the dataflow. When the queue is full (a receiver away for long), further rows go
+//! straight to the dead-letter file: nothing is lost and memory stays bounded. Rows are
+//! delivered in order, one at a time, so a receiver sees transitions in the order they happened. A 2xx answer is a delivery. Anything else (a refused connection, a
+//! timeout, a 500) is retried up to `retries` times with exponential backoff; then the row goes
+//! to `dead_letter` (JSON lines with the payload, the last error and the attempts) and is
+//! counted. Only `http://` URLs are supported.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_operators::row::Row;
+
+use crate::file_sink::{SinkError, encode_json_row};
+
+/// Rows waiting for delivery before the sink waits for the receiver.
+const QUEUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct WebhookSinkConfig {
+    pub url: String,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// The first wait between attempts; each later one doubles, up to `backoff_max`.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Where undeliverable rows go (JSON lines); by default `<sink name>.dead.jsonl`.
+    pub dead_letter: PathBuf,
+    pub headers: Vec<(String, String)>,
+}
+
+/// What happened to the rows handed to the sink.
+#[derive(Debug, Default)]
+pub struct WebhookOutcomes {
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+pub struct WebhookSender {
+    schema: SchemaRef,
+    changelog: bool,
+    queue: Option<SyncSender<String>>,
+    config: WebhookSinkConfig,
+    thread: Option<JoinHandle<()>>,
+    pub outcomes: Arc<WebhookOutcomes>,
+    describe: String,
+}
+
+impl WebhookSender {
+    pub fn open(
+        config: WebhookSinkConfig,
+        schema: SchemaRef,
+        changelog: bool,
+    ) -> Result<Self, SinkError> {
+        let describe = format!("{} (webhook)", config.url);
+        let (queue, pending) = sync_channel(QUEUE);
+        let outcomes = Arc::new(WebhookOutcomes::default());
+        let thread_outcomes = outcomes.clone();
+        let thread = std::thread::Builder::new()
+            .name("vibelux-webhook".into())
+            .spawn({
+                let config = config.clone();
+                move || deliver_all(&config, pending, &thread_outcomes)
+            })
+            .map_err(|error| SinkError::Io {
+                path: describe.clone(),
+                source: error,
+            })?;
+        Ok(WebhookSender {
+            schema,
+            changelog,
+            queue: Some(queue),
+            config,
+            thread: Some(thread),
+            outcomes,
+            describe,
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+        let mut payload = String::new();
+        encode_json_row(
+            &self.schema,
+            row,
+            self.changelog.then_some(insert),
+            &mut payload,
+        );
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
+        match queue.try_send(payload) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(payload) | TrySendError::Disconnected(payload)) => {
+                self.outcomes.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                dead_letter(&self.config, &payload, "the delivery queue is full", 0).map_err(
+                    |source| SinkError::Io {
+                        path: self.config.dead_letter.display().to_string(),
+                        source,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Waits until every queued row is delivered or dead-lettered.
+    pub fn finish(&mut self) -> Result<(), SinkError> {
+        self.queue = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WebhookSender {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn deliver_all(config: &WebhookSinkConfig, pending: Receiver<String>, outcomes: &WebhookOutcomes) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(config.timeout))
+        .build()
+        .into();
+    for payload in pending {
+        let mut wait = config.backoff;
+        let mut attempt = 0;
+        let error = loop {
+            attempt += 1;
+            let mut request = agent
+                .post(&config.url)
+                .header("content-type", "application/json");
+            for (name, value) in &config.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            match request.send(payload.as_str()) {
+                Ok(_) => {
+                    outcomes.delivered.fetch_add(1, Ordering::Relaxed);
+                    break None;
+                }
+                Err(error) if attempt <= config.retries => {
+                    outcomes.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, url = %config.url, attempt, "webhook attempt failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(config.backoff_max);
+                }
+                Err(error) => break Some(error.to_string()),
+            }
+        };
+        if let Some(error) = error {
+            outcomes.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, url = %config.url, attempts = attempt, "webhook undeliverable; kept in {}", config.dead_letter.display());
+            if let Err(io) = dead_letter(config, &payload, &error, attempt) {
+                tracing::error!(error = %io, "cannot write the webhook dead letter");
+            }
+        }
+    }
+}
+
+fn dead_letter(
+    config: &WebhookSinkConfig,
+    payload: &str,
+    error: &str,
+    attempts: u32,
+) -> std::io::Result<()> {
+    if let Some(parent) = config.dead_letter.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.dead_letter)?;
+    let record = serde_json::json!({
+        "url": config.url,
+        "error": error,
+        "attempts": attempts,
+        "payload": serde_json::from_str::<serde_json::Value>(payload).unwrap_or_default(),
+    });
+    writeln!(file, "{record}")
+}

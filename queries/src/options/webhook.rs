@@ -1,0 +1,51 @@
+//! Options of the `webhook` sink.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vibelux_connectors::webhook::WebhookSinkConfig;
+
+use super::Options;
+use crate::error::{SqlError, SqlResult};
+
+pub const SINK_OPTIONS: &[&str] = &[
+    "connector",
+    "url",
+    "retries",
+    "backoff",
+    "backoff_max",
+    "timeout",
+    "dead_letter",
+    "header.*",
+];
+
+pub fn sink(options: &mut Options, name: &str) -> SqlResult<WebhookSinkConfig> {
+    let (url, position) = options.required("url", "a 'webhook' sink")?;
+    if !url.starts_with("http://") {
+        return Err(SqlError::new(
+            position,
+            format!(
+                "option `url`: expected an http:// URL, found '{url}' (https is not supported yet)"
+            ),
+        ));
+    }
+    let retries = options.count("retries")?.unwrap_or(5);
+    Ok(WebhookSinkConfig {
+        url,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        backoff: options
+            .duration("backoff")?
+            .unwrap_or(Duration::from_millis(200)),
+        backoff_max: options
+            .duration("backoff_max")?
+            .unwrap_or(Duration::from_secs(10)),
+        timeout: options
+            .duration("timeout")?
+            .unwrap_or(Duration::from_secs(5)),
+        dead_letter: options
+            .take("dead_letter")
+            .map(|(path, _)| PathBuf::from(path))
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.dead.jsonl"))),
+        headers: options.take_prefixed("header."),
+    })
+}
