@@ -7,10 +7,13 @@
 //! measures live-view latency and fan-out against a running engine (`bench/live.sh`), writing
 //! rows to a file or publishing them over MQTT; `mqtt-ingest` measures how fast the engine takes
 //! in MQTT messages (`bench/mqtt.sh`), `kafka-ingest` Kafka messages (`bench/kafka.sh`);
-//! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`).
+//! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`); `alarms`
+//! what alarm instances cost (`bench/alarms.sh`).
 
+mod alarms;
 mod kafka;
 mod live;
+mod measure;
 mod modbus;
 mod models;
 mod mqtt;
@@ -59,6 +62,9 @@ enum Command {
     ModbusPoll(modbus::PollArgs),
     /// ONNX inference per batch size and detector throughput (see `bench/models.sh`).
     Models(models::ModelArgs),
+    /// Alarm instances over a simulated facility: CPU and reading-to-action latency (see
+    /// `bench/alarms.sh`).
+    Alarms(alarms::AlarmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::KafkaIngest(args) => kafka::ingest(args),
         Command::ModbusPoll(args) => modbus::poll(args),
         Command::Models(args) => models::run(args),
+        Command::Alarms(args) => alarms::run(args),
     }
 }
 

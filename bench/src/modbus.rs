@@ -5,13 +5,14 @@
 //! (files are checked every 2 ms, and `ts` is written to the millisecond).
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+
+use crate::measure::{Tail, cpu_seconds, event_millis, now_millis};
 use vibelux_connectors::modbus::plc_simulator::{GrowRoom, serve};
 use vibelux_connectors::modbus::tags::TagMap;
 
@@ -60,55 +61,6 @@ fn tag_map(count: usize) -> String {
     text
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
-}
-
-struct Tail {
-    path: PathBuf,
-    offset: u64,
-    partial: String,
-}
-
-impl Tail {
-    /// New complete lines since the last call.
-    fn lines(&mut self) -> Vec<String> {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
-        }
-        let mut text = String::new();
-        let read = file.read_to_string(&mut text).unwrap_or(0);
-        self.offset += read as u64;
-        self.partial.push_str(&text);
-        let mut lines: Vec<String> = self.partial.split('\n').map(str::to_string).collect();
-        self.partial = lines.pop().unwrap_or_default();
-        lines
-    }
-}
-
-fn now_millis() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn poll_millis(line: &str) -> Option<i64> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let ts = value["ts"].as_str()?;
-    let parsed = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
-    Some(parsed.and_utc().timestamp_millis())
-}
-
 pub fn poll(args: PollArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let tags_path = args.dir.join("tags.toml");
@@ -147,11 +99,7 @@ pub fn poll(args: PollArgs) -> anyhow::Result<()> {
         .spawn()
         .context("starting the engine")?;
     let mut tails: Vec<Tail> = (0..args.devices)
-        .map(|device| Tail {
-            path: args.dir.join(format!("d{device:03}.jsonl")),
-            offset: 0,
-            partial: String::new(),
-        })
+        .map(|device| Tail::new(args.dir.join(format!("d{device:03}.jsonl"))))
         .collect();
     let warm_up = Instant::now() + args.interval * 3;
     let mut measuring_since: Option<(Instant, f64)> = None;
@@ -176,7 +124,7 @@ pub fn poll(args: PollArgs) -> anyhow::Result<()> {
             }
             let arrived = now_millis();
             for line in lines {
-                let Some(polled) = poll_millis(&line) else {
+                let Some(polled) = event_millis(&line) else {
                     continue;
                 };
                 rows += 1;
