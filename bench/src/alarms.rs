@@ -47,9 +47,10 @@ pub fn run(args: AlarmArgs) -> anyhow::Result<()> {
          WITH (connector = 'simulator', rooms = '{rooms}', zones_per_room = '10',
                sensors_per_zone = '100', interval = '{interval_ms}ms', speed = 'realtime',
                seed = '9');
-         -- Warm sensors raise, and clear once 1 °C cooler: a few transitions a second.
+         -- The reading's hundredths pick 1 % of readings to raise and half of the rest to
+         -- clear: every instance raises and clears now and then, whatever the time of day.
          CREATE ALARM warm ON readings PER sensor_id
-           WHEN temp_c > 26 CLEAR WHEN temp_c < 25
+           WHEN round(temp_c * 100) % 100 = 99 CLEAR WHEN round(temp_c * 100) % 100 < 50
            SEVERITY 'high' MESSAGE '{{sensor_id}} at {{temp_c}} °C';
          CREATE SINK actions FROM warm WITH (connector = 'file', path = 'actions.jsonl');"
     );

@@ -478,10 +478,10 @@ print(c.read_holding_registers(0, count=1, device_id=1).registers[0])
     assert_eq!(read, ["195", "[0, 16464]", "True", "64302"], "{output:?}");
     let log = engine.interrupt();
     for reason in [
-        "tag `co2_ppm` is an input register: read-only",
-        "tag `door_closed` is a discrete input: read-only",
-        "tag `i16`: 40000 does not fit a int16",
-        "no tag `no_such_tag` in the tag map",
+        "tag `co2_ppm`: an input register is read-only (refused)",
+        "tag `door_closed`: a discrete input is read-only (refused)",
+        "tag `i16`: 40000 does not fit a int16 (refused)",
+        "tag `no_such_tag`: no such tag in the tag map (refused)",
     ] {
         assert!(log.contains(reason), "{reason} in {log}");
     }
@@ -557,4 +557,144 @@ fn one_based_addresses_read_the_same_registers() {
     });
     assert_eq!(latest["supply_temp"]["value"].as_f64(), Some(21.5));
     assert_eq!(latest["fan_on"]["value"].as_f64(), Some(1.0));
+}
+
+const GUARDED: &str = r#"
+[[tag]]
+name = "exhaust_fan"
+register = "coil"
+address = 0
+
+[[tag]]
+name = "co2_valve"
+register = "coil"
+address = 1
+interlock = ["exhaust_fan"]
+
+[[tag]]
+name = "setpoint"
+register = "holding"
+address = 30
+scale = 0.1
+min = 15
+max = 30
+max_writes_per_minute = 2
+"#;
+
+#[test]
+fn safety_limits_and_interlocks_block_writes_with_the_reason_and_shadow_mode_only_records() {
+    let port = free_port();
+    let _server = Server::start(port);
+    let maps = tempfile::tempdir().unwrap();
+    let tags = maps.path().join("guarded.toml");
+    std::fs::write(&tags, GUARDED).unwrap();
+    let commands = maps.path().join("commands.jsonl");
+    let rehearsal = maps.path().join("rehearsal.jsonl");
+    std::fs::write(&commands, "").unwrap();
+    std::fs::write(&rehearsal, "").unwrap();
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE commands (tag TEXT, value DOUBLE, reason TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = '{commands}', mode = 'tail');
+         CREATE SOURCE rehearsal (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = '{rehearsal}', mode = 'tail');
+         CREATE SINK plc FROM commands
+           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{tags}',
+                 timeout = '500ms', audit = 'audit.jsonl');
+         CREATE SINK plc_shadow FROM rehearsal
+           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{tags}',
+                 timeout = '500ms', shadow = 'true', audit = 'shadow.jsonl');",
+        commands = commands.display(),
+        rehearsal = rehearsal.display(),
+        tags = tags.display()
+    ));
+    engine.wait_for_log("Ctrl-C stops", 1);
+    let line = |tag: &str, value: f64, second: u32| {
+        format!(
+            r#"{{"tag": "{tag}", "value": {value}, "reason": "co2_low", "ts": "2026-06-01T00:00:{second:02}Z"}}"#
+        )
+    };
+    std::fs::write(
+        &commands,
+        [
+            // The exhaust fan (coil 0) runs: CO₂ dosing is interlocked.
+            line("co2_valve", 1.0, 1),
+            // Out of range, then two writes, then one too many for the minute.
+            line("setpoint", 35.0, 2),
+            line("setpoint", 20.0, 3),
+            line("setpoint", 21.0, 4),
+            line("setpoint", 22.0, 5),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let audit = engine.dir.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while json_lines(&audit).len() < 5 {
+        assert!(Instant::now() < deadline, "{:?}", json_lines(&audit));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(
+        &rehearsal,
+        r#"{"tag": "setpoint", "value": 28.0, "ts": "2026-06-01T00:00:09Z"}"#.to_string() + "\n",
+    )
+    .unwrap();
+    let shadow = engine.dir.path().join("shadow.jsonl");
+    while json_lines(&shadow).is_empty() {
+        assert!(Instant::now() < deadline, "no shadow record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let outcomes: Vec<(String, String, String)> = json_lines(&audit)
+        .iter()
+        .map(|entry| {
+            (
+                entry["tag"].as_str().unwrap().to_string(),
+                entry["outcome"].as_str().unwrap().to_string(),
+                entry["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("co2_valve", "blocked", "interlock: `exhaust_fan` is on"),
+        ("setpoint", "blocked", "35 is above the tag's maximum 30"),
+        ("setpoint", "written", ""),
+        ("setpoint", "written", ""),
+        (
+            "setpoint",
+            "blocked",
+            "rate limit: 2 writes per minute already made",
+        ),
+    ];
+    assert_eq!(
+        outcomes,
+        expected.map(|(t, o, r)| (t.to_string(), o.to_string(), r.to_string())),
+    );
+    // The audit keeps why the write was asked for: the whole row.
+    assert_eq!(json_lines(&audit)[0]["row"]["reason"], "co2_low");
+    let rehearsed = json_lines(&shadow);
+    assert_eq!(rehearsed[0]["outcome"], "shadow", "{rehearsed:?}");
+    // pymodbus reads what the PLC holds: the valve stayed shut, the setpoint is the last
+    // allowed write (21.0 at scale 0.1), not the blocked or rehearsed ones.
+    let script = format!(
+        r#"
+from pymodbus.client import ModbusTcpClient
+c = ModbusTcpClient("127.0.0.1", port={port}); assert c.connect()
+print(c.read_coils(1, count=1, device_id=1).bits[0])
+print(c.read_holding_registers(30, count=1, device_id=1).registers[0])
+"#
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let read: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(read, ["False", "210"], "{output:?}");
+    let log = engine.interrupt();
+    assert!(
+        log.contains("tag `co2_valve`: interlock: `exhaust_fan` is on (blocked)"),
+        "{log}"
+    );
 }

@@ -193,6 +193,7 @@ mod tests {
             unit: None,
             group: "default".into(),
             deadband: None,
+            limits: Default::default(),
         }
     }
 

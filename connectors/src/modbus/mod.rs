@@ -5,12 +5,13 @@
 //! values; [`plan`] turns each poll group into the fewest reads the protocol allows; [`codec`]
 //! turns registers into typed values and back, whatever the device's byte order; [`poller`]
 //! runs the polls of one device on a thread of its own; [`source`] makes its readings rows;
-//! [`sink`] writes tags; [`plc_simulator`] is a grow room's PLC to poll and write to.
+//! [`sink`] writes tags within the [`safety`] limits the map declares; [`plc_simulator`] is a grow room's PLC to poll and write to.
 
 pub mod codec;
 pub mod plan;
 pub mod plc_simulator;
 pub mod poller;
+pub mod safety;
 pub mod sink;
 pub mod source;
 pub mod tags;

@@ -99,6 +99,7 @@ mod tests {
             unit: None,
             group: "default".into(),
             deadband: None,
+            limits: Default::default(),
         }
     }
 

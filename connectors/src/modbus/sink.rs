@@ -7,18 +7,28 @@
 //! cannot hold are refused with the reason. Every write is then read back: a PLC that clamps
 //! or ignores a value is reported, not trusted. Writes run on the sink's worker with the
 //! device's timeout, one at a time, in the order of the rows.
+//!
+//! Before a write, the tag's [`safety`](super::safety) limits are checked, interlocks read from
+//! the device. With `shadow`, a write that passes is recorded and not made. Every attempt, made or
+//! not, is a line of the audit log: when, which tag and value, the outcome (`written`, `shadow`,
+//! `blocked`, `refused`, `failed`) with its reason, and the row that asked for it (for an
+//! alarm's transition: which alarm, which key, what message).
 
-use std::time::Duration;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write as _};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::Slave;
 use vibelux_operators::row::{Datum, Row};
 
-use super::codec::{RawValue, encode_registers};
+use super::codec::{RawValue, decode_registers, encode_registers};
 use super::poller::DeviceConfig;
+use super::safety::WriteHistory;
 use super::tags::{Register, Tag, ValueType};
-use crate::file_sink::SinkError;
+use crate::file_sink::{SinkError, encode_json_row};
 
 #[derive(Debug, Clone)]
 pub struct ModbusSinkConfig {
@@ -26,16 +36,60 @@ pub struct ModbusSinkConfig {
     /// The row's column naming the tag, and the one holding the value to write.
     pub tag_column: usize,
     pub value_column: usize,
+    /// Check and record writes without making them.
+    pub shadow: bool,
+    /// The audit log (JSON lines, appended).
+    pub audit: PathBuf,
 }
 
 pub struct ModbusWriter {
     config: ModbusSinkConfig,
+    schema: SchemaRef,
     runtime: tokio::runtime::Runtime,
     context: Option<Context>,
+    history: WriteHistory,
+    audit: BufWriter<File>,
+}
+
+/// How an attempted write ended.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Written,
+    Shadow,
+    /// A safety limit or interlock stopped it.
+    Blocked,
+    /// The map or the value made it impossible.
+    Refused,
+    /// The device did not take it.
+    Failed,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Written => "written",
+            Outcome::Shadow => "shadow",
+            Outcome::Blocked => "blocked",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
 }
 
 impl ModbusWriter {
-    pub fn open(config: ModbusSinkConfig, _schema: SchemaRef) -> Result<Self, SinkError> {
+    pub fn open(config: ModbusSinkConfig, schema: SchemaRef) -> Result<Self, SinkError> {
+        let audit_error = |source| SinkError::Io {
+            path: config.audit.display().to_string(),
+            source,
+        };
+        if let Some(parent) = config.audit.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(audit_error)?;
+        }
+        let audit = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.audit)
+            .map_err(audit_error)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -45,8 +99,11 @@ impl ModbusWriter {
             })?;
         Ok(ModbusWriter {
             config,
+            schema,
             runtime,
             context: None,
+            history: WriteHistory::default(),
+            audit: BufWriter::new(audit),
         })
     }
 
@@ -65,43 +122,101 @@ impl ModbusWriter {
         }
     }
 
+    /// Appends the attempt to the audit log; returns an error for anything not written.
+    fn audit(
+        &mut self,
+        row: &Row,
+        tag: &str,
+        value: &str,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> Result<(), SinkError> {
+        let mut requested = String::new();
+        encode_json_row(&self.schema, row, None, &mut requested);
+        let record = serde_json::json!({
+            "at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            "device": self.config.device.name,
+            "tag": tag,
+            "value": value,
+            "outcome": outcome.name(),
+            "reason": reason,
+            "row": serde_json::from_str::<serde_json::Value>(&requested).unwrap_or_default(),
+        });
+        let written = writeln!(self.audit, "{record}").and_then(|()| self.audit.flush());
+        if let Err(source) = written {
+            return Err(SinkError::Io {
+                path: self.config.audit.display().to_string(),
+                source,
+            });
+        }
+        match (outcome, reason) {
+            (Outcome::Written | Outcome::Shadow, _) => Ok(()),
+            (_, reason) => Err(self.refuse(format!(
+                "tag `{tag}`: {} ({})",
+                reason.unwrap_or_default(),
+                outcome.name()
+            ))),
+        }
+    }
+
     /// Writes the row's value to its tag; a delete (`insert = false`) is not a command.
     pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         if !insert {
             return Ok(());
         }
-        let name = match &row[self.config.tag_column] {
-            Datum::Utf8(name) => name.to_string(),
-            other => {
-                return Err(self.refuse(format!("the tag column holds {other:?}, not a tag name")));
-            }
+        let shown = |datum: &Datum| match datum {
+            Datum::Utf8(text) => text.to_string(),
+            other => other.to_string(),
         };
-        let Some(tag) = self
-            .config
-            .device
-            .tags
-            .tags
-            .iter()
-            .find(|tag| tag.name == name)
-            .cloned()
-        else {
-            return Err(self.refuse(format!("no tag `{name}` in the tag map")));
+        let name = shown(&row[self.config.tag_column]);
+        let value_text = shown(&row[self.config.value_column]);
+        let refused = |this: &mut Self, reason: String| {
+            this.audit(row, &name, &value_text, Outcome::Refused, Some(reason))
+        };
+        let Datum::Utf8(_) = &row[self.config.tag_column] else {
+            return refused(self, "the tag column holds no tag name".to_string());
+        };
+        let Some(tag) = self.find(&name) else {
+            return refused(self, "no such tag in the tag map".to_string());
         };
         if !tag.register.is_writable() {
-            return Err(self.refuse(format!(
-                "tag `{name}` is {}: read-only",
-                tag.register.described()
-            )));
+            return refused(self, format!("{} is read-only", tag.register.described()));
         }
         let value = match &row[self.config.value_column] {
             Datum::Float64(value) => RawValue::Float(*value),
             Datum::Int64(value) => RawValue::Float(*value as f64),
             Datum::Boolean(flag) => RawValue::Bool(*flag),
             Datum::Utf8(text) => RawValue::Text(text.to_string()),
-            other => {
-                return Err(self.refuse(format!("tag `{name}`: cannot write {other:?}")));
-            }
+            other => return refused(self, format!("cannot write {other:?}")),
         };
+        if let Err(reason) = target(&tag, &value) {
+            return refused(self, reason);
+        }
+        let now = Instant::now();
+        if let Err(reason) = self.history.check(&tag, &value, now) {
+            return self.audit(row, &name, &value_text, Outcome::Blocked, Some(reason));
+        }
+        for other in tag.limits.interlocks.clone() {
+            let Some(interlock) = self.find(&other) else {
+                continue; // the map was checked when loaded
+            };
+            let read =
+                self.runtime
+                    .block_on(read_tag(&mut self.context, &self.config.device, &interlock));
+            let reason = match read {
+                Ok(current) if current.number().is_some_and(|n| n != 0.0) => {
+                    format!("interlock: `{other}` is on")
+                }
+                Ok(_) => continue,
+                // An interlock that cannot be read blocks: the safe side.
+                Err(problem) => format!("interlock `{other}` could not be read: {problem}"),
+            };
+            return self.audit(row, &name, &value_text, Outcome::Blocked, Some(reason));
+        }
+        if self.config.shadow {
+            self.history.record(&tag, &value, now);
+            return self.audit(row, &name, &value_text, Outcome::Shadow, None);
+        }
         let written = self.runtime.block_on(write_and_verify(
             &mut self.context,
             &self.config.device,
@@ -110,11 +225,22 @@ impl ModbusWriter {
         ));
         match written {
             Ok(()) => {
+                self.history.record(&tag, &value, now);
                 tracing::debug!(device = %self.config.device.name, tag = %name, value = %value.text(), "modbus write verified");
-                Ok(())
+                self.audit(row, &name, &value_text, Outcome::Written, None)
             }
-            Err(reason) => Err(self.refuse(format!("tag `{name}`: {reason}"))),
+            Err(reason) => self.audit(row, &name, &value_text, Outcome::Failed, Some(reason)),
         }
+    }
+
+    fn find(&self, name: &str) -> Option<Tag> {
+        self.config
+            .device
+            .tags
+            .tags
+            .iter()
+            .find(|tag| tag.name == name)
+            .cloned()
     }
 
     pub fn finish(&mut self) -> Result<(), SinkError> {
@@ -157,20 +283,7 @@ async fn write_and_verify(
 ) -> Result<(), String> {
     let target = target(tag, value)?;
     let timeout = device.timeout;
-    if context.is_none() {
-        let address = tokio::net::lookup_host((device.host.as_str(), device.port))
-            .await
-            .ok()
-            .and_then(|mut found| found.next())
-            .ok_or_else(|| format!("cannot resolve {}:{}", device.host, device.port))?;
-        let connecting = tokio_modbus::client::tcp::connect_slave(address, Slave(device.unit_id));
-        *context = Some(
-            tokio::time::timeout(timeout, connecting)
-                .await
-                .map_err(|_| format!("connecting to {address}: no answer within {timeout:?}"))?
-                .map_err(|error| format!("connecting to {address}: {error}"))?,
-        );
-    }
+    connect(context, device).await?;
     let client = context.as_mut().expect("connected");
     let address = tag.address;
     let exchange = async {
@@ -217,6 +330,67 @@ async fn write_and_verify(
             Err(reason)
         }
     }
+}
+
+/// Connects when there is no connection.
+async fn connect(context: &mut Option<Context>, device: &DeviceConfig) -> Result<(), String> {
+    let timeout = device.timeout;
+    if context.is_none() {
+        let address = tokio::net::lookup_host((device.host.as_str(), device.port))
+            .await
+            .ok()
+            .and_then(|mut found| found.next())
+            .ok_or_else(|| format!("cannot resolve {}:{}", device.host, device.port))?;
+        let connecting = tokio_modbus::client::tcp::connect_slave(address, Slave(device.unit_id));
+        *context = Some(
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| format!("connecting to {address}: no answer within {timeout:?}"))?
+                .map_err(|error| format!("connecting to {address}: {error}"))?,
+        );
+    }
+    Ok(())
+}
+
+/// Reads a tag's current value from the device (an interlock, just before a write).
+async fn read_tag(
+    context: &mut Option<Context>,
+    device: &DeviceConfig,
+    tag: &Tag,
+) -> Result<RawValue, String> {
+    connect(context, device).await?;
+    let client = context.as_mut().expect("connected");
+    let (address, width) = (tag.address, tag.value_type.width());
+    let exchange = async {
+        Ok(match tag.register {
+            Register::Coil => RawValue::Bool(answer(client.read_coils(address, 1).await)?[0]),
+            Register::Discrete => {
+                RawValue::Bool(answer(client.read_discrete_inputs(address, 1).await)?[0])
+            }
+            Register::Holding => decode_registers(
+                tag,
+                &answer(client.read_holding_registers(address, width).await)?,
+            ),
+            Register::Input => decode_registers(
+                tag,
+                &answer(client.read_input_registers(address, width).await)?,
+            ),
+        })
+    };
+    let outcome = match tokio::time::timeout(device.timeout, exchange).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Failure::Transport(format!(
+            "no answer within {:?}",
+            device.timeout
+        ))),
+    };
+    outcome.map_err(|failure| match failure {
+        Failure::Refused(reason) => reason,
+        Failure::Transport(reason) => {
+            *context = None;
+            reason
+        }
+    })
 }
 
 /// Why a write did not take.

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::safety::WriteLimits;
+
 /// The four Modbus data areas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -178,6 +180,8 @@ pub struct Tag {
     pub group: String,
     /// Report only changes larger than this (report by exception).
     pub deadband: Option<f64>,
+    /// What writes to it must respect.
+    pub limits: WriteLimits,
 }
 
 impl Tag {
@@ -212,6 +216,13 @@ struct FileTag {
     unit: Option<String>,
     group: Option<String>,
     deadband: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    max_writes_per_minute: Option<u32>,
+    min_on: Option<String>,
+    min_off: Option<String>,
+    #[serde(default)]
+    interlock: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +299,16 @@ impl TagMap {
             groups.entry(tag.group.clone()).or_insert(interval);
             tags.push(tag);
         }
+        for tag in &tags {
+            for other in &tag.limits.interlocks {
+                if !tags.iter().any(|candidate| candidate.name == *other) {
+                    return Err(format!(
+                        "tag `{}`: interlock `{other}` is not a tag of this map",
+                        tag.name
+                    ));
+                }
+            }
+        }
         Ok(TagMap { tags, groups })
     }
 }
@@ -336,7 +357,29 @@ impl Tag {
                 "deadband must be 0 or more, found {deadband}"
             )));
         }
+        let duration = |text: &Option<String>, key: &str| -> Result<Option<Duration>, String> {
+            text.as_deref()
+                .map(|text| {
+                    humantime::parse_duration(text)
+                        .map_err(|error| here(format!("{key} {text:?}: {error}")))
+                })
+                .transpose()
+        };
+        let limits = WriteLimits {
+            min: entry.min,
+            max: entry.max,
+            max_writes_per_minute: entry.max_writes_per_minute,
+            min_on: duration(&entry.min_on, "min_on")?,
+            min_off: duration(&entry.min_off, "min_off")?,
+            interlocks: entry.interlock,
+        };
+        if let (Some(min), Some(max)) = (limits.min, limits.max)
+            && min > max
+        {
+            return Err(here(format!("min {min} is above max {max}")));
+        }
         Ok(Tag {
+            limits,
             register: entry.register,
             address: entry.address as u16,
             value_type,

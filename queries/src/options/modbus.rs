@@ -52,6 +52,8 @@ pub const SINK_OPTIONS: &[&str] = &[
     "timeout",
     "tag_column",
     "value_column",
+    "shadow",
+    "audit",
 ];
 
 /// A Modbus source `name` with rows laid out as `layout`.
@@ -80,10 +82,17 @@ pub fn sink(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<Mod
     };
     let tag_column = column("tag_column", "tag")?;
     let value_column = column("value_column", "value")?;
+    let shadow = options.parsed("shadow", parse_bool)?.unwrap_or(false);
+    let audit = options
+        .take("audit")
+        .map(|(path, _)| std::path::PathBuf::from(path))
+        .unwrap_or_else(|| std::path::PathBuf::from(format!("{name}.audit.jsonl")));
     Ok(ModbusSinkConfig {
         device,
         tag_column,
         value_column,
+        shadow,
+        audit,
     })
 }
 
