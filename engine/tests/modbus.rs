@@ -360,7 +360,10 @@ fn the_simulated_plc_answers_a_third_party_client_and_follows_its_writes() {
     BufReader::new(plc.stderr.take().unwrap())
         .read_line(&mut banner)
         .unwrap();
-    assert!(banner.contains("simulated PLC (unit 1, 9 tags"), "{banner}");
+    assert!(
+        banner.contains("simulated PLC (unit 1, 10 tags"),
+        "{banner}"
+    );
     // pymodbus reads the setpoint (22.0 °C in tenths), writes 18.0 °C and opens the CO2 valve;
     // the supply temperature then falls toward the new setpoint.
     let script = format!(
@@ -405,7 +408,7 @@ fn a_pipeline_polls_an_in_process_simulated_plc() {
         tags.display()
     ));
     let latest = wait_for_tags(&engine.dir.path().join("rows.jsonl"), |latest| {
-        latest.len() == 9
+        latest.len() == 10
     });
     assert_eq!(latest["supply_setpoint"]["value"].as_f64(), Some(22.0));
     assert_eq!(latest["supply_setpoint"]["unit"], "°C");
@@ -697,4 +700,74 @@ print(c.read_holding_registers(30, count=1, device_id=1).registers[0])
         log.contains("tag `co2_valve`: interlock: `exhaust_fan` is on (blocked)"),
         "{log}"
     );
+}
+
+#[test]
+fn the_simulated_plc_refuses_co2_dosing_while_its_exhaust_fan_runs() {
+    let port = free_port();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tags = repo.join("examples/plc/room1.toml");
+    let mut plc = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["sim", "plc", "--port", &port.to_string(), "--tags"])
+        .arg(&tags)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(plc.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let commands = tempfile::tempdir().unwrap();
+    let file = commands.path().join("commands.jsonl");
+    std::fs::write(&file, "").unwrap();
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE commands (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = '{}', mode = 'tail');
+         CREATE SINK plc FROM commands
+           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{}',
+                 timeout = '500ms', audit = 'audit.jsonl');",
+        file.display(),
+        tags.display()
+    ));
+    engine.wait_for_log("Ctrl-C stops", 1);
+    std::fs::write(
+        &file,
+        [
+            r#"{"tag": "exhaust_fan_on", "value": 1, "ts": "2026-06-01T00:00:01Z"}"#,
+            r#"{"tag": "co2_valve_open", "value": 1, "ts": "2026-06-01T00:00:02Z"}"#,
+            r#"{"tag": "exhaust_fan_on", "value": 0, "ts": "2026-06-01T00:00:03Z"}"#,
+            r#"{"tag": "co2_valve_open", "value": 1, "ts": "2026-06-01T00:00:04Z"}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let audit = engine.dir.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while json_lines(&audit).len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", json_lines(&audit));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let outcomes: Vec<String> = json_lines(&audit)
+        .iter()
+        .map(|entry| {
+            format!(
+                "{} {}",
+                entry["tag"].as_str().unwrap(),
+                entry["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "exhaust_fan_on written",
+            "co2_valve_open blocked",
+            "exhaust_fan_on written",
+            "co2_valve_open written",
+        ]
+    );
+    engine.interrupt();
+    let _ = plc.kill();
+    let _ = plc.wait();
 }
