@@ -428,3 +428,31 @@ fn transitions_reach_an_mqtt_subscriber_and_a_webhook_and_failures_are_kept() {
         "{undelivered:?}"
     );
 }
+
+#[test]
+fn a_plc_that_does_not_answer_raises_a_device_offline_alarm_from_its_health_rows() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed); // nothing answers there
+    let engine = start_engine(&format!(
+        "CREATE SOURCE plc (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE, quality TEXT,
+           WATERMARK FOR ts AS ts)
+         WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', device = 'room1-plc',
+               tags = '{}', poll_interval = '200ms', timeout = '100ms');
+         CREATE ALARM plc_offline ON plc_health PER device
+           WHEN NOT connected FOR INTERVAL '1 second'
+           SEVERITY 'critical' MESSAGE '{{device}} offline: {{error}}';
+         CREATE SINK offline FROM plc_offline WITH (connector = 'file', path = 'offline.jsonl');",
+        repo.join("examples/plc/room1.toml").display()
+    ));
+    let events = wait_for_lines(&engine.dir.path().join("offline.jsonl"), 1);
+    assert_eq!(events[0]["device"], "room1-plc", "{events:?}");
+    assert_eq!(events[0]["state"], "active");
+    assert_eq!(events[0]["severity"], "critical");
+    let message = events[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("room1-plc offline: "), "{message}");
+}
