@@ -593,8 +593,10 @@ fn safety_limits_and_interlocks_block_writes_with_the_reason_and_shadow_mode_onl
     std::fs::write(&tags, GUARDED).unwrap();
     let commands = maps.path().join("commands.jsonl");
     let rehearsal = maps.path().join("rehearsal.jsonl");
+    let audit = maps.path().join("audit.jsonl");
     std::fs::write(&commands, "").unwrap();
     std::fs::write(&rehearsal, "").unwrap();
+    std::fs::write(&audit, "").unwrap();
     let mut engine = start_engine(&format!(
         "CREATE SOURCE commands (tag TEXT, value DOUBLE, reason TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts)
            WITH (connector = 'file', path = '{commands}', mode = 'tail');
@@ -602,13 +604,20 @@ fn safety_limits_and_interlocks_block_writes_with_the_reason_and_shadow_mode_onl
            WITH (connector = 'file', path = '{rehearsal}', mode = 'tail');
          CREATE SINK plc FROM commands
            WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{tags}',
-                 timeout = '500ms', audit = 'audit.jsonl');
+                 timeout = '500ms', audit = '{audit}');
+         -- The audit log read back as a relation: a view of what was blocked.
+         CREATE SOURCE plc_audit (at TIMESTAMP, tag TEXT, value TEXT, outcome TEXT, reason TEXT,
+             WATERMARK FOR at AS at)
+           WITH (connector = 'file', path = '{audit}', mode = 'tail');
+         CREATE VIEW blocked AS SELECT tag, reason FROM plc_audit WHERE outcome = 'blocked';
+         CREATE SINK blocked_out FROM blocked WITH (connector = 'file', path = 'blocked.jsonl');
          CREATE SINK plc_shadow FROM rehearsal
            WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{tags}',
                  timeout = '500ms', shadow = 'true', audit = 'shadow.jsonl');",
         commands = commands.display(),
         rehearsal = rehearsal.display(),
-        tags = tags.display()
+        tags = tags.display(),
+        audit = audit.display()
     ));
     engine.wait_for_log("Ctrl-C stops", 1);
     let line = |tag: &str, value: f64, second: u32| {
@@ -631,7 +640,6 @@ fn safety_limits_and_interlocks_block_writes_with_the_reason_and_shadow_mode_onl
             + "\n",
     )
     .unwrap();
-    let audit = engine.dir.path().join("audit.jsonl");
     let deadline = Instant::now() + Duration::from_secs(30);
     while json_lines(&audit).len() < 5 {
         assert!(Instant::now() < deadline, "{:?}", json_lines(&audit));
@@ -676,6 +684,15 @@ fn safety_limits_and_interlocks_block_writes_with_the_reason_and_shadow_mode_onl
     assert_eq!(json_lines(&audit)[0]["row"]["reason"], "co2_low");
     let rehearsed = json_lines(&shadow);
     assert_eq!(rehearsed[0]["outcome"], "shadow", "{rehearsed:?}");
+    let blocked = engine.dir.path().join("blocked.jsonl");
+    while json_lines(&blocked).len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", json_lines(&blocked));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        json_lines(&blocked)[0]["reason"],
+        "interlock: `exhaust_fan` is on"
+    );
     // pymodbus reads what the PLC holds: the valve stayed shut, the setpoint is the last
     // allowed write (21.0 at scale 0.1), not the blocked or rehearsed ones.
     let script = format!(
