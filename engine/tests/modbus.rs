@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::output::json_lines;
+use common::output::{json_lines, wait_for_lines};
 use common::start_engine;
 use common::tansu::free_port;
 use serde_json::Value;
@@ -428,34 +428,20 @@ fn the_sink_writes_tags_by_the_map_verifies_them_and_refuses_read_only_ones() {
     let maps = tempfile::tempdir().unwrap();
     let tags = maps.path().join("room1.toml");
     std::fs::write(&tags, TAGS).unwrap();
-    // The tailed file exists before the engine opens it.
     let commands = maps.path().join("commands.jsonl");
-    std::fs::write(&commands, "").unwrap();
-    let mut engine = start_engine(&format!(
-        "CREATE SOURCE commands (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
-           WITH (connector = 'file', path = '{}', mode = 'tail');
-         CREATE SINK plc_writes FROM commands
-           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{}',
-                 timeout = '500ms');",
-        commands.display(),
-        tags.display()
-    ));
-    engine.wait_for_log("Ctrl-C stops", 1);
-    std::fs::write(
+    let mut engine = start_writer(&commands, port, &tags, "");
+    send_commands(
         &commands,
-        [
-            r#"{"tag": "supply_temp", "value": 19.5, "ts": "2026-06-01T00:00:01Z"}"#,
-            r#"{"tag": "f32_cdab", "value": 3.25, "ts": "2026-06-01T00:00:02Z"}"#,
-            r#"{"tag": "valve_open", "value": 1, "ts": "2026-06-01T00:00:03Z"}"#,
-            r#"{"tag": "co2_ppm", "value": 900, "ts": "2026-06-01T00:00:04Z"}"#,
-            r#"{"tag": "door_closed", "value": 0, "ts": "2026-06-01T00:00:05Z"}"#,
-            r#"{"tag": "i16", "value": 40000, "ts": "2026-06-01T00:00:06Z"}"#,
-            r#"{"tag": "no_such_tag", "value": 1, "ts": "2026-06-01T00:00:07Z"}"#,
-        ]
-        .join("\n")
-            + "\n",
-    )
-    .unwrap();
+        &[
+            ("supply_temp", 19.5),
+            ("f32_cdab", 3.25),
+            ("valve_open", 1.0),
+            ("co2_ppm", 900.0),
+            ("door_closed", 0.0),
+            ("i16", 40000.0),
+            ("no_such_tag", 1.0),
+        ],
+    );
     engine.wait_for_log("modbus write refused", 4);
     // pymodbus, not the engine, reads what was written.
     let script = format!(
@@ -736,36 +722,18 @@ fn the_simulated_plc_refuses_co2_dosing_while_its_exhaust_fan_runs() {
         .unwrap();
     let commands = tempfile::tempdir().unwrap();
     let file = commands.path().join("commands.jsonl");
-    std::fs::write(&file, "").unwrap();
-    let mut engine = start_engine(&format!(
-        "CREATE SOURCE commands (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
-           WITH (connector = 'file', path = '{}', mode = 'tail');
-         CREATE SINK plc FROM commands
-           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{}',
-                 timeout = '500ms', audit = 'audit.jsonl');",
-        file.display(),
-        tags.display()
-    ));
-    engine.wait_for_log("Ctrl-C stops", 1);
-    std::fs::write(
+    let mut engine = start_writer(&file, port, &tags, ", audit = 'audit.jsonl'");
+    send_commands(
         &file,
-        [
-            r#"{"tag": "exhaust_fan_on", "value": 1, "ts": "2026-06-01T00:00:01Z"}"#,
-            r#"{"tag": "co2_valve_open", "value": 1, "ts": "2026-06-01T00:00:02Z"}"#,
-            r#"{"tag": "exhaust_fan_on", "value": 0, "ts": "2026-06-01T00:00:03Z"}"#,
-            r#"{"tag": "co2_valve_open", "value": 1, "ts": "2026-06-01T00:00:04Z"}"#,
-        ]
-        .join("\n")
-            + "\n",
-    )
-    .unwrap();
+        &[
+            ("exhaust_fan_on", 1.0),
+            ("co2_valve_open", 1.0),
+            ("exhaust_fan_on", 0.0),
+            ("co2_valve_open", 1.0),
+        ],
+    );
     let audit = engine.dir.path().join("audit.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while json_lines(&audit).len() < 4 {
-        assert!(Instant::now() < deadline, "{:?}", json_lines(&audit));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let outcomes: Vec<String> = json_lines(&audit)
+    let outcomes: Vec<String> = wait_for_lines(&audit, 4)
         .iter()
         .map(|entry| {
             format!(
@@ -787,4 +755,39 @@ fn the_simulated_plc_refuses_co2_dosing_while_its_exhaust_fan_runs() {
     engine.interrupt();
     let _ = plc.kill();
     let _ = plc.wait();
+}
+
+/// An engine writing the rows of a tailed `commands` file (created first, so it exists when the
+/// engine opens it) to the Modbus device at `port`, with
+/// the sink's `extra` options; ready when it returns.
+fn start_writer(commands: &Path, port: u16, tags: &Path, extra: &str) -> common::Engine {
+    std::fs::write(commands, "").unwrap();
+    let engine = start_engine(&format!(
+        "CREATE SOURCE commands (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = '{}', mode = 'tail');
+         CREATE SINK plc FROM commands
+           WITH (connector = 'modbus', host = '127.0.0.1', port = '{port}', tags = '{}',
+                 timeout = '500ms'{extra});",
+        commands.display(),
+        tags.display()
+    ));
+    engine.wait_for_log("Ctrl-C stops", 1);
+    engine
+}
+
+/// Appends one command per (tag, value), a second apart in event time.
+fn send_commands(commands: &Path, writes: &[(&str, f64)]) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(commands)
+        .unwrap();
+    for (second, (tag, value)) in writes.iter().enumerate() {
+        writeln!(
+            file,
+            r#"{{"tag": "{tag}", "value": {value}, "ts": "2026-06-01T00:00:{:02}Z"}}"#,
+            second + 1
+        )
+        .unwrap();
+    }
 }
