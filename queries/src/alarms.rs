@@ -40,20 +40,36 @@ impl Planner {
             .get(&on)
             .ok_or_else(|| SqlError::new(on_position, format!("unknown relation `{on}`")))?;
         let watched = self.plan.nodes[entry.node].clone();
-        if watched.changes != Changes::AppendOnly {
-            return Err(SqlError::new(
-                on_position,
-                format!(
-                    "`{on}` is a view whose rows update; an alarm watches a stream of readings (a source or a view without GROUP BY)"
-                ),
-            ));
-        }
-        let time = watched.event_time.ok_or_else(|| {
-            SqlError::new(
-                on_position,
-                format!("`{on}` has no event-time column; an alarm times its delays in event time"),
-            )
-        })?;
+        // Readings are timed by their event time; closed windows by their end.
+        let time = match watched.changes {
+            Changes::AppendOnly => watched.event_time.ok_or_else(|| {
+                SqlError::new(
+                    on_position,
+                    format!(
+                        "`{on}` has no event-time column; an alarm times its delays in event time"
+                    ),
+                )
+            })?,
+            Changes::Updates { finals: true } => watched
+                .window
+                .and_then(|window| window.end)
+                .ok_or_else(|| {
+                    SqlError::new(
+                        on_position,
+                        format!(
+                            "`{on}` is windowed but does not select window_end, which times each closed window for the alarm"
+                        ),
+                    )
+                })?,
+            Changes::Updates { finals: false } => {
+                return Err(SqlError::new(
+                    on_position,
+                    format!(
+                        "`{on}` is a view whose rows update without ever being final; an alarm watches readings, or the closed windows of a windowed view"
+                    ),
+                ));
+            }
+        };
         let view_schema = entry.schema.clone();
         let keys = alarm
             .keys

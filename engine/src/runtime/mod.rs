@@ -119,7 +119,10 @@ fn demands(
         let inputs = plan.nodes[node].kind.inputs();
         for input in inputs {
             let entry = demand.entry(input).or_default();
-            if let NodeKind::Aggregate { .. } | NodeKind::Join { .. } = plan.nodes[node].kind {
+            if let NodeKind::RaiseAlarms { .. } = plan.nodes[node].kind {
+                // Alarms take readings, or the closed windows of a windowed view.
+                entry.finals = true;
+            } else if let NodeKind::Aggregate { .. } | NodeKind::Join { .. } = plan.nodes[node].kind {
                 // Aggregates and joins read their inputs' rows, or their changes when they update.
                 if plan.nodes[input].changes == Changes::AppendOnly {
                     entry.finals = true;
@@ -643,8 +646,8 @@ fn build_nodes<'scope>(
             ),
             NodeKind::RaiseAlarms { input, spec } => Built::Rows(
                 built[input]
-                    .rows()
-                    .expect("planned over append-only rows")
+                    .finals()
+                    .expect("planned over readings or closed windows")
                     .raise_alarms(spec.clone(), alarm_desk.clone()),
             ),
             NodeKind::Calc { input, calc } => match &built[input] {
