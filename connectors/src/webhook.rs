@@ -7,11 +7,13 @@
 //! delivered in order, one at a time, so a receiver sees transitions in the order they happened. A 2xx answer is a delivery. Anything else (a refused connection, a
 //! timeout, a 500) is retried up to `retries` times with exponential backoff; then the row goes
 //! to `dead_letter` (JSON lines with the payload, the last error and the attempts) and is
-//! counted. Only `http://` URLs are supported.
+//! counted. Every row's outcome (`delivered` or `dead_letter`, with the attempts and the last
+//! error) is also a line of the audit log, so what an alarm's action did is on record. Only
+//! `http://` URLs are supported.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -38,6 +40,8 @@ pub struct WebhookSinkConfig {
     pub timeout: Duration,
     /// Where undeliverable rows go (JSON lines); by default `<sink name>.dead.jsonl`.
     pub dead_letter: PathBuf,
+    /// Every row's outcome (JSON lines); by default `<sink name>.audit.jsonl`.
+    pub audit: PathBuf,
     pub headers: Vec<(String, String)>,
 }
 
@@ -165,6 +169,21 @@ fn deliver_all(config: &WebhookSinkConfig, pending: Receiver<String>, outcomes: 
                 Err(error) => break Some(error.to_string()),
             }
         };
+        let outcome = if error.is_some() {
+            "dead_letter"
+        } else {
+            "delivered"
+        };
+        if let Err(io) = record(
+            &config.audit,
+            config,
+            &payload,
+            outcome,
+            attempt,
+            error.as_deref(),
+        ) {
+            tracing::error!(error = %io, "cannot write the webhook audit log");
+        }
         if let Some(error) = error {
             outcomes.dead_lettered.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, url = %config.url, attempts = attempt, "webhook undeliverable; kept in {}", config.dead_letter.display());
@@ -181,18 +200,42 @@ fn dead_letter(
     error: &str,
     attempts: u32,
 ) -> std::io::Result<()> {
-    if let Some(parent) = config.dead_letter.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.dead_letter)?;
     let record = serde_json::json!({
         "url": config.url,
         "error": error,
         "attempts": attempts,
         "payload": serde_json::from_str::<serde_json::Value>(payload).unwrap_or_default(),
     });
+    append(&config.dead_letter, &record)
+}
+
+/// A line of the audit log: when, where, how it ended, after how many attempts, and the row.
+fn record(
+    path: &Path,
+    config: &WebhookSinkConfig,
+    payload: &str,
+    outcome: &str,
+    attempts: u32,
+    error: Option<&str>,
+) -> std::io::Result<()> {
+    let record = serde_json::json!({
+        "at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "url": config.url,
+        "outcome": outcome,
+        "attempts": attempts,
+        "error": error,
+        "row": serde_json::from_str::<serde_json::Value>(payload).unwrap_or_default(),
+    });
+    append(path, &record)
+}
+
+fn append(path: &Path, record: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     writeln!(file, "{record}")
 }

@@ -427,6 +427,22 @@ fn transitions_reach_an_mqtt_subscriber_and_a_webhook_and_failures_are_kept() {
         undelivered[0]["error"].as_str().unwrap().contains("onnect"),
         "{undelivered:?}"
     );
+    // Every row's outcome is on record, delivered or not.
+    let audit = json_lines(&dir.path().join("to_webhook.audit.jsonl"));
+    let outcomes: Vec<(&str, u64)> = audit
+        .iter()
+        .map(|line| {
+            (
+                line["outcome"].as_str().unwrap(),
+                line["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [("delivered", 2), ("delivered", 1)], "{audit:?}");
+    assert_eq!(audit[0]["row"]["state"], "active");
+    let failed = json_lines(&dir.path().join("to_nowhere.audit.jsonl"));
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[1]["outcome"], "dead_letter");
 }
 
 #[test]

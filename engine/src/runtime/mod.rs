@@ -122,7 +122,8 @@ fn demands(
             if let NodeKind::RaiseAlarms { .. } = plan.nodes[node].kind {
                 // Alarms take readings, or the closed windows of a windowed view.
                 entry.finals = true;
-            } else if let NodeKind::Aggregate { .. } | NodeKind::Join { .. } = plan.nodes[node].kind {
+            } else if let NodeKind::Aggregate { .. } | NodeKind::Join { .. } = plan.nodes[node].kind
+            {
                 // Aggregates and joins read their inputs' rows, or their changes when they update.
                 if plan.nodes[input].changes == Changes::AppendOnly {
                     entry.finals = true;

@@ -16,6 +16,7 @@ pub const SINK_OPTIONS: &[&str] = &[
     "backoff_max",
     "timeout",
     "dead_letter",
+    "audit",
     "header.*",
 ];
 
@@ -46,6 +47,10 @@ pub fn sink(options: &mut Options, name: &str) -> SqlResult<WebhookSinkConfig> {
             .take("dead_letter")
             .map(|(path, _)| PathBuf::from(path))
             .unwrap_or_else(|| PathBuf::from(format!("{name}.dead.jsonl"))),
+        audit: options
+            .take("audit")
+            .map(|(path, _)| PathBuf::from(path))
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.audit.jsonl"))),
         headers: options.take_prefixed("header."),
     })
 }
