@@ -10,7 +10,6 @@
 pub mod accumulator;
 pub mod aggregate;
 pub mod alarm;
-pub mod alarm_commands;
 pub mod anomaly;
 pub mod calc;
 pub mod changes;

@@ -10,7 +10,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use vibelux_connectors::sink::{SinkMetrics, SinkWriter};
 use vibelux_connectors::source::SourceStreams;
 use vibelux_connectors::table::TableStreams;
-use vibelux_operators::alarm_commands::AlarmDesk;
+use vibelux_operators::alarm::AlarmDesk;
 use vibelux_queries::plan::{DataflowPlan, NodeId, SinkMode};
 
 use super::{NodeControls, attach_sink, attach_view, build_nodes, demands};

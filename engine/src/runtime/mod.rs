@@ -33,8 +33,8 @@ use vibelux_connectors::sink::{SinkMetrics, SinkWriter, WriteRowsExt, WriteUpdat
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
 use vibelux_operators::aggregate::AggregateExt;
+use vibelux_operators::alarm::AlarmDesk;
 use vibelux_operators::alarm::RaiseAlarmsExt;
-use vibelux_operators::alarm_commands::AlarmDesk;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;

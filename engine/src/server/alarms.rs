@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vibelux_operators::alarm_commands::{AlarmAction, AlarmCommand};
+use vibelux_operators::alarm::{AlarmAction, AlarmCommand};
 
 use super::{ApiError, ServerState};
 use crate::format::datum_text;
