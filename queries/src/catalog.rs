@@ -46,9 +46,18 @@ impl Planner {
                 | (EntryKind::View { .. }, ObjectKind::View)
         );
         if !matches_kind {
+            let hint = match entry.kind {
+                EntryKind::Alarm => format!("; it is an alarm: DROP ALARM {name}"),
+                EntryKind::AlarmState => format!(
+                    "; it is the state of alarm `{}`: DROP ALARM {}",
+                    name.trim_end_matches("_state"),
+                    name.trim_end_matches("_state")
+                ),
+                _ => String::new(),
+            };
             return Err(SqlError::new(
                 position,
-                format!("`{name}` is not a {}", kind.name()),
+                format!("`{name}` is not a {}{hint}", kind.name()),
             ));
         }
         let mut removed = vec![name.clone()];
