@@ -311,3 +311,50 @@ fn data_an_edge_node_stored_while_the_engine_was_down_arrives_as_history_that_co
     }
     assert!(json_lines(&second.dir.path().join("late.jsonl")).is_empty());
 }
+
+#[test]
+fn a_node_that_drops_off_raises_an_alarm_per_series_from_its_death() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE plant (edge_node TEXT, device TEXT, metric TEXT, value DOUBLE, ts TIMESTAMP,
+           quality TEXT, message_type TEXT, WATERMARK FOR ts AS ts)
+         WITH (connector = 'sparkplug', url = '{url}', group = 'greenhouse', idle_timeout = '1 second');
+         CREATE ALARM node_gone ON plant PER edge_node, device, metric
+           WHEN quality = 'stale' CLEAR WHEN quality = 'good'
+           SEVERITY 'high' MESSAGE '{{edge_node}}/{{device}} {{metric}} stale since {{message_type}}';
+         CREATE SINK gone FROM node_gone WITH (connector = 'file', path = 'gone.jsonl');"
+    ));
+    engine.wait_for_log("mqtt subscribed", 1);
+    let mut node = EdgeNode::start(broker.port);
+    node.send("connect");
+    node.send("data temp=23");
+    // The node drops off without a word: the broker publishes its will, every series of the
+    // node and of its device goes stale, and the alarm raises once per series.
+    node.send("kill");
+    let events = wait_for_lines(&engine.dir.path().join("gone.jsonl"), 7);
+    let mut raised: Vec<String> = events
+        .iter()
+        .map(|event| {
+            format!(
+                "{} {}",
+                event["state"].as_str().unwrap(),
+                event["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    raised.sort();
+    assert_eq!(
+        raised,
+        [
+            "active gw1/NULL fan stale since NDEATH",
+            "active gw1/NULL mode stale since NDEATH",
+            "active gw1/NULL offset stale since NDEATH",
+            "active gw1/NULL rh stale since NDEATH",
+            "active gw1/NULL temp stale since NDEATH",
+            "active gw1/room1 co2 stale since NDEATH",
+            "active gw1/room1 temp stale since NDEATH",
+        ]
+    );
+    engine.interrupt();
+}
