@@ -8,8 +8,9 @@
 //! timeout, a 500) is retried up to `retries` times with exponential backoff; then the row goes
 //! to `dead_letter` (JSON lines with the payload, the last error and the attempts) and is
 //! counted. Every row's outcome (`delivered` or `dead_letter`, with the attempts and the last
-//! error) is also a line of the audit log, so what an alarm's action did is on record. Only
-//! `http://` URLs are supported.
+//! error) is also a line of the audit log, so what an alarm's action did is on record.
+//! `https://` URLs are verified against the public web roots, or against `tls_ca` (a PEM file)
+//! for a receiver with a private CA.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -43,6 +44,8 @@ pub struct WebhookSinkConfig {
     /// Every row's outcome (JSON lines); by default `<sink name>.audit.jsonl`.
     pub audit: PathBuf,
     pub headers: Vec<(String, String)>,
+    /// A PEM file of the CA certificates that sign the receiver's certificate.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// What happened to the rows handed to the sink.
@@ -70,6 +73,10 @@ impl WebhookSender {
         changelog: bool,
     ) -> Result<Self, SinkError> {
         let describe = format!("{} (webhook)", config.url);
+        let agent = agent(&config).map_err(|reason| SinkError::Broker {
+            target: describe.clone(),
+            reason,
+        })?;
         let (queue, pending) = sync_channel(QUEUE);
         let outcomes = Arc::new(WebhookOutcomes::default());
         let thread_outcomes = outcomes.clone();
@@ -77,7 +84,7 @@ impl WebhookSender {
             .name("vibelux-webhook".into())
             .spawn({
                 let config = config.clone();
-                move || deliver_all(&config, pending, &thread_outcomes)
+                move || deliver_all(&config, &agent, pending, &thread_outcomes)
             })
             .map_err(|error| SinkError::Io {
                 path: describe.clone(),
@@ -139,11 +146,37 @@ impl Drop for WebhookSender {
     }
 }
 
-fn deliver_all(config: &WebhookSinkConfig, pending: Receiver<String>, outcomes: &WebhookOutcomes) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(config.timeout))
-        .build()
-        .into();
+/// The HTTP client: the per-attempt timeout, and the CA to trust when one is given.
+fn agent(config: &WebhookSinkConfig) -> Result<ureq::Agent, String> {
+    let mut builder = ureq::Agent::config_builder().timeout_global(Some(config.timeout));
+    if let Some(path) = &config.tls_ca {
+        let pem = std::fs::read(path)
+            .map_err(|error| format!("reading tls_ca {}: {error}", path.display()))?;
+        let certificates = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(Ok(certificate)),
+                Ok(_) => None,
+                Err(error) => Some(Err(error)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("tls_ca {}: {error}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!("tls_ca {}: no certificate in it", path.display()));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certificates)))
+            .build();
+        builder = builder.tls_config(tls);
+    }
+    Ok(builder.build().into())
+}
+
+fn deliver_all(
+    config: &WebhookSinkConfig,
+    agent: &ureq::Agent,
+    pending: Receiver<String>,
+    outcomes: &WebhookOutcomes,
+) {
     for payload in pending {
         let mut wait = config.backoff;
         let mut attempt = 0;

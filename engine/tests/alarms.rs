@@ -472,3 +472,87 @@ fn a_plc_that_does_not_answer_raises_a_device_offline_alarm_from_its_health_rows
     let message = events[0]["message"].as_str().unwrap();
     assert!(message.starts_with("room1-plc offline: "), "{message}");
 }
+
+#[test]
+fn a_webhook_over_https_trusts_the_receivers_private_ca() {
+    use std::io::{BufRead, BufReader};
+    let certs = tempfile::tempdir().unwrap();
+    let ca = common::tls::make_certificates(certs.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Python's own HTTPS server, printing each body it receives.
+    let receiver = format!(
+        r#"
+import http.server, ssl
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        print(body.decode(), flush=True)
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+server = http.server.HTTPServer(("127.0.0.1", {port}), Hook)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("server.pem", "server.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("ready", flush=True)
+server.serve_forever()
+"#
+    );
+    let mut server = Command::new("python3")
+        .args(["-c", &receiver])
+        .current_dir(certs.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("readings.jsonl"),
+        "{\"zone\":\"z1\",\"ts\":\"2026-06-01T00:00:00Z\",\"temp_c\":35}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE SOURCE readings (zone TEXT, ts TIMESTAMP, temp_c DOUBLE, WATERMARK FOR ts AS ts)
+               WITH (connector = 'file', path = 'readings.jsonl');
+             CREATE ALARM hot ON readings PER zone WHEN temp_c > 30;
+             CREATE SINK hook FROM hot
+               WITH (connector = 'webhook', url = 'https://127.0.0.1:{port}/alarms',
+                     tls_ca = '{}', retries = '0');
+             CREATE SINK untrusting FROM hot
+               WITH (connector = 'webhook', url = 'https://127.0.0.1:{port}/alarms', retries = '0');",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir.path())
+        .args(["run", "pipeline.sql", "--http", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let body: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(body["state"], "active");
+    assert_eq!(body["zone"], "z1");
+    let audit = json_lines(&dir.path().join("hook.audit.jsonl"));
+    assert_eq!(audit[0]["outcome"], "delivered", "{audit:?}");
+    // Without the CA, the receiver's certificate is not trusted: nothing is sent.
+    let refused = json_lines(&dir.path().join("untrusting.dead.jsonl"));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let error = refused[0]["error"].as_str().unwrap().to_ascii_lowercase();
+    assert!(
+        error.contains("issuer") || error.contains("certificate"),
+        "{error}"
+    );
+}

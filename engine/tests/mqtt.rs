@@ -339,99 +339,6 @@ fn restart_the_engine_while_publishing(options: &str) -> (BTreeMap<i64, f64>, us
     (seen, before_restart)
 }
 
-/// Makes a CA and a certificate for 127.0.0.1 signed by it (openssl); returns the CA's path.
-fn make_certificates(dir: &Path) -> std::path::PathBuf {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=vibelux test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    // A client certificate, for brokers that require one (X.509 v3, as rustls requires).
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
-        "/CN=vibelux",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-    ]);
-    dir.join("ca.pem")
-}
-
 /// A broker with a TLS listener using the certificates `make_certificates` made in `certs`.
 fn tls_broker(certs: &Path, more: &str) -> Mosquitto {
     Mosquitto::start_with(&format!(
@@ -457,7 +364,7 @@ fn tls_pipeline(port: &str, ca: Option<&Path>) -> String {
 #[test]
 fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let ca = make_certificates(certs.path());
+    let ca = common::tls::make_certificates(certs.path());
     let broker = tls_broker(certs.path(), "");
     let port = broker.port.to_string();
     let mut engine = start_engine(&tls_pipeline(&port, Some(&ca)));
@@ -481,7 +388,7 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
 
     // A CA that did not sign the broker's certificate: refused, said, and retried.
     let other = tempfile::tempdir().unwrap();
-    let wrong_ca = make_certificates(other.path());
+    let wrong_ca = common::tls::make_certificates(other.path());
     let mut engine = start_engine(&tls_pipeline(&port, Some(&wrong_ca)));
     engine.wait_for_log("mqtt connection lost; reconnecting", 1);
     let log = engine.interrupt();
@@ -503,7 +410,7 @@ fn readings_arrive_over_tls_verified_against_the_brokers_ca() {
 #[test]
 fn a_broker_that_requires_client_certificates_accepts_ours() {
     let certs = tempfile::tempdir().unwrap();
-    let ca = make_certificates(certs.path());
+    let ca = common::tls::make_certificates(certs.path());
     let broker = tls_broker(certs.path(), "require_certificate true");
     let port = broker.port;
     let with_certificate = |client: bool| {

@@ -4,6 +4,7 @@
 pub mod mosquitto;
 pub mod output;
 pub mod tansu;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -17,17 +17,16 @@ pub const SINK_OPTIONS: &[&str] = &[
     "timeout",
     "dead_letter",
     "audit",
+    "tls_ca",
     "header.*",
 ];
 
 pub fn sink(options: &mut Options, name: &str) -> SqlResult<WebhookSinkConfig> {
     let (url, position) = options.required("url", "a 'webhook' sink")?;
-    if !url.starts_with("http://") {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(SqlError::new(
             position,
-            format!(
-                "option `url`: expected an http:// URL, found '{url}' (https is not supported yet)"
-            ),
+            format!("option `url`: expected an http:// or https:// URL, found '{url}'"),
         ));
     }
     let retries = options.count("retries")?.unwrap_or(5);
@@ -52,5 +51,6 @@ pub fn sink(options: &mut Options, name: &str) -> SqlResult<WebhookSinkConfig> {
             .map(|(path, _)| PathBuf::from(path))
             .unwrap_or_else(|| PathBuf::from(format!("{name}.audit.jsonl"))),
         headers: options.take_prefixed("header."),
+        tls_ca: options.take("tls_ca").map(|(path, _)| PathBuf::from(path)),
     })
 }
