@@ -379,7 +379,8 @@ fn transitions_reach_an_mqtt_subscriber_and_a_webhook_and_failures_are_kept() {
              CREATE ALARM hot ON readings PER zone WHEN temp_c > 30 SEVERITY 'high'
                MESSAGE '{{zone}} at {{temp_c}} °C';
              CREATE SINK to_mqtt FROM hot
-               WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', topic = 'alarms/{{zone}}/{{state}}');
+               WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', topic = 'alarms/{{zone}}/{{state}}',
+                     audit = 'mqtt_audit.jsonl');
              CREATE SINK to_webhook FROM hot
                WITH (connector = 'webhook', url = 'http://127.0.0.1:{port}/alarms', backoff = '50ms',
                      header.x_vibelux_token = 'secret');
@@ -407,6 +408,27 @@ fn transitions_reach_an_mqtt_subscriber_and_a_webhook_and_failures_are_kept() {
     assert!(lines[0].starts_with("alarms/z1/active {"), "{lines:?}");
     assert!(lines[0].contains(r#""message":"z1 at 35 °C""#), "{lines:?}");
     assert!(lines[1].starts_with("alarms/z1/cleared {"), "{lines:?}");
+
+    // Each message's outcome is on record: the broker acknowledged both.
+    let mqtt_audit = json_lines(&dir.path().join("mqtt_audit.jsonl"));
+    let acknowledged: Vec<(&str, &str)> = mqtt_audit
+        .iter()
+        .map(|line| {
+            (
+                line["topic"].as_str().unwrap(),
+                line["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acknowledged,
+        [
+            ("alarms/z1/active", "acknowledged"),
+            ("alarms/z1/cleared", "acknowledged")
+        ],
+        "{mqtt_audit:?}"
+    );
+    assert_eq!(mqtt_audit[0]["row"]["message"], "z1 at 35 °C");
 
     // The receiver refused the first attempt; the retry delivered it, then the next one.
     let bodies = received.lock().unwrap().clone();

@@ -52,6 +52,7 @@ pub const SINK_OPTIONS: &[&str] = &[
     "tls_client_cert",
     "tls_client_key",
     "retain",
+    "audit",
 ];
 
 pub(super) fn broker(
@@ -234,10 +235,14 @@ pub fn sink(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<Mqt
         .parsed("qos", parse_qos)?
         .unwrap_or(QoS::AtLeastOnce);
     let retain = options.parsed("retain", parse_bool)?.unwrap_or(false);
+    let audit = options
+        .take("audit")
+        .map(|(path, _)| std::path::PathBuf::from(path));
     Ok(MqttSinkConfig {
         broker,
         topic,
         qos,
         retain,
+        audit,
     })
 }
