@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::output::{received, wait_for_lines, wait_for_received};
+use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::start_engine;
 use common::tansu::Tansu;
 
@@ -43,7 +43,7 @@ fn partitions_metadata_dead_letters_and_a_keyed_sink() {
         "{}
          CREATE VIEW hot AS SELECT sensor_id, seq, temp_c FROM readings WHERE temp_c >= 29.9;
          CREATE SINK hot_out FROM hot WITH (connector = 'kafka', brokers = '{bootstrap}',
-           topic = 'hot', key = '{{sensor_id}}');",
+           topic = 'hot', key = '{{sensor_id}}', audit = 'hot_audit.jsonl');",
         pipeline(&bootstrap, &output)
     ));
     let rows = wait_for_lines(&output, 3000);
@@ -94,6 +94,14 @@ fn partitions_metadata_dead_letters_and_a_keyed_sink() {
     }
     let log = engine.interrupt();
     assert!(log.contains("readings: 3000 rows, 1 dead letters"), "{log}");
+    // Every delivery report is on record, with where the broker put the row.
+    let audit = json_lines(&engine.dir.path().join("hot_audit.jsonl"));
+    assert_eq!(audit.len(), 10, "{audit:?}");
+    for line in &audit {
+        assert_eq!(line["outcome"], "acknowledged", "{line}");
+        assert!(line["offset"].as_i64().unwrap() >= 0, "{line}");
+        assert!(line["row"]["seq"].as_i64().unwrap() >= 2990, "{line}");
+    }
 }
 
 #[test]

@@ -2,14 +2,20 @@
 //!
 //! Idempotence (with `acks=all`) means a retried send cannot be written twice or out of order
 //! within a partition. Delivery reports are counted; when the sink finishes it flushes and
-//! reports any row the broker never acknowledged.
+//! reports any row the broker never acknowledged. With `audit = 'path'` every delivery report
+//! is also a JSON line: `acknowledged` with the partition and offset, or `failed` with the
+//! error, and the row (for alarm actions; off by default).
 
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write as _};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::ClientConfig;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 use vibelux_operators::row::Row;
@@ -26,13 +32,42 @@ pub struct KafkaSinkConfig {
     /// The message key; `None` leaves it empty (the producer spreads rows over partitions).
     pub key: Option<RowTemplate>,
     pub properties: Vec<(String, String)>,
+    /// Where each delivery report is recorded, if anywhere.
+    pub audit: Option<PathBuf>,
 }
 
-/// Counts delivery reports.
+/// Counts delivery reports, and records them when audited.
 #[derive(Default)]
 struct Deliveries {
     failed: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    audit: Option<std::sync::Mutex<BufWriter<File>>>,
+}
+
+impl Deliveries {
+    fn record(&self, message: &BorrowedMessage<'_>, outcome: &str, error: Option<String>) {
+        let Some(audit) = &self.audit else { return };
+        let row = message
+            .payload()
+            .and_then(|payload| serde_json::from_slice::<serde_json::Value>(payload).ok())
+            .unwrap_or_default();
+        let line = serde_json::json!({
+            "at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": (outcome == "acknowledged").then(|| message.offset()),
+            "outcome": outcome,
+            "error": error,
+            "row": row,
+        });
+        let mut file = audit.lock().unwrap_or_else(|p| p.into_inner());
+        if writeln!(file, "{line}")
+            .and_then(|()| file.flush())
+            .is_err()
+        {
+            tracing::error!("cannot write the kafka sink's audit log");
+        }
+    }
 }
 
 struct Reports(Arc<Deliveries>);
@@ -43,6 +78,10 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        match result {
+            Ok(message) => self.0.record(message, "acknowledged", None),
+            Err((error, message)) => self.0.record(message, "failed", Some(error.to_string())),
+        }
         if let Err((error, message)) = result {
             self.0.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self.0.first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,7 +113,25 @@ impl KafkaProducer {
         changelog: bool,
     ) -> Result<Self, SinkError> {
         let describe = format!("kafka {} topic {}", config.brokers, config.topic);
-        let deliveries = Arc::new(Deliveries::default());
+        let audit = match &config.audit {
+            Some(path) => {
+                let opened = path
+                    .parent()
+                    .filter(|parent| !parent.as_os_str().is_empty())
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
+                let file = opened.map_err(|source| SinkError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some(std::sync::Mutex::new(BufWriter::new(file)))
+            }
+            None => None,
+        };
+        let deliveries = Arc::new(Deliveries {
+            audit,
+            ..Deliveries::default()
+        });
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)

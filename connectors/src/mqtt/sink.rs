@@ -200,11 +200,7 @@ struct Audit {
 }
 
 impl Audit {
-    fn open(
-        path: &Path,
-        handed: Handed,
-        broker: String,
-    ) -> std::io::Result<Audit> {
+    fn open(path: &Path, handed: Handed, broker: String) -> std::io::Result<Audit> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }

@@ -26,7 +26,14 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "batch_size",
 ];
 
-pub const SINK_OPTIONS: &[&str] = &["connector", "brokers", "topic", "key", "properties.*"];
+pub const SINK_OPTIONS: &[&str] = &[
+    "connector",
+    "brokers",
+    "topic",
+    "key",
+    "audit",
+    "properties.*",
+];
 
 /// `properties.<librdkafka setting> = '…'`, passed to the client as they are.
 fn properties(options: &mut Options) -> Vec<(String, String)> {
@@ -150,10 +157,14 @@ pub fn sink(options: &mut Options, schema: &Schema) -> SqlResult<KafkaSinkConfig
         ),
     };
     let properties = properties(options);
+    let audit = options
+        .take("audit")
+        .map(|(path, _)| std::path::PathBuf::from(path));
     Ok(KafkaSinkConfig {
         brokers,
         topic,
         key,
         properties,
+        audit,
     })
 }
