@@ -265,6 +265,32 @@ pub fn population_stability_function() -> Arc<AggregateUDF> {
 
 const MODEL_OPTIONS: &[&str] = &["version", "output", "threads", "mode"];
 
+/// The models a query calls by name (`predict('name', …)`, `predict_shadow('name', …)`).
+pub(crate) fn models_called(query: &datafusion::sql::sqlparser::ast::Query) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions,
+    };
+    let mut called = Vec::new();
+    let _ = visit_expressions(query, |expr| {
+        if let Expr::Function(function) = expr
+            && matches!(
+                function.name.to_string().to_ascii_lowercase().as_str(),
+                "predict" | "predict_shadow"
+            )
+            && let FunctionArguments::List(list) = &function.args
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(value)))) =
+                list.args.first()
+            && let Value::SingleQuotedString(name) = &value.value
+        {
+            called.push(name.to_ascii_lowercase());
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    called.sort();
+    called.dedup();
+    called
+}
+
 impl Planner {
     /// `CREATE [OR REPLACE] MODEL`: loads the file, checks it, installs it.
     pub(crate) fn create_model(
@@ -340,6 +366,21 @@ impl Planner {
         if_exists: bool,
         position: Position,
     ) -> SqlResult<Outcome> {
+        let user = self
+            .model_users
+            .iter()
+            .find(|(view, models)| {
+                self.entries.contains_key(*view) && models.iter().any(|model| model == name)
+            })
+            .map(|(view, _)| view.clone());
+        if let Some(view) = user {
+            return Err(SqlError::new(
+                position,
+                format!(
+                    "cannot drop model `{name}`: view `{view}` scores with it; drop that first"
+                ),
+            ));
+        }
         match (self.models.remove(name), if_exists) {
             (true, _) => Ok(Outcome::Done(format!("dropped model {name}"))),
             (false, true) => Ok(Outcome::Done(format!(

@@ -86,6 +86,8 @@ pub struct Planner {
     /// The pipeline's ONNX models: shared by every copy of the planner and by the running
     /// views, so a version installed while the pipeline runs scores their next batch.
     pub models: Arc<ModelRegistry>,
+    /// The models each view calls, so a model in use is not dropped.
+    pub(crate) model_users: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Planner {
@@ -100,6 +102,7 @@ impl Planner {
         Planner {
             state: session_state(&models),
             models,
+            model_users: BTreeMap::new(),
             plan: DataflowPlan::default(),
             entries: BTreeMap::new(),
             window_relations: 0,
@@ -707,6 +710,8 @@ impl Planner {
                 reads,
             },
         );
+        self.model_users
+            .insert(name.clone(), crate::models::models_called(&view.query));
         if view.materialized {
             self.plan.materialized.push((name.clone(), node));
             Ok(Outcome::Done(format!("created materialized view {name}")))
