@@ -444,24 +444,13 @@ fn the_sink_writes_tags_by_the_map_verifies_them_and_refuses_read_only_ones() {
     );
     engine.wait_for_log("modbus write refused", 4);
     // pymodbus, not the engine, reads what was written.
-    let script = format!(
-        r#"
-from pymodbus.client import ModbusTcpClient
-c = ModbusTcpClient("127.0.0.1", port={port}); assert c.connect()
-print(c.read_holding_registers(30, count=1, device_id=1).registers[0])
+    let (read, output) = pymodbus_reads(
+        port,
+        "print(c.read_holding_registers(30, count=1, device_id=1).registers[0])
 print(c.read_holding_registers(8, count=2, device_id=1).registers)
 print(c.read_coils(1, count=1, device_id=1).bits[0])
-print(c.read_holding_registers(0, count=1, device_id=1).registers[0])
-"#
+print(c.read_holding_registers(0, count=1, device_id=1).registers[0])",
     );
-    let output = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let read: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
     // 19.5 °C at scale 0.1 is 195; 3.25f32 is 0x40500000, registers swapped (CDAB); the coil
     // is on; the int16 that 40000 does not fit keeps its -1234 (64302 as a register).
     assert_eq!(read, ["195", "[0, 16464]", "True", "64302"], "{output:?}");
@@ -681,22 +670,11 @@ fn safety_limits_and_interlocks_block_writes_with_the_reason_and_shadow_mode_onl
     );
     // pymodbus reads what the PLC holds: the valve stayed shut, the setpoint is the last
     // allowed write (21.0 at scale 0.1), not the blocked or rehearsed ones.
-    let script = format!(
-        r#"
-from pymodbus.client import ModbusTcpClient
-c = ModbusTcpClient("127.0.0.1", port={port}); assert c.connect()
-print(c.read_coils(1, count=1, device_id=1).bits[0])
-print(c.read_holding_registers(30, count=1, device_id=1).registers[0])
-"#
+    let (read, output) = pymodbus_reads(
+        port,
+        "print(c.read_coils(1, count=1, device_id=1).bits[0])
+print(c.read_holding_registers(30, count=1, device_id=1).registers[0])",
     );
-    let output = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let read: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
     assert_eq!(read, ["False", "210"], "{output:?}");
     let log = engine.interrupt();
     assert!(
@@ -790,4 +768,22 @@ fn send_commands(commands: &Path, writes: &[(&str, f64)]) {
         )
         .unwrap();
     }
+}
+
+/// Runs `reads` (Python lines using `c`, a pymodbus client connected to `port`); returns what
+/// they printed, line by line, and the whole output for messages.
+fn pymodbus_reads(port: u16, reads: &str) -> (Vec<String>, std::process::Output) {
+    let script = format!(
+        "from pymodbus.client import ModbusTcpClient\n\
+         c = ModbusTcpClient(\"127.0.0.1\", port={port}); assert c.connect()\n{reads}\n"
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let read = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (read, output)
 }
