@@ -123,9 +123,12 @@ fn write_rows(args: &LiveArgs, stop: &AtomicBool) -> anyhow::Result<u64> {
     Ok(written)
 }
 
+#[derive(Default)]
 struct Subscriber {
     snapshot_after: Option<Duration>,
     latencies_us: Vec<u32>,
+    /// Why the subscription ended early.
+    failed: Option<String>,
 }
 
 async fn subscribe(
@@ -134,43 +137,48 @@ async fn subscribe(
     started: Instant,
     snapshots: Arc<AtomicUsize>,
     measuring: Arc<AtomicBool>,
-    mut done: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Subscriber> {
+    result: Arc<std::sync::Mutex<Subscriber>>,
+) {
+    if let Err(error) = follow(url, measure, started, snapshots, measuring, &result).await {
+        result.lock().expect("not poisoned").failed = Some(format!("{error:#}"));
+    }
+}
+
+/// Reads the subscription until the connection ends (or the task is aborted at the end of the
+/// run: no timer or stop signal is polled per message, which for ten thousand subscribers would
+/// cost the client more than reading does).
+async fn follow(
+    url: String,
+    measure: bool,
+    started: Instant,
+    snapshots: Arc<AtomicUsize>,
+    measuring: Arc<AtomicBool>,
+    result: &std::sync::Mutex<Subscriber>,
+) -> anyhow::Result<()> {
     // A small read buffer: tungstenite zeroes it on every read, and there are thousands of us.
     let config =
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8192);
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    let mut result = Subscriber {
-        snapshot_after: None,
-        latencies_us: Vec::new(),
-    };
-    loop {
-        // No timer per message: ten thousand of them would cost the client more than reading.
-        let message = tokio::select! {
-            _ = done.changed() => break,
-            message = socket.next() => match message {
-                None => break,
-                Some(message) => message?,
-            },
-        };
-        let Message::Text(text) = message else {
+    while let Some(message) = socket.next().await {
+        let Message::Text(text) = message? else {
             continue;
         };
-        let received = now_micros();
         if !measure {
             // Only some subscribers parse (the client shares the machine with the engine); the
             // rest just read. Messages start with their type.
             if text.starts_with("{\"type\":\"snapshot\"") {
-                result.snapshot_after = Some(started.elapsed());
+                result.lock().expect("not poisoned").snapshot_after = Some(started.elapsed());
                 snapshots.fetch_add(1, Ordering::Relaxed);
             } else if text.contains("\"type\":\"error\"") {
                 anyhow::bail!("subscription ended: {text}");
             }
             continue;
         }
+        let received = now_micros();
         let message: serde_json::Value = serde_json::from_str(&text)?;
+        let mut result = result.lock().expect("not poisoned");
         match message["type"].as_str() {
             Some("snapshot") => {
                 result.snapshot_after = Some(started.elapsed());
@@ -191,7 +199,7 @@ async fn subscribe(
             _ => {}
         }
     }
-    Ok(result)
+    Ok(())
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -208,19 +216,22 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .build()?;
     let url = format!("ws://{}/v1/views/{}/subscribe", args.address, args.view);
     let measuring = Arc::new(AtomicBool::new(false));
-    let (done, done_receiver) = tokio::sync::watch::channel(false);
     let snapshots = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let measure_every = args.subscribers.div_ceil(args.measured.max(1)).max(1);
-    let tasks: Vec<_> = (0..args.subscribers)
-        .map(|i| {
+    let results: Vec<Arc<std::sync::Mutex<Subscriber>>> =
+        (0..args.subscribers).map(|_| Arc::default()).collect();
+    let tasks: Vec<_> = results
+        .iter()
+        .enumerate()
+        .map(|(i, result)| {
             runtime.spawn(subscribe(
                 url.clone(),
                 i % measure_every == 0,
                 started,
                 snapshots.clone(),
                 measuring.clone(),
-                done_receiver.clone(),
+                result.clone(),
             ))
         })
         .collect();
@@ -250,14 +261,18 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().expect("writer thread")?;
     std::thread::sleep(Duration::from_millis(500));
-    done.send_replace(true);
-    let results: Vec<Subscriber> = runtime.block_on(async {
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await??);
-        }
-        Ok::<_, anyhow::Error>(results)
-    })?;
+    for task in &tasks {
+        task.abort();
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let results: Vec<Subscriber> = results
+        .iter()
+        .map(|result| std::mem::take(&mut *result.lock().expect("not poisoned")))
+        .collect();
+    if let Some(failed) = results.iter().find_map(|r| r.failed.clone()) {
+        let count = results.iter().filter(|r| r.failed.is_some()).count();
+        anyhow::bail!("{count} subscriptions failed, for example: {failed}");
+    }
     let snapshot_count = results
         .iter()
         .filter(|r| r.snapshot_after.is_some())

@@ -197,6 +197,43 @@ async fn subscribers_see_snapshots_and_diffs_that_add_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_between_changes_and_a_close_is_returned() {
+    let engine = start_engine(PIPELINE);
+    let (mut socket, mut mirror, _) = subscribe(&engine, "").await;
+    use futures_util::SinkExt;
+    socket
+        .send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .unwrap();
+    // The pong comes among the changes, which go on adding up.
+    let pong = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a message within 30 s")
+            .expect("the socket stays open")
+            .unwrap();
+        match message {
+            Message::Pong(payload) => break payload,
+            Message::Text(text) => mirror.receive(&serde_json::from_str(&text).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"still there?");
+    // Changes keep coming after it (the mirror checks they never make a row's count negative).
+    let target = mirror.progress + 1;
+    read_until(&mut socket, &mut mirror, target).await;
+    // Closing: the server answers with a close frame, then the connection ends.
+    socket.close(None).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the server did not close the connection"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_gets_coalesced_changes_that_add_up() {
     // 1,000 sensors: a few seconds of changes fill the socket buffers, so the server must wait
     // for the reader, and the changes that pile up meanwhile go out merged.

@@ -9,15 +9,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::watch;
 use vibelux_operators::row::Row;
 
-use super::rounds::{self, Round};
+use super::fanout::{self, Fanout};
+use super::seat::Seat;
 
 /// The consolidated changes of one completed timestamp (dataflow time: watermark milliseconds).
 pub struct Tick {
@@ -25,16 +26,16 @@ pub struct Tick {
     pub updates: Vec<(Row, i64)>,
     /// When it was published (wall clock).
     pub published: Instant,
-    /// The unfiltered `diff` message, encoded once and shared (not copied) by every subscriber
-    /// that wants it.
-    pub encoded: OnceLock<Utf8Bytes>,
+    /// The unfiltered `diff` message as a WebSocket frame, built once and shared (not copied)
+    /// by every subscriber that wants it.
+    pub framed: OnceLock<Bytes>,
 }
 
 /// The contents at a timestamp, shared by every subscriber that starts there.
 pub struct Snapshot {
     pub time: u64,
     pub rows: Vec<(Row, i64)>,
-    pub encoded: OnceLock<Utf8Bytes>,
+    pub framed: OnceLock<Bytes>,
 }
 
 /// How much history a view keeps for resuming and for slow subscribers.
@@ -94,8 +95,11 @@ pub struct LiveView {
     state: Mutex<State>,
     frontier: watch::Sender<u64>,
     updates_published: AtomicU64,
-    /// The latest delivery round (see `live::rounds`); each subscriber holds a receiver.
-    rounds: watch::Sender<Arc<Round>>,
+    /// Every subscriber's seat (see `live::fanout`).
+    seats: Mutex<Vec<Weak<Seat>>>,
+    /// Where the newest chunk ended, and whether it ended the view.
+    delivered: Mutex<(u64, bool)>,
+    fanout: Fanout,
     pacer: Once,
 }
 
@@ -123,15 +127,15 @@ impl LiveView {
             }),
             frontier: watch::channel(0).0,
             updates_published: AtomicU64::new(0),
-            rounds: watch::channel(Arc::new(Round::empty(0))).0,
+            seats: Mutex::new(Vec::new()),
+            delivered: Mutex::new((0, false)),
+            fanout: Fanout::default(),
             pacer: Once::new(),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Applies completed timestamps (in time order, each consolidated) and advances the frontier;
@@ -157,7 +161,7 @@ impl LiveView {
                 time,
                 updates,
                 published: Instant::now(),
-                encoded: OnceLock::new(),
+                framed: OnceLock::new(),
             }));
         }
         match frontier {
@@ -196,7 +200,7 @@ impl LiveView {
         let snapshot = Arc::new(Snapshot {
             time: state.frontier,
             rows,
-            encoded: OnceLock::new(),
+            framed: OnceLock::new(),
         });
         state.snapshot = Some(snapshot.clone());
         snapshot
@@ -235,20 +239,41 @@ impl LiveView {
         (state.frontier, state.closed)
     }
 
-    /// Subscribes to the view's delivery rounds, starting its pacer with the first subscriber
-    /// (on the calling Tokio runtime).
-    pub fn rounds(self: &Arc<Self>) -> watch::Receiver<Arc<Round>> {
-        let receiver = self.rounds.subscribe();
-        self.pacer
-            .call_once(|| drop(tokio::spawn(rounds::pace(Arc::downgrade(self)))));
-        receiver
+    /// Seats a subscriber, starting the view's pacer with the first (on the calling Tokio
+    /// runtime): chunks then start from the frontier of that moment.
+    pub fn join(self: &Arc<Self>, seat: &Arc<Seat>) {
+        self.pacer.call_once(|| {
+            *lock(&self.delivered) = self.progress();
+            drop(tokio::spawn(fanout::pace(Arc::downgrade(self))));
+        });
+        lock(&self.seats).push(Arc::downgrade(seat));
     }
 
-    /// Sends a round to every subscriber.
-    pub(super) fn start_round(&self, round: Round) -> Arc<Round> {
-        let round = Arc::new(round);
-        self.rounds.send_replace(round.clone());
-        round
+    /// Takes a subscriber's seat away.
+    pub fn leave(&self, seat: &Arc<Seat>) {
+        let seat = Arc::downgrade(seat);
+        lock(&self.seats).retain(|other| !other.ptr_eq(&seat) && other.strong_count() > 0);
+    }
+
+    /// The seats of subscribers still connected.
+    pub(super) fn seats(&self) -> Vec<Arc<Seat>> {
+        let mut seats = lock(&self.seats);
+        seats.retain(|seat| seat.strong_count() > 0);
+        seats.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Where the newest chunk ended, and whether that was the view's end: sessions catching up
+    /// on their own go that far, and the next chunk starts there.
+    pub fn delivered(&self) -> (u64, bool) {
+        *lock(&self.delivered)
+    }
+
+    pub(super) fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    pub(super) fn set_delivered(&self, to: u64, closed: bool) {
+        *lock(&self.delivered) = (to, closed);
     }
 
     /// Changes published since the run started.
@@ -257,7 +282,10 @@ impl LiveView {
     }
 
     pub fn subscribers(&self) -> usize {
-        self.rounds.receiver_count()
+        lock(&self.seats)
+            .iter()
+            .filter(|seat| seat.strong_count() > 0)
+            .count()
     }
 
     pub fn len(&self) -> usize {
@@ -271,6 +299,12 @@ impl LiveView {
     pub fn is_closed(&self) -> bool {
         self.state().closed
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Every live view of a run, by name; views created while it runs join, dropped ones leave.

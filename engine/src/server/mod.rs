@@ -9,17 +9,18 @@ mod alarms;
 mod dashboard;
 pub mod metrics;
 pub mod subscribe;
+mod websocket;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
 
 use crate::control::{Control, ControlError};
@@ -27,6 +28,7 @@ use crate::live::protocol::{columns_json, contents_body, key_names};
 use crate::live::view::{LiveView, LiveViews};
 use crate::runtime::RunMetrics;
 use subscribe::{SubscribeOptions, serve_subscriber};
+use websocket::WebSocketRequest;
 
 /// What the handlers read.
 pub struct ServerState {
@@ -103,7 +105,7 @@ async fn subscribe(
     State(state): State<Arc<ServerState>>,
     Path(name): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: WebSocketRequest,
 ) -> Result<Response, ApiError> {
     let view = find_view(&state, &name)?;
     let options = SubscribeOptions::parse(&view, &query)
@@ -120,13 +122,8 @@ async fn subscribe(
             ));
         }
     }
-    // Subscribers send next to nothing: a small read buffer (the default 128 KiB is zeroed on
-    // every read, which with thousands of subscribers was a fifth of the server's time); writes
-    // gather up to 16 KiB before going out, and every catch-up flushes.
     Ok(upgrade
-        .read_buffer_size(4096)
-        .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| serve_subscriber(socket, view, options)))
+        .accept(move |socket, already_read| serve_subscriber(socket, already_read, view, options)))
 }
 
 async fn healthz(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
@@ -197,6 +194,38 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
+/// Accepts connections and serves each as HTTP/1.1 on the plain TCP stream, which a WebSocket
+/// upgrade takes back whole (see `websocket`).
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: wait for connections to close.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Live updates are small writes that must leave at once, not wait for Nagle's
+        // algorithm to meet the client's delayed acknowledgement (a 40 ms stall).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            // The timer bounds how long a client may take to send its request's head.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "an HTTP connection ended");
+            }
+        });
+    }
+}
+
 /// A server running on its own threads; dropped, it stops.
 pub struct Server {
     pub address: SocketAddr,
@@ -220,13 +249,6 @@ impl Server {
                 )
             })?;
         let address = listener.local_addr()?;
-        // Live updates are small writes that must leave at once, not wait for Nagle's algorithm
-        // to meet the client's delayed acknowledgement (a 40 ms stall).
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY");
-            }
-        });
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
         let thread = std::thread::Builder::new()
@@ -236,11 +258,7 @@ impl Server {
                     // Not a graceful shutdown: subscribers of a run that ended have been told it
                     // is complete, and a stuck client must not hold the process open.
                     tokio::select! {
-                        served = axum::serve(listener, app).into_future() => {
-                            if let Err(error) = served {
-                                tracing::error!(%error, "the HTTP server failed");
-                            }
-                        }
+                        _ = serve(listener, app) => {}
                         _ = stopped => {}
                     }
                 });

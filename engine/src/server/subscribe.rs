@@ -1,26 +1,32 @@
 //! `GET /v1/views/{name}/subscribe`: one WebSocket subscriber of a live view.
 //!
-//! A subscriber is a task reading the view's shared state (see `live::view`): it never adds
+//! A subscriber is a session reading the view's shared state (see `live::view`): it never adds
 //! work to the dataflow. It sends the schema, then a snapshot (or, resuming, the log since its
-//! timestamp), then follows the view's delivery rounds (`live::rounds`): each round's changes
-//! and progress go out in one socket write, shared with every subscriber at the same place and
-//! encoded once. A subscriber that finds more changes waiting than the view has rows — it was
-//! slow to read — receives them coalesced into one message at the last timestamp; one whose
-//! timestamp has left the log, or whose socket accepts nothing for the send timeout, is told why
-//! and disconnected.
+//! timestamp), then parks its seat in the view's fan-out (`live::fanout`), whose sweepers write
+//! the shared, pre-framed changes into its socket without waking it. The session wakes only
+//! when the sweepers cannot serve it so: it filters or wants upserts, it is not where a chunk
+//! starts (it just joined), its socket did not take a whole write (it was slow to read), or
+//! the view has ended. It then catches up from the view's log, receiving changes coalesced into
+//! one message at the last timestamp when more are waiting than the view has rows. One whose
+//! timestamp has left the log, or whose socket accepts nothing for the send timeout, is told
+//! why and disconnected.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{FutureExt, SinkExt};
+use bytes::Bytes;
+use tokio::net::TcpStream;
 use vibelux_operators::row::Row;
 
+use super::websocket::{ClientFrame, ClientFrames};
+use crate::live::fanout::framed_tick;
+use crate::live::frames;
+use crate::live::outlet::{Outlet, Wrote};
 use crate::live::protocol::{
     Envelope, coalesce, complete_message, error_message, progress_message, schema_message,
     snapshot_message, updates_message,
 };
-use crate::live::rounds::Round;
+use crate::live::seat::Seat;
 use crate::live::view::{LiveView, Since, Tick};
 
 /// Whether waiting changes are worth coalescing: only when there are more of them than the
@@ -120,37 +126,37 @@ enum End {
 }
 
 struct Session {
-    socket: WebSocket,
+    socket: Arc<TcpStream>,
+    seat: Arc<Seat>,
+    inbound: ClientFrames,
     view: Arc<LiveView>,
     options: SubscribeOptions,
 }
 
 impl Session {
-    async fn send(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), End> {
-        self.deliver(&[text.into()]).await
+    fn outlet(&self) -> &Outlet {
+        &self.seat.outlet
     }
 
-    /// Writes the messages and flushes once: one write to the socket for a whole round. A
-    /// write the socket takes at once (the usual case) costs no timer.
-    async fn deliver(&mut self, messages: &[Utf8Bytes]) -> Result<(), End> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let sent = {
-            let socket = &mut self.socket;
-            let sending = async move {
-                for text in messages {
-                    socket.feed(Message::Text(text.clone())).await?;
-                }
-                socket.flush().await
-            };
-            tokio::pin!(sending);
-            match (&mut sending).now_or_never() {
-                Some(sent) => Ok(sent),
-                None => tokio::time::timeout(self.options.send_timeout, sending).await,
+    /// Writes the frames and waits until the socket has taken them. A write the socket takes
+    /// at once (the usual case) costs no timer.
+    async fn deliver(&mut self, messages: Vec<Bytes>) -> Result<(), End> {
+        for message in messages {
+            if self.outlet().write(message) == Wrote::Broken {
+                return Err(End::Gone);
             }
-        };
-        match sent {
+        }
+        self.flush().await
+    }
+
+    /// Waits until everything kept for the socket is written, at most the send timeout.
+    async fn flush(&mut self) -> Result<(), End> {
+        match self.outlet().state() {
+            Wrote::All => return Ok(()),
+            Wrote::Broken => return Err(End::Gone),
+            Wrote::Kept => {}
+        }
+        match tokio::time::timeout(self.options.send_timeout, self.outlet().flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => {
@@ -166,18 +172,58 @@ impl Session {
 
     /// Sends an error message and a close frame, without waiting long for a stuck client.
     async fn close(&mut self, code: u16, reason: &str) {
-        let goodbye = async {
-            self.socket
-                .send(Message::Text(error_message(reason).into()))
-                .await?;
-            self.socket
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.chars().take(100).collect::<String>().into(),
-                })))
-                .await
+        self.outlet().write(frames::text(&error_message(reason)));
+        self.outlet().write(frames::close(code, reason));
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.outlet().flush()).await;
+        self.linger().await;
+    }
+
+    /// After closing, waits a moment for the client's close (or its end of the connection), so
+    /// that closing the socket does not reset a connection whose last frames are still unread.
+    async fn linger(&mut self) {
+        let socket = self.socket.clone();
+        let closed = async {
+            loop {
+                if socket.readable().await.is_err() {
+                    return;
+                }
+                let frames = self.inbound.read(&socket);
+                if frames.contains(&ClientFrame::Close) {
+                    return;
+                }
+            }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+    }
+
+    /// Parks the seat and waits until a round needs this session, answering pings meanwhile.
+    async fn wait(&mut self) -> Result<(), End> {
+        let seat = self.seat.clone();
+        let socket = self.socket.clone();
+        loop {
+            tokio::select! {
+                _ = seat.woken() => return Ok(()),
+                readable = socket.readable() => {
+                    if readable.is_err() {
+                        return Err(End::Gone);
+                    }
+                    for frame in self.inbound.read(&socket) {
+                        match frame {
+                            ClientFrame::Close => {
+                                self.outlet().write(frames::close(1000, ""));
+                                return Err(End::Gone);
+                            }
+                            ClientFrame::Ping(payload) => match self.outlet().write(frames::pong(&payload)) {
+                                Wrote::All => {}
+                                Wrote::Kept => return Ok(()),
+                                Wrote::Broken => return Err(End::Gone),
+                            },
+                            ClientFrame::Other => {}
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn filtered(&self, updates: &[(Row, i64)]) -> Vec<(Row, i64)> {
@@ -190,55 +236,43 @@ impl Session {
 
     async fn snapshot(&mut self) -> Result<u64, End> {
         let snapshot = self.view.snapshot();
-        let text: Utf8Bytes = if self.options.plain() {
+        let framed = if self.options.plain() {
             snapshot
-                .encoded
+                .framed
                 .get_or_init(|| {
-                    snapshot_message(&self.view, snapshot.time, &snapshot.rows, Envelope::Diff)
-                        .into()
+                    frames::text(&snapshot_message(
+                        &self.view,
+                        snapshot.time,
+                        &snapshot.rows,
+                        Envelope::Diff,
+                    ))
                 })
                 .clone()
         } else {
             let rows = self.filtered(&snapshot.rows);
-            snapshot_message(&self.view, snapshot.time, &rows, self.options.envelope).into()
+            frames::text(&snapshot_message(
+                &self.view,
+                snapshot.time,
+                &rows,
+                self.options.envelope,
+            ))
         };
-        self.deliver(&[text, progress_message(snapshot.time).into()])
+        self.deliver(vec![framed, frames::text(&progress_message(snapshot.time))])
             .await?;
         Ok(snapshot.time)
     }
 
-    /// Sends the log from `cursor` to the view's frontier, as a subscriber does on joining
-    /// (the view may be complete already); returns the new cursor, or `None` once complete.
+    /// Sends the log from `cursor` to where the view's latest round ended (the view may be
+    /// complete); returns the new cursor, or `None` once complete.
     async fn catch_up(&mut self, cursor: u64) -> Result<Option<u64>, End> {
-        match self.view.since(cursor) {
-            Since::Ticks {
-                ticks,
-                frontier,
-                closed,
-            } => self.send_changes(cursor, &ticks, frontier, closed).await,
-            Since::Behind { oldest } => self.fell_behind(cursor, oldest).await,
-        }
-    }
-
-    /// Sends one delivery round: the shared encoding when this subscriber is where the round
-    /// starts, else its own messages from the round or, if it missed rounds, from the log.
-    async fn follow(&mut self, round: &Round, cursor: u64) -> Result<Option<u64>, End> {
-        if cursor >= round.to && !round.closed {
+        let (to, closed) = self.view.delivered();
+        if cursor >= to && !closed {
             return Ok(Some(cursor));
-        }
-        if cursor == round.from && self.options.plain() {
-            self.deliver(&round.messages(&self.view)).await?;
-            return Ok((!round.closed).then_some(round.to));
-        }
-        if cursor >= round.from {
-            return self
-                .send_changes(cursor, &round.ticks, round.to, round.closed)
-                .await;
         }
         match self.view.since(cursor) {
             Since::Ticks { ticks, .. } => {
-                let before = ticks.partition_point(|tick| tick.time < round.to);
-                self.send_changes(cursor, &ticks[..before], round.to, round.closed)
+                let before = ticks.partition_point(|tick| tick.time < to);
+                self.send_changes(cursor, &ticks[..before], to, closed)
                     .await
             }
             Since::Behind { oldest } => self.fell_behind(cursor, oldest).await,
@@ -263,98 +297,98 @@ impl Session {
         closed: bool,
     ) -> Result<Option<u64>, End> {
         let ticks = &ticks[ticks.partition_point(|tick| tick.time < cursor)..];
-        let mut messages: Vec<Utf8Bytes> = Vec::new();
+        let mut messages: Vec<Bytes> = Vec::new();
         let waiting: usize = ticks.iter().map(|tick| tick.updates.len()).sum();
         if ticks.len() > 1 && worth_coalescing(waiting, self.view.len()) {
             let last = ticks.last().expect("non-empty").time;
             let merged = coalesce(ticks.iter().flat_map(|tick| tick.updates.iter()));
             let merged = self.filtered(&merged);
             if !merged.is_empty() {
-                messages
-                    .push(updates_message(&self.view, last, &merged, self.options.envelope).into());
+                messages.push(frames::text(&updates_message(
+                    &self.view,
+                    last,
+                    &merged,
+                    self.options.envelope,
+                )));
             }
         } else {
             for tick in ticks {
                 if self.options.plain() {
-                    let text = tick.encoded.get_or_init(|| {
-                        updates_message(&self.view, tick.time, &tick.updates, Envelope::Diff).into()
-                    });
-                    messages.push(text.clone());
+                    messages.push(framed_tick(&self.view, tick).clone());
                 } else {
                     let updates = self.filtered(&tick.updates);
                     if !updates.is_empty() {
-                        messages.push(
-                            updates_message(&self.view, tick.time, &updates, self.options.envelope)
-                                .into(),
-                        );
+                        messages.push(frames::text(&updates_message(
+                            &self.view,
+                            tick.time,
+                            &updates,
+                            self.options.envelope,
+                        )));
                     }
                 }
             }
         }
         if closed {
-            messages.push(complete_message(frontier).into());
-            self.deliver(&messages).await?;
+            messages.push(frames::text(&complete_message(frontier)));
+            self.deliver(messages).await?;
             return Ok(None);
         }
         if frontier > cursor {
-            messages.push(progress_message(frontier).into());
+            messages.push(frames::text(&progress_message(frontier)));
         }
-        self.deliver(&messages).await?;
+        self.deliver(messages).await?;
         Ok(Some(frontier.max(cursor)))
+    }
+
+    /// The whole subscription; `Ok` once the view is complete and the client has been told.
+    async fn run(&mut self) -> Result<(), End> {
+        self.deliver(vec![frames::text(&schema_message(
+            &self.view,
+            self.options.envelope,
+        ))])
+        .await?;
+        let mut cursor = match self.options.resume_from {
+            Some(from) => from,
+            None => self.snapshot().await?,
+        };
+        loop {
+            match self.catch_up(cursor).await? {
+                Some(next) => cursor = next,
+                None => return Ok(()),
+            }
+            self.seat.park(cursor);
+            let waited = self.wait().await;
+            cursor = self.seat.unpark();
+            waited?;
+            self.flush().await?;
+        }
     }
 }
 
 /// Runs one subscriber until the client leaves, falls behind, or the view completes.
-pub async fn serve_subscriber(socket: WebSocket, view: Arc<LiveView>, options: SubscribeOptions) {
-    let mut rounds = view.rounds();
+pub async fn serve_subscriber(
+    socket: Arc<TcpStream>,
+    already_read: Bytes,
+    view: Arc<LiveView>,
+    options: SubscribeOptions,
+) {
+    let seat = Arc::new(Seat::new(Outlet::new(socket.clone()), options.plain()));
+    view.join(&seat);
     let mut session = Session {
         socket,
-        view,
+        seat: seat.clone(),
+        inbound: ClientFrames::new(already_read),
+        view: view.clone(),
         options,
     };
-    let started = async {
+    let ended = session.run().await;
+    view.leave(&seat);
+    if ended.is_ok() {
+        // The view is complete and the client has been told: close the connection.
         session
-            .send(schema_message(&session.view, session.options.envelope))
-            .await?;
-        let cursor = match session.options.resume_from {
-            Some(from) => from,
-            None => session.snapshot().await?,
-        };
-        session.catch_up(cursor).await
-    }
-    .await;
-    let mut cursor = match started {
-        Ok(Some(cursor)) => cursor,
-        Ok(None) => return session.finish().await,
-        Err(End::Gone | End::Told) => return,
-    };
-    loop {
-        // Wait for the next round, noticing a client that closes meanwhile.
-        tokio::select! {
-            changed = rounds.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            message = session.socket.recv() => match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => continue,
-            },
-        }
-        let round = rounds.borrow_and_update().clone();
-        let followed = session.follow(&round, cursor).await;
-        round.finished();
-        match followed {
-            Ok(Some(next)) => cursor = next,
-            Ok(None) => return session.finish().await,
-            Err(End::Gone | End::Told) => return,
-        }
-    }
-}
-
-impl Session {
-    /// The view is complete and the client has been told: close the socket.
-    async fn finish(mut self) {
-        let _ = self.socket.send(Message::Close(None)).await;
+            .outlet()
+            .write(frames::close(1000, "the view is complete"));
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.outlet().flush()).await;
+        session.linger().await;
     }
 }
