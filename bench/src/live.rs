@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(clap::Args)]
 pub struct LiveArgs {
@@ -132,14 +130,19 @@ struct Subscriber {
 }
 
 async fn subscribe(
-    url: String,
+    address: String,
+    path: String,
     measure: bool,
     started: Instant,
     snapshots: Arc<AtomicUsize>,
     measuring: Arc<AtomicBool>,
     result: Arc<std::sync::Mutex<Subscriber>>,
 ) {
-    if let Err(error) = follow(url, measure, started, snapshots, measuring, &result).await {
+    if let Err(error) = follow(
+        address, path, measure, started, snapshots, measuring, &result,
+    )
+    .await
+    {
         result.lock().expect("not poisoned").failed = Some(format!("{error:#}"));
     }
 }
@@ -148,36 +151,29 @@ async fn subscribe(
 /// run: no timer or stop signal is polled per message, which for ten thousand subscribers would
 /// cost the client more than reading does).
 async fn follow(
-    url: String,
+    address: String,
+    path: String,
     measure: bool,
     started: Instant,
     snapshots: Arc<AtomicUsize>,
     measuring: Arc<AtomicBool>,
     result: &std::sync::Mutex<Subscriber>,
 ) -> anyhow::Result<()> {
-    // A small read buffer: tungstenite zeroes it on every read, and there are thousands of us.
-    let config =
-        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8192);
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    while let Some(message) = socket.next().await {
-        let Message::Text(text) = message? else {
-            continue;
-        };
+    let mut socket = crate::subscriber::Subscriber::connect(&address, &path).await?;
+    while let Some(text) = socket.next_text().await? {
         if !measure {
             // Only some subscribers parse (the client shares the machine with the engine); the
             // rest just read. Messages start with their type.
-            if text.starts_with("{\"type\":\"snapshot\"") {
+            if text.starts_with(b"{\"type\":\"snapshot\"") {
                 result.lock().expect("not poisoned").snapshot_after = Some(started.elapsed());
                 snapshots.fetch_add(1, Ordering::Relaxed);
-            } else if text.contains("\"type\":\"error\"") {
-                anyhow::bail!("subscription ended: {text}");
+            } else if memchr::memmem::find(text, b"\"type\":\"error\"").is_some() {
+                anyhow::bail!("subscription ended: {}", String::from_utf8_lossy(text));
             }
             continue;
         }
         let received = now_micros();
-        let message: serde_json::Value = serde_json::from_str(&text)?;
+        let message: serde_json::Value = serde_json::from_slice(text)?;
         let mut result = result.lock().expect("not poisoned");
         match message["type"].as_str() {
             Some("snapshot") => {
@@ -214,7 +210,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let url = format!("ws://{}/v1/views/{}/subscribe", args.address, args.view);
+    let path = format!("/v1/views/{}/subscribe", args.view);
     let measuring = Arc::new(AtomicBool::new(false));
     let snapshots = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -226,7 +222,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, result)| {
             runtime.spawn(subscribe(
-                url.clone(),
+                args.address.clone(),
+                path.clone(),
                 i % measure_every == 0,
                 started,
                 snapshots.clone(),

@@ -17,6 +17,7 @@ mod measure;
 mod modbus;
 mod models;
 mod mqtt;
+mod subscriber;
 
 use std::collections::HashMap;
 use std::fs::File;
