@@ -194,6 +194,22 @@ async fn subscribers_see_snapshots_and_diffs_that_add_up() {
         .collect();
     assert_eq!(d.now(), expected);
     assert_eq!(d.now().len(), 1);
+
+    // The sweeps that wrote those changes are timed.
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("http://{}/metrics", engine.address)])
+        .output()
+        .expect("curl runs");
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    let sweeps: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("vibelux_view_sweep_seconds_count{view=\"zone_stats\"} ")
+        })
+        .unwrap_or_else(|| panic!("a sweep count in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(sweeps > 0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use super::frames;
 use super::protocol::{Envelope, progress_message, updates_message};
@@ -44,11 +45,24 @@ struct Chunks {
 }
 
 /// A view's recent chunks, and whether it is being swept.
-#[derive(Default)]
 pub struct Fanout {
     chunks: Mutex<Chunks>,
     /// Bumped with every chunk: sweepers reload when it moves.
     generation: AtomicU64,
+    /// How long each pass that wrote or woke subscribers took: a change waits about this long
+    /// (`vibelux_view_sweep_seconds`).
+    pub sweep_seconds: Histogram,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Fanout {
+            chunks: Mutex::default(),
+            generation: AtomicU64::default(),
+            // 50 µs to 0.8 s.
+            sweep_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+        }
+    }
 }
 
 impl Fanout {
@@ -194,6 +208,7 @@ fn sweep(view: &LiveView) {
         let started = Instant::now();
         if sweeper.pass(&seats) {
             let took = started.elapsed();
+            view.fanout().sweep_seconds.observe(took.as_secs_f64());
             if took > RESTLESS_PASS {
                 std::thread::sleep(took / 2);
             }

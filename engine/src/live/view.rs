@@ -268,7 +268,7 @@ impl LiveView {
         *lock(&self.delivered)
     }
 
-    pub(super) fn fanout(&self) -> &Fanout {
+    pub fn fanout(&self) -> &Fanout {
         &self.fanout
     }
 

@@ -198,6 +198,20 @@ impl Collector for RunCollector {
             "view",
             &updates,
         )?;
+        {
+            let mut sweeps = encoder.encode_descriptor(
+                "vibelux_view_sweep_seconds",
+                "Time one sweep took to write a materialized view's changes to its subscribers",
+                None,
+                MetricType::Histogram,
+            )?;
+            for view in &views {
+                let labels = [("view", view.name.as_str())];
+                view.fanout()
+                    .sweep_seconds
+                    .encode(sweeps.encode_family(&labels)?)?;
+            }
+        }
         counter(
             &mut encoder,
             "vibelux_function_out_of_range",
