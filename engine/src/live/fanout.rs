@@ -197,9 +197,9 @@ const RESTLESS_PASS: Duration = Duration::from_millis(5);
 /// A long pass (thousands of sockets) is followed by a rest half as long: the writes then fill
 /// at most two thirds of a core, leaving time to whatever else shares the machine, and the next
 /// pass carries more changes in the same number of writes. On `bench/live.sh` with 10,000
-/// subscribers and the client on the same two cores, this lowered p99 latency from 362 ms (no
-/// rest) or 236 ms (a rest as long as the pass) to 182 ms; sweeping on two threads at once was
-/// worse still (792 ms), so one thread sweeps.
+/// subscribers and a (then tokio-tungstenite) client on the same two cores, this lowered p99
+/// latency from 362 ms (no rest) or 236 ms (a rest as long as the pass) to 182 ms; sweeping on
+/// two threads at once was worse still (792 ms), so one thread sweeps.
 fn sweep(view: &LiveView) {
     let mut sweeper = Sweeper::new();
     loop {
