@@ -129,20 +129,19 @@ struct Subscriber {
     failed: Option<String>,
 }
 
-async fn subscribe(
+/// What every subscriber of a run shares.
+struct Run {
     address: String,
     path: String,
-    measure: bool,
     started: Instant,
-    snapshots: Arc<AtomicUsize>,
-    measuring: Arc<AtomicBool>,
-    result: Arc<std::sync::Mutex<Subscriber>>,
-) {
-    if let Err(error) = follow(
-        address, path, measure, started, snapshots, measuring, &result,
-    )
-    .await
-    {
+    /// Subscribers that have their snapshot.
+    snapshots: AtomicUsize,
+    /// Latencies are recorded while this is set.
+    measuring: AtomicBool,
+}
+
+async fn subscribe(run: Arc<Run>, measure: bool, result: Arc<std::sync::Mutex<Subscriber>>) {
+    if let Err(error) = follow(&run, measure, &result).await {
         result.lock().expect("not poisoned").failed = Some(format!("{error:#}"));
     }
 }
@@ -151,22 +150,18 @@ async fn subscribe(
 /// run: no timer or stop signal is polled per message, which for ten thousand subscribers would
 /// cost the client more than reading does).
 async fn follow(
-    address: String,
-    path: String,
+    run: &Run,
     measure: bool,
-    started: Instant,
-    snapshots: Arc<AtomicUsize>,
-    measuring: Arc<AtomicBool>,
     result: &std::sync::Mutex<Subscriber>,
 ) -> anyhow::Result<()> {
-    let mut socket = crate::subscriber::Subscriber::connect(&address, &path).await?;
+    let mut socket = crate::subscriber::Subscriber::connect(&run.address, &run.path).await?;
     while let Some(text) = socket.next_text().await? {
         if !measure {
             // Only some subscribers parse (the client shares the machine with the engine); the
             // rest just read. Messages start with their type.
             if text.starts_with(b"{\"type\":\"snapshot\"") {
-                result.lock().expect("not poisoned").snapshot_after = Some(started.elapsed());
-                snapshots.fetch_add(1, Ordering::Relaxed);
+                result.lock().expect("not poisoned").snapshot_after = Some(run.started.elapsed());
+                run.snapshots.fetch_add(1, Ordering::Relaxed);
             } else if memchr::memmem::find(text, b"\"type\":\"error\"").is_some() {
                 anyhow::bail!("subscription ended: {}", String::from_utf8_lossy(text));
             }
@@ -177,10 +172,10 @@ async fn follow(
         let mut result = result.lock().expect("not poisoned");
         match message["type"].as_str() {
             Some("snapshot") => {
-                result.snapshot_after = Some(started.elapsed());
-                snapshots.fetch_add(1, Ordering::Relaxed);
+                result.snapshot_after = Some(run.started.elapsed());
+                run.snapshots.fetch_add(1, Ordering::Relaxed);
             }
-            Some("updates") if measuring.load(Ordering::Relaxed) => {
+            Some("updates") if run.measuring.load(Ordering::Relaxed) => {
                 for entry in message["updates"].as_array().into_iter().flatten() {
                     if entry["diff"].as_i64() == Some(1)
                         && let Some(sent) = entry["row"]["sent_us"].as_i64()
@@ -210,10 +205,13 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let path = format!("/v1/views/{}/subscribe", args.view);
-    let measuring = Arc::new(AtomicBool::new(false));
-    let snapshots = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let run = Arc::new(Run {
+        address: args.address.clone(),
+        path: format!("/v1/views/{}/subscribe", args.view),
+        started: Instant::now(),
+        snapshots: AtomicUsize::new(0),
+        measuring: AtomicBool::new(false),
+    });
     let measure_every = args.subscribers.div_ceil(args.measured.max(1)).max(1);
     let results: Vec<Arc<std::sync::Mutex<Subscriber>>> =
         (0..args.subscribers).map(|_| Arc::default()).collect();
@@ -222,22 +220,18 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, result)| {
             runtime.spawn(subscribe(
-                args.address.clone(),
-                path.clone(),
+                run.clone(),
                 i % measure_every == 0,
-                started,
-                snapshots.clone(),
-                measuring.clone(),
                 result.clone(),
             ))
         })
         .collect();
     // Everyone has a snapshot before rows flow.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while snapshots.load(Ordering::Relaxed) < args.subscribers && Instant::now() < deadline {
+    while run.snapshots.load(Ordering::Relaxed) < args.subscribers && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let all_snapshots = started.elapsed();
+    let all_snapshots = run.started.elapsed();
     // Warm up for a second, then measure.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -252,9 +246,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         std::thread::spawn(move || write_rows(&args, &stop))
     };
     std::thread::sleep(Duration::from_secs(1));
-    measuring.store(true, Ordering::Relaxed);
+    run.measuring.store(true, Ordering::Relaxed);
     std::thread::sleep(args.duration);
-    measuring.store(false, Ordering::Relaxed);
+    run.measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().expect("writer thread")?;
     std::thread::sleep(Duration::from_millis(500));

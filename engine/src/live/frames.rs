@@ -34,15 +34,6 @@ pub fn text(text: &str) -> Bytes {
     out.into()
 }
 
-/// Several text messages, back to back, for one write.
-pub fn texts<'a>(messages: impl IntoIterator<Item = &'a str>) -> Bytes {
-    let mut out = Vec::new();
-    for message in messages {
-        push_text(message, &mut out);
-    }
-    out.into()
-}
-
 /// A close frame with a status code and a reason (cut to fit a control frame's 125 bytes).
 pub fn close(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);

@@ -113,13 +113,4 @@ impl Outlet {
             }
         }
     }
-
-    /// Writes and waits until it is all out.
-    pub async fn send(&self, bytes: Bytes) -> io::Result<()> {
-        match self.write(bytes) {
-            Wrote::All => Ok(()),
-            Wrote::Broken => Err(io::ErrorKind::BrokenPipe.into()),
-            Wrote::Kept => self.flush().await,
-        }
-    }
 }
