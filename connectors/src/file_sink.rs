@@ -4,9 +4,13 @@
 //! changelog (views whose rows update), in which case every line carries an `_op` column,
 //! `insert` or `delete`, so a consumer can replay it. Timestamps are written as ISO 8601 with
 //! milliseconds, as sources read them.
+//!
+//! Lines are encoded into a buffer the writer owns and written out at each flush. A write that
+//! fails part-way (a full disk) leaves the rest in the buffer, so the next flush carries on from
+//! the exact byte where it stopped: no line is lost, torn or written twice.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -66,6 +70,12 @@ pub struct RowWriter {
     out: Box<dyn Write + Send>,
     target_name: String,
     wrote_header: bool,
+    /// Encoded lines not yet written out.
+    unwritten: Vec<u8>,
+    /// Rows whose lines are (in part) in `unwritten`.
+    unwritten_rows: u64,
+    /// Rows written out since [`RowWriter::take_delivered`] last asked.
+    delivered: u64,
 }
 
 impl RowWriter {
@@ -96,7 +106,7 @@ impl RowWriter {
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
         let file = File::create(path).map_err(io_error)?;
-        let out: Box<dyn Write + Send> = Box::new(BufWriter::with_capacity(1 << 16, file));
+        let out: Box<dyn Write + Send> = Box::new(file);
         Ok(RowWriter::new(
             schema,
             format,
@@ -120,7 +130,20 @@ impl RowWriter {
             out,
             target_name,
             wrote_header: false,
+            unwritten: Vec::with_capacity(1 << 16),
+            unwritten_rows: 0,
+            delivered: 0,
         }
+    }
+
+    /// Rows written out since the last call.
+    pub fn take_delivered(&mut self) -> u64 {
+        std::mem::take(&mut self.delivered)
+    }
+
+    /// Rows accepted and not yet written out.
+    pub fn held_rows(&self) -> u64 {
+        self.unwritten_rows
     }
 
     pub fn path(&self) -> &Path {
@@ -134,7 +157,8 @@ impl RowWriter {
         }
     }
 
-    /// Writes one row; `insert` is false for a retraction in a changelog.
+    /// Takes one row (written out at the next flush); `insert` is false for a retraction in a
+    /// changelog.
     pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         let mut line = String::with_capacity(128);
         match self.format {
@@ -158,13 +182,30 @@ impl RowWriter {
             }
         }
         line.push('\n');
-        self.out
-            .write_all(line.as_bytes())
-            .map_err(|e| self.io_error(e))
+        self.unwritten.extend_from_slice(line.as_bytes());
+        self.unwritten_rows += 1;
+        Ok(())
     }
 
+    /// Writes out what was taken; on failure keeps what was not written, for the next flush.
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| self.io_error(e))
+        let mut written = 0;
+        let result = loop {
+            if written == self.unwritten.len() {
+                break self.out.flush();
+            }
+            match self.out.write(&self.unwritten[written..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(count) => written += count,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => break Err(error),
+            }
+        };
+        self.unwritten.drain(..written);
+        if self.unwritten.is_empty() {
+            self.delivered += std::mem::take(&mut self.unwritten_rows);
+        }
+        result.map_err(|e| self.io_error(e))
     }
 
     fn encode_json(&self, row: &Row, insert: bool, line: &mut String) {
@@ -258,6 +299,65 @@ mod tests {
             text,
             "{\"_op\":\"delete\",\"zone\":\"z\\\"1\",\"window_start\":\"1970-01-01T00:01:00.000\",\"temp_avg\":21.5}\n"
         );
+    }
+
+    /// A disk with `room` bytes left, which a test can enlarge.
+    struct SmallDisk {
+        written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        room: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Write for SmallDisk {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.load(std::sync::atomic::Ordering::Relaxed);
+            if room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let taken = bytes.len().min(room);
+            self.room
+                .fetch_sub(taken, std::sync::atomic::Ordering::Relaxed);
+            self.written
+                .lock()
+                .unwrap()
+                .extend_from_slice(&bytes[..taken]);
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_flush_that_fails_part_way_keeps_the_rest_and_the_next_one_carries_on() {
+        let written = std::sync::Arc::default();
+        let room = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(50));
+        let disk = SmallDisk {
+            written: std::sync::Arc::clone(&written),
+            room: room.clone(),
+        };
+        let mut writer = RowWriter::new(
+            schema(),
+            FileFormat::Json,
+            false,
+            Box::new(disk),
+            "small".into(),
+        );
+        for zone in ["z1", "z2", "z3"] {
+            let row = vec![Datum::Utf8(zone.into()), Datum::Null, Datum::Float64(1.5)];
+            writer.write(&row, true).unwrap();
+        }
+        let error = writer.flush().unwrap_err().to_string();
+        assert!(error.contains("No space left on device"), "{error}");
+        assert_eq!((writer.held_rows(), writer.take_delivered()), (3, 0));
+        room.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        writer.flush().unwrap();
+        assert_eq!((writer.held_rows(), writer.take_delivered()), (0, 3));
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let line = |zone: &str| {
+            format!("{{\"zone\":\"{zone}\",\"window_start\":null,\"temp_avg\":1.5}}\n")
+        };
+        assert_eq!(text, [line("z1"), line("z2"), line("z3")].concat());
     }
 
     #[test]

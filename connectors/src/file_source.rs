@@ -5,16 +5,32 @@
 //! file and is driven by event time alone, so an hour of readings replays in seconds with correct
 //! windows. In tail mode the reader waits for appended lines and, while idle, lets the watermark
 //! follow the clock.
+//!
+//! Lines are read as bytes: a line that is not UTF-8 (a gateway garbled a byte) is one dead letter,
+//! never the end of the file. A read error is never taken for the end of the input either: a
+//! replay fails with it, a followed file is retried with backoff.
+//!
+//! A followed file is followed by its path, not its inode, as `tail -F` does. When the path names
+//! another file (logrotate moved the old one away, an editor or `sed -i` saved by renaming a new
+//! file over it), the reader finishes the old file and reads the new one from its start; when
+//! the file shrinks below what was read (copytruncate), it reads it again from its start. Either
+//! way it says so with [`Record::Replaced`], which a table takes as "the whole content follows".
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::fs::{File, Metadata};
+use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::bytes_text;
 use crate::payload::RowLayout;
 use crate::source::{Poll, Record, SourceReader};
+
+/// The first wait after a followed file cannot be read; it doubles up to [`LONGEST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
@@ -47,18 +63,61 @@ pub struct ReplayProgress {
     pub total_bytes: AtomicU64,
 }
 
+/// Which file a path named when it was opened: a rename puts another file at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(metadata: &Metadata) -> Self {
+        FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        }
+    }
+}
+
+/// Where a reader is: the file (device and inode), the byte offset of the first line not yet
+/// complete, and the number of lines before it. Enough to resume after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePosition {
+    pub device: u64,
+    pub inode: u64,
+    pub offset: u64,
+    pub line_number: u64,
+}
+
+/// What a followed path names now, compared with the file being read.
+enum PathState {
+    /// The same file, at least as long as what was read.
+    Unchanged,
+    /// Another file is at the path (rotated, or saved by rename).
+    Replaced(File, FileIdentity),
+    /// The same file, shorter than what was read (truncated and rewritten).
+    Truncated,
+    /// The path cannot be looked at or opened now.
+    Unreadable(String),
+}
+
 pub struct FileReader {
     config: FileSourceConfig,
     layout: RowLayout,
-    lines: BufReader<File>,
-    line: String,
+    input: BufReader<File>,
+    identity: FileIdentity,
+    /// Bytes of the current file consumed, including a partial line held in `line`.
+    offset: u64,
+    line: Vec<u8>,
     line_number: u64,
     worker: usize,
     peers: usize,
     csv_header: Option<Vec<Option<usize>>>,
     progress: Option<Arc<ReplayProgress>>,
     /// When a tailed file last grew: while it is being written, look again soon.
-    last_growth: std::time::Instant,
+    last_growth: Instant,
+    /// How long to wait before the next attempt while a followed file cannot be read.
+    retry_after: Duration,
 }
 
 impl FileReader {
@@ -70,31 +129,87 @@ impl FileReader {
         progress: Arc<ReplayProgress>,
     ) -> std::io::Result<Self> {
         let file = File::open(&config.path)?;
+        let metadata = file.metadata()?;
         if worker == 0 {
             progress
                 .total_bytes
-                .store(file.metadata()?.len(), Ordering::Relaxed);
+                .store(metadata.len(), Ordering::Relaxed);
         }
         Ok(FileReader {
             config,
             layout,
-            lines: BufReader::with_capacity(1 << 20, file),
-            line: String::new(),
+            input: BufReader::with_capacity(1 << 20, file),
+            identity: FileIdentity::of(&metadata),
+            offset: 0,
+            line: Vec::new(),
             line_number: 0,
             worker,
             peers,
             csv_header: None,
             progress: (worker == 0).then_some(progress),
-            last_growth: std::time::Instant::now(),
+            last_growth: Instant::now(),
+            retry_after: FIRST_RETRY,
         })
+    }
+
+    /// Where the reader is, for a checkpoint.
+    pub fn position(&self) -> FilePosition {
+        FilePosition {
+            device: self.identity.device,
+            inode: self.identity.inode,
+            offset: self.offset - self.line.len() as u64,
+            line_number: self.line_number,
+        }
     }
 
     fn origin(&self) -> String {
         format!("{}:{}", self.config.path.display(), self.line_number)
     }
 
+    /// The line without its line ending.
+    fn line_bytes(&self) -> &[u8] {
+        let mut bytes = &self.line[..];
+        while let [rest @ .., b'\n' | b'\r'] = bytes {
+            bytes = rest;
+        }
+        bytes
+    }
+
+    /// The line as text, or a dead letter naming the bytes that are not UTF-8.
+    fn line_text(&self) -> Result<&str, Record> {
+        let bytes = self.line_bytes();
+        bytes_text::utf8(bytes).map_err(|problem| {
+            let line_start = self.offset - self.line.len() as u64;
+            Record::Invalid {
+                reason: format!(
+                    "not UTF-8: {problem} of the line (byte {} of the file)",
+                    line_start + problem.at as u64
+                ),
+                raw: bytes_text::escaped(bytes),
+                origin: self.origin(),
+            }
+        })
+    }
+
+    /// Takes the complete line in `line`: the CSV header, or a record if it is this worker's.
+    fn consume_line(&mut self, out: &mut Vec<Record>) {
+        self.line_number += 1;
+        if self.config.format == FileFormat::Csv && self.csv_header.is_none() {
+            self.read_header(out);
+        } else if (self.line_number as usize) % self.peers == self.worker % self.peers {
+            self.decode(out);
+        }
+        self.line.clear();
+    }
+
     fn decode(&mut self, out: &mut Vec<Record>) {
-        let text = self.line.trim_end_matches(['\n', '\r']);
+        let text = match self.line_text() {
+            Ok(text) => text,
+            Err(dead_letter) => {
+                out.push(dead_letter);
+                return;
+            }
+        };
         if text.trim().is_empty() {
             return;
         }
@@ -121,8 +236,14 @@ impl FileReader {
     }
 
     fn read_header(&mut self, out: &mut Vec<Record>) {
-        let text = self.line.trim_end_matches(['\n', '\r']).to_string();
-        match parse_csv_record(&text) {
+        let parsed = self
+            .line_text()
+            .map_err(|dead_letter| match dead_letter {
+                Record::Invalid { reason, raw, .. } => (reason, raw),
+                _ => unreachable!("line_text fails with a dead letter"),
+            })
+            .and_then(|text| parse_csv_record(text).map_err(|reason| (reason, text.to_string())));
+        match parsed {
             Ok(names) => {
                 let header: Vec<Option<usize>> = names
                     .iter()
@@ -130,17 +251,102 @@ impl FileReader {
                     .collect();
                 self.csv_header = Some(header);
             }
-            Err(reason) => {
+            Err((reason, raw)) => {
                 if self.worker == 0 {
                     out.push(Record::Invalid {
                         reason: format!("unreadable CSV header: {reason}"),
-                        raw: text,
+                        raw,
                         origin: self.origin(),
                     });
                 }
                 self.csv_header = Some(Vec::new());
             }
         }
+    }
+
+    /// Looks at what the followed path names now.
+    fn check_path(&self) -> PathState {
+        let path = &self.config.path;
+        let metadata = match std::fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                return PathState::Unreadable(format!(
+                    "{} was removed; waiting for a file at that path",
+                    path.display()
+                ));
+            }
+            Err(error) => {
+                return PathState::Unreadable(format!(
+                    "cannot look at {}: {error}",
+                    path.display()
+                ));
+            }
+        };
+        if FileIdentity::of(&metadata) == self.identity {
+            return if metadata.len() < self.offset {
+                PathState::Truncated
+            } else {
+                PathState::Unchanged
+            };
+        }
+        // Open what is there now and take its identity from the open file, in case the path
+        // changed again in between.
+        match File::open(path).and_then(|file| {
+            let identity = FileIdentity::of(&file.metadata()?);
+            Ok((file, identity))
+        }) {
+            Ok((file, identity)) => PathState::Replaced(file, identity),
+            Err(error) => PathState::Unreadable(format!(
+                "cannot open {} after it was replaced: {error}",
+                path.display()
+            )),
+        }
+    }
+
+    /// Starts over at the beginning of the file at the path (a new one, or the same one
+    /// truncated). The old file's last line, if it had no line ending, is complete now.
+    fn start_over(&mut self, replaced: Option<(File, FileIdentity)>, out: &mut Vec<Record>) {
+        if !self.line.is_empty() {
+            self.consume_line(out);
+        }
+        match replaced {
+            Some((file, identity)) => {
+                self.input = BufReader::with_capacity(1 << 20, file);
+                self.identity = identity;
+            }
+            None => {
+                if let Err(error) = self.input.seek(SeekFrom::Start(0)) {
+                    // The next read fails the same way and is retried like any read error.
+                    tracing::debug!(%error, "seeking to the start of a truncated file");
+                }
+            }
+        }
+        self.offset = 0;
+        self.line_number = 0;
+        self.csv_header = None;
+        out.push(Record::Replaced {
+            origin: self.config.path.display().to_string(),
+        });
+    }
+
+    /// A read that failed: a replay ends with the error; a followed file is tried again.
+    fn read_failed(&mut self, error: std::io::Error) -> Poll {
+        let problem = format!(
+            "reading {} at byte {}: {error}",
+            self.config.path.display(),
+            self.offset
+        );
+        if self.config.follow {
+            self.retry(problem)
+        } else {
+            Poll::Failed(problem)
+        }
+    }
+
+    fn retry(&mut self, problem: String) -> Poll {
+        let after = self.retry_after;
+        self.retry_after = (after * 2).min(LONGEST_RETRY);
+        Poll::Retry { after, problem }
     }
 }
 
@@ -159,78 +365,70 @@ fn parse_csv_record(text: &str) -> Result<csv::StringRecord, String> {
 impl SourceReader for FileReader {
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
         let mut bytes = 0u64;
-        let mut poll = Poll::Ready;
         let limit = out.len() + max_records;
-        while out.len() < limit {
+        let poll = loop {
+            if out.len() >= limit {
+                break Poll::Ready;
+            }
             // Another worker's line in a replay: skip it without copying or validating it.
             let header_pending = self.config.format == FileFormat::Csv && self.csv_header.is_none();
             let ours = (self.line_number as usize + 1) % self.peers == self.worker % self.peers;
             if !ours && !header_pending && !self.config.follow && self.line.is_empty() {
-                match self.lines.skip_until(b'\n') {
-                    Ok(0) => {
-                        poll = Poll::Finished;
-                        break;
-                    }
+                match self.input.skip_until(b'\n') {
+                    Ok(0) => break Poll::Finished,
                     Ok(skipped) => {
                         bytes += skipped as u64;
+                        self.offset += skipped as u64;
                         self.line_number += 1;
                         continue;
                     }
-                    Err(error) => {
-                        out.push(Record::Invalid {
-                            reason: format!("read error: {error}"),
-                            raw: String::new(),
-                            origin: self.origin(),
-                        });
-                        poll = Poll::Finished;
-                        break;
-                    }
+                    Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                    Err(error) => break self.read_failed(error),
                 }
             }
-            match self.lines.read_line(&mut self.line) {
-                Ok(0) => {
-                    if self.config.follow {
+            match self.input.read_until(b'\n', &mut self.line) {
+                Ok(0) if self.config.follow => match self.check_path() {
+                    PathState::Unchanged => {
                         // A file being written is checked every millisecond (a read that finds
                         // nothing is cheap); one that has been quiet for a second, every 50 ms.
                         let quiet = self.last_growth.elapsed() >= Duration::from_secs(1);
-                        poll = Poll::Idle(Duration::from_millis(if quiet { 50 } else { 1 }));
-                        break;
+                        break Poll::Idle(Duration::from_millis(if quiet { 50 } else { 1 }));
                     }
+                    PathState::Replaced(file, identity) => {
+                        self.start_over(Some((file, identity)), out);
+                        continue;
+                    }
+                    PathState::Truncated => {
+                        self.start_over(None, out);
+                        continue;
+                    }
+                    PathState::Unreadable(problem) => break self.retry(problem),
+                },
+                Ok(0) => {
                     if self.line.is_empty() {
-                        poll = Poll::Finished;
-                        break;
+                        break Poll::Finished;
                     }
                     // A last line without a newline still counts in a replay.
-                    self.line.push('\n');
+                    self.line.push(b'\n');
                 }
                 Ok(read) => {
                     bytes += read as u64;
+                    self.offset += read as u64;
                     if self.config.follow {
-                        self.last_growth = std::time::Instant::now();
+                        self.last_growth = Instant::now();
                     }
                 }
-                Err(error) => {
-                    out.push(Record::Invalid {
-                        reason: format!("read error: {error}"),
-                        raw: String::new(),
-                        origin: self.origin(),
-                    });
-                    self.line.clear();
-                    poll = Poll::Finished;
-                    break;
-                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => break self.read_failed(error),
             }
-            if !self.line.ends_with('\n') {
+            if self.line.last() != Some(&b'\n') {
                 // A partial line still being appended to: wait for the rest of it.
                 continue;
             }
-            self.line_number += 1;
-            if self.config.format == FileFormat::Csv && self.csv_header.is_none() {
-                self.read_header(out);
-            } else if (self.line_number as usize) % self.peers == self.worker % self.peers {
-                self.decode(out);
-            }
-            self.line.clear();
+            self.consume_line(out);
+        };
+        if !matches!(poll, Poll::Retry { .. }) {
+            self.retry_after = FIRST_RETRY;
         }
         if let Some(progress) = &self.progress {
             progress.bytes_read.fetch_add(bytes, Ordering::Relaxed);
@@ -292,6 +490,228 @@ mod tests {
         let first = read_all(path.clone(), FileFormat::Json, 0, 2).len();
         let second = read_all(path, FileFormat::Json, 1, 2).len();
         assert_eq!(first + second, 3);
+    }
+
+    fn rows_and_dead_letters(records: &[Record]) -> (usize, Vec<(String, String, String)>) {
+        let mut rows = 0;
+        let mut dead = Vec::new();
+        for record in records {
+            match record {
+                Record::Row { .. } => rows += 1,
+                Record::Invalid {
+                    reason,
+                    raw,
+                    origin,
+                } => dead.push((reason.clone(), raw.clone(), origin.clone())),
+                Record::Replaced { .. } | Record::Status { .. } => {}
+            }
+        }
+        (rows, dead)
+    }
+
+    fn json_line(index: usize) -> String {
+        format!(
+            "{{\"id\":\"s{index}\",\"ts\":\"2026-06-01T00:00:{:02}Z\"}}\n",
+            index % 60
+        )
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_dead_letter_and_the_replay_goes_on() {
+        for format in [FileFormat::Json, FileFormat::Csv] {
+            let mut bytes = Vec::new();
+            if format == FileFormat::Csv {
+                bytes.extend_from_slice(b"id,ts\n");
+            }
+            for index in 1..=1001 {
+                let mut line = match format {
+                    FileFormat::Json => json_line(index).into_bytes(),
+                    FileFormat::Csv => format!("s{index},2026-06-01 00:00:00\n").into_bytes(),
+                };
+                if index == 11 {
+                    line[3] = 0xff;
+                }
+                bytes.extend_from_slice(&line);
+            }
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &bytes).unwrap();
+            let records = read_all(file.path().to_path_buf(), format, 0, 1);
+            let (rows, dead) = rows_and_dead_letters(&records);
+            assert_eq!((rows, dead.len()), (1000, 1), "{format:?}");
+            let (reason, raw, origin) = &dead[0];
+            let line = if format == FileFormat::Csv { 12 } else { 11 };
+            assert!(
+                reason.contains("invalid byte 0xff at byte 3 of the line"),
+                "{reason}"
+            );
+            assert!(raw.contains("\\xff"), "{raw}");
+            assert!(origin.ends_with(&format!(":{line}")), "{origin}");
+        }
+    }
+
+    #[test]
+    fn mutated_bytes_never_end_the_file_early_whatever_the_workers() {
+        use rand::{Rng, SeedableRng};
+        let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+        let lines = 3000;
+        let mut bytes = Vec::new();
+        for index in 0..lines {
+            let mut line = json_line(index).into_bytes();
+            if random.random_bool(0.5) {
+                // Any byte but a line ending, anywhere before the line's end.
+                let at = random.random_range(0..line.len() - 1);
+                line[at] = loop {
+                    let byte: u8 = random.random();
+                    if byte != b'\n' {
+                        break byte;
+                    }
+                };
+            }
+            bytes.extend_from_slice(&line);
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        for peers in [1, 2] {
+            let (mut total, mut dead_letters) = (0, 0);
+            for worker in 0..peers {
+                let records = read_all(file.path().to_path_buf(), FileFormat::Json, worker, peers);
+                let (rows, dead) = rows_and_dead_letters(&records);
+                dead_letters += dead.len();
+                total += rows + dead.len();
+            }
+            assert!(dead_letters > lines / 4, "{dead_letters} dead letters");
+            // A mutated byte may make a line blank (skipped), never two lines of one.
+            let blank = bytes
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty() && line.iter().all(u8::is_ascii_whitespace))
+                .count();
+            assert_eq!(total + blank, lines, "{peers} workers");
+        }
+    }
+
+    #[test]
+    fn a_read_error_fails_a_replay_and_is_retried_when_following() {
+        // Opening a directory works; reading it fails (EISDIR), as a disk error would.
+        let directory = tempfile::tempdir().unwrap();
+        for follow in [false, true] {
+            let config = FileSourceConfig {
+                path: directory.path().to_path_buf(),
+                format: FileFormat::Json,
+                follow,
+            };
+            let mut reader = FileReader::open(config, layout(), 0, 1, Arc::default()).unwrap();
+            let mut out = Vec::new();
+            match (follow, reader.poll(&mut out, 10)) {
+                (false, Poll::Failed(problem)) => assert!(problem.contains("reading"), "{problem}"),
+                (true, Poll::Retry { after, problem }) => {
+                    assert_eq!(after, FIRST_RETRY);
+                    assert!(problem.contains("reading"), "{problem}");
+                    match reader.poll(&mut out, 10) {
+                        Poll::Retry { after, .. } => assert_eq!(after, FIRST_RETRY * 2),
+                        other => panic!("expected a longer wait, got {other:?}"),
+                    }
+                }
+                (follow, other) => panic!("follow {follow}: unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Polls a followed file until it is idle; returns the rows' ids and whether it said the file
+    /// was replaced.
+    fn drain(reader: &mut FileReader) -> (Vec<String>, bool) {
+        let mut out = Vec::new();
+        while !matches!(reader.poll(&mut out, 100), Poll::Idle(_)) {}
+        let mut ids = Vec::new();
+        let mut replaced = false;
+        for record in out {
+            match record {
+                Record::Row { row, .. } => ids.push(row[0].to_string()),
+                Record::Replaced { .. } => replaced = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (ids, replaced)
+    }
+
+    fn follow(path: PathBuf) -> FileReader {
+        let config = FileSourceConfig {
+            path,
+            format: FileFormat::Json,
+            follow: true,
+        };
+        FileReader::open(config, layout(), 0, 1, Arc::default()).unwrap()
+    }
+
+    fn lines(range: std::ops::Range<usize>) -> String {
+        range.map(json_line).collect()
+    }
+
+    #[test]
+    fn a_followed_file_that_is_rotated_is_finished_then_the_new_one_read_from_its_start() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("in.jsonl");
+        std::fs::write(&path, lines(0..3)).unwrap();
+        let mut reader = follow(path.clone());
+        assert_eq!(drain(&mut reader).0.len(), 3);
+        // The writer appends its last lines, and a partial one; then logrotate moves the file.
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        write!(
+            old,
+            "{}{{\"id\":\"last\",\"ts\":\"2026-06-01T00:00:00Z\"}}",
+            lines(3..5)
+        )
+        .unwrap();
+        std::fs::rename(&path, directory.path().join("in.jsonl.1")).unwrap();
+        std::fs::write(&path, lines(5..7)).unwrap();
+        let (ids, replaced) = drain(&mut reader);
+        assert!(replaced);
+        assert_eq!(ids, ["s3", "s4", "last", "s5", "s6"]);
+        assert_eq!(reader.position().line_number, 2);
+    }
+
+    #[test]
+    fn a_followed_file_truncated_and_rewritten_is_read_again_from_its_start() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("in.jsonl");
+        std::fs::write(&path, lines(0..4)).unwrap();
+        let mut reader = follow(path.clone());
+        assert_eq!(drain(&mut reader).0.len(), 4);
+        let inode = reader.position().inode;
+        // copytruncate: the same file, emptied in place, then written again.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(0).unwrap();
+        drain(&mut reader);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(lines(4..6).as_bytes())
+            .unwrap();
+        let (ids, _) = drain(&mut reader);
+        assert_eq!(ids, ["s4", "s5"]);
+        assert_eq!(reader.position().inode, inode);
+    }
+
+    #[test]
+    fn a_followed_file_that_is_removed_is_waited_for_and_read_when_it_returns() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("in.jsonl");
+        std::fs::write(&path, lines(0..2)).unwrap();
+        let mut reader = follow(path.clone());
+        assert_eq!(drain(&mut reader).0.len(), 2);
+        std::fs::remove_file(&path).unwrap();
+        let mut out = Vec::new();
+        match reader.poll(&mut out, 10) {
+            Poll::Retry { problem, .. } => assert!(problem.contains("was removed"), "{problem}"),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        std::fs::write(&path, lines(2..3)).unwrap();
+        let (ids, replaced) = drain(&mut reader);
+        assert!(replaced);
+        assert_eq!(ids, ["s2"]);
     }
 
     #[test]

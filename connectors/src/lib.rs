@@ -6,6 +6,7 @@
 //! [`simulator`] facility, [`file_source`], [`mqtt`], [`sparkplug`] (over MQTT) and [`kafka`]. Sinks: [`file_sink`] (files and stdout), written by the operator in [`sink`].
 
 pub mod background;
+pub mod bytes_text;
 pub mod file_sink;
 pub mod file_source;
 pub mod kafka;

@@ -109,6 +109,10 @@ pub struct ParquetWriter {
     buffered_bytes: usize,
     epoch: u64,
     last_commit: Instant,
+    /// Rows committed since [`ParquetWriter::take_delivered`] last asked.
+    delivered: u64,
+    /// Held open for the writer's life: its lock keeps a second writer out of the warehouse.
+    _lock: File,
 }
 
 impl ParquetWriter {
@@ -118,6 +122,7 @@ impl ParquetWriter {
             source,
         };
         std::fs::create_dir_all(config.path.join("_manifests")).map_err(io)?;
+        let lock = lock_warehouse(&config.path)?;
         recover(&config.path).map_err(io)?;
         // Epochs continue after those a previous run committed.
         let epoch = std::fs::read_dir(config.path.join("_manifests"))
@@ -162,7 +167,19 @@ impl ParquetWriter {
             buffered_bytes: 0,
             epoch,
             last_commit: Instant::now(),
+            delivered: 0,
+            _lock: lock,
         })
+    }
+
+    /// Rows committed since the last call.
+    pub fn take_delivered(&mut self) -> u64 {
+        std::mem::take(&mut self.delivered)
+    }
+
+    /// Rows buffered and not committed yet.
+    pub fn held_rows(&self) -> u64 {
+        self.buffered as u64
     }
 
     pub fn path(&self) -> &Path {
@@ -212,26 +229,58 @@ impl ParquetWriter {
     /// point — and only then are the files renamed to their visible names. A crash before the
     /// manifest leaves only hidden files, which the next open deletes; a crash after it leaves a
     /// committed epoch whose remaining renames the next open completes.
+    ///
+    /// The buffered rows are kept until the commit succeeds: a commit that fails (a full disk)
+    /// is tried again whole, under the same epoch, by the next flush.
     pub fn commit(&mut self) -> Result<(), SinkError> {
-        self.last_commit = Instant::now();
         if self.buffered == 0 {
+            self.last_commit = Instant::now();
             return Ok(());
         }
         let mut staged = Vec::new();
-        for (part, (values, mut rows)) in std::mem::take(&mut self.buffers).into_iter().enumerate()
-        {
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let written = self.stage(&mut buffers, &mut staged);
+        self.buffers = buffers;
+        let committed = written.and_then(|()| self.publish(&staged));
+        if committed.is_err() {
+            for (temporary, _, _) in &staged {
+                let _ = std::fs::remove_file(temporary);
+            }
+            return committed;
+        }
+        self.buffers.clear();
+        self.epoch += 1;
+        self.delivered += self.buffered as u64;
+        self.buffered = 0;
+        self.buffered_bytes = 0;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Writes each partition's rows to a hidden temporary file; `staged` lists what was written.
+    fn stage(
+        &self,
+        buffers: &mut BTreeMap<Vec<String>, Vec<Row>>,
+        staged: &mut Vec<(PathBuf, PathBuf, usize)>,
+    ) -> Result<(), SinkError> {
+        for (part, (values, rows)) in buffers.iter_mut().enumerate() {
             // Sorted by the columns in order: keys (first in a view) then time, so readers prune.
             rows.sort_unstable();
             let mut directory = self.config.path.clone();
-            for (key, value) in self.config.partition_by.iter().zip(&values) {
+            for (key, value) in self.config.partition_by.iter().zip(values.iter()) {
                 directory.push(format!("{}={value}", key.name()));
             }
             std::fs::create_dir_all(&directory).map_err(|e| self.io_error(&directory, e))?;
             let final_path = directory.join(format!("part-{:06}-{part:04}.parquet", self.epoch));
             let temporary = hidden_path(&final_path);
-            self.write_file(&temporary, &rows)?;
+            self.write_file(&temporary, rows)?;
             staged.push((temporary, final_path, rows.len()));
         }
+        Ok(())
+    }
+
+    /// Writes the epoch's manifest (the commit point), then renames the staged files into place.
+    fn publish(&self, staged: &[(PathBuf, PathBuf, usize)]) -> Result<(), SinkError> {
         let files: Vec<serde_json::Value> = staged
             .iter()
             .map(|(_, final_path, rows)| {
@@ -257,16 +306,25 @@ impl ParquetWriter {
         let temporary = hidden_path(&final_manifest);
         write_synced(&temporary, manifest.to_string().as_bytes())
             .map_err(|e| self.io_error(&temporary, e))?;
-        std::fs::rename(&temporary, &final_manifest)
-            .map_err(|e| self.io_error(&final_manifest, e))?;
+        // A hard link, unlike a rename, never replaces an epoch someone else committed.
+        let linked = std::fs::hard_link(&temporary, &final_manifest);
+        let _ = std::fs::remove_file(&temporary);
+        linked.map_err(|e| {
+            let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                std::io::Error::other(format!(
+                    "epoch {} is already committed by another writer",
+                    self.epoch
+                ))
+            } else {
+                e
+            };
+            self.io_error(&final_manifest, e)
+        })?;
         sync_directory(final_manifest.parent().unwrap_or(&self.config.path));
-        for (temporary, final_path, _) in &staged {
+        for (temporary, final_path, _) in staged {
             std::fs::rename(temporary, final_path).map_err(|e| self.io_error(final_path, e))?;
             sync_directory(final_path.parent().unwrap_or(&self.config.path));
         }
-        self.epoch += 1;
-        self.buffered = 0;
-        self.buffered_bytes = 0;
         Ok(())
     }
 
@@ -324,6 +382,49 @@ fn file_field(field: &Field) -> Field {
         }
         _ => field.clone(),
     }
+}
+
+/// Takes the warehouse's lock (`_manifests/.lock`, held while the writer lives and released by
+/// the kernel when its process ends, even by `kill -9`), so a second engine started on the same
+/// path by mistake is refused instead of overwriting the first one's files.
+fn lock_warehouse(path: &Path) -> Result<File, SinkError> {
+    let lock_path = path.join("_manifests").join(".lock");
+    let io = |source| SinkError::Io {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(SinkError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other(format!(
+                    "another process is writing this warehouse ({}); stop it, or write elsewhere",
+                    holder.trim()
+                )),
+            });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+    }
+    // Who holds it, for the message a second writer gets; on a full disk the lock still holds
+    // without it.
+    let _ = lock.set_len(0).and_then(|()| {
+        write!(
+            lock,
+            "pid {} since {}",
+            std::process::id(),
+            chrono::Utc::now().to_rfc3339()
+        )
+    });
+    Ok(lock)
 }
 
 /// `dir/part-1.parquet` → `dir/.part-1.parquet.tmp`: hidden from every reader's glob.
@@ -450,6 +551,7 @@ mod tests {
                 .unwrap();
         assert!(manifest.contains("room=r02"), "{manifest}");
         // A reopened writer continues with the next epoch.
+        drop(writer);
         let mut config = ParquetSinkConfig::new(dir.path().join("climate"));
         config.partition_by = vec![];
         assert_eq!(ParquetWriter::open(config, schema()).unwrap().epoch, 1);
@@ -468,6 +570,7 @@ mod tests {
         ];
         writer.write(&row).unwrap();
         writer.commit().unwrap();
+        drop(writer);
         // A crash after epoch 0's manifest but before its rename, and one in the middle of
         // writing epoch 1 (no manifest yet).
         let committed = root.join("part-000000-0000.parquet");
@@ -486,6 +589,68 @@ mod tests {
         );
         assert!(!hidden_path(&committed).exists());
         assert!(!uncommitted.exists(), "the uncommitted file is deleted");
+    }
+
+    fn reading(room: &str) -> Row {
+        vec![
+            Datum::Utf8(room.into()),
+            Datum::Timestamp(1_780_272_000_000_000_000),
+            Datum::Float64(20.0),
+        ]
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("climate");
+        let first = ParquetWriter::open(ParquetSinkConfig::new(root.clone()), schema()).unwrap();
+        let refused = ParquetWriter::open(ParquetSinkConfig::new(root.clone()), schema())
+            .err()
+            .expect("a second writer is refused");
+        let message = refused.to_string();
+        assert!(
+            message.contains("another process is writing this warehouse")
+                && message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+        drop(first);
+        ParquetWriter::open(ParquetSinkConfig::new(root), schema()).unwrap();
+    }
+
+    #[test]
+    fn an_epoch_whose_commit_fails_keeps_its_rows_and_commits_them_on_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("climate");
+        let mut config = ParquetSinkConfig::new(root.clone());
+        config.partition_by = vec![PartitionKey::Column {
+            name: "room".into(),
+            index: 0,
+        }];
+        let mut writer = ParquetWriter::open(config, schema()).unwrap();
+        for room in ["r01", "r02", "r02"] {
+            writer.write(&reading(room)).unwrap();
+        }
+        // A file where room r02's folder must go makes the commit fail part-way, after r01's
+        // file was written, as a full disk would.
+        std::fs::write(root.join("room=r02"), b"in the way").unwrap();
+        assert!(writer.commit().is_err());
+        assert_eq!((writer.held_rows(), writer.take_delivered()), (3, 0));
+        assert!(!root.join("_manifests/epoch-000000.json").exists());
+        std::fs::remove_file(root.join("room=r02")).unwrap();
+        writer.commit().unwrap();
+        assert_eq!((writer.held_rows(), writer.take_delivered()), (0, 3));
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("_manifests/epoch-000000.json")).unwrap(),
+        )
+        .unwrap();
+        let rows: u64 = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|file| file["rows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(rows, 3);
+        assert!(root.join("room=r02/part-000000-0001.parquet").exists());
     }
 
     #[test]

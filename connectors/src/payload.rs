@@ -193,8 +193,8 @@ pub enum MessageFormat {
 impl MessageFormat {
     /// The columns a body fills (the rest null), before the required-column check.
     pub fn decode(&self, layout: &RowLayout, body: &[u8]) -> Result<Row, String> {
-        let text =
-            std::str::from_utf8(body).map_err(|_| "the payload is not UTF-8 text".to_string())?;
+        let text = crate::bytes_text::utf8(body)
+            .map_err(|problem| format!("the payload is not UTF-8: {problem}"))?;
         match self {
             MessageFormat::Json { paths } if paths.is_empty() => layout.decode_json_fields(text),
             MessageFormat::Json { paths } => layout.decode_json_paths(text, paths),

@@ -570,7 +570,7 @@ mod tests {
                     row, event_time, ..
                 } => (row, event_time),
                 Record::Invalid { reason, .. } => panic!("{reason}"),
-                Record::Status { .. } => panic!("the simulator has no status rows"),
+                other => panic!("the simulator gives rows only, not {other:?}"),
             })
             .collect()
     }

@@ -3,16 +3,22 @@
 //!
 //! Funnelling to one worker keeps one file (or one set of Parquet epochs) per sink and costs
 //! little: sinks see final window rows or changes, far fewer than the readings that made them.
-//! Write failures are logged and counted; the dataflow keeps running (a full disk must not lose
-//! the windows still being computed).
+//!
+//! A sink that cannot deliver (a full disk, a commit that fails) loses nothing: the writer keeps
+//! what it could not write, the operator tries again with backoff, and meanwhile holds its output
+//! frontier where the trouble began. The run's flow control watches that frontier, so sources
+//! stop reading once they are far enough ahead, instead of filling memory. The trouble is logged
+//! once when it begins and once when it ends, and shown on `/healthz`. A run stopped while its
+//! sink still cannot deliver ends with an error that says how many rows were not delivered.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
 use crate::file_sink::{RowWriter, SinkError, SinkTarget};
@@ -22,11 +28,54 @@ use crate::mqtt::sink::MqttPublisher;
 use crate::parquet_sink::ParquetWriter;
 use crate::webhook::WebhookSender;
 
+/// The first wait after a sink could not deliver; it doubles up to [`LONGEST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+
 /// Counters of one sink.
 #[derive(Debug, Default)]
 pub struct SinkMetrics {
+    /// Rows delivered: in the file, committed to the warehouse, accepted by the broker.
     pub rows_written: AtomicU64,
+    /// Rows the target refused (a network sink's dead letters).
     pub write_errors: AtomicU64,
+    /// Attempts to deliver (flush, commit) that failed; each retry counts.
+    pub delivery_errors: AtomicU64,
+    /// Rows still held when the run stopped while the sink could not deliver.
+    pub undelivered: AtomicU64,
+    /// Why the sink cannot deliver now, while it cannot.
+    stalled: Mutex<Option<String>>,
+}
+
+impl SinkMetrics {
+    /// Why the sink cannot deliver now, if it cannot.
+    pub fn stalled(&self) -> Option<String> {
+        self.stalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a delivery attempt; logs only when the sink starts or stops failing, or fails
+    /// for a new reason.
+    fn observe(&self, target: &str, result: &Result<(), SinkError>) {
+        let mut stalled = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                if let Some(was) = stalled.take() {
+                    tracing::info!(%target, "the sink delivers again (was: {was})");
+                }
+            }
+            Err(error) => {
+                self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                let now = error.to_string();
+                if stalled.as_deref() != Some(now.as_str()) {
+                    tracing::error!(%target, "the sink cannot deliver; holding its rows and retrying: {now}");
+                    *stalled = Some(now);
+                }
+            }
+        }
+    }
 }
 
 /// An open sink of any kind.
@@ -93,6 +142,37 @@ impl SinkWriter {
         }
     }
 
+    /// Rows delivered since the last call.
+    fn take_delivered(&mut self) -> u64 {
+        match self {
+            SinkWriter::Rows(writer) => writer.take_delivered(),
+            SinkWriter::Parquet(writer) => writer.take_delivered(),
+            // Accepted by the client, which has its own queue, retries and audit log.
+            SinkWriter::Mqtt(_)
+            | SinkWriter::Kafka(_)
+            | SinkWriter::Modbus(_)
+            | SinkWriter::Webhook(_) => 0,
+        }
+    }
+
+    /// Rows accepted and not delivered yet.
+    fn held_rows(&self) -> u64 {
+        match self {
+            SinkWriter::Rows(writer) => writer.held_rows(),
+            SinkWriter::Parquet(writer) => writer.held_rows(),
+            SinkWriter::Mqtt(_)
+            | SinkWriter::Kafka(_)
+            | SinkWriter::Modbus(_)
+            | SinkWriter::Webhook(_) => 0,
+        }
+    }
+
+    /// Whether rows count as delivered when `write` accepts them (network clients) rather than
+    /// when a flush or commit delivers them (files).
+    fn delivers_on_write(&self) -> bool {
+        !matches!(self, SinkWriter::Rows(_) | SinkWriter::Parquet(_))
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         match self {
             SinkWriter::Rows(writer) => writer.flush(),
@@ -116,20 +196,34 @@ impl SinkWriter {
     }
 }
 
-/// Writes a stream into a sink. `writer` is `Some` on worker 0 only.
-pub trait WriteRowsExt {
-    fn write_rows(self, writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>);
+/// Writes a stream into a sink. `writer` is `Some` on worker 0 only. The returned stream carries
+/// no data: its frontier is what the sink has delivered, for flow control.
+pub trait WriteRowsExt<'scope> {
+    fn write_rows(
+        self,
+        writer: Option<SinkWriter>,
+        metrics: Arc<SinkMetrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Stream<'scope, u64, Vec<Row>>;
 }
 
 /// Writes a changelog into a sink, one line per change. `writer` is `Some` on worker 0 only.
-pub trait WriteUpdatesExt {
-    fn write_updates(self, writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>);
+pub trait WriteUpdatesExt<'scope> {
+    fn write_updates(
+        self,
+        writer: Option<SinkWriter>,
+        metrics: Arc<SinkMetrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Stream<'scope, u64, Vec<Row>>;
 }
 
+/// Counts one `write`: delivered for network clients (files count at flush), or refused.
 fn record(writer: &SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkError>) {
     match result {
         Ok(()) => {
-            metrics.rows_written.fetch_add(1, Ordering::Relaxed);
+            if writer.delivers_on_write() {
+                metrics.rows_written.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Err(error) => {
             if metrics.write_errors.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -139,69 +233,148 @@ fn record(writer: &SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkErr
     }
 }
 
-/// After a batch: flush (or commit, when a rollover is due); when the input has closed, finish.
-fn settle(writer: &mut Option<SinkWriter>, wrote: bool, closed: bool, metrics: &SinkMetrics) {
-    let Some(open) = writer.as_mut() else { return };
-    let result = if closed {
-        let result = open.finish();
-        *writer = None;
-        result
-    } else if wrote {
-        open.flush()
-    } else {
-        Ok(())
-    };
-    if let Err(error) = result {
-        metrics.write_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(%error, "sink flush failed");
-    }
-}
-
-impl WriteRowsExt for Stream<'_, u64, Vec<Row>> {
-    fn write_rows(self, mut writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>) {
-        self.sink(
-            Exchange::new(|_: &Row| 0),
+impl<'scope> WriteRowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
+    fn write_rows(
+        self,
+        writer: Option<SinkWriter>,
+        metrics: Arc<SinkMetrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Stream<'scope, u64, Vec<Row>> {
+        deliver(
+            self,
             "WriteRows",
-            move |(input, frontier)| {
-                let mut wrote = false;
-                input.for_each(|_time, data| {
-                    if let Some(writer) = writer.as_mut() {
-                        for row in data.iter() {
-                            let result = writer.write(row, true);
-                            record(writer, &metrics, result);
-                        }
-                        wrote = true;
-                    }
-                });
-                settle(&mut writer, wrote, frontier.frontier().is_empty(), &metrics);
+            writer,
+            metrics,
+            stop,
+            |writer, data, metrics| {
+                for row in data.iter() {
+                    let result = writer.write(row, true);
+                    record(writer, metrics, result);
+                }
             },
-        );
+        )
     }
 }
 
-impl WriteUpdatesExt for Stream<'_, u64, Vec<Update>> {
-    fn write_updates(self, mut writer: Option<SinkWriter>, metrics: Arc<SinkMetrics>) {
-        self.sink(
-            Exchange::new(|_: &Update| 0),
+impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
+    fn write_updates(
+        self,
+        writer: Option<SinkWriter>,
+        metrics: Arc<SinkMetrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Stream<'scope, u64, Vec<Row>> {
+        deliver(
+            self,
             "WriteChangelog",
-            move |(input, frontier)| {
-                let mut wrote = false;
-                input.for_each(|_time, data| {
-                    if let Some(writer) = writer.as_mut() {
-                        // Deletes first within a batch, so a replayed changelog never holds both the
-                        // old and the new version of a row.
-                        data.sort_by_key(|(_, time, diff)| (*time, *diff));
-                        for (row, _time, diff) in data.iter() {
-                            for _ in 0..diff.unsigned_abs() {
-                                let result = writer.write(row, *diff > 0);
-                                record(writer, &metrics, result);
-                            }
-                        }
-                        wrote = true;
+            writer,
+            metrics,
+            stop,
+            |writer, data, metrics| {
+                // Deletes first within a batch, so a replayed changelog never holds both the old and
+                // the new version of a row.
+                data.sort_by_key(|(_, time, diff)| (*time, *diff));
+                for (row, _time, diff) in data.iter() {
+                    for _ in 0..diff.unsigned_abs() {
+                        let result = writer.write(row, *diff > 0);
+                        record(writer, metrics, result);
                     }
-                });
-                settle(&mut writer, wrote, frontier.frontier().is_empty(), &metrics);
+                }
             },
-        );
+        )
+    }
+}
+
+/// The sink operator shared by rows and changelogs: `write_batch` hands a batch to the writer;
+/// this delivers it (flush, or finish when the input closes), retrying what fails.
+fn deliver<'scope, D>(
+    stream: Stream<'scope, u64, Vec<D>>,
+    name: &str,
+    mut writer: Option<SinkWriter>,
+    metrics: Arc<SinkMetrics>,
+    stop: Arc<AtomicBool>,
+    mut write_batch: impl FnMut(&mut SinkWriter, &mut Vec<D>, &SinkMetrics) + 'static,
+) -> Stream<'scope, u64, Vec<Row>>
+where
+    D: timely::ExchangeData,
+{
+    let scope: Scope<'scope, u64> = stream.scope();
+    let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let mut input = builder.new_input(stream, Exchange::new(|_: &D| 0));
+    let (output, delivered) = builder.new_output::<Vec<Row>>();
+    builder.build_reschedule(move |mut capabilities| {
+        // Held at the input frontier while the sink delivers, and where it was while it cannot.
+        let mut standing = capabilities.pop();
+        let mut retry_after = FIRST_RETRY;
+        let mut failing = false;
+        let _output = output;
+        move |frontiers| {
+            let mut wrote = false;
+            input.for_each(|_time, data| {
+                if let Some(open) = writer.as_mut() {
+                    write_batch(open, data, &metrics);
+                    wrote = true;
+                }
+            });
+            let frontier = frontiers[0].frontier();
+            let closed = frontier.is_empty();
+            if let Some(open) = writer.as_mut()
+                && (wrote || closed || failing)
+            {
+                let result = if closed { open.finish() } else { open.flush() };
+                metrics
+                    .rows_written
+                    .fetch_add(open.take_delivered(), Ordering::Relaxed);
+                metrics.observe(&open.describe(), &result);
+                failing = result.is_err();
+                if !failing {
+                    retry_after = FIRST_RETRY;
+                    if closed {
+                        writer = None;
+                    }
+                } else if stop.load(Ordering::Relaxed) {
+                    // The run is stopping: give up, and say what was not delivered.
+                    let held = open.held_rows();
+                    metrics.undelivered.fetch_add(held, Ordering::Relaxed);
+                    tracing::error!(target = %open.describe(), "stopping with {held} rows not delivered");
+                    writer = None;
+                    failing = false;
+                } else {
+                    activator.activate_after(retry_after);
+                    retry_after = (retry_after * 2).min(LONGEST_RETRY);
+                }
+            }
+            if !failing {
+                match (frontier.first(), standing.as_mut()) {
+                    (Some(time), Some(capability)) => capability.downgrade(time),
+                    (None, _) => standing = None,
+                    (Some(_), None) => {}
+                }
+            }
+            writer.is_some()
+        }
+    });
+    delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_that_cannot_deliver_is_logged_once_per_reason_and_clears_when_it_can() {
+        let metrics = SinkMetrics::default();
+        let full = || {
+            Err(SinkError::Io {
+                path: "out/rows.jsonl".into(),
+                source: std::io::Error::other("No space left on device"),
+            })
+        };
+        metrics.observe("out", &full());
+        metrics.observe("out", &full());
+        assert_eq!(metrics.delivery_errors.load(Ordering::Relaxed), 2);
+        assert!(metrics.stalled().unwrap().contains("No space left"));
+        metrics.observe("out", &Ok(()));
+        assert_eq!(metrics.stalled(), None);
     }
 }

@@ -39,6 +39,10 @@ pub enum Record {
     },
     /// A row about the input itself (a device's health), for `<source>_health`.
     Status { row: Row },
+    /// The input was replaced under the reader (a followed file rotated, truncated or saved
+    /// over): the records up to the reader's next idle poll are the new input's whole content.
+    /// Sources simply read on; a table replaces its contents with them.
+    Replaced { origin: String },
 }
 
 /// The row of a `<source>_errors` relation: `reason`, `raw`, `origin`.
@@ -51,7 +55,7 @@ pub fn dead_letter_row(reason: String, raw: String, origin: String) -> Row {
 }
 
 /// What a reader can say after a poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poll {
     /// More input may be available right away.
     Ready,
@@ -59,6 +63,12 @@ pub enum Poll {
     Idle(Duration),
     /// The input is exhausted (a bounded replay reached its end).
     Finished,
+    /// A live input cannot be read now (a followed file removed, a permission taken away, a
+    /// disk error); poll again after this long. Nothing is lost: the reader resumes where it was.
+    Retry { after: Duration, problem: String },
+    /// A bounded input cannot be read to its end: the run fails rather than pass off what was
+    /// read as the whole input.
+    Failed(String),
 }
 
 /// A partition of an input, read by one worker.
@@ -95,6 +105,12 @@ pub struct SourceMetrics {
     pub networked: AtomicBool,
     pub connected: AtomicBool,
     pub connection_errors: AtomicU64,
+    /// Times a poll could not read the input (each retry of a live input counts).
+    pub read_errors: AtomicU64,
+    /// Why the input cannot be read right now (a live input retrying), for `/healthz`.
+    pub problem: std::sync::Mutex<Option<String>>,
+    /// Why a bounded input could not be read to its end: the run fails with this.
+    pub failure: std::sync::Mutex<Option<String>>,
     /// Each worker's watermark (dataflow time, ms); the source's is the least of them.
     watermarks: std::sync::Mutex<Vec<u64>>,
 }
@@ -104,6 +120,61 @@ impl SourceMetrics {
         let mut watermarks = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
         watermarks.resize(peers, 0);
         watermarks[worker] = millis;
+    }
+
+    /// Why the source cannot read now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why the source failed for good, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a poll's outcome: logs when the input starts or stops failing (once per change,
+    /// never once per retry), counts retries, and keeps the problem for `/healthz`.
+    pub fn observe(&self, name: &str, worker: usize, poll: &Poll) {
+        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        match poll {
+            Poll::Retry {
+                after,
+                problem: now,
+            } => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                if problem.as_deref() != Some(now.as_str()) {
+                    tracing::warn!(
+                        source = name,
+                        worker,
+                        retry_in = ?after,
+                        "cannot read the input, retrying: {now}"
+                    );
+                    *problem = Some(now.clone());
+                }
+            }
+            Poll::Failed(reason) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(source = name, worker, "cannot read the input: {reason}");
+                *problem = Some(reason.clone());
+                let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                failure.get_or_insert_with(|| reason.clone());
+            }
+            Poll::Ready | Poll::Idle(_) | Poll::Finished => {
+                if let Some(was) = problem.take() {
+                    tracing::info!(
+                        source = name,
+                        worker,
+                        "reading the input again (was: {was})"
+                    );
+                }
+            }
+        }
     }
 
     /// The source's watermark in milliseconds since the epoch, once every worker has one.
@@ -143,6 +214,7 @@ pub fn read_source<'scope>(
     flow: Option<ProbeHandle<u64>>,
 ) -> SourceStreams<'scope> {
     let (worker, peers) = (scope.index(), scope.peers());
+    let name = name.to_string();
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
     let address = builder.operator_info().address;
     reader.set_waker(scope.worker().sync_activator_for(address.to_vec()));
@@ -207,6 +279,9 @@ pub fn read_source<'scope>(
                             origin,
                         } => dead.push(dead_letter_row(reason, raw, origin)),
                         Record::Status { row } => status.push(row),
+                        Record::Replaced { origin } => {
+                            tracing::info!(source = %name, "reading {origin} from its start: the file was replaced")
+                        }
                     }
                 }
                 metrics
@@ -243,10 +318,20 @@ pub fn read_source<'scope>(
                         .give_container(&mut status);
                 }
             }
+            metrics.observe(&name, worker, &poll);
             match poll {
                 Poll::Ready => activator.activate(),
-                Poll::Idle(wait) => activator.activate_after(wait),
+                Poll::Idle(wait) | Poll::Retry { after: wait, .. } => {
+                    activator.activate_after(wait)
+                }
                 Poll::Finished => {
+                    capabilities = None;
+                    return;
+                }
+                Poll::Failed(_) => {
+                    // Windows still open would be written as if complete: stop the whole run
+                    // as Ctrl-C does, and let it end with the failure.
+                    stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                     return;
                 }

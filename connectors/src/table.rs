@@ -6,6 +6,11 @@
 //! replayed table is loaded at dataflow time 0, before any reading; a tailed table stamps each
 //! change with the wall clock and keeps its capability there, which is never behind the watermark
 //! of a live source. Reference data is small, so worker 0 reads it all and the join routes it.
+//!
+//! A tailed table's file may also be replaced whole (an editor saving by rename, `sed -i`): the
+//! reader then reads the new file from its start, and the operator collects it to its end before
+//! applying the difference from what it held — new and changed rows upserted, rows that are gone
+//! deleted — so joins never see the table half-loaded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +53,10 @@ pub fn read_table<'scope>(
     builder.build(move |capabilities| {
         let mut capabilities = reader.is_some().then_some(capabilities);
         let mut current: HashMap<Row, Row> = HashMap::new();
+        // The content of a replaced file, while it is being read.
+        let mut replacement: Option<HashMap<Row, Row>> = None;
         let mut records = Vec::new();
+        let name = name.to_string();
         move |_frontiers| {
             let (Some(caps), Some(reader)) = (capabilities.as_mut(), reader.as_mut()) else {
                 capabilities = None;
@@ -76,6 +84,10 @@ pub fn read_table<'scope>(
                             .iter()
                             .map(|&column| row[column].clone())
                             .collect();
+                        if let Some(replacement) = replacement.as_mut() {
+                            replacement.insert(key, row);
+                            continue;
+                        }
                         if current.get(&key) == Some(&row) {
                             continue;
                         }
@@ -91,7 +103,17 @@ pub fn read_table<'scope>(
                     } => dead.push(dead_letter_row(reason, raw, origin)),
                     // Tables are read from files, which have no status of their own.
                     Record::Status { .. } => {}
+                    Record::Replaced { origin } => {
+                        tracing::info!(table = %name, "{origin} was replaced: loading it again");
+                        replacement = Some(HashMap::new());
+                    }
                 }
+            }
+            // The replacement has been read to its end: apply what changed.
+            if matches!(poll, Poll::Idle(_) | Poll::Finished)
+                && let Some(next) = replacement.take()
+            {
+                apply_replacement(&mut current, next, time, &mut updates);
             }
             metrics.rows.fetch_add(
                 updates.iter().filter(|(_, _, diff)| *diff > 0).count() as u64,
@@ -112,15 +134,80 @@ pub fn read_table<'scope>(
                     .session(&caps[1])
                     .give_container(&mut dead);
             }
+            metrics.observe(&name, 0, &poll);
             match poll {
                 Poll::Ready => activator.activate(),
-                Poll::Idle(wait) => activator.activate_after(wait),
+                Poll::Idle(wait) | Poll::Retry { after: wait, .. } => {
+                    activator.activate_after(wait)
+                }
                 Poll::Finished => capabilities = None,
+                Poll::Failed(_) => {
+                    // A table read in part would make every join on it wrong: stop the run.
+                    stop.store(true, Ordering::Relaxed);
+                    capabilities = None;
+                }
             }
         }
     });
     TableStreams {
         changes,
         dead_letters,
+    }
+}
+
+/// Turns the table `current` into `next`, appending the updates that do it: deletes for rows
+/// whose key is gone, a delete and an insert for changed rows, inserts for new keys.
+fn apply_replacement(
+    current: &mut HashMap<Row, Row>,
+    next: HashMap<Row, Row>,
+    time: u64,
+    updates: &mut Vec<Update>,
+) {
+    for (key, old) in current.iter() {
+        match next.get(key) {
+            Some(new) if new == old => {}
+            Some(_) | None => updates.push((old.clone(), time, -1)),
+        }
+    }
+    for (key, new) in &next {
+        if current.get(key) != Some(new) {
+            updates.push((new.clone(), time, 1));
+        }
+    }
+    *current = next;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vibelux_operators::row::Datum;
+
+    fn row(key: &str, value: f64) -> Row {
+        vec![Datum::Utf8(key.into()), Datum::Float64(value)]
+    }
+
+    fn keyed(rows: &[Row]) -> HashMap<Row, Row> {
+        rows.iter()
+            .map(|row| (vec![row[0].clone()], row.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_replaced_file_upserts_new_and_changed_rows_and_deletes_the_rest() {
+        let mut current = keyed(&[row("a", 1.0), row("b", 2.0), row("c", 3.0)]);
+        let next = keyed(&[row("a", 1.0), row("b", 20.0), row("d", 4.0)]);
+        let mut updates = Vec::new();
+        apply_replacement(&mut current, next.clone(), 7, &mut updates);
+        updates.sort_by(|x, y| (x.2, &x.0).cmp(&(y.2, &y.0)));
+        assert_eq!(
+            updates,
+            vec![
+                (row("b", 2.0), 7, -1),
+                (row("c", 3.0), 7, -1),
+                (row("b", 20.0), 7, 1),
+                (row("d", 4.0), 7, 1),
+            ]
+        );
+        assert_eq!(current, next);
     }
 }

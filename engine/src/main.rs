@@ -491,8 +491,8 @@ fn run(
     finished.store(true, Ordering::Relaxed);
     let metrics = monitor.join().expect("monitor thread");
     drop(server);
-    result?;
     report(&metrics, started.elapsed());
+    result?;
     if let Some(added) = added_sinks {
         report_added_sinks(&added);
     }

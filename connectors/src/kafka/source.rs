@@ -152,9 +152,14 @@ impl KafkaReader {
         let mut row = self.config.format.decode(&self.layout, body)?;
         for (field, column) in &self.config.metadata {
             row[*column] = match field {
-                MetadataField::Key => message.key().map_or(Datum::Null, |key| {
-                    Datum::Utf8(String::from_utf8_lossy(key).into())
-                }),
+                MetadataField::Key => match message.key() {
+                    None => Datum::Null,
+                    Some(key) => Datum::Utf8(
+                        crate::bytes_text::utf8(key)
+                            .map_err(|problem| format!("the message key is not UTF-8: {problem}"))?
+                            .into(),
+                    ),
+                },
                 MetadataField::Topic => Datum::Utf8(message.topic().into()),
                 MetadataField::Partition => Datum::Int64(i64::from(message.partition())),
                 MetadataField::Offset => Datum::Int64(message.offset()),
@@ -167,7 +172,7 @@ impl KafkaReader {
                     if let Some(all) = message.headers() {
                         for header in all.iter() {
                             let value = header.value.map_or(serde_json::Value::Null, |v| {
-                                String::from_utf8_lossy(v).into_owned().into()
+                                crate::bytes_text::escaped(v).into()
                             });
                             headers.insert(header.key.to_string(), value);
                         }
@@ -230,7 +235,7 @@ impl SourceReader for KafkaReader {
                     reason,
                     raw: message
                         .payload()
-                        .map(|body| String::from_utf8_lossy(body).into_owned())
+                        .map(crate::bytes_text::escaped)
                         .unwrap_or_default(),
                     origin: format!(
                         "kafka topic {} partition {} offset {}",

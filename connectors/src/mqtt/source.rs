@@ -374,7 +374,7 @@ impl MessageDecoder for TopicRowDecoder {
             },
             Err(reason) => Record::Invalid {
                 reason,
-                raw: String::from_utf8_lossy(&message.publish.payload).into_owned(),
+                raw: crate::bytes_text::escaped(&message.publish.payload),
                 origin: format!("mqtt topic {}", message.publish.topic),
             },
         });

@@ -96,6 +96,7 @@ pub(super) fn build_extension(
                 plan.sinks[*sink].mode,
                 writer,
                 metrics.clone(),
+                stop,
                 &finished,
             );
         }

@@ -181,6 +181,22 @@ impl Run {
         for result in self.guards.join() {
             result.map_err(|panic| anyhow::anyhow!("worker failed: {panic}"))??;
         }
+        // An input that could not be read to its end fails the run: what was read is not the
+        // whole input, and must not pass for it.
+        for (name, source) in &self.metrics.sources {
+            if let Some(failure) = source.failure() {
+                anyhow::bail!("source {name} could not be read to its end: {failure}");
+            }
+        }
+        for (name, sink) in &self.metrics.sinks {
+            let undelivered = sink.undelivered.load(Ordering::Relaxed);
+            if undelivered > 0 {
+                anyhow::bail!(
+                    "sink {name} could not deliver {undelivered} rows: {}",
+                    sink.stalled().unwrap_or_default()
+                );
+            }
+        }
         let captured = std::mem::take(&mut *self.captured.lock().expect("capture lock"));
         Ok(captured)
     }
@@ -541,6 +557,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     sink.mode,
                     writer,
                     metrics.sinks[sink_index].1.clone(),
+                    &stop,
                     &finished,
                 );
             }
@@ -754,24 +771,26 @@ fn build_nodes<'scope>(
     built
 }
 
+/// Attaches a sink; flow control watches what it has delivered, so a sink that cannot write
+/// holds the sources back.
 fn attach_sink(
     output: &Built<'_>,
     mode: SinkMode,
     writer: Option<SinkWriter>,
     metrics: Arc<SinkMetrics>,
+    stop: &Arc<AtomicBool>,
     finished: &ProbeHandle<u64>,
 ) {
-    match mode {
+    let delivered = match mode {
         SinkMode::Rows | SinkMode::FinalRows => output
             .finals()
             .expect("planned as final")
-            .probe_with(finished)
-            .write_rows(writer, metrics),
+            .write_rows(writer, metrics, stop.clone()),
         SinkMode::Changelog => output
             .changes()
-            .probe_with(finished)
-            .write_updates(writer, metrics),
-    }
+            .write_updates(writer, metrics, stop.clone()),
+    };
+    delivered.probe_with(finished);
 }
 
 fn attach_view(output: &Built<'_>, view: Option<Arc<LiveView>>, finished: &ProbeHandle<u64>) {

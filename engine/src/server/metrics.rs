@@ -91,6 +91,13 @@ impl Collector for RunCollector {
             "source",
             &per_source(&|m| m.late_rows.load(Relaxed)),
         )?;
+        counter(
+            &mut encoder,
+            "vibelux_source_read_errors",
+            "Times a source could not read its input (a live one retries with backoff)",
+            "source",
+            &per_source(&|m| m.read_errors.load(Relaxed)),
+        )?;
         let networked: Vec<&(String, Arc<vibelux_connectors::source::SourceMetrics>)> = sources
             .iter()
             .filter(|(_, m)| m.networked.load(Relaxed))
@@ -149,7 +156,7 @@ impl Collector for RunCollector {
         counter(
             &mut encoder,
             "vibelux_sink_rows",
-            "Rows a sink wrote",
+            "Rows a sink delivered (written out, committed, or accepted by the broker)",
             "sink",
             &sinks,
         )?;
@@ -160,9 +167,31 @@ impl Collector for RunCollector {
         counter(
             &mut encoder,
             "vibelux_sink_write_errors",
-            "Rows a sink failed to write",
+            "Rows a sink's target refused (network sinks; see their audit logs)",
             "sink",
             &errors,
+        )?;
+        let delivery_errors: Vec<(&str, u64)> = all_sinks
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.delivery_errors.load(Relaxed)))
+            .collect();
+        counter(
+            &mut encoder,
+            "vibelux_sink_delivery_errors",
+            "Failed attempts to flush or commit a sink's rows (each retry counts; the rows are kept)",
+            "sink",
+            &delivery_errors,
+        )?;
+        let stalled: Vec<(&str, f64)> = all_sinks
+            .iter()
+            .map(|(name, m)| (name.as_str(), f64::from(u8::from(m.stalled().is_some()))))
+            .collect();
+        gauge(
+            &mut encoder,
+            "vibelux_sink_stalled",
+            "1 while a sink cannot deliver (it holds its rows, retries, and holds sources back)",
+            "sink",
+            &stalled,
         )?;
         let views = self.views.all();
         let rows: Vec<(&str, f64)> = views

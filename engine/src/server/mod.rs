@@ -126,11 +126,34 @@ async fn subscribe(
         .accept(move |socket, already_read| serve_subscriber(socket, already_read, view, options)))
 }
 
-async fn healthz(State(state): State<Arc<ServerState>>) -> axum::Json<Value> {
-    axum::Json(json!({
-        "status": "ok",
+/// `ok` (200), or `degraded` (503) while a sink cannot deliver or a source cannot read, with
+/// why: the engine keeps what it holds and retries, but someone has to free the disk.
+async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
+    let stalled_sinks: Vec<Value> = state
+        .metrics
+        .sinks
+        .iter()
+        .filter_map(|(name, sink)| Some(json!({"sink": name, "problem": sink.stalled()?})))
+        .collect();
+    let failing_sources: Vec<Value> = state
+        .metrics
+        .sources
+        .iter()
+        .filter_map(|(name, source)| Some(json!({"source": name, "problem": source.problem()?})))
+        .collect();
+    let healthy = stalled_sinks.is_empty() && failing_sources.is_empty();
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
-    }))
+        "stalled_sinks": stalled_sinks,
+        "failing_sources": failing_sources,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn prometheus(State(state): State<Arc<ServerState>>) -> Response {
