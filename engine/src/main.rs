@@ -653,4 +653,13 @@ fn report(metrics: &vibelux::runtime::RunMetrics, elapsed: Duration) {
     if write_errors > 0 {
         eprintln!("  {write_errors} rows could not be written (see errors above)");
     }
+    for (view, calcs) in &metrics.expression_errors {
+        let failed: u64 = calcs
+            .iter()
+            .map(|calc| calc.failed_rows.load(Ordering::Relaxed))
+            .sum();
+        if failed > 0 {
+            eprintln!("  {view}: {failed} rows failed to evaluate (kept in {view}_errors)");
+        }
+    }
 }

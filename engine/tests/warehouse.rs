@@ -219,3 +219,61 @@ fn a_view_that_gains_a_column_keeps_older_files_readable() {
     let values: Vec<u64> = lines[1].split(',').map(|v| v.parse().unwrap()).collect();
     assert!(values[0] > 0 && values[0] == 2 * values[1], "{counts}");
 }
+
+#[test]
+fn a_second_engine_on_the_same_warehouse_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("live.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+         WITH (connector = 'simulator', rooms = '1', zones_per_room = '1', sensors_per_zone = '2');
+         CREATE SINK climate_wh FROM readings WITH (connector = 'parquet', path = 'warehouse/climate');",
+    )
+    .unwrap();
+    let start = || {
+        vibelux(dir.path())
+            .args(["run", "--http", "off", "live.sql", "--for", "60s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let lock = dir.path().join("warehouse/climate/_manifests/.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&lock).map_or(true, |holder| holder.is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first engine never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = start().wait_with_output().unwrap();
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{message}");
+    assert!(
+        message.contains("another process is writing this warehouse")
+            && message.contains(&format!("pid {}", first.id())),
+        "{message}"
+    );
+    // The lock goes with its process, even one killed without a chance to clean up.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut third = start();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the engine started after the first was killed should be running"
+    );
+    Command::new("kill")
+        .args(["-INT", &third.id().to_string()])
+        .status()
+        .unwrap();
+    let output = third.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -3,9 +3,15 @@
 //! A `WHERE` followed by a `SELECT` list is fused into one [`Calc`] (the name Calcite gives the
 //! same node) so each batch of rows crosses into Arrow once. Both append-only streams and update
 //! streams can be mapped: updates keep their time and diff.
+//!
+//! A row on which an expression fails (an integer divided by zero, `'x'` cast to a timestamp) is
+//! not dropped in silence: it leaves on a second stream as an error row — the expression, the
+//! error, the input row as JSON — which the planner exposes as the view's `<view>_errors`. The
+//! failures are counted, and logged as a summary at most every few seconds, never a line a row.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
@@ -16,10 +22,30 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 
 use crate::columnar::{append_column, rows_to_batch_columns};
-use crate::row::{Row, Update};
+use crate::row::{Datum, Row, Update, format_timestamp};
+
+/// Failures are logged as a summary at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// What a Calc computes, in the user's words, for error rows and logs.
+#[derive(Debug, Clone, Default)]
+pub struct CalcDescription {
+    /// The view the Calc belongs to.
+    pub view: String,
+    /// The `WHERE` condition as written, if there is one.
+    pub predicate: Option<String>,
+    /// Each projection as written.
+    pub projections: Vec<String>,
+}
+
+/// Failures since the last summary was logged.
+#[derive(Debug)]
+struct FailureLog {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
 
 /// A fused filter and projection over rows of `input_schema`.
 #[derive(Debug)]
@@ -27,8 +53,11 @@ pub struct Calc {
     pub input_schema: SchemaRef,
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
     pub projections: Vec<Arc<dyn PhysicalExpr>>,
-    /// Rows whose evaluation failed (a cast that cannot succeed, say): counted and logged, dropped.
+    /// Rows whose evaluation failed (a cast that cannot succeed, say): counted, logged in
+    /// summary, and sent to the error stream.
     pub failed_rows: AtomicU64,
+    description: CalcDescription,
+    failure_log: Mutex<FailureLog>,
     /// For each projection, the input column it passes through unchanged, if it does.
     plain_columns: Vec<Option<usize>>,
     /// Input columns an expression reads; only these cross into Arrow.
@@ -73,10 +102,31 @@ impl Calc {
             predicate,
             projections,
             failed_rows: AtomicU64::new(0),
+            description: CalcDescription::default(),
+            failure_log: Mutex::new(FailureLog {
+                last_logged: None,
+                unlogged: 0,
+            }),
             plain_columns,
             needed_columns,
             column_picks,
         }
+    }
+
+    /// Names what the Calc computes, as the user wrote it, for its error rows.
+    pub fn described(mut self, description: CalcDescription) -> Self {
+        self.description = description;
+        self
+    }
+
+    /// Names the view this Calc belongs to (known once the view's query is planned).
+    pub fn set_view(&mut self, view: &str) {
+        self.description.view = view.to_string();
+    }
+
+    /// The view this Calc belongs to.
+    pub fn view(&self) -> &str {
+        &self.description.view
     }
 
     /// The input columns this Calc copies, when it only copies columns (no filter, no
@@ -139,15 +189,21 @@ impl Calc {
         Ok(selected.into_iter().zip(out).collect())
     }
 
-    /// Evaluates rows, isolating rows that fail so one bad row does not lose its batch.
-    fn evaluate_tolerant(&self, rows: &[&Row]) -> Vec<(usize, Row)> {
+    /// Evaluates rows, isolating rows that fail so one bad row does not lose its batch. With
+    /// `errors`, each failed row is counted, logged in summary and described there; without, it
+    /// is left to another evaluation of the same rows to report.
+    fn evaluate_tolerant(
+        &self,
+        rows: &[&Row],
+        mut errors: Option<&mut Vec<Row>>,
+    ) -> Vec<(usize, Row)> {
         match self.evaluate(rows) {
             Ok(out) => out,
             Err(_) if rows.len() > 1 => {
                 let mut out = Vec::new();
                 for (index, row) in rows.iter().enumerate() {
                     out.extend(
-                        self.evaluate_tolerant(&[row])
+                        self.evaluate_tolerant(&[row], errors.as_deref_mut())
                             .into_iter()
                             .map(|(_, row)| (index, row)),
                     );
@@ -155,11 +211,98 @@ impl Calc {
                 out
             }
             Err(error) => {
-                self.failed_rows.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, row = ?rows.first(), "expression failed on a row; row dropped");
+                if let (Some(errors), Some(row)) = (errors, rows.first()) {
+                    self.failed_rows.fetch_add(1, Ordering::Relaxed);
+                    let (expression, error) = self
+                        .failing_expression(row)
+                        .unwrap_or_else(|| ("(the whole row)".to_string(), error.to_string()));
+                    self.log_failure(&expression, &error);
+                    errors.push(vec![
+                        Datum::Utf8(expression.into()),
+                        Datum::Utf8(error.into()),
+                        Datum::Utf8(self.row_json(row).into()),
+                    ]);
+                }
                 Vec::new()
             }
         }
+    }
+
+    /// Which expression fails on `row`, as written, and its error.
+    fn failing_expression(&self, row: &Row) -> Option<(String, String)> {
+        let batch =
+            rows_to_batch_columns(&self.input_schema, std::iter::once(row), 1, None).ok()?;
+        let written = |index: Option<usize>| -> String {
+            let description = &self.description;
+            match index {
+                None => description.predicate.clone(),
+                Some(index) => description.projections.get(index).cloned(),
+            }
+            .unwrap_or_default()
+        };
+        if let Some(predicate) = &self.predicate
+            && let Err(error) = predicate.evaluate(&batch)
+        {
+            return Some((written(None), error.to_string()));
+        }
+        for (index, projection) in self.projections.iter().enumerate() {
+            if let Err(error) = projection
+                .evaluate(&batch)
+                .and_then(|value| value.into_array(1))
+            {
+                return Some((written(Some(index)), error.to_string()));
+            }
+        }
+        None
+    }
+
+    /// The input row as a JSON object with its columns in order, for people to read.
+    fn row_json(&self, row: &Row) -> String {
+        let mut text = String::from("{");
+        for (index, (field, datum)) in self.input_schema.fields().iter().zip(row).enumerate() {
+            if index > 0 {
+                text.push(',');
+            }
+            let value = match datum {
+                Datum::Null => serde_json::Value::Null,
+                Datum::Boolean(v) => (*v).into(),
+                Datum::Int64(v) => (*v).into(),
+                Datum::Float64(v) => serde_json::Number::from_f64(*v)
+                    .map_or_else(|| v.to_string().into(), serde_json::Value::Number),
+                Datum::Utf8(v) => v.to_string().into(),
+                Datum::Timestamp(v) => format_timestamp(*v).into(),
+            };
+            text.push_str(&serde_json::Value::from(field.name().as_str()).to_string());
+            text.push(':');
+            text.push_str(&value.to_string());
+        }
+        text.push('}');
+        text
+    }
+
+    /// Logs a summary of the failures at most every [`LOG_EVERY`].
+    fn log_failure(&self, expression: &str, error: &str) {
+        let mut log = self.failure_log.lock().unwrap_or_else(|p| p.into_inner());
+        log.unlogged += 1;
+        if log
+            .last_logged
+            .is_some_and(|last| last.elapsed() < LOG_EVERY)
+        {
+            return;
+        }
+        let view = &self.description.view;
+        let kept = if view.is_empty() {
+            "in a query: dropped".to_string()
+        } else {
+            format!("kept in {view}_errors")
+        };
+        tracing::warn!(
+            view = %view,
+            "{} row(s) failed to evaluate ({kept}); latest: {expression}: {error}",
+            log.unlogged
+        );
+        log.last_logged = Some(Instant::now());
+        log.unlogged = 0;
     }
 }
 
@@ -188,46 +331,99 @@ impl Calc {
 /// assert_eq!(rows, vec![vec![Datum::Int64(2)], vec![Datum::Int64(10)]]);
 /// ```
 pub trait CalcExt<'scope> {
+    /// The rows the Calc keeps, computed; rows it fails on are reported by another evaluation
+    /// of the same rows (see [`CalcExt::calc_rows_reporting`]).
     fn calc_rows(self, calc: Arc<Calc>) -> Stream<'scope, u64, Vec<Row>>;
+
+    /// The rows the Calc keeps, computed, and an error row (expression, error, input row as
+    /// JSON) for each row it fails on, counted and logged in summary.
+    fn calc_rows_reporting(
+        self,
+        calc: Arc<Calc>,
+    ) -> (Stream<'scope, u64, Vec<Row>>, Stream<'scope, u64, Vec<Row>>);
 }
 
 impl<'scope> CalcExt<'scope> for Stream<'scope, u64, Vec<Row>> {
     fn calc_rows(self, calc: Arc<Calc>) -> Stream<'scope, u64, Vec<Row>> {
-        self.unary(Pipeline, "Calc", move |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let rows: Vec<&Row> = data.iter().collect();
-                    let mut out: Vec<Row> = calc
-                        .evaluate_tolerant(&rows)
-                        .into_iter()
-                        .map(|(_, row)| row)
-                        .collect();
-                    output.session(&time).give_container(&mut out);
-                });
-            }
-        })
+        calc_stream(self, "Calc", calc, false, |row| row, |_, row| row).0
+    }
+
+    fn calc_rows_reporting(
+        self,
+        calc: Arc<Calc>,
+    ) -> (Stream<'scope, u64, Vec<Row>>, Stream<'scope, u64, Vec<Row>>) {
+        calc_stream(self, "Calc", calc, true, |row| row, |_, row| row)
     }
 }
 
-/// Applies a [`Calc`] to a stream of updates, keeping each update's time and diff.
+/// Applies `calc` to each batch of `stream`: `row_of` reads an item's row, `rebuild` makes the
+/// output item from an input item and its computed row. With `report`, the second stream holds
+/// an error row for each row the Calc fails on.
+fn calc_stream<'scope, D: Clone + 'static>(
+    stream: Stream<'scope, u64, Vec<D>>,
+    name: &str,
+    calc: Arc<Calc>,
+    report: bool,
+    row_of: impl Fn(&D) -> &Row + 'static,
+    rebuild: impl Fn(&D, Row) -> D + 'static,
+) -> (Stream<'scope, u64, Vec<D>>, Stream<'scope, u64, Vec<Row>>) {
+    use timely::dataflow::operators::generic::OutputBuilder;
+    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+    let mut builder = OperatorBuilder::new(name.to_owned(), stream.scope());
+    let mut input = builder.new_input(stream, Pipeline);
+    let (output, computed) = builder.new_output();
+    let (error_output, errors) = builder.new_output();
+    let mut output = OutputBuilder::from(output);
+    let mut error_output = OutputBuilder::from(error_output);
+    builder.build(move |_capabilities| {
+        move |_frontiers| {
+            let mut output = output.activate();
+            let mut error_output = error_output.activate();
+            input.for_each(|time, data| {
+                let rows: Vec<&Row> = data.iter().map(&row_of).collect();
+                let mut failed = Vec::new();
+                let mut out: Vec<D> = calc
+                    .evaluate_tolerant(&rows, report.then_some(&mut failed))
+                    .into_iter()
+                    .map(|(index, row)| rebuild(&data[index], row))
+                    .collect();
+                output.session(&time).give_container(&mut out);
+                if !failed.is_empty() {
+                    error_output.session(&time).give_container(&mut failed);
+                }
+            });
+        }
+    });
+    (computed, errors)
+}
+
+/// Applies a [`Calc`] to a stream of updates, keeping each update's time and diff; the second
+/// stream holds an error row for each update whose row the Calc fails on.
 pub trait CalcUpdatesExt<'scope> {
-    fn calc_updates(self, calc: Arc<Calc>) -> Stream<'scope, u64, Vec<Update>>;
+    fn calc_updates(
+        self,
+        calc: Arc<Calc>,
+    ) -> (
+        Stream<'scope, u64, Vec<Update>>,
+        Stream<'scope, u64, Vec<Row>>,
+    );
 }
 
 impl<'scope> CalcUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
-    fn calc_updates(self, calc: Arc<Calc>) -> Stream<'scope, u64, Vec<Update>> {
-        self.unary(Pipeline, "CalcUpdates", move |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let rows: Vec<&Row> = data.iter().map(|(row, _, _)| row).collect();
-                    let mut out: Vec<Update> = calc
-                        .evaluate_tolerant(&rows)
-                        .into_iter()
-                        .map(|(index, row)| (row, data[index].1, data[index].2))
-                        .collect();
-                    output.session(&time).give_container(&mut out);
-                });
-            }
-        })
+    fn calc_updates(
+        self,
+        calc: Arc<Calc>,
+    ) -> (
+        Stream<'scope, u64, Vec<Update>>,
+        Stream<'scope, u64, Vec<Row>>,
+    ) {
+        calc_stream(
+            self,
+            "CalcUpdates",
+            calc,
+            true,
+            |(row, _, _)| row,
+            |(_, time, diff), row| (row, *time, *diff),
+        )
     }
 }

@@ -314,22 +314,25 @@ impl Planner {
             None => return Err(SqlError::new(position, format!("unknown alarm `{name}`"))),
         }
         let state_name = format!("{name}_state");
+        let state_errors = format!("{state_name}_errors");
         let dependent = self
             .entries
             .iter()
-            .filter(|(other, _)| **other != state_name)
+            .filter(|(other, _)| **other != state_name && **other != state_errors)
             .find(|(_, entry)| {
                 entry
                     .reads
                     .iter()
-                    .any(|read| read == name || *read == state_name)
+                    .any(|read| read == name || *read == state_name || *read == state_errors)
             })
             .map(|(other, _)| other.clone())
             .or_else(|| {
                 self.plan
                     .sinks
                     .iter()
-                    .find(|sink| sink.from == name || sink.from == state_name)
+                    .find(|sink| {
+                        sink.from == name || sink.from == state_name || sink.from == state_errors
+                    })
                     .map(|sink| sink.name.clone())
             });
         if let Some(dependent) = dependent {
@@ -338,10 +341,14 @@ impl Planner {
                 format!("cannot drop `{name}`: `{dependent}` depends on it; drop that first"),
             ));
         }
+        self.entries.remove(&state_errors);
         self.entries.remove(&state_name);
         self.entries.remove(name);
         self.plan
             .materialized
+            .retain(|(view, _)| *view != state_name);
+        self.plan
+            .expression_errors
             .retain(|(view, _)| *view != state_name);
         Ok(Outcome::Done(format!("dropped alarm {name}")))
     }

@@ -67,7 +67,7 @@ impl Planner {
                 removed.push(format!("{name}_late"));
                 removed.push(format!("{name}_health"));
             }
-            EntryKind::Table => removed.push(format!("{name}_errors")),
+            EntryKind::Table | EntryKind::View { .. } => removed.push(format!("{name}_errors")),
             _ => {}
         }
         let dependents: Vec<&String> = self
@@ -95,6 +95,9 @@ impl Planner {
             self.entries.remove(relation);
         }
         self.plan.materialized.retain(|(view, _)| view != &name);
+        self.plan
+            .expression_errors
+            .retain(|(view, _)| view != &name);
         Ok(Outcome::Done(format!("dropped {} {name}", kind.name())))
     }
 

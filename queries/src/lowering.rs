@@ -24,7 +24,7 @@ use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpec};
 use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
 use vibelux_operators::anomaly::AnomalySpec;
-use vibelux_operators::calc::Calc;
+use vibelux_operators::calc::{Calc, CalcDescription};
 use vibelux_operators::row::storage_type;
 use vibelux_operators::session::SessionColumns;
 
@@ -115,6 +115,7 @@ impl<'a> Lowering<'a> {
             &self.props,
             &PhysicalPlanningContext::default(),
         )
+        .and_then(fail_on_overflow)
         .map_err(|error| located(error, self.position))
     }
 
@@ -353,7 +354,12 @@ impl<'a> Lowering<'a> {
             input_node.schema.clone(),
             physical_predicate,
             physical_projections,
-        );
+        )
+        .described(CalcDescription {
+            view: String::new(),
+            predicate: predicate.map(|p| p.to_string()),
+            projections: projections.iter().map(|e| e.to_string()).collect(),
+        });
         Ok(self.plan.add(PlanNode {
             kind: NodeKind::Calc {
                 input,
@@ -674,6 +680,24 @@ fn with_units(schema: &SchemaRef, units: impl Iterator<Item = Option<String>>) -
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Integer `+`, `-` and `*` that overflow fail (and the row goes to `<view>_errors`) rather
+/// than wrap around to a wrong number, which DataFusion does by default.
+fn fail_on_overflow(
+    expr: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+) -> datafusion::common::Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_expr::expressions::BinaryExpr;
+    expr.transform_up(|node| {
+        let Some(binary) = node.downcast_ref::<BinaryExpr>() else {
+            return Ok(Transformed::no(node));
+        };
+        let checked = BinaryExpr::new(binary.left().clone(), *binary.op(), binary.right().clone())
+            .with_fail_on_overflow(true);
+        Ok(Transformed::yes(Arc::new(checked)))
+    })
+    .map(|transformed| transformed.data)
 }
 
 /// The schema a node's rows are described by; refuses types rows cannot carry.

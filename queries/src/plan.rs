@@ -78,6 +78,11 @@ pub enum NodeKind {
         input: NodeId,
         spec: Arc<AlarmSpec>,
     },
+    /// Rows on which a view's expressions failed (`<view>_errors`), from each of its Calcs:
+    /// the expression, the error, the input row as JSON.
+    ExpressionErrors {
+        calcs: Vec<NodeId>,
+    },
     /// Equi-join; both inputs are projected to key columns then all their columns.
     Join {
         left: NodeId,
@@ -101,6 +106,7 @@ impl NodeKind {
             | NodeKind::AssignWindows { input, .. }
             | NodeKind::Aggregate { input, .. } => vec![*input],
             NodeKind::Union { inputs } => inputs.clone(),
+            NodeKind::ExpressionErrors { calcs } => calcs.clone(),
             NodeKind::Join { left, right, .. } => vec![*left, *right],
         }
     }
@@ -224,6 +230,8 @@ pub struct DataflowPlan {
     pub sinks: Vec<SinkPlan>,
     /// Materialized views, maintained while the pipeline runs.
     pub materialized: Vec<(String, NodeId)>,
+    /// Each view's `<view>_errors` node.
+    pub expression_errors: Vec<(String, NodeId)>,
 }
 
 impl DataflowPlan {

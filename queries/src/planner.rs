@@ -40,7 +40,7 @@ pub(crate) enum EntryKind {
         index: usize,
     },
     Table,
-    /// `<source>_errors` or `<source>_late`.
+    /// A relation kept beside another: `<source>_errors`, `<source>_late`, `<view>_errors`.
     SourceOutput,
     View {
         materialized: bool,
@@ -685,6 +685,9 @@ impl Planner {
             self.drop(ObjectKind::View, &name, false, name_position)?;
         }
         self.check_new_name(&name, name_position)?;
+        let errors_name = format!("{name}_errors");
+        self.check_new_name(&errors_name, name_position)?;
+        let first_new_node = self.plan.nodes.len();
         let (node, reads) = self.plan_query(&view.query, position)?;
         let schema = self.plan.nodes[node].schema.clone();
         let mut seen = std::collections::HashSet::new();
@@ -710,6 +713,17 @@ impl Planner {
                 reads,
             },
         );
+        let errors = self.expression_errors(&name, first_new_node);
+        self.entries.insert(
+            errors_name.clone(),
+            Entry {
+                kind: EntryKind::SourceOutput,
+                node: errors,
+                schema: self.plan.nodes[errors].schema.clone(),
+                reads: vec![name.clone()],
+            },
+        );
+        self.plan.expression_errors.push((name.clone(), errors));
         self.model_users
             .insert(name.clone(), crate::models::models_called(&view.query));
         if view.materialized {
@@ -718,6 +732,30 @@ impl Planner {
         } else {
             Ok(Outcome::Done(format!("created view {name}")))
         }
+    }
+
+    /// The `<view>_errors` node of view `name`, whose own nodes start at `first_new_node`: the
+    /// rows on which any of its Calcs failed. Names the view in those Calcs for their logs.
+    fn expression_errors(&mut self, name: &str, first_new_node: NodeId) -> NodeId {
+        let mut calcs = Vec::new();
+        for node in first_new_node..self.plan.nodes.len() {
+            if let NodeKind::Calc { calc, .. } = &mut self.plan.nodes[node].kind {
+                if let Some(calc) = Arc::get_mut(calc) {
+                    calc.set_view(name);
+                }
+                calcs.push(node);
+            }
+        }
+        self.plan.add(PlanNode {
+            kind: NodeKind::ExpressionErrors { calcs },
+            schema: expression_error_schema(),
+            changes: Changes::AppendOnly,
+            window: None,
+            event_time: None,
+            lateness_nanos: 0,
+            key: None,
+            label: format!("ExpressionErrors of {name}"),
+        })
     }
 
     fn create_sink(&mut self, sink: &CreateSink, position: Position) -> SqlResult<Outcome> {
@@ -761,6 +799,15 @@ impl Planner {
             "created sink {name}: {from} → {where_to} ({what})"
         )))
     }
+}
+
+/// The columns of `<view>_errors`: the expression as written, its error, the input row as JSON.
+fn expression_error_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("expression", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("row", DataType::Utf8, false),
+    ]))
 }
 
 /// The columns of `<source>_errors`: why, the raw input, where it came from.

@@ -122,9 +122,12 @@ fn demands(
             if let NodeKind::RaiseAlarms { .. } = plan.nodes[node].kind {
                 // Alarms take readings, or the closed windows of a windowed view.
                 entry.finals = true;
-            } else if let NodeKind::Aggregate { .. } | NodeKind::Join { .. } = plan.nodes[node].kind
+            } else if let NodeKind::Aggregate { .. }
+            | NodeKind::Join { .. }
+            | NodeKind::ExpressionErrors { .. } = plan.nodes[node].kind
             {
-                // Aggregates and joins read their inputs' rows, or their changes when they update.
+                // Aggregates and joins read their inputs' rows, or their changes when they update;
+                // a view's errors come from its Calcs' rows or changes likewise.
                 if plan.nodes[input].changes == Changes::AppendOnly {
                     entry.finals = true;
                 } else {
@@ -150,6 +153,27 @@ pub struct RunMetrics {
     /// Seconds per worker-0 step that had work to do.
     pub step_seconds: Histogram,
     pub alarms: Arc<AlarmDesk>,
+    /// Each view's Calcs, which count the rows their expressions failed on.
+    pub expression_errors: Vec<(String, Vec<Arc<vibelux_operators::calc::Calc>>)>,
+}
+
+/// Each view's Calcs, by view, for counting the rows their expressions failed on.
+fn calcs_by_view(plan: &DataflowPlan) -> Vec<(String, Vec<Arc<vibelux_operators::calc::Calc>>)> {
+    plan.expression_errors
+        .iter()
+        .map(|(view, errors)| {
+            let calcs = plan.nodes[*errors]
+                .kind
+                .inputs()
+                .into_iter()
+                .filter_map(|node| match &plan.nodes[node].kind {
+                    NodeKind::Calc { calc, .. } => Some(calc.clone()),
+                    _ => None,
+                })
+                .collect();
+            (view.clone(), calcs)
+        })
+        .collect()
 }
 
 pub struct RunOptions {
@@ -338,6 +362,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             .collect(),
         step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
         alarms: Arc::default(),
+        expression_errors: calcs_by_view(&plan),
     });
     let worker_views = views.clone();
     // Sinks open (and create their files) before any worker starts, so a bad path fails the run
@@ -644,6 +669,8 @@ fn build_nodes<'scope>(
         alarms: alarm_desk,
     } = *controls;
     let mut built: HashMap<NodeId, Built> = HashMap::new();
+    // Each Calc's rows on which an expression failed, for its view's `<view>_errors`.
+    let mut calc_errors: HashMap<NodeId, Stream<'scope, u64, Vec<Row>>> = HashMap::new();
     for &node in order {
         let output = match &plan.nodes[node].kind {
             NodeKind::SourceRows { source } => Built::Rows(source_streams[source].rows.clone()),
@@ -674,25 +701,47 @@ fn build_nodes<'scope>(
                     time_column,
                     kind,
                 } if calc.column_picks().is_some() => {
+                    // Picking columns cannot fail: there are no errors to report.
                     let picks = calc.column_picks().expect("checked").to_vec();
                     Built::Rows(
                         rows.clone()
                             .assign_windows_picking(*time_column, *kind, picks),
                     )
                 }
-                appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Rows(
-                    appended
+                appended @ (Built::Rows(_) | Built::Windowed { .. }) => {
+                    let (rows, errors) = appended
                         .rows()
                         .expect("append-only")
-                        .calc_rows(calc.clone()),
-                ),
-                Built::Updates { changes, finals } => Built::Updates {
-                    changes: changes
-                        .clone()
-                        .map(|changes| changes.calc_updates(calc.clone())),
-                    finals: finals.clone().map(|finals| finals.calc_rows(calc.clone())),
-                },
+                        .calc_rows_reporting(calc.clone());
+                    calc_errors.insert(node, errors);
+                    Built::Rows(rows)
+                }
+                Built::Updates { changes, finals } => {
+                    // Final rows are among the changes: report failures from one of the two.
+                    let changes = changes.clone().map(|changes| {
+                        let (changes, errors) = changes.calc_updates(calc.clone());
+                        calc_errors.insert(node, errors);
+                        changes
+                    });
+                    let finals = finals.clone().map(|finals| {
+                        if changes.is_some() {
+                            finals.calc_rows(calc.clone())
+                        } else {
+                            let (finals, errors) = finals.calc_rows_reporting(calc.clone());
+                            calc_errors.insert(node, errors);
+                            finals
+                        }
+                    });
+                    Built::Updates { changes, finals }
+                }
             },
+            NodeKind::ExpressionErrors { calcs } => Built::Rows(
+                scope.concatenate(
+                    calcs
+                        .iter()
+                        .filter_map(|calc| calc_errors.get(calc).cloned()),
+                ),
+            ),
             NodeKind::AssignWindows {
                 input,
                 time_column,

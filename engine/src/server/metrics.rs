@@ -241,6 +241,25 @@ impl Collector for RunCollector {
                     .encode(sweeps.encode_family(&labels)?)?;
             }
         }
+        let expression_errors: Vec<(&str, u64)> = self
+            .metrics
+            .expression_errors
+            .iter()
+            .map(|(view, calcs)| {
+                let failed = calcs
+                    .iter()
+                    .map(|calc| calc.failed_rows.load(Relaxed))
+                    .sum();
+                (view.as_str(), failed)
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "vibelux_view_expression_errors",
+            "Rows on which a view's expressions failed (kept in <view>_errors)",
+            "view",
+            &expression_errors,
+        )?;
         counter(
             &mut encoder,
             "vibelux_function_out_of_range",
