@@ -132,7 +132,7 @@ fn half_the_lines_mutated_at_random_still_give_one_record_per_line() {
     let mut bytes = Vec::new();
     for index in 0..lines {
         let mut line = json_reading(index);
-        if random.next() % 2 == 0 {
+        if random.next().is_multiple_of(2) {
             let at = random.next() as usize % (line.len() - 1);
             let byte = (random.next() % 255) as u8;
             line[at] = if byte == b'\n' { 0xff } else { byte };
