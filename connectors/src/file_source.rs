@@ -175,19 +175,17 @@ impl FileReader {
         bytes
     }
 
-    /// The line as text, or a dead letter naming the bytes that are not UTF-8.
-    fn line_text(&self) -> Result<&str, Record> {
+    /// The line as text, or why not (naming the bytes that are not UTF-8) and the line with
+    /// those bytes escaped.
+    fn line_text(&self) -> Result<&str, (String, String)> {
         let bytes = self.line_bytes();
         bytes_text::utf8(bytes).map_err(|problem| {
             let line_start = self.offset - self.line.len() as u64;
-            Record::Invalid {
-                reason: format!(
-                    "not UTF-8: {problem} of the line (byte {} of the file)",
-                    line_start + problem.at as u64
-                ),
-                raw: bytes_text::escaped(bytes),
-                origin: self.origin(),
-            }
+            let reason = format!(
+                "not UTF-8: {problem} of the line (byte {} of the file)",
+                line_start + problem.at as u64
+            );
+            (reason, bytes_text::escaped(bytes))
         })
     }
 
@@ -205,8 +203,12 @@ impl FileReader {
     fn decode(&mut self, out: &mut Vec<Record>) {
         let text = match self.line_text() {
             Ok(text) => text,
-            Err(dead_letter) => {
-                out.push(dead_letter);
+            Err((reason, raw)) => {
+                out.push(Record::Invalid {
+                    reason,
+                    raw,
+                    origin: self.origin(),
+                });
                 return;
             }
         };
@@ -238,10 +240,6 @@ impl FileReader {
     fn read_header(&mut self, out: &mut Vec<Record>) {
         let parsed = self
             .line_text()
-            .map_err(|dead_letter| match dead_letter {
-                Record::Invalid { reason, raw, .. } => (reason, raw),
-                _ => unreachable!("line_text fails with a dead letter"),
-            })
             .and_then(|text| parse_csv_record(text).map_err(|reason| (reason, text.to_string())));
         match parsed {
             Ok(names) => {
