@@ -43,6 +43,9 @@ pub struct SinkMetrics {
     pub delivery_errors: AtomicU64,
     /// Rows still held when the run stopped while the sink could not deliver.
     pub undelivered: AtomicU64,
+    /// The sink gave up delivering: the run stopped while it failed, or a network client's
+    /// last flush failed (its own retries are spent).
+    pub gave_up: AtomicBool,
     /// Why the sink cannot deliver now, while it cannot.
     stalled: Mutex<Option<String>>,
 }
@@ -167,8 +170,9 @@ impl SinkWriter {
         }
     }
 
-    /// Whether rows count as delivered when `write` accepts them (network clients) rather than
-    /// when a flush or commit delivers them (files).
+    /// Whether rows count as delivered when `write` accepts them (network clients, which queue,
+    /// retry and audit on their own) rather than when a flush or commit delivers them (files,
+    /// whose failed flushes and commits the sink operator retries).
     fn delivers_on_write(&self) -> bool {
         !matches!(self, SinkWriter::Rows(_) | SinkWriter::Parquet(_))
     }
@@ -332,11 +336,13 @@ where
                     if closed {
                         writer = None;
                     }
-                } else if stop.load(Ordering::Relaxed) {
-                    // The run is stopping: give up, and say what was not delivered.
+                } else if stop.load(Ordering::Relaxed) || open.delivers_on_write() {
+                    // The run is stopping, or a network client has spent its own retries: give
+                    // up, and say what was not delivered.
                     let held = open.held_rows();
                     metrics.undelivered.fetch_add(held, Ordering::Relaxed);
-                    tracing::error!(target = %open.describe(), "stopping with {held} rows not delivered");
+                    metrics.gave_up.store(true, Ordering::Relaxed);
+                    tracing::error!(target = %open.describe(), "giving up with {held} rows not delivered");
                     writer = None;
                     failing = false;
                 } else {

@@ -212,12 +212,20 @@ impl Run {
                 anyhow::bail!("source {name} could not be read to its end: {failure}");
             }
         }
+        // So does a sink that could not deliver everything it was given.
         for (name, sink) in &self.metrics.sinks {
             let undelivered = sink.undelivered.load(Ordering::Relaxed);
+            let problem = sink.stalled().unwrap_or_default();
             if undelivered > 0 {
+                anyhow::bail!("sink {name} could not deliver {undelivered} rows: {problem}");
+            }
+            if sink.gave_up.load(Ordering::Relaxed) {
+                anyhow::bail!("sink {name} could not deliver everything: {problem}");
+            }
+            let refused = sink.write_errors.load(Ordering::Relaxed);
+            if refused > 0 {
                 anyhow::bail!(
-                    "sink {name} could not deliver {undelivered} rows: {}",
-                    sink.stalled().unwrap_or_default()
+                    "sink {name} could not deliver {refused} rows (their errors are logged above)"
                 );
             }
         }
