@@ -22,6 +22,19 @@ fn publish(port: u16, topic: &str, payload: &str, qos: &str) {
     assert!(status.success());
 }
 
+/// Publishes a payload that need not be text.
+fn publish_bytes(port: u16, topic: &str, payload: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload).unwrap();
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-f"])
+        .arg(file.path())
+        .status()
+        .expect("mosquitto_pub is installed (scripts/test.sh installs it)");
+    assert!(status.success());
+}
+
 #[test]
 fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_letters() {
     let broker = Mosquitto::start();
@@ -79,6 +92,18 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
         "1",
     );
     publish(port, "site/r2/z1/s3", r#"{"temp_c":20}"#, "1");
+    // A byte a gateway garbled: one dead letter, and the topic reads on.
+    publish_bytes(
+        port,
+        "site/r2/z1/s3",
+        b"{\"ts\":\"2026-06-01T00:00:06Z\",\"temp_c\":2\xff}",
+    );
+    publish(
+        port,
+        "site/r2/z1/s3",
+        r#"{"ts":"2026-06-01T00:00:07Z","temp_c":22.5}"#,
+        "1",
+    );
     publish(
         port,
         "gw/hvac-1",
@@ -88,7 +113,7 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
     publish(port, "raw/s7/temp", "19.25", "0");
 
     let dir = engine.dir.path().to_path_buf();
-    let rows = wait_for_lines(&dir.join("readings.jsonl"), 3);
+    let rows = wait_for_lines(&dir.join("readings.jsonl"), 4);
     let summary: Vec<String> = rows
         .iter()
         .map(|row| {
@@ -104,9 +129,10 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
             r#""r1"/"z1"/"s1" "2026-06-01T00:00:01.000" 21.5"#,
             r#""r1"/"z2"/"s2" "2026-06-01T00:00:02.000" 31"#,
             r#""r2"/"z1"/"s3" "2026-06-01T00:00:03.000" 35.5"#,
+            r#""r2"/"z1"/"s3" "2026-06-01T00:00:07.000" 22.5"#,
         ]
     );
-    let errors = wait_for_lines(&dir.join("errors.jsonl"), 3);
+    let errors = wait_for_lines(&dir.join("errors.jsonl"), 4);
     let reasons: Vec<&str> = errors
         .iter()
         .map(|error| error["reason"].as_str().unwrap())
@@ -116,6 +142,14 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
     assert!(
         reasons[2].contains("missing required field `ts`"),
         "{reasons:?}"
+    );
+    assert_eq!(
+        reasons[3],
+        "the payload is not UTF-8: invalid byte 0xff at byte 39"
+    );
+    assert_eq!(
+        errors[3]["raw"],
+        r#"{"ts":"2026-06-01T00:00:06Z","temp_c":2\xff}"#
     );
     assert!(
         errors
@@ -158,7 +192,7 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
         ]
     );
     let log = engine.interrupt();
-    assert!(log.contains("readings: 3 rows, 3 dead letters"), "{log}");
+    assert!(log.contains("readings: 4 rows, 4 dead letters"), "{log}");
 }
 
 /// Runs the Paho publisher; returns it with its stdout lines.
