@@ -37,6 +37,12 @@ fn partitions_metadata_dead_letters_and_a_keyed_sink() {
         "readings",
         r#"{"sensor_id":"s1","ts":"2026-06-01T00:00:00Z","temp_c":"warm"}"#,
     ]);
+    // A byte a gateway garbled: `{"temp_c":2` then 0xff.
+    let garbled: String = b"{\"temp_c\":2\xff}"
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    broker.peer(&["produce-hex", "readings", &garbled]);
     let out = tempfile::tempdir().unwrap();
     let output = out.path().join("rows.jsonl");
     let mut engine = start_engine(&format!(
@@ -67,7 +73,7 @@ fn partitions_metadata_dead_letters_and_a_keyed_sink() {
         assert_eq!(*partition_of_sensor.entry(sensor).or_insert(part), part);
     }
     assert!(per_partition.len() > 1, "rows came from several partitions");
-    let errors = wait_for_lines(&output.with_extension("errors.jsonl"), 1);
+    let errors = wait_for_lines(&output.with_extension("errors.jsonl"), 2);
     assert!(
         errors[0]["reason"]
             .as_str()
@@ -75,6 +81,11 @@ fn partitions_metadata_dead_letters_and_a_keyed_sink() {
             .contains("field `temp_c`"),
         "{errors:?}"
     );
+    assert_eq!(
+        errors[1]["reason"], "the payload is not UTF-8: invalid byte 0xff at byte 11",
+        "{errors:?}"
+    );
+    assert_eq!(errors[1]["raw"], r#"{"temp_c":2\xff}"#, "{errors:?}");
     assert!(
         errors[0]["origin"]
             .as_str()
@@ -93,7 +104,7 @@ fn partitions_metadata_dead_letters_and_a_keyed_sink() {
         assert!(value["seq"].as_i64().unwrap() >= 2990);
     }
     let log = engine.interrupt();
-    assert!(log.contains("readings: 3000 rows, 1 dead letters"), "{log}");
+    assert!(log.contains("readings: 3000 rows, 2 dead letters"), "{log}");
     // Every delivery report is on record, with where the broker put the row.
     let audit = json_lines(&engine.dir.path().join("hot_audit.jsonl"));
     assert_eq!(audit.len(), 10, "{audit:?}");

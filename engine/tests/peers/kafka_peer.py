@@ -4,6 +4,7 @@ usage:
   kafka_peer.py BOOTSTRAP create TOPIC PARTITIONS
   kafka_peer.py BOOTSTRAP produce TOPIC START COUNT   (readings seq START..START+COUNT-1)
   kafka_peer.py BOOTSTRAP produce-raw TOPIC TEXT      (one message, as is)
+  kafka_peer.py BOOTSTRAP produce-hex TOPIC HEX       (one message of the bytes HEX spells)
   kafka_peer.py BOOTSTRAP consume TOPIC COUNT         (prints "key<TAB>value" lines)
 
 Reading i is {"sensor_id": "s{i%10}", "ts": ..., "seq": i, "temp_c": i/100}, keyed by its
@@ -22,7 +23,7 @@ if command == "create":
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         future.result(timeout=30)
-elif command in ("produce", "produce-raw"):
+elif command in ("produce", "produce-raw", "produce-hex"):
     topic = sys.argv[3]
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     failures = []
@@ -33,6 +34,8 @@ elif command in ("produce", "produce-raw"):
 
     if command == "produce-raw":
         producer.produce(topic, sys.argv[4].encode(), key=b"raw", on_delivery=report)
+    elif command == "produce-hex":
+        producer.produce(topic, bytes.fromhex(sys.argv[4]), key=b"raw", on_delivery=report)
     else:
         start, count = int(sys.argv[4]), int(sys.argv[5])
         epoch = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
