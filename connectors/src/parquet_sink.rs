@@ -113,6 +113,9 @@ pub struct ParquetWriter {
     delivered: u64,
     /// Held open for the writer's life: its lock keeps a second writer out of the warehouse.
     _lock: File,
+    /// In the names of this writer's temporary files, so that even two writers the lock did not
+    /// keep apart (a file system without `flock`) never write into one file.
+    writer_tag: String,
 }
 
 impl ParquetWriter {
@@ -169,6 +172,7 @@ impl ParquetWriter {
             last_commit: Instant::now(),
             delivered: 0,
             _lock: lock,
+            writer_tag: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
         })
     }
 
@@ -272,7 +276,7 @@ impl ParquetWriter {
             }
             std::fs::create_dir_all(&directory).map_err(|e| self.io_error(&directory, e))?;
             let final_path = directory.join(format!("part-{:06}-{part:04}.parquet", self.epoch));
-            let temporary = hidden_path(&final_path);
+            let temporary = hidden_path(&final_path, &self.writer_tag);
             self.write_file(&temporary, rows)?;
             staged.push((temporary, final_path, rows.len()));
         }
@@ -283,13 +287,17 @@ impl ParquetWriter {
     fn publish(&self, staged: &[(PathBuf, PathBuf, usize)]) -> Result<(), SinkError> {
         let files: Vec<serde_json::Value> = staged
             .iter()
-            .map(|(_, final_path, rows)| {
+            .map(|(temporary, final_path, rows)| {
                 let relative = final_path
                     .strip_prefix(&self.config.path)
                     .unwrap_or(final_path)
                     .display()
                     .to_string();
-                serde_json::json!({ "file": relative, "rows": rows })
+                // Where the file waits until renamed, for a restart after a crash to finish.
+                let staged = temporary
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned());
+                serde_json::json!({ "file": relative, "rows": rows, "staged": staged })
             })
             .collect();
         let manifest = serde_json::json!({
@@ -303,7 +311,7 @@ impl ParquetWriter {
             .path
             .join("_manifests")
             .join(format!("epoch-{:06}.json", self.epoch));
-        let temporary = hidden_path(&final_manifest);
+        let temporary = hidden_path(&final_manifest, &self.writer_tag);
         write_synced(&temporary, manifest.to_string().as_bytes())
             .map_err(|e| self.io_error(&temporary, e))?;
         // A hard link, unlike a rename, never replaces an epoch someone else committed.
@@ -428,9 +436,9 @@ fn lock_warehouse(path: &Path) -> Result<File, SinkError> {
 }
 
 /// `dir/part-1.parquet` → `dir/.part-1.parquet.tmp`: hidden from every reader's glob.
-fn hidden_path(path: &Path) -> PathBuf {
+fn hidden_path(path: &Path, writer_tag: &str) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.{writer_tag}.tmp"))
 }
 
 fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -463,9 +471,19 @@ fn recover(root: &Path) -> std::io::Result<()> {
             continue;
         };
         let files = manifest["files"].as_array().cloned().unwrap_or_default();
-        for file in files.iter().filter_map(|f| f["file"].as_str()) {
-            let final_path = root.join(file);
-            let temporary = hidden_path(&final_path);
+        for file in &files {
+            let Some(relative) = file["file"].as_str() else {
+                continue;
+            };
+            let final_path = root.join(relative);
+            let temporary = match file["staged"].as_str() {
+                Some(staged) => final_path.with_file_name(staged),
+                // Epochs committed before temporary names carried the writer.
+                None => {
+                    let name = final_path.file_name().unwrap_or_default().to_string_lossy();
+                    final_path.with_file_name(format!(".{name}.tmp"))
+                }
+            };
             if !final_path.exists() && temporary.exists() {
                 std::fs::rename(&temporary, &final_path)?;
             }
@@ -574,8 +592,16 @@ mod tests {
         // A crash after epoch 0's manifest but before its rename, and one in the middle of
         // writing epoch 1 (no manifest yet).
         let committed = root.join("part-000000-0000.parquet");
-        std::fs::rename(&committed, hidden_path(&committed)).unwrap();
-        let uncommitted = hidden_path(&root.join("part-000001-0000.parquet"));
+        let staged = root.join(
+            serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(root.join("_manifests/epoch-000000.json")).unwrap(),
+            )
+            .unwrap()["files"][0]["staged"]
+                .as_str()
+                .unwrap(),
+        );
+        std::fs::rename(&committed, &staged).unwrap();
+        let uncommitted = hidden_path(&root.join("part-000001-0000.parquet"), "4242-0");
         std::fs::write(&uncommitted, b"PAR1 half").unwrap();
         assert_eq!(
             ParquetWriter::open(ParquetSinkConfig::new(root.clone()), schema())
@@ -587,7 +613,7 @@ mod tests {
             committed.exists(),
             "the committed epoch's file is renamed into place"
         );
-        assert!(!hidden_path(&committed).exists());
+        assert!(!staged.exists());
         assert!(!uncommitted.exists(), "the uncommitted file is deleted");
     }
 
