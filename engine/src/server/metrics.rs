@@ -274,18 +274,10 @@ impl Collector for RunCollector {
 /// The text of one scrape.
 pub fn encode(state: &ServerState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    let added_sinks = state.control.as_ref().map_or_else(Vec::new, |control| {
-        control
-            .added_sinks
-            .sinks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    });
     registry.register_collector(Box::new(RunCollector {
         metrics: state.metrics.clone(),
         views: state.views.clone(),
-        added_sinks,
+        added_sinks: state.added_sinks(),
     }));
     registry.register(
         "vibelux_dataflow_step_seconds",

@@ -39,6 +39,20 @@ pub struct ServerState {
     pub control: Option<Arc<Control>>,
 }
 
+impl ServerState {
+    /// The sinks created while running (`POST /v1/sql`) and not dropped.
+    pub fn added_sinks(&self) -> Vec<(String, Arc<vibelux_connectors::sink::SinkMetrics>)> {
+        self.control.as_ref().map_or_else(Vec::new, |control| {
+            control
+                .added_sinks
+                .sinks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+}
+
 /// A JSON error body with a status: `{"error": "…"}`.
 struct ApiError(StatusCode, String);
 
@@ -129,10 +143,12 @@ async fn subscribe(
 /// `ok` (200), or `degraded` (503) while a sink cannot deliver or a source cannot read, with
 /// why: the engine keeps what it holds and retries, but someone has to free the disk.
 async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
+    let added_sinks = state.added_sinks();
     let stalled_sinks: Vec<Value> = state
         .metrics
         .sinks
         .iter()
+        .chain(&added_sinks)
         .filter_map(|(name, sink)| Some(json!({"sink": name, "problem": sink.stalled()?})))
         .collect();
     let failing_sources: Vec<Value> = state
