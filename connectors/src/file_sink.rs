@@ -11,56 +11,14 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_operators::row::{Datum, Row, format_timestamp};
+use vibelux_interfaces::row::{Datum, Row};
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 use crate::file_source::FileFormat;
-use crate::kafka::sink::KafkaSinkConfig;
-use crate::mqtt::sink::MqttSinkConfig;
-use crate::parquet_sink::ParquetSinkConfig;
-
-/// Where a sink writes.
-#[derive(Debug, Clone)]
-pub enum SinkTarget {
-    File { path: PathBuf, format: FileFormat },
-    Stdout,
-    Parquet(ParquetSinkConfig),
-    Mqtt(MqttSinkConfig),
-    Kafka(KafkaSinkConfig),
-    Modbus(crate::modbus::sink::ModbusSinkConfig),
-    Webhook(crate::webhook::WebhookSinkConfig),
-}
-
-impl SinkTarget {
-    /// Where rows go, for people.
-    pub fn describe(&self) -> String {
-        match self {
-            SinkTarget::File { path, .. } => path.display().to_string(),
-            SinkTarget::Stdout => "stdout".to_string(),
-            SinkTarget::Parquet(config) => format!("{} (parquet)", config.path.display()),
-            SinkTarget::Mqtt(config) => format!("{} (mqtt)", config.broker.address()),
-            SinkTarget::Kafka(config) => format!("kafka {} topic {}", config.brokers, config.topic),
-            SinkTarget::Webhook(config) => format!("{} (webhook)", config.url),
-            SinkTarget::Modbus(config) => format!(
-                "modbus {}:{} unit {}",
-                config.device.host, config.device.port, config.device.unit_id
-            ),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("cannot write to {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot publish to {target}: {reason}")]
-    Broker { target: String, reason: String },
-}
+use crate::json_row::encode_json_row;
 
 /// Writes rows of one schema to a target.
 pub struct RowWriter {
@@ -231,37 +189,34 @@ impl RowWriter {
     }
 }
 
-/// Appends `row` as a JSON object to `line`; `op` (insert or not) adds an `_op` field first.
-pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &mut String) {
-    line.push('{');
-    if let Some(insert) = op {
-        line.push_str(if insert {
-            "\"_op\":\"insert\","
-        } else {
-            "\"_op\":\"delete\","
-        });
+impl SinkWriter for RowWriter {
+    fn describe(&self) -> String {
+        self.target_name.clone()
     }
-    for (index, (field, datum)) in schema.fields().iter().zip(row).enumerate() {
-        if index > 0 {
-            line.push(',');
-        }
-        line.push_str(&serde_json::to_string(field.name()).expect("strings encode"));
-        line.push(':');
-        match datum {
-            Datum::Null => line.push_str("null"),
-            Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
-            Datum::Int64(v) => line.push_str(&v.to_string()),
-            Datum::Float64(v) if v.is_finite() => line.push_str(&v.to_string()),
-            Datum::Float64(_) => line.push_str("null"),
-            Datum::Utf8(v) => line.push_str(&serde_json::to_string(&**v).expect("strings encode")),
-            Datum::Timestamp(v) => {
-                line.push('"');
-                line.push_str(&format_timestamp(*v));
-                line.push('"');
-            }
-        }
+
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+        RowWriter::write(self, row, insert)
     }
-    line.push('}');
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        RowWriter::flush(self)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        RowWriter::flush(self)
+    }
+
+    fn delivers_on_write(&self) -> bool {
+        false
+    }
+
+    fn take_delivered(&mut self) -> u64 {
+        RowWriter::take_delivered(self)
+    }
+
+    fn held_rows(&self) -> u64 {
+        RowWriter::held_rows(self)
+    }
 }
 
 #[cfg(test)]

@@ -22,13 +22,8 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use vibelux_operators::columnar::rows_to_batch;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
-use crate::file_sink::SinkError;
-
-/// Field metadata key for a column's unit (`°C`, `ppm`), written into every file's schema.
-pub const UNIT_METADATA: &str = "unit";
-
-/// Field metadata key saying which zone a timestamp without one is wall-clock time in.
-pub const TIME_ZONE_METADATA: &str = "time_zone";
+use vibelux_interfaces::metadata;
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 /// One level of the partition path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,6 +356,37 @@ impl ParquetWriter {
     }
 }
 
+impl SinkWriter for ParquetWriter {
+    fn describe(&self) -> String {
+        self.config.path.display().to_string()
+    }
+
+    /// The planner only sends append-only rows to Parquet.
+    fn write(&mut self, row: &Row, _insert: bool) -> Result<(), SinkError> {
+        ParquetWriter::write(self, row)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        ParquetWriter::flush(self)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.commit()
+    }
+
+    fn delivers_on_write(&self) -> bool {
+        false
+    }
+
+    fn take_delivered(&mut self) -> u64 {
+        ParquetWriter::take_delivered(self)
+    }
+
+    fn held_rows(&self) -> u64 {
+        ParquetWriter::held_rows(self)
+    }
+}
+
 /// A writer dropped with rows still buffered (its dataflow was dropped: the view or sink was
 /// removed while running) commits them, so nothing it accepted is lost.
 impl Drop for ParquetWriter {
@@ -381,7 +407,7 @@ fn file_field(field: &Field) -> Field {
         DataType::Timestamp(_, zone) => {
             let mut metadata = field.metadata().clone();
             if zone.is_none() {
-                metadata.insert(TIME_ZONE_METADATA.to_string(), "UTC".to_string());
+                metadata.insert(metadata::TIME_ZONE.to_string(), "UTC".to_string());
             }
             field
                 .clone()
@@ -686,7 +712,7 @@ mod tests {
             stored.data_type(),
             &DataType::Timestamp(TimeUnit::Microsecond, None)
         );
-        assert_eq!(stored.metadata()[TIME_ZONE_METADATA], "UTC");
+        assert_eq!(stored.metadata()[metadata::TIME_ZONE], "UTC");
     }
 
     #[test]

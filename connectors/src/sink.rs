@@ -15,18 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
-use crate::file_sink::{RowWriter, SinkError, SinkTarget};
-use crate::kafka::sink::KafkaProducer;
-use crate::modbus::sink::ModbusWriter;
-use crate::mqtt::sink::MqttPublisher;
-use crate::parquet_sink::ParquetWriter;
-use crate::webhook::WebhookSender;
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 /// The first wait after a sink could not deliver; it doubles up to [`LONGEST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -81,131 +75,12 @@ impl SinkMetrics {
     }
 }
 
-/// An open sink of any kind.
-pub enum SinkWriter {
-    Rows(RowWriter),
-    Parquet(ParquetWriter),
-    Mqtt(MqttPublisher),
-    Kafka(KafkaProducer),
-    Modbus(ModbusWriter),
-    Webhook(WebhookSender),
-}
-
-impl SinkWriter {
-    /// Opens (creates) the target; `changelog` marks each row as an insert or a delete.
-    pub fn open(
-        target: &SinkTarget,
-        schema: SchemaRef,
-        changelog: bool,
-    ) -> Result<Self, SinkError> {
-        Ok(match target {
-            SinkTarget::Stdout => SinkWriter::Rows(RowWriter::stdout(schema, changelog)),
-            SinkTarget::File { path, format } => {
-                SinkWriter::Rows(RowWriter::file(path, *format, schema, changelog)?)
-            }
-            SinkTarget::Parquet(config) => {
-                SinkWriter::Parquet(ParquetWriter::open(config.clone(), schema)?)
-            }
-            SinkTarget::Mqtt(config) => {
-                SinkWriter::Mqtt(MqttPublisher::open(config.clone(), schema, changelog)?)
-            }
-            SinkTarget::Kafka(config) => {
-                SinkWriter::Kafka(KafkaProducer::open(config.clone(), schema, changelog)?)
-            }
-            SinkTarget::Modbus(config) => {
-                SinkWriter::Modbus(ModbusWriter::open(config.clone(), schema)?)
-            }
-            SinkTarget::Webhook(config) => {
-                SinkWriter::Webhook(WebhookSender::open(config.clone(), schema, changelog)?)
-            }
-        })
-    }
-
-    /// Where rows go, for messages.
-    fn describe(&self) -> String {
-        match self {
-            SinkWriter::Rows(writer) => writer.path().display().to_string(),
-            SinkWriter::Parquet(writer) => writer.path().display().to_string(),
-            SinkWriter::Mqtt(writer) => writer.describe().to_string(),
-            SinkWriter::Kafka(writer) => writer.describe().to_string(),
-            SinkWriter::Modbus(writer) => writer.describe(),
-            SinkWriter::Webhook(writer) => writer.describe().to_string(),
-        }
-    }
-
-    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
-        match self {
-            SinkWriter::Rows(writer) => writer.write(row, insert),
-            // The planner only sends append-only rows to Parquet.
-            SinkWriter::Parquet(writer) => writer.write(row),
-            SinkWriter::Mqtt(writer) => writer.write(row, insert),
-            SinkWriter::Kafka(writer) => writer.write(row, insert),
-            SinkWriter::Modbus(writer) => writer.write(row, insert),
-            SinkWriter::Webhook(writer) => writer.write(row, insert),
-        }
-    }
-
-    /// Rows delivered since the last call.
-    fn take_delivered(&mut self) -> u64 {
-        match self {
-            SinkWriter::Rows(writer) => writer.take_delivered(),
-            SinkWriter::Parquet(writer) => writer.take_delivered(),
-            // Accepted by the client, which has its own queue, retries and audit log.
-            SinkWriter::Mqtt(_)
-            | SinkWriter::Kafka(_)
-            | SinkWriter::Modbus(_)
-            | SinkWriter::Webhook(_) => 0,
-        }
-    }
-
-    /// Rows accepted and not delivered yet.
-    fn held_rows(&self) -> u64 {
-        match self {
-            SinkWriter::Rows(writer) => writer.held_rows(),
-            SinkWriter::Parquet(writer) => writer.held_rows(),
-            SinkWriter::Mqtt(_)
-            | SinkWriter::Kafka(_)
-            | SinkWriter::Modbus(_)
-            | SinkWriter::Webhook(_) => 0,
-        }
-    }
-
-    /// Whether rows count as delivered when `write` accepts them (network clients, which queue,
-    /// retry and audit on their own) rather than when a flush or commit delivers them (files,
-    /// whose failed flushes and commits the sink operator retries).
-    fn delivers_on_write(&self) -> bool {
-        !matches!(self, SinkWriter::Rows(_) | SinkWriter::Parquet(_))
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        match self {
-            SinkWriter::Rows(writer) => writer.flush(),
-            SinkWriter::Parquet(writer) => writer.flush(),
-            SinkWriter::Mqtt(_)
-            | SinkWriter::Kafka(_)
-            | SinkWriter::Modbus(_)
-            | SinkWriter::Webhook(_) => Ok(()),
-        }
-    }
-
-    fn finish(&mut self) -> Result<(), SinkError> {
-        match self {
-            SinkWriter::Rows(writer) => writer.flush(),
-            SinkWriter::Parquet(writer) => writer.commit(),
-            SinkWriter::Mqtt(writer) => writer.finish(),
-            SinkWriter::Kafka(writer) => writer.finish(),
-            SinkWriter::Modbus(writer) => writer.finish(),
-            SinkWriter::Webhook(writer) => writer.finish(),
-        }
-    }
-}
-
 /// Writes a stream into a sink. `writer` is `Some` on worker 0 only. The returned stream carries
 /// no data: its frontier is what the sink has delivered, for flow control.
 pub trait WriteRowsExt<'scope> {
     fn write_rows(
         self,
-        writer: Option<SinkWriter>,
+        writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
         stop: Arc<AtomicBool>,
     ) -> Stream<'scope, u64, Vec<Row>>;
@@ -215,14 +90,14 @@ pub trait WriteRowsExt<'scope> {
 pub trait WriteUpdatesExt<'scope> {
     fn write_updates(
         self,
-        writer: Option<SinkWriter>,
+        writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
         stop: Arc<AtomicBool>,
     ) -> Stream<'scope, u64, Vec<Row>>;
 }
 
 /// Counts one `write`: delivered for network clients (files count at flush), or refused.
-fn record(writer: &SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkError>) {
+fn record(writer: &dyn SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkError>) {
     match result {
         Ok(()) => {
             if writer.delivers_on_write() {
@@ -240,7 +115,7 @@ fn record(writer: &SinkWriter, metrics: &SinkMetrics, result: Result<(), SinkErr
 impl<'scope> WriteRowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
     fn write_rows(
         self,
-        writer: Option<SinkWriter>,
+        writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
         stop: Arc<AtomicBool>,
     ) -> Stream<'scope, u64, Vec<Row>> {
@@ -263,7 +138,7 @@ impl<'scope> WriteRowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
 impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
     fn write_updates(
         self,
-        writer: Option<SinkWriter>,
+        writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
         stop: Arc<AtomicBool>,
     ) -> Stream<'scope, u64, Vec<Row>> {
@@ -293,10 +168,10 @@ impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
 fn deliver<'scope, D>(
     stream: Stream<'scope, u64, Vec<D>>,
     name: &str,
-    mut writer: Option<SinkWriter>,
+    mut writer: Option<Box<dyn SinkWriter>>,
     metrics: Arc<SinkMetrics>,
     stop: Arc<AtomicBool>,
-    mut write_batch: impl FnMut(&mut SinkWriter, &mut Vec<D>, &SinkMetrics) + 'static,
+    mut write_batch: impl FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + 'static,
 ) -> Stream<'scope, u64, Vec<Row>>
 where
     D: timely::ExchangeData,
@@ -316,7 +191,7 @@ where
             let mut wrote = false;
             input.for_each(|_time, data| {
                 if let Some(open) = writer.as_mut() {
-                    write_batch(open, data, &metrics);
+                    write_batch(open.as_mut(), data, &metrics);
                     wrote = true;
                 }
             });

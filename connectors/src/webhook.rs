@@ -24,7 +24,8 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_operators::row::Row;
 
-use crate::file_sink::{SinkError, encode_json_row};
+use crate::json_row::encode_json_row;
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 /// Rows waiting for delivery before the sink waits for the receiver.
 const QUEUE: usize = 1024;
@@ -100,12 +101,14 @@ impl WebhookSender {
             describe,
         })
     }
+}
 
-    pub fn describe(&self) -> &str {
-        &self.describe
+impl SinkWriter for WebhookSender {
+    fn describe(&self) -> String {
+        self.describe.clone()
     }
 
-    pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         let mut payload = String::new();
         encode_json_row(
             &self.schema,
@@ -131,7 +134,7 @@ impl WebhookSender {
     }
 
     /// Waits until every queued row is delivered or dead-lettered.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
+    fn finish(&mut self) -> Result<(), SinkError> {
         self.queue = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use vibelux_connectors::sink::SinkMetrics;
-use vibelux_connectors::sink::SinkWriter;
 use vibelux_queries::error::{Position, SqlError};
 use vibelux_queries::parser::{Statement, parse_pipeline};
 use vibelux_queries::plan::SinkMode;
@@ -178,10 +177,12 @@ impl Control {
                 continue;
             }
             let schema = after.nodes[sink.node].schema.clone();
-            let writer = SinkWriter::open(&sink.target, schema, sink.mode == SinkMode::Changelog)
+            let writer = sink
+                .target
+                .open(schema, sink.mode == SinkMode::Changelog)
                 .map_err(|error| {
-                ControlError::Sql(format!("request: opening sink {}: {error}", sink.name))
-            })?;
+                    ControlError::Sql(format!("request: opening sink {}: {error}", sink.name))
+                })?;
             let metrics = Arc::new(SinkMetrics::default());
             self.added_sinks
                 .sinks
@@ -193,7 +194,7 @@ impl Control {
                 plan: plan.clone(),
                 object: Added::Sink {
                     index,
-                    writer: Mutex::new(Some(Box::new(writer))),
+                    writer: Mutex::new(Some(writer)),
                     metrics,
                 },
             })));

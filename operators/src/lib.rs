@@ -16,6 +16,7 @@ pub mod changes;
 pub mod columnar;
 pub mod cultivation;
 pub mod join;
-pub mod row;
+/// The row model, from the crate every layer shares.
+pub use vibelux_interfaces::row;
 pub mod session;
 pub mod window;

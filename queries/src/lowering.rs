@@ -28,7 +28,7 @@ use vibelux_operators::calc::{Calc, CalcDescription};
 use vibelux_operators::row::storage_type;
 use vibelux_operators::session::SessionColumns;
 
-use vibelux_connectors::parquet_sink::UNIT_METADATA;
+use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 
 use crate::context::located;
 use crate::error::{Position, SqlError, SqlResult};

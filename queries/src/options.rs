@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::{FileFormat, FileSourceConfig};
 use vibelux_connectors::parquet_sink::{ParquetSinkConfig, PartitionKey};
 use vibelux_connectors::payload::{RowLayout, parse_timestamp};
 use vibelux_connectors::simulator::{FaultKind, SimulatorConfig, Speed};
+use vibelux_connectors::target::SinkTarget;
 
 use crate::error::{Position, SqlError, SqlResult};
 use crate::parser::OptionEntry;

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_connectors::file_sink::SinkTarget;
 use vibelux_connectors::file_source::FileSourceConfig;
 use vibelux_connectors::kafka::source::KafkaSourceConfig;
 use vibelux_connectors::modbus::poller::DeviceConfig;
@@ -16,6 +15,7 @@ use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::SimulatorConfig;
 use vibelux_connectors::source::SourceTiming;
 use vibelux_connectors::sparkplug::source::SparkplugSourceConfig;
+use vibelux_connectors::target::SinkTarget;
 use vibelux_operators::aggregate::AggregatePlan;
 use vibelux_operators::alarm::AlarmSpec;
 use vibelux_operators::anomaly::AnomalySpec;

@@ -13,11 +13,11 @@ use datafusion::execution::SessionState;
 use datafusion::optimizer::Analyzer;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
-use vibelux_connectors::file_sink::SinkTarget;
-use vibelux_connectors::parquet_sink::UNIT_METADATA;
 use vibelux_connectors::payload::RowLayout;
 use vibelux_connectors::simulator::{check_columns, simulated_unit};
 use vibelux_connectors::source::SourceTiming;
+use vibelux_connectors::target::SinkTarget;
+use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::window::WindowKind;
 

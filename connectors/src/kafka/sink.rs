@@ -20,8 +20,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Message};
 use vibelux_operators::row::Row;
 
-use crate::file_sink::{SinkError, encode_json_row};
+use crate::json_row::encode_json_row;
 use crate::template::RowTemplate;
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -157,12 +158,14 @@ impl KafkaProducer {
             finished: false,
         })
     }
+}
 
-    pub fn describe(&self) -> &str {
-        &self.describe
+impl SinkWriter for KafkaProducer {
+    fn describe(&self) -> String {
+        self.describe.clone()
     }
 
-    pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         let mut payload = String::with_capacity(128);
         encode_json_row(
             &self.schema,
@@ -199,7 +202,7 @@ impl KafkaProducer {
     }
 
     /// Waits for every row to be acknowledged; reports the ones that were not.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
+    fn finish(&mut self) -> Result<(), SinkError> {
         if std::mem::replace(&mut self.finished, true) {
             return Ok(());
         }

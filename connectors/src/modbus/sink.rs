@@ -28,7 +28,8 @@ use super::codec::{RawValue, decode_registers, encode_registers};
 use super::poller::DeviceConfig;
 use super::safety::WriteHistory;
 use super::tags::{Register, Tag, ValueType};
-use crate::file_sink::{SinkError, encode_json_row};
+use crate::json_row::encode_json_row;
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 #[derive(Debug, Clone)]
 pub struct ModbusSinkConfig {
@@ -251,6 +252,20 @@ impl ModbusWriter {
             });
         }
         Ok(())
+    }
+}
+
+impl SinkWriter for ModbusWriter {
+    fn describe(&self) -> String {
+        ModbusWriter::describe(self)
+    }
+
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+        ModbusWriter::write(self, row, insert)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        ModbusWriter::finish(self)
     }
 }
 

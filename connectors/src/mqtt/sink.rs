@@ -23,9 +23,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS, RecvTimeoutError};
 use vibelux_operators::row::Row;
 
-use crate::file_sink::{SinkError, encode_json_row};
+use crate::json_row::encode_json_row;
 use crate::mqtt::broker::{Backoff, BrokerConfig};
 use crate::mqtt::topic::TopicTemplate;
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 /// How long a finishing sink waits for the broker to acknowledge what it published.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -120,12 +121,14 @@ impl MqttPublisher {
             handed,
         })
     }
+}
 
-    pub fn describe(&self) -> &str {
-        &self.describe
+impl SinkWriter for MqttPublisher {
+    fn describe(&self) -> String {
+        self.describe.clone()
     }
 
-    pub fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         let mut payload = String::with_capacity(128);
         encode_json_row(
             &self.schema,
@@ -151,7 +154,7 @@ impl MqttPublisher {
     }
 
     /// Waits until the broker has everything published so far, then disconnects.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
+    fn finish(&mut self) -> Result<(), SinkError> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };

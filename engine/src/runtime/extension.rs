@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::Scope;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use vibelux_connectors::sink::{SinkMetrics, SinkWriter};
+use vibelux_connectors::sink::SinkMetrics;
 use vibelux_connectors::source::SourceStreams;
 use vibelux_connectors::table::TableStreams;
+use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::alarm::AlarmDesk;
 use vibelux_queries::plan::{DataflowPlan, NodeId, SinkMode};
 
@@ -83,11 +84,7 @@ pub(super) fn build_extension(
             metrics,
         } => {
             let writer = if index == 0 {
-                writer
-                    .lock()
-                    .expect("writer lock")
-                    .take()
-                    .map(|writer| *writer)
+                writer.lock().expect("writer lock").take()
             } else {
                 None
             };
@@ -112,7 +109,7 @@ pub enum Added {
         /// Its index in the extension's plan's sinks.
         index: usize,
         /// Opened before it is sent; worker 0 takes it.
-        writer: Mutex<Option<Box<SinkWriter>>>,
+        writer: Mutex<Option<Box<dyn SinkWriter>>>,
         metrics: Arc<SinkMetrics>,
     },
     View {

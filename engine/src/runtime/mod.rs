@@ -29,9 +29,10 @@ use timely::dataflow::{Scope, Stream};
 use vibelux_connectors::file_source::{FileReader, ReplayProgress};
 use vibelux_connectors::simulator::SimulatorReader;
 use vibelux_connectors::simulator::Speed;
-use vibelux_connectors::sink::{SinkMetrics, SinkWriter, WriteRowsExt, WriteUpdatesExt};
+use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
+use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::AlarmDesk;
 use vibelux_operators::alarm::RaiseAlarmsExt;
@@ -378,7 +379,9 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let mut writers = Vec::new();
     for sink in &plan.sinks {
         let schema = plan.nodes[sink.node].schema.clone();
-        let writer = SinkWriter::open(&sink.target, schema, sink.mode == SinkMode::Changelog)
+        let writer = sink
+            .target
+            .open(schema, sink.mode == SinkMode::Changelog)
             .with_context(|| format!("opening sink {}", sink.name))?;
         writers.push(Some(writer));
     }
@@ -833,7 +836,7 @@ fn build_nodes<'scope>(
 fn attach_sink(
     output: &Built<'_>,
     mode: SinkMode,
-    writer: Option<SinkWriter>,
+    writer: Option<Box<dyn SinkWriter>>,
     metrics: Arc<SinkMetrics>,
     stop: &Arc<AtomicBool>,
     finished: &ProbeHandle<u64>,

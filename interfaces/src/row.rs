@@ -11,7 +11,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use arrow_schema::{DataType, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 /// One value of a row. Floats compare by IEEE total order so rows can be sorted and consolidated.

@@ -1,0 +1,59 @@
+//! The contract of a sink: what the engine's sink operator asks of every connector that writes.
+//!
+//! The operator hands rows to [`SinkWriter::write`] in order, asks for a flush as the frontier
+//! moves and a finish when its input ends. A writer that delivers only at a flush or commit
+//! (files, a Parquet warehouse) keeps what it could not deliver and counts what it did, so the
+//! operator can retry without losing or repeating rows; a network client that queues, retries
+//! and audits on its own delivers when it accepts a row.
+
+use crate::row::Row;
+
+/// Why a sink could not take or deliver rows; the message names the target.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot write to {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot publish to {target}: {reason}")]
+    Broker { target: String, reason: String },
+}
+
+/// An open sink.
+pub trait SinkWriter: Send {
+    /// Where rows go, for messages.
+    fn describe(&self) -> String;
+
+    /// Takes one row; `insert` is false for a retraction in a changelog. An error means the row
+    /// was refused (a network client's dead letter), not held.
+    fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError>;
+
+    /// Delivers what was taken, as far as the writer delivers before its finish (a file writes
+    /// its lines out; a warehouse commits when a rollover is due). On failure the rows are kept
+    /// for the next flush.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Delivers everything (a last commit, waiting for a broker's acknowledgements). On
+    /// failure a writer that [holds rows](SinkWriter::delivers_on_write) keeps them for a retry.
+    fn finish(&mut self) -> Result<(), SinkError>;
+
+    /// Whether a row counts as delivered when `write` accepts it (network clients, with their
+    /// own queues, retries and audit logs) rather than at a flush or finish (files, whose failed
+    /// flushes the sink operator retries).
+    fn delivers_on_write(&self) -> bool {
+        true
+    }
+
+    /// Rows delivered by flushes and finishes since the last call.
+    fn take_delivered(&mut self) -> u64 {
+        0
+    }
+
+    /// Rows taken and not delivered yet.
+    fn held_rows(&self) -> u64 {
+        0
+    }
+}
