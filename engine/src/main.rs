@@ -528,7 +528,7 @@ fn announce(planner: &Planner, workers: usize) {
         if workers == 1 { "" } else { "s" }
     );
     for source in &plan.sources {
-        let bounded = if source.connector.is_bounded() {
+        let bounded = if source.spec.is_bounded() {
             "replay"
         } else {
             "live"
@@ -536,7 +536,7 @@ fn announce(planner: &Planner, workers: usize) {
         eprintln!(
             "  source {} ({} {bounded})",
             source.name,
-            source.connector.name()
+            source.spec.connector()
         );
     }
     for (name, _) in &plan.materialized {

@@ -18,7 +18,7 @@ use crate::runtime::{RunOptions, start};
 pub fn load_pipeline(path: &Path) -> anyhow::Result<(Planner, Vec<Outcome>)> {
     let sql =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Planner::plan_pipeline(&sql)
+    Planner::plan_pipeline(&sql, vibelux_connectors::registry::registry())
         .map_err(|error| anyhow::anyhow!(render(&path.display().to_string(), &sql, &error)))
 }
 
@@ -33,17 +33,17 @@ pub fn query_to_completion(
     let order = plan.build_order(&[node]);
     for source in plan.sources_of(&order) {
         let source = &plan.sources[source];
-        if !source.connector.is_bounded() {
+        if !source.spec.is_bounded() {
             bail!(
                 "source `{}` never ends (a live {} source), so a query over it has no final answer; run the pipeline and read its sinks instead",
                 source.name,
-                source.connector.name()
+                source.spec.connector()
             );
         }
     }
     for table in plan.tables_of(&order) {
         let table = &plan.tables[table];
-        if table.file.follow {
+        if !table.spec.is_bounded() {
             bail!(
                 "table `{}` is tailed and never ends, so a query over it has no final answer; run the pipeline and read its sinks instead",
                 table.name

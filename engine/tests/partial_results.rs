@@ -29,7 +29,8 @@ fn a_window_publishes_partial_results_before_it_closes() {
            FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start;",
         data.display()
     );
-    let (planner, outcomes) = Planner::plan_pipeline(&sql).unwrap();
+    let (planner, outcomes) =
+        Planner::plan_pipeline(&sql, vibelux_connectors::registry::registry()).unwrap();
     let Some(Outcome::Query { node }) = outcomes.last() else {
         panic!("expected a query")
     };

@@ -26,7 +26,7 @@ struct Engine {
 impl Engine {
     fn new() -> Self {
         Engine {
-            planner: Planner::new(),
+            planner: Planner::new(vibelux_connectors::registry::registry()),
             workers: vec![1, 2, 4],
         }
     }

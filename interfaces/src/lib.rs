@@ -7,6 +7,9 @@
 
 #![deny(unsafe_code)]
 
+pub mod connector;
 pub mod metadata;
+pub mod options;
 pub mod row;
 pub mod sink;
+pub mod source;

@@ -119,7 +119,7 @@ impl Planner {
                                 .collect();
                             Some(vec![
                                 name.clone(),
-                                self.plan.sources[index].connector.name().to_string(),
+                                self.plan.sources[index].spec.connector().to_string(),
                                 columns.join(", "),
                             ])
                         }

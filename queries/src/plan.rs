@@ -7,15 +7,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_connectors::file_source::FileSourceConfig;
-use vibelux_connectors::kafka::source::KafkaSourceConfig;
-use vibelux_connectors::modbus::poller::DeviceConfig;
-use vibelux_connectors::mqtt::source::MqttSourceConfig;
-use vibelux_connectors::payload::RowLayout;
-use vibelux_connectors::simulator::SimulatorConfig;
-use vibelux_connectors::source::SourceTiming;
-use vibelux_connectors::sparkplug::source::SparkplugSourceConfig;
-use vibelux_connectors::target::SinkTarget;
+use vibelux_interfaces::connector::{SinkSpec, SourceSpec};
+use vibelux_interfaces::source::SourceTiming;
 use vibelux_operators::aggregate::AggregatePlan;
 use vibelux_operators::alarm::AlarmSpec;
 use vibelux_operators::anomaly::AnomalySpec;
@@ -150,54 +143,18 @@ pub struct PlanNode {
 }
 
 #[derive(Debug, Clone)]
-pub enum SourceConnector {
-    Simulator(SimulatorConfig),
-    File(FileSourceConfig),
-    Mqtt(MqttSourceConfig),
-    Sparkplug(SparkplugSourceConfig),
-    Modbus(DeviceConfig),
-    Kafka(Arc<KafkaSourceConfig>),
-}
-
-impl SourceConnector {
-    pub fn name(&self) -> &'static str {
-        match self {
-            SourceConnector::Simulator(_) => "simulator",
-            SourceConnector::File(_) => "file",
-            SourceConnector::Mqtt(_) => "mqtt",
-            SourceConnector::Sparkplug(_) => "sparkplug",
-            SourceConnector::Modbus(_) => "modbus",
-            SourceConnector::Kafka(_) => "kafka",
-        }
-    }
-
-    /// Whether the input ends by itself (a replay) rather than running until stopped.
-    pub fn is_bounded(&self) -> bool {
-        match self {
-            SourceConnector::Simulator(config) => config.duration_nanos.is_some(),
-            SourceConnector::File(config) => !config.follow,
-            SourceConnector::Mqtt(_)
-            | SourceConnector::Sparkplug(_)
-            | SourceConnector::Modbus(_)
-            | SourceConnector::Kafka(_) => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
 pub struct SourcePlan {
     pub name: String,
-    pub connector: SourceConnector,
-    pub layout: RowLayout,
+    /// What its connector planned from the options; the engine starts it.
+    pub spec: Arc<dyn SourceSpec>,
     pub timing: SourceTiming,
 }
 
-/// A `CREATE TABLE`: reference data read from a file, kept by primary key.
+/// A `CREATE TABLE`: reference data read by a connector that reads tables, kept by primary key.
 #[derive(Debug, Clone)]
 pub struct TablePlan {
     pub name: String,
-    pub file: FileSourceConfig,
-    pub layout: RowLayout,
+    pub spec: Arc<dyn SourceSpec>,
     pub key_columns: Vec<usize>,
 }
 
@@ -217,7 +174,8 @@ pub struct SinkPlan {
     pub name: String,
     pub from: String,
     pub node: NodeId,
-    pub target: SinkTarget,
+    /// What its connector planned from the options; the engine opens it.
+    pub target: Arc<dyn SinkSpec>,
     pub mode: SinkMode,
 }
 

@@ -13,24 +13,23 @@ use datafusion::execution::SessionState;
 use datafusion::optimizer::Analyzer;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
-use vibelux_connectors::payload::RowLayout;
-use vibelux_connectors::simulator::{check_columns, simulated_unit};
-use vibelux_connectors::source::SourceTiming;
-use vibelux_connectors::target::SinkTarget;
+use vibelux_interfaces::connector::{
+    DeclaredSink, DeclaredSource, Registry, SOURCE_OPTIONS, SourceConnector,
+};
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
+use vibelux_interfaces::options::{Options, connector_kind, nanos};
+use vibelux_interfaces::source::SourceTiming;
 use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::window::WindowKind;
 
 use crate::context::{PlanningContext, column_type, interval_nanos, located, session_state};
 use crate::error::{Position, SqlError, SqlResult};
 use crate::lowering::{Lowering, carried_schema};
-use crate::options::{
-    Options, connector_kind, known_source_options, nanos, sink_target, source_connector,
-};
+use crate::options::options_of;
 use crate::parser::{CreateSink, CreateSource, CreateView, Located, ObjectKind, Statement};
 use crate::plan::{
-    Changes, DataflowPlan, NodeId, NodeKind, PlanNode, SinkMode, SinkPlan, SourceConnector,
-    SourcePlan, TablePlan, WindowColumns,
+    Changes, DataflowPlan, NodeId, NodeKind, PlanNode, SinkMode, SinkPlan, SourcePlan, TablePlan,
+    WindowColumns,
 };
 use crate::window_functions::{WindowFunction, rewrite_window_calls};
 
@@ -88,18 +87,16 @@ pub struct Planner {
     pub models: Arc<ModelRegistry>,
     /// The models each view calls, so a model in use is not dropped.
     pub(crate) model_users: BTreeMap<String, Vec<String>>,
-}
-
-impl Default for Planner {
-    fn default() -> Self {
-        Planner::new()
-    }
+    /// The connectors statements may name.
+    pub(crate) connectors: Registry,
 }
 
 impl Planner {
-    pub fn new() -> Self {
+    /// A planner whose statements may name the connectors of `connectors`.
+    pub fn new(connectors: Registry) -> Self {
         let models = Arc::new(ModelRegistry::default());
         Planner {
+            connectors,
             state: session_state(&models),
             models,
             model_users: BTreeMap::new(),
@@ -110,8 +107,8 @@ impl Planner {
     }
 
     /// Plans every statement of a pipeline file, stopping at the first error.
-    pub fn plan_pipeline(sql: &str) -> SqlResult<(Planner, Vec<Outcome>)> {
-        let mut planner = Planner::new();
+    pub fn plan_pipeline(sql: &str, connectors: Registry) -> SqlResult<(Planner, Vec<Outcome>)> {
+        let mut planner = Planner::new(connectors);
         let mut outcomes = Vec::new();
         for statement in crate::parser::parse_pipeline(sql)? {
             outcomes.push(planner.execute(&statement)?);
@@ -198,9 +195,22 @@ impl Planner {
         for suffix in ["_errors", "_late", "_health"] {
             self.check_new_name(&format!("{name}{suffix}"), name_position)?;
         }
-        let simulated = source.options.iter().any(|option| {
-            option.key.value.eq_ignore_ascii_case("connector") && option.value == "simulator"
-        });
+        let mut options = options_of(&source.options, position)?;
+        let (connector_name, connector_position) = options.required("connector", "a source")?;
+        let connector = self
+            .connectors
+            .find_source(&connector_name)
+            .cloned()
+            .ok_or_else(|| {
+                SqlError::new(
+                    connector_position.into(),
+                    format!(
+                        "unknown source connector '{}'; available: {}",
+                        connector_name.to_ascii_lowercase(),
+                        self.connectors.source_names()
+                    ),
+                )
+            })?;
         let mut fields = Vec::new();
         for column in &source.columns {
             let column_position = Position::of(column.name.span.start);
@@ -220,8 +230,7 @@ impl Planner {
             let declared = source.units.iter().find(|(c, _)| c == &column.name);
             let unit = match declared {
                 Some((_, unit)) => Some(unit.clone()),
-                None if simulated => simulated_unit(&column_name).map(str::to_string),
-                None => None,
+                None => connector.column_unit(&column_name).map(str::to_string),
             };
             if let Some(unit) = unit {
                 field = field.with_metadata([(UNIT_METADATA.to_string(), unit)].into());
@@ -236,7 +245,7 @@ impl Planner {
         }
         let schema = Arc::new(Schema::new(fields));
         if source.is_table {
-            return self.create_table(source, name, schema, position);
+            return self.create_table(source, name, schema, position, connector, options);
         }
 
         let watermark = source.watermark.as_ref().ok_or_else(|| {
@@ -261,9 +270,12 @@ impl Planner {
         }
         let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
 
-        let mut options = Options::new(&source.options, position)?;
-        let layout = RowLayout::new(schema.clone(), Some(event_time_column));
-        let connector = source_connector(&mut options, &name, &layout)?;
+        let declared = DeclaredSource {
+            name: name.clone(),
+            schema: schema.clone(),
+            event_time: Some(event_time_column),
+        };
+        let spec = connector.plan(&declared, &mut options)?;
         let lateness = options
             .duration("allowed_lateness")?
             .map(nanos)
@@ -272,26 +284,16 @@ impl Planner {
             .duration("idle_timeout")?
             .unwrap_or(std::time::Duration::from_secs(10));
         let batch_size = options.count("batch_size")?.unwrap_or(1024).max(1);
-        let known = known_source_options(&connector);
-        options.finish(&connector_kind(connector.name(), "source"), known)?;
-        if let SourceConnector::Simulator(_) = &connector {
-            check_columns(&schema).map_err(|message| SqlError::new(position, message))?;
-        }
-        if let SourceConnector::File(config) = &connector
-            && !config.follow
-            && !config.path.exists()
-        {
-            return Err(SqlError::new(
-                position,
-                format!("file {} does not exist", config.path.display()),
-            ));
-        }
+        options.finish(
+            &connector_kind(connector.name(), "source"),
+            connector.options(),
+        )?;
+        let health_schema = spec.health_schema();
 
         let index = self.plan.sources.len();
         self.plan.sources.push(SourcePlan {
             name: name.clone(),
-            connector,
-            layout,
+            spec,
             timing: SourceTiming {
                 watermark_delay_nanos: delay,
                 allowed_lateness_nanos: lateness,
@@ -352,11 +354,7 @@ impl Planner {
             .insert(format!("{name}_errors"), output(errors, errors_schema));
         self.entries
             .insert(format!("{name}_late"), output(late, node_schema));
-        if matches!(
-            self.plan.sources[index].connector,
-            SourceConnector::Modbus(_)
-        ) {
-            let health_schema = vibelux_connectors::modbus::source::health_schema();
+        if let Some(health_schema) = health_schema {
             let health = self.plan.add(PlanNode {
                 kind: NodeKind::SourceHealth { source: index },
                 schema: health_schema.clone(),
@@ -385,6 +383,8 @@ impl Planner {
         name: String,
         schema: SchemaRef,
         position: Position,
+        connector: Arc<dyn SourceConnector>,
+        mut options: Options,
     ) -> SqlResult<Outcome> {
         if let Some(watermark) = &table.watermark {
             return Err(SqlError::new(
@@ -415,21 +415,6 @@ impl Planner {
                     })
             })
             .collect::<SqlResult<Vec<_>>>()?;
-        let mut options = Options::new(&table.options, position)?;
-        let layout = RowLayout::new(schema.clone(), None);
-        let SourceConnector::File(file) = source_connector(&mut options, &name, &layout)? else {
-            return Err(SqlError::new(
-                position,
-                "tables are read with connector = 'file'",
-            ));
-        };
-        options.finish("a table", &["connector", "path", "format", "mode"])?;
-        if !file.follow && !file.path.exists() {
-            return Err(SqlError::new(
-                position,
-                format!("file {} does not exist", file.path.display()),
-            ));
-        }
         // Key columns are required in every row.
         let fields: Vec<Field> = schema
             .fields()
@@ -443,11 +428,32 @@ impl Planner {
             })
             .collect();
         let schema = Arc::new(Schema::new(fields));
+        if !connector.reads_tables() {
+            return Err(SqlError::new(
+                position,
+                format!(
+                    "tables are not read with connector = '{}'; read them with connector = 'file'",
+                    connector.name()
+                ),
+            ));
+        }
+        let declared = DeclaredSource {
+            name: name.clone(),
+            schema: schema.clone(),
+            event_time: None,
+        };
+        let spec = connector.plan(&declared, &mut options)?;
+        let known: Vec<&str> = connector
+            .options()
+            .iter()
+            .copied()
+            .filter(|option| *option == "connector" || !SOURCE_OPTIONS.contains(option))
+            .collect();
+        options.finish("a table", &known)?;
         let index = self.plan.tables.len();
         self.plan.tables.push(TablePlan {
             name: name.clone(),
-            file,
-            layout: RowLayout::new(schema.clone(), None),
+            spec,
             key_columns: key_columns.clone(),
         });
         let node_schema =
@@ -766,14 +772,33 @@ impl Planner {
             .entries
             .get(&from)
             .ok_or_else(|| SqlError::new(position, format!("unknown relation `{from}` to sink")))?;
-        let mut options = Options::new(&sink.options, position)?;
-        let target = sink_target(&mut options, &name, &entry.schema)?;
+        let mut options = options_of(&sink.options, position)?;
+        let (connector_name, connector_position) = options.required("connector", "a sink")?;
+        let connector = self.connectors.find_sink(&connector_name).ok_or_else(|| {
+            SqlError::new(
+                connector_position.into(),
+                format!(
+                    "unknown sink connector '{}'; available: {}",
+                    connector_name.to_ascii_lowercase(),
+                    self.connectors.sink_names()
+                ),
+            )
+        })?;
+        let declared = DeclaredSink {
+            name: name.clone(),
+            schema: entry.schema.clone(),
+        };
+        let target = connector.plan(&declared, &mut options)?;
+        options.finish(
+            &connector_kind(connector.name(), "sink"),
+            connector.options(),
+        )?;
         let mode = match self.plan.nodes[entry.node].changes {
             Changes::AppendOnly => SinkMode::Rows,
             Changes::Updates { finals: true } => SinkMode::FinalRows,
             Changes::Updates { finals: false } => SinkMode::Changelog,
         };
-        if mode == SinkMode::Changelog && matches!(target, SinkTarget::Parquet(_)) {
+        if mode == SinkMode::Changelog && !target.takes_changelogs() {
             return Err(SqlError::new(
                 position,
                 format!(

@@ -7,5 +7,7 @@
 //! source closes, so a restarted engine resumes where it stopped. The sink produces each row
 //! as a JSON message with an idempotent producer.
 
+pub mod connector;
+pub mod options;
 pub mod sink;
 pub mod source;

@@ -8,6 +8,8 @@
 //! [`sink`] writes tags within the [`safety`] limits the map declares; [`plc_simulator`] is a grow room's PLC to poll and write to.
 
 pub mod codec;
+pub mod connector;
+pub mod options;
 pub mod plan;
 pub mod plc_simulator;
 pub mod poller;

@@ -7,13 +7,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType as ArrowType, TimeUnit};
-use timely::scheduling::SyncActivator;
 use vibelux_operators::row::{Datum, Row};
 
 use super::poller::{DeviceConfig, Health, PollResult, Poller, Reading};
 use crate::background::BackgroundThread;
 use crate::payload::RowLayout;
-use crate::source::{Poll, Record, SourceMetrics, SourceReader};
+use crate::source::{Poll, Record, SourceMetrics, SourceReader, Waker};
 
 /// The columns a Modbus source can declare (any subset, any order), with their types.
 pub const COLUMNS: &[(&str, ArrowType)] = &[
@@ -62,7 +61,7 @@ pub fn start(
         (hasher.finish() % peers as u64) as usize
     };
     let (sender, receiver) = std::sync::mpsc::sync_channel::<PollResult>(QUEUE);
-    let waker: Arc<OnceLock<SyncActivator>> = Arc::default();
+    let waker: Arc<OnceLock<Waker>> = Arc::default();
     let guard = {
         let waker = waker.clone();
         let config = config.clone();
@@ -94,7 +93,7 @@ pub fn start(
 fn poll_device(
     config: DeviceConfig,
     sender: SyncSender<PollResult>,
-    waker: Arc<OnceLock<SyncActivator>>,
+    waker: Arc<OnceLock<Waker>>,
     stop: Arc<AtomicBool>,
     metrics: Arc<SourceMetrics>,
 ) {
@@ -155,7 +154,7 @@ fn poll_device(
             }
         }
         if let Some(waker) = waker.get() {
-            let _ = waker.activate();
+            waker();
         }
     });
     runtime.block_on(poller.run(|| stop.load(Ordering::Relaxed)));
@@ -168,7 +167,7 @@ pub struct ModbusReader {
     layout: RowLayout,
     columns: Vec<Option<usize>>,
     queue: Option<Receiver<PollResult>>,
-    waker: Arc<OnceLock<SyncActivator>>,
+    waker: Arc<OnceLock<Waker>>,
     _guard: Arc<BackgroundThread>,
 }
 
@@ -273,7 +272,7 @@ impl SourceReader for ModbusReader {
         )
     }
 
-    fn set_waker(&mut self, waker: SyncActivator) {
+    fn set_waker(&mut self, waker: Waker) {
         if self.queue.is_some() {
             let _ = self.waker.set(waker);
         }

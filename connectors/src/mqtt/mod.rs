@@ -9,7 +9,9 @@
 //! alives, reconnects with backoff) whatever the dataflow workers are doing.
 
 pub mod broker;
+pub mod connector;
 pub mod link;
+pub mod options;
 pub mod sink;
 pub mod source;
 pub mod topic;

@@ -15,7 +15,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
-use timely::scheduling::SyncActivator;
 use vibelux_operators::row::{Datum, Row};
 
 use crate::background::BackgroundThread;
@@ -23,7 +22,7 @@ use crate::mqtt::broker::{Backoff, BrokerConfig};
 use crate::mqtt::link::{self, LinkClient, LinkConnection, LinkEvent, Protocol, Received, Will};
 use crate::mqtt::topic::TopicPattern;
 use crate::payload::{MessageFormat, RowLayout, parse_text};
-use crate::source::{Poll, Record, SourceMetrics, SourceReader};
+use crate::source::{Poll, Record, SourceMetrics, SourceReader, Waker};
 
 /// Messages waiting for one worker before the client stops reading from the broker.
 const WORKER_QUEUE: usize = 8192;
@@ -157,7 +156,7 @@ pub fn subscribe_with(
     let (queues, receivers): (Vec<_>, Vec<_>) = (0..peers)
         .map(|_| std::sync::mpsc::sync_channel::<MqttMessage>(WORKER_QUEUE))
         .unzip();
-    let wakers: Vec<Arc<OnceLock<SyncActivator>>> = (0..peers).map(|_| Arc::default()).collect();
+    let wakers: Vec<Arc<OnceLock<Waker>>> = (0..peers).map(|_| Arc::default()).collect();
     let (acks, ack_receiver) = std::sync::mpsc::channel::<u16>();
     let mut session = Session {
         name: name.to_string(),
@@ -193,7 +192,7 @@ struct Session {
     subscription: Subscription,
     client: LinkClient,
     queues: Vec<SyncSender<MqttMessage>>,
-    wakers: Vec<Arc<OnceLock<SyncActivator>>>,
+    wakers: Vec<Arc<OnceLock<Waker>>>,
     acks: Receiver<u16>,
     unsent_acks: std::collections::VecDeque<u16>,
     stop: Arc<AtomicBool>,
@@ -293,7 +292,7 @@ impl Session {
 
     fn wake(&self, worker: usize) {
         if let Some(waker) = self.wakers[worker].get() {
-            let _ = waker.activate();
+            waker();
         }
     }
 
@@ -354,7 +353,7 @@ pub struct MqttReader {
     decoder: Box<dyn MessageDecoder>,
     queue: Receiver<MqttMessage>,
     acks: Sender<u16>,
-    waker: Arc<OnceLock<SyncActivator>>,
+    waker: Arc<OnceLock<Waker>>,
     _guard: Arc<BackgroundThread>,
 }
 
@@ -431,7 +430,7 @@ impl SourceReader for MqttReader {
         Some(now_nanos())
     }
 
-    fn set_waker(&mut self, waker: SyncActivator) {
+    fn set_waker(&mut self, waker: Waker) {
         let _ = self.waker.set(waker);
     }
 }

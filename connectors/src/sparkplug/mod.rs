@@ -6,7 +6,9 @@
 //! drop off. Vibelux acts as a host application: it keeps each node's birth, reads data through
 //! it, asks a node to rebirth when it has lost track, and turns deaths into stale rows.
 
+pub mod connector;
 pub mod host;
+pub mod options;
 pub mod proto;
 pub mod source;
 pub mod topic;

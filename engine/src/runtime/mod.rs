@@ -26,12 +26,11 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{Scope, Stream};
-use vibelux_connectors::file_source::{FileReader, ReplayProgress};
-use vibelux_connectors::simulator::SimulatorReader;
-use vibelux_connectors::simulator::Speed;
 use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
+use vibelux_connectors::source::ReplayProgress;
 use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
 use vibelux_connectors::table::{TableStreams, read_table};
+use vibelux_interfaces::connector::SourceStart;
 use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::AlarmDesk;
@@ -44,7 +43,7 @@ use vibelux_operators::row::{Row, Update};
 use vibelux_operators::window::{
     AssignWindowsExt, AssignWindowsPickExt, AssignWindowsUpdatesExt, WindowKind,
 };
-use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode, SourceConnector};
+use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode};
 
 /// A node's output on one worker. Updating nodes build only the outputs something reads.
 #[derive(Clone)]
@@ -235,71 +234,11 @@ impl Run {
     }
 }
 
-/// Readers of sources whose connection is shared by the workers (one MQTT client per source),
-/// by source, one per worker; each worker takes its own.
-type SharedReaders = Mutex<HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>>>;
-
-fn open_reader(
-    plan: &DataflowPlan,
-    source: usize,
-    worker: usize,
-    peers: usize,
-    progress: Arc<ReplayProgress>,
-    shared: &SharedReaders,
-    metrics: Arc<SourceMetrics>,
-) -> anyhow::Result<Box<dyn SourceReader>> {
-    let source_plan = &plan.sources[source];
-    Ok(match &source_plan.connector {
-        SourceConnector::Kafka(config) => Box::new(
-            vibelux_connectors::kafka::source::KafkaReader::open(
-                &source_plan.name,
-                config.clone(),
-                source_plan.layout.clone(),
-                worker,
-                metrics,
-            )
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("starting Kafka source {}", source_plan.name))?,
-        ),
-        SourceConnector::Mqtt(_) | SourceConnector::Sparkplug(_) | SourceConnector::Modbus(_) => {
-            let mut shared = shared.lock().expect("shared readers lock");
-            shared
-                .get_mut(&source)
-                .and_then(|readers| readers.get_mut(worker))
-                .and_then(Option::take)
-                .context("the source's connection did not start")?
-        }
-        SourceConnector::Simulator(config) => {
-            if worker == 0 {
-                config
-                    .write_fault_ground_truth(config.resolved_start())
-                    .with_context(|| {
-                        format!("writing fault ground truth of source {}", source_plan.name)
-                    })?;
-            }
-            let reader =
-                SimulatorReader::new(config.clone(), &source_plan.layout.schema, worker, peers)
-                    .map_err(anyhow::Error::msg)?;
-            Box::new(reader)
-        }
-        SourceConnector::File(config) => {
-            let reader = FileReader::open(
-                config.clone(),
-                source_plan.layout.clone(),
-                worker,
-                peers,
-                progress,
-            )
-            .with_context(|| {
-                format!(
-                    "opening {} for source {}",
-                    config.path.display(),
-                    source_plan.name
-                )
-            })?;
-            Box::new(reader)
-        }
-    })
+/// Each started source's readers, one per worker, for the workers to take their own; each
+/// table's one reader, for worker 0.
+struct StartedInputs {
+    sources: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>>,
+    tables: HashMap<usize, Option<Box<dyn SourceReader + Send>>>,
 }
 
 /// Starts the plan's sinks and materialized views (and captured nodes) on `options.workers` threads.
@@ -364,9 +303,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         views: views.clone(),
         replay: sources
             .iter()
-            .filter(
-                |&&s| matches!(&plan.sources[s].connector, SourceConnector::File(c) if !c.follow),
-            )
+            .filter(|&&s| plan.sources[s].spec.reports_progress())
             .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
             .collect(),
         step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
@@ -386,60 +323,50 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         writers.push(Some(writer));
     }
     let writers = Arc::new(Mutex::new(writers));
-    // Network sources start their client before the workers, which then share it.
-    let mut shared: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>> = HashMap::new();
+    // Sources and tables start before the workers (a network client, the files opened), so a
+    // source that cannot start fails the run up front; each worker takes its own reader.
+    let mut started = StartedInputs {
+        sources: HashMap::new(),
+        tables: HashMap::new(),
+    };
     for (position, &source) in sources.iter().enumerate() {
         let source_plan = &plan.sources[source];
-        let (name, layout, peers, source_metrics) = (
-            &source_plan.name,
-            source_plan.layout.clone(),
-            options.workers.max(1),
-            metrics.sources[position].1.clone(),
-        );
-        fn boxed<R: SourceReader + Send + 'static>(
-            readers: Vec<R>,
-        ) -> Vec<Option<Box<dyn SourceReader + Send>>> {
-            readers
-                .into_iter()
-                .map(|reader| Some(Box::new(reader) as Box<dyn SourceReader + Send>))
-                .collect()
-        }
-        let readers = match &source_plan.connector {
-            SourceConnector::Mqtt(config) => boxed(
-                vibelux_connectors::mqtt::source::subscribe(
-                    name,
-                    config.clone(),
-                    layout,
-                    peers,
-                    source_metrics,
-                )
-                .with_context(|| format!("starting the MQTT client of source {name}"))?,
-            ),
-            SourceConnector::Sparkplug(config) => boxed(
-                vibelux_connectors::sparkplug::source::subscribe(
-                    name,
-                    config.clone(),
-                    layout,
-                    peers,
-                    source_metrics,
-                )
-                .with_context(|| format!("starting the MQTT client of source {name}"))?,
-            ),
-            SourceConnector::Modbus(config) => boxed(
-                vibelux_connectors::modbus::source::start(
-                    name,
-                    config.clone(),
-                    layout,
-                    peers,
-                    source_metrics,
-                )
-                .with_context(|| format!("starting the Modbus poller of source {name}"))?,
-            ),
-            _ => continue,
-        };
-        shared.insert(source, readers);
+        let progress = metrics
+            .replay
+            .iter()
+            .find(|(name, _)| name == &source_plan.name)
+            .map(|(_, progress)| progress.clone())
+            .unwrap_or_default();
+        let readers = source_plan
+            .spec
+            .start(&SourceStart {
+                name: source_plan.name.clone(),
+                workers: options.workers.max(1),
+                metrics: metrics.sources[position].1.clone(),
+                progress,
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("starting source {}", source_plan.name))?;
+        started
+            .sources
+            .insert(source, readers.into_iter().map(Some).collect());
     }
-    let shared = Arc::new(Mutex::new(shared));
+    for (position, &table) in tables.iter().enumerate() {
+        let table_plan = &plan.tables[table];
+        // Reference data is small: worker 0 reads it all, joins route it by key.
+        let reader = table_plan
+            .spec
+            .start(&SourceStart {
+                name: table_plan.name.clone(),
+                workers: 1,
+                metrics: metrics.sources[sources.len() + position].1.clone(),
+                progress: Arc::default(),
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("starting table {}", table_plan.name))?;
+        started.tables.insert(table, reader.into_iter().next());
+    }
+    let started = Arc::new(Mutex::new(started));
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
 
     let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
@@ -455,10 +382,8 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let config = timely::Config::process(options.workers.max(1));
     let guards = timely::execute(config, move |worker| -> anyhow::Result<()> {
         let index = worker.index();
-        let peers = worker.peers();
         let plan = plan.clone();
         let metrics = worker_metrics.clone();
-        let mut failure = None;
         let receiver = receivers.lock().expect("receivers lock")[index]
             .take()
             .expect("one receiver per worker");
@@ -468,38 +393,19 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             let finished = ProbeHandle::new();
             let mut source_streams: HashMap<usize, SourceStreams> = HashMap::new();
             for (position, &source) in sources.iter().enumerate() {
-                let progress = metrics
-                    .replay
-                    .iter()
-                    .find(|(name, _)| name == &plan.sources[source].name)
-                    .map(|(_, progress)| progress.clone())
-                    .unwrap_or_default();
-                let source_metrics = metrics.sources[position].1.clone();
-                let reader = match open_reader(
-                    &plan,
-                    source,
-                    index,
-                    peers,
-                    progress,
-                    &shared,
-                    source_metrics,
-                ) {
-                    Ok(reader) => reader,
-                    Err(error) => {
-                        failure = Some(error);
-                        stop.store(true, Ordering::Relaxed);
-                        Box::new(NoInput)
-                    }
-                };
+                let reader: Box<dyn SourceReader> = started
+                    .lock()
+                    .expect("started inputs lock")
+                    .sources
+                    .get_mut(&source)
+                    .and_then(|readers| readers.get_mut(index))
+                    .and_then(Option::take)
+                    .expect("a reader for every worker");
                 // Flow control holds back a source that runs ahead of the slowest output, so a
                 // replay cannot fill memory. A source paced by the clock cannot run away, and
                 // must not wait for one on another clock: a 60× simulation beside a PLC polled
                 // in real time would stop after ten simulated minutes.
-                let paced = match &plan.sources[source].connector {
-                    SourceConnector::Simulator(config) => config.speed != Speed::Max,
-                    SourceConnector::Modbus(_) => true,
-                    _ => false,
-                };
+                let paced = plan.sources[source].spec.paced_by_clock();
                 let streams = read_source(
                     scope,
                     &plan.sources[source].name,
@@ -515,26 +421,14 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             let mut table_streams: HashMap<usize, TableStreams> = HashMap::new();
             for (position, &table) in tables.iter().enumerate() {
                 let table_plan = &plan.tables[table];
-                // Reference data is small: worker 0 reads it all, joins route it by key.
                 let reader: Option<Box<dyn SourceReader>> = if index == 0 {
-                    match FileReader::open(
-                        table_plan.file.clone(),
-                        table_plan.layout.clone(),
-                        0,
-                        1,
-                        Arc::default(),
-                    ) {
-                        Ok(reader) => Some(Box::new(reader)),
-                        Err(error) => {
-                            failure = Some(anyhow::Error::new(error).context(format!(
-                                "opening {} for table {}",
-                                table_plan.file.path.display(),
-                                table_plan.name
-                            )));
-                            stop.store(true, Ordering::Relaxed);
-                            None
-                        }
-                    }
+                    started
+                        .lock()
+                        .expect("started inputs lock")
+                        .tables
+                        .get_mut(&table)
+                        .and_then(Option::take)
+                        .map(|reader| reader as Box<dyn SourceReader>)
                 } else {
                     None
                 };
@@ -543,7 +437,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                     &table_plan.name,
                     reader,
                     table_plan.key_columns.clone(),
-                    table_plan.file.follow,
+                    !table_plan.spec.is_bounded(),
                     metrics.sources[sources.len() + position].1.clone(),
                     stop.clone(),
                 );
@@ -646,7 +540,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 }
             }
         }
-        failure.map_or(Ok(()), Err)
+        Ok(())
     })
     .map_err(|error| anyhow::anyhow!("starting workers: {error}"))?;
     Ok(Run {
@@ -855,19 +749,6 @@ fn attach_sink(
 
 fn attach_view(output: &Built<'_>, view: Option<Arc<LiveView>>, finished: &ProbeHandle<u64>) {
     output.changes().probe_with(finished).publish_view(view);
-}
-
-/// A reader for a source that failed to open on this worker: it ends at once.
-struct NoInput;
-
-impl SourceReader for NoInput {
-    fn poll(
-        &mut self,
-        _out: &mut Vec<vibelux_connectors::source::Record>,
-        _max: usize,
-    ) -> vibelux_connectors::source::Poll {
-        vibelux_connectors::source::Poll::Finished
-    }
 }
 
 fn collect_changes(

@@ -1,10 +1,10 @@
 //! How message bodies (MQTT, Kafka) are read: `format`, `json_paths`, `value_column`.
 
+use crate::payload::{JsonPath, MessageFormat, RowLayout};
 use datafusion::arrow::datatypes::Schema;
-use vibelux_connectors::payload::{JsonPath, MessageFormat, RowLayout};
 
-use super::Options;
-use crate::error::{SqlError, SqlResult};
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::Options;
 
 /// The body format; `filled_elsewhere` are columns the connector fills itself (topic levels,
 /// metadata), which a raw body does not.
@@ -12,7 +12,7 @@ pub fn message_format(
     options: &mut Options,
     layout: &RowLayout,
     filled_elsewhere: &[usize],
-) -> SqlResult<MessageFormat> {
+) -> Result<MessageFormat, OptionError> {
     let schema = &layout.schema;
     let raw = match options.take("format") {
         None => false,
@@ -20,7 +20,7 @@ pub fn message_format(
             "json" => false,
             "raw" => true,
             _ => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     position,
                     format!("option `format`: expected 'json' or 'raw', found {format:?}"),
                 ));
@@ -29,7 +29,7 @@ pub fn message_format(
     };
     if raw {
         if let Some((_, position)) = options.take("json_paths") {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 position,
                 "option `json_paths` is for format = 'json'",
             ));
@@ -38,7 +38,7 @@ pub fn message_format(
         Ok(MessageFormat::Raw { column })
     } else {
         if let Some((_, position)) = options.take("value_column") {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 position,
                 "option `value_column` is for format = 'raw'",
             ));
@@ -46,7 +46,7 @@ pub fn message_format(
         let paths = match options.take("json_paths") {
             None => Vec::new(),
             Some((text, position)) => json_paths(&text, schema).map_err(|problem| {
-                SqlError::new(position, format!("option `json_paths`: {problem}"))
+                OptionError::new(position, format!("option `json_paths`: {problem}"))
             })?,
         };
         Ok(MessageFormat::Json { paths })
@@ -59,14 +59,14 @@ fn value_column(
     schema: &Schema,
     filled_elsewhere: &[usize],
     event_time: Option<usize>,
-) -> SqlResult<usize> {
+) -> Result<usize, OptionError> {
     if let Some((name, position)) = options.take("value_column") {
         return schema
             .fields()
             .iter()
             .position(|field| field.name().eq_ignore_ascii_case(name.trim()))
             .ok_or_else(|| {
-                SqlError::new(
+                OptionError::new(
                     position,
                     format!("option `value_column`: no column `{name}`"),
                 )
@@ -77,7 +77,7 @@ fn value_column(
         .collect();
     match free.as_slice() {
         [column] => Ok(*column),
-        _ => Err(SqlError::new(
+        _ => Err(OptionError::new(
             options.statement,
             "a raw payload fills one column: name it with value_column = '…'",
         )),

@@ -1,11 +1,11 @@
 //! `WITH (…)` options of Sparkplug B sources.
 
-use vibelux_connectors::mqtt::broker::{QoS, parse_qos};
-use vibelux_connectors::payload::RowLayout;
-use vibelux_connectors::sparkplug::source::{COLUMNS, SparkplugSourceConfig};
+use crate::mqtt::broker::{QoS, parse_qos};
+use crate::payload::RowLayout;
+use crate::sparkplug::source::{COLUMNS, SparkplugSourceConfig};
 
-use super::{Options, parse_bool};
-use crate::error::{SqlError, SqlResult};
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::{Options, parse_bool};
 
 pub const SOURCE_OPTIONS: &[&str] = &[
     "connector",
@@ -34,10 +34,10 @@ pub fn source(
     options: &mut Options,
     name: &str,
     layout: &RowLayout,
-) -> SqlResult<SparkplugSourceConfig> {
+) -> Result<SparkplugSourceConfig, OptionError> {
     let what = "a 'sparkplug' source";
-    super::fixed_columns::check(options, layout, "sparkplug", COLUMNS)?;
-    let broker = super::mqtt::broker(options, format!("vibelux-{name}"), what)?;
+    crate::fixed_columns::check(options, layout, "sparkplug", COLUMNS)?;
+    let broker = crate::mqtt::options::broker(options, format!("vibelux-{name}"), what)?;
     let group = match options.take("group") {
         None => "+".to_string(),
         Some((group, position)) => {
@@ -45,7 +45,7 @@ pub fn source(
                 || group.contains(['/', '#'])
                 || (group.contains('+') && group != "+")
             {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     position,
                     format!(
                         "option `group`: expected a Sparkplug group id or '+', found {group:?}"
@@ -60,7 +60,7 @@ pub fn source(
         .unwrap_or(QoS::AtLeastOnce);
     let host_id = match options.take("host_id") {
         Some((id, position)) if id.is_empty() || id.contains(['/', '+', '#']) => {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 position,
                 format!("option `host_id`: expected an id without '/', '+' or '#', found {id:?}"),
             ));
@@ -68,7 +68,7 @@ pub fn source(
         other => other.map(|(id, _)| id),
     };
     let rebirth = options.parsed("rebirth", parse_bool)?.unwrap_or(true);
-    let protocol = super::mqtt::protocol(options)?;
+    let protocol = crate::mqtt::options::protocol(options)?;
     Ok(SparkplugSourceConfig {
         broker,
         group,

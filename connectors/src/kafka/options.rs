@@ -1,14 +1,14 @@
 //! `WITH (…)` options of Kafka sources and sinks.
 
+use crate::kafka::sink::KafkaSinkConfig;
+use crate::kafka::source::{KafkaSourceConfig, MetadataField, StartFrom};
+use crate::payload::RowLayout;
+use crate::template::RowTemplate;
 use datafusion::arrow::datatypes::{DataType, Schema};
-use vibelux_connectors::kafka::sink::KafkaSinkConfig;
-use vibelux_connectors::kafka::source::{KafkaSourceConfig, MetadataField, StartFrom};
-use vibelux_connectors::payload::RowLayout;
-use vibelux_connectors::template::RowTemplate;
 
-use super::Options;
-use super::message::message_format;
-use crate::error::{SqlError, SqlResult};
+use crate::message_options::message_format;
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::Options;
 
 pub const SOURCE_OPTIONS: &[&str] = &[
     "connector",
@@ -40,10 +40,10 @@ fn properties(options: &mut Options) -> Vec<(String, String)> {
     options.take_prefixed("properties.")
 }
 
-fn brokers(options: &mut Options, what: &str) -> SqlResult<String> {
+fn brokers(options: &mut Options, what: &str) -> Result<String, OptionError> {
     let (brokers, position) = options.required("brokers", what)?;
     if brokers.trim().is_empty() || brokers.contains("://") {
-        return Err(SqlError::new(
+        return Err(OptionError::new(
             position,
             format!("option `brokers`: expected host:port[,host:port…], found {brokers:?}"),
         ));
@@ -56,7 +56,7 @@ pub fn source(
     options: &mut Options,
     name: &str,
     layout: &RowLayout,
-) -> SqlResult<KafkaSourceConfig> {
+) -> Result<KafkaSourceConfig, OptionError> {
     let what = "a 'kafka' source";
     let brokers = brokers(options, what)?;
     let (topics, _) = options.required("topic", what)?;
@@ -74,7 +74,7 @@ pub fn source(
             "earliest" => StartFrom::Earliest,
             "latest" => StartFrom::Latest,
             _ => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     position,
                     format!(
                         "option `start_offset`: expected 'earliest' or 'latest', found {text:?}"
@@ -85,8 +85,9 @@ pub fn source(
     };
     let metadata = match options.take("include") {
         None => Vec::new(),
-        Some((text, position)) => include(&text, &layout.schema)
-            .map_err(|problem| SqlError::new(position, format!("option `include`: {problem}")))?,
+        Some((text, position)) => include(&text, &layout.schema).map_err(|problem| {
+            OptionError::new(position, format!("option `include`: {problem}"))
+        })?,
     };
     let filled: Vec<usize> = metadata.iter().map(|(_, column)| *column).collect();
     let format = message_format(options, layout, &filled)?;
@@ -145,16 +146,17 @@ fn include(text: &str, schema: &Schema) -> Result<Vec<(MetadataField, usize)>, S
 }
 
 /// A Kafka sink for a view of `schema`.
-pub fn sink(options: &mut Options, schema: &Schema) -> SqlResult<KafkaSinkConfig> {
+pub fn sink(options: &mut Options, schema: &Schema) -> Result<KafkaSinkConfig, OptionError> {
     let what = "a 'kafka' sink";
     let brokers = brokers(options, what)?;
     let (topic, _) = options.required("topic", what)?;
     let key = match options.take("key") {
         None => None,
-        Some((text, position)) => Some(
-            RowTemplate::parse(&text, schema)
-                .map_err(|problem| SqlError::new(position, format!("option `key`: {problem}")))?,
-        ),
+        Some((text, position)) => {
+            Some(RowTemplate::parse(&text, schema).map_err(|problem| {
+                OptionError::new(position, format!("option `key`: {problem}"))
+            })?)
+        }
     };
     let properties = properties(options);
     let audit = options

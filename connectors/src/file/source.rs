@@ -21,12 +21,12 @@ use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::bytes_text;
 use crate::payload::RowLayout;
-use crate::source::{Poll, Record, SourceReader};
+use crate::source::{Poll, Record, ReplayProgress, SourceReader};
 
 /// The first wait after a followed file cannot be read; it doubles up to [`LONGEST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -54,13 +54,6 @@ pub struct FileSourceConfig {
     pub format: FileFormat,
     /// Keep reading lines appended after the end of the file.
     pub follow: bool,
-}
-
-/// How far a replay has got, for a progress bar: bytes read by worker 0, and the file size.
-#[derive(Debug, Default)]
-pub struct ReplayProgress {
-    pub bytes_read: AtomicU64,
-    pub total_bytes: AtomicU64,
 }
 
 /// Which file a path named when it was opened: a rename puts another file at the path.

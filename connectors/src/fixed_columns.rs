@@ -1,11 +1,11 @@
 //! Sources whose columns are fixed by what the connector reads (Sparkplug metrics, Modbus tags):
 //! a declared column must be one of them, with its type.
 
+use crate::payload::RowLayout;
 use datafusion::arrow::datatypes::DataType;
-use vibelux_connectors::payload::RowLayout;
 
-use super::Options;
-use crate::error::{SqlError, SqlResult};
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::Options;
 
 /// Every declared column must be one the connector fills, with its type; the event time is
 /// `ts`.
@@ -14,7 +14,7 @@ pub fn check(
     layout: &RowLayout,
     connector: &str,
     columns: &[(&str, DataType)],
-) -> SqlResult<()> {
+) -> Result<(), OptionError> {
     let available = || {
         columns
             .iter()
@@ -26,7 +26,7 @@ pub fn check(
         let name = field.name().to_ascii_lowercase();
         match columns.iter().find(|(column, _)| *column == name) {
             None => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     options.statement,
                     format!(
                         "column `{}` is not filled by a '{connector}' source; its columns are: {}",
@@ -36,7 +36,7 @@ pub fn check(
                 ));
             }
             Some((column, kind)) if !same_type(kind, field.data_type()) => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     options.statement,
                     format!(
                         "column `{column}` of a '{connector}' source is {}, declared {}",
@@ -51,7 +51,7 @@ pub fn check(
     if let Some(column) = layout.event_time_column {
         let name = layout.schema.field(column).name();
         if !name.eq_ignore_ascii_case("ts") {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 options.statement,
                 format!("the watermark of a '{connector}' source is on `ts`, not `{name}`"),
             ));

@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::modbus::plan::Limits;
+use crate::modbus::poller::DeviceConfig;
+use crate::modbus::sink::ModbusSinkConfig;
+use crate::modbus::source::COLUMNS;
+use crate::modbus::tags::TagMap;
+use crate::payload::RowLayout;
 use datafusion::arrow::datatypes::Schema;
-use vibelux_connectors::modbus::plan::Limits;
-use vibelux_connectors::modbus::poller::DeviceConfig;
-use vibelux_connectors::modbus::sink::ModbusSinkConfig;
-use vibelux_connectors::modbus::source::COLUMNS;
-use vibelux_connectors::modbus::tags::TagMap;
-use vibelux_connectors::payload::RowLayout;
 
-use super::{Options, parse_bool};
-use crate::error::{SqlError, SqlResult};
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::{Options, parse_bool};
 
 pub const SOURCE_OPTIONS: &[&str] = &[
     "connector",
@@ -57,21 +57,29 @@ pub const SINK_OPTIONS: &[&str] = &[
 ];
 
 /// A Modbus source `name` with rows laid out as `layout`.
-pub fn source(options: &mut Options, name: &str, layout: &RowLayout) -> SqlResult<DeviceConfig> {
-    super::fixed_columns::check(options, layout, "modbus", COLUMNS)?;
+pub fn source(
+    options: &mut Options,
+    name: &str,
+    layout: &RowLayout,
+) -> Result<DeviceConfig, OptionError> {
+    crate::fixed_columns::check(options, layout, "modbus", COLUMNS)?;
     device(options, name, "a 'modbus' source", true)
 }
 
 /// A Modbus sink `name` writing rows of `schema`: each row a tag and a value.
-pub fn sink(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<ModbusSinkConfig> {
+pub fn sink(
+    options: &mut Options,
+    name: &str,
+    schema: &Schema,
+) -> Result<ModbusSinkConfig, OptionError> {
     let device = device(options, name, "a 'modbus' sink", false)?;
-    let mut column = |key: &str, default: &str| -> SqlResult<usize> {
+    let mut column = |key: &str, default: &str| -> Result<usize, OptionError> {
         let (column, position) = options
             .take(key)
             .unwrap_or_else(|| (default.to_string(), options.statement));
         schema.index_of(&column).map_err(|_| {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            SqlError::new(
+            OptionError::new(
                 position,
                 format!(
                     "option `{key}`: the sink's rows have no column `{column}` ({})",
@@ -97,13 +105,18 @@ pub fn sink(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<Mod
 }
 
 /// The device, its tag map and the polling options.
-fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlResult<DeviceConfig> {
+fn device(
+    options: &mut Options,
+    name: &str,
+    what: &str,
+    polled: bool,
+) -> Result<DeviceConfig, OptionError> {
     let simulate = polled && options.parsed("simulate", parse_bool)?.unwrap_or(false);
     let host = match options.take("host") {
         Some((host, _)) => host,
         None if simulate => "127.0.0.1".to_string(),
         None if polled => {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 options.statement,
                 format!("{what} needs the option `host` (or simulate = 'true')"),
             ));
@@ -118,7 +131,7 @@ fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlRes
     }
     .unwrap_or(Duration::from_secs(1));
     if interval < Duration::from_millis(10) {
-        return Err(SqlError::new(
+        return Err(OptionError::new(
             options.statement,
             "option `poll_interval` must be at least 10 ms",
         ));
@@ -128,7 +141,7 @@ fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlRes
         Some((text, _)) if text.trim() == "0" => 0,
         Some((text, _)) if text.trim() == "1" => 1,
         Some((text, position)) => {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 position,
                 format!("option `address_base`: expected 0 or 1, found {text:?}"),
             ));
@@ -145,7 +158,7 @@ fn device(options: &mut Options, name: &str, what: &str, polled: bool) -> SqlRes
         1 => map.one_based(),
         _ => Ok(map),
     })
-    .map_err(|problem| SqlError::new(tags_position, format!("option `tags`: {problem}")))?;
+    .map_err(|problem| OptionError::new(tags_position, format!("option `tags`: {problem}")))?;
     let timeout = options
         .duration("timeout")?
         .unwrap_or(Duration::from_secs(1));

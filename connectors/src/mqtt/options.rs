@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
+use crate::mqtt::broker::{BrokerConfig, QoS, TlsFiles, parse_qos};
+use crate::mqtt::link::Protocol;
+use crate::mqtt::sink::MqttSinkConfig;
+use crate::mqtt::source::{EventTimeFrom, MqttSourceConfig};
+use crate::mqtt::topic::{TopicPattern, TopicTemplate};
+use crate::payload::{MessageFormat, RowLayout};
 use datafusion::arrow::datatypes::Schema;
-use vibelux_connectors::mqtt::broker::{BrokerConfig, QoS, TlsFiles, parse_qos};
-use vibelux_connectors::mqtt::link::Protocol;
-use vibelux_connectors::mqtt::sink::MqttSinkConfig;
-use vibelux_connectors::mqtt::source::{EventTimeFrom, MqttSourceConfig};
-use vibelux_connectors::mqtt::topic::{TopicPattern, TopicTemplate};
-use vibelux_connectors::payload::{MessageFormat, RowLayout};
 
-use super::message::message_format;
-use super::{Options, parse_bool};
-use crate::error::{SqlError, SqlResult};
+use crate::message_options::message_format;
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::{Options, parse_bool};
 
 pub const SOURCE_OPTIONS: &[&str] = &[
     "connector",
@@ -55,19 +55,19 @@ pub const SINK_OPTIONS: &[&str] = &[
     "audit",
 ];
 
-pub(super) fn broker(
+pub(crate) fn broker(
     options: &mut Options,
     default_client_id: String,
     what: &str,
-) -> SqlResult<BrokerConfig> {
+) -> Result<BrokerConfig, OptionError> {
     let (url, position) = options.required("url", what)?;
     let (host, port, tls) = BrokerConfig::parse_url(&url)
-        .map_err(|problem| SqlError::new(position, format!("option `url`: {problem}")))?;
+        .map_err(|problem| OptionError::new(position, format!("option `url`: {problem}")))?;
     let tls = tls_files(options, tls)?;
     let client_id = match options.take("client_id") {
         None => default_client_id,
         Some((id, position)) if id.trim().is_empty() || id.len() > 65_535 => {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 position,
                 "option `client_id`: expected a non-empty id",
             ));
@@ -80,7 +80,7 @@ pub(super) fn broker(
     let username = options.take("username").map(|(value, _)| value);
     let password = match options.take("password") {
         Some((_, position)) if username.is_none() => {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 position,
                 "option `password` needs `username` as well",
             ));
@@ -91,7 +91,7 @@ pub(super) fn broker(
         .duration("keep_alive")?
         .unwrap_or(Duration::from_secs(30));
     if keep_alive < Duration::from_secs(1) {
-        return Err(SqlError::new(
+        return Err(OptionError::new(
             options.statement,
             "option `keep_alive` must be at least 1 second",
         ));
@@ -110,14 +110,14 @@ pub(super) fn broker(
 
 /// `protocol = '3.1.1' | '5'`, and with MQTT 5 `session_expiry` (how long the broker keeps the
 /// session of a disconnected engine; default one day).
-pub(super) fn protocol(options: &mut Options) -> SqlResult<Protocol> {
+pub(crate) fn protocol(options: &mut Options) -> Result<Protocol, OptionError> {
     let protocol = match options.take("protocol") {
         None => "3.1.1".to_string(),
         Some((text, position)) => match text.trim() {
             "3.1.1" | "3" | "4" => "3.1.1".to_string(),
             "5" | "5.0" => "5".to_string(),
             other => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     position,
                     format!("option `protocol`: expected '3.1.1' or '5', found {other:?}"),
                 ));
@@ -129,7 +129,7 @@ pub(super) fn protocol(options: &mut Options) -> SqlResult<Protocol> {
         ("5", expiry) => Ok(Protocol::V5 {
             session_expiry: expiry.unwrap_or(Duration::from_secs(24 * 3600)),
         }),
-        (_, Some(_)) => Err(SqlError::new(
+        (_, Some(_)) => Err(OptionError::new(
             options.statement,
             "option `session_expiry` needs protocol = '5' (MQTT 3.1.1 sessions last as the broker decides)",
         )),
@@ -138,11 +138,11 @@ pub(super) fn protocol(options: &mut Options) -> SqlResult<Protocol> {
 }
 
 /// `tls_ca`, `tls_client_cert`, `tls_client_key`: PEM files, checked to exist now.
-fn tls_files(options: &mut Options, tls: bool) -> SqlResult<Option<TlsFiles>> {
-    let mut file = |key: &str| -> SqlResult<Option<std::path::PathBuf>> {
+fn tls_files(options: &mut Options, tls: bool) -> Result<Option<TlsFiles>, OptionError> {
+    let mut file = |key: &str| -> Result<Option<std::path::PathBuf>, OptionError> {
         match options.take(key) {
             None => Ok(None),
-            Some((_, position)) if !tls => Err(SqlError::new(
+            Some((_, position)) if !tls => Err(OptionError::new(
                 position,
                 format!("option `{key}` needs an mqtts:// url"),
             )),
@@ -151,7 +151,7 @@ fn tls_files(options: &mut Options, tls: bool) -> SqlResult<Option<TlsFiles>> {
                 if path.exists() {
                     Ok(Some(path))
                 } else {
-                    Err(SqlError::new(
+                    Err(OptionError::new(
                         position,
                         format!("option `{key}`: file {} does not exist", path.display()),
                     ))
@@ -166,7 +166,7 @@ fn tls_files(options: &mut Options, tls: bool) -> SqlResult<Option<TlsFiles>> {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
         _ => {
-            return Err(SqlError::new(
+            return Err(OptionError::new(
                 options.statement,
                 "`tls_client_cert` and `tls_client_key` go together",
             ));
@@ -180,13 +180,14 @@ pub fn source(
     options: &mut Options,
     name: &str,
     layout: &RowLayout,
-) -> SqlResult<MqttSourceConfig> {
+) -> Result<MqttSourceConfig, OptionError> {
     let what = "an 'mqtt' source";
     let broker = broker(options, format!("vibelux-{name}"), what)?;
     let schema = &layout.schema;
     let (topic_text, topic_position) = options.required("topic", what)?;
-    let topic = TopicPattern::parse(&topic_text, schema)
-        .map_err(|problem| SqlError::new(topic_position, format!("option `topic`: {problem}")))?;
+    let topic = TopicPattern::parse(&topic_text, schema).map_err(|problem| {
+        OptionError::new(topic_position, format!("option `topic`: {problem}"))
+    })?;
     let qos = options
         .parsed("qos", parse_qos)?
         .unwrap_or(QoS::AtLeastOnce);
@@ -199,7 +200,7 @@ pub fn source(
         None => EventTimeFrom::Payload,
         Some((text, position)) => match text.to_ascii_lowercase().as_str() {
             "payload" if raw => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     position,
                     "option `event_time`: a raw payload carries no timestamp; use 'arrival'",
                 ));
@@ -207,7 +208,7 @@ pub fn source(
             "payload" => EventTimeFrom::Payload,
             "arrival" => EventTimeFrom::Arrival,
             _ => {
-                return Err(SqlError::new(
+                return Err(OptionError::new(
                     position,
                     format!("option `event_time`: expected 'payload' or 'arrival', found {text:?}"),
                 ));
@@ -225,12 +226,17 @@ pub fn source(
 }
 
 /// An MQTT sink `name` publishing rows of `schema`.
-pub fn sink(options: &mut Options, name: &str, schema: &Schema) -> SqlResult<MqttSinkConfig> {
+pub fn sink(
+    options: &mut Options,
+    name: &str,
+    schema: &Schema,
+) -> Result<MqttSinkConfig, OptionError> {
     let what = "an 'mqtt' sink";
     let broker = broker(options, format!("vibelux-sink-{name}"), what)?;
     let (topic_text, topic_position) = options.required("topic", what)?;
-    let topic = TopicTemplate::parse(&topic_text, schema)
-        .map_err(|problem| SqlError::new(topic_position, format!("option `topic`: {problem}")))?;
+    let topic = TopicTemplate::parse(&topic_text, schema).map_err(|problem| {
+        OptionError::new(topic_position, format!("option `topic`: {problem}"))
+    })?;
     let qos = options
         .parsed("qos", parse_qos)?
         .unwrap_or(QoS::AtLeastOnce);

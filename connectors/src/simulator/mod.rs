@@ -7,6 +7,9 @@
 //! written out, so anomaly detection can be scored. Every sensor draws from its own seeded random
 //! stream, so the readings do not depend on how many workers share the sensors.
 
+pub mod connector;
+pub mod options;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::PathBuf;

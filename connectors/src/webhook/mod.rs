@@ -12,6 +12,9 @@
 //! `https://` URLs are verified against the public web roots, or against `tls_ca` (a PEM file)
 //! for a receiver with a private CA.
 
+pub mod connector;
+pub mod options;
+
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

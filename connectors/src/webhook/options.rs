@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vibelux_connectors::webhook::WebhookSinkConfig;
+use crate::webhook::WebhookSinkConfig;
 
-use super::Options;
-use crate::error::{SqlError, SqlResult};
+use vibelux_interfaces::options::OptionError;
+use vibelux_interfaces::options::Options;
 
 pub const SINK_OPTIONS: &[&str] = &[
     "connector",
@@ -21,10 +21,10 @@ pub const SINK_OPTIONS: &[&str] = &[
     "header.*",
 ];
 
-pub fn sink(options: &mut Options, name: &str) -> SqlResult<WebhookSinkConfig> {
+pub fn sink(options: &mut Options, name: &str) -> Result<WebhookSinkConfig, OptionError> {
     let (url, position) = options.required("url", "a 'webhook' sink")?;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(SqlError::new(
+        return Err(OptionError::new(
             position,
             format!("option `url`: expected an http:// or https:// URL, found '{url}'"),
         ));

@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::row::{Datum, Row};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
-use crate::file_source::FileFormat;
+use crate::file::source::FileFormat;
 use crate::json_row::encode_json_row;
 
 /// Writes rows of one schema to a target.

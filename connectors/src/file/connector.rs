@@ -1,0 +1,166 @@
+//! Files as a plug-in: a source (and a table's reference data) read by every worker, each
+//! keeping its share of the lines; a sink of JSON lines or CSV; standard output.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_interfaces::connector::{
+    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+};
+use vibelux_interfaces::options::{OptionError, Options};
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::source::SourceReader;
+
+use super::sink::RowWriter;
+use super::source::{FileFormat, FileReader, FileSourceConfig};
+use crate::payload::RowLayout;
+
+pub struct Files;
+
+impl SourceConnector for Files {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SOURCE_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let config = super::options::source(options)?;
+        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        Ok(Arc::new(FileInput { config, layout }))
+    }
+
+    fn reads_tables(&self) -> bool {
+        true
+    }
+}
+
+impl SinkConnector for Files {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SINK_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        _sink: &DeclaredSink,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SinkSpec>, OptionError> {
+        let (path, format) = super::options::sink(options)?;
+        Ok(Arc::new(FileOutput { path, format }))
+    }
+}
+
+#[derive(Debug)]
+struct FileInput {
+    config: FileSourceConfig,
+    layout: RowLayout,
+}
+
+impl SourceSpec for FileInput {
+    fn connector(&self) -> &'static str {
+        "file"
+    }
+
+    fn is_bounded(&self) -> bool {
+        !self.config.follow
+    }
+
+    fn reports_progress(&self) -> bool {
+        !self.config.follow
+    }
+
+    fn describe(&self) -> String {
+        self.config.path.display().to_string()
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        (0..start.workers)
+            .map(|worker| {
+                FileReader::open(
+                    self.config.clone(),
+                    self.layout.clone(),
+                    worker,
+                    start.workers,
+                    start.progress.clone(),
+                )
+                .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+                .map_err(|error| format!("opening {}: {error}", self.config.path.display()))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct FileOutput {
+    path: PathBuf,
+    format: FileFormat,
+}
+
+impl SinkSpec for FileOutput {
+    fn connector(&self) -> &'static str {
+        "file"
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(RowWriter::file(
+            &self.path,
+            self.format,
+            schema,
+            changelog,
+        )?))
+    }
+}
+
+/// Rows as JSON lines on standard output.
+pub struct Stdout;
+
+impl SinkConnector for Stdout {
+    fn name(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::STDOUT_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        _sink: &DeclaredSink,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SinkSpec>, OptionError> {
+        super::options::stdout(options)?;
+        Ok(Arc::new(StandardOutput))
+    }
+}
+
+#[derive(Debug)]
+struct StandardOutput;
+
+impl SinkSpec for StandardOutput {
+    fn connector(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn describe(&self) -> String {
+        "stdout".to_string()
+    }
+
+    fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(RowWriter::stdout(schema, changelog)))
+    }
+}

@@ -1,0 +1,6 @@
+//! Files: JSON lines or CSV read (replayed or followed) and written, and standard output.
+
+pub mod connector;
+pub mod options;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,120 @@
+//! Kafka as a plug-in source and sink: a consumer per worker in one group; a producer.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_interfaces::connector::{
+    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+};
+use vibelux_interfaces::options::{OptionError, Options};
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::source::SourceReader;
+
+use super::sink::{KafkaProducer, KafkaSinkConfig};
+use super::source::{KafkaReader, KafkaSourceConfig};
+use crate::payload::RowLayout;
+
+pub struct Kafka;
+
+impl SourceConnector for Kafka {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SOURCE_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let config = super::options::source(options, &source.name, &layout)?;
+        Ok(Arc::new(Consumers {
+            config: Arc::new(config),
+            layout,
+        }))
+    }
+}
+
+impl SinkConnector for Kafka {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SINK_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        sink: &DeclaredSink,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SinkSpec>, OptionError> {
+        let config = super::options::sink(options, &sink.schema)?;
+        Ok(Arc::new(Producer(config)))
+    }
+}
+
+#[derive(Debug)]
+struct Consumers {
+    config: Arc<KafkaSourceConfig>,
+    layout: RowLayout,
+}
+
+impl SourceSpec for Consumers {
+    fn connector(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kafka {} topics {}",
+            self.config.brokers,
+            self.config.topics.join(", ")
+        )
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        (0..start.workers)
+            .map(|worker| {
+                KafkaReader::open(
+                    &start.name,
+                    self.config.clone(),
+                    self.layout.clone(),
+                    worker,
+                    start.metrics.clone(),
+                )
+                .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+                .map_err(|error| format!("starting the Kafka consumer: {error}"))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Producer(KafkaSinkConfig);
+
+impl SinkSpec for Producer {
+    fn connector(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka {} topic {}", self.0.brokers, self.0.topic)
+    }
+
+    fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(KafkaProducer::open(
+            self.0.clone(),
+            schema,
+            changelog,
+        )?))
+    }
+}

@@ -1,0 +1,124 @@
+//! Modbus TCP as a plug-in: a PLC polled by its tag map (a source with a health relation), and
+//! tags written within their safety limits (a sink).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_interfaces::connector::{
+    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+};
+use vibelux_interfaces::options::{OptionError, Options};
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::source::SourceReader;
+
+use super::poller::DeviceConfig;
+use super::sink::{ModbusSinkConfig, ModbusWriter};
+use crate::payload::RowLayout;
+
+pub struct Modbus;
+
+impl SourceConnector for Modbus {
+    fn name(&self) -> &'static str {
+        "modbus"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SOURCE_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let device = super::options::source(options, &source.name, &layout)?;
+        Ok(Arc::new(PolledDevice { device, layout }))
+    }
+}
+
+impl SinkConnector for Modbus {
+    fn name(&self) -> &'static str {
+        "modbus"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SINK_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        sink: &DeclaredSink,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SinkSpec>, OptionError> {
+        let config = super::options::sink(options, &sink.name, &sink.schema)?;
+        Ok(Arc::new(TagWrites(config)))
+    }
+}
+
+#[derive(Debug)]
+struct PolledDevice {
+    device: DeviceConfig,
+    layout: RowLayout,
+}
+
+impl SourceSpec for PolledDevice {
+    fn connector(&self) -> &'static str {
+        "modbus"
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    /// Polled on its own clock: flow control must not wait for it.
+    fn paced_by_clock(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "modbus {}:{} unit {}",
+            self.device.host, self.device.port, self.device.unit_id
+        )
+    }
+
+    fn health_schema(&self) -> Option<SchemaRef> {
+        Some(super::source::health_schema())
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let readers = super::source::start(
+            &start.name,
+            self.device.clone(),
+            self.layout.clone(),
+            start.workers,
+            start.metrics.clone(),
+        )
+        .map_err(|error| format!("starting the Modbus poller: {error}"))?;
+        Ok(readers
+            .into_iter()
+            .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+            .collect())
+    }
+}
+
+#[derive(Debug)]
+struct TagWrites(ModbusSinkConfig);
+
+impl SinkSpec for TagWrites {
+    fn connector(&self) -> &'static str {
+        "modbus"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "modbus {}:{} unit {}",
+            self.0.device.host, self.0.device.port, self.0.device.unit_id
+        )
+    }
+
+    fn open(&self, schema: SchemaRef, _changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(ModbusWriter::open(self.0.clone(), schema)?))
+    }
+}

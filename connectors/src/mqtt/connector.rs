@@ -1,0 +1,112 @@
+//! MQTT as a plug-in source and sink: one client per source, shared by the workers.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_interfaces::connector::{
+    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+};
+use vibelux_interfaces::options::{OptionError, Options};
+use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::source::SourceReader;
+
+use super::sink::{MqttPublisher, MqttSinkConfig};
+use super::source::MqttSourceConfig;
+use crate::payload::RowLayout;
+
+pub struct Mqtt;
+
+impl SourceConnector for Mqtt {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SOURCE_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let config = super::options::source(options, &source.name, &layout)?;
+        Ok(Arc::new(Subscription { config, layout }))
+    }
+}
+
+impl SinkConnector for Mqtt {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SINK_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        sink: &DeclaredSink,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SinkSpec>, OptionError> {
+        let config = super::options::sink(options, &sink.name, &sink.schema)?;
+        Ok(Arc::new(Publication(config)))
+    }
+}
+
+#[derive(Debug)]
+struct Subscription {
+    config: MqttSourceConfig,
+    layout: RowLayout,
+}
+
+impl SourceSpec for Subscription {
+    fn connector(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        format!("mqtt {}", self.config.broker.address())
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let readers = super::source::subscribe(
+            &start.name,
+            self.config.clone(),
+            self.layout.clone(),
+            start.workers,
+            start.metrics.clone(),
+        )
+        .map_err(|error| format!("starting the MQTT client: {error}"))?;
+        Ok(readers
+            .into_iter()
+            .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+            .collect())
+    }
+}
+
+#[derive(Debug)]
+struct Publication(MqttSinkConfig);
+
+impl SinkSpec for Publication {
+    fn connector(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (mqtt)", self.0.broker.address())
+    }
+
+    fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(MqttPublisher::open(
+            self.0.clone(),
+            schema,
+            changelog,
+        )?))
+    }
+}

@@ -1,0 +1,67 @@
+//! Sparkplug B as a plug-in source: a host application over one MQTT client.
+
+use std::sync::Arc;
+
+use vibelux_interfaces::connector::{DeclaredSource, SourceConnector, SourceSpec, SourceStart};
+use vibelux_interfaces::options::{OptionError, Options};
+use vibelux_interfaces::source::SourceReader;
+
+use super::source::SparkplugSourceConfig;
+use crate::payload::RowLayout;
+
+pub struct Sparkplug;
+
+impl SourceConnector for Sparkplug {
+    fn name(&self) -> &'static str {
+        "sparkplug"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SOURCE_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let config = super::options::source(options, &source.name, &layout)?;
+        Ok(Arc::new(HostApplication { config, layout }))
+    }
+}
+
+#[derive(Debug)]
+struct HostApplication {
+    config: SparkplugSourceConfig,
+    layout: RowLayout,
+}
+
+impl SourceSpec for HostApplication {
+    fn connector(&self) -> &'static str {
+        "sparkplug"
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        format!("sparkplug {}", self.config.broker.address())
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let readers = super::source::subscribe(
+            &start.name,
+            self.config.clone(),
+            self.layout.clone(),
+            start.workers,
+            start.metrics.clone(),
+        )
+        .map_err(|error| format!("starting the MQTT client: {error}"))?;
+        Ok(readers
+            .into_iter()
+            .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+            .collect())
+    }
+}

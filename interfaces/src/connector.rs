@@ -1,0 +1,210 @@
+//! Connectors as plug-ins: what a kind of source or sink tells the planner and the engine, and
+//! the registry through which they find it by its `connector = '…'` name.
+//!
+//! The planner knows no connector. For `CREATE SOURCE … WITH (connector = 'x', …)` it looks `x`
+//! up in the [`Registry`] the engine built, hands it the declared columns and the options, and
+//! keeps the [`SourceSpec`] it returns in the plan. The engine starts that spec's readers; it
+//! knows no connector either. Sinks work the same way through [`SinkSpec`]. A new connector is
+//! a folder in `connectors/` and one line in its registry.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+
+use crate::options::{OptionError, Options};
+use crate::sink::{SinkError, SinkWriter};
+use crate::source::{ReplayProgress, SourceMetrics, SourceReader};
+
+/// Options every source takes, whatever its connector.
+pub const SOURCE_OPTIONS: &[&str] = &[
+    "connector",
+    "allowed_lateness",
+    "idle_timeout",
+    "batch_size",
+];
+
+/// A source or table as declared: its name and columns, and which column is the event time
+/// (`None` for a table, whose rows have none).
+#[derive(Debug, Clone)]
+pub struct DeclaredSource {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub event_time: Option<usize>,
+}
+
+/// A kind of source, found by its `connector = '…'` name.
+pub trait SourceConnector: Send + Sync {
+    /// The name written in `connector = '…'`.
+    fn name(&self) -> &'static str;
+
+    /// The options this connector understands, listed when one is not: `connector`, its own,
+    /// then [`SOURCE_OPTIONS`], which the planner takes.
+    fn options(&self) -> &'static [&'static str];
+
+    /// Checks the options this connector understands (taking them) and the declared columns,
+    /// and returns what the engine will start.
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError>;
+
+    /// The unit of a column this connector defines (the simulator's `temp_c` is in °C), used
+    /// when the declaration gives none.
+    fn column_unit(&self, _column: &str) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether `CREATE TABLE` may read reference data with it.
+    fn reads_tables(&self) -> bool {
+        false
+    }
+}
+
+/// What a planned source needs to start on each worker.
+#[derive(Debug, Clone)]
+pub struct SourceStart {
+    pub name: String,
+    pub workers: usize,
+    pub metrics: Arc<SourceMetrics>,
+    /// Bytes read of the input, for a replay's progress bar.
+    pub progress: Arc<ReplayProgress>,
+}
+
+/// A planned source: checked options and columns, ready to start.
+pub trait SourceSpec: Send + Sync + Debug {
+    /// The connector's name.
+    fn connector(&self) -> &'static str;
+
+    /// Whether the input ends by itself (a replay) rather than running until stopped.
+    fn is_bounded(&self) -> bool;
+
+    /// Whether the clock paces it (a live simulation, a poller): such a source cannot run away
+    /// from the sinks, and flow control must not hold it back.
+    fn paced_by_clock(&self) -> bool {
+        false
+    }
+
+    /// Whether it reports replay progress in bytes.
+    fn reports_progress(&self) -> bool {
+        false
+    }
+
+    /// Where it reads from, for people (`EXPLAIN`, the start-up banner).
+    fn describe(&self) -> String;
+
+    /// The columns of its `<source>_health` relation, for sources that report on their device.
+    fn health_schema(&self) -> Option<SchemaRef> {
+        None
+    }
+
+    /// Starts the source: one reader for each of `start.workers` workers, in worker order. A
+    /// network source starts its client here, shared by the readers.
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String>;
+}
+
+/// A sink as declared: its name, and the columns of the relation it writes.
+#[derive(Debug, Clone)]
+pub struct DeclaredSink {
+    pub name: String,
+    pub schema: SchemaRef,
+}
+
+/// A kind of sink, found by its `connector = '…'` name.
+pub trait SinkConnector: Send + Sync {
+    /// The name written in `connector = '…'`.
+    fn name(&self) -> &'static str;
+
+    /// The options this connector understands (with `connector`); listed when one is not.
+    fn options(&self) -> &'static [&'static str];
+
+    /// Checks the options (taking them) against the relation's columns, and returns what the
+    /// engine will open.
+    fn plan(
+        &self,
+        sink: &DeclaredSink,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SinkSpec>, OptionError>;
+}
+
+/// A planned sink, ready to open.
+pub trait SinkSpec: Send + Sync + Debug {
+    /// The connector's name.
+    fn connector(&self) -> &'static str;
+
+    /// Where rows go, for people.
+    fn describe(&self) -> String;
+
+    /// Whether it can write a changelog (inserts and deletes); a warehouse holds rows written
+    /// once and cannot.
+    fn takes_changelogs(&self) -> bool {
+        true
+    }
+
+    /// Opens (creates) the target for rows of `schema`; `changelog` marks each row as an insert
+    /// or a delete.
+    fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError>;
+}
+
+/// The connectors a pipeline may name, in the order they were registered (the order messages
+/// list them in).
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: Vec<Arc<dyn SourceConnector>>,
+    sinks: Vec<Arc<dyn SinkConnector>>,
+}
+
+impl Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.source_names())
+            .field("sinks", &self.sink_names())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Adds a kind of source.
+    pub fn source(mut self, connector: impl SourceConnector + 'static) -> Self {
+        self.sources.push(Arc::new(connector));
+        self
+    }
+
+    /// Adds a kind of sink.
+    pub fn sink(mut self, connector: impl SinkConnector + 'static) -> Self {
+        self.sinks.push(Arc::new(connector));
+        self
+    }
+
+    /// The source connector called `name` (any case).
+    pub fn find_source(&self, name: &str) -> Option<&Arc<dyn SourceConnector>> {
+        self.sources
+            .iter()
+            .find(|connector| connector.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The sink connector called `name` (any case).
+    pub fn find_sink(&self, name: &str) -> Option<&Arc<dyn SinkConnector>> {
+        self.sinks
+            .iter()
+            .find(|connector| connector.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The source connectors' names, quoted, for messages: `'file', 'kafka', …`.
+    pub fn source_names(&self) -> String {
+        quoted(self.sources.iter().map(|connector| connector.name()))
+    }
+
+    /// The sink connectors' names, quoted, for messages.
+    pub fn sink_names(&self) -> String {
+        quoted(self.sinks.iter().map(|connector| connector.name()))
+    }
+}
+
+fn quoted(names: impl Iterator<Item = &'static str>) -> String {
+    names
+        .map(|name| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
