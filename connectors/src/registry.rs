@@ -14,6 +14,7 @@ pub fn registry() -> Registry {
         .source(sparkplug::connector::Sparkplug)
         .source(kafka::connector::Kafka)
         .source(modbus::connector::Modbus)
+        .source(parquet::connector::Parquet)
         .sink(file::connector::Files)
         .sink(file::connector::Stdout)
         .sink(parquet::connector::Parquet)

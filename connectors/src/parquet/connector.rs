@@ -1,13 +1,21 @@
-//! Parquet as a plug-in sink: a warehouse folder, one writer at a time.
+//! Parquet as a plug-in: a warehouse folder written one writer at a time (a sink), and Parquet
+//! files or a warehouse replayed in event-time order (a source, for backfills).
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_interfaces::connector::{DeclaredSink, SinkConnector, SinkSpec};
+use std::path::PathBuf;
+
+use vibelux_interfaces::connector::{
+    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+};
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::source::SourceReader;
 
 use super::sink::{ParquetSinkConfig, ParquetWriter};
+use super::source::{ParquetFile, ParquetReader};
+use crate::payload::RowLayout;
 
 pub struct Parquet;
 
@@ -51,5 +59,72 @@ impl SinkSpec for Warehouse {
 
     fn open(&self, schema: SchemaRef, _changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
         Ok(Box::new(ParquetWriter::open(self.0.clone(), schema)?))
+    }
+}
+
+impl SourceConnector for Parquet {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        super::options::SOURCE_OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let (path, files) = super::options::source(options)?;
+        Ok(Arc::new(ParquetReplay {
+            path,
+            files,
+            layout: RowLayout::new(source.schema.clone(), source.event_time),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct ParquetReplay {
+    path: PathBuf,
+    files: Vec<ParquetFile>,
+    layout: RowLayout,
+}
+
+impl SourceSpec for ParquetReplay {
+    fn connector(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} parquet files)",
+            self.path.display(),
+            self.files.len()
+        )
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        (0..start.workers)
+            .map(|worker| {
+                ParquetReader::open(
+                    &self.files,
+                    self.layout.clone(),
+                    worker,
+                    start.workers,
+                    start.progress.clone(),
+                )
+                .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+            })
+            .collect()
     }
 }

@@ -1,5 +1,7 @@
-//! Parquet: a Hive-partitioned warehouse written in atomic epochs.
+//! Parquet: a Hive-partitioned warehouse written in atomic epochs, and any Parquet files or
+//! warehouse (ours or another tool's) replayed as a source.
 
 pub mod connector;
 pub mod options;
 pub mod sink;
+pub mod source;

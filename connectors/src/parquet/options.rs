@@ -7,6 +7,35 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use vibelux_interfaces::options::{OptionError, Options, Position, parse_size};
 
 use super::sink::{ParquetSinkConfig, PartitionKey};
+use super::source::{ParquetFile, find_files};
+
+/// Options of a Parquet source (with those every source takes).
+pub const SOURCE_OPTIONS: &[&str] = &[
+    "connector",
+    "path",
+    "allowed_lateness",
+    "idle_timeout",
+    "batch_size",
+];
+
+/// The files a source reads: a file, or every `.parquet` file below a folder.
+pub fn source(options: &mut Options) -> Result<(PathBuf, Vec<ParquetFile>), OptionError> {
+    let (path, position) = options.required("path", "a parquet source")?;
+    let path = PathBuf::from(path);
+    let files = find_files(&path).map_err(|error| {
+        OptionError::new(
+            position,
+            format!("option `path`: {}: {error}", path.display()),
+        )
+    })?;
+    if files.is_empty() {
+        return Err(OptionError::new(
+            position,
+            format!("option `path`: no .parquet files in {}", path.display()),
+        ));
+    }
+    Ok((path, files))
+}
 
 /// Options of a Parquet sink.
 pub const SINK_OPTIONS: &[&str] = &[
