@@ -155,7 +155,8 @@ fn a_warehouse_we_wrote_replays_into_a_new_view() {
          CREATE SINK live FROM per_room WITH (connector = 'file', path = 'out/live.jsonl');";
     let output = run(dir.path(), sql, "1");
     assert!(output.status.success(), "{}", text(&output));
-    let backfill = "CREATE SOURCE history (sensor_id TEXT NOT NULL, room TEXT, ts TIMESTAMP, temp_c DOUBLE,
+    let backfill =
+        "CREATE SOURCE history (sensor_id TEXT NOT NULL, room TEXT, ts TIMESTAMP, temp_c DOUBLE,
            WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
          WITH (connector = 'parquet', path = 'warehouse/readings');
          CREATE VIEW per_room AS SELECT room, window_start, count(*) AS n

@@ -12,169 +12,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::live::publish::PublishViewExt;
+use timely::dataflow::Scope;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use vibelux_connectors::source::{SourceReader, SourceStreams, read_source};
+use vibelux_connectors::table::{TableStreams, read_table};
+use vibelux_operators::row::Update;
+use vibelux_queries::plan::{DataflowPlan, NodeId};
+
 use crate::live::view::{LiveView, LiveViews, Retention};
 use crate::taps::{Tapped, Taps};
 
+mod build;
 mod extension;
-use anyhow::Context as _;
+mod inputs;
+mod metrics;
+
+use build::{NodeControls, attach_sink, attach_view, build_nodes, demands, run_demands};
 use extension::build_extension;
 pub use extension::{Added, Command, Extension};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{Concatenate, Probe};
-use timely::dataflow::{Scope, Stream};
-use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
-use vibelux_connectors::source::ReplayProgress;
-use vibelux_connectors::source::{SourceMetrics, SourceReader, SourceStreams, read_source};
-use vibelux_connectors::table::{TableStreams, read_table};
-use vibelux_interfaces::connector::SourceStart;
-use vibelux_interfaces::sink::SinkWriter;
-use vibelux_operators::aggregate::AggregateExt;
-use vibelux_operators::alarm::AlarmDesk;
-use vibelux_operators::alarm::RaiseAlarmsExt;
-use vibelux_operators::anomaly::ScoreAnomaliesExt;
-use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
-use vibelux_operators::changes::IntoUpdatesExt;
-use vibelux_operators::join::JoinExt;
-use vibelux_operators::row::{Row, Update};
-use vibelux_operators::window::{
-    AssignWindowsExt, AssignWindowsPickExt, AssignWindowsUpdatesExt, WindowKind,
-};
-use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode};
-
-/// A node's output on one worker. Updating nodes build only the outputs something reads.
-#[derive(Clone)]
-enum Built<'scope> {
-    Rows(Stream<'scope, u64, Vec<Row>>),
-    /// Rows whose window assignment is deferred: a projection reading them fuses with it, so the
-    /// wide tagged rows are only built for consumers that need them.
-    Windowed {
-        rows: Stream<'scope, u64, Vec<Row>>,
-        time_column: usize,
-        kind: WindowKind,
-    },
-    Updates {
-        changes: Option<Stream<'scope, u64, Vec<Update>>>,
-        finals: Option<Stream<'scope, u64, Vec<Row>>>,
-    },
-}
-
-impl<'scope> Built<'scope> {
-    /// The rows of an append-only node.
-    fn rows(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
-        match self {
-            Built::Rows(rows) => Some(rows.clone()),
-            Built::Windowed {
-                rows,
-                time_column,
-                kind,
-            } => Some(rows.clone().assign_windows(*time_column, *kind)),
-            Built::Updates { .. } => None,
-        }
-    }
-
-    fn changes(&self) -> Stream<'scope, u64, Vec<Update>> {
-        match self {
-            Built::Updates { changes, .. } => changes.clone().expect("changes were demanded"),
-            appended => appended.rows().expect("append-only").into_updates(),
-        }
-    }
-
-    /// Rows that are final when they appear: all rows of an append-only node, closed windows.
-    fn finals(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
-        match self {
-            Built::Updates { finals, .. } => finals.clone(),
-            appended => appended.rows(),
-        }
-    }
-}
-
-/// Which outputs of a node are read downstream.
-#[derive(Debug, Default, Clone, Copy)]
-struct Demand {
-    changes: bool,
-    finals: bool,
-}
-
-/// Walks from the roots to the sources, so that e.g. a windowed aggregate that only feeds a sink
-/// does not publish every partial result.
-fn demands(
-    plan: &DataflowPlan,
-    order: &[NodeId],
-    changes: &[NodeId],
-    finals: &[NodeId],
-) -> HashMap<NodeId, Demand> {
-    let mut demand: HashMap<NodeId, Demand> = HashMap::new();
-    for node in changes {
-        demand.entry(*node).or_default().changes = true;
-    }
-    for node in finals {
-        demand.entry(*node).or_default().finals = true;
-    }
-    for &node in order.iter().rev() {
-        let wanted = demand.get(&node).copied().unwrap_or_default();
-        let inputs = plan.nodes[node].kind.inputs();
-        for input in inputs {
-            let entry = demand.entry(input).or_default();
-            if let NodeKind::RaiseAlarms { .. } = plan.nodes[node].kind {
-                // Alarms take readings, or the closed windows of a windowed view.
-                entry.finals = true;
-            } else if let NodeKind::Aggregate { .. }
-            | NodeKind::Join { .. }
-            | NodeKind::ExpressionErrors { .. } = plan.nodes[node].kind
-            {
-                // Aggregates and joins read their inputs' rows, or their changes when they update;
-                // a view's errors come from its Calcs' rows or changes likewise.
-                if plan.nodes[input].changes == Changes::AppendOnly {
-                    entry.finals = true;
-                } else {
-                    entry.changes = true;
-                }
-            } else {
-                entry.changes |= wanted.changes;
-                entry.finals |= wanted.finals;
-            }
-        }
-    }
-    demand
-}
-
-/// What a run shares while it runs: counters (reported at its end), live views, and the desk
-/// through which people acknowledge and shelve its alarms.
-pub struct RunMetrics {
-    pub sources: Vec<(String, Arc<SourceMetrics>)>,
-    pub sinks: Vec<(String, Arc<SinkMetrics>)>,
-    /// The materialized views (their contents count their rows), live while the run lasts.
-    pub views: LiveViews,
-    pub replay: Vec<(String, Arc<ReplayProgress>)>,
-    /// Seconds per worker-0 step that had work to do.
-    pub step_seconds: Histogram,
-    pub alarms: Arc<AlarmDesk>,
-    /// Each view's Calcs, which count the rows their expressions failed on.
-    pub expression_errors: Vec<(String, Vec<Arc<vibelux_operators::calc::Calc>>)>,
-}
-
-/// Each view's Calcs, by view, for counting the rows their expressions failed on.
-fn calcs_by_view(plan: &DataflowPlan) -> Vec<(String, Vec<Arc<vibelux_operators::calc::Calc>>)> {
-    plan.expression_errors
-        .iter()
-        .map(|(view, errors)| {
-            let calcs = plan.nodes[*errors]
-                .kind
-                .inputs()
-                .into_iter()
-                .filter_map(|node| match &plan.nodes[node].kind {
-                    NodeKind::Calc { calc, .. } => Some(calc.clone()),
-                    _ => None,
-                })
-                .collect();
-            (view.clone(), calcs)
-        })
-        .collect()
-}
+use inputs::{open_sinks, start_inputs};
+pub use metrics::RunMetrics;
 
 pub struct RunOptions {
     pub workers: usize,
@@ -234,13 +95,6 @@ impl Run {
     }
 }
 
-/// Each started source's readers, one per worker, for the workers to take their own; each
-/// table's one reader, for worker 0.
-struct StartedInputs {
-    sources: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>>,
-    tables: HashMap<usize, Option<Box<dyn SourceReader + Send>>>,
-}
-
 /// Starts the plan's sinks and materialized views (and captured nodes) on `options.workers` threads.
 pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run> {
     let mut roots: Vec<NodeId> = plan.sinks.iter().map(|sink| sink.node).collect();
@@ -255,21 +109,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     } else {
         (plan.sources_of(&order), plan.tables_of(&order))
     };
-    let mut wants_changes: Vec<NodeId> = plan.materialized.iter().map(|(_, node)| *node).collect();
-    wants_changes.extend(options.capture.iter().copied());
-    wants_changes.extend(
-        plan.sinks
-            .iter()
-            .filter(|s| s.mode == SinkMode::Changelog)
-            .map(|s| s.node),
-    );
-    let wants_finals: Vec<NodeId> = plan
-        .sinks
-        .iter()
-        .filter(|s| s.mode != SinkMode::Changelog)
-        .map(|s| s.node)
-        .collect();
-    let demand = demands(&plan, &order, &wants_changes, &wants_finals);
+    let demand = run_demands(&plan, &order, &options.capture);
 
     let views = LiveViews::new(
         plan.materialized
@@ -285,88 +125,18 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             })
             .collect(),
     );
-    let metrics = Arc::new(RunMetrics {
-        sources: sources
-            .iter()
-            .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
-            .chain(
-                tables
-                    .iter()
-                    .map(|&t| (plan.tables[t].name.clone(), Arc::default())),
-            )
-            .collect(),
-        sinks: plan
-            .sinks
-            .iter()
-            .map(|sink| (sink.name.clone(), Arc::default()))
-            .collect(),
-        views: views.clone(),
-        replay: sources
-            .iter()
-            .filter(|&&s| plan.sources[s].spec.reports_progress())
-            .map(|&s| (plan.sources[s].name.clone(), Arc::default()))
-            .collect(),
-        step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
-        alarms: Arc::default(),
-        expression_errors: calcs_by_view(&plan),
-    });
+    let metrics = Arc::new(RunMetrics::new(&plan, &sources, &tables, views.clone()));
+    // Sinks open and sources start before any worker does (files created, network clients
+    // started), so a bad path or an unreachable broker fails the run up front.
+    let writers = Arc::new(Mutex::new(open_sinks(&plan)?));
+    let started = Arc::new(Mutex::new(start_inputs(
+        &plan,
+        &sources,
+        &tables,
+        &metrics,
+        options.workers.max(1),
+    )?));
     let worker_views = views.clone();
-    // Sinks open (and create their files) before any worker starts, so a bad path fails the run
-    // up front; worker 0 takes the writers.
-    let mut writers = Vec::new();
-    for sink in &plan.sinks {
-        let schema = plan.nodes[sink.node].schema.clone();
-        let writer = sink
-            .target
-            .open(schema, sink.mode == SinkMode::Changelog)
-            .with_context(|| format!("opening sink {}", sink.name))?;
-        writers.push(Some(writer));
-    }
-    let writers = Arc::new(Mutex::new(writers));
-    // Sources and tables start before the workers (a network client, the files opened), so a
-    // source that cannot start fails the run up front; each worker takes its own reader.
-    let mut started = StartedInputs {
-        sources: HashMap::new(),
-        tables: HashMap::new(),
-    };
-    for (position, &source) in sources.iter().enumerate() {
-        let source_plan = &plan.sources[source];
-        let progress = metrics
-            .replay
-            .iter()
-            .find(|(name, _)| name == &source_plan.name)
-            .map(|(_, progress)| progress.clone())
-            .unwrap_or_default();
-        let readers = source_plan
-            .spec
-            .start(&SourceStart {
-                name: source_plan.name.clone(),
-                workers: options.workers.max(1),
-                metrics: metrics.sources[position].1.clone(),
-                progress,
-            })
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("starting source {}", source_plan.name))?;
-        started
-            .sources
-            .insert(source, readers.into_iter().map(Some).collect());
-    }
-    for (position, &table) in tables.iter().enumerate() {
-        let table_plan = &plan.tables[table];
-        // Reference data is small: worker 0 reads it all, joins route it by key.
-        let reader = table_plan
-            .spec
-            .start(&SourceStart {
-                name: table_plan.name.clone(),
-                workers: 1,
-                metrics: metrics.sources[sources.len() + position].1.clone(),
-                progress: Arc::default(),
-            })
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("starting table {}", table_plan.name))?;
-        started.tables.insert(table, reader.into_iter().next());
-    }
-    let started = Arc::new(Mutex::new(started));
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
 
     let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
@@ -549,206 +319,6 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         commands,
         captured,
     })
-}
-
-/// What operators take from the run: the stop flag, and the desk people's alarm commands
-/// arrive on.
-#[derive(Clone, Copy)]
-pub(super) struct NodeControls<'a> {
-    pub stop: &'a Arc<AtomicBool>,
-    pub alarms: &'a Arc<AlarmDesk>,
-}
-
-/// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
-fn build_nodes<'scope>(
-    scope: Scope<'scope, u64>,
-    plan: &DataflowPlan,
-    order: &[NodeId],
-    demand: &HashMap<NodeId, Demand>,
-    source_streams: &HashMap<usize, SourceStreams<'scope>>,
-    table_streams: &HashMap<usize, TableStreams<'scope>>,
-    controls: &NodeControls,
-) -> HashMap<NodeId, Built<'scope>> {
-    let NodeControls {
-        stop,
-        alarms: alarm_desk,
-    } = *controls;
-    let mut built: HashMap<NodeId, Built> = HashMap::new();
-    // Each Calc's rows on which an expression failed, for its view's `<view>_errors`.
-    let mut calc_errors: HashMap<NodeId, Stream<'scope, u64, Vec<Row>>> = HashMap::new();
-    for &node in order {
-        let output = match &plan.nodes[node].kind {
-            NodeKind::SourceRows { source } => Built::Rows(source_streams[source].rows.clone()),
-            NodeKind::SourceDeadLetters { source } => {
-                Built::Rows(source_streams[source].dead_letters.clone())
-            }
-            NodeKind::SourceLateRows { source } => {
-                Built::Rows(source_streams[source].late_rows.clone())
-            }
-            NodeKind::SourceHealth { source } => {
-                Built::Rows(source_streams[source].status_rows.clone())
-            }
-            NodeKind::ScoreAnomalies { input, spec } => Built::Rows(
-                built[input]
-                    .rows()
-                    .expect("planned over append-only rows")
-                    .score_anomalies(spec.clone()),
-            ),
-            NodeKind::RaiseAlarms { input, spec } => Built::Rows(
-                built[input]
-                    .finals()
-                    .expect("planned over readings or closed windows")
-                    .raise_alarms(spec.clone(), alarm_desk.clone()),
-            ),
-            NodeKind::Calc { input, calc } => match &built[input] {
-                Built::Windowed {
-                    rows,
-                    time_column,
-                    kind,
-                } if calc.column_picks().is_some() => {
-                    // Picking columns cannot fail: there are no errors to report.
-                    let picks = calc.column_picks().expect("checked").to_vec();
-                    Built::Rows(
-                        rows.clone()
-                            .assign_windows_picking(*time_column, *kind, picks),
-                    )
-                }
-                appended @ (Built::Rows(_) | Built::Windowed { .. }) => {
-                    let (rows, errors) = appended
-                        .rows()
-                        .expect("append-only")
-                        .calc_rows_reporting(calc.clone());
-                    calc_errors.insert(node, errors);
-                    Built::Rows(rows)
-                }
-                Built::Updates { changes, finals } => {
-                    // Final rows are among the changes: report failures from one of the two.
-                    let changes = changes.clone().map(|changes| {
-                        let (changes, errors) = changes.calc_updates(calc.clone());
-                        calc_errors.insert(node, errors);
-                        changes
-                    });
-                    let finals = finals.clone().map(|finals| {
-                        if changes.is_some() {
-                            finals.calc_rows(calc.clone())
-                        } else {
-                            let (finals, errors) = finals.calc_rows_reporting(calc.clone());
-                            calc_errors.insert(node, errors);
-                            finals
-                        }
-                    });
-                    Built::Updates { changes, finals }
-                }
-            },
-            NodeKind::ExpressionErrors { calcs } => Built::Rows(
-                scope.concatenate(
-                    calcs
-                        .iter()
-                        .filter_map(|calc| calc_errors.get(calc).cloned()),
-                ),
-            ),
-            NodeKind::AssignWindows {
-                input,
-                time_column,
-                kind,
-            } => match &built[input] {
-                appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Windowed {
-                    rows: appended.rows().expect("append-only"),
-                    time_column: *time_column,
-                    kind: *kind,
-                },
-                Built::Updates { changes, finals } => Built::Updates {
-                    changes: changes
-                        .clone()
-                        .map(|changes| changes.assign_windows_to_updates(*time_column, *kind)),
-                    finals: finals
-                        .clone()
-                        .map(|finals| finals.assign_windows(*time_column, *kind)),
-                },
-            },
-            NodeKind::TableChanges { table } => Built::Updates {
-                changes: Some(table_streams[table].changes.clone()),
-                finals: None,
-            },
-            NodeKind::TableDeadLetters { table } => {
-                Built::Rows(table_streams[table].dead_letters.clone())
-            }
-            NodeKind::Join {
-                left,
-                right,
-                key_columns,
-            } => Built::Updates {
-                changes: Some(
-                    built[left]
-                        .changes()
-                        .join_updates(built[right].changes(), *key_columns),
-                ),
-                finals: None,
-            },
-            NodeKind::Aggregate {
-                input,
-                plan: aggregate,
-            } => {
-                let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
-                let (changes, finals) =
-                    built[input]
-                        .changes()
-                        .aggregate(aggregate.clone(), emit_changes, stop.clone());
-                Built::Updates {
-                    changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
-                    finals: aggregate.window.as_ref().map(|_| finals),
-                }
-            }
-            NodeKind::Union { inputs } => {
-                let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
-                if parts
-                    .iter()
-                    .all(|part| !matches!(part, Built::Updates { .. }))
-                {
-                    Built::Rows(scope.concatenate(parts.iter().filter_map(|part| part.finals())))
-                } else {
-                    let wanted = demand.get(&node).copied().unwrap_or_default();
-                    let finals: Option<Vec<_>> = parts.iter().map(|part| part.finals()).collect();
-                    Built::Updates {
-                        changes: wanted
-                            .changes
-                            .then(|| scope.concatenate(parts.iter().map(|part| part.changes()))),
-                        finals: finals
-                            .filter(|_| wanted.finals)
-                            .map(|finals| scope.concatenate(finals)),
-                    }
-                }
-            }
-        };
-        built.insert(node, output);
-    }
-    built
-}
-
-/// Attaches a sink; flow control watches what it has delivered, so a sink that cannot write
-/// holds the sources back.
-fn attach_sink(
-    output: &Built<'_>,
-    mode: SinkMode,
-    writer: Option<Box<dyn SinkWriter>>,
-    metrics: Arc<SinkMetrics>,
-    stop: &Arc<AtomicBool>,
-    finished: &ProbeHandle<u64>,
-) {
-    let delivered = match mode {
-        SinkMode::Rows | SinkMode::FinalRows => output
-            .finals()
-            .expect("planned as final")
-            .write_rows(writer, metrics, stop.clone()),
-        SinkMode::Changelog => output
-            .changes()
-            .write_updates(writer, metrics, stop.clone()),
-    };
-    delivered.probe_with(finished);
-}
-
-fn attach_view(output: &Built<'_>, view: Option<Arc<LiveView>>, finished: &ProbeHandle<u64>) {
-    output.changes().probe_with(finished).publish_view(view);
 }
 
 fn collect_changes(

@@ -1,0 +1,354 @@
+//! From plan nodes to timely operators on one worker: which outputs each node must build (the
+//! demand walked back from sinks and views), the operator chain for each node, and attaching
+//! sinks and live views at the roots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{Scope, Stream};
+use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
+use vibelux_connectors::source::SourceStreams;
+use vibelux_connectors::table::TableStreams;
+use vibelux_interfaces::sink::SinkWriter;
+use vibelux_operators::aggregate::AggregateExt;
+use vibelux_operators::alarm::{AlarmDesk, RaiseAlarmsExt};
+use vibelux_operators::anomaly::ScoreAnomaliesExt;
+use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
+use vibelux_operators::changes::IntoUpdatesExt;
+use vibelux_operators::join::JoinExt;
+use vibelux_operators::row::{Row, Update};
+use vibelux_operators::window::{
+    AssignWindowsExt, AssignWindowsPickExt, AssignWindowsUpdatesExt, WindowKind,
+};
+use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode};
+
+use crate::live::publish::PublishViewExt;
+use crate::live::view::LiveView;
+
+/// A node's output on one worker. Updating nodes build only the outputs something reads.
+#[derive(Clone)]
+pub(super) enum Built<'scope> {
+    Rows(Stream<'scope, u64, Vec<Row>>),
+    /// Rows whose window assignment is deferred: a projection reading them fuses with it, so the
+    /// wide tagged rows are only built for consumers that need them.
+    Windowed {
+        rows: Stream<'scope, u64, Vec<Row>>,
+        time_column: usize,
+        kind: WindowKind,
+    },
+    Updates {
+        changes: Option<Stream<'scope, u64, Vec<Update>>>,
+        finals: Option<Stream<'scope, u64, Vec<Row>>>,
+    },
+}
+
+impl<'scope> Built<'scope> {
+    /// The rows of an append-only node.
+    fn rows(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
+        match self {
+            Built::Rows(rows) => Some(rows.clone()),
+            Built::Windowed {
+                rows,
+                time_column,
+                kind,
+            } => Some(rows.clone().assign_windows(*time_column, *kind)),
+            Built::Updates { .. } => None,
+        }
+    }
+
+    pub(super) fn changes(&self) -> Stream<'scope, u64, Vec<Update>> {
+        match self {
+            Built::Updates { changes, .. } => changes.clone().expect("changes were demanded"),
+            appended => appended.rows().expect("append-only").into_updates(),
+        }
+    }
+
+    /// Rows that are final when they appear: all rows of an append-only node, closed windows.
+    fn finals(&self) -> Option<Stream<'scope, u64, Vec<Row>>> {
+        match self {
+            Built::Updates { finals, .. } => finals.clone(),
+            appended => appended.rows(),
+        }
+    }
+}
+
+/// Which outputs of a node are read downstream.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Demand {
+    changes: bool,
+    finals: bool,
+}
+
+/// What a whole run demands: views and captured nodes want changes; sinks want a changelog or
+/// final rows.
+pub(super) fn run_demands(
+    plan: &DataflowPlan,
+    order: &[NodeId],
+    captured: &[NodeId],
+) -> HashMap<NodeId, Demand> {
+    let mut changes: Vec<NodeId> = plan.materialized.iter().map(|(_, node)| *node).collect();
+    changes.extend(captured.iter().copied());
+    changes.extend(
+        plan.sinks
+            .iter()
+            .filter(|sink| sink.mode == SinkMode::Changelog)
+            .map(|sink| sink.node),
+    );
+    let finals: Vec<NodeId> = plan
+        .sinks
+        .iter()
+        .filter(|sink| sink.mode != SinkMode::Changelog)
+        .map(|sink| sink.node)
+        .collect();
+    demands(plan, order, &changes, &finals)
+}
+
+/// Walks from the roots to the sources, so that e.g. a windowed aggregate that only feeds a sink
+/// does not publish every partial result.
+pub(super) fn demands(
+    plan: &DataflowPlan,
+    order: &[NodeId],
+    changes: &[NodeId],
+    finals: &[NodeId],
+) -> HashMap<NodeId, Demand> {
+    let mut demand: HashMap<NodeId, Demand> = HashMap::new();
+    for node in changes {
+        demand.entry(*node).or_default().changes = true;
+    }
+    for node in finals {
+        demand.entry(*node).or_default().finals = true;
+    }
+    for &node in order.iter().rev() {
+        let wanted = demand.get(&node).copied().unwrap_or_default();
+        let inputs = plan.nodes[node].kind.inputs();
+        for input in inputs {
+            let entry = demand.entry(input).or_default();
+            if let NodeKind::RaiseAlarms { .. } = plan.nodes[node].kind {
+                // Alarms take readings, or the closed windows of a windowed view.
+                entry.finals = true;
+            } else if let NodeKind::Aggregate { .. }
+            | NodeKind::Join { .. }
+            | NodeKind::ExpressionErrors { .. } = plan.nodes[node].kind
+            {
+                // Aggregates and joins read their inputs' rows, or their changes when they update;
+                // a view's errors come from its Calcs' rows or changes likewise.
+                if plan.nodes[input].changes == Changes::AppendOnly {
+                    entry.finals = true;
+                } else {
+                    entry.changes = true;
+                }
+            } else {
+                entry.changes |= wanted.changes;
+                entry.finals |= wanted.finals;
+            }
+        }
+    }
+    demand
+}
+
+/// What operators take from the run: the stop flag, and the desk people's alarm commands
+/// arrive on.
+#[derive(Clone, Copy)]
+pub(super) struct NodeControls<'a> {
+    pub stop: &'a Arc<AtomicBool>,
+    pub alarms: &'a Arc<AlarmDesk>,
+}
+
+/// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
+pub(super) fn build_nodes<'scope>(
+    scope: Scope<'scope, u64>,
+    plan: &DataflowPlan,
+    order: &[NodeId],
+    demand: &HashMap<NodeId, Demand>,
+    source_streams: &HashMap<usize, SourceStreams<'scope>>,
+    table_streams: &HashMap<usize, TableStreams<'scope>>,
+    controls: &NodeControls,
+) -> HashMap<NodeId, Built<'scope>> {
+    let NodeControls {
+        stop,
+        alarms: alarm_desk,
+    } = *controls;
+    let mut built: HashMap<NodeId, Built> = HashMap::new();
+    // Each Calc's rows on which an expression failed, for its view's `<view>_errors`.
+    let mut calc_errors: HashMap<NodeId, Stream<'scope, u64, Vec<Row>>> = HashMap::new();
+    for &node in order {
+        let output = match &plan.nodes[node].kind {
+            NodeKind::SourceRows { source } => Built::Rows(source_streams[source].rows.clone()),
+            NodeKind::SourceDeadLetters { source } => {
+                Built::Rows(source_streams[source].dead_letters.clone())
+            }
+            NodeKind::SourceLateRows { source } => {
+                Built::Rows(source_streams[source].late_rows.clone())
+            }
+            NodeKind::SourceHealth { source } => {
+                Built::Rows(source_streams[source].status_rows.clone())
+            }
+            NodeKind::ScoreAnomalies { input, spec } => Built::Rows(
+                built[input]
+                    .rows()
+                    .expect("planned over append-only rows")
+                    .score_anomalies(spec.clone()),
+            ),
+            NodeKind::RaiseAlarms { input, spec } => Built::Rows(
+                built[input]
+                    .finals()
+                    .expect("planned over readings or closed windows")
+                    .raise_alarms(spec.clone(), alarm_desk.clone()),
+            ),
+            NodeKind::Calc { input, calc } => match &built[input] {
+                Built::Windowed {
+                    rows,
+                    time_column,
+                    kind,
+                } if calc.column_picks().is_some() => {
+                    // Picking columns cannot fail: there are no errors to report.
+                    let picks = calc.column_picks().expect("checked").to_vec();
+                    Built::Rows(
+                        rows.clone()
+                            .assign_windows_picking(*time_column, *kind, picks),
+                    )
+                }
+                appended @ (Built::Rows(_) | Built::Windowed { .. }) => {
+                    let (rows, errors) = appended
+                        .rows()
+                        .expect("append-only")
+                        .calc_rows_reporting(calc.clone());
+                    calc_errors.insert(node, errors);
+                    Built::Rows(rows)
+                }
+                Built::Updates { changes, finals } => {
+                    // Final rows are among the changes: report failures from one of the two.
+                    let changes = changes.clone().map(|changes| {
+                        let (changes, errors) = changes.calc_updates(calc.clone());
+                        calc_errors.insert(node, errors);
+                        changes
+                    });
+                    let finals = finals.clone().map(|finals| {
+                        if changes.is_some() {
+                            finals.calc_rows(calc.clone())
+                        } else {
+                            let (finals, errors) = finals.calc_rows_reporting(calc.clone());
+                            calc_errors.insert(node, errors);
+                            finals
+                        }
+                    });
+                    Built::Updates { changes, finals }
+                }
+            },
+            NodeKind::ExpressionErrors { calcs } => Built::Rows(
+                scope.concatenate(
+                    calcs
+                        .iter()
+                        .filter_map(|calc| calc_errors.get(calc).cloned()),
+                ),
+            ),
+            NodeKind::AssignWindows {
+                input,
+                time_column,
+                kind,
+            } => match &built[input] {
+                appended @ (Built::Rows(_) | Built::Windowed { .. }) => Built::Windowed {
+                    rows: appended.rows().expect("append-only"),
+                    time_column: *time_column,
+                    kind: *kind,
+                },
+                Built::Updates { changes, finals } => Built::Updates {
+                    changes: changes
+                        .clone()
+                        .map(|changes| changes.assign_windows_to_updates(*time_column, *kind)),
+                    finals: finals
+                        .clone()
+                        .map(|finals| finals.assign_windows(*time_column, *kind)),
+                },
+            },
+            NodeKind::TableChanges { table } => Built::Updates {
+                changes: Some(table_streams[table].changes.clone()),
+                finals: None,
+            },
+            NodeKind::TableDeadLetters { table } => {
+                Built::Rows(table_streams[table].dead_letters.clone())
+            }
+            NodeKind::Join {
+                left,
+                right,
+                key_columns,
+            } => Built::Updates {
+                changes: Some(
+                    built[left]
+                        .changes()
+                        .join_updates(built[right].changes(), *key_columns),
+                ),
+                finals: None,
+            },
+            NodeKind::Aggregate {
+                input,
+                plan: aggregate,
+            } => {
+                let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
+                let (changes, finals) =
+                    built[input]
+                        .changes()
+                        .aggregate(aggregate.clone(), emit_changes, stop.clone());
+                Built::Updates {
+                    changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
+                    finals: aggregate.window.as_ref().map(|_| finals),
+                }
+            }
+            NodeKind::Union { inputs } => {
+                let parts: Vec<&Built> = inputs.iter().map(|input| &built[input]).collect();
+                if parts
+                    .iter()
+                    .all(|part| !matches!(part, Built::Updates { .. }))
+                {
+                    Built::Rows(scope.concatenate(parts.iter().filter_map(|part| part.finals())))
+                } else {
+                    let wanted = demand.get(&node).copied().unwrap_or_default();
+                    let finals: Option<Vec<_>> = parts.iter().map(|part| part.finals()).collect();
+                    Built::Updates {
+                        changes: wanted
+                            .changes
+                            .then(|| scope.concatenate(parts.iter().map(|part| part.changes()))),
+                        finals: finals
+                            .filter(|_| wanted.finals)
+                            .map(|finals| scope.concatenate(finals)),
+                    }
+                }
+            }
+        };
+        built.insert(node, output);
+    }
+    built
+}
+
+/// Attaches a sink; flow control watches what it has delivered, so a sink that cannot write
+/// holds the sources back.
+pub(super) fn attach_sink(
+    output: &Built<'_>,
+    mode: SinkMode,
+    writer: Option<Box<dyn SinkWriter>>,
+    metrics: Arc<SinkMetrics>,
+    stop: &Arc<AtomicBool>,
+    finished: &ProbeHandle<u64>,
+) {
+    let delivered = match mode {
+        SinkMode::Rows | SinkMode::FinalRows => output
+            .finals()
+            .expect("planned as final")
+            .write_rows(writer, metrics, stop.clone()),
+        SinkMode::Changelog => output
+            .changes()
+            .write_updates(writer, metrics, stop.clone()),
+    };
+    delivered.probe_with(finished);
+}
+
+pub(super) fn attach_view(
+    output: &Built<'_>,
+    view: Option<Arc<LiveView>>,
+    finished: &ProbeHandle<u64>,
+) {
+    output.changes().probe_with(finished).publish_view(view);
+}

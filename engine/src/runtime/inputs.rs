@@ -1,0 +1,86 @@
+//! Opening a run's sinks and starting its sources and tables, before any worker runs: a bad
+//! path or an unreachable broker fails the run up front, and the workers take what is theirs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use vibelux_interfaces::connector::SourceStart;
+use vibelux_interfaces::sink::SinkWriter;
+use vibelux_interfaces::source::SourceReader;
+use vibelux_queries::plan::{DataflowPlan, SinkMode};
+
+use super::RunMetrics;
+
+/// Each started source's readers, one per worker, for the workers to take their own; each
+/// table's one reader, for worker 0.
+pub(super) struct StartedInputs {
+    pub(super) sources: HashMap<usize, Vec<Option<Box<dyn SourceReader + Send>>>>,
+    pub(super) tables: HashMap<usize, Option<Box<dyn SourceReader + Send>>>,
+}
+
+/// Opens (creates) every sink's target; worker 0 takes the writers.
+pub(super) fn open_sinks(plan: &DataflowPlan) -> anyhow::Result<Vec<Option<Box<dyn SinkWriter>>>> {
+    plan.sinks
+        .iter()
+        .map(|sink| {
+            let schema = plan.nodes[sink.node].schema.clone();
+            sink.target
+                .open(schema, sink.mode == SinkMode::Changelog)
+                .map(Some)
+                .with_context(|| format!("opening sink {}", sink.name))
+        })
+        .collect()
+}
+
+/// Starts `sources` (a reader per worker each) and `tables` (one reader each, for worker 0).
+pub(super) fn start_inputs(
+    plan: &DataflowPlan,
+    sources: &[usize],
+    tables: &[usize],
+    metrics: &RunMetrics,
+    workers: usize,
+) -> anyhow::Result<StartedInputs> {
+    let mut started = StartedInputs {
+        sources: HashMap::new(),
+        tables: HashMap::new(),
+    };
+    for (position, &source) in sources.iter().enumerate() {
+        let source_plan = &plan.sources[source];
+        let progress = metrics
+            .replay
+            .iter()
+            .find(|(name, _)| name == &source_plan.name)
+            .map(|(_, progress)| progress.clone())
+            .unwrap_or_default();
+        let readers = source_plan
+            .spec
+            .start(&SourceStart {
+                name: source_plan.name.clone(),
+                workers,
+                metrics: metrics.sources[position].1.clone(),
+                progress,
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("starting source {}", source_plan.name))?;
+        started
+            .sources
+            .insert(source, readers.into_iter().map(Some).collect());
+    }
+    for (position, &table) in tables.iter().enumerate() {
+        let table_plan = &plan.tables[table];
+        // Reference data is small: worker 0 reads it all, joins route it by key.
+        let reader = table_plan
+            .spec
+            .start(&SourceStart {
+                name: table_plan.name.clone(),
+                workers: 1,
+                metrics: metrics.sources[sources.len() + position].1.clone(),
+                progress: Arc::default(),
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("starting table {}", table_plan.name))?;
+        started.tables.insert(table, reader.into_iter().next());
+    }
+    Ok(started)
+}
