@@ -108,7 +108,7 @@ impl sqllogictest::DB for Engine {
 }
 
 fn main() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../queries/tests/slt");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
     // Pipelines in the corpus name their data files relative to the corpus folder.
     std::env::set_current_dir(&corpus).expect("the corpus folder exists");
     let mut files: Vec<_> = std::fs::read_dir(".")
