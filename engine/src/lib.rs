@@ -1,7 +1,7 @@
 //! The Vibelux engine: plans from `vibelux-queries` built into timely dataflows and run.
 //!
 //! [`runtime`] builds and runs the dataflow on worker threads; [`pipeline`] loads pipeline files
-//! and runs ad-hoc queries to completion; [`diagnostics`] renders SQL errors for people; [`format`]
+//! (planning them against the connectors' registry) and runs ad-hoc queries to completion; [`diagnostics`] renders SQL errors for people; [`format`]
 //! prints result rows; [`live`] keeps materialized views for subscribers and [`server`] serves
 //! them, the dashboard and metrics over HTTP. The `vibelux` binary (`main.rs`) is the command
 //! line over these.

@@ -3,9 +3,10 @@
 //! Each file is one family of timely operators, declared as an extension trait on streams:
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
 //! windows, [`aggregate`] maintains `GROUP BY` results and closes windows, [`join`] joins on
-//! keys, [`changes`] turns appends into updates and consolidates them; [`cultivation`] holds the
-//! psychrometric formulas (VPD, dew point) that SQL functions evaluate. [`row`] and [`columnar`] define what flows along
-//! the edges and how it crosses into Arrow.
+//! keys, [`changes`] turns appends into updates and consolidates them, [`anomaly`] scores series,
+//! [`alarm`] raises and clears alarms, [`session`] merges session windows; [`cultivation`] holds
+//! the psychrometric formulas (VPD, dew point) that SQL functions evaluate. [`columnar`] is how
+//! rows (the [`row`] model of `vibelux-interfaces`, re-exported here) cross into Arrow.
 
 pub mod accumulator;
 pub mod aggregate;

@@ -4,7 +4,10 @@
 //! each statement ([`catalog`] those that only read or edit it), handing queries to DataFusion
 //! for name resolution and type checking ([`context`]) after replacing window table functions
 //! ([`window_functions`]); [`lowering`] turns DataFusion's logical plan into [`plan`] nodes the
-//! engine builds operators from.
+//! engine builds operators from. Sources and sinks are planned by the connector a statement
+//! names, found in the registry the engine hands the [`planner::Planner`]; [`options`] bridges
+//! statement options to it. This crate knows no connector, only the traits of
+//! `vibelux-interfaces`; [`alarms`] and [`models`] plan `CREATE ALARM` and `CREATE MODEL`.
 
 pub mod alarms;
 pub mod catalog;
