@@ -1,0 +1,216 @@
+//! What each worker does: builds the run's dataflow from its share of the inputs (its readers,
+//! worker 0's writers and views), then steps it until every dataflow ends, adding and dropping
+//! the dataflows of views and sinks created while running as commands arrive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::{Scope, Stream};
+use timely::worker::Worker;
+use vibelux_connectors::source::{SourceReader, SourceStreams, read_source};
+use vibelux_connectors::table::{TableStreams, read_table};
+use vibelux_operators::row::Update;
+use vibelux_queries::plan::NodeId;
+
+use super::build::{NodeControls, attach_sink, attach_view, build_nodes};
+use super::extension::build_extension;
+use super::{Command, RunShared};
+use crate::taps::{Tapped, Taps};
+
+/// Runs worker `worker` of the run until its dataflows end.
+pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Result<()> {
+    let index = worker.index();
+    let receiver = shared.receivers.lock().expect("receivers lock")[index]
+        .take()
+        .expect("one receiver per worker");
+    let taps = Taps::default();
+    worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| build_dataflow(scope, shared, &taps));
+    let metrics = &shared.metrics;
+    // Dataflows added while running, by the name of the view or sink they maintain.
+    let mut added: HashMap<String, usize> = HashMap::new();
+    while worker.has_dataflows() {
+        // Worker 0 times the steps that have work waiting (not the ones that park).
+        let busy = index == 0 && worker.activations().borrow().empty_for() == Some(Duration::ZERO);
+        let started = Instant::now();
+        worker.step_or_park(Some(Duration::from_millis(20)));
+        if busy {
+            metrics
+                .step_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        while let Ok(command) = receiver.try_recv() {
+            match command {
+                Command::Add(extension) => {
+                    let id = worker.next_dataflow_index();
+                    worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| {
+                        build_extension(
+                            scope,
+                            &extension,
+                            &taps,
+                            index,
+                            &shared.stop,
+                            &metrics.alarms,
+                        );
+                    });
+                    added.insert(extension.name.clone(), id);
+                }
+                Command::Drop(name) => {
+                    if let Some(id) = added.remove(&name) {
+                        worker.drop_dataflow(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run's dataflow on this worker: its readers into source and table operators, the plan's
+/// nodes, and (on worker 0) the writers and views at the roots.
+fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
+    let index = scope.index();
+    let (plan, metrics, stop) = (&shared.plan, &shared.metrics, &shared.stop);
+    // What every sink and view has finished: sources do not run far ahead of it.
+    let finished = ProbeHandle::new();
+    let mut source_streams: HashMap<usize, SourceStreams> = HashMap::new();
+    for (position, &source) in shared.sources.iter().enumerate() {
+        let reader: Box<dyn SourceReader> = shared
+            .started
+            .lock()
+            .expect("started inputs lock")
+            .sources
+            .get_mut(&source)
+            .and_then(|readers| readers.get_mut(index))
+            .and_then(Option::take)
+            .expect("a reader for every worker");
+        // Flow control holds back a source that runs ahead of the slowest output, so a replay
+        // cannot fill memory. A source paced by the clock cannot run away, and must not wait for
+        // one on another clock: a 60× simulation beside a PLC polled in real time would stop
+        // after ten simulated minutes.
+        let paced = plan.sources[source].spec.paced_by_clock();
+        let streams = read_source(
+            scope,
+            &plan.sources[source].name,
+            reader,
+            plan.sources[source].timing.clone(),
+            metrics.sources[position].1.clone(),
+            stop.clone(),
+            (!paced).then(|| finished.clone()),
+        );
+        source_streams.insert(source, streams);
+    }
+
+    let mut table_streams: HashMap<usize, TableStreams> = HashMap::new();
+    for (position, &table) in shared.tables.iter().enumerate() {
+        let table_plan = &plan.tables[table];
+        // Reference data is small: worker 0 reads it all, joins route it by key.
+        let reader: Option<Box<dyn SourceReader>> = if index == 0 {
+            shared
+                .started
+                .lock()
+                .expect("started inputs lock")
+                .tables
+                .get_mut(&table)
+                .and_then(Option::take)
+                .map(|reader| reader as Box<dyn SourceReader>)
+        } else {
+            None
+        };
+        let streams = read_table(
+            scope,
+            &table_plan.name,
+            reader,
+            table_plan.key_columns.clone(),
+            !table_plan.spec.is_bounded(),
+            metrics.sources[shared.sources.len() + position].1.clone(),
+            stop.clone(),
+        );
+        table_streams.insert(table, streams);
+    }
+
+    if shared.extensible {
+        tap_inputs(taps, &source_streams, &table_streams);
+    }
+    let built = build_nodes(
+        scope,
+        plan,
+        &shared.order,
+        &shared.demand,
+        &source_streams,
+        &table_streams,
+        &NodeControls {
+            stop,
+            alarms: &metrics.alarms,
+        },
+    );
+
+    let mut writers = shared.writers.lock().expect("writers lock");
+    for (sink_index, sink) in plan.sinks.iter().enumerate() {
+        let writer = if index == 0 {
+            writers[sink_index].take()
+        } else {
+            None
+        };
+        attach_sink(
+            &built[&sink.node],
+            sink.mode,
+            writer,
+            metrics.sinks[sink_index].1.clone(),
+            stop,
+            &finished,
+        );
+    }
+    for (name, node) in &plan.materialized {
+        let view = (index == 0).then(|| shared.views.get(name).expect("made at start"));
+        attach_view(&built[node], view, &finished);
+    }
+    for node in &shared.capture {
+        collect_changes(
+            built[node].changes().probe_with(&finished),
+            *node,
+            shared.captured.clone(),
+        );
+    }
+}
+
+/// Keeps every input's streams for the dataflows of views and sinks added while running.
+fn tap_inputs(
+    taps: &Taps,
+    source_streams: &HashMap<usize, SourceStreams>,
+    table_streams: &HashMap<usize, TableStreams>,
+) {
+    for (&source, streams) in source_streams {
+        taps.tap_rows(streams.rows.clone(), Tapped::SourceRows(source));
+        taps.tap_rows(
+            streams.dead_letters.clone(),
+            Tapped::SourceDeadLetters(source),
+        );
+        taps.tap_rows(streams.late_rows.clone(), Tapped::SourceLateRows(source));
+        taps.tap_rows(streams.status_rows.clone(), Tapped::SourceHealth(source));
+    }
+    for (&table, streams) in table_streams {
+        taps.tap_updates(streams.changes.clone(), Tapped::TableChanges(table));
+        taps.tap_rows(
+            streams.dead_letters.clone(),
+            Tapped::TableDeadLetters(table),
+        );
+    }
+}
+
+fn collect_changes(
+    changes: Stream<'_, u64, Vec<Update>>,
+    node: NodeId,
+    into: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
+) {
+    changes.sink(Pipeline, "Capture", move |(input, _)| {
+        input.for_each(|_, data| {
+            let mut captured = into.lock().expect("capture lock");
+            captured.entry(node).or_default().append(data);
+        });
+    });
+}
