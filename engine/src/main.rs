@@ -534,9 +534,10 @@ fn announce(planner: &Planner, workers: usize) {
             "live"
         };
         eprintln!(
-            "  source {} ({} {bounded})",
+            "  source {} ({} {bounded}) ← {}",
             source.name,
-            source.spec.connector()
+            source.spec.connector(),
+            source.spec.describe()
         );
     }
     for (name, _) in &plan.materialized {

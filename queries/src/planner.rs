@@ -289,6 +289,7 @@ impl Planner {
             connector.options(),
         )?;
         let health_schema = spec.health_schema();
+        let described = format!("Source {name} ({}: {})", spec.connector(), spec.describe());
 
         let index = self.plan.sources.len();
         self.plan.sources.push(SourcePlan {
@@ -311,7 +312,7 @@ impl Planner {
             event_time: Some(event_time_column),
             lateness_nanos: lateness,
             key: None,
-            label: format!("Source {name}"),
+            label: described,
         });
         self.entries.insert(
             name.clone(),
