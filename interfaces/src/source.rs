@@ -189,6 +189,16 @@ pub struct SourceTiming {
     pub batch_size: usize,
 }
 
+/// Readers of one kind, one per worker, as the engine takes them.
+pub fn boxed_readers<R: SourceReader + Send + 'static>(
+    readers: impl IntoIterator<Item = R>,
+) -> Vec<Box<dyn SourceReader + Send>> {
+    readers
+        .into_iter()
+        .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+        .collect()
+}
+
 /// How far a replay has got, for a progress bar: bytes read by worker 0, and the input's size.
 #[derive(Debug, Default)]
 pub struct ReplayProgress {

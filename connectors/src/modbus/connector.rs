@@ -9,7 +9,7 @@ use vibelux_interfaces::connector::{
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
-use vibelux_interfaces::source::SourceReader;
+use vibelux_interfaces::source::{SourceReader, boxed_readers};
 
 use super::poller::DeviceConfig;
 use super::sink::{ModbusSinkConfig, ModbusWriter};
@@ -96,10 +96,7 @@ impl SourceSpec for PolledDevice {
             start.metrics.clone(),
         )
         .map_err(|error| format!("starting the Modbus poller: {error}"))?;
-        Ok(readers
-            .into_iter()
-            .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
-            .collect())
+        Ok(boxed_readers(readers))
     }
 }
 

@@ -8,7 +8,7 @@ use vibelux_interfaces::connector::{
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
-use vibelux_interfaces::source::SourceReader;
+use vibelux_interfaces::source::{SourceReader, boxed_readers};
 
 use super::sink::{MqttPublisher, MqttSinkConfig};
 use super::source::MqttSourceConfig;
@@ -83,10 +83,7 @@ impl SourceSpec for Subscription {
             start.metrics.clone(),
         )
         .map_err(|error| format!("starting the MQTT client: {error}"))?;
-        Ok(readers
-            .into_iter()
-            .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
-            .collect())
+        Ok(boxed_readers(readers))
     }
 }
 

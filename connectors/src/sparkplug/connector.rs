@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use vibelux_interfaces::connector::{DeclaredSource, SourceConnector, SourceSpec, SourceStart};
 use vibelux_interfaces::options::{OptionError, Options};
-use vibelux_interfaces::source::SourceReader;
+use vibelux_interfaces::source::{SourceReader, boxed_readers};
 
 use super::source::SparkplugSourceConfig;
 use crate::payload::RowLayout;
@@ -59,9 +59,6 @@ impl SourceSpec for HostApplication {
             start.metrics.clone(),
         )
         .map_err(|error| format!("starting the MQTT client: {error}"))?;
-        Ok(readers
-            .into_iter()
-            .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
-            .collect())
+        Ok(boxed_readers(readers))
     }
 }
