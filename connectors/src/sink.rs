@@ -26,6 +26,9 @@ use vibelux_interfaces::sink::{SinkError, SinkWriter};
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
+/// How often a writer holding rows for a rollover is asked to flush when no rows arrive.
+const HELD_ROWS_CHECK: Duration = Duration::from_secs(1);
+
 /// Counters of one sink.
 #[derive(Debug, Default)]
 pub struct SinkMetrics {
@@ -197,8 +200,11 @@ where
             });
             let frontier = frontiers[0].frontier();
             let closed = frontier.is_empty();
+            // Rows held for a rollover (a warehouse epoch) are looked at on the clock too, so a
+            // quiet stream still commits when its `rollover` interval has passed.
+            let holding = writer.as_ref().is_some_and(|open| open.held_rows() > 0);
             if let Some(open) = writer.as_mut()
-                && (wrote || closed || failing)
+                && (wrote || closed || failing || holding)
             {
                 let result = if closed { open.finish() } else { open.flush() };
                 metrics
@@ -210,6 +216,8 @@ where
                     retry_after = FIRST_RETRY;
                     if closed {
                         writer = None;
+                    } else if open.held_rows() > 0 {
+                        activator.activate_after(HELD_ROWS_CHECK);
                     }
                 } else if stop.load(Ordering::Relaxed) || open.delivers_on_write() {
                     // The run is stopping, or a network client has spent its own retries: give

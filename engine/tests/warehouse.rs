@@ -277,3 +277,52 @@ fn a_second_engine_on_the_same_warehouse_is_refused_until_the_first_is_gone() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_quiet_stream_still_commits_when_its_rollover_interval_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let lines: String = (0..10)
+        .map(|i| format!("{{\"sensor_id\":\"s{i}\",\"ts\":{now},\"temp_c\":21.5}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("live.jsonl"), lines).unwrap();
+    std::fs::write(
+        dir.path().join("quiet.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+         WITH (connector = 'file', path = 'live.jsonl', mode = 'tail');
+         CREATE SINK wh FROM readings WITH (connector = 'parquet', path = 'warehouse/readings',
+           rollover = '2 seconds');",
+    )
+    .unwrap();
+    let mut engine = vibelux(dir.path())
+        .args(["run", "--http", "off", "quiet.sql"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nothing more arrives; the epoch must still be committed while the engine runs.
+    let manifest = dir
+        .path()
+        .join("warehouse/readings/_manifests/epoch-000000.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !manifest.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epoch committed while the stream was quiet"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        engine.try_wait().unwrap().is_none(),
+        "the engine is still running"
+    );
+    let committed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(committed["files"][0]["rows"], 10);
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+}
