@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
-use vibelux_operators::row::{Datum, Row};
+use vibelux_interfaces::connector::DeclaredSource;
+use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 /// Timestamps outside these years are rejected as absurd (a clock reset to 1970, a unit mix-up).
 const EARLIEST_YEAR: i32 = 1971;
@@ -24,6 +25,8 @@ pub struct RowLayout {
     pub event_time_column: Option<usize>,
     /// Lower-case column names, in schema order.
     column_names: Vec<String>,
+    /// Event times more than this (nanoseconds) after the wall clock are refused.
+    max_future_nanos: Option<i64>,
 }
 
 impl RowLayout {
@@ -37,6 +40,15 @@ impl RowLayout {
             schema,
             event_time_column,
             column_names,
+            max_future_nanos: None,
+        }
+    }
+
+    /// The layout of a declared source or table, with its bound on future event times.
+    pub fn declared(source: &DeclaredSource) -> Self {
+        RowLayout {
+            max_future_nanos: source.max_future_nanos,
+            ..RowLayout::new(source.schema.clone(), source.event_time)
         }
     }
 
@@ -73,6 +85,16 @@ impl RowLayout {
                 .as_timestamp_nanos()
                 .ok_or_else(|| "event time is not a timestamp".to_string())?,
         };
+        if let Some(bound) = self.max_future_nanos {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            if event_time > now.saturating_add(bound) {
+                return Err(format!(
+                    "event time {} is more than {} ahead of the clock (max_future); is the device's clock wrong?",
+                    format_timestamp(event_time),
+                    humantime::format_duration(std::time::Duration::from_nanos(bound as u64))
+                ));
+            }
+        }
         Ok((row, event_time))
     }
 

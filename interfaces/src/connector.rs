@@ -24,13 +24,17 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "batch_size",
 ];
 
-/// A source or table as declared: its name and columns, and which column is the event time
-/// (`None` for a table, whose rows have none).
+/// A source or table as declared: its name and columns, which column is the event time (`None`
+/// for a table, whose rows have none), and how far ahead of the clock an event time may be.
 #[derive(Debug, Clone)]
 pub struct DeclaredSource {
     pub name: String,
     pub schema: SchemaRef,
     pub event_time: Option<usize>,
+    /// Rows timed more than this (nanoseconds) after the wall clock are dead letters: one
+    /// reading from a device whose clock jumped ahead would otherwise advance the watermark for
+    /// good and make every later reading late. `None`: no bound.
+    pub max_future_nanos: Option<i64>,
 }
 
 /// A kind of source, found by its `connector = '…'` name.

@@ -17,7 +17,7 @@ use vibelux_interfaces::connector::{
     DeclaredSink, DeclaredSource, Registry, SOURCE_OPTIONS, SourceConnector,
 };
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
-use vibelux_interfaces::options::{Options, connector_kind, nanos};
+use vibelux_interfaces::options::{Options, connector_kind, nanos, parse_duration};
 use vibelux_interfaces::source::SourceTiming;
 use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::window::WindowKind;
@@ -32,6 +32,9 @@ use crate::plan::{
     WindowColumns,
 };
 use crate::window_functions::{WindowFunction, rewrite_window_calls};
+
+/// How far ahead of the wall clock a source's event times may be, unless `max_future` says.
+const DEFAULT_MAX_FUTURE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone)]
 pub(crate) enum EntryKind {
@@ -270,10 +273,26 @@ impl Planner {
         }
         let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
 
+        // A device whose clock jumped ahead must not move the watermark on for good.
+        let max_future_nanos = match options.take("max_future") {
+            None => Some(nanos(DEFAULT_MAX_FUTURE)),
+            Some((text, _))
+                if ["none", "off"].contains(&text.trim().to_ascii_lowercase().as_str()) =>
+            {
+                None
+            }
+            Some((text, position)) => Some(nanos(parse_duration(&text).map_err(|problem| {
+                SqlError::new(
+                    position.into(),
+                    format!("option `max_future`: {problem}, or 'none'"),
+                )
+            })?)),
+        };
         let declared = DeclaredSource {
             name: name.clone(),
             schema: schema.clone(),
             event_time: Some(event_time_column),
+            max_future_nanos,
         };
         let spec = connector.plan(&declared, &mut options)?;
         let lateness = options
@@ -442,6 +461,7 @@ impl Planner {
             name: name.clone(),
             schema: schema.clone(),
             event_time: None,
+            max_future_nanos: None,
         };
         let spec = connector.plan(&declared, &mut options)?;
         let known: Vec<&str> = connector

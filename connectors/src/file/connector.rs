@@ -33,7 +33,7 @@ impl SourceConnector for Files {
         options: &mut Options,
     ) -> Result<Arc<dyn SourceSpec>, OptionError> {
         let config = super::options::source(options)?;
-        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let layout = RowLayout::declared(source);
         Ok(Arc::new(FileInput { config, layout }))
     }
 

@@ -15,6 +15,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "allowed_lateness",
     "idle_timeout",
     "batch_size",
+    "max_future",
 ];
 
 /// Options of a file sink.

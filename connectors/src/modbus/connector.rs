@@ -31,7 +31,7 @@ impl SourceConnector for Modbus {
         source: &DeclaredSource,
         options: &mut Options,
     ) -> Result<Arc<dyn SourceSpec>, OptionError> {
-        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let layout = RowLayout::declared(source);
         let device = super::options::source(options, &source.name, &layout)?;
         Ok(Arc::new(PolledDevice { device, layout }))
     }

@@ -33,6 +33,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "allowed_lateness",
     "idle_timeout",
     "batch_size",
+    "max_future",
 ];
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {

@@ -30,7 +30,7 @@ impl SourceConnector for Mqtt {
         source: &DeclaredSource,
         options: &mut Options,
     ) -> Result<Arc<dyn SourceSpec>, OptionError> {
-        let layout = RowLayout::new(source.schema.clone(), source.event_time);
+        let layout = RowLayout::declared(source);
         let config = super::options::source(options, &source.name, &layout)?;
         Ok(Arc::new(Subscription { config, layout }))
     }

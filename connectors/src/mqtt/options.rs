@@ -36,6 +36,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "allowed_lateness",
     "idle_timeout",
     "batch_size",
+    "max_future",
 ];
 
 pub const SINK_OPTIONS: &[&str] = &[

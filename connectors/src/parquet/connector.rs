@@ -80,7 +80,7 @@ impl SourceConnector for Parquet {
         Ok(Arc::new(ParquetReplay {
             path,
             files,
-            layout: RowLayout::new(source.schema.clone(), source.event_time),
+            layout: RowLayout::declared(source),
         }))
     }
 }

@@ -16,6 +16,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "allowed_lateness",
     "idle_timeout",
     "batch_size",
+    "max_future",
 ];
 
 /// The files a source reads: a file, or every `.parquet` file below a folder.

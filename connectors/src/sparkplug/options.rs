@@ -27,6 +27,7 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "allowed_lateness",
     "idle_timeout",
     "batch_size",
+    "max_future",
 ];
 
 /// A Sparkplug source `name` with rows laid out as `layout`.
