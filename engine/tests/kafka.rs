@@ -191,3 +191,29 @@ fn consumption_resumes_across_a_broker_restart_and_then_an_engine_restart() {
     );
     assert_eq!(*again.keys().next().unwrap(), 6000);
 }
+
+#[test]
+fn a_backlog_that_arrives_after_a_quiet_start_is_not_late() {
+    let broker = Tansu::start();
+    let bootstrap = broker.bootstrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("rows.jsonl");
+    // No topic yet, so no partition is assigned; a second of quiet must not let the watermark
+    // follow the clock, or the backlog produced next (dated months ago) would all be late.
+    let mut engine = start_engine(&format!(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '1 second')
+         WITH (connector = 'kafka', brokers = '{bootstrap}', topic = 'readings', idle_timeout = '1 second');
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = '{}');",
+        output.display()
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    broker.peer(&["create", "readings", "2"]);
+    broker.peer(&["produce", "readings", "0", "2000"]);
+    wait_for_lines(&output, 2000);
+    let log = engine.interrupt();
+    assert!(
+        log.contains("readings: 2000 rows, 0 dead letters, 0 late"),
+        "{log}"
+    );
+}

@@ -82,6 +82,9 @@ pub struct KafkaReader {
     checked_assignment: Instant,
     topic_index: HashMap<String, u32>,
     failures: u64,
+    /// Partition numbers read to their end since their last message (librdkafka reports the
+    /// end of a partition by number only).
+    at_end: std::collections::HashSet<i32>,
 }
 
 impl KafkaReader {
@@ -102,7 +105,9 @@ impl KafkaReader {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
+            // End-of-partition events tell when the backlog is read: only then may a quiet
+            // source's watermark follow the clock.
+            .set("enable.partition.eof", "true")
             // Topics created after the engine started are found within seconds, not minutes.
             .set("topic.metadata.refresh.interval.ms", "2000")
             .set(
@@ -139,6 +144,7 @@ impl KafkaReader {
             checked_assignment: Instant::now(),
             topic_index,
             failures: 0,
+            at_end: Default::default(),
         })
     }
 
@@ -207,6 +213,10 @@ impl SourceReader for KafkaReader {
             let message = match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(message)) => message,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    self.at_end.insert(partition);
+                    continue;
+                }
                 Some(Err(error)) => {
                     self.failures += 1;
                     self.metrics.connected.store(false, Ordering::Relaxed);
@@ -224,6 +234,7 @@ impl SourceReader for KafkaReader {
                 self.metrics.connected.store(true, Ordering::Relaxed);
             }
             taken += 1;
+            self.at_end.remove(&message.partition());
             let partition = self.partition_id(message.topic(), message.partition());
             out.push(match self.decode(&message) {
                 Ok((row, event_time)) => Record::Row {
@@ -257,7 +268,18 @@ impl SourceReader for KafkaReader {
         }
     }
 
+    /// The clock, once every assigned partition has been read to its end: before that (not
+    /// assigned yet, or a backlog still unread) a quiet source must not let its watermark follow
+    /// the clock, or the backlog would arrive late.
     fn processing_time(&self) -> Option<i64> {
+        let caught_up = !self.assigned.is_empty()
+            && self
+                .assigned
+                .iter()
+                .all(|id| self.at_end.contains(&((id & 0xffff) as i32)));
+        if !caught_up {
+            return None;
+        }
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
