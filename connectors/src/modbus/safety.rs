@@ -14,6 +14,8 @@
 //! with the reason.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::codec::RawValue;
@@ -107,15 +109,77 @@ impl WriteHistory {
 
     /// Records a write that went through.
     pub fn record(&mut self, tag: &Tag, value: &RawValue, now: Instant) {
-        let history = self.tags.entry(tag.name.clone()).or_default();
-        history.recent.push_back(now);
-        if let Some(on) = is_on(value)
+        self.record_named(&tag.name, is_on(value), Some(now));
+    }
+
+    /// Records a write to the tag `name` at `at` (`None`: before this machine booted, too long
+    /// ago to be measured by `Instant`), switching it on or off if it is an on/off tag.
+    fn record_named(&mut self, name: &str, on: Option<bool>, at: Option<Instant>) {
+        let history = self.tags.entry(name.to_string()).or_default();
+        let Some(at) = at else {
+            // Older than anything a rate or a minimum time looks at: it limits nothing.
+            return;
+        };
+        history.recent.push_back(at);
+        if let Some(on) = on
             && history.switched.is_none_or(|(was_on, _)| was_on != on)
         {
-            history.switched = Some((on, now));
+            history.switched = Some((on, at));
         }
     }
+
+    /// The writes the audit log at `path` records for `device`, so that a restart does not
+    /// reset a rate limit or a minimum on/off time: every `written` (or `shadow`) record counts
+    /// as a write made when it was recorded. Only the log's last [`RESTORE_TAIL`] bytes are
+    /// read: a log of years is not read at every start, and what a rate or a minimum time looks
+    /// at is minutes old.
+    pub fn restore(path: &Path, device: &str) -> std::io::Result<WriteHistory> {
+        let mut history = WriteHistory::default();
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(history),
+            Err(error) => return Err(error),
+        };
+        let length = file.metadata()?.len();
+        let start = length.saturating_sub(RESTORE_TAIL);
+        file.seek(SeekFrom::Start(start))?;
+        let mut lines = BufReader::new(file).lines();
+        if start > 0 {
+            // The first line read may be cut: skip it.
+            lines.next();
+        }
+        let (wall_now, now) = (chrono::Utc::now(), Instant::now());
+        for line in lines {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(&line?) else {
+                continue;
+            };
+            let written = matches!(record["outcome"].as_str(), Some("written" | "shadow"));
+            let (Some(tag), Some(at)) = (record["tag"].as_str(), record["at"].as_str()) else {
+                continue;
+            };
+            if !written || record["device"].as_str() != Some(device) {
+                continue;
+            }
+            let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else {
+                continue;
+            };
+            let age = (wall_now - at.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default();
+            let on = match record["value"].as_str().map(str::trim) {
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(text) => text.parse::<f64>().ok().map(|number| number != 0.0),
+                None => None,
+            };
+            history.record_named(tag, on, now.checked_sub(age));
+        }
+        Ok(history)
+    }
 }
+
+/// How much of the end of an audit log [`WriteHistory::restore`] reads.
+pub const RESTORE_TAIL: u64 = 8 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -149,6 +213,51 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_restart_keeps_rate_limits_and_minimum_times_from_the_audit_log() {
+        let map = tags();
+        let (setpoint, compressor) = (&map.tags[0], &map.tags[1]);
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("room1.audit.jsonl");
+        let at = |seconds_ago: i64| {
+            (chrono::Utc::now() - chrono::Duration::seconds(seconds_ago))
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        };
+        let line = |seconds_ago: i64, device: &str, tag: &str, value: &str, outcome: &str| {
+            format!(
+                "{{\"at\":\"{}\",\"device\":\"{device}\",\"tag\":\"{tag}\",\"value\":\"{value}\",\"outcome\":\"{outcome}\"}}\n",
+                at(seconds_ago)
+            )
+        };
+        let log = [
+            line(3600, "room1", "compressor", "false", "written"),
+            line(40, "room1", "co2_setpoint", "800", "written"),
+            line(30, "room1", "co2_setpoint", "900", "written"),
+            line(20, "room1", "co2_setpoint", "950", "refused"),
+            line(20, "room2", "co2_setpoint", "950", "written"),
+            line(60, "room1", "compressor", "true", "written"),
+        ]
+        .concat();
+        std::fs::write(&audit, log).unwrap();
+        let mut history = WriteHistory::restore(&audit, "room1").unwrap();
+        let now = Instant::now();
+        assert_eq!(
+            history
+                .check(setpoint, &RawValue::Float(1000.0), now)
+                .unwrap_err(),
+            "rate limit: 2 writes per minute already made"
+        );
+        let off = history.check(compressor, &RawValue::Bool(false), now);
+        assert!(
+            off.unwrap_err().starts_with("minimum on time"),
+            "switched on a minute ago, min_on is 3 minutes"
+        );
+        // No log yet: nothing to restore.
+        let fresh = WriteHistory::restore(&dir.path().join("none.jsonl"), "room1").unwrap();
+        assert!(fresh.tags.is_empty());
     }
 
     #[test]

@@ -91,6 +91,9 @@ impl ModbusWriter {
             .append(true)
             .open(&config.audit)
             .map_err(audit_error)?;
+        // What was written before a restart still counts against rates and minimum times.
+        let history =
+            WriteHistory::restore(&config.audit, &config.device.name).map_err(audit_error)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -103,7 +106,7 @@ impl ModbusWriter {
             schema,
             runtime,
             context: None,
-            history: WriteHistory::default(),
+            history,
             audit: BufWriter::new(audit),
         })
     }
