@@ -347,3 +347,22 @@ fn a_table_file_saved_over_by_rename_updates_the_joins_that_read_it() {
     }
     assert_eq!(changes.lines().count(), 7, "{changes}");
 }
+
+#[test]
+fn a_second_engine_writing_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("live.jsonl"), readings(0..5)).unwrap();
+    write_pipeline(dir.path(), "live.jsonl", "mode = 'tail'");
+    let first = Running::start(dir.path());
+    wait_for_lines(&dir.path().join("out/rows.jsonl"), 5);
+    let second = replay(dir.path(), "1");
+    assert!(!second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("another process or sink is writing this file"),
+        "{}",
+        text(&second)
+    );
+    // The first engine's output is intact.
+    assert_eq!(lines_of(&dir.path().join("out/rows.jsonl")).len(), 5);
+    first.interrupt();
+}

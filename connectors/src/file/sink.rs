@@ -9,7 +9,6 @@
 //! fails part-way (a full disk) leaves the rest in the buffer, so the next flush carries on from
 //! the exact byte where it stopped: no line is lost, torn or written twice.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -63,7 +62,24 @@ impl RowWriter {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
-        let file = File::create(path).map_err(io_error)?;
+        // Locked for the writer's life before it is emptied: a second engine (or a second sink)
+        // writing the same file is refused instead of interleaving with or wiping the first.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io_error(std::io::Error::other(
+                    "another process or sink is writing this file; stop it, or write elsewhere",
+                )));
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(io_error(error)),
+        }
+        file.set_len(0).map_err(io_error)?;
         let out: Box<dyn Write + Send> = Box::new(file);
         Ok(RowWriter::new(
             schema,
