@@ -1,8 +1,9 @@
 //! The source operator: one reader per worker, watermarks, dead letters and late rows.
 //!
-//! Every source kind (simulator, files, later MQTT and Kafka) implements [`SourceReader`]; this
-//! module turns a reader into three timely streams: admitted rows, dead letters (input that could
-//! not be decoded, with the reason and the raw text) and late rows (beyond the allowed lateness).
+//! Every connector's reader implements [`SourceReader`] (the contract lives in
+//! `vibelux-interfaces` and is re-exported here); this module turns a reader into four timely
+//! streams: admitted rows, dead letters (input that could not be decoded, with the reason and the
+//! raw text), late rows (beyond the allowed lateness) and rows about the device.
 //! It owns the worker's [`WorkerWatermark`] and holds its capability at the watermark, so the
 //! dataflow frontier is the watermark (see docs/architecture.md).
 
