@@ -20,4 +20,5 @@ pub mod options;
 pub mod parser;
 pub mod plan;
 pub mod planner;
+mod sources;
 pub mod window_functions;

@@ -1,0 +1,403 @@
+//! `CREATE SOURCE` and `CREATE TABLE`: the declared columns and watermark, the plan of the
+//! connector the statement names, and the relations a source defines beside its rows
+//! (`<source>_errors`, `<source>_late`, `<source>_health`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
+use vibelux_interfaces::connector::{DeclaredSource, SOURCE_OPTIONS, SourceConnector};
+use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
+use vibelux_interfaces::options::{Options, connector_kind, nanos, parse_duration};
+use vibelux_interfaces::source::SourceTiming;
+
+use crate::context::{PlanningContext, column_type, interval_nanos};
+use crate::error::{Position, SqlError, SqlResult};
+use crate::lowering::carried_schema;
+use crate::options::options_of;
+use crate::parser::CreateSource;
+use crate::plan::{Changes, NodeKind, PlanNode, SourcePlan, TablePlan};
+use crate::planner::{Entry, EntryKind, Outcome, Planner};
+
+/// How far ahead of the wall clock a source's event times may be, unless `max_future` says.
+const DEFAULT_MAX_FUTURE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+impl Planner {
+    pub(crate) fn create_source(
+        &mut self,
+        source: &CreateSource,
+        position: Position,
+    ) -> SqlResult<Outcome> {
+        let name = source.name.value.to_ascii_lowercase();
+        let name_position = Position::of(source.name.span.start);
+        self.check_new_name(&name, name_position)?;
+        for suffix in ["_errors", "_late", "_health"] {
+            self.check_new_name(&format!("{name}{suffix}"), name_position)?;
+        }
+        let mut options = options_of(&source.options, position)?;
+        let (connector_name, connector_position) = options.required("connector", "a source")?;
+        let connector = self
+            .connectors
+            .find_source(&connector_name)
+            .cloned()
+            .ok_or_else(|| {
+                SqlError::new(
+                    connector_position.into(),
+                    format!(
+                        "unknown source connector '{}'; available: {}",
+                        connector_name.to_ascii_lowercase(),
+                        self.connectors.source_names()
+                    ),
+                )
+            })?;
+        let mut fields = Vec::new();
+        for column in &source.columns {
+            let column_position = Position::of(column.name.span.start);
+            let data_type = column_type(&column.data_type, column_position)?;
+            let required = column
+                .options
+                .iter()
+                .any(|option| matches!(option.option, ColumnOption::NotNull));
+            let column_name = column.name.value.to_ascii_lowercase();
+            if fields.iter().any(|f: &Field| f.name() == &column_name) {
+                return Err(SqlError::new(
+                    column_position,
+                    format!("column `{column_name}` is declared twice"),
+                ));
+            }
+            let mut field = Field::new(column_name.clone(), data_type, !required);
+            let declared = source.units.iter().find(|(c, _)| c == &column.name);
+            let unit = match declared {
+                Some((_, unit)) => Some(unit.clone()),
+                None => connector.column_unit(&column_name).map(str::to_string),
+            };
+            if let Some(unit) = unit {
+                field = field.with_metadata([(UNIT_METADATA.to_string(), unit)].into());
+            }
+            fields.push(field);
+        }
+        if fields.is_empty() {
+            return Err(SqlError::new(
+                position,
+                format!("source `{name}` declares no columns"),
+            ));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        if source.is_table {
+            return self.create_table(source, name, schema, position, connector, options);
+        }
+
+        let watermark = source.watermark.as_ref().ok_or_else(|| {
+            SqlError::new(position, format!("source `{name}` needs an event-time column: add WATERMARK FOR ts AS ts - INTERVAL '5 seconds'"))
+        })?;
+        let time_name = watermark.column.value.to_ascii_lowercase();
+        let time_position = Position::of(watermark.column.span.start);
+        let event_time_column = schema.index_of(&time_name).map_err(|_| {
+            SqlError::new(
+                time_position,
+                format!("the watermark column `{time_name}` is not a declared column"),
+            )
+        })?;
+        if !matches!(
+            schema.field(event_time_column).data_type(),
+            DataType::Timestamp(..)
+        ) {
+            return Err(SqlError::new(
+                time_position,
+                format!("the watermark column `{time_name}` must be a TIMESTAMP"),
+            ));
+        }
+        let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
+
+        // A device whose clock jumped ahead must not move the watermark on for good.
+        let max_future_nanos = match options.take("max_future") {
+            None => Some(nanos(DEFAULT_MAX_FUTURE)),
+            Some((text, _))
+                if ["none", "off"].contains(&text.trim().to_ascii_lowercase().as_str()) =>
+            {
+                None
+            }
+            Some((text, position)) => Some(nanos(parse_duration(&text).map_err(|problem| {
+                SqlError::new(
+                    position.into(),
+                    format!("option `max_future`: {problem}, or 'none'"),
+                )
+            })?)),
+        };
+        let declared = DeclaredSource {
+            name: name.clone(),
+            schema: schema.clone(),
+            event_time: Some(event_time_column),
+            max_future_nanos,
+        };
+        let spec = connector.plan(&declared, &mut options)?;
+        let lateness = options
+            .duration("allowed_lateness")?
+            .map(nanos)
+            .unwrap_or(0);
+        let idle_timeout = options
+            .duration("idle_timeout")?
+            .unwrap_or(std::time::Duration::from_secs(10));
+        let batch_size = options.count("batch_size")?.unwrap_or(1024).max(1);
+        options.finish(
+            &connector_kind(connector.name(), "source"),
+            connector.options(),
+        )?;
+        let health_schema = spec.health_schema();
+        let described = format!("Source {name} ({}: {})", spec.connector(), spec.describe());
+
+        let index = self.plan.sources.len();
+        self.plan.sources.push(SourcePlan {
+            name: name.clone(),
+            spec,
+            timing: SourceTiming {
+                watermark_delay_nanos: delay,
+                allowed_lateness_nanos: lateness,
+                idle_timeout,
+                batch_size,
+            },
+        });
+        let node_schema =
+            carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;
+        let rows = self.plan.add(PlanNode {
+            kind: NodeKind::SourceRows { source: index },
+            schema: node_schema.clone(),
+            changes: Changes::AppendOnly,
+            window: None,
+            event_time: Some(event_time_column),
+            lateness_nanos: lateness,
+            key: None,
+            label: described,
+        });
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                kind: EntryKind::Source { index },
+                node: rows,
+                schema: node_schema.clone(),
+                reads: Vec::new(),
+            },
+        );
+
+        let errors_schema = dead_letter_schema();
+        let errors = self.plan.add(PlanNode {
+            kind: NodeKind::SourceDeadLetters { source: index },
+            schema: errors_schema.clone(),
+            changes: Changes::AppendOnly,
+            window: None,
+            event_time: None,
+            lateness_nanos: 0,
+            key: None,
+            label: format!("Dead letters of {name}"),
+        });
+        let late = self.plan.add(PlanNode {
+            kind: NodeKind::SourceLateRows { source: index },
+            schema: node_schema.clone(),
+            changes: Changes::AppendOnly,
+            window: None,
+            event_time: Some(event_time_column),
+            lateness_nanos: 0,
+            key: None,
+            label: format!("Late rows of {name}"),
+        });
+        let output = |node, schema| Entry {
+            kind: EntryKind::SourceOutput,
+            node,
+            schema,
+            reads: vec![name.clone()],
+        };
+        self.entries
+            .insert(format!("{name}_errors"), output(errors, errors_schema));
+        self.entries
+            .insert(format!("{name}_late"), output(late, node_schema));
+        if let Some(health_schema) = health_schema {
+            let health = self.plan.add(PlanNode {
+                kind: NodeKind::SourceHealth { source: index },
+                schema: health_schema.clone(),
+                changes: Changes::AppendOnly,
+                window: None,
+                event_time: Some(1),
+                lateness_nanos: 0,
+                key: None,
+                label: format!("Health of {name}"),
+            });
+            self.entries
+                .insert(format!("{name}_health"), output(health, health_schema));
+            return Ok(Outcome::Done(format!(
+                "created source {name} (dead letters in {name}_errors, late rows in {name}_late, device health in {name}_health)"
+            )));
+        }
+        Ok(Outcome::Done(format!(
+            "created source {name} (dead letters in {name}_errors, late rows in {name}_late)"
+        )))
+    }
+
+    /// `CREATE TABLE`: reference data from a file, one row per primary key.
+    fn create_table(
+        &mut self,
+        table: &CreateSource,
+        name: String,
+        schema: SchemaRef,
+        position: Position,
+        connector: Arc<dyn SourceConnector>,
+        mut options: Options,
+    ) -> SqlResult<Outcome> {
+        if let Some(watermark) = &table.watermark {
+            return Err(SqlError::new(
+                watermark.position,
+                "a table has no event time: remove WATERMARK, or declare a SOURCE",
+            ));
+        }
+        if table.primary_key.is_empty() {
+            return Err(SqlError::new(
+                position,
+                format!("table `{name}` needs a PRIMARY KEY: its rows are upserted by key"),
+            ));
+        }
+        let key_columns = table
+            .primary_key
+            .iter()
+            .map(|column| {
+                schema
+                    .index_of(&column.value.to_ascii_lowercase())
+                    .map_err(|_| {
+                        SqlError::new(
+                            Position::of(column.span.start),
+                            format!(
+                                "the primary key column `{}` is not a declared column",
+                                column.value
+                            ),
+                        )
+                    })
+            })
+            .collect::<SqlResult<Vec<_>>>()?;
+        // Key columns are required in every row.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                field
+                    .as_ref()
+                    .clone()
+                    .with_nullable(field.is_nullable() && !key_columns.contains(&index))
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        if !connector.reads_tables() {
+            return Err(SqlError::new(
+                position,
+                format!(
+                    "tables are not read with connector = '{}'; read them with connector = 'file'",
+                    connector.name()
+                ),
+            ));
+        }
+        let declared = DeclaredSource {
+            name: name.clone(),
+            schema: schema.clone(),
+            event_time: None,
+            max_future_nanos: None,
+        };
+        let spec = connector.plan(&declared, &mut options)?;
+        let known: Vec<&str> = connector
+            .options()
+            .iter()
+            .copied()
+            .filter(|option| *option == "connector" || !SOURCE_OPTIONS.contains(option))
+            .collect();
+        options.finish("a table", &known)?;
+        let index = self.plan.tables.len();
+        self.plan.tables.push(TablePlan {
+            name: name.clone(),
+            spec,
+            key_columns: key_columns.clone(),
+        });
+        let node_schema =
+            carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;
+        let keys: Vec<&str> = key_columns
+            .iter()
+            .map(|&k| schema.field(k).name().as_str())
+            .collect();
+        let node = self.plan.add(PlanNode {
+            kind: NodeKind::TableChanges { table: index },
+            schema: node_schema.clone(),
+            changes: Changes::Updates { finals: false },
+            window: None,
+            event_time: None,
+            lateness_nanos: 0,
+            key: Some(key_columns.clone()),
+            label: format!("Table {name} (key {})", keys.join(", ")),
+        });
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                kind: EntryKind::Table,
+                node,
+                schema: node_schema,
+                reads: Vec::new(),
+            },
+        );
+        let errors = self.plan.add(PlanNode {
+            kind: NodeKind::TableDeadLetters { table: index },
+            schema: dead_letter_schema(),
+            changes: Changes::AppendOnly,
+            window: None,
+            event_time: None,
+            lateness_nanos: 0,
+            key: None,
+            label: format!("Dead letters of {name}"),
+        });
+        self.entries.insert(
+            format!("{name}_errors"),
+            Entry {
+                kind: EntryKind::SourceOutput,
+                node: errors,
+                schema: dead_letter_schema(),
+                reads: vec![name.clone()],
+            },
+        );
+        Ok(Outcome::Done(format!(
+            "created table {name} (dead letters in {name}_errors)"
+        )))
+    }
+
+    /// The delay of `WATERMARK FOR ts AS ts - INTERVAL '…'` (or `AS ts` for none).
+    fn watermark_delay(
+        &self,
+        expression: &SqlExpr,
+        column: &str,
+        position: Position,
+    ) -> SqlResult<i64> {
+        let names_column = |expr: &SqlExpr| matches!(expr, SqlExpr::Identifier(ident) if ident.value.eq_ignore_ascii_case(column));
+        match expression {
+            expr if names_column(expr) => Ok(0),
+            SqlExpr::BinaryOp {
+                left,
+                op: BinaryOperator::Minus,
+                right,
+            } if names_column(left) => {
+                let context = PlanningContext {
+                    state: &self.state,
+                    tables: HashMap::new(),
+                };
+                interval_nanos(&context, right, position)
+            }
+            SqlExpr::Nested(inner) => self.watermark_delay(inner, column, position),
+            _ => Err(SqlError::new(
+                position,
+                format!("expected WATERMARK FOR {column} AS {column} - INTERVAL '…'"),
+            )),
+        }
+    }
+}
+
+/// The columns of `<source>_errors`: why, the raw input, where it came from.
+fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new("origin", DataType::Utf8, true),
+    ]))
+}
