@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
@@ -27,6 +28,9 @@ pub struct RowLayout {
     column_names: Vec<String>,
     /// Event times more than this (nanoseconds) after the wall clock are refused.
     max_future_nanos: Option<i64>,
+    /// The clock plus `max_future_nanos`, as last read: rows before it (nearly all) need no
+    /// look at the clock, which is read again only when a row is beyond it.
+    future_limit: Arc<AtomicI64>,
 }
 
 impl RowLayout {
@@ -41,6 +45,7 @@ impl RowLayout {
             event_time_column,
             column_names,
             max_future_nanos: None,
+            future_limit: Arc::new(AtomicI64::new(i64::MIN)),
         }
     }
 
@@ -85,9 +90,13 @@ impl RowLayout {
                 .as_timestamp_nanos()
                 .ok_or_else(|| "event time is not a timestamp".to_string())?,
         };
-        if let Some(bound) = self.max_future_nanos {
+        if let Some(bound) = self.max_future_nanos
+            && event_time > self.future_limit.load(Ordering::Relaxed)
+        {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-            if event_time > now.saturating_add(bound) {
+            let limit = now.saturating_add(bound);
+            self.future_limit.store(limit, Ordering::Relaxed);
+            if event_time > limit {
                 return Err(format!(
                     "event time {} is more than {} ahead of the clock (max_future); is the device's clock wrong?",
                     format_timestamp(event_time),
