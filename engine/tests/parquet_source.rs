@@ -175,3 +175,35 @@ fn a_warehouse_we_wrote_replays_into_a_new_view() {
     assert_eq!(live.len(), 2 * 4, "{live:?}");
     assert_eq!(lines("out/again.jsonl"), live);
 }
+
+#[test]
+fn a_corrupt_file_is_one_dead_letter_and_the_replay_reads_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("history")).unwrap();
+    python(
+        dir.path(),
+        "import pyarrow as pa, pyarrow.parquet as pq, datetime
+t0 = datetime.datetime(2026, 6, 1)
+pq.write_table(pa.table({
+    'ts': pa.array([t0 + datetime.timedelta(seconds=s) for s in range(5)], pa.timestamp('us')),
+    'temp_c': pa.array([20.0, 21.0, 22.0, 23.0, 24.0]),
+}), 'history/good.parquet')",
+    );
+    // A file cut short in a copy: the magic at the start, nothing a reader can use.
+    std::fs::write(dir.path().join("history/broken.parquet"), b"PAR1 cut short").unwrap();
+    let sql = "CREATE SOURCE history (ts TIMESTAMP, temp_c DOUBLE, WATERMARK FOR ts AS ts)
+         WITH (connector = 'parquet', path = 'history');
+         CREATE SINK rows FROM history WITH (connector = 'file', path = 'out/rows.jsonl');
+         CREATE SINK errors FROM history_errors WITH (connector = 'file', path = 'out/errors.jsonl');";
+    let output = run(dir.path(), sql, "1");
+    assert!(output.status.success(), "{}", text(&output));
+    let rows = std::fs::read_to_string(dir.path().join("out/rows.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 5, "{rows}");
+    let errors = std::fs::read_to_string(dir.path().join("out/errors.jsonl")).unwrap();
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+    assert!(
+        errors.contains("the file cannot be read, so its rows are not in the replay")
+            && errors.contains("history/broken.parquet"),
+        "{errors}"
+    );
+}

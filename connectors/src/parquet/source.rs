@@ -112,6 +112,17 @@ fn unescape(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Why a file could not be replayed.
+#[derive(Debug)]
+enum FileProblem {
+    /// Its bytes cannot be read (a corrupt or truncated file): a dead letter naming the file, and
+    /// the replay goes on with the others.
+    Unreadable(String),
+    /// It holds a column the declaration cannot take (a list for a DOUBLE, no event time): the
+    /// pipeline is wrong for these files, and the replay fails.
+    Undeclarable(String),
+}
+
 /// A file the merge has not reached yet: where it starts in event time.
 struct Pending {
     first_event: i64,
@@ -152,8 +163,16 @@ impl ParquetReader {
             .ok_or("a parquet source needs an event-time column")?;
         let time_name = layout.schema.field(event_time).name().clone();
         let mut pending = Vec::new();
+        let mut dead_letters = Vec::new();
         for file in files.iter().skip(worker).step_by(peers.max(1)) {
-            let times = read_column(&file.path, &time_name)?;
+            let times = match read_column(&file.path, &time_name) {
+                Ok(times) => times,
+                Err(FileProblem::Unreadable(problem)) => {
+                    dead_letters.push(unreadable(file, problem));
+                    continue;
+                }
+                Err(FileProblem::Undeclarable(problem)) => return Err(problem),
+            };
             let first_event = times.iter().flatten().min().copied().unwrap_or(i64::MAX);
             pending.push(Pending {
                 first_event,
@@ -173,7 +192,7 @@ impl ParquetReader {
             pending: pending.into(),
             loaded: Vec::new(),
             heads: BinaryHeap::new(),
-            dead_letters: Vec::new(),
+            dead_letters,
             progress: Some(progress),
             failure: None,
         })
@@ -182,6 +201,7 @@ impl ParquetReader {
     /// Loads every pending file that starts no later than the earliest loaded row, or the next
     /// file when nothing is loaded.
     fn load_due(&mut self) -> Result<(), String> {
+        // Files that cannot be read are dead letters; the next one is loaded instead.
         loop {
             let next_loaded = self.heads.peek().map(|Reverse((time, _))| *time);
             let due = match (self.pending.front(), next_loaded) {
@@ -193,7 +213,14 @@ impl ParquetReader {
                 return Ok(());
             }
             let pending = self.pending.pop_front().expect("checked");
-            let loaded = self.load(&pending.file)?;
+            let loaded = match self.load(&pending.file) {
+                Ok(loaded) => loaded,
+                Err(FileProblem::Unreadable(problem)) => {
+                    self.dead_letters.push(unreadable(&pending.file, problem));
+                    continue;
+                }
+                Err(FileProblem::Undeclarable(problem)) => return Err(problem),
+            };
             let index = self.loaded.len();
             if let Some((time, _)) = loaded.rows.front() {
                 self.heads.push(Reverse((*time, index)));
@@ -203,17 +230,15 @@ impl ParquetReader {
     }
 
     /// Reads a whole file into rows of the declared columns, sorted by event time.
-    fn load(&mut self, file: &ParquetFile) -> Result<Loaded, String> {
+    fn load(&mut self, file: &ParquetFile) -> Result<Loaded, FileProblem> {
         let origin = file.path.display().to_string();
-        let opened =
-            File::open(&file.path).map_err(|error| format!("opening {origin}: {error}"))?;
+        let unreadable = |error: &dyn std::fmt::Display| FileProblem::Unreadable(error.to_string());
+        let opened = File::open(&file.path).map_err(|error| unreadable(&error))?;
         let size = opened.metadata().map_or(0, |m| m.len());
-        let builder = ParquetRecordBatchReaderBuilder::try_new(opened)
-            .map_err(|error| format!("reading {origin}: {error}"))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|error| unreadable(&error))?;
         let file_schema = builder.schema().clone();
-        let reader = builder
-            .build()
-            .map_err(|error| format!("reading {origin}: {error}"))?;
+        let reader = builder.build().map_err(|error| unreadable(&error))?;
         let fields = self.layout.schema.fields().clone();
         // Where each declared column comes from: the file, the path, or nowhere (null).
         let mut sources = Vec::with_capacity(fields.len());
@@ -233,8 +258,11 @@ impl ParquetReader {
             {
                 let datum = match value {
                     None => Datum::Null,
-                    Some(text) => parse_text(field.data_type(), text)
-                        .map_err(|problem| format!("partition `{name}` of {origin}: {problem}"))?,
+                    Some(text) => parse_text(field.data_type(), text).map_err(|problem| {
+                        FileProblem::Undeclarable(format!(
+                            "partition `{name}` of {origin}: {problem}"
+                        ))
+                    })?,
                 };
                 sources.push(ColumnSource::Constant(datum));
             } else {
@@ -244,7 +272,7 @@ impl ParquetReader {
         let mut rows: Vec<(i64, Row)> = Vec::new();
         let mut line = 0usize;
         for batch in reader {
-            let batch = batch.map_err(|error| format!("reading {origin}: {error}"))?;
+            let batch = batch.map_err(|error| unreadable(&error))?;
             let mut batch_rows: Vec<Row> = (0..batch.num_rows())
                 .map(|_| Vec::with_capacity(fields.len()))
                 .collect();
@@ -253,10 +281,13 @@ impl ParquetReader {
                     ColumnSource::File(index) => {
                         let column =
                             converted(&batch, *index, field.data_type()).map_err(|problem| {
-                                format!("column `{}` of {origin}: {problem}", field.name())
+                                FileProblem::Undeclarable(format!(
+                                    "column `{}` of {origin}: {problem}",
+                                    field.name()
+                                ))
                             })?;
                         append_column(column.as_ref(), &mut batch_rows)
-                            .map_err(|error| format!("reading {origin}: {error}"))?;
+                            .map_err(|error| unreadable(&error))?;
                     }
                     ColumnSource::Constant(datum) => batch_rows
                         .iter_mut()
@@ -281,6 +312,15 @@ impl ParquetReader {
             progress.bytes_read.fetch_add(size, Ordering::Relaxed);
         }
         Ok(Loaded { rows: rows.into() })
+    }
+}
+
+/// The dead letter of a file that cannot be read: its rows are not in the replay.
+fn unreadable(file: &ParquetFile, problem: String) -> Record {
+    Record::Invalid {
+        reason: format!("the file cannot be read, so its rows are not in the replay: {problem}"),
+        raw: String::new(),
+        origin: file.path.display().to_string(),
     }
 }
 
@@ -349,35 +389,42 @@ fn sql_type(data_type: &DataType) -> &'static str {
 }
 
 /// The values of one timestamp column of a file, in nanoseconds.
-fn read_column(path: &Path, column: &str) -> Result<Vec<Option<i64>>, String> {
+fn read_column(path: &Path, column: &str) -> Result<Vec<Option<i64>>, FileProblem> {
     let origin = path.display();
-    let file = File::open(path).map_err(|error| format!("opening {origin}: {error}"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|error| format!("reading {origin}: {error}"))?;
+    let unreadable = |error: &dyn std::fmt::Display| FileProblem::Unreadable(error.to_string());
+    let file = File::open(path).map_err(|error| unreadable(&error))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| unreadable(&error))?;
     let Some(index) = builder
         .schema()
         .fields()
         .iter()
         .position(|field| field.name().eq_ignore_ascii_case(column))
     else {
-        return Err(format!(
+        return Err(FileProblem::Undeclarable(format!(
             "{origin} has no column `{column}`, the source's event time"
-        ));
+        )));
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
     let reader = builder
         .with_projection(mask)
         .build()
-        .map_err(|error| format!("reading {origin}: {error}"))?;
+        .map_err(|error| unreadable(&error))?;
     let mut values = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|error| format!("reading {origin}: {error}"))?;
+        let batch = batch.map_err(|error| unreadable(&error))?;
         let times = converted(&batch, 0, &DataType::Timestamp(TimeUnit::Nanosecond, None))
-            .map_err(|problem| format!("column `{column}` of {origin}: {problem}"))?;
+            .map_err(|problem| {
+                FileProblem::Undeclarable(format!("column `{column}` of {origin}: {problem}"))
+            })?;
         let times = times
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
-            .ok_or_else(|| format!("column `{column}` of {origin} is not a timestamp"))?;
+            .ok_or_else(|| {
+                FileProblem::Undeclarable(format!(
+                    "column `{column}` of {origin} is not a timestamp"
+                ))
+            })?;
         values.extend(times.iter());
     }
     Ok(values)
