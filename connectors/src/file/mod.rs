@@ -1,6 +1,7 @@
 //! Files: JSON lines or CSV read (replayed or followed) and written, and standard output.
 
 pub mod connector;
+mod follow;
 pub mod options;
 pub mod sink;
 pub mod source;

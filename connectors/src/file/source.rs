@@ -16,14 +16,14 @@
 //! the file shrinks below what was read (copytruncate), it reads it again from its start. Either
 //! way it says so with [`Record::Replaced`], which a table takes as "the whole content follows".
 
-use std::fs::{File, Metadata};
-use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::follow::{FileIdentity, PathState};
 use crate::bytes_text;
 use crate::payload::RowLayout;
 use crate::source::{Poll, Record, ReplayProgress, SourceReader};
@@ -56,22 +56,6 @@ pub struct FileSourceConfig {
     pub follow: bool,
 }
 
-/// Which file a path named when it was opened: a rename puts another file at the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    device: u64,
-    inode: u64,
-}
-
-impl FileIdentity {
-    fn of(metadata: &Metadata) -> Self {
-        FileIdentity {
-            device: metadata.dev(),
-            inode: metadata.ino(),
-        }
-    }
-}
-
 /// Where a reader is: the file (device and inode), the byte offset of the first line not yet
 /// complete, and the number of lines before it. Enough to resume after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,30 +66,18 @@ pub struct FilePosition {
     pub line_number: u64,
 }
 
-/// What a followed path names now, compared with the file being read.
-enum PathState {
-    /// The same file, at least as long as what was read.
-    Unchanged,
-    /// Another file is at the path (rotated, or saved by rename).
-    Replaced(File, FileIdentity),
-    /// The same file, shorter than what was read (truncated and rewritten).
-    Truncated,
-    /// The path cannot be looked at or opened now.
-    Unreadable(String),
-}
-
 pub struct FileReader {
-    config: FileSourceConfig,
+    pub(super) config: FileSourceConfig,
     layout: RowLayout,
-    input: BufReader<File>,
-    identity: FileIdentity,
+    pub(super) input: BufReader<File>,
+    pub(super) identity: FileIdentity,
     /// Bytes of the current file consumed, including a partial line held in `line`.
-    offset: u64,
-    line: Vec<u8>,
-    line_number: u64,
+    pub(super) offset: u64,
+    pub(super) line: Vec<u8>,
+    pub(super) line_number: u64,
     worker: usize,
     peers: usize,
-    csv_header: Option<Vec<Option<usize>>>,
+    pub(super) csv_header: Option<Vec<Option<usize>>>,
     progress: Option<Arc<ReplayProgress>>,
     /// When a tailed file last grew: while it is being written, look again soon.
     last_growth: Instant,
@@ -183,7 +155,7 @@ impl FileReader {
     }
 
     /// Takes the complete line in `line`: the CSV header, or a record if it is this worker's.
-    fn consume_line(&mut self, out: &mut Vec<Record>) {
+    pub(super) fn consume_line(&mut self, out: &mut Vec<Record>) {
         self.line_number += 1;
         if self.config.format == FileFormat::Csv && self.csv_header.is_none() {
             self.read_header(out);
@@ -255,71 +227,6 @@ impl FileReader {
         }
     }
 
-    /// Looks at what the followed path names now.
-    fn check_path(&self) -> PathState {
-        let path = &self.config.path;
-        let metadata = match std::fs::metadata(path) {
-            Ok(metadata) => metadata,
-            Err(error) if error.kind() == ErrorKind::NotFound => {
-                return PathState::Unreadable(format!(
-                    "{} was removed; waiting for a file at that path",
-                    path.display()
-                ));
-            }
-            Err(error) => {
-                return PathState::Unreadable(format!(
-                    "cannot look at {}: {error}",
-                    path.display()
-                ));
-            }
-        };
-        if FileIdentity::of(&metadata) == self.identity {
-            return if metadata.len() < self.offset {
-                PathState::Truncated
-            } else {
-                PathState::Unchanged
-            };
-        }
-        // Open what is there now and take its identity from the open file, in case the path
-        // changed again in between.
-        match File::open(path).and_then(|file| {
-            let identity = FileIdentity::of(&file.metadata()?);
-            Ok((file, identity))
-        }) {
-            Ok((file, identity)) => PathState::Replaced(file, identity),
-            Err(error) => PathState::Unreadable(format!(
-                "cannot open {} after it was replaced: {error}",
-                path.display()
-            )),
-        }
-    }
-
-    /// Starts over at the beginning of the file at the path (a new one, or the same one
-    /// truncated). The old file's last line, if it had no line ending, is complete now.
-    fn start_over(&mut self, replaced: Option<(File, FileIdentity)>, out: &mut Vec<Record>) {
-        if !self.line.is_empty() {
-            self.consume_line(out);
-        }
-        match replaced {
-            Some((file, identity)) => {
-                self.input = BufReader::with_capacity(1 << 20, file);
-                self.identity = identity;
-            }
-            None => {
-                if let Err(error) = self.input.seek(SeekFrom::Start(0)) {
-                    // The next read fails the same way and is retried like any read error.
-                    tracing::debug!(%error, "seeking to the start of a truncated file");
-                }
-            }
-        }
-        self.offset = 0;
-        self.line_number = 0;
-        self.csv_header = None;
-        out.push(Record::Replaced {
-            origin: self.config.path.display().to_string(),
-        });
-    }
-
     /// A read that failed: a replay ends with the error; a followed file is tried again.
     fn read_failed(&mut self, error: std::io::Error) -> Poll {
         let problem = format!(
@@ -334,7 +241,7 @@ impl FileReader {
         }
     }
 
-    fn retry(&mut self, problem: String) -> Poll {
+    pub(super) fn retry(&mut self, problem: String) -> Poll {
         let after = self.retry_after;
         self.retry_after = (after * 2).min(LONGEST_RETRY);
         Poll::Retry { after, problem }
