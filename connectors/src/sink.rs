@@ -20,6 +20,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
+use vibelux_interfaces::checkpoint::Participant;
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 /// The first wait after a sink could not deliver; it doubles up to [`LONGEST_RETRY`].
@@ -28,6 +29,9 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
 /// How often a writer holding rows for a rollover is asked to flush when no rows arrive.
 const HELD_ROWS_CHECK: Duration = Duration::from_secs(1);
+
+/// How often a sink looks whether the checkpoint holding its staged rows is stored.
+const CHECKPOINT_CHECK: Duration = Duration::from_millis(10);
 
 /// Counters of one sink.
 #[derive(Debug, Default)]
@@ -85,8 +89,17 @@ pub trait WriteRowsExt<'scope> {
         self,
         writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
-        stop: Arc<AtomicBool>,
+        controls: SinkControls,
     ) -> Stream<'scope, u64, Vec<Row>>;
+}
+
+/// What a sink operator answers to besides its writer.
+#[derive(Clone)]
+pub struct SinkControls {
+    /// Set when the run stops: a sink that still cannot deliver then gives up.
+    pub stop: Arc<AtomicBool>,
+    /// With the writer (worker 0), when the run checkpoints.
+    pub checkpointing: Option<Participant>,
 }
 
 /// Writes a changelog into a sink, one line per change. `writer` is `Some` on worker 0 only.
@@ -95,7 +108,7 @@ pub trait WriteUpdatesExt<'scope> {
         self,
         writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
-        stop: Arc<AtomicBool>,
+        controls: SinkControls,
     ) -> Stream<'scope, u64, Vec<Row>>;
 }
 
@@ -120,14 +133,14 @@ impl<'scope> WriteRowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
         self,
         writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
-        stop: Arc<AtomicBool>,
+        controls: SinkControls,
     ) -> Stream<'scope, u64, Vec<Row>> {
         deliver(
             self,
             "WriteRows",
             writer,
             metrics,
-            stop,
+            controls,
             |writer, data, metrics| {
                 for row in data.iter() {
                     let result = writer.write(row, true);
@@ -143,14 +156,14 @@ impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         self,
         writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<SinkMetrics>,
-        stop: Arc<AtomicBool>,
+        controls: SinkControls,
     ) -> Stream<'scope, u64, Vec<Row>> {
         deliver(
             self,
             "WriteChangelog",
             writer,
             metrics,
-            stop,
+            controls,
             |writer, data, metrics| {
                 // Deletes first within a batch, so a replayed changelog never holds both the old and
                 // the new version of a row.
@@ -168,17 +181,27 @@ impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
 
 /// The sink operator shared by rows and changelogs: `write_batch` hands a batch to the writer;
 /// this delivers it (flush, or finish when the input closes), retrying what fails.
+///
+/// In a checkpointed run, rows stamped at or after a cut being taken wait until everything
+/// before it is delivered and the writer has said how far it got (its part); what the writer
+/// staged for a checkpoint it makes visible once the checkpoint is stored. When the input ends,
+/// the writer's last part is final, and the sink lives on until the run's last checkpoint is
+/// stored.
 fn deliver<'scope, D>(
     stream: Stream<'scope, u64, Vec<D>>,
     name: &str,
     mut writer: Option<Box<dyn SinkWriter>>,
     metrics: Arc<SinkMetrics>,
-    stop: Arc<AtomicBool>,
+    controls: SinkControls,
     mut write_batch: impl FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + 'static,
 ) -> Stream<'scope, u64, Vec<Row>>
 where
     D: timely::ExchangeData,
 {
+    let SinkControls {
+        stop,
+        checkpointing,
+    } = controls;
     let scope: Scope<'scope, u64> = stream.scope();
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
@@ -190,23 +213,74 @@ where
         let mut retry_after = FIRST_RETRY;
         let mut failing = false;
         let _output = output;
+        let mut waiting: Vec<Vec<D>> = Vec::new();
+        let mut answered = 0;
+        // The part of the last checkpoint answered, until it is stored and made visible.
+        let mut to_make_visible: Option<(u64, Vec<u8>)> = None;
+        // The writer's final part, once left.
+        let mut final_part: Option<Vec<u8>> = None;
         move |frontiers| {
             let mut wrote = false;
-            input.for_each(|_time, data| {
-                if let Some(open) = writer.as_mut() {
-                    write_batch(open.as_mut(), data, &metrics);
-                    wrote = true;
+            input.for_each(|time, data| {
+                let Some(open) = writer.as_mut() else { return };
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                if let (Some(cut), Some(&now)) = (cut, time.least())
+                    && now >= cut.time
+                {
+                    waiting.push(std::mem::take(data));
+                    return;
                 }
+                write_batch(open.as_mut(), data, &metrics);
+                wrote = true;
             });
             let frontier = frontiers[0].frontier();
             let closed = frontier.is_empty();
+            let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+            let cut_due = cut.filter(|cut| !frontier.less_than(&cut.time));
             // Rows held for a rollover (a warehouse epoch) are looked at on the clock too, so a
             // quiet stream still commits when its `rollover` interval has passed.
             let holding = writer.as_ref().is_some_and(|open| open.held_rows() > 0);
+            let stored = checkpointing.as_ref().map_or(0, |p| p.checkpoints.completed());
+            let visible_due = to_make_visible.as_ref().is_some_and(|(id, _)| stored >= *id);
             if let Some(open) = writer.as_mut()
-                && (wrote || closed || failing || holding)
+                && final_part.is_none()
+                && (wrote || closed || failing || holding || cut_due.is_some() || visible_due)
             {
-                let result = if closed { open.finish() } else { open.flush() };
+                let mut result = if closed { open.finish() } else { open.flush() };
+                if result.is_ok()
+                    && let (Some(participant), Some(cut)) = (&checkpointing, cut_due)
+                {
+                    // Everything before the cut is delivered: how far the writer got is its part.
+                    result = open.checkpoint().map(|part| {
+                        participant.submit(cut, part.clone());
+                        answered = cut.id;
+                        to_make_visible = Some((cut.id, part));
+                        for mut data in waiting.drain(..) {
+                            write_batch(open.as_mut(), &mut data, &metrics);
+                        }
+                    });
+                    if result.is_ok() && closed {
+                        result = open.finish();
+                    }
+                }
+                if result.is_ok()
+                    && let Some((id, part)) = &to_make_visible
+                    && stored >= *id
+                {
+                    result = open.checkpoint_stored(part);
+                    if result.is_ok() {
+                        to_make_visible = None;
+                    }
+                }
+                if result.is_ok()
+                    && closed
+                    && let Some(participant) = &checkpointing
+                {
+                    result = open.checkpoint().map(|part| {
+                        participant.submit_final(part.clone());
+                        final_part = Some(part);
+                    });
+                }
                 metrics
                     .rows_written
                     .fetch_add(open.take_delivered(), Ordering::Relaxed);
@@ -214,10 +288,13 @@ where
                 failing = result.is_err();
                 if !failing {
                     retry_after = FIRST_RETRY;
-                    if closed {
+                    if closed && final_part.is_none() {
                         writer = None;
                     } else if open.held_rows() > 0 {
                         activator.activate_after(HELD_ROWS_CHECK);
+                    }
+                    if to_make_visible.is_some() {
+                        activator.activate_after(CHECKPOINT_CHECK);
                     }
                 } else if stop.load(Ordering::Relaxed) || open.delivers_on_write() {
                     // The run is stopping, or a network client has spent its own retries: give
@@ -226,11 +303,43 @@ where
                     metrics.undelivered.fetch_add(held, Ordering::Relaxed);
                     metrics.gave_up.store(true, Ordering::Relaxed);
                     tracing::error!(target = %open.describe(), "giving up with {held} rows not delivered");
+                    if let Some(participant) = &checkpointing {
+                        // Its part could not say what it delivered: the run resumes from the
+                        // last checkpoint stored, which produces these rows again.
+                        participant
+                            .checkpoints
+                            .spoil(&participant.key, format!("{held} rows not delivered"));
+                    }
                     writer = None;
                     failing = false;
                 } else {
                     activator.activate_after(retry_after);
                     retry_after = (retry_after * 2).min(LONGEST_RETRY);
+                }
+            }
+            // The input has ended and the final part is left: wait for the run's last
+            // checkpoint, then make what it staged visible.
+            if let (Some(open), Some(part), Some(participant)) =
+                (writer.as_mut(), &final_part, &checkpointing)
+            {
+                match participant.checkpoints.final_stored() {
+                    Some(true) => {
+                        let result = open.checkpoint_stored(part);
+                        metrics
+                            .rows_written
+                            .fetch_add(open.take_delivered(), Ordering::Relaxed);
+                        metrics.observe(&open.describe(), &result);
+                        if result.is_ok() || stop.load(Ordering::Relaxed) {
+                            writer = None;
+                        } else {
+                            activator.activate_after(retry_after);
+                            retry_after = (retry_after * 2).min(LONGEST_RETRY);
+                        }
+                    }
+                    // Not stored: what this run staged since the last stored checkpoint is left
+                    // hidden, and a restart produces those rows again.
+                    Some(false) => writer = None,
+                    None => activator.activate_after(CHECKPOINT_CHECK),
                 }
             }
             if !failing {

@@ -15,12 +15,13 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, Stream};
+use vibelux_interfaces::checkpoint::{Checkpoints, SourcePart, SourceTurn, encode};
 pub use vibelux_interfaces::source::{
     Poll, Record, ReplayProgress, SourceMetrics, SourceReader, SourceTiming, Waker, dead_letter_row,
 };
 use vibelux_operators::row::Row;
 
-use crate::watermark::{Admission, WorkerWatermark};
+use crate::watermark::{Admission, WatermarkState, WorkerWatermark};
 
 /// How far (event-time milliseconds) a source may run ahead of what the sinks have finished.
 pub const FLOW_CONTROL_LAG_MILLIS: u64 = 10 * 60 * 1000;
@@ -34,6 +35,24 @@ pub struct SourceStreams<'scope> {
     pub status_rows: Stream<'scope, u64, Vec<Row>>,
 }
 
+/// What a source operator answers to besides its reader.
+pub struct SourceControls {
+    /// Set to stop the run: the source drops its capabilities.
+    pub stop: Arc<AtomicBool>,
+    /// What the sinks and views have finished, for flow control (`None`: paced by a clock).
+    pub flow: Option<ProbeHandle<u64>>,
+    pub checkpointing: Option<SourceCheckpointing>,
+}
+
+/// How a source takes part in checkpoints (see `vibelux_interfaces::checkpoint`).
+pub struct SourceCheckpointing {
+    pub checkpoints: Arc<Checkpoints>,
+    /// The key of its part, registered as a source.
+    pub key: String,
+    /// The watermark state it resumes with.
+    pub restored: Option<WatermarkState>,
+}
+
 /// Builds the operator reading `reader` on this worker.
 pub fn read_source<'scope>(
     scope: Scope<'scope, u64>,
@@ -41,9 +60,13 @@ pub fn read_source<'scope>(
     mut reader: Box<dyn SourceReader>,
     timing: SourceTiming,
     metrics: Arc<SourceMetrics>,
-    stop: Arc<AtomicBool>,
-    flow: Option<ProbeHandle<u64>>,
+    controls: SourceControls,
 ) -> SourceStreams<'scope> {
+    let SourceControls {
+        stop,
+        flow,
+        mut checkpointing,
+    } = controls;
     let (worker, peers) = (scope.index(), scope.peers());
     let name = name.to_string();
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
@@ -69,12 +92,36 @@ pub fn read_source<'scope>(
             timing.allowed_lateness_nanos,
             timing.idle_timeout,
         );
+        // A resumed source starts where its watermark was, before it emits anything.
+        let mut resume_at = None;
+        if let Some(state) = checkpointing.as_mut().and_then(|c| c.restored.take()) {
+            tracker.restore(state, Instant::now());
+            resume_at = Some(tracker.dataflow_time());
+        }
+        let mut turn = SourceTurn::Free;
+        let mut generation = u64::MAX;
         let mut records = Vec::with_capacity(timing.batch_size);
         move |_frontiers| {
             let Some(caps) = capabilities.as_mut() else {
                 return;
             };
+            if let Some(time) = resume_at.take().filter(|time| time > caps[0].time()) {
+                for capability in caps.iter_mut() {
+                    capability.downgrade(&time);
+                }
+                metrics.set_watermark(worker, peers, time);
+            }
+            if let Some(checkpointing) = &checkpointing {
+                let now = checkpointing.checkpoints.generation();
+                if now != generation || turn != SourceTurn::Free {
+                    generation = now;
+                    turn = checkpointing
+                        .checkpoints
+                        .source_turn(&checkpointing.key, *caps[0].time());
+                }
+            }
             if stop.load(Ordering::Relaxed) {
+                leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
                 capabilities = None;
                 return;
             }
@@ -159,12 +206,14 @@ pub fn read_source<'scope>(
                     activator.activate_after(wait)
                 }
                 Poll::Finished => {
+                    leave_final_part(&checkpointing, reader.as_ref(), &tracker, true);
                     capabilities = None;
                     return;
                 }
                 Poll::Failed(_) => {
                     // Windows still open would be written as if complete: stop the whole run
                     // as Ctrl-C does, and let it end with the failure.
+                    leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
                     stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                     return;
@@ -172,6 +221,24 @@ pub fn read_source<'scope>(
             }
             tracker.update(now, reader.processing_time());
             let time = tracker.dataflow_time();
+            match turn {
+                // A cut is being agreed: the capability stays where it was reported.
+                SourceTurn::Hold => {
+                    activator.activate_after(Duration::from_millis(1));
+                    return;
+                }
+                // Everything emitted so far is stamped before the cut: this is the position.
+                SourceTurn::Cut(cut) if time >= cut.time => {
+                    if let Some(checkpointing) = &checkpointing {
+                        let part = source_part(reader.as_ref(), &tracker, false);
+                        checkpointing
+                            .checkpoints
+                            .submit(&checkpointing.key, cut.id, encode(&part));
+                    }
+                    turn = SourceTurn::Free;
+                }
+                SourceTurn::Cut(_) | SourceTurn::Free => {}
+            }
             if *caps[0].time() < time {
                 for capability in caps.iter_mut() {
                     capability.downgrade(&time);
@@ -185,5 +252,31 @@ pub fn read_source<'scope>(
         dead_letters,
         late_rows,
         status_rows,
+    }
+}
+
+fn source_part(reader: &dyn SourceReader, tracker: &WorkerWatermark, finished: bool) -> SourcePart {
+    SourcePart {
+        position: reader
+            .position()
+            .expect("checkpointed runs read only sources that resume"),
+        watermark: encode(&tracker.state()),
+        finished,
+    }
+}
+
+/// The source's input has ended (read to its end, or the run stops): this part stands for it
+/// in every checkpoint from now on.
+fn leave_final_part(
+    checkpointing: &Option<SourceCheckpointing>,
+    reader: &dyn SourceReader,
+    tracker: &WorkerWatermark,
+    finished: bool,
+) {
+    if let Some(checkpointing) = checkpointing {
+        let part = source_part(reader, tracker, finished);
+        checkpointing
+            .checkpoints
+            .submit_final(&checkpointing.key, encode(&part));
     }
 }

@@ -19,6 +19,13 @@ pub enum Admission {
 /// the others back; when all are silent a live input follows the clock. The combined watermark
 /// never moves back, and a row is late only against it: a partition's own progress closes no
 /// window.
+/// A worker's watermark state as a checkpoint keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WatermarkState {
+    partitions: Vec<(u32, Option<i64>)>,
+    combined: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct WorkerWatermark {
     delay: i64,
@@ -100,6 +107,30 @@ impl WorkerWatermark {
 
     pub fn watermark(&self) -> Option<i64> {
         self.combined
+    }
+
+    /// What a checkpoint keeps: each partition's watermark and the combined one. When each
+    /// partition last had input is wall-clock bookkeeping, and starts again at a restore.
+    pub fn state(&self) -> WatermarkState {
+        WatermarkState {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(partition, (watermark, _))| (*partition, *watermark))
+                .collect(),
+            combined: self.combined,
+        }
+    }
+
+    /// Takes back the state a checkpoint kept.
+    pub fn restore(&mut self, state: WatermarkState, now: std::time::Instant) {
+        self.partitions = state
+            .partitions
+            .into_iter()
+            .map(|(partition, watermark)| (partition, (watermark, now)))
+            .collect();
+        self.combined = state.combined;
+        self.last_input = now;
     }
 
     /// Dataflow time: the combined watermark in whole milliseconds (0 before any).

@@ -15,5 +15,6 @@ pub mod partition_groups;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod taps;
 pub mod warehouse;

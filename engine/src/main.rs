@@ -15,8 +15,9 @@ use vibelux::control::Control;
 use vibelux::format::{row_text, table};
 use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
-use vibelux::runtime::{Run, RunOptions, start};
+use vibelux::runtime::{Durability, Run, RunOptions, start};
 use vibelux::server::{Server, ServerState};
+use vibelux::state::{StateOptions, pipeline_fingerprint};
 use vibelux_queries::planner::{Outcome, Planner};
 
 /// Rows are many small allocations, freed on other workers after an exchange: mimalloc handles
@@ -73,6 +74,16 @@ enum Command {
         /// and at least this much wall time (up to 30 s).
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         retention: Duration,
+        /// Keep checkpoints here, and resume from the newest at start (default: `NAME.state`
+        /// beside the pipeline file `NAME.sql`).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
+        state: Option<PathBuf>,
+        /// Take no checkpoints and resume from none: a restart starts afresh.
+        #[arg(long)]
+        no_state: bool,
+        /// How often to take a checkpoint.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        checkpoint_interval: Duration,
     },
     /// Check a pipeline file: parse, plan and type-check every statement. Exit 0 when valid.
     Check { file: PathBuf },
@@ -172,7 +183,21 @@ fn main() {
             run_for,
             http,
             retention,
-        } => run(&file, workers, run_for, http, retention),
+            state,
+            no_state,
+            checkpoint_interval,
+        } => {
+            let state =
+                (!no_state).then(|| state.unwrap_or_else(|| default_state_directory(&file)));
+            run(
+                &file,
+                workers,
+                run_for,
+                http,
+                retention,
+                state.map(|directory| (directory, checkpoint_interval)),
+            )
+        }
         Command::Check { file } => check(&file),
         Command::Score { detector, options } => score(&detector, &options),
         Command::Evaluate {
@@ -402,14 +427,23 @@ fn parse_http(text: &str) -> Result<HttpAddress, String> {
         .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 (or `off`)"))
 }
 
+/// `greenhouse.sql` keeps its state in `greenhouse.state/` beside it, where its author looks.
+fn default_state_directory(pipeline: &Path) -> PathBuf {
+    let stem = pipeline.file_stem().unwrap_or_default().to_string_lossy();
+    pipeline.with_file_name(format!("{stem}.state"))
+}
+
 fn run(
     file: &Path,
     workers: usize,
     run_for: Option<Duration>,
     http: HttpAddress,
     retention: Duration,
+    state: Option<(PathBuf, Duration)>,
 ) -> anyhow::Result<()> {
     let (planner, outcomes) = load_pipeline(file)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     for outcome in &outcomes {
         if !matches!(outcome, Outcome::Done(_)) {
             print_outcome(&planner, outcome)?;
@@ -426,6 +460,8 @@ fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = stop.clone();
+    let keeps_open_windows = Arc::new(AtomicBool::new(false));
+    let checkpointed = keeps_open_windows.clone();
     // Ctrl-C, and SIGTERM (docker stop, Kubernetes) and SIGHUP: stop cleanly, so sinks finish
     // and brokers get their final acknowledgements and offset commits.
     ctrlc::set_handler(move || {
@@ -433,9 +469,15 @@ fn run(
             eprintln!("stopping now");
             std::process::exit(130);
         }
-        eprintln!(
-            "stopping: sources close, open windows are discarded (Ctrl-C again to quit at once)"
-        );
+        if checkpointed.load(Ordering::Relaxed) {
+            eprintln!(
+                "stopping: sources close, open windows go into the last checkpoint (Ctrl-C again to quit at once)"
+            );
+        } else {
+            eprintln!(
+                "stopping: sources close, open windows are discarded (Ctrl-C again to quit at once)"
+            );
+        }
     })
     .context("installing the Ctrl-C/SIGTERM handler")?;
 
@@ -453,8 +495,17 @@ fn run(
             capture: Vec::new(),
             retention: retention_settings,
             extensible: matches!(http, HttpAddress::At(_)),
+            state: state.map(|(directory, interval)| StateOptions {
+                directory,
+                interval,
+                pipeline: pipeline_fingerprint(&text),
+            }),
         },
     )?;
+    announce_durability(&run.durability);
+    if matches!(run.durability, Durability::On { .. }) {
+        keeps_open_windows.store(true, Ordering::Relaxed);
+    }
     let mut added_sinks = None;
     let server = match http {
         HttpAddress::Off => None,
@@ -518,6 +569,43 @@ fn report_added_sinks(added: &vibelux::control::AddedSinks) {
         })
         .collect();
     eprintln!("  added while running: {}", parts.join("; "));
+}
+
+/// Says where the run keeps its state, or why it keeps none.
+fn announce_durability(durability: &Durability) {
+    match durability {
+        Durability::Off => {
+            eprintln!("  state: none (--no-state): a restart starts afresh");
+        }
+        Durability::Unsupported(reasons) => {
+            eprintln!("  state: none, a restart starts afresh; not checkpointed because:");
+            for reason in reasons {
+                eprintln!("    - {reason}");
+            }
+        }
+        Durability::On {
+            directory,
+            interval,
+            resumed,
+        } => {
+            eprintln!(
+                "  state: {} (a checkpoint every {}; --state DIR to keep it elsewhere)",
+                directory.display(),
+                humantime::format_duration(*interval)
+            );
+            match resumed {
+                None => eprintln!("  starting afresh: no checkpoint there yet"),
+                Some((id, taken_at, last)) => eprintln!(
+                    "  resuming from checkpoint {id} taken at {taken_at}{}",
+                    if *last {
+                        " when the last run ended"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
+    }
 }
 
 /// Says what is running and where results go.

@@ -59,6 +59,7 @@ pub fn query_to_completion(
         capture: vec![node],
         retention: Default::default(),
         extensible: false,
+        state: None,
     };
     let mut captured: HashMap<NodeId, Vec<Update>> =
         start(Arc::new(query_plan), options)?.join()?;

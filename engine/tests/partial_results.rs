@@ -40,6 +40,7 @@ fn a_window_publishes_partial_results_before_it_closes() {
         capture: vec![*node],
         retention: Default::default(),
         extensible: false,
+        state: None,
     };
     let mut captured = start(Arc::new(planner.plan.clone()), options)
         .unwrap()

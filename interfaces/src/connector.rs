@@ -74,6 +74,10 @@ pub struct SourceStart {
     pub metrics: Arc<SourceMetrics>,
     /// Bytes read of the input, for a replay's progress bar.
     pub progress: Arc<ReplayProgress>,
+    /// Where each worker's reader was at the checkpoint the run resumes from (what its
+    /// [`SourceReader::position`](crate::source::SourceReader::position) said); empty when the
+    /// run starts afresh.
+    pub resume: Vec<Vec<u8>>,
 }
 
 /// A planned source: checked options and columns, ready to start.
@@ -92,6 +96,12 @@ pub trait SourceSpec: Send + Sync + Debug {
 
     /// Whether it reports replay progress in bytes.
     fn reports_progress(&self) -> bool {
+        false
+    }
+
+    /// Whether its readers report positions and resume from them, so runs reading it can be
+    /// checkpointed.
+    fn resumes(&self) -> bool {
         false
     }
 
@@ -149,6 +159,24 @@ pub trait SinkSpec: Send + Sync + Debug {
     /// Opens (creates) the target for rows of `schema`; `changelog` marks each row as an insert
     /// or a delete.
     fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError>;
+
+    /// Whether its writers take part in checkpoints: they deliver exactly what precedes each
+    /// checkpoint and continue from one after a restart ([`SinkSpec::open_resuming`]).
+    fn resumes(&self) -> bool {
+        false
+    }
+
+    /// Opens the sink to continue from a checkpoint: `part` is what its writer's
+    /// [`SinkWriter::checkpoint`] said then, `None` when the run checkpoints but has stored
+    /// none yet (the target keeps what it already holds: nothing is wiped at start).
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        changelog: bool,
+        _part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        self.open(schema, changelog)
+    }
 }
 
 /// The connectors a pipeline may name, in the order they were registered (the order messages

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod checkpoint;
 pub mod connector;
 pub mod metadata;
 pub mod options;

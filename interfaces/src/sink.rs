@@ -56,4 +56,21 @@ pub trait SinkWriter: Send {
     fn held_rows(&self) -> u64 {
         0
     }
+
+    /// Makes everything taken so far durable and says how far the target got, for a checkpoint
+    /// (a file's length; a warehouse's staged epochs and the rows awaiting the next one). What it
+    /// stages becomes visible at [`SinkWriter::checkpoint_stored`]. Only sinks whose spec
+    /// [resumes](crate::connector::SinkSpec::resumes) are asked.
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        Err(SinkError::Broker {
+            target: self.describe(),
+            reason: "this sink cannot take part in checkpoints".into(),
+        })
+    }
+
+    /// The checkpoint holding `part` (what [`SinkWriter::checkpoint`] returned) is stored: make
+    /// what it staged visible. On failure it is asked again.
+    fn checkpoint_stored(&mut self, _part: &[u8]) -> Result<(), SinkError> {
+        Ok(())
+    }
 }

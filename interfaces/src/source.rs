@@ -86,6 +86,13 @@ pub trait SourceReader {
     fn assigned_partitions(&self) -> &[u32] {
         &[]
     }
+
+    /// Where the reader is, for a checkpoint: everything it returned from `poll` so far lies
+    /// before this position, and a reader started from it (`SourceStart::resume`) returns
+    /// exactly what would have come next. `None` for readers that cannot resume.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Counters of one source, shared by its workers and read by the engine's reporting.

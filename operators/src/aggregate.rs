@@ -24,6 +24,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+
 use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::row::{Datum, Row, Update};
 use crate::session::{SessionColumns, SessionIndex, SessionMerge};
@@ -170,7 +172,7 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 ///     vec![(zone("a"), 0, 1), (zone("a"), 0, 1), (zone("b"), 0, 1)]
 ///         .to_stream(scope)
 ///         .container::<Vec<_>>()
-///         .aggregate(plan, true, Arc::new(AtomicBool::new(false)))
+///         .aggregate(plan, true, Arc::new(AtomicBool::new(false)), None)
 ///         .0
 ///         .capture()
 /// });
@@ -181,16 +183,173 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 /// ```
 pub trait AggregateExt<'scope> {
     /// With `emit_changes` false only final window rows are produced: the work of publishing
-    /// every partial result is skipped when nothing reads it.
+    /// every partial result is skipped when nothing reads it. With `checkpointing`, the groups
+    /// take part in checkpoints and resume from the one the run restored.
     fn aggregate(
         self,
         plan: Arc<AggregatePlan>,
         emit_changes: bool,
         discard_open_windows: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
     ) -> (
         Stream<'scope, u64, Vec<Update>>,
         Stream<'scope, u64, Vec<Row>>,
     );
+}
+
+/// What a checkpoint keeps of an aggregate: its groups (windows closing are found again from
+/// their keys) and, for session windows, the index of open sessions.
+#[derive(Serialize, Deserialize)]
+struct Checkpointed {
+    groups: Vec<(Row, Group)>,
+    sessions: Option<SessionIndex>,
+}
+
+/// The groups of one worker and the windows waiting to close.
+struct Groups {
+    plan: Arc<AggregatePlan>,
+    emit_changes: bool,
+    global: bool,
+    groups: StateMap<Row, Group>,
+    closing: BTreeMap<u64, (Capability<u64>, Vec<Row>)>,
+    sessions: Option<SessionIndex>,
+    batch: u64,
+    touched: Vec<Row>,
+    retractions: Vec<Row>,
+}
+
+impl Groups {
+    /// Applies a batch stamped `now`; returns the changes to publish at `now`. `finals` is a
+    /// capability for the final-rows output at `now`, from which windows' closes are delayed.
+    fn apply(&mut self, now: u64, finals: &Capability<u64>, data: &mut Vec<Update>) -> Vec<Update> {
+        let plan = self.plan.clone();
+        let emit_changes = self.emit_changes;
+        let mut changes = Vec::new();
+        self.batch += 1;
+        for (mut row, _, diff) in data.drain(..) {
+            if let (Some(index), Some(columns)) = (self.sessions.as_mut(), plan.session) {
+                let merge = index.merge(columns, &row[..plan.key_columns]);
+                if let Some(SessionMerge {
+                    merged_key,
+                    absorbed,
+                }) = merge
+                {
+                    if !absorbed.is_empty() {
+                        let mut merged = Group::new(&plan);
+                        for old in absorbed {
+                            let Some(mut group) = self.groups.remove(&old) else {
+                                continue;
+                            };
+                            if let Some(emitted) = group.emitted.take().filter(|_| emit_changes) {
+                                self.retractions.push(emitted);
+                            }
+                            merged.absorb(&plan, group);
+                        }
+                        let delay = |close: u64| finals.delayed(&close);
+                        if register_close(&plan, &mut self.closing, &merged_key, now, delay) {
+                            self.groups.insert(merged_key.clone(), merged);
+                        }
+                    }
+                    row.splice(..plan.key_columns, merged_key);
+                }
+            }
+            let key = &row[..plan.key_columns];
+            let group = match self.groups.get_mut(key) {
+                Some(group) => group,
+                None => {
+                    let key = key.to_vec();
+                    let delay = |close: u64| finals.delayed(&close);
+                    if !register_close(&plan, &mut self.closing, &key, now, delay) {
+                        continue;
+                    }
+                    self.groups.entry(key).or_insert(Group::new(&plan))
+                }
+            };
+            group.rows += diff;
+            for (spec, accumulator) in plan.aggregates.iter().zip(&mut group.accumulators) {
+                let value = spec.argument.map_or(&Datum::Null, |column| &row[column]);
+                let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
+                accumulator.update(spec.function, value, order, diff);
+            }
+            if emit_changes && group.touched_in_batch != self.batch {
+                group.touched_in_batch = self.batch;
+                self.touched.push(row[..plan.key_columns].to_vec());
+            }
+        }
+        for old in self.retractions.drain(..) {
+            changes.push((old, now, -1));
+        }
+        for key in self.touched.drain(..) {
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            let current =
+                (group.rows > 0 || self.global).then(|| output_row(&plan, key.clone(), group));
+            if current != group.emitted {
+                if let Some(old) = group.emitted.take() {
+                    changes.push((old, now, -1));
+                }
+                if let Some(new) = &current {
+                    changes.push((new.clone(), now, 1));
+                }
+                group.emitted = current;
+            }
+            if group.rows <= 0 && plan.window.is_none() && !self.global {
+                self.groups.remove(&key);
+            }
+        }
+        changes
+    }
+
+    /// Closes the windows whose close time the frontier has passed and that close before
+    /// `before`; returns each closing capability with the windows' final rows.
+    fn close(
+        &mut self,
+        frontier: timely::progress::frontier::AntichainRef<'_, u64>,
+        before: u64,
+    ) -> Vec<(Capability<u64>, Vec<Row>)> {
+        let mut closed = Vec::new();
+        while let Some(entry) = self.closing.first_entry() {
+            if frontier.less_than(entry.key()) || *entry.key() >= before {
+                break;
+            }
+            let (capability, keys) = entry.remove();
+            let mut rows = Vec::new();
+            for key in keys {
+                if let (Some(index), Some(columns)) = (self.sessions.as_mut(), self.plan.session) {
+                    index.forget(columns, &key);
+                }
+                if let Some(group) = self.groups.remove(&key)
+                    && group.rows > 0
+                {
+                    rows.push(output_row(&self.plan, key, &group));
+                }
+            }
+            closed.push((capability, rows));
+        }
+        closed
+    }
+
+    fn checkpoint(&self) -> Vec<u8> {
+        encode(&Checkpointed {
+            groups: self
+                .groups
+                .iter()
+                .map(|(key, group)| (key.clone(), group.clone()))
+                .collect(),
+            sessions: self.sessions.clone(),
+        })
+    }
+
+    /// Takes back a checkpoint's groups; windows wait to close again at their close times.
+    fn restore(&mut self, checkpointed: Checkpointed, finals: &Capability<u64>) {
+        self.sessions = checkpointed.sessions;
+        for (key, group) in checkpointed.groups {
+            let delay = |close: u64| finals.delayed(&close);
+            register_close(&self.plan, &mut self.closing, &key, 0, delay);
+            self.groups.insert(key, group);
+        }
+    }
 }
 
 impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
@@ -199,6 +358,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         plan: Arc<AggregatePlan>,
         emit_changes: bool,
         discard_open_windows: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
     ) -> (
         Stream<'scope, u64, Vec<Update>>,
         Stream<'scope, u64, Vec<Row>>,
@@ -231,10 +391,27 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         let mut finals_output = OutputBuilder::from(finals_output);
 
         builder.build(move |initial_capabilities| {
-            let mut groups: StateMap<Row, Group> = StateMap::default();
-            // SQL gives a global aggregate one row even over no input (`count(*)` is 0): publish
-            // it at the start, then update it like any group.
-            let mut empty_row = if global && worker == 0 {
+            let mut state = Groups {
+                plan: plan.clone(),
+                emit_changes,
+                global,
+                groups: StateMap::default(),
+                closing: BTreeMap::new(),
+                sessions: plan.session.map(|_| SessionIndex::default()),
+                batch: 0,
+                touched: Vec::new(),
+                retractions: Vec::new(),
+            };
+            let restored = checkpointing.as_ref().and_then(Participant::restored);
+            let mut empty_row = None;
+            if let Some(bytes) = restored {
+                match decode::<Checkpointed>("aggregate", &bytes) {
+                    Ok(checkpointed) => state.restore(checkpointed, &initial_capabilities[1]),
+                    Err(error) => panic!("{error}"),
+                }
+            } else if global && worker == 0 {
+                // SQL gives a global aggregate one row even over no input (`count(*)` is 0):
+                // publish it at the start, then update it like any group.
                 let accumulators: Vec<Accumulator> = plan
                     .aggregates
                     .iter()
@@ -246,7 +423,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     .zip(&accumulators)
                     .map(|(spec, a)| a.result(spec.function))
                     .collect();
-                groups.insert(
+                state.groups.insert(
                     Vec::new(),
                     Group {
                         rows: 0,
@@ -255,15 +432,12 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         touched_in_batch: 0,
                     },
                 );
-                Some((initial_capabilities[0].clone(), row))
-            } else {
-                None
-            };
-            let mut closing: BTreeMap<u64, (Capability<u64>, Vec<Row>)> = BTreeMap::new();
-            let mut batch: u64 = 0;
-            let mut touched: Vec<Row> = Vec::new();
-            let mut retractions: Vec<Row> = Vec::new();
-            let mut sessions = plan.session.map(|_| SessionIndex::default());
+                empty_row = Some((initial_capabilities[0].clone(), row));
+            }
+            // Batches stamped at or after a cut being taken wait here until the snapshot.
+            let mut waiting: Vec<(Capability<u64>, Capability<u64>, Vec<Update>)> = Vec::new();
+            let mut answered = 0;
+            let mut finished = false;
             move |frontiers| {
                 let mut changes_handle = changes_output.activate();
                 let mut finals_handle = finals_output.activate();
@@ -273,111 +447,64 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         .give((row, *capability.time(), 1));
                 }
                 input.for_each(|time, data| {
-                    let Some(&now) = time.least() else { return };
-                    batch += 1;
-                    for (mut row, _, diff) in data.drain(..) {
-                        if let (Some(index), Some(columns)) = (sessions.as_mut(), plan.session) {
-                            let merge = index.merge(columns, &row[..plan.key_columns]);
-                            if let Some(SessionMerge {
-                                merged_key,
-                                absorbed,
-                            }) = merge
-                            {
-                                if !absorbed.is_empty() {
-                                    let mut merged = Group::new(&plan);
-                                    for old in absorbed {
-                                        let Some(mut group) = groups.remove(&old) else {
-                                            continue;
-                                        };
-                                        if let Some(emitted) =
-                                            group.emitted.take().filter(|_| emit_changes)
-                                        {
-                                            retractions.push(emitted);
-                                        }
-                                        merged.absorb(&plan, group);
-                                    }
-                                    let delay = |close: u64| time.delayed(&close, 1);
-                                    if register_close(&plan, &mut closing, &merged_key, now, delay)
-                                    {
-                                        groups.insert(merged_key.clone(), merged);
-                                    }
-                                }
-                                row.splice(..plan.key_columns, merged_key);
-                            }
-                        }
-                        let key = &row[..plan.key_columns];
-                        let group = match groups.get_mut(key) {
-                            Some(group) => group,
-                            None => {
-                                let key = key.to_vec();
-                                let delay = |close: u64| time.delayed(&close, 1);
-                                if !register_close(&plan, &mut closing, &key, now, delay) {
-                                    continue;
-                                }
-                                groups.entry(key).or_insert(Group::new(&plan))
-                            }
-                        };
-                        group.rows += diff;
-                        for (spec, accumulator) in
-                            plan.aggregates.iter().zip(&mut group.accumulators)
-                        {
-                            let value = spec.argument.map_or(&Datum::Null, |column| &row[column]);
-                            let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
-                            accumulator.update(spec.function, value, order, diff);
-                        }
-                        if emit_changes && group.touched_in_batch != batch {
-                            group.touched_in_batch = batch;
-                            touched.push(row[..plan.key_columns].to_vec());
-                        }
+                    let (Some(changes_at), Some(finals_at)) =
+                        (time.retain_least(0), time.retain_least(1))
+                    else {
+                        return;
+                    };
+                    let now = *changes_at.time();
+                    let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                    if cut.is_some_and(|cut| now >= cut.time) {
+                        waiting.push((changes_at, finals_at, std::mem::take(data)));
+                        return;
                     }
-                    let mut session = changes_handle.session(&time);
-                    for old in retractions.drain(..) {
-                        session.give((old, now, -1));
-                    }
-                    for key in touched.drain(..) {
-                        let Some(group) = groups.get_mut(&key) else {
-                            continue;
-                        };
-                        let current = (group.rows > 0 || global)
-                            .then(|| output_row(&plan, key.clone(), group));
-                        if current != group.emitted {
-                            if let Some(old) = group.emitted.take() {
-                                session.give((old, now, -1));
-                            }
-                            if let Some(new) = &current {
-                                session.give((new.clone(), now, 1));
-                            }
-                            group.emitted = current;
-                        }
-                        if group.rows <= 0 && plan.window.is_none() && !global {
-                            groups.remove(&key);
-                        }
+                    let mut changes = state.apply(now, &finals_at, data);
+                    if !changes.is_empty() {
+                        changes_handle
+                            .session(&changes_at)
+                            .give_container(&mut changes);
                     }
                 });
 
                 let frontier = frontiers[0].frontier();
-                if frontier.is_empty() && discard_open_windows.load(Ordering::Relaxed) {
-                    // Interrupted: open windows are incomplete, so nothing of them is final.
-                    closing.clear();
-                    groups.clear();
-                    return;
+                let stopped = frontier.is_empty() && discard_open_windows.load(Ordering::Relaxed);
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                // Interrupted: open windows are incomplete, so nothing of them is final; they
+                // are kept in the checkpoint, if there is one, and closed after a restart.
+                if !stopped {
+                    let before = cut.map_or(u64::MAX, |cut| cut.time);
+                    for (capability, mut rows) in state.close(frontier, before) {
+                        finals_handle.session(&capability).give_container(&mut rows);
+                    }
                 }
-                while let Some(entry) = closing.first_entry() {
-                    if frontier.less_than(entry.key()) {
-                        break;
-                    }
-                    let (capability, keys) = entry.remove();
-                    let mut session = finals_handle.session(&capability);
-                    for key in keys {
-                        if let (Some(index), Some(columns)) = (sessions.as_mut(), plan.session) {
-                            index.forget(columns, &key);
+                if let (Some(participant), Some(cut)) = (&checkpointing, cut)
+                    && !frontier.less_than(&cut.time)
+                {
+                    // Everything stamped before the cut is in, and nothing after it: snapshot,
+                    // then take the batches that waited for it.
+                    participant.submit(cut, state.checkpoint());
+                    answered = cut.id;
+                    for (changes_at, finals_at, mut data) in waiting.drain(..) {
+                        let mut changes = state.apply(*changes_at.time(), &finals_at, &mut data);
+                        if !changes.is_empty() {
+                            changes_handle
+                                .session(&changes_at)
+                                .give_container(&mut changes);
                         }
-                        if let Some(group) = groups.remove(&key)
-                            && group.rows > 0
-                        {
-                            session.give(output_row(&plan, key, &group));
+                    }
+                    if !stopped {
+                        for (capability, mut rows) in state.close(frontier, u64::MAX) {
+                            finals_handle.session(&capability).give_container(&mut rows);
                         }
                     }
+                }
+                if frontier.is_empty() && !finished {
+                    finished = true;
+                    if let Some(participant) = &checkpointing {
+                        participant.submit_final(state.checkpoint());
+                    }
+                    state.closing.clear();
+                    state.groups.clear();
                 }
             }
         });

@@ -76,6 +76,10 @@ impl SourceSpec for FileInput {
         !self.config.follow
     }
 
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn reports_progress(&self) -> bool {
         !self.config.follow
     }
@@ -94,8 +98,13 @@ impl SourceSpec for FileInput {
                     start.workers,
                     start.progress.clone(),
                 )
-                .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
                 .map_err(|error| format!("opening {}: {error}", self.config.path.display()))
+                .and_then(|mut reader| {
+                    if let Some(position) = start.resume.get(worker) {
+                        reader.resume(position)?;
+                    }
+                    Ok(Box::new(reader) as Box<dyn SourceReader + Send>)
+                })
             })
             .collect()
     }
@@ -122,6 +131,25 @@ impl SinkSpec for FileOutput {
             self.format,
             schema,
             changelog,
+        )?))
+    }
+
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        changelog: bool,
+        part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(RowWriter::file_resuming(
+            &self.path,
+            self.format,
+            schema,
+            changelog,
+            part,
         )?))
     }
 }
@@ -162,5 +190,10 @@ impl SinkSpec for StandardOutput {
 
     fn open(&self, schema: SchemaRef, changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
         Ok(Box::new(RowWriter::stdout(schema, changelog)))
+    }
+
+    /// At least once: standard output cannot take back what a restart prints again.
+    fn resumes(&self) -> bool {
+        true
     }
 }

@@ -3,5 +3,6 @@
 pub mod connector;
 mod follow;
 pub mod options;
+mod resume;
 pub mod sink;
 pub mod source;

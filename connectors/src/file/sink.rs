@@ -9,10 +9,12 @@
 //! fails part-way (a full disk) leaves the rest in the buffer, so the next flush carries on from
 //! the exact byte where it stopped: no line is lost, torn or written twice.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use vibelux_interfaces::checkpoint::{decode, encode};
 use vibelux_interfaces::row::{Datum, Row};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
@@ -33,6 +35,42 @@ pub struct RowWriter {
     unwritten_rows: u64,
     /// Rows written out since [`RowWriter::take_delivered`] last asked.
     delivered: u64,
+    /// The file written, for syncing at a checkpoint (`None` for standard output).
+    file: Option<File>,
+    /// Bytes in the file, including what was written out since it was opened.
+    length: u64,
+}
+
+/// Opens (creating) a file to write and locks it for the writer's life: a second engine (or a
+/// second sink) writing the same file is refused instead of interleaving with or wiping the
+/// first.
+fn open_locked(path: &Path) -> Result<File, SinkError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| io_error(path, source))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| io_error(path, source))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io_error(
+            path,
+            std::io::Error::other(
+                "another process or sink is writing this file; stop it, or write elsewhere",
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(error)) => Err(io_error(path, error)),
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> SinkError {
+    SinkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl RowWriter {
@@ -55,39 +93,77 @@ impl RowWriter {
         schema: SchemaRef,
         changelog: bool,
     ) -> Result<Self, SinkError> {
-        let io_error = |source| SinkError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io_error)?;
-        }
-        // Locked for the writer's life before it is emptied: a second engine (or a second sink)
-        // writing the same file is refused instead of interleaving with or wiping the first.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_error)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(io_error(std::io::Error::other(
-                    "another process or sink is writing this file; stop it, or write elsewhere",
-                )));
-            }
-            Err(std::fs::TryLockError::Error(error)) => return Err(io_error(error)),
-        }
-        file.set_len(0).map_err(io_error)?;
-        let out: Box<dyn Write + Send> = Box::new(file);
-        Ok(RowWriter::new(
-            schema,
-            format,
-            changelog,
-            out,
-            path.display().to_string(),
+        let file = open_locked(path)?;
+        file.set_len(0).map_err(|source| io_error(path, source))?;
+        Ok(RowWriter::into_file(
+            path, file, 0, format, schema, changelog,
         ))
+    }
+
+    /// Rows appended to a file that a checkpointed run writes: cut back to the length `part`
+    /// recorded (what was written after that checkpoint is written again), or kept whole when
+    /// the run has no checkpoint yet. Never emptied.
+    pub fn file_resuming(
+        path: &Path,
+        format: FileFormat,
+        schema: SchemaRef,
+        changelog: bool,
+        part: Option<&[u8]>,
+    ) -> Result<Self, SinkError> {
+        let mut file = open_locked(path)?;
+        let length = file
+            .metadata()
+            .map_err(|source| io_error(path, source))?
+            .len();
+        let length = match part {
+            Some(part) => {
+                let checkpointed: u64 = decode("file length", part)
+                    .map_err(|reason| io_error(path, std::io::Error::other(reason)))?;
+                if checkpointed > length {
+                    return Err(io_error(
+                        path,
+                        std::io::Error::other(format!(
+                            "the file is shorter ({length} bytes) than the checkpoint recorded \
+                             ({checkpointed} bytes): it was changed outside the engine"
+                        )),
+                    ));
+                }
+                if checkpointed < length {
+                    tracing::info!(
+                        path = %path.display(),
+                        "cutting the file back to {checkpointed} bytes, where the checkpoint left it ({} bytes written after it are written again)",
+                        length - checkpointed
+                    );
+                }
+                file.set_len(checkpointed)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|source| io_error(path, source))?;
+                checkpointed
+            }
+            None => length,
+        };
+        file.seek(SeekFrom::Start(length))
+            .map_err(|source| io_error(path, source))?;
+        let mut writer = RowWriter::into_file(path, file, length, format, schema, changelog);
+        // A CSV file that has lines has its header.
+        writer.wrote_header = length > 0;
+        Ok(writer)
+    }
+
+    fn into_file(
+        path: &Path,
+        file: File,
+        length: u64,
+        format: FileFormat,
+        schema: SchemaRef,
+        changelog: bool,
+    ) -> Self {
+        let synced = file.try_clone().ok();
+        let out: Box<dyn Write + Send> = Box::new(file);
+        let mut writer = RowWriter::new(schema, format, changelog, out, path.display().to_string());
+        writer.file = synced;
+        writer.length = length;
+        writer
     }
 
     fn new(
@@ -107,6 +183,8 @@ impl RowWriter {
             unwritten: Vec::with_capacity(1 << 16),
             unwritten_rows: 0,
             delivered: 0,
+            file: None,
+            length: 0,
         }
     }
 
@@ -170,7 +248,10 @@ impl RowWriter {
             }
             match self.out.write(&self.unwritten[written..]) {
                 Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(count) => written += count,
+                Ok(count) => {
+                    written += count;
+                    self.length += count as u64;
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) => break Err(error),
             }
@@ -232,6 +313,17 @@ impl SinkWriter for RowWriter {
 
     fn held_rows(&self) -> u64 {
         RowWriter::held_rows(self)
+    }
+
+    /// Every line taken is written and synced; the part is the file's length, where a restart
+    /// cuts it back to. Standard output is only flushed: what a restart repeats is printed
+    /// again (at least once).
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        RowWriter::flush(self)?;
+        if let Some(file) = &self.file {
+            file.sync_data().map_err(|e| self.io_error(e))?;
+        }
+        Ok(encode(&self.length))
     }
 }
 

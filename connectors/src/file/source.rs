@@ -58,7 +58,7 @@ pub struct FileSourceConfig {
 
 /// Where a reader is: the file (device and inode), the byte offset of the first line not yet
 /// complete, and the number of lines before it. Enough to resume after a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilePosition {
     pub device: u64,
     pub inode: u64,
@@ -78,7 +78,7 @@ pub struct FileReader {
     worker: usize,
     peers: usize,
     pub(super) csv_header: Option<Vec<Option<usize>>>,
-    progress: Option<Arc<ReplayProgress>>,
+    pub(super) progress: Option<Arc<ReplayProgress>>,
     /// When a tailed file last grew: while it is being written, look again soon.
     last_growth: Instant,
     /// How long to wait before the next attempt while a followed file cannot be read.
@@ -334,6 +334,10 @@ impl SourceReader for FileReader {
         poll
     }
 
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.checkpoint())
+    }
+
     fn processing_time(&self) -> Option<i64> {
         self.config
             .follow
@@ -342,12 +346,12 @@ impl SourceReader for FileReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::io::Write;
 
-    fn layout() -> RowLayout {
+    pub(in crate::file) fn layout() -> RowLayout {
         let schema = Schema::new(vec![
             Field::new("id", DataType::Utf8, true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),

@@ -60,6 +60,23 @@ impl SinkSpec for Warehouse {
     fn open(&self, schema: SchemaRef, _changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
         Ok(Box::new(ParquetWriter::open(self.0.clone(), schema)?))
     }
+
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        _changelog: bool,
+        part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(ParquetWriter::open_resuming(
+            self.0.clone(),
+            schema,
+            part,
+        )?))
+    }
 }
 
 impl SourceConnector for Parquet {

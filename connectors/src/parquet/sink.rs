@@ -4,8 +4,9 @@
 //! the buffer reaches `rollover_rows`, when `rollover` time has passed, and when the pipeline
 //! ends. A commit writes each partition's rows, sorted, to a hidden temporary file, renames it
 //! into place (readers never see a half-written file), then records the epoch in
-//! `_manifests/epoch-NNNNNN.json` — the record a later checkpointing issue ties to its
-//! checkpoints for exactly-once. Partition columns live in the path, as Hive and every reader
+//! `_manifests/epoch-NNNNNN.json`. In a checkpointed run a rollover only stages the epoch; it is
+//! committed once a checkpoint holding it is stored, so that a restart from that checkpoint
+//! neither loses nor repeats its rows. Partition columns live in the path, as Hive and every reader
 //! (DuckDB, pyarrow, Spark, DataFusion) expect; a derived `date` partition keeps its timestamp.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ use vibelux_operators::columnar::rows_to_batch;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use super::folder::{hidden_path, lock_warehouse, recover, sync_directory, write_synced};
+use serde::{Deserialize, Serialize};
+use vibelux_interfaces::checkpoint::{decode, encode};
 use vibelux_interfaces::metadata;
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
@@ -111,6 +114,29 @@ pub struct ParquetWriter {
     /// In the names of this writer's temporary files, so that even two writers the lock did not
     /// keep apart (a file system without `flock`) never write into one file.
     writer_tag: String,
+    /// Whether the run checkpoints: epochs are staged at rollovers and committed only once a
+    /// checkpoint holding them is stored.
+    checkpointed: bool,
+    /// Epochs staged (hidden files written and synced), waiting for their checkpoint.
+    ready: Vec<StagedEpoch>,
+}
+
+/// An epoch written to hidden files and not committed yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StagedEpoch {
+    epoch: u64,
+    /// Each file: where it waits, where it goes, and its rows.
+    files: Vec<(PathBuf, PathBuf, usize)>,
+}
+
+/// What a checkpoint keeps of a warehouse sink: the epochs it staged (committed once the
+/// checkpoint is stored, or by the next open if the engine stopped in between), and the rows
+/// waiting for the next rollover.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpointed {
+    staged: Vec<StagedEpoch>,
+    held: Vec<(Vec<String>, Vec<Row>)>,
+    next_epoch: u64,
 }
 
 impl ParquetWriter {
@@ -168,7 +194,58 @@ impl ParquetWriter {
             delivered: 0,
             _lock: lock,
             writer_tag: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            checkpointed: false,
+            ready: Vec::new(),
         })
+    }
+
+    /// Opens the warehouse for a checkpointed run. The epochs `part` staged are committed first
+    /// if the engine stopped before it committed them (the checkpoint holding them was stored,
+    /// so their rows will not be produced again); anything staged later is deleted, as those
+    /// rows will be. Rows the checkpoint held for the next rollover are taken back.
+    pub fn open_resuming(
+        config: ParquetSinkConfig,
+        schema: SchemaRef,
+        part: Option<&[u8]>,
+    ) -> Result<Self, SinkError> {
+        let path = config.path.clone();
+        let io = |source| SinkError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let checkpointed = part
+            .map(|part| decode::<Checkpointed>("warehouse epochs", part))
+            .transpose()
+            .map_err(|reason| io(std::io::Error::other(reason)))?;
+        if let Some(checkpointed) = &checkpointed {
+            std::fs::create_dir_all(path.join("_manifests")).map_err(io)?;
+            // Under the lock, before `open` recovers (which deletes unnamed hidden files).
+            let lock = lock_warehouse(&path)?;
+            for staged in &checkpointed.staged {
+                let manifest = manifest_path(&path, staged.epoch);
+                if !manifest.exists() {
+                    tracing::info!(path = %path.display(), epoch = staged.epoch, "committing an epoch the last checkpoint staged");
+                    publish(&path, &schema, staged, "roll-forward").map_err(|e| match e {
+                        PublishError::Io(file, source) => SinkError::Io {
+                            path: file.display().to_string(),
+                            source,
+                        },
+                    })?;
+                }
+            }
+            drop(lock);
+        }
+        let mut writer = ParquetWriter::open(config, schema)?;
+        writer.checkpointed = true;
+        if let Some(checkpointed) = checkpointed {
+            writer.epoch = writer.epoch.max(checkpointed.next_epoch);
+            for (partition, rows) in checkpointed.held {
+                writer.buffered += rows.len();
+                writer.buffered_bytes += rows.iter().map(row_bytes).sum::<usize>();
+                writer.buffers.insert(partition, rows);
+            }
+        }
+        Ok(writer)
     }
 
     /// Rows committed since the last call.
@@ -200,25 +277,23 @@ impl ParquetWriter {
             .map(|key| key.value(row))
             .collect();
         let kept: Row = self.file_columns.iter().map(|&i| row[i].clone()).collect();
-        self.buffered_bytes += kept
-            .iter()
-            .map(|datum| match datum {
-                Datum::Utf8(text) => text.len() + 4,
-                _ => 8,
-            })
-            .sum::<usize>();
+        self.buffered_bytes += row_bytes(&kept);
         self.buffers.entry(partition).or_default().push(kept);
         self.buffered += 1;
         Ok(())
     }
 
-    /// Commits if a rollover is due.
+    /// Commits if a rollover is due (stages the epoch, in a checkpointed run).
     pub fn flush(&mut self) -> Result<(), SinkError> {
         if self.buffered >= self.config.rollover_rows
             || self.buffered_bytes >= self.config.rollover_bytes
             || self.last_commit.elapsed() >= self.config.rollover_interval
         {
-            self.commit()?;
+            if self.checkpointed {
+                self.stage_epoch()?;
+            } else {
+                self.commit()?;
+            }
         }
         Ok(())
     }
@@ -236,24 +311,55 @@ impl ParquetWriter {
             self.last_commit = Instant::now();
             return Ok(());
         }
+        let staged = self.stage_files()?;
+        if let Err(error) = self.publish(&staged) {
+            for (temporary, _, _) in &staged.files {
+                let _ = std::fs::remove_file(temporary);
+            }
+            return Err(error);
+        }
+        self.delivered += self.buffered as u64;
+        self.epoch_done();
+        Ok(())
+    }
+
+    /// Stages the buffered rows as the next epoch, to be committed with a checkpoint.
+    fn stage_epoch(&mut self) -> Result<(), SinkError> {
+        if self.buffered == 0 {
+            self.last_commit = Instant::now();
+            return Ok(());
+        }
+        let staged = self.stage_files()?;
+        self.ready.push(staged);
+        self.epoch_done();
+        Ok(())
+    }
+
+    /// Writes the buffered rows to hidden files for the current epoch; on failure they stay
+    /// buffered and nothing is left behind.
+    fn stage_files(&mut self) -> Result<StagedEpoch, SinkError> {
         let mut staged = Vec::new();
         let mut buffers = std::mem::take(&mut self.buffers);
         let written = self.stage(&mut buffers, &mut staged);
         self.buffers = buffers;
-        let committed = written.and_then(|()| self.publish(&staged));
-        if committed.is_err() {
+        if let Err(error) = written {
             for (temporary, _, _) in &staged {
                 let _ = std::fs::remove_file(temporary);
             }
-            return committed;
+            return Err(error);
         }
+        Ok(StagedEpoch {
+            epoch: self.epoch,
+            files: staged,
+        })
+    }
+
+    fn epoch_done(&mut self) {
         self.buffers.clear();
         self.epoch += 1;
-        self.delivered += self.buffered as u64;
         self.buffered = 0;
         self.buffered_bytes = 0;
         self.last_commit = Instant::now();
-        Ok(())
     }
 
     /// Writes each partition's rows to a hidden temporary file; `staged` lists what was written.
@@ -279,56 +385,13 @@ impl ParquetWriter {
     }
 
     /// Writes the epoch's manifest (the commit point), then renames the staged files into place.
-    fn publish(&self, staged: &[(PathBuf, PathBuf, usize)]) -> Result<(), SinkError> {
-        let files: Vec<serde_json::Value> = staged
-            .iter()
-            .map(|(temporary, final_path, rows)| {
-                let relative = final_path
-                    .strip_prefix(&self.config.path)
-                    .unwrap_or(final_path)
-                    .display()
-                    .to_string();
-                // Where the file waits until renamed, for a restart after a crash to finish.
-                let staged = temporary
-                    .file_name()
-                    .map(|name| name.to_string_lossy().into_owned());
-                serde_json::json!({ "file": relative, "rows": rows, "staged": staged })
-            })
-            .collect();
-        let manifest = serde_json::json!({
-            "epoch": self.epoch,
-            "committed_at": chrono::Utc::now().to_rfc3339(),
-            "schema": self.schema.fields().iter().map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
-            "files": files,
-        });
-        let final_manifest = self
-            .config
-            .path
-            .join("_manifests")
-            .join(format!("epoch-{:06}.json", self.epoch));
-        let temporary = hidden_path(&final_manifest, &self.writer_tag);
-        write_synced(&temporary, manifest.to_string().as_bytes())
-            .map_err(|e| self.io_error(&temporary, e))?;
-        // A hard link, unlike a rename, never replaces an epoch someone else committed.
-        let linked = std::fs::hard_link(&temporary, &final_manifest);
-        let _ = std::fs::remove_file(&temporary);
-        linked.map_err(|e| {
-            let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                std::io::Error::other(format!(
-                    "epoch {} is already committed by another writer",
-                    self.epoch
-                ))
-            } else {
-                e
-            };
-            self.io_error(&final_manifest, e)
-        })?;
-        sync_directory(final_manifest.parent().unwrap_or(&self.config.path));
-        for (temporary, final_path, _) in staged {
-            std::fs::rename(temporary, final_path).map_err(|e| self.io_error(final_path, e))?;
-            sync_directory(final_path.parent().unwrap_or(&self.config.path));
-        }
-        Ok(())
+    fn publish(&self, staged: &StagedEpoch) -> Result<(), SinkError> {
+        publish(&self.config.path, &self.schema, staged, &self.writer_tag).map_err(|e| match e {
+            PublishError::Io(path, source) => SinkError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+        })
     }
 
     fn write_file(&self, path: &Path, rows: &[Row]) -> Result<(), SinkError> {
@@ -371,7 +434,49 @@ impl SinkWriter for ParquetWriter {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.commit()
+        if self.checkpointed {
+            self.stage_epoch()
+        } else {
+            self.commit()
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        Ok(encode(&Checkpointed {
+            staged: self.ready.clone(),
+            held: self
+                .buffers
+                .iter()
+                .map(|(partition, rows)| (partition.clone(), rows.clone()))
+                .collect(),
+            next_epoch: self.epoch,
+        }))
+    }
+
+    /// Commits, in order, the epochs the stored checkpoint staged.
+    fn checkpoint_stored(&mut self, part: &[u8]) -> Result<(), SinkError> {
+        let checkpointed: Checkpointed =
+            decode("warehouse epochs", part).map_err(|reason| SinkError::Io {
+                path: self.config.path.display().to_string(),
+                source: std::io::Error::other(reason),
+            })?;
+        let last = checkpointed.staged.iter().map(|staged| staged.epoch).max();
+        while let Some(staged) = self.ready.first() {
+            if last.is_none_or(|last| staged.epoch > last) {
+                break;
+            }
+            let staged = self.ready.remove(0);
+            if let Err(error) = self.publish(&staged) {
+                self.ready.insert(0, staged);
+                return Err(error);
+            }
+            self.delivered += staged
+                .files
+                .iter()
+                .map(|(_, _, rows)| *rows as u64)
+                .sum::<u64>();
+        }
+        Ok(())
     }
 
     fn delivers_on_write(&self) -> bool {
@@ -391,12 +496,89 @@ impl SinkWriter for ParquetWriter {
 /// removed while running) commits them, so nothing it accepted is lost.
 impl Drop for ParquetWriter {
     fn drop(&mut self) {
+        // A checkpointed run's rows belong to its checkpoints: a restart produces them again.
         if self.buffered > 0
+            && !self.checkpointed
             && let Err(error) = self.commit()
         {
             tracing::error!(%error, path = %self.config.path.display(), "committing the last epoch failed");
         }
     }
+}
+
+fn row_bytes(row: &Row) -> usize {
+    row.iter()
+        .map(|datum| match datum {
+            Datum::Utf8(text) => text.len() + 4,
+            _ => 8,
+        })
+        .sum()
+}
+
+fn manifest_path(root: &Path, epoch: u64) -> PathBuf {
+    root.join("_manifests")
+        .join(format!("epoch-{epoch:06}.json"))
+}
+
+enum PublishError {
+    Io(PathBuf, std::io::Error),
+}
+
+/// Commits a staged epoch: writes its manifest (the commit point, linked into place so that an
+/// epoch is never committed twice), then renames its files to their visible names.
+fn publish(
+    root: &Path,
+    schema: &SchemaRef,
+    staged: &StagedEpoch,
+    writer_tag: &str,
+) -> Result<(), PublishError> {
+    let files: Vec<serde_json::Value> = staged
+        .files
+        .iter()
+        .map(|(temporary, final_path, rows)| {
+            let relative = final_path
+                .strip_prefix(root)
+                .unwrap_or(final_path)
+                .display()
+                .to_string();
+            // Where the file waits until renamed, for a restart after a crash to finish.
+            let staged = temporary
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned());
+            serde_json::json!({ "file": relative, "rows": rows, "staged": staged })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "epoch": staged.epoch,
+        "committed_at": chrono::Utc::now().to_rfc3339(),
+        "schema": schema.fields().iter().map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
+        "files": files,
+    });
+    let final_manifest = manifest_path(root, staged.epoch);
+    let temporary = hidden_path(&final_manifest, writer_tag);
+    write_synced(&temporary, manifest.to_string().as_bytes())
+        .map_err(|e| PublishError::Io(temporary.clone(), e))?;
+    // A hard link, unlike a rename, never replaces an epoch someone else committed.
+    let linked = std::fs::hard_link(&temporary, &final_manifest);
+    let _ = std::fs::remove_file(&temporary);
+    linked.map_err(|e| {
+        let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::other(format!(
+                "epoch {} is already committed by another writer",
+                staged.epoch
+            ))
+        } else {
+            e
+        };
+        PublishError::Io(final_manifest.clone(), e)
+    })?;
+    sync_directory(final_manifest.parent().unwrap_or(root));
+    for (temporary, final_path, _) in &staged.files {
+        std::fs::rename(temporary, final_path)
+            .map_err(|e| PublishError::Io(final_path.clone(), e))?;
+        sync_directory(final_path.parent().unwrap_or(root));
+    }
+    Ok(())
 }
 
 /// A column as files store it. Timestamps are written in microseconds — the finest unit every

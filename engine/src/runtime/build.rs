@@ -9,9 +9,10 @@ use std::sync::atomic::AtomicBool;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{Scope, Stream};
-use vibelux_connectors::sink::{SinkMetrics, WriteRowsExt, WriteUpdatesExt};
+use vibelux_connectors::sink::{SinkControls, SinkMetrics, WriteRowsExt, WriteUpdatesExt};
 use vibelux_connectors::source::SourceStreams;
 use vibelux_connectors::table::TableStreams;
+use vibelux_interfaces::checkpoint::{Checkpoints, Participant};
 use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::{AlarmDesk, RaiseAlarmsExt};
@@ -155,6 +156,8 @@ pub(super) fn demands(
 pub(super) struct NodeControls<'a> {
     pub stop: &'a Arc<AtomicBool>,
     pub alarms: &'a Arc<AlarmDesk>,
+    /// The run's checkpoints, which stateful operators take part in.
+    pub checkpoints: Option<&'a Arc<Checkpoints>>,
 }
 
 /// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
@@ -170,7 +173,9 @@ pub(super) fn build_nodes<'scope>(
     let NodeControls {
         stop,
         alarms: alarm_desk,
+        checkpoints,
     } = *controls;
+    let worker = scope.index();
     let mut built: HashMap<NodeId, Built> = HashMap::new();
     // Each Calc's rows on which an expression failed, for its view's `<view>_errors`.
     let mut calc_errors: HashMap<NodeId, Stream<'scope, u64, Vec<Row>>> = HashMap::new();
@@ -288,10 +293,15 @@ pub(super) fn build_nodes<'scope>(
                 plan: aggregate,
             } => {
                 let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
-                let (changes, finals) =
-                    built[input]
-                        .changes()
-                        .aggregate(aggregate.clone(), emit_changes, stop.clone());
+                let checkpointing = checkpoints.map(|checkpoints| {
+                    Participant::register(checkpoints, format!("node/{node}/{worker}"))
+                });
+                let (changes, finals) = built[input].changes().aggregate(
+                    aggregate.clone(),
+                    emit_changes,
+                    stop.clone(),
+                    checkpointing,
+                );
                 Built::Updates {
                     changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
                     finals: aggregate.window.as_ref().map(|_| finals),
@@ -330,17 +340,15 @@ pub(super) fn attach_sink(
     mode: SinkMode,
     writer: Option<Box<dyn SinkWriter>>,
     metrics: Arc<SinkMetrics>,
-    stop: &Arc<AtomicBool>,
+    controls: SinkControls,
     finished: &ProbeHandle<u64>,
 ) {
     let delivered = match mode {
         SinkMode::Rows | SinkMode::FinalRows => output
             .finals()
             .expect("planned as final")
-            .write_rows(writer, metrics, stop.clone()),
-        SinkMode::Changelog => output
-            .changes()
-            .write_updates(writer, metrics, stop.clone()),
+            .write_rows(writer, metrics, controls),
+        SinkMode::Changelog => output.changes().write_updates(writer, metrics, controls),
     };
     delivered.probe_with(finished);
 }

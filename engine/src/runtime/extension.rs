@@ -17,6 +17,7 @@ use vibelux_queries::plan::{DataflowPlan, NodeId, SinkMode};
 use super::{NodeControls, attach_sink, attach_view, build_nodes, demands};
 use crate::live::view::LiveView;
 use crate::taps::{Tapped, Taps};
+use vibelux_connectors::sink::SinkControls;
 
 /// Builds a view or sink added while running, fed by the main dataflow's taps.
 pub(super) fn build_extension(
@@ -71,9 +72,12 @@ pub(super) fn build_extension(
         &demand,
         &source_streams,
         &table_streams,
+        // Views and sinks added while running are not in the pipeline file, so a restart
+        // does not bring them back: they are not checkpointed.
         &NodeControls {
             stop,
             alarms: alarm_desk,
+            checkpoints: None,
         },
     );
     let finished = ProbeHandle::new();
@@ -93,7 +97,10 @@ pub(super) fn build_extension(
                 plan.sinks[*sink].mode,
                 writer,
                 metrics.clone(),
-                stop,
+                SinkControls {
+                    stop: stop.clone(),
+                    checkpointing: None,
+                },
                 &finished,
             );
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use vibelux_interfaces::checkpoint::{Checkpoints, SourcePart, decode};
 use vibelux_interfaces::connector::SourceStart;
 use vibelux_interfaces::sink::SinkWriter;
 use vibelux_interfaces::source::SourceReader;
@@ -19,16 +20,66 @@ pub(super) struct StartedInputs {
     pub(super) tables: HashMap<usize, Option<Box<dyn SourceReader + Send>>>,
 }
 
-/// Opens (creates) every sink's target; worker 0 takes the writers.
-pub(super) fn open_sinks(plan: &DataflowPlan) -> anyhow::Result<Vec<Option<Box<dyn SinkWriter>>>> {
+/// The key of a sink's part in checkpoints.
+pub(super) fn sink_key(name: &str) -> String {
+    format!("sink/{name}")
+}
+
+/// The key of a source's part, per worker.
+pub(super) fn source_key(name: &str, worker: usize) -> String {
+    format!("source/{name}/{worker}")
+}
+
+/// Opens (creates) every sink's target; worker 0 takes the writers. In a checkpointed run each
+/// continues from its part of the checkpoint resumed from.
+pub(super) fn open_sinks(
+    plan: &DataflowPlan,
+    checkpoints: Option<&Checkpoints>,
+) -> anyhow::Result<Vec<Option<Box<dyn SinkWriter>>>> {
     plan.sinks
         .iter()
         .map(|sink| {
             let schema = plan.nodes[sink.node].schema.clone();
-            sink.target
-                .open(schema, sink.mode == SinkMode::Changelog)
-                .map(Some)
-                .with_context(|| format!("opening sink {}", sink.name))
+            let changelog = sink.mode == SinkMode::Changelog;
+            match checkpoints {
+                Some(checkpoints) => {
+                    let part = checkpoints.take_restored(&sink_key(&sink.name));
+                    sink.target
+                        .open_resuming(schema, changelog, part.as_deref())
+                }
+                None => sink.target.open(schema, changelog),
+            }
+            .map(Some)
+            .with_context(|| format!("opening sink {}", sink.name))
+        })
+        .collect()
+}
+
+/// Where each worker's reader of `name` was at the checkpoint resumed from (empty: afresh).
+fn resume_positions(
+    checkpoints: Option<&Checkpoints>,
+    name: &str,
+    workers: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let Some(checkpoints) = checkpoints else {
+        return Ok(Vec::new());
+    };
+    let parts: Vec<Option<Vec<u8>>> = (0..workers)
+        .map(|worker| checkpoints.restored_part(&source_key(name, worker)))
+        .collect();
+    if parts.iter().all(Option::is_none) {
+        return Ok(Vec::new());
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(worker, part)| {
+            let part = part.with_context(|| {
+                format!("the checkpoint has no position for worker {worker} of source {name}")
+            })?;
+            let part: SourcePart =
+                decode(&format!("position of source {name}"), &part).map_err(anyhow::Error::msg)?;
+            Ok(part.position)
         })
         .collect()
 }
@@ -40,6 +91,7 @@ pub(super) fn start_inputs(
     tables: &[usize],
     metrics: &RunMetrics,
     workers: usize,
+    checkpoints: Option<&Checkpoints>,
 ) -> anyhow::Result<StartedInputs> {
     let mut started = StartedInputs {
         sources: HashMap::new(),
@@ -60,6 +112,7 @@ pub(super) fn start_inputs(
                 workers,
                 metrics: metrics.sources[position].1.clone(),
                 progress,
+                resume: resume_positions(checkpoints, &source_plan.name, workers)?,
             })
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting source {}", source_plan.name))?;
@@ -77,6 +130,7 @@ pub(super) fn start_inputs(
                 workers: 1,
                 metrics: metrics.sources[sources.len() + position].1.clone(),
                 progress: Arc::default(),
+                resume: Vec::new(),
             })
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting table {}", table_plan.name))?;

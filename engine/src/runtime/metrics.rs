@@ -9,6 +9,7 @@ use vibelux_operators::alarm::AlarmDesk;
 use vibelux_queries::plan::{DataflowPlan, NodeKind};
 
 use crate::live::view::LiveViews;
+use crate::state::CheckpointMetrics;
 
 /// What a run shares while it runs: counters (reported at its end), live views, and the desk
 /// through which people acknowledge and shelve its alarms.
@@ -23,6 +24,8 @@ pub struct RunMetrics {
     pub alarms: Arc<AlarmDesk>,
     /// Each view's Calcs, which count the rows their expressions failed on.
     pub expression_errors: Vec<(String, Vec<Arc<vibelux_operators::calc::Calc>>)>,
+    /// Checkpoints taken, when the run is checkpointed.
+    pub checkpoints: Option<Arc<CheckpointMetrics>>,
 }
 
 impl RunMetrics {
@@ -32,6 +35,7 @@ impl RunMetrics {
         sources: &[usize],
         tables: &[usize],
         views: LiveViews,
+        checkpoints: Option<Arc<CheckpointMetrics>>,
     ) -> Self {
         RunMetrics {
             sources: sources
@@ -57,6 +61,7 @@ impl RunMetrics {
             step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
             alarms: Arc::default(),
             expression_errors: calcs_by_view(plan),
+            checkpoints,
         }
     }
 }

@@ -16,7 +16,10 @@ use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::row::Update;
 use vibelux_queries::plan::{DataflowPlan, NodeId};
 
+use vibelux_interfaces::checkpoint::Checkpoints;
+
 use crate::live::view::{LiveView, LiveViews, Retention};
+use crate::state::{Checkpointer, Resumed, StateOptions, Storing};
 
 mod build;
 mod extension;
@@ -51,6 +54,8 @@ struct RunShared {
     extensible: bool,
     /// Each worker's command receiver, taken by the worker.
     receivers: Mutex<Vec<Option<Receiver<Command>>>>,
+    /// The run's checkpoints, when it is checkpointed.
+    checkpoints: Option<Arc<Checkpoints>>,
 }
 
 pub struct RunOptions {
@@ -64,6 +69,23 @@ pub struct RunOptions {
     /// Accept views and sinks while running ([`Run::commands`]): every source and table runs,
     /// tapped for the dataflows added later.
     pub extensible: bool,
+    /// Keep checkpoints here and resume from the newest (when the run can be checkpointed).
+    pub state: Option<StateOptions>,
+}
+
+/// Whether a run is checkpointed, and from what it resumed.
+#[derive(Debug, Clone)]
+pub enum Durability {
+    /// No state directory was given.
+    Off,
+    /// A state directory was given, but parts of the run cannot be checkpointed yet.
+    Unsupported(Vec<String>),
+    On {
+        directory: std::path::PathBuf,
+        interval: std::time::Duration,
+        /// The checkpoint resumed from: id, when it was taken, whether it was a run's last.
+        resumed: Option<(u64, String, bool)>,
+    },
 }
 
 /// A running pipeline.
@@ -73,6 +95,9 @@ pub struct Run {
     /// One sender per worker, for views and sinks added while running (`extensible` runs).
     pub commands: Vec<std::sync::mpsc::Sender<Command>>,
     captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
+    pub durability: Durability,
+    checkpoints: Option<Arc<Checkpoints>>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Run {
@@ -81,6 +106,22 @@ impl Run {
     pub fn join(self) -> anyhow::Result<HashMap<NodeId, Vec<Update>>> {
         for result in self.guards.join() {
             result.map_err(|panic| anyhow::anyhow!("worker failed: {panic}"))??;
+        }
+        if let Some(checkpointer) = self.checkpointer {
+            checkpointer.finish();
+        }
+        if let Some(checkpoints) = &self.checkpoints
+            && checkpoints.final_stored() != Some(true)
+        {
+            let why = checkpoints
+                .spoiled()
+                .or_else(|| checkpoints.failure())
+                .unwrap_or_else(|| "not every part of the run ended".into());
+            anyhow::bail!(
+                "the run's last checkpoint could not be stored ({why}); a restart resumes from \
+                 checkpoint {} and produces what followed it again",
+                checkpoints.completed()
+            );
         }
         // An input that could not be read to its end fails the run: what was read is not the
         // whole input, and must not pass for it.
@@ -141,16 +182,27 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             })
             .collect(),
     );
-    let metrics = Arc::new(RunMetrics::new(&plan, &sources, &tables, views.clone()));
+    let workers = options.workers.max(1);
+    let (durability, resumed) = durability(&plan, &order, &sources, &tables, &options, workers)?;
+    let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
+    let checkpoint_metrics = checkpoints.as_ref().map(|_| Arc::default());
+    let metrics = Arc::new(RunMetrics::new(
+        &plan,
+        &sources,
+        &tables,
+        views.clone(),
+        checkpoint_metrics.clone(),
+    ));
     // Sinks open and sources start before any worker does (files created, network clients
     // started), so a bad path or an unreachable broker fails the run up front.
-    let writers = Mutex::new(open_sinks(&plan)?);
+    let writers = Mutex::new(open_sinks(&plan, checkpoints.as_deref())?);
     let started = Mutex::new(start_inputs(
         &plan,
         &sources,
         &tables,
         &metrics,
-        options.workers.max(1),
+        workers,
+        checkpoints.as_deref(),
     )?);
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
     let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
@@ -172,14 +224,59 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         stop: options.stop.clone(),
         extensible: options.extensible,
         receivers: Mutex::new(receivers),
+        checkpoints: checkpoints.clone(),
     });
     let config = timely::Config::process(options.workers.max(1));
     let guards = timely::execute(config, move |worker| worker::run(worker, &shared))
         .map_err(|error| anyhow::anyhow!("starting workers: {error}"))?;
+    let checkpointer = match (resumed, &options.state, checkpoint_metrics) {
+        (Some(resumed), Some(state), Some(checkpoint_metrics)) => Some(Checkpointer::spawn(
+            resumed.checkpoints,
+            Storing {
+                store: resumed.store,
+                pipeline: state.pipeline.clone(),
+                workers,
+                interval: state.interval,
+            },
+            checkpoint_metrics,
+        )),
+        _ => None,
+    };
     Ok(Run {
         guards,
         metrics,
         commands,
         captured,
+        durability,
+        checkpoints,
+        checkpointer,
     })
+}
+
+/// Whether the run is checkpointed; if it is, what it resumes from.
+fn durability(
+    plan: &DataflowPlan,
+    order: &[NodeId],
+    sources: &[usize],
+    tables: &[usize],
+    options: &RunOptions,
+    workers: usize,
+) -> anyhow::Result<(Durability, Option<Resumed>)> {
+    let Some(state) = &options.state else {
+        return Ok((Durability::Off, None));
+    };
+    let mut reasons = crate::state::unsupported(plan, order, sources, tables);
+    if !options.capture.is_empty() {
+        reasons.push("queries are not checkpointed".into());
+    }
+    if !reasons.is_empty() {
+        return Ok((Durability::Unsupported(reasons), None));
+    }
+    let resumed = crate::state::resume(state, workers)?;
+    let durability = Durability::On {
+        directory: state.directory.clone(),
+        interval: state.interval,
+        resumed: resumed.from.clone(),
+    };
+    Ok((durability, Some(resumed)))
 }

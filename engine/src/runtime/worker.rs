@@ -12,13 +12,19 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, Stream};
 use timely::worker::Worker;
-use vibelux_connectors::source::{SourceReader, SourceStreams, read_source};
+use vibelux_connectors::sink::SinkControls;
+use vibelux_connectors::source::{
+    SourceCheckpointing, SourceControls, SourceReader, SourceStreams, read_source,
+};
 use vibelux_connectors::table::{TableStreams, read_table};
+use vibelux_connectors::watermark::WatermarkState;
+use vibelux_interfaces::checkpoint::{Checkpoints, Participant, SourcePart, decode};
 use vibelux_operators::row::Update;
 use vibelux_queries::plan::NodeId;
 
 use super::build::{NodeControls, attach_sink, attach_view, build_nodes};
 use super::extension::build_extension;
+use super::inputs::{sink_key, source_key};
 use super::{Command, RunShared};
 use crate::taps::{Tapped, Taps};
 
@@ -30,6 +36,10 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
         .expect("one receiver per worker");
     let taps = Taps::default();
     worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| build_dataflow(scope, shared, &taps));
+    // Every participant of this worker is registered: checkpoints may start once all are.
+    if let Some(checkpoints) = &shared.checkpoints {
+        checkpoints.built();
+    }
     let metrics = &shared.metrics;
     // Dataflows added while running, by the name of the view or sink they maintain.
     let mut added: HashMap<String, usize> = HashMap::new();
@@ -93,14 +103,22 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
         // one on another clock: a 60× simulation beside a PLC polled in real time would stop
         // after ten simulated minutes.
         let paced = plan.sources[source].spec.paced_by_clock();
+        let name = &plan.sources[source].name;
+        let checkpointing = shared
+            .checkpoints
+            .as_ref()
+            .map(|checkpoints| source_checkpointing(checkpoints, name, index));
         let streams = read_source(
             scope,
-            &plan.sources[source].name,
+            name,
             reader,
             plan.sources[source].timing.clone(),
             metrics.sources[position].1.clone(),
-            stop.clone(),
-            (!paced).then(|| finished.clone()),
+            SourceControls {
+                stop: stop.clone(),
+                flow: (!paced).then(|| finished.clone()),
+                checkpointing,
+            },
         );
         source_streams.insert(source, streams);
     }
@@ -146,6 +164,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
         &NodeControls {
             stop,
             alarms: &metrics.alarms,
+            checkpoints: shared.checkpoints.as_ref(),
         },
     );
 
@@ -156,12 +175,20 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
         } else {
             None
         };
+        let checkpointing = shared
+            .checkpoints
+            .as_ref()
+            .filter(|_| writer.is_some())
+            .map(|checkpoints| Participant::register(checkpoints, sink_key(&sink.name)));
         attach_sink(
             &built[&sink.node],
             sink.mode,
             writer,
             metrics.sinks[sink_index].1.clone(),
-            stop,
+            SinkControls {
+                stop: stop.clone(),
+                checkpointing,
+            },
             &finished,
         );
     }
@@ -175,6 +202,27 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             *node,
             shared.captured.clone(),
         );
+    }
+}
+
+/// Registers a source's part on this worker and finds the watermark it resumes with.
+fn source_checkpointing(
+    checkpoints: &Arc<Checkpoints>,
+    name: &str,
+    worker: usize,
+) -> SourceCheckpointing {
+    let key = source_key(name, worker);
+    checkpoints.register(&key, true);
+    let restored = checkpoints.take_restored(&key).map(|part| {
+        let part: SourcePart = decode(&format!("position of source {name}"), &part)
+            .unwrap_or_else(|error| panic!("{error}"));
+        decode::<WatermarkState>(&format!("watermark of source {name}"), &part.watermark)
+            .unwrap_or_else(|error| panic!("{error}"))
+    });
+    SourceCheckpointing {
+        checkpoints: checkpoints.clone(),
+        key,
+        restored,
     }
 }
 

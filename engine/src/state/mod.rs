@@ -1,0 +1,85 @@
+//! Durable state: where a run's checkpoints are kept, what it resumes from, and which runs can
+//! be checkpointed.
+//!
+//! The agreement on a consistent cut lives with the participants
+//! (`vibelux_interfaces::checkpoint`): sources, stateful operators and sinks. This module
+//! loads the newest checkpoint before a run starts (checking that it was written by the same
+//! pipeline with the same number of workers), hands each participant its part, and runs the
+//! thread that stores new checkpoints (`checkpointer.rs`) in a directory (`store.rs`).
+//! `docs/architecture.md` explains the protocol and why it was chosen.
+
+mod checkpointer;
+mod store;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vibelux_interfaces::checkpoint::Checkpoints;
+
+pub use checkpointer::{CheckpointMetrics, Checkpointer, Storing};
+pub use store::{StateDirectory, StoredCheckpoint};
+pub use support::unsupported;
+
+/// Where a run keeps its checkpoints, and how often it takes one.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    pub directory: PathBuf,
+    pub interval: Duration,
+    /// Identifies the pipeline (a hash of its text): a checkpoint is resumed only by the
+    /// pipeline that wrote it.
+    pub pipeline: String,
+}
+
+/// What a checkpointed run starts from.
+pub struct Resumed {
+    pub checkpoints: Arc<Checkpoints>,
+    pub store: StateDirectory,
+    /// The checkpoint resumed from: its id, when it was taken, whether it was a run's last.
+    pub from: Option<(u64, String, bool)>,
+}
+
+/// Opens the state directory and loads the checkpoint to resume from, if there is one.
+pub fn resume(options: &StateOptions, workers: usize) -> anyhow::Result<Resumed> {
+    let store = StateDirectory::open(&options.directory)?;
+    let latest = store.latest()?;
+    let directory = options.directory.display();
+    let (last_id, parts, from) = match latest {
+        None => (0, BTreeMap::new(), None),
+        Some(stored) => {
+            if stored.pipeline != options.pipeline {
+                anyhow::bail!(
+                    "the checkpoint in {directory} was taken by another version of this pipeline \
+                     (the file changed since); resuming an edited pipeline is not supported yet. \
+                     Restore the pipeline, or start afresh with another --state directory (or \
+                     remove {directory})"
+                );
+            }
+            if stored.workers != workers {
+                anyhow::bail!(
+                    "the checkpoint in {directory} was taken with --workers {}; resume it with \
+                     --workers {} (changing the worker count of a checkpointed run is not \
+                     supported yet), or start afresh with another --state directory",
+                    stored.workers,
+                    stored.workers
+                );
+            }
+            let from = Some((stored.id, stored.taken_at.clone(), stored.cut.is_none()));
+            (stored.id, stored.parts, from)
+        }
+    };
+    Ok(Resumed {
+        checkpoints: Arc::new(Checkpoints::new(last_id, parts)),
+        store,
+        from,
+    })
+}
+
+/// The fingerprint of a pipeline's text.
+pub fn pipeline_fingerprint(text: &str) -> String {
+    // xxHash64 is specified, so the fingerprint stays the same across builds and versions.
+    let hash = twox_hash::XxHash64::oneshot(0, text.as_bytes());
+    format!("{hash:016x}-{}", text.len())
+}

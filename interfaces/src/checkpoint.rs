@@ -1,0 +1,496 @@
+//! Consistent checkpoints of a running dataflow: how sources, operators and sinks agree on a cut.
+//!
+//! Timely time is event time (the watermark, in milliseconds), so a *cut* is a timestamp `C`: a
+//! checkpoint holds every participant's state after exactly the data stamped before `C`. Choosing
+//! `C` takes two steps. When a checkpoint is requested, every source reports the time its
+//! capability holds and stops downgrading it (it keeps reading and emitting, at that time); once
+//! all have reported, `C` is one past the latest of them, so no source has emitted anything at
+//! `C` or later yet. Each source then records its position (and its watermark) at the moment it
+//! first moves to `C` or later. Each stateful operator, once its input frontier reaches `C`,
+//! snapshots its state; data at `C` or later that arrived early waits beside it until then. Each
+//! sink delivers what came before `C` and records how far it got (a file's length, a warehouse
+//! epoch staged). Because data stamped before `C` is exactly what the sources emitted before
+//! their positions, restoring all parts and reading on from those positions loses nothing and
+//! repeats nothing.
+//!
+//! A participant whose input has ended for good (a replay read to its end, a stopped run) leaves
+//! a *final* part, which stands for it in every later checkpoint. When every participant is final
+//! the run's last checkpoint is complete: a clean stop resumes open windows instead of losing them.
+//!
+//! This type is the meeting point only; the engine stores checkpoints and restores them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A checkpoint being taken: its number and the dataflow time it cuts at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub id: u64,
+    pub time: u64,
+}
+
+/// What a source does about checkpoints at one activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceTurn {
+    /// Nothing asked: move on freely.
+    Free,
+    /// A checkpoint is being agreed: keep the capability where it is.
+    Hold,
+    /// Record the position when moving to the cut's time or later (now, if already there).
+    Cut(Cut),
+}
+
+/// What a source leaves in a checkpoint: where its reader was and what its watermark knew.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourcePart {
+    /// The reader's own description of its position (see `SourceReader::position`).
+    pub position: Vec<u8>,
+    /// The watermark state of the source's partitions.
+    pub watermark: Vec<u8>,
+    /// Whether the reader had read its input to the end.
+    pub finished: bool,
+}
+
+/// A checkpoint that every participant has answered.
+#[derive(Debug)]
+pub struct Completed {
+    pub id: u64,
+    /// `None` when every part is final (the run has ended).
+    pub cut: Option<Cut>,
+    pub parts: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Progress {
+    participants: BTreeSet<String>,
+    sources: BTreeSet<String>,
+    /// Workers that have built their dataflow (and registered its participants).
+    built: usize,
+    next_id: u64,
+    /// The checkpoint whose cut is being agreed, and the sources' held times (`None`: finished).
+    requested: Option<u64>,
+    reports: HashMap<String, Option<u64>>,
+    cut: Option<Cut>,
+    parts: BTreeMap<String, Vec<u8>>,
+    finals: BTreeMap<String, Vec<u8>>,
+    /// A participant that could not leave a consistent part (a sink that gave up).
+    spoiled: Option<String>,
+    completed: u64,
+    /// Whether the run's last checkpoint (every part final) was handed out.
+    final_taken: bool,
+    /// Its number, once handed out.
+    final_id: Option<u64>,
+    /// Why the last checkpoint could not be stored, while it could not.
+    failure: Option<String>,
+}
+
+/// The checkpoints of one run, shared by its workers and the thread that stores them.
+pub struct Checkpoints {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+    /// A change counter read without the lock on every activation: participants look further
+    /// only when it moved.
+    generation: AtomicU64,
+    /// The cut being taken (id 0: none), for operators' per-batch checks.
+    cut_id: AtomicU64,
+    cut_time: AtomicU64,
+    completed: AtomicU64,
+    /// Parts of the checkpoint this run resumes from.
+    restored: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("completed", &self.completed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoints {
+    /// Checkpoints numbered after `last_id`, resuming from `restored` parts.
+    pub fn new(last_id: u64, restored: BTreeMap<String, Vec<u8>>) -> Self {
+        Checkpoints {
+            progress: Mutex::new(Progress {
+                next_id: last_id + 1,
+                completed: last_id,
+                ..Progress::default()
+            }),
+            changed: Condvar::new(),
+            generation: AtomicU64::new(0),
+            cut_id: AtomicU64::new(0),
+            cut_time: AtomicU64::new(0),
+            completed: AtomicU64::new(last_id),
+            restored: Mutex::new(restored),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// The part `key` left in the checkpoint this run resumes from (taken once).
+    pub fn take_restored(&self, key: &str) -> Option<Vec<u8>> {
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+
+    /// A copy of the part `key` left in the checkpoint this run resumes from.
+    pub fn restored_part(&self, key: &str) -> Option<Vec<u8>> {
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Registers a participant; sources also take part in agreeing on each cut.
+    pub fn register(&self, key: &str, source: bool) {
+        let mut progress = self.lock();
+        progress.participants.insert(key.to_string());
+        if source {
+            progress.sources.insert(key.to_string());
+        }
+    }
+
+    /// A worker has built its dataflow: all its participants are registered.
+    pub fn built(&self) {
+        self.lock().built += 1;
+        self.changed();
+    }
+
+    /// A counter that moves whenever a checkpoint starts, is cut or completes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The cut being taken, read per batch by operators (a cheap load, ordered after the
+    /// batch's arrival, so a batch sent at or after the cut always sees it).
+    pub fn current_cut(&self) -> Option<Cut> {
+        let id = self.cut_id.load(Ordering::Acquire);
+        (id != 0).then(|| Cut {
+            id,
+            time: self.cut_time.load(Ordering::Acquire),
+        })
+    }
+
+    /// The last checkpoint stored.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
+    }
+
+    /// Why the last checkpoint could not be stored, if it could not.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
+    /// A source's turn: `held` is the time its capability holds now.
+    pub fn source_turn(&self, key: &str, held: u64) -> SourceTurn {
+        let mut progress = self.lock();
+        if let Some(cut) = progress.cut {
+            return if progress.parts.contains_key(key) {
+                SourceTurn::Free
+            } else {
+                SourceTurn::Cut(cut)
+            };
+        }
+        if progress.requested.is_none() {
+            return SourceTurn::Free;
+        }
+        progress
+            .reports
+            .entry(key.to_string())
+            .or_insert(Some(held));
+        self.decide_cut(&mut progress);
+        match progress.cut {
+            Some(cut) => SourceTurn::Cut(cut),
+            None => SourceTurn::Hold,
+        }
+    }
+
+    /// Once every source has reported, the cut is one past the latest time held.
+    fn decide_cut(&self, progress: &mut Progress) {
+        let Some(id) = progress.requested else { return };
+        let reported = |source: &String| {
+            progress.reports.contains_key(source) || progress.finals.contains_key(source)
+        };
+        if progress.cut.is_some() || !progress.sources.iter().all(reported) {
+            return;
+        }
+        let latest = progress.reports.values().flatten().copied().max();
+        let time = latest.map_or(0, |time| time + 1);
+        progress.cut = Some(Cut { id, time });
+        self.cut_time.store(time, Ordering::Release);
+        self.cut_id.store(id, Ordering::Release);
+        self.changed();
+    }
+
+    /// Leaves `key`'s part of checkpoint `id`.
+    pub fn submit(&self, key: &str, id: u64, part: Vec<u8>) {
+        let mut progress = self.lock();
+        if progress.cut.is_some_and(|cut| cut.id == id) {
+            progress.parts.insert(key.to_string(), part);
+            self.changed();
+        }
+    }
+
+    /// Leaves `key`'s final part: its input has ended, and this stands for it from now on.
+    pub fn submit_final(&self, key: &str, part: Vec<u8>) {
+        let mut progress = self.lock();
+        progress.finals.insert(key.to_string(), part);
+        self.decide_cut(&mut progress);
+        self.changed();
+    }
+
+    /// `key` could not leave a consistent part (a sink that gave up delivering): no later
+    /// checkpoint completes, and the run resumes from the last one stored.
+    pub fn spoil(&self, key: &str, why: String) {
+        let mut progress = self.lock();
+        progress.spoiled.get_or_insert(format!("{key}: {why}"));
+        self.changed();
+    }
+
+    /// Starts a checkpoint unless one is under way or the workers are still building.
+    pub fn request(&self, workers: usize) -> bool {
+        let mut progress = self.lock();
+        if progress.built < workers || progress.requested.is_some() || progress.spoiled.is_some() {
+            return false;
+        }
+        let id = progress.next_id;
+        progress.next_id += 1;
+        progress.requested = Some(id);
+        progress.reports.clear();
+        progress.parts.clear();
+        self.decide_cut(&mut progress);
+        self.changed();
+        true
+    }
+
+    /// Waits up to `timeout` for a checkpoint every participant has answered: the one under way,
+    /// or the run's last when every participant is final.
+    pub fn wait_complete(&self, workers: usize, timeout: Duration) -> Option<Completed> {
+        let progress = self.lock();
+        let (mut progress, _) = self
+            .changed
+            .wait_timeout_while(progress, timeout, |progress| {
+                Self::complete(progress, workers).is_none()
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        let all_final = Self::complete(&progress, workers)?;
+        let cut = if all_final { None } else { progress.cut };
+        let id = match cut {
+            Some(cut) => cut.id,
+            None => {
+                // Final: numbered after everything requested so far.
+                progress.final_taken = true;
+                let id = progress.next_id;
+                progress.next_id += 1;
+                progress.final_id = Some(id);
+                id
+            }
+        };
+        let mut parts = progress.finals.clone();
+        if cut.is_some() {
+            parts.extend(std::mem::take(&mut progress.parts));
+        }
+        progress.requested = None;
+        progress.cut = None;
+        progress.reports.clear();
+        progress.parts.clear();
+        self.cut_id.store(0, Ordering::Release);
+        self.changed();
+        Some(Completed { id, cut, parts })
+    }
+
+    /// `Some(all_final)` when a checkpoint can be stored.
+    fn complete(progress: &Progress, workers: usize) -> Option<bool> {
+        if progress.built < workers || progress.spoiled.is_some() {
+            return None;
+        }
+        let all_final = progress
+            .participants
+            .iter()
+            .all(|key| progress.finals.contains_key(key));
+        if all_final {
+            return (!progress.final_taken).then_some(true);
+        }
+        progress.cut?;
+        progress
+            .participants
+            .iter()
+            .all(|key| progress.parts.contains_key(key) || progress.finals.contains_key(key))
+            .then_some(false)
+    }
+
+    /// Checkpoint `id` is stored: sinks may commit what they staged for it.
+    pub fn mark_completed(&self, id: u64) {
+        let mut progress = self.lock();
+        progress.completed = id;
+        progress.failure = None;
+        self.completed.store(id, Ordering::Release);
+        self.changed();
+    }
+
+    /// Storing a checkpoint failed; the next one is tried on schedule.
+    pub fn mark_failed(&self, why: String) {
+        self.lock().failure = Some(why);
+        self.changed();
+    }
+
+    /// Whether the run's last checkpoint is stored (`Some(true)`), cannot be (`Some(false)`: it
+    /// failed, or a participant spoiled it), or is still to come (`None`).
+    pub fn final_stored(&self) -> Option<bool> {
+        let progress = self.lock();
+        if progress.spoiled.is_some() {
+            return Some(false);
+        }
+        let id = progress.final_id?;
+        if progress.completed >= id {
+            Some(true)
+        } else if progress.failure.is_some() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Whether every participant has left its final part (the run's last checkpoint is due).
+    pub fn all_final(&self) -> bool {
+        let progress = self.lock();
+        progress
+            .participants
+            .iter()
+            .all(|key| progress.finals.contains_key(key))
+    }
+
+    /// Why checkpoints stopped completing, if a participant spoiled them.
+    pub fn spoiled(&self) -> Option<String> {
+        self.lock().spoiled.clone()
+    }
+}
+
+/// How one stateful operator (or sink) takes part: the run's checkpoints and its part's key.
+#[derive(Clone, Debug)]
+pub struct Participant {
+    pub checkpoints: std::sync::Arc<Checkpoints>,
+    pub key: String,
+}
+
+impl Participant {
+    /// Registers `key` as a participant that is not a source.
+    pub fn register(checkpoints: &std::sync::Arc<Checkpoints>, key: String) -> Self {
+        checkpoints.register(&key, false);
+        Participant {
+            checkpoints: checkpoints.clone(),
+            key,
+        }
+    }
+
+    /// The cut being taken, unless this participant answered it (`answered` is the id of the
+    /// last cut it answered). Read per batch: see [`Checkpoints::current_cut`].
+    pub fn pending(&self, answered: u64) -> Option<Cut> {
+        self.checkpoints
+            .current_cut()
+            .filter(|cut| cut.id > answered)
+    }
+
+    /// The part this participant left in the checkpoint the run resumes from.
+    pub fn restored(&self) -> Option<Vec<u8>> {
+        self.checkpoints.take_restored(&self.key)
+    }
+
+    pub fn submit(&self, cut: Cut, part: Vec<u8>) {
+        self.checkpoints.submit(&self.key, cut.id, part);
+    }
+
+    pub fn submit_final(&self, part: Vec<u8>) {
+        self.checkpoints.submit_final(&self.key, part);
+    }
+}
+
+/// Encodes a part (compact binary; parts are read back by the same build of the engine).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serialize(value).expect("checkpoint state serializes")
+}
+
+/// Decodes a part; the error names what could not be read.
+pub fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, String> {
+    bincode::deserialize(bytes)
+        .map_err(|error| format!("cannot read the checkpointed {what}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_is_one_past_the_latest_time_the_sources_hold() {
+        let checkpoints = Checkpoints::new(0, BTreeMap::new());
+        checkpoints.register("source/a/0", true);
+        checkpoints.register("source/b/0", true);
+        checkpoints.register("node/1/0", false);
+        checkpoints.built();
+        assert_eq!(checkpoints.source_turn("source/a/0", 5), SourceTurn::Free);
+        assert!(checkpoints.request(1));
+        assert_eq!(checkpoints.source_turn("source/a/0", 5), SourceTurn::Hold);
+        assert_eq!(checkpoints.current_cut(), None);
+        let cut = Cut { id: 1, time: 10 };
+        assert_eq!(
+            checkpoints.source_turn("source/b/0", 9),
+            SourceTurn::Cut(cut)
+        );
+        assert_eq!(
+            checkpoints.source_turn("source/a/0", 5),
+            SourceTurn::Cut(cut)
+        );
+        assert_eq!(checkpoints.current_cut(), Some(cut));
+        checkpoints.submit("source/a/0", 1, vec![1]);
+        checkpoints.submit("source/b/0", 1, vec![2]);
+        assert!(checkpoints.wait_complete(1, Duration::ZERO).is_none());
+        checkpoints.submit("node/1/0", 1, vec![3]);
+        let completed = checkpoints.wait_complete(1, Duration::ZERO).unwrap();
+        assert_eq!((completed.id, completed.cut), (1, Some(cut)));
+        assert_eq!(completed.parts.len(), 3);
+        assert_eq!(checkpoints.current_cut(), None);
+        assert_eq!(checkpoints.source_turn("source/a/0", 12), SourceTurn::Free);
+    }
+
+    #[test]
+    fn final_parts_stand_in_and_complete_the_last_checkpoint() {
+        let checkpoints = Checkpoints::new(4, BTreeMap::new());
+        checkpoints.register("source/a/0", true);
+        checkpoints.register("sink/out", false);
+        checkpoints.built();
+        checkpoints.submit_final("source/a/0", vec![1]);
+        assert!(checkpoints.request(1));
+        // The finished source counts as reported: the cut is decided at once.
+        assert_eq!(checkpoints.current_cut(), Some(Cut { id: 5, time: 0 }));
+        checkpoints.submit_final("sink/out", vec![2]);
+        let completed = checkpoints.wait_complete(1, Duration::ZERO).unwrap();
+        assert_eq!(completed.cut, None);
+        assert_eq!(completed.id, 6);
+        assert_eq!(completed.parts.len(), 2);
+    }
+
+    #[test]
+    fn a_spoiled_run_completes_no_more_checkpoints() {
+        let checkpoints = Checkpoints::new(0, BTreeMap::new());
+        checkpoints.register("sink/out", false);
+        checkpoints.built();
+        checkpoints.spoil("sink/out", "disk full".into());
+        checkpoints.submit_final("sink/out", vec![]);
+        assert!(!checkpoints.request(1));
+        assert!(checkpoints.wait_complete(1, Duration::ZERO).is_none());
+    }
+}
