@@ -138,7 +138,7 @@ fn a_replay_writes_each_window_once_and_keeps_bad_lines() {
     for workers in ["1", "2"] {
         let output = vibelux()
             .current_dir(dir.path())
-            .args(["run", "--http", "off", "--workers", workers])
+            .args(["run", "--http", "off", "--no-state", "--workers", workers])
             .arg(&sql)
             .output()
             .unwrap();

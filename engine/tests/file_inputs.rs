@@ -66,7 +66,15 @@ fn lines_of(path: &Path) -> Vec<String> {
 fn replay(dir: &Path, workers: &str) -> Output {
     vibelux()
         .current_dir(dir)
-        .args(["run", "--http", "off", "--workers", workers, "pipeline.sql"])
+        .args([
+            "run",
+            "--http",
+            "off",
+            "--no-state",
+            "--workers",
+            workers,
+            "pipeline.sql",
+        ])
         .output()
         .unwrap()
 }

@@ -7,14 +7,17 @@
 //! Each row leaves with its score appended (NULL while the series' detector warms up).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use vibelux_interfaces::checkpoint::{Participant, decode, encode};
 use vibelux_models::detector::Scorer;
 
 use crate::aggregate::{StateMap, key_hash};
@@ -46,7 +49,7 @@ pub struct AnomalySpec {
 ///     let rows: Vec<Row> = (0..30)
 ///         .map(|i| vec![Datum::Utf8("s1".into()), Datum::Timestamp(i * 60_000_000_000), Datum::Float64(1.0)])
 ///         .collect();
-///     rows.to_stream(scope).score_anomalies(spec.clone()).capture()
+///     rows.to_stream(scope).score_anomalies(spec.clone(), Default::default(), None).capture()
 /// });
 /// let rows: Vec<Row> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
 /// assert_eq!(rows.len(), 30);
@@ -54,11 +57,129 @@ pub struct AnomalySpec {
 /// assert_eq!(rows[29][3], Datum::Float64(0.0), "readings every minute: no gap");
 /// ```
 pub trait ScoreAnomaliesExt<'scope> {
-    fn score_anomalies(self, spec: Arc<AnomalySpec>) -> Stream<'scope, u64, Vec<Row>>;
+    /// With `checkpointing`, the detectors and the rows waiting take part in checkpoints, and
+    /// resume from the one the run restored.
+    fn score_anomalies(
+        self,
+        spec: Arc<AnomalySpec>,
+        stop: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Row>>;
+}
+
+/// What a checkpoint keeps: every series' detector, and the rows waiting for the frontier by the
+/// time they are released at.
+#[derive(Serialize, Deserialize)]
+struct Checkpointed {
+    series: Vec<(Row, Scorer)>,
+    waiting: Vec<(u64, Vec<Row>)>,
+}
+
+/// The detectors of one worker's series and the rows waiting to be scored.
+struct Series {
+    spec: Arc<AnomalySpec>,
+    detectors: StateMap<Row, Scorer>,
+    /// Rows by the dataflow time (ms) after which they can be scored.
+    waiting: BTreeMap<u64, (Capability<u64>, Vec<Row>)>,
+}
+
+impl Series {
+    /// Takes a batch stamped at `at`'s time: each row waits for the frontier to pass its
+    /// event time.
+    fn take(&mut self, at: &Capability<u64>, data: &mut Vec<Row>) {
+        let now = *at.time();
+        for row in data.drain(..) {
+            let millis = row[self.spec.time]
+                .as_timestamp_nanos()
+                .map_or(0, |nanos| nanos.div_euclid(1_000_000).max(0) as u64);
+            let release = (millis + 1).max(now);
+            self.waiting
+                .entry(release)
+                .or_insert_with(|| (at.delayed(&release), Vec::new()))
+                .1
+                .push(row);
+        }
+    }
+
+    /// Scores the rows the frontier has released, up to (not including) `before`; returns
+    /// each release's capability with its scored rows.
+    fn release(
+        &mut self,
+        frontier: timely::progress::frontier::AntichainRef<'_, u64>,
+        before: u64,
+    ) -> Vec<(Capability<u64>, Vec<Row>)> {
+        let spec = self.spec.clone();
+        let mut released = Vec::new();
+        while let Some(entry) = self.waiting.first_entry() {
+            if frontier.less_than(entry.key()) || *entry.key() >= before {
+                break;
+            }
+            let (capability, mut rows) = entry.remove();
+            rows.sort_by(|a, b| {
+                (&a[spec.time], a)
+                    .partial_cmp(&(&b[spec.time], b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let key: Row = spec
+                    .keys
+                    .iter()
+                    .map(|&column| row[column].clone())
+                    .collect();
+                let scorer = self.detectors.entry(key).or_insert_with(|| {
+                    Scorer::for_values(&spec.detector, &[], spec.values.len())
+                        .expect("checked when planned")
+                });
+                let values: Option<Vec<f64>> = spec
+                    .values
+                    .iter()
+                    .map(|&column| row[column].as_f64())
+                    .collect();
+                let score = match (row[spec.time].as_timestamp_nanos(), values) {
+                    (Some(ts), Some(values)) => scorer.score_values(ts, &values),
+                    _ => None,
+                };
+                let mut scored: Row = row[..spec.kept].to_vec();
+                scored.push(score.map_or(Datum::Null, Datum::Float64));
+                out.push(scored);
+            }
+            released.push((capability, out));
+        }
+        released
+    }
+
+    fn checkpoint(&self) -> Vec<u8> {
+        encode(&Checkpointed {
+            series: self
+                .detectors
+                .iter()
+                .map(|(key, scorer)| (key.clone(), scorer.clone()))
+                .collect(),
+            waiting: self
+                .waiting
+                .iter()
+                .map(|(release, (_, rows))| (*release, rows.clone()))
+                .collect(),
+        })
+    }
+
+    fn restore(&mut self, checkpointed: Checkpointed, initial: &Capability<u64>) {
+        self.detectors.extend(checkpointed.series);
+        for (release, rows) in checkpointed.waiting {
+            self.waiting
+                .insert(release, (initial.delayed(&release), rows));
+        }
+    }
 }
 
 impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
-    fn score_anomalies(self, spec: Arc<AnomalySpec>) -> Stream<'scope, u64, Vec<Row>> {
+    fn score_anomalies(
+        self,
+        spec: Arc<AnomalySpec>,
+        stop: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Row>> {
         let keys = spec.keys.clone();
         let exchange = Exchange::new(move |row: &Row| {
             let key: Row = keys.iter().map(|&column| row[column].clone()).collect();
@@ -68,62 +189,67 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
         let mut input = builder.new_input(self, exchange);
         let (output, scored) = builder.new_output();
         let mut output = OutputBuilder::from(output);
-        builder.build(move |_initial_capabilities| {
-            let mut series: StateMap<Row, Scorer> = StateMap::default();
-            // Rows by the dataflow time (ms) after which they can be scored.
-            let mut waiting: BTreeMap<u64, (Capability<u64>, Vec<Row>)> = BTreeMap::new();
+        builder.build(move |initial_capabilities| {
+            let mut state = Series {
+                spec: spec.clone(),
+                detectors: StateMap::default(),
+                waiting: BTreeMap::new(),
+            };
+            if let Some(bytes) = checkpointing.as_ref().and_then(Participant::restored) {
+                match decode::<Checkpointed>("anomaly detectors", &bytes) {
+                    Ok(checkpointed) => state.restore(checkpointed, &initial_capabilities[0]),
+                    Err(error) => panic!("{error}"),
+                }
+            }
+            // Batches stamped at or after a cut being taken wait here until the snapshot.
+            let mut held: Vec<(Capability<u64>, Vec<Row>)> = Vec::new();
+            let mut answered = 0;
+            let mut finished = false;
             move |frontiers| {
                 let mut handle = output.activate();
                 input.for_each(|time, data| {
-                    let Some(&now) = time.least() else { return };
-                    for row in data.drain(..) {
-                        let millis = row[spec.time]
-                            .as_timestamp_nanos()
-                            .map_or(0, |nanos| nanos.div_euclid(1_000_000).max(0) as u64);
-                        let release = (millis + 1).max(now);
-                        waiting
-                            .entry(release)
-                            .or_insert_with(|| (time.delayed(&release, 0), Vec::new()))
-                            .1
-                            .push(row);
+                    let Some(at) = time.retain_least(0) else {
+                        return;
+                    };
+                    let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                    if cut.is_some_and(|cut| *at.time() >= cut.time) {
+                        held.push((at, std::mem::take(data)));
+                    } else {
+                        state.take(&at, data);
                     }
                 });
                 let frontier = frontiers[0].frontier();
-                while let Some(entry) = waiting.first_entry() {
-                    if frontier.less_than(entry.key()) {
-                        break;
+                // A stopped run's frontier is empty, but readings before the rows waiting may
+                // still come after a restart: a checkpointed run keeps them waiting.
+                let stopped =
+                    frontier.is_empty() && checkpointing.is_some() && stop.load(Ordering::Relaxed);
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                let before = cut.map_or(u64::MAX, |cut| cut.time);
+                if !stopped {
+                    for (capability, mut rows) in state.release(frontier, before) {
+                        handle.session(&capability).give_container(&mut rows);
                     }
-                    let (capability, mut rows) = entry.remove();
-                    rows.sort_by(|a, b| {
-                        (&a[spec.time], a)
-                            .partial_cmp(&(&b[spec.time], b))
-                            .unwrap_or(std::cmp::Ordering::Equal)
-                    });
-                    let mut out = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        let key: Row = spec
-                            .keys
-                            .iter()
-                            .map(|&column| row[column].clone())
-                            .collect();
-                        let scorer = series.entry(key).or_insert_with(|| {
-                            Scorer::for_values(&spec.detector, &[], spec.values.len())
-                                .expect("checked when planned")
-                        });
-                        let values: Option<Vec<f64>> = spec
-                            .values
-                            .iter()
-                            .map(|&column| row[column].as_f64())
-                            .collect();
-                        let score = match (row[spec.time].as_timestamp_nanos(), values) {
-                            (Some(ts), Some(values)) => scorer.score_values(ts, &values),
-                            _ => None,
-                        };
-                        let mut scored: Row = row[..spec.kept].to_vec();
-                        scored.push(score.map_or(Datum::Null, Datum::Float64));
-                        out.push(scored);
+                }
+                if let (Some(participant), Some(cut)) = (&checkpointing, cut)
+                    && !frontier.less_than(&cut.time)
+                {
+                    participant.submit(cut, state.checkpoint());
+                    answered = cut.id;
+                    for (at, mut data) in held.drain(..) {
+                        state.take(&at, &mut data);
                     }
-                    handle.session(&capability).give_container(&mut out);
+                    if !stopped {
+                        for (capability, mut rows) in state.release(frontier, u64::MAX) {
+                            handle.session(&capability).give_container(&mut rows);
+                        }
+                    }
+                }
+                if frontier.is_empty() && !finished {
+                    finished = true;
+                    if let Some(participant) = &checkpointing {
+                        participant.submit_final(state.checkpoint());
+                    }
+                    state.waiting.clear();
                 }
             }
         });

@@ -64,14 +64,33 @@ impl SourceSpec for SimulatedFacility {
         )
     }
 
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        // A resumed simulation keeps the start it had: its faults are placed from it.
+        let first = match start.resume.first() {
+            Some(position) => SimulatorReader::checkpointed_start(position)?,
+            None => self.config.resolved_start(),
+        };
         self.config
-            .write_fault_ground_truth(self.config.resolved_start())
+            .write_fault_ground_truth(first)
             .map_err(|error| format!("writing the faults' ground truth: {error}"))?;
+        let config = SimulatorConfig {
+            start_nanos: Some(first),
+            ..self.config.clone()
+        };
         (0..start.workers)
             .map(|worker| {
-                SimulatorReader::new(self.config.clone(), &self.schema, worker, start.workers)
-                    .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
+                let mut reader =
+                    SimulatorReader::new(config.clone(), &self.schema, worker, start.workers)?;
+                // `resume` tells a facility following the wall clock by the configuration.
+                reader.config.start_nanos = self.config.start_nanos;
+                if let Some(position) = start.resume.get(worker) {
+                    reader.resume(position)?;
+                }
+                Ok(Box::new(reader) as Box<dyn SourceReader + Send>)
             })
             .collect()
     }

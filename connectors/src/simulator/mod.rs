@@ -9,6 +9,7 @@
 
 pub mod connector;
 pub mod options;
+mod resume;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -297,7 +298,7 @@ pub fn check_columns(schema: &Schema) -> Result<(), String> {
     map_columns(schema).map(|_| ())
 }
 
-struct Sensor {
+pub(super) struct Sensor {
     index: usize,
     id: Arc<str>,
     room: Arc<str>,
@@ -305,23 +306,25 @@ struct Sensor {
     room_index: usize,
     zone_offset: f64,
     phase: i64,
-    rng: ChaCha8Rng,
-    last: Option<[f64; 4]>,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) last: Option<[f64; 4]>,
 }
 
 /// A reading waiting for its (possibly delayed) arrival.
-type Pending = Reverse<(i64, u64, Vec<Datum>, i64)>;
+pub(super) type Pending = Reverse<(i64, u64, Vec<Datum>, i64)>;
 
 pub struct SimulatorReader {
-    config: SimulatorConfig,
+    pub(super) config: SimulatorConfig,
     columns: Vec<Column>,
-    sensors: Vec<Sensor>,
+    pub(super) sensors: Vec<Sensor>,
     faults: Vec<Fault>,
-    start: i64,
-    next_tick: i64,
-    pending: BinaryHeap<Pending>,
-    sequence: u64,
-    started_at: Instant,
+    pub(super) start: i64,
+    pub(super) next_tick: i64,
+    pub(super) pending: BinaryHeap<Pending>,
+    pub(super) sequence: u64,
+    /// Simulated time at `started_at`, for live speeds.
+    pub(super) clock_origin: i64,
+    pub(super) started_at: Instant,
     noise: Normal<f64>,
 }
 
@@ -367,18 +370,19 @@ impl SimulatorReader {
             next_tick: start,
             pending: BinaryHeap::new(),
             sequence: 0,
+            clock_origin: start,
             started_at: Instant::now(),
             noise: Normal::new(0.0, 1.0).expect("unit normal"),
         })
     }
 
     /// Simulated time now, for live speeds.
-    fn simulated_now(&self) -> i64 {
+    pub(super) fn simulated_now(&self) -> i64 {
         let elapsed = self.started_at.elapsed().as_nanos() as f64;
         match self.config.speed {
             Speed::Max => i64::MAX,
-            Speed::Realtime => self.start + elapsed as i64,
-            Speed::Factor(factor) => self.start + (elapsed * factor) as i64,
+            Speed::Realtime => self.clock_origin + elapsed as i64,
+            Speed::Factor(factor) => self.clock_origin + (elapsed * factor) as i64,
         }
     }
 
@@ -544,6 +548,10 @@ impl SourceReader for SimulatorReader {
             Speed::Max => None,
             _ => Some(self.simulated_now()),
         }
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.checkpoint())
     }
 }
 

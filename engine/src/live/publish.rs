@@ -8,6 +8,7 @@ use std::sync::Arc;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use vibelux_interfaces::checkpoint::{Participant, decode, encode};
 use vibelux_operators::row::{Row, Update};
 
 use super::view::LiveView;
@@ -27,14 +28,27 @@ pub fn consolidate_diffs(mut updates: Vec<(Row, i64)>) -> Vec<(Row, i64)> {
 }
 
 pub trait PublishViewExt {
-    /// Publishes the changes to `view`, which only worker 0 holds.
-    fn publish_view(self, view: Option<Arc<LiveView>>);
+    /// Publishes the changes to `view`, which only worker 0 holds. With `checkpointing` (on
+    /// worker 0), the view's contents take part in checkpoints and are restored from the one
+    /// the run resumes from.
+    fn publish_view(self, view: Option<Arc<LiveView>>, checkpointing: Option<Participant>);
 }
 
 impl PublishViewExt for Stream<'_, u64, Vec<Update>> {
-    fn publish_view(self, view: Option<Arc<LiveView>>) {
+    fn publish_view(self, view: Option<Arc<LiveView>>, checkpointing: Option<Participant>) {
+        if let (Some(view), Some(part)) = (
+            &view,
+            checkpointing.as_ref().and_then(Participant::restored),
+        ) {
+            match decode::<Vec<(Row, i64)>>("live view contents", &part) {
+                Ok(contents) => view.restore(contents, 0),
+                Err(error) => panic!("{error}"),
+            }
+        }
         let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
         let mut published: Option<Option<u64>> = None;
+        let mut answered = 0;
+        let mut finished = false;
         self.sink(
             Exchange::new(|_: &Update| 0),
             "PublishView",
@@ -45,24 +59,54 @@ impl PublishViewExt for Stream<'_, u64, Vec<Update>> {
                     }
                 });
                 let Some(view) = &view else { return };
-                let now = frontier.frontier().first().copied();
-                let bound = now.unwrap_or(u64::MAX);
-                let ready_exists = pending.first_key_value().is_some_and(|(t, _)| *t < bound);
-                if published == Some(now) && !ready_exists {
-                    return;
+                let mut now = frontier.frontier().first().copied();
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                // While a cut is being taken, publish only what precedes it: the contents are
+                // the view's part as they stand at the cut.
+                let due = cut.filter(|cut| now.is_none_or(|now| now >= cut.time));
+                if let Some(cut) = cut {
+                    now = Some(now.map_or(cut.time, |now| now.min(cut.time)));
                 }
-                let later = match now {
-                    Some(bound) => pending.split_off(&bound),
-                    None => BTreeMap::new(),
-                };
-                let ready = std::mem::replace(&mut pending, later);
-                let ticks = ready
-                    .into_iter()
-                    .map(|(time, updates)| (time, consolidate_diffs(updates)))
-                    .collect();
-                view.publish(ticks, now);
-                published = Some(now);
+                publish_ready(view, &mut pending, &mut published, now);
+                if let (Some(participant), Some(cut)) = (&checkpointing, due) {
+                    participant.submit(cut, encode(&view.contents()));
+                    answered = cut.id;
+                    let now = frontier.frontier().first().copied();
+                    publish_ready(view, &mut pending, &mut published, now);
+                }
+                if frontier.frontier().is_empty() && !finished {
+                    finished = true;
+                    publish_ready(view, &mut pending, &mut published, None);
+                    if let Some(participant) = &checkpointing {
+                        participant.submit_final(encode(&view.contents()));
+                    }
+                }
             },
         );
     }
+}
+
+/// Publishes the timestamps before `now` (all of them when the input has ended).
+fn publish_ready(
+    view: &LiveView,
+    pending: &mut BTreeMap<u64, Vec<(Row, i64)>>,
+    published: &mut Option<Option<u64>>,
+    now: Option<u64>,
+) {
+    let bound = now.unwrap_or(u64::MAX);
+    let ready_exists = pending.first_key_value().is_some_and(|(t, _)| *t < bound);
+    if *published == Some(now) && !ready_exists {
+        return;
+    }
+    let later = match now {
+        Some(bound) => pending.split_off(&bound),
+        None => BTreeMap::new(),
+    };
+    let ready = std::mem::replace(pending, later);
+    let ticks = ready
+        .into_iter()
+        .map(|(time, updates)| (time, consolidate_diffs(updates)))
+        .collect();
+    view.publish(ticks, now);
+    *published = Some(now);
 }

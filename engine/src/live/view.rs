@@ -185,6 +185,21 @@ impl LiveView {
         self.frontier.send_replace(frontier);
     }
 
+    /// The contents, for a checkpoint.
+    pub fn contents(&self) -> Vec<(Row, i64)> {
+        let state = self.state();
+        state
+            .contents
+            .iter()
+            .map(|(row, count)| (row.clone(), *count))
+            .collect()
+    }
+
+    /// Takes back the contents a checkpoint kept, as the view's first change.
+    pub fn restore(&self, contents: Vec<(Row, i64)>, frontier: u64) {
+        self.publish(vec![(frontier, contents)], Some(frontier));
+    }
+
     /// The current contents, and the timestamp they are complete as of.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let mut state = self.state();

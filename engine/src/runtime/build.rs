@@ -15,7 +15,7 @@ use vibelux_connectors::table::TableStreams;
 use vibelux_interfaces::checkpoint::{Checkpoints, Participant};
 use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::aggregate::AggregateExt;
-use vibelux_operators::alarm::{AlarmDesk, RaiseAlarmsExt};
+use vibelux_operators::alarm::{AlarmControls, AlarmDesk, RaiseAlarmsExt};
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
@@ -195,13 +195,24 @@ pub(super) fn build_nodes<'scope>(
                 built[input]
                     .rows()
                     .expect("planned over append-only rows")
-                    .score_anomalies(spec.clone()),
+                    .score_anomalies(
+                        spec.clone(),
+                        stop.clone(),
+                        participant(checkpoints, node, worker),
+                    ),
             ),
             NodeKind::RaiseAlarms { input, spec } => Built::Rows(
                 built[input]
                     .finals()
                     .expect("planned over readings or closed windows")
-                    .raise_alarms(spec.clone(), alarm_desk.clone()),
+                    .raise_alarms(
+                        spec.clone(),
+                        alarm_desk.clone(),
+                        AlarmControls {
+                            stop: stop.clone(),
+                            checkpointing: participant(checkpoints, node, worker),
+                        },
+                    ),
             ),
             NodeKind::Calc { input, calc } => match &built[input] {
                 Built::Windowed {
@@ -293,14 +304,11 @@ pub(super) fn build_nodes<'scope>(
                 plan: aggregate,
             } => {
                 let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
-                let checkpointing = checkpoints.map(|checkpoints| {
-                    Participant::register(checkpoints, format!("node/{node}/{worker}"))
-                });
                 let (changes, finals) = built[input].changes().aggregate(
                     aggregate.clone(),
                     emit_changes,
                     stop.clone(),
-                    checkpointing,
+                    participant(checkpoints, node, worker),
                 );
                 Built::Updates {
                     changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
@@ -333,6 +341,16 @@ pub(super) fn build_nodes<'scope>(
     built
 }
 
+/// Registers a stateful node's part on this worker, when the run checkpoints.
+fn participant(
+    checkpoints: Option<&Arc<Checkpoints>>,
+    node: NodeId,
+    worker: usize,
+) -> Option<Participant> {
+    checkpoints
+        .map(|checkpoints| Participant::register(checkpoints, format!("node/{node}/{worker}")))
+}
+
 /// Attaches a sink; flow control watches what it has delivered, so a sink that cannot write
 /// holds the sources back.
 pub(super) fn attach_sink(
@@ -356,7 +374,11 @@ pub(super) fn attach_sink(
 pub(super) fn attach_view(
     output: &Built<'_>,
     view: Option<Arc<LiveView>>,
+    checkpointing: Option<Participant>,
     finished: &ProbeHandle<u64>,
 ) {
-    output.changes().probe_with(finished).publish_view(view);
+    output
+        .changes()
+        .probe_with(finished)
+        .publish_view(view, checkpointing);
 }

@@ -105,7 +105,12 @@ pub(super) fn build_extension(
             );
         }
         Added::View { live, .. } => {
-            attach_view(&built[&root], (index == 0).then(|| live.clone()), &finished);
+            attach_view(
+                &built[&root],
+                (index == 0).then(|| live.clone()),
+                None,
+                &finished,
+            );
         }
     }
 }

@@ -110,19 +110,6 @@ impl Run {
         if let Some(checkpointer) = self.checkpointer {
             checkpointer.finish();
         }
-        if let Some(checkpoints) = &self.checkpoints
-            && checkpoints.final_stored() != Some(true)
-        {
-            let why = checkpoints
-                .spoiled()
-                .or_else(|| checkpoints.failure())
-                .unwrap_or_else(|| "not every part of the run ended".into());
-            anyhow::bail!(
-                "the run's last checkpoint could not be stored ({why}); a restart resumes from \
-                 checkpoint {} and produces what followed it again",
-                checkpoints.completed()
-            );
-        }
         // An input that could not be read to its end fails the run: what was read is not the
         // whole input, and must not pass for it.
         for (name, source) in &self.metrics.sources {
@@ -134,11 +121,17 @@ impl Run {
         for (name, sink) in &self.metrics.sinks {
             let undelivered = sink.undelivered.load(Ordering::Relaxed);
             let problem = sink.stalled().unwrap_or_default();
+            let restart = match &self.checkpoints {
+                Some(checkpoints) => format!(" ({})", resumes_from(checkpoints)),
+                None => String::new(),
+            };
             if undelivered > 0 {
-                anyhow::bail!("sink {name} could not deliver {undelivered} rows: {problem}");
+                anyhow::bail!(
+                    "sink {name} could not deliver {undelivered} rows: {problem}{restart}"
+                );
             }
             if sink.gave_up.load(Ordering::Relaxed) {
-                anyhow::bail!("sink {name} could not deliver everything: {problem}");
+                anyhow::bail!("sink {name} could not deliver everything: {problem}{restart}");
             }
             let refused = sink.write_errors.load(Ordering::Relaxed);
             if refused > 0 {
@@ -147,8 +140,27 @@ impl Run {
                 );
             }
         }
+        if let Some(checkpoints) = &self.checkpoints
+            && checkpoints.final_stored() != Some(true)
+        {
+            let why = checkpoints
+                .failure()
+                .unwrap_or_else(|| "not every part of the run ended".into());
+            anyhow::bail!(
+                "the run's last checkpoint could not be stored ({why}); {}",
+                resumes_from(checkpoints)
+            );
+        }
         let captured = std::mem::take(&mut *self.captured.lock().expect("capture lock"));
         Ok(captured)
+    }
+}
+
+/// What a restart of a checkpointed run that could not store its last checkpoint does.
+fn resumes_from(checkpoints: &Checkpoints) -> String {
+    match checkpoints.completed() {
+        0 => "a restart starts afresh: no checkpoint was stored".into(),
+        id => format!("a restart resumes from checkpoint {id} and produces what followed it again"),
     }
 }
 

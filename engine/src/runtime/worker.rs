@@ -194,7 +194,12 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
     }
     for (name, node) in &plan.materialized {
         let view = (index == 0).then(|| shared.views.get(name).expect("made at start"));
-        attach_view(&built[node], view, &finished);
+        let checkpointing = shared
+            .checkpoints
+            .as_ref()
+            .filter(|_| index == 0)
+            .map(|checkpoints| Participant::register(checkpoints, format!("view/{name}")));
+        attach_view(&built[node], view, checkpointing, &finished);
     }
     for node in &shared.capture {
         collect_changes(

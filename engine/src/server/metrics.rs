@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use super::ServerState;
 use crate::live::view::LiveViews;
 use crate::runtime::RunMetrics;
+use crate::state::CheckpointMetrics;
 use vibelux_connectors::sink::SinkMetrics;
 
 struct RunCollector {
@@ -260,6 +261,9 @@ impl Collector for RunCollector {
             "view",
             &expression_errors,
         )?;
+        if let Some(checkpoints) = &self.metrics.checkpoints {
+            encode_checkpoints(&mut encoder, checkpoints)?;
+        }
         counter(
             &mut encoder,
             "vibelux_function_out_of_range",
@@ -269,6 +273,72 @@ impl Collector for RunCollector {
         )?;
         Ok(())
     }
+}
+
+/// Checkpoints stored and failed, and the last one's time, age, duration and size.
+fn encode_checkpoints(
+    encoder: &mut DescriptorEncoder,
+    checkpoints: &CheckpointMetrics,
+) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        (
+            "vibelux_checkpoints_stored",
+            "Checkpoints stored in the state directory",
+            checkpoints.stored.load(Relaxed),
+        ),
+        (
+            "vibelux_checkpoint_failures",
+            "Checkpoints that could not be stored",
+            checkpoints.failures.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        ConstCounter::new(value).encode(encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Counter,
+        )?)?;
+    }
+    let last_millis = checkpoints.last_stored_unix_millis.load(Relaxed);
+    let now_millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut gauges = vec![
+        (
+            "vibelux_checkpoint_duration_seconds",
+            "Time the last checkpoint took, from its request to stored",
+            checkpoints.last_duration_micros.load(Relaxed) as f64 / 1e6,
+        ),
+        (
+            "vibelux_checkpoint_size_bytes",
+            "Size of the last checkpoint stored",
+            checkpoints.last_size_bytes.load(Relaxed) as f64,
+        ),
+    ];
+    if last_millis > 0 {
+        gauges.push((
+            "vibelux_checkpoint_last_stored_timestamp_seconds",
+            "When the last checkpoint was stored (Unix time)",
+            last_millis as f64 / 1e3,
+        ));
+        gauges.push((
+            "vibelux_checkpoint_age_seconds",
+            "Time since the last checkpoint was stored",
+            now_millis.saturating_sub(last_millis) as f64 / 1e3,
+        ));
+    }
+    for (name, help, value) in gauges {
+        ConstGauge::new(value).encode(encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Gauge,
+        )?)?;
+    }
+    Ok(())
 }
 
 /// The text of one scrape.

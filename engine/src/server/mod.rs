@@ -140,7 +140,8 @@ async fn subscribe(
         .accept(move |socket, already_read| serve_subscriber(socket, already_read, view, options)))
 }
 
-/// `ok` (200), or `degraded` (503) while a sink cannot deliver or a source cannot read, with
+/// `ok` (200), or `degraded` (503) while a sink cannot deliver, a source cannot read or
+/// checkpoints cannot be stored, with
 /// why: the engine keeps what it holds and retries, but someone has to free the disk.
 async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
     let added_sinks = state.added_sinks();
@@ -157,13 +158,22 @@ async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
         .iter()
         .filter_map(|(name, source)| Some(json!({"source": name, "problem": source.problem()?})))
         .collect();
-    let healthy = stalled_sinks.is_empty() && failing_sources.is_empty();
-    let body = json!({
+    let checkpoint_failure = state
+        .metrics
+        .checkpoints
+        .as_ref()
+        .and_then(|checkpoints| checkpoints.failure());
+    let healthy =
+        stalled_sinks.is_empty() && failing_sources.is_empty() && checkpoint_failure.is_none();
+    let mut body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "stalled_sinks": stalled_sinks,
         "failing_sources": failing_sources,
     });
+    if let Some(failure) = checkpoint_failure {
+        body["failing_checkpoints"] = json!(failure);
+    }
     let status = if healthy {
         StatusCode::OK
     } else {

@@ -36,8 +36,6 @@ pub fn unsupported(
     for &node in order {
         let what = match &plan.nodes[node].kind {
             NodeKind::Join { .. } => "joins",
-            NodeKind::ScoreAnomalies { .. } => "anomaly detectors",
-            NodeKind::RaiseAlarms { .. } => "alarms",
             _ => continue,
         };
         let reason = format!("{what} are not checkpointed yet");

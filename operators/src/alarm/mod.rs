@@ -28,6 +28,7 @@ pub use message::{TemplatePart, parse_template};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -37,6 +38,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
+
+use vibelux_interfaces::checkpoint::{Participant, decode, encode};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::Row;
@@ -105,7 +108,7 @@ fn release_millis(nanos: i64, lateness_nanos: i64) -> u64 {
 ///     let rows: Vec<Row> = (0..12)
 ///         .map(|m| vec![Datum::Utf8("z1".into()), Datum::Timestamp(m * minute), Datum::Boolean((2..8).contains(&m))])
 ///         .collect();
-///     rows.to_stream(scope).raise_alarms(spec.clone(), Default::default()).capture()
+///     rows.to_stream(scope).raise_alarms(spec.clone(), Default::default(), Default::default()).capture()
 /// });
 /// let events: Vec<Row> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
 /// // Active 3 minutes after the condition began (minute 5); cleared at the first cool reading.
@@ -115,19 +118,228 @@ fn release_millis(nanos: i64, lateness_nanos: i64) -> u64 {
 /// assert_eq!(events[1][3], Datum::Timestamp(8 * minute));
 /// ```
 pub trait RaiseAlarmsExt<'scope> {
-    /// `desk` delivers people's commands (acknowledge, shelve) to the instances.
+    /// `desk` delivers people's commands (acknowledge, shelve) to the instances. With
+    /// `checkpointing`, the instances (acknowledgements and shelves included), readings waiting
+    /// and timers take part in checkpoints, and resume from the one the run restored.
     fn raise_alarms(
         self,
         spec: Arc<AlarmSpec>,
         desk: Arc<AlarmDesk>,
+        controls: AlarmControls,
     ) -> Stream<'scope, u64, Vec<Row>>;
 }
 
+/// What an alarm operator answers to besides its specification and desk.
+#[derive(Clone, Default)]
+pub struct AlarmControls {
+    /// Set when the run stops; a checkpointed run then keeps what waits for its next run.
+    pub stop: Arc<AtomicBool>,
+    pub checkpointing: Option<Participant>,
+}
+
 /// What wakes an instance, in event-time order: a delay or a shelf ending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Timer {
     Delay,
     ShelfEnd,
+}
+
+/// What a checkpoint keeps of one worker's alarm.
+#[derive(Serialize, Deserialize)]
+struct Checkpointed {
+    instances: Vec<(Row, Instance)>,
+    waiting: Vec<(u64, Vec<Row>)>,
+    timers: Vec<(i64, Row, Timer)>,
+    latest_seen: i64,
+}
+
+/// The instances of one worker's keys, the readings waiting to be taken in order, and timers.
+struct Alarms {
+    spec: Arc<AlarmSpec>,
+    instances: StateMap<Row, Instance>,
+    /// Readings by the dataflow time after which they can be taken in order.
+    waiting: BTreeMap<u64, Vec<Row>>,
+    /// Delays and shelves by when they end (lazily cancelled: an instance knows its live delay
+    /// and shelf).
+    timers: BTreeMap<(i64, Row, Timer), ()>,
+    /// The latest event time read: the alarm's "now", and the end of a replay.
+    latest_seen: i64,
+}
+
+impl Alarms {
+    fn take(&mut self, now: u64, data: &mut Vec<Row>) {
+        for row in data.drain(..) {
+            let nanos = row[self.spec.time].as_timestamp_nanos().unwrap_or(0);
+            let release = release_millis(nanos, self.spec.lateness_nanos).max(now);
+            self.waiting.entry(release).or_default().push(row);
+        }
+    }
+
+    /// Takes the readings and timers that are due (released before `before`), in event-time
+    /// order; `ended` when every input has ended. Events go to `out`.
+    fn advance(
+        &mut self,
+        frontier: timely::progress::frontier::AntichainRef<'_, u64>,
+        ended: bool,
+        before: u64,
+        out: &mut Vec<Row>,
+    ) {
+        let spec = self.spec.clone();
+        // Readings and delays are taken together, in event-time order: when the readings end
+        // before the latest event time arrives, both wait for it.
+        let due = |release: u64| {
+            release < before && (ended || (!frontier.is_empty() && !frontier.less_than(&release)))
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        while let Some(entry) = self.waiting.first_entry() {
+            if !due(*entry.key()) {
+                break;
+            }
+            rows.extend(entry.remove());
+        }
+        rows.sort_by(|a, b| {
+            (&a[spec.time], a)
+                .partial_cmp(&(&b[spec.time], b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let latest_seen = self.latest_seen;
+        let timer_due = |at: i64| {
+            let release = release_millis(at, spec.lateness_nanos);
+            if release >= before {
+                false
+            } else if ended {
+                at <= latest_seen
+            } else if frontier.is_empty() {
+                false
+            } else {
+                !frontier.less_than(&release)
+            }
+        };
+        let mut show = |instance: &mut Instance, key: &Row, transition: Transition| {
+            // A shelf hides the instance's own transitions, not people's commands.
+            if transition.by.is_some() || !instance.shelved_at(transition.at) {
+                out.push(instance.event(&spec, key, &transition));
+            }
+        };
+        let mut rows = rows.into_iter().peekable();
+        loop {
+            let next_timer = self
+                .timers
+                .first_key_value()
+                .map(|((at, _, _), _)| *at)
+                .filter(|at| timer_due(*at));
+            let next_row = rows
+                .peek()
+                .map(|row| row[spec.time].as_timestamp_nanos().unwrap_or(0));
+            // A delay ending at the same instant as a reading ends first.
+            let take_timer = match (next_timer, next_row) {
+                (Some(at), Some(ts)) => at <= ts,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_timer {
+                let ((at, key, timer), ()) = self.timers.pop_first().expect("peeked");
+                let Some(instance) = self.instances.get_mut(&key) else {
+                    continue;
+                };
+                match timer {
+                    Timer::Delay => {
+                        if let Some(transition) = instance.on_timer(&spec, at) {
+                            show(instance, &key, transition);
+                        }
+                        if let Some(next) = instance.timer
+                            && next != at
+                        {
+                            self.timers.insert((next, key, Timer::Delay), ());
+                        }
+                    }
+                    Timer::ShelfEnd => {
+                        if let Some(transition) = instance.expire_shelf(at) {
+                            show(instance, &key, transition);
+                        }
+                    }
+                }
+                continue;
+            }
+            let row = rows.next().expect("peeked");
+            let at = row[spec.time].as_timestamp_nanos().unwrap_or(0);
+            let key: Row = spec
+                .keys
+                .iter()
+                .map(|&column| row[column].clone())
+                .collect();
+            let instance = self
+                .instances
+                .entry(key.clone())
+                .or_insert_with(Instance::new);
+            let before_timer = instance.timer;
+            if let Some(transition) = instance.on_row(&spec, at, row) {
+                show(instance, &key, transition);
+            }
+            if let Some(timer) = instance.timer
+                && before_timer != Some(timer)
+            {
+                self.timers.insert((timer, key, Timer::Delay), ());
+            }
+        }
+    }
+
+    /// Applies a person's command at the alarm's "now": the latest event time read.
+    fn command(&mut self, command: AlarmCommand, out: &mut Vec<Row>) {
+        let Some(instance) = self.instances.get_mut(&command.key) else {
+            return; // another worker's key
+        };
+        let at = self.latest_seen.max(
+            instance
+                .latest
+                .as_ref()
+                .and_then(|row| row[self.spec.time].as_timestamp_nanos())
+                .unwrap_or(i64::MIN),
+        );
+        if let Some(transition) = instance.on_command(&command, at) {
+            if let Some(until) = instance.shelved_until {
+                self.timers
+                    .insert((until, command.key.clone(), Timer::ShelfEnd), ());
+            }
+            if transition.by.is_some() || !instance.shelved_at(transition.at) {
+                out.push(instance.event(&self.spec, &command.key, &transition));
+            }
+        }
+    }
+
+    fn checkpoint(&self) -> Vec<u8> {
+        encode(&Checkpointed {
+            instances: self
+                .instances
+                .iter()
+                .map(|(key, instance)| (key.clone(), instance.clone()))
+                .collect(),
+            waiting: self
+                .waiting
+                .iter()
+                .map(|(release, rows)| (*release, rows.clone()))
+                .collect(),
+            timers: self
+                .timers
+                .keys()
+                .map(|(at, key, timer)| (*at, key.clone(), *timer))
+                .collect(),
+            latest_seen: self.latest_seen,
+        })
+    }
+
+    fn restore(&mut self, checkpointed: Checkpointed) {
+        self.instances.extend(checkpointed.instances);
+        self.waiting.extend(checkpointed.waiting);
+        self.timers.extend(
+            checkpointed
+                .timers
+                .into_iter()
+                .map(|(at, key, timer)| ((at, key, timer), ())),
+        );
+        self.latest_seen = checkpointed.latest_seen;
+    }
 }
 
 impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
@@ -135,7 +347,12 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
         self,
         spec: Arc<AlarmSpec>,
         desk: Arc<AlarmDesk>,
+        controls: AlarmControls,
     ) -> Stream<'scope, u64, Vec<Row>> {
+        let AlarmControls {
+            stop,
+            checkpointing,
+        } = controls;
         let keys = spec.keys.clone();
         let exchange = Exchange::new(move |row: &Row| {
             let key: Row = keys.iter().map(|&column| row[column].clone()).collect();
@@ -175,149 +392,103 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             // Held at the input frontier while it lasts: transitions from readings, delays and
             // commands are all emitted at it, however long nothing arrives.
             let mut standing: Option<Capability<u64>> = initial_capabilities.pop();
-            let mut instances: StateMap<Row, Instance> = StateMap::default();
-            // Readings by the dataflow time after which they can be taken in order.
-            let mut waiting: BTreeMap<u64, Vec<Row>> = BTreeMap::new();
-            // Delays and shelves by when they end (lazily cancelled: an instance knows its live
-            // delay and shelf).
-            let mut timers: BTreeMap<(i64, Row, Timer), ()> = BTreeMap::new();
-            // The latest event time read: the alarm's "now", and the end of a replay.
-            let mut latest_seen = i64::MIN;
+            let mut state = Alarms {
+                spec: spec.clone(),
+                instances: StateMap::default(),
+                waiting: BTreeMap::new(),
+                timers: BTreeMap::new(),
+                latest_seen: i64::MIN,
+            };
+            if let Some(bytes) = checkpointing.as_ref().and_then(Participant::restored) {
+                match decode::<Checkpointed>("alarm instances", &bytes) {
+                    Ok(checkpointed) => state.restore(checkpointed),
+                    Err(error) => panic!("{error}"),
+                }
+            }
+            // Batches stamped at or after a cut being taken wait here until the snapshot.
+            let mut held: Vec<(u64, Vec<Row>)> = Vec::new();
+            let mut held_latest = i64::MIN;
+            let mut answered = 0;
+            let mut finished = false;
             move |frontiers| {
                 let mut handle = output.activate();
                 input.for_each(|time, data| {
                     let Some(&now) = time.least() else { return };
-                    for row in data.drain(..) {
-                        let nanos = row[spec.time].as_timestamp_nanos().unwrap_or(0);
-                        let release = release_millis(nanos, spec.lateness_nanos).max(now);
-                        waiting.entry(release).or_default().push(row);
+                    let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                    if cut.is_some_and(|cut| now >= cut.time) {
+                        held.push((now, std::mem::take(data)));
+                    } else {
+                        state.take(now, data);
                     }
                 });
-                latest_input.for_each(|_, data| {
-                    latest_seen = data.iter().copied().fold(latest_seen, i64::max);
+                latest_input.for_each(|time, data| {
+                    let latest = data.iter().copied().fold(i64::MIN, i64::max);
+                    let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                    if cut.is_some_and(|cut| time.least().is_some_and(|now| *now >= cut.time)) {
+                        held_latest = held_latest.max(latest);
+                    } else {
+                        state.latest_seen = state.latest_seen.max(latest);
+                    }
                 });
                 let frontier = frontiers[0].frontier();
-                let ended = frontier.is_empty() && frontiers[1].frontier().is_empty();
-                let Some(capability) = standing.as_ref() else {
+                let inputs_ended = frontier.is_empty() && frontiers[1].frontier().is_empty();
+                // A checkpointed run that stops keeps its readings waiting and its delays
+                // running for the next run: its inputs have not really ended.
+                let stopped =
+                    inputs_ended && checkpointing.is_some() && stop.load(Ordering::Relaxed);
+                let ended = inputs_ended && !stopped;
+                let Some(capability) = standing.as_mut() else {
                     return;
                 };
-                // Readings and delays are taken together, in event-time order: when the readings
-                // end before the latest event time arrives, both wait for it.
-                let due =
-                    |release: u64| ended || (!frontier.is_empty() && !frontier.less_than(&release));
-                let mut rows: Vec<Row> = Vec::new();
-                while let Some(entry) = waiting.first_entry() {
-                    if !due(*entry.key()) {
-                        break;
-                    }
-                    rows.extend(entry.remove());
-                }
-                rows.sort_by(|a, b| {
-                    (&a[spec.time], a)
-                        .partial_cmp(&(&b[spec.time], b))
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                });
-                let timer_due = |at: i64| {
-                    if ended {
-                        at <= latest_seen
-                    } else if frontier.is_empty() {
-                        false
-                    } else {
-                        !frontier.less_than(&release_millis(at, spec.lateness_nanos))
-                    }
-                };
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
                 let mut out = Vec::new();
-                let mut show = |instance: &mut Instance, key: &Row, transition: Transition| {
-                    // A shelf hides the instance's own transitions, not people's commands.
-                    if transition.by.is_some() || !instance.shelved_at(transition.at) {
-                        out.push(instance.event(&spec, key, &transition));
+                if !stopped {
+                    state.advance(
+                        frontier,
+                        ended,
+                        cut.map_or(u64::MAX, |cut| cut.time),
+                        &mut out,
+                    );
+                }
+                if let (Some(participant), Some(cut)) = (&checkpointing, cut)
+                    && !frontier.less_than(&cut.time)
+                    && !frontiers[1].frontier().less_than(&cut.time)
+                {
+                    // Everything before the cut is taken: emit it, snapshot, and from now on
+                    // emit at the cut or later.
+                    if !out.is_empty() {
+                        handle.session(&*capability).give_container(&mut out);
                     }
-                };
-                let mut rows = rows.into_iter().peekable();
-                loop {
-                    let next_timer = timers
-                        .first_key_value()
-                        .map(|((at, _, _), _)| *at)
-                        .filter(|at| timer_due(*at));
-                    let next_row = rows
-                        .peek()
-                        .map(|row| row[spec.time].as_timestamp_nanos().unwrap_or(0));
-                    // A delay ending at the same instant as a reading ends first.
-                    let take_timer = match (next_timer, next_row) {
-                        (Some(at), Some(ts)) => at <= ts,
-                        (Some(_), None) => true,
-                        (None, Some(_)) => false,
-                        (None, None) => break,
-                    };
-                    if take_timer {
-                        let ((at, key, timer), ()) = timers.pop_first().expect("peeked");
-                        let Some(instance) = instances.get_mut(&key) else {
-                            continue;
-                        };
-                        match timer {
-                            Timer::Delay => {
-                                if let Some(transition) = instance.on_timer(&spec, at) {
-                                    show(instance, &key, transition);
-                                }
-                                if let Some(next) = instance.timer
-                                    && next != at
-                                {
-                                    timers.insert((next, key, Timer::Delay), ());
-                                }
-                            }
-                            Timer::ShelfEnd => {
-                                if let Some(transition) = instance.expire_shelf(at) {
-                                    show(instance, &key, transition);
-                                }
-                            }
-                        }
-                        continue;
+                    participant.submit(cut, state.checkpoint());
+                    answered = cut.id;
+                    if *capability.time() < cut.time {
+                        capability.downgrade(&cut.time);
                     }
-                    let row = rows.next().expect("peeked");
-                    let at = row[spec.time].as_timestamp_nanos().unwrap_or(0);
-                    let key: Row = spec
-                        .keys
-                        .iter()
-                        .map(|&column| row[column].clone())
-                        .collect();
-                    let instance = instances.entry(key.clone()).or_insert_with(Instance::new);
-                    let before = instance.timer;
-                    if let Some(transition) = instance.on_row(&spec, at, row) {
-                        show(instance, &key, transition);
+                    for (now, mut data) in held.drain(..) {
+                        state.take(now, &mut data);
                     }
-                    if let Some(timer) = instance.timer
-                        && before != Some(timer)
-                    {
-                        timers.insert((timer, key, Timer::Delay), ());
+                    state.latest_seen = state.latest_seen.max(held_latest);
+                    held_latest = i64::MIN;
+                    if !stopped {
+                        state.advance(frontier, ended, u64::MAX, &mut out);
                     }
                 }
                 // People's commands, at the alarm's "now": the latest event time read.
                 while let Ok(command) = inbox.try_recv() {
-                    let Some(instance) = instances.get_mut(&command.key) else {
-                        continue; // another worker's key
-                    };
-                    let at = latest_seen.max(
-                        instance
-                            .latest
-                            .as_ref()
-                            .and_then(|row| row[spec.time].as_timestamp_nanos())
-                            .unwrap_or(i64::MIN),
-                    );
-                    if let Some(transition) = instance.on_command(&command, at) {
-                        if let Some(until) = instance.shelved_until {
-                            timers.insert((until, command.key.clone(), Timer::ShelfEnd), ());
-                        }
-                        show(instance, &command.key, transition);
-                    }
+                    state.command(command, &mut out);
                 }
                 if !out.is_empty() {
-                    handle.session(capability).give_container(&mut out);
+                    handle.session(&*capability).give_container(&mut out);
+                }
+                if inputs_ended && !finished {
+                    finished = true;
+                    if let Some(participant) = &checkpointing {
+                        participant.submit_final(state.checkpoint());
+                    }
                 }
                 match frontier.first() {
-                    _ if ended => standing = None,
-                    Some(time) if capability.time() < time => {
-                        standing.as_mut().expect("held").downgrade(time);
-                    }
+                    _ if inputs_ended => standing = None,
+                    Some(time) if capability.time() < time => capability.downgrade(time),
                     _ => {}
                 }
             }

@@ -1,0 +1,331 @@
+//! Checkpoints end to end: a replay killed with SIGKILL (or stopped with Ctrl-C) at random
+//! moments and restarted each time ends with the same outputs as a run that was never
+//! interrupted, row for row: windows in a file and in the Parquet warehouse, and a changelog of
+//! running totals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PIPELINE: &str = "
+CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'file', path = 'in.jsonl');
+CREATE VIEW zone_minute AS
+  SELECT zone, window_start, window_end, count(*) AS n, round(avg(temp_c), 6) AS temp_avg
+  FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start, window_end;
+CREATE VIEW zone_totals AS
+  SELECT zone, count(*) AS n, max(temp_c) AS temp_max FROM readings GROUP BY zone;
+CREATE SINK minute_file FROM zone_minute WITH (connector = 'file', path = 'out/zone_minute.jsonl');
+CREATE SINK minute_warehouse FROM zone_minute
+  WITH (connector = 'parquet', path = 'warehouse/zone_minute', rollover = '1 second');
+CREATE SINK totals FROM zone_totals WITH (connector = 'file', path = 'out/zone_totals.jsonl');
+";
+
+/// A small deterministic generator, so every run of the test kills at the same moments.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// `rows` readings of 20 sensors in 4 zones, 20 a second, slightly out of order.
+fn write_input(dir: &Path, rows: usize, first_second: i64) {
+    let mut random = Lcg(7);
+    let mut text = String::new();
+    for i in 0..rows {
+        let millis = (first_second + (i / 20) as i64) * 1000 + random.below(3000) as i64;
+        let ts = chrono::DateTime::from_timestamp_millis(millis)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let temp = 20.0 + random.below(5000) as f64 / 1000.0;
+        text.push_str(&format!(
+            "{{\"sensor_id\": \"s{}\", \"zone\": \"z{}\", \"ts\": \"{ts}\", \"temp_c\": {temp}}}\n",
+            i % 20,
+            i % 4
+        ));
+    }
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("in.jsonl"))
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+fn folder(rows: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
+    write_input(dir.path(), rows, 1_717_200_000);
+    dir
+}
+
+fn vibelux(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vibelux"));
+    command
+        .current_dir(dir)
+        .args(["run", "pipeline.sql", "--http", "off"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs to the end; returns stderr.
+fn run_to_end(dir: &Path, args: &[&str]) -> String {
+    let output = vibelux(dir, args).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "the run failed:\n{log}");
+    log
+}
+
+/// How a run was interrupted.
+#[derive(Clone, Copy)]
+enum Interruption {
+    Kill,
+    CtrlC,
+}
+
+/// Runs the pipeline, interrupting it after random delays, until a run ends by itself.
+/// Returns how many runs were interrupted and every run's stderr.
+fn run_interrupted(dir: &Path, args: &[&str], how: Interruption, seed: u64) -> (usize, String) {
+    let mut random = Lcg(seed);
+    let mut interrupted = 0;
+    let mut logs = String::new();
+    for _ in 0..40 {
+        let mut child = vibelux(dir, args).spawn().unwrap();
+        let delay = Duration::from_millis(60 + random.below(500));
+        let started = Instant::now();
+        let mut ended = None;
+        while started.elapsed() < delay {
+            if let Some(status) = child.try_wait().unwrap() {
+                ended = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if ended.is_none() {
+            let signal = match how {
+                Interruption::Kill => "-KILL",
+                Interruption::CtrlC => "-INT",
+            };
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        logs.push_str(&log);
+        match (ended, how) {
+            (Some(status), _) => {
+                assert!(status.success(), "a run failed:\n{log}");
+                return (interrupted, logs);
+            }
+            (None, Interruption::CtrlC) => {
+                assert!(output.status.success(), "a stopped run failed:\n{log}");
+                interrupted += 1;
+            }
+            (None, Interruption::Kill) => interrupted += 1,
+        }
+    }
+    panic!("the replay never finished:\n{logs}");
+}
+
+/// The closed windows, in order.
+fn windows(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(dir.join("out/zone_minute.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The changelog of totals, applied: what the view holds at the end.
+fn totals(dir: &Path) -> BTreeMap<String, i64> {
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.join("out/zone_totals.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let insert = row["_op"] == "insert";
+        row.as_object_mut().unwrap().remove("_op");
+        *held.entry(row.to_string()).or_default() += if insert { 1 } else { -1 };
+    }
+    held.retain(|_, count| *count != 0);
+    held
+}
+
+/// Every row of the warehouse table, as CSV lines, sorted; and the number of epochs.
+fn warehouse(dir: &Path) -> (Vec<String>, usize) {
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir)
+        .args([
+            "query",
+            "--warehouse",
+            "warehouse",
+            "--format",
+            "csv",
+            "SELECT zone, window_start, n, temp_avg FROM zone_minute ORDER BY zone, window_start",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let epochs = std::fs::read_dir(dir.join("warehouse/zone_minute/_manifests"))
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("epoch-")
+        })
+        .count();
+    (rows, epochs)
+}
+
+fn assert_same_results(reference: &Path, resumed: &Path) {
+    let expected = windows(reference);
+    assert!(expected.len() > 800, "{} windows", expected.len());
+    assert_eq!(windows(resumed), expected, "the windows differ");
+    assert_eq!(totals(resumed), totals(reference), "the totals differ");
+    let (rows, _) = warehouse(resumed);
+    assert_eq!(rows, warehouse(reference).0, "the warehouse differs");
+}
+
+fn interrupted_replays_end_with_the_same_results(how: Interruption, workers: &str, seed: u64) {
+    let reference = folder(250_000);
+    run_to_end(reference.path(), &["--no-state", "--workers", workers]);
+    let resumed = folder(250_000);
+    let args = ["--checkpoint-interval", "50ms", "--workers", workers];
+    let (interrupted, logs) = run_interrupted(resumed.path(), &args, how, seed);
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} interruptions:\n{logs}"
+    );
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    assert_same_results(reference.path(), resumed.path());
+
+    // Run again: the replay ended, and its last checkpoint says so. Nothing is added.
+    let (_, epochs) = warehouse(resumed.path());
+    let log = run_to_end(resumed.path(), &args);
+    assert!(log.contains("when the last run ended"), "{log}");
+    assert!(log.contains("readings: 0 rows"), "{log}");
+    assert_same_results(reference.path(), resumed.path());
+    assert_eq!(warehouse(resumed.path()).1, epochs);
+}
+
+#[test]
+fn a_replay_killed_at_random_moments_ends_with_the_same_results() {
+    interrupted_replays_end_with_the_same_results(Interruption::Kill, "1", 1);
+}
+
+#[test]
+fn a_replay_on_two_workers_killed_at_random_moments_ends_with_the_same_results() {
+    interrupted_replays_end_with_the_same_results(Interruption::Kill, "2", 2);
+}
+
+#[test]
+fn a_replay_stopped_cleanly_again_and_again_keeps_its_open_windows() {
+    interrupted_replays_end_with_the_same_results(Interruption::CtrlC, "1", 3);
+}
+
+#[test]
+fn lines_appended_after_a_finished_replay_are_read_on_from_where_it_ended() {
+    let dir = folder(20_000);
+    run_to_end(dir.path(), &[]);
+    let before = windows(dir.path());
+    // An hour later, 20 more minutes of readings.
+    write_input(dir.path(), 24_000, 1_717_200_000 + 3_600);
+    let log = run_to_end(dir.path(), &[]);
+    assert!(log.contains("readings: 24000 rows"), "{log}");
+    let after = windows(dir.path());
+    let reference = folder(20_000);
+    write_input(reference.path(), 24_000, 1_717_200_000 + 3_600);
+    run_to_end(reference.path(), &["--no-state"]);
+    assert_eq!(after, windows(reference.path()));
+    assert!(after.len() > before.len());
+}
+
+#[test]
+fn an_edited_pipeline_or_another_worker_count_is_refused_naming_the_state_directory() {
+    let dir = folder(2_000);
+    run_to_end(dir.path(), &[]);
+    let output = vibelux(dir.path(), &["--workers", "2"]).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        log.contains("pipeline.state") && log.contains("--workers 1"),
+        "{log}"
+    );
+
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        PIPELINE.replace("INTERVAL '1 minute'", "INTERVAL '2 minutes'"),
+    )
+    .unwrap();
+    let output = vibelux(dir.path(), &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        log.contains("pipeline.state") && log.contains("another version of this pipeline"),
+        "{log}"
+    );
+    // Elsewhere, it starts afresh.
+    let log = run_to_end(dir.path(), &["--state", "elsewhere"]);
+    assert!(log.contains("starting afresh"), "{log}");
+    assert!(PathBuf::from(dir.path()).join("elsewhere").is_dir());
+}
+
+#[test]
+fn a_run_that_cannot_be_checkpointed_yet_says_why_and_runs() {
+    let dir = folder(2_000);
+    std::fs::write(
+        dir.path().join("zones.csv"),
+        "zone,name\nz1,north\nz2,south\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "{PIPELINE}
+             CREATE TABLE zones (zone TEXT, name TEXT, PRIMARY KEY (zone))
+               WITH (connector = 'file', path = 'zones.csv', format = 'csv');
+             CREATE VIEW named AS
+               SELECT r.sensor_id, z.name FROM readings r JOIN zones z ON r.zone = z.zone;
+             CREATE SINK named_out FROM named WITH (connector = 'file', path = 'out/named.jsonl');"
+        ),
+    )
+    .unwrap();
+    let log = run_to_end(dir.path(), &[]);
+    assert!(
+        log.contains("not checkpointed because")
+            && log.contains("table zones is not checkpointed yet")
+            && log.contains("joins are not checkpointed yet"),
+        "{log}"
+    );
+    assert!(!dir.path().join("pipeline.state").exists());
+}
