@@ -76,6 +76,11 @@ impl SourceSpec for PolledDevice {
         true
     }
 
+    /// It resumes by polling again: a device's past values cannot be read back.
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "modbus {}:{} unit {}",

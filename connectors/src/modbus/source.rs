@@ -219,6 +219,13 @@ impl ModbusReader {
 }
 
 impl SourceReader for ModbusReader {
+    /// A poller reads a device's present values and has no history to go back to: a resumed
+    /// poller polls again. What it polled after the last checkpoint, like the values of the
+    /// time the engine was down, is not read again (see docs/connectors.md).
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(Vec::new())
+    }
+
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
         let Some(queue) = &self.queue else {
             return Poll::Idle(Duration::from_secs(1));

@@ -43,9 +43,6 @@ pub fn unsupported(
             reasons.push(reason);
         }
     }
-    for (name, _) in &plan.materialized {
-        reasons.push(format!("materialized view {name} is not checkpointed yet"));
-    }
     for sink in &plan.sinks {
         if !sink.target.resumes() {
             reasons.push(format!(
