@@ -329,3 +329,144 @@ fn a_run_that_cannot_be_checkpointed_yet_says_why_and_runs() {
     );
     assert!(!dir.path().join("pipeline.state").exists());
 }
+
+/// A run serving HTTP on `port`, checkpointing often.
+fn serve(dir: &Path, port: u16) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir)
+        .args(["run", "pipeline.sql", "--checkpoint-interval", "100ms"])
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(port, "GET", "/healthz", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the engine did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn curl(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .arg(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(body) = body {
+        command.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn lines_of(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_acknowledged_alarm_is_still_acknowledged_after_a_crash_and_its_history_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut lines = String::new();
+    for offset in (0..5).rev() {
+        for (zone, temp) in [("z1", 35.0), ("z2", 20.0)] {
+            let ts = now - offset * 1_000;
+            lines.push_str(&format!(
+                "{{\"zone\":\"{zone}\",\"ts\":{ts},\"temp_c\":{temp}}}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.path().join("live.jsonl"), lines).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE live (zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '1 second')
+           WITH (connector = 'file', path = 'live.jsonl', mode = 'tail', idle_timeout = '1 second');
+         CREATE ALARM hot ON live PER zone WHEN temp_c > 30 SEVERITY 'critical';
+         CREATE SINK hot_out FROM hot WITH (connector = 'file', path = 'hot.jsonl');",
+    )
+    .unwrap();
+    let events = dir.path().join("hot.jsonl");
+    let port = free_port();
+    let mut engine = serve(dir.path(), port);
+    wait_until("the alarm to go active", || lines_of(&events).len() == 1);
+    let acknowledge = r#"{"key": {"zone": "z1"}, "by": "maria", "note": "opening vents"}"#;
+    let (status, body) = curl(
+        port,
+        "POST",
+        "/v1/alarms/hot/acknowledge",
+        Some(acknowledge),
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_until("the acknowledgement", || lines_of(&events).len() == 2);
+    // A few checkpoints later, the engine crashes.
+    std::thread::sleep(Duration::from_millis(1_000));
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+
+    let mut engine = serve(dir.path(), port);
+    let state = || curl(port, "GET", "/v1/views/hot_state", None).1;
+    wait_until("the alarm's state view", || {
+        state()["rows"][0]["state"] == "acknowledged"
+    });
+    // Still acknowledged by maria: a second acknowledgement is refused.
+    let (status, body) = curl(
+        port,
+        "POST",
+        "/v1/alarms/hot/acknowledge",
+        Some(acknowledge),
+    );
+    assert_eq!(status, 409, "{body}");
+    // The history was kept, not wiped, and not repeated.
+    let rows = lines_of(&events);
+    let states: Vec<&str> = rows
+        .iter()
+        .map(|row| row["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "acknowledged"], "{rows:?}");
+    assert_eq!(rows[1]["actor"], "maria");
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
