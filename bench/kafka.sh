@@ -31,7 +31,7 @@ CREATE SOURCE readings (zone TEXT, sensor_id TEXT NOT NULL, ts TIMESTAMP, temp_c
 CREATE MATERIALIZED VIEW per_zone AS
   SELECT zone, count(*) AS n, avg(temp_c) AS temp_avg, max(rh) AS rh_max FROM readings GROUP BY zone;
 SQL
-"$bin/vibelux" run ingest.sql --workers "$workers" --http 127.0.0.1:0 2> engine.log &
+"$bin/vibelux" run ingest.sql --workers "$workers" --http 127.0.0.1:0 --no-state 2> engine.log &
 engine=$!
 address=""
 for _ in $(seq 100); do

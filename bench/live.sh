@@ -27,7 +27,7 @@ SQL
 # Runs one engine for the measurement ($1 = rows/s, $2 = subscribers).
 measure() {
   : > readings.jsonl
-  "$bin/vibelux" run live.sql --http 127.0.0.1:0 2> engine.log &
+  "$bin/vibelux" run live.sql --http 127.0.0.1:0 --no-state 2> engine.log &
   local engine=$!
   local address=""
   for _ in $(seq 100); do

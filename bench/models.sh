@@ -49,6 +49,6 @@ echo
 echo "pipeline, $rows simulated readings (1 worker):"
 for case in "temp_c + rh + co2_ppm" "predict('iforest', temp_c, rh, co2_ppm)"; do
   pipeline "$case" > "$work/pipeline.sql"
-  rate=$("$bin/vibelux" run "$work/pipeline.sql" --http off 2>&1 | grep -o '([0-9]* rows/s)' | tr -d '()')
+  rate=$("$bin/vibelux" run "$work/pipeline.sql" --http off --no-state 2>&1 | grep -o '([0-9]* rows/s)' | tr -d '()')
   printf '  %-42s %s\n' "$case" "$rate"
 done

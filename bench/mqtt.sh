@@ -34,7 +34,7 @@ sleep 0.5
 
 # Starts the engine on $1 (a pipeline file); sets $engine and $address.
 start_engine() {
-  "$bin/vibelux" run "$1" --http 127.0.0.1:0 2> engine.log &
+  "$bin/vibelux" run "$1" --http 127.0.0.1:0 --no-state 2> engine.log &
   engine=$!
   address=""
   for _ in $(seq 100); do

@@ -34,13 +34,22 @@ report() {
 }
 read -r base_s base_rss < <(measure "$bin/vibelux-bench" baseline "$data" --out-dir "$work/baseline")
 report "hand-written baseline" "$base_s" "$base_rss"
-for workers in 1 2; do
-  read -r s rss < <(measure "$bin/vibelux" run "$repo/bench/reference.sql" --workers "$workers" --http off)
-  report "vibelux --workers $workers" "$s" "$rss"
-  echo "  ratio to baseline: $(echo "scale=2; $base_s / $s" | bc -l)"
+same_windows() {
   # Same windows as the baseline? Compare the per-zone output, sorted.
   if ! diff -q <(sort "$work/baseline/zone_minute.jsonl" | sed 's/"temp_avg":[^,]*,//') \
                <(sort "$work/out/zone_minute.jsonl" | sed 's/"temp_avg":[^,]*,//') > /dev/null; then
     echo "  WARNING: zone windows differ from the baseline"
   fi
+}
+for workers in 1 2; do
+  read -r s rss < <(measure "$bin/vibelux" run "$repo/bench/reference.sql" --workers "$workers" --http off --no-state)
+  report "vibelux --workers $workers" "$s" "$rss"
+  echo "  ratio to baseline: $(echo "scale=2; $base_s / $s" | bc -l)"
+  same_windows
+  # The same run checkpointed at the default interval (a fresh state directory each time).
+  rm -rf "$work/state"
+  read -r cs crss < <(measure "$bin/vibelux" run "$repo/bench/reference.sql" --workers "$workers" --http off --state "$work/state")
+  report "  with checkpoints" "$cs" "$crss"
+  echo "  checkpoint overhead: $(echo "scale=1; 100 * ($cs - $s) / $s" | bc -l)% ($(ls "$work/state" | wc -l) checkpoints kept, $(du -sh "$work/state" | cut -f1))"
+  same_windows
 done

@@ -28,7 +28,7 @@ CREATE SINK climate_wh FROM readings WITH (
   connector = 'parquet', path = 'warehouse/climate', partition_by = 'date(ts), room', rollover_rows = '5000000');
 SQL
 start=$(date +%s.%N)
-/usr/bin/time -f '%M' -o rss.txt "$vibelux" run write.sql --workers 2 --http off 2> write.log
+/usr/bin/time -f '%M' -o rss.txt "$vibelux" run write.sql --workers 2 --http off --no-state 2> write.log
 seconds=$(echo "$(date +%s.%N) - $start" | bc -l)
 rows=$("$vibelux" query --warehouse warehouse --format csv "SELECT count(*) AS n FROM climate" | tail -1)
 bytes=$(du -sb warehouse | cut -f1)

@@ -58,7 +58,14 @@ pub fn run(args: AlarmArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(args.dir.join("actions.jsonl"));
     let mut engine: Child = Command::new(&args.engine)
         .current_dir(&args.dir)
-        .args(["run", "alarms.sql", "--http", "off", "--workers"])
+        .args([
+            "run",
+            "alarms.sql",
+            "--http",
+            "off",
+            "--no-state",
+            "--workers",
+        ])
         .arg(args.workers.to_string())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(args.dir.join("engine.log"))?)

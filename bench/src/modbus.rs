@@ -93,7 +93,7 @@ pub fn poll(args: PollArgs) -> anyhow::Result<()> {
     std::fs::write(args.dir.join("poll.sql"), sql)?;
     let mut engine: Child = Command::new(&args.engine)
         .current_dir(&args.dir)
-        .args(["run", "poll.sql", "--http", "off"])
+        .args(["run", "poll.sql", "--http", "off", "--no-state"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(args.dir.join("engine.log"))?)
         .spawn()

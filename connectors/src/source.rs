@@ -99,6 +99,8 @@ pub fn read_source<'scope>(
             resume_at = Some(tracker.dataflow_time());
         }
         let mut turn = SourceTurn::Free;
+        // The position of the last part left, until its checkpoint is stored.
+        let mut awaiting_storage: Option<(u64, Vec<u8>)> = None;
         let mut generation = u64::MAX;
         let mut records = Vec::with_capacity(timing.batch_size);
         move |_frontiers| {
@@ -112,6 +114,13 @@ pub fn read_source<'scope>(
                 metrics.set_watermark(worker, peers, time);
             }
             if let Some(checkpointing) = &checkpointing {
+                // The checkpoint holding the last position is stored: tell the reader.
+                if let Some((id, position)) = &awaiting_storage
+                    && checkpointing.checkpoints.completed() >= *id
+                {
+                    reader.checkpoint_stored(position);
+                    awaiting_storage = None;
+                }
                 let now = checkpointing.checkpoints.generation();
                 if now != generation || turn != SourceTurn::Free {
                     generation = now;
@@ -234,6 +243,7 @@ pub fn read_source<'scope>(
                         checkpointing
                             .checkpoints
                             .submit(&checkpointing.key, cut.id, encode(&part));
+                        awaiting_storage = Some((cut.id, part.position));
                     }
                     turn = SourceTurn::Free;
                 }

@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         retention: Duration,
         /// Keep checkpoints here, and resume from the newest at start (default: `NAME.state`
-        /// beside the pipeline file `NAME.sql`).
+        /// in the working directory, for the pipeline file `NAME.sql`).
         #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
         state: Option<PathBuf>,
         /// Take no checkpoints and resume from none: a restart starts afresh.
@@ -427,10 +427,12 @@ fn parse_http(text: &str) -> Result<HttpAddress, String> {
         .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 (or `off`)"))
 }
 
-/// `greenhouse.sql` keeps its state in `greenhouse.state/` beside it, where its author looks.
+/// `greenhouse.sql` keeps its state in `greenhouse.state/` in the working directory, beside
+/// what its relative paths write (`out/…`, `warehouse/…`): the state goes with the outputs it
+/// describes.
 fn default_state_directory(pipeline: &Path) -> PathBuf {
     let stem = pipeline.file_stem().unwrap_or_default().to_string_lossy();
-    pipeline.with_file_name(format!("{stem}.state"))
+    PathBuf::from(format!("{stem}.state"))
 }
 
 fn run(
@@ -595,6 +597,9 @@ fn announce_durability(durability: &Durability) {
             );
             match resumed {
                 None => eprintln!("  starting afresh: no checkpoint there yet"),
+                Some((0, _, _)) => eprintln!(
+                    "  starting afresh: the last run ended before its first checkpoint (its outputs are cut back to where they stood before it)"
+                ),
                 Some((id, taken_at, last)) => eprintln!(
                     "  resuming from checkpoint {id} taken at {taken_at}{}",
                     if *last {

@@ -230,6 +230,7 @@ impl Checkpoints {
         }
         let latest = progress.reports.values().flatten().copied().max();
         let time = latest.map_or(0, |time| time + 1);
+        tracing::debug!(id, time, reports = ?progress.reports, "checkpoint cut decided");
         progress.cut = Some(Cut { id, time });
         self.cut_time.store(time, Ordering::Release);
         self.cut_id.store(id, Ordering::Release);
@@ -238,6 +239,7 @@ impl Checkpoints {
 
     /// Leaves `key`'s part of checkpoint `id`.
     pub fn submit(&self, key: &str, id: u64, part: Vec<u8>) {
+        tracing::debug!(key, id, "checkpoint part");
         let mut progress = self.lock();
         if progress.cut.is_some_and(|cut| cut.id == id) {
             progress.parts.insert(key.to_string(), part);

@@ -78,6 +78,9 @@ pub struct SourceStart {
     /// [`SourceReader::position`](crate::source::SourceReader::position) said); empty when the
     /// run starts afresh.
     pub resume: Vec<Vec<u8>>,
+    /// Whether the run checkpoints (a source that commits positions elsewhere, as a Kafka
+    /// consumer group does, then commits only what checkpoints hold).
+    pub checkpointed: bool,
 }
 
 /// A planned source: checked options and columns, ready to start.

@@ -93,6 +93,10 @@ pub trait SourceReader {
     fn position(&self) -> Option<Vec<u8>> {
         None
     }
+
+    /// The checkpoint holding `position` (what [`SourceReader::position`] said) is stored: a
+    /// reader that commits positions elsewhere (a Kafka consumer group) commits it now.
+    fn checkpoint_stored(&mut self, _position: &[u8]) {}
 }
 
 /// Counters of one source, shared by its workers and read by the engine's reporting.

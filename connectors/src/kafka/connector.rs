@@ -10,6 +10,7 @@ use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 use vibelux_interfaces::source::SourceReader;
 
+use super::resume::Positions;
 use super::sink::{KafkaProducer, KafkaSinkConfig};
 use super::source::{KafkaReader, KafkaSourceConfig};
 use crate::payload::RowLayout;
@@ -81,7 +82,12 @@ impl SourceSpec for Consumers {
         )
     }
 
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let resume = Arc::new(std::sync::Mutex::new(Positions::merge(&start.resume)?));
         (0..start.workers)
             .map(|worker| {
                 KafkaReader::open(
@@ -90,6 +96,8 @@ impl SourceSpec for Consumers {
                     self.layout.clone(),
                     worker,
                     start.metrics.clone(),
+                    resume.clone(),
+                    start.checkpointed,
                 )
                 .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
                 .map_err(|error| format!("starting the Kafka consumer: {error}"))

@@ -4,10 +4,12 @@
 //! partitions over the workers (and over the processes of a cluster). A worker's watermark is
 //! the least of its partitions' (`WorkerWatermark`). Offsets are stored once a message's row (or
 //! dead letter) has entered the dataflow and committed by the client every second and when the
-//! source closes, so a restarted engine resumes where it stopped. The sink produces each row
+//! source closes, so a restarted engine resumes where it stopped; a checkpointed run resumes at
+//! its checkpoint's offsets instead (`resume.rs`). The sink produces each row
 //! as a JSON message with an idempotent producer.
 
 pub mod connector;
 pub mod options;
+pub mod resume;
 pub mod sink;
 pub mod source;

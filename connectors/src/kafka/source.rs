@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+use super::resume::{Partition, Positions, ResumingContext};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use vibelux_operators::row::{Datum, Row};
 
@@ -73,7 +75,7 @@ pub struct KafkaSourceConfig {
 /// One worker's consumer.
 pub struct KafkaReader {
     name: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ResumingContext>,
     config: Arc<KafkaSourceConfig>,
     layout: RowLayout,
     metrics: Arc<SourceMetrics>,
@@ -96,13 +98,19 @@ impl KafkaReader {
         layout: RowLayout,
         worker: usize,
         metrics: Arc<SourceMetrics>,
+        resume: Arc<std::sync::Mutex<HashMap<Partition, i64>>>,
+        checkpointed: bool,
     ) -> Result<KafkaReader, String> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group_id)
             .set("client.id", format!("vibelux-{name}-{worker}"))
-            .set("enable.auto.commit", "true")
+            // A checkpointed run commits offsets with its checkpoints only.
+            .set(
+                "enable.auto.commit",
+                if checkpointed { "false" } else { "true" },
+            )
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             // End-of-partition events tell when the backlog is read: only then may a quiet
@@ -120,8 +128,13 @@ impl KafkaReader {
         for (key, value) in &config.properties {
             client.set(key, value);
         }
-        let consumer: BaseConsumer = client
-            .create()
+        let context = ResumingContext {
+            resume,
+            checkpointed,
+            ..ResumingContext::default()
+        };
+        let consumer: BaseConsumer<ResumingContext> = client
+            .create_with_context(context)
             .map_err(|error| format!("creating the Kafka consumer: {error}"))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
@@ -256,8 +269,23 @@ impl SourceReader for KafkaReader {
                     ),
                 },
             });
-            // The row has entered the dataflow: the offset after it may be committed.
-            if let Err(error) = self.consumer.store_offset_from_message(&message) {
+            {
+                let mut held = self.consumer.context().next_offsets();
+                match held.get_mut(&(message.topic().to_string(), message.partition())) {
+                    Some(next) => *next = message.offset() + 1,
+                    None => {
+                        held.insert(
+                            (message.topic().to_string(), message.partition()),
+                            message.offset() + 1,
+                        );
+                    }
+                }
+            }
+            // The row has entered the dataflow: the offset after it may be committed (in a
+            // checkpointed run, once a stored checkpoint holds it).
+            if !self.consumer.context().checkpointed
+                && let Err(error) = self.consumer.store_offset_from_message(&message)
+            {
                 tracing::debug!(source = %self.name, %error, "storing an offset failed");
             }
         }
@@ -289,11 +317,39 @@ impl SourceReader for KafkaReader {
     fn assigned_partitions(&self) -> &[u32] {
         &self.assigned
     }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(Positions::encode(&self.consumer.context().next_offsets()))
+    }
+
+    /// The checkpoint holding `position` is stored: its offsets are the group's now.
+    fn checkpoint_stored(&mut self, position: &[u8]) {
+        let offsets = match Positions::merge(&[position.to_vec()]) {
+            Ok(offsets) => offsets,
+            Err(error) => {
+                tracing::warn!(source = %self.name, %error, "committing checkpointed offsets");
+                return;
+            }
+        };
+        let mut list = rdkafka::TopicPartitionList::new();
+        for ((topic, partition), next) in &offsets {
+            let _ = list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
+        }
+        if list.count() > 0
+            && let Err(error) = self.consumer.commit(&list, CommitMode::Async)
+        {
+            tracing::debug!(source = %self.name, %error, "committing checkpointed offsets");
+        }
+    }
 }
 
 impl Drop for KafkaReader {
     fn drop(&mut self) {
-        // Commit what entered the dataflow before leaving the group.
+        // Commit what entered the dataflow before leaving the group (a checkpointed run has
+        // committed its last checkpoint's offsets already).
+        if self.consumer.context().checkpointed {
+            return;
+        }
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(source = %self.name, %error, "final offset commit");
         }

@@ -113,6 +113,7 @@ pub(super) fn start_inputs(
                 metrics: metrics.sources[position].1.clone(),
                 progress,
                 resume: resume_positions(checkpoints, &source_plan.name, workers)?,
+                checkpointed: checkpoints.is_some(),
             })
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting source {}", source_plan.name))?;
@@ -131,6 +132,7 @@ pub(super) fn start_inputs(
                 metrics: metrics.sources[sources.len() + position].1.clone(),
                 progress: Arc::default(),
                 resume: Vec::new(),
+                checkpointed: false,
             })
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting table {}", table_plan.name))?;

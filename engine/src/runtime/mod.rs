@@ -16,6 +16,7 @@ use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::row::Update;
 use vibelux_queries::plan::{DataflowPlan, NodeId};
 
+use anyhow::Context as _;
 use vibelux_interfaces::checkpoint::Checkpoints;
 
 use crate::live::view::{LiveView, LiveViews, Retention};
@@ -207,7 +208,23 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     ));
     // Sinks open and sources start before any worker does (files created, network clients
     // started), so a bad path or an unreachable broker fails the run up front.
-    let writers = Mutex::new(open_sinks(&plan, checkpoints.as_deref())?);
+    let mut opened = open_sinks(&plan, checkpoints.as_deref())?;
+    if let (Some(resumed), Some(state)) = (&resumed, &options.state)
+        && resumed.from.is_none()
+    {
+        // A state directory's first run: where the outputs stand before it writes anything.
+        let mut parts = std::collections::BTreeMap::new();
+        for (sink, writer) in plan.sinks.iter().zip(opened.iter_mut()) {
+            if let Some(writer) = writer {
+                let part = writer
+                    .checkpoint()
+                    .with_context(|| format!("recording where sink {} starts", sink.name))?;
+                parts.insert(inputs::sink_key(&sink.name), part);
+            }
+        }
+        crate::state::store_baseline(&resumed.store, state, workers, parts)?;
+    }
+    let writers = Mutex::new(opened);
     let started = Mutex::new(start_inputs(
         &plan,
         &sources,

@@ -77,6 +77,28 @@ pub fn resume(options: &StateOptions, workers: usize) -> anyhow::Result<Resumed>
     })
 }
 
+/// Stores checkpoint 0 of a state directory that has none: where each sink's output stood
+/// before the first run wrote anything (a file's length; a warehouse's next epoch). A crash
+/// before the first real checkpoint then restores this, and the rows the crashed run wrote are
+/// cut away before they are produced again, instead of being kept twice.
+pub fn store_baseline(
+    store: &StateDirectory,
+    options: &StateOptions,
+    workers: usize,
+    sinks: BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
+    store.store(&StoredCheckpoint {
+        format: store::FORMAT,
+        id: 0,
+        pipeline: options.pipeline.clone(),
+        workers,
+        taken_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cut: Some(0),
+        parts: sinks,
+    })?;
+    Ok(())
+}
+
 /// The fingerprint of a pipeline's text.
 pub fn pipeline_fingerprint(text: &str) -> String {
     // xxHash64 is specified, so the fingerprint stays the same across builds and versions.

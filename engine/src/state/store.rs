@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 const KEPT: usize = 3;
 
 /// The format of the files; a file of another format is refused rather than misread.
-pub(super) const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// One stored checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
