@@ -85,8 +85,11 @@ pub fn read_source<'scope>(
     let mut dead_output = OutputBuilder::from(dead_output);
     let mut late_output = OutputBuilder::from(late_output);
 
-    builder.build(move |capabilities| {
+    builder.build_reschedule(move |capabilities| {
         let mut capabilities = Some(capabilities);
+        // The position of the final part left, until the run's last checkpoint is stored (the
+        // operator stays alive till then, to tell its reader).
+        let mut final_position: Option<Vec<u8>> = None;
         let mut tracker = WorkerWatermark::new(
             timing.watermark_delay_nanos,
             timing.allowed_lateness_nanos,
@@ -104,7 +107,18 @@ pub fn read_source<'scope>(
         let mut generation = u64::MAX;
         let mut records = Vec::with_capacity(timing.batch_size);
         move |_frontiers| {
+            let mut step = || {
             let Some(caps) = capabilities.as_mut() else {
+                if let (Some(position), Some(checkpointing)) = (&final_position, &checkpointing) {
+                    match checkpointing.checkpoints.final_stored() {
+                        Some(true) => {
+                            reader.checkpoint_stored(position);
+                            final_position = None;
+                        }
+                        Some(false) => final_position = None,
+                        None => activator.activate_after(Duration::from_millis(10)),
+                    }
+                }
                 return;
             };
             if let Some(time) = resume_at.take().filter(|time| time > caps[0].time()) {
@@ -130,7 +144,8 @@ pub fn read_source<'scope>(
                 }
             }
             if stop.load(Ordering::Relaxed) {
-                leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                final_position = leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                activator.activate_after(Duration::from_millis(10));
                 capabilities = None;
                 return;
             }
@@ -215,14 +230,18 @@ pub fn read_source<'scope>(
                     activator.activate_after(wait)
                 }
                 Poll::Finished => {
-                    leave_final_part(&checkpointing, reader.as_ref(), &tracker, true);
+                    final_position =
+                        leave_final_part(&checkpointing, reader.as_ref(), &tracker, true);
+                    activator.activate_after(Duration::from_millis(10));
                     capabilities = None;
                     return;
                 }
                 Poll::Failed(_) => {
                     // Windows still open would be written as if complete: stop the whole run
                     // as Ctrl-C does, and let it end with the failure.
-                    leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                    final_position =
+                        leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                    activator.activate_after(Duration::from_millis(10));
                     stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                     return;
@@ -255,6 +274,9 @@ pub fn read_source<'scope>(
                 }
                 metrics.set_watermark(worker, peers, time);
             }
+            };
+            step();
+            final_position.is_some()
         }
     });
     SourceStreams {
@@ -276,17 +298,18 @@ fn source_part(reader: &dyn SourceReader, tracker: &WorkerWatermark, finished: b
 }
 
 /// The source's input has ended (read to its end, or the run stops): this part stands for it
-/// in every checkpoint from now on.
+/// in every checkpoint from now on. Returns its position, for the reader once it is stored.
 fn leave_final_part(
     checkpointing: &Option<SourceCheckpointing>,
     reader: &dyn SourceReader,
     tracker: &WorkerWatermark,
     finished: bool,
-) {
-    if let Some(checkpointing) = checkpointing {
-        let part = source_part(reader, tracker, finished);
-        checkpointing
-            .checkpoints
-            .submit_final(&checkpointing.key, encode(&part));
-    }
+) -> Option<Vec<u8>> {
+    let checkpointing = checkpointing.as_ref()?;
+    let part = source_part(reader, tracker, finished);
+    let position = part.position.clone();
+    checkpointing
+        .checkpoints
+        .submit_final(&checkpointing.key, encode(&part));
+    Some(position)
 }

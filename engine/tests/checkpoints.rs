@@ -3,8 +3,6 @@
 //! interrupted, row for row: windows in a file and in the Parquet warehouse, and a changelog of
 //! running totals.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -471,100 +469,4 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-#[test]
-fn a_kafka_source_killed_mid_stream_reads_every_message_exactly_once() {
-    let broker = common::tansu::Tansu::start();
-    broker.peer(&["create", "readings", "2"]);
-    // 300 s of readings, 10 ms apart, 10 sensors: every 10 s window of a sensor has 100.
-    broker.peer(&["produce", "readings", "0", "30000"]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        format!(
-            "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
-               WATERMARK FOR ts AS ts - INTERVAL '1 second')
-             WITH (connector = 'kafka', brokers = '{}', topic = 'readings',
-                   idle_timeout = '1 second',
-                   \"properties.session.timeout.ms\" = '6000');
-             CREATE VIEW sensor_windows AS
-               SELECT sensor_id, window_start, count(*) AS n
-               FROM TUMBLE(readings, ts, INTERVAL '10 seconds') GROUP BY sensor_id, window_start;
-             CREATE SINK rows FROM readings WITH (connector = 'file', path = 'out/rows.jsonl');
-             CREATE SINK windows FROM sensor_windows
-               WITH (connector = 'file', path = 'out/windows.jsonl');",
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let rows = dir.path().join("out/rows.jsonl");
-    let windows = dir.path().join("out/windows.jsonl");
-    let args = ["--checkpoint-interval", "50ms"];
-    let mut random = Lcg(5);
-    let mut crashes = 0;
-    // The client logs a lot: to a file, so that a full pipe never blocks the engine.
-    let logged = |run: usize| {
-        let log = std::fs::File::create(dir.path().join(format!("run-{run}.log"))).unwrap();
-        let mut command = vibelux(dir.path(), &args);
-        command.stderr(log);
-        command
-    };
-    for run in 0..4 {
-        let mut child = logged(run).spawn().unwrap();
-        // Kill it once it has read a little more.
-        let before = lines_of(&rows).len();
-        let more = 2_000 + random.below(6_000) as usize;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while lines_of(&rows).len() < (before + more).min(29_000) {
-            assert!(Instant::now() < deadline, "the engine read nothing");
-            assert!(child.try_wait().unwrap().is_none(), "the engine ended");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        crashes += 1;
-        if before + more >= 29_000 {
-            break;
-        }
-    }
-    assert!(crashes >= 2);
-    let mut child = logged(4).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while lines_of(&rows).len() < 30_000 || lines_of(&windows).len() < 300 {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "{} rows and {} windows after the last restart:\n{}",
-                lines_of(&rows).len(),
-                lines_of(&windows).len(),
-                std::fs::read_to_string(dir.path().join("run-4.log")).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // A moment for anything repeated to show.
-    std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "{}",
-        std::fs::read_to_string(dir.path().join("run-4.log")).unwrap()
-    );
-    let mut seqs: Vec<i64> = lines_of(&rows)
-        .iter()
-        .map(|row| row["seq"].as_i64().unwrap())
-        .collect();
-    seqs.sort_unstable();
-    assert_eq!(seqs.len(), 30_000, "rows read twice or lost");
-    assert_eq!(seqs, (0..30_000).collect::<Vec<i64>>());
-    let windows = lines_of(&windows);
-    assert_eq!(windows.len(), 300, "windows written twice or lost");
-    assert!(
-        windows.iter().all(|window| window["n"] == 100),
-        "{windows:?}"
-    );
 }

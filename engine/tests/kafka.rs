@@ -5,7 +5,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::start_engine;
@@ -215,5 +216,127 @@ fn a_backlog_that_arrives_after_a_quiet_start_is_not_late() {
     assert!(
         log.contains("readings: 2000 rows, 0 dead letters, 0 late"),
         "{log}"
+    );
+}
+
+/// `vibelux run pipeline.sql` in `dir`, checkpointing (its own state directory there).
+fn vibelux_in(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vibelux"));
+    command
+        .current_dir(dir)
+        .args(["run", "pipeline.sql", "--http", "off"])
+        .args(args)
+        .stdout(Stdio::null());
+    command
+}
+
+/// The complete lines of a file being written (a last line still being written is left out).
+fn lines_of(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_kafka_source_killed_mid_stream_reads_every_message_exactly_once() {
+    let broker = Tansu::start();
+    broker.peer(&["create", "readings", "2"]);
+    // 300 s of readings, 10 ms apart, 10 sensors: every 10 s window of a sensor has 100.
+    broker.peer(&["produce", "readings", "0", "30000"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
+               WATERMARK FOR ts AS ts - INTERVAL '1 second')
+             WITH (connector = 'kafka', brokers = '{}', topic = 'readings',
+                   \"properties.session.timeout.ms\" = '6000');
+             CREATE VIEW sensor_windows AS
+               SELECT sensor_id, window_start, count(*) AS n
+               FROM TUMBLE(readings, ts, INTERVAL '10 seconds') GROUP BY sensor_id, window_start;
+             CREATE SINK rows FROM readings WITH (connector = 'file', path = 'out/rows.jsonl');
+             CREATE SINK windows FROM sensor_windows
+               WITH (connector = 'file', path = 'out/windows.jsonl');",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let rows = dir.path().join("out/rows.jsonl");
+    let windows = dir.path().join("out/windows.jsonl");
+    let args = ["--checkpoint-interval", "50ms"];
+    // Kill at different amounts read each time (a fixed sequence, so runs are repeatable).
+    let amounts = [2_500, 6_000, 4_000, 7_000];
+    let mut crashes = 0;
+    // The client logs a lot: to a file, so that a full pipe never blocks the engine.
+    let logged = |run: usize| {
+        let log = std::fs::File::create(dir.path().join(format!("run-{run}.log"))).unwrap();
+        let mut command = vibelux_in(dir.path(), &args);
+        command.stderr(log);
+        command
+    };
+    for (run, more) in amounts.into_iter().enumerate() {
+        let mut child = logged(run).spawn().unwrap();
+        // Kill it once it has read a little more.
+        let before = lines_of(&rows).len();
+
+        // A killed consumer's partitions are handed on when its session times out (6 s).
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while lines_of(&rows).len() < (before + more).min(29_000) {
+            assert!(
+                Instant::now() < deadline,
+                "the engine read nothing:\n{}",
+                std::fs::read_to_string(dir.path().join(format!("run-{run}.log"))).unwrap()
+            );
+            assert!(child.try_wait().unwrap().is_none(), "the engine ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        crashes += 1;
+        if before + more >= 29_000 {
+            break;
+        }
+    }
+    assert!(crashes >= 2);
+    let mut child = logged(4).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while lines_of(&rows).len() < 30_000 || lines_of(&windows).len() < 300 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{} rows and {} windows after the last restart:\n{}",
+                lines_of(&rows).len(),
+                lines_of(&windows).len(),
+                std::fs::read_to_string(dir.path().join("run-4.log")).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A moment for anything repeated to show.
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("run-4.log")).unwrap()
+    );
+    let mut seqs: Vec<i64> = lines_of(&rows)
+        .iter()
+        .map(|row| row["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs.len(), 30_000, "rows read twice or lost");
+    assert_eq!(seqs, (0..30_000).collect::<Vec<i64>>());
+    let windows = lines_of(&windows);
+    assert_eq!(windows.len(), 300, "windows written twice or lost");
+    assert!(
+        windows.iter().all(|window| window["n"] == 100),
+        "{windows:?}"
     );
 }

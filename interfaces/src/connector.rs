@@ -81,6 +81,9 @@ pub struct SourceStart {
     /// Whether the run checkpoints (a source that commits positions elsewhere, as a Kafka
     /// consumer group does, then commits only what checkpoints hold).
     pub checkpointed: bool,
+    /// A directory of its own in the run's state, for a source that keeps what it received
+    /// durably (an MQTT journal); `None` when the run is not checkpointed.
+    pub durable_directory: Option<std::path::PathBuf>,
 }
 
 /// A planned source: checked options and columns, ready to start.

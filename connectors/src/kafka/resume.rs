@@ -66,6 +66,8 @@ pub struct ResumingContext {
     /// Whether the run checkpoints: offsets are then committed only with checkpoints, and a
     /// partition moving between this run's workers is handed on here.
     pub(super) checkpointed: bool,
+    /// Set by every rebalance: the reader looks at its assignment again at once.
+    pub(super) rebalanced: std::sync::atomic::AtomicBool,
 }
 
 impl ResumingContext {
@@ -78,6 +80,8 @@ impl ClientContext for ResumingContext {}
 
 impl ConsumerContext for ResumingContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
@@ -96,6 +100,8 @@ impl ConsumerContext for ResumingContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let Rebalance::Assign(assigned) = rebalance else {
             return;
         };

@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 
 use super::resume::{Partition, Positions, ResumingContext};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message};
 use vibelux_operators::row::{Datum, Row};
 
 use crate::payload::{MessageFormat, RowLayout};
@@ -87,6 +87,8 @@ pub struct KafkaReader {
     /// Partition numbers read to their end since their last message (librdkafka reports the
     /// end of a partition by number only).
     at_end: std::collections::HashSet<i32>,
+    /// A message that arrived with a new assignment, taken at the next poll.
+    held_back: Option<rdkafka::message::OwnedMessage>,
 }
 
 impl KafkaReader {
@@ -158,6 +160,7 @@ impl KafkaReader {
             topic_index,
             failures: 0,
             at_end: Default::default(),
+            held_back: None,
         })
     }
 
@@ -166,7 +169,7 @@ impl KafkaReader {
         (topic << 16) | (partition as u32 & 0xffff)
     }
 
-    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<(Row, i64), String> {
+    fn decode<M: Message>(&self, message: &M) -> Result<(Row, i64), String> {
         let body = message.payload().ok_or("the message has no value")?;
         let mut row = self.config.format.decode(&self.layout, body)?;
         for (field, column) in &self.config.metadata {
@@ -216,12 +219,73 @@ impl KafkaReader {
     }
 }
 
+impl KafkaReader {
+    /// Turns one message into a record and notes its offset.
+    fn take<M: Message>(&self, message: &M, out: &mut Vec<Record>) {
+        let partition = self.partition_id(message.topic(), message.partition());
+        out.push(match self.decode(message) {
+            Ok((row, event_time)) => Record::Row {
+                row,
+                event_time,
+                partition,
+            },
+            Err(reason) => Record::Invalid {
+                reason,
+                raw: message
+                    .payload()
+                    .map(crate::bytes_text::escaped)
+                    .unwrap_or_default(),
+                origin: format!(
+                    "kafka topic {} partition {} offset {}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                ),
+            },
+        });
+        {
+            let mut held = self.consumer.context().next_offsets();
+            match held.get_mut(&(message.topic().to_string(), message.partition())) {
+                Some(next) => *next = message.offset() + 1,
+                None => {
+                    held.insert(
+                        (message.topic().to_string(), message.partition()),
+                        message.offset() + 1,
+                    );
+                }
+            }
+        }
+        // The row has entered the dataflow: the offset after it may be committed (in a
+        // checkpointed run, once a stored checkpoint holds it).
+        if !self.consumer.context().checkpointed
+            && let Err(error) =
+                self.consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+        {
+            tracing::debug!(source = %self.name, %error, "storing an offset failed");
+        }
+    }
+}
+
 impl SourceReader for KafkaReader {
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
-        if self.checked_assignment.elapsed() >= ASSIGNMENT_REFRESH {
+        if self.checked_assignment.elapsed() >= ASSIGNMENT_REFRESH
+            || self
+                .consumer
+                .context()
+                .rebalanced
+                .swap(false, Ordering::Relaxed)
+        {
             self.refresh_assignment();
         }
         let mut taken = 0;
+        // A message that came with a new assignment, held back so that the watermark knows
+        // every newly assigned partition before any row is admitted.
+        if let Some(message) = self.held_back.take() {
+            self.at_end.remove(&message.partition());
+            self.take(&message, out);
+            taken += 1;
+        }
         while taken < max_records {
             let message = match self.consumer.poll(Duration::ZERO) {
                 None => break,
@@ -246,48 +310,23 @@ impl SourceReader for KafkaReader {
                 self.failures = 0;
                 self.metrics.connected.store(true, Ordering::Relaxed);
             }
+            // The group assigned partitions while polling: end the batch here, so the source
+            // expects every assigned partition (a backlog on one must not be made late by the
+            // rows of another that came first).
+            if self
+                .consumer
+                .context()
+                .rebalanced
+                .swap(false, Ordering::Relaxed)
+            {
+                let detached = message.detach();
+                self.refresh_assignment();
+                self.held_back = Some(detached);
+                return Poll::Ready;
+            }
             taken += 1;
             self.at_end.remove(&message.partition());
-            let partition = self.partition_id(message.topic(), message.partition());
-            out.push(match self.decode(&message) {
-                Ok((row, event_time)) => Record::Row {
-                    row,
-                    event_time,
-                    partition,
-                },
-                Err(reason) => Record::Invalid {
-                    reason,
-                    raw: message
-                        .payload()
-                        .map(crate::bytes_text::escaped)
-                        .unwrap_or_default(),
-                    origin: format!(
-                        "kafka topic {} partition {} offset {}",
-                        message.topic(),
-                        message.partition(),
-                        message.offset()
-                    ),
-                },
-            });
-            {
-                let mut held = self.consumer.context().next_offsets();
-                match held.get_mut(&(message.topic().to_string(), message.partition())) {
-                    Some(next) => *next = message.offset() + 1,
-                    None => {
-                        held.insert(
-                            (message.topic().to_string(), message.partition()),
-                            message.offset() + 1,
-                        );
-                    }
-                }
-            }
-            // The row has entered the dataflow: the offset after it may be committed (in a
-            // checkpointed run, once a stored checkpoint holds it).
-            if !self.consumer.context().checkpointed
-                && let Err(error) = self.consumer.store_offset_from_message(&message)
-            {
-                tracing::debug!(source = %self.name, %error, "storing an offset failed");
-            }
+            self.take(&message, out);
         }
         if taken == max_records {
             Poll::Ready

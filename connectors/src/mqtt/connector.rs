@@ -74,13 +74,34 @@ impl SourceSpec for Subscription {
         format!("mqtt {}", self.config.broker.address())
     }
 
+    /// Received messages are journaled before they are acknowledged (`mqtt/journal.rs`).
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        // A checkpointed run journals what it receives, and resumes each worker after the
+        // last journaled message its checkpoint had taken in.
+        let durability = match &start.durable_directory {
+            Some(directory) => Some(super::source::Durability {
+                directory: directory.join("journal"),
+                taken: start
+                    .resume
+                    .iter()
+                    .map(|position| {
+                        vibelux_interfaces::checkpoint::decode::<u64>("journal position", position)
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+            None => None,
+        };
         let readers = super::source::subscribe(
             &start.name,
             self.config.clone(),
             self.layout.clone(),
             start.workers,
             start.metrics.clone(),
+            durability,
         )
         .map_err(|error| format!("starting the MQTT client: {error}"))?;
         Ok(boxed_readers(readers))

@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod connector;
+pub mod journal;
 pub mod link;
 pub mod options;
 pub mod sink;

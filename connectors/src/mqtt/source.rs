@@ -9,7 +9,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use vibelux_operators::row::{Datum, Row};
 
 use crate::background::BackgroundThread;
 use crate::mqtt::broker::{Backoff, BrokerConfig};
+use crate::mqtt::journal::{Journal, JournalEntry};
 use crate::mqtt::link::{self, LinkClient, LinkConnection, LinkEvent, Protocol, Received, Will};
 use crate::mqtt::topic::TopicPattern;
 use crate::payload::{MessageFormat, RowLayout, parse_text};
@@ -53,6 +54,16 @@ pub struct MqttMessage {
     pub publish: Received,
     /// When the client received it (nanoseconds since the epoch).
     pub received_nanos: i64,
+    /// Its number in the journal (0 when the run keeps none).
+    pub sequence: u64,
+}
+
+/// What a checkpointed run gives an MQTT source: where to keep its journal, and how far each
+/// worker had taken the journal in at the checkpoint the run resumes from.
+pub struct Durability {
+    pub directory: std::path::PathBuf,
+    /// Per worker: the last journaled message it took in (0: none).
+    pub taken: Vec<u64>,
 }
 
 /// Turns one worker's messages into records (rows and dead letters).
@@ -108,6 +119,7 @@ pub fn subscribe(
     layout: RowLayout,
     peers: usize,
     metrics: Arc<SourceMetrics>,
+    durability: Option<Durability>,
 ) -> std::io::Result<Vec<MqttReader>> {
     let subscription = Subscription {
         broker: config.broker.clone(),
@@ -129,6 +141,7 @@ pub fn subscribe(
         },
         peers,
         metrics,
+        durability,
     )
 }
 
@@ -139,8 +152,25 @@ pub fn subscribe_with(
     mut decoder: impl FnMut(&Commands) -> Box<dyn MessageDecoder>,
     peers: usize,
     metrics: Arc<SourceMetrics>,
+    durability: Option<Durability>,
 ) -> std::io::Result<Vec<MqttReader>> {
     let peers = peers.max(1);
+    let (journal, replay, taken) = match durability {
+        Some(durability) => {
+            let (journal, entries) = Journal::open(&durability.directory).map_err(|error| {
+                std::io::Error::other(format!(
+                    "source {name}: opening the journal in {}: {error}",
+                    durability.directory.display()
+                ))
+            })?;
+            let mut taken = durability.taken;
+            taken.resize(peers, 0);
+            (Some(journal), entries, taken)
+        }
+        None => (None, Vec::new(), vec![0; peers]),
+    };
+    let journaled = journal.is_some();
+    let stored: Arc<Vec<AtomicU64>> = Arc::new(taken.iter().map(|&t| AtomicU64::new(t)).collect());
     metrics.networked.store(true, Ordering::Relaxed);
     let will = subscription.presence.as_ref().map(|presence| Will {
         topic: presence.topic.clone(),
@@ -168,6 +198,12 @@ pub fn subscribe_with(
         unsent_acks: Default::default(),
         stop: Arc::default(),
         metrics,
+        journal,
+        replay,
+        taken,
+        stored: stored.clone(),
+        forgotten: 0,
+        journaled_acks: Vec::new(),
     };
     let guard = BackgroundThread::spawn(format!("mqtt-{name}"), move |stop| {
         session.stop = stop;
@@ -176,12 +212,17 @@ pub fn subscribe_with(
     Ok(receivers
         .into_iter()
         .zip(wakers)
-        .map(|(queue, waker)| MqttReader {
+        .enumerate()
+        .map(|(worker, (queue, waker))| MqttReader {
             decoder: decoder(&commands),
             queue,
             acks: acks.clone(),
             waker,
             _guard: guard.clone(),
+            journaled,
+            taken: stored[worker].load(Ordering::Relaxed),
+            worker,
+            stored: stored.clone(),
         })
         .collect())
 }
@@ -197,16 +238,45 @@ struct Session {
     unsent_acks: std::collections::VecDeque<u16>,
     stop: Arc<AtomicBool>,
     metrics: Arc<SourceMetrics>,
+    /// In a checkpointed run: messages are journaled and synced before they are acknowledged.
+    journal: Option<Journal>,
+    /// Journaled messages to hand to the workers that had not taken them in, before any new one.
+    replay: Vec<JournalEntry>,
+    /// Per worker: the last journaled message it had taken in at the checkpoint resumed from.
+    taken: Vec<u64>,
+    /// Per worker: the last journaled message a stored checkpoint holds (readers set it).
+    stored: Arc<Vec<AtomicU64>>,
+    /// The journal is deleted up to here.
+    forgotten: u64,
+    /// Journaled messages to acknowledge once the journal is synced.
+    journaled_acks: Vec<u16>,
 }
+
+/// Journaled messages acknowledged in one batch at most (one sync each).
+const JOURNAL_BATCH: usize = 512;
 
 impl Session {
     fn run(&mut self, mut connection: LinkConnection) {
+        self.replay_journal();
         let mut backoff = Backoff::new();
         let filter = self.subscription.filter.clone();
         let mut failures = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             self.send_acks();
-            match connection.recv(Duration::from_millis(50)) {
+            // With messages waiting for a sync, take what else is ready first: one sync for all.
+            let wait = if self.journaled_acks.is_empty() {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            };
+            let event = connection.recv(wait);
+            if self.journaled_acks.len() >= JOURNAL_BATCH
+                || (matches!(event, LinkEvent::Idle) && !self.journaled_acks.is_empty())
+            {
+                self.sync_journal();
+            }
+            self.forget_journal();
+            match event {
                 LinkEvent::Idle | LinkEvent::Other | LinkEvent::Disconnected => {}
                 LinkEvent::Closed => break,
                 LinkEvent::Connected { session_present } => {
@@ -262,15 +332,115 @@ impl Session {
         self.close(connection);
     }
 
-    /// Queues a message for the worker that owns its topic.
-    fn hand_off(&mut self, publish: Received) {
+    /// The worker that owns a topic.
+    fn worker_of(&self, topic: &str) -> usize {
         let mut hasher = DefaultHasher::new();
-        (self.subscription.route)(&publish.topic, &mut hasher);
-        let worker = (hasher.finish() % self.queues.len() as u64) as usize;
-        let mut message = MqttMessage {
-            publish,
-            received_nanos: now_nanos(),
+        (self.subscription.route)(topic, &mut hasher);
+        (hasher.finish() % self.queues.len() as u64) as usize
+    }
+
+    /// Hands each worker the journaled messages after the last one it had taken in.
+    fn replay_journal(&mut self) {
+        let entries = std::mem::take(&mut self.replay);
+        let mut replayed = 0;
+        for entry in entries {
+            let worker = self.worker_of(&entry.topic);
+            if entry.sequence <= self.taken[worker] {
+                continue;
+            }
+            replayed += 1;
+            let qos = match entry.qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            };
+            let message = MqttMessage {
+                publish: Received {
+                    topic: entry.topic,
+                    payload: entry.payload.into(),
+                    qos,
+                    pkid: 0,
+                },
+                received_nanos: entry.received_nanos,
+                sequence: entry.sequence,
+            };
+            self.queue(worker, message);
+        }
+        if replayed > 0 {
+            tracing::info!(source = %self.name, replayed, "messages taken again from the journal");
+        }
+    }
+
+    /// Makes the journal durable, then acknowledges what it holds.
+    fn sync_journal(&mut self) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
         };
+        match journal.sync() {
+            Ok(()) => {
+                for pkid in self.journaled_acks.drain(..) {
+                    self.unsent_acks.push_back(pkid);
+                }
+                self.send_acks();
+            }
+            // Unacknowledged, the broker keeps them and stops sending more: retried next time.
+            Err(error) => {
+                tracing::error!(source = %self.name, %error, "cannot sync the journal of received messages");
+                self.sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Deletes what every worker's stored checkpoint has passed.
+    fn forget_journal(&mut self) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        let passed = self
+            .stored
+            .iter()
+            .map(|taken| taken.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        if passed > self.forgotten {
+            journal.forget_through(passed);
+            self.forgotten = passed;
+        }
+    }
+
+    /// Queues a message for the worker that owns its topic; in a checkpointed run, journals it
+    /// first (it is acknowledged once the journal is synced).
+    fn hand_off(&mut self, publish: Received) {
+        let worker = self.worker_of(&publish.topic);
+        let received_nanos = now_nanos();
+        let mut sequence = 0;
+        if let Some(journal) = self.journal.as_mut() {
+            let qos = match publish.qos {
+                QoS::AtMostOnce => 0,
+                QoS::AtLeastOnce => 1,
+                QoS::ExactlyOnce => 2,
+            };
+            match journal.append(&publish.topic, &publish.payload, received_nanos, qos) {
+                Ok(number) => sequence = number,
+                Err(error) => {
+                    // Not acknowledged: the broker delivers it again.
+                    tracing::error!(source = %self.name, %error, "cannot journal a received message");
+                    return;
+                }
+            }
+            if publish.qos != QoS::AtMostOnce {
+                self.journaled_acks.push(publish.pkid);
+            }
+        }
+        let message = MqttMessage {
+            publish,
+            received_nanos,
+            sequence,
+        };
+        self.queue(worker, message);
+    }
+
+    fn queue(&mut self, worker: usize, mut message: MqttMessage) {
         loop {
             match self.queues[worker].try_send(message) {
                 Ok(()) => break,
@@ -318,6 +488,7 @@ impl Session {
     /// Sends the last acknowledgements, then disconnects, so the broker does not redeliver
     /// what the engine took in.
     fn close(&mut self, mut connection: LinkConnection) {
+        self.sync_journal();
         self.send_acks();
         // A clean disconnect does not trigger the will: say it ourselves.
         if let Some(presence) = &self.subscription.presence {
@@ -355,6 +526,13 @@ pub struct MqttReader {
     acks: Sender<u16>,
     waker: Arc<OnceLock<Waker>>,
     _guard: Arc<BackgroundThread>,
+    /// Whether messages are journaled (and acknowledged by the client once synced).
+    journaled: bool,
+    /// The last journaled message taken in: the reader's position.
+    taken: u64,
+    worker: usize,
+    /// Per worker: the last journaled message a stored checkpoint holds.
+    stored: Arc<Vec<AtomicU64>>,
 }
 
 /// Rows from JSON or raw payloads, with columns filled from the topic's levels.
@@ -415,7 +593,9 @@ impl SourceReader for MqttReader {
             };
             taken += 1;
             self.decoder.decode(&message, out);
-            if message.publish.qos != QoS::AtMostOnce {
+            if self.journaled {
+                self.taken = self.taken.max(message.sequence);
+            } else if message.publish.qos != QoS::AtMostOnce {
                 let _ = self.acks.send(message.publish.pkid);
             }
         }
@@ -432,5 +612,20 @@ impl SourceReader for MqttReader {
 
     fn set_waker(&mut self, waker: Waker) {
         let _ = self.waker.set(waker);
+    }
+
+    /// The last journaled message taken in (only a checkpointed run journals).
+    fn position(&self) -> Option<Vec<u8>> {
+        self.journaled
+            .then(|| vibelux_interfaces::checkpoint::encode(&self.taken))
+    }
+
+    /// A stored checkpoint holds everything up to `position`: the journal may forget it.
+    fn checkpoint_stored(&mut self, position: &[u8]) {
+        if let Ok(taken) =
+            vibelux_interfaces::checkpoint::decode::<u64>("journal position", position)
+        {
+            self.stored[self.worker].store(taken, Ordering::Relaxed);
+        }
     }
 }

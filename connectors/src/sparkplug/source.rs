@@ -97,6 +97,8 @@ pub fn subscribe(
         },
         peers,
         metrics,
+        // The host's births are not checkpointed yet: no journal either.
+        None,
     )
 }
 

@@ -92,6 +92,7 @@ pub(super) fn start_inputs(
     metrics: &RunMetrics,
     workers: usize,
     checkpoints: Option<&Checkpoints>,
+    state_directory: Option<&std::path::Path>,
 ) -> anyhow::Result<StartedInputs> {
     let mut started = StartedInputs {
         sources: HashMap::new(),
@@ -114,6 +115,9 @@ pub(super) fn start_inputs(
                 progress,
                 resume: resume_positions(checkpoints, &source_plan.name, workers)?,
                 checkpointed: checkpoints.is_some(),
+                durable_directory: state_directory
+                    .filter(|_| checkpoints.is_some())
+                    .map(|directory| directory.join("sources").join(&source_plan.name)),
             })
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting source {}", source_plan.name))?;
@@ -133,6 +137,7 @@ pub(super) fn start_inputs(
                 progress: Arc::default(),
                 resume: Vec::new(),
                 checkpointed: false,
+                durable_directory: None,
             })
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting table {}", table_plan.name))?;

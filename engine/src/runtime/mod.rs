@@ -232,6 +232,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         &metrics,
         workers,
         checkpoints.as_deref(),
+        resumed.as_ref().map(|resumed| resumed.store.path()),
     )?);
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
     let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
