@@ -71,7 +71,7 @@ def simulate(vibelux, out, duration, seed):
         os.remove(rows)
     with open(pipeline, "w") as handle:
         handle.write(PIPELINE.format(duration=duration, seed=seed, path=rows))
-    subprocess.run([vibelux, "run", pipeline, "--http", "off"], check=True,
+    subprocess.run([vibelux, "run", pipeline, "--http", "off", "--no-state"], check=True,
                    stdout=subprocess.DEVNULL)
     return rows
 
