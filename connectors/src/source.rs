@@ -292,7 +292,7 @@ fn source_part(reader: &dyn SourceReader, tracker: &WorkerWatermark, finished: b
         position: reader
             .position()
             .expect("checkpointed runs read only sources that resume"),
-        watermark: encode(&tracker.state()),
+        state: encode(&tracker.state()),
         finished,
     }
 }

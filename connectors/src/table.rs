@@ -14,14 +14,49 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
-use crate::source::{Poll, Record, SourceMetrics, SourceReader, dead_letter_row};
+use serde::{Deserialize, Serialize};
+use vibelux_interfaces::checkpoint::{SourcePart, SourceTurn, decode, encode};
+
+use crate::source::{Poll, Record, SourceControls, SourceMetrics, SourceReader, dead_letter_row};
+
+/// What a checkpoint keeps of a table beside its reader's position: its rows, and a replacement
+/// being read.
+#[derive(Serialize, Deserialize)]
+struct TableState {
+    current: Vec<(Row, Row)>,
+    replacement: Option<Vec<(Row, Row)>>,
+}
+
+fn table_part(
+    reader: &dyn SourceReader,
+    current: &HashMap<Row, Row>,
+    replacement: &Option<HashMap<Row, Row>>,
+    finished: bool,
+) -> Vec<u8> {
+    let state = TableState {
+        current: current
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        replacement: replacement
+            .as_ref()
+            .map(|rows| rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+    };
+    encode(&SourcePart {
+        position: reader
+            .position()
+            .expect("checkpointed runs read only tables that resume"),
+        state: encode(&state),
+        finished,
+    })
+}
 
 /// The two outputs of a table: its changes, and input that could not be decoded.
 pub struct TableStreams<'scope> {
@@ -41,8 +76,14 @@ pub fn read_table<'scope>(
     key_columns: Vec<usize>,
     follow: bool,
     metrics: Arc<SourceMetrics>,
-    stop: Arc<AtomicBool>,
+    controls: SourceControls,
 ) -> TableStreams<'scope> {
+    // Tables are never held back by flow control: they are small and wait for no clock.
+    let SourceControls {
+        stop,
+        checkpointing,
+        ..
+    } = controls;
     let mut builder = OperatorBuilder::new(format!("Table({name})"), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let (changes_output, changes) = builder.new_output();
@@ -55,6 +96,18 @@ pub fn read_table<'scope>(
         let mut current: HashMap<Row, Row> = HashMap::new();
         // The content of a replaced file, while it is being read.
         let mut replacement: Option<HashMap<Row, Row>> = None;
+        // A restored table holds what it held: the joins downstream hold it too.
+        let restored = checkpointing
+            .as_ref()
+            .and_then(|c| c.checkpoints.take_restored(&c.key));
+        if let Some(part) = restored {
+            let state = decode::<SourcePart>("table", &part)
+                .and_then(|part| decode::<TableState>("table rows", &part.state))
+                .unwrap_or_else(|error| panic!("{error}"));
+            current = state.current.into_iter().collect();
+            replacement = state.replacement.map(|rows| rows.into_iter().collect());
+        }
+        let mut turn = SourceTurn::Free;
         let mut records = Vec::new();
         let name = name.to_string();
         move |_frontiers| {
@@ -62,16 +115,46 @@ pub fn read_table<'scope>(
                 capabilities = None;
                 return;
             };
+            // The table's input ends here for good: its part stands for it from now on.
+            let leave_final = |reader: &dyn SourceReader,
+                               current: &HashMap<Row, Row>,
+                               replacement: &Option<HashMap<Row, Row>>,
+                               finished: bool| {
+                if let Some(checkpointing) = &checkpointing {
+                    checkpointing.checkpoints.submit_final(
+                        &checkpointing.key,
+                        table_part(reader, current, replacement, finished),
+                    );
+                }
+            };
             if stop.load(Ordering::Relaxed) {
+                leave_final(reader.as_ref(), &current, &replacement, false);
                 capabilities = None;
                 return;
             }
-            if follow {
+            if let Some(checkpointing) = &checkpointing {
+                turn = checkpointing
+                    .checkpoints
+                    .source_turn(&checkpointing.key, *caps[0].time());
+            }
+            if follow && turn != SourceTurn::Hold {
                 let now = wall_clock_millis();
+                if let (SourceTurn::Cut(cut), Some(checkpointing)) = (turn, &checkpointing)
+                    && now >= cut.time
+                {
+                    // Everything emitted so far is stamped before the cut.
+                    let part = table_part(reader.as_ref(), &current, &replacement, false);
+                    checkpointing
+                        .checkpoints
+                        .submit(&checkpointing.key, cut.id, part);
+                }
                 if *caps[0].time() < now {
                     caps.iter_mut()
                         .for_each(|capability| capability.downgrade(&now));
                 }
+            }
+            if turn == SourceTurn::Hold {
+                activator.activate_after(std::time::Duration::from_millis(1));
             }
             let poll = reader.poll(&mut records, 1024);
             let time = *caps[0].time();
@@ -140,9 +223,13 @@ pub fn read_table<'scope>(
                 Poll::Idle(wait) | Poll::Retry { after: wait, .. } => {
                     activator.activate_after(wait)
                 }
-                Poll::Finished => capabilities = None,
+                Poll::Finished => {
+                    leave_final(reader.as_ref(), &current, &replacement, true);
+                    capabilities = None;
+                }
                 Poll::Failed(_) => {
                     // A table read in part would make every join on it wrong: stop the run.
+                    leave_final(reader.as_ref(), &current, &replacement, false);
                     stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                 }

@@ -49,8 +49,9 @@ pub enum SourceTurn {
 pub struct SourcePart {
     /// The reader's own description of its position (see `SourceReader::position`).
     pub position: Vec<u8>,
-    /// The watermark state of the source's partitions.
-    pub watermark: Vec<u8>,
+    /// What the operator keeps beside the reader: the watermark of the source's partitions, a
+    /// table's rows.
+    pub state: Vec<u8>,
     /// Whether the reader had read its input to the end.
     pub finished: bool,
 }

@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use vibelux_interfaces::checkpoint::{Participant, decode, encode};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::{Row, Update};
@@ -80,7 +82,7 @@ impl JoinSide {
 ///     ]
 ///     .to_stream(scope)
 ///     .container::<Vec<_>>();
-///     readings.join_updates(setpoints, 1).capture()
+///     readings.join_updates(setpoints, 1, None).capture()
 /// });
 /// let mut net: Vec<_> = captured.extract().into_iter().flat_map(|(_, u)| u).map(|(row, _, diff)| (row, diff)).collect();
 /// net.sort();
@@ -89,10 +91,13 @@ impl JoinSide {
 /// assert_eq!(total, 1);
 /// ```
 pub trait JoinExt<'scope> {
+    /// With `checkpointing`, both sides' rows take part in checkpoints and are restored from
+    /// the one the run resumes from.
     fn join_updates(
         self,
         other: Stream<'scope, u64, Vec<Update>>,
         key_columns: usize,
+        checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>>;
 }
 
@@ -101,35 +106,85 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         self,
         other: Stream<'scope, u64, Vec<Update>>,
         key_columns: usize,
+        checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>> {
         let route = move |update: &Update| key_hash(&update.0[..key_columns]);
-        self.binary(
+        self.binary_frontier(
             other,
             Exchange::new(route),
             Exchange::new(route),
             "Join",
             move |_, _| {
-                let mut left = JoinSide::default();
-                let mut right = JoinSide::default();
-                move |left_input, right_input, output| {
-                    left_input.for_each(|time, data| {
-                        let Some(&now) = time.least() else { return };
-                        let mut session = output.session(&time);
+                let (mut left, mut right) =
+                    match checkpointing.as_ref().and_then(Participant::restored) {
+                        Some(part) => decode::<(JoinSide, JoinSide)>("join", &part)
+                            .unwrap_or_else(|error| panic!("{error}")),
+                        None => (JoinSide::default(), JoinSide::default()),
+                    };
+                // Batches stamped at or after a cut being taken wait here until the snapshot
+                // (`true`: from the left input).
+                let mut waiting: Vec<(Capability<u64>, bool, Vec<Update>)> = Vec::new();
+                let mut answered = 0;
+                let mut finished = false;
+                move |(left_input, left_frontier), (right_input, right_frontier), output| {
+                    let mut apply = |is_left: bool,
+                                     at: &Capability<u64>,
+                                     data: &mut Vec<Update>,
+                                     left: &mut JoinSide,
+                                     right: &mut JoinSide| {
+                        let now = *at.time();
+                        let mut session = output.session(at);
                         for (row, _, diff) in data.drain(..) {
-                            left.apply(&right, row, diff, key_columns, true, |joined, d| {
-                                session.give((joined, now, d))
-                            });
+                            let emit = |joined, d| session.give((joined, now, d));
+                            if is_left {
+                                left.apply(right, row, diff, key_columns, true, emit);
+                            } else {
+                                right.apply(left, row, diff, key_columns, false, emit);
+                            }
+                        }
+                    };
+                    left_input.for_each(|time, data| {
+                        let Some(at) = time.retain_least(0) else {
+                            return;
+                        };
+                        let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                        if cut.is_some_and(|cut| *at.time() >= cut.time) {
+                            waiting.push((at, true, std::mem::take(data)));
+                        } else {
+                            apply(true, &at, data, &mut left, &mut right);
                         }
                     });
                     right_input.for_each(|time, data| {
-                        let Some(&now) = time.least() else { return };
-                        let mut session = output.session(&time);
-                        for (row, _, diff) in data.drain(..) {
-                            right.apply(&left, row, diff, key_columns, false, |joined, d| {
-                                session.give((joined, now, d))
-                            });
+                        let Some(at) = time.retain_least(0) else {
+                            return;
+                        };
+                        let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                        if cut.is_some_and(|cut| *at.time() >= cut.time) {
+                            waiting.push((at, false, std::mem::take(data)));
+                        } else {
+                            apply(false, &at, data, &mut left, &mut right);
                         }
                     });
+                    let (left_frontier, right_frontier) =
+                        (left_frontier.frontier(), right_frontier.frontier());
+                    if let (Some(participant), Some(cut)) = (
+                        &checkpointing,
+                        checkpointing.as_ref().and_then(|p| p.pending(answered)),
+                    ) && !left_frontier.less_than(&cut.time)
+                        && !right_frontier.less_than(&cut.time)
+                    {
+                        participant.submit(cut, encode(&(&left, &right)));
+                        answered = cut.id;
+                        for (at, is_left, mut data) in waiting.drain(..) {
+                            apply(is_left, &at, &mut data, &mut left, &mut right);
+                        }
+                    }
+                    if left_frontier.is_empty() && right_frontier.is_empty() && !finished {
+                        finished = true;
+                        if let Some(participant) = &checkpointing {
+                            participant.submit_final(encode(&(&left, &right)));
+                        }
+                    }
                 }
             },
         )

@@ -1,9 +1,9 @@
 //! MQTT, the protocol sensors and gateways in a facility publish on.
 //!
 //! The source subscribes with a persistent session (a stable client id and `clean_session =
-//! false`) and acknowledges a QoS 1 message only once its row has entered the dataflow, so the
-//! broker keeps — and redelivers — everything the engine has not taken in, across broker and
-//! engine restarts. The sink publishes rows as JSON to a topic built from the row.
+//! false`) and acknowledges a QoS 1 message only once its row has entered the dataflow — or, in
+//! a checkpointed run, once it is in the journal (`journal.rs`) — so the broker keeps, and
+//! redelivers, everything the engine has not taken in, across broker and engine restarts. The sink publishes rows as JSON to a topic built from the row.
 //!
 //! Both run the client's event loop on a thread of their own: the network keeps moving (keep
 //! alives, reconnects with backoff) whatever the dataflow workers are doing.

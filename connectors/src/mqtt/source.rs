@@ -4,7 +4,9 @@
 //! its topic, so a sensor's readings stay in order on one worker while decoding spreads over
 //! all of them. The worker decodes the payload ([`MessageDecoder`]: JSON or raw rows here, the
 //! Sparkplug host in `crate::sparkplug`) and acks a QoS 1 message once its rows (or its dead
-//! letter) have entered the dataflow. The queue to each worker is bounded: a slow dataflow
+//! letter) have entered the dataflow; in a checkpointed run the client journals each message and
+//! acks it once the journal is synced (`journal.rs`), and the worker's position is the last
+//! journaled message it took in. The queue to each worker is bounded: a slow dataflow
 //! slows the client, and the broker holds the rest.
 
 use std::collections::hash_map::DefaultHasher;

@@ -292,11 +292,11 @@ pub(super) fn build_nodes<'scope>(
                 right,
                 key_columns,
             } => Built::Updates {
-                changes: Some(
-                    built[left]
-                        .changes()
-                        .join_updates(built[right].changes(), *key_columns),
-                ),
+                changes: Some(built[left].changes().join_updates(
+                    built[right].changes(),
+                    *key_columns,
+                    participant(checkpoints, node, worker),
+                )),
                 finals: None,
             },
             NodeKind::Aggregate {

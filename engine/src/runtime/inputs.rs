@@ -25,6 +25,11 @@ pub(super) fn sink_key(name: &str) -> String {
     format!("sink/{name}")
 }
 
+/// The key of a table's part (worker 0 reads it).
+pub(super) fn table_key(name: &str) -> String {
+    format!("table/{name}")
+}
+
 /// The key of a source's part, per worker.
 pub(super) fn source_key(name: &str, worker: usize) -> String {
     format!("source/{name}/{worker}")
@@ -135,8 +140,17 @@ pub(super) fn start_inputs(
                 workers: 1,
                 metrics: metrics.sources[sources.len() + position].1.clone(),
                 progress: Arc::default(),
-                resume: Vec::new(),
-                checkpointed: false,
+                resume: match checkpoints
+                    .and_then(|c| c.restored_part(&table_key(&table_plan.name)))
+                {
+                    Some(part) => {
+                        let part: SourcePart = decode(&format!("table {}", table_plan.name), &part)
+                            .map_err(anyhow::Error::msg)?;
+                        vec![part.position]
+                    }
+                    None => Vec::new(),
+                },
+                checkpointed: checkpoints.is_some(),
                 durable_directory: None,
             })
             .map_err(anyhow::Error::msg)

@@ -196,7 +196,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             .collect(),
     );
     let workers = options.workers.max(1);
-    let (durability, resumed) = durability(&plan, &order, &sources, &tables, &options, workers)?;
+    let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers)?;
     let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
     let checkpoint_metrics = checkpoints.as_ref().map(|_| Arc::default());
     let metrics = Arc::new(RunMetrics::new(
@@ -286,7 +286,6 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
 /// Whether the run is checkpointed; if it is, what it resumes from.
 fn durability(
     plan: &DataflowPlan,
-    order: &[NodeId],
     sources: &[usize],
     tables: &[usize],
     options: &RunOptions,
@@ -295,7 +294,7 @@ fn durability(
     let Some(state) = &options.state else {
         return Ok((Durability::Off, None));
     };
-    let mut reasons = crate::state::unsupported(plan, order, sources, tables);
+    let mut reasons = crate::state::unsupported(plan, sources, tables);
     if !options.capture.is_empty() {
         reasons.push("queries are not checkpointed".into());
     }

@@ -24,7 +24,7 @@ use vibelux_queries::plan::NodeId;
 
 use super::build::{NodeControls, attach_sink, attach_view, build_nodes};
 use super::extension::build_extension;
-use super::inputs::{sink_key, source_key};
+use super::inputs::{sink_key, source_key, table_key};
 use super::{Command, RunShared};
 use crate::taps::{Tapped, Taps};
 
@@ -146,7 +146,22 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             table_plan.key_columns.clone(),
             !table_plan.spec.is_bounded(),
             metrics.sources[shared.sources.len() + position].1.clone(),
-            stop.clone(),
+            SourceControls {
+                stop: stop.clone(),
+                flow: None,
+                // Worker 0 reads the table: its part is the table's.
+                checkpointing: shared.checkpoints.as_ref().filter(|_| index == 0).map(
+                    |checkpoints| {
+                        let key = table_key(&table_plan.name);
+                        checkpoints.register(&key, true);
+                        SourceCheckpointing {
+                            checkpoints: checkpoints.clone(),
+                            key,
+                            restored: None,
+                        }
+                    },
+                ),
+            },
         );
         table_streams.insert(table, streams);
     }
@@ -221,7 +236,7 @@ fn source_checkpointing(
     let restored = checkpoints.take_restored(&key).map(|part| {
         let part: SourcePart = decode(&format!("position of source {name}"), &part)
             .unwrap_or_else(|error| panic!("{error}"));
-        decode::<WatermarkState>(&format!("watermark of source {name}"), &part.watermark)
+        decode::<WatermarkState>(&format!("watermark of source {name}"), &part.state)
             .unwrap_or_else(|error| panic!("{error}"))
     });
     SourceCheckpointing {

@@ -6,16 +6,11 @@
 //! with anything else runs as before (nothing persisted) and says which parts kept it from
 //! checkpointing, rather than storing checkpoints that a restart would restore wrongly.
 
-use vibelux_queries::plan::{DataflowPlan, NodeId, NodeKind};
+use vibelux_queries::plan::DataflowPlan;
 
-/// The reasons the run built from `order` (with these sources and tables) cannot be
-/// checkpointed yet; empty when it can.
-pub fn unsupported(
-    plan: &DataflowPlan,
-    order: &[NodeId],
-    sources: &[usize],
-    tables: &[usize],
-) -> Vec<String> {
+/// The reasons a run with these sources and tables (and the plan's sinks) cannot be
+/// checkpointed yet; empty when it can. Every operator is checkpointed.
+pub fn unsupported(plan: &DataflowPlan, sources: &[usize], tables: &[usize]) -> Vec<String> {
     let mut reasons = Vec::new();
     for &source in sources {
         let source = &plan.sources[source];
@@ -28,19 +23,13 @@ pub fn unsupported(
         }
     }
     for &table in tables {
-        reasons.push(format!(
-            "table {} is not checkpointed yet",
-            plan.tables[table].name
-        ));
-    }
-    for &node in order {
-        let what = match &plan.nodes[node].kind {
-            NodeKind::Join { .. } => "joins",
-            _ => continue,
-        };
-        let reason = format!("{what} are not checkpointed yet");
-        if !reasons.contains(&reason) {
-            reasons.push(reason);
+        let table = &plan.tables[table];
+        if !table.spec.resumes() {
+            reasons.push(format!(
+                "table {} ({}) cannot resume from a position yet",
+                table.name,
+                table.spec.connector()
+            ));
         }
     }
     for sink in &plan.sinks {
