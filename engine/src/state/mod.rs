@@ -28,8 +28,8 @@ pub use support::unsupported;
 pub struct StateOptions {
     pub directory: PathBuf,
     pub interval: Duration,
-    /// Identifies the pipeline (a hash of its text): a checkpoint is resumed only by the
-    /// pipeline that wrote it.
+    /// Identifies the pipeline (a hash of its SQL, comments and layout aside): a checkpoint is
+    /// resumed only by the pipeline that wrote it.
     pub pipeline: String,
 }
 
@@ -99,9 +99,36 @@ pub fn store_baseline(
     Ok(())
 }
 
-/// The fingerprint of a pipeline's text.
+/// The fingerprint of a pipeline: a hash of its SQL tokens, so that comments, blank lines and
+/// indentation can change without making its checkpoints someone else's.
 pub fn pipeline_fingerprint(text: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let canonical = match Tokenizer::new(&GenericDialect {}, text).tokenize() {
+        Ok(tokens) => tokens
+            .iter()
+            .filter(|token| !matches!(token, Token::Whitespace(_)))
+            .map(|token| token.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        // Not SQL the planner would take either: the text as it is.
+        Err(_) => text.to_string(),
+    };
     // xxHash64 is specified, so the fingerprint stays the same across builds and versions.
-    let hash = twox_hash::XxHash64::oneshot(0, text.as_bytes());
-    format!("{hash:016x}-{}", text.len())
+    let hash = twox_hash::XxHash64::oneshot(0, canonical.as_bytes());
+    format!("{hash:016x}-{}", canonical.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_and_layout_do_not_change_a_pipelines_fingerprint_but_its_sql_does() {
+        let sql = "CREATE VIEW v AS SELECT zone, count(*) AS n FROM r GROUP BY zone;";
+        let commented = "-- per zone\nCREATE VIEW v AS\n  SELECT zone, count(*) AS n  /* all */\n  FROM r GROUP BY zone;\n";
+        assert_eq!(pipeline_fingerprint(sql), pipeline_fingerprint(commented));
+        let edited = sql.replace("count(*)", "sum(1)");
+        assert_ne!(pipeline_fingerprint(sql), pipeline_fingerprint(&edited));
+    }
 }
