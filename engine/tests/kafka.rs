@@ -230,16 +230,6 @@ fn vibelux_in(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
-/// The complete lines of a file being written (a last line still being written is left out).
-fn lines_of(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
 #[test]
 fn a_kafka_source_killed_mid_stream_reads_every_message_exactly_once() {
     let broker = Tansu::start();
@@ -280,11 +270,11 @@ fn a_kafka_source_killed_mid_stream_reads_every_message_exactly_once() {
     for (run, more) in amounts.into_iter().enumerate() {
         let mut child = logged(run).spawn().unwrap();
         // Kill it once it has read a little more.
-        let before = lines_of(&rows).len();
+        let before = json_lines(&rows).len();
 
         // A killed consumer's partitions are handed on when its session times out (6 s).
         let deadline = Instant::now() + Duration::from_secs(90);
-        while lines_of(&rows).len() < (before + more).min(29_000) {
+        while json_lines(&rows).len() < (before + more).min(29_000) {
             assert!(
                 Instant::now() < deadline,
                 "the engine read nothing:\n{}",
@@ -303,13 +293,13 @@ fn a_kafka_source_killed_mid_stream_reads_every_message_exactly_once() {
     assert!(crashes >= 2);
     let mut child = logged(4).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
-    while lines_of(&rows).len() < 30_000 || lines_of(&windows).len() < 300 {
+    while json_lines(&rows).len() < 30_000 || json_lines(&windows).len() < 300 {
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!(
                 "{} rows and {} windows after the last restart:\n{}",
-                lines_of(&rows).len(),
-                lines_of(&windows).len(),
+                json_lines(&rows).len(),
+                json_lines(&windows).len(),
                 std::fs::read_to_string(dir.path().join("run-4.log")).unwrap()
             );
         }
@@ -326,14 +316,14 @@ fn a_kafka_source_killed_mid_stream_reads_every_message_exactly_once() {
         "{}",
         std::fs::read_to_string(dir.path().join("run-4.log")).unwrap()
     );
-    let mut seqs: Vec<i64> = lines_of(&rows)
+    let mut seqs: Vec<i64> = json_lines(&rows)
         .iter()
         .map(|row| row["seq"].as_i64().unwrap())
         .collect();
     seqs.sort_unstable();
     assert_eq!(seqs.len(), 30_000, "rows read twice or lost");
     assert_eq!(seqs, (0..30_000).collect::<Vec<i64>>());
-    let windows = lines_of(&windows);
+    let windows = json_lines(&windows);
     assert_eq!(windows.len(), 300, "windows written twice or lost");
     assert!(
         windows.iter().all(|window| window["n"] == 100),

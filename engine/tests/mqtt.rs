@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
-use common::output::{received, wait_for_lines, wait_for_received};
+use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::{Engine, start_engine, start_engine_with};
 
 fn publish(port: u16, topic: &str, payload: &str, qos: &str) {
@@ -484,16 +484,6 @@ fn a_broker_that_requires_client_certificates_accepts_ours() {
     assert!(!log.contains("mqtt subscribed"), "{log}");
 }
 
-/// The complete lines of a file being written (a last line still being written is left out).
-fn complete_lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
 #[test]
 fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
     const COUNT: usize = 8_000;
@@ -538,7 +528,7 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
     // Killed twice while messages stream in: each time some were received, journaled and
     // acknowledged but not yet in a checkpoint.
     for (number, after) in [(1, 2_000), (2, 4_500)] {
-        wait_for("rows", number - 1, &|| complete_lines(&rows).len() >= after);
+        wait_for("rows", number - 1, &|| json_lines(&rows).len() >= after);
         engine.kill().unwrap();
         engine.wait().unwrap();
         engine = run(number);
@@ -546,7 +536,7 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
     wait_for_acks(&lines, COUNT);
     assert!(publisher.wait().unwrap().success());
     wait_for("every message", 2, &|| {
-        let seqs: std::collections::BTreeSet<i64> = complete_lines(&rows)
+        let seqs: std::collections::BTreeSet<i64> = json_lines(&rows)
             .iter()
             .map(|row| row["seq"].as_i64().unwrap())
             .collect();
@@ -555,7 +545,7 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
     std::thread::sleep(Duration::from_millis(500));
     engine.kill().unwrap();
     engine.wait().unwrap();
-    let seqs: Vec<i64> = complete_lines(&rows)
+    let seqs: Vec<i64> = json_lines(&rows)
         .iter()
         .map(|row| row["seq"].as_i64().unwrap())
         .collect();
