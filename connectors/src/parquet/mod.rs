@@ -2,6 +2,7 @@
 //! warehouse (ours or another tool's) replayed as a source.
 
 pub mod connector;
+mod epoch;
 mod folder;
 pub mod options;
 pub mod sink;

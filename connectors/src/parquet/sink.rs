@@ -22,7 +22,8 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use vibelux_operators::columnar::rows_to_batch;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
-use super::folder::{hidden_path, lock_warehouse, recover, sync_directory, write_synced};
+use super::epoch::{StagedEpoch, manifest_path, publish};
+use super::folder::{hidden_path, lock_warehouse, recover};
 use serde::{Deserialize, Serialize};
 use vibelux_interfaces::checkpoint::{decode, encode};
 use vibelux_interfaces::metadata;
@@ -121,14 +122,6 @@ pub struct ParquetWriter {
     ready: Vec<StagedEpoch>,
 }
 
-/// An epoch written to hidden files and not committed yet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StagedEpoch {
-    epoch: u64,
-    /// Each file: where it waits, where it goes, and its rows.
-    files: Vec<(PathBuf, PathBuf, usize)>,
-}
-
 /// What a checkpoint keeps of a warehouse sink: the epochs it staged (committed once the
 /// checkpoint is stored, or by the next open if the engine stopped in between), and the rows
 /// waiting for the next rollover.
@@ -225,12 +218,7 @@ impl ParquetWriter {
                 let manifest = manifest_path(&path, staged.epoch);
                 if !manifest.exists() {
                     tracing::info!(path = %path.display(), epoch = staged.epoch, "committing an epoch the last checkpoint staged");
-                    publish(&path, &schema, staged, "roll-forward").map_err(|e| match e {
-                        PublishError::Io(file, source) => SinkError::Io {
-                            path: file.display().to_string(),
-                            source,
-                        },
-                    })?;
+                    publish(&path, &schema, staged, "roll-forward")?;
                 }
             }
             drop(lock);
@@ -386,12 +374,7 @@ impl ParquetWriter {
 
     /// Writes the epoch's manifest (the commit point), then renames the staged files into place.
     fn publish(&self, staged: &StagedEpoch) -> Result<(), SinkError> {
-        publish(&self.config.path, &self.schema, staged, &self.writer_tag).map_err(|e| match e {
-            PublishError::Io(path, source) => SinkError::Io {
-                path: path.display().to_string(),
-                source,
-            },
-        })
+        publish(&self.config.path, &self.schema, staged, &self.writer_tag)
     }
 
     fn write_file(&self, path: &Path, rows: &[Row]) -> Result<(), SinkError> {
@@ -513,72 +496,6 @@ fn row_bytes(row: &Row) -> usize {
             _ => 8,
         })
         .sum()
-}
-
-fn manifest_path(root: &Path, epoch: u64) -> PathBuf {
-    root.join("_manifests")
-        .join(format!("epoch-{epoch:06}.json"))
-}
-
-enum PublishError {
-    Io(PathBuf, std::io::Error),
-}
-
-/// Commits a staged epoch: writes its manifest (the commit point, linked into place so that an
-/// epoch is never committed twice), then renames its files to their visible names.
-fn publish(
-    root: &Path,
-    schema: &SchemaRef,
-    staged: &StagedEpoch,
-    writer_tag: &str,
-) -> Result<(), PublishError> {
-    let files: Vec<serde_json::Value> = staged
-        .files
-        .iter()
-        .map(|(temporary, final_path, rows)| {
-            let relative = final_path
-                .strip_prefix(root)
-                .unwrap_or(final_path)
-                .display()
-                .to_string();
-            // Where the file waits until renamed, for a restart after a crash to finish.
-            let staged = temporary
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned());
-            serde_json::json!({ "file": relative, "rows": rows, "staged": staged })
-        })
-        .collect();
-    let manifest = serde_json::json!({
-        "epoch": staged.epoch,
-        "committed_at": chrono::Utc::now().to_rfc3339(),
-        "schema": schema.fields().iter().map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
-        "files": files,
-    });
-    let final_manifest = manifest_path(root, staged.epoch);
-    let temporary = hidden_path(&final_manifest, writer_tag);
-    write_synced(&temporary, manifest.to_string().as_bytes())
-        .map_err(|e| PublishError::Io(temporary.clone(), e))?;
-    // A hard link, unlike a rename, never replaces an epoch someone else committed.
-    let linked = std::fs::hard_link(&temporary, &final_manifest);
-    let _ = std::fs::remove_file(&temporary);
-    linked.map_err(|e| {
-        let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            std::io::Error::other(format!(
-                "epoch {} is already committed by another writer",
-                staged.epoch
-            ))
-        } else {
-            e
-        };
-        PublishError::Io(final_manifest.clone(), e)
-    })?;
-    sync_directory(final_manifest.parent().unwrap_or(root));
-    for (temporary, final_path, _) in &staged.files {
-        std::fs::rename(temporary, final_path)
-            .map_err(|e| PublishError::Io(final_path.clone(), e))?;
-        sync_directory(final_path.parent().unwrap_or(root));
-    }
-    Ok(())
 }
 
 /// A column as files store it. Timestamps are written in microseconds — the finest unit every
