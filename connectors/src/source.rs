@@ -108,172 +108,180 @@ pub fn read_source<'scope>(
         let mut records = Vec::with_capacity(timing.batch_size);
         move |_frontiers| {
             let mut step = || {
-            let Some(caps) = capabilities.as_mut() else {
-                if let (Some(position), Some(checkpointing)) = (&final_position, &checkpointing) {
-                    match checkpointing.checkpoints.final_stored() {
-                        Some(true) => {
-                            reader.checkpoint_stored(position);
-                            final_position = None;
-                        }
-                        Some(false) => final_position = None,
-                        None => activator.activate_after(Duration::from_millis(10)),
-                    }
-                }
-                return;
-            };
-            if let Some(time) = resume_at.take().filter(|time| time > caps[0].time()) {
-                for capability in caps.iter_mut() {
-                    capability.downgrade(&time);
-                }
-                metrics.set_watermark(worker, peers, time);
-            }
-            if let Some(checkpointing) = &checkpointing {
-                // The checkpoint holding the last position is stored: tell the reader.
-                if let Some((id, position)) = &awaiting_storage
-                    && checkpointing.checkpoints.completed() >= *id
-                {
-                    reader.checkpoint_stored(position);
-                    awaiting_storage = None;
-                }
-                let now = checkpointing.checkpoints.generation();
-                if now != generation || turn != SourceTurn::Free {
-                    generation = now;
-                    turn = checkpointing
-                        .checkpoints
-                        .source_turn(&checkpointing.key, *caps[0].time());
-                }
-            }
-            if stop.load(Ordering::Relaxed) {
-                final_position = leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
-                activator.activate_after(Duration::from_millis(10));
-                capabilities = None;
-                return;
-            }
-            // Flow control: timely queues have no bound, so a replay that outruns the sinks would
-            // fill memory. Wait while the dataflow's output lags this source by too much event time.
-            let time = *caps[0].time();
-            if let Some(probe) = &flow
-                && probe.less_than(&time.saturating_sub(FLOW_CONTROL_LAG_MILLIS))
-            {
-                activator.activate_after(Duration::from_millis(1));
-                return;
-            }
-            let now = Instant::now();
-            for &partition in reader.assigned_partitions() {
-                tracker.expect(partition, now);
-            }
-            let poll = reader.poll(&mut records, timing.batch_size);
-            if !records.is_empty() {
-                let mut admitted = Vec::with_capacity(records.len());
-                let mut late = Vec::new();
-                let mut dead = Vec::new();
-                let mut status = Vec::new();
-                for record in records.drain(..) {
-                    match record {
-                        Record::Row {
-                            row,
-                            event_time,
-                            partition,
-                        } => match tracker.admit(partition, event_time, now) {
-                            Admission::Admitted => admitted.push(row),
-                            Admission::Late => late.push(row),
-                        },
-                        Record::Invalid {
-                            reason,
-                            raw,
-                            origin,
-                        } => dead.push(dead_letter_row(reason, raw, origin)),
-                        Record::Status { row } => status.push(row),
-                        Record::Replaced { origin } => {
-                            tracing::info!(source = %name, "reading {origin} from its start: the file was replaced")
+                let Some(caps) = capabilities.as_mut() else {
+                    if let (Some(position), Some(checkpointing)) = (&final_position, &checkpointing)
+                    {
+                        match checkpointing.checkpoints.final_stored() {
+                            Some(true) => {
+                                reader.checkpoint_stored(position);
+                                final_position = None;
+                            }
+                            Some(false) => final_position = None,
+                            None => activator.activate_after(Duration::from_millis(10)),
                         }
                     }
-                }
-                metrics
-                    .rows
-                    .fetch_add(admitted.len() as u64, Ordering::Relaxed);
-                metrics
-                    .late_rows
-                    .fetch_add(late.len() as u64, Ordering::Relaxed);
-                metrics
-                    .dead_letters
-                    .fetch_add(dead.len() as u64, Ordering::Relaxed);
-                if !admitted.is_empty() {
-                    rows_output
-                        .activate()
-                        .session(&caps[0])
-                        .give_container(&mut admitted);
-                }
-                if !dead.is_empty() {
-                    dead_output
-                        .activate()
-                        .session(&caps[1])
-                        .give_container(&mut dead);
-                }
-                if !late.is_empty() {
-                    late_output
-                        .activate()
-                        .session(&caps[2])
-                        .give_container(&mut late);
-                }
-                if !status.is_empty() {
-                    status_output
-                        .activate()
-                        .session(&caps[3])
-                        .give_container(&mut status);
-                }
-            }
-            metrics.observe(&name, worker, &poll);
-            match poll {
-                Poll::Ready => activator.activate(),
-                Poll::Idle(wait) | Poll::Retry { after: wait, .. } => {
-                    activator.activate_after(wait)
-                }
-                Poll::Finished => {
-                    final_position =
-                        leave_final_part(&checkpointing, reader.as_ref(), &tracker, true);
-                    activator.activate_after(Duration::from_millis(10));
-                    capabilities = None;
                     return;
+                };
+                if let Some(time) = resume_at.take().filter(|time| time > caps[0].time()) {
+                    for capability in caps.iter_mut() {
+                        capability.downgrade(&time);
+                    }
+                    metrics.set_watermark(worker, peers, time);
                 }
-                Poll::Failed(_) => {
-                    // Windows still open would be written as if complete: stop the whole run
-                    // as Ctrl-C does, and let it end with the failure.
+                if let Some(checkpointing) = &checkpointing {
+                    // The checkpoint holding the last position is stored: tell the reader.
+                    if let Some((id, position)) = &awaiting_storage
+                        && checkpointing.checkpoints.completed() >= *id
+                    {
+                        reader.checkpoint_stored(position);
+                        awaiting_storage = None;
+                    }
+                    let now = checkpointing.checkpoints.generation();
+                    if now != generation || turn != SourceTurn::Free {
+                        generation = now;
+                        turn = checkpointing
+                            .checkpoints
+                            .source_turn(&checkpointing.key, *caps[0].time());
+                    }
+                }
+                if stop.load(Ordering::Relaxed) {
                     final_position =
                         leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
                     activator.activate_after(Duration::from_millis(10));
-                    stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                     return;
                 }
-            }
-            tracker.update(now, reader.processing_time());
-            let time = tracker.dataflow_time();
-            match turn {
-                // A cut is being agreed: the capability stays where it was reported.
-                SourceTurn::Hold => {
+                // Flow control: timely queues have no bound, so a replay that outruns the sinks
+                // would fill memory. Wait while the dataflow's output lags this source by too much
+                // event time.
+                let time = *caps[0].time();
+                if let Some(probe) = &flow
+                    && probe.less_than(&time.saturating_sub(FLOW_CONTROL_LAG_MILLIS))
+                {
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }
-                // Everything emitted so far is stamped before the cut: this is the position.
-                SourceTurn::Cut(cut) if time >= cut.time => {
-                    if let Some(checkpointing) = &checkpointing {
-                        let part = source_part(reader.as_ref(), &tracker, false);
-                        checkpointing
-                            .checkpoints
-                            .submit(&checkpointing.key, cut.id, encode(&part));
-                        awaiting_storage = Some((cut.id, part.position));
+                let now = Instant::now();
+                for &partition in reader.assigned_partitions() {
+                    tracker.expect(partition, now);
+                }
+                let poll = reader.poll(&mut records, timing.batch_size);
+                if !records.is_empty() {
+                    let mut admitted = Vec::with_capacity(records.len());
+                    let mut late = Vec::new();
+                    let mut dead = Vec::new();
+                    let mut status = Vec::new();
+                    for record in records.drain(..) {
+                        match record {
+                            Record::Row {
+                                row,
+                                event_time,
+                                partition,
+                            } => match tracker.admit(partition, event_time, now) {
+                                Admission::Admitted => admitted.push(row),
+                                Admission::Late => late.push(row),
+                            },
+                            Record::Invalid {
+                                reason,
+                                raw,
+                                origin,
+                            } => dead.push(dead_letter_row(reason, raw, origin)),
+                            Record::Status { row } => status.push(row),
+                            Record::Replaced { origin } => {
+                                tracing::info!(
+                                    source = %name,
+                                    "reading {origin} from its start: the file was replaced"
+                                )
+                            }
+                        }
                     }
-                    turn = SourceTurn::Free;
+                    metrics
+                        .rows
+                        .fetch_add(admitted.len() as u64, Ordering::Relaxed);
+                    metrics
+                        .late_rows
+                        .fetch_add(late.len() as u64, Ordering::Relaxed);
+                    metrics
+                        .dead_letters
+                        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                    if !admitted.is_empty() {
+                        rows_output
+                            .activate()
+                            .session(&caps[0])
+                            .give_container(&mut admitted);
+                    }
+                    if !dead.is_empty() {
+                        dead_output
+                            .activate()
+                            .session(&caps[1])
+                            .give_container(&mut dead);
+                    }
+                    if !late.is_empty() {
+                        late_output
+                            .activate()
+                            .session(&caps[2])
+                            .give_container(&mut late);
+                    }
+                    if !status.is_empty() {
+                        status_output
+                            .activate()
+                            .session(&caps[3])
+                            .give_container(&mut status);
+                    }
                 }
-                SourceTurn::Cut(_) | SourceTurn::Free => {}
-            }
-            if *caps[0].time() < time {
-                for capability in caps.iter_mut() {
-                    capability.downgrade(&time);
+                metrics.observe(&name, worker, &poll);
+                match poll {
+                    Poll::Ready => activator.activate(),
+                    Poll::Idle(wait) | Poll::Retry { after: wait, .. } => {
+                        activator.activate_after(wait)
+                    }
+                    Poll::Finished => {
+                        final_position =
+                            leave_final_part(&checkpointing, reader.as_ref(), &tracker, true);
+                        activator.activate_after(Duration::from_millis(10));
+                        capabilities = None;
+                        return;
+                    }
+                    Poll::Failed(_) => {
+                        // Windows still open would be written as if complete: stop the whole run
+                        // as Ctrl-C does, and let it end with the failure.
+                        final_position =
+                            leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                        activator.activate_after(Duration::from_millis(10));
+                        stop.store(true, Ordering::Relaxed);
+                        capabilities = None;
+                        return;
+                    }
                 }
-                metrics.set_watermark(worker, peers, time);
-            }
+                tracker.update(now, reader.processing_time());
+                let time = tracker.dataflow_time();
+                match turn {
+                    // A cut is being agreed: the capability stays where it was reported.
+                    SourceTurn::Hold => {
+                        activator.activate_after(Duration::from_millis(1));
+                        return;
+                    }
+                    // Everything emitted so far is stamped before the cut: this is the position.
+                    SourceTurn::Cut(cut) if time >= cut.time => {
+                        if let Some(checkpointing) = &checkpointing {
+                            let part = source_part(reader.as_ref(), &tracker, false);
+                            checkpointing.checkpoints.submit(
+                                &checkpointing.key,
+                                cut.id,
+                                encode(&part),
+                            );
+                            awaiting_storage = Some((cut.id, part.position));
+                        }
+                        turn = SourceTurn::Free;
+                    }
+                    SourceTurn::Cut(_) | SourceTurn::Free => {}
+                }
+                if *caps[0].time() < time {
+                    for capability in caps.iter_mut() {
+                        capability.downgrade(&time);
+                    }
+                    metrics.set_watermark(worker, peers, time);
+                }
             };
             step();
             final_position.is_some()

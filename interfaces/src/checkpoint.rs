@@ -367,20 +367,6 @@ impl Checkpoints {
             None
         }
     }
-
-    /// Whether every participant has left its final part (the run's last checkpoint is due).
-    pub fn all_final(&self) -> bool {
-        let progress = self.lock();
-        progress
-            .participants
-            .iter()
-            .all(|key| progress.finals.contains_key(key))
-    }
-
-    /// Why checkpoints stopped completing, if a participant spoiled them.
-    pub fn spoiled(&self) -> Option<String> {
-        self.lock().spoiled.clone()
-    }
 }
 
 /// How one stateful operator (or sink) takes part: the run's checkpoints and its part's key.
