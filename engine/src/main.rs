@@ -84,6 +84,11 @@ enum Command {
         /// How often to take a checkpoint.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         checkpoint_interval: Duration,
+        /// Resume an edited pipeline even where the edits drop state: views, alarms and
+        /// detectors whose definition changed (or that are gone) lose what they held and
+        /// start empty. Without it such a restart is refused and names them.
+        #[arg(long, conflicts_with = "no_state")]
+        rebuild_changed: bool,
     },
     /// Check a pipeline file: parse, plan and type-check every statement. Exit 0 when valid.
     Check { file: PathBuf },
@@ -186,6 +191,7 @@ fn main() {
             state,
             no_state,
             checkpoint_interval,
+            rebuild_changed,
         } => {
             let state =
                 (!no_state).then(|| state.unwrap_or_else(|| default_state_directory(&file)));
@@ -195,7 +201,11 @@ fn main() {
                 run_for,
                 http,
                 retention,
-                state.map(|directory| (directory, checkpoint_interval)),
+                state.map(|directory| StateChoice {
+                    directory,
+                    interval: checkpoint_interval,
+                    rebuild_changed,
+                }),
             )
         }
         Command::Check { file } => check(&file),
@@ -441,7 +451,7 @@ fn run(
     run_for: Option<Duration>,
     http: HttpAddress,
     retention: Duration,
-    state: Option<(PathBuf, Duration)>,
+    state: Option<StateChoice>,
 ) -> anyhow::Result<()> {
     let (planner, outcomes) = load_pipeline(file)?;
     let text =
@@ -497,10 +507,11 @@ fn run(
             capture: Vec::new(),
             retention: retention_settings,
             extensible: matches!(http, HttpAddress::At(_)),
-            state: state.map(|(directory, interval)| StateOptions {
-                directory,
-                interval,
+            state: state.map(|choice| StateOptions {
+                directory: choice.directory,
+                interval: choice.interval,
                 pipeline: pipeline_fingerprint(&text),
+                rebuild_changed: choice.rebuild_changed,
             }),
         },
     )?;
@@ -573,6 +584,13 @@ fn report_added_sinks(added: &vibelux::control::AddedSinks) {
     eprintln!("  added while running: {}", parts.join("; "));
 }
 
+/// Where `vibelux run` keeps state, as the command line chose.
+struct StateChoice {
+    directory: PathBuf,
+    interval: Duration,
+    rebuild_changed: bool,
+}
+
 /// Says where the run keeps its state, or why it keeps none.
 fn announce_durability(durability: &Durability) {
     match durability {
@@ -589,6 +607,7 @@ fn announce_durability(durability: &Durability) {
             directory,
             interval,
             resumed,
+            notes,
         } => {
             eprintln!(
                 "  state: {} (a checkpoint every {}; --state DIR to keep it elsewhere)",
@@ -608,6 +627,9 @@ fn announce_durability(durability: &Durability) {
                         ""
                     }
                 ),
+            }
+            for note in notes {
+                eprintln!("  {}", note.replace('\n', "\n  "));
             }
         }
     }

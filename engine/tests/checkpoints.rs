@@ -328,7 +328,7 @@ fn lines_appended_after_a_finished_replay_are_read_on_from_where_it_ended() {
 }
 
 #[test]
-fn an_edited_pipeline_or_another_worker_count_is_refused_naming_the_state_directory() {
+fn another_worker_count_is_refused_naming_the_state_directory() {
     let dir = folder(2_000);
     run_to_end(dir.path(), &[]);
     let output = vibelux(dir.path(), &["--workers", "2"]).output().unwrap();
@@ -338,23 +338,121 @@ fn an_edited_pipeline_or_another_worker_count_is_refused_naming_the_state_direct
         log.contains("pipeline.state") && log.contains("--workers 1"),
         "{log}"
     );
-
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        PIPELINE.replace("INTERVAL '1 minute'", "INTERVAL '2 minutes'"),
-    )
-    .unwrap();
-    let output = vibelux(dir.path(), &[]).output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        log.contains("pipeline.state") && log.contains("another version of this pipeline"),
-        "{log}"
-    );
     // Elsewhere, it starts afresh.
-    let log = run_to_end(dir.path(), &["--state", "elsewhere"]);
+    let log = run_to_end(dir.path(), &["--state", "elsewhere", "--workers", "2"]);
     assert!(log.contains("starting afresh"), "{log}");
     assert!(PathBuf::from(dir.path()).join("elsewhere").is_dir());
+}
+
+/// A view added before the others (so every node after it moves), and a comment: what was
+/// there keeps its state.
+fn with_a_view_added() -> String {
+    let added = "-- added later: the warmest reading per zone and minute
+CREATE VIEW zone_max AS
+  SELECT zone, window_start, max(temp_c) AS temp_max
+  FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start;
+CREATE SINK max_file FROM zone_max WITH (connector = 'file', path = 'out/zone_max.jsonl');
+";
+    PIPELINE.replace(
+        "CREATE VIEW zone_minute AS",
+        &format!("{added}CREATE VIEW zone_minute AS"),
+    )
+}
+
+/// Starts a run and stops it cleanly (Ctrl-C) once it has stored a few checkpoints, mid-replay.
+fn stop_mid_replay(dir: &Path, args: &[&str]) -> String {
+    let mut child = vibelux(dir, args).spawn().unwrap();
+    let state = dir.join("pipeline.state");
+    let checkpoints = || {
+        std::fs::read_dir(&state)
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while checkpoints() < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replay ended before it could be stopped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "the stopped run failed:\n{log}");
+    assert!(log.contains("stopping"), "{log}");
+    log
+}
+
+#[test]
+fn an_edited_pipeline_keeps_the_state_of_what_did_not_change_and_names_what_did() {
+    // The pipeline as first written is stopped mid-replay, with windows open.
+    let dir = folder(250_000);
+    let args = ["--checkpoint-interval", "50ms"];
+    stop_mid_replay(dir.path(), &args);
+    // A view is added, and the replay continues.
+    std::fs::write(dir.path().join("pipeline.sql"), with_a_view_added()).unwrap();
+    let log = run_to_end(dir.path(), &args);
+    assert!(
+        log.contains("new, starting empty:\n    - the open windows of sink max_file"),
+        "{log}"
+    );
+    assert!(!log.contains("changed, so starting empty"), "{log}");
+    // The windows open at the edit, the totals and the warehouse continued as if nothing
+    // had happened.
+    let reference = folder(250_000);
+    run_to_end(reference.path(), &["--no-state"]);
+    assert_same_results(reference.path(), dir.path());
+    let added = sorted_lines(&dir.path().join("out/zone_max.jsonl"));
+    assert!(!added.is_empty(), "the new view wrote nothing");
+
+    // Now a view with state changes: the restart is refused, and says which state and why.
+    let edited = with_a_view_added().replace(
+        "max(temp_c) AS temp_max FROM readings",
+        "min(temp_c) AS temp_min FROM readings",
+    );
+    std::fs::write(dir.path().join("pipeline.sql"), edited).unwrap();
+    write_input(dir.path(), 2_000, 1_717_200_000 + 20_000);
+    let before = windows(dir.path());
+    let output = vibelux(dir.path(), &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("the pipeline changed since checkpoint")
+            && log.contains("  - the groups of sink totals\n")
+            && log.contains("--rebuild-changed"),
+        "{log}"
+    );
+    assert_eq!(windows(dir.path()), before, "a refused run wrote");
+    // Accepted, the changed view starts empty: its totals count only the new readings.
+    let log = run_to_end(dir.path(), &["--rebuild-changed"]);
+    assert!(
+        log.contains("changed, so starting empty:\n    - the groups of sink totals"),
+        "{log}"
+    );
+    assert!(log.contains("readings: 2000 rows"), "{log}");
+    let mut rebuilt: BTreeMap<String, i64> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.path().join("out/zone_totals.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        if row["_op"] == "insert" && row.get("temp_min").is_some() {
+            rebuilt.insert(row["zone"].to_string(), row["n"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(rebuilt.values().copied().collect::<Vec<_>>(), vec![500; 4]);
+    // The next restart resumes the edited pipeline's own checkpoints.
+    let log = run_to_end(dir.path(), &[]);
+    assert!(log.contains("when the last run ended"), "{log}");
+    assert!(!log.contains("starting empty"), "{log}");
 }
 
 #[test]

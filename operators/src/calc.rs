@@ -119,6 +119,28 @@ impl Calc {
         self
     }
 
+    /// What the Calc computes, as text that stays the same from run to run and machine to
+    /// machine (expressions as displayed, the input's columns): part of how checkpoints
+    /// recognise unchanged state after the pipeline is edited.
+    pub fn identity(&self) -> String {
+        let columns: Vec<String> = self
+            .input_schema
+            .fields()
+            .iter()
+            .map(|field| format!("{}:{}", field.name(), field.data_type()))
+            .collect();
+        let projections: Vec<String> = self.projections.iter().map(ToString::to_string).collect();
+        format!(
+            "input ({}) where ({}) project ({})",
+            columns.join(", "),
+            self.predicate
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            projections.join(", ")
+        )
+    }
+
     /// Names the view this Calc belongs to (known once the view's query is planned).
     pub fn set_view(&mut self, view: &str) {
         self.description.view = view.to_string();

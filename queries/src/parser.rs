@@ -131,6 +131,71 @@ pub struct CreateAlarm {
     pub position: Position,
 }
 
+/// The options of a statement as a canonical text: keys lowercased and sorted, values as
+/// written. Part of a definition's identity, so reordering `WITH (…)` changes nothing.
+fn canonical_options(options: &[OptionEntry]) -> String {
+    let mut pairs: Vec<(String, &str)> = options
+        .iter()
+        .map(|entry| (entry.key.value.to_ascii_lowercase(), entry.value.as_str()))
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key}={value:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl CreateSource {
+    /// What the statement defines, as a canonical text without positions, comments or layout:
+    /// checkpoints recognise an unchanged source by it across edits of the pipeline.
+    pub fn definition(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(ToString::to_string).collect();
+        let units: Vec<String> = self
+            .units
+            .iter()
+            .map(|(column, unit)| format!("{}={unit:?}", column.value.to_ascii_lowercase()))
+            .collect();
+        let watermark = self
+            .watermark
+            .as_ref()
+            .map(|clause| {
+                format!(
+                    "{} AS {}",
+                    clause.column.value.to_ascii_lowercase(),
+                    clause.expression
+                )
+            })
+            .unwrap_or_default();
+        let key: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|column| column.value.to_ascii_lowercase())
+            .collect();
+        format!(
+            "{} {} ({}) units ({}) watermark ({watermark}) key ({}) with ({})",
+            if self.is_table { "TABLE" } else { "SOURCE" },
+            self.name.value.to_ascii_lowercase(),
+            columns.join(", "),
+            units.join(", "),
+            key.join(", "),
+            canonical_options(&self.options)
+        )
+    }
+}
+
+impl CreateSink {
+    /// Where the sink writes and how, as a canonical text (the view it reads aside): a sink
+    /// whose target changed does not resume from the old target's position.
+    pub fn definition(&self) -> String {
+        format!(
+            "SINK {} with ({})",
+            self.name.value.to_ascii_lowercase(),
+            canonical_options(&self.options)
+        )
+    }
+}
+
 /// `key = 'value'` inside `WITH (…)`.
 #[derive(Debug, Clone)]
 pub struct OptionEntry {

@@ -145,6 +145,8 @@ pub struct PlanNode {
 #[derive(Debug, Clone)]
 pub struct SourcePlan {
     pub name: String,
+    /// The `CREATE SOURCE` statement as canonical text: how checkpoints recognise it.
+    pub definition: String,
     /// What its connector planned from the options; the engine starts it.
     pub spec: Arc<dyn SourceSpec>,
     pub timing: SourceTiming,
@@ -154,6 +156,8 @@ pub struct SourcePlan {
 #[derive(Debug, Clone)]
 pub struct TablePlan {
     pub name: String,
+    /// The `CREATE TABLE` statement as canonical text: how checkpoints recognise it.
+    pub definition: String,
     pub spec: Arc<dyn SourceSpec>,
     pub key_columns: Vec<usize>,
 }
@@ -172,6 +176,8 @@ pub enum SinkMode {
 #[derive(Debug, Clone)]
 pub struct SinkPlan {
     pub name: String,
+    /// Where and how it writes, as canonical text: how checkpoints recognise it.
+    pub definition: String,
     pub from: String,
     pub node: NodeId,
     /// What its connector planned from the options; the engine opens it.
@@ -243,6 +249,58 @@ impl DataflowPlan {
         sources.sort_unstable();
         sources.dedup();
         sources
+    }
+
+    /// What `node` computes, apart from its inputs, as text that is the same from run to run
+    /// and machine to machine. Checkpoints key a node's state by this text and its inputs'
+    /// (`vibelux_engine::state`), so an edit elsewhere in the pipeline leaves it recognisable.
+    pub fn node_definition(&self, node: NodeId) -> String {
+        let plan_node = &self.nodes[node];
+        let kind = match &plan_node.kind {
+            NodeKind::SourceRows { source } => {
+                format!("rows of {}", self.sources[*source].definition)
+            }
+            NodeKind::SourceDeadLetters { source } => {
+                format!("dead letters of {}", self.sources[*source].definition)
+            }
+            NodeKind::SourceLateRows { source } => {
+                format!("late rows of {}", self.sources[*source].definition)
+            }
+            NodeKind::SourceHealth { source } => {
+                format!("health of {}", self.sources[*source].definition)
+            }
+            NodeKind::TableChanges { table } => {
+                format!("changes of {}", self.tables[*table].definition)
+            }
+            NodeKind::TableDeadLetters { table } => {
+                format!("dead letters of {}", self.tables[*table].definition)
+            }
+            NodeKind::Calc { calc, .. } => format!("calc {}", calc.identity()),
+            NodeKind::AssignWindows {
+                time_column, kind, ..
+            } => format!("windows {kind:?} on {time_column}"),
+            NodeKind::Aggregate { plan, .. } => format!("aggregate {plan:?}"),
+            NodeKind::Union { inputs } => format!("union of {}", inputs.len()),
+            NodeKind::ScoreAnomalies { spec, .. } => format!("anomalies {spec:?}"),
+            NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
+            NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
+            NodeKind::Join { key_columns, .. } => format!("join on {key_columns}"),
+        };
+        let columns: Vec<String> = plan_node
+            .schema
+            .fields()
+            .iter()
+            .map(|field| format!("{}:{}", field.name(), field.data_type()))
+            .collect();
+        format!(
+            "{kind} -> ({}) {:?} window {:?} time {:?} late {} key {:?}",
+            columns.join(", "),
+            plan_node.changes,
+            plan_node.window,
+            plan_node.event_time,
+            plan_node.lateness_nanos,
+            plan_node.key
+        )
     }
 
     /// The tree of nodes under `root`, one per line, for `EXPLAIN`.

@@ -458,6 +458,7 @@ impl Planner {
         let where_to = target.describe();
         self.plan.sinks.push(SinkPlan {
             name: name.clone(),
+            definition: sink.definition(),
             from: from.clone(),
             node,
             target,

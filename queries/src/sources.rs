@@ -150,6 +150,7 @@ impl Planner {
         let index = self.plan.sources.len();
         self.plan.sources.push(SourcePlan {
             name: name.clone(),
+            definition: source.definition(),
             spec,
             timing: SourceTiming {
                 watermark_delay_nanos: delay,
@@ -311,6 +312,7 @@ impl Planner {
         let index = self.plan.tables.len();
         self.plan.tables.push(TablePlan {
             name: name.clone(),
+            definition: table.definition(),
             spec,
             key_columns: key_columns.clone(),
         });

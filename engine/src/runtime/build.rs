@@ -28,6 +28,7 @@ use vibelux_queries::plan::{Changes, DataflowPlan, NodeId, NodeKind, SinkMode};
 
 use crate::live::publish::PublishViewExt;
 use crate::live::view::LiveView;
+use crate::state::StateKeys;
 
 /// A node's output on one worker. Updating nodes build only the outputs something reads.
 #[derive(Clone)]
@@ -158,6 +159,7 @@ pub(super) struct NodeControls<'a> {
     pub alarms: &'a Arc<AlarmDesk>,
     /// The run's checkpoints, which stateful operators take part in.
     pub checkpoints: Option<&'a Arc<Checkpoints>>,
+    pub keys: &'a StateKeys,
 }
 
 /// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
@@ -174,6 +176,7 @@ pub(super) fn build_nodes<'scope>(
         stop,
         alarms: alarm_desk,
         checkpoints,
+        keys,
     } = *controls;
     let worker = scope.index();
     let mut built: HashMap<NodeId, Built> = HashMap::new();
@@ -198,7 +201,7 @@ pub(super) fn build_nodes<'scope>(
                     .score_anomalies(
                         spec.clone(),
                         stop.clone(),
-                        participant(checkpoints, node, worker),
+                        participant(checkpoints, keys.node(node, worker)),
                     ),
             ),
             NodeKind::RaiseAlarms { input, spec } => Built::Rows(
@@ -210,7 +213,7 @@ pub(super) fn build_nodes<'scope>(
                         alarm_desk.clone(),
                         AlarmControls {
                             stop: stop.clone(),
-                            checkpointing: participant(checkpoints, node, worker),
+                            checkpointing: participant(checkpoints, keys.node(node, worker)),
                         },
                     ),
             ),
@@ -295,7 +298,7 @@ pub(super) fn build_nodes<'scope>(
                 changes: Some(built[left].changes().join_updates(
                     built[right].changes(),
                     *key_columns,
-                    participant(checkpoints, node, worker),
+                    participant(checkpoints, keys.node(node, worker)),
                 )),
                 finals: None,
             },
@@ -308,7 +311,7 @@ pub(super) fn build_nodes<'scope>(
                     aggregate.clone(),
                     emit_changes,
                     stop.clone(),
-                    participant(checkpoints, node, worker),
+                    participant(checkpoints, keys.node(node, worker)),
                 );
                 Built::Updates {
                     changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
@@ -342,13 +345,8 @@ pub(super) fn build_nodes<'scope>(
 }
 
 /// Registers a stateful node's part on this worker, when the run checkpoints.
-fn participant(
-    checkpoints: Option<&Arc<Checkpoints>>,
-    node: NodeId,
-    worker: usize,
-) -> Option<Participant> {
-    checkpoints
-        .map(|checkpoints| Participant::register(checkpoints, format!("node/{node}/{worker}")))
+fn participant(checkpoints: Option<&Arc<Checkpoints>>, key: String) -> Option<Participant> {
+    checkpoints.map(|checkpoints| Participant::register(checkpoints, key))
 }
 
 /// Attaches a sink; flow control watches what it has delivered, so a sink that cannot write

@@ -16,6 +16,7 @@ use vibelux_queries::plan::{DataflowPlan, NodeId, SinkMode};
 
 use super::{NodeControls, attach_sink, attach_view, build_nodes, demands};
 use crate::live::view::LiveView;
+use crate::state::StateKeys;
 use crate::taps::{Tapped, Taps};
 use vibelux_connectors::sink::SinkControls;
 
@@ -78,6 +79,7 @@ pub(super) fn build_extension(
             stop,
             alarms: alarm_desk,
             checkpoints: None,
+            keys: &StateKeys::default(),
         },
     );
     let finished = ProbeHandle::new();

@@ -12,6 +12,7 @@ use vibelux_interfaces::source::SourceReader;
 use vibelux_queries::plan::{DataflowPlan, SinkMode};
 
 use super::RunMetrics;
+use crate::state::StateKeys;
 
 /// Each started source's readers, one per worker, for the workers to take their own; each
 /// table's one reader, for worker 0.
@@ -20,35 +21,22 @@ pub(super) struct StartedInputs {
     pub(super) tables: HashMap<usize, Option<Box<dyn SourceReader + Send>>>,
 }
 
-/// The key of a sink's part in checkpoints.
-pub(super) fn sink_key(name: &str) -> String {
-    format!("sink/{name}")
-}
-
-/// The key of a table's part (worker 0 reads it).
-pub(super) fn table_key(name: &str) -> String {
-    format!("table/{name}")
-}
-
-/// The key of a source's part, per worker.
-pub(super) fn source_key(name: &str, worker: usize) -> String {
-    format!("source/{name}/{worker}")
-}
-
 /// Opens (creates) every sink's target; worker 0 takes the writers. In a checkpointed run each
 /// continues from its part of the checkpoint resumed from.
 pub(super) fn open_sinks(
     plan: &DataflowPlan,
     checkpoints: Option<&Checkpoints>,
+    keys: &StateKeys,
 ) -> anyhow::Result<Vec<Option<Box<dyn SinkWriter>>>> {
     plan.sinks
         .iter()
-        .map(|sink| {
+        .enumerate()
+        .map(|(index, sink)| {
             let schema = plan.nodes[sink.node].schema.clone();
             let changelog = sink.mode == SinkMode::Changelog;
             match checkpoints {
                 Some(checkpoints) => {
-                    let part = checkpoints.take_restored(&sink_key(&sink.name));
+                    let part = checkpoints.take_restored(&keys.sink(index));
                     sink.target
                         .open_resuming(schema, changelog, part.as_deref())
                 }
@@ -63,6 +51,8 @@ pub(super) fn open_sinks(
 /// Where each worker's reader of `name` was at the checkpoint resumed from (empty: afresh).
 fn resume_positions(
     checkpoints: Option<&Checkpoints>,
+    keys: &StateKeys,
+    source: usize,
     name: &str,
     workers: usize,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -70,7 +60,7 @@ fn resume_positions(
         return Ok(Vec::new());
     };
     let parts: Vec<Option<Vec<u8>>> = (0..workers)
-        .map(|worker| checkpoints.restored_part(&source_key(name, worker)))
+        .map(|worker| checkpoints.restored_part(&keys.source(source, worker)))
         .collect();
     if parts.iter().all(Option::is_none) {
         return Ok(Vec::new());
@@ -89,6 +79,14 @@ fn resume_positions(
         .collect()
 }
 
+/// What inputs resume from in a checkpointed run.
+pub(super) struct Restoring<'a> {
+    pub checkpoints: Option<&'a Checkpoints>,
+    pub keys: &'a StateKeys,
+    /// Where sources keep what they must keep on disk (the MQTT journal).
+    pub state_directory: Option<&'a std::path::Path>,
+}
+
 /// Starts `sources` (a reader per worker each) and `tables` (one reader each, for worker 0).
 pub(super) fn start_inputs(
     plan: &DataflowPlan,
@@ -96,9 +94,13 @@ pub(super) fn start_inputs(
     tables: &[usize],
     metrics: &RunMetrics,
     workers: usize,
-    checkpoints: Option<&Checkpoints>,
-    state_directory: Option<&std::path::Path>,
+    restoring: Restoring,
 ) -> anyhow::Result<StartedInputs> {
+    let Restoring {
+        checkpoints,
+        keys,
+        state_directory,
+    } = restoring;
     let mut started = StartedInputs {
         sources: HashMap::new(),
         tables: HashMap::new(),
@@ -118,7 +120,7 @@ pub(super) fn start_inputs(
                 workers,
                 metrics: metrics.sources[position].1.clone(),
                 progress,
-                resume: resume_positions(checkpoints, &source_plan.name, workers)?,
+                resume: resume_positions(checkpoints, keys, source, &source_plan.name, workers)?,
                 checkpointed: checkpoints.is_some(),
                 durable_directory: state_directory
                     .filter(|_| checkpoints.is_some())
@@ -140,9 +142,7 @@ pub(super) fn start_inputs(
                 workers: 1,
                 metrics: metrics.sources[sources.len() + position].1.clone(),
                 progress: Arc::default(),
-                resume: match checkpoints
-                    .and_then(|c| c.restored_part(&table_key(&table_plan.name)))
-                {
+                resume: match checkpoints.and_then(|c| c.restored_part(&keys.table(table))) {
                     Some(part) => {
                         let part: SourcePart = decode(&format!("table {}", table_plan.name), &part)
                             .map_err(anyhow::Error::msg)?;

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use vibelux_interfaces::checkpoint::Checkpoints;
 
 use crate::live::view::{LiveView, LiveViews, Retention};
-use crate::state::{Checkpointer, Resumed, StateOptions, Storing};
+use crate::state::{Checkpointer, Resumed, StateKeys, StateOptions, Storing};
 
 mod build;
 mod extension;
@@ -30,7 +30,7 @@ mod worker;
 
 use build::{Demand, NodeControls, attach_sink, attach_view, build_nodes, demands, run_demands};
 pub use extension::{Added, Command, Extension};
-use inputs::{StartedInputs, open_sinks, start_inputs};
+use inputs::{Restoring, StartedInputs, open_sinks, start_inputs};
 pub use metrics::RunMetrics;
 
 /// What every worker of a run reads: the plan and what was built for it before the workers
@@ -57,6 +57,8 @@ struct RunShared {
     receivers: Mutex<Vec<Option<Receiver<Command>>>>,
     /// The run's checkpoints, when it is checkpointed.
     checkpoints: Option<Arc<Checkpoints>>,
+    /// The key of each part in checkpoints.
+    keys: StateKeys,
 }
 
 pub struct RunOptions {
@@ -86,6 +88,8 @@ pub enum Durability {
         interval: std::time::Duration,
         /// The checkpoint resumed from: id, when it was taken, whether it was a run's last.
         resumed: Option<(u64, String, bool)>,
+        /// What edits of the pipeline since that checkpoint did to its state.
+        notes: Vec<String>,
     },
 }
 
@@ -196,7 +200,8 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             .collect(),
     );
     let workers = options.workers.max(1);
-    let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers)?;
+    let keys = StateKeys::new(&plan, &order, &sources, &tables);
+    let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers, &keys)?;
     let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
     let checkpoint_metrics = checkpoints.as_ref().map(|_| Arc::default());
     let metrics = Arc::new(RunMetrics::new(
@@ -208,21 +213,29 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     ));
     // Sinks open and sources start before any worker does (files created, network clients
     // started), so a bad path or an unreachable broker fails the run up front.
-    let mut opened = open_sinks(&plan, checkpoints.as_deref())?;
-    if let (Some(resumed), Some(state)) = (&resumed, &options.state)
-        && resumed.from.is_none()
-    {
-        // A state directory's first run: where the outputs stand before it writes anything.
-        let mut parts = std::collections::BTreeMap::new();
-        for (sink, writer) in plan.sinks.iter().zip(opened.iter_mut()) {
-            if let Some(writer) = writer {
-                let part = writer
-                    .checkpoint()
-                    .with_context(|| format!("recording where sink {} starts", sink.name))?;
-                parts.insert(inputs::sink_key(&sink.name), part);
+    let mut opened = open_sinks(&plan, checkpoints.as_deref(), &keys)?;
+    if let (Some(resumed), Some(state)) = (&resumed, &options.state) {
+        // A state directory's first run, or an edited pipeline's: store where the outputs
+        // stand before it writes anything, with what carries over from the previous version.
+        let initial = match (&resumed.from, &resumed.carried) {
+            (None, _) => Some(((0, Some(0)), std::collections::BTreeMap::new())),
+            (Some(_), Some(carried)) => Some(((carried.id, carried.cut), carried.parts.clone())),
+            (Some(_), None) => None,
+        };
+        if let Some((id_and_cut, mut parts)) = initial {
+            for (sink, writer) in opened.iter_mut().enumerate() {
+                let key = keys.sink(sink);
+                if let Some(writer) = writer
+                    && !parts.contains_key(&key)
+                {
+                    let part = writer.checkpoint().with_context(|| {
+                        format!("recording where sink {} starts", plan.sinks[sink].name)
+                    })?;
+                    parts.insert(key, part);
+                }
             }
+            crate::state::store_initial(&resumed.store, state, workers, &keys, id_and_cut, parts)?;
         }
-        crate::state::store_baseline(&resumed.store, state, workers, parts)?;
     }
     let writers = Mutex::new(opened);
     let started = Mutex::new(start_inputs(
@@ -231,8 +244,11 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         &tables,
         &metrics,
         workers,
-        checkpoints.as_deref(),
-        resumed.as_ref().map(|resumed| resumed.store.path()),
+        Restoring {
+            checkpoints: checkpoints.as_deref(),
+            keys: &keys,
+            state_directory: resumed.as_ref().map(|resumed| resumed.store.path()),
+        },
     )?);
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
     let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
@@ -255,6 +271,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         extensible: options.extensible,
         receivers: Mutex::new(receivers),
         checkpoints: checkpoints.clone(),
+        keys: keys.clone(),
     });
     let config = timely::Config::process(options.workers.max(1));
     let guards = timely::execute(config, move |worker| worker::run(worker, &shared))
@@ -265,6 +282,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             Storing {
                 store: resumed.store,
                 pipeline: state.pipeline.clone(),
+                described: keys.described().clone(),
                 workers,
                 interval: state.interval,
             },
@@ -290,6 +308,7 @@ fn durability(
     tables: &[usize],
     options: &RunOptions,
     workers: usize,
+    keys: &StateKeys,
 ) -> anyhow::Result<(Durability, Option<Resumed>)> {
     let Some(state) = &options.state else {
         return Ok((Durability::Off, None));
@@ -301,11 +320,12 @@ fn durability(
     if !reasons.is_empty() {
         return Ok((Durability::Unsupported(reasons), None));
     }
-    let resumed = crate::state::resume(state, workers)?;
+    let resumed = crate::state::resume(state, workers, keys)?;
     let durability = Durability::On {
         directory: state.directory.clone(),
         interval: state.interval,
         resumed: resumed.from.clone(),
+        notes: resumed.notes.clone(),
     };
     Ok((durability, Some(resumed)))
 }

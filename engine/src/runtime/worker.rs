@@ -24,7 +24,6 @@ use vibelux_queries::plan::NodeId;
 
 use super::build::{NodeControls, attach_sink, attach_view, build_nodes};
 use super::extension::build_extension;
-use super::inputs::{sink_key, source_key, table_key};
 use super::{Command, RunShared};
 use crate::taps::{Tapped, Taps};
 
@@ -104,10 +103,9 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
         // after ten simulated minutes.
         let paced = plan.sources[source].spec.paced_by_clock();
         let name = &plan.sources[source].name;
-        let checkpointing = shared
-            .checkpoints
-            .as_ref()
-            .map(|checkpoints| source_checkpointing(checkpoints, name, index));
+        let checkpointing = shared.checkpoints.as_ref().map(|checkpoints| {
+            source_checkpointing(checkpoints, shared.keys.source(source, index), name)
+        });
         let streams = read_source(
             scope,
             name,
@@ -152,7 +150,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
                 // Worker 0 reads the table: its part is the table's.
                 checkpointing: shared.checkpoints.as_ref().filter(|_| index == 0).map(
                     |checkpoints| {
-                        let key = table_key(&table_plan.name);
+                        let key = shared.keys.table(table);
                         checkpoints.register(&key, true);
                         SourceCheckpointing {
                             checkpoints: checkpoints.clone(),
@@ -180,11 +178,13 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             stop,
             alarms: &metrics.alarms,
             checkpoints: shared.checkpoints.as_ref(),
+            keys: &shared.keys,
         },
     );
 
     let mut writers = shared.writers.lock().expect("writers lock");
-    for (sink_index, sink) in plan.sinks.iter().enumerate() {
+    for sink_index in 0..plan.sinks.len() {
+        let sink = &plan.sinks[sink_index];
         let writer = if index == 0 {
             writers[sink_index].take()
         } else {
@@ -194,7 +194,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             .checkpoints
             .as_ref()
             .filter(|_| writer.is_some())
-            .map(|checkpoints| Participant::register(checkpoints, sink_key(&sink.name)));
+            .map(|checkpoints| Participant::register(checkpoints, shared.keys.sink(sink_index)));
         attach_sink(
             &built[&sink.node],
             sink.mode,
@@ -213,7 +213,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             .checkpoints
             .as_ref()
             .filter(|_| index == 0)
-            .map(|checkpoints| Participant::register(checkpoints, format!("view/{name}")));
+            .map(|checkpoints| Participant::register(checkpoints, shared.keys.view(name)));
         attach_view(&built[node], view, checkpointing, &finished);
     }
     for node in &shared.capture {
@@ -228,10 +228,9 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
 /// Registers a source's part on this worker and finds the watermark it resumes with.
 fn source_checkpointing(
     checkpoints: &Arc<Checkpoints>,
+    key: String,
     name: &str,
-    worker: usize,
 ) -> SourceCheckpointing {
-    let key = source_key(name, worker);
     checkpoints.register(&key, true);
     let restored = checkpoints.take_restored(&key).map(|part| {
         let part: SourcePart = decode(&format!("position of source {name}"), &part)

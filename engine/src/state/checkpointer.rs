@@ -5,6 +5,7 @@
 //! and only then tells the sinks that it is stored, so they can make visible what they staged.
 //! The run's last checkpoint, when every participant is final, is stored the same way.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -50,6 +51,8 @@ pub struct Checkpointer {
 pub struct Storing {
     pub store: StateDirectory,
     pub pipeline: String,
+    /// What each key holds (stored with every checkpoint).
+    pub described: BTreeMap<String, String>,
     pub workers: usize,
     pub interval: Duration,
 }
@@ -126,6 +129,7 @@ fn store(
         workers: storing.workers,
         taken_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         cut: completed.cut.map(|cut| cut.time),
+        described: storing.described.clone(),
         parts: completed.parts,
     };
     match storing.store.store(&checkpoint) {

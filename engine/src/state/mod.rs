@@ -3,12 +3,14 @@
 //!
 //! The agreement on a consistent cut lives with the participants
 //! (`vibelux_interfaces::checkpoint`): sources, stateful operators and sinks. This module
-//! loads the newest checkpoint before a run starts (checking that it was written by the same
-//! pipeline with the same number of workers), hands each participant its part, and runs the
-//! thread that stores new checkpoints (`checkpointer.rs`) in a directory (`store.rs`).
+//! loads the newest checkpoint before a run starts (checking that it was written with the same
+//! number of workers, and, for an edited pipeline, which parts carry over: `keys.rs`), hands
+//! each participant its part, and runs the thread that stores new checkpoints
+//! (`checkpointer.rs`) in a directory (`store.rs`).
 //! `docs/architecture.md` explains the protocol and why it was chosen.
 
 mod checkpointer;
+mod keys;
 mod store;
 mod support;
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 use vibelux_interfaces::checkpoint::Checkpoints;
 
 pub use checkpointer::{CheckpointMetrics, Checkpointer, Storing};
+pub use keys::StateKeys;
 pub use store::{StateDirectory, StoredCheckpoint};
 pub use support::unsupported;
 
@@ -28,9 +31,12 @@ pub use support::unsupported;
 pub struct StateOptions {
     pub directory: PathBuf,
     pub interval: Duration,
-    /// Identifies the pipeline (a hash of its SQL, comments and layout aside): a checkpoint is
-    /// resumed only by the pipeline that wrote it.
+    /// Identifies the pipeline (a hash of its SQL, comments and layout aside). When it differs
+    /// from the checkpoint's, the pipeline was edited, and state carries over part by part.
     pub pipeline: String,
+    /// Resume an edited pipeline even where its edits drop state (changed or removed views,
+    /// alarms and detectors, changed sources): those start empty.
+    pub rebuild_changed: bool,
 }
 
 /// What a checkpointed run starts from.
@@ -39,62 +45,175 @@ pub struct Resumed {
     pub store: StateDirectory,
     /// The checkpoint resumed from: its id, when it was taken, whether it was a run's last.
     pub from: Option<(u64, String, bool)>,
+    /// For an edited pipeline: what carries over, to be stored at once as the edited
+    /// pipeline's first checkpoint (with where its new sinks start).
+    pub carried: Option<Carried>,
+    /// What an edit changed, for people: state that starts empty, state dropped.
+    pub notes: Vec<String>,
 }
 
-/// Opens the state directory and loads the checkpoint to resume from, if there is one.
-pub fn resume(options: &StateOptions, workers: usize) -> anyhow::Result<Resumed> {
+/// The state an edited pipeline takes over from the checkpoint of the previous version.
+pub struct Carried {
+    pub id: u64,
+    pub cut: Option<u64>,
+    pub parts: BTreeMap<String, Vec<u8>>,
+}
+
+/// Opens the state directory and loads the checkpoint to resume from, if there is one. A
+/// checkpoint of an edited pipeline gives each part whose definition did not change (`keys`);
+/// state the edit would drop is refused unless `rebuild_changed`.
+pub fn resume(options: &StateOptions, workers: usize, keys: &StateKeys) -> anyhow::Result<Resumed> {
     let store = StateDirectory::open(&options.directory)?;
-    let latest = store.latest()?;
     let directory = options.directory.display();
-    let (last_id, parts, from) = match latest {
-        None => (0, BTreeMap::new(), None),
-        Some(stored) => {
-            if stored.pipeline != options.pipeline {
-                anyhow::bail!(
-                    "the checkpoint in {directory} was taken by another version of this pipeline \
-                     (the file changed since); resuming an edited pipeline is not supported yet. \
-                     Restore the pipeline, or start afresh with another --state directory (or \
-                     remove {directory})"
-                );
-            }
-            if stored.workers != workers {
-                anyhow::bail!(
-                    "the checkpoint in {directory} was taken with --workers {}; resume it with \
-                     --workers {} (changing the worker count of a checkpointed run is not \
-                     supported yet), or start afresh with another --state directory",
-                    stored.workers,
-                    stored.workers
-                );
-            }
-            let from = Some((stored.id, stored.taken_at.clone(), stored.cut.is_none()));
-            (stored.id, stored.parts, from)
-        }
+    let Some(stored) = store.latest()? else {
+        return Ok(Resumed {
+            checkpoints: Arc::new(Checkpoints::new(0, BTreeMap::new())),
+            store,
+            from: None,
+            carried: None,
+            notes: Vec::new(),
+        });
     };
+    if stored.workers != workers {
+        anyhow::bail!(
+            "the checkpoint in {directory} was taken with --workers {}; resume it with \
+             --workers {} (changing the worker count of a checkpointed run is not supported \
+             yet), or start afresh with another --state directory",
+            stored.workers,
+            stored.workers
+        );
+    }
+    let from = Some((stored.id, stored.taken_at.clone(), stored.cut.is_none()));
+    if stored.pipeline == options.pipeline {
+        return Ok(Resumed {
+            checkpoints: Arc::new(Checkpoints::new(stored.id, stored.parts)),
+            store,
+            from,
+            carried: None,
+            notes: Vec::new(),
+        });
+    }
+    let edit = Edit::between(&stored.described, keys);
+    if !edit.dropped.is_empty() && !options.rebuild_changed {
+        anyhow::bail!(
+            "the pipeline changed since checkpoint {} in {directory}, and the state of these \
+             parts no longer matches their definitions (or they are gone):\n{}\n\
+             Resume with --rebuild-changed to start them empty (what they held is lost: \
+             windows open at the restart miss the rows before it, detectors learn again), \
+             restore the previous pipeline, or start afresh with another --state directory",
+            stored.id,
+            bullets(&edit.dropped)
+        );
+    }
+    let notes = edit.notes();
+    let parts: BTreeMap<String, Vec<u8>> = stored
+        .parts
+        .into_iter()
+        .filter(|(part, _)| keys.covers(part))
+        .collect();
+    let id = stored.id + 1;
     Ok(Resumed {
-        checkpoints: Arc::new(Checkpoints::new(last_id, parts)),
+        checkpoints: Arc::new(Checkpoints::new(id, parts.clone())),
         store,
         from,
+        carried: Some(Carried {
+            id,
+            cut: stored.cut,
+            parts,
+        }),
+        notes,
     })
 }
 
-/// Stores checkpoint 0 of a state directory that has none: where each sink's output stood
-/// before the first run wrote anything (a file's length; a warehouse's next epoch). A crash
-/// before the first real checkpoint then restores this, and the rows the crashed run wrote are
-/// cut away before they are produced again, instead of being kept twice.
-pub fn store_baseline(
+/// What an edit of a pipeline does to its state.
+struct Edit {
+    /// Stored state with no part in the edited pipeline, that an edit would lose.
+    dropped: Vec<String>,
+    /// Stateful parts of the edited pipeline with nothing stored.
+    empty: Vec<String>,
+}
+
+impl Edit {
+    fn between(stored: &BTreeMap<String, String>, keys: &StateKeys) -> Self {
+        // Sinks and tables lose nothing: a sink continues from where its target stands, a
+        // table is read again. Sources, operators and views hold what cannot be had again.
+        let holds_state = |key: &str| !key.starts_with("sink/") && !key.starts_with("table/");
+        let dropped = stored
+            .iter()
+            .filter(|(key, _)| holds_state(key) && !keys.described().contains_key(*key))
+            .map(|(_, what)| what.clone())
+            .collect();
+        let empty = keys
+            .described()
+            .iter()
+            .filter(|(key, _)| holds_state(key) && !stored.contains_key(*key))
+            .map(|(_, what)| what.clone())
+            .collect();
+        Edit { dropped, empty }
+    }
+
+    /// For people: what changed (dropped and started empty under the same name), what is
+    /// gone, what is new.
+    fn notes(&self) -> Vec<String> {
+        let changed: Vec<String> = self
+            .dropped
+            .iter()
+            .filter(|what| self.empty.contains(what))
+            .cloned()
+            .collect();
+        let others = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|what| !changed.contains(what))
+                .cloned()
+                .collect()
+        };
+        let mut notes = Vec::new();
+        for (heading, list) in [
+            ("changed, so starting empty", changed.clone()),
+            ("gone from the pipeline, dropped", others(&self.dropped)),
+            ("new, starting empty", others(&self.empty)),
+        ] {
+            if !list.is_empty() {
+                notes.push(format!("{heading}:\n{}", bullets(&list)));
+            }
+        }
+        if notes.is_empty() {
+            notes.push("the pipeline changed; all of its state carries over".into());
+        }
+        notes
+    }
+}
+
+fn bullets(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|line| format!("  - {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Stores a checkpoint before the run starts: checkpoint 0 of a new state directory, or an
+/// edited pipeline's first, which carries over the previous version's state. Either records
+/// where each sink's output stands before the run writes anything (a file's length; a
+/// warehouse's next epoch), so that a crash before the next checkpoint cuts away what the
+/// crashed run wrote before it is produced again, instead of keeping it twice.
+pub fn store_initial(
     store: &StateDirectory,
     options: &StateOptions,
     workers: usize,
-    sinks: BTreeMap<String, Vec<u8>>,
+    keys: &StateKeys,
+    (id, cut): (u64, Option<u64>),
+    parts: BTreeMap<String, Vec<u8>>,
 ) -> anyhow::Result<()> {
     store.store(&StoredCheckpoint {
         format: store::FORMAT,
-        id: 0,
+        id,
         pipeline: options.pipeline.clone(),
         workers,
         taken_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        cut: Some(0),
-        parts: sinks,
+        cut,
+        described: keys.described().clone(),
+        parts,
     })?;
     Ok(())
 }

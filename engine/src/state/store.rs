@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 const KEPT: usize = 3;
 
 /// The format of the files; a file of another format is refused rather than misread.
-pub(crate) const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 2;
 
 /// One stored checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +27,9 @@ pub struct StoredCheckpoint {
     pub taken_at: String,
     /// The dataflow time it cut at; `None` for a run's last checkpoint (every input ended).
     pub cut: Option<u64>,
+    /// What each key of the run held (`keys.rs`), so a restart of an edited pipeline can name
+    /// the state the edit would drop.
+    pub described: BTreeMap<String, String>,
     pub parts: BTreeMap<String, Vec<u8>>,
 }
 
@@ -136,6 +139,7 @@ mod tests {
             workers: 1,
             taken_at: String::new(),
             cut: Some(id * 10),
+            described: BTreeMap::new(),
             parts: BTreeMap::from([("sink/out".to_string(), vec![id as u8])]),
         }
     }

@@ -1,0 +1,214 @@
+//! The names of a run's parts in its checkpoints, made from what each part computes rather
+//! than where it sits in the plan, so that a checkpoint outlives edits to the pipeline.
+//!
+//! A stateful node's key is a hash of its definition and, recursively, of its inputs'
+//! (a Merkle hash): editing one view changes the keys of that view's nodes and of everything
+//! downstream of it, and of nothing else. Adding a view, reordering statements or changing a
+//! stateless sink leaves every other key as it was. Sources, tables and sinks are keyed by
+//! name and by their own statement, so a source pointed at another file does not resume from
+//! the old file's offset. A part that is kept per worker adds `/<worker>` to its key.
+//!
+//! Each key also gets a description for people, stored with the checkpoint, so that a restart
+//! can name the state an edit would drop.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vibelux_queries::plan::{DataflowPlan, NodeId, NodeKind};
+
+/// Every key a run's parts use, and what each holds.
+#[derive(Debug, Clone, Default)]
+pub struct StateKeys {
+    nodes: Vec<String>,
+    sources: Vec<String>,
+    tables: Vec<String>,
+    sinks: Vec<String>,
+    /// Per materialized view (by its name): the key of its live contents.
+    views: BTreeMap<String, String>,
+    /// Each key (without a worker) of this run, and what it holds.
+    described: BTreeMap<String, String>,
+}
+
+fn hash(text: &str) -> String {
+    // xxHash64 is specified: the same definition gives the same key in every build.
+    format!("{:016x}", twox_hash::XxHash64::oneshot(0, text.as_bytes()))
+}
+
+impl StateKeys {
+    /// The keys of a run that builds `order` and reads `sources` and `tables`.
+    pub fn new(plan: &DataflowPlan, order: &[NodeId], sources: &[usize], tables: &[usize]) -> Self {
+        let mut identities: Vec<String> = Vec::with_capacity(plan.nodes.len());
+        // Inputs always have smaller ids, so theirs are known when a node's is made.
+        for node in 0..plan.nodes.len() {
+            let inputs: Vec<&str> = plan.nodes[node]
+                .kind
+                .inputs()
+                .iter()
+                .map(|input| identities[*input].as_str())
+                .collect();
+            identities.push(hash(&format!(
+                "{} <- [{}]",
+                plan.node_definition(node),
+                inputs.join(", ")
+            )));
+        }
+        let owners = owners(plan);
+        let mut keys = StateKeys {
+            nodes: identities
+                .iter()
+                .map(|identity| format!("node/{identity}"))
+                .collect(),
+            sources: plan
+                .sources
+                .iter()
+                .map(|source| format!("source/{}/{}", source.name, hash(&source.definition)))
+                .collect(),
+            tables: plan
+                .tables
+                .iter()
+                .map(|table| format!("table/{}/{}", table.name, hash(&table.definition)))
+                .collect(),
+            sinks: plan
+                .sinks
+                .iter()
+                .map(|sink| format!("sink/{}/{}", sink.name, hash(&sink.definition)))
+                .collect(),
+            views: plan
+                .materialized
+                .iter()
+                .map(|(name, node)| (name.clone(), format!("view/{name}/{}", identities[*node])))
+                .collect(),
+            described: BTreeMap::new(),
+        };
+        for &node in order {
+            if let Some(what) = stateful(plan, node, &owners) {
+                keys.described.insert(keys.nodes[node].clone(), what);
+            }
+        }
+        for &source in sources {
+            let name = &plan.sources[source].name;
+            keys.described
+                .insert(keys.sources[source].clone(), format!("source {name}"));
+        }
+        for &table in tables {
+            let name = &plan.tables[table].name;
+            keys.described
+                .insert(keys.tables[table].clone(), format!("table {name}"));
+        }
+        for (sink, plan_sink) in plan.sinks.iter().enumerate() {
+            keys.described
+                .insert(keys.sinks[sink].clone(), format!("sink {}", plan_sink.name));
+        }
+        for (name, key) in &keys.views {
+            keys.described.insert(
+                key.clone(),
+                format!("the live contents of materialized view {name}"),
+            );
+        }
+        keys
+    }
+
+    /// A stateful node's part on one worker.
+    pub fn node(&self, node: NodeId, worker: usize) -> String {
+        format!("{}/{worker}", self.nodes[node])
+    }
+
+    /// A source's part on one worker.
+    pub fn source(&self, source: usize, worker: usize) -> String {
+        format!("{}/{worker}", self.sources[source])
+    }
+
+    /// A table's part (worker 0 reads tables).
+    pub fn table(&self, table: usize) -> String {
+        self.tables[table].clone()
+    }
+
+    pub fn sink(&self, sink: usize) -> String {
+        self.sinks[sink].clone()
+    }
+
+    /// The part holding a materialized view's contents.
+    pub fn view(&self, name: &str) -> String {
+        self.views[name].clone()
+    }
+
+    /// Every key of this run (without workers), and what it holds.
+    pub fn described(&self) -> &BTreeMap<String, String> {
+        &self.described
+    }
+
+    /// Whether a stored part (with or without a worker) belongs to one of this run's keys.
+    pub fn covers(&self, part: &str) -> bool {
+        self.key_of(part).is_some()
+    }
+
+    /// The run's key a stored part belongs to.
+    pub fn key_of<'a>(&'a self, part: &str) -> Option<&'a str> {
+        let key = match part.rsplit_once('/') {
+            Some((key, worker)) if worker.bytes().all(|b| b.is_ascii_digit()) => {
+                if self.described.contains_key(key) {
+                    key
+                } else {
+                    part
+                }
+            }
+            _ => part,
+        };
+        self.described
+            .get_key_value(key)
+            .map(|(key, _)| key.as_str())
+    }
+}
+
+/// What a stateful node holds, for people; `None` for a node that keeps no state.
+fn stateful(
+    plan: &DataflowPlan,
+    node: NodeId,
+    owners: &BTreeMap<NodeId, BTreeSet<String>>,
+) -> Option<String> {
+    let what = match &plan.nodes[node].kind {
+        NodeKind::RaiseAlarms { spec, .. } => {
+            return Some(format!(
+                "alarm {} (its instances, acknowledgements and shelves)",
+                spec.name
+            ));
+        }
+        NodeKind::Aggregate {
+            plan: aggregate, ..
+        } if aggregate.window.is_some() => "the open windows",
+        NodeKind::Aggregate { .. } => "the groups",
+        NodeKind::Join { .. } => "the join state",
+        NodeKind::ScoreAnomalies { .. } => "the detectors' learning",
+        _ => return None,
+    };
+    let names: Vec<&str> = owners
+        .get(&node)
+        .map(|names| names.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    Some(format!("{what} of {}", names.join(" and ")))
+}
+
+/// The materialized views and sinks each node feeds, by name.
+fn owners(plan: &DataflowPlan) -> BTreeMap<NodeId, BTreeSet<String>> {
+    let mut roots: Vec<(String, NodeId)> = plan
+        .materialized
+        .iter()
+        .map(|(name, node)| (format!("view {name}"), *node))
+        .collect();
+    roots.extend(
+        plan.sinks
+            .iter()
+            .map(|sink| (format!("sink {}", sink.name), sink.node)),
+    );
+    let mut owners: BTreeMap<NodeId, BTreeSet<String>> = BTreeMap::new();
+    for (name, root) in roots {
+        let mut stack = vec![root];
+        let mut seen = BTreeSet::new();
+        while let Some(node) = stack.pop() {
+            if seen.insert(node) {
+                owners.entry(node).or_default().insert(name.clone());
+                stack.extend(plan.nodes[node].kind.inputs());
+            }
+        }
+    }
+    owners
+}
