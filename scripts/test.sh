@@ -3,9 +3,9 @@
 #
 # Installs, idempotently, what the tests need (procps, curl, Chromium and its WebDriver, the
 # Mosquitto broker and its clients, openssl (certificates for the TLS test) from Debian; DuckDB, pyarrow, Selenium, Eclipse Paho and pymodbus from
-# PyPI, ONNX Runtime, scikit-learn and skl2onnx, and pysparkplug in a virtual environment), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
+# PyPI, ONNX Runtime, scikit-learn and skl2onnx, moto, and pysparkplug in a virtual environment), then runs every test of the workspace: unit tests, doc examples, the SQL corpus
 # (queries/tests/slt) and the end-to-end CLI, warehouse, live-view, dashboard (headless
-# Chromium), MQTT and Sparkplug B (Mosquitto), Modbus (pymodbus), ONNX model (ONNX Runtime, scikit-learn) and Kafka (Tansu, built once with cargo) tests. Tests start their
+# Chromium), MQTT and Sparkplug B (Mosquitto), Modbus (pymodbus), ONNX model (ONNX Runtime, scikit-learn), checkpoints in object storage (moto) and Kafka (Tansu, built once with cargo) tests. Tests start their
 # own brokers on loopback and stop them.
 # The build goes to $CARGO_TARGET_DIR (default ~/.cache/vibelux-target, outside the clone) so
 # later runs reuse it.
@@ -33,9 +33,10 @@ fi
 # Paho publishes to the MQTT source; confluent-kafka produces to and consumes from Kafka.
 # pymodbus serves the Modbus tests' register maps. ONNX Runtime's wheel carries the shared
 # library `CREATE MODEL` loads; scikit-learn, skl2onnx and onnx train and export the test model.
-if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus, onnxruntime, sklearn, skl2onnx, onnx" 2> /dev/null; then
+# moto's server mode is the S3-compatible object storage checkpoints are written to.
+if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus, onnxruntime, sklearn, skl2onnx, onnx, moto.server" 2> /dev/null; then
   python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka "pymodbus>=3.16,<4" \
-    "onnxruntime==1.31.1" scikit-learn skl2onnx onnx
+    "onnxruntime==1.31.1" scikit-learn skl2onnx onnx "moto[server]>=5,<6"
 fi
 
 # pysparkplug (a Sparkplug B edge node's payloads, generated from the published

@@ -17,7 +17,7 @@ use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::{Durability, Run, RunOptions, start};
 use vibelux::server::{Server, ServerState};
-use vibelux::state::{StateOptions, pipeline_fingerprint};
+use vibelux::state::{StateLocation, StateOptions, pipeline_fingerprint};
 use vibelux_queries::planner::{Outcome, Planner};
 
 /// Rows are many small allocations, freed on other workers after an exchange: mimalloc handles
@@ -75,9 +75,15 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         retention: Duration,
         /// Keep checkpoints here, and resume from the newest at start (default: `NAME.state`
-        /// in the working directory, for the pipeline file `NAME.sql`).
-        #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
-        state: Option<PathBuf>,
+        /// in the working directory, for the pipeline file `NAME.sql`). An `s3://bucket/prefix`
+        /// URL keeps them in S3-compatible object storage (credentials and endpoint from the
+        /// `AWS_*` variables; the MQTT journal stays in `NAME.state`).
+        #[arg(
+            long,
+            value_name = "DIR|s3://BUCKET/PREFIX",
+            conflicts_with = "no_state"
+        )]
+        state: Option<String>,
         /// Take no checkpoints and resume from none: a restart starts afresh.
         #[arg(long)]
         no_state: bool,
@@ -193,16 +199,18 @@ fn main() {
             checkpoint_interval,
             rebuild_changed,
         } => {
-            let state =
-                (!no_state).then(|| state.unwrap_or_else(|| default_state_directory(&file)));
+            let state = (!no_state).then(|| match state {
+                Some(text) => StateLocation::parse(&text, default_state_directory(&file)),
+                None => StateLocation::Directory(default_state_directory(&file)),
+            });
             run(
                 &file,
                 workers,
                 run_for,
                 http,
                 retention,
-                state.map(|directory| StateChoice {
-                    directory,
+                state.map(|location| StateChoice {
+                    location,
                     interval: checkpoint_interval,
                     rebuild_changed,
                 }),
@@ -508,7 +516,7 @@ fn run(
             retention: retention_settings,
             extensible: matches!(http, HttpAddress::At(_)),
             state: state.map(|choice| StateOptions {
-                directory: choice.directory,
+                location: choice.location,
                 interval: choice.interval,
                 pipeline: pipeline_fingerprint(&text),
                 rebuild_changed: choice.rebuild_changed,
@@ -586,7 +594,7 @@ fn report_added_sinks(added: &vibelux::control::AddedSinks) {
 
 /// Where `vibelux run` keeps state, as the command line chose.
 struct StateChoice {
-    directory: PathBuf,
+    location: StateLocation,
     interval: Duration,
     rebuild_changed: bool,
 }
@@ -604,14 +612,13 @@ fn announce_durability(durability: &Durability) {
             }
         }
         Durability::On {
-            directory,
+            location,
             interval,
             resumed,
             notes,
         } => {
             eprintln!(
-                "  state: {} (a checkpoint every {}; --state DIR to keep it elsewhere)",
-                directory.display(),
+                "  state: {location} (a checkpoint every {}; --state DIR to keep it elsewhere)",
                 humantime::format_duration(*interval)
             );
             match resumed {

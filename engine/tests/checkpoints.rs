@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::object_storage::ObjectStorage;
+
 const PIPELINE: &str = "
 CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
   WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
@@ -97,9 +100,14 @@ fn folder(rows: usize) -> tempfile::TempDir {
     dir
 }
 
+/// The object storage server's environment, once a test has started it (other runs ignore it).
+static OBJECT_STORAGE: std::sync::OnceLock<Vec<(&'static str, String)>> =
+    std::sync::OnceLock::new();
+
 fn vibelux(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vibelux"));
     command
+        .envs(OBJECT_STORAGE.get().cloned().unwrap_or_default())
         .current_dir(dir)
         .args(["run", "pipeline.sql", "--http", "off"])
         .args(args)
@@ -303,6 +311,52 @@ fn a_replay_killed_at_random_moments_ends_with_the_same_results() {
 #[test]
 fn a_replay_on_two_workers_killed_at_random_moments_ends_with_the_same_results() {
     interrupted_replays_end_with_the_same_results(Interruption::Kill, "2", 2);
+}
+
+#[test]
+fn a_replay_checkpointed_to_object_storage_killed_at_random_moments_ends_with_the_same_results() {
+    let storage = ObjectStorage::start("checkpoints");
+    OBJECT_STORAGE.set(storage.environment()).unwrap();
+    let reference = folder(250_000);
+    run_to_end(reference.path(), &["--no-state"]);
+    let resumed = folder(250_000);
+    let args = [
+        "--checkpoint-interval",
+        "50ms",
+        "--state",
+        "s3://checkpoints/greenhouse/replay",
+    ];
+    let (interrupted, logs) = run_interrupted(resumed.path(), &args, Interruption::Kill, 5);
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} interruptions:\n{logs}"
+    );
+    assert!(
+        logs.contains("state: s3://checkpoints/greenhouse/replay"),
+        "{logs}"
+    );
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    assert_same_results(reference.path(), resumed.path());
+    // The checkpoints are objects, the newest three; none is on local disk.
+    let keys = storage.keys("checkpoints", "greenhouse/replay/");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with("greenhouse/replay/checkpoint-")),
+        "{keys:?}"
+    );
+    let local = std::fs::read_dir(resumed.path().join("pipeline.state"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(local, 0, "checkpoints were written locally");
+
+    // A bucket that is not there fails the start at once, naming the URL.
+    let output = vibelux(resumed.path(), &["--state", "s3://missing/run"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(log.contains("listing s3://missing/run"), "{log}");
 }
 
 #[test]

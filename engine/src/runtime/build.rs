@@ -201,7 +201,7 @@ pub(super) fn build_nodes<'scope>(
                     .score_anomalies(
                         spec.clone(),
                         stop.clone(),
-                        participant(checkpoints, keys.node(node, worker)),
+                        participant(checkpoints, keys, node, worker),
                     ),
             ),
             NodeKind::RaiseAlarms { input, spec } => Built::Rows(
@@ -213,7 +213,7 @@ pub(super) fn build_nodes<'scope>(
                         alarm_desk.clone(),
                         AlarmControls {
                             stop: stop.clone(),
-                            checkpointing: participant(checkpoints, keys.node(node, worker)),
+                            checkpointing: participant(checkpoints, keys, node, worker),
                         },
                     ),
             ),
@@ -298,7 +298,7 @@ pub(super) fn build_nodes<'scope>(
                 changes: Some(built[left].changes().join_updates(
                     built[right].changes(),
                     *key_columns,
-                    participant(checkpoints, keys.node(node, worker)),
+                    participant(checkpoints, keys, node, worker),
                 )),
                 finals: None,
             },
@@ -311,7 +311,7 @@ pub(super) fn build_nodes<'scope>(
                     aggregate.clone(),
                     emit_changes,
                     stop.clone(),
-                    participant(checkpoints, keys.node(node, worker)),
+                    participant(checkpoints, keys, node, worker),
                 );
                 Built::Updates {
                     changes: (emit_changes || aggregate.window.is_none()).then_some(changes),
@@ -345,8 +345,13 @@ pub(super) fn build_nodes<'scope>(
 }
 
 /// Registers a stateful node's part on this worker, when the run checkpoints.
-fn participant(checkpoints: Option<&Arc<Checkpoints>>, key: String) -> Option<Participant> {
-    checkpoints.map(|checkpoints| Participant::register(checkpoints, key))
+fn participant(
+    checkpoints: Option<&Arc<Checkpoints>>,
+    keys: &StateKeys,
+    node: NodeId,
+    worker: usize,
+) -> Option<Participant> {
+    checkpoints.map(|checkpoints| Participant::register(checkpoints, keys.node(node, worker)))
 }
 
 /// Attaches a sink; flow control watches what it has delivered, so a sink that cannot write

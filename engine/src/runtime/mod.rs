@@ -84,7 +84,7 @@ pub enum Durability {
     /// A state directory was given, but parts of the run cannot be checkpointed yet.
     Unsupported(Vec<String>),
     On {
-        directory: std::path::PathBuf,
+        location: crate::state::StateLocation,
         interval: std::time::Duration,
         /// The checkpoint resumed from: id, when it was taken, whether it was a run's last.
         resumed: Option<(u64, String, bool)>,
@@ -322,7 +322,7 @@ fn durability(
     }
     let resumed = crate::state::resume(state, workers, keys)?;
     let durability = Durability::On {
-        directory: state.directory.clone(),
+        location: state.location.clone(),
         interval: state.interval,
         resumed: resumed.from.clone(),
         notes: resumed.notes.clone(),

@@ -15,7 +15,6 @@ mod store;
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,13 +22,13 @@ use vibelux_interfaces::checkpoint::Checkpoints;
 
 pub use checkpointer::{CheckpointMetrics, Checkpointer, Storing};
 pub use keys::StateKeys;
-pub use store::{StateDirectory, StoredCheckpoint};
+pub use store::{StateDirectory, StateLocation, StoredCheckpoint};
 pub use support::unsupported;
 
 /// Where a run keeps its checkpoints, and how often it takes one.
 #[derive(Debug, Clone)]
 pub struct StateOptions {
-    pub directory: PathBuf,
+    pub location: StateLocation,
     pub interval: Duration,
     /// Identifies the pipeline (a hash of its SQL, comments and layout aside). When it differs
     /// from the checkpoint's, the pipeline was edited, and state carries over part by part.
@@ -63,8 +62,8 @@ pub struct Carried {
 /// checkpoint of an edited pipeline gives each part whose definition did not change (`keys`);
 /// state the edit would drop is refused unless `rebuild_changed`.
 pub fn resume(options: &StateOptions, workers: usize, keys: &StateKeys) -> anyhow::Result<Resumed> {
-    let store = StateDirectory::open(&options.directory)?;
-    let directory = options.directory.display();
+    let store = StateDirectory::open_location(&options.location)?;
+    let directory = &options.location;
     let Some(stored) = store.latest()? else {
         return Ok(Resumed {
             checkpoints: Arc::new(Checkpoints::new(0, BTreeMap::new())),

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses its part
 
 pub mod mosquitto;
+pub mod object_storage;
 pub mod output;
 pub mod tansu;
 pub mod tls;
