@@ -26,6 +26,35 @@ pub struct WatermarkState {
     combined: Option<i64>,
 }
 
+impl WatermarkState {
+    /// One state standing for several (workers of a checkpoint taken with another worker
+    /// count): each partition at the least of its watermarks, and the least combined
+    /// watermark, so that no row is late that was not late for the worker that read it.
+    /// `None` for no states.
+    pub fn merged(states: Vec<WatermarkState>) -> Option<WatermarkState> {
+        if states.len() <= 1 {
+            return states.into_iter().next();
+        }
+        let mut partitions: std::collections::BTreeMap<u32, Option<i64>> = Default::default();
+        for (partition, watermark) in states.iter().flat_map(|state| &state.partitions) {
+            partitions
+                .entry(*partition)
+                .and_modify(|held| {
+                    *held = match (*held, *watermark) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        _ => None,
+                    }
+                })
+                .or_insert(*watermark);
+        }
+        let combined = states.iter().filter_map(|state| state.combined).min();
+        Some(WatermarkState {
+            partitions: partitions.into_iter().collect(),
+            combined,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct WorkerWatermark {
     delay: i64,

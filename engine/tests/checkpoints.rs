@@ -4,7 +4,7 @@
 //! running totals.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -382,20 +382,85 @@ fn lines_appended_after_a_finished_replay_are_read_on_from_where_it_ended() {
 }
 
 #[test]
-fn another_worker_count_is_refused_naming_the_state_directory() {
-    let dir = folder(2_000);
-    run_to_end(dir.path(), &[]);
-    let output = vibelux(dir.path(), &["--workers", "2"]).output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+fn a_replay_resumed_with_other_worker_counts_ends_with_the_same_results() {
+    let reference = folder(250_000);
+    run_to_end(reference.path(), &["--no-state"]);
+    // One worker, then three, then two to the end: windows open at each stop, totals and the
+    // warehouse's staged rows are shared out among the new workers by key.
+    let dir = folder(250_000);
+    let args = |workers| ["--checkpoint-interval", "50ms", "--workers", workers];
+    stop_mid_replay(dir.path(), &args("1"));
+    let log = stop_mid_replay(dir.path(), &args("3"));
     assert!(
-        log.contains("pipeline.state") && log.contains("--workers 1"),
+        log.contains("taken with --workers 1: its state is shared out among 3"),
         "{log}"
     );
-    // Elsewhere, it starts afresh.
-    let log = run_to_end(dir.path(), &["--state", "elsewhere", "--workers", "2"]);
-    assert!(log.contains("starting afresh"), "{log}");
-    assert!(PathBuf::from(dir.path()).join("elsewhere").is_dir());
+    let log = run_to_end(dir.path(), &args("2"));
+    assert!(
+        log.contains("taken with --workers 3: its state is shared out among 2"),
+        "{log}"
+    );
+    assert_same_results(reference.path(), dir.path());
+}
+
+/// A simulated facility replayed at full speed: windows, a detector per sensor and an alarm
+/// per sensor, whose outputs depend on nothing but the simulation's seed.
+const FACILITY: &str = "
+CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'simulator', rooms = '2', zones_per_room = '5', sensors_per_zone = '10',
+        interval = '10 seconds', speed = 'max', start = '2024-06-01T05:00:00Z',
+        duration = '6 hours', seed = '11', faults = 'stuck,dropout,spike');
+CREATE VIEW zone_minute AS
+  SELECT zone, window_start, count(*) AS n, round(avg(temp_c), 6) AS temp_avg
+  FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start;
+CREATE VIEW scored AS
+  SELECT sensor_id, ts, round(anomaly_score('zscore', temp_c) OVER (PARTITION BY sensor_id), 9) AS score
+  FROM readings;
+CREATE ALARM too_warm ON readings PER sensor_id
+  WHEN temp_c > 25.5 FOR INTERVAL '2 minutes' CLEAR WHEN temp_c < 25;
+CREATE SINK minutes FROM zone_minute WITH (connector = 'file', path = 'out/minutes.jsonl');
+CREATE SINK scores FROM scored WITH (connector = 'file', path = 'out/scores.jsonl');
+CREATE SINK alarms FROM too_warm WITH (connector = 'file', path = 'out/alarms.jsonl');
+";
+
+#[test]
+fn detectors_and_alarms_resumed_with_other_worker_counts_end_with_the_same_results() {
+    let facility = || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pipeline.sql"), FACILITY).unwrap();
+        dir
+    };
+    let outputs = |dir: &Path| {
+        ["minutes", "scores", "alarms"]
+            .map(|name| sorted_lines(&dir.join(format!("out/{name}.jsonl"))))
+    };
+    let reference = facility();
+    run_to_end(reference.path(), &["--no-state", "--workers", "2"]);
+    let expected = outputs(reference.path());
+    assert!(expected[0].len() > 1_000, "{} windows", expected[0].len());
+    assert!(
+        expected[2].len() > 10,
+        "{} alarm transitions",
+        expected[2].len()
+    );
+    let dir = facility();
+    let args = |workers| ["--checkpoint-interval", "50ms", "--workers", workers];
+    stop_mid_replay(dir.path(), &args("2"));
+    stop_mid_replay(dir.path(), &args("1"));
+    run_to_end(dir.path(), &args("3"));
+    let resumed = outputs(dir.path());
+    for (name, (got, want)) in ["minutes", "scores", "alarms"]
+        .iter()
+        .zip(resumed.iter().zip(&expected))
+    {
+        assert!(
+            got == want,
+            "{name} differ: {} rows, {} expected",
+            got.len(),
+            want.len()
+        );
+    }
 }
 
 /// A view added before the others (so every node after it moves), and a comment: what was
@@ -413,17 +478,31 @@ CREATE SINK max_file FROM zone_max WITH (connector = 'file', path = 'out/zone_ma
     )
 }
 
-/// Starts a run and stops it cleanly (Ctrl-C) once it has stored a few checkpoints, mid-replay.
+/// The id of the newest checkpoint in `dir`'s state directory (0 when there is none).
+fn newest_checkpoint(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("pipeline.state"))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    name.strip_prefix("checkpoint-")?
+                        .strip_suffix(".bin")?
+                        .parse()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Starts a run and stops it cleanly (Ctrl-C) once it has stored a few checkpoints of its own,
+/// mid-replay.
 fn stop_mid_replay(dir: &Path, args: &[&str]) -> String {
+    let before = newest_checkpoint(dir);
     let mut child = vibelux(dir, args).spawn().unwrap();
-    let state = dir.join("pipeline.state");
-    let checkpoints = || {
-        std::fs::read_dir(&state)
-            .map(|entries| entries.count())
-            .unwrap_or(0)
-    };
     let started = Instant::now();
-    while checkpoints() < 3 {
+    while newest_checkpoint(dir) < before + 3 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the replay ended before it could be stopped"

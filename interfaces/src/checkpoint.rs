@@ -102,6 +102,9 @@ pub struct Checkpoints {
     completed: AtomicU64,
     /// Parts of the checkpoint this run resumes from.
     restored: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// The worker count of that checkpoint, when it is not this run's: each worker's keyed
+    /// state is then gathered from every old worker's part (see [`Checkpoints::restored_parts`]).
+    rescaled_from: Option<usize>,
 }
 
 impl std::fmt::Debug for Checkpoints {
@@ -127,7 +130,34 @@ impl Checkpoints {
             cut_time: AtomicU64::new(0),
             completed: AtomicU64::new(last_id),
             restored: Mutex::new(restored),
+            rescaled_from: None,
         }
+    }
+
+    /// Resumes a checkpoint taken with `checkpoint_workers` by a run of `workers`.
+    pub fn with_workers(mut self, checkpoint_workers: usize, workers: usize) -> Self {
+        self.rescaled_from = (checkpoint_workers != workers).then_some(checkpoint_workers);
+        self
+    }
+
+    /// The worker count of the checkpoint resumed from, when the run has another.
+    pub fn rescaled_from(&self) -> Option<usize> {
+        self.rescaled_from
+    }
+
+    /// Every part a per-worker key (`…/<worker>`) restores from: its own part, or, when the
+    /// worker count changed since the checkpoint, every old worker's part of the same key, for
+    /// the participant to keep what is now routed to it. Parts stay until a checkpoint of this
+    /// run is stored, since every new worker reads them.
+    pub fn restored_parts(&self, key: &str) -> Vec<Vec<u8>> {
+        let (Some(old_workers), Some((base, _))) = (self.rescaled_from, key.rsplit_once('/'))
+        else {
+            return self.take_restored(key).into_iter().collect();
+        };
+        let restored = self.restored.lock().unwrap_or_else(|p| p.into_inner());
+        (0..old_workers)
+            .filter_map(|worker| restored.get(&format!("{base}/{worker}")).cloned())
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Progress> {
@@ -338,6 +368,11 @@ impl Checkpoints {
 
     /// Checkpoint `id` is stored: sinks may commit what they staged for it.
     pub fn mark_completed(&self, id: u64) {
+        // Every participant took its restored part long before (they restore when built).
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut progress = self.lock();
         progress.completed = id;
         progress.failure = None;
@@ -399,6 +434,24 @@ impl Participant {
         self.checkpoints.take_restored(&self.key)
     }
 
+    /// The parts a keyed operator restores from: its own, or every old worker's when the
+    /// worker count changed (see [`Checkpoints::restored_parts`]); decoded, and empty when the
+    /// run starts afresh. A part that cannot be read fails the worker, naming `what`.
+    pub fn restored_parts<T: for<'de> Deserialize<'de>>(
+        participant: Option<&Participant>,
+        what: &str,
+    ) -> Vec<T> {
+        let Some(participant) = participant else {
+            return Vec::new();
+        };
+        participant
+            .checkpoints
+            .restored_parts(&participant.key)
+            .iter()
+            .map(|part| decode(what, part).unwrap_or_else(|error| panic!("{error}")))
+            .collect()
+    }
+
     pub fn submit(&self, cut: Cut, part: Vec<u8>) {
         self.checkpoints.submit(&self.key, cut.id, part);
     }
@@ -406,6 +459,13 @@ impl Participant {
     pub fn submit_final(&self, part: Vec<u8>) {
         self.checkpoints.submit_final(&self.key, part);
     }
+}
+
+/// Whether a key whose routing hash is `hash` belongs to `worker` of `peers`: the rule timely's
+/// exchange follows, so keyed state restored into another worker count lands where the key's
+/// rows will arrive.
+pub fn routed_to(hash: u64, worker: usize, peers: usize) -> bool {
+    (hash % peers as u64) as usize == worker
 }
 
 /// Encodes a part (compact binary; parts are read back by the same build of the engine).

@@ -76,7 +76,9 @@ pub struct SourceStart {
     pub progress: Arc<ReplayProgress>,
     /// Where each worker's reader was at the checkpoint the run resumes from (what its
     /// [`SourceReader::position`](crate::source::SourceReader::position) said); empty when the
-    /// run starts afresh.
+    /// run starts afresh. One per worker of *that* run: when it had another number of workers
+    /// than `workers` (only for a source that [`SourceSpec::rescales`]), the readers share
+    /// them out.
     pub resume: Vec<Vec<u8>>,
     /// Whether the run checkpoints (a source that commits positions elsewhere, as a Kafka
     /// consumer group does, then commits only what checkpoints hold).
@@ -108,6 +110,13 @@ pub trait SourceSpec: Send + Sync + Debug {
     /// Whether its readers report positions and resume from them, so runs reading it can be
     /// checkpointed.
     fn resumes(&self) -> bool {
+        false
+    }
+
+    /// Whether it resumes from a checkpoint taken with another number of workers: then
+    /// [`SourceStart::resume`] holds the old workers' positions (not one per reader), and each
+    /// reader takes on its share of them.
+    fn rescales(&self) -> bool {
         false
     }
 

@@ -24,7 +24,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
 
 use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::row::{Datum, Row, Update};
@@ -205,6 +205,27 @@ struct Checkpointed {
     sessions: Option<SessionIndex>,
 }
 
+impl Checkpointed {
+    /// The groups whose keys `ours` accepts, and the open sessions whose keys without their
+    /// bounds `ours_unbounded` accepts.
+    fn routed(
+        self,
+        ours: impl Fn(&[Datum]) -> bool,
+        ours_unbounded: impl Fn(&[Datum]) -> bool,
+    ) -> Self {
+        Checkpointed {
+            groups: self
+                .groups
+                .into_iter()
+                .filter(|(key, _)| ours(key))
+                .collect(),
+            sessions: self
+                .sessions
+                .map(|sessions| sessions.routed(ours_unbounded)),
+        }
+    }
+}
+
 /// The groups of one worker and the windows waiting to close.
 struct Groups {
     plan: Arc<AggregatePlan>,
@@ -343,7 +364,10 @@ impl Groups {
 
     /// Takes back a checkpoint's groups; windows wait to close again at their close times.
     fn restore(&mut self, checkpointed: Checkpointed, finals: &Capability<u64>) {
-        self.sessions = checkpointed.sessions;
+        match (&mut self.sessions, checkpointed.sessions) {
+            (Some(sessions), Some(restored)) => sessions.extend(restored),
+            (sessions, restored) => *sessions = restored,
+        }
         for (key, group) in checkpointed.groups {
             let delay = |close: u64| finals.delayed(&close);
             register_close(&self.plan, &mut self.closing, &key, 0, delay);
@@ -371,19 +395,22 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         // A global aggregate (no keys) lives on worker 0, which also publishes its empty row.
         let global = key_columns == 0 && plan.window.is_none();
         let session = plan.session;
-        let exchange = Exchange::new(move |update: &Update| match session {
+        let route = move |key: &[Datum]| match session {
             _ if key_columns == 0 => 0,
             // Sessions of one key must meet on one worker to merge: route without their bounds.
             Some(columns) => {
-                let key = update.0[..key_columns].iter().enumerate();
                 let rest: Row = key
+                    .iter()
+                    .enumerate()
                     .filter(|(i, _)| *i != columns.start && *i != columns.end)
                     .map(|(_, datum)| datum.clone())
                     .collect();
                 key_hash(&rest)
             }
-            None => key_hash(&update.0[..key_columns]),
-        });
+            None => key_hash(key),
+        };
+        let exchange = Exchange::new(move |update: &Update| route(&update.0[..key_columns]));
+        let peers = self.scope().peers();
         let mut input = builder.new_input(self, exchange);
         let (changes_output, changes) = builder.new_output();
         let (finals_output, finals) = builder.new_output();
@@ -402,12 +429,16 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 touched: Vec::new(),
                 retractions: Vec::new(),
             };
-            let restored = checkpointing.as_ref().and_then(Participant::restored);
+            let restored: Vec<Checkpointed> =
+                Participant::restored_parts(checkpointing.as_ref(), "aggregate");
             let mut empty_row = None;
-            if let Some(bytes) = restored {
-                match decode::<Checkpointed>("aggregate", &bytes) {
-                    Ok(checkpointed) => state.restore(checkpointed, &initial_capabilities[1]),
-                    Err(error) => panic!("{error}"),
+            if !restored.is_empty() {
+                for checkpointed in restored {
+                    // Another worker count: keep the groups routed here now.
+                    let ours = |key: &[Datum]| routed_to(route(key), worker, peers);
+                    let ours_unbounded = |key: &[Datum]| routed_to(key_hash(key), worker, peers);
+                    let checkpointed = checkpointed.routed(ours, ours_unbounded);
+                    state.restore(checkpointed, &initial_capabilities[1]);
                 }
             } else if global && worker == 0 {
                 // SQL gives a global aggregate one row even over no input (`count(*)` is 0):
@@ -467,10 +498,13 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 });
 
                 let frontier = frontiers[0].frontier();
-                let stopped = frontier.is_empty() && discard_open_windows.load(Ordering::Relaxed);
-                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
                 // Interrupted: open windows are incomplete, so nothing of them is final; they
-                // are kept in the checkpoint, if there is one, and closed after a restart.
+                // are kept in the checkpoint, if there is one, and closed after a restart. From
+                // the moment the run stops, not only once every input has: each worker's source
+                // lets go of its time as it stops, and one that was ahead would otherwise move
+                // the frontier past windows another worker's rows have yet to reach.
+                let stopped = discard_open_windows.load(Ordering::Relaxed);
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
                 if !stopped {
                     let before = cut.map_or(u64::MAX, |cut| cut.time);
                     for (capability, mut rows) in state.close(frontier, before) {

@@ -17,7 +17,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
 use vibelux_models::detector::Scorer;
 
 use crate::aggregate::{StateMap, key_hash};
@@ -167,8 +167,14 @@ impl Series {
     fn restore(&mut self, checkpointed: Checkpointed, initial: &Capability<u64>) {
         self.detectors.extend(checkpointed.series);
         for (release, rows) in checkpointed.waiting {
+            if rows.is_empty() {
+                continue;
+            }
             self.waiting
-                .insert(release, (initial.delayed(&release), rows));
+                .entry(release)
+                .or_insert_with(|| (initial.delayed(&release), Vec::new()))
+                .1
+                .extend(rows);
         }
     }
 }
@@ -181,10 +187,12 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Row>> {
         let keys = spec.keys.clone();
-        let exchange = Exchange::new(move |row: &Row| {
+        let route = move |row: &Row| {
             let key: Row = keys.iter().map(|&column| row[column].clone()).collect();
             key_hash(&key)
-        });
+        };
+        let exchange = Exchange::new(route.clone());
+        let (worker, peers) = (self.scope().index(), self.scope().peers());
         let mut builder = OperatorBuilder::new("ScoreAnomalies".to_owned(), self.scope());
         let mut input = builder.new_input(self, exchange);
         let (output, scored) = builder.new_output();
@@ -195,11 +203,17 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 detectors: StateMap::default(),
                 waiting: BTreeMap::new(),
             };
-            if let Some(bytes) = checkpointing.as_ref().and_then(Participant::restored) {
-                match decode::<Checkpointed>("anomaly detectors", &bytes) {
-                    Ok(checkpointed) => state.restore(checkpointed, &initial_capabilities[0]),
-                    Err(error) => panic!("{error}"),
+            let restored: Vec<Checkpointed> =
+                Participant::restored_parts(checkpointing.as_ref(), "anomaly detectors");
+            for mut checkpointed in restored {
+                // Another worker count: keep the series routed here now.
+                checkpointed
+                    .series
+                    .retain(|(key, _)| routed_to(key_hash(key), worker, peers));
+                for (_, rows) in &mut checkpointed.waiting {
+                    rows.retain(|row| routed_to(route(row), worker, peers));
                 }
+                state.restore(checkpointed, &initial_capabilities[0]);
             }
             // Batches stamped at or after a cut being taken wait here until the snapshot.
             let mut held: Vec<(Capability<u64>, Vec<Row>)> = Vec::new();
@@ -219,10 +233,10 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     }
                 });
                 let frontier = frontiers[0].frontier();
-                // A stopped run's frontier is empty, but readings before the rows waiting may
-                // still come after a restart: a checkpointed run keeps them waiting.
-                let stopped =
-                    frontier.is_empty() && checkpointing.is_some() && stop.load(Ordering::Relaxed);
+                // A stopped run's frontier moves on as each worker's source stops, but readings
+                // before the rows waiting may still come after a restart: from the moment it
+                // stops, a checkpointed run keeps them waiting.
+                let stopped = checkpointing.is_some() && stop.load(Ordering::Relaxed);
                 let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
                 let before = cut.map_or(u64::MAX, |cut| cut.time);
                 if !stopped {

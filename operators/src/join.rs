@@ -12,7 +12,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::{Row, Update};
@@ -50,6 +50,12 @@ impl JoinSide {
             }
         }
         self.add(key, payload, diff);
+    }
+
+    /// Adds the keys of a restored side that `ours` accepts.
+    fn take_routed(&mut self, restored: JoinSide, ours: impl Fn(&Row) -> bool) {
+        self.rows
+            .extend(restored.rows.into_iter().filter(|(key, _)| ours(key)));
     }
 
     fn add(&mut self, key: Row, payload: Row, diff: i64) {
@@ -109,18 +115,22 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>> {
         let route = move |update: &Update| key_hash(&update.0[..key_columns]);
+        let (worker, peers) = (self.scope().index(), self.scope().peers());
         self.binary_frontier(
             other,
             Exchange::new(route),
             Exchange::new(route),
             "Join",
             move |_, _| {
-                let (mut left, mut right) =
-                    match checkpointing.as_ref().and_then(Participant::restored) {
-                        Some(part) => decode::<(JoinSide, JoinSide)>("join", &part)
-                            .unwrap_or_else(|error| panic!("{error}")),
-                        None => (JoinSide::default(), JoinSide::default()),
-                    };
+                let (mut left, mut right) = (JoinSide::default(), JoinSide::default());
+                let restored: Vec<(JoinSide, JoinSide)> =
+                    Participant::restored_parts(checkpointing.as_ref(), "join");
+                for (restored_left, restored_right) in restored {
+                    // Another worker count: keep the keys routed here now.
+                    let ours = |key: &Row| routed_to(key_hash(key), worker, peers);
+                    left.take_routed(restored_left, ours);
+                    right.take_routed(restored_right, ours);
+                }
                 // Batches stamped at or after a cut being taken wait here until the snapshot
                 // (`true`: from the left input).
                 let mut waiting: Vec<(Capability<u64>, bool, Vec<Update>)> = Vec::new();

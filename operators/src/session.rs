@@ -33,6 +33,18 @@ pub struct SessionIndex {
 }
 
 impl SessionIndex {
+    /// The sessions of the keys (without bounds) that `ours` accepts.
+    pub fn routed(self, ours: impl Fn(&[Datum]) -> bool) -> Self {
+        let mut sessions = self.sessions;
+        sessions.retain(|key, _| ours(key));
+        SessionIndex { sessions }
+    }
+
+    /// Adds the sessions of other keys (restored from another worker's part).
+    pub fn extend(&mut self, other: SessionIndex) {
+        self.sessions.extend(other.sessions);
+    }
+
     fn split(columns: SessionColumns, key: &[Datum]) -> Option<(Row, i64, i64)> {
         let start = key[columns.start].as_timestamp_nanos()?;
         let end = key[columns.end].as_timestamp_nanos()?;

@@ -100,13 +100,21 @@ impl SourceSpec for FileInput {
                 )
                 .map_err(|error| format!("opening {}: {error}", self.config.path.display()))
                 .and_then(|mut reader| {
-                    if let Some(position) = start.resume.get(worker) {
-                        reader.resume(position)?;
+                    match start.resume.len() {
+                        0 => {}
+                        old_workers if old_workers == start.workers => {
+                            reader.resume(&start.resume[worker])?
+                        }
+                        _ => reader.resume_rescaled(&start.resume)?,
                     }
                     Ok(Box::new(reader) as Box<dyn SourceReader + Send>)
                 })
             })
             .collect()
+    }
+
+    fn rescales(&self) -> bool {
+        true
     }
 }
 

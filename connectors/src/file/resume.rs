@@ -34,12 +34,47 @@ impl FileReader {
 
     /// Moves a freshly opened reader to a checkpointed position.
     pub fn resume(&mut self, checkpoint: &[u8]) -> Result<(), String> {
+        let checkpointed = self.decode_checkpoint(checkpoint)?;
+        self.resume_at(checkpointed)
+    }
+
+    /// Resumes from the positions of a checkpoint taken with another number of workers (one
+    /// per old worker): reading starts at the earliest of them, and skips the lines the old
+    /// worker they belonged to had read already, so every line is taken exactly once.
+    pub fn resume_rescaled(&mut self, checkpoints: &[Vec<u8>]) -> Result<(), String> {
+        let positions: Vec<Checkpointed> = checkpoints
+            .iter()
+            .map(|checkpoint| self.decode_checkpoint(checkpoint))
+            .collect::<Result<_, _>>()?;
+        let read_up_to: Vec<u64> = positions
+            .iter()
+            .map(|checkpointed| checkpointed.position.line_number)
+            .collect();
+        let earliest = positions
+            .into_iter()
+            .min_by_key(|checkpointed| checkpointed.position.offset)
+            .ok_or("a checkpoint without positions")?;
+        self.resume_at(earliest)?;
+        // (A followed file replaced while the engine was down is read from its start: the old
+        // file's lines say nothing about it.)
+        if self.offset > 0 || self.line_number > 0 {
+            self.taken_before = Some((read_up_to.len(), read_up_to));
+        }
+        Ok(())
+    }
+
+    fn decode_checkpoint(&self, checkpoint: &[u8]) -> Result<Checkpointed, String> {
+        let path = self.config.path.display();
+        serde_json::from_slice(checkpoint)
+            .map_err(|error| format!("cannot read the checkpointed position in {path}: {error}"))
+    }
+
+    fn resume_at(&mut self, checkpointed: Checkpointed) -> Result<(), String> {
         let path = self.config.path.display().to_string();
         let Checkpointed {
             position,
             csv_header,
-        } = serde_json::from_slice(checkpoint)
-            .map_err(|error| format!("cannot read the checkpointed position in {path}: {error}"))?;
+        } = checkpointed;
         let same_file = FileIdentity {
             device: position.device,
             inode: position.inode,

@@ -77,6 +77,10 @@ pub struct FileReader {
     pub(super) line_number: u64,
     worker: usize,
     peers: usize,
+    /// Resumed from a checkpoint taken with another worker count: that count, and the line
+    /// number each of its workers had read up to. A line one of them had taken is not taken
+    /// again (see `resume.rs`).
+    pub(super) taken_before: Option<(usize, Vec<u64>)>,
     pub(super) csv_header: Option<Vec<Option<usize>>>,
     pub(super) progress: Option<Arc<ReplayProgress>>,
     /// When a tailed file last grew: while it is being written, look again soon.
@@ -110,6 +114,7 @@ impl FileReader {
             line_number: 0,
             worker,
             peers,
+            taken_before: None,
             csv_header: None,
             progress: (worker == 0).then_some(progress),
             last_growth: Instant::now(),
@@ -154,12 +159,24 @@ impl FileReader {
         })
     }
 
+    /// Whether line `number` (counted from 1) is this worker's to decode: every `peers`-th, less
+    /// those a checkpoint of another worker count says were taken already.
+    fn takes(&self, number: u64) -> bool {
+        if (number as usize) % self.peers != self.worker % self.peers {
+            return false;
+        }
+        match &self.taken_before {
+            Some((old_peers, read_up_to)) => number > read_up_to[(number as usize) % old_peers],
+            None => true,
+        }
+    }
+
     /// Takes the complete line in `line`: the CSV header, or a record if it is this worker's.
     pub(super) fn consume_line(&mut self, out: &mut Vec<Record>) {
         self.line_number += 1;
         if self.config.format == FileFormat::Csv && self.csv_header.is_none() {
             self.read_header(out);
-        } else if (self.line_number as usize) % self.peers == self.worker % self.peers {
+        } else if self.takes(self.line_number) {
             self.decode(out);
         }
         self.line.clear();
@@ -270,7 +287,7 @@ impl SourceReader for FileReader {
             }
             // Another worker's line in a replay: skip it without copying or validating it.
             let header_pending = self.config.format == FileFormat::Csv && self.csv_header.is_none();
-            let ours = (self.line_number as usize + 1) % self.peers == self.worker % self.peers;
+            let ours = self.takes(self.line_number + 1);
             if !ours && !header_pending && !self.config.follow && self.line.is_empty() {
                 match self.input.skip_until(b'\n') {
                     Ok(0) => break Poll::Finished,

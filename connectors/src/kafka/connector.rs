@@ -86,6 +86,12 @@ impl SourceSpec for Consumers {
         true
     }
 
+    /// Positions are offsets per partition, merged from every old worker: the consumer group
+    /// hands the partitions out again, whatever the number of workers.
+    fn rescales(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
         let resume = Arc::new(std::sync::Mutex::new(Positions::merge(&start.resume)?));
         (0..start.workers)

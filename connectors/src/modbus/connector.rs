@@ -81,6 +81,10 @@ impl SourceSpec for PolledDevice {
         true
     }
 
+    fn rescales(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "modbus {}:{} unit {}",

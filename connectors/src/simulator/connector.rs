@@ -68,6 +68,10 @@ impl SourceSpec for SimulatedFacility {
         true
     }
 
+    fn rescales(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
         // A resumed simulation keeps the start it had: its faults are placed from it.
         let first = match start.resume.first() {
@@ -87,8 +91,12 @@ impl SourceSpec for SimulatedFacility {
                     SimulatorReader::new(config.clone(), &self.schema, worker, start.workers)?;
                 // `resume` tells a facility following the wall clock by the configuration.
                 reader.config.start_nanos = self.config.start_nanos;
-                if let Some(position) = start.resume.get(worker) {
-                    reader.resume(position)?;
+                match start.resume.len() {
+                    0 => {}
+                    old_workers if old_workers == start.workers => {
+                        reader.resume(&start.resume[worker])?
+                    }
+                    _ => reader.resume_rescaled(&start.resume, worker, start.workers)?,
                 }
                 Ok(Box::new(reader) as Box<dyn SourceReader + Send>)
             })

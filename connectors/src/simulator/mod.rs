@@ -308,6 +308,9 @@ pub(super) struct Sensor {
     phase: i64,
     pub(super) rng: ChaCha8Rng,
     pub(super) last: Option<[f64; 4]>,
+    /// The first tick this sensor reads at: later than the reader's clock when it was taken
+    /// over from a worker that was ahead (a checkpoint of another worker count).
+    pub(super) from_tick: i64,
 }
 
 /// A reading waiting for its (possibly delayed) arrival.
@@ -357,6 +360,7 @@ impl SimulatorReader {
                     phase,
                     rng,
                     last: None,
+                    from_tick: i64::MIN,
                 }
             })
             .collect();
@@ -395,6 +399,9 @@ impl SimulatorReader {
     fn generate_tick(&mut self, tick: i64) {
         let faults = &self.faults;
         for sensor in &mut self.sensors {
+            if tick < sensor.from_tick {
+                continue;
+            }
             let ts = tick + sensor.phase;
             let active = |kind: FaultKind, target: usize| {
                 faults

@@ -79,14 +79,70 @@ impl SimulatorReader {
         self.next_tick = checkpointed.next_tick;
         self.sequence = checkpointed.sequence;
         self.pending = checkpointed.pending.into_iter().map(Reverse).collect();
+        self.restart_clock(checkpointed.simulated_now);
+        Ok(())
+    }
+
+    /// Starts the clock again: from now for a facility following the wall clock, else from
+    /// the simulated time the checkpoint was taken at.
+    fn restart_clock(&mut self, simulated_now: i64) {
         let follows_wall_clock =
             self.config.speed == Speed::Realtime && self.config.start_nanos.is_none();
         self.started_at = Instant::now();
         self.clock_origin = if follows_wall_clock {
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
         } else {
-            checkpointed.simulated_now
+            simulated_now
         };
+    }
+}
+
+impl SimulatorReader {
+    /// Resumes from a checkpoint taken with another number of workers (`checkpoints`, one per
+    /// old worker): this reader's sensors take their streams and last values from the old
+    /// worker that had them, and each reads on from that worker's clock; readings held back
+    /// by old workers are shared out among the new ones (any worker may deliver them).
+    pub fn resume_rescaled(
+        &mut self,
+        checkpoints: &[Vec<u8>],
+        worker: usize,
+        peers: usize,
+    ) -> Result<(), String> {
+        let old: Vec<Checkpointed> = checkpoints
+            .iter()
+            .map(|part| vibelux_interfaces::checkpoint::decode("simulator position", part))
+            .collect::<Result<_, _>>()?;
+        let old_peers = old.len();
+        let Some(earliest) = old.iter().min_by_key(|part| part.next_tick) else {
+            return Ok(());
+        };
+        let (start, next_tick, simulated_now) =
+            (earliest.start, earliest.next_tick, earliest.simulated_now);
+        for sensor in &mut self.sensors {
+            let owner = sensor.index % old_peers;
+            let position = sensor.index / old_peers;
+            let (word, last) = *old[owner].sensors.get(position).ok_or_else(|| {
+                format!(
+                    "the checkpoint simulated fewer sensors than the pipeline ({} on worker \
+                     {owner})",
+                    old[owner].sensors.len()
+                )
+            })?;
+            sensor.rng.set_word_pos(word);
+            sensor.last = last;
+            sensor.from_tick = old[owner].next_tick;
+        }
+        self.start = start;
+        self.next_tick = next_tick;
+        self.sequence = old.iter().map(|part| part.sequence).max().unwrap_or(0);
+        self.pending = old
+            .into_iter()
+            .enumerate()
+            .filter(|(owner, _)| owner % peers == worker)
+            .flat_map(|(_, part)| part.pending)
+            .map(Reverse)
+            .collect();
+        self.restart_clock(simulated_now);
         Ok(())
     }
 }

@@ -59,7 +59,10 @@ fn resume_positions(
     let Some(checkpoints) = checkpoints else {
         return Ok(Vec::new());
     };
-    let parts: Vec<Option<Vec<u8>>> = (0..workers)
+    // One position per worker of the checkpoint (another count than this run's, when the
+    // source rescales).
+    let checkpoint_workers = checkpoints.rescaled_from().unwrap_or(workers);
+    let parts: Vec<Option<Vec<u8>>> = (0..checkpoint_workers)
         .map(|worker| checkpoints.restored_part(&keys.source(source, worker)))
         .collect();
     if parts.iter().all(Option::is_none) {

@@ -320,7 +320,13 @@ fn durability(
     if !reasons.is_empty() {
         return Ok((Durability::Unsupported(reasons), None));
     }
-    let resumed = crate::state::resume(state, workers, keys)?;
+    let cannot_rescale: Vec<String> = sources
+        .iter()
+        .map(|&source| &plan.sources[source])
+        .filter(|source| !source.spec.rescales())
+        .map(|source| format!("source {} ({})", source.name, source.spec.connector()))
+        .collect();
+    let resumed = crate::state::resume(state, workers, keys, &cannot_rescale)?;
     let durability = Durability::On {
         location: state.location.clone(),
         interval: state.interval,

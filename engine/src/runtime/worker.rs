@@ -232,12 +232,18 @@ fn source_checkpointing(
     name: &str,
 ) -> SourceCheckpointing {
     checkpoints.register(&key, true);
-    let restored = checkpoints.take_restored(&key).map(|part| {
-        let part: SourcePart = decode(&format!("position of source {name}"), &part)
-            .unwrap_or_else(|error| panic!("{error}"));
-        decode::<WatermarkState>(&format!("watermark of source {name}"), &part.state)
-            .unwrap_or_else(|error| panic!("{error}"))
-    });
+    // Its own part's watermark, or, when the worker count changed, the old workers' merged.
+    let watermarks: Vec<WatermarkState> = checkpoints
+        .restored_parts(&key)
+        .iter()
+        .map(|part| {
+            let part: SourcePart = decode(&format!("position of source {name}"), part)
+                .unwrap_or_else(|error| panic!("{error}"));
+            decode::<WatermarkState>(&format!("watermark of source {name}"), &part.state)
+                .unwrap_or_else(|error| panic!("{error}"))
+        })
+        .collect();
+    let restored = WatermarkState::merged(watermarks);
     SourceCheckpointing {
         checkpoints: checkpoints.clone(),
         key,

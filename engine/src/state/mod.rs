@@ -61,7 +61,14 @@ pub struct Carried {
 /// Opens the state directory and loads the checkpoint to resume from, if there is one. A
 /// checkpoint of an edited pipeline gives each part whose definition did not change (`keys`);
 /// state the edit would drop is refused unless `rebuild_changed`.
-pub fn resume(options: &StateOptions, workers: usize, keys: &StateKeys) -> anyhow::Result<Resumed> {
+/// A checkpoint of another worker count is shared out among this run's workers, unless a
+/// source in `cannot_rescale` (named for people) cannot take that.
+pub fn resume(
+    options: &StateOptions,
+    workers: usize,
+    keys: &StateKeys,
+    cannot_rescale: &[String],
+) -> anyhow::Result<Resumed> {
     let store = StateDirectory::open_location(&options.location)?;
     let directory = &options.location;
     let Some(stored) = store.latest()? else {
@@ -73,23 +80,33 @@ pub fn resume(options: &StateOptions, workers: usize, keys: &StateKeys) -> anyho
             notes: Vec::new(),
         });
     };
+    let mut notes = Vec::new();
     if stored.workers != workers {
-        anyhow::bail!(
-            "the checkpoint in {directory} was taken with --workers {}; resume it with \
-             --workers {} (changing the worker count of a checkpointed run is not supported \
-             yet), or start afresh with another --state directory",
-            stored.workers,
+        if !cannot_rescale.is_empty() {
+            anyhow::bail!(
+                "the checkpoint in {directory} was taken with --workers {}, and {} cannot be \
+                 resumed with another worker count yet; resume it with --workers {}, or start \
+                 afresh with another --state directory",
+                stored.workers,
+                cannot_rescale.join(", "),
+                stored.workers
+            );
+        }
+        notes.push(format!(
+            "the checkpoint was taken with --workers {}: its state is shared out among {workers}",
             stored.workers
-        );
+        ));
     }
     let from = Some((stored.id, stored.taken_at.clone(), stored.cut.is_none()));
     if stored.pipeline == options.pipeline {
+        let checkpoints =
+            Checkpoints::new(stored.id, stored.parts).with_workers(stored.workers, workers);
         return Ok(Resumed {
-            checkpoints: Arc::new(Checkpoints::new(stored.id, stored.parts)),
+            checkpoints: Arc::new(checkpoints),
             store,
             from,
             carried: None,
-            notes: Vec::new(),
+            notes,
         });
     }
     let edit = Edit::between(&stored.described, keys);
@@ -104,7 +121,7 @@ pub fn resume(options: &StateOptions, workers: usize, keys: &StateKeys) -> anyho
             bullets(&edit.dropped)
         );
     }
-    let notes = edit.notes();
+    notes.extend(edit.notes());
     let parts: BTreeMap<String, Vec<u8>> = stored
         .parts
         .into_iter()
@@ -112,7 +129,9 @@ pub fn resume(options: &StateOptions, workers: usize, keys: &StateKeys) -> anyho
         .collect();
     let id = stored.id + 1;
     Ok(Resumed {
-        checkpoints: Arc::new(Checkpoints::new(id, parts.clone())),
+        checkpoints: Arc::new(
+            Checkpoints::new(id, parts.clone()).with_workers(stored.workers, workers),
+        ),
         store,
         from,
         carried: Some(Carried {
@@ -240,6 +259,44 @@ pub fn pipeline_fingerprint(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_worker_count_is_refused_only_for_sources_that_cannot_share_out_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StateOptions {
+            location: StateLocation::Directory(dir.path().to_path_buf()),
+            interval: Duration::from_secs(10),
+            pipeline: "p".into(),
+            rebuild_changed: false,
+        };
+        let keys = StateKeys::default();
+        store_initial(
+            &StateDirectory::open(dir.path()).unwrap(),
+            &options,
+            2,
+            &keys,
+            (3, Some(30)),
+            BTreeMap::new(),
+        )
+        .unwrap();
+        let refused = resume(&options, 3, &keys, &["source plant (mqtt)".into()])
+            .err()
+            .unwrap();
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("--workers 2") && message.contains("source plant (mqtt)"),
+            "{message}"
+        );
+        let resumed = resume(&options, 3, &keys, &[]).unwrap();
+        assert_eq!(resumed.checkpoints.rescaled_from(), Some(2));
+        assert!(
+            resumed.notes[0].contains("shared out among 3"),
+            "{:?}",
+            resumed.notes
+        );
+        let same = resume(&options, 2, &keys, &["source plant (mqtt)".into()]).unwrap();
+        assert_eq!(same.checkpoints.rescaled_from(), None);
+    }
 
     #[test]
     fn comments_and_layout_do_not_change_a_pipelines_fingerprint_but_its_sql_does() {

@@ -39,7 +39,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 
-use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::Row;
@@ -331,14 +331,18 @@ impl Alarms {
 
     fn restore(&mut self, checkpointed: Checkpointed) {
         self.instances.extend(checkpointed.instances);
-        self.waiting.extend(checkpointed.waiting);
+        for (release, rows) in checkpointed.waiting {
+            if !rows.is_empty() {
+                self.waiting.entry(release).or_default().extend(rows);
+            }
+        }
         self.timers.extend(
             checkpointed
                 .timers
                 .into_iter()
                 .map(|(at, key, timer)| ((at, key, timer), ())),
         );
-        self.latest_seen = checkpointed.latest_seen;
+        self.latest_seen = self.latest_seen.max(checkpointed.latest_seen);
     }
 }
 
@@ -354,10 +358,12 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             checkpointing,
         } = controls;
         let keys = spec.keys.clone();
-        let exchange = Exchange::new(move |row: &Row| {
+        let route = move |row: &Row| {
             let key: Row = keys.iter().map(|&column| row[column].clone()).collect();
             key_hash(&key)
-        });
+        };
+        let exchange = Exchange::new(route.clone());
+        let (worker, peers) = (self.scope().index(), self.scope().peers());
         // Every worker learns the latest event time read anywhere: at the end of the input, a
         // delay ends only if some reading came after it, whichever worker read it.
         let time_column = spec.time;
@@ -399,11 +405,17 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 timers: BTreeMap::new(),
                 latest_seen: i64::MIN,
             };
-            if let Some(bytes) = checkpointing.as_ref().and_then(Participant::restored) {
-                match decode::<Checkpointed>("alarm instances", &bytes) {
-                    Ok(checkpointed) => state.restore(checkpointed),
-                    Err(error) => panic!("{error}"),
+            let restored: Vec<Checkpointed> =
+                Participant::restored_parts(checkpointing.as_ref(), "alarm instances");
+            for mut checkpointed in restored {
+                // Another worker count: keep the instances routed here now.
+                let ours = |key: &Row| routed_to(key_hash(key), worker, peers);
+                checkpointed.instances.retain(|(key, _)| ours(key));
+                checkpointed.timers.retain(|(_, key, _)| ours(key));
+                for (_, rows) in &mut checkpointed.waiting {
+                    rows.retain(|row| routed_to(route(row), worker, peers));
                 }
+                state.restore(checkpointed);
             }
             // Batches stamped at or after a cut being taken wait here until the snapshot.
             let mut held: Vec<(u64, Vec<Row>)> = Vec::new();
@@ -433,9 +445,9 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 let frontier = frontiers[0].frontier();
                 let inputs_ended = frontier.is_empty() && frontiers[1].frontier().is_empty();
                 // A checkpointed run that stops keeps its readings waiting and its delays
-                // running for the next run: its inputs have not really ended.
-                let stopped =
-                    inputs_ended && checkpointing.is_some() && stop.load(Ordering::Relaxed);
+                // running for the next run, from the moment it stops (each worker's source lets
+                // go of its time as it stops): its inputs have not really ended.
+                let stopped = checkpointing.is_some() && stop.load(Ordering::Relaxed);
                 let ended = inputs_ended && !stopped;
                 let Some(capability) = standing.as_mut() else {
                     return;
