@@ -32,6 +32,8 @@ const HELD_ROWS_CHECK: Duration = Duration::from_secs(1);
 
 /// How often a sink looks whether the checkpoint holding its staged rows is stored.
 const CHECKPOINT_CHECK: Duration = Duration::from_millis(10);
+/// How often a cut waiting for a network target's acknowledgements looks again.
+const ACKNOWLEDGEMENT_CHECK: Duration = Duration::from_millis(5);
 
 /// Counters of one sink.
 #[derive(Debug, Default)]
@@ -236,7 +238,15 @@ where
             let frontier = frontiers[0].frontier();
             let closed = frontier.is_empty();
             let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
-            let cut_due = cut.filter(|cut| !frontier.less_than(&cut.time));
+            let mut cut_due = cut.filter(|cut| !frontier.less_than(&cut.time));
+            // A network client answers a cut once the target has acknowledged every row before
+            // it; the rows after the cut wait meanwhile (and the writer is not finished).
+            let awaiting_acknowledgements = cut_due.is_some()
+                && writer.as_ref().is_some_and(|open| open.unacknowledged() > 0);
+            if awaiting_acknowledgements {
+                cut_due = None;
+                activator.activate_after(ACKNOWLEDGEMENT_CHECK);
+            }
             // Rows held for a rollover (a warehouse epoch) are looked at on the clock too, so a
             // quiet stream still commits when its `rollover` interval has passed.
             let holding = writer.as_ref().is_some_and(|open| open.held_rows() > 0);
@@ -246,7 +256,14 @@ where
                 && final_part.is_none()
                 && (wrote || closed || failing || holding || cut_due.is_some() || visible_due)
             {
-                let mut result = if closed { open.finish() } else { open.flush() };
+                // A writer is finished once, after the rows that waited for a cut are written:
+                // a network client's finish closes its connection.
+                let finishing = closed && cut_due.is_none() && !awaiting_acknowledgements;
+                let mut result = if finishing {
+                    open.finish()
+                } else {
+                    open.flush()
+                };
                 if result.is_ok()
                     && let (Some(participant), Some(cut)) = (&checkpointing, cut_due)
                 {
@@ -274,6 +291,7 @@ where
                 }
                 if result.is_ok()
                     && closed
+                    && !awaiting_acknowledgements
                     && let Some(participant) = &checkpointing
                 {
                     result = open.checkpoint().map(|part| {
@@ -288,7 +306,7 @@ where
                 failing = result.is_err();
                 if !failing {
                     retry_after = FIRST_RETRY;
-                    if closed && final_part.is_none() {
+                    if closed && final_part.is_none() && !awaiting_acknowledgements {
                         writer = None;
                     } else if open.held_rows() > 0 {
                         activator.activate_after(HELD_ROWS_CHECK);

@@ -20,6 +20,15 @@ pub enum SinkError {
     Broker { target: String, reason: String },
 }
 
+/// A row's id for receivers of an at-least-once sink: the same row (and operation) sent to the
+/// same target gets the same id in every run, so a message delivered again after a restart can
+/// be recognised. 16 hex digits of an xxHash64 (specified, so stable across builds) of the
+/// target, the operation and the row.
+pub fn row_id(target: &str, row: &Row, insert: bool) -> String {
+    let encoded = bincode::serialize(&(target, insert, row)).expect("rows serialize");
+    format!("{:016x}", twox_hash::XxHash64::oneshot(0, &encoded))
+}
+
 /// An open sink.
 pub trait SinkWriter: Send {
     /// Where rows go, for messages.
@@ -54,6 +63,14 @@ pub trait SinkWriter: Send {
 
     /// Rows taken and not delivered yet.
     fn held_rows(&self) -> u64 {
+        0
+    }
+
+    /// Rows handed to a network client that the target has not acknowledged yet (nor
+    /// dead-lettered). A checkpoint's cut waits until there are none, so every row before it
+    /// is delivered: what follows it is delivered again after a crash (at least once, each
+    /// message carrying its [`row_id`]).
+    fn unacknowledged(&self) -> u64 {
         0
     }
 

@@ -129,6 +129,27 @@ impl SinkSpec for Producer {
             self.0.clone(),
             schema,
             changelog,
+            false,
+        )?))
+    }
+
+    /// At least once, with an idempotent producer: a cut waits until the broker has
+    /// acknowledged every row before it, and each message carries its row's id in a header.
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        changelog: bool,
+        _part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(KafkaProducer::open(
+            self.0.clone(),
+            schema,
+            changelog,
+            true,
         )?))
     }
 }

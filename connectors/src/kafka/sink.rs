@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::ClientConfig;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 use vibelux_operators::row::Row;
 
 use crate::json_row::encode_json_row;
 use crate::template::RowTemplate;
-use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::sink::{SinkError, SinkWriter, row_id};
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -105,13 +105,20 @@ pub struct KafkaProducer {
     deliveries: Arc<Deliveries>,
     describe: String,
     finished: bool,
+    /// In a checkpointed run each message carries its row's id (header `vibelux-row-id`),
+    /// since a restart produces again what followed the last checkpoint.
+    ids: bool,
 }
+
+/// The header carrying a row's id in a checkpointed run.
+pub const ROW_ID_HEADER: &str = "vibelux-row-id";
 
 impl KafkaProducer {
     pub fn open(
         config: KafkaSinkConfig,
         schema: SchemaRef,
         changelog: bool,
+        ids: bool,
     ) -> Result<Self, SinkError> {
         let describe = format!("kafka {} topic {}", config.brokers, config.topic);
         let audit = match &config.audit {
@@ -156,6 +163,7 @@ impl KafkaProducer {
             deliveries,
             describe,
             finished: false,
+            ids,
         })
     }
 }
@@ -178,6 +186,13 @@ impl SinkWriter for KafkaProducer {
         if let Some(key) = &key {
             record = record.key(key);
         }
+        if self.ids {
+            let id = row_id(&self.config.topic, row, insert);
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: ROW_ID_HEADER,
+                value: Some(id.as_str()),
+            }));
+        }
         // A full local queue waits for deliveries (the broker is slow or away) rather than
         // dropping the row.
         let mut pending = record;
@@ -199,6 +214,30 @@ impl SinkWriter for KafkaProducer {
                 }
             }
         }
+    }
+
+    fn unacknowledged(&self) -> u64 {
+        self.producer.in_flight_count().max(0) as u64
+    }
+
+    /// Every row before a cut is acknowledged (the operator waits for that), unless the
+    /// producer gave some up: then the checkpoint must not pass them by.
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        let failed = self.deliveries.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = self
+                .deliveries
+                .first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(SinkError::Broker {
+                target: self.describe.clone(),
+                reason: format!("{failed} rows failed; first error: {first}"),
+            });
+        }
+        Ok(Vec::new())
     }
 
     /// Waits for every row to be acknowledged; reports the ones that were not.

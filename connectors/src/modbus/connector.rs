@@ -127,4 +127,23 @@ impl SinkSpec for TagWrites {
     fn open(&self, schema: SchemaRef, _changelog: bool) -> Result<Box<dyn SinkWriter>, SinkError> {
         Ok(Box::new(ModbusWriter::open(self.0.clone(), schema)?))
     }
+
+    /// Its part is the audit log's length at the cut: after a crash, the writes the log shows
+    /// made since are not made again.
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        _changelog: bool,
+        part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(ModbusWriter::open_resuming(
+            self.0.clone(),
+            schema,
+            part,
+        )?))
+    }
 }

@@ -29,7 +29,7 @@ use super::poller::DeviceConfig;
 use super::safety::WriteHistory;
 use super::tags::{Register, Tag, ValueType};
 use crate::json_row::encode_json_row;
-use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::sink::{SinkError, SinkWriter, row_id};
 
 #[derive(Debug, Clone)]
 pub struct ModbusSinkConfig {
@@ -50,6 +50,10 @@ pub struct ModbusWriter {
     context: Option<Context>,
     history: WriteHistory,
     audit: BufWriter<File>,
+    /// In a checkpointed run: the ids of the rows the audit log shows written (or shadowed)
+    /// after the checkpoint resumed from. Those rows come again after a crash, and a PLC
+    /// write that was made must not be made twice.
+    done_since_checkpoint: std::collections::HashMap<String, u32>,
 }
 
 /// How an attempted write ended.
@@ -57,6 +61,8 @@ pub struct ModbusWriter {
 enum Outcome {
     Written,
     Shadow,
+    /// Made before a crash, after the checkpoint resumed from: not made again.
+    AlreadyWritten,
     /// A safety limit or interlock stopped it.
     Blocked,
     /// The map or the value made it impossible.
@@ -70,6 +76,7 @@ impl Outcome {
         match self {
             Outcome::Written => "written",
             Outcome::Shadow => "shadow",
+            Outcome::AlreadyWritten => "already_written",
             Outcome::Blocked => "blocked",
             Outcome::Refused => "refused",
             Outcome::Failed => "failed",
@@ -108,7 +115,51 @@ impl ModbusWriter {
             context: None,
             history,
             audit: BufWriter::new(audit),
+            done_since_checkpoint: Default::default(),
         })
+    }
+
+    /// Opens the sink to continue from a checkpoint whose part is the audit log's length then:
+    /// the writes recorded after it were made by the run that crashed, and are not made again.
+    pub fn open_resuming(
+        config: ModbusSinkConfig,
+        schema: SchemaRef,
+        part: Option<&[u8]>,
+    ) -> Result<Self, SinkError> {
+        let mut writer = Self::open(config, schema)?;
+        let Some(part) = part else {
+            return Ok(writer);
+        };
+        let length: u64 = vibelux_interfaces::checkpoint::decode("modbus audit position", part)
+            .map_err(|reason| writer.refuse(reason))?;
+        let done = writes_after(&writer.config.audit, length, &writer.config.device.name).map_err(
+            |source| SinkError::Io {
+                path: writer.config.audit.display().to_string(),
+                source,
+            },
+        )?;
+        if !done.is_empty() {
+            tracing::info!(
+                device = %writer.config.device.name,
+                writes = done.values().sum::<u32>(),
+                "writes made after the last checkpoint are not made again"
+            );
+        }
+        writer.done_since_checkpoint = done;
+        Ok(writer)
+    }
+
+    /// Syncs the audit log and records its length: every write before the cut is on record.
+    fn checkpoint_part(&mut self) -> Result<Vec<u8>, SinkError> {
+        let audit_error = |source| SinkError::Io {
+            path: self.config.audit.display().to_string(),
+            source,
+        };
+        self.audit.flush().map_err(audit_error)?;
+        let file = self.audit.get_ref();
+        file.sync_data().map_err(audit_error)?;
+        let length = file.metadata().map_err(audit_error)?.len();
+        Ok(vibelux_interfaces::checkpoint::encode(&length))
     }
 
     pub fn describe(&self) -> String {
@@ -144,6 +195,7 @@ impl ModbusWriter {
             "value": value,
             "outcome": outcome.name(),
             "reason": reason,
+            "id": row_id(&self.config.device.name, row, true),
             "row": serde_json::from_str::<serde_json::Value>(&requested).unwrap_or_default(),
         });
         let written = writeln!(self.audit, "{record}").and_then(|()| self.audit.flush());
@@ -154,7 +206,7 @@ impl ModbusWriter {
             });
         }
         match (outcome, reason) {
-            (Outcome::Written | Outcome::Shadow, _) => Ok(()),
+            (Outcome::Written | Outcome::Shadow | Outcome::AlreadyWritten, _) => Ok(()),
             (_, reason) => Err(self.refuse(format!(
                 "tag `{tag}`: {} ({})",
                 reason.unwrap_or_default(),
@@ -177,6 +229,23 @@ impl ModbusWriter {
         let refused = |this: &mut Self, reason: String| {
             this.audit(row, &name, &value_text, Outcome::Refused, Some(reason))
         };
+        if !self.done_since_checkpoint.is_empty() {
+            let id = row_id(&self.config.device.name, row, true);
+            if let Some(count) = self.done_since_checkpoint.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.done_since_checkpoint.remove(&id);
+                }
+                let reason = "written before the engine restarted (see the audit log)";
+                return self.audit(
+                    row,
+                    &name,
+                    &value_text,
+                    Outcome::AlreadyWritten,
+                    Some(reason.to_string()),
+                );
+            }
+        }
         let Datum::Utf8(_) = &row[self.config.tag_column] else {
             return refused(self, "the tag column holds no tag name".to_string());
         };
@@ -270,6 +339,41 @@ impl SinkWriter for ModbusWriter {
     fn finish(&mut self) -> Result<(), SinkError> {
         ModbusWriter::finish(self)
     }
+
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        self.checkpoint_part()
+    }
+}
+
+/// The ids of the rows whose writes (or shadow writes) to `device` the audit log records after
+/// byte `from`, with how many times each.
+fn writes_after(
+    path: &std::path::Path,
+    from: u64,
+    device: &str,
+) -> std::io::Result<std::collections::HashMap<String, u32>> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let mut done = std::collections::HashMap::new();
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(error) => return Err(error),
+    };
+    file.seek(SeekFrom::Start(from))?;
+    for line in std::io::BufReader::new(file).lines() {
+        // A line torn by the crash is not a record.
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&line?) else {
+            continue;
+        };
+        let made = matches!(record["outcome"].as_str(), Some("written" | "shadow"));
+        if made
+            && record["device"].as_str() == Some(device)
+            && let Some(id) = record["id"].as_str()
+        {
+            *done.entry(id.to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(done)
 }
 
 /// What the registers (or the coil) of `tag` must hold for the engineering `value`.
@@ -426,5 +530,104 @@ fn answer<T>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(exception)) => Err(Failure::Refused(format!("exception {exception}"))),
         Err(error) => Err(Failure::Transport(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::modbus::plan::Limits;
+    use crate::modbus::tags::TagMap;
+
+    /// A sink for a device nobody listens on: any write it attempts fails.
+    fn config(audit: PathBuf) -> ModbusSinkConfig {
+        let tags = TagMap::parse(
+            "[[tag]]\nname = \"setpoint\"\nregister = \"holding\"\naddress = 1\ntype = \"int16\"\nmin = 0\nmax = 100\n",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        ModbusSinkConfig {
+            device: DeviceConfig {
+                name: "room1".into(),
+                host: "127.0.0.1".into(),
+                port,
+                unit_id: 1,
+                tags: Arc::new(tags),
+                limits: Limits {
+                    max_registers: 125,
+                    max_bits: 2000,
+                    gap_fill: 0,
+                    per_tag: false,
+                },
+                timeout: Duration::from_millis(200),
+                retries: 0,
+                pause: Duration::ZERO,
+                close_after_poll: false,
+                simulate: false,
+            },
+            tag_column: 0,
+            value_column: 1,
+            shadow: false,
+            audit,
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("tag", DataType::Utf8, false),
+            Field::new("value", DataType::Float64, false),
+        ]))
+    }
+
+    fn row(value: f64) -> Row {
+        vec![Datum::Utf8("setpoint".into()), Datum::Float64(value)]
+    }
+
+    fn outcomes(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                record["outcome"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_the_audit_log_shows_made_after_the_checkpoint_are_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        // The run before the crash: a checkpoint, then a write it made (the line its audit
+        // would have), then the crash.
+        let mut before = ModbusWriter::open(config(audit.clone()), schema()).unwrap();
+        let part = before.checkpoint_part().unwrap();
+        let made = serde_json::json!({
+            "device": "room1", "tag": "setpoint", "value": "21.5", "outcome": "written",
+            "id": row_id("room1", &row(21.5), true),
+        });
+        writeln!(before.audit, "{made}").unwrap();
+        before.audit.flush().unwrap();
+        drop(before);
+
+        // The restarted run gets the same row again: it is not written (the device is not
+        // even reached, or it would fail), and the log says so.
+        let mut after =
+            ModbusWriter::open_resuming(config(audit.clone()), schema(), Some(&part)).unwrap();
+        after.write(&row(21.5), true).unwrap();
+        assert_eq!(outcomes(&audit), vec!["written", "already_written"]);
+        // A second request for the same value is a new command: it is attempted (and fails,
+        // as nothing listens).
+        assert!(after.write(&row(21.5), true).is_err());
+        assert_eq!(outcomes(&audit)[2], "failed");
     }
 }

@@ -125,6 +125,27 @@ impl SinkSpec for Publication {
             self.0.clone(),
             schema,
             changelog,
+            false,
+        )?))
+    }
+
+    /// At least once (QoS 1): a cut waits until the broker has acknowledged every message
+    /// before it, and each message carries its row's id as `_id`.
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        changelog: bool,
+        _part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(MqttPublisher::open(
+            self.0.clone(),
+            schema,
+            changelog,
+            true,
         )?))
     }
 }

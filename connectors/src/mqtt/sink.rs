@@ -26,7 +26,7 @@ use vibelux_operators::row::Row;
 use crate::json_row::encode_json_row;
 use crate::mqtt::broker::{Backoff, BrokerConfig};
 use crate::mqtt::topic::TopicTemplate;
-use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::sink::{SinkError, SinkWriter, row_id};
 
 /// How long a finishing sink waits for the broker to acknowledge what it published.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +60,9 @@ pub struct MqttPublisher {
     describe: String,
     /// Messages handed to the client, oldest first, until the client sends them (audit only).
     handed: Option<Handed>,
+    /// In a checkpointed run each message's JSON carries its row's id (`_id`), since a
+    /// restart publishes again what followed the last checkpoint.
+    ids: bool,
 }
 
 impl MqttPublisher {
@@ -69,6 +72,7 @@ impl MqttPublisher {
         config: MqttSinkConfig,
         schema: SchemaRef,
         changelog: bool,
+        ids: bool,
     ) -> Result<Self, SinkError> {
         let describe = format!("{} (mqtt)", config.broker.address());
         let options = config
@@ -119,6 +123,7 @@ impl MqttPublisher {
             thread: Some(thread),
             describe,
             handed,
+            ids,
         })
     }
 }
@@ -137,6 +142,14 @@ impl SinkWriter for MqttPublisher {
             &mut payload,
         );
         let topic = self.config.topic.render(row);
+        if self.ids && payload.ends_with('}') {
+            let id = row_id(&topic, row, insert);
+            payload.pop();
+            if !payload.ends_with('{') {
+                payload.push(',');
+            }
+            payload.push_str(&format!("\"_id\":\"{id}\"}}"));
+        }
         if let Some(handed) = &self.handed {
             handed
                 .lock()
@@ -151,6 +164,17 @@ impl SinkWriter for MqttPublisher {
             })?;
         self.delivery.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn unacknowledged(&self) -> u64 {
+        let published = self.delivery.published.load(Ordering::Acquire);
+        published.saturating_sub(self.delivery.delivered.load(Ordering::Acquire))
+    }
+
+    /// Every message before a cut is acknowledged (the operator waits for that): nothing to
+    /// record.
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        Ok(Vec::new())
     }
 
     /// Waits until the broker has everything published so far, then disconnects.

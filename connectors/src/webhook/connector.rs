@@ -48,6 +48,27 @@ impl SinkSpec for Deliveries {
             self.0.clone(),
             schema,
             changelog,
+            false,
+        )?))
+    }
+
+    /// At least once: a cut waits until the receiver has answered every row before it (or it
+    /// was dead-lettered), and each request carries the row's `Idempotency-Key`.
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn open_resuming(
+        &self,
+        schema: SchemaRef,
+        changelog: bool,
+        _part: Option<&[u8]>,
+    ) -> Result<Box<dyn SinkWriter>, SinkError> {
+        Ok(Box::new(WebhookSender::open(
+            self.0.clone(),
+            schema,
+            changelog,
+            true,
         )?))
     }
 }

@@ -28,7 +28,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_operators::row::Row;
 
 use crate::json_row::encode_json_row;
-use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::sink::{SinkError, SinkWriter, row_id};
 
 /// Rows waiting for delivery before the sink waits for the receiver.
 const QUEUE: usize = 1024;
@@ -58,12 +58,25 @@ pub struct WebhookOutcomes {
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Rows the delivery thread is done with: delivered or dead-lettered.
+    settled: AtomicU64,
+}
+
+/// A row waiting for delivery: its JSON, and its id in a checkpointed run.
+struct Delivery {
+    payload: String,
+    id: Option<String>,
 }
 
 pub struct WebhookSender {
     schema: SchemaRef,
     changelog: bool,
-    queue: Option<SyncSender<String>>,
+    queue: Option<SyncSender<Delivery>>,
+    /// In a checkpointed run each request carries the row's id (`Idempotency-Key`), since a
+    /// restart delivers again what followed the last checkpoint.
+    ids: bool,
+    /// Rows handed to the delivery thread.
+    handed: u64,
     config: WebhookSinkConfig,
     thread: Option<JoinHandle<()>>,
     pub outcomes: Arc<WebhookOutcomes>,
@@ -75,6 +88,7 @@ impl WebhookSender {
         config: WebhookSinkConfig,
         schema: SchemaRef,
         changelog: bool,
+        ids: bool,
     ) -> Result<Self, SinkError> {
         let describe = format!("{} (webhook)", config.url);
         let agent = agent(&config).map_err(|reason| SinkError::Broker {
@@ -98,6 +112,8 @@ impl WebhookSender {
             schema,
             changelog,
             queue: Some(queue),
+            ids,
+            handed: 0,
             config,
             thread: Some(thread),
             outcomes,
@@ -122,9 +138,16 @@ impl SinkWriter for WebhookSender {
         let Some(queue) = &self.queue else {
             return Ok(());
         };
-        match queue.try_send(payload) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(payload) | TrySendError::Disconnected(payload)) => {
+        let id = self.ids.then(|| row_id(&self.config.url, row, insert));
+        match queue.try_send(Delivery { payload, id }) {
+            Ok(()) => {
+                self.handed += 1;
+                Ok(())
+            }
+            Err(
+                TrySendError::Full(Delivery { payload, .. })
+                | TrySendError::Disconnected(Delivery { payload, .. }),
+            ) => {
                 self.outcomes.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 dead_letter(&self.config, &payload, "the delivery queue is full", 0).map_err(
                     |source| SinkError::Io {
@@ -134,6 +157,17 @@ impl SinkWriter for WebhookSender {
                 )
             }
         }
+    }
+
+    fn unacknowledged(&self) -> u64 {
+        self.handed
+            .saturating_sub(self.outcomes.settled.load(Ordering::Acquire))
+    }
+
+    /// Every row before a cut is delivered or dead-lettered (the operator waits for that):
+    /// nothing to record.
+    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+        Ok(Vec::new())
     }
 
     /// Waits until every queued row is delivered or dead-lettered.
@@ -180,10 +214,10 @@ fn agent(config: &WebhookSinkConfig) -> Result<ureq::Agent, String> {
 fn deliver_all(
     config: &WebhookSinkConfig,
     agent: &ureq::Agent,
-    pending: Receiver<String>,
+    pending: Receiver<Delivery>,
     outcomes: &WebhookOutcomes,
 ) {
-    for payload in pending {
+    for Delivery { payload, id } in pending {
         let mut wait = config.backoff;
         let mut attempt = 0;
         let error = loop {
@@ -193,6 +227,9 @@ fn deliver_all(
                 .header("content-type", "application/json");
             for (name, value) in &config.headers {
                 request = request.header(name.as_str(), value.as_str());
+            }
+            if let Some(id) = &id {
+                request = request.header("idempotency-key", id.as_str());
             }
             match request.send(payload.as_str()) {
                 Ok(_) => {
@@ -230,6 +267,7 @@ fn deliver_all(
                 tracing::error!(error = %io, "cannot write the webhook dead letter");
             }
         }
+        outcomes.settled.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -6,6 +6,8 @@ usage:
   kafka_peer.py BOOTSTRAP produce-raw TOPIC TEXT      (one message, as is)
   kafka_peer.py BOOTSTRAP produce-hex TOPIC HEX       (one message of the bytes HEX spells)
   kafka_peer.py BOOTSTRAP consume TOPIC COUNT         (prints "key<TAB>value" lines)
+  kafka_peer.py BOOTSTRAP consume-ids TOPIC           (every message there is, as
+                                                        "vibelux-row-id header<TAB>value" lines)
 
 Reading i is {"sensor_id": "s{i%10}", "ts": ..., "seq": i, "temp_c": i/100}, keyed by its
 sensor, so a sensor's readings share a partition.
@@ -13,7 +15,7 @@ sensor, so a sensor's readings share a partition.
 import datetime
 import sys
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 bootstrap, command = sys.argv[1], sys.argv[2]
@@ -73,5 +75,35 @@ elif command == "consume":
         key = (message.key() or b"").decode()
         print(f"{key}\t{message.value().decode()}", flush=True)
     consumer.close()
+elif command == "consume-ids":
+    topic = sys.argv[3]
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"test-ids-{topic}",
+        "auto.offset.reset": "earliest",
+    })
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    # Everything there is now: up to each partition's high watermark.
+    ends = {}
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        if high > low:
+            ends[partition] = high
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in ends])
+    idle = 0
+    while ends and idle < 600:
+        message = consumer.poll(0.1)
+        if message is None or message.error():
+            idle += 1
+            continue
+        idle = 0
+        headers = dict(message.headers() or [])
+        row_id = (headers.get("vibelux-row-id") or b"").decode()
+        print(f"{row_id}\t{message.value().decode()}", flush=True)
+        if message.offset() + 1 >= ends.get(message.partition(), 0):
+            ends.pop(message.partition(), None)
+    consumer.close()
+    if ends:
+        sys.exit(f"partitions not read to their end: {ends}")
 else:
     sys.exit(f"unknown command {command}")
