@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::crashes::newest_checkpoint;
 use common::object_storage::ObjectStorage;
 
 const PIPELINE: &str = "
@@ -476,24 +477,6 @@ CREATE SINK max_file FROM zone_max WITH (connector = 'file', path = 'out/zone_ma
         "CREATE VIEW zone_minute AS",
         &format!("{added}CREATE VIEW zone_minute AS"),
     )
-}
-
-/// The id of the newest checkpoint in `dir`'s state directory (0 when there is none).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("pipeline.state"))
-        .map(|entries| {
-            entries
-                .filter_map(|entry| {
-                    let name = entry.ok()?.file_name().into_string().ok()?;
-                    name.strip_prefix("checkpoint-")?
-                        .strip_suffix(".bin")?
-                        .parse()
-                        .ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
 }
 
 /// Starts a run and stops it cleanly (Ctrl-C) once it has stored a few checkpoints of its own,

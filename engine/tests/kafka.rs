@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::crashes::{SENSOR_SECONDS, run_killed_between_checkpoints, write_sensor_readings};
 use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::start_engine;
 use common::tansu::Tansu;
@@ -337,84 +338,18 @@ fn a_kafka_sink_killed_mid_stream_delivers_every_row_at_least_once_with_stable_i
     broker.peer(&["create", "windows", "1"]);
     let dir = tempfile::tempdir().unwrap();
     // 200,000 readings of 10 sensors, 10 ms apart: 2,000 one-second windows of 10 per sensor.
-    let mut input = String::new();
-    for i in 0..200_000u64 {
-        let stamp = chrono::DateTime::from_timestamp_millis(1_780_000_000_000 + 10 * i as i64)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        input.push_str(&format!(
-            "{{\"sensor_id\": \"s{}\", \"ts\": \"{stamp}\", \"seq\": {i}}}\n",
-            i % 10
-        ));
-    }
-    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    write_sensor_readings(dir.path(), 200_000);
     std::fs::write(
         dir.path().join("pipeline.sql"),
         format!(
-            "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
-               WATERMARK FOR ts AS ts - INTERVAL '1 second')
-             WITH (connector = 'file', path = 'in.jsonl');
-             CREATE VIEW sensor_seconds AS
-               SELECT sensor_id, window_start, count(*) AS n, max(seq) AS last
-               FROM TUMBLE(readings, ts, INTERVAL '1 second') GROUP BY sensor_id, window_start;
+            "{SENSOR_SECONDS}
              CREATE SINK out FROM sensor_seconds
                WITH (connector = 'kafka', brokers = '{}', topic = 'windows');",
             broker.bootstrap()
         ),
     )
     .unwrap();
-    let args = ["--checkpoint-interval", "50ms"];
-    let newest = || {
-        std::fs::read_dir(dir.path().join("pipeline.state"))
-            .map(|entries| {
-                entries
-                    .filter_map(|entry| {
-                        let name = entry.ok()?.file_name().into_string().ok()?;
-                        name.strip_prefix("checkpoint-")?
-                            .strip_suffix(".bin")?
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0)
-    };
-    let mut kills = 0;
-    for run in 0..40u64 {
-        let log = std::fs::File::create(dir.path().join(format!("run-{run}.log"))).unwrap();
-        let before = newest();
-        let mut child = vibelux_in(dir.path(), &args).stderr(log).spawn().unwrap();
-        // Killed once it has stored a few checkpoints of its own, mid-stream.
-        let wanted = before + 1 + run % 2;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut ended = None;
-        while newest() < wanted {
-            if let Some(status) = child.try_wait().unwrap() {
-                ended = Some(status);
-                break;
-            }
-            assert!(Instant::now() < deadline, "no checkpoints");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        match ended {
-            Some(status) => {
-                assert!(
-                    status.success(),
-                    "{}",
-                    std::fs::read_to_string(dir.path().join(format!("run-{run}.log"))).unwrap()
-                );
-                break;
-            }
-            None => {
-                // A little later than the checkpoint, so that rows after it are in flight.
-                std::thread::sleep(Duration::from_millis(run * 37 % 40));
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let kills = run_killed_between_checkpoints(dir.path(), &["--checkpoint-interval", "50ms"]);
     assert!(kills >= 2, "only {kills} kills");
     let consumed = broker.peer(&["consume-ids", "windows"]);
     let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();

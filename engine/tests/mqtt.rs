@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::crashes::{SENSOR_SECONDS, run_killed_between_checkpoints, write_sensor_readings};
 use common::mosquitto::Mosquitto;
 use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::{Engine, start_engine, start_engine_with};
@@ -179,9 +180,21 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
         .args(["-t", "alerts/#", "-v", "-W", "2"])
         .output()
         .unwrap();
+    // The run is checkpointed: each message carries its row's id, for receivers to drop what
+    // a restart publishes again.
     let mut retained: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map(str::to_string)
+        .map(|line| {
+            let (topic, payload) = line.split_once(' ').unwrap();
+            let mut message: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let id = message.as_object_mut().unwrap().remove("_id").unwrap();
+            let id = id.as_str().unwrap();
+            assert!(
+                id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+                "{id}"
+            );
+            format!("{topic} {message}")
+        })
         .collect();
     retained.sort();
     assert_eq!(
@@ -563,4 +576,69 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
         "{}",
         log_of(2)
     );
+}
+
+#[test]
+fn an_mqtt_sink_killed_mid_stream_publishes_every_row_at_least_once_with_stable_ids() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 100,000 readings: 1,000 one-second windows of 10 per sensor.
+    write_sensor_readings(dir.path(), 100_000);
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "{SENSOR_SECONDS}
+             CREATE SINK out FROM sensor_seconds
+               WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', topic = 'windows/{{sensor_id}}');",
+            broker.port
+        ),
+    )
+    .unwrap();
+    // A subscriber for the whole test, at QoS 1, writing what it gets to a file.
+    let received_path = dir.path().join("received.txt");
+    let mut subscriber = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "windows/#", "-q", "1", "-v"])
+        .stdout(std::fs::File::create(&received_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let kills = run_killed_between_checkpoints(dir.path(), &["--checkpoint-interval", "50ms"]);
+    assert!(kills >= 2, "only {kills} kills");
+    // Until the subscriber has had everything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let by_id = loop {
+        let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in std::fs::read_to_string(&received_path).unwrap().lines() {
+            let (_, payload) = line.split_once(' ').unwrap();
+            let mut window: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let id = window
+                .as_object_mut()
+                .unwrap()
+                .remove("_id")
+                .expect("every message carries its row's id");
+            by_id
+                .entry(id.as_str().unwrap().to_string())
+                .or_default()
+                .push(window.to_string());
+        }
+        if by_id.len() >= 10_000 || Instant::now() > deadline {
+            break by_id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    // Every window, once per id; a message published again has the same id and row.
+    assert_eq!(by_id.len(), 10_000, "{} distinct ids", by_id.len());
+    for (id, windows) in &by_id {
+        assert!(
+            windows.iter().all(|w| w == &windows[0]),
+            "{id}: {windows:?}"
+        );
+        let window: serde_json::Value = serde_json::from_str(&windows[0]).unwrap();
+        assert_eq!(window["n"], 10, "{window}");
+    }
+    let total: usize = by_id.values().map(Vec::len).sum();
+    eprintln!("{total} messages for 10000 windows after {kills} kills");
 }
