@@ -573,24 +573,71 @@ fn an_edited_pipeline_keeps_the_state_of_what_did_not_change_and_names_what_did(
 
 #[test]
 fn a_run_that_cannot_be_checkpointed_yet_says_why_and_runs() {
-    let dir = folder(2_000);
-    run_to_end(dir.path(), &["--no-state"]);
-    // Windows replayed from the warehouse: a Parquet source does not resume yet.
+    let dir = tempfile::tempdir().unwrap();
+    // A Sparkplug host (its births) does not resume yet. No broker is there: the run waits
+    // for one until `--for` ends it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         dir.path().join("pipeline.sql"),
-        "CREATE SOURCE past (zone TEXT, window_start TIMESTAMP, n BIGINT,
-           WATERMARK FOR window_start AS window_start)
-           WITH (connector = 'parquet', path = 'warehouse/zone_minute');
-         CREATE SINK past_out FROM past WITH (connector = 'file', path = 'out/past.jsonl');",
+        format!(
+            "CREATE SOURCE plant (edge_node TEXT, device TEXT, metric TEXT, ts TIMESTAMP,
+               value DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+               WITH (connector = 'sparkplug', url = 'mqtt://127.0.0.1:{port}',
+                     group = 'greenhouse', host_id = 'vibelux-test');
+             CREATE SINK rows FROM plant WITH (connector = 'file', path = 'out/rows.jsonl');"
+        ),
     )
     .unwrap();
-    let log = run_to_end(dir.path(), &[]);
+    let log = run_to_end(dir.path(), &["--for", "1s"]);
     assert!(
         log.contains("not checkpointed because")
-            && log.contains("source past (parquet) cannot resume from a position yet"),
+            && log.contains("source plant (sparkplug) cannot resume from a position yet"),
         "{log}"
     );
     assert!(!dir.path().join("pipeline.state").exists());
+}
+
+#[test]
+fn a_parquet_replay_killed_at_random_moments_ends_with_the_same_results() {
+    // 250,000 readings archived in a warehouse table of several files, replayed into windows.
+    let archive = "CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+        WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+        WITH (connector = 'file', path = 'in.jsonl');
+      CREATE SINK archive FROM readings
+        WITH (connector = 'parquet', path = 'warehouse/readings', rollover_rows = '20000',
+              partition_by = 'zone');";
+    let replay = "CREATE SOURCE past (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+        WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+        WITH (connector = 'parquet', path = 'warehouse/readings');
+      CREATE VIEW zone_minute AS
+        SELECT zone, window_start, window_end, count(*) AS n, round(avg(temp_c), 6) AS temp_avg
+        FROM TUMBLE(past, ts, INTERVAL '1 minute') GROUP BY zone, window_start, window_end;
+      CREATE SINK minute_file FROM zone_minute
+        WITH (connector = 'file', path = 'out/zone_minute.jsonl');";
+    let archived = || {
+        let dir = folder(250_000);
+        std::fs::write(dir.path().join("pipeline.sql"), archive).unwrap();
+        run_to_end(dir.path(), &["--no-state"]);
+        std::fs::write(dir.path().join("pipeline.sql"), replay).unwrap();
+        dir
+    };
+    let reference = archived();
+    run_to_end(reference.path(), &["--no-state"]);
+    let expected = windows(reference.path());
+    assert!(expected.len() > 800, "{} windows", expected.len());
+    let resumed = archived();
+    let args = ["--checkpoint-interval", "50ms", "--workers", "2"];
+    let (interrupted, logs) = run_interrupted(resumed.path(), &args, Interruption::Kill, 6);
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} interruptions:\n{logs}"
+    );
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    assert_eq!(windows(resumed.path()), expected, "the windows differ");
 }
 
 /// A run serving HTTP on `port`, checkpointing often.

@@ -26,11 +26,21 @@ fn python(dir: &Path, script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
+/// Runs `sql` afresh: each test here runs several pipelines in one folder, each a whole replay
+/// (resuming is `checkpoints.rs`'s subject).
 fn run(dir: &Path, sql: &str, workers: &str) -> Output {
     std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
     Command::new(env!("CARGO_BIN_EXE_vibelux"))
         .current_dir(dir)
-        .args(["run", "--http", "off", "--workers", workers, "pipeline.sql"])
+        .args([
+            "run",
+            "--http",
+            "off",
+            "--no-state",
+            "--workers",
+            workers,
+            "pipeline.sql",
+        ])
         .output()
         .unwrap()
 }

@@ -14,7 +14,7 @@ use vibelux_interfaces::sink::{SinkError, SinkWriter};
 use vibelux_interfaces::source::SourceReader;
 
 use super::sink::{ParquetSinkConfig, ParquetWriter};
-use super::source::{ParquetFile, ParquetReader};
+use super::source::{ParquetFile, ParquetReader, ReplayPosition};
 use crate::payload::RowLayout;
 
 pub struct Parquet;
@@ -130,7 +130,18 @@ impl SourceSpec for ParquetReplay {
         )
     }
 
+    /// A replay records the files it is done with and how far into each one it read.
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    /// Positions are kept by file, whichever worker read it.
+    fn rescales(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let resume = ReplayPosition::merged(&start.resume)?;
         (0..start.workers)
             .map(|worker| {
                 ParquetReader::open(
@@ -139,6 +150,7 @@ impl SourceSpec for ParquetReplay {
                     worker,
                     start.workers,
                     start.progress.clone(),
+                    &resume,
                 )
                 .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
             })

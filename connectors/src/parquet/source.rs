@@ -16,7 +16,7 @@
 //! that overlap the current time, not the whole history.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
 use vibelux_interfaces::row::{Datum, Row};
 use vibelux_interfaces::source::{Poll, Record, ReplayProgress, SourceReader};
 use vibelux_operators::columnar::append_column;
@@ -131,7 +132,33 @@ struct Pending {
 
 /// A loaded file's rows not yet emitted, sorted by event time.
 struct Loaded {
+    path: PathBuf,
     rows: VecDeque<(i64, Row)>,
+    /// Rows of it emitted so far (a prefix of its rows in event-time order).
+    emitted: u64,
+}
+
+/// Where a replay is, for a checkpoint: the files done with, and how many rows of each file
+/// being read were emitted. A file's rows are sorted the same way on every load, so a count
+/// says which rows. Kept by path: a checkpoint of any worker count applies to any other.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ReplayPosition {
+    finished: BTreeSet<PathBuf>,
+    partial: BTreeMap<PathBuf, u64>,
+}
+
+impl ReplayPosition {
+    /// The positions of every worker of a checkpoint, as one.
+    pub fn merged(parts: &[Vec<u8>]) -> Result<ReplayPosition, String> {
+        let mut merged = ReplayPosition::default();
+        for part in parts {
+            let position: ReplayPosition =
+                vibelux_interfaces::checkpoint::decode("parquet replay position", part)?;
+            merged.finished.extend(position.finished);
+            merged.partial.extend(position.partial);
+        }
+        Ok(merged)
+    }
 }
 
 /// One worker's share of a Parquet replay.
@@ -146,6 +173,10 @@ pub struct ParquetReader {
     dead_letters: Vec<Record>,
     progress: Option<Arc<ReplayProgress>>,
     failure: Option<String>,
+    /// Files done with: read to their end, or dead-lettered as unreadable.
+    finished: BTreeSet<PathBuf>,
+    /// Resuming: rows of a file the checkpointed run had emitted already.
+    already_emitted: BTreeMap<PathBuf, u64>,
 }
 
 impl ParquetReader {
@@ -157,6 +188,7 @@ impl ParquetReader {
         worker: usize,
         peers: usize,
         progress: Arc<ReplayProgress>,
+        resume: &ReplayPosition,
     ) -> Result<Self, String> {
         let event_time = layout
             .event_time_column
@@ -164,11 +196,17 @@ impl ParquetReader {
         let time_name = layout.schema.field(event_time).name().clone();
         let mut pending = Vec::new();
         let mut dead_letters = Vec::new();
+        let mut finished = BTreeSet::new();
         for file in files.iter().skip(worker).step_by(peers.max(1)) {
+            if resume.finished.contains(&file.path) {
+                finished.insert(file.path.clone());
+                continue;
+            }
             let times = match read_column(&file.path, &time_name) {
                 Ok(times) => times,
                 Err(FileProblem::Unreadable(problem)) => {
                     dead_letters.push(unreadable(file, problem));
+                    finished.insert(file.path.clone());
                     continue;
                 }
                 Err(FileProblem::Undeclarable(problem)) => return Err(problem),
@@ -195,7 +233,22 @@ impl ParquetReader {
             dead_letters,
             progress: Some(progress),
             failure: None,
+            finished,
+            already_emitted: resume.partial.clone(),
         })
+    }
+
+    /// Where the replay is (see [`ReplayPosition`]).
+    fn replay_position(&self) -> ReplayPosition {
+        ReplayPosition {
+            finished: self.finished.clone(),
+            partial: self
+                .loaded
+                .iter()
+                .filter(|loaded| !loaded.rows.is_empty())
+                .map(|loaded| (loaded.path.clone(), loaded.emitted))
+                .collect(),
+        }
     }
 
     /// Loads every pending file that starts no later than the earliest loaded row, or the next
@@ -213,14 +266,27 @@ impl ParquetReader {
                 return Ok(());
             }
             let pending = self.pending.pop_front().expect("checked");
-            let loaded = match self.load(&pending.file) {
+            let dead_letters_before = self.dead_letters.len();
+            let mut loaded = match self.load(&pending.file) {
                 Ok(loaded) => loaded,
                 Err(FileProblem::Unreadable(problem)) => {
                     self.dead_letters.push(unreadable(&pending.file, problem));
+                    self.finished.insert(pending.file.path.clone());
                     continue;
                 }
                 Err(FileProblem::Undeclarable(problem)) => return Err(problem),
             };
+            if let Some(emitted) = self.already_emitted.remove(&pending.file.path) {
+                // Read before the restart: its first rows and its dead letters went out then.
+                self.dead_letters.truncate(dead_letters_before);
+                let skipped = (emitted as usize).min(loaded.rows.len());
+                loaded.rows.drain(..skipped);
+                loaded.emitted = emitted;
+            }
+            if loaded.rows.is_empty() {
+                self.finished.insert(pending.file.path.clone());
+                continue;
+            }
             let index = self.loaded.len();
             if let Some((time, _)) = loaded.rows.front() {
                 self.heads.push(Reverse((*time, index)));
@@ -311,7 +377,11 @@ impl ParquetReader {
         if let Some(progress) = &self.progress {
             progress.bytes_read.fetch_add(size, Ordering::Relaxed);
         }
-        Ok(Loaded { rows: rows.into() })
+        Ok(Loaded {
+            path: file.path.clone(),
+            rows: rows.into(),
+            emitted: 0,
+        })
     }
 }
 
@@ -447,6 +517,7 @@ impl SourceReader for ParquetReader {
             };
             let loaded = &mut self.loaded[index];
             let (event_time, row) = loaded.rows.pop_front().expect("a head has a row");
+            loaded.emitted += 1;
             out.push(Record::Row {
                 row,
                 event_time,
@@ -455,9 +526,18 @@ impl SourceReader for ParquetReader {
             match loaded.rows.front() {
                 Some((next, _)) => self.heads.push(Reverse((*next, index))),
                 // Exhausted: free its memory now, not at the end of the replay.
-                None => loaded.rows = VecDeque::new(),
+                None => {
+                    loaded.rows = VecDeque::new();
+                    self.finished.insert(loaded.path.clone());
+                }
             }
         }
         Poll::Ready
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(vibelux_interfaces::checkpoint::encode(
+            &self.replay_position(),
+        ))
     }
 }

@@ -27,7 +27,7 @@ pub fn newest_checkpoint(dir: &Path) -> u64 {
 /// (SIGKILL) a few milliseconds after it has stored a checkpoint or two of its own, until a run
 /// ends by itself. Each run's stderr goes to `run-N.log`. Returns how many runs were killed.
 pub fn run_killed_between_checkpoints(dir: &Path, args: &[&str]) -> u64 {
-    let mut kills = 0;
+    // Every run but the last is killed: the number of a run is the number killed before it.
     for run in 0..60u64 {
         let log_path = dir.join(format!("run-{run}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -43,24 +43,28 @@ pub fn run_killed_between_checkpoints(dir: &Path, args: &[&str]) -> u64 {
         let wanted = before + 1 + run % 2;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut ended = None;
-        while newest_checkpoint(dir) < wanted {
+        while newest_checkpoint(dir) < wanted && Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
                 ended = Some(status);
                 break;
             }
-            assert!(Instant::now() < deadline, "no checkpoints");
             std::thread::sleep(Duration::from_millis(2));
         }
-        if let Some(status) = ended {
+        if ended.is_none() {
+            // A little later than the checkpoint, so that rows after it are in flight.
+            std::thread::sleep(Duration::from_millis(run * 37 % 40));
+            child.kill().unwrap();
+        }
+        let status = child.wait().unwrap();
+        if ended.is_some() {
             let log = std::fs::read_to_string(&log_path).unwrap();
             assert!(status.success(), "run {run} failed:\n{log}");
-            return kills;
+            return run;
         }
-        // A little later than the checkpoint, so that rows after it are in flight.
-        std::thread::sleep(Duration::from_millis(run * 37 % 40));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
+        assert!(
+            newest_checkpoint(dir) >= wanted,
+            "run {run} stored no checkpoints"
+        );
     }
     panic!("the run never ended by itself");
 }
