@@ -572,36 +572,6 @@ fn an_edited_pipeline_keeps_the_state_of_what_did_not_change_and_names_what_did(
 }
 
 #[test]
-fn a_run_that_cannot_be_checkpointed_yet_says_why_and_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    // A Sparkplug host (its births) does not resume yet. No broker is there: the run waits
-    // for one until `--for` ends it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        format!(
-            "CREATE SOURCE plant (edge_node TEXT, device TEXT, metric TEXT, ts TIMESTAMP,
-               value DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '1 second')
-               WITH (connector = 'sparkplug', url = 'mqtt://127.0.0.1:{port}',
-                     group = 'greenhouse', host_id = 'vibelux-test');
-             CREATE SINK rows FROM plant WITH (connector = 'file', path = 'out/rows.jsonl');"
-        ),
-    )
-    .unwrap();
-    let log = run_to_end(dir.path(), &["--for", "1s"]);
-    assert!(
-        log.contains("not checkpointed because")
-            && log.contains("source plant (sparkplug) cannot resume from a position yet"),
-        "{log}"
-    );
-    assert!(!dir.path().join("pipeline.state").exists());
-}
-
-#[test]
 fn a_parquet_replay_killed_at_random_moments_ends_with_the_same_results() {
     // 250,000 readings archived in a warehouse table of several files, replayed into windows.
     let archive = "CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,

@@ -358,3 +358,85 @@ fn a_node_that_drops_off_raises_an_alarm_per_series_from_its_death() {
     );
     engine.interrupt();
 }
+
+/// A checkpointed host in `dir`, its stderr in `log`; returns once it has subscribed.
+fn start_host(dir: &Path, log: &str) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir)
+        .args([
+            "run",
+            "pipeline.sql",
+            "--http",
+            "off",
+            "--checkpoint-interval",
+            "100ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(dir.join(log))
+        .unwrap_or_default()
+        .contains("mqtt subscribed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host did not subscribe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // No rebirth requests: the restarted host must know the births it had.
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE SOURCE plant (edge_node TEXT, device TEXT, metric TEXT, value DOUBLE,
+               datatype TEXT, ts TIMESTAMP, quality TEXT, message_type TEXT,
+               WATERMARK FOR ts AS ts - INTERVAL '1 hour')
+             WITH (connector = 'sparkplug', url = 'mqtt://127.0.0.1:{}', group = 'greenhouse',
+                   rebirth = 'false');
+             CREATE SINK rows FROM plant WITH (connector = 'file', path = 'rows.jsonl');
+             CREATE SINK errors FROM plant_errors WITH (connector = 'file', path = 'errors.jsonl');",
+            broker.port
+        ),
+    )
+    .unwrap();
+    let rows_file = dir.path().join("rows.jsonl");
+    let mut host = start_host(dir.path(), "run-1.log");
+    let mut node = EdgeNode::start(broker.port);
+    node.send("connect");
+    node.send("data temp=22.5 offset=-4");
+    wait_for_lines(&rows_file, 9);
+    // Checkpoints every 100 ms: the births are in one by now. Then the host dies.
+    std::thread::sleep(Duration::from_millis(800));
+    host.kill().unwrap();
+    host.wait().unwrap();
+
+    let mut host = start_host(dir.path(), "run-2.log");
+    node.send("data temp=25 offset=-6");
+    node.send("ddata co2=990");
+    let rows = wait_for_lines(&rows_file, 12);
+    let after: Vec<String> = rows[9..].iter().map(summary).collect();
+    assert_eq!(
+        after,
+        [
+            "NDATA gw1/- temp 25 Float good live",
+            "NDATA gw1/- offset -6 Int32 good live",
+            "DDATA gw1/room1 co2 990 UInt16 good live",
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(json_lines(&rows_file).len(), 12, "rows repeated");
+    assert!(json_lines(&dir.path().join("errors.jsonl")).is_empty());
+    let log = std::fs::read_to_string(dir.path().join("run-2.log")).unwrap();
+    assert!(log.contains("resuming from checkpoint"), "{log}");
+    let _ = host.kill();
+    let _ = host.wait();
+}

@@ -89,7 +89,8 @@ impl SourceSpec for Subscription {
                     .resume
                     .iter()
                     .map(|position| {
-                        vibelux_interfaces::checkpoint::decode::<u64>("journal position", position)
+                        super::source::JournalPosition::decode(position)
+                            .map(|position| position.taken)
                     })
                     .collect::<Result<_, _>>()?,
             }),

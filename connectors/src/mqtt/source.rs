@@ -68,9 +68,34 @@ pub struct Durability {
     pub taken: Vec<u64>,
 }
 
+/// Where a journaled reader is, for a checkpoint: the last journaled message it took in, and
+/// what its decoder has learnt from the messages before (a Sparkplug host's births).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct JournalPosition {
+    pub taken: u64,
+    pub decoder: Option<Vec<u8>>,
+}
+
+impl JournalPosition {
+    pub fn decode(part: &[u8]) -> Result<JournalPosition, String> {
+        vibelux_interfaces::checkpoint::decode("journal position", part)
+    }
+}
+
 /// Turns one worker's messages into records (rows and dead letters).
 pub trait MessageDecoder: Send {
     fn decode(&mut self, message: &MqttMessage, out: &mut Vec<Record>);
+
+    /// What the decoder has learnt from the messages so far, for a checkpoint; `None` for a
+    /// decoder that learns nothing (each message stands alone).
+    fn state(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes back what [`MessageDecoder::state`] said.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a source subscribes to, and how its messages are spread over the workers.
@@ -618,16 +643,25 @@ impl SourceReader for MqttReader {
 
     /// The last journaled message taken in (only a checkpointed run journals).
     fn position(&self) -> Option<Vec<u8>> {
-        self.journaled
-            .then(|| vibelux_interfaces::checkpoint::encode(&self.taken))
+        self.journaled.then(|| {
+            vibelux_interfaces::checkpoint::encode(&JournalPosition {
+                taken: self.taken,
+                decoder: self.decoder.state(),
+            })
+        })
     }
 
     /// A stored checkpoint holds everything up to `position`: the journal may forget it.
     fn checkpoint_stored(&mut self, position: &[u8]) {
-        if let Ok(taken) =
-            vibelux_interfaces::checkpoint::decode::<u64>("journal position", position)
-        {
-            self.stored[self.worker].store(taken, Ordering::Relaxed);
+        if let Ok(position) = JournalPosition::decode(position) {
+            self.stored[self.worker].store(position.taken, Ordering::Relaxed);
         }
+    }
+}
+
+impl MqttReader {
+    /// Gives the decoder back what it had learnt at a checkpoint.
+    pub fn restore_decoder(&mut self, state: &[u8]) -> Result<(), String> {
+        self.decoder.restore(state)
     }
 }

@@ -7,6 +7,7 @@ use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::source::{SourceReader, boxed_readers};
 
 use super::source::SparkplugSourceConfig;
+use crate::mqtt::source::{Durability, JournalPosition};
 use crate::payload::RowLayout;
 
 pub struct Sparkplug;
@@ -50,15 +51,39 @@ impl SourceSpec for HostApplication {
         format!("sparkplug {}", self.config.broker.address())
     }
 
+    /// Like the `mqtt` source, received messages are journaled before they are acknowledged;
+    /// each worker's host keeps its nodes' births in its part.
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
-        let readers = super::source::subscribe(
+        let positions: Vec<JournalPosition> = start
+            .resume
+            .iter()
+            .map(|position| JournalPosition::decode(position))
+            .collect::<Result<_, _>>()?;
+        let durability = start
+            .durable_directory
+            .as_ref()
+            .map(|directory| Durability {
+                directory: directory.join("journal"),
+                taken: positions.iter().map(|position| position.taken).collect(),
+            });
+        let mut readers = super::source::subscribe(
             &start.name,
             self.config.clone(),
             self.layout.clone(),
             start.workers,
             start.metrics.clone(),
+            durability,
         )
         .map_err(|error| format!("starting the MQTT client: {error}"))?;
+        for (reader, position) in readers.iter_mut().zip(&positions) {
+            if let Some(state) = &position.decoder {
+                reader.restore_decoder(state)?;
+            }
+        }
         Ok(boxed_readers(readers))
     }
 }

@@ -11,6 +11,8 @@
 //! stale: a row per series says so, carrying the last value.
 
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 use super::proto::{DataType, Metric, Payload, Value, decode_value};
@@ -78,7 +80,7 @@ pub struct Applied {
 }
 
 /// A metric a birth declared.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
     datatype: DataType,
     last: Option<Value>,
@@ -86,7 +88,7 @@ struct Series {
 
 type SeriesKey = (Option<String>, String);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Node {
     /// The birth/death sequence number of the current session, from the NBIRTH's `bdSeq`.
     bd_seq: Option<u64>,
@@ -94,11 +96,14 @@ struct Node {
     seq: Option<u64>,
     aliases: HashMap<u64, SeriesKey>,
     series: HashMap<SeriesKey, Series>,
+    /// Not kept across a restart: a restarted host may ask again at once.
+    #[serde(skip)]
     rebirth_requested: Option<Instant>,
 }
 
-/// Every node one worker has heard from, by (group, edge node).
-#[derive(Debug, Default)]
+/// Every node one worker has heard from, by (group, edge node). Checkpoints keep it: the
+/// births (aliases, types, last values) a node sent before a restart are not sent again.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct HostState {
     nodes: HashMap<(String, String), Node>,
 }

@@ -95,7 +95,7 @@ pub enum PropertyScalar {
 }
 
 /// Sparkplug's data types (the `datatype` of a metric), by their numbers in the specification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DataType {
     Int8,
     Int16,
@@ -189,7 +189,7 @@ impl DataType {
 }
 
 /// A decoded metric value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Number(f64),
     Boolean(bool),

@@ -15,7 +15,8 @@ use super::proto::{decode_payload, rebirth_command};
 use super::topic::{self, NAMESPACE, Parsed};
 use crate::mqtt::broker::{BrokerConfig, QoS};
 use crate::mqtt::source::{
-    Commands, MessageDecoder, MqttMessage, MqttReader, Presence, Subscription, subscribe_with,
+    Commands, Durability, MessageDecoder, MqttMessage, MqttReader, Presence, Subscription,
+    subscribe_with,
 };
 use crate::payload::RowLayout;
 use crate::source::{Record, SourceMetrics};
@@ -56,6 +57,7 @@ pub fn subscribe(
     layout: RowLayout,
     peers: usize,
     metrics: Arc<SourceMetrics>,
+    durability: Option<Durability>,
 ) -> std::io::Result<Vec<MqttReader>> {
     let presence = config.host_id.as_ref().map(|host| {
         let since = now_millis();
@@ -97,8 +99,7 @@ pub fn subscribe(
         },
         peers,
         metrics,
-        // The host's births are not checkpointed yet: no journal either.
-        None,
+        durability,
     )
 }
 
@@ -113,6 +114,17 @@ struct HostDecoder {
 }
 
 impl MessageDecoder for HostDecoder {
+    /// The births of the nodes this worker follows: a restarted host reads their data by alias
+    /// without waiting for a rebirth.
+    fn state(&self) -> Option<Vec<u8>> {
+        Some(vibelux_interfaces::checkpoint::encode(&self.host))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.host = vibelux_interfaces::checkpoint::decode("sparkplug births", state)?;
+        Ok(())
+    }
+
     fn decode(&mut self, message: &MqttMessage, out: &mut Vec<Record>) {
         let topic_name = &message.publish.topic;
         let dead_letter = |reason: String| Record::Invalid {

@@ -43,3 +43,57 @@ pub fn unsupported(plan: &DataflowPlan, sources: &[usize], tables: &[usize]) -> 
     }
     reasons
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use vibelux_interfaces::connector::{SourceSpec, SourceStart};
+    use vibelux_interfaces::source::{SourceReader, SourceTiming};
+    use vibelux_queries::plan::SourcePlan;
+
+    use super::*;
+
+    /// A connector registered by someone else, that keeps no positions.
+    #[derive(Debug)]
+    struct Forgetful;
+
+    impl SourceSpec for Forgetful {
+        fn connector(&self) -> &'static str {
+            "forgetful"
+        }
+
+        fn is_bounded(&self) -> bool {
+            false
+        }
+
+        fn describe(&self) -> String {
+            "nothing".into()
+        }
+
+        fn start(&self, _: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_source_that_cannot_resume_keeps_the_run_from_checkpointing_and_is_named() {
+        let mut plan = DataflowPlan::default();
+        plan.sources.push(SourcePlan {
+            name: "plant".into(),
+            definition: String::new(),
+            spec: Arc::new(Forgetful),
+            timing: SourceTiming {
+                watermark_delay_nanos: 0,
+                allowed_lateness_nanos: 0,
+                idle_timeout: std::time::Duration::from_secs(1),
+                batch_size: 1,
+            },
+        });
+        assert_eq!(
+            unsupported(&plan, &[0], &[]),
+            vec!["source plant (forgetful) cannot resume from a position yet".to_string()]
+        );
+        assert!(unsupported(&plan, &[], &[]).is_empty());
+    }
+}
