@@ -338,14 +338,21 @@ fn a_replay_checkpointed_to_object_storage_killed_at_random_moments_ends_with_th
     );
     assert!(logs.contains("resuming from checkpoint"), "{logs}");
     assert_same_results(reference.path(), resumed.path());
-    // The checkpoints are objects, the newest three; none is on local disk.
+    // The checkpoints are objects: the newest three manifests and their chunks; none is on
+    // local disk.
     let keys = storage.keys("checkpoints", "greenhouse/replay/");
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    let manifests = keys
+        .iter()
+        .filter(|key| key.starts_with("greenhouse/replay/checkpoint-"))
+        .count();
+    assert_eq!(manifests, 3, "{keys:?}");
     assert!(
         keys.iter()
-            .all(|key| key.starts_with("greenhouse/replay/checkpoint-")),
+            .all(|key| key.starts_with("greenhouse/replay/checkpoint-")
+                || key.starts_with("greenhouse/replay/chunks/")),
         "{keys:?}"
     );
+    assert!(keys.len() > manifests, "no chunks: {keys:?}");
     let local = std::fs::read_dir(resumed.path().join("pipeline.state"))
         .map(|entries| entries.count())
         .unwrap_or(0);

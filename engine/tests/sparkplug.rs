@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
+use common::crashes::newest_checkpoint;
 use common::mosquitto::Mosquitto;
 use common::output::{json_lines, wait_for_lines};
 use common::start_engine;
@@ -414,15 +415,39 @@ fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts() {
     node.send("connect");
     node.send("data temp=22.5 offset=-4");
     wait_for_lines(&rows_file, 9);
-    // Checkpoints every 100 ms: the births are in one by now. Then the host dies.
-    std::thread::sleep(Duration::from_millis(800));
+    // Once a checkpoint after the births is stored (checkpoint 0 is where the outputs stood
+    // before the run), the host dies.
+    let first = newest_checkpoint(dir.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while newest_checkpoint(dir.path()) < (first + 1).max(2) {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     host.kill().unwrap();
     host.wait().unwrap();
 
     let mut host = start_host(dir.path(), "run-2.log");
     node.send("data temp=25 offset=-6");
     node.send("ddata co2=990");
-    let rows = wait_for_lines(&rows_file, 12);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while json_lines(&rows_file).len() < 12 {
+        if std::time::Instant::now() > deadline {
+            let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+            panic!(
+                "{} of 12 rows: {:?}\nerrors: {:?}\nrun 1:\n{}\nrun 2:\n{}",
+                json_lines(&rows_file).len(),
+                json_lines(&rows_file)
+                    .iter()
+                    .map(summary)
+                    .collect::<Vec<_>>(),
+                json_lines(&dir.path().join("errors.jsonl")),
+                log("run-1.log"),
+                log("run-2.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rows = json_lines(&rows_file);
     let after: Vec<String> = rows[9..].iter().map(summary).collect();
     assert_eq!(
         after,

@@ -198,6 +198,10 @@ pub fn subscribe_with(
     };
     let journaled = journal.is_some();
     let stored: Arc<Vec<AtomicU64>> = Arc::new(taken.iter().map(|&t| AtomicU64::new(t)).collect());
+    // What the journal held when opened is on disk already.
+    let synced = Arc::new(AtomicU64::new(
+        replay.last().map_or(0, |entry| entry.sequence),
+    ));
     metrics.networked.store(true, Ordering::Relaxed);
     let will = subscription.presence.as_ref().map(|presence| Will {
         topic: presence.topic.clone(),
@@ -231,6 +235,9 @@ pub fn subscribe_with(
         stored: stored.clone(),
         forgotten: 0,
         journaled_acks: Vec::new(),
+        unsynced: 0,
+        last_journaled: synced.load(Ordering::Relaxed),
+        synced: synced.clone(),
     };
     let guard = BackgroundThread::spawn(format!("mqtt-{name}"), move |stop| {
         session.stop = stop;
@@ -250,6 +257,7 @@ pub fn subscribe_with(
             taken: stored[worker].load(Ordering::Relaxed),
             worker,
             stored: stored.clone(),
+            synced: synced.clone(),
         })
         .collect())
 }
@@ -277,6 +285,13 @@ struct Session {
     forgotten: u64,
     /// Journaled messages to acknowledge once the journal is synced.
     journaled_acks: Vec<u16>,
+    /// Messages journaled since the last sync (QoS 0 ones too: they are acknowledged to no
+    /// one, but a checkpoint may not pass them until they are on disk).
+    unsynced: usize,
+    /// The number of the last message journaled.
+    last_journaled: u64,
+    /// The number of the last message on disk, for readers' positions to wait for.
+    synced: Arc<AtomicU64>,
 }
 
 /// Journaled messages acknowledged in one batch at most (one sync each).
@@ -291,14 +306,14 @@ impl Session {
         while !self.stop.load(Ordering::Relaxed) {
             self.send_acks();
             // With messages waiting for a sync, take what else is ready first: one sync for all.
-            let wait = if self.journaled_acks.is_empty() {
+            let wait = if self.unsynced == 0 {
                 Duration::from_millis(50)
             } else {
                 Duration::ZERO
             };
             let event = connection.recv(wait);
-            if self.journaled_acks.len() >= JOURNAL_BATCH
-                || (matches!(event, LinkEvent::Idle) && !self.journaled_acks.is_empty())
+            if self.unsynced >= JOURNAL_BATCH
+                || (matches!(event, LinkEvent::Idle) && self.unsynced > 0)
             {
                 self.sync_journal();
             }
@@ -405,6 +420,8 @@ impl Session {
         };
         match journal.sync() {
             Ok(()) => {
+                self.unsynced = 0;
+                self.synced.store(self.last_journaled, Ordering::Release);
                 for pkid in self.journaled_acks.drain(..) {
                     self.unsent_acks.push_back(pkid);
                 }
@@ -448,7 +465,11 @@ impl Session {
                 QoS::ExactlyOnce => 2,
             };
             match journal.append(&publish.topic, &publish.payload, received_nanos, qos) {
-                Ok(number) => sequence = number,
+                Ok(number) => {
+                    sequence = number;
+                    self.last_journaled = number;
+                    self.unsynced += 1;
+                }
                 Err(error) => {
                     // Not acknowledged: the broker delivers it again.
                     tracing::error!(source = %self.name, %error, "cannot journal a received message");
@@ -560,7 +581,12 @@ pub struct MqttReader {
     worker: usize,
     /// Per worker: the last journaled message a stored checkpoint holds.
     stored: Arc<Vec<AtomicU64>>,
+    /// The last journaled message on disk.
+    synced: Arc<AtomicU64>,
 }
+
+/// How long a checkpoint's position waits for the journal to be on disk through it.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Rows from JSON or raw payloads, with columns filled from the topic's levels.
 struct TopicRowDecoder {
@@ -642,7 +668,25 @@ impl SourceReader for MqttReader {
     }
 
     /// The last journaled message taken in (only a checkpointed run journals).
+    /// A checkpoint may only hold messages the journal has on disk: after a crash, a message
+    /// taken in but never synced would be neither replayed nor numbered as before. The client
+    /// syncs within moments of a message's arrival; the position waits for that.
     fn position(&self) -> Option<Vec<u8>> {
+        if !self.journaled {
+            return None;
+        }
+        let deadline = Instant::now() + SYNC_WAIT;
+        while self.synced.load(Ordering::Acquire) < self.taken {
+            if Instant::now() > deadline {
+                tracing::error!(
+                    taken = self.taken,
+                    synced = self.synced.load(Ordering::Acquire),
+                    "the journal of received messages is not on disk through the checkpoint"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
         self.journaled.then(|| {
             vibelux_interfaces::checkpoint::encode(&JournalPosition {
                 taken: self.taken,

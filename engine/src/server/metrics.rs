@@ -317,6 +317,11 @@ fn encode_checkpoints(
             "Size of the last checkpoint stored",
             checkpoints.last_size_bytes.load(Relaxed) as f64,
         ),
+        (
+            "vibelux_checkpoint_written_bytes",
+            "What the last checkpoint wrote: the chunks of state that changed since the one before",
+            checkpoints.last_written_bytes.load(Relaxed) as f64,
+        ),
     ];
     if last_millis > 0 {
         gauges.push((

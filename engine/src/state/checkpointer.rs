@@ -28,6 +28,8 @@ pub struct CheckpointMetrics {
     /// From the request to stored, of the last one (µs).
     pub last_duration_micros: AtomicU64,
     pub last_size_bytes: AtomicU64,
+    /// What the last checkpoint wrote: the chunks the one before did not have.
+    pub last_written_bytes: AtomicU64,
     /// Why the last attempt failed, while the latest attempt failed.
     pub failure: std::sync::Mutex<Option<String>>,
 }
@@ -133,10 +135,15 @@ fn store(
         parts: completed.parts,
     };
     match storing.store.store(&checkpoint) {
-        Ok(size) => {
+        Ok(stored) => {
             checkpoints.mark_completed(id);
             metrics.stored.fetch_add(1, Ordering::Relaxed);
-            metrics.last_size_bytes.store(size, Ordering::Relaxed);
+            metrics
+                .last_size_bytes
+                .store(stored.size, Ordering::Relaxed);
+            metrics
+                .last_written_bytes
+                .store(stored.written, Ordering::Relaxed);
             let duration = if completed.cut.is_some() {
                 requested_at.elapsed()
             } else {
@@ -155,7 +162,13 @@ fn store(
             if let Some(was) = failure.take() {
                 tracing::info!("checkpoints are stored again (was: {was})");
             }
-            tracing::debug!(id, size, ?duration, "checkpoint stored");
+            tracing::debug!(
+                id,
+                size = stored.size,
+                written = stored.written,
+                ?duration,
+                "checkpoint stored"
+            );
         }
         Err(error) => {
             let why = format!("{error:#}");

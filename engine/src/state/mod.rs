@@ -10,6 +10,7 @@
 //! `docs/architecture.md` explains the protocol and why it was chosen.
 
 mod checkpointer;
+mod chunks;
 mod keys;
 mod store;
 mod support;
@@ -22,7 +23,7 @@ use vibelux_interfaces::checkpoint::Checkpoints;
 
 pub use checkpointer::{CheckpointMetrics, Checkpointer, Storing};
 pub use keys::StateKeys;
-pub use store::{StateDirectory, StateLocation, StoredCheckpoint};
+pub use store::{StateDirectory, StateLocation, Stored, StoredCheckpoint};
 pub use support::unsupported;
 
 /// Where a run keeps its checkpoints, and how often it takes one.

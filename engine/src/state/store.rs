@@ -1,13 +1,19 @@
-//! Where checkpoints are kept: a directory of numbered files, each written whole and synced
-//! before it is renamed into place, so a crash at any moment leaves the previous checkpoint
-//! intact; or the same names as objects in S3-compatible storage, where a put is atomic. The
-//! last few are kept; older ones are deleted once a newer one is in place.
+//! Where checkpoints are kept: a local directory, or the same names as objects in
+//! S3-compatible storage.
+//!
+//! Checkpoints are incremental. Each part is cut into content-defined chunks (`chunks.rs`)
+//! stored once under their hash (`chunks/<hash>`); a checkpoint is a small manifest
+//! (`checkpoint-NNNNNNNNNN.bin`) listing each part's chunks, so a checkpoint writes only the
+//! chunks that changed since the last one. Chunks are written (and synced) before the manifest
+//! that names them, and a manifest is written whole (temporary name, sync, rename; or one put),
+//! so a crash at any moment leaves the previous checkpoint intact. The last few manifests are
+//! kept; chunks no kept manifest names are deleted. A chunk is checked against its hash when
+//! read: a damaged checkpoint is refused, not restored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use futures_util::TryStreamExt;
@@ -18,14 +24,19 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::chunks::{chunk_name, chunks};
+
 /// How many checkpoints are kept (the newest is the one a restart resumes from).
 const KEPT: usize = 3;
 
-/// The format of the files; a file of another format is refused rather than misread.
-pub(crate) const FORMAT: u32 = 2;
+/// The format of the manifests; a file of another format is refused rather than misread.
+pub(crate) const FORMAT: u32 = 3;
 
-/// One stored checkpoint.
-#[derive(Debug, Serialize, Deserialize)]
+/// Where chunks are, under the location.
+const CHUNKS: &str = "chunks";
+
+/// One checkpoint, its parts whole.
+#[derive(Debug)]
 pub struct StoredCheckpoint {
     pub format: u32,
     pub id: u64,
@@ -40,6 +51,28 @@ pub struct StoredCheckpoint {
     /// the state the edit would drop.
     pub described: BTreeMap<String, String>,
     pub parts: BTreeMap<String, Vec<u8>>,
+}
+
+/// A checkpoint as stored: its parts as lists of chunks.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    id: u64,
+    pipeline: String,
+    workers: usize,
+    taken_at: String,
+    cut: Option<u64>,
+    described: BTreeMap<String, String>,
+    parts: BTreeMap<String, Vec<String>>,
+}
+
+/// What storing a checkpoint took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The checkpoint's size: every part, whole.
+    pub size: u64,
+    /// What was written: the chunks no earlier checkpoint had, and the manifest.
+    pub written: u64,
 }
 
 /// Where a run's checkpoints are kept.
@@ -92,6 +125,8 @@ impl std::fmt::Display for StateLocation {
 pub struct StateDirectory {
     location: StateLocation,
     backend: Backend,
+    /// The chunks stored, once listed: a chunk already there is not written again.
+    chunks: Arc<Mutex<Option<BTreeSet<String>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,8 +135,8 @@ enum Backend {
     Object(Arc<ObjectCheckpoints>),
 }
 
-/// Checkpoints as objects `PREFIX/checkpoint-NNNNNNNNNN.bin`. An object store's put is atomic
-/// (the object is there whole or not at all), so no temporary name is needed.
+/// Checkpoints as objects under a prefix. An object store's put is atomic (the object is there
+/// whole or not at all), so no temporary name is needed.
 #[derive(Debug)]
 struct ObjectCheckpoints {
     store: Box<dyn ObjectStore>,
@@ -129,7 +164,12 @@ impl StateDirectory {
         std::fs::create_dir_all(local)
             .with_context(|| format!("creating the state directory {}", local.display()))?;
         let backend = match location {
-            StateLocation::Directory(path) => Backend::Local(path.clone()),
+            StateLocation::Directory(path) => {
+                let chunks = path.join(CHUNKS);
+                std::fs::create_dir_all(&chunks)
+                    .with_context(|| format!("creating {}", chunks.display()))?;
+                Backend::Local(path.clone())
+            }
             StateLocation::Object { url, .. } => {
                 let (_, path) = url
                     .split_once("://")
@@ -147,17 +187,16 @@ impl StateDirectory {
                     .with_retry(retry)
                     .build()
                     .with_context(|| format!("configuring object storage for {url}"))?;
-                let prefix = ObjectPath::from(path.trim_matches('/'));
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .context("starting the object storage client")?;
                 let objects = ObjectCheckpoints {
                     store: Box::new(store),
-                    prefix,
+                    prefix: ObjectPath::from(path.trim_matches('/')),
                     runtime,
                 };
-                objects.ids().with_context(|| {
+                objects.list("").with_context(|| {
                     format!(
                         "listing {url} (are the bucket, AWS_ENDPOINT_URL and the credentials right?)"
                     )
@@ -168,6 +207,7 @@ impl StateDirectory {
         Ok(StateDirectory {
             location: location.clone(),
             backend,
+            chunks: Arc::default(),
         })
     }
 
@@ -183,17 +223,32 @@ impl StateDirectory {
 
     /// The ids of the checkpoints present, oldest first.
     fn ids(&self) -> anyhow::Result<Vec<u64>> {
-        match &self.backend {
-            Backend::Local(path) => {
-                let mut ids: Vec<u64> = std::fs::read_dir(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .filter_map(|entry| id_of(entry.ok()?.file_name().to_str()?))
-                    .collect();
-                ids.sort_unstable();
-                Ok(ids)
-            }
-            Backend::Object(objects) => objects.ids(),
+        let mut ids: Vec<u64> = self
+            .backend
+            .list("")?
+            .iter()
+            .filter_map(|name| id_of(name))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn manifest(&self, id: u64) -> anyhow::Result<Manifest> {
+        let name = format!("{}/{}", self.location, file_name(id));
+        let bytes = self
+            .backend
+            .read(&file_name(id))
+            .with_context(|| format!("reading {name}"))?;
+        let manifest: Manifest = bincode::deserialize(&bytes).with_context(|| {
+            format!("{name} is not a checkpoint this version of vibelux can read")
+        })?;
+        if manifest.format != FORMAT {
+            anyhow::bail!(
+                "{name} has checkpoint format {}, this version of vibelux reads format {FORMAT}",
+                manifest.format
+            );
         }
+        Ok(manifest)
     }
 
     /// The newest checkpoint, if any.
@@ -201,70 +256,194 @@ impl StateDirectory {
         let Some(&id) = self.ids()?.last() else {
             return Ok(None);
         };
-        let (bytes, name) = match &self.backend {
-            Backend::Local(path) => {
-                let path = path.join(file_name(id));
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                (bytes, path.display().to_string())
+        let manifest = self.manifest(id)?;
+        let mut parts = BTreeMap::new();
+        for (key, names) in manifest.parts {
+            let mut part = Vec::new();
+            for name in names {
+                let path = format!("{CHUNKS}/{name}");
+                let chunk = self.backend.read(&path).with_context(|| {
+                    format!("reading {}/{path} of checkpoint {id}", self.location)
+                })?;
+                if chunk_name(&chunk) != name {
+                    anyhow::bail!(
+                        "{}/{path} of checkpoint {id} is damaged (its bytes do not match its name)",
+                        self.location
+                    );
+                }
+                part.extend_from_slice(&chunk);
             }
-            Backend::Object(objects) => {
-                let name = format!("{}/{}", self.location, file_name(id));
-                (
-                    objects
-                        .read(id)
-                        .with_context(|| format!("reading {name}"))?,
-                    name,
-                )
-            }
-        };
-        let stored: StoredCheckpoint = bincode::deserialize(&bytes).with_context(|| {
-            format!("{name} is not a checkpoint this version of vibelux can read")
-        })?;
-        if stored.format != FORMAT {
-            anyhow::bail!(
-                "{name} has checkpoint format {}, this version of vibelux reads format {FORMAT}",
-                stored.format
-            );
+            parts.insert(key, part);
         }
-        Ok(Some(stored))
+        Ok(Some(StoredCheckpoint {
+            format: manifest.format,
+            id: manifest.id,
+            pipeline: manifest.pipeline,
+            workers: manifest.workers,
+            taken_at: manifest.taken_at,
+            cut: manifest.cut,
+            described: manifest.described,
+            parts,
+        }))
     }
 
-    /// Stores a checkpoint durably, then deletes all but the newest few. Returns its size.
-    pub fn store(&self, checkpoint: &StoredCheckpoint) -> anyhow::Result<u64> {
-        let bytes = bincode::serialize(checkpoint).context("encoding a checkpoint")?;
-        let size = bytes.len() as u64;
-        match &self.backend {
-            Backend::Local(path) => store_file(path, checkpoint.id, &bytes)?,
-            Backend::Object(objects) => objects.write(checkpoint.id, bytes).with_context(|| {
-                format!("writing {}/{}", self.location, file_name(checkpoint.id))
-            })?,
+    /// Stores a checkpoint durably: the chunks not stored yet, then its manifest; then deletes
+    /// all but the newest few manifests, and the chunks none of them names.
+    pub fn store(&self, checkpoint: &StoredCheckpoint) -> anyhow::Result<Stored> {
+        let mut known = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_none() {
+            *known = Some(self.backend.list(CHUNKS)?.into_iter().collect());
         }
+        let known = known.as_mut().expect("listed");
+        let mut stored = Stored {
+            size: 0,
+            written: 0,
+        };
+        let mut parts = BTreeMap::new();
+        let mut new = Vec::new();
+        for (key, part) in &checkpoint.parts {
+            stored.size += part.len() as u64;
+            let mut names = Vec::new();
+            for (name, chunk) in chunks(part) {
+                if !known.contains(&name) && !new.iter().any(|(n, _)| n == &name) {
+                    new.push((name.clone(), chunk));
+                }
+                names.push(name);
+            }
+            parts.insert(key.clone(), names);
+        }
+        let mut written = Vec::with_capacity(new.len());
+        for (name, chunk) in &new {
+            let path = format!("{CHUNKS}/{name}");
+            self.backend
+                .write(&path, chunk, false)
+                .with_context(|| format!("writing a chunk to {}", self.location))?;
+            stored.written += chunk.len() as u64;
+            written.push(path);
+        }
+        // Synced together: one wait for the disk rather than one per chunk.
+        self.backend.sync(&written)?;
+        known.extend(new.into_iter().map(|(name, _)| name));
+        let manifest = Manifest {
+            format: checkpoint.format,
+            id: checkpoint.id,
+            pipeline: checkpoint.pipeline.clone(),
+            workers: checkpoint.workers,
+            taken_at: checkpoint.taken_at.clone(),
+            cut: checkpoint.cut,
+            described: checkpoint.described.clone(),
+            parts,
+        };
+        let bytes = bincode::serialize(&manifest).context("encoding a checkpoint")?;
+        stored.written += bytes.len() as u64;
+        self.backend
+            .write(&file_name(checkpoint.id), &bytes, true)
+            .with_context(|| format!("writing {}/{}", self.location, file_name(checkpoint.id)))?;
+        self.clean_up(known)?;
+        Ok(stored)
+    }
+
+    /// Deletes all but the newest few manifests, then the chunks no kept manifest names.
+    fn clean_up(&self, known: &mut BTreeSet<String>) -> anyhow::Result<()> {
         let ids = self.ids()?;
-        for old in ids.iter().take(ids.len().saturating_sub(KEPT)) {
-            match &self.backend {
-                Backend::Local(path) => {
-                    let _ = std::fs::remove_file(path.join(file_name(*old)));
-                }
-                Backend::Object(objects) => {
-                    if let Err(error) = objects.delete(*old) {
-                        tracing::warn!("cannot delete an old checkpoint: {error:#}");
-                    }
-                }
+        let (old, kept) = ids.split_at(ids.len().saturating_sub(KEPT));
+        for id in old {
+            if let Err(error) = self.backend.delete(&file_name(*id)) {
+                tracing::warn!("cannot delete an old checkpoint: {error:#}");
             }
         }
-        Ok(size)
+        let mut named = BTreeSet::new();
+        for id in kept {
+            named.extend(self.manifest(*id)?.parts.into_values().flatten());
+        }
+        let unnamed: Vec<String> = known.difference(&named).cloned().collect();
+        for name in unnamed {
+            match self.backend.delete(&format!("{CHUNKS}/{name}")) {
+                Ok(()) => {
+                    known.remove(&name);
+                }
+                Err(error) => tracing::warn!("cannot delete an old chunk: {error:#}"),
+            }
+        }
+        Ok(())
     }
 }
 
-/// Writes a checkpoint file whole: a temporary name, synced, renamed into place, so a crash
-/// while writing leaves the previous checkpoint intact.
-fn store_file(directory: &Path, id: u64, bytes: &[u8]) -> anyhow::Result<()> {
-    let path = directory.join(file_name(id));
-    let temporary = directory.join(format!(".checkpoint-{id:010}.tmp"));
+impl Backend {
+    /// The names directly under `folder` ("" for the top).
+    fn list(&self, folder: &str) -> anyhow::Result<Vec<String>> {
+        match self {
+            Backend::Local(path) => {
+                let path = path.join(folder);
+                Ok(std::fs::read_dir(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                    .filter(|name| !name.starts_with('.'))
+                    .collect())
+            }
+            Backend::Object(objects) => objects.list(folder),
+        }
+    }
+
+    fn read(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Backend::Local(path) => {
+                let path = path.join(name);
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+            }
+            Backend::Object(objects) => objects.read(name),
+        }
+    }
+
+    /// Writes `name` whole. Locally: under a temporary name, then renamed, and synced first
+    /// when `sync` (otherwise [`Backend::sync`] syncs the folder's files later).
+    fn write(&self, name: &str, bytes: &[u8], sync: bool) -> anyhow::Result<()> {
+        match self {
+            Backend::Local(path) => write_file(path, name, bytes, sync),
+            Backend::Object(objects) => objects.write(name, bytes),
+        }
+    }
+
+    /// Makes the files written without a sync durable, then the folders naming them.
+    fn sync(&self, names: &[String]) -> anyhow::Result<()> {
+        let Backend::Local(path) = self else {
+            return Ok(());
+        };
+        let mut folders = BTreeSet::new();
+        for name in names {
+            let file = path.join(name);
+            std::fs::File::open(&file)
+                .and_then(|opened| opened.sync_all())
+                .with_context(|| format!("syncing {}", file.display()))?;
+            folders.extend(file.parent().map(Path::to_path_buf));
+        }
+        for folder in folders {
+            if let Ok(directory) = std::fs::File::open(&folder) {
+                let _ = directory.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Backend::Local(path) => std::fs::remove_file(path.join(name))
+                .with_context(|| format!("deleting {}", path.join(name).display())),
+            Backend::Object(objects) => objects.delete(name),
+        }
+    }
+}
+
+/// Writes a file whole: a temporary name, then renamed into place (synced first when `sync`),
+/// so a crash while writing leaves no part-written file under the real name.
+fn write_file(directory: &Path, name: &str, bytes: &[u8], sync: bool) -> anyhow::Result<()> {
+    let path = directory.join(name);
+    let folder = path.parent().unwrap_or(directory).to_path_buf();
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = folder.join(format!(".{file_name}.tmp"));
     let written = std::fs::File::create(&temporary).and_then(|mut file| {
         file.write_all(bytes)?;
-        file.sync_all()
+        if sync { file.sync_all() } else { Ok(()) }
     });
     if let Err(error) = written {
         let _ = std::fs::remove_file(&temporary);
@@ -272,54 +451,56 @@ fn store_file(directory: &Path, id: u64, bytes: &[u8]) -> anyhow::Result<()> {
     }
     std::fs::rename(&temporary, &path)
         .with_context(|| format!("renaming {} into place", temporary.display()))?;
-    if let Ok(directory) = std::fs::File::open(directory) {
+    if sync && let Ok(directory) = std::fs::File::open(&folder) {
         let _ = directory.sync_all();
     }
     Ok(())
 }
 
 impl ObjectCheckpoints {
-    fn object(&self, id: u64) -> ObjectPath {
-        self.prefix.clone().join(file_name(id))
+    fn object(&self, name: &str) -> ObjectPath {
+        name.split('/')
+            .fold(self.prefix.clone(), |path, part| path.join(part))
     }
 
-    fn ids(&self) -> anyhow::Result<Vec<u64>> {
+    fn list(&self, folder: &str) -> anyhow::Result<Vec<String>> {
+        let under = if folder.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.object(folder)
+        };
         let listed: Vec<ObjectMeta> = self
             .runtime
-            .block_on(self.store.list(Some(&self.prefix)).try_collect::<Vec<_>>())?;
-        let mut ids: Vec<u64> = listed
+            .block_on(self.store.list(Some(&under)).try_collect::<Vec<_>>())?;
+        Ok(listed
             .iter()
             .filter(|meta| {
+                // Only objects directly under the folder.
                 meta.location
-                    .prefix_match(&self.prefix)
-                    .is_some_and(|mut rest| {
-                        // Only objects directly under the prefix.
-                        rest.next().is_some() && rest.next().is_none()
-                    })
+                    .prefix_match(&under)
+                    .is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none())
             })
-            .filter_map(|meta| id_of(meta.location.filename()?))
-            .collect();
-        ids.sort_unstable();
-        Ok(ids)
+            .filter_map(|meta| meta.location.filename().map(str::to_string))
+            .collect())
     }
 
-    fn read(&self, id: u64) -> anyhow::Result<Vec<u8>> {
-        let location = self.object(id);
+    fn read(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let location = self.object(name);
         let bytes = self
             .runtime
             .block_on(async { self.store.get(&location).await?.bytes().await })?;
         Ok(bytes.to_vec())
     }
 
-    fn write(&self, id: u64, bytes: Vec<u8>) -> anyhow::Result<()> {
-        let location = self.object(id);
+    fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let location = self.object(name);
         self.runtime
-            .block_on(self.store.put(&location, PutPayload::from(bytes)))?;
+            .block_on(self.store.put(&location, PutPayload::from(bytes.to_vec())))?;
         Ok(())
     }
 
-    fn delete(&self, id: u64) -> anyhow::Result<()> {
-        let location = self.object(id);
+    fn delete(&self, name: &str) -> anyhow::Result<()> {
+        let location = self.object(name);
         self.runtime.block_on(self.store.delete(&location))?;
         Ok(())
     }
@@ -354,6 +535,81 @@ mod tests {
         assert_eq!((latest.id, latest.cut), (5, Some(50)));
         assert_eq!(latest.parts["sink/out"], vec![5]);
         assert_eq!(store.ids().unwrap(), vec![3, 4, 5]);
+    }
+
+    fn part_checkpoint(id: u64, part: Vec<u8>) -> StoredCheckpoint {
+        StoredCheckpoint {
+            parts: BTreeMap::from([("node/x/0".to_string(), part)]),
+            ..checkpoint(id)
+        }
+    }
+
+    fn noise(length: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        (0..length)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(7);
+                (state >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_writes_only_the_chunks_that_changed_and_old_ones_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDirectory::open(dir.path()).unwrap();
+        let state = noise(16 << 20, 3);
+        let first = store.store(&part_checkpoint(1, state.clone())).unwrap();
+        assert_eq!(first.size, 16 << 20);
+        assert!(first.written > 16 << 20);
+        // The same state again: only the manifest is written.
+        let same = store.store(&part_checkpoint(2, state.clone())).unwrap();
+        assert!(same.written < 4096, "{same:?}");
+        // A little changed in the middle: a chunk or two.
+        let mut changed = state.clone();
+        changed[8 << 20] ^= 0xff;
+        let small = store.store(&part_checkpoint(3, changed.clone())).unwrap();
+        assert!(small.written < 9 << 20, "{small:?}");
+        assert_eq!(store.latest().unwrap().unwrap().parts["node/x/0"], changed);
+        // Once no kept checkpoint names the first state's changed chunk, it is deleted.
+        for id in 4..=6 {
+            store.store(&part_checkpoint(id, changed.clone())).unwrap();
+        }
+        let names: BTreeSet<String> = store
+            .manifest(6)
+            .unwrap()
+            .parts
+            .into_values()
+            .flatten()
+            .collect();
+        let on_disk: BTreeSet<String> = std::fs::read_dir(dir.path().join(CHUNKS))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(on_disk, names);
+    }
+
+    #[test]
+    fn a_damaged_chunk_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDirectory::open(dir.path()).unwrap();
+        store.store(&part_checkpoint(1, noise(1 << 20, 4))).unwrap();
+        let chunk = std::fs::read_dir(dir.path().join(CHUNKS))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&chunk).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&chunk, bytes).unwrap();
+        let error = format!("{:#}", store.latest().unwrap_err());
+        assert!(
+            error.contains("is damaged") && error.contains("chunks/"),
+            "{error}"
+        );
     }
 
     #[test]
