@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::crashes::newest_checkpoint;
+use common::crashes::{newest_checkpoint, newest_checkpoint_in};
 use common::object_storage::ObjectStorage;
 
 const PIPELINE: &str = "
@@ -756,4 +756,66 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[test]
+fn the_example_pipeline_checkpoints_while_it_runs_and_resumes_after_a_kill() {
+    // A facility simulated at 60x beside a PLC polled on the wall clock: sources on different
+    // clocks, each part of the dataflow cut at its own time.
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let copy = Command::new("cp")
+        .args([
+            "-r",
+            examples.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let run = |log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vibelux"))
+            .current_dir(dir.path())
+            .args(["run", "examples/greenhouse.sql", "--http", "off"])
+            .args(["--checkpoint-interval", "500ms"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let state = dir.path().join("greenhouse.state");
+    let newest = || newest_checkpoint_in(&state);
+    let mut child = run("run-1.log");
+    let started = Instant::now();
+    while newest() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints while running:\n{}",
+            std::fs::read_to_string(dir.path().join("run-1.log")).unwrap()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the example ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stored = newest();
+    let mut child = run("run-2.log");
+    let started = Instant::now();
+    while newest() <= stored + 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(dir.path().join("run-2.log")).unwrap();
+    assert!(
+        log.contains(&format!("resuming from checkpoint {stored} ")),
+        "{log}"
+    );
 }

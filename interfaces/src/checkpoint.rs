@@ -105,7 +105,14 @@ pub struct Checkpoints {
     /// The worker count of that checkpoint, when it is not this run's: each worker's keyed
     /// state is then gathered from every old worker's part (see [`Checkpoints::restored_parts`]).
     rescaled_from: Option<usize>,
+    /// Which part of the dataflow each participant's key is in ([`Checkpoints::set_groups`]).
+    groups: Mutex<HashMap<String, usize>>,
+    /// The cut's time in each group, while a cut is under way.
+    group_times: Vec<AtomicU64>,
 }
+
+/// Groups beyond this share the last one's cut.
+const MAX_GROUPS: usize = 64;
 
 impl std::fmt::Debug for Checkpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +138,46 @@ impl Checkpoints {
             completed: AtomicU64::new(last_id),
             restored: Mutex::new(restored),
             rescaled_from: None,
+            groups: Mutex::default(),
+            group_times: (0..MAX_GROUPS).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Says which parts of the dataflow never exchange data: each participant key (without its
+    /// worker) with its group. Each group is cut at its own time, so sources on different
+    /// clocks (a simulation at 60× beside a PLC polled in real time) can be checkpointed
+    /// together: a cut only needs to be consistent where data meets. A key in no group is cut
+    /// at the latest time of all.
+    pub fn set_groups(&self, groups: HashMap<String, usize>) {
+        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups
+            .into_iter()
+            .map(|(key, group)| (key, group.min(MAX_GROUPS - 1)))
+            .collect();
+    }
+
+    /// The group of a participant's key (`…/<worker>` or not).
+    fn group_of(&self, key: &str) -> Option<usize> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.get(key).copied().or_else(|| {
+            let (unit, worker) = key.rsplit_once('/')?;
+            worker
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| groups.get(unit).copied())
+                .flatten()
+        })
+    }
+
+    /// The cut under way as `group` sees it (the latest time of all for no group).
+    pub fn current_cut_in(&self, group: Option<usize>) -> Option<Cut> {
+        let cut = self.current_cut()?;
+        Some(match group {
+            Some(group) => Cut {
+                id: cut.id,
+                time: self.group_times[group].load(Ordering::Acquire),
+            },
+            None => cut,
+        })
     }
 
     /// Resumes a checkpoint taken with `checkpoint_workers` by a run of `workers`.
@@ -228,12 +274,19 @@ impl Checkpoints {
 
     /// A source's turn: `held` is the time its capability holds now.
     pub fn source_turn(&self, key: &str, held: u64) -> SourceTurn {
+        let group = self.group_of(key);
+        let in_group = |cut: Cut| Cut {
+            id: cut.id,
+            time: group.map_or(cut.time, |group| {
+                self.group_times[group].load(Ordering::Acquire)
+            }),
+        };
         let mut progress = self.lock();
         if let Some(cut) = progress.cut {
             return if progress.parts.contains_key(key) {
                 SourceTurn::Free
             } else {
-                SourceTurn::Cut(cut)
+                SourceTurn::Cut(in_group(cut))
             };
         }
         if progress.requested.is_none() {
@@ -245,12 +298,13 @@ impl Checkpoints {
             .or_insert(Some(held));
         self.decide_cut(&mut progress);
         match progress.cut {
-            Some(cut) => SourceTurn::Cut(cut),
+            Some(cut) => SourceTurn::Cut(in_group(cut)),
             None => SourceTurn::Hold,
         }
     }
 
-    /// Once every source has reported, the cut is one past the latest time held.
+    /// Once every source has reported, each group's cut is one past the latest time its
+    /// sources hold (the cut of all: past the latest of every source).
     fn decide_cut(&self, progress: &mut Progress) {
         let Some(id) = progress.requested else { return };
         let reported = |source: &String| {
@@ -258,6 +312,17 @@ impl Checkpoints {
         };
         if progress.cut.is_some() || !progress.sources.iter().all(reported) {
             return;
+        }
+        let mut latest_in: HashMap<usize, u64> = HashMap::new();
+        for (source, held) in &progress.reports {
+            if let (Some(group), Some(held)) = (self.group_of(source), held) {
+                let latest = latest_in.entry(group).or_insert(*held);
+                *latest = (*latest).max(*held);
+            }
+        }
+        for (group, time) in self.group_times.iter().enumerate() {
+            let cut = latest_in.get(&group).map_or(0, |latest| latest + 1);
+            time.store(cut, Ordering::Release);
         }
         let latest = progress.reports.values().flatten().copied().max();
         let time = latest.map_or(0, |time| time + 1);
@@ -409,6 +474,8 @@ impl Checkpoints {
 pub struct Participant {
     pub checkpoints: std::sync::Arc<Checkpoints>,
     pub key: String,
+    /// The part of the dataflow it is in, whose cut it answers.
+    group: Option<usize>,
 }
 
 impl Participant {
@@ -417,15 +484,17 @@ impl Participant {
         checkpoints.register(&key, false);
         Participant {
             checkpoints: checkpoints.clone(),
+            group: checkpoints.group_of(&key),
             key,
         }
     }
 
-    /// The cut being taken, unless this participant answered it (`answered` is the id of the
-    /// last cut it answered). Read per batch: see [`Checkpoints::current_cut`].
+    /// The cut being taken (as this participant's group sees it), unless this participant
+    /// answered it (`answered` is the id of the last cut it answered). Read per batch: see
+    /// [`Checkpoints::current_cut`].
     pub fn pending(&self, answered: u64) -> Option<Cut> {
         self.checkpoints
-            .current_cut()
+            .current_cut_in(self.group)
             .filter(|cut| cut.id > answered)
     }
 
@@ -513,6 +582,36 @@ mod tests {
         assert_eq!(completed.parts.len(), 3);
         assert_eq!(checkpoints.current_cut(), None);
         assert_eq!(checkpoints.source_turn("source/a/0", 12), SourceTurn::Free);
+    }
+
+    #[test]
+    fn parts_of_the_dataflow_that_never_meet_are_cut_at_their_own_times() {
+        let checkpoints = std::sync::Arc::new(Checkpoints::new(0, BTreeMap::new()));
+        // A simulation at 60x (far ahead) and a PLC polled on the wall clock, each with a view.
+        checkpoints.set_groups(HashMap::from([
+            ("source/sim".to_string(), 0),
+            ("node/windows".to_string(), 0),
+            ("source/plc".to_string(), 1),
+            ("node/tags".to_string(), 1),
+        ]));
+        checkpoints.register("source/sim/0", true);
+        checkpoints.register("source/plc/0", true);
+        let windows = Participant::register(&checkpoints, "node/windows/0".into());
+        let tags = Participant::register(&checkpoints, "node/tags/0".into());
+        checkpoints.built();
+        assert!(checkpoints.request(1));
+        assert_eq!(
+            checkpoints.source_turn("source/sim/0", 9_000),
+            SourceTurn::Hold
+        );
+        let plc = checkpoints.source_turn("source/plc/0", 100);
+        assert_eq!(plc, SourceTurn::Cut(Cut { id: 1, time: 101 }));
+        assert_eq!(
+            checkpoints.source_turn("source/sim/0", 9_000),
+            SourceTurn::Cut(Cut { id: 1, time: 9_001 })
+        );
+        assert_eq!(windows.pending(0), Some(Cut { id: 1, time: 9_001 }));
+        assert_eq!(tags.pending(0), Some(Cut { id: 1, time: 101 }));
     }
 
     #[test]

@@ -203,6 +203,9 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let keys = StateKeys::new(&plan, &order, &sources, &tables);
     let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers, &keys)?;
     let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
+    if let Some(checkpoints) = &checkpoints {
+        checkpoints.set_groups(keys.groups());
+    }
     let checkpoint_metrics = checkpoints.as_ref().map(|_| Arc::default());
     let metrics = Arc::new(RunMetrics::new(
         &plan,

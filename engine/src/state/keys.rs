@@ -11,7 +11,7 @@
 //! Each key also gets a description for people, stored with the checkpoint, so that a restart
 //! can name the state an edit would drop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use vibelux_queries::plan::{DataflowPlan, NodeId, NodeKind};
 
@@ -26,6 +26,9 @@ pub struct StateKeys {
     views: BTreeMap<String, String>,
     /// Each key (without a worker) of this run, and what it holds.
     described: BTreeMap<String, String>,
+    /// Each key (without a worker), with the part of the dataflow it is in: parts that never
+    /// exchange data are cut at their own times.
+    groups: HashMap<String, usize>,
 }
 
 fn hash(text: &str) -> String {
@@ -78,6 +81,7 @@ impl StateKeys {
                 .map(|(name, node)| (name.clone(), format!("view/{name}/{}", identities[*node])))
                 .collect(),
             described: BTreeMap::new(),
+            groups: HashMap::new(),
         };
         for &node in order {
             if let Some(what) = stateful(plan, node, &owners) {
@@ -104,7 +108,39 @@ impl StateKeys {
                 format!("the live contents of materialized view {name}"),
             );
         }
+        let component = components(plan);
+        for (node, key) in keys.nodes.iter().enumerate() {
+            keys.groups.insert(key.clone(), component[node]);
+        }
+        for (node, plan_node) in plan.nodes.iter().enumerate() {
+            match plan_node.kind {
+                NodeKind::SourceRows { source } => {
+                    keys.groups
+                        .insert(keys.sources[source].clone(), component[node]);
+                }
+                NodeKind::TableChanges { table } => {
+                    keys.groups
+                        .insert(keys.tables[table].clone(), component[node]);
+                }
+                _ => {}
+            }
+        }
+        for (sink, plan_sink) in plan.sinks.iter().enumerate() {
+            keys.groups
+                .insert(keys.sinks[sink].clone(), component[plan_sink.node]);
+        }
+        for (name, node) in &plan.materialized {
+            keys.groups
+                .insert(keys.views[name].clone(), component[*node]);
+        }
         keys
+    }
+
+    /// Each key (without a worker) with its group (see [`Checkpoints::set_groups`]).
+    ///
+    /// [`Checkpoints::set_groups`]: vibelux_interfaces::checkpoint::Checkpoints::set_groups
+    pub fn groups(&self) -> HashMap<String, usize> {
+        self.groups.clone()
     }
 
     /// A stateful node's part on one worker.
@@ -185,6 +221,48 @@ fn stateful(
         .map(|names| names.iter().map(String::as_str).collect())
         .unwrap_or_default();
     Some(format!("{what} of {}", names.join(" and ")))
+}
+
+/// The connected parts of the plan, numbered from 0 per node: nodes joined by an input, and
+/// the outputs of one source (its rows, dead letters, late rows, health) or one table.
+fn components(plan: &DataflowPlan) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..plan.nodes.len()).collect();
+    fn root(parent: &mut [usize], mut node: usize) -> usize {
+        while parent[node] != node {
+            parent[node] = parent[parent[node]];
+            node = parent[node];
+        }
+        node
+    }
+    let mut first_of_input: HashMap<(bool, usize), usize> = HashMap::new();
+    for (node, plan_node) in plan.nodes.iter().enumerate() {
+        let mut joined = plan_node.kind.inputs();
+        let input = match plan_node.kind {
+            NodeKind::SourceRows { source }
+            | NodeKind::SourceDeadLetters { source }
+            | NodeKind::SourceLateRows { source }
+            | NodeKind::SourceHealth { source } => Some((true, source)),
+            NodeKind::TableChanges { table } | NodeKind::TableDeadLetters { table } => {
+                Some((false, table))
+            }
+            _ => None,
+        };
+        if let Some(input) = input {
+            joined.push(*first_of_input.entry(input).or_insert(node));
+        }
+        for other in joined {
+            let (a, b) = (root(&mut parent, node), root(&mut parent, other));
+            parent[a] = b;
+        }
+    }
+    let mut numbers: HashMap<usize, usize> = HashMap::new();
+    (0..plan.nodes.len())
+        .map(|node| {
+            let top = root(&mut parent, node);
+            let next = numbers.len();
+            *numbers.entry(top).or_insert(next)
+        })
+        .collect()
 }
 
 /// The materialized views and sinks each node feeds, by name.

@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 /// The id of the newest checkpoint in `dir/pipeline.state` (0 when there is none).
 pub fn newest_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("pipeline.state"))
+    newest_checkpoint_in(&dir.join("pipeline.state"))
+}
+
+/// The id of the newest checkpoint in the state directory `state` (0 when there is none).
+pub fn newest_checkpoint_in(state: &Path) -> u64 {
+    std::fs::read_dir(state)
         .map(|entries| {
             entries
                 .filter_map(|entry| {
