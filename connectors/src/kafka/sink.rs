@@ -46,6 +46,15 @@ struct Deliveries {
 }
 
 impl Deliveries {
+    /// The first delivery failure's description (empty when none failed).
+    fn first_error(&self) -> String {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
     fn record(&self, message: &BorrowedMessage<'_>, outcome: &str, error: Option<String>) {
         let Some(audit) = &self.audit else { return };
         let row = message
@@ -225,13 +234,7 @@ impl SinkWriter for KafkaProducer {
     fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         if failed > 0 {
-            let first = self
-                .deliveries
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_default();
+            let first = self.deliveries.first_error();
             return Err(SinkError::Broker {
                 target: self.describe.clone(),
                 reason: format!("{failed} rows failed; first error: {first}"),
@@ -249,13 +252,7 @@ impl SinkWriter for KafkaProducer {
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         let in_flight = self.producer.in_flight_count();
         if failed > 0 || in_flight > 0 || flushed.is_err() {
-            let first = self
-                .deliveries
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_default();
+            let first = self.deliveries.first_error();
             return Err(SinkError::Broker {
                 target: self.describe.clone(),
                 reason: format!(

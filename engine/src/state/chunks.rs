@@ -81,21 +81,23 @@ pub fn chunks(data: &[u8]) -> Vec<(String, &[u8])> {
         .collect()
 }
 
+/// Bytes with no repeats to speak of, for tests of chunking and of the store.
+#[cfg(test)]
+pub(super) fn noise(length: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..length)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(length: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..length)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 56) as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn chunks_cover_the_data_within_their_bounds() {

@@ -508,6 +508,7 @@ impl ObjectCheckpoints {
 
 #[cfg(test)]
 mod tests {
+    use super::super::chunks::noise;
     use super::*;
 
     fn checkpoint(id: u64) -> StoredCheckpoint {
@@ -542,18 +543,6 @@ mod tests {
             parts: BTreeMap::from([("node/x/0".to_string(), part)]),
             ..checkpoint(id)
         }
-    }
-
-    fn noise(length: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..length)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(7);
-                (state >> 56) as u8
-            })
-            .collect()
     }
 
     #[test]
