@@ -8,7 +8,7 @@
 //! dataflow frontier is the watermark (see docs/architecture.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -35,6 +35,23 @@ pub struct SourceStreams<'scope> {
     pub status_rows: Stream<'scope, u64, Vec<Row>>,
 }
 
+/// The furthest event time (milliseconds) any source of this process has reached: the time a
+/// change to a tailed table takes effect. Tables do not follow the wall clock alone, which a
+/// simulation running 60× (or data dated ahead) overtakes: a table held at the wall clock would
+/// then hold back every window after it.
+#[derive(Debug, Default)]
+pub struct EventClock(AtomicU64);
+
+impl EventClock {
+    pub fn advance(&self, time: u64) {
+        self.0.fetch_max(time, Ordering::Relaxed);
+    }
+
+    pub fn latest(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// What a source operator answers to besides its reader.
 pub struct SourceControls {
     /// Set to stop the run: the source drops its capabilities.
@@ -42,6 +59,8 @@ pub struct SourceControls {
     /// What the sinks and views have finished, for flow control (`None`: paced by a clock).
     pub flow: Option<ProbeHandle<u64>>,
     pub checkpointing: Option<SourceCheckpointing>,
+    /// Advanced by sources as their watermarks move; read by tables.
+    pub event_clock: Arc<EventClock>,
 }
 
 /// How a source takes part in checkpoints (see `vibelux_interfaces::checkpoint`).
@@ -66,6 +85,7 @@ pub fn read_source<'scope>(
         stop,
         flow,
         mut checkpointing,
+        event_clock,
     } = controls;
     let (worker, peers) = (scope.index(), scope.peers());
     let name = name.to_string();
@@ -127,6 +147,7 @@ pub fn read_source<'scope>(
                         capability.downgrade(&time);
                     }
                     metrics.set_watermark(worker, peers, time);
+                    event_clock.advance(time);
                 }
                 if let Some(checkpointing) = &checkpointing {
                     // The checkpoint holding the last position is stored: tell the reader.
@@ -281,6 +302,7 @@ pub fn read_source<'scope>(
                         capability.downgrade(&time);
                     }
                     metrics.set_watermark(worker, peers, time);
+                    event_clock.advance(time);
                 }
             };
             step();

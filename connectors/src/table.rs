@@ -4,13 +4,18 @@
 //! row. The operator turns them into updates — `-old, +new` — so joins downstream retract what they
 //! derived from the old row. Tables have no event time and must not hold the watermark back: a
 //! replayed table is loaded at dataflow time 0, before any reading; a tailed table stamps each
-//! change with the wall clock and keeps its capability there, which is never behind the watermark
-//! of a live source. Reference data is small, so worker 0 reads it all and the join routes it.
+//! change with the current time and keeps its capability there (see below). Reference data is
+//! small, so worker 0 reads it all and the join routes it.
 //!
 //! A tailed table's file may also be replaced whole (an editor saving by rename, `sed -i`): the
 //! reader then reads the new file from its start, and the operator collects it to its end before
 //! applying the difference from what it held — new and changed rows upserted, rows that are gone
 //! deleted — so joins never see the table half-loaded.
+//!
+//! A tailed table's time is the later of the wall clock and the furthest event time any source
+//! has reached ([`EventClock`](crate::source::EventClock)): a simulation running 60× or data
+//! dated ahead of the clock would otherwise wait on the table, and no window after the wall
+//! clock would close.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
 use serde::{Deserialize, Serialize};
-use vibelux_interfaces::checkpoint::{SourcePart, SourceTurn, decode, encode};
+use vibelux_interfaces::checkpoint::{SourcePart, SourceTurn, decode, encode, in_key_order};
 
 use crate::source::{Poll, Record, SourceControls, SourceMetrics, SourceReader, dead_letter_row};
 
@@ -41,13 +46,8 @@ fn table_part(
     finished: bool,
 ) -> Vec<u8> {
     let state = TableState {
-        current: current
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        replacement: replacement
-            .as_ref()
-            .map(|rows| rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        current: in_key_order(current),
+        replacement: replacement.as_ref().map(in_key_order),
     };
     encode(&SourcePart {
         position: reader
@@ -82,6 +82,7 @@ pub fn read_table<'scope>(
     let SourceControls {
         stop,
         checkpointing,
+        event_clock,
         ..
     } = controls;
     let mut builder = OperatorBuilder::new(format!("Table({name})"), scope);
@@ -138,7 +139,8 @@ pub fn read_table<'scope>(
                     .source_turn(&checkpointing.key, *caps[0].time());
             }
             if follow && turn != SourceTurn::Hold {
-                let now = wall_clock_millis();
+                // A change applies from the furthest time reached, by the clock or the data.
+                let now = wall_clock_millis().max(event_clock.latest());
                 if let (SourceTurn::Cut(cut), Some(checkpointing)) = (turn, &checkpointing)
                     && now >= cut.time
                 {

@@ -357,6 +357,40 @@ fn a_table_file_saved_over_by_rename_updates_the_joins_that_read_it() {
 }
 
 #[test]
+fn a_tailed_table_does_not_hold_back_windows_of_a_simulation_running_ahead_of_the_clock() {
+    // At 600×, simulated time leaves the wall clock behind within a second: the table must
+    // follow the data's time, or no window after the wall clock would ever close.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("setpoints.csv"),
+        "room,target_c\nr01,24\nr02,25\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT, room TEXT, ts TIMESTAMP, temp_c DOUBLE,
+                                 WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+           WITH (connector = 'simulator', rooms = '2', interval = '10 seconds', speed = '600x', seed = '3');
+         CREATE TABLE setpoints (room TEXT, target_c DOUBLE, PRIMARY KEY (room))
+           WITH (connector = 'file', path = 'setpoints.csv', mode = 'tail');
+         CREATE VIEW deviation AS
+           SELECT r.room, window_start, avg(r.temp_c - s.target_c) AS deviation
+           FROM TUMBLE(readings, ts, INTERVAL '1 minute') AS r JOIN setpoints s ON r.room = s.room
+           GROUP BY r.room, window_start;
+         CREATE SINK minutes FROM deviation WITH (connector = 'file', path = 'out/minutes.jsonl');",
+    )
+    .unwrap();
+    let engine = Running::start(dir.path());
+    // Forty simulated minutes take four seconds; two rooms close a window each a minute.
+    let minutes = wait_for_lines(&dir.path().join("out/minutes.jsonl"), 80);
+    engine.interrupt();
+    assert!(
+        minutes.iter().any(|line| line.contains("\"room\":\"r02\"")),
+        "{minutes:?}"
+    );
+}
+
+#[test]
 fn a_second_engine_writing_the_same_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("live.jsonl"), readings(0..5)).unwrap();

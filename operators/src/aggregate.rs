@@ -24,7 +24,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
 
 use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::row::{Datum, Row, Update};
@@ -353,11 +353,7 @@ impl Groups {
 
     fn checkpoint(&self) -> Vec<u8> {
         encode(&Checkpointed {
-            groups: self
-                .groups
-                .iter()
-                .map(|(key, group)| (key.clone(), group.clone()))
-                .collect(),
+            groups: in_key_order(&self.groups),
             sessions: self.sessions.clone(),
         })
     }

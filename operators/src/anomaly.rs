@@ -17,7 +17,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
 use vibelux_models::detector::Scorer;
 
 use crate::aggregate::{StateMap, key_hash};
@@ -151,11 +151,7 @@ impl Series {
 
     fn checkpoint(&self) -> Vec<u8> {
         encode(&Checkpointed {
-            series: self
-                .detectors
-                .iter()
-                .map(|(key, scorer)| (key.clone(), scorer.clone()))
-                .collect(),
+            series: in_key_order(&self.detectors),
             waiting: self
                 .waiting
                 .iter()

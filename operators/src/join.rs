@@ -12,7 +12,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
+use vibelux_interfaces::checkpoint::{InKeyOrder, Participant, encode, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::{Row, Update};
@@ -20,7 +20,21 @@ use crate::row::{Row, Update};
 /// One side's state: key → payload → multiplicity.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct JoinSide {
+    #[serde(serialize_with = "rows_in_key_order")]
     rows: StateMap<Row, StateMap<Row, i64>>,
+}
+
+/// Both levels in key order, so a part changes only where the rows did.
+fn rows_in_key_order<S: serde::Serializer>(
+    rows: &StateMap<Row, StateMap<Row, i64>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut keys: Vec<(&Row, &StateMap<Row, i64>)> = rows.iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    serializer.collect_map(
+        keys.into_iter()
+            .map(|(key, payloads)| (key, InKeyOrder(payloads))),
+    )
 }
 
 impl JoinSide {

@@ -6,6 +6,7 @@
 //! moves the state.
 
 use serde::{Deserialize, Serialize};
+use vibelux_interfaces::checkpoint::serialize_in_key_order;
 
 use crate::aggregate::StateMap;
 use crate::row::{Datum, Row};
@@ -29,6 +30,7 @@ pub struct SessionMerge {
 /// Open sessions by the key without its bounds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SessionIndex {
+    #[serde(serialize_with = "serialize_in_key_order")]
     sessions: StateMap<Row, Vec<(i64, i64)>>,
 }
 

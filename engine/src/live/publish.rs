@@ -69,7 +69,7 @@ impl PublishViewExt for Stream<'_, u64, Vec<Update>> {
                 }
                 publish_ready(view, &mut pending, &mut published, now);
                 if let (Some(participant), Some(cut)) = (&checkpointing, due) {
-                    participant.submit(cut, encode(&view.contents()));
+                    participant.submit(cut, encode(&view.contents_in_order()));
                     answered = cut.id;
                     let now = frontier.frontier().first().copied();
                     publish_ready(view, &mut pending, &mut published, now);
@@ -78,7 +78,7 @@ impl PublishViewExt for Stream<'_, u64, Vec<Update>> {
                     finished = true;
                     publish_ready(view, &mut pending, &mut published, None);
                     if let Some(participant) = &checkpointing {
-                        participant.submit_final(encode(&view.contents()));
+                        participant.submit_final(encode(&view.contents_in_order()));
                     }
                 }
             },

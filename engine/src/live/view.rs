@@ -195,6 +195,15 @@ impl LiveView {
             .collect()
     }
 
+    /// The contents in row order, for a checkpoint: a part written in a stable order changes
+    /// only where the view did.
+    pub fn contents_in_order(&self) -> Vec<(Row, i64)> {
+        // Sorted after the lock is released: subscribers do not wait for it.
+        let mut contents = self.contents();
+        contents.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        contents
+    }
+
     /// Takes back the contents a checkpoint kept, as the view's first change.
     pub fn restore(&self, contents: Vec<(Row, i64)>, frontier: u64) {
         self.publish(vec![(frontier, contents)], Some(frontier));

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
+use vibelux_connectors::source::EventClock;
 use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::row::Update;
 use vibelux_queries::plan::{DataflowPlan, NodeId};
@@ -59,6 +60,8 @@ struct RunShared {
     checkpoints: Option<Arc<Checkpoints>>,
     /// The key of each part in checkpoints.
     keys: StateKeys,
+    /// How far the sources' event time has come, for tailed tables.
+    event_clock: Arc<EventClock>,
 }
 
 pub struct RunOptions {
@@ -271,6 +274,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         capture: options.capture.clone(),
         captured: captured.clone(),
         stop: options.stop.clone(),
+        event_clock: Arc::default(),
         extensible: options.extensible,
         receivers: Mutex::new(receivers),
         checkpoints: checkpoints.clone(),

@@ -116,6 +116,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
                 stop: stop.clone(),
                 flow: (!paced).then(|| finished.clone()),
                 checkpointing,
+                event_clock: shared.event_clock.clone(),
             },
         );
         source_streams.insert(source, streams);
@@ -147,6 +148,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             SourceControls {
                 stop: stop.clone(),
                 flow: None,
+                event_clock: shared.event_clock.clone(),
                 // Worker 0 reads the table: its part is the table's.
                 checkpointing: shared.checkpoints.as_ref().filter(|_| index == 0).map(
                     |checkpoints| {

@@ -39,7 +39,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 
-use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::Row;
@@ -310,11 +310,7 @@ impl Alarms {
 
     fn checkpoint(&self) -> Vec<u8> {
         encode(&Checkpointed {
-            instances: self
-                .instances
-                .iter()
-                .map(|(key, instance)| (key.clone(), instance.clone()))
-                .collect(),
+            instances: in_key_order(&self.instances),
             waiting: self
                 .waiting
                 .iter()
