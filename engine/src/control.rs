@@ -27,6 +27,8 @@ pub enum ControlError {
     Sql(String),
     /// The pipeline cannot take changes (it has finished, or an input could not be opened).
     Unavailable(String),
+    /// The caller's role does not cover a statement (a sink that writes to equipment).
+    Forbidden(String),
 }
 
 /// Sinks added while running, for metrics and the final report.
@@ -77,7 +79,8 @@ impl Control {
     }
 
     /// Plans and applies `sql`; returns what each statement did.
-    pub fn execute(&self, sql: &str) -> Result<Vec<Value>, ControlError> {
+    /// Applies `sql`; only a caller that `may_actuate` may add sinks that act on equipment.
+    pub fn execute(&self, sql: &str, may_actuate: bool) -> Result<Vec<Value>, ControlError> {
         let statements = parse_pipeline(sql)
             .map_err(|error| ControlError::Sql(render("request", sql, &error)))?;
         let mut planner = self.planner.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,6 +133,18 @@ impl Control {
                 Outcome::Text(text) => json!({ "statement": located.text, "text": text }),
                 Outcome::Query { .. } => unreachable!("refused above"),
             });
+        }
+        if !may_actuate {
+            let actuating = next.plan.sinks.iter().find(|sink| {
+                sink.target.actuates() && !planner.plan.sinks.iter().any(|s| s.name == sink.name)
+            });
+            if let Some(sink) = actuating {
+                return Err(ControlError::Forbidden(format!(
+                    "sink `{}` writes to equipment ({}): only an admin token may create one",
+                    sink.name,
+                    sink.target.describe()
+                )));
+            }
         }
         self.apply(&planner, &next)?;
         *planner = next;

@@ -6,6 +6,7 @@
 //! them, the dashboard and metrics over HTTP. The `vibelux` binary (`main.rs`) is the command
 //! line over these.
 
+pub mod auth;
 pub mod control;
 pub mod diagnostics;
 pub mod evaluate;

@@ -1,7 +1,6 @@
 //! The `vibelux` command: run, check and explain pipeline files.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +10,13 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
+use vibelux::auth::{Role, add_token};
 use vibelux::control::Control;
 use vibelux::format::{row_text, table};
 use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::{Durability, Run, RunOptions, start};
+use vibelux::server::serving::{HttpAddress, ServeArgs};
 use vibelux::server::{Server, ServerState};
 use vibelux::state::{StateLocation, StateOptions, pipeline_fingerprint};
 use vibelux_queries::planner::{Outcome, Planner};
@@ -67,9 +68,8 @@ enum Command {
         /// Stop after this long (e.g. `30s`, `5m`), as Ctrl-C would.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         run_for: Option<Duration>,
-        /// Serve the dashboard, HTTP API and live views here (`off` to disable; port 0 picks one).
-        #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_http)]
-        http: HttpAddress,
+        #[command(flatten)]
+        serve: ServeArgs,
         /// History each live view keeps for subscribers that resume or lag: this much event time,
         /// and at least this much wall time (up to 30 s).
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -113,6 +113,9 @@ enum Command {
     /// Run a simulated device on its own, for pipelines and tools to talk to.
     #[command(subcommand)]
     Sim(Simulated),
+    /// Manage who may call the API.
+    #[command(subcommand)]
+    Auth(Authorizing),
     /// Score a series for anomalies: reads `timestamp,value` CSV on stdin (a header line first;
     /// `timestamp,a,b,…` for hst, which scores several values together) and writes one score in
     /// [0, 1] per reading on stdout, flushed at once (empty while the detector warms up), so it
@@ -160,6 +163,24 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Subcommand)]
+enum Authorizing {
+    /// Create an API token: prints its secret once and keeps only its hash in the tokens file
+    /// that `vibelux run --auth FILE` reads.
+    Token {
+        /// Who holds it: recorded as the actor of what it does (alarm commands).
+        #[arg(long)]
+        name: String,
+        /// viewer (views, metrics), operator (+ alarm commands), engineer (+ views and sinks
+        /// over the API), admin (+ sinks that write to PLCs).
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The tokens file (created if missing).
+        #[arg(long, default_value = "vibelux-tokens.toml")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Simulated {
     /// A grow room's PLC as a Modbus TCP server: the registers of a tag map, moving like HVAC,
     /// CO2 dosing and a dehumidifier would, and answering writes. Runs until Ctrl-C.
@@ -192,7 +213,7 @@ fn main() {
             file,
             workers,
             run_for,
-            http,
+            serve,
             retention,
             state,
             no_state,
@@ -207,7 +228,7 @@ fn main() {
                 &file,
                 workers,
                 run_for,
-                http,
+                serve,
                 retention,
                 state.map(|location| StateChoice {
                     location,
@@ -217,6 +238,19 @@ fn main() {
             )
         }
         Command::Check { file } => check(&file),
+        Command::Auth(Authorizing::Token { name, role, file }) => {
+            add_token(&file, &name, role)
+                .map(|token| {
+                    eprintln!(
+                        "created token `{}` ({}) in {}; it is shown once, here, and stored only as a hash:",
+                        token.name,
+                        token.role,
+                        file.display()
+                    );
+                    println!("{}", token.secret);
+                })
+                .map_err(anyhow::Error::from)
+        }
         Command::Score { detector, options } => score(&detector, &options),
         Command::Evaluate {
             input,
@@ -430,21 +464,6 @@ fn print_outcome(planner: &Planner, outcome: &Outcome) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
-enum HttpAddress {
-    Off,
-    At(SocketAddr),
-}
-
-fn parse_http(text: &str) -> Result<HttpAddress, String> {
-    if text.eq_ignore_ascii_case("off") {
-        return Ok(HttpAddress::Off);
-    }
-    text.parse()
-        .map(HttpAddress::At)
-        .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 (or `off`)"))
-}
-
 /// `greenhouse.sql` keeps its state in `greenhouse.state/` in the working directory, beside
 /// what its relative paths write (`out/…`, `warehouse/…`): the state goes with the outputs it
 /// describes.
@@ -457,10 +476,16 @@ fn run(
     file: &Path,
     workers: usize,
     run_for: Option<Duration>,
-    http: HttpAddress,
+    serve: ServeArgs,
     retention: Duration,
     state: Option<StateChoice>,
 ) -> anyhow::Result<()> {
+    let http = serve.http;
+    // Who may call is settled before anything starts: a refused address starts nothing.
+    let access = match http {
+        HttpAddress::At(address) => Some(serve.access(address)?),
+        HttpAddress::Off => None,
+    };
     let (planner, outcomes) = load_pipeline(file)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -543,11 +568,14 @@ fn run(
                 metrics: run.metrics.clone(),
                 started,
                 control: Some(Arc::new(control)),
+                access: access.expect("settled for a served run"),
             });
+            let guarded = state.access.tokens.is_some();
             let server = Server::start(address, state)?;
             eprintln!(
-                "vibelux: serving http://{} (dashboard; API under /v1; /metrics)",
-                server.address
+                "vibelux: serving http://{} (dashboard; API under /v1; /metrics){}",
+                server.address,
+                if guarded { "; tokens required" } else { "" }
             );
             Some(server)
         }

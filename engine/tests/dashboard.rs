@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{PIPELINE, start_engine};
+use common::{PIPELINE, create_token, start_engine, start_engine_with};
 
 /// Opens the page, waits for the table, and prints the `n` of zone r01-z01 as it first appears
 /// and once it has changed; also the browser's console errors.
@@ -41,37 +41,73 @@ try:
     print("later", later)
     print("status", driver.find_element(By.ID, "status").text)
     print("view", driver.find_element(By.ID, "view").get_attribute("value"))
+    print("address", driver.current_url)
     errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     print("errors", errors)
 finally:
     driver.quit()
 "#;
 
-#[test]
-fn the_dashboard_shows_a_value_changing_in_chromium() {
-    let engine = start_engine(PIPELINE);
+/// What the browser script printed, by name.
+struct Shown(String);
+
+impl Shown {
+    fn value(&self, name: &str) -> String {
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {}", self.0))
+            .to_string()
+    }
+}
+
+fn open_in_chromium(url: &str) -> Shown {
     let output = Command::new("python3")
-        .args(["-c", BROWSER, &format!("http://{}/", engine.address)])
+        .args(["-c", BROWSER, url])
         .output()
         .expect("python3 runs");
-    drop(engine);
     let shown = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "{shown}");
-    let value = |name: &str| -> String {
-        shown
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in {shown}"))
-            .to_string()
-    };
+    Shown(shown)
+}
+
+#[test]
+fn the_dashboard_shows_a_value_changing_in_chromium() {
+    let engine = start_engine(PIPELINE);
+    let shown = open_in_chromium(&format!("http://{}/", engine.address));
+    drop(engine);
+    let value = |name: &str| shown.value(name);
     let first: u64 = value("first").parse().expect("a count appeared");
     let later: u64 = value("later").parse().expect("a count appeared");
     assert!(later > first, "the count grew live: {first} → {later}");
-    assert!(value("status").contains("rows"), "{shown}");
+    assert!(value("status").contains("rows"), "{}", shown.0);
     assert_eq!(value("view"), "zone_stats");
     assert_eq!(value("errors"), "[]", "no errors in the browser console");
+}
+
+#[test]
+fn the_dashboard_of_an_engine_with_tokens_takes_one_from_its_address() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("tokens.toml");
+    let token = create_token(&file, "wall-screen", "viewer");
+    let engine = start_engine_with(PIPELINE, &["--auth", file.to_str().unwrap()]);
+    let shown = open_in_chromium(&format!("http://{}/#token={token}", engine.address));
+    drop(engine);
+    let first: u64 = shown.value("first").parse().expect("a count appeared");
+    let later: u64 = shown.value("later").parse().expect("a count appeared");
+    assert!(later > first, "the count grew live: {first} → {later}");
+    assert!(
+        !shown.value("address").contains(&token),
+        "the token stays out of the address bar: {}",
+        shown.value("address")
+    );
+    assert_eq!(
+        shown.value("errors"),
+        "[]",
+        "no errors in the browser console"
+    );
 }

@@ -165,6 +165,12 @@ pub trait SinkSpec: Send + Sync + Debug {
     /// Where rows go, for people.
     fn describe(&self) -> String;
 
+    /// Whether it acts on equipment (writes to PLCs): only an administrator may add one to a
+    /// running pipeline.
+    fn actuates(&self) -> bool {
+        false
+    }
+
     /// Whether it can write a changelog (inserts and deletes); a warehouse holds rows written
     /// once and cannot.
     fn takes_changelogs(&self) -> bool {

@@ -117,6 +117,11 @@ impl SinkSpec for TagWrites {
         "modbus"
     }
 
+    /// A shadow sink records what it would write and writes nothing.
+    fn actuates(&self) -> bool {
+        !self.0.shadow
+    }
+
     fn describe(&self) -> String {
         format!(
             "modbus {}:{} unit {}",

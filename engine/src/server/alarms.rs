@@ -5,17 +5,22 @@
 //! active, for an acknowledgement) is refused here with the reason. Accepted commands go through
 //! the run's alarm desk to the worker that holds the instance. That worker records the
 //! transition (with `by` and `note`) in the alarm's event time.
+//!
+//! With tokens, `by` is the token's name: a command cannot be recorded in someone else's. A
+//! shelve is bounded (`--max-shelve`): an alarm shelved "forever" is an alarm removed without
+//! anyone deciding to remove it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vibelux_operators::alarm::{AlarmAction, AlarmCommand};
 
-use super::{ApiError, ServerState};
+use super::{ApiError, Caller, ServerState};
 use crate::format::datum_text;
 
 #[derive(Deserialize)]
@@ -24,8 +29,10 @@ pub struct CommandBody {
     /// The instance's key columns and values.
     #[serde(default)]
     key: serde_json::Map<String, Value>,
-    /// Who acknowledges or shelves: recorded in the transition.
-    by: String,
+    /// Who acknowledges or shelves: recorded in the transition. With tokens, the token's name
+    /// (and may be left out).
+    #[serde(default)]
+    by: Option<String>,
     #[serde(default)]
     note: String,
     /// For `shelve`: how long, e.g. `"30m"`.
@@ -39,12 +46,11 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 pub async fn command(
     State(state): State<Arc<ServerState>>,
+    Extension(caller): Extension<Caller>,
     Path((alarm, action)): Path<(String, String)>,
     axum::Json(body): axum::Json<CommandBody>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    if body.by.trim().is_empty() {
-        return Err(bad("`by` names who acts on the alarm"));
-    }
+    let by = caller.actor(body.by.as_deref())?;
     let action_name = action.clone();
     let action = match action.as_str() {
         "acknowledge" => AlarmAction::Acknowledge,
@@ -56,6 +62,13 @@ pub async fn command(
                 .ok_or_else(|| bad("shelve needs `for`, how long: e.g. \"30m\""))?;
             let duration: Duration = humantime::parse_duration(text)
                 .map_err(|error| bad(format!("`for`: {error} (e.g. \"30m\", \"8h\")")))?;
+            let longest = state.access.max_shelve;
+            if duration > longest {
+                return Err(bad(format!(
+                    "`for`: {text} is longer than an alarm may be shelved here ({}, --max-shelve)",
+                    humantime::format_duration(longest)
+                )));
+            }
             AlarmAction::Shelve {
                 for_nanos: i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX),
             }
@@ -133,7 +146,7 @@ pub async fn command(
     let command = AlarmCommand {
         key,
         action: action.clone(),
-        by: body.by.clone(),
+        by: by.clone(),
         note: body.note.clone(),
     };
     if !state.metrics.alarms.send(&alarm, command) {
@@ -148,7 +161,7 @@ pub async fn command(
             "alarm": alarm,
             "key": body.key,
             "action": action_name,
-            "by": body.by,
+            "by": by,
         })),
     ))
 }

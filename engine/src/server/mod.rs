@@ -7,18 +7,20 @@
 
 mod alarms;
 mod dashboard;
+pub mod guard;
 pub mod metrics;
+pub mod serving;
 pub mod subscribe;
 mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
@@ -27,6 +29,7 @@ use crate::control::{Control, ControlError};
 use crate::live::protocol::{columns_json, contents_body, key_names};
 use crate::live::view::{LiveView, LiveViews};
 use crate::runtime::RunMetrics;
+pub use guard::{Access, Caller};
 use subscribe::{SubscribeOptions, serve_subscriber};
 use websocket::WebSocketRequest;
 
@@ -37,6 +40,8 @@ pub struct ServerState {
     pub started: std::time::Instant,
     /// Applies posted statements (`None` when the run takes no changes).
     pub control: Option<Arc<Control>>,
+    /// Who may call, from where (`guard`).
+    pub access: Access,
 }
 
 impl ServerState {
@@ -54,7 +59,7 @@ impl ServerState {
 }
 
 /// A JSON error body with a status: `{"error": "…"}`.
-struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -198,24 +203,70 @@ async fn prometheus(State(state): State<Arc<ServerState>>) -> Response {
     }
 }
 
+/// The statements of a `POST /v1/sql`: the body as `application/sql`, or `{"sql": …}` as
+/// `application/json`. Other types are refused: a form or `text/plain` is what a page on any
+/// site can make a browser post without asking.
+fn posted_statements(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let not_text = || ApiError(StatusCode::BAD_REQUEST, "the body is not UTF-8 text".into());
+    match essence.as_str() {
+        "application/sql" => String::from_utf8(body.to_vec()).map_err(|_| not_text()),
+        "application/json" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Posted {
+                sql: String,
+            }
+            serde_json::from_slice::<Posted>(body)
+                .map(|posted| posted.sql)
+                .map_err(|error| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("the JSON body must be {{\"sql\": \"…\"}}: {error}"),
+                    )
+                })
+        }
+        _ => Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "POST /v1/sql takes `Content-Type: application/sql` (the statements) or `application/json` ({{\"sql\": …}}), not `{content_type}`: a form or text/plain post is what a page on another site can send"
+            ),
+        )),
+    }
+}
+
 async fn post_sql(
     State(state): State<Arc<ServerState>>,
-    body: String,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let body = posted_statements(&headers, &body)?;
     let Some(control) = state.control.clone() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "this run takes no changes".into(),
         ));
     };
+    let may_actuate = caller.role().includes(crate::auth::Role::Admin);
     // Planning and opening sinks block: keep them off the async threads.
-    let outcome = tokio::task::spawn_blocking(move || control.execute(&body))
+    let outcome = tokio::task::spawn_blocking(move || control.execute(&body, may_actuate))
         .await
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
     match outcome {
         Ok(results) => Ok(axum::Json(json!({ "results": results }))),
         Err(ControlError::Sql(message)) => Err(ApiError(StatusCode::BAD_REQUEST, message)),
         Err(ControlError::Unavailable(message)) => Err(ApiError(StatusCode::CONFLICT, message)),
+        Err(ControlError::Forbidden(message)) => Err(ApiError(StatusCode::FORBIDDEN, message)),
     }
 }
 
@@ -226,6 +277,12 @@ async fn openapi() -> Response {
     )
         .into_response()
 }
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Connections served at once; further clients wait in the listen queue.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
@@ -240,13 +297,25 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/views/{name}/subscribe", get(subscribe))
         .route("/v1/sql", post(post_sql))
         .route("/v1/alarms/{name}/{action}", post(alarms::command))
+        // Statements and commands are small; a large body is a mistake or an attack.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }
 
 /// Accepts connections and serves each as HTTP/1.1 on the plain TCP stream, which a WebSocket
 /// upgrade takes back whole (see `websocket`).
 async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = connections
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
@@ -271,6 +340,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "an HTTP connection ended");
             }
+            drop(permit);
         });
     }
 }

@@ -76,6 +76,9 @@ impl SubscribeOptions {
                         }
                     }
                 }
+                // The token of a browser, which cannot set headers on a WebSocket: the
+                // server's guard has read it.
+                "access_token" => {}
                 "resume_from" => {
                     options.resume_from = Some(value.parse().map_err(|_| {
                         format!("resume_from must be a timestamp in milliseconds, got `{value}`")

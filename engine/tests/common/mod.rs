@@ -143,6 +143,21 @@ pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> E
     }
 }
 
+/// Creates a token with `vibelux auth token` in the tokens file `file`; returns its secret.
+pub fn create_token(file: &std::path::Path, name: &str, role: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .args(["auth", "token", "--name", name, "--role", role, "--file"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
 /// Sends statements to `POST /v1/sql`; returns the status and the JSON answer.
 pub fn post_sql(engine: &Engine, sql: &str) -> (u16, serde_json::Value) {
     let output = Command::new("curl")
@@ -152,6 +167,8 @@ pub fn post_sql(engine: &Engine, sql: &str) -> (u16, serde_json::Value) {
             "30",
             "-w",
             "\n%{http_code}",
+            "-H",
+            "content-type: application/sql",
             "--data-binary",
             sql,
             &format!("http://{}/v1/sql", engine.address),

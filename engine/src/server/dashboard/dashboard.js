@@ -118,6 +118,20 @@ function formatNumber(value) {
   return Number.isInteger(value) ? String(value) : value.toFixed(2);
 }
 
+// An engine started with --auth wants a token. Open the page once as …/#token=TOKEN: the token is
+// kept for this tab only (sessionStorage) and taken out of the address bar. A browser cannot set
+// headers on a WebSocket, so the subscription carries it as `access_token`.
+function readToken() {
+  const given = location.hash.match(/^#token=([^&]+)/);
+  if (given) {
+    sessionStorage.setItem("vibelux-token", decodeURIComponent(given[1]));
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem("vibelux-token");
+}
+
+const accessToken = readToken();
+
 function subscribe(name) {
   if (state.socket) state.socket.close();
   state.rows.clear();
@@ -125,7 +139,8 @@ function subscribe(name) {
   plot.clear();
   state.updates = 0;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/v1/views/${encodeURIComponent(name)}/subscribe`);
+  const query = accessToken ? `?access_token=${encodeURIComponent(accessToken)}` : "";
+  const socket = new WebSocket(`${scheme}://${location.host}/v1/views/${encodeURIComponent(name)}/subscribe${query}`);
   state.socket = socket;
   socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
@@ -171,7 +186,14 @@ function fillColumns(columns) {
 async function start() {
   let views;
   try {
-    views = (await (await fetch("/v1/views")).json()).views;
+    const headers = accessToken ? { Authorization: `Bearer ${accessToken}` } : {};
+    const response = await fetch("/v1/views", { headers });
+    if (response.status === 401 || response.status === 403) {
+      const { error } = await response.json();
+      setStatus(`${error}. Open this page as ${location.origin}/#token=YOUR_TOKEN`, true);
+      return;
+    }
+    views = (await response.json()).views;
   } catch (error) {
     setStatus(`cannot reach the engine: ${error}`, true);
     return;

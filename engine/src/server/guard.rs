@@ -1,0 +1,253 @@
+//! The checks every request passes before a handler sees it: the name it was sent to, the page
+//! that sent it, and the token it carries.
+//!
+//! A server on 127.0.0.1 is still reachable from a web page in the operator's browser: a page
+//! may post to it (cross-site request forgery), open a WebSocket to it (which the browser does
+//! not restrict to the same origin), or point a name of its own at 127.0.0.1 (DNS rebinding) and
+//! read the answers as its own. So the `Host` header must be a name this server answers to, and
+//! a request from a browser page (it carries `Origin`) must come from this server's own pages or
+//! from an origin allowed on the command line. With `--auth`, every route but the dashboard's
+//! static files, `/healthz` and `/openapi.json` needs a token whose role covers it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ServerState};
+use crate::auth::{Identity, Role, TokenStore};
+
+/// Who may reach the server, and how.
+pub struct Access {
+    /// The accepted tokens; `None` serves loopback without tokens.
+    pub tokens: Option<Arc<TokenStore>>,
+    /// The names `Host` may carry (without port); `None` accepts any (a server behind a
+    /// proxy or in a cluster, with tokens).
+    pub hosts: Option<Vec<String>>,
+    /// Origins (`https://dash.example:3000`) besides this server's own whose pages may call it.
+    pub origins: Vec<String>,
+    /// The longest an alarm may be shelved.
+    pub max_shelve: Duration,
+}
+
+impl Access {
+    /// Loopback without tokens: the names of this machine only, no other origin.
+    pub fn local() -> Access {
+        Access {
+            tokens: None,
+            hosts: Some(Self::loopback_names()),
+            origins: Vec::new(),
+            max_shelve: DEFAULT_MAX_SHELVE,
+        }
+    }
+
+    pub fn loopback_names() -> Vec<String> {
+        ["localhost", "127.0.0.1", "[::1]"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+}
+
+pub const DEFAULT_MAX_SHELVE: Duration = Duration::from_secs(24 * 3600);
+
+/// Who sent a request, as the handlers see it.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A server without `--auth` (loopback only): anyone on this machine, who names themselves.
+    Local,
+    Token(Identity),
+}
+
+impl Caller {
+    /// The name recorded as the actor: the token's own, or `by` for a local caller. A token
+    /// cannot act in another's name.
+    pub fn actor(&self, by: Option<&str>) -> Result<String, ApiError> {
+        let by = by.map(str::trim).filter(|by| !by.is_empty());
+        match (self, by) {
+            (Caller::Local, Some(by)) => Ok(by.to_string()),
+            (Caller::Local, None) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "`by` names who acts on the alarm".into(),
+            )),
+            (Caller::Token(identity), None) => Ok(identity.name.clone()),
+            (Caller::Token(identity), Some(by)) if by == identity.name => Ok(by.to_string()),
+            (Caller::Token(identity), Some(by)) => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "token `{}` cannot act as `{by}`: a command is recorded in the name of the token that sent it (leave out `by`)",
+                    identity.name
+                ),
+            )),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self {
+            Caller::Local => Role::Admin,
+            Caller::Token(identity) => identity.role,
+        }
+    }
+}
+
+/// What a route needs, and how to say it in a refusal.
+fn needed(method: &Method, path: &str) -> Option<(Role, &'static str)> {
+    match path {
+        "/" | "/dashboard.js" | "/plot.js" | "/healthz" | "/openapi.json" => None,
+        "/v1/sql" if method == Method::POST => Some((Role::Engineer, "changing the pipeline")),
+        _ if path.starts_with("/v1/alarms/") && method == Method::POST => {
+            Some((Role::Operator, "acting on alarms"))
+        }
+        "/metrics" => Some((Role::Viewer, "reading metrics")),
+        _ => Some((Role::Viewer, "reading views")),
+    }
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    let mut response = ApiError(status, message).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"vibelux\""),
+        );
+    }
+    response
+}
+
+/// The host part of a `Host` value or an origin's authority, lowercased, without the port.
+fn host_name(authority: &str) -> String {
+    let authority = authority.trim().to_ascii_lowercase();
+    if let Some(rest) = authority.strip_prefix('[') {
+        // [::1]:8080
+        return match rest.split_once(']') {
+            Some((address, _)) => format!("[{address}]"),
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name.to_string(),
+        _ => authority,
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The token a request carries: `Authorization: Bearer …`, or for a WebSocket upgrade (a
+/// browser cannot set its headers) `access_token=…` in the query.
+fn presented_token(request: &Request) -> Option<String> {
+    if let Some(value) = header_text(request.headers(), header::AUTHORIZATION) {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
+    }
+    let upgrading = header_text(request.headers(), header::UPGRADE)
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    if !upgrading {
+        return None;
+    }
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == "access_token").then(|| value.to_string())
+    })
+}
+
+pub async fn guard(
+    State(state): State<Arc<ServerState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let access = &state.access;
+    let host = header_text(request.headers(), header::HOST).unwrap_or("");
+    if let Some(hosts) = &access.hosts
+        && !hosts.contains(&host_name(host))
+    {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this server does not answer to the name `{host}` (a page reaching it through a name of its own is refused); allow a name with --allow-host NAME"
+            ),
+        );
+    }
+    if let Some(origin) = header_text(request.headers(), header::ORIGIN) {
+        let own = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+        if !own && !access.origins.iter().any(|allowed| allowed == origin) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a request from a page of `{origin}` is refused: only this server's own pages may call it; allow a dashboard served elsewhere with --allow-origin {origin}"
+                ),
+            );
+        }
+    }
+    let caller = match &access.tokens {
+        None => Caller::Local,
+        Some(tokens) => {
+            let Some((role, what)) = needed(request.method(), request.uri().path()) else {
+                return next.run(request).await;
+            };
+            let Some(secret) = presented_token(&request) else {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "{what} needs a token: send `Authorization: Bearer TOKEN` (an administrator creates one with `vibelux auth token`)"
+                    ),
+                );
+            };
+            let Some(identity) = tokens.identify(&secret) else {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "the token is not known here: it was revoked, mistyped or made for another tokens file".into(),
+                );
+            };
+            if !identity.role.includes(role) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "token `{}` has the {} role; {what} needs the {role} role",
+                        identity.name, identity.role
+                    ),
+                );
+            }
+            Caller::Token(identity)
+        }
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_their_port_and_case() {
+        assert_eq!(host_name("LocalHost:8080"), "localhost");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("evil.example:80"), "evil.example");
+    }
+
+    #[test]
+    fn routes_need_the_least_role_that_does_the_job() {
+        assert_eq!(needed(&Method::GET, "/healthz"), None);
+        assert_eq!(needed(&Method::GET, "/v1/views").unwrap().0, Role::Viewer);
+        assert_eq!(
+            needed(&Method::POST, "/v1/alarms/a/acknowledge").unwrap().0,
+            Role::Operator
+        );
+        assert_eq!(needed(&Method::POST, "/v1/sql").unwrap().0, Role::Engineer);
+        // A route that does not exist still needs a token: its absence is not told to anyone.
+        assert_eq!(
+            needed(&Method::GET, "/v2/anything").unwrap().0,
+            Role::Viewer
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! `vibelux run`'s options for its HTTP server, and the refusals that keep a default
+//! installation from being reachable by strangers.
+//!
+//! Without tokens the server may only listen on loopback: on any other address, anyone on the
+//! network could change the pipeline and, through it, write to PLCs. That is refused at start,
+//! saying which flag makes it safe, rather than warned about in a log nobody reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::guard::{Access, DEFAULT_MAX_SHELVE};
+use crate::auth::TokenStore;
+
+#[derive(Debug, Clone, Copy)]
+pub enum HttpAddress {
+    Off,
+    At(SocketAddr),
+}
+
+pub fn parse_http(text: &str) -> Result<HttpAddress, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(HttpAddress::Off);
+    }
+    text.parse()
+        .map(HttpAddress::At)
+        .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 (or `off`)"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Serve the dashboard, HTTP API and live views here (`off` to disable; port 0 picks one).
+    /// Addresses other than loopback need --auth.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_http)]
+    pub http: HttpAddress,
+    /// Require a token on every API request and WebSocket: the tokens file that `vibelux auth
+    /// token` writes (read again when it changes).
+    #[arg(long, value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// Also answer to this host name (repeatable): the name a proxy or a dashboard uses.
+    /// Without it, a loopback server answers to localhost, 127.0.0.1 and [::1] only, and a
+    /// server on another address with --auth to any name.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// Let pages of this origin call the API (repeatable), e.g. `https://grafana.example:3000`.
+    #[arg(long = "allow-origin", value_name = "URL")]
+    pub allow_origins: Vec<String>,
+    /// The longest an operator may shelve an alarm for.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub max_shelve: Duration,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            http: HttpAddress::At(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            auth: None,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
+            max_shelve: DEFAULT_MAX_SHELVE,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Who may call a server on `address`; refuses a non-loopback address without tokens.
+    pub fn access(&self, address: SocketAddr) -> anyhow::Result<Access> {
+        let tokens = match &self.auth {
+            Some(path) => {
+                let store = TokenStore::open(path)?;
+                if store.is_empty() {
+                    tracing::warn!(
+                        "{} holds no token: every API request will be refused until one is added (vibelux auth token)",
+                        path.display()
+                    );
+                }
+                Some(Arc::new(store))
+            }
+            None => None,
+        };
+        if tokens.is_none() && !address.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to serve HTTP on {address} without tokens: anyone who can reach it could change the pipeline and write to PLCs. \
+                 Create tokens with `vibelux auth token --name NAME --role ROLE` and pass --auth FILE, or serve on 127.0.0.1"
+            );
+        }
+        let mut extra: Vec<String> = self
+            .allow_hosts
+            .iter()
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
+        let hosts = if address.ip().is_loopback() || !extra.is_empty() {
+            let mut hosts = Access::loopback_names();
+            if !address.ip().is_unspecified() {
+                hosts.push(match address {
+                    SocketAddr::V4(v4) => v4.ip().to_string(),
+                    SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+                });
+            }
+            hosts.append(&mut extra);
+            Some(hosts)
+        } else {
+            None
+        };
+        for origin in &self.allow_origins {
+            if !origin.contains("://") || origin.ends_with('/') {
+                anyhow::bail!(
+                    "--allow-origin {origin}: give an origin as a browser sends it, scheme://host[:port] with no path"
+                );
+            }
+        }
+        Ok(Access {
+            tokens,
+            hosts,
+            origins: self.allow_origins.clone(),
+            max_shelve: self.max_shelve,
+        })
+    }
+}

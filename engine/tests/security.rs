@@ -1,0 +1,425 @@
+//! Who may call a running engine: tokens and roles on every route, and the refusals that keep a
+//! page in the operator's browser or a stranger on the network out.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Engine, PIPELINE, create_token, start_engine, start_engine_with};
+
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// One request with curl: `headers` as `Name: value`, `body` posted as is.
+fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<&str>,
+) -> Answer {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-s",
+            "--max-time",
+            "3",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .arg(format!("http://{address}{path}"));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    if let Some(body) = body {
+        command.args(["--data-binary", body]);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Answer {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+/// A route, how to call it, and the least role it needs.
+struct Route {
+    what: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<String>,
+    body: Option<String>,
+    needs: usize,
+}
+
+const ROLES: [&str; 4] = ["viewer", "operator", "engineer", "admin"];
+
+fn routes(tags: &Path) -> Vec<Route> {
+    let sql = "content-type: application/sql".to_string();
+    let websocket = vec![
+        "Connection: Upgrade".to_string(),
+        "Upgrade: websocket".to_string(),
+        "Sec-WebSocket-Version: 13".to_string(),
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".to_string(),
+    ];
+    vec![
+        Route {
+            what: "list views",
+            method: "GET",
+            path: "/v1/views",
+            headers: vec![],
+            body: None,
+            needs: 0,
+        },
+        Route {
+            what: "read a view",
+            method: "GET",
+            path: "/v1/views/zone_stats",
+            headers: vec![],
+            body: None,
+            needs: 0,
+        },
+        Route {
+            what: "subscribe",
+            method: "GET",
+            path: "/v1/views/zone_stats/subscribe",
+            headers: websocket,
+            body: None,
+            needs: 0,
+        },
+        Route {
+            what: "metrics",
+            method: "GET",
+            path: "/metrics",
+            headers: vec![],
+            body: None,
+            needs: 0,
+        },
+        Route {
+            what: "acknowledge",
+            method: "POST",
+            path: "/v1/alarms/hot/acknowledge",
+            headers: vec!["content-type: application/json".into()],
+            body: Some(r#"{"key": {"zone": "r01-z01"}}"#.into()),
+            needs: 1,
+        },
+        Route {
+            what: "create a view",
+            method: "POST",
+            path: "/v1/sql",
+            headers: vec![sql.clone()],
+            // Replaced by each caller that may: the name is free again for the next.
+            body: Some(
+                "CREATE OR REPLACE MATERIALIZED VIEW added AS SELECT zone, n FROM zone_stats"
+                    .into(),
+            ),
+            needs: 2,
+        },
+        Route {
+            what: "create a PLC-writing sink",
+            method: "POST",
+            path: "/v1/sql",
+            headers: vec![sql],
+            body: Some(format!(
+                "CREATE VIEW commands AS SELECT 'supply_setpoint' AS tag, 24.0 AS value FROM zone_stats;
+                 CREATE SINK plc FROM commands WITH (connector = 'modbus', host = '127.0.0.1',
+                   port = '1', unit_id = '1', tags = '{}', timeout = '100ms');",
+                tags.display()
+            )),
+            needs: 3,
+        },
+    ]
+}
+
+fn pipeline_with_alarm() -> String {
+    format!(
+        "{PIPELINE}
+         CREATE ALARM hot ON readings PER zone WHEN temp_c > 100 SEVERITY 'critical';
+         CREATE SINK hot_out FROM hot WITH (connector = 'file', path = 'hot.jsonl');"
+    )
+}
+
+fn guarded_engine(tokens: &Path) -> Engine {
+    start_engine_with(
+        &pipeline_with_alarm(),
+        &["--auth", tokens.to_str().unwrap()],
+    )
+}
+
+fn tag_map() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plc/room1.toml")
+}
+
+#[test]
+fn every_route_answers_each_role_as_its_least_privilege_says() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("tokens.toml");
+    let tokens: Vec<String> = ROLES
+        .iter()
+        .map(|role| create_token(&file, &format!("{role}-token"), role))
+        .collect();
+    let stored = std::fs::read_to_string(&file).unwrap();
+    for token in &tokens {
+        assert!(!stored.contains(token.as_str()), "a secret was stored");
+    }
+    let engine = guarded_engine(&file);
+    let address = engine.address.clone();
+
+    // Open to everyone: the dashboard's files, health, the API's description.
+    for path in ["/", "/dashboard.js", "/healthz", "/openapi.json"] {
+        let answer = request(&address, "GET", path, &[], None);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    }
+
+    let mut table = Vec::new();
+    for route in routes(&tag_map()) {
+        let call = |token: Option<&str>| {
+            let mut headers = route.headers.clone();
+            if let Some(token) = token {
+                headers.push(bearer(token));
+            }
+            request(
+                &address,
+                route.method,
+                route.path,
+                &headers,
+                route.body.as_deref(),
+            )
+        };
+        // No token, and a token nobody issued: 401, saying what to send.
+        let none = call(None);
+        assert_eq!(
+            none.status, 401,
+            "{} without a token: {}",
+            route.what, none.body
+        );
+        assert!(none.body.contains("Authorization: Bearer"), "{}", none.body);
+        let wrong = call(Some(&format!("vlx_{}", "0".repeat(64))));
+        assert_eq!(
+            wrong.status, 401,
+            "{} with a wrong token: {}",
+            route.what, wrong.body
+        );
+        assert!(wrong.body.contains("not known"), "{}", wrong.body);
+        for (rank, (role, token)) in ROLES.iter().zip(&tokens).enumerate() {
+            let answer = call(Some(token));
+            table.push(format!("{} × {role}: {}", route.what, answer.status));
+            if rank < route.needs {
+                assert_eq!(
+                    answer.status, 403,
+                    "{} as {role}: {}",
+                    route.what, answer.body
+                );
+                assert!(
+                    answer.body.contains(&format!("has the {role} role"))
+                        || answer.body.contains("only an admin"),
+                    "{} as {role}: {}",
+                    route.what,
+                    answer.body
+                );
+            } else {
+                assert!(
+                    answer.status != 401 && answer.status != 403,
+                    "{} as {role} was refused: {} {}",
+                    route.what,
+                    answer.status,
+                    answer.body
+                );
+            }
+        }
+    }
+    println!("{}", table.join("\n"));
+
+    // What the allowed callers got is what they asked for.
+    let viewer = &tokens[0];
+    let views = request(&address, "GET", "/v1/views", &[bearer(viewer)], None);
+    assert!(views.body.contains("zone_stats"), "{}", views.body);
+    let upgrade = request(
+        &address,
+        "GET",
+        &format!("/v1/views/zone_stats/subscribe?access_token={viewer}"),
+        &routes(&tag_map())[2].headers,
+        None,
+    );
+    assert_eq!(
+        upgrade.status, 101,
+        "a browser's token in the query: {}",
+        upgrade.body
+    );
+}
+
+#[test]
+fn a_token_acts_in_its_own_name_and_a_shelve_is_bounded() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("tokens.toml");
+    let maria = create_token(&file, "maria", "operator");
+    let engine = start_engine_with(
+        &pipeline_with_alarm(),
+        &["--auth", file.to_str().unwrap(), "--max-shelve", "8h"],
+    );
+    let json = "content-type: application/json".to_string();
+    let impersonating = request(
+        &engine.address,
+        "POST",
+        "/v1/alarms/hot/acknowledge",
+        &[json.clone(), bearer(&maria)],
+        Some(r#"{"key": {"zone": "r01-z01"}, "by": "the-boss"}"#),
+    );
+    assert_eq!(impersonating.status, 403, "{}", impersonating.body);
+    assert!(
+        impersonating.body.contains("cannot act as `the-boss`"),
+        "{}",
+        impersonating.body
+    );
+    let too_long = request(
+        &engine.address,
+        "POST",
+        "/v1/alarms/hot/shelve",
+        &[json.clone(), bearer(&maria)],
+        Some(r#"{"key": {"zone": "r01-z01"}, "for": "30d"}"#),
+    );
+    assert_eq!(too_long.status, 400, "{}", too_long.body);
+    assert!(too_long.body.contains("8h"), "{}", too_long.body);
+    // In her own name, it reaches the alarm (which has no such instance: nothing is hot).
+    let own = request(
+        &engine.address,
+        "POST",
+        "/v1/alarms/hot/acknowledge",
+        &[json, bearer(&maria)],
+        Some(r#"{"key": {"zone": "r01-z01"}, "by": "maria"}"#),
+    );
+    assert_eq!(own.status, 404, "{}", own.body);
+}
+
+#[test]
+fn a_token_added_or_revoked_while_running_counts_at_once() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("tokens.toml");
+    let first = create_token(&file, "first", "viewer");
+    let engine = guarded_engine(&file);
+    let second = create_token(&file, "second", "viewer");
+    let read = |token: &str| request(&engine.address, "GET", "/v1/views", &[bearer(token)], None);
+    assert_eq!(read(&second).status, 200);
+    // Revoked: its entry deleted from the file.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let kept: Vec<&str> = text
+        .split("[[token]]")
+        .filter(|entry| !entry.contains("\"first\""))
+        .collect();
+    std::fs::write(&file, kept.join("[[token]]")).unwrap();
+    assert_eq!(read(&first).status, 401);
+    assert_eq!(read(&second).status, 200);
+}
+
+#[test]
+fn pages_of_other_sites_and_other_names_for_this_server_are_refused() {
+    let engine = start_engine(PIPELINE);
+    let address = engine.address.clone();
+    let port = address.rsplit(':').next().unwrap();
+    let view = "CREATE MATERIALIZED VIEW added AS SELECT zone FROM zone_stats";
+    // A page elsewhere posting the statements (CSRF): refused even with a good content type.
+    let cross_site = request(
+        &address,
+        "POST",
+        "/v1/sql",
+        &[
+            "content-type: application/sql".into(),
+            "Origin: http://evil.example".into(),
+        ],
+        Some(view),
+    );
+    assert_eq!(cross_site.status, 403, "{}", cross_site.body);
+    assert!(
+        cross_site.body.contains("--allow-origin"),
+        "{}",
+        cross_site.body
+    );
+    // A form's or text/plain's content type, which any page may post without asking.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let form = request(
+            &address,
+            "POST",
+            "/v1/sql",
+            &[format!("content-type: {content_type}")],
+            Some(view),
+        );
+        assert_eq!(form.status, 415, "{content_type}: {}", form.body);
+    }
+    // DNS rebinding: the attacker's name pointed at 127.0.0.1.
+    let rebound = request(
+        &address,
+        "GET",
+        "/v1/views",
+        &[format!("Host: rebind.evil.example:{port}")],
+        None,
+    );
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    assert!(rebound.body.contains("--allow-host"), "{}", rebound.body);
+    // A WebSocket from another site's page: the browser would allow it, the server does not.
+    let socket = request(
+        &address,
+        "GET",
+        "/v1/views/zone_stats/subscribe",
+        &[
+            "Connection: Upgrade".into(),
+            "Upgrade: websocket".into(),
+            "Sec-WebSocket-Version: 13".into(),
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".into(),
+            "Origin: http://evil.example".into(),
+        ],
+        None,
+    );
+    assert_eq!(socket.status, 403, "{}", socket.body);
+    // This server's own page, and JSON, are fine.
+    let own = request(
+        &address,
+        "POST",
+        "/v1/sql",
+        &[
+            "content-type: application/json".into(),
+            format!("Origin: http://{address}"),
+        ],
+        Some(&format!("{{\"sql\": \"{view}\"}}")),
+    );
+    assert_eq!(own.status, 200, "{}", own.body);
+    // A body beyond the limit (curl reads it from a file: `@path`).
+    let huge = engine.dir.path().join("huge.sql");
+    std::fs::write(&huge, format!("-- {}\n{view}", "x".repeat(2 << 20))).unwrap();
+    let big = request(
+        &address,
+        "POST",
+        "/v1/sql",
+        &["content-type: application/sql".into()],
+        Some(&format!("@{}", huge.display())),
+    );
+    assert_eq!(big.status, 413, "{}", big.body);
+}
+
+#[test]
+fn serving_beyond_loopback_without_tokens_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir.path())
+        .args(["run", "pipeline.sql", "--http", "0.0.0.0:0", "--for", "5s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("without tokens"), "{stderr}");
+    assert!(stderr.contains("--auth FILE"), "{stderr}");
+    // Nothing started: no state was written.
+    assert!(!dir.path().join("pipeline.state").exists());
+}
