@@ -16,6 +16,7 @@ use vibelux_queries::parser::{Statement, parse_pipeline};
 use vibelux_queries::plan::SinkMode;
 use vibelux_queries::planner::{Outcome, Planner};
 
+use crate::confinement::ApiLimits;
 use crate::diagnostics::render;
 use crate::live::view::{LiveView, LiveViews, Retention};
 use crate::runtime::{Added, Command, Extension};
@@ -45,6 +46,8 @@ pub struct Control {
     views: LiveViews,
     retention: Retention,
     pub added_sinks: Arc<AddedSinks>,
+    /// What added sinks may reach, and how many views and sinks may be added.
+    limits: ApiLimits,
 }
 
 fn names(planner: &Planner) -> HashSet<String> {
@@ -71,7 +74,60 @@ impl Control {
             views,
             retention,
             added_sinks: Arc::default(),
+            limits: ApiLimits::here(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Why `next` may not replace `current`: a new sink reaching beyond the limits, or more
+    /// views and sinks than the API may add.
+    fn refusal(
+        &self,
+        current: &Planner,
+        next: &Planner,
+        may_actuate: bool,
+    ) -> Option<ControlError> {
+        let new_sinks = next.plan.sinks.iter().filter(|sink| {
+            !current
+                .plan
+                .sinks
+                .iter()
+                .any(|s| s.name == sink.name && s.definition == sink.definition)
+        });
+        for sink in new_sinks {
+            let actuates = sink.target.actuates();
+            if actuates && !may_actuate {
+                return Some(ControlError::Forbidden(format!(
+                    "sink `{}` writes to equipment ({}): only an admin token may create one",
+                    sink.name,
+                    sink.target.describe()
+                )));
+            }
+            if let Some(why) = self
+                .limits
+                .refusal(&sink.name, &sink.target.reach(), actuates)
+            {
+                return Some(ControlError::Forbidden(why));
+            }
+        }
+        let added = next
+            .plan
+            .sinks
+            .iter()
+            .map(|sink| &sink.name)
+            .chain(next.plan.materialized.iter().map(|(name, _)| name))
+            .filter(|name| !self.defined_by_file.contains(name.as_str()))
+            .count();
+        (added > self.limits.max_objects).then(|| {
+            ControlError::Forbidden(format!(
+                "the API may add at most {} views and sinks (--max-api-objects); {added} would exist: drop some first",
+                self.limits.max_objects
+            ))
+        })
     }
 
     fn refuse(sql: &str, position: Position, message: String) -> ControlError {
@@ -134,17 +190,8 @@ impl Control {
                 Outcome::Query { .. } => unreachable!("refused above"),
             });
         }
-        if !may_actuate {
-            let actuating = next.plan.sinks.iter().find(|sink| {
-                sink.target.actuates() && !planner.plan.sinks.iter().any(|s| s.name == sink.name)
-            });
-            if let Some(sink) = actuating {
-                return Err(ControlError::Forbidden(format!(
-                    "sink `{}` writes to equipment ({}): only an admin token may create one",
-                    sink.name,
-                    sink.target.describe()
-                )));
-            }
+        if let Some(refusal) = self.refusal(&planner, &next, may_actuate) {
+            return Err(refusal);
         }
         self.apply(&planner, &next)?;
         *planner = next;

@@ -7,6 +7,7 @@
 //! line over these.
 
 pub mod auth;
+pub mod confinement;
 pub mod control;
 pub mod diagnostics;
 pub mod evaluate;

@@ -486,6 +486,7 @@ fn run(
         HttpAddress::At(address) => Some(serve.access(address)?),
         HttpAddress::Off => None,
     };
+    let limits = serve.limits()?;
     let (planner, outcomes) = load_pipeline(file)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -561,14 +562,15 @@ fn run(
                 run.commands.clone(),
                 run.metrics.views.clone(),
                 retention_settings,
-            );
+            )
+            .with_limits(limits);
             added_sinks = Some(control.added_sinks.clone());
             let state = Arc::new(ServerState {
                 views: run.metrics.views.clone(),
                 metrics: run.metrics.clone(),
                 started,
                 control: Some(Arc::new(control)),
-                access: access.expect("settled for a served run"),
+                access: Arc::new(access.expect("settled for a served run")),
             });
             let guarded = state.access.tokens.is_some();
             let server = Server::start(address, state)?;

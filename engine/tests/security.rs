@@ -66,6 +66,17 @@ struct Route {
 
 const ROLES: [&str; 4] = ["viewer", "operator", "engineer", "admin"];
 
+/// A tag map whose one writable register has limits, as sinks added over the API need.
+const BOUNDED_TAGS: &str = "[[tag]]
+name = \"supply_setpoint\"
+register = \"holding\"
+address = 1
+type = \"int16\"
+scale = 0.1
+min = 16.0
+max = 30.0
+";
+
 fn routes(tags: &Path) -> Vec<Route> {
     let sql = "content-type: application/sql".to_string();
     let websocket = vec![
@@ -151,15 +162,24 @@ fn pipeline_with_alarm() -> String {
     )
 }
 
+/// An engine with tokens from `tokens`, that lets added sinks reach 127.0.0.1; its folder
+/// holds `bounded.toml`.
 fn guarded_engine(tokens: &Path) -> Engine {
-    start_engine_with(
+    let engine = start_engine_with(
         &pipeline_with_alarm(),
-        &["--auth", tokens.to_str().unwrap()],
-    )
+        &[
+            "--auth",
+            tokens.to_str().unwrap(),
+            "--allow-outbound",
+            "127.0.0.1",
+        ],
+    );
+    std::fs::write(engine.dir.path().join("bounded.toml"), BOUNDED_TAGS).unwrap();
+    engine
 }
 
 fn tag_map() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plc/room1.toml")
+    PathBuf::from("bounded.toml")
 }
 
 #[test]
@@ -422,4 +442,140 @@ fn serving_beyond_loopback_without_tokens_is_refused_at_start() {
     assert!(stderr.contains("--auth FILE"), "{stderr}");
     // Nothing started: no state was written.
     assert!(!dir.path().join("pipeline.state").exists());
+}
+
+/// Posts `sql` to an engine without tokens; returns the answer.
+fn post_statements(engine: &Engine, sql: &str) -> Answer {
+    request(
+        &engine.address,
+        "POST",
+        "/v1/sql",
+        &["content-type: application/sql".into()],
+        Some(sql),
+    )
+}
+
+#[test]
+fn sinks_added_over_the_api_keep_to_the_data_directory_and_the_allowed_hosts() {
+    let engine = start_engine_with(PIPELINE, &["--allow-outbound", "127.0.0.1:9"]);
+    let outside = tempfile::tempdir().unwrap();
+    let file_sink = |name: &str, path: &str| {
+        format!("CREATE SINK {name} FROM zone_stats WITH (connector = 'file', path = '{path}')")
+    };
+    let refused = |sql: String, expected: &str| {
+        let answer = post_statements(&engine, &sql);
+        assert_eq!(answer.status, 403, "{sql}: {}", answer.body);
+        assert!(answer.body.contains(expected), "{sql}: {}", answer.body);
+    };
+    refused(file_sink("up", "../up.jsonl"), "`..` is not allowed");
+    let elsewhere = outside.path().join("x.jsonl");
+    refused(file_sink("abs", elsewhere.to_str().unwrap()), "--data-dir");
+    // A symlink inside the data directory that leads out of it.
+    std::os::unix::fs::symlink(outside.path(), engine.dir.path().join("out-link")).unwrap();
+    refused(file_sink("linked", "out-link/x.jsonl"), "leads to");
+    refused(
+        "CREATE SINK hook FROM zone_stats WITH (connector = 'webhook', url = 'http://10.1.2.3:8080/x')"
+            .into(),
+        "--allow-outbound",
+    );
+    refused(
+        "CREATE SINK published FROM zone_stats WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:9', topic = 't', audit = '/tmp/a.jsonl')"
+            .into(),
+        "/tmp/a.jsonl",
+    );
+    // Nothing refused was written.
+    assert!(!elsewhere.exists());
+    assert!(!outside.path().join("x.jsonl").exists());
+
+    // Inside, and to an allowed host: accepted.
+    let inside = post_statements(&engine, &file_sink("kept", "out/kept.jsonl"));
+    assert_eq!(inside.status, 200, "{}", inside.body);
+    let hook = post_statements(
+        &engine,
+        "CREATE SINK hook FROM zone_stats WITH (connector = 'webhook', url = 'http://127.0.0.1:9/x')",
+    );
+    assert_eq!(hook.status, 200, "{}", hook.body);
+}
+
+#[test]
+fn plc_sinks_added_over_the_api_need_limits_from_a_file() {
+    let engine = start_engine_with(PIPELINE, &["--allow-outbound", "127.0.0.1"]);
+    let dir = engine.dir.path();
+    std::fs::write(dir.join("bounded.toml"), BOUNDED_TAGS).unwrap();
+    std::fs::write(
+        dir.join("unbounded.toml"),
+        BOUNDED_TAGS.replace("min = 16.0\n", ""),
+    )
+    .unwrap();
+    let plc = |name: &str, tags: &str| {
+        format!(
+            "CREATE VIEW {name}_commands AS SELECT 'supply_setpoint' AS tag, 24.0 AS value FROM zone_stats;
+             CREATE SINK {name} FROM {name}_commands WITH (connector = 'modbus', host = '127.0.0.1',
+               port = '1', tags = '{tags}', timeout = '100ms')"
+        )
+    };
+    let unbounded = post_statements(&engine, &plc("a", "unbounded.toml"));
+    assert_eq!(unbounded.status, 403, "{}", unbounded.body);
+    assert!(
+        unbounded.body.contains("supply_setpoint"),
+        "{}",
+        unbounded.body
+    );
+    // The same map inline (SQL quotes doubled).
+    let inline = post_statements(&engine, &plc("b", &BOUNDED_TAGS.replace('\'', "''")));
+    assert_eq!(inline.status, 403, "{}", inline.body);
+    assert!(inline.body.contains("inline"), "{}", inline.body);
+    let bounded = post_statements(&engine, &plc("c", "bounded.toml"));
+    assert_eq!(bounded.status, 200, "{}", bounded.body);
+}
+
+#[test]
+fn the_api_adds_a_bounded_number_of_views_and_sinks() {
+    let engine = start_engine_with(PIPELINE, &["--max-api-objects", "2"]);
+    let view = |name: &str| {
+        post_statements(
+            &engine,
+            &format!("CREATE MATERIALIZED VIEW {name} AS SELECT zone FROM zone_stats"),
+        )
+    };
+    assert_eq!(view("one").status, 200);
+    assert_eq!(view("two").status, 200);
+    let third = view("three");
+    assert_eq!(third.status, 403, "{}", third.body);
+    assert!(third.body.contains("at most 2"), "{}", third.body);
+    // Dropping one makes room.
+    assert_eq!(post_statements(&engine, "DROP VIEW one").status, 200);
+    assert_eq!(view("three").status, 200);
+}
+
+#[test]
+fn subscriptions_per_token_are_bounded_and_refusals_are_counted() {
+    let engine = start_engine_with(PIPELINE, &["--max-subscribers", "1"]);
+    let address = engine.address.clone();
+    let upgrade: Vec<String> = vec![
+        "Connection: Upgrade".into(),
+        "Upgrade: websocket".into(),
+        "Sec-WebSocket-Version: 13".into(),
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".into(),
+    ];
+    let path = "/v1/views/zone_stats/subscribe";
+    // The first holds its subscription for curl's three seconds.
+    let holder = {
+        let (address, upgrade) = (address.clone(), upgrade.clone());
+        std::thread::spawn(move || request(&address, "GET", path, &upgrade, None))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let second = request(&address, "GET", path, &upgrade, None);
+    assert_eq!(second.status, 429, "{}", second.body);
+    assert!(second.body.contains("--max-subscribers"), "{}", second.body);
+    assert_eq!(holder.join().unwrap().status, 101);
+    // Closed, its seat is free again.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(request(&address, "GET", path, &upgrade, None).status, 101);
+
+    let metrics = request(&address, "GET", "/metrics", &[], None).body;
+    assert!(
+        metrics.contains("vibelux_http_refusals_total{reason=\"subscribers\"} 1"),
+        "{metrics}"
+    );
 }

@@ -157,6 +157,21 @@ pub trait SinkConnector: Send + Sync {
     ) -> Result<Arc<dyn SinkSpec>, OptionError>;
 }
 
+/// What a sink writes to or connects to besides the engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reach {
+    /// Files and folders it writes (audit logs included), as given.
+    pub paths: Vec<std::path::PathBuf>,
+    /// Files it reads (a tag map).
+    pub reads: Vec<std::path::PathBuf>,
+    /// Hosts it connects to, `host:port`.
+    pub hosts: Vec<String>,
+    /// For sinks that act on equipment: the writable points with no `min` and `max`, and
+    /// whether their limits were given inline rather than from a file.
+    pub unbounded: Vec<String>,
+    pub limits_inline: bool,
+}
+
 /// A planned sink, ready to open.
 pub trait SinkSpec: Send + Sync + Debug {
     /// The connector's name.
@@ -169,6 +184,12 @@ pub trait SinkSpec: Send + Sync + Debug {
     /// running pipeline.
     fn actuates(&self) -> bool {
         false
+    }
+
+    /// What it reaches outside the engine: checked for sinks added to a running pipeline
+    /// over the API, which must stay inside the data directory and the allowed hosts.
+    fn reach(&self) -> Reach {
+        Reach::default()
     }
 
     /// Whether it can write a changelog (inserts and deletes); a warehouse holds rows written

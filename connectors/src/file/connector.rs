@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::connector::{
-    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+    DeclaredSink, DeclaredSource, Reach, SinkConnector, SinkSpec, SourceConnector, SourceSpec,
+    SourceStart,
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
@@ -127,6 +128,13 @@ struct FileOutput {
 impl SinkSpec for FileOutput {
     fn connector(&self) -> &'static str {
         "file"
+    }
+
+    fn reach(&self) -> Reach {
+        Reach {
+            paths: vec![self.path.clone()],
+            ..Reach::default()
+        }
     }
 
     fn describe(&self) -> String {

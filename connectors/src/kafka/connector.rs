@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::connector::{
-    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+    DeclaredSink, DeclaredSource, Reach, SinkConnector, SinkSpec, SourceConnector, SourceSpec,
+    SourceStart,
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
@@ -118,6 +119,20 @@ struct Producer(KafkaSinkConfig);
 impl SinkSpec for Producer {
     fn connector(&self) -> &'static str {
         "kafka"
+    }
+
+    fn reach(&self) -> Reach {
+        Reach {
+            paths: self.0.audit.iter().cloned().collect(),
+            hosts: self
+                .0
+                .brokers
+                .split(',')
+                .map(|broker| broker.trim().to_string())
+                .filter(|broker| !broker.is_empty())
+                .collect(),
+            ..Reach::default()
+        }
     }
 
     fn describe(&self) -> String {

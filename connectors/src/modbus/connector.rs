@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use crate::modbus::tags::Register;
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::connector::{
-    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+    DeclaredSink, DeclaredSource, Reach, SinkConnector, SinkSpec, SourceConnector, SourceSpec,
+    SourceStart,
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
@@ -120,6 +122,25 @@ impl SinkSpec for TagWrites {
     /// A shadow sink records what it would write and writes nothing.
     fn actuates(&self) -> bool {
         !self.0.shadow
+    }
+
+    fn reach(&self) -> Reach {
+        let device = &self.0.device;
+        Reach {
+            paths: vec![self.0.audit.clone()],
+            reads: device.tags_file.iter().cloned().collect(),
+            hosts: vec![format!("{}:{}", device.host, device.port)],
+            // Coils are bits: only registers can be written out of range.
+            unbounded: device
+                .tags
+                .tags
+                .iter()
+                .filter(|tag| tag.register == Register::Holding)
+                .filter(|tag| tag.limits.min.is_none() || tag.limits.max.is_none())
+                .map(|tag| tag.name.clone())
+                .collect(),
+            limits_inline: device.tags_file.is_none(),
+        }
     }
 
     fn describe(&self) -> String {

@@ -150,7 +150,8 @@ fn device(
     };
     let (tags_text, tags_position) = options.required("tags", what)?;
     // A tag map inline (TOML with [[tag]] tables), or the path of a TOML file.
-    let tags = if tags_text.contains("[[tag]]") {
+    let inline = tags_text.contains("[[tag]]");
+    let tags = if inline {
         TagMap::parse(&tags_text, interval)
     } else {
         TagMap::load(std::path::Path::new(&tags_text), interval)
@@ -173,6 +174,7 @@ fn device(
         port,
         unit_id,
         tags: Arc::new(tags),
+        tags_file: (!inline).then(|| std::path::PathBuf::from(&tags_text)),
         limits: Limits::default(),
         timeout,
         retries: 1,

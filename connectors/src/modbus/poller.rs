@@ -26,6 +26,8 @@ pub struct DeviceConfig {
     pub port: u16,
     pub unit_id: u8,
     pub tags: Arc<TagMap>,
+    /// The file the tag map came from (`None`: given inline).
+    pub tags_file: Option<std::path::PathBuf>,
     pub limits: Limits,
     /// How long one request (or connecting) may take.
     pub timeout: Duration,

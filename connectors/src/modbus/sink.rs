@@ -562,6 +562,7 @@ mod tests {
                 port,
                 unit_id: 1,
                 tags: Arc::new(tags),
+                tags_file: None,
                 limits: Limits {
                     max_registers: 125,
                     max_bits: 2000,

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::connector::{
-    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+    DeclaredSink, DeclaredSource, Reach, SinkConnector, SinkSpec, SourceConnector, SourceSpec,
+    SourceStart,
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
@@ -115,6 +116,14 @@ struct Publication(MqttSinkConfig);
 impl SinkSpec for Publication {
     fn connector(&self) -> &'static str {
         "mqtt"
+    }
+
+    fn reach(&self) -> Reach {
+        Reach {
+            paths: self.0.audit.iter().cloned().collect(),
+            hosts: vec![format!("{}:{}", self.0.broker.host, self.0.broker.port)],
+            ..Reach::default()
+        }
     }
 
     fn describe(&self) -> String {

@@ -7,7 +7,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use std::path::PathBuf;
 
 use vibelux_interfaces::connector::{
-    DeclaredSink, DeclaredSource, SinkConnector, SinkSpec, SourceConnector, SourceSpec, SourceStart,
+    DeclaredSink, DeclaredSource, Reach, SinkConnector, SinkSpec, SourceConnector, SourceSpec,
+    SourceStart,
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
@@ -46,6 +47,13 @@ struct Warehouse(ParquetSinkConfig);
 impl SinkSpec for Warehouse {
     fn connector(&self) -> &'static str {
         "parquet"
+    }
+
+    fn reach(&self) -> Reach {
+        Reach {
+            paths: vec![self.0.path.clone()],
+            ..Reach::default()
+        }
     }
 
     fn describe(&self) -> String {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_interfaces::connector::{DeclaredSink, SinkConnector, SinkSpec};
+use vibelux_interfaces::connector::{DeclaredSink, Reach, SinkConnector, SinkSpec};
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
@@ -39,6 +39,13 @@ impl SinkSpec for Deliveries {
         "webhook"
     }
 
+    fn reach(&self) -> Reach {
+        Reach {
+            hosts: url_authority(&self.0.url).into_iter().collect(),
+            ..Reach::default()
+        }
+    }
+
     fn describe(&self) -> String {
         format!("{} (webhook)", self.0.url)
     }
@@ -70,5 +77,46 @@ impl SinkSpec for Deliveries {
             changelog,
             true,
         )?))
+    }
+}
+
+/// `host:port` of an `http(s)://` URL (the port of its scheme when none is given).
+fn url_authority(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| {
+        port.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']')
+    });
+    Some(if has_port {
+        authority.to_ascii_lowercase()
+    } else if scheme.eq_ignore_ascii_case("https") {
+        format!("{}:443", authority.to_ascii_lowercase())
+    } else {
+        format!("{}:80", authority.to_ascii_lowercase())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_authority;
+
+    #[test]
+    fn a_url_names_the_host_and_port_it_reaches() {
+        assert_eq!(
+            url_authority("http://127.0.0.1:9000/hook").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(
+            url_authority("https://Alerts.example/x?y").as_deref(),
+            Some("alerts.example:443")
+        );
+        assert_eq!(
+            url_authority("http://user:pw@host.example/").as_deref(),
+            Some("host.example:80")
+        );
+        assert_eq!(url_authority("not a url"), None);
     }
 }

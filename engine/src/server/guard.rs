@@ -9,13 +9,16 @@
 //! from an origin allowed on the command line. With `--auth`, every route but the dashboard's
 //! static files, `/healthz` and `/openapi.json` needs a token whose role covers it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::{ApiError, ServerState};
 use crate::auth::{Identity, Role, TokenStore};
@@ -31,17 +34,69 @@ pub struct Access {
     pub origins: Vec<String>,
     /// The longest an alarm may be shelved.
     pub max_shelve: Duration,
+    /// WebSocket subscriptions one token (or, without tokens, this machine) may hold at once.
+    pub max_subscribers: usize,
+    /// Open subscriptions by the name of who holds them.
+    subscribers: Mutex<HashMap<String, usize>>,
+    /// Requests refused, by reason: `vibelux_http_refusals_total`.
+    pub refusals: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Access {
     /// Loopback without tokens: the names of this machine only, no other origin.
     pub fn local() -> Access {
+        Access::new(None, Some(Self::loopback_names()), Vec::new())
+    }
+
+    pub fn new(
+        tokens: Option<Arc<TokenStore>>,
+        hosts: Option<Vec<String>>,
+        origins: Vec<String>,
+    ) -> Access {
         Access {
-            tokens: None,
-            hosts: Some(Self::loopback_names()),
-            origins: Vec::new(),
+            tokens,
+            hosts,
+            origins,
             max_shelve: DEFAULT_MAX_SHELVE,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            subscribers: Mutex::default(),
+            refusals: Family::default(),
         }
+    }
+
+    /// Counts a refusal: `reason` is one of a few fixed words (host, origin, token, role,
+    /// content_type, limits, subscribers).
+    pub fn refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// A seat for one more subscription of `caller`, given back when dropped; refused past
+    /// `max_subscribers`.
+    pub fn seat(self: &Arc<Self>, caller: &Caller) -> Result<SubscriberSeat, ApiError> {
+        let holder = match caller {
+            Caller::Local => "local".to_string(),
+            Caller::Token(identity) => identity.name.clone(),
+        };
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let held = subscribers.entry(holder.clone()).or_insert(0);
+        if *held >= self.max_subscribers {
+            drop(subscribers);
+            self.refused("subscribers");
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "`{holder}` holds {} subscriptions already, the most one token may (--max-subscribers): close some first",
+                    self.max_subscribers
+                ),
+            ));
+        }
+        *held += 1;
+        Ok(SubscriberSeat {
+            access: self.clone(),
+            holder,
+        })
     }
 
     pub fn loopback_names() -> Vec<String> {
@@ -53,6 +108,29 @@ impl Access {
 }
 
 pub const DEFAULT_MAX_SHELVE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 100;
+
+/// One open subscription, counted against its holder while it lives.
+pub struct SubscriberSeat {
+    access: Arc<Access>,
+    holder: String,
+}
+
+impl Drop for SubscriberSeat {
+    fn drop(&mut self) {
+        let mut subscribers = self
+            .access
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = subscribers.get_mut(&self.holder) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                subscribers.remove(&self.holder);
+            }
+        }
+    }
+}
 
 /// Who sent a request, as the handlers see it.
 #[derive(Debug, Clone)]
@@ -167,6 +245,7 @@ pub async fn guard(
     if let Some(hosts) = &access.hosts
         && !hosts.contains(&host_name(host))
     {
+        access.refused("host");
         return refuse(
             StatusCode::FORBIDDEN,
             format!(
@@ -179,6 +258,7 @@ pub async fn guard(
             .split_once("://")
             .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
         if !own && !access.origins.iter().any(|allowed| allowed == origin) {
+            access.refused("origin");
             return refuse(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -194,6 +274,7 @@ pub async fn guard(
                 return next.run(request).await;
             };
             let Some(secret) = presented_token(&request) else {
+                access.refused("token");
                 return refuse(
                     StatusCode::UNAUTHORIZED,
                     format!(
@@ -202,12 +283,14 @@ pub async fn guard(
                 );
             };
             let Some(identity) = tokens.identify(&secret) else {
+                access.refused("token");
                 return refuse(
                     StatusCode::UNAUTHORIZED,
                     "the token is not known here: it was revoked, mistyped or made for another tokens file".into(),
                 );
             };
             if !identity.role.includes(role) {
+                access.refused("role");
                 return refuse(
                     StatusCode::FORBIDDEN,
                     format!(

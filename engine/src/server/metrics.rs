@@ -355,6 +355,11 @@ pub fn encode(state: &ServerState) -> Result<String, std::fmt::Error> {
         added_sinks: state.added_sinks(),
     }));
     registry.register(
+        "vibelux_http_refusals",
+        "Requests refused, by reason: host, origin, token, role, content_type, limits, subscribers",
+        state.access.refusals.clone(),
+    );
+    registry.register(
         "vibelux_dataflow_step_seconds",
         "Time worker 0 spent in one dataflow step that had work",
         state.metrics.step_seconds.clone(),

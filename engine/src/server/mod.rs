@@ -41,7 +41,7 @@ pub struct ServerState {
     /// Applies posted statements (`None` when the run takes no changes).
     pub control: Option<Arc<Control>>,
     /// Who may call, from where (`guard`).
-    pub access: Access,
+    pub access: Arc<Access>,
 }
 
 impl ServerState {
@@ -122,6 +122,7 @@ async fn view_contents(
 
 async fn subscribe(
     State(state): State<Arc<ServerState>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     upgrade: WebSocketRequest,
@@ -141,8 +142,11 @@ async fn subscribe(
             ));
         }
     }
-    Ok(upgrade
-        .accept(move |socket, already_read| serve_subscriber(socket, already_read, view, options)))
+    let seat = state.access.seat(&caller)?;
+    Ok(upgrade.accept(move |socket, already_read| async move {
+        serve_subscriber(socket, already_read, view, options).await;
+        drop(seat);
+    }))
 }
 
 /// `ok` (200), or `degraded` (503) while a sink cannot deliver, a source cannot read or
@@ -250,7 +254,11 @@ async fn post_sql(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let body = posted_statements(&headers, &body)?;
+    let body = posted_statements(&headers, &body).inspect_err(|refusal| {
+        if refusal.0 == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            state.access.refused("content_type");
+        }
+    })?;
     let Some(control) = state.control.clone() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -266,7 +274,10 @@ async fn post_sql(
         Ok(results) => Ok(axum::Json(json!({ "results": results }))),
         Err(ControlError::Sql(message)) => Err(ApiError(StatusCode::BAD_REQUEST, message)),
         Err(ControlError::Unavailable(message)) => Err(ApiError(StatusCode::CONFLICT, message)),
-        Err(ControlError::Forbidden(message)) => Err(ApiError(StatusCode::FORBIDDEN, message)),
+        Err(ControlError::Forbidden(message)) => {
+            state.access.refused("limits");
+            Err(ApiError(StatusCode::FORBIDDEN, message))
+        }
     }
 }
 

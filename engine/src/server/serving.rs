@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::guard::{Access, DEFAULT_MAX_SHELVE};
+use super::guard::{Access, DEFAULT_MAX_SHELVE, DEFAULT_MAX_SUBSCRIBERS};
 use crate::auth::TokenStore;
+use crate::confinement::{ApiLimits, DEFAULT_MAX_API_OBJECTS};
 
 #[derive(Debug, Clone, Copy)]
 pub enum HttpAddress {
@@ -49,6 +50,20 @@ pub struct ServeArgs {
     /// The longest an operator may shelve an alarm for.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub max_shelve: Duration,
+    /// Files that sinks added over the API write stay inside this folder (default: the working
+    /// directory, where the pipeline's relative paths land).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A host (`name`, or `name:port`) that sinks added over the API may connect to
+    /// (repeatable): webhooks, brokers, PLCs. None by default.
+    #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
+    pub allow_outbound: Vec<String>,
+    /// WebSocket subscriptions one token may hold at once (without tokens: this machine).
+    #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
+    /// How many views and sinks the API may add to the pipeline file's.
+    #[arg(long, default_value_t = DEFAULT_MAX_API_OBJECTS)]
+    pub max_api_objects: usize,
 }
 
 impl Default for ServeArgs {
@@ -59,11 +74,28 @@ impl Default for ServeArgs {
             allow_hosts: Vec::new(),
             allow_origins: Vec::new(),
             max_shelve: DEFAULT_MAX_SHELVE,
+            data_dir: None,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            allow_outbound: Vec::new(),
+            max_api_objects: DEFAULT_MAX_API_OBJECTS,
         }
     }
 }
 
 impl ServeArgs {
+    /// What sinks added over the API may reach.
+    pub fn limits(&self) -> anyhow::Result<ApiLimits> {
+        let mut limits = ApiLimits::here();
+        if let Some(dir) = &self.data_dir {
+            limits.data_dir = dir
+                .canonicalize()
+                .map_err(|error| anyhow::anyhow!("--data-dir {}: {error}", dir.display()))?;
+        }
+        limits.outbound = self.allow_outbound.clone();
+        limits.max_objects = self.max_api_objects;
+        Ok(limits)
+    }
+
     /// Who may call a server on `address`; refuses a non-loopback address without tokens.
     pub fn access(&self, address: SocketAddr) -> anyhow::Result<Access> {
         let tokens = match &self.auth {
@@ -110,11 +142,9 @@ impl ServeArgs {
                 );
             }
         }
-        Ok(Access {
-            tokens,
-            hosts,
-            origins: self.allow_origins.clone(),
-            max_shelve: self.max_shelve,
-        })
+        let mut access = Access::new(tokens, hosts, self.allow_origins.clone());
+        access.max_shelve = self.max_shelve;
+        access.max_subscribers = self.max_subscribers;
+        Ok(access)
     }
 }
