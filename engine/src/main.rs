@@ -487,6 +487,10 @@ fn run(
         HttpAddress::Off => None,
     };
     let limits = serve.limits()?;
+    let audit = match http {
+        HttpAddress::At(_) => serve.audit(file)?.map(Arc::new),
+        HttpAddress::Off => None,
+    };
     let (planner, outcomes) = load_pipeline(file)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -571,8 +575,15 @@ fn run(
                 started,
                 control: Some(Arc::new(control)),
                 access: Arc::new(access.expect("settled for a served run")),
+                audit,
             });
             let guarded = state.access.tokens.is_some();
+            if let Some(audit) = &state.audit {
+                eprintln!(
+                    "  audit: changes and refusals over the API go to {} (--audit-log FILE|off)",
+                    audit.path().display()
+                );
+            }
             let server = Server::start(address, state)?;
             eprintln!(
                 "vibelux: serving http://{} (dashboard; API under /v1; /metrics){}",

@@ -579,3 +579,109 @@ fn subscriptions_per_token_are_bounded_and_refusals_are_counted() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_audit_trail_records_changes_and_refusals_and_reads_back_as_a_source() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("tokens.toml");
+    let maria = create_token(&file, "maria", "operator");
+    let ci = create_token(&file, "ci", "engineer");
+    let engine = guarded_engine(&file);
+    let address = engine.address.clone();
+    let sql = "content-type: application/sql".to_string();
+    let view = "CREATE MATERIALIZED VIEW added AS SELECT zone FROM zone_stats";
+    assert_eq!(
+        request(
+            &address,
+            "POST",
+            "/v1/sql",
+            &[sql.clone(), bearer(&ci)],
+            Some(view)
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        request(
+            &address,
+            "POST",
+            "/v1/sql",
+            &[sql.clone(), bearer(&maria)],
+            Some(view)
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        request(&address, "POST", "/v1/sql", &[sql], Some(view)).status,
+        401
+    );
+    let impersonating = request(
+        &address,
+        "POST",
+        "/v1/alarms/hot/acknowledge",
+        &["content-type: application/json".into(), bearer(&maria)],
+        Some(r#"{"key": {"zone": "r01-z01"}, "by": "the-boss"}"#),
+    );
+    assert_eq!(impersonating.status, 403);
+
+    let trail = engine.dir.path().join("pipeline.audit.jsonl");
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&trail)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let find = |actor: &str, action: &str, outcome: &str| {
+        entries
+            .iter()
+            .find(|e| e["actor"] == actor && e["action"] == action && e["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {actor} {action} {outcome} in {entries:#?}"))
+    };
+    let created = find("ci", "sql", "ok");
+    assert_eq!(created["target"], view);
+    assert_eq!(created["role"], "engineer");
+    assert!(created["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    find("ci", "token", "ok");
+    assert!(
+        find("maria", "refused", "refused")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("operator role")
+    );
+    find("anonymous", "refused", "refused");
+    assert!(
+        find("maria", "alarm", "refused")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the-boss")
+    );
+    // The trail is a file of JSON lines: a pipeline reads it back like any source.
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.audit.jsonl");
+    std::fs::copy(&trail, &kept).unwrap();
+    drop(engine);
+    let trail = kept;
+    std::fs::write(
+        dir.path().join("audit.sql"),
+        format!(
+            "CREATE SOURCE audit (ts TIMESTAMP, actor TEXT, action TEXT, outcome TEXT, WATERMARK FOR ts AS ts)
+               WITH (connector = 'file', path = '{}');
+             CREATE VIEW refused AS SELECT actor, count(*) AS n FROM audit WHERE outcome = 'refused' GROUP BY actor;
+             CREATE SINK out FROM refused WITH (connector = 'file', path = 'refused.jsonl');",
+            trail.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir.path())
+        .args(["run", "audit.sql", "--http", "off", "--no-state"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let refused = std::fs::read_to_string(dir.path().join("refused.jsonl")).unwrap();
+    assert!(refused.contains(r#""actor":"maria""#), "{refused}");
+}

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vibelux_operators::alarm::{AlarmAction, AlarmCommand};
 
+use super::audit::{AuditEntry, Peer};
 use super::{ApiError, Caller, ServerState};
 use crate::format::datum_text;
 
@@ -47,8 +48,34 @@ fn bad(message: impl Into<String>) -> ApiError {
 pub async fn command(
     State(state): State<Arc<ServerState>>,
     Extension(caller): Extension<Caller>,
+    peer: Option<Extension<Peer>>,
     Path((alarm, action)): Path<(String, String)>,
     axum::Json(body): axum::Json<CommandBody>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let target = format!("{alarm}/{action} {}", Value::Object(body.key.clone()));
+    let answer = execute(&state, &caller, alarm, action, body);
+    let (outcome, detail) = match &answer {
+        Ok(_) => ("ok", String::new()),
+        Err(ApiError(_, message)) => ("refused", message.clone()),
+    };
+    state.audit(AuditEntry {
+        actor: caller.name(),
+        role: caller.token_role(),
+        action: "alarm",
+        target: &target,
+        outcome,
+        detail: &detail,
+        peer: peer.map(|Extension(peer)| peer),
+    });
+    answer
+}
+
+fn execute(
+    state: &ServerState,
+    caller: &Caller,
+    alarm: String,
+    action: String,
+    body: CommandBody,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let by = caller.actor(body.by.as_deref())?;
     let action_name = action.clone();

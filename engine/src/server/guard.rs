@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use super::audit::{AuditEntry, Peer};
 use super::{ApiError, ServerState};
 use crate::auth::{Identity, Role, TokenStore};
 
@@ -163,6 +164,22 @@ impl Caller {
         }
     }
 
+    /// The name recorded for what it does.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Local => "local",
+            Caller::Token(identity) => &identity.name,
+        }
+    }
+
+    /// The role of its token (`None` without tokens).
+    pub fn token_role(&self) -> Option<Role> {
+        match self {
+            Caller::Local => None,
+            Caller::Token(identity) => Some(identity.role),
+        }
+    }
+
     pub fn role(&self) -> Role {
         match self {
             Caller::Local => Role::Admin,
@@ -235,75 +252,133 @@ fn presented_token(request: &Request) -> Option<String> {
     })
 }
 
+/// Why a request is turned away, before any handler sees it.
+struct Refusal {
+    status: StatusCode,
+    /// The word counted in `vibelux_http_refusals_total`.
+    reason: &'static str,
+    message: String,
+    /// Who it was, when a token said so.
+    identity: Option<Identity>,
+}
+
 pub async fn guard(
     State(state): State<Arc<ServerState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let peer = request.extensions().get::<Peer>().copied();
+    let path = request.uri().path().to_string();
+    match admit(&state, &request) {
+        Ok(Some(caller)) => {
+            if let (Caller::Token(identity), Some(audit)) = (&caller, &state.audit)
+                && audit.first_use(&identity.name)
+            {
+                audit.record(AuditEntry {
+                    actor: &identity.name,
+                    role: Some(identity.role),
+                    action: "token",
+                    target: &path,
+                    outcome: "ok",
+                    detail: "first use in this run",
+                    peer,
+                });
+            }
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Ok(None) => next.run(request).await,
+        Err(refusal) => {
+            state.access.refused(refusal.reason);
+            let actor = match (&refusal.identity, &state.access.tokens) {
+                (Some(identity), _) => identity.name.as_str(),
+                (None, Some(_)) => "anonymous",
+                (None, None) => "local",
+            };
+            state.audit(AuditEntry {
+                actor,
+                role: refusal.identity.as_ref().map(|identity| identity.role),
+                action: "refused",
+                target: &format!("{} {path}", request.method()),
+                outcome: "refused",
+                detail: &refusal.message,
+                peer,
+            });
+            refuse(refusal.status, refusal.message)
+        }
+    }
+}
+
+/// Who sent `request`, if it may go on: `None` for a public route of a server with tokens.
+fn admit(state: &ServerState, request: &Request) -> Result<Option<Caller>, Refusal> {
     let access = &state.access;
+    let refusal = |status, reason, message| Refusal {
+        status,
+        reason,
+        message,
+        identity: None,
+    };
     let host = header_text(request.headers(), header::HOST).unwrap_or("");
     if let Some(hosts) = &access.hosts
         && !hosts.contains(&host_name(host))
     {
-        access.refused("host");
-        return refuse(
+        return Err(refusal(
             StatusCode::FORBIDDEN,
+            "host",
             format!(
                 "this server does not answer to the name `{host}` (a page reaching it through a name of its own is refused); allow a name with --allow-host NAME"
             ),
-        );
+        ));
     }
     if let Some(origin) = header_text(request.headers(), header::ORIGIN) {
         let own = origin
             .split_once("://")
             .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
         if !own && !access.origins.iter().any(|allowed| allowed == origin) {
-            access.refused("origin");
-            return refuse(
+            return Err(refusal(
                 StatusCode::FORBIDDEN,
+                "origin",
                 format!(
                     "a request from a page of `{origin}` is refused: only this server's own pages may call it; allow a dashboard served elsewhere with --allow-origin {origin}"
                 ),
-            );
+            ));
         }
     }
-    let caller = match &access.tokens {
-        None => Caller::Local,
-        Some(tokens) => {
-            let Some((role, what)) = needed(request.method(), request.uri().path()) else {
-                return next.run(request).await;
-            };
-            let Some(secret) = presented_token(&request) else {
-                access.refused("token");
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    format!(
-                        "{what} needs a token: send `Authorization: Bearer TOKEN` (an administrator creates one with `vibelux auth token`)"
-                    ),
-                );
-            };
-            let Some(identity) = tokens.identify(&secret) else {
-                access.refused("token");
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "the token is not known here: it was revoked, mistyped or made for another tokens file".into(),
-                );
-            };
-            if !identity.role.includes(role) {
-                access.refused("role");
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "token `{}` has the {} role; {what} needs the {role} role",
-                        identity.name, identity.role
-                    ),
-                );
-            }
-            Caller::Token(identity)
-        }
+    let Some(tokens) = &access.tokens else {
+        return Ok(Some(Caller::Local));
     };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    let Some((role, what)) = needed(request.method(), request.uri().path()) else {
+        return Ok(None);
+    };
+    let Some(secret) = presented_token(request) else {
+        return Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "token",
+            format!(
+                "{what} needs a token: send `Authorization: Bearer TOKEN` (an administrator creates one with `vibelux auth token`)"
+            ),
+        ));
+    };
+    let Some(identity) = tokens.identify(&secret) else {
+        return Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "token",
+            "the token is not known here: it was revoked, mistyped or made for another tokens file"
+                .into(),
+        ));
+    };
+    if !identity.role.includes(role) {
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            reason: "role",
+            message: format!(
+                "token `{}` has the {} role; {what} needs the {role} role",
+                identity.name, identity.role
+            ),
+            identity: Some(identity),
+        });
+    }
+    Ok(Some(Caller::Token(identity)))
 }
 
 #[cfg(test)]

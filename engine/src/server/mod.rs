@@ -6,6 +6,7 @@
 //! `docs/live-views.md` and served as OpenAPI at `/openapi.json`.
 
 mod alarms;
+pub mod audit;
 mod dashboard;
 pub mod guard;
 pub mod metrics;
@@ -29,6 +30,7 @@ use crate::control::{Control, ControlError};
 use crate::live::protocol::{columns_json, contents_body, key_names};
 use crate::live::view::{LiveView, LiveViews};
 use crate::runtime::RunMetrics;
+use audit::{AuditEntry, AuditLog, Peer};
 pub use guard::{Access, Caller};
 use subscribe::{SubscribeOptions, serve_subscriber};
 use websocket::WebSocketRequest;
@@ -42,9 +44,18 @@ pub struct ServerState {
     pub control: Option<Arc<Control>>,
     /// Who may call, from where (`guard`).
     pub access: Arc<Access>,
+    /// Where changes and refusals are recorded (`None`: nowhere).
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl ServerState {
+    /// Records `entry` in the audit trail, if the run keeps one.
+    pub fn audit(&self, entry: AuditEntry<'_>) {
+        if let Some(audit) = &self.audit {
+            audit.record(entry);
+        }
+    }
+
     /// The sinks created while running (`POST /v1/sql`) and not dropped.
     pub fn added_sinks(&self) -> Vec<(String, Arc<vibelux_connectors::sink::SinkMetrics>)> {
         self.control.as_ref().map_or_else(Vec::new, |control| {
@@ -123,6 +134,7 @@ async fn view_contents(
 async fn subscribe(
     State(state): State<Arc<ServerState>>,
     Extension(caller): Extension<Caller>,
+    peer: Option<Extension<Peer>>,
     Path(name): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     upgrade: WebSocketRequest,
@@ -143,6 +155,15 @@ async fn subscribe(
         }
     }
     let seat = state.access.seat(&caller)?;
+    state.audit(AuditEntry {
+        actor: caller.name(),
+        role: caller.token_role(),
+        action: "subscribe",
+        target: &view.name,
+        outcome: "ok",
+        detail: "",
+        peer: peer.map(|Extension(peer)| peer),
+    });
     Ok(upgrade.accept(move |socket, already_read| async move {
         serve_subscriber(socket, already_read, view, options).await;
         drop(seat);
@@ -251,10 +272,36 @@ fn posted_statements(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiErro
 async fn post_sql(
     State(state): State<Arc<ServerState>>,
     Extension(caller): Extension<Caller>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let body = posted_statements(&headers, &body).inspect_err(|refusal| {
+    let answer = execute_sql(&state, &caller, &headers, &body).await;
+    let statements = String::from_utf8_lossy(&body);
+    let (outcome, detail) = match &answer {
+        Ok(_) => ("ok", String::new()),
+        Err(ApiError(status, message)) if status.is_client_error() => ("refused", message.clone()),
+        Err(ApiError(_, message)) => ("failed", message.clone()),
+    };
+    state.audit(AuditEntry {
+        actor: caller.name(),
+        role: caller.token_role(),
+        action: "sql",
+        target: &statements,
+        outcome,
+        detail: &detail,
+        peer: peer.map(|Extension(peer)| peer),
+    });
+    answer
+}
+
+async fn execute_sql(
+    state: &Arc<ServerState>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<axum::Json<Value>, ApiError> {
+    let body = posted_statements(headers, body).inspect_err(|refusal| {
         if refusal.0 == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             state.access.refused("content_type");
         }
@@ -327,8 +374,8 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) {
             .acquire_owned()
             .await
             .expect("the connection semaphore is never closed");
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, say: wait for connections to close.
                 tracing::warn!(%error, "cannot accept a connection");
@@ -341,7 +388,14 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        // Each request knows where it came from: the audit trail records it.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
+                request
+            },
+        ));
         tokio::spawn(async move {
             // The timer bounds how long a client may take to send its request's head.
             let connection = hyper::server::conn::http1::Builder::new()

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::audit::AuditLog;
 use super::guard::{Access, DEFAULT_MAX_SHELVE, DEFAULT_MAX_SUBSCRIBERS};
 use crate::auth::TokenStore;
 use crate::confinement::{ApiLimits, DEFAULT_MAX_API_OBJECTS};
@@ -61,6 +62,11 @@ pub struct ServeArgs {
     /// WebSocket subscriptions one token may hold at once (without tokens: this machine).
     #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
     pub max_subscribers: usize,
+    /// The audit trail of changes and refusals over the API, JSON lines (default:
+    /// `NAME.audit.jsonl` in the working directory for the pipeline file `NAME.sql`; `off`
+    /// keeps none).
+    #[arg(long, value_name = "FILE|off")]
+    pub audit_log: Option<String>,
     /// How many views and sinks the API may add to the pipeline file's.
     #[arg(long, default_value_t = DEFAULT_MAX_API_OBJECTS)]
     pub max_api_objects: usize,
@@ -75,6 +81,7 @@ impl Default for ServeArgs {
             allow_origins: Vec::new(),
             max_shelve: DEFAULT_MAX_SHELVE,
             data_dir: None,
+            audit_log: None,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             allow_outbound: Vec::new(),
             max_api_objects: DEFAULT_MAX_API_OBJECTS,
@@ -83,6 +90,19 @@ impl Default for ServeArgs {
 }
 
 impl ServeArgs {
+    /// Opens the audit trail for the pipeline file `pipeline`, unless `--audit-log off`.
+    pub fn audit(&self, pipeline: &std::path::Path) -> anyhow::Result<Option<AuditLog>> {
+        let path = match self.audit_log.as_deref() {
+            Some(off) if off.eq_ignore_ascii_case("off") => return Ok(None),
+            Some(path) => PathBuf::from(path),
+            None => {
+                let stem = pipeline.file_stem().unwrap_or_default().to_string_lossy();
+                PathBuf::from(format!("{stem}.audit.jsonl"))
+            }
+        };
+        AuditLog::open(&path).map(Some)
+    }
+
     /// What sinks added over the API may reach.
     pub fn limits(&self) -> anyhow::Result<ApiLimits> {
         let mut limits = ApiLimits::here();
