@@ -56,6 +56,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline: sources feed views, views feed sinks, until the inputs end or Ctrl-C.

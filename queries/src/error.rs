@@ -46,7 +46,10 @@ impl SqlError {
         use datafusion::sql::sqlparser::parser::ParserError;
         let text = match error {
             ParserError::TokenizerError(text) | ParserError::ParserError(text) => text,
-            ParserError::RecursionLimitExceeded => "the statement nests too deeply".to_string(),
+            ParserError::RecursionLimitExceeded => format!(
+                "the statement nests deeper than {} levels (parentheses, function calls, subqueries): split it into views",
+                crate::parser::MAX_NESTING
+            ),
         };
         let marker = " at Line: ";
         match text.rfind(marker) {

@@ -223,9 +223,16 @@ pub fn parse_pipeline(sql: &str) -> SqlResult<Vec<Located>> {
     })
 }
 
+/// How deep expressions and queries may nest. Planning recurses through every level (here and
+/// in DataFusion), so a statement nested thousands deep, typed by mistake or posted to the API
+/// on purpose, would exhaust a thread's stack and abort the engine; found by fuzzing. No
+/// pipeline a person writes comes near it.
+pub const MAX_NESTING: usize = 32;
+
 fn parse_statements(sql: &str) -> SqlResult<Vec<Located>> {
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(MAX_NESTING)
         .try_with_sql(sql)
         .map_err(SqlError::from_parser)?;
     let mut statements = Vec::new();

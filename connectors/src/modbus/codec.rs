@@ -124,6 +124,14 @@ pub fn encode_registers(tag: &Tag, raw: &RawValue) -> Result<Vec<u16>, String> {
                 .collect();
             return Ok(words);
         }
+        (ValueType::String(_), value) => {
+            // Found by fuzzing: a number sent to a text tag reached the numeric arm below.
+            return Err(format!(
+                "a {} tag takes text, not {}",
+                tag.value_type.name(),
+                value.text()
+            ));
+        }
         (ValueType::Bool, value) => {
             let on = value.number().ok_or("a bool tag takes true or false")? != 0.0;
             return Ok(vec![u16::from(on)]);
@@ -195,6 +203,14 @@ mod tests {
             deadband: None,
             limits: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_number_for_a_text_tag_is_refused_not_a_panic() {
+        let text = tag(ValueType::String(4), ByteOrder::Abcd);
+        let refused = encode_registers(&text, &RawValue::Float(3.5)).unwrap_err();
+        assert!(refused.contains("takes text"), "{refused}");
+        assert!(encode_registers(&text, &RawValue::Text("ok".into())).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod guard;
 pub mod metrics;
 pub mod serving;
 pub mod subscribe;
-mod websocket;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -336,6 +336,9 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// The stack of the server's threads, which plan posted statements.
+pub const PLANNING_STACK_BYTES: usize = 16 << 20;
+
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
@@ -422,6 +425,9 @@ impl Server {
     pub fn start(address: SocketAddr, state: Arc<ServerState>) -> anyhow::Result<Server> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            // Posted statements are planned on its blocking threads, and planning recurses
+            // through every level of an expression: give them a main thread's room and more.
+            .thread_stack_size(PLANNING_STACK_BYTES)
             .thread_name("vibelux-http")
             .enable_all()
             .build()?;

@@ -156,6 +156,12 @@ impl ClientFrames {
         self.frames()
     }
 
+    /// Takes `bytes` as if read from the socket; returns the frames they complete.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<ClientFrame> {
+        self.buffer.extend_from_slice(bytes);
+        self.frames()
+    }
+
     /// The complete frames in the buffer.
     fn frames(&mut self) -> Vec<ClientFrame> {
         let mut frames = Vec::new();

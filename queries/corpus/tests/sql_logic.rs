@@ -123,10 +123,19 @@ fn main() {
         .map(|path| {
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             sqllogictest::harness::Trial::test(name, move || {
-                let mut runner = sqllogictest::Runner::new(|| async { Ok(Engine::new()) });
-                runner.run_file(&path).map_err(|error| {
-                    sqllogictest::harness::Failed::from(error.display(true).to_string())
-                })
+                // Planned with the stack the engine plans with (its main thread, its API
+                // threads), not a test thread's 2 MiB: nesting is bounded for those.
+                std::thread::Builder::new()
+                    .stack_size(vibelux::server::PLANNING_STACK_BYTES)
+                    .spawn(move || {
+                        let mut runner = sqllogictest::Runner::new(|| async { Ok(Engine::new()) });
+                        runner.run_file(&path).map_err(|error| {
+                            sqllogictest::harness::Failed::from(error.display(true).to_string())
+                        })
+                    })
+                    .expect("a corpus thread starts")
+                    .join()
+                    .unwrap_or_else(|_| Err(sqllogictest::harness::Failed::from("panicked")))
             })
         })
         .collect();

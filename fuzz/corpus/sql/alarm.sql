@@ -1,0 +1,1 @@
+CREATE ALARM too_warm ON readings PER zone WHEN temp_c > 30 FOR INTERVAL '1 minute' CLEAR WHEN temp_c < 28 SEVERITY 'high';

@@ -1,0 +1,1 @@
+CREATE VIEW a AS SELECT sensor_id, ts, temp_c, anomaly_score('auto', temp_c) OVER (PARTITION BY sensor_id) AS score FROM readings WHERE temp_c IS NOT NULL;

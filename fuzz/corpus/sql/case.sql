@@ -1,0 +1,1 @@
+CREATE VIEW c AS SELECT sensor_id, CASE WHEN temp_c > 25 THEN 'warm' WHEN temp_c < 15 THEN 'cold' ELSE 'ok' END AS band, CAST(temp_c AS BIGINT) AS t FROM readings;

@@ -1,0 +1,1 @@
+EXPLAIN SELECT zone, count(*) FROM readings GROUP BY zone; SHOW SOURCES;

@@ -1,0 +1,1 @@
+CREATE VIEW h AS SELECT sensor_id, window_start, max(temp_c) - min(temp_c) AS spread FROM HOP(readings, ts, INTERVAL '10 seconds', INTERVAL '1 minute') GROUP BY sensor_id, window_start, window_end;

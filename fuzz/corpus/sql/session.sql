@@ -1,0 +1,1 @@
+CREATE VIEW s AS SELECT zone, window_start, window_end, count(*) FROM SESSION(readings, ts, INTERVAL '30 seconds') GROUP BY zone, window_start, window_end;

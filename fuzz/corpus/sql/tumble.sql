@@ -1,0 +1,1 @@
+CREATE MATERIALIZED VIEW zone_minutes AS SELECT zone, window_start, window_end, avg(temp_c) AS t, count(*) AS n FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start, window_end;
