@@ -62,4 +62,16 @@ fi
 # Debian installs the broker in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin"
 
+# Incremental-compilation caches pile up, gigabytes for every path a clone was built at (CI
+# builds a fresh clone each time), and old test binaries with them: keep the disk from filling.
+for cache in "$CARGO_TARGET_DIR"/*/incremental; do
+  [ -d "$cache" ] && find "$cache" -mindepth 1 -maxdepth 1 -mtime +0 -exec rm -rf {} + 2> /dev/null
+done
+free_kb=$(df -Pk "$HOME" | awk 'NR == 2 {print $4}')
+if [ "${free_kb:-0}" -lt $((20 * 1024 * 1024)) ] && [ -d "$CARGO_TARGET_DIR" ]; then
+  echo "less than 20 GiB free: clearing incremental caches and build outputs older than 2 days"
+  rm -rf "$CARGO_TARGET_DIR"/*/incremental
+  find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -type f -mtime +1 -delete 2> /dev/null || true
+fi
+
 cargo test --workspace --locked "$@"
