@@ -24,10 +24,19 @@ CREATE MATERIALIZED VIEW latest AS
   SELECT sensor_id, max(sent_us) AS sent_us, count(*) AS n FROM readings GROUP BY sensor_id;
 SQL
 
-# Runs one engine for the measurement ($1 = rows/s, $2 = subscribers).
+# Runs one engine for the measurement ($1 = rows/s, $2 = subscribers, $3 = "auth" to require
+# tokens, as `vibelux run --auth` does, with the subscribers presenting one).
 measure() {
   : > readings.jsonl
-  "$bin/vibelux" run live.sql --http 127.0.0.1:0 --no-state 2> engine.log &
+  local guard=() token=()
+  if [ "${3:-}" = auth ]; then
+    rm -f tokens.toml
+    token=(--token "$("$bin/vibelux" auth token --name bench --role viewer --file tokens.toml 2> /dev/null)")
+    guard=(--auth tokens.toml --audit-log off)
+  fi
+  # Thousands of subscribers from one client: lift the per-token bound (100 by default).
+  "$bin/vibelux" run live.sql --http 127.0.0.1:0 --no-state --max-subscribers 20000 \
+    "${guard[@]}" 2> engine.log &
   local engine=$!
   local address=""
   for _ in $(seq 100); do
@@ -36,13 +45,17 @@ measure() {
     sleep 0.1
   done
   "$bin/vibelux-bench" live --address "$address" --file readings.jsonl --rate "$1" \
-    --subscribers "$2" --duration "${seconds}s" || true
+    --subscribers "$2" --duration "${seconds}s" "${token[@]}" || true
   kill -INT "$engine" 2> /dev/null; wait "$engine" 2> /dev/null || true
 }
 
 echo "== latency, one subscriber"
 measure 10000 1
 measure 50000 1
+echo "== latency with tokens (--auth), one subscriber"
+measure 10000 1 auth
+measure 50000 1 auth
 echo "== fan-out (100 rows/s into the view)"
 measure 100 1000
+measure 100 1000 auth
 measure 100 10000

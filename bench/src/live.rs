@@ -44,6 +44,9 @@ pub struct LiveArgs {
     /// only read (the load generator shares the machine with the engine).
     #[arg(long, default_value_t = 1000)]
     measured: usize,
+    /// A token for an engine run with `--auth` (sent as `access_token`, as a browser does).
+    #[arg(long)]
+    token: Option<String>,
 }
 
 fn now_micros() -> i64 {
@@ -207,7 +210,10 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .build()?;
     let run = Arc::new(Run {
         address: args.address.clone(),
-        path: format!("/v1/views/{}/subscribe", args.view),
+        path: match &args.token {
+            Some(token) => format!("/v1/views/{}/subscribe?access_token={token}", args.view),
+            None => format!("/v1/views/{}/subscribe", args.view),
+        },
         started: Instant::now(),
         snapshots: AtomicUsize::new(0),
         measuring: AtomicBool::new(false),

@@ -20,6 +20,16 @@ use serde_json::json;
 
 use crate::auth::Role;
 
+/// The longest target kept whole: a posted body may be a megabyte, the trail keeps its start.
+const TARGET_CHARS: usize = 4096;
+
+fn shortened(target: &str) -> String {
+    match target.char_indices().nth(TARGET_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &target[..cut], target.len()),
+        None => target.to_string(),
+    }
+}
+
 /// Where a request came from, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -77,7 +87,7 @@ impl AuditLog {
             "actor": entry.actor,
             "role": entry.role.map(Role::name),
             "action": entry.action,
-            "target": entry.target,
+            "target": shortened(entry.target),
             "outcome": entry.outcome,
             "detail": entry.detail,
             "peer": entry.peer.map(|peer| peer.0.to_string()),
