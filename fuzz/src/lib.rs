@@ -86,18 +86,55 @@ pub fn nth_input(target: &dyn Target, inputs: &[Vec<u8>], seed: u64, index: u64)
 /// the stack the engine's API threads have: a stack overflow aborts the process and cannot be
 /// caught, so the fuzzer runs with the room production has, not a test thread's 2 MiB.
 pub fn run(target: &mut dyn Target, inputs: &[Vec<u8>], count: u64, seed: u64) -> Report {
-    std::thread::scope(|scope| {
+    let current: Arc<Mutex<(Instant, Vec<u8>)>> =
+        Arc::new(Mutex::new((Instant::now(), Vec::new())));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let name = target.name();
+    // A hang cannot be caught either: the watchdog keeps the input and ends the process.
+    let watchdog = {
+        let (current, done) = (current.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let (started, input) = &*current.lock().unwrap_or_else(|p| p.into_inner());
+                if started.elapsed() > HANG {
+                    let findings = fuzz_dir().join("findings");
+                    let _ = std::fs::create_dir_all(&findings);
+                    let path = findings.join(format!("{name}-hang-{seed}.bin"));
+                    let _ = std::fs::write(&path, input);
+                    eprintln!(
+                        "{name}: an input ran for more than {HANG:?}: kept in {}",
+                        path.display()
+                    );
+                    std::process::exit(2);
+                }
+            }
+        })
+    };
+    let report = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name(format!("fuzz-{}", target.name()))
             .stack_size(vibelux::server::PLANNING_STACK_BYTES)
-            .spawn_scoped(scope, || run_here(target, inputs, count, seed))
+            .spawn_scoped(scope, || run_here(target, inputs, count, seed, &current))
             .expect("a fuzzing thread starts")
             .join()
             .expect("the fuzzing thread catches panics")
-    })
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watchdog.join();
+    report
 }
 
-fn run_here(target: &mut dyn Target, inputs: &[Vec<u8>], count: u64, seed: u64) -> Report {
+/// How long one input may take before it counts as a hang.
+const HANG: Duration = Duration::from_secs(10);
+
+fn run_here(
+    target: &mut dyn Target,
+    inputs: &[Vec<u8>],
+    count: u64,
+    seed: u64,
+    current: &Mutex<(Instant, Vec<u8>)>,
+) -> Report {
     let last_panic = quiet_panics();
     let mut seeds: Vec<Vec<u8>> = inputs.to_vec();
     if seeds.is_empty() {
@@ -119,6 +156,7 @@ fn run_here(target: &mut dyn Target, inputs: &[Vec<u8>], count: u64, seed: u64) 
             None => mutator.next(&seeds),
         };
         let began = Instant::now();
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = (began, input.clone());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target.run(&input)));
         let took = began.elapsed();
         if took > report.slowest.0 {

@@ -47,7 +47,7 @@ impl SqlError {
         let text = match error {
             ParserError::TokenizerError(text) | ParserError::ParserError(text) => text,
             ParserError::RecursionLimitExceeded => format!(
-                "the statement nests deeper than {} levels (parentheses, function calls, subqueries): split it into views",
+                "the statement nests deeper than {} levels (operators, calls, subqueries): split it into views",
                 crate::parser::MAX_NESTING
             ),
         };

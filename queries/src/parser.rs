@@ -229,7 +229,59 @@ pub fn parse_pipeline(sql: &str) -> SqlResult<Vec<Located>> {
 /// pipeline a person writes comes near it.
 pub const MAX_NESTING: usize = 32;
 
+/// How deep parentheses may nest. sqlparser backtracks through some unfinished constructs
+/// (a function call whose parentheses never close), doubling its work with each level: 20
+/// levels took over a second and 60 would take years, so a 450-byte statement could hold a
+/// thread forever. Found by fuzzing. Counted on the text, before sqlparser sees it.
+pub const MAX_PARENTHESES: usize = 16;
+
+/// Refuses text whose parentheses nest deeper than [`MAX_PARENTHESES`], at the one that does.
+/// Parentheses inside quotes and comments do not count.
+fn check_parentheses(sql: &str) -> SqlResult<()> {
+    let (mut depth, mut line, mut column) = (0usize, 1u64, 0u64);
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    let (mut line_comment, mut block_comment) = (false, false);
+    while let Some(c) = chars.next() {
+        column += 1;
+        if c == '\n' {
+            (line, column, line_comment) = (line + 1, 0, false);
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if line_comment => {}
+            None if block_comment => {
+                if c == '*' && chars.peek() == Some(&'/') {
+                    block_comment = false;
+                }
+            }
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '-' if chars.peek() == Some(&'-') => line_comment = true,
+                '/' if chars.peek() == Some(&'*') => block_comment = true,
+                '(' => {
+                    depth += 1;
+                    if depth > MAX_PARENTHESES {
+                        return Err(SqlError::new(
+                            Position { line, column },
+                            format!(
+                                "parentheses nest deeper than {MAX_PARENTHESES} levels here: split the expression into views"
+                            ),
+                        ));
+                    }
+                }
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    Ok(())
+}
+
 fn parse_statements(sql: &str) -> SqlResult<Vec<Located>> {
+    check_parentheses(sql)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(MAX_NESTING)
