@@ -50,6 +50,33 @@ pub fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// A target's seeds: its corpus, the inputs that once broke it, and what the repository
+/// already holds of its language (the example pipelines, the example tag maps).
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = fuzz_dir();
+    let mut inputs = read_inputs(&dir.join("corpus").join(target));
+    inputs.extend(read_inputs(&dir.join("regressions").join(target)));
+    let examples = dir.join("../examples");
+    let (folder, extension) = match target {
+        "sql" => (examples, "sql"),
+        "tagmap" => (examples.join("plc"), "toml"),
+        _ => return inputs,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    paths.sort();
+    inputs.extend(
+        paths
+            .into_iter()
+            .filter_map(|path| std::fs::read(path).ok()),
+    );
+    inputs
+}
+
 /// Captures panic messages instead of printing them, for the whole process.
 fn quiet_panics() -> Arc<Mutex<String>> {
     let last = Arc::new(Mutex::new(String::new()));

@@ -3,7 +3,7 @@
 //! in `fuzz/findings/`. Exits 1 when something panicked.
 
 use clap::Parser;
-use vibelux_fuzz::{fuzz_dir, nth_input, read_inputs, run, targets};
+use vibelux_fuzz::{fuzz_dir, nth_input, run, seeds, targets};
 
 #[derive(Parser)]
 struct Args {
@@ -34,8 +34,7 @@ fn main() -> anyhow::Result<()> {
         if !args.targets.is_empty() && !args.targets.iter().any(|t| t == name) {
             continue;
         }
-        let mut inputs = read_inputs(&dir.join("corpus").join(name));
-        inputs.extend(read_inputs(&dir.join("regressions").join(name)));
+        let inputs = seeds(name);
         if let Some(position) = args.show {
             use std::io::Write as _;
             let input = nth_input(

@@ -1,18 +1,15 @@
 //! A short run of every fuzz target, and every input that once made one panic: the full runs
 //! (ten million inputs each) are `vibelux-fuzz`'s, not the test suite's.
 
-use vibelux_fuzz::{fuzz_dir, read_inputs, run, targets};
+use vibelux_fuzz::{run, seeds, targets};
 
 #[test]
 fn every_target_takes_its_corpus_its_regressions_and_mutations_without_panicking() {
-    let dir = fuzz_dir();
     let mut failures = Vec::new();
     for mut target in targets::all() {
         let name = target.name();
-        let corpus = read_inputs(&dir.join("corpus").join(name));
-        assert!(!corpus.is_empty(), "fuzz/corpus/{name} has no seeds");
-        let mut inputs = corpus;
-        inputs.extend(read_inputs(&dir.join("regressions").join(name)));
+        let inputs = seeds(name);
+        assert!(!inputs.is_empty(), "fuzz/corpus/{name} has no seeds");
         // Another seed than the full runs' default, so the two cover different ground.
         let seed = 20_261_205;
         let report = run(target.as_mut(), &inputs, 3_000, seed);

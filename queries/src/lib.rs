@@ -16,6 +16,7 @@ pub mod error;
 pub mod functions;
 pub mod lowering;
 pub mod models;
+pub mod nesting;
 pub mod options;
 pub mod parser;
 pub mod plan;
