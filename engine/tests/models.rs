@@ -150,13 +150,20 @@ fn version_of(score: Option<f64>, row: usize, candidates: &[(&str, &[f64])]) -> 
     let Some(score) = score else {
         return "null".to_string();
     };
-    candidates
+    let matching: Vec<&str> = candidates
         .iter()
         .filter(|(_, scores)| (scores[row] - score).abs() < 1e-5)
-        .map(|(name, _)| name.to_string())
-        .next()
-        .unwrap_or_else(|| format!("neither ({score})"))
+        .map(|(name, _)| *name)
+        .collect();
+    match matching[..] {
+        [one] => one.to_string(),
+        [] => format!("neither ({score})"),
+        // Both models give this row the same score: it says nothing of which one ran.
+        _ => AMBIGUOUS.to_string(),
+    }
 }
+
+const AMBIGUOUS: &str = "either";
 
 #[test]
 fn versions_are_replaced_and_shadowed_while_running_without_losing_rows() {
@@ -220,7 +227,7 @@ fn versions_are_replaced_and_shadowed_while_running_without_losing_rows() {
             version_of(row["live"].as_f64(), index, &candidates),
             version_of(row["shadow"].as_f64(), index, &candidates)
         );
-        if phases.last() != Some(&phase) {
+        if phases.last() != Some(&phase) && !phase.contains(AMBIGUOUS) {
             phases.push(phase);
         }
     }
