@@ -13,6 +13,10 @@ use crate::error::{Position, SqlError, SqlResult};
 /// thread forever. Found by fuzzing. Counted on the text, before sqlparser sees it.
 pub const MAX_PARENTHESES: usize = 16;
 
+/// The most parts a dotted name may have (`catalog.schema.table.column`, and a field or two
+/// beyond): sqlparser backtracks through a long chain of them (`a.ts.ts.ts.…`) the same way.
+pub const MAX_NAME_PARTS: usize = 6;
+
 /// Refuses text whose parentheses or brackets nest deeper than [`MAX_PARENTHESES`], at the
 /// one that does, and `INTERVAL INTERVAL`, where sqlparser backtracks the same way (a run of
 /// them before an unclosed call took seconds per few more). Quotes and comments do not count.
@@ -23,6 +27,8 @@ pub(crate) fn check(sql: &str) -> SqlResult<()> {
     let (mut line_comment, mut block_comment) = (false, false);
     // The word being read, and the last complete word outside quotes and comments.
     let (mut word, mut previous) = (String::new(), String::new());
+    // Dots joining the parts of the name being read.
+    let mut dots = 0usize;
     while let Some(c) = chars.next() {
         column += 1;
         let in_code = quote.is_none() && !line_comment && !block_comment;
@@ -45,6 +51,19 @@ pub(crate) fn check(sql: &str) -> SqlResult<()> {
         }
         if in_code && !c.is_whitespace() {
             previous.clear();
+        }
+        if in_code {
+            if c == '.' {
+                dots += 1;
+                if dots >= MAX_NAME_PARTS {
+                    return Err(SqlError::new(
+                        Position { line, column },
+                        format!("a name has at most {MAX_NAME_PARTS} parts joined by dots"),
+                    ));
+                }
+            } else if !(c == '"' || c == '`') {
+                dots = 0;
+            }
         }
         if c == '\n' {
             (line, column, line_comment) = (line + 1, 0, false);
