@@ -18,8 +18,10 @@ pub const MAX_PARENTHESES: usize = 16;
 pub const MAX_NAME_PARTS: usize = 6;
 
 /// Refuses text whose parentheses or brackets nest deeper than [`MAX_PARENTHESES`], at the
-/// one that does, and `INTERVAL INTERVAL`, where sqlparser backtracks the same way (a run of
-/// them before an unclosed call took seconds per few more). Quotes and comments do not count.
+/// one that does, and INTERVAL followed by another INTERVAL, `NOT` or a prefix operator
+/// instead of its value: sqlparser backtracks through a chain of those (`INTERVAL -
+/// INTERVAL - …`), doubling its work per link up to its recursion limit, which is years.
+/// Quotes and comments do not count.
 pub(crate) fn check(sql: &str) -> SqlResult<()> {
     let (mut depth, mut line, mut column) = (0usize, 1u64, 0u64);
     let mut chars = sql.chars().peekable();
@@ -38,18 +40,32 @@ pub(crate) fn check(sql: &str) -> SqlResult<()> {
         }
         if !word.is_empty() {
             let ended = std::mem::take(&mut word);
-            if ended.eq_ignore_ascii_case("interval") && previous.eq_ignore_ascii_case("interval") {
-                return Err(SqlError::new(
+            if previous.eq_ignore_ascii_case("interval")
+                && (ended.eq_ignore_ascii_case("interval") || ended.eq_ignore_ascii_case("not"))
+            {
+                return Err(interval_without_value(
                     Position {
                         line,
                         column: column - ended.len() as u64,
                     },
-                    "INTERVAL takes a value, e.g. INTERVAL '1 minute', not another INTERVAL",
+                    &ended,
                 ));
             }
             previous = ended;
         }
         if in_code && !c.is_whitespace() {
+            // A prefix operator where INTERVAL's value belongs (`INTERVAL - INTERVAL …`) is
+            // the same backtracking trap; a comment start (`--`) is not an operator.
+            let comment = c == '-' && chars.peek() == Some(&'-');
+            if previous.eq_ignore_ascii_case("interval")
+                && matches!(c, '-' | '+' | '~' | '!' | '@' | '|')
+                && !comment
+            {
+                return Err(interval_without_value(
+                    Position { line, column },
+                    &c.to_string(),
+                ));
+            }
             previous.clear();
         }
         if in_code {
@@ -99,4 +115,11 @@ pub(crate) fn check(sql: &str) -> SqlResult<()> {
         }
     }
     Ok(())
+}
+
+fn interval_without_value(position: Position, found: &str) -> SqlError {
+    SqlError::new(
+        position,
+        format!("INTERVAL takes a quoted value, e.g. INTERVAL '1 minute', not `{found}`"),
+    )
 }
