@@ -16,7 +16,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # System packages the tests use: `kill` (procps) signals the engine in the Ctrl-C test, curl
-# calls the HTTP API, Chromium and chromedriver open the dashboard.
+# calls the HTTP API, Chromium and chromedriver open the dashboard, psql queries the Postgres port.
 missing=()
 command -v kill > /dev/null || missing+=(procps)
 command -v curl > /dev/null || missing+=(curl)
@@ -25,6 +25,7 @@ command -v chromedriver > /dev/null || missing+=(chromium-driver)
 command -v mosquitto > /dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub > /dev/null || missing+=(mosquitto-clients)
 command -v openssl > /dev/null || missing+=(openssl)
+command -v psql > /dev/null || missing+=(postgresql-client)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; else sudo apt-get update -q && sudo apt-get install -y -q "${missing[@]}"; fi
 fi
@@ -33,10 +34,11 @@ fi
 # Paho publishes to the MQTT source; confluent-kafka produces to and consumes from Kafka.
 # pymodbus serves the Modbus tests' register maps. ONNX Runtime's wheel carries the shared
 # library `CREATE MODEL` loads; scikit-learn, skl2onnx and onnx train and export the test model.
-# moto's server mode is the S3-compatible object storage checkpoints are written to.
-if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus, onnxruntime, sklearn, skl2onnx, onnx, moto.server" 2> /dev/null; then
+# moto's server mode is the S3-compatible object storage checkpoints are written to. psycopg
+# is a Postgres driver the Postgres port is tested with (beside psql).
+if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus, onnxruntime, sklearn, skl2onnx, onnx, moto.server, psycopg" 2> /dev/null; then
   python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka "pymodbus>=3.16,<4" \
-    "onnxruntime==1.31.1" scikit-learn skl2onnx onnx "moto[server]>=5,<6"
+    "onnxruntime==1.31.1" scikit-learn skl2onnx onnx "moto[server]>=5,<6" "psycopg[binary]>=3.2,<4"
 fi
 
 # pysparkplug (a Sparkplug B edge node's payloads, generated from the published

@@ -134,9 +134,45 @@ impl Control {
         ControlError::Sql(render("request", sql, &SqlError::new(position, message)))
     }
 
-    /// Plans and applies `sql`; returns what each statement did.
     /// Applies `sql`; only a caller that `may_actuate` may add sinks that act on equipment.
+    /// Returns what each statement did, as JSON.
     pub fn execute(&self, sql: &str, may_actuate: bool) -> Result<Vec<Value>, ControlError> {
+        Ok(self
+            .apply_statements(sql, may_actuate)?
+            .into_iter()
+            .map(|(text, outcome)| match outcome {
+                Outcome::Done(message) => json!({ "statement": text, "done": message }),
+                Outcome::Table { columns, rows } => {
+                    json!({ "statement": text, "columns": columns, "rows": rows })
+                }
+                Outcome::Text(output) => json!({ "statement": text, "text": output }),
+                Outcome::Query { .. } => unreachable!("refused by apply_statements"),
+            })
+            .collect())
+    }
+
+    /// The tables of the warehouse the pipeline writes (its Parquet sinks, including those
+    /// added while running): name (the folder's) and folder.
+    pub fn warehouse_tables(&self) -> Vec<(String, std::path::PathBuf)> {
+        let planner = self.planner.lock().unwrap_or_else(|p| p.into_inner());
+        planner
+            .plan
+            .sinks
+            .iter()
+            .filter_map(|sink| sink.target.warehouse_table())
+            .filter_map(|folder| {
+                let name = folder.file_name()?.to_string_lossy().to_string();
+                Some((name, folder))
+            })
+            .collect()
+    }
+
+    /// Plans and applies `sql`; returns each statement's text and outcome.
+    pub fn apply_statements(
+        &self,
+        sql: &str,
+        may_actuate: bool,
+    ) -> Result<Vec<(String, Outcome)>, ControlError> {
         let statements = parse_pipeline(sql)
             .map_err(|error| ControlError::Sql(render("request", sql, &error)))?;
         let mut planner = self.planner.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,14 +217,7 @@ impl Control {
             let outcome = next
                 .execute(located)
                 .map_err(|error| ControlError::Sql(render("request", sql, &error)))?;
-            results.push(match outcome {
-                Outcome::Done(message) => json!({ "statement": located.text, "done": message }),
-                Outcome::Table { columns, rows } => {
-                    json!({ "statement": located.text, "columns": columns, "rows": rows })
-                }
-                Outcome::Text(text) => json!({ "statement": located.text, "text": text }),
-                Outcome::Query { .. } => unreachable!("refused above"),
-            });
+            results.push((located.text.clone(), outcome));
         }
         if let Some(refusal) = self.refusal(&planner, &next, may_actuate) {
             return Err(refusal);

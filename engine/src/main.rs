@@ -16,6 +16,7 @@ use vibelux::format::{row_text, table};
 use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::{Durability, Run, RunOptions, start};
+use vibelux::server::postgres::PgServer;
 use vibelux::server::serving::{HttpAddress, ServeArgs};
 use vibelux::server::{Server, ServerState};
 use vibelux::state::{StateLocation, StateOptions, pipeline_fingerprint};
@@ -484,14 +485,18 @@ fn run(
 ) -> anyhow::Result<()> {
     let http = serve.http;
     // Who may call is settled before anything starts: a refused address starts nothing.
-    let access = match http {
-        HttpAddress::At(address) => Some(serve.access(address)?),
-        HttpAddress::Off => None,
+    let pg = serve.pg_address();
+    let access = match (http, pg) {
+        (HttpAddress::At(address), _) | (HttpAddress::Off, Some((address, _))) => {
+            Some(serve.access(address)?)
+        }
+        (HttpAddress::Off, None) => None,
     };
+    let tls = serve.tls()?;
     let limits = serve.limits()?;
-    let audit = match http {
-        HttpAddress::At(_) => serve.audit(file)?.map(Arc::new),
-        HttpAddress::Off => None,
+    let audit = match access {
+        Some(_) => serve.audit(file)?.map(Arc::new),
+        None => None,
     };
     let (planner, outcomes) = load_pipeline(file)?;
     let text =
@@ -546,7 +551,7 @@ fn run(
             stop: stop.clone(),
             capture: Vec::new(),
             retention: retention_settings,
-            extensible: matches!(http, HttpAddress::At(_)),
+            extensible: access.is_some(),
             state: state.map(|choice| StateOptions {
                 location: choice.location,
                 interval: choice.interval,
@@ -560,41 +565,26 @@ fn run(
         keeps_open_windows.store(true, Ordering::Relaxed);
     }
     let mut added_sinks = None;
-    let server = match http {
-        HttpAddress::Off => None,
-        HttpAddress::At(address) => {
-            let control = Control::new(
-                planner.clone(),
-                run.commands.clone(),
-                run.metrics.views.clone(),
-                retention_settings,
-            )
-            .with_limits(limits);
-            added_sinks = Some(control.added_sinks.clone());
-            let state = Arc::new(ServerState {
-                views: run.metrics.views.clone(),
-                metrics: run.metrics.clone(),
-                started,
-                control: Some(Arc::new(control)),
-                access: Arc::new(access.expect("settled for a served run")),
-                audit,
-            });
-            let guarded = state.access.tokens.is_some();
-            if let Some(audit) = &state.audit {
-                eprintln!(
-                    "  audit: changes and refusals over the API go to {} (--audit-log FILE|off)",
-                    audit.path().display()
-                );
-            }
-            let server = Server::start(address, state)?;
-            eprintln!(
-                "vibelux: serving http://{} (dashboard; API under /v1; /metrics){}",
-                server.address,
-                if guarded { "; tokens required" } else { "" }
-            );
-            Some(server)
-        }
-    };
+    let mut servers = None;
+    if let Some(access) = access {
+        let control = Control::new(
+            planner.clone(),
+            run.commands.clone(),
+            run.metrics.views.clone(),
+            retention_settings,
+        )
+        .with_limits(limits);
+        added_sinks = Some(control.added_sinks.clone());
+        let state = Arc::new(ServerState {
+            views: run.metrics.views.clone(),
+            metrics: run.metrics.clone(),
+            started,
+            control: Some(Arc::new(control)),
+            access: Arc::new(access),
+            audit,
+        });
+        servers = Some(start_servers(state, http, pg, tls)?);
+    }
     let metrics = run.metrics.clone();
     let monitor_stop = stop.clone();
     let finished = Arc::new(AtomicBool::new(false));
@@ -605,13 +595,74 @@ fn run(
     let result = Run::join(run);
     finished.store(true, Ordering::Relaxed);
     let metrics = monitor.join().expect("monitor thread");
-    drop(server);
+    drop(servers);
     report(&metrics, started.elapsed());
     result?;
     if let Some(added) = added_sinks {
         report_added_sinks(&added);
     }
     Ok(())
+}
+
+/// Starts the HTTP server and the Postgres port that a run serves.
+fn start_servers(
+    state: Arc<ServerState>,
+    http: HttpAddress,
+    pg: Option<(std::net::SocketAddr, bool)>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+) -> anyhow::Result<(Option<Server>, Option<PgServer>)> {
+    let guarded = state.access.tokens.is_some();
+    if let Some(audit) = &state.audit {
+        eprintln!(
+            "  audit: changes and refusals over the API go to {} (--audit-log FILE|off)",
+            audit.path().display()
+        );
+    }
+    let server = match http {
+        HttpAddress::Off => None,
+        HttpAddress::At(address) => {
+            let server = Server::start(address, state.clone())?;
+            eprintln!(
+                "vibelux: serving http://{} (dashboard; API under /v1; /metrics){}",
+                server.address,
+                if guarded { "; tokens required" } else { "" }
+            );
+            Some(server)
+        }
+    };
+    let encrypted = tls.is_some();
+    let pg = match pg {
+        None => None,
+        Some((address, chosen)) => match PgServer::start(address, state, tls) {
+            Ok(pg) => {
+                eprintln!(
+                    "vibelux: serving postgres://{} (psql -h {} -p {}){}{}",
+                    pg.address,
+                    pg.address.ip(),
+                    pg.address.port(),
+                    if guarded {
+                        "; the password is a token"
+                    } else {
+                        ""
+                    },
+                    if encrypted { "; TLS" } else { "" }
+                );
+                Some(pg)
+            }
+            Err(error) if !chosen && error.kind() == std::io::ErrorKind::AddrInUse => {
+                eprintln!(
+                    "vibelux: not serving Postgres: {address} is taken (another run?); choose a port with --pg ADDR"
+                );
+                None
+            }
+            Err(error) => {
+                anyhow::bail!(
+                    "cannot serve Postgres on {address}: {error} (choose another with --pg ADDR, or --pg off)"
+                )
+            }
+        },
+    };
+    Ok((server, pg))
 }
 
 /// Sinks created while running (`POST /v1/sql`) and not dropped.

@@ -192,6 +192,12 @@ pub trait SinkSpec: Send + Sync + Debug {
         Reach::default()
     }
 
+    /// The folder of a table that readers can query (a Parquet sink's), which the Postgres
+    /// port serves beside the live views.
+    fn warehouse_table(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Whether it can write a changelog (inserts and deletes); a warehouse holds rows written
     /// once and cannot.
     fn takes_changelogs(&self) -> bool {

@@ -56,6 +56,10 @@ impl SinkSpec for Warehouse {
         }
     }
 
+    fn warehouse_table(&self) -> Option<std::path::PathBuf> {
+        Some(self.0.path.clone())
+    }
+
     fn describe(&self) -> String {
         format!("{} (parquet)", self.0.path.display())
     }

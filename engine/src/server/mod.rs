@@ -10,8 +10,10 @@ pub mod audit;
 mod dashboard;
 pub mod guard;
 pub mod metrics;
+pub mod postgres;
 pub mod serving;
 pub mod subscribe;
+mod tls;
 pub mod websocket;
 
 use std::net::SocketAddr;

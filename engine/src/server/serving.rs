@@ -70,7 +70,23 @@ pub struct ServeArgs {
     /// How many views and sinks the API may add to the pipeline file's.
     #[arg(long, default_value_t = DEFAULT_MAX_API_OBJECTS)]
     pub max_api_objects: usize,
+    /// Serve the Postgres wire protocol here (default 127.0.0.1:6875 while HTTP is served;
+    /// `off` to disable). Addresses other than loopback need --auth.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_http)]
+    pub pg: Option<HttpAddress>,
+    /// A certificate chain (PEM) for TLS on the Postgres port; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
+
+/// Where the Postgres port listens unless told otherwise (Materialize's port).
+pub const DEFAULT_PG: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    6875,
+));
 
 impl Default for ServeArgs {
     fn default() -> Self {
@@ -85,6 +101,9 @@ impl Default for ServeArgs {
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             allow_outbound: Vec::new(),
             max_api_objects: DEFAULT_MAX_API_OBJECTS,
+            pg: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -131,11 +150,11 @@ impl ServeArgs {
             }
             None => None,
         };
-        if tokens.is_none() && !address.ip().is_loopback() {
-            anyhow::bail!(
-                "refusing to serve HTTP on {address} without tokens: anyone who can reach it could change the pipeline and write to PLCs. \
-                 Create tokens with `vibelux auth token --name NAME --role ROLE` and pass --auth FILE, or serve on 127.0.0.1"
-            );
+        if tokens.is_none() {
+            refuse_exposed("HTTP", address)?;
+            if let Some((pg, _)) = self.pg_address() {
+                refuse_exposed("Postgres", pg)?;
+            }
         }
         let mut extra: Vec<String> = self
             .allow_hosts
@@ -166,5 +185,37 @@ impl ServeArgs {
         access.max_shelve = self.max_shelve;
         access.max_subscribers = self.max_subscribers;
         Ok(access)
+    }
+}
+
+/// Refuses to serve `protocol` on a non-loopback `address` without tokens.
+fn refuse_exposed(protocol: &str, address: SocketAddr) -> anyhow::Result<()> {
+    if address.ip().is_loopback() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve {protocol} on {address} without tokens: anyone who can reach it could change the pipeline and write to PLCs. \
+         Create tokens with `vibelux auth token --name NAME --role ROLE` and pass --auth FILE, or serve on 127.0.0.1"
+    )
+}
+
+impl ServeArgs {
+    /// Where the Postgres port listens, and whether `--pg` chose it (a default port that is
+    /// taken is skipped with a warning; a chosen one that is taken is an error).
+    pub fn pg_address(&self) -> Option<(SocketAddr, bool)> {
+        match (self.pg, self.http) {
+            (Some(HttpAddress::Off), _) => None,
+            (Some(HttpAddress::At(address)), _) => Some((address, true)),
+            (None, HttpAddress::At(_)) => Some((DEFAULT_PG, false)),
+            (None, HttpAddress::Off) => None,
+        }
+    }
+
+    /// The TLS acceptor for `--tls-cert` and `--tls-key`.
+    pub fn tls(&self) -> anyhow::Result<Option<pgwire::tokio::TlsAcceptor>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        super::tls::acceptor(cert, key).map(Some)
     }
 }

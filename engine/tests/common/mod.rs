@@ -67,6 +67,18 @@ impl Engine {
         }
     }
 
+    /// The address of its Postgres port (started with `--pg 127.0.0.1:0`).
+    pub fn pg_address(&self) -> String {
+        self.wait_for_log("serving postgres://", 1);
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|line| line.contains("serving postgres://"))
+            .unwrap();
+        let rest = line.split("serving postgres://").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().to_string()
+    }
+
     /// Stops the run as Ctrl-C does and waits for it to end; returns its stderr.
     pub fn interrupt(&mut self) -> String {
         self.signal("-INT")
@@ -113,6 +125,13 @@ pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> E
             &[][..]
         } else {
             &["--for", "120s"][..]
+        })
+        // The Postgres port only where a test asks for it: parallel runs would contend for
+        // its default port.
+        .args(if extra.contains(&"--pg") {
+            &[][..]
+        } else {
+            &["--pg", "off"][..]
         })
         .args(extra)
         .stdout(Stdio::null())
