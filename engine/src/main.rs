@@ -18,6 +18,7 @@ use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::{Durability, Run, RunOptions, start};
 use vibelux::server::postgres::PgServer;
 use vibelux::server::serving::{HttpAddress, ServeArgs};
+use vibelux::server::tls::TlsAcceptors;
 use vibelux::server::{Server, ServerState};
 use vibelux::state::{StateLocation, StateOptions, pipeline_fingerprint};
 use vibelux_queries::planner::{Outcome, Planner};
@@ -609,7 +610,7 @@ fn start_servers(
     state: Arc<ServerState>,
     http: HttpAddress,
     pg: Option<(std::net::SocketAddr, bool)>,
-    tls: Option<pgwire::tokio::TlsAcceptor>,
+    tls: Option<TlsAcceptors>,
 ) -> anyhow::Result<(Option<Server>, Option<PgServer>)> {
     let guarded = state.access.tokens.is_some();
     if let Some(audit) = &state.audit {
@@ -621,9 +622,11 @@ fn start_servers(
     let server = match http {
         HttpAddress::Off => None,
         HttpAddress::At(address) => {
-            let server = Server::start(address, state.clone())?;
+            let server =
+                Server::start(address, state.clone(), tls.as_ref().map(|t| t.http.clone()))?;
             eprintln!(
-                "vibelux: serving http://{} (dashboard; API under /v1; /metrics){}",
+                "vibelux: serving {}://{} (dashboard; API under /v1; /metrics){}",
+                if tls.is_some() { "https" } else { "http" },
                 server.address,
                 if guarded { "; tokens required" } else { "" }
             );
@@ -633,7 +636,7 @@ fn start_servers(
     let encrypted = tls.is_some();
     let pg = match pg {
         None => None,
-        Some((address, chosen)) => match PgServer::start(address, state, tls) {
+        Some((address, chosen)) => match PgServer::start(address, state, tls.map(|t| t.pg)) {
             Ok(pg) => {
                 eprintln!(
                     "vibelux: serving postgres://{} (psql -h {} -p {}){}{}",

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,20 @@ fn psql_reads_views_and_the_warehouse_and_changes_the_pipeline() {
     psql_until(&address, "SELECT count(*) FROM warm", |answer| {
         answer.trim() != "0"
     });
+
+    // Several statements in one message, as `psql -c` sends them: each answers.
+    let two = psql(
+        &address,
+        "",
+        None,
+        "SELECT count(*) FROM zone_stats; SHOW VIEWS",
+    );
+    assert!(two.status.success(), "{}", text(&two));
+    assert!(
+        text(&two).starts_with("4\n") && text(&two).contains("zone_stats|true"),
+        "{}",
+        text(&two)
+    );
 
     // Errors name the problem, with the SQLSTATE a client can act on.
     let missing = psql(&address, "", None, "SELECT * FROM zone_stat");
@@ -336,4 +351,41 @@ fn the_postgres_port_speaks_tls_that_psql_verifies() {
     );
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(text(&refused).contains("certificate"), "{}", text(&refused));
+}
+
+#[test]
+fn a_malformed_message_ends_only_its_own_connection() {
+    use std::io::{Read, Write};
+    let (engine, address) = start(&[]);
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Startup (protocol 3.0, user tester), then wait for ReadyForQuery.
+    let parameters = b"user\0tester\0\0";
+    let mut startup = ((8 + parameters.len()) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608i32.to_be_bytes());
+    startup.extend_from_slice(parameters);
+    socket.write_all(&startup).unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !received.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let read = socket.read(&mut chunk).unwrap();
+        assert!(read > 0, "the server closed during startup");
+        received.extend_from_slice(&chunk[..read]);
+    }
+    // A Bind whose parameter claims 1,000 bytes it does not have: pgwire's decoder panics on
+    // it (found by fuzzing, fuzz/regressions/postgres/); the connection's task ends.
+    let bind = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/postgres/bind-past-its-end.bin"),
+    )
+    .unwrap();
+    socket.write_all(&bind[1..]).unwrap();
+    let ended = matches!(socket.read(&mut chunk), Ok(0) | Err(_));
+    assert!(ended, "the connection is closed");
+    // Everyone else is served as before.
+    let after = psql(&address, "", None, "SELECT count(*) FROM zone_stats");
+    assert!(after.status.success(), "{}", text(&after));
+    drop(engine);
 }

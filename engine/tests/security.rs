@@ -685,3 +685,59 @@ fn the_audit_trail_records_changes_and_refusals_and_reads_back_as_a_source() {
     let refused = std::fs::read_to_string(dir.path().join("refused.jsonl")).unwrap();
     assert!(refused.contains(r#""actor":"maria""#), "{refused}");
 }
+
+#[test]
+fn https_and_websockets_over_tls_are_verified_against_the_ca() {
+    let certificates = tempfile::tempdir().unwrap();
+    let ca = common::tls::make_certificates(certificates.path());
+    let cert = certificates.path().join("server.pem");
+    let key = certificates.path().join("server.key");
+    let engine = start_engine_with(
+        PIPELINE,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    engine.wait_for_log("serving https://", 1);
+    let url = format!("https://{}/v1/views", engine.address);
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let verified = curl(&["--cacert", ca.to_str().unwrap()]);
+    let answer = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        answer.ends_with("200") && answer.contains("zone_stats"),
+        "{answer}"
+    );
+    // Without the CA, curl does not trust the server; plain HTTP is not served on the port.
+    let unverified = curl(&[]);
+    assert_eq!(unverified.status.code(), Some(60), "{unverified:?}");
+    let plain = request(&engine.address, "GET", "/v1/views", &[], None);
+    assert_ne!(plain.status, 200);
+
+    // A WebSocket subscription over TLS gets its snapshot.
+    let handshake = format!(
+        "GET /v1/views/zone_stats/subscribe HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        engine.address
+    );
+    let script = format!(
+        "(printf '{}'; sleep 2) | timeout 5 openssl s_client -quiet -connect {} -CAfile {} -verify_return_error 2> /dev/null",
+        handshake.replace('\r', "\\r").replace('\n', "\\n"),
+        engine.address,
+        ca.display()
+    );
+    let output = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let received = String::from_utf8_lossy(&output.stdout);
+    assert!(received.contains("101 Switching Protocols"), "{received}");
+    assert!(received.contains("\"snapshot\""), "{received}");
+}

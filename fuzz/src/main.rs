@@ -7,7 +7,7 @@ use vibelux_fuzz::{fuzz_dir, nth_input, run, seeds, targets};
 
 #[derive(Parser)]
 struct Args {
-    /// Targets to run (sql, json, csv, sparkplug, modbus, tagmap, websocket); all by default.
+    /// Targets to run (sql, json, csv, sparkplug, modbus, tagmap, websocket, postgres); all by default.
     targets: Vec<String>,
     /// Mutated inputs per target, after its corpus and regressions.
     #[arg(long, default_value_t = 10_000_000)]

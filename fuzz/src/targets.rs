@@ -39,6 +39,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(Modbus::new()),
         Box::new(TagMaps),
         Box::new(WebSocket),
+        Box::new(Postgres),
     ]
 }
 
@@ -467,5 +468,91 @@ impl Target for WebSocket {
         let mut frames = ClientFrames::new(bytes::Bytes::new());
         let _ = frames.feed(&rest[..at]);
         let _ = frames.feed(&rest[at..]);
+    }
+}
+
+/// Postgres frontend messages as the Postgres port decodes them (startup, then queries,
+/// parse, bind…), and the classification each statement's text gets (`postgres::statements`).
+/// The first byte chooses whether the connection is still starting up.
+pub struct Postgres;
+
+fn classify_statements(text: &str) {
+    for statement in vibelux::server::postgres::statements::split(text) {
+        let _ = vibelux::server::postgres::statements::classify(statement);
+    }
+}
+
+impl Target for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn dictionary(&self) -> &'static [&'static [u8]] {
+        &[
+            b"Q\x00\x00\x00",
+            b"P\x00\x00\x00",
+            b"B\x00\x00\x00",
+            b"E\x00\x00\x00",
+            b"D\x00\x00\x00",
+            b"S\x00\x00\x00\x04",
+            b"\x00\x03\x00\x00",
+            b"\x04\xd2\x16\x2f",
+            b"user\x00",
+            b"SUBSCRIBE ",
+            b"COPY (",
+            b") TO STDOUT",
+            b" WITH (",
+            b"SNAPSHOT = false",
+            b"PROGRESS",
+            b"SHOW ",
+            b"BEGIN",
+            b";",
+            b"'",
+            b"\"",
+            b"--",
+            b"/*",
+        ]
+    }
+
+    fn max_len(&self) -> usize {
+        2048
+    }
+
+    fn run(&mut self, input: &[u8]) {
+        use pgwire::messages::{DecodeContext, PgWireFrontendMessage, ProtocolVersion};
+        let Some((&mode, rest)) = input.split_first() else {
+            return;
+        };
+        let mut context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+        if mode & 1 == 1 {
+            context.awaiting_frontend_ssl = false;
+            context.awaiting_frontend_startup = false;
+        }
+        let mut buffer = bytes::BytesMut::from(rest);
+        for _ in 0..64 {
+            // pgwire 0.42's decoders panic on some malformed messages (a Bind whose lengths
+            // run past its end, found here). The server runs each connection in its own task,
+            // so such a panic ends that connection only (engine/tests/postgres.rs checks it);
+            // here it ends the input, and what follows is ours.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                PgWireFrontendMessage::decode(&mut buffer, &context)
+            }));
+            let Ok(decoded) = decoded else { break };
+            match decoded {
+                Ok(Some(message)) => {
+                    match &message {
+                        PgWireFrontendMessage::Query(query) => classify_statements(&query.query),
+                        PgWireFrontendMessage::Parse(parse) => {
+                            let _ = vibelux::server::postgres::statements::classify(&parse.query);
+                        }
+                        _ => {}
+                    }
+                    context.awaiting_frontend_ssl = false;
+                    context.awaiting_frontend_startup = false;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        classify_statements(&String::from_utf8_lossy(rest));
     }
 }

@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod serving;
 pub mod subscribe;
-mod tls;
+pub mod tls;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -371,7 +371,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
 
 /// Accepts connections and serves each as HTTP/1.1 on the plain TCP stream, which a WebSocket
 /// upgrade takes back whole (see `websocket`).
-async fn serve(listener: tokio::net::TcpListener, app: Router) {
+async fn serve(listener: tokio::net::TcpListener, app: Router, relayed: tls::TlsPeers) {
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = connections
@@ -379,7 +379,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) {
             .acquire_owned()
             .await
             .expect("the connection semaphore is never closed");
-        let (stream, peer) = match listener.accept().await {
+        let (stream, connected) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, say: wait for connections to close.
@@ -388,6 +388,8 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) {
                 continue;
             }
         };
+        // A connection relayed from TLS is recorded as its client's.
+        let peer = relayed.client(connected).unwrap_or(connected);
         // Live updates are small writes that must leave at once, not wait for Nagle's
         // algorithm to meet the client's delayed acknowledgement (a 40 ms stall).
         if let Err(error) = stream.set_nodelay(true) {
@@ -423,8 +425,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `address` (port 0 picks a free one) and serves until dropped.
-    pub fn start(address: SocketAddr, state: Arc<ServerState>) -> anyhow::Result<Server> {
+    /// Binds `address` (port 0 picks a free one) and serves until dropped; with `tls`, HTTPS
+    /// (and WebSockets over it) only.
+    pub fn start(
+        address: SocketAddr,
+        state: Arc<ServerState>,
+        tls: Option<pgwire::tokio::TlsAcceptor>,
+    ) -> anyhow::Result<Server> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             // Posted statements are planned on its blocking threads, and planning recurses
@@ -441,6 +448,20 @@ impl Server {
                 )
             })?;
         let address = listener.local_addr()?;
+        // With TLS the listener on `address` decrypts, and the plain server listens on
+        // loopback behind it (`tls`).
+        let peers = tls::TlsPeers::default();
+        let (plain, front) = match tls {
+            None => (listener, None),
+            Some(acceptor) => {
+                let plain = runtime.block_on(tokio::net::TcpListener::bind(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    0,
+                ))))?;
+                let behind = plain.local_addr()?;
+                (plain, Some((listener, acceptor, behind)))
+            }
+        };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
         let thread = std::thread::Builder::new()
@@ -449,8 +470,11 @@ impl Server {
                 runtime.block_on(async move {
                     // Not a graceful shutdown: subscribers of a run that ended have been told it
                     // is complete, and a stuck client must not hold the process open.
+                    if let Some((listener, acceptor, behind)) = front {
+                        tokio::spawn(tls::terminate(listener, acceptor, behind, peers.clone()));
+                    }
                     tokio::select! {
-                        _ = serve(listener, app) => {}
+                        _ = serve(plain, app, peers) => {}
                         _ = stopped => {}
                     }
                 });

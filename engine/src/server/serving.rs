@@ -74,7 +74,8 @@ pub struct ServeArgs {
     /// `off` to disable). Addresses other than loopback need --auth.
     #[arg(long, value_name = "ADDR|off", value_parser = parse_http)]
     pub pg: Option<HttpAddress>,
-    /// A certificate chain (PEM) for TLS on the Postgres port; with --tls-key.
+    /// A certificate chain (PEM): HTTPS (and WebSockets over TLS) only, and TLS on the
+    /// Postgres port; with --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
@@ -211,11 +212,11 @@ impl ServeArgs {
         }
     }
 
-    /// The TLS acceptor for `--tls-cert` and `--tls-key`.
-    pub fn tls(&self) -> anyhow::Result<Option<pgwire::tokio::TlsAcceptor>> {
+    /// The TLS acceptors for `--tls-cert` and `--tls-key`.
+    pub fn tls(&self) -> anyhow::Result<Option<super::tls::TlsAcceptors>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        super::tls::acceptor(cert, key).map(Some)
+        super::tls::acceptors(cert, key).map(Some)
     }
 }

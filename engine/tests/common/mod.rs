@@ -145,7 +145,8 @@ pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> E
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { return };
-            if let Some(rest) = line.split("serving http://").nth(1) {
+            let served = line.split("serving http://").nth(1);
+            if let Some(rest) = served.or_else(|| line.split("serving https://").nth(1)) {
                 let _ = found.send(rest.split_whitespace().next().unwrap().to_string());
             }
             lines.lock().unwrap().push(line);

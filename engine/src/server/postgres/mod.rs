@@ -10,7 +10,7 @@
 mod encode;
 mod login;
 mod queries;
-mod statements;
+pub mod statements;
 mod subscribe;
 mod tables;
 

@@ -28,7 +28,7 @@ use vibelux_queries::planner::Outcome;
 
 use super::encode::{batch_rows, fields, pg_type};
 use super::login::caller;
-use super::statements::{PgStatement, classify};
+use super::statements::{PgStatement, classify, split};
 use super::{subscribe, tables, user_error};
 use crate::auth::Role;
 use crate::control::ControlError;
@@ -309,6 +309,18 @@ impl Parser {
     }
 }
 
+/// An error as one of a simple query's responses: the statements before it stand.
+fn error_response(error: PgWireError) -> Response {
+    match error {
+        PgWireError::UserError(info) => Response::Error(info),
+        other => Response::Error(Box::new(pgwire::error::ErrorInfo::new(
+            "ERROR".into(),
+            "XX000".into(),
+            other.to_string(),
+        ))),
+    }
+}
+
 fn parameters_empty(parameters: &ParamValues) -> bool {
     matches!(parameters, ParamValues::List(list) if list.is_empty())
 }
@@ -484,26 +496,42 @@ impl SimpleQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let prepared = match classify(query).map_err(|message| user_error("42601", message))? {
-            // Pipeline statements need no preparing (and SHOW would run twice).
-            statement @ PgStatement::Pipeline { .. } => Prepared {
-                statement,
-                columns: None,
-                parameters: Vec::new(),
-            },
-            _ => self.parser.prepare(query).await?,
-        };
-        let response = self
-            .parser
-            .execute(
-                client,
-                &prepared,
-                ParamValues::List(Vec::new()),
-                &Format::UnifiedText,
-                true,
-            )
-            .await?;
-        Ok(vec![response])
+        let mut responses = Vec::new();
+        for text in split(query) {
+            let prepared = match classify(text) {
+                Err(message) => {
+                    responses.push(error_response(user_error("42601", message)));
+                    break;
+                }
+                // Pipeline statements need no preparing (and SHOW would run twice).
+                Ok(statement @ PgStatement::Pipeline { .. }) => Prepared {
+                    statement,
+                    columns: None,
+                    parameters: Vec::new(),
+                },
+                Ok(_) => match self.parser.prepare(text).await {
+                    Ok(prepared) => prepared,
+                    Err(error) => {
+                        responses.push(error_response(error));
+                        break;
+                    }
+                },
+            };
+            let no_parameters = ParamValues::List(Vec::new());
+            match self
+                .parser
+                .execute(client, &prepared, no_parameters, &Format::UnifiedText, true)
+                .await
+            {
+                Ok(response) => responses.push(response),
+                // Later statements do not run after an error, as in Postgres.
+                Err(error) => {
+                    responses.push(error_response(error));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
     }
 }
 

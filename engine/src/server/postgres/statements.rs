@@ -77,6 +77,46 @@ fn skip_blank(mut text: &str) -> &str {
     }
 }
 
+/// Splits a simple query's text into its statements, at semicolons outside quotes and
+/// comments (psql sends `-c "A; B"` as one message).
+pub fn split(sql: &str) -> Vec<&str> {
+    let mut statements = Vec::new();
+    let (mut start, mut quote) = (0, None::<u8>);
+    let bytes = sql.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        match quote {
+            Some(open) if byte == open => quote = None,
+            Some(_) => {}
+            None => match byte {
+                b'\'' | b'"' => quote = Some(byte),
+                b'-' if bytes.get(index + 1) == Some(&b'-') => {
+                    index = sql[index..]
+                        .find('\n')
+                        .map_or(bytes.len(), |end| index + end);
+                }
+                b'/' if bytes.get(index + 1) == Some(&b'*') => {
+                    index = sql[index..]
+                        .find("*/")
+                        .map_or(bytes.len(), |end| index + end + 1);
+                }
+                b';' => {
+                    statements.push(&sql[start..index]);
+                    start = index + 1;
+                }
+                _ => {}
+            },
+        }
+        index += 1;
+    }
+    statements.push(&sql[start..]);
+    statements
+        .into_iter()
+        .filter(|statement| !skip_blank(statement).is_empty())
+        .collect()
+}
+
 /// Classifies one statement (a trailing `;` is allowed).
 pub fn classify(sql: &str) -> Result<PgStatement, String> {
     let body = skip_blank(sql).trim_end().trim_end_matches(';').trim_end();
@@ -242,6 +282,15 @@ mod tests {
         let create = classify("CREATE VIEW v AS SELECT 1").unwrap();
         assert_eq!(create.needs(), Role::Engineer);
         assert_eq!(classify("SELECT 1").unwrap().needs(), Role::Viewer);
+    }
+
+    #[test]
+    fn a_simple_query_splits_at_semicolons_outside_quotes_and_comments() {
+        assert_eq!(
+            split("SELECT ';' AS a; -- x; y\nSELECT 2 /* ; */;;"),
+            vec!["SELECT ';' AS a", " -- x; y\nSELECT 2 /* ; */"]
+        );
+        assert!(split(" ; -- only a comment").is_empty());
     }
 
     #[test]
