@@ -5,8 +5,10 @@
 //! SHA-256 (the secret has 256 random bits, so a fast hash is enough: nothing is left to guess
 //! by brute force), in a file that an administrator edits with `vibelux auth token` and that a
 //! running engine reads again when it changes, so a token is revoked by deleting its entry.
-//! Roles are ordered: each one may do everything the one below it may.
+//! Roles are ordered: each one may do everything the one below it may. Sites with an identity
+//! provider may also accept its JWTs (`jwt`).
 
+pub mod jwt;
 mod role;
 mod tokens;
 

@@ -196,6 +196,8 @@ fn tempfile_in(directory: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 pub struct TokenStore {
     path: PathBuf,
     loaded: Mutex<Loaded>,
+    /// JWTs accepted beside the file's tokens (`--jwks`).
+    jwt: Option<super::jwt::JwtVerifier>,
 }
 
 struct Loaded {
@@ -235,7 +237,19 @@ impl TokenStore {
                 stamp,
                 by_hash: index(file),
             }),
+            jwt: None,
         })
+    }
+
+    /// Also accepts JWTs that `verifier` verifies.
+    pub fn with_jwt(mut self, verifier: super::jwt::JwtVerifier) -> TokenStore {
+        self.jwt = Some(verifier);
+        self
+    }
+
+    /// Whether JWTs are accepted too.
+    pub fn accepts_jwts(&self) -> bool {
+        self.jwt.is_some()
     }
 
     /// How many tokens it accepts now.
@@ -249,6 +263,14 @@ impl TokenStore {
 
     /// Who holds `secret`, or `None` for a token that is unknown or revoked.
     pub fn identify(&self, secret: &str) -> Option<Identity> {
+        if let Some(verifier) = &self.jwt
+            && super::jwt::looks_like_jwt(secret)
+        {
+            return verifier
+                .identify(secret)
+                .inspect_err(|why| tracing::info!("a JWT was refused: {why}"))
+                .ok();
+        }
         let hash = secret_hash(secret);
         self.refreshed().by_hash.get(&hash).cloned()
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::audit::AuditLog;
 use super::guard::{Access, DEFAULT_MAX_SHELVE, DEFAULT_MAX_SUBSCRIBERS};
 use crate::auth::TokenStore;
+use crate::auth::jwt::{JwtRules, JwtVerifier};
 use crate::confinement::{ApiLimits, DEFAULT_MAX_API_OBJECTS};
 
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +71,16 @@ pub struct ServeArgs {
     /// How many views and sinks the API may add to the pipeline file's.
     #[arg(long, default_value_t = DEFAULT_MAX_API_OBJECTS)]
     pub max_api_objects: usize,
+    /// Also accept JWTs signed by a key of this JSON Web Key Set (read again when it changes):
+    /// `sub` names the caller, `vibelux_role` gives the role. With --auth.
+    #[arg(long, value_name = "FILE", requires = "auth")]
+    pub jwks: Option<PathBuf>,
+    /// A JWT's `iss` must be this.
+    #[arg(long, value_name = "ISSUER", requires = "jwks")]
+    pub jwt_issuer: Option<String>,
+    /// A JWT's `aud` must include this.
+    #[arg(long, value_name = "AUDIENCE", requires = "jwks")]
+    pub jwt_audience: Option<String>,
     /// Serve the Postgres wire protocol here (default 127.0.0.1:6875 while HTTP is served;
     /// `off` to disable). Addresses other than loopback need --auth.
     #[arg(long, value_name = "ADDR|off", value_parser = parse_http)]
@@ -103,6 +114,9 @@ impl Default for ServeArgs {
             allow_outbound: Vec::new(),
             max_api_objects: DEFAULT_MAX_API_OBJECTS,
             pg: None,
+            jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -140,8 +154,15 @@ impl ServeArgs {
     pub fn access(&self, address: SocketAddr) -> anyhow::Result<Access> {
         let tokens = match &self.auth {
             Some(path) => {
-                let store = TokenStore::open(path)?;
-                if store.is_empty() {
+                let mut store = TokenStore::open(path)?;
+                if let Some(jwks) = &self.jwks {
+                    let rules = JwtRules {
+                        issuer: self.jwt_issuer.clone(),
+                        audience: self.jwt_audience.clone(),
+                    };
+                    store = store.with_jwt(JwtVerifier::open(jwks, rules)?);
+                }
+                if store.is_empty() && !store.accepts_jwts() {
                     tracing::warn!(
                         "{} holds no token: every API request will be refused until one is added (vibelux auth token)",
                         path.display()
