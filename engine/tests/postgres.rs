@@ -305,6 +305,18 @@ fn tokens_and_roles_hold_on_the_postgres_port() {
         }
     }
 
+    // A change hidden behind a SHOW in the same message is the change's, and refused.
+    let hidden = run(
+        Some(&viewer),
+        "SHOW VIEWS; CREATE MATERIALIZED VIEW hidden AS SELECT zone FROM zone_stats",
+    );
+    assert!(text(&hidden).contains("42501"), "{}", text(&hidden));
+    // DataFusion's own DDL is not served to anyone: a query reads.
+    let into = run(Some(&admin), "SELECT zone INTO copied FROM zone_stats");
+    assert!(!into.status.success(), "{}", text(&into));
+    let views = text(&run(Some(&admin), "SHOW VIEWS"));
+    assert!(!views.contains("hidden") && !views.contains("copied"), "{views}");
+
     // The audit trail names who logged in and who changed what, from the Postgres port.
     let trail = std::fs::read_to_string(engine.dir.path().join("pipeline.audit.jsonl")).unwrap();
     assert!(

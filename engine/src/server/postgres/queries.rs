@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use futures_util::{Sink, stream};
 use pgwire::api::portal::{Format, Portal};
@@ -82,6 +83,16 @@ fn query_error(error: datafusion::error::DataFusionError) -> PgWireError {
     user_error(code, message)
 }
 
+/// Queries read: DataFusion's own DDL, DML and `SET` (`CREATE EXTERNAL TABLE`, `INSERT INTO`
+/// a warehouse table, `COPY … TO` a file) are not served; the pipeline changes through its
+/// own statements and roles.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
 /// Refuses `statement` when `caller`'s role does not cover it.
 fn authorize(state: &ServerState, caller: &Caller, statement: &PgStatement) -> PgWireResult<()> {
     let needed = statement.needs();
@@ -102,6 +113,12 @@ fn authorize(state: &ServerState, caller: &Caller, statement: &PgStatement) -> P
 impl Parser {
     /// Classifies and plans `sql`, learning its result columns and parameter types.
     async fn prepare(&self, sql: &str) -> PgWireResult<Prepared> {
+        if split(sql).len() > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
         let statement = classify(sql).map_err(|message| user_error("42601", message))?;
         let (columns, parameters) = match &statement {
             PgStatement::Query(query) => {
@@ -111,6 +128,7 @@ impl Parser {
                     .create_logical_plan(query)
                     .await
                     .map_err(query_error)?;
+                read_only().verify_plan(&plan).map_err(query_error)?;
                 let mut parameters: Vec<(String, Option<DataType>)> = plan
                     .get_parameter_types()
                     .map_err(query_error)?
@@ -231,7 +249,10 @@ impl Parser {
             }
             PgStatement::Query(query) => {
                 let context = query_session(&self.state)?;
-                let mut frame = context.sql(query).await.map_err(query_error)?;
+                let mut frame = context
+                    .sql_with_options(query, read_only())
+                    .await
+                    .map_err(query_error)?;
                 if !parameters_empty(&parameters) {
                     frame = frame.with_param_values(parameters).map_err(query_error)?;
                 }

@@ -6,7 +6,10 @@
 //! live view. Queries (`SELECT`, `WITH`, `VALUES`) run on DataFusion over the live views and
 //! the warehouse. Everything else is a pipeline statement, applied as `POST /v1/sql` would.
 
+use vibelux_queries::parser::{Statement, parse_pipeline};
+
 use crate::auth::Role;
+use crate::diagnostics::render;
 
 /// A statement, by what serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +137,7 @@ pub fn classify(sql: &str) -> Result<PgStatement, String> {
         "show" => {
             let (what, after) = first_word(rest);
             if PIPELINE_SHOWS.contains(&what.as_str()) {
-                PgStatement::Pipeline {
-                    sql: body.to_string(),
-                    changes: false,
-                }
+                pipeline(body)?
             } else if what.is_empty() || !skip_blank(after).is_empty() && what != "transaction" {
                 return Err(format!(
                     "SHOW takes one of {} or a server setting such as server_version",
@@ -154,17 +154,27 @@ pub fn classify(sql: &str) -> Result<PgStatement, String> {
             if matches!(next.as_str(), "select" | "with" | "values") {
                 PgStatement::Query(body.to_string())
             } else {
-                PgStatement::Pipeline {
-                    sql: body.to_string(),
-                    changes: false,
-                }
+                pipeline(body)?
             }
         }
         "" if body.starts_with('(') => PgStatement::Query(body.to_string()),
-        _ => PgStatement::Pipeline {
-            sql: body.to_string(),
-            changes: true,
-        },
+        _ => pipeline(body)?,
+    })
+}
+
+/// A pipeline statement, and whether it changes anything, decided by parsing all of it: the
+/// role a text needs is that of its most demanding statement, whatever its first word says.
+fn pipeline(body: &str) -> Result<PgStatement, String> {
+    let statements = parse_pipeline(body).map_err(|error| render("statement", body, &error))?;
+    let changes = statements.iter().any(|located| {
+        !matches!(
+            located.statement,
+            Statement::Show(_) | Statement::Explain(_)
+        )
+    });
+    Ok(PgStatement::Pipeline {
+        sql: body.to_string(),
+        changes,
     })
 }
 
@@ -279,6 +289,13 @@ mod tests {
             classify("SHOW VIEWS").unwrap(),
             PgStatement::Pipeline { changes: false, .. }
         ));
+        // The role follows every statement of the text, not its first word.
+        assert_eq!(
+            classify("SHOW VIEWS; CREATE VIEW v AS SELECT 1 FROM r")
+                .unwrap()
+                .needs(),
+            Role::Engineer
+        );
         let create = classify("CREATE VIEW v AS SELECT 1").unwrap();
         assert_eq!(create.needs(), Role::Engineer);
         assert_eq!(classify("SELECT 1").unwrap().needs(), Role::Viewer);
