@@ -20,6 +20,7 @@ CREATE SOURCE readings (
   WATERMARK FOR ts AS ts - INTERVAL '5 seconds'
 ) WITH (connector = 'simulator', rooms = '10', zones_per_room = '10', sensors_per_zone = '10',
         interval = '10 seconds', speed = '10x');
+CREATE MATERIALIZED VIEW rooms AS SELECT room, count(*) AS n FROM readings GROUP BY room;
 SQL
 
 "$bin/vibelux" run views.sql --http 127.0.0.1:0 --pg off --no-state --audit-log off \

@@ -45,7 +45,7 @@ measure() {
   local engine=$!
   local http="" pg=""
   for _ in $(seq 100); do
-    http=$(grep -o 'serving http://[0-9.:]*' engine.log | sed 's|serving http://||' || true)
+    http=$(grep -o 'serving https*://[0-9.:]*' engine.log | sed 's|serving https*://||' || true)
     pg=$(grep -o 'serving postgres://[0-9.:]*' engine.log | sed 's|serving postgres://||' || true)
     [ -n "$http" ] && [ -n "$pg" ] && break
     sleep 0.1
@@ -56,8 +56,11 @@ measure() {
   python3 "$repo/bench/postgres_client.py" subscribe "$dsn" "$seconds" &
   local subscriber=$!
   sleep 1
-  "$bin/vibelux-bench" live --address "$http" --file readings.jsonl --rate 10000 --sensors 10000 \
-    --subscribers 1 --duration "${seconds}s" "${token[@]}" || true
+  # The WebSocket client speaks no TLS: under TLS it only writes the rows.
+  local websockets=(--address "$http" --subscribers 1)
+  [ "$1" = tls ] && websockets=(--address 127.0.0.1:1 --subscribers 0)
+  "$bin/vibelux-bench" live "${websockets[@]}" --file readings.jsonl --rate 10000 --sensors 10000 \
+    --duration "${seconds}s" "${token[@]}" || true
   wait "$subscriber" || true
   python3 "$repo/bench/postgres_client.py" select "$dsn" 20
   kill -INT "$engine" 2> /dev/null; wait "$engine" 2> /dev/null || true
