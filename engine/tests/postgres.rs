@@ -315,7 +315,10 @@ fn tokens_and_roles_hold_on_the_postgres_port() {
     let into = run(Some(&admin), "SELECT zone INTO copied FROM zone_stats");
     assert!(!into.status.success(), "{}", text(&into));
     let views = text(&run(Some(&admin), "SHOW VIEWS"));
-    assert!(!views.contains("hidden") && !views.contains("copied"), "{views}");
+    assert!(
+        !views.contains("hidden") && !views.contains("copied"),
+        "{views}"
+    );
 
     // The audit trail names who logged in and who changed what, from the Postgres port.
     let trail = std::fs::read_to_string(engine.dir.path().join("pipeline.audit.jsonl")).unwrap();

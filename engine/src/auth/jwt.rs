@@ -115,9 +115,8 @@ impl JwtVerifier {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 30;
-        match &self.rules.issuer {
-            Some(issuer) => validation.set_issuer(&[issuer]),
-            None => {}
+        if let Some(issuer) = &self.rules.issuer {
+            validation.set_issuer(&[issuer]);
         }
         match &self.rules.audience {
             Some(audience) => validation.set_audience(&[audience]),

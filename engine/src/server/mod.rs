@@ -7,6 +7,7 @@
 
 mod alarms;
 pub mod audit;
+mod background;
 mod dashboard;
 pub mod guard;
 pub mod metrics;
@@ -369,32 +370,12 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
-/// Accepts connections and serves each as HTTP/1.1 on the plain TCP stream, which a WebSocket
-/// upgrade takes back whole (see `websocket`).
+/// Serves each connection as HTTP/1.1 on the plain TCP stream, which a WebSocket upgrade
+/// takes back whole (see `websocket`).
 async fn serve(listener: tokio::net::TcpListener, app: Router, relayed: tls::TlsPeers) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = connections
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        let (stream, connected) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, say: wait for connections to close.
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    background::accept_each(listener, "HTTP", move |stream, connected| {
         // A connection relayed from TLS is recorded as its client's.
         let peer = relayed.client(connected).unwrap_or(connected);
-        // Live updates are small writes that must leave at once, not wait for Nagle's
-        // algorithm to meet the client's delayed acknowledgement (a 40 ms stall).
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY");
-        }
         // Each request knows where it came from: the audit trail records it.
         let service = TowerToHyperService::new(tower::ServiceExt::map_request(
             app.clone(),
@@ -403,7 +384,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, relayed: tls::Tls
                 request
             },
         ));
-        tokio::spawn(async move {
+        async move {
             // The timer bounds how long a client may take to send its request's head.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -412,16 +393,15 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, relayed: tls::Tls
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "an HTTP connection ended");
             }
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// A server running on its own threads; dropped, it stops.
 pub struct Server {
     pub address: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _running: background::Background,
 }
 
 impl Server {
@@ -432,14 +412,7 @@ impl Server {
         state: Arc<ServerState>,
         tls: Option<pgwire::tokio::TlsAcceptor>,
     ) -> anyhow::Result<Server> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            // Posted statements are planned on its blocking threads, and planning recurses
-            // through every level of an expression: give them a main thread's room and more.
-            .thread_stack_size(PLANNING_STACK_BYTES)
-            .thread_name("vibelux-http")
-            .enable_all()
-            .build()?;
+        let runtime = background::runtime("vibelux-http")?;
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(address))
             .map_err(|error| {
@@ -462,39 +435,16 @@ impl Server {
                 (plain, Some((listener, acceptor, behind)))
             }
         };
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
-        let thread = std::thread::Builder::new()
-            .name("vibelux-http".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    // Not a graceful shutdown: subscribers of a run that ended have been told it
-                    // is complete, and a stuck client must not hold the process open.
-                    if let Some((listener, acceptor, behind)) = front {
-                        tokio::spawn(tls::terminate(listener, acceptor, behind, peers.clone()));
-                    }
-                    tokio::select! {
-                        _ = serve(plain, app, peers) => {}
-                        _ = stopped => {}
-                    }
-                });
-                runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-            })?;
+        let running = background::Background::spawn("vibelux-http", runtime, async move {
+            if let Some((listener, acceptor, behind)) = front {
+                tokio::spawn(tls::terminate(listener, acceptor, behind, peers.clone()));
+            }
+            serve(plain, app, peers).await
+        })?;
         Ok(Server {
             address,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _running: running,
         })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

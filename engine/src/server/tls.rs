@@ -20,6 +20,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpSocket};
 
+use super::background::accept_each;
+
 /// Acceptors for the HTTP server and the Postgres port, from one certificate.
 #[derive(Clone)]
 pub struct TlsAcceptors {
@@ -82,18 +84,9 @@ pub async fn terminate(
     plain: SocketAddr,
     peers: TlsPeers,
 ) {
-    loop {
-        let (stream, client) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept a TLS connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    accept_each(listener, "TLS", move |stream, client| {
         let (acceptor, peers) = (acceptor.clone(), peers.clone());
-        tokio::spawn(async move {
+        async move {
             let mut secure = match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
                 Ok(Ok(secure)) => secure,
                 Ok(Err(error)) => {
@@ -123,6 +116,7 @@ pub async fn terminate(
                 let _ = tokio::io::copy_bidirectional(&mut secure, &mut inner).await;
             }
             peers.peers().remove(&local);
-        });
-    }
+        }
+    })
+    .await
 }

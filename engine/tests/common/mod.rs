@@ -199,3 +199,50 @@ pub fn post_sql(engine: &Engine, sql: &str) -> (u16, serde_json::Value) {
     let (body, status) = text.rsplit_once('\n').unwrap();
     (status.parse().unwrap(), serde_json::from_str(body).unwrap())
 }
+
+/// An HTTP answer: status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One request with curl: `headers` as `Name: value`, `body` posted as is.
+pub fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<&str>,
+) -> Answer {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-s",
+            "--max-time",
+            "3",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .arg(format!("http://{address}{path}"));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    if let Some(body) = body {
+        command.args(["--data-binary", body]);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Answer {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}

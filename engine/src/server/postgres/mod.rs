@@ -24,7 +24,8 @@ use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::tokio::TlsAcceptor;
 
-use super::{MAX_CONNECTIONS, PLANNING_STACK_BYTES, ServerState};
+use super::ServerState;
+use super::background::{self, Background, accept_each};
 use login::Login;
 use queries::Queries;
 
@@ -66,8 +67,7 @@ impl PgWireServerHandlers for Handlers {
 /// The Postgres port of a run, on its own threads; dropped, it stops.
 pub struct PgServer {
     pub address: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _running: Background,
 }
 
 impl PgServer {
@@ -78,12 +78,7 @@ impl PgServer {
         state: Arc<ServerState>,
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<PgServer> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_stack_size(PLANNING_STACK_BYTES)
-            .thread_name("vibelux-pg")
-            .enable_all()
-            .build()?;
+        let runtime = background::runtime("vibelux-pg")?;
         let listener = runtime.block_on(tokio::net::TcpListener::bind(address))?;
         let address = listener.local_addr()?;
         let connections = Arc::new(ConnectionManager::new());
@@ -92,65 +87,17 @@ impl PgServer {
             queries: Arc::new(Queries::new(state)),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         });
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("vibelux-pg".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    tokio::select! {
-                        _ = serve(listener, handlers, tls) => {}
-                        _ = stopped => {}
-                    }
-                });
-                runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-            })?;
+        let serve = accept_each(listener, "Postgres", move |stream, _| {
+            let (handlers, tls) = (handlers.clone(), tls.clone());
+            async move {
+                if let Err(error) = pgwire::tokio::process_socket(stream, tls, handlers).await {
+                    tracing::debug!(%error, "a Postgres connection ended");
+                }
+            }
+        });
         Ok(PgServer {
             address,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _running: Background::spawn("vibelux-pg", runtime, serve)?,
         })
-    }
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    handlers: Arc<Handlers>,
-    tls: Option<TlsAcceptor>,
-) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = connections
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept a Postgres connection");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let handlers = handlers.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            if let Err(error) = pgwire::tokio::process_socket(stream, tls, handlers).await {
-                tracing::debug!(%error, "a Postgres connection ended");
-            }
-            drop(permit);
-        });
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
