@@ -4,7 +4,7 @@
 //! (`options.rs`), its plug-in face (`connector.rs`: the `SourceConnector`/`SinkConnector` the
 //! planner asks, and the spec the engine starts), and its readers and writers. Sources: the
 //! embedded [`simulator`], [`file`]s, [`mqtt`], [`sparkplug`] (over MQTT), [`kafka`] and
-//! [`modbus`]; sinks: [`file`]s and stdout, [`parquet`], [`mqtt`], [`kafka`], [`modbus`] and
+//! [`modbus`], and the engine's own [`audit`] trail; sinks: [`file`]s and stdout, [`parquet`], [`mqtt`], [`kafka`], [`modbus`] and
 //! [`webhook`]s.
 //!
 //! Shared by them: [`source::read_source`] turns readers into streams of rows, dead letters and
@@ -12,6 +12,7 @@
 //! [`sink`] is the operator that delivers to writers; [`payload`] decodes JSON and CSV against a
 //! declared schema, [`json_row`] encodes rows, [`bytes_text`] makes bad bytes readable.
 
+pub mod audit;
 pub mod background;
 pub mod bytes_text;
 pub mod file;

@@ -1,9 +1,11 @@
 //! The connectors this build of Vibelux offers, in the order messages list them. Adding a
 //! connector is a folder of its own and a line here.
 
+use std::path::Path;
+
 use vibelux_interfaces::connector::Registry;
 
-use crate::{file, kafka, modbus, mqtt, parquet, simulator, sparkplug, webhook};
+use crate::{audit, file, kafka, modbus, mqtt, parquet, simulator, sparkplug, webhook};
 
 /// Every source and sink connector.
 pub fn registry() -> Registry {
@@ -22,4 +24,9 @@ pub fn registry() -> Registry {
         .sink(kafka::connector::Kafka)
         .sink(modbus::connector::Modbus)
         .sink(webhook::connector::Webhook)
+}
+
+/// Every connector, with `audit` reading the audit trail the engine writes at `path`.
+pub fn with_audit_trail(path: &Path) -> Registry {
+    registry().source(audit::connector::AuditTrail::at(path))
 }

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 use vibelux::auth::{Role, add_token};
 use vibelux::format::{row_text, table};
 use vibelux::pipeline::{load_pipeline, query_to_completion};
+use vibelux::server::audit::default_audit_path;
 use vibelux::server::serving::ServeArgs;
 use vibelux::state::StateLocation;
 use vibelux_queries::planner::{Outcome, Planner};
@@ -427,7 +428,7 @@ fn simulate_plc(port: u16, tags: &Path, unit_id: u8) -> anyhow::Result<()> {
 }
 
 fn check(file: &Path) -> anyhow::Result<()> {
-    let (planner, outcomes) = load_pipeline(file)?;
+    let (planner, outcomes) = load_pipeline(file, &default_audit_path(file))?;
     for outcome in &outcomes {
         print_outcome(&planner, outcome)?;
     }
@@ -436,7 +437,7 @@ fn check(file: &Path) -> anyhow::Result<()> {
 }
 
 fn explain(file: &Path) -> anyhow::Result<()> {
-    let (planner, _) = load_pipeline(file)?;
+    let (planner, _) = load_pipeline(file, &default_audit_path(file))?;
     print!("{}", planner.explain_pipeline());
     Ok(())
 }

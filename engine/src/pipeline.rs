@@ -14,12 +14,16 @@ use vibelux_queries::planner::{Outcome, Planner};
 use crate::diagnostics::render;
 use crate::runtime::{RunOptions, start};
 
-/// Reads and plans a pipeline file; errors name the file, line and column.
-pub fn load_pipeline(path: &Path) -> anyhow::Result<(Planner, Vec<Outcome>)> {
+/// Reads and plans a pipeline file whose `audit` sources read the trail at `audit_trail`;
+/// errors name the file, line and column.
+pub fn load_pipeline(path: &Path, audit_trail: &Path) -> anyhow::Result<(Planner, Vec<Outcome>)> {
     let sql =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Planner::plan_pipeline(&sql, vibelux_connectors::registry::registry())
-        .map_err(|error| anyhow::anyhow!(render(&path.display().to_string(), &sql, &error)))
+    Planner::plan_pipeline(
+        &sql,
+        vibelux_connectors::registry::with_audit_trail(audit_trail),
+    )
+    .map_err(|error| anyhow::anyhow!(render(&path.display().to_string(), &sql, &error)))
 }
 
 /// Runs the dataflow for `node` over bounded inputs until they end; returns its final contents.

@@ -5,7 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use common::output::{json_lines, wait_for_lines};
 use common::{
     Answer, Engine, PIPELINE, bearer, create_token, request, start_engine, start_engine_with,
 };
@@ -537,12 +539,27 @@ fn subscriptions_per_token_are_bounded_and_refusals_are_counted() {
 }
 
 #[test]
-fn the_audit_trail_records_changes_and_refusals_and_reads_back_as_a_source() {
+fn the_audit_trail_records_changes_and_refusals_and_is_a_relation_that_survives_a_crash() {
     let keys = tempfile::tempdir().unwrap();
     let file = keys.path().join("tokens.toml");
     let maria = create_token(&file, "maria", "operator");
     let ci = create_token(&file, "ci", "engineer");
-    let engine = guarded_engine(&file);
+    let mut engine = start_engine_with(
+        &format!(
+            "{}
+             CREATE SOURCE audit WITH (connector = 'audit');
+             CREATE SINK audit_out FROM audit WITH (connector = 'file', path = 'audit_out.jsonl');
+             CREATE MATERIALIZED VIEW refused AS
+               SELECT actor, count(*) AS n FROM audit WHERE outcome = 'refused' GROUP BY actor;",
+            pipeline_with_alarm()
+        ),
+        &[
+            "--auth",
+            file.to_str().unwrap(),
+            "--checkpoint-interval",
+            "1s",
+        ],
+    );
     let address = engine.address.clone();
     let sql = "content-type: application/sql".to_string();
     let view = "CREATE MATERIALIZED VIEW added AS SELECT zone FROM zone_stats";
@@ -611,33 +628,65 @@ fn the_audit_trail_records_changes_and_refusals_and_reads_back_as_a_source() {
             .unwrap()
             .contains("the-boss")
     );
-    // The trail is a file of JSON lines: a pipeline reads it back like any source.
-    let dir = tempfile::tempdir().unwrap();
-    let kept = dir.path().join("kept.audit.jsonl");
-    std::fs::copy(&trail, &kept).unwrap();
-    drop(engine);
-    let trail = kept;
-    std::fs::write(
-        dir.path().join("audit.sql"),
+    // The pipeline reads the trail as the relation `audit`: a sink copies it, a view counts.
+    let copy = engine.dir.path().join("audit_out.jsonl");
+    wait_for_lines(&copy, entries.len());
+    let counted = |engine: &Engine| {
+        let view = request(
+            &engine.address,
+            "GET",
+            "/v1/views/refused",
+            &[bearer(&ci)],
+            None,
+        );
+        assert_eq!(view.status, 200, "{}", view.body);
+        let rows: serde_json::Value = serde_json::from_str(&view.body).unwrap();
+        rows["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    row["actor"].as_str().unwrap().to_string(),
+                    row["n"].as_i64().unwrap(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let wait_for_count = |engine: &Engine, actor: &str, n: i64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counted(engine).get(actor) != Some(&n) {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {n} refusals of {actor}: {:?}",
+                counted(engine)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for_count(&engine, "maria", 2);
+    wait_for_count(&engine, "anonymous", 1);
+
+    // Killed and started again on its state: the copy holds every entry of the trail, once.
+    std::thread::sleep(Duration::from_millis(1500)); // a checkpoint holds part of the trail
+    engine.crash_and_restart();
+    let address = engine.address.clone();
+    let after = request(&address, "GET", "/v1/views", &[bearer("vlx_wrong")], None);
+    assert_eq!(after.status, 401);
+    let key = |entry: &serde_json::Value| {
         format!(
-            "CREATE SOURCE audit (ts TIMESTAMP, actor TEXT, action TEXT, outcome TEXT, WATERMARK FOR ts AS ts)
-               WITH (connector = 'file', path = '{}');
-             CREATE VIEW refused AS SELECT actor, count(*) AS n FROM audit WHERE outcome = 'refused' GROUP BY actor;
-             CREATE SINK out FROM refused WITH (connector = 'file', path = 'refused.jsonl');",
-            trail.display()
-        ),
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
-        .current_dir(dir.path())
-        .args(["run", "audit.sql", "--http", "off", "--no-state"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let refused = std::fs::read_to_string(dir.path().join("refused.jsonl")).unwrap();
-    assert!(refused.contains(r#""actor":"maria""#), "{refused}");
+            "{} {} {} {}",
+            entry["actor"], entry["action"], entry["outcome"], entry["target"]
+        )
+    };
+    let trail_now = json_lines(&trail);
+    assert!(trail_now.len() > entries.len());
+    let copied = wait_for_lines(&copy, trail_now.len());
+    let mut expected: Vec<String> = trail_now.iter().map(key).collect();
+    let mut got: Vec<String> = copied.iter().map(key).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "the copy of the trail after a crash");
+    wait_for_count(&engine, "anonymous", 2);
+    wait_for_count(&engine, "maria", 2);
 }

@@ -64,6 +64,21 @@ pub trait SourceConnector: Send + Sync {
     fn reads_tables(&self) -> bool {
         false
     }
+
+    /// The columns and event time of a source whose rows the engine itself defines (the audit
+    /// trail): a declaration may then leave out its column list and watermark.
+    fn defined_columns(&self) -> Option<DefinedColumns> {
+        None
+    }
+}
+
+/// What a connector that defines its rows offers in place of a declared column list.
+#[derive(Debug, Clone)]
+pub struct DefinedColumns {
+    pub schema: SchemaRef,
+    pub event_time: usize,
+    /// How far the watermark trails the latest event time, in nanoseconds.
+    pub watermark_delay_nanos: i64,
 }
 
 /// What a planned source needs to start on each worker.

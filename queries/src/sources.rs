@@ -20,6 +20,16 @@ use crate::parser::CreateSource;
 use crate::plan::{Changes, NodeKind, PlanNode, SourcePlan, TablePlan};
 use crate::planner::{Entry, EntryKind, Outcome, Planner};
 
+/// Columns as declared: a source's, with its event time and watermark delay, or a table's.
+enum Declared {
+    Source {
+        schema: SchemaRef,
+        event_time: usize,
+        delay: i64,
+    },
+    Table(SchemaRef),
+}
+
 /// How far ahead of the wall clock a source's event times may be, unless `max_future` says.
 const DEFAULT_MAX_FUTURE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
@@ -77,38 +87,30 @@ impl Planner {
             }
             fields.push(field);
         }
-        if fields.is_empty() {
-            return Err(SqlError::new(
-                position,
-                format!("source `{name}` declares no columns"),
-            ));
-        }
-        let schema = Arc::new(Schema::new(fields));
-        if source.is_table {
-            return self.create_table(source, name, schema, position, connector, options);
-        }
-
-        let watermark = source.watermark.as_ref().ok_or_else(|| {
-            SqlError::new(position, format!("source `{name}` needs an event-time column: add WATERMARK FOR ts AS ts - INTERVAL '5 seconds'"))
-        })?;
-        let time_name = watermark.column.value.to_ascii_lowercase();
-        let time_position = Position::of(watermark.column.span.start);
-        let event_time_column = schema.index_of(&time_name).map_err(|_| {
-            SqlError::new(
-                time_position,
-                format!("the watermark column `{time_name}` is not a declared column"),
-            )
-        })?;
-        if !matches!(
-            schema.field(event_time_column).data_type(),
-            DataType::Timestamp(..)
-        ) {
-            return Err(SqlError::new(
-                time_position,
-                format!("the watermark column `{time_name}` must be a TIMESTAMP"),
-            ));
-        }
-        let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
+        let defined = connector
+            .defined_columns()
+            .filter(|_| !source.is_table && fields.is_empty() && source.watermark.is_none());
+        let (schema, event_time_column, delay) = match defined {
+            Some(defined) => (
+                defined.schema,
+                defined.event_time,
+                defined.watermark_delay_nanos,
+            ),
+            None => {
+                let declared = self.declared_columns(source, &name, position, fields)?;
+                match declared {
+                    Declared::Source {
+                        schema,
+                        event_time,
+                        delay,
+                    } => (schema, event_time, delay),
+                    Declared::Table(schema) => {
+                        return self
+                            .create_table(source, name, schema, position, connector, options);
+                    }
+                }
+            }
+        };
 
         // A device whose clock jumped ahead must not move the watermark on for good.
         let max_future_nanos = match options.take("max_future") {
@@ -232,6 +234,55 @@ impl Planner {
         Ok(Outcome::Done(format!(
             "created source {name} (dead letters in {name}_errors, late rows in {name}_late)"
         )))
+    }
+
+    /// The declared columns of a source and its watermark, checked; a table's columns.
+    fn declared_columns(
+        &self,
+        source: &CreateSource,
+        name: &str,
+        position: Position,
+        fields: Vec<Field>,
+    ) -> SqlResult<Declared> {
+        if fields.is_empty() {
+            return Err(SqlError::new(
+                position,
+                format!(
+                    "source `{name}` declares no columns: list them, e.g. `CREATE SOURCE {name} (ts TIMESTAMP, temp_c DOUBLE, WATERMARK FOR ts AS ts) WITH (…)`"
+                ),
+            ));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        if source.is_table {
+            return Ok(Declared::Table(schema));
+        }
+
+        let watermark = source.watermark.as_ref().ok_or_else(|| {
+            SqlError::new(position, format!("source `{name}` needs an event-time column: add WATERMARK FOR ts AS ts - INTERVAL '5 seconds'"))
+        })?;
+        let time_name = watermark.column.value.to_ascii_lowercase();
+        let time_position = Position::of(watermark.column.span.start);
+        let event_time_column = schema.index_of(&time_name).map_err(|_| {
+            SqlError::new(
+                time_position,
+                format!("the watermark column `{time_name}` is not a declared column"),
+            )
+        })?;
+        if !matches!(
+            schema.field(event_time_column).data_type(),
+            DataType::Timestamp(..)
+        ) {
+            return Err(SqlError::new(
+                time_position,
+                format!("the watermark column `{time_name}` must be a TIMESTAMP"),
+            ));
+        }
+        let delay = self.watermark_delay(&watermark.expression, &time_name, watermark.position)?;
+        Ok(Declared::Source {
+            schema,
+            event_time: event_time_column,
+            delay,
+        })
     }
 
     /// `CREATE TABLE`: reference data from a file, one row per primary key.

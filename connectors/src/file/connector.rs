@@ -62,10 +62,17 @@ impl SinkConnector for Files {
     }
 }
 
+/// A file to read: what the `file` connector plans, and what others that read files reuse.
 #[derive(Debug)]
-struct FileInput {
+pub(crate) struct FileInput {
     config: FileSourceConfig,
     layout: RowLayout,
+}
+
+impl FileInput {
+    pub(crate) fn new(config: FileSourceConfig, layout: RowLayout) -> Self {
+        FileInput { config, layout }
+    }
 }
 
 impl SourceSpec for FileInput {

@@ -12,6 +12,7 @@ use vibelux::control::Control;
 use vibelux::live::view::Retention;
 use vibelux::pipeline::load_pipeline;
 use vibelux::runtime::{Durability, Run, RunOptions, start};
+use vibelux::server::audit::default_audit_path;
 use vibelux::server::postgres::PgServer;
 use vibelux::server::serving::{HttpAddress, ServeArgs};
 use vibelux::server::tls::TlsAcceptors;
@@ -52,7 +53,26 @@ pub fn run(
         Some(_) => serve.audit(file)?.map(Arc::new),
         None => None,
     };
-    let (planner, outcomes) = load_pipeline(file)?;
+    let audit_trail = serve
+        .audit_path(file)
+        .unwrap_or_else(|| default_audit_path(file));
+    let (planner, outcomes) = load_pipeline(file, &audit_trail)?;
+    let reads_trail = planner
+        .plan
+        .sources
+        .iter()
+        .find(|source| source.spec.connector() == "audit");
+    if let (None, Some(reader)) = (&audit, reads_trail) {
+        anyhow::bail!(
+            "source `{}` reads the audit trail, but this run keeps none: {}",
+            reader.name,
+            if access.is_none() {
+                "it serves no API (give --http or --pg)"
+            } else {
+                "--audit-log is off"
+            }
+        );
+    }
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     for outcome in &outcomes {

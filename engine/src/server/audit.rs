@@ -3,9 +3,10 @@
 //! Who changed the pipeline, who acknowledged an alarm, who was turned away and from where:
 //! a site that lets people act on its equipment over a network must be able to answer these
 //! after the fact. The trail is a file of JSON lines, appended as things happen (a line is
-//! written whole, before the answer is sent), so it is read back as a source like any other —
-//! `CREATE SOURCE audit (…) WITH (connector = 'file', path = 'NAME.audit.jsonl', mode = 'tail')`
-//! — and sunk, windowed or alarmed on (`docs/security.md`).
+//! written whole, before the answer is sent, so a `kill -9` loses nothing a caller was told
+//! of). The pipeline reads it back as a relation with `CREATE SOURCE audit WITH (connector =
+//! 'audit')`, whose columns are the fields written here (`vibelux_connectors::audit`), to
+//! sink, window or alarm on (`docs/security.md`).
 //!
 //! Reads (views, metrics) are not recorded, only a token's first use in a run: a dashboard
 //! polling every second would bury the changes among its reads.
@@ -28,6 +29,12 @@ fn shortened(target: &str) -> String {
         Some((cut, _)) => format!("{}… ({} bytes in all)", &target[..cut], target.len()),
         None => target.to_string(),
     }
+}
+
+/// `greenhouse.sql` keeps its trail in `greenhouse.audit.jsonl` in the working directory.
+pub fn default_audit_path(pipeline: &Path) -> PathBuf {
+    let stem = pipeline.file_stem().unwrap_or_default().to_string_lossy();
+    PathBuf::from(format!("{stem}.audit.jsonl"))
 }
 
 /// Where a request came from, put on each request by the server.
@@ -82,6 +89,8 @@ impl AuditLog {
     }
 
     pub fn record(&self, entry: AuditEntry<'_>) {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // Timed under the lock: lines are in time order, which the relation's watermark needs.
         let line = json!({
             "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "actor": entry.actor,
@@ -93,7 +102,6 @@ impl AuditLog {
             "peer": entry.peer.map(|peer| peer.0.to_string()),
         })
         .to_string();
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         // One write per line: appends from one process land whole.
         if let Err(error) = file.write_all(format!("{line}\n").as_bytes()) {
             tracing::error!(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::audit::AuditLog;
+use super::audit::{AuditLog, default_audit_path};
 use super::guard::{Access, DEFAULT_MAX_SHELVE, DEFAULT_MAX_SUBSCRIBERS};
 use crate::auth::TokenStore;
 use crate::auth::jwt::{JwtRules, JwtVerifier};
@@ -126,15 +126,19 @@ impl Default for ServeArgs {
 impl ServeArgs {
     /// Opens the audit trail for the pipeline file `pipeline`, unless `--audit-log off`.
     pub fn audit(&self, pipeline: &std::path::Path) -> anyhow::Result<Option<AuditLog>> {
-        let path = match self.audit_log.as_deref() {
-            Some(off) if off.eq_ignore_ascii_case("off") => return Ok(None),
-            Some(path) => PathBuf::from(path),
-            None => {
-                let stem = pipeline.file_stem().unwrap_or_default().to_string_lossy();
-                PathBuf::from(format!("{stem}.audit.jsonl"))
-            }
-        };
-        AuditLog::open(&path).map(Some)
+        match self.audit_path(pipeline) {
+            Some(path) => AuditLog::open(&path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the audit trail goes (`--audit-log`, or beside the pipeline), `None` when off.
+    pub fn audit_path(&self, pipeline: &std::path::Path) -> Option<PathBuf> {
+        match self.audit_log.as_deref() {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(default_audit_path(pipeline)),
+        }
     }
 
     /// What sinks added over the API may reach.

@@ -28,6 +28,9 @@ pub struct Engine {
     pub dir: tempfile::TempDir,
     /// What it has printed to stderr so far.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// How it was started, to start it again.
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -117,18 +120,56 @@ pub fn start_engine_with(sql: &str, extra: &[&str]) -> Engine {
 pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
+    let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    let (child, address, log) = spawn_engine(dir.path(), &extra, &env);
+    Engine {
+        child,
+        address,
+        dir,
+        log,
+        extra,
+        env,
+    }
+}
+
+impl Engine {
+    /// Kills the run as a power cut would (SIGKILL) and starts it again in the same folder,
+    /// with the same arguments (and so the same state directory, when it has one).
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, address, log) = spawn_engine(self.dir.path(), &self.extra, &self.env);
+        self.child = child;
+        self.address = address;
+        self.log = log;
+    }
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Runs `pipeline.sql` in `dir`; returns the child, its HTTP address and its stderr so far.
+fn spawn_engine(
+    dir: &std::path::Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, String, Log) {
+    let asks = |flag: &str| extra.iter().any(|arg| arg == flag);
     let mut child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
-        .current_dir(dir.path())
-        .envs(env.iter().copied())
+        .current_dir(dir)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .args(["run", "pipeline.sql", "--http", "127.0.0.1:0"])
-        .args(if extra.contains(&"--for") {
+        .args(if asks("--for") {
             &[][..]
         } else {
             &["--for", "120s"][..]
         })
         // The Postgres port only where a test asks for it: parallel runs would contend for
         // its default port.
-        .args(if extra.contains(&"--pg") {
+        .args(if asks("--pg") {
             &[][..]
         } else {
             &["--pg", "off"][..]
@@ -155,15 +196,9 @@ pub fn start_engine_in_env(sql: &str, extra: &[&str], env: &[(&str, &str)]) -> E
     let address = address
         .recv_timeout(Duration::from_secs(60))
         .expect("the engine prints its address");
-    Engine {
-        child,
-        address,
-        dir,
-        log,
-    }
+    (child, address, log)
 }
 
-/// Creates a token with `vibelux auth token` in the tokens file `file`; returns its secret.
 pub fn create_token(file: &std::path::Path, name: &str, role: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
         .args(["auth", "token", "--name", name, "--role", role, "--file"])

@@ -26,7 +26,9 @@ struct Engine {
 impl Engine {
     fn new() -> Self {
         Engine {
-            planner: Planner::new(vibelux_connectors::registry::registry()),
+            planner: Planner::new(vibelux_connectors::registry::with_audit_trail(
+                std::path::Path::new("corpus.audit.jsonl"),
+            )),
             workers: vec![1, 2, 4],
         }
     }

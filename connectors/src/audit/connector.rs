@@ -1,0 +1,134 @@
+//! The `audit` connector: the audit trail of this run, followed from its file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vibelux_interfaces::connector::{
+    DeclaredSource, DefinedColumns, SourceConnector, SourceSpec, SourceStart,
+};
+use vibelux_interfaces::options::{OptionError, Options};
+use vibelux_interfaces::source::SourceReader;
+
+use crate::file::connector::FileInput;
+use crate::file::source::{FileFormat, FileSourceConfig};
+use crate::payload::RowLayout;
+
+/// Options of an audit source: none of its own.
+const OPTIONS: &[&str] = &[
+    "connector",
+    "allowed_lateness",
+    "idle_timeout",
+    "batch_size",
+    "max_future",
+];
+
+/// The trail's entries are written in time order, a line at a time: a second covers a clock
+/// step between two requests.
+const WATERMARK_DELAY_NANOS: i64 = 1_000_000_000;
+
+/// The audit trail at `path`, where the engine writes it in this run (`--audit-log`).
+pub struct AuditTrail {
+    path: PathBuf,
+}
+
+impl AuditTrail {
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        AuditTrail { path: path.into() }
+    }
+}
+
+impl SourceConnector for AuditTrail {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        OPTIONS
+    }
+
+    fn plan(
+        &self,
+        source: &DeclaredSource,
+        options: &mut Options,
+    ) -> Result<Arc<dyn SourceSpec>, OptionError> {
+        let trail = super::schema();
+        for field in source.schema.fields() {
+            let Ok(column) = trail.field_with_name(field.name()) else {
+                return Err(options.error(format!(
+                    "the audit trail has no column `{}`; its columns are {}",
+                    field.name(),
+                    super::COLUMNS.join(", ")
+                )));
+            };
+            if column.data_type() != field.data_type() {
+                return Err(options.error(format!(
+                    "column `{}` of the audit trail is {}, not {}",
+                    field.name(),
+                    type_name(column.data_type()),
+                    type_name(field.data_type()),
+                )));
+            }
+        }
+        let config = FileSourceConfig {
+            path: self.path.clone(),
+            format: FileFormat::Json,
+            follow: true,
+        };
+        Ok(Arc::new(AuditInput {
+            path: self.path.clone(),
+            file: FileInput::new(config, RowLayout::declared(source)),
+        }))
+    }
+
+    fn defined_columns(&self) -> Option<DefinedColumns> {
+        Some(DefinedColumns {
+            schema: super::schema(),
+            event_time: 0,
+            watermark_delay_nanos: WATERMARK_DELAY_NANOS,
+        })
+    }
+}
+
+fn type_name(data_type: &datafusion::arrow::datatypes::DataType) -> &'static str {
+    use datafusion::arrow::datatypes::DataType;
+    match data_type {
+        DataType::Timestamp(..) => "TIMESTAMP",
+        DataType::Utf8 => "TEXT",
+        DataType::Int64 => "BIGINT",
+        DataType::Float64 => "DOUBLE",
+        DataType::Boolean => "BOOLEAN",
+        _ => "another type",
+    }
+}
+
+#[derive(Debug)]
+struct AuditInput {
+    path: PathBuf,
+    file: FileInput,
+}
+
+impl SourceSpec for AuditInput {
+    fn connector(&self) -> &'static str {
+        "audit"
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn resumes(&self) -> bool {
+        self.file.resumes()
+    }
+
+    fn rescales(&self) -> bool {
+        self.file.rescales()
+    }
+
+    fn describe(&self) -> String {
+        format!("the audit trail, {}", self.path.display())
+    }
+
+    fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        self.file.start(start)
+    }
+}
