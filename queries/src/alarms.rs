@@ -75,8 +75,18 @@ impl Planner {
             .keys
             .iter()
             .map(|key| {
+                let column = key.value.to_ascii_lowercase();
+                if EVENT_COLUMNS.contains(&column.as_str()) {
+                    return Err(SqlError::new(
+                        Position::of(key.span.start),
+                        format!(
+                            "an alarm's rows have a column `{column}` of their own ({}): key it by another name, e.g. `SELECT {column} AS {on}_{column}, …` in a view",
+                            EVENT_COLUMNS.join(", ")
+                        ),
+                    ));
+                }
                 view_schema
-                    .index_of(&key.value.to_ascii_lowercase())
+                    .index_of(&column)
                     .map_err(|_| {
                         SqlError::new(
                             Position::of(key.span.start),
