@@ -550,7 +550,9 @@ fn the_audit_trail_records_changes_and_refusals_and_is_a_relation_that_survives_
              CREATE SOURCE audit WITH (connector = 'audit');
              CREATE SINK audit_out FROM audit WITH (connector = 'file', path = 'audit_out.jsonl');
              CREATE MATERIALIZED VIEW refused AS
-               SELECT actor, count(*) AS n FROM audit WHERE outcome = 'refused' GROUP BY actor;",
+               SELECT actor, count(*) AS n FROM audit WHERE outcome = 'refused' GROUP BY actor;
+             CREATE VIEW callers AS SELECT ts, actor AS caller, outcome FROM audit;
+             CREATE ALARM turned_away ON callers PER caller WHEN outcome = 'refused' SEVERITY 'medium';",
             pipeline_with_alarm()
         ),
         &[
@@ -666,6 +668,22 @@ fn the_audit_trail_records_changes_and_refusals_and_is_a_relation_that_survives_
     };
     wait_for_count(&engine, "maria", 2);
     wait_for_count(&engine, "anonymous", 1);
+    // A quiet trail lets its watermark follow the clock: the alarm on it is raised promptly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = request(
+            &address,
+            "GET",
+            "/v1/views/turned_away_state",
+            &[bearer(&ci)],
+            None,
+        );
+        if state.body.contains(r#""caller":"maria","state":"active""#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", state.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Killed and started again on its state: the copy holds every entry of the trail, once.
     std::thread::sleep(Duration::from_millis(1500)); // a checkpoint holds part of the trail

@@ -117,6 +117,13 @@ pub trait SourceSpec: Send + Sync + Debug {
         false
     }
 
+    /// How long a quiet partition holds the watermark back, unless `idle_timeout` says; `None`
+    /// for the engine's default (10 s). An input written in time order as things happen (the
+    /// audit trail) has nothing late to wait for.
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether it reports replay progress in bytes.
     fn reports_progress(&self) -> bool {
         false

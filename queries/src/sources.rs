@@ -140,6 +140,7 @@ impl Planner {
             .unwrap_or(0);
         let idle_timeout = options
             .duration("idle_timeout")?
+            .or(spec.idle_timeout())
             .unwrap_or(std::time::Duration::from_secs(10));
         let batch_size = options.count("batch_size")?.unwrap_or(1024).max(1);
         options.finish(

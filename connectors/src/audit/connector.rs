@@ -26,6 +26,10 @@ const OPTIONS: &[&str] = &[
 /// step between two requests.
 const WATERMARK_DELAY_NANOS: i64 = 1_000_000_000;
 
+/// Lines are appended as things happen and nothing is late: a quiet trail lets the
+/// watermark follow the clock after a second, so alarms and windows on it close promptly.
+const QUIET_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The audit trail at `path`, where the engine writes it in this run (`--audit-log`).
 pub struct AuditTrail {
     path: PathBuf,
@@ -122,6 +126,10 @@ impl SourceSpec for AuditInput {
 
     fn rescales(&self) -> bool {
         self.file.rescales()
+    }
+
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        Some(QUIET_AFTER)
     }
 
     fn describe(&self) -> String {
