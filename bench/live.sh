@@ -24,15 +24,23 @@ CREATE MATERIALIZED VIEW latest AS
   SELECT sensor_id, max(sent_us) AS sent_us, count(*) AS n FROM readings GROUP BY sensor_id;
 SQL
 
+openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2 \
+  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2> /dev/null
+
 # Runs one engine for the measurement ($1 = rows/s, $2 = subscribers, $3 = "auth" to require
-# tokens, as `vibelux run --auth` does, with the subscribers presenting one).
+# tokens, as `vibelux run --auth` does, with the subscribers presenting one; "tls" for tokens
+# and HTTPS, the subscribers on wss:// trusting the certificate).
 measure() {
   : > readings.jsonl
   local guard=() token=()
-  if [ "${3:-}" = auth ]; then
+  if [ -n "${3:-}" ]; then
     rm -f tokens.toml
     token=(--token "$("$bin/vibelux" auth token --name bench --role viewer --file tokens.toml 2> /dev/null)")
     guard=(--auth tokens.toml --audit-log off)
+  fi
+  if [ "${3:-}" = tls ]; then
+    guard+=(--tls-cert server.pem --tls-key server.key)
+    token+=(--ca server.pem)
   fi
   # Thousands of subscribers from one client: lift the per-token bound (100 by default).
   "$bin/vibelux" run live.sql --http 127.0.0.1:0 --no-state --max-subscribers 20000 \
@@ -40,7 +48,7 @@ measure() {
   local engine=$!
   local address=""
   for _ in $(seq 100); do
-    address=$(grep -o 'serving http://[0-9.:]*' engine.log | sed 's|serving http://||' || true)
+    address=$(grep -o 'serving https*://[0-9.:]*' engine.log | sed 's|serving https*://||' || true)
     [ -n "$address" ] && break
     sleep 0.1
   done
@@ -55,7 +63,11 @@ measure 50000 1
 echo "== latency with tokens (--auth), one subscriber"
 measure 10000 1 auth
 measure 50000 1 auth
+echo "== latency with tokens and TLS (wss://), one subscriber"
+measure 10000 1 tls
+measure 50000 1 tls
 echo "== fan-out (100 rows/s into the view)"
 measure 100 1000
 measure 100 1000 auth
+measure 100 1000 tls
 measure 100 10000

@@ -56,9 +56,8 @@ measure() {
   python3 "$repo/bench/postgres_client.py" subscribe "$dsn" "$seconds" &
   local subscriber=$!
   sleep 1
-  # The WebSocket client speaks no TLS: under TLS it only writes the rows.
   local websockets=(--address "$http" --subscribers 1)
-  [ "$1" = tls ] && websockets=(--address 127.0.0.1:1 --subscribers 0)
+  [ "$1" = tls ] && websockets+=(--ca server.pem)
   "$bin/vibelux-bench" live "${websockets[@]}" --file readings.jsonl --rate 10000 --sensors 10000 \
     --duration "${seconds}s" "${token[@]}" || true
   wait "$subscriber" || true

@@ -47,6 +47,10 @@ pub struct LiveArgs {
     /// A token for an engine run with `--auth` (sent as `access_token`, as a browser does).
     #[arg(long)]
     token: Option<String>,
+    /// Subscribe over `wss://`, trusting this CA certificate (PEM), to an engine run with
+    /// `--tls-cert`/`--tls-key`.
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 fn now_micros() -> i64 {
@@ -136,6 +140,7 @@ struct Subscriber {
 struct Run {
     address: String,
     path: String,
+    tls: Option<tokio_rustls::TlsConnector>,
     started: Instant,
     /// Subscribers that have their snapshot.
     snapshots: AtomicUsize,
@@ -157,7 +162,8 @@ async fn follow(
     measure: bool,
     result: &std::sync::Mutex<Subscriber>,
 ) -> anyhow::Result<()> {
-    let mut socket = crate::subscriber::Subscriber::connect(&run.address, &run.path).await?;
+    let mut socket =
+        crate::subscriber::Subscriber::connect(&run.address, &run.path, run.tls.as_ref()).await?;
     while let Some(text) = socket.next_text().await? {
         if !measure {
             // Only some subscribers parse (the client shares the machine with the engine); the
@@ -214,6 +220,11 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
             Some(token) => format!("/v1/views/{}/subscribe?access_token={token}", args.view),
             None => format!("/v1/views/{}/subscribe", args.view),
         },
+        tls: args
+            .ca
+            .as_deref()
+            .map(crate::subscriber::tls_client)
+            .transpose()?,
         started: Instant::now(),
         snapshots: AtomicUsize::new(0),
         measuring: AtomicBool::new(false),

@@ -4,28 +4,72 @@
 //! as little as a client can: this one does the opening handshake (checked, as any client
 //! would), then reads frames straight off the socket into one buffer and hands out each text
 //! message's bytes. The server never masks, fragments or pings, so that is all it needs;
-//! anything else is an error.
+//! anything else is an error. Over `wss://` it speaks TLS first (rustls), as a browser would,
+//! so the benchmark can say what HTTPS adds.
+
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 const KEY: &str = "dmlicmVsdXgtYmVuY2gta2V5";
 
+/// A plain or TLS connection.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+/// A TLS client that trusts the CA certificate in `ca` (PEM) alone.
+pub fn tls_client(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for certificate in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(certificate?)?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
 pub struct Subscriber {
-    stream: TcpStream,
+    stream: Box<dyn Connection>,
     buffer: Vec<u8>,
     /// Where the unread part of `buffer` starts.
     start: usize,
 }
 
 impl Subscriber {
-    /// Opens `ws://{address}{path}`.
-    pub async fn connect(address: &str, path: &str) -> anyhow::Result<Subscriber> {
-        let mut stream = TcpStream::connect(address)
+    /// Opens `ws://{address}{path}`, or `wss://` with `tls`.
+    pub async fn connect(
+        address: &str,
+        path: &str,
+        tls: Option<&TlsConnector>,
+    ) -> anyhow::Result<Subscriber> {
+        let tcp = TcpStream::connect(address)
             .await
             .with_context(|| format!("connecting to {address}"))?;
+        tcp.set_nodelay(true)?;
+        let mut stream: Box<dyn Connection> = match tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                let name = ServerName::try_from(host.to_string())?;
+                Box::new(
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .context("TLS handshake")?,
+                )
+            }
+        };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
