@@ -24,8 +24,7 @@ CREATE MATERIALIZED VIEW latest AS
   SELECT sensor_id, max(sent_us) AS sent_us, count(*) AS n FROM readings GROUP BY sensor_id;
 SQL
 
-openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2 \
-  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2> /dev/null
+bash "$repo/bench/certificates.sh"
 
 # Runs one engine for the measurement ($1 = rows/s, $2 = subscribers, $3 = "auth" to require
 # tokens, as `vibelux run --auth` does, with the subscribers presenting one; "tls" for tokens
@@ -40,7 +39,7 @@ measure() {
   fi
   if [ "${3:-}" = tls ]; then
     guard+=(--tls-cert server.pem --tls-key server.key)
-    token+=(--ca server.pem)
+    token+=(--ca ca.pem)
   fi
   # Thousands of subscribers from one client: lift the per-token bound (100 by default).
   "$bin/vibelux" run live.sql --http 127.0.0.1:0 --no-state --max-subscribers 20000 \

@@ -24,8 +24,7 @@ CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, sent_us BIGINT, W
 CREATE MATERIALIZED VIEW latest AS
   SELECT sensor_id, max(sent_us) AS sent_us, count(*) AS n FROM readings GROUP BY sensor_id;
 SQL
-openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2 \
-  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2> /dev/null
+bash "$repo/bench/certificates.sh"
 
 # One engine per case: $1 = "plain", "auth" (tokens) or "tls" (tokens and TLS).
 measure() {
@@ -39,7 +38,7 @@ measure() {
   fi
   if [ "$1" = tls ]; then
     guard+=(--tls-cert server.pem --tls-key server.key)
-    ssl="sslmode=verify-full sslrootcert=server.pem"
+    ssl="sslmode=verify-full sslrootcert=ca.pem"
   fi
   "$bin/vibelux" run live.sql --http 127.0.0.1:0 --pg 127.0.0.1:0 --no-state "${guard[@]}" 2> engine.log &
   local engine=$!
@@ -57,7 +56,7 @@ measure() {
   local subscriber=$!
   sleep 1
   local websockets=(--address "$http" --subscribers 1)
-  [ "$1" = tls ] && websockets+=(--ca server.pem)
+  [ "$1" = tls ] && websockets+=(--ca ca.pem)
   "$bin/vibelux-bench" live "${websockets[@]}" --file readings.jsonl --rate 10000 --sensors 10000 \
     --duration "${seconds}s" "${token[@]}" || true
   wait "$subscriber" || true

@@ -245,8 +245,23 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .collect();
     // Everyone has a snapshot before rows flow.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while run.snapshots.load(Ordering::Relaxed) < args.subscribers && Instant::now() < deadline {
+    let failed = || {
+        results
+            .iter()
+            .filter(|result| result.lock().expect("not poisoned").failed.is_some())
+            .count()
+    };
+    while run.snapshots.load(Ordering::Relaxed) + failed() < args.subscribers
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(5));
+    }
+    if failed() == args.subscribers && args.subscribers > 0 {
+        let first = results[0].lock().expect("not poisoned").failed.clone();
+        anyhow::bail!(
+            "every subscriber failed; the first: {}",
+            first.unwrap_or_default()
+        );
     }
     let all_snapshots = run.started.elapsed();
     // Warm up for a second, then measure.

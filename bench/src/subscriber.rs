@@ -74,6 +74,7 @@ impl Subscriber {
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut buffer = Vec::with_capacity(8192);
         let head_end = loop {
             if stream.read_buf(&mut buffer).await? == 0 {

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 use vibelux::auth::{Role, add_token};
 use vibelux::format::{row_text, table};
 use vibelux::pipeline::{load_pipeline, query_to_completion};
+use vibelux::runtime::cluster::Cluster;
 use vibelux::server::audit::default_audit_path;
 use vibelux::server::serving::ServeArgs;
 use vibelux::state::StateLocation;
@@ -94,6 +95,15 @@ enum Command {
         /// start empty. Without it such a restart is refused and names them.
         #[arg(long, conflicts_with = "no_state")]
         rebuild_changed: bool,
+        /// Run as one process of a timely cluster: the processes, `host:port` per line (the
+        /// same file for all; each listens on its own line's port). Every process runs the same
+        /// pipeline with the same --workers; process 0 writes the sinks and serves the views.
+        #[arg(long, env = "VIBELUX_HOSTS")]
+        hosts: Option<PathBuf>,
+        /// This process's line of --hosts, from 0 (default: the number that ends the host
+        /// name, as a StatefulSet names its pods: `vibelux-2` is process 2).
+        #[arg(long, env = "VIBELUX_PROCESS", requires = "hosts")]
+        process: Option<usize>,
     },
     /// Check a pipeline file: parse, plan and type-check every statement. Exit 0 when valid.
     Check { file: PathBuf },
@@ -115,6 +125,13 @@ enum Command {
     /// Manage who may call the API.
     #[command(subcommand)]
     Auth(Authorizing),
+    /// Ask a running engine whether it is healthy: GET the URL (its `/healthz`), exit 0 on
+    /// 200 and 1 otherwise, printing the answer. For container health checks, where the image
+    /// carries no HTTP client.
+    Probe {
+        /// e.g. `http://127.0.0.1:8080/healthz`.
+        url: String,
+    },
     /// Score a series for anomalies: reads `timestamp,value` CSV on stdin (a header line first;
     /// `timestamp,a,b,…` for hst, which scores several values together) and writes one score in
     /// [0, 1] per reading on stdout, flushed at once (empty while the detector warms up), so it
@@ -218,23 +235,22 @@ fn main() {
             no_state,
             checkpoint_interval,
             rebuild_changed,
+            hosts,
+            process,
         } => {
             let state = (!no_state).then(|| match state {
                 Some(text) => StateLocation::parse(&text, default_state_directory(&file)),
                 None => StateLocation::Directory(default_state_directory(&file)),
             });
-            run(
-                &file,
-                workers,
-                run_for,
-                serve,
-                retention,
-                state.map(|location| StateChoice {
-                    location,
-                    interval: checkpoint_interval,
-                    rebuild_changed,
-                }),
-            )
+            let state = state.map(|location| StateChoice {
+                location,
+                interval: checkpoint_interval,
+                rebuild_changed,
+            });
+            hosts
+                .map(|hosts| Cluster::from_hosts_file(&hosts, process))
+                .transpose()
+                .and_then(|cluster| run(&file, workers, run_for, serve, retention, state, cluster))
         }
         Command::Check { file } => check(&file),
         Command::Auth(Authorizing::Token { name, role, file }) => {
@@ -250,6 +266,7 @@ fn main() {
                 })
                 .map_err(anyhow::Error::from)
         }
+        Command::Probe { url } => commands::probe::probe(&url),
         Command::Score { detector, options } => score(&detector, &options),
         Command::Evaluate {
             input,

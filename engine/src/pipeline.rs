@@ -64,6 +64,7 @@ pub fn query_to_completion(
         retention: Default::default(),
         extensible: false,
         state: None,
+        cluster: None,
     };
     let mut captured: HashMap<NodeId, Vec<Update>> =
         start(Arc::new(query_plan), options)?.join()?;

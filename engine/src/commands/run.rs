@@ -11,12 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vibelux::control::Control;
 use vibelux::live::view::Retention;
 use vibelux::pipeline::load_pipeline;
+use vibelux::runtime::cluster::Cluster;
 use vibelux::runtime::{Durability, Run, RunOptions, start};
 use vibelux::server::audit::default_audit_path;
 use vibelux::server::postgres::PgServer;
 use vibelux::server::serving::{HttpAddress, ServeArgs};
 use vibelux::server::tls::TlsAcceptors;
-use vibelux::server::{Server, ServerState};
+use vibelux::server::{ClusterPlace, Server, ServerState};
 use vibelux::state::{StateLocation, StateOptions, pipeline_fingerprint};
 use vibelux_queries::planner::{Outcome, Planner};
 
@@ -37,10 +38,14 @@ pub fn run(
     serve: ServeArgs,
     retention: Duration,
     state: Option<StateChoice>,
+    cluster: Option<Cluster>,
 ) -> anyhow::Result<()> {
     let http = serve.http;
     // Who may call is settled before anything starts: a refused address starts nothing.
-    let pg = serve.pg_address();
+    // Process 0 of a cluster serves the Postgres port; the others only HTTP's /metrics.
+    let pg = serve
+        .pg_address()
+        .filter(|_| cluster.as_ref().is_none_or(Cluster::is_first));
     let access = match (http, pg) {
         (HttpAddress::At(address), _) | (HttpAddress::Off, Some((address, _))) => {
             Some(serve.access(address)?)
@@ -71,6 +76,22 @@ pub fn run(
             } else {
                 "--audit-log is off"
             }
+        );
+    }
+    if let Some(cluster) = &cluster {
+        let reasons = Cluster::unsupported(&planner.plan);
+        if !reasons.is_empty() {
+            anyhow::bail!(
+                "{} cannot run as a cluster yet:\n  {}",
+                file.display(),
+                reasons.join("\n  ")
+            );
+        }
+        eprintln!(
+            "vibelux: process {} of a cluster of {} ({} workers each; process 0 writes the sinks and serves the views)",
+            cluster.process,
+            cluster.processes(),
+            workers
         );
     }
     let text =
@@ -125,13 +146,15 @@ pub fn run(
             stop: stop.clone(),
             capture: Vec::new(),
             retention: retention_settings,
-            extensible: access.is_some(),
+            // Statements over the API would have to reach every process: not in a cluster yet.
+            extensible: access.is_some() && cluster.is_none(),
             state: state.map(|choice| StateOptions {
                 location: choice.location,
                 interval: choice.interval,
                 pipeline: pipeline_fingerprint(&text),
                 rebuild_changed: choice.rebuild_changed,
             }),
+            cluster: cluster.clone(),
         },
     )?;
     announce_durability(&run.durability);
@@ -153,9 +176,13 @@ pub fn run(
             views: run.metrics.views.clone(),
             metrics: run.metrics.clone(),
             started,
-            control: Some(Arc::new(control)),
+            control: cluster.is_none().then(|| Arc::new(control)),
             access: Arc::new(access),
             audit,
+            cluster: cluster.as_ref().map(|cluster| ClusterPlace {
+                process: cluster.process,
+                first: cluster.hosts[0].clone(),
+            }),
         });
         servers = Some(start_servers(state, http, pg, tls)?);
     }

@@ -22,6 +22,8 @@ pub struct RunMetrics {
     /// Seconds per worker-0 step that had work to do.
     pub step_seconds: Histogram,
     pub alarms: Arc<AlarmDesk>,
+    /// The pipeline's alarms, each with the live view of its instances (`<alarm>_state`).
+    pub alarm_states: Vec<(String, String)>,
     /// Each view's Calcs, which count the rows their expressions failed on.
     pub expression_errors: Vec<(String, Vec<Arc<vibelux_operators::calc::Calc>>)>,
     /// Checkpoints taken, when the run is checkpointed.
@@ -60,6 +62,16 @@ impl RunMetrics {
                 .collect(),
             step_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
             alarms: Arc::default(),
+            alarm_states: plan
+                .nodes
+                .iter()
+                .filter_map(|node| match &node.kind {
+                    NodeKind::RaiseAlarms { spec, .. } => {
+                        Some((spec.name.clone(), format!("{}_state", spec.name)))
+                    }
+                    _ => None,
+                })
+                .collect(),
             expression_errors: calcs_by_view(plan),
             checkpoints,
         }

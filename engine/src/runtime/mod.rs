@@ -24,6 +24,7 @@ use crate::live::view::{LiveView, LiveViews, Retention};
 use crate::state::{Checkpointer, Resumed, StateKeys, StateOptions, Storing};
 
 mod build;
+pub mod cluster;
 mod extension;
 mod inputs;
 mod metrics;
@@ -77,6 +78,9 @@ pub struct RunOptions {
     pub extensible: bool,
     /// Keep checkpoints here and resume from the newest (when the run can be checkpointed).
     pub state: Option<StateOptions>,
+    /// This process's place in a timely cluster; `None` for a run in one process. `workers`
+    /// is then the threads of each process.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// Whether a run is checkpointed, and from what it resumed.
@@ -202,7 +206,13 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             })
             .collect(),
     );
-    let workers = options.workers.max(1);
+    // A cluster's workers are numbered across its processes: readers split over all of them.
+    let threads = options.workers.max(1);
+    let workers = threads
+        * options
+            .cluster
+            .as_ref()
+            .map_or(1, cluster::Cluster::processes);
     let keys = StateKeys::new(&plan, &order, &sources, &tables);
     let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers, &keys)?;
     let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
@@ -219,7 +229,12 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     ));
     // Sinks open and sources start before any worker does (files created, network clients
     // started), so a bad path or an unreachable broker fails the run up front.
-    let mut opened = open_sinks(&plan, checkpoints.as_deref(), &keys)?;
+    // Sinks write in process 0, where their rows gather: another process opens none (a file
+    // sink would otherwise truncate the same path from two processes).
+    let mut opened = match &options.cluster {
+        Some(cluster) if !cluster.is_first() => plan.sinks.iter().map(|_| None).collect(),
+        _ => open_sinks(&plan, checkpoints.as_deref(), &keys)?,
+    };
     if let (Some(resumed), Some(state)) = (&resumed, &options.state) {
         // A state directory's first run, or an edited pipeline's: store where the outputs
         // stand before it writes anything, with what carries over from the previous version.
@@ -257,7 +272,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         },
     )?);
     let captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>> = Arc::default();
-    let (commands, receivers): (Vec<_>, Vec<_>) = (0..options.workers.max(1))
+    let (commands, receivers): (Vec<_>, Vec<_>) = (0..workers)
         .map(|_| std::sync::mpsc::channel::<Command>())
         .map(|(sender, receiver)| (sender, Some(receiver)))
         .unzip();
@@ -280,7 +295,10 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         checkpoints: checkpoints.clone(),
         keys: keys.clone(),
     });
-    let config = timely::Config::process(options.workers.max(1));
+    let config = match &options.cluster {
+        Some(cluster) => cluster.timely_config(threads),
+        None => timely::Config::process(threads),
+    };
     let guards = timely::execute(config, move |worker| worker::run(worker, &shared))
         .map_err(|error| anyhow::anyhow!("starting workers: {error}"))?;
     let checkpointer = match (resumed, &options.state, checkpoint_metrics) {
@@ -321,6 +339,11 @@ fn durability(
         return Ok((Durability::Off, None));
     };
     let mut reasons = crate::state::unsupported(plan, sources, tables);
+    if options.cluster.is_some() {
+        reasons.push(
+            "a cluster run is not checkpointed yet (the cut is agreed inside one process)".into(),
+        );
+    }
     if !options.capture.is_empty() {
         reasons.push("queries are not checkpointed".into());
     }

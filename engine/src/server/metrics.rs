@@ -14,10 +14,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::ServerState;
-use crate::live::view::LiveViews;
+use crate::live::view::{LiveView, LiveViews};
 use crate::runtime::RunMetrics;
 use crate::state::CheckpointMetrics;
 use vibelux_connectors::sink::SinkMetrics;
+use vibelux_operators::row::Datum;
 
 struct RunCollector {
     metrics: Arc<RunMetrics>,
@@ -261,6 +262,7 @@ impl Collector for RunCollector {
             "view",
             &expression_errors,
         )?;
+        encode_alarm_instances(&mut encoder, &self.metrics.alarm_states, &views)?;
         if let Some(checkpoints) = &self.metrics.checkpoints {
             encode_checkpoints(&mut encoder, checkpoints)?;
         }
@@ -273,6 +275,40 @@ impl Collector for RunCollector {
         )?;
         Ok(())
     }
+}
+
+/// How many instances of each alarm are in each state (`active`, `acknowledged`, `cleared`,
+/// `shelved`, …), counted from its `<alarm>_state` view when scraped.
+fn encode_alarm_instances(
+    encoder: &mut DescriptorEncoder,
+    alarm_states: &[(String, String)],
+    views: &[Arc<LiveView>],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "vibelux_alarm_instances",
+        "Instances of an alarm (one per key) by their latest state",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (alarm, state_view) in alarm_states {
+        let Some(view) = views.iter().find(|view| &view.name == state_view) else {
+            continue;
+        };
+        let Ok(column) = view.schema.index_of("state") else {
+            continue;
+        };
+        let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+        for (row, diff) in view.contents() {
+            if let Some(Datum::Utf8(state)) = row.get(column) {
+                *counts.entry(state.to_string()).or_default() += diff;
+            }
+        }
+        for (state, count) in counts {
+            let labels = [("alarm", alarm.as_str()), ("state", state.as_str())];
+            ConstGauge::new(count as f64).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checkpoints stored and failed, and the last one's time, age, duration and size.

@@ -49,6 +49,17 @@ pub struct ServerState {
     pub access: Arc<Access>,
     /// Where changes and refusals are recorded (`None`: nowhere).
     pub audit: Option<Arc<AuditLog>>,
+    /// This process's place in a cluster, when it is one of several.
+    pub cluster: Option<ClusterPlace>,
+}
+
+/// A process of a cluster, as its server sees it: process 0 serves the views and the API,
+/// the others their own `/metrics` and `/healthz`.
+#[derive(Debug, Clone)]
+pub struct ClusterPlace {
+    pub process: usize,
+    /// Process 0's cluster address (`host:port` in the hosts file), for pointing callers there.
+    pub first: String,
 }
 
 impl ServerState {
@@ -349,6 +360,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_CONNECTIONS: usize = 1024;
 
 pub fn router(state: Arc<ServerState>) -> Router {
+    if let Some(place) = state.cluster.as_ref().filter(|place| place.process > 0) {
+        return peer_router(state.clone(), place);
+    }
     Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard.js", get(dashboard::script))
@@ -363,6 +377,36 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/alarms/{name}/{action}", post(alarms::command))
         // Statements and commands are small; a large body is a mistake or an attack.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .with_state(state)
+}
+
+/// What a process of a cluster other than process 0 serves: its own health and metrics (its
+/// workers' sources, the steps of its dataflow), and a pointer to process 0 for the rest.
+fn peer_router(state: Arc<ServerState>, place: &ClusterPlace) -> Router {
+    let elsewhere = format!(
+        "process {} of a cluster serves /metrics and /healthz; live views, the API and the Postgres port are on process 0 ({} in the hosts file)",
+        place.process,
+        place
+            .first
+            .rsplit_once(':')
+            .map_or(place.first.as_str(), |(host, _)| host)
+    );
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .fallback(move || {
+            let elsewhere = elsewhere.clone();
+            async move {
+                (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(serde_json::json!({ "error": elsewhere })),
+                )
+            }
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

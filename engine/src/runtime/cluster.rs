@@ -1,0 +1,164 @@
+//! One process of a timely cluster: which processes there are, which one this is, and what a
+//! cluster run can do yet.
+//!
+//! Timely is a distributed engine already: every process runs the same dataflow on its own
+//! worker threads, and exchanges between workers cross the network when the workers are in
+//! different processes. A cluster is timely's hosts file (`host:port` per line, one line per
+//! process, the same file for all) and this process's line in it. Worker `w` of process `p` is
+//! the cluster's worker `p × threads + w`, so sources split over all of them as they split over
+//! one process's threads, and what gathers at worker 0 (sinks, live views) gathers in
+//! process 0.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use vibelux_queries::plan::DataflowPlan;
+
+/// Source connectors whose readers split their input by worker, across processes as within
+/// one: each process starts the same readers and keeps its own workers'.
+const SPLIT_BY_WORKER: &[&str] = &["simulator", "file", "parquet"];
+
+/// The processes of a cluster and this one's place among them.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `host:port` of every process, in process order.
+    pub hosts: Vec<String>,
+    /// This process's index into `hosts`.
+    pub process: usize,
+}
+
+impl Cluster {
+    /// Reads the hosts file at `path`; `process` (or, without it, the number that ends this
+    /// machine's host name, as a StatefulSet names its pods: `vibelux-2`) says which line is
+    /// this process.
+    pub fn from_hosts_file(path: &Path, process: Option<usize>) -> anyhow::Result<Cluster> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the hosts file {}", path.display()))?;
+        let hosts: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        for (line, host) in hosts.iter().enumerate() {
+            if host
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                bail!(
+                    "the hosts file {}: process {line} is `{host}`; each line is host:port",
+                    path.display()
+                );
+            }
+        }
+        if hosts.is_empty() {
+            bail!("the hosts file {} lists no process", path.display());
+        }
+        let process = match process {
+            Some(process) => process,
+            None => ordinal_of_host_name().with_context(|| {
+                format!(
+                    "which process of {} is this? give --process (or VIBELUX_PROCESS)",
+                    path.display()
+                )
+            })?,
+        };
+        if process >= hosts.len() {
+            bail!(
+                "--process {process}, but the hosts file {} lists {} processes (0 to {})",
+                path.display(),
+                hosts.len(),
+                hosts.len() - 1
+            );
+        }
+        Ok(Cluster { hosts, process })
+    }
+
+    pub fn processes(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether this is process 0, where sinks write and live views are kept.
+    pub fn is_first(&self) -> bool {
+        self.process == 0
+    }
+
+    /// Timely's configuration for this process with `threads` workers.
+    pub fn timely_config(&self, threads: usize) -> timely::Config {
+        timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads,
+                process: self.process,
+                addresses: self.hosts.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        }
+    }
+
+    /// Why `plan` cannot run as a cluster yet: its sources that do not split by worker.
+    pub fn unsupported(plan: &DataflowPlan) -> Vec<String> {
+        plan.sources
+            .iter()
+            .filter(|source| !SPLIT_BY_WORKER.contains(&source.spec.connector()))
+            .map(|source| {
+                format!(
+                    "source `{}`: {} sources do not run in a cluster yet ({} do)",
+                    source.name,
+                    source.spec.connector(),
+                    SPLIT_BY_WORKER.join(", ")
+                )
+            })
+            .chain(plan.tables.iter().filter(|table| !table.spec.is_bounded()).map(|table| {
+                format!(
+                    "table `{}`: a tailed table does not run in a cluster yet (its changes are timed by process 0's sources alone)",
+                    table.name
+                )
+            }))
+            .collect()
+    }
+}
+
+/// The number after the last `-` of this machine's host name (`vibelux-2` → 2).
+fn ordinal_of_host_name() -> anyhow::Result<usize> {
+    let name = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_default();
+    name.rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse().ok())
+        .with_context(|| format!("the host name `{name}` does not end in -N"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hosts_file_lists_processes_and_names_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, "# two processes\n127.0.0.1:2101\n\n127.0.0.1:2102\n").unwrap();
+        let cluster = Cluster::from_hosts_file(&path, Some(1)).unwrap();
+        assert_eq!(cluster.hosts, ["127.0.0.1:2101", "127.0.0.1:2102"]);
+        assert!(!cluster.is_first());
+        let error = Cluster::from_hosts_file(&path, Some(2)).unwrap_err();
+        assert!(
+            error.to_string().contains("lists 2 processes (0 to 1)"),
+            "{error}"
+        );
+        std::fs::write(&path, "127.0.0.1:2101\nvibelux-1\n").unwrap();
+        let error = Cluster::from_hosts_file(&path, Some(0)).unwrap_err();
+        assert!(
+            error.to_string().contains("process 1 is `vibelux-1`"),
+            "{error}"
+        );
+    }
+}

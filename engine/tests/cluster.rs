@@ -1,0 +1,245 @@
+//! A timely cluster of `vibelux run` processes on loopback: the same results as one process,
+//! to the row, with sources split across every process's workers and sinks written once.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::crashes::write_sensor_readings;
+use common::tansu::free_port;
+
+/// A simulated facility replayed at full speed and the file of readings beside it: windows, a
+/// detector per sensor and an alarm per sensor, whose outputs depend on nothing but the input.
+const PIPELINE: &str = "
+CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'simulator', rooms = '2', zones_per_room = '5', sensors_per_zone = '10',
+        interval = '10 seconds', speed = 'max', start = '2024-06-01T05:00:00Z',
+        duration = '3 hours', seed = '11', faults = 'stuck,dropout,spike');
+CREATE SOURCE counted (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
+  WATERMARK FOR ts AS ts - INTERVAL '1 second')
+  WITH (connector = 'file', path = 'in.jsonl');
+CREATE VIEW zone_minute AS
+  SELECT zone, window_start, count(*) AS n, round(avg(temp_c), 6) AS temp_avg
+  FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start;
+CREATE VIEW scored AS
+  SELECT sensor_id, ts, round(anomaly_score('zscore', temp_c) OVER (PARTITION BY sensor_id), 9) AS score
+  FROM readings;
+CREATE ALARM too_warm ON readings PER sensor_id
+  WHEN temp_c > 25.5 FOR INTERVAL '2 minutes' CLEAR WHEN temp_c < 25;
+CREATE VIEW sensor_seconds AS
+  SELECT sensor_id, window_start, count(*) AS n, max(seq) AS last
+  FROM TUMBLE(counted, ts, INTERVAL '1 second') GROUP BY sensor_id, window_start;
+CREATE SINK minutes FROM zone_minute WITH (connector = 'file', path = 'out/minutes.jsonl');
+CREATE SINK scores FROM scored WITH (connector = 'file', path = 'out/scores.jsonl');
+CREATE SINK alarms FROM too_warm WITH (connector = 'file', path = 'out/alarms.jsonl');
+CREATE SINK seconds FROM sensor_seconds WITH (connector = 'file', path = 'out/seconds.jsonl');
+";
+
+const OUTPUTS: [&str; 4] = ["minutes", "scores", "alarms", "seconds"];
+
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
+    write_sensor_readings(dir.path(), 20_000);
+    dir
+}
+
+fn vibelux(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vibelux"));
+    command
+        .current_dir(dir)
+        .args(["run", "pipeline.sql", "--no-state", "--http", "off"])
+        .args(args);
+    command
+}
+
+fn succeeded(what: &str, output: Output) -> String {
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{what}:\n{log}");
+    log
+}
+
+/// Each output's lines, sorted: the order rows are written in may differ between runs.
+fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
+    OUTPUTS
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join("out").join(format!("{name}.jsonl")))
+                .unwrap_or_default();
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            lines.sort();
+            (name.to_string(), lines)
+        })
+        .collect()
+}
+
+/// Runs the pipeline as `processes` processes of `workers` each in `dir`, all to their end.
+fn run_cluster(dir: &Path, processes: usize, workers: usize) -> Vec<String> {
+    let hosts: Vec<String> = (0..processes)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    std::fs::write(dir.join("hosts"), hosts.join("\n")).unwrap();
+    let children: Vec<Child> = (0..processes)
+        .map(|process| {
+            vibelux(
+                dir,
+                &["--workers", &workers.to_string(), "--hosts", "hosts"],
+            )
+            .env("VIBELUX_PROCESS", process.to_string())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(process, child)| {
+            succeeded(
+                &format!("process {process}"),
+                child.wait_with_output().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_of_processes_writes_what_one_process_writes() {
+    let reference = folder();
+    succeeded(
+        "one process",
+        vibelux(reference.path(), &["--workers", "2"])
+            .output()
+            .unwrap(),
+    );
+    let expected = outputs(reference.path());
+    for (name, lines) in &expected {
+        assert!(!lines.is_empty(), "one process wrote no {name}");
+    }
+    for (processes, workers) in [(2, 1), (2, 2), (3, 1)] {
+        let dir = folder();
+        let logs = run_cluster(dir.path(), processes, workers);
+        assert!(
+            logs[0].contains(&format!("process 0 of a cluster of {processes}")),
+            "{}",
+            logs[0]
+        );
+        for (name, lines) in outputs(dir.path()) {
+            let reference = &expected.iter().find(|(n, _)| *n == name).unwrap().1;
+            assert!(
+                lines == *reference,
+                "{processes} processes × {workers} workers wrote {} {name} rows, one process {}",
+                lines.len(),
+                reference.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn process_zero_serves_the_views_and_the_others_their_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+           WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '5',
+                 interval = '10 seconds', speed = '60x', seed = '3');
+         CREATE MATERIALIZED VIEW zones AS SELECT zone, count(*) AS n FROM readings GROUP BY zone;",
+    )
+    .unwrap();
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(dir.path().join("hosts"), hosts).unwrap();
+    let http: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut children: Vec<Child> = (0..2)
+        .map(|process| {
+            Command::new(env!("CARGO_BIN_EXE_vibelux"))
+                .current_dir(dir.path())
+                .args([
+                    "run",
+                    "pipeline.sql",
+                    "--no-state",
+                    "--for",
+                    "20s",
+                    "--pg",
+                    "off",
+                ])
+                .args(["--http", &format!("127.0.0.1:{}", http[process])])
+                .args(["--hosts", "hosts", "--process", &process.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let get = |port: u16, path: &str| {
+        common::request(&format!("127.0.0.1:{port}"), "GET", path, &[], None)
+    };
+    // Every zone counted, by both processes' workers, in process 0's view.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = get(http[0], "/v1/views/zones");
+        if answer.status == 200 && answer.body.matches("\"zone\":\"r").count() == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", answer.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elsewhere = get(http[1], "/v1/views/zones");
+    assert_eq!(elsewhere.status, 404);
+    assert!(
+        elsewhere
+            .body
+            .contains("live views, the API and the Postgres port are on process 0"),
+        "{}",
+        elsewhere.body
+    );
+    // Each process counts the rows its own workers read.
+    let rows = |port: u16| -> f64 {
+        let metrics = get(port, "/metrics").body;
+        metrics
+            .lines()
+            .find(|line| line.starts_with("vibelux_source_rows_total{source=\"readings\"}"))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{metrics}"))
+    };
+    assert!(rows(http[0]) > 0.0 && rows(http[1]) > 0.0);
+    let refused = common::request(
+        &format!("127.0.0.1:{}", http[0]),
+        "POST",
+        "/v1/alarms/any/acknowledge",
+        &["content-type: application/json".into()],
+        Some(r#"{"key": {}}"#),
+    );
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn sources_that_do_not_split_across_processes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE m (sensor_id TEXT, ts TIMESTAMP, v DOUBLE, WATERMARK FOR ts AS ts)
+           WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:9', topic = 'x/{sensor_id}');
+         CREATE SINK out FROM m WITH (connector = 'file', path = 'out.jsonl');",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hosts"), "127.0.0.1:9\n127.0.0.1:10\n").unwrap();
+    let output = vibelux(dir.path(), &["--hosts", "hosts", "--process", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("source `m`: mqtt sources do not run in a cluster yet"),
+        "{log}"
+    );
+}
