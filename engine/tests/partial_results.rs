@@ -41,6 +41,7 @@ fn a_window_publishes_partial_results_before_it_closes() {
         retention: Default::default(),
         extensible: false,
         state: None,
+        cluster: None,
     };
     let mut captured = start(Arc::new(planner.plan.clone()), options)
         .unwrap()
