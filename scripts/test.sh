@@ -36,10 +36,11 @@ fi
 # library `CREATE MODEL` loads; scikit-learn, skl2onnx and onnx train and export the test model.
 # moto's server mode is the S3-compatible object storage checkpoints are written to. psycopg
 # is a Postgres driver the Postgres port is tested with (beside psql); PyJWT signs the JWTs
-# the JWKS test accepts and refuses.
-if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus, onnxruntime, sklearn, skl2onnx, onnx, moto.server, psycopg, jwt" 2> /dev/null; then
+# the JWKS test accepts and refuses. PyYAML reads deploy/'s compose file, chart values and
+# Prometheus configuration, which a test checks against the binary.
+if ! python3 -c "import duckdb, pyarrow, selenium, paho.mqtt, confluent_kafka, pymodbus, onnxruntime, sklearn, skl2onnx, onnx, moto.server, psycopg, jwt, yaml" 2> /dev/null; then
   python3 -m pip install --quiet duckdb pyarrow selenium paho-mqtt confluent-kafka "pymodbus>=3.16,<4" \
-    "onnxruntime==1.31.1" scikit-learn skl2onnx onnx "moto[server]>=5,<6" "psycopg[binary]>=3.2,<4" "pyjwt[crypto]>=2.8,<3"
+    "onnxruntime==1.31.1" scikit-learn skl2onnx onnx "moto[server]>=5,<6" "psycopg[binary]>=3.2,<4" "pyjwt[crypto]>=2.8,<3" "pyyaml>=6,<7"
 fi
 
 # pysparkplug (a Sparkplug B edge node's payloads, generated from the published

@@ -243,3 +243,112 @@ fn sources_that_do_not_split_across_processes_are_refused() {
         "{log}"
     );
 }
+
+/// Two hosts on one machine: network namespaces joined by a veth pair, each with an address
+/// of its own; removed when dropped.
+struct TwoHosts {
+    namespaces: [String; 2],
+    addresses: [String; 2],
+}
+
+impl TwoHosts {
+    fn create() -> TwoHosts {
+        let tag = std::process::id();
+        let namespaces = [format!("vlx{tag}a"), format!("vlx{tag}b")];
+        let subnet = format!("10.231.{}", tag % 250);
+        let addresses = [format!("{subnet}.1"), format!("{subnet}.2")];
+        let hosts = TwoHosts {
+            namespaces: namespaces.clone(),
+            addresses: addresses.clone(),
+        };
+        let ip = |args: &[&str]| {
+            let output = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                output.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        for namespace in &namespaces {
+            ip(&["netns", "add", namespace]);
+        }
+        let links = [format!("vlx{tag}x"), format!("vlx{tag}y")];
+        ip(&[
+            "link", "add", &links[0], "type", "veth", "peer", "name", &links[1],
+        ]);
+        for i in 0..2 {
+            ip(&["link", "set", &links[i], "netns", &namespaces[i]]);
+            let address = format!("{}/24", addresses[i]);
+            ip(&[
+                "-n",
+                &namespaces[i],
+                "addr",
+                "add",
+                &address,
+                "dev",
+                &links[i],
+            ]);
+            ip(&["-n", &namespaces[i], "link", "set", &links[i], "up"]);
+            ip(&["-n", &namespaces[i], "link", "set", "lo", "up"]);
+        }
+        hosts
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for namespace in &self.namespaces {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_cluster_across_two_network_namespaces_writes_what_one_process_writes() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
+    {
+        // Namespaces need root; the loopback test above covers the cluster itself.
+        eprintln!("not root: no network namespaces here, the loopback cluster test stands in");
+        return;
+    }
+    let reference = folder();
+    succeeded(
+        "one process",
+        vibelux(reference.path(), &["--workers", "2"])
+            .output()
+            .unwrap(),
+    );
+    let hosts = TwoHosts::create();
+    let dir = folder();
+    let lines: Vec<String> = hosts
+        .addresses
+        .iter()
+        .map(|address| format!("{address}:2101"))
+        .collect();
+    std::fs::write(dir.path().join("hosts"), lines.join("\n")).unwrap();
+    let children: Vec<Child> = (0..2)
+        .map(|process| {
+            Command::new("ip")
+                .args(["netns", "exec", &hosts.namespaces[process]])
+                .arg(env!("CARGO_BIN_EXE_vibelux"))
+                .args(["run", "pipeline.sql", "--no-state", "--http", "off"])
+                .args(["--hosts", "hosts", "--process", &process.to_string()])
+                .current_dir(dir.path())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (process, child) in children.into_iter().enumerate() {
+        succeeded(
+            &format!("process {process} in {}", hosts.namespaces[process]),
+            child.wait_with_output().unwrap(),
+        );
+    }
+    assert_eq!(outputs(dir.path()), outputs(reference.path()));
+}

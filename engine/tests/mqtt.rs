@@ -564,10 +564,12 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
         .collect();
     let distinct: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
     assert_eq!(distinct.len(), COUNT, "messages lost");
-    // A message acknowledged by its journal sync but whose acknowledgement the kill cut off is
-    // delivered again by the broker (QoS 1 is at least once): a handful at most.
+    // A message journaled but whose acknowledgement the kill cut off is delivered again by the
+    // broker (QoS 1 is at least once): at most the broker's in-flight window (100 in the test
+    // broker's configuration) per kill, and here two kills. Under load a kill can find most of
+    // the window journaled and not yet acknowledged (92 repeats were seen in a CI run).
     assert!(
-        seqs.len() - COUNT <= 50,
+        seqs.len() - COUNT <= 2 * 100,
         "{} messages repeated",
         seqs.len() - COUNT
     );
