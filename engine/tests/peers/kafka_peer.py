@@ -90,13 +90,23 @@ elif command == "consume-ids":
         if high > low:
             ends[partition] = high
     consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in ends])
+    # Where each partition's next message is: a fetch that stalls (a loaded broker) is
+    # restarted from there every 10 s, rather than waited on until the deadline.
+    following = {partition: OFFSET_BEGINNING for partition in ends}
     idle = 0
     while ends and idle < 600:
         message = consumer.poll(0.1)
         if message is None or message.error():
+            if message is not None:
+                print(f"fetch: {message.error()}", file=sys.stderr, flush=True)
             idle += 1
+            if idle % 100 == 0:
+                consumer.assign(
+                    [TopicPartition(topic, partition, following[partition]) for partition in ends]
+                )
             continue
         idle = 0
+        following[message.partition()] = message.offset() + 1
         headers = dict(message.headers() or [])
         row_id = (headers.get("vibelux-row-id") or b"").decode()
         print(f"{row_id}\t{message.value().decode()}", flush=True)
