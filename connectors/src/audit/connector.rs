@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use vibelux_interfaces::connector::{
     DeclaredSource, DefinedColumns, SourceConnector, SourceSpec, SourceStart,
 };
@@ -56,23 +57,13 @@ impl SourceConnector for AuditTrail {
         options: &mut Options,
     ) -> Result<Arc<dyn SourceSpec>, OptionError> {
         let trail = super::schema();
-        for field in source.schema.fields() {
-            let Ok(column) = trail.field_with_name(field.name()) else {
-                return Err(options.error(format!(
-                    "the audit trail has no column `{}`; its columns are {}",
-                    field.name(),
-                    super::COLUMNS.join(", ")
-                )));
-            };
-            if column.data_type() != field.data_type() {
-                return Err(options.error(format!(
-                    "column `{}` of the audit trail is {}, not {}",
-                    field.name(),
-                    type_name(column.data_type()),
-                    type_name(field.data_type()),
-                )));
-            }
-        }
+        let columns: Vec<(&str, DataType)> = trail
+            .fields()
+            .iter()
+            .map(|field| (field.name().as_str(), field.data_type().clone()))
+            .collect();
+        let layout = RowLayout::declared(source);
+        crate::fixed_columns::check(options, &layout, "audit", &columns)?;
         let config = FileSourceConfig {
             path: self.path.clone(),
             format: FileFormat::Json,
@@ -80,7 +71,7 @@ impl SourceConnector for AuditTrail {
         };
         Ok(Arc::new(AuditInput {
             path: self.path.clone(),
-            file: FileInput::new(config, RowLayout::declared(source)),
+            file: FileInput::new(config, layout),
         }))
     }
 
@@ -90,18 +81,6 @@ impl SourceConnector for AuditTrail {
             event_time: 0,
             watermark_delay_nanos: WATERMARK_DELAY_NANOS,
         })
-    }
-}
-
-fn type_name(data_type: &datafusion::arrow::datatypes::DataType) -> &'static str {
-    use datafusion::arrow::datatypes::DataType;
-    match data_type {
-        DataType::Timestamp(..) => "TIMESTAMP",
-        DataType::Utf8 => "TEXT",
-        DataType::Int64 => "BIGINT",
-        DataType::Float64 => "DOUBLE",
-        DataType::Boolean => "BOOLEAN",
-        _ => "another type",
     }
 }
 

@@ -13,12 +13,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// The trail's fields, in the order the engine writes them.
-pub const COLUMNS: &[&str] = &[
-    "ts", "actor", "role", "action", "target", "outcome", "detail", "peer",
-];
-
-/// The trail's columns: `ts` (when, UTC) then text; `role` and `peer` may be null.
+/// The trail's columns: `ts` (when, UTC) then text; `role`, `detail` and `peer` may be null.
 pub fn schema() -> SchemaRef {
     let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
