@@ -76,6 +76,18 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// What the pipeline writes as one process with two workers: the reference.
+fn one_process_outputs() -> Vec<(String, Vec<String>)> {
+    let reference = folder();
+    succeeded(
+        "one process",
+        vibelux(reference.path(), &["--workers", "2"])
+            .output()
+            .unwrap(),
+    );
+    outputs(reference.path())
+}
+
 /// Runs the pipeline as `processes` processes of `workers` each in `dir`, all to their end.
 fn run_cluster(dir: &Path, processes: usize, workers: usize) -> Vec<String> {
     let hosts: Vec<String> = (0..processes)
@@ -108,14 +120,7 @@ fn run_cluster(dir: &Path, processes: usize, workers: usize) -> Vec<String> {
 
 #[test]
 fn a_cluster_of_processes_writes_what_one_process_writes() {
-    let reference = folder();
-    succeeded(
-        "one process",
-        vibelux(reference.path(), &["--workers", "2"])
-            .output()
-            .unwrap(),
-    );
-    let expected = outputs(reference.path());
+    let expected = one_process_outputs();
     for (name, lines) in &expected {
         assert!(!lines.is_empty(), "one process wrote no {name}");
     }
@@ -316,13 +321,7 @@ fn a_cluster_across_two_network_namespaces_writes_what_one_process_writes() {
         eprintln!("not root: no network namespaces here, the loopback cluster test stands in");
         return;
     }
-    let reference = folder();
-    succeeded(
-        "one process",
-        vibelux(reference.path(), &["--workers", "2"])
-            .output()
-            .unwrap(),
-    );
+    let expected = one_process_outputs();
     let hosts = TwoHosts::create();
     let dir = folder();
     let lines: Vec<String> = hosts
@@ -350,5 +349,5 @@ fn a_cluster_across_two_network_namespaces_writes_what_one_process_writes() {
             child.wait_with_output().unwrap(),
         );
     }
-    assert_eq!(outputs(dir.path()), outputs(reference.path()));
+    assert_eq!(outputs(dir.path()), expected);
 }
