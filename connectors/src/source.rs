@@ -166,8 +166,13 @@ pub fn read_source<'scope>(
                     }
                 }
                 if stop.load(Ordering::Relaxed) {
-                    final_position =
-                        leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                    final_position = leave_final_part(
+                        &checkpointing,
+                        reader.as_ref(),
+                        &tracker,
+                        false,
+                        *caps[0].time(),
+                    );
                     activator.activate_after(Duration::from_millis(10));
                     capabilities = None;
                     return;
@@ -257,8 +262,13 @@ pub fn read_source<'scope>(
                         activator.activate_after(wait)
                     }
                     Poll::Finished => {
-                        final_position =
-                            leave_final_part(&checkpointing, reader.as_ref(), &tracker, true);
+                        final_position = leave_final_part(
+                            &checkpointing,
+                            reader.as_ref(),
+                            &tracker,
+                            true,
+                            *caps[0].time(),
+                        );
                         activator.activate_after(Duration::from_millis(10));
                         capabilities = None;
                         return;
@@ -266,8 +276,13 @@ pub fn read_source<'scope>(
                     Poll::Failed(_) => {
                         // Windows still open would be written as if complete: stop the whole run
                         // as Ctrl-C does, and let it end with the failure.
-                        final_position =
-                            leave_final_part(&checkpointing, reader.as_ref(), &tracker, false);
+                        final_position = leave_final_part(
+                            &checkpointing,
+                            reader.as_ref(),
+                            &tracker,
+                            false,
+                            *caps[0].time(),
+                        );
                         activator.activate_after(Duration::from_millis(10));
                         stop.store(true, Ordering::Relaxed);
                         capabilities = None;
@@ -329,17 +344,20 @@ fn source_part(reader: &dyn SourceReader, tracker: &WorkerWatermark, finished: b
 
 /// The source's input has ended (read to its end, or the run stops): this part stands for it
 /// in every checkpoint from now on. Returns its position, for the reader once it is stored.
+/// Leaves the source's final part; `emitted_up_to` is the time its capability held last, the
+/// latest of every row it emitted.
 fn leave_final_part(
     checkpointing: &Option<SourceCheckpointing>,
     reader: &dyn SourceReader,
     tracker: &WorkerWatermark,
     finished: bool,
+    emitted_up_to: u64,
 ) -> Option<Vec<u8>> {
     let checkpointing = checkpointing.as_ref()?;
     let part = source_part(reader, tracker, finished);
     let position = part.position.clone();
     checkpointing
         .checkpoints
-        .submit_final(&checkpointing.key, encode(&part));
+        .submit_final_after(&checkpointing.key, encode(&part), emitted_up_to);
     Some(position)
 }

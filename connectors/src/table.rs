@@ -120,16 +120,24 @@ pub fn read_table<'scope>(
             let leave_final = |reader: &dyn SourceReader,
                                current: &HashMap<Row, Row>,
                                replacement: &Option<HashMap<Row, Row>>,
-                               finished: bool| {
+                               finished: bool,
+                               emitted_up_to: u64| {
                 if let Some(checkpointing) = &checkpointing {
-                    checkpointing.checkpoints.submit_final(
+                    checkpointing.checkpoints.submit_final_after(
                         &checkpointing.key,
                         table_part(reader, current, replacement, finished),
+                        emitted_up_to,
                     );
                 }
             };
             if stop.load(Ordering::Relaxed) {
-                leave_final(reader.as_ref(), &current, &replacement, false);
+                leave_final(
+                    reader.as_ref(),
+                    &current,
+                    &replacement,
+                    false,
+                    *caps[0].time(),
+                );
                 capabilities = None;
                 return;
             }
@@ -226,12 +234,24 @@ pub fn read_table<'scope>(
                     activator.activate_after(wait)
                 }
                 Poll::Finished => {
-                    leave_final(reader.as_ref(), &current, &replacement, true);
+                    leave_final(
+                        reader.as_ref(),
+                        &current,
+                        &replacement,
+                        true,
+                        *caps[0].time(),
+                    );
                     capabilities = None;
                 }
                 Poll::Failed(_) => {
                     // A table read in part would make every join on it wrong: stop the run.
-                    leave_final(reader.as_ref(), &current, &replacement, false);
+                    leave_final(
+                        reader.as_ref(),
+                        &current,
+                        &replacement,
+                        false,
+                        *caps[0].time(),
+                    );
                     stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                 }

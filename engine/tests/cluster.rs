@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::crashes::write_sensor_readings;
+use common::crashes::{newest_checkpoint_in, write_sensor_readings};
 use common::tansu::free_port;
 
 /// A simulated facility replayed at full speed and the file of readings beside it: windows, a
@@ -51,9 +51,20 @@ fn vibelux(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vibelux"));
     command
         .current_dir(dir)
-        .args(["run", "pipeline.sql", "--no-state", "--http", "off"])
+        .args(["run", "pipeline.sql", "--http", "off"])
         .args(args);
+    if !args.contains(&"--state") {
+        command.arg("--no-state");
+    }
     command
+}
+
+/// A hosts file of `processes` free loopback ports in `dir`.
+fn write_hosts(dir: &Path, processes: usize) {
+    let hosts: Vec<String> = (0..processes)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    std::fs::write(dir.join("hosts"), hosts.join("\n")).unwrap();
 }
 
 fn succeeded(what: &str, output: Output) -> String {
@@ -90,10 +101,7 @@ fn one_process_outputs() -> Vec<(String, Vec<String>)> {
 
 /// Runs the pipeline as `processes` processes of `workers` each in `dir`, all to their end.
 fn run_cluster(dir: &Path, processes: usize, workers: usize) -> Vec<String> {
-    let hosts: Vec<String> = (0..processes)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    std::fs::write(dir.join("hosts"), hosts.join("\n")).unwrap();
+    write_hosts(dir, processes);
     let children: Vec<Child> = (0..processes)
         .map(|process| {
             vibelux(
@@ -141,6 +149,134 @@ fn a_cluster_of_processes_writes_what_one_process_writes() {
                 reference.len()
             );
         }
+    }
+}
+
+/// The end of each process's log of the run `name`.
+fn logs_of(dir: &Path, name: &str) -> String {
+    (0..2)
+        .map(|process| {
+            let log = std::fs::read_to_string(dir.join(format!("{name}-{process}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            format!("-- process {process}:\n{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The processes of a checkpointed cluster, started in `dir` with stderr to `name-P.log`.
+fn start_checkpointed_cluster(dir: &Path, name: &str) -> Vec<Child> {
+    write_hosts(dir, 2);
+    (0..2)
+        .map(|process| {
+            let log = std::fs::File::create(dir.join(format!("{name}-{process}.log"))).unwrap();
+            vibelux(dir, &["--state", "state", "--checkpoint-interval", "300ms"])
+                .args(["--hosts", "hosts", "--process", &process.to_string()])
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_loss_or_repeats() {
+    let expected = one_process_outputs();
+    let dir = folder();
+    let state = dir.path().join("state");
+    let mut killed = 0;
+    for round in 0..40u64 {
+        let name = format!("round-{round}");
+        let mut children = start_checkpointed_cluster(dir.path(), &name);
+        // Kill one process, 0 and 1 in turn: in odd rounds a little after the cluster stored a
+        // checkpoint of its own, so that rows after it are in flight; in even rounds at some
+        // moment between 1 and 3 seconds after the start (wherever a checkpoint is then).
+        let wanted = newest_checkpoint_in(&state) + 1;
+        // The timer starts once the processes have connected (a process waits for its peers
+        // as long as it takes, as pods that start in any order must).
+        let connected = Instant::now() + Duration::from_secs(60);
+        while !(0..2).all(|process| {
+            std::fs::read_to_string(dir.path().join(format!("{name}-{process}.log")))
+                .is_ok_and(|log| log.contains("  state: "))
+        }) {
+            assert!(Instant::now() < connected, "{name} never connected");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let started = Instant::now();
+        let timer = Duration::from_millis(1_000 + round * 733 % 2_000);
+        let due = || match round % 2 {
+            1 => newest_checkpoint_in(&state) >= wanted,
+            _ => started.elapsed() >= timer,
+        };
+        let deadline = started + Duration::from_secs(60);
+        let mut ended = false;
+        while !due() && Instant::now() < deadline {
+            if children.iter_mut().any(|c| c.try_wait().unwrap().is_some()) {
+                ended = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // A run that resumed from the last checkpoint of a run that ended has nothing left to
+        // do but end: let it.
+        let finishing = std::fs::read_to_string(dir.path().join(format!("{name}-0.log")))
+            .unwrap_or_default()
+            .contains("when the last run ended");
+        if !ended && !finishing {
+            std::thread::sleep(Duration::from_millis(round * 37 % 40));
+            let victim = (round % 2) as usize;
+            children[victim].kill().unwrap();
+            killed += 1;
+        }
+        // The process that was not killed stops by itself once its peer is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let statuses: Vec<_> = children
+            .iter_mut()
+            .map(|child| {
+                loop {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        break status;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "a process of {name} kept running without its peer"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .collect();
+        if statuses.iter().all(|status| status.success()) {
+            break;
+        }
+        assert!(
+            !ended,
+            "{name} failed by itself:\n{}",
+            logs_of(dir.path(), &name)
+        );
+    }
+    eprintln!("the cluster was killed {killed} times before it ran to its end");
+    assert!(killed >= 2, "the cluster ended after {killed} kills");
+    let resumed = (1..=killed)
+        .map(|round| std::fs::read_to_string(dir.path().join(format!("round-{round}-1.log"))))
+        .filter(|log| {
+            log.as_ref()
+                .is_ok_and(|log| log.contains("resuming from checkpoint"))
+        })
+        .count();
+    assert!(
+        resumed > 0,
+        "no restart of process 1 resumed from a checkpoint"
+    );
+    for (name, lines) in outputs(dir.path()) {
+        let reference = &expected.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(
+            lines == *reference,
+            "after {killed} kills the cluster wrote {} {name} rows, one process {}",
+            lines.len(),
+            reference.len()
+        );
     }
 }
 

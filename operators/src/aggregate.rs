@@ -465,10 +465,13 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
             let mut waiting: Vec<(Capability<u64>, Capability<u64>, Vec<Update>)> = Vec::new();
             let mut answered = 0;
             let mut finished = false;
+            // The latest time an output was stamped at, for the final part.
+            let mut emitted_up_to = 0u64;
             move |frontiers| {
                 let mut changes_handle = changes_output.activate();
                 let mut finals_handle = finals_output.activate();
                 if let Some((capability, row)) = empty_row.take() {
+                    emitted_up_to = emitted_up_to.max(*capability.time());
                     changes_handle
                         .session(&capability)
                         .give((row, *capability.time(), 1));
@@ -487,6 +490,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     }
                     let mut changes = state.apply(now, &finals_at, data);
                     if !changes.is_empty() {
+                        emitted_up_to = emitted_up_to.max(now);
                         changes_handle
                             .session(&changes_at)
                             .give_container(&mut changes);
@@ -504,6 +508,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 if !stopped {
                     let before = cut.map_or(u64::MAX, |cut| cut.time);
                     for (capability, mut rows) in state.close(frontier, before) {
+                        emitted_up_to = emitted_up_to.max(*capability.time());
                         finals_handle.session(&capability).give_container(&mut rows);
                     }
                 }
@@ -517,6 +522,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     for (changes_at, finals_at, mut data) in waiting.drain(..) {
                         let mut changes = state.apply(*changes_at.time(), &finals_at, &mut data);
                         if !changes.is_empty() {
+                            emitted_up_to = emitted_up_to.max(*changes_at.time());
                             changes_handle
                                 .session(&changes_at)
                                 .give_container(&mut changes);
@@ -524,6 +530,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     }
                     if !stopped {
                         for (capability, mut rows) in state.close(frontier, u64::MAX) {
+                            emitted_up_to = emitted_up_to.max(*capability.time());
                             finals_handle.session(&capability).give_container(&mut rows);
                         }
                     }
@@ -531,7 +538,7 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 if frontier.is_empty() && !finished {
                     finished = true;
                     if let Some(participant) = &checkpointing {
-                        participant.submit_final(state.checkpoint());
+                        participant.submit_final_after(state.checkpoint(), emitted_up_to);
                     }
                     state.closing.clear();
                     state.groups.clear();

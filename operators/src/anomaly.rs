@@ -215,6 +215,8 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             let mut held: Vec<(Capability<u64>, Vec<Row>)> = Vec::new();
             let mut answered = 0;
             let mut finished = false;
+            // The latest time an output was stamped at, for the final part.
+            let mut emitted_up_to = 0u64;
             move |frontiers| {
                 let mut handle = output.activate();
                 input.for_each(|time, data| {
@@ -237,6 +239,7 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 let before = cut.map_or(u64::MAX, |cut| cut.time);
                 if !stopped {
                     for (capability, mut rows) in state.release(frontier, before) {
+                        emitted_up_to = emitted_up_to.max(*capability.time());
                         handle.session(&capability).give_container(&mut rows);
                     }
                 }
@@ -250,6 +253,7 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     }
                     if !stopped {
                         for (capability, mut rows) in state.release(frontier, u64::MAX) {
+                            emitted_up_to = emitted_up_to.max(*capability.time());
                             handle.session(&capability).give_container(&mut rows);
                         }
                     }
@@ -257,7 +261,7 @@ impl<'scope> ScoreAnomaliesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 if frontier.is_empty() && !finished {
                     finished = true;
                     if let Some(participant) = &checkpointing {
-                        participant.submit_final(state.checkpoint());
+                        participant.submit_final_after(state.checkpoint(), emitted_up_to);
                     }
                     state.waiting.clear();
                 }

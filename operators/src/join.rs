@@ -150,6 +150,8 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 let mut waiting: Vec<(Capability<u64>, bool, Vec<Update>)> = Vec::new();
                 let mut answered = 0;
                 let mut finished = false;
+                // The latest time an output was stamped at, for the final part.
+                let mut emitted_up_to = 0u64;
                 move |(left_input, left_frontier), (right_input, right_frontier), output| {
                     let mut apply = |is_left: bool,
                                      at: &Capability<u64>,
@@ -157,6 +159,7 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                                      left: &mut JoinSide,
                                      right: &mut JoinSide| {
                         let now = *at.time();
+                        emitted_up_to = emitted_up_to.max(now);
                         let mut session = output.session(at);
                         for (row, _, diff) in data.drain(..) {
                             let emit = |joined, d| session.give((joined, now, d));
@@ -206,7 +209,7 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     if left_frontier.is_empty() && right_frontier.is_empty() && !finished {
                         finished = true;
                         if let Some(participant) = &checkpointing {
-                            participant.submit_final(encode(&(&left, &right)));
+                            participant.submit_final_after(encode(&(&left, &right)), emitted_up_to);
                         }
                     }
                 }

@@ -38,7 +38,7 @@ pub fn run(
     serve: ServeArgs,
     retention: Duration,
     state: Option<StateChoice>,
-    cluster: Option<Cluster>,
+    mut cluster: Option<Cluster>,
 ) -> anyhow::Result<()> {
     let http = serve.http;
     // Who may call is settled before anything starts: a refused address starts nothing.
@@ -96,6 +96,9 @@ pub fn run(
     }
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    if let Some(cluster) = &mut cluster {
+        cluster.pipeline = pipeline_fingerprint(&text);
+    }
     for outcome in &outcomes {
         if !matches!(outcome, Outcome::Done(_)) {
             print_outcome(&planner, outcome)?;

@@ -25,6 +25,9 @@ pub struct Cluster {
     pub hosts: Vec<String>,
     /// This process's index into `hosts`.
     pub process: usize,
+    /// The fingerprint of the pipeline every process must run (`state::pipeline_fingerprint`):
+    /// processes check it when they connect.
+    pub pipeline: String,
 }
 
 impl Cluster {
@@ -72,7 +75,11 @@ impl Cluster {
                 hosts.len() - 1
             );
         }
-        Ok(Cluster { hosts, process })
+        Ok(Cluster {
+            hosts,
+            process,
+            pipeline: String::new(),
+        })
     }
 
     pub fn processes(&self) -> usize {

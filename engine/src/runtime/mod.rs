@@ -18,12 +18,13 @@ use vibelux_operators::row::Update;
 use vibelux_queries::plan::{DataflowPlan, NodeId};
 
 use anyhow::Context as _;
-use vibelux_interfaces::checkpoint::Checkpoints;
+use vibelux_interfaces::checkpoint::{Checkpoints, Role};
 
 use crate::live::view::{LiveView, LiveViews, Retention};
 use crate::state::{Checkpointer, Resumed, StateKeys, StateOptions, Storing};
 
 mod build;
+mod checkpoint_link;
 pub mod cluster;
 mod extension;
 mod inputs;
@@ -31,6 +32,7 @@ mod metrics;
 mod worker;
 
 use build::{Demand, NodeControls, attach_sink, attach_view, build_nodes, demands, run_demands};
+use checkpoint_link::{Greeting, LinkSettings};
 pub use extension::{Added, Command, Extension};
 use inputs::{Restoring, StartedInputs, open_sinks, start_inputs};
 pub use metrics::RunMetrics;
@@ -63,6 +65,8 @@ struct RunShared {
     keys: StateKeys,
     /// How far the sources' event time has come, for tailed tables.
     event_clock: Arc<EventClock>,
+    /// In a cluster: the link to the other processes, built before the run's dataflow.
+    link: Option<LinkSettings>,
 }
 
 pub struct RunOptions {
@@ -216,10 +220,21 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let keys = StateKeys::new(&plan, &order, &sources, &tables);
     let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers, &keys)?;
     let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
+    // In a cluster, process 0 decides on checkpoints and stores them; the others follow.
+    let role = match &options.cluster {
+        None => Role::Alone,
+        Some(cluster) if cluster.is_first() => Role::Leader,
+        Some(_) => Role::Follower,
+    };
     if let Some(checkpoints) = &checkpoints {
         checkpoints.set_groups(keys.groups());
+        checkpoints.set_role(role);
     }
-    let checkpoint_metrics = checkpoints.as_ref().map(|_| Arc::default());
+    let stores_checkpoints = role != Role::Follower;
+    let checkpoint_metrics = checkpoints
+        .as_ref()
+        .filter(|_| stores_checkpoints)
+        .map(|_| Arc::default());
     let metrics = Arc::new(RunMetrics::new(
         &plan,
         &sources,
@@ -235,7 +250,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         Some(cluster) if !cluster.is_first() => plan.sinks.iter().map(|_| None).collect(),
         _ => open_sinks(&plan, checkpoints.as_deref(), &keys)?,
     };
-    if let (Some(resumed), Some(state)) = (&resumed, &options.state) {
+    if let (Some(resumed), Some(state), true) = (&resumed, &options.state, stores_checkpoints) {
         // A state directory's first run, or an edited pipeline's: store where the outputs
         // stand before it writes anything, with what carries over from the previous version.
         let initial = match (&resumed.from, &resumed.carried) {
@@ -294,6 +309,15 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         receivers: Mutex::new(receivers),
         checkpoints: checkpoints.clone(),
         keys: keys.clone(),
+        link: options.cluster.as_ref().map(|cluster| LinkSettings {
+            process: cluster.process,
+            processes: cluster.processes(),
+            threads,
+            greeting: Greeting {
+                pipeline: cluster.pipeline.clone(),
+                resumed: resumed.as_ref().map(Resumed::restored_checkpoint),
+            },
+        }),
     });
     let config = match &options.cluster {
         Some(cluster) => cluster.timely_config(threads),
@@ -302,17 +326,19 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     let guards = timely::execute(config, move |worker| worker::run(worker, &shared))
         .map_err(|error| anyhow::anyhow!("starting workers: {error}"))?;
     let checkpointer = match (resumed, &options.state, checkpoint_metrics) {
-        (Some(resumed), Some(state), Some(checkpoint_metrics)) => Some(Checkpointer::spawn(
-            resumed.checkpoints,
-            Storing {
-                store: resumed.store,
-                pipeline: state.pipeline.clone(),
-                described: keys.described().clone(),
-                workers,
-                interval: state.interval,
-            },
-            checkpoint_metrics,
-        )),
+        (Some(resumed), Some(state), Some(checkpoint_metrics)) if stores_checkpoints => {
+            Some(Checkpointer::spawn(
+                resumed.checkpoints,
+                Storing {
+                    store: resumed.store,
+                    pipeline: state.pipeline.clone(),
+                    described: keys.described().clone(),
+                    workers,
+                    interval: state.interval,
+                },
+                checkpoint_metrics,
+            ))
+        }
         _ => None,
     };
     Ok(Run {
@@ -339,11 +365,6 @@ fn durability(
         return Ok((Durability::Off, None));
     };
     let mut reasons = crate::state::unsupported(plan, sources, tables);
-    if options.cluster.is_some() {
-        reasons.push(
-            "a cluster run is not checkpointed yet (the cut is agreed inside one process)".into(),
-        );
-    }
     if !options.capture.is_empty() {
         reasons.push("queries are not checkpointed".into());
     }

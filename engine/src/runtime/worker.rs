@@ -23,6 +23,7 @@ use vibelux_operators::row::Update;
 use vibelux_queries::plan::NodeId;
 
 use super::build::{NodeControls, attach_sink, attach_view, build_nodes};
+use super::checkpoint_link::CheckpointLink;
 use super::extension::build_extension;
 use super::{Command, RunShared};
 use crate::taps::{Tapped, Taps};
@@ -34,6 +35,11 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
         .take()
         .expect("one receiver per worker");
     let taps = Taps::default();
+    // A cluster's link comes first on every worker, so that the dataflows line up.
+    let mut link = shared
+        .link
+        .as_ref()
+        .map(|settings| CheckpointLink::build(worker, settings, shared.checkpoints.clone()));
     worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| build_dataflow(scope, shared, &taps));
     // Every participant of this worker is registered: checkpoints may start once all are.
     if let Some(checkpoints) = &shared.checkpoints {
@@ -47,6 +53,9 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
         let busy = index == 0 && worker.activations().borrow().empty_for() == Some(Duration::ZERO);
         let started = Instant::now();
         worker.step_or_park(Some(Duration::from_millis(20)));
+        if let Some(link) = &mut link {
+            link.pump();
+        }
         if busy {
             metrics
                 .step_seconds

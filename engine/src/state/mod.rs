@@ -52,6 +52,19 @@ pub struct Resumed {
     pub notes: Vec<String>,
 }
 
+impl Resumed {
+    /// The checkpoint whose state the run restores (0 for a fresh start): an edited
+    /// pipeline's first checkpoint is the one it stores before running. Processes of a
+    /// cluster compare it (a process that starts while another stores reads another one).
+    pub fn restored_checkpoint(&self) -> u64 {
+        match (&self.carried, &self.from) {
+            (Some(carried), _) => carried.id,
+            (None, Some((id, _, _))) => *id,
+            (None, None) => 0,
+        }
+    }
+}
+
 /// The state an edited pipeline takes over from the checkpoint of the previous version.
 pub struct Carried {
     pub id: u64,

@@ -417,6 +417,8 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             let mut held: Vec<(u64, Vec<Row>)> = Vec::new();
             let mut held_latest = i64::MIN;
             let mut answered = 0;
+            // The latest time an output was stamped at, for the final part.
+            let mut emitted_up_to = 0u64;
             let mut finished = false;
             move |frontiers| {
                 let mut handle = output.activate();
@@ -465,6 +467,7 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     // Everything before the cut is taken: emit it, snapshot, and from now on
                     // emit at the cut or later.
                     if !out.is_empty() {
+                        emitted_up_to = emitted_up_to.max(*capability.time());
                         handle.session(&*capability).give_container(&mut out);
                     }
                     participant.submit(cut, state.checkpoint());
@@ -486,12 +489,13 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     state.command(command, &mut out);
                 }
                 if !out.is_empty() {
+                    emitted_up_to = emitted_up_to.max(*capability.time());
                     handle.session(&*capability).give_container(&mut out);
                 }
                 if inputs_ended && !finished {
                     finished = true;
                     if let Some(participant) = &checkpointing {
-                        participant.submit_final(state.checkpoint());
+                        participant.submit_final_after(state.checkpoint(), emitted_up_to);
                     }
                 }
                 match frontier.first() {

@@ -17,7 +17,13 @@
 //! a *final* part, which stands for it in every later checkpoint. When every participant is final
 //! the run's last checkpoint is complete: a clean stop resumes open windows instead of losing them.
 //!
-//! This type is the meeting point only; the engine stores checkpoints and restores them.
+//! This type is the meeting point only; the engine stores checkpoints and restores them. In a
+//! cluster of processes each process has its own, and process 0's decides for all: the others
+//! relay what their participants do to it and follow its decisions (`relay.rs`).
+
+mod relay;
+
+pub use relay::{Relayed, Role};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +33,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A checkpoint being taken: its number and the dataflow time it cuts at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cut {
     pub id: u64,
     pub time: u64,
@@ -78,6 +84,10 @@ struct Progress {
     cut: Option<Cut>,
     parts: BTreeMap<String, Vec<u8>>,
     finals: BTreeMap<String, Vec<u8>>,
+    /// For each participant that ended: the latest time it emitted rows at. Its final part
+    /// stands for it from then on, so every later cut must come after them: a source reads
+    /// nothing again after a restore, an operator that ended emits nothing again.
+    ended_at: HashMap<String, u64>,
     /// A participant that could not leave a consistent part (a sink that gave up).
     spoiled: Option<String>,
     completed: u64,
@@ -109,6 +119,9 @@ pub struct Checkpoints {
     groups: Mutex<HashMap<String, usize>>,
     /// The cut's time in each group, while a cut is under way.
     group_times: Vec<AtomicU64>,
+    /// This process's place among a cluster's (alone, deciding, or following), and what it
+    /// has to tell the others.
+    relay: relay::Relay,
 }
 
 /// Groups beyond this share the last one's cut.
@@ -140,6 +153,7 @@ impl Checkpoints {
             rescaled_from: None,
             groups: Mutex::default(),
             group_times: (0..MAX_GROUPS).map(|_| AtomicU64::new(0)).collect(),
+            relay: relay::Relay::default(),
         }
     }
 
@@ -239,11 +253,18 @@ impl Checkpoints {
         if source {
             progress.sources.insert(key.to_string());
         }
+        self.to_leader(Relayed::Registered {
+            key: key.to_string(),
+            source,
+        });
     }
 
     /// A worker has built its dataflow: all its participants are registered.
     pub fn built(&self) {
-        self.lock().built += 1;
+        let mut progress = self.lock();
+        progress.built += 1;
+        self.to_leader(Relayed::Built);
+        drop(progress);
         self.changed();
     }
 
@@ -292,10 +313,16 @@ impl Checkpoints {
         if progress.requested.is_none() {
             return SourceTurn::Free;
         }
-        progress
-            .reports
-            .entry(key.to_string())
-            .or_insert(Some(held));
+        if !progress.reports.contains_key(key) {
+            progress.reports.insert(key.to_string(), Some(held));
+            if let Some(id) = progress.requested {
+                self.to_leader(Relayed::Reported {
+                    id,
+                    key: key.to_string(),
+                    held,
+                });
+            }
+        }
         self.decide_cut(&mut progress);
         match progress.cut {
             Some(cut) => SourceTurn::Cut(in_group(cut)),
@@ -306,6 +333,10 @@ impl Checkpoints {
     /// Once every source has reported, each group's cut is one past the latest time its
     /// sources hold (the cut of all: past the latest of every source).
     fn decide_cut(&self, progress: &mut Progress) {
+        // A follower learns the cut from the process that decides it.
+        if self.role() == Role::Follower {
+            return;
+        }
         let Some(id) = progress.requested else { return };
         let reported = |source: &String| {
             progress.reports.contains_key(source) || progress.finals.contains_key(source)
@@ -313,23 +344,44 @@ impl Checkpoints {
         if progress.cut.is_some() || !progress.sources.iter().all(reported) {
             return;
         }
+        // The times sources hold, and the last times of participants that ended: one that
+        // ended emits nothing again after a restore, so what it emitted must all be before
+        // the cut (a worker's share of a file can end long before another's; a window
+        // operator whose inputs ended emits its open windows at their ends).
+        let times: Vec<(&String, u64)> = progress
+            .reports
+            .iter()
+            .filter_map(|(source, held)| held.map(|held| (source, held)))
+            .chain(
+                progress
+                    .ended_at
+                    .iter()
+                    .map(|(source, time)| (source, *time)),
+            )
+            .collect();
         let mut latest_in: HashMap<usize, u64> = HashMap::new();
-        for (source, held) in &progress.reports {
-            if let (Some(group), Some(held)) = (self.group_of(source), held) {
+        for (source, held) in &times {
+            if let Some(group) = self.group_of(source) {
                 let latest = latest_in.entry(group).or_insert(*held);
                 *latest = (*latest).max(*held);
             }
         }
         for (group, time) in self.group_times.iter().enumerate() {
-            let cut = latest_in.get(&group).map_or(0, |latest| latest + 1);
+            let cut = latest_in
+                .get(&group)
+                .map_or(0, |latest| latest.saturating_add(1));
             time.store(cut, Ordering::Release);
         }
-        let latest = progress.reports.values().flatten().copied().max();
-        let time = latest.map_or(0, |time| time + 1);
+        let latest = times.iter().map(|(_, time)| *time).max();
+        let time = latest.map_or(0, |time| time.saturating_add(1));
         tracing::debug!(id, time, reports = ?progress.reports, "checkpoint cut decided");
         progress.cut = Some(Cut { id, time });
         self.cut_time.store(time, Ordering::Release);
         self.cut_id.store(id, Ordering::Release);
+        self.to_followers(Relayed::Cut {
+            cut: Cut { id, time },
+            groups: self.group_cut_times(),
+        });
         self.changed();
     }
 
@@ -338,14 +390,48 @@ impl Checkpoints {
         tracing::debug!(key, id, "checkpoint part");
         let mut progress = self.lock();
         if progress.cut.is_some_and(|cut| cut.id == id) {
-            progress.parts.insert(key.to_string(), part);
+            if self.role() == Role::Follower {
+                // Kept by the process that stores checkpoints; here only that it was answered.
+                progress.parts.insert(key.to_string(), Vec::new());
+                self.to_leader(Relayed::Part {
+                    id,
+                    key: key.to_string(),
+                    part,
+                });
+            } else {
+                progress.parts.insert(key.to_string(), part);
+            }
             self.changed();
         }
     }
 
     /// Leaves `key`'s final part: its input has ended, and this stands for it from now on.
     pub fn submit_final(&self, key: &str, part: Vec<u8>) {
+        self.leave_final(key, part, None);
+    }
+
+    /// Leaves the final part of a participant that emits rows (a source, an operator), having
+    /// emitted them stamped up to `emitted_up_to`. Every later cut comes after that time, so
+    /// that the parts downstream hold every row it emitted.
+    pub fn submit_final_after(&self, key: &str, part: Vec<u8>, emitted_up_to: u64) {
+        self.leave_final(key, part, Some(emitted_up_to));
+    }
+
+    fn leave_final(&self, key: &str, part: Vec<u8>, emitted_up_to: Option<u64>) {
         let mut progress = self.lock();
+        let part = if self.role() == Role::Follower {
+            self.to_leader(Relayed::Final {
+                key: key.to_string(),
+                part,
+                emitted_up_to,
+            });
+            Vec::new()
+        } else {
+            part
+        };
+        if let Some(time) = emitted_up_to {
+            progress.ended_at.insert(key.to_string(), time);
+        }
         progress.finals.insert(key.to_string(), part);
         self.decide_cut(&mut progress);
         self.changed();
@@ -356,6 +442,10 @@ impl Checkpoints {
     pub fn spoil(&self, key: &str, why: String) {
         let mut progress = self.lock();
         progress.spoiled.get_or_insert(format!("{key}: {why}"));
+        self.to_leader(Relayed::Spoiled {
+            key: key.to_string(),
+            why,
+        });
         self.changed();
     }
 
@@ -370,6 +460,7 @@ impl Checkpoints {
         progress.requested = Some(id);
         progress.reports.clear();
         progress.parts.clear();
+        self.to_followers(Relayed::Requested { id });
         self.decide_cut(&mut progress);
         self.changed();
         true
@@ -386,6 +477,23 @@ impl Checkpoints {
             })
             .unwrap_or_else(|p| p.into_inner());
         let all_final = Self::complete(&progress, workers)?;
+        if !all_final && let Some(late) = self.ended_after_cut(&progress) {
+            // An operator ended while the cut was being decided, and emitted rows at or after
+            // it: its final part cannot stand for it in this checkpoint. Give this one up; the
+            // next cut comes after those rows.
+            tracing::debug!(
+                late,
+                "checkpoint abandoned: a participant ended after its cut"
+            );
+            progress.requested = None;
+            progress.cut = None;
+            progress.reports.clear();
+            progress.parts.clear();
+            self.cut_id.store(0, Ordering::Release);
+            self.to_followers(Relayed::Resolved);
+            self.changed();
+            return None;
+        }
         let cut = if all_final { None } else { progress.cut };
         let id = match cut {
             Some(cut) => cut.id,
@@ -395,6 +503,7 @@ impl Checkpoints {
                 let id = progress.next_id;
                 progress.next_id += 1;
                 progress.final_id = Some(id);
+                self.to_followers(Relayed::LastIs { id });
                 id
             }
         };
@@ -407,8 +516,25 @@ impl Checkpoints {
         progress.reports.clear();
         progress.parts.clear();
         self.cut_id.store(0, Ordering::Release);
+        self.to_followers(Relayed::Resolved);
         self.changed();
         Some(Completed { id, cut, parts })
+    }
+
+    /// A participant that answered the cut under way with its final part alone, having emitted
+    /// rows at or after the cut.
+    fn ended_after_cut(&self, progress: &Progress) -> Option<String> {
+        let cut = progress.cut?;
+        progress
+            .ended_at
+            .iter()
+            .find(|(key, emitted)| {
+                let cut_time = self.group_of(key).map_or(cut.time, |group| {
+                    self.group_times[group].load(Ordering::Acquire)
+                });
+                **emitted >= cut_time && !progress.parts.contains_key(*key)
+            })
+            .map(|(key, _)| key.clone())
     }
 
     /// `Some(all_final)` when a checkpoint can be stored.
@@ -442,12 +568,16 @@ impl Checkpoints {
         progress.completed = id;
         progress.failure = None;
         self.completed.store(id, Ordering::Release);
+        self.to_followers(Relayed::Stored { id });
         self.changed();
     }
 
     /// Storing a checkpoint failed; the next one is tried on schedule.
     pub fn mark_failed(&self, why: String) {
-        self.lock().failure = Some(why);
+        let mut progress = self.lock();
+        self.to_followers(Relayed::Failed { why: why.clone() });
+        progress.failure = Some(why);
+        drop(progress);
         self.changed();
     }
 
@@ -527,6 +657,13 @@ impl Participant {
 
     pub fn submit_final(&self, part: Vec<u8>) {
         self.checkpoints.submit_final(&self.key, part);
+    }
+
+    /// The final part of an operator whose outputs were stamped up to `emitted_up_to`: see
+    /// [`Checkpoints::submit_final_after`].
+    pub fn submit_final_after(&self, part: Vec<u8>, emitted_up_to: u64) {
+        self.checkpoints
+            .submit_final_after(&self.key, part, emitted_up_to);
     }
 }
 
@@ -689,6 +826,46 @@ mod tests {
         assert_eq!(completed.cut, None);
         assert_eq!(completed.id, 6);
         assert_eq!(completed.parts.len(), 2);
+    }
+
+    #[test]
+    fn a_cut_comes_after_every_row_a_source_that_ended_emitted() {
+        // Two workers' shares of one file: worker 1's ended far ahead of worker 0's.
+        let checkpoints = Checkpoints::new(0, BTreeMap::new());
+        checkpoints.register("source/a/0", true);
+        checkpoints.register("source/a/1", true);
+        checkpoints.built();
+        checkpoints.submit_final_after("source/a/1", vec![1], 900);
+        assert!(checkpoints.request(1));
+        assert_eq!(
+            checkpoints.source_turn("source/a/0", 300),
+            SourceTurn::Cut(Cut { id: 1, time: 901 })
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_is_given_up_when_an_operator_ended_past_its_cut_without_answering_it() {
+        let checkpoints = Checkpoints::new(0, BTreeMap::new());
+        checkpoints.register("source/a/0", true);
+        checkpoints.register("node/w/0", false);
+        checkpoints.built();
+        assert!(checkpoints.request(1));
+        let cut = Cut { id: 1, time: 101 };
+        assert_eq!(
+            checkpoints.source_turn("source/a/0", 100),
+            SourceTurn::Cut(cut)
+        );
+        checkpoints.submit("source/a/0", 1, vec![1]);
+        // The window operator saw no cut yet, closed its windows at 160 and ended.
+        checkpoints.submit_final_after("node/w/0", vec![2], 160);
+        assert!(checkpoints.wait_complete(1, Duration::ZERO).is_none());
+        assert_eq!(checkpoints.current_cut(), None);
+        // The next cut comes after what it emitted.
+        assert!(checkpoints.request(1));
+        assert_eq!(
+            checkpoints.source_turn("source/a/0", 120),
+            SourceTurn::Cut(Cut { id: 2, time: 161 })
+        );
     }
 
     #[test]

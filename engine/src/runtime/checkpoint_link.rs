@@ -1,0 +1,260 @@
+//! The wire between a cluster's processes: checkpoint messages, and a greeting that makes sure
+//! every process runs the same pipeline from the same checkpoint.
+//!
+//! Each process agrees on checkpoints through its own `Checkpoints`; process 0's decides for
+//! all (`vibelux_interfaces::checkpoint::Relayed` says what the others tell it and what it
+//! tells them). The messages travel on a dataflow of their own, built before the run's on
+//! every worker, so they use the connections timely already keeps between processes and
+//! arrive in the order they were sent. Each process's first worker carries them: it sends what
+//! its `Checkpoints` recorded after every step, and applies what arrives.
+//!
+//! The greeting comes first. Processes that run different pipelines, or resumed from different
+//! checkpoints (one restarted while another stored a new one, or their `--state` locations are
+//! not the same storage), would build dataflows that do not fit together or state that does not
+//! add up; such a process stops at once and says why, and a restart of the cluster resumes it
+//! consistently.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::InputHandle;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::worker::Worker;
+use vibelux_interfaces::checkpoint::{Checkpoints, Relayed, Role};
+
+/// What every process of a cluster must agree on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Greeting {
+    /// The pipeline's fingerprint (`state::pipeline_fingerprint`).
+    pub pipeline: String,
+    /// `None` without checkpoints; otherwise the checkpoint whose state this process restored
+    /// (0 for a fresh start).
+    pub resumed: Option<u64>,
+}
+
+/// Where this process sits in the cluster, and what it greets the others with.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub process: usize,
+    pub processes: usize,
+    /// Workers per process.
+    pub threads: usize,
+    pub greeting: Greeting,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Message {
+    Greeting(Greeting),
+    Relayed(Relayed),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Envelope {
+    /// The cluster's index of the worker it is for: a process's first worker.
+    to: usize,
+    from: usize,
+    message: Message,
+}
+
+type Input = InputHandle<u64, CapacityContainerBuilder<Vec<Envelope>>>;
+
+/// One worker's end of the link. Only a process's first worker sends; the others close their
+/// input at once.
+pub struct CheckpointLink {
+    input: Option<Input>,
+    settings: LinkSettings,
+    checkpoints: Option<Arc<Checkpoints>>,
+    greeted: bool,
+}
+
+impl CheckpointLink {
+    /// Builds the link's dataflow on `worker`; every worker of every process must, before the
+    /// run's dataflow, so that the dataflows line up across processes.
+    pub fn build(
+        worker: &mut Worker,
+        settings: &LinkSettings,
+        checkpoints: Option<Arc<Checkpoints>>,
+    ) -> Self {
+        let mut input = Input::new();
+        let receiving = Receiving {
+            settings: settings.clone(),
+            checkpoints: checkpoints.clone(),
+        };
+        worker.dataflow::<u64, _, _>(|scope| {
+            input.to_stream(scope).sink(
+                Exchange::new(|envelope: &Envelope| envelope.to as u64),
+                "CheckpointLink",
+                move |(input, _)| {
+                    input.for_each(|_, envelopes| {
+                        for envelope in envelopes.drain(..) {
+                            receiving.take(envelope);
+                        }
+                    });
+                },
+            );
+        });
+        let first = worker.index() % settings.threads.max(1) == 0;
+        CheckpointLink {
+            input: first.then_some(input),
+            settings: settings.clone(),
+            checkpoints,
+            greeted: false,
+        }
+    }
+
+    /// Sends what this process has to say, after a step of the worker. The link closes once
+    /// the run's last checkpoint is settled (stored or failed), or at once without checkpoints.
+    pub fn pump(&mut self) {
+        let Some(input) = &mut self.input else { return };
+        let settings = &self.settings;
+        let first_of = |process: usize| process * settings.threads.max(1);
+        let others: Vec<usize> = (0..settings.processes)
+            .filter(|&process| process != settings.process)
+            .collect();
+        let from = settings.process;
+        let mut sent = false;
+        if !self.greeted {
+            self.greeted = true;
+            sent = true;
+            for &process in &others {
+                input.send(Envelope {
+                    to: first_of(process),
+                    from,
+                    message: Message::Greeting(settings.greeting.clone()),
+                });
+            }
+        }
+        // Settled is read before the messages are taken, so that everything recorded before
+        // it (the last checkpoint's news) leaves before the link closes.
+        let settled = self
+            .checkpoints
+            .as_ref()
+            .is_none_or(|checkpoints| checkpoints.final_stored().is_some());
+        if let Some(checkpoints) = &self.checkpoints {
+            let addressees: Vec<usize> = match checkpoints.role() {
+                Role::Leader => others.clone(),
+                Role::Follower => vec![0],
+                Role::Alone => Vec::new(),
+            };
+            for relayed in checkpoints.take_relayed() {
+                sent = true;
+                for &process in &addressees {
+                    input.send(Envelope {
+                        to: first_of(process),
+                        from,
+                        message: Message::Relayed(relayed.clone()),
+                    });
+                }
+            }
+        }
+        // Timely sends a batch on to other processes when its time closes: each batch of
+        // messages is a round of its own.
+        if sent {
+            let next = *input.time() + 1;
+            input.advance_to(next);
+        }
+        if settled {
+            self.input = None;
+        }
+    }
+}
+
+/// What a process's first worker does with what arrives.
+struct Receiving {
+    settings: LinkSettings,
+    checkpoints: Option<Arc<Checkpoints>>,
+}
+
+impl Receiving {
+    fn take(&self, envelope: Envelope) {
+        let (process, from) = (self.settings.process, envelope.from);
+        match envelope.message {
+            Message::Greeting(theirs) => {
+                if let Some(problem) = disagreement(&self.settings.greeting, &theirs) {
+                    panic!(
+                        "process {process} of the cluster cannot run with process {from}: {problem}"
+                    );
+                }
+            }
+            Message::Relayed(relayed) => {
+                let Some(checkpoints) = &self.checkpoints else {
+                    panic!(
+                        "process {from} of the cluster keeps checkpoints and process {process} does not"
+                    );
+                };
+                if let Err(problem) = checkpoints.apply_relayed(relayed) {
+                    panic!("process {process} of the cluster, from process {from}: {problem}");
+                }
+            }
+        }
+    }
+}
+
+/// Why two processes cannot run together, if they cannot.
+fn disagreement(ours: &Greeting, theirs: &Greeting) -> Option<String> {
+    if ours.pipeline != theirs.pipeline {
+        return Some(format!(
+            "they run different pipelines (fingerprints {} here, {} there): every process must \
+             be given the same SQL",
+            ours.pipeline, theirs.pipeline
+        ));
+    }
+    match (ours.resumed, theirs.resumed) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => Some(
+            "one keeps checkpoints and the other does not: give every process the same --state \
+             (or --no-state to all)"
+                .into(),
+        ),
+        (Some(here), Some(there)) if here != there => Some(format!(
+            "they resumed from different checkpoints ({} here, {} there): every process must \
+             read the same --state location (object storage, or a directory they share), and a \
+             restart after a checkpoint was stored mid-restart resumes them alike",
+            name(here),
+            name(there)
+        )),
+        _ => None,
+    }
+}
+
+fn name(checkpoint: u64) -> String {
+    match checkpoint {
+        0 => "none: a fresh start".into(),
+        id => format!("checkpoint {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greeting(pipeline: &str, resumed: Option<u64>) -> Greeting {
+        Greeting {
+            pipeline: pipeline.into(),
+            resumed,
+        }
+    }
+
+    #[test]
+    fn processes_must_run_one_pipeline_from_one_checkpoint() {
+        assert_eq!(
+            disagreement(&greeting("a", Some(4)), &greeting("a", Some(4))),
+            None
+        );
+        assert_eq!(
+            disagreement(&greeting("a", None), &greeting("a", None)),
+            None
+        );
+        let other_sql = disagreement(&greeting("a", None), &greeting("b", None)).unwrap();
+        assert!(other_sql.contains("different pipelines"), "{other_sql}");
+        let other_state = disagreement(&greeting("a", Some(4)), &greeting("a", Some(0))).unwrap();
+        assert!(
+            other_state.contains("checkpoint 4 here, none: a fresh start there"),
+            "{other_state}"
+        );
+        let one_stateless = disagreement(&greeting("a", Some(4)), &greeting("a", None)).unwrap();
+        assert!(one_stateless.contains("--state"), "{one_stateless}");
+    }
+}
