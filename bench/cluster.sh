@@ -5,6 +5,9 @@
 #
 #   bench/cluster.sh [ROWS]      (default 2000000; data is cached under $BENCH_DIR)
 #
+# Then both again checkpointed at the default interval (10 s; a fresh state directory each),
+# for what agreeing on cuts across processes and sending parts to process 0 costs.
+#
 # Prints wall seconds, CPU seconds (user + system, all processes) and events per CPU-second.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,4 +55,22 @@ report "2 processes × 1 worker"
 strip() { sed 's/"temp_avg":[^,]*,//' "$@"; }
 if ! diff -q <(strip one.txt) <(sort out/zone_minute.jsonl | strip) > /dev/null; then
   echo "  WARNING: the cluster's zone windows differ from one process's"
+fi
+
+rm -rf out times.txt state
+timed "$bin/vibelux" run "$repo/bench/reference.sql" --workers 2 --http off --state state
+report "1 process × 2, checkpointed"
+echo "  $(ls state | grep -c checkpoint) checkpoints kept, $(du -sh state | cut -f1)"
+
+rm -rf out times.txt state
+printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(port)" "$(port)" > hosts
+for process in 0 1; do
+  timed "$bin/vibelux" run "$repo/bench/reference.sql" --workers 1 --http off --state state \
+    --hosts hosts --process "$process" &
+done
+wait
+report "2 × 1, checkpointed"
+echo "  $(ls state | grep -c checkpoint) checkpoints kept, $(du -sh state | cut -f1)"
+if ! diff -q <(strip one.txt) <(sort out/zone_minute.jsonl | strip) > /dev/null; then
+  echo "  WARNING: the checkpointed cluster's zone windows differ from one process's"
 fi

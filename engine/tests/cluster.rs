@@ -190,9 +190,9 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
     for round in 0..40u64 {
         let name = format!("round-{round}");
         let mut children = start_checkpointed_cluster(dir.path(), &name);
-        // Kill one process, 0 and 1 in turn: in odd rounds a little after the cluster stored a
-        // checkpoint of its own, so that rows after it are in flight; in even rounds at some
-        // moment between 1 and 3 seconds after the start (wherever a checkpoint is then).
+        // Kill one process, 0 and 1 in turn: in every third round a little after the cluster
+        // stored a checkpoint of its own, so that rows after it are in flight; in the others at
+        // some moment 1 to 3 seconds after the start (wherever a checkpoint is then).
         let wanted = newest_checkpoint_in(&state) + 1;
         // The timer starts once the processes have connected (a process waits for its peers
         // as long as it takes, as pods that start in any order must).
@@ -206,8 +206,8 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
         }
         let started = Instant::now();
         let timer = Duration::from_millis(1_000 + round * 733 % 2_000);
-        let due = || match round % 2 {
-            1 => newest_checkpoint_in(&state) >= wanted,
+        let due = || match round % 3 {
+            2 => newest_checkpoint_in(&state) >= wanted,
             _ => started.elapsed() >= timer,
         };
         let deadline = started + Duration::from_secs(60);
@@ -250,6 +250,21 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
         if statuses.iter().all(|status| status.success()) {
             break;
         }
+        // What an operator sees of the process that was not killed (unless it had just ended):
+        // one line saying why it stopped, and a status that says "try again".
+        if !ended && !finishing {
+            let survivor = 1 - (round % 2) as usize;
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("{name}-{survivor}.log"))).unwrap();
+            assert!(
+                statuses[survivor].success()
+                    || (statuses[survivor].code() == Some(75)
+                        && log.contains("lost its connection to another process of the cluster")),
+                "{name}: process {survivor} ended with {:?}:\n{}",
+                statuses[survivor],
+                logs_of(dir.path(), &name)
+            );
+        }
         assert!(
             !ended,
             "{name} failed by itself:\n{}",
@@ -274,6 +289,46 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
         assert!(
             lines == *reference,
             "after {killed} kills the cluster wrote {} {name} rows, one process {}",
+            lines.len(),
+            reference.len()
+        );
+    }
+}
+
+#[test]
+fn a_clusters_checkpoint_resumes_in_one_process_of_as_many_workers() {
+    let expected = one_process_outputs();
+    let dir = folder();
+    let state = dir.path().join("state");
+    let mut children = start_checkpointed_cluster(dir.path(), "cluster");
+    // Both processes of a worker each, killed once the cluster stored a checkpoint of its own
+    // (its first, checkpoint 0, only says where the outputs started).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while newest_checkpoint_in(&state) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster stored no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Its checkpoint keys state by the cluster's worker number: one process with two workers
+    // takes it as it is.
+    let log = succeeded(
+        "one process resuming the cluster's checkpoint",
+        vibelux(dir.path(), &["--state", "state", "--workers", "2"])
+            .output()
+            .unwrap(),
+    );
+    assert!(log.contains("resuming from checkpoint"), "{log}");
+    for (name, lines) in outputs(dir.path()) {
+        let reference = &expected.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(
+            lines == *reference,
+            "resumed in one process: {} {name} rows, one process throughout {}",
             lines.len(),
             reference.len()
         );

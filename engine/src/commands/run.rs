@@ -87,6 +87,7 @@ pub fn run(
                 reasons.join("\n  ")
             );
         }
+        vibelux::runtime::cluster::exit_when_the_cluster_breaks(cluster.process);
         eprintln!(
             "vibelux: process {} of a cluster of {} ({} workers each; process 0 writes the sinks and serves the views)",
             cluster.process,

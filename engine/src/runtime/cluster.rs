@@ -128,6 +128,44 @@ impl Cluster {
     }
 }
 
+/// Ends this process with one line of explanation when the cluster breaks, instead of the
+/// panics timely's threads raise one after another (a network thread's, then every worker's,
+/// each with a backtrace). A cluster does not carry on without one of its processes: each of
+/// them stops, and started again they resume together from the cluster's last checkpoint. A
+/// process that cannot run with the others (another pipeline, another checkpoint) says why and
+/// stops as well.
+pub fn exit_when_the_cluster_breaks(process: usize) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("timely communication error")
+            || message.starts_with("MergeQueue poisoned")
+            || message.starts_with("Send thread panic")
+            || message.starts_with("Recv thread panic")
+        {
+            eprintln!(
+                "vibelux: process {process} lost its connection to another process of the \
+                 cluster ({message}); stopping. Start every process again: they resume \
+                 together from the cluster's last checkpoint"
+            );
+            std::process::exit(EXIT_CLUSTER_BROKEN);
+        }
+        if message.starts_with("process ") && message.contains(" of the cluster") {
+            eprintln!("vibelux: {message}");
+            std::process::exit(2);
+        }
+        previous(info);
+    }));
+}
+
+/// The exit status of a process whose cluster broke: EX_TEMPFAIL, "try again".
+pub const EXIT_CLUSTER_BROKEN: i32 = 75;
+
 /// The number after the last `-` of this machine's host name (`vibelux-2` → 2).
 fn ordinal_of_host_name() -> anyhow::Result<usize> {
     let name = std::env::var("HOSTNAME")
