@@ -336,6 +336,69 @@ fn a_clusters_checkpoint_resumes_in_one_process_of_as_many_workers() {
 }
 
 #[test]
+fn a_stop_of_one_process_stops_the_cluster_with_a_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // A facility paced by the clock: it never ends by itself.
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+           WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '5',
+                 interval = '10 seconds', speed = '600x', seed = '3');
+         CREATE VIEW zone_minute AS
+           SELECT zone, window_start, count(*) AS n
+           FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY zone, window_start;
+         CREATE SINK minutes FROM zone_minute WITH (connector = 'file', path = 'out/minutes.jsonl');",
+    )
+    .unwrap();
+    let start = |name: &str, stop_after: Option<&str>| -> Vec<Child> {
+        write_hosts(dir.path(), 2);
+        (0..2)
+            .map(|process| {
+                let log = std::fs::File::create(dir.path().join(format!("{name}-{process}.log")))
+                    .unwrap();
+                let mut command = vibelux(dir.path(), &["--state", "state"]);
+                command.args(["--hosts", "hosts", "--process", &process.to_string()]);
+                // Only process 1 is told when to stop.
+                if let (1, Some(after)) = (process, stop_after) {
+                    command.args(["--for", after]);
+                }
+                command.stderr(log).spawn().unwrap()
+            })
+            .collect()
+    };
+    let wait_all = |children: Vec<Child>, name: &str| {
+        for (process, mut child) in children.into_iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "process {process} of {name} did not stop:\n{}",
+                        logs_of(dir.path(), name)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(status.success(), "{name}:\n{}", logs_of(dir.path(), name));
+        }
+    };
+    wait_all(start("first", Some("4s")), "first");
+    let log = std::fs::read_to_string(dir.path().join("first-0.log")).unwrap();
+    assert!(
+        log.contains("process 1 of the cluster was stopped, so is this one"),
+        "{log}"
+    );
+    // Both stopped cleanly: the next run resumes from the cluster's last checkpoint.
+    wait_all(start("second", Some("2s")), "second");
+    let log = std::fs::read_to_string(dir.path().join("second-1.log")).unwrap();
+    assert!(log.contains("when the last run ended"), "{log}");
+}
+
+#[test]
 fn process_zero_serves_the_views_and_the_others_their_metrics() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -24,15 +24,15 @@ use crate::live::view::{LiveView, LiveViews, Retention};
 use crate::state::{Checkpointer, Resumed, StateKeys, StateOptions, Storing};
 
 mod build;
-mod checkpoint_link;
 pub mod cluster;
+mod cluster_link;
 mod extension;
 mod inputs;
 mod metrics;
 mod worker;
 
 use build::{Demand, NodeControls, attach_sink, attach_view, build_nodes, demands, run_demands};
-use checkpoint_link::{Greeting, LinkSettings};
+use cluster_link::{Greeting, LinkSettings};
 pub use extension::{Added, Command, Extension};
 use inputs::{Restoring, StartedInputs, open_sinks, start_inputs};
 pub use metrics::RunMetrics;
@@ -317,6 +317,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 pipeline: cluster.pipeline.clone(),
                 resumed: resumed.as_ref().map(Resumed::restored_checkpoint),
             },
+            stop: options.stop.clone(),
         }),
     });
     let config = match &options.cluster {

@@ -23,7 +23,7 @@ use vibelux_operators::row::Update;
 use vibelux_queries::plan::NodeId;
 
 use super::build::{NodeControls, attach_sink, attach_view, build_nodes};
-use super::checkpoint_link::CheckpointLink;
+use super::cluster_link::ClusterLink;
 use super::extension::build_extension;
 use super::{Command, RunShared};
 use crate::taps::{Tapped, Taps};
@@ -39,7 +39,8 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
     let mut link = shared
         .link
         .as_ref()
-        .map(|settings| CheckpointLink::build(worker, settings, shared.checkpoints.clone()));
+        .map(|settings| ClusterLink::build(worker, settings, shared.checkpoints.clone()));
+    let run_dataflow = worker.next_dataflow_index();
     worker.dataflow::<u64, _, _>(|scope: Scope<'_, u64>| build_dataflow(scope, shared, &taps));
     // Every participant of this worker is registered: checkpoints may start once all are.
     if let Some(checkpoints) = &shared.checkpoints {
@@ -54,7 +55,7 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
         let started = Instant::now();
         worker.step_or_park(Some(Duration::from_millis(20)));
         if let Some(link) = &mut link {
-            link.pump();
+            link.pump(!worker.installed_dataflows().contains(&run_dataflow));
         }
         if busy {
             metrics

@@ -7,7 +7,7 @@
 //! participants do (registered, built, reported, a part, a final part, spoiled) and apply what
 //! process 0 decides (a checkpoint requested, its cut, resolved, stored or failed, the run's
 //! last one). The messages themselves travel on a small timely dataflow beside the run's (the
-//! engine's `checkpoint_link.rs`), which keeps each pair of processes' messages in order; every
+//! engine's `cluster_link.rs`), which keeps each pair of processes' messages in order; every
 //! message is recorded under the same lock as the change it reports, so the order it leaves in
 //! is the order things happened in.
 //!

@@ -1,5 +1,6 @@
-//! The wire between a cluster's processes: checkpoint messages, and a greeting that makes sure
-//! every process runs the same pipeline from the same checkpoint.
+//! The wire between a cluster's processes: checkpoint messages, a stop that reaches every
+//! process, and a greeting that makes sure every process runs the same pipeline from the same
+//! checkpoint.
 //!
 //! Each process agrees on checkpoints through its own `Checkpoints`; process 0's decides for
 //! all (`vibelux_interfaces::checkpoint::Relayed` says what the others tell it and what it
@@ -8,6 +9,10 @@
 //! arrive in the order they were sent. Each process's first worker carries them: it sends what
 //! its `Checkpoints` recorded after every step, and applies what arrives.
 //!
+//! A stop (Ctrl-C, SIGTERM, `--for`) on any process is passed to the others, so one command
+//! stops the whole cluster cleanly (each process's sources leave final parts, and the cluster's
+//! last checkpoint is stored).
+//!
 //! The greeting comes first. Processes that run different pipelines, or resumed from different
 //! checkpoints (one restarted while another stored a new one, or their `--state` locations are
 //! not the same storage), would build dataflows that do not fit together or state that does not
@@ -15,6 +20,7 @@
 //! consistently.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -42,12 +48,16 @@ pub struct LinkSettings {
     /// Workers per process.
     pub threads: usize,
     pub greeting: Greeting,
+    /// This process's stop flag: set here, it is sent on; sent from elsewhere, it is set.
+    pub stop: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Message {
     Greeting(Greeting),
     Relayed(Relayed),
+    /// The sending process was stopped.
+    Stop,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,14 +72,15 @@ type Input = InputHandle<u64, CapacityContainerBuilder<Vec<Envelope>>>;
 
 /// One worker's end of the link. Only a process's first worker sends; the others close their
 /// input at once.
-pub struct CheckpointLink {
+pub struct ClusterLink {
     input: Option<Input>,
     settings: LinkSettings,
     checkpoints: Option<Arc<Checkpoints>>,
     greeted: bool,
+    stop_sent: bool,
 }
 
-impl CheckpointLink {
+impl ClusterLink {
     /// Builds the link's dataflow on `worker`; every worker of every process must, before the
     /// run's dataflow, so that the dataflows line up across processes.
     pub fn build(
@@ -85,7 +96,7 @@ impl CheckpointLink {
         worker.dataflow::<u64, _, _>(|scope| {
             input.to_stream(scope).sink(
                 Exchange::new(|envelope: &Envelope| envelope.to as u64),
-                "CheckpointLink",
+                "ClusterLink",
                 move |(input, _)| {
                     input.for_each(|_, envelopes| {
                         for envelope in envelopes.drain(..) {
@@ -96,17 +107,19 @@ impl CheckpointLink {
             );
         });
         let first = worker.index() % settings.threads.max(1) == 0;
-        CheckpointLink {
+        ClusterLink {
             input: first.then_some(input),
             settings: settings.clone(),
             checkpoints,
             greeted: false,
+            stop_sent: false,
         }
     }
 
     /// Sends what this process has to say, after a step of the worker. The link closes once
-    /// the run's last checkpoint is settled (stored or failed), or at once without checkpoints.
-    pub fn pump(&mut self) {
+    /// the run's dataflow has ended here (`run_ended`) and its last checkpoint is settled
+    /// (stored or failed).
+    pub fn pump(&mut self, run_ended: bool) {
         let Some(input) = &mut self.input else { return };
         let settings = &self.settings;
         let first_of = |process: usize| process * settings.threads.max(1);
@@ -126,12 +139,24 @@ impl CheckpointLink {
                 });
             }
         }
+        if !self.stop_sent && settings.stop.load(Ordering::Relaxed) {
+            self.stop_sent = true;
+            sent = true;
+            for &process in &others {
+                input.send(Envelope {
+                    to: first_of(process),
+                    from,
+                    message: Message::Stop,
+                });
+            }
+        }
         // Settled is read before the messages are taken, so that everything recorded before
         // it (the last checkpoint's news) leaves before the link closes.
-        let settled = self
-            .checkpoints
-            .as_ref()
-            .is_none_or(|checkpoints| checkpoints.final_stored().is_some());
+        let settled = run_ended
+            && self
+                .checkpoints
+                .as_ref()
+                .is_none_or(|checkpoints| checkpoints.final_stored().is_some());
         if let Some(checkpoints) = &self.checkpoints {
             let addressees: Vec<usize> = match checkpoints.role() {
                 Role::Leader => others.clone(),
@@ -186,6 +211,13 @@ impl Receiving {
                 };
                 if let Err(problem) = checkpoints.apply_relayed(relayed) {
                     panic!("process {process} of the cluster, from process {from}: {problem}");
+                }
+            }
+            Message::Stop => {
+                if !self.settings.stop.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "stopping: process {from} of the cluster was stopped, so is this one"
+                    );
                 }
             }
         }
