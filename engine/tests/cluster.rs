@@ -399,7 +399,7 @@ fn a_stop_of_one_process_stops_the_cluster_with_a_last_checkpoint() {
 }
 
 #[test]
-fn process_zero_serves_the_views_and_the_others_their_metrics() {
+fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_metrics() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("pipeline.sql"),
@@ -407,7 +407,8 @@ fn process_zero_serves_the_views_and_the_others_their_metrics() {
            WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
            WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '5',
                  interval = '10 seconds', speed = '60x', seed = '3');
-         CREATE MATERIALIZED VIEW zones AS SELECT zone, count(*) AS n FROM readings GROUP BY zone;",
+         CREATE MATERIALIZED VIEW zones AS SELECT zone, count(*) AS n FROM readings GROUP BY zone;
+         CREATE ALARM reading ON readings PER sensor_id WHEN temp_c > -1000;",
     )
     .unwrap();
     let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
@@ -467,14 +468,45 @@ fn process_zero_serves_the_views_and_the_others_their_metrics() {
             .unwrap_or_else(|| panic!("{metrics}"))
     };
     assert!(rows(http[0]) > 0.0 && rows(http[1]) > 0.0);
-    let refused = common::request(
-        &format!("127.0.0.1:{}", http[0]),
-        "POST",
-        "/v1/alarms/any/acknowledge",
-        &["content-type: application/json".into()],
-        Some(r#"{"key": {}}"#),
-    );
-    assert_eq!(refused.status, 409, "{}", refused.body);
+    // Every sensor's alarm is active; its instance lives on the worker its key is routed to,
+    // in either process. Acknowledged through process 0, all of them are.
+    let instances = |deadline: Instant| -> Vec<serde_json::Value> {
+        loop {
+            let answer = get(http[0], "/v1/views/reading_state");
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_str::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .and_then(|body| body["rows"].as_array().cloned())
+                    .unwrap_or_default();
+            if rows.len() == 20 {
+                return rows;
+            }
+            assert!(Instant::now() < deadline, "{}", answer.body);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    for row in instances(Instant::now() + Duration::from_secs(15)) {
+        let sensor = row["sensor_id"].as_str().unwrap();
+        let answer = common::request(
+            &format!("127.0.0.1:{}", http[0]),
+            "POST",
+            "/v1/alarms/reading/acknowledge",
+            &["content-type: application/json".into()],
+            Some(&format!(
+                r#"{{"key": {{"sensor_id": "{sensor}"}}, "by": "maria"}}"#
+            )),
+        );
+        assert_eq!(answer.status, 202, "{}", answer.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = instances(deadline);
+        if rows.iter().all(|row| row["state"] == "acknowledged") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();

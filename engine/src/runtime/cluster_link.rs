@@ -9,7 +9,8 @@
 //! arrive in the order they were sent. Each process's first worker carries them: it sends what
 //! its `Checkpoints` recorded after every step, and applies what arrives.
 //!
-//! A stop (Ctrl-C, SIGTERM, `--for`) on any process is passed to the others, so one command
+//! An alarm command (acknowledge, shelve) given on process 0 is passed to the others, where the
+//! instance may live. A stop (Ctrl-C, SIGTERM, `--for`) on any process is passed to the others, so one command
 //! stops the whole cluster cleanly (each process's sources leave final parts, and the cluster's
 //! last checkpoint is stored).
 //!
@@ -29,6 +30,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::worker::Worker;
 use vibelux_interfaces::checkpoint::{Checkpoints, Relayed, Role};
+use vibelux_operators::alarm::{AlarmCommand, AlarmDesk};
 
 /// What every process of a cluster must agree on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,9 @@ pub struct LinkSettings {
     pub greeting: Greeting,
     /// This process's stop flag: set here, it is sent on; sent from elsewhere, it is set.
     pub stop: Arc<AtomicBool>,
+    /// This process's alarm commands: given here, they are sent on; sent from elsewhere, they
+    /// are delivered to this process's workers.
+    pub alarms: Arc<AlarmDesk>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +63,11 @@ enum Message {
     Relayed(Relayed),
     /// The sending process was stopped.
     Stop,
+    /// A command for an alarm's instances.
+    Alarm {
+        alarm: String,
+        command: AlarmCommand,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +149,19 @@ impl ClusterLink {
                 });
             }
         }
+        for (alarm, command) in settings.alarms.take_forwarded() {
+            sent = true;
+            for &process in &others {
+                input.send(Envelope {
+                    to: first_of(process),
+                    from,
+                    message: Message::Alarm {
+                        alarm: alarm.clone(),
+                        command: command.clone(),
+                    },
+                });
+            }
+        }
         if !self.stop_sent && settings.stop.load(Ordering::Relaxed) {
             self.stop_sent = true;
             sent = true;
@@ -212,6 +235,9 @@ impl Receiving {
                 if let Err(problem) = checkpoints.apply_relayed(relayed) {
                     panic!("process {process} of the cluster, from process {from}: {problem}");
                 }
+            }
+            Message::Alarm { alarm, command } => {
+                self.settings.alarms.deliver(&alarm, command);
             }
             Message::Stop => {
                 if !self.settings.stop.swap(true, Ordering::Relaxed) {

@@ -318,6 +318,10 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 resumed: resumed.as_ref().map(Resumed::restored_checkpoint),
             },
             stop: options.stop.clone(),
+            alarms: {
+                metrics.alarms.forward_to_other_processes();
+                metrics.alarms.clone()
+            },
         }),
     });
     let config = match &options.cluster {

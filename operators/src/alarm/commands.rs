@@ -3,17 +3,20 @@
 //! Commands come from outside the dataflow (the HTTP API) while it runs. Each worker's
 //! `RaiseAlarms` operator registers an inbox here under the alarm's name; a command goes to every
 //! worker of that alarm and wakes it, and the worker that holds the key's instance applies it in
-//! the alarm's event time.
+//! the alarm's event time. In a cluster, an instance may live on another process's worker: the
+//! desk also keeps each command for the engine to send to the other processes, whose desks
+//! deliver it to their workers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
+use serde::{Deserialize, Serialize};
 use timely::scheduling::SyncActivator;
 
 use crate::row::Row;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AlarmAction {
     Acknowledge,
     /// Suppress the instance's transitions for this long (event time).
@@ -23,7 +26,7 @@ pub enum AlarmAction {
     Unshelve,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AlarmCommand {
     pub key: Row,
     pub action: AlarmAction,
@@ -39,6 +42,8 @@ type Inbox = (Sender<AlarmCommand>, SyncActivator);
 #[derive(Default)]
 pub struct AlarmDesk {
     inboxes: Mutex<HashMap<String, Vec<Inbox>>>,
+    /// In a cluster: commands given here, for the other processes' workers.
+    for_other_processes: Mutex<Option<Vec<(String, AlarmCommand)>>>,
 }
 
 impl std::fmt::Debug for AlarmDesk {
@@ -60,8 +65,41 @@ impl AlarmDesk {
         receiver
     }
 
-    /// Delivers `command` to every worker running `alarm`; false when none is.
+    /// Keeps every command sent from now on for the other processes of a cluster as well.
+    pub fn forward_to_other_processes(&self) {
+        let mut forwarded = self
+            .for_other_processes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        forwarded.get_or_insert_with(Vec::new);
+    }
+
+    /// The commands sent since the last call, for the other processes (none outside a cluster).
+    pub fn take_forwarded(&self) -> Vec<(String, AlarmCommand)> {
+        self.for_other_processes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Delivers `command` to every worker running `alarm`, in this process and (in a cluster)
+    /// the others; false when none here is.
     pub fn send(&self, alarm: &str, command: AlarmCommand) -> bool {
+        if let Some(forwarded) = self
+            .for_other_processes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            forwarded.push((alarm.to_string(), command.clone()));
+        }
+        self.deliver(alarm, command)
+    }
+
+    /// Delivers `command` to this process's workers running `alarm`; false when none is.
+    pub fn deliver(&self, alarm: &str, command: AlarmCommand) -> bool {
         let mut inboxes = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
         let Some(workers) = inboxes.get_mut(alarm) else {
             return false;
