@@ -116,7 +116,7 @@ impl ClusterLink {
                 },
             );
         });
-        let first = worker.index() % settings.threads.max(1) == 0;
+        let first = worker.index().is_multiple_of(settings.threads.max(1));
         ClusterLink {
             input: first.then_some(input),
             settings: settings.clone(),

@@ -1,0 +1,74 @@
+//! How a stateful operator or sink takes part in checkpoints: its key, the cut its group is
+//! taking, the part it restores from.
+
+use serde::Deserialize;
+
+use super::{Checkpoints, Cut, decode};
+
+/// How one stateful operator (or sink) takes part: the run's checkpoints and its part's key.
+#[derive(Clone, Debug)]
+pub struct Participant {
+    pub checkpoints: std::sync::Arc<Checkpoints>,
+    pub key: String,
+    /// The part of the dataflow it is in, whose cut it answers.
+    group: Option<usize>,
+}
+
+impl Participant {
+    /// Registers `key` as a participant that is not a source.
+    pub fn register(checkpoints: &std::sync::Arc<Checkpoints>, key: String) -> Self {
+        checkpoints.register(&key, false);
+        Participant {
+            checkpoints: checkpoints.clone(),
+            group: checkpoints.group_of(&key),
+            key,
+        }
+    }
+
+    /// The cut being taken (as this participant's group sees it), unless this participant
+    /// answered it (`answered` is the id of the last cut it answered). Read per batch: see
+    /// [`Checkpoints::current_cut`].
+    pub fn pending(&self, answered: u64) -> Option<Cut> {
+        self.checkpoints
+            .current_cut_in(self.group)
+            .filter(|cut| cut.id > answered)
+    }
+
+    /// The part this participant left in the checkpoint the run resumes from.
+    pub fn restored(&self) -> Option<Vec<u8>> {
+        self.checkpoints.take_restored(&self.key)
+    }
+
+    /// The parts a keyed operator restores from: its own, or every old worker's when the
+    /// worker count changed (see [`Checkpoints::restored_parts`]); decoded, and empty when the
+    /// run starts afresh. A part that cannot be read fails the worker, naming `what`.
+    pub fn restored_parts<T: for<'de> Deserialize<'de>>(
+        participant: Option<&Participant>,
+        what: &str,
+    ) -> Vec<T> {
+        let Some(participant) = participant else {
+            return Vec::new();
+        };
+        participant
+            .checkpoints
+            .restored_parts(&participant.key)
+            .iter()
+            .map(|part| decode(what, part).unwrap_or_else(|error| panic!("{error}")))
+            .collect()
+    }
+
+    pub fn submit(&self, cut: Cut, part: Vec<u8>) {
+        self.checkpoints.submit(&self.key, cut.id, part);
+    }
+
+    pub fn submit_final(&self, part: Vec<u8>) {
+        self.checkpoints.submit_final(&self.key, part);
+    }
+
+    /// The final part of an operator whose outputs were stamped up to `emitted_up_to`: see
+    /// [`Checkpoints::submit_final_after`].
+    pub fn submit_final_after(&self, part: Vec<u8>, emitted_up_to: u64) {
+        self.checkpoints
+            .submit_final_after(&self.key, part, emitted_up_to);
+    }
+}
