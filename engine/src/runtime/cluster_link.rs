@@ -86,6 +86,8 @@ pub struct ClusterLink {
     input: Option<Input>,
     settings: LinkSettings,
     checkpoints: Option<Arc<Checkpoints>>,
+    /// Every other process.
+    others: Vec<usize>,
     greeted: bool,
     stop_sent: bool,
 }
@@ -121,6 +123,9 @@ impl ClusterLink {
             input: first.then_some(input),
             settings: settings.clone(),
             checkpoints,
+            others: (0..settings.processes)
+                .filter(|&process| process != settings.process)
+                .collect(),
             greeted: false,
             stop_sent: false,
         }
@@ -132,46 +137,27 @@ impl ClusterLink {
     pub fn pump(&mut self, run_ended: bool) {
         let Some(input) = &mut self.input else { return };
         let settings = &self.settings;
-        let first_of = |process: usize| process * settings.threads.max(1);
-        let others: Vec<usize> = (0..settings.processes)
-            .filter(|&process| process != settings.process)
-            .collect();
-        let from = settings.process;
         let mut sent = false;
+        let mut send = |to: &[usize], message: Message| {
+            for &process in to {
+                sent = true;
+                input.send(Envelope {
+                    to: process * settings.threads.max(1),
+                    from: settings.process,
+                    message: message.clone(),
+                });
+            }
+        };
         if !self.greeted {
             self.greeted = true;
-            sent = true;
-            for &process in &others {
-                input.send(Envelope {
-                    to: first_of(process),
-                    from,
-                    message: Message::Greeting(settings.greeting.clone()),
-                });
-            }
+            send(&self.others, Message::Greeting(settings.greeting.clone()));
         }
         for (alarm, command) in settings.alarms.take_forwarded() {
-            sent = true;
-            for &process in &others {
-                input.send(Envelope {
-                    to: first_of(process),
-                    from,
-                    message: Message::Alarm {
-                        alarm: alarm.clone(),
-                        command: command.clone(),
-                    },
-                });
-            }
+            send(&self.others, Message::Alarm { alarm, command });
         }
         if !self.stop_sent && settings.stop.load(Ordering::Relaxed) {
             self.stop_sent = true;
-            sent = true;
-            for &process in &others {
-                input.send(Envelope {
-                    to: first_of(process),
-                    from,
-                    message: Message::Stop,
-                });
-            }
+            send(&self.others, Message::Stop);
         }
         // Settled is read before the messages are taken, so that everything recorded before
         // it (the last checkpoint's news) leaves before the link closes.
@@ -181,20 +167,13 @@ impl ClusterLink {
                 .as_ref()
                 .is_none_or(|checkpoints| checkpoints.final_stored().is_some());
         if let Some(checkpoints) = &self.checkpoints {
-            let addressees: Vec<usize> = match checkpoints.role() {
-                Role::Leader => others.clone(),
-                Role::Follower => vec![0],
-                Role::Alone => Vec::new(),
+            let addressees: &[usize] = match checkpoints.role() {
+                Role::Leader => &self.others,
+                Role::Follower => &[0],
+                Role::Alone => &[],
             };
             for relayed in checkpoints.take_relayed() {
-                sent = true;
-                for &process in &addressees {
-                    input.send(Envelope {
-                        to: first_of(process),
-                        from,
-                        message: Message::Relayed(relayed.clone()),
-                    });
-                }
+                send(addressees, Message::Relayed(relayed));
             }
         }
         // Timely sends a batch on to other processes when its time closes: each batch of
