@@ -359,7 +359,7 @@ fn restart_the_engine_while_publishing(options: &str) -> (BTreeMap<i64, f64>, us
     let second = out.path().join("second.jsonl");
     // Two engines in two folders share the broker's session, so neither keeps state: in a
     // checkpointed run what the first took in would be in its own journal
-    // (`an_engine_killed_mid_stream_loses_no_acknowledged_message` restarts one in place).
+    // (`an_engine_killed_mid_stream_loses_no_acknowledged_message_whatever_its_worker_count` restarts one in place).
     let mut engine = start_engine_with(
         &counting_pipeline_with(broker.port, &first, options),
         &["--no-state"],
@@ -498,7 +498,7 @@ fn a_broker_that_requires_client_certificates_accepts_ours() {
 }
 
 #[test]
-fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
+fn an_engine_killed_mid_stream_loses_no_acknowledged_message_whatever_its_worker_count() {
     const COUNT: usize = 8_000;
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
@@ -508,7 +508,10 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
         counting_pipeline(broker.port, &rows),
     )
     .unwrap();
+    // Each run has another number of workers: the topics' messages go to other workers than
+    // before, and each must still be taken from the journal once.
     let run = |number: usize| {
+        let workers = [1, 3, 2][number].to_string();
         let log = std::fs::File::create(dir.path().join(format!("run-{number}.log"))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_vibelux"))
             .current_dir(dir.path())
@@ -519,6 +522,8 @@ fn an_engine_killed_mid_stream_loses_no_acknowledged_message() {
                 "off",
                 "--checkpoint-interval",
                 "100ms",
+                "--workers",
+                &workers,
             ])
             .stdout(Stdio::null())
             .stderr(log)

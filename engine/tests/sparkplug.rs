@@ -360,8 +360,9 @@ fn a_node_that_drops_off_raises_an_alarm_per_series_from_its_death() {
     engine.interrupt();
 }
 
-/// A checkpointed host in `dir`, its stderr in `log`; returns once it has subscribed.
-fn start_host(dir: &Path, log: &str) -> Child {
+/// A checkpointed host of `workers` workers in `dir`, its stderr in `log`; returns once it has
+/// subscribed.
+fn start_host(dir: &Path, log: &str, workers: usize) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_vibelux"))
         .current_dir(dir)
         .args([
@@ -371,6 +372,8 @@ fn start_host(dir: &Path, log: &str) -> Child {
             "off",
             "--checkpoint-interval",
             "100ms",
+            "--workers",
+            &workers.to_string(),
         ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(log)).unwrap())
@@ -391,7 +394,7 @@ fn start_host(dir: &Path, log: &str) -> Child {
 }
 
 #[test]
-fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts() {
+fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts_with_more_workers() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     // No rebirth requests: the restarted host must know the births it had.
@@ -410,7 +413,7 @@ fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts() {
     )
     .unwrap();
     let rows_file = dir.path().join("rows.jsonl");
-    let mut host = start_host(dir.path(), "run-1.log");
+    let mut host = start_host(dir.path(), "run-1.log", 1);
     let mut node = EdgeNode::start(broker.port);
     node.send("connect");
     node.send("data temp=22.5 offset=-4");
@@ -426,7 +429,9 @@ fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts() {
     host.kill().unwrap();
     host.wait().unwrap();
 
-    let mut host = start_host(dir.path(), "run-2.log");
+    // With three workers the node's messages may go to another worker than before: that
+    // worker's host must have taken the node's births from the one worker's part.
+    let mut host = start_host(dir.path(), "run-2.log", 3);
     node.send("data temp=25 offset=-6");
     node.send("ddata co2=990");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

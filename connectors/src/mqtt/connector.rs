@@ -80,19 +80,23 @@ impl SourceSpec for Subscription {
         true
     }
 
+    /// Topics are routed to workers by hash; positions of another worker count are kept as a
+    /// generation until the backlog is replayed (`mqtt/position.rs`).
+    fn rescales(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
         // A checkpointed run journals what it receives, and resumes each worker after the
-        // last journaled message its checkpoint had taken in.
+        // journaled messages its checkpoint had taken in (with another worker count: after
+        // those the old worker owning each topic had taken in, `mqtt/position.rs`).
         let durability = match &start.durable_directory {
             Some(directory) => Some(super::source::Durability {
                 directory: directory.join("journal"),
-                taken: start
+                positions: start
                     .resume
                     .iter()
-                    .map(|position| {
-                        super::source::JournalPosition::decode(position)
-                            .map(|position| position.taken)
-                    })
+                    .map(|position| super::source::JournalPosition::decode(position))
                     .collect::<Result<_, _>>()?,
             }),
             None => None,

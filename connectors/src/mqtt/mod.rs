@@ -13,6 +13,7 @@ pub mod connector;
 pub mod journal;
 pub mod link;
 pub mod options;
+pub mod position;
 pub mod sink;
 pub mod source;
 pub mod topic;

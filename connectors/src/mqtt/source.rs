@@ -10,7 +10,7 @@
 //! slows the client, and the broker holds the rest.
 
 use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
@@ -23,6 +23,8 @@ use crate::background::BackgroundThread;
 use crate::mqtt::broker::{Backoff, BrokerConfig};
 use crate::mqtt::journal::{Journal, JournalEntry};
 use crate::mqtt::link::{self, LinkClient, LinkConnection, LinkEvent, Protocol, Received, Will};
+pub use crate::mqtt::position::JournalPosition;
+use crate::mqtt::position::{Route, owner};
 use crate::mqtt::topic::TopicPattern;
 use crate::payload::{MessageFormat, RowLayout, parse_text};
 use crate::source::{Poll, Record, SourceMetrics, SourceReader, Waker};
@@ -64,22 +66,8 @@ pub struct MqttMessage {
 /// worker had taken the journal in at the checkpoint the run resumes from.
 pub struct Durability {
     pub directory: std::path::PathBuf,
-    /// Per worker: the last journaled message it took in (0: none).
-    pub taken: Vec<u64>,
-}
-
-/// Where a journaled reader is, for a checkpoint: the last journaled message it took in, and
-/// what its decoder has learnt from the messages before (a Sparkplug host's births).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct JournalPosition {
-    pub taken: u64,
-    pub decoder: Option<Vec<u8>>,
-}
-
-impl JournalPosition {
-    pub fn decode(part: &[u8]) -> Result<JournalPosition, String> {
-        vibelux_interfaces::checkpoint::decode("journal position", part)
-    }
+    /// One per worker of the run that stored the checkpoint (any number; none: a fresh start).
+    pub positions: Vec<JournalPosition>,
 }
 
 /// Turns one worker's messages into records (rows and dead letters).
@@ -96,6 +84,16 @@ pub trait MessageDecoder: Send {
     fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
         Ok(())
     }
+
+    /// Takes back, from what the decoders of a run with another worker count said, what
+    /// concerns the topics `owns` says this decoder now reads.
+    fn restore_share(
+        &mut self,
+        _states: &[&[u8]],
+        _owns: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a source subscribes to, and how its messages are spread over the workers.
@@ -106,7 +104,7 @@ pub struct Subscription {
     pub qos: QoS,
     /// Hashes the part of a topic that picks its worker: messages that hash alike stay in
     /// order on one worker.
-    pub route: fn(&str, &mut DefaultHasher),
+    pub route: Route,
     /// A retained presence message published on every connection, with its opposite left
     /// with the broker as the client's will.
     pub presence: Option<Presence>,
@@ -182,7 +180,7 @@ pub fn subscribe_with(
     durability: Option<Durability>,
 ) -> std::io::Result<Vec<MqttReader>> {
     let peers = peers.max(1);
-    let (journal, replay, taken) = match durability {
+    let (journal, replay, positions) = match durability {
         Some(durability) => {
             let (journal, entries) = Journal::open(&durability.directory).map_err(|error| {
                 std::io::Error::other(format!(
@@ -190,14 +188,19 @@ pub fn subscribe_with(
                     durability.directory.display()
                 ))
             })?;
-            let mut taken = durability.taken;
-            taken.resize(peers, 0);
-            (Some(journal), entries, taken)
+            let positions = JournalPosition::share_out(durability.positions, peers);
+            (Some(journal), entries, positions)
         }
-        None => (None, Vec::new(), vec![0; peers]),
+        None => (None, Vec::new(), vec![JournalPosition::default(); peers]),
     };
     let journaled = journal.is_some();
-    let stored: Arc<Vec<AtomicU64>> = Arc::new(taken.iter().map(|&t| AtomicU64::new(t)).collect());
+    let stored: Arc<Vec<AtomicU64>> = Arc::new(
+        positions
+            .iter()
+            .map(|position| AtomicU64::new(position.covered_through()))
+            .collect(),
+    );
+    let route = subscription.route;
     // What the journal held when opened is on disk already.
     let synced = Arc::new(AtomicU64::new(
         replay.last().map_or(0, |entry| entry.sequence),
@@ -231,7 +234,7 @@ pub fn subscribe_with(
         metrics,
         journal,
         replay,
-        taken,
+        resumed: positions.clone(),
         stored: stored.clone(),
         forgotten: 0,
         journaled_acks: Vec::new(),
@@ -254,8 +257,10 @@ pub fn subscribe_with(
             waker,
             _guard: guard.clone(),
             journaled,
-            taken: stored[worker].load(Ordering::Relaxed),
+            journal: positions[worker].clone(),
             worker,
+            peers,
+            route,
             stored: stored.clone(),
             synced: synced.clone(),
         })
@@ -277,8 +282,8 @@ struct Session {
     journal: Option<Journal>,
     /// Journaled messages to hand to the workers that had not taken them in, before any new one.
     replay: Vec<JournalEntry>,
-    /// Per worker: the last journaled message it had taken in at the checkpoint resumed from.
-    taken: Vec<u64>,
+    /// Per worker: what it had taken in of the journal at the checkpoint resumed from.
+    resumed: Vec<JournalPosition>,
     /// Per worker: the last journaled message a stored checkpoint holds (readers set it).
     stored: Arc<Vec<AtomicU64>>,
     /// The journal is deleted up to here.
@@ -376,9 +381,7 @@ impl Session {
 
     /// The worker that owns a topic.
     fn worker_of(&self, topic: &str) -> usize {
-        let mut hasher = DefaultHasher::new();
-        (self.subscription.route)(topic, &mut hasher);
-        (hasher.finish() % self.queues.len() as u64) as usize
+        owner(self.subscription.route, topic, self.queues.len())
     }
 
     /// Hands each worker the journaled messages after the last one it had taken in.
@@ -387,7 +390,8 @@ impl Session {
         let mut replayed = 0;
         for entry in entries {
             let worker = self.worker_of(&entry.topic);
-            if entry.sequence <= self.taken[worker] {
+            if self.resumed[worker].has_taken(self.subscription.route, &entry.topic, entry.sequence)
+            {
                 continue;
             }
             replayed += 1;
@@ -576,9 +580,11 @@ pub struct MqttReader {
     _guard: Arc<BackgroundThread>,
     /// Whether messages are journaled (and acknowledged by the client once synced).
     journaled: bool,
-    /// The last journaled message taken in: the reader's position.
-    taken: u64,
+    /// What it has taken in of the journal: the reader's position.
+    journal: JournalPosition,
     worker: usize,
+    peers: usize,
+    route: Route,
     /// Per worker: the last journaled message a stored checkpoint holds.
     stored: Arc<Vec<AtomicU64>>,
     /// The last journaled message on disk.
@@ -647,7 +653,7 @@ impl SourceReader for MqttReader {
             taken += 1;
             self.decoder.decode(&message, out);
             if self.journaled {
-                self.taken = self.taken.max(message.sequence);
+                self.journal.take(message.sequence);
             } else if message.publish.qos != QoS::AtMostOnce {
                 let _ = self.acks.send(message.publish.pkid);
             }
@@ -676,10 +682,10 @@ impl SourceReader for MqttReader {
             return None;
         }
         let deadline = Instant::now() + SYNC_WAIT;
-        while self.synced.load(Ordering::Acquire) < self.taken {
+        while self.synced.load(Ordering::Acquire) < self.journal.taken {
             if Instant::now() > deadline {
                 tracing::error!(
-                    taken = self.taken,
+                    taken = self.journal.taken,
                     synced = self.synced.load(Ordering::Acquire),
                     "the journal of received messages is not on disk through the checkpoint"
                 );
@@ -689,8 +695,8 @@ impl SourceReader for MqttReader {
         }
         self.journaled.then(|| {
             vibelux_interfaces::checkpoint::encode(&JournalPosition {
-                taken: self.taken,
                 decoder: self.decoder.state(),
+                ..self.journal.clone()
             })
         })
     }
@@ -698,7 +704,7 @@ impl SourceReader for MqttReader {
     /// A stored checkpoint holds everything up to `position`: the journal may forget it.
     fn checkpoint_stored(&mut self, position: &[u8]) {
         if let Ok(position) = JournalPosition::decode(position) {
-            self.stored[self.worker].store(position.taken, Ordering::Relaxed);
+            self.stored[self.worker].store(position.covered_through(), Ordering::Relaxed);
         }
     }
 }
@@ -707,5 +713,13 @@ impl MqttReader {
     /// Gives the decoder back what it had learnt at a checkpoint.
     pub fn restore_decoder(&mut self, state: &[u8]) -> Result<(), String> {
         self.decoder.restore(state)
+    }
+
+    /// Gives the decoder its share of what the decoders of a run with another worker count
+    /// had learnt: what concerns the topics this reader now owns.
+    pub fn restore_decoder_share(&mut self, states: &[&[u8]]) -> Result<(), String> {
+        let (route, worker, peers) = (self.route, self.worker, self.peers);
+        self.decoder
+            .restore_share(states, &|topic| owner(route, topic, peers) == worker)
     }
 }

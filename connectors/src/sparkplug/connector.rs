@@ -57,6 +57,12 @@ impl SourceSpec for HostApplication {
         true
     }
 
+    /// As the `mqtt` source's; with another worker count each host takes the births of the
+    /// nodes routed to it from every old host's part.
+    fn rescales(&self) -> bool {
+        true
+    }
+
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
         let positions: Vec<JournalPosition> = start
             .resume
@@ -68,7 +74,7 @@ impl SourceSpec for HostApplication {
             .as_ref()
             .map(|directory| Durability {
                 directory: directory.join("journal"),
-                taken: positions.iter().map(|position| position.taken).collect(),
+                positions: positions.clone(),
             });
         let mut readers = super::source::subscribe(
             &start.name,
@@ -79,9 +85,20 @@ impl SourceSpec for HostApplication {
             durability,
         )
         .map_err(|error| format!("starting the MQTT client: {error}"))?;
-        for (reader, position) in readers.iter_mut().zip(&positions) {
-            if let Some(state) = &position.decoder {
-                reader.restore_decoder(state)?;
+        if positions.len() == readers.len() {
+            for (reader, position) in readers.iter_mut().zip(&positions) {
+                if let Some(state) = &position.decoder {
+                    reader.restore_decoder(state)?;
+                }
+            }
+        } else {
+            // Another worker count: each host takes the births of the nodes now routed to it.
+            let states: Vec<&[u8]> = positions
+                .iter()
+                .filter_map(|position| position.decoder.as_deref())
+                .collect();
+            for reader in &mut readers {
+                reader.restore_decoder_share(&states)?;
             }
         }
         Ok(boxed_readers(readers))

@@ -109,6 +109,16 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// Takes the nodes of `other` that `keep` says this host reads (a checkpoint of another
+    /// worker count shared out).
+    pub fn take_nodes(&mut self, other: HostState, keep: impl Fn(&str, &str) -> bool) {
+        for ((group, edge_node), node) in other.nodes {
+            if keep(&group, &edge_node) {
+                self.nodes.insert((group, edge_node), node);
+            }
+        }
+    }
+
     /// Applies one message; `arrival` (milliseconds) stands in for missing timestamps and is
     /// the time of deaths.
     pub fn apply(&mut self, topic: &SparkplugTopic, payload: &Payload, arrival: i64) -> Applied {

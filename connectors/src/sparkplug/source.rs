@@ -125,6 +125,21 @@ impl MessageDecoder for HostDecoder {
         Ok(())
     }
 
+    fn restore_share(
+        &mut self,
+        states: &[&[u8]],
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        for state in states {
+            let host: HostState =
+                vibelux_interfaces::checkpoint::decode("sparkplug births", state)?;
+            self.host.take_nodes(host, |group, edge_node| {
+                owns(&topic::node_command_topic(group, edge_node))
+            });
+        }
+        Ok(())
+    }
+
     fn decode(&mut self, message: &MqttMessage, out: &mut Vec<Record>) {
         let topic_name = &message.publish.topic;
         let dead_letter = |reason: String| Record::Invalid {
