@@ -87,10 +87,12 @@ fn a_garbled_byte_is_one_dead_letter_and_the_replay_reads_every_other_line() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = header.as_bytes().to_vec();
+        let mut garbled_at = 0;
         for index in 1..=1001 {
             let mut line = reading(index);
             if index == 11 {
                 line[3] = 0xff;
+                garbled_at = bytes.len();
             }
             bytes.extend_from_slice(&line);
         }
@@ -102,11 +104,17 @@ fn a_garbled_byte_is_one_dead_letter_and_the_replay_reads_every_other_line() {
             assert_eq!(lines_of(&dir.path().join("out/rows.jsonl")).len(), 1000);
             let errors = lines_of(&dir.path().join("out/errors.jsonl"));
             assert_eq!(errors.len(), 1, "{format}: {errors:?}");
-            let line = if header.is_empty() { 11 } else { 12 };
+            // One worker reads every line and counts them; two each read their own stripes
+            // of the file, and name the line's first byte.
+            let origin = match (workers, header.is_empty()) {
+                ("1", true) => "in.txt:11".to_string(),
+                ("1", false) => "in.txt:12".to_string(),
+                _ => format!("in.txt at byte {garbled_at}"),
+            };
             assert!(
                 errors[0].contains("invalid byte 0xff at byte 3 of the line")
                     && errors[0].contains(r"\\xff")
-                    && errors[0].contains(&format!("in.txt:{line}")),
+                    && errors[0].contains(&origin),
                 "{format}: {}",
                 errors[0]
             );
@@ -184,10 +192,15 @@ struct Running(Child);
 
 impl Running {
     fn start(dir: &Path) -> Running {
+        Running::start_with(dir, 1)
+    }
+
+    fn start_with(dir: &Path, workers: usize) -> Running {
         Running(
             vibelux()
                 .current_dir(dir)
-                .args(["run", "--http", "off", "pipeline.sql"])
+                .args(["run", "--http", "off", "pipeline.sql", "--workers"])
+                .arg(workers.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -260,7 +273,8 @@ fn a_tailed_file_rotated_then_copytruncated_while_running_yields_every_line_once
     let live = dir.path().join("live.jsonl");
     std::fs::write(&live, readings(0..100)).unwrap();
     write_pipeline(dir.path(), "live.jsonl", "mode = 'tail'");
-    let engine = Running::start(dir.path());
+    // Two workers: the followed file is read once, by the first, whatever happens to it.
+    let engine = Running::start_with(dir.path(), 2);
     let rows = dir.path().join("out/rows.jsonl");
     wait_for_lines(&rows, 100);
 

@@ -99,8 +99,7 @@ impl FileReader {
             }
         }
         self.offset = 0;
-        self.line_number = 0;
-        self.taken_before = None;
+        self.line_number = Some(0);
         self.csv_header = None;
         out.push(Record::Replaced {
             origin: self.config.path.display().to_string(),

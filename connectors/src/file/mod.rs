@@ -6,3 +6,4 @@ pub mod options;
 mod resume;
 pub mod sink;
 pub mod source;
+mod stripes;

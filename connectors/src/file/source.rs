@@ -1,10 +1,12 @@
 //! The `file` source: JSON lines or CSV, replayed (bounded) or followed (tail).
 //!
-//! Each worker reads the file and keeps every `peers`-th record, so decoding — the expensive part —
-//! is spread across workers without coordinating offsets. A bounded replay ends at the end of the
-//! file and is driven by event time alone, so an hour of readings replays in seconds with correct
-//! windows. In tail mode the reader waits for appended lines and, while idle, lets the watermark
-//! follow the clock.
+//! A replay is shared out between the workers by stripes of bytes (`stripes.rs`): each worker
+//! reads and decodes only the lines that start in its own stripes. It ends at the end of the
+//! file and is driven by event time alone, so an hour of readings replays in seconds with
+//! correct windows. A followed file is read once, by the first worker: appended lines come a
+//! few at a time, in order; the rows it decodes are routed to the other workers by key like any
+//! source's. In tail mode the reader waits for appended lines and, while idle, lets the
+//! watermark follow the clock.
 //!
 //! Lines are read as bytes: a line that is not UTF-8 (a gateway garbled a byte) is one dead letter,
 //! never the end of the file. A read error is never taken for the end of the input either: a
@@ -24,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::follow::{FileIdentity, PathState};
+use super::stripes::{Generation, Next, Stripes, stripe_size};
 use crate::bytes_text;
 use crate::payload::RowLayout;
 use crate::source::{Poll, Record, ReplayProgress, SourceReader};
@@ -31,6 +34,16 @@ use crate::source::{Poll, Record, ReplayProgress, SourceReader};
 /// The first wait after a followed file cannot be read; it doubles up to [`LONGEST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
+
+/// Where a replay's reader is, for the line at its offset.
+enum Share {
+    /// This worker reads it.
+    Read,
+    /// Not this worker's, or read already: the reader moved on; look again.
+    Moved,
+    /// No line of this worker's is left.
+    End,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
@@ -56,14 +69,19 @@ pub struct FileSourceConfig {
     pub follow: bool,
 }
 
-/// Where a reader is: the file (device and inode), the byte offset of the first line not yet
-/// complete, and the number of lines before it. Enough to resume after a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Where a reader is: the file (device and inode), the byte offset of its next line (the first
+/// not yet complete, when following), the number of lines before it when the reader has read
+/// them all, and in a replay its stripes' size and the earlier runs' offsets it still heeds.
+/// Enough to resume after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilePosition {
     pub device: u64,
     pub inode: u64,
     pub offset: u64,
-    pub line_number: u64,
+    pub line_number: Option<u64>,
+    /// The stripe size of a replay (0 when following).
+    pub stripe: u64,
+    pub earlier: Vec<Generation>,
 }
 
 pub struct FileReader {
@@ -74,13 +92,12 @@ pub struct FileReader {
     /// Bytes of the current file consumed, including a partial line held in `line`.
     pub(super) offset: u64,
     pub(super) line: Vec<u8>,
-    pub(super) line_number: u64,
+    /// Lines before the current one, when this reader has read every one of them (a followed
+    /// file, or a replay by one worker); otherwise dead letters name the byte offset.
+    pub(super) line_number: Option<u64>,
     worker: usize,
-    peers: usize,
-    /// Resumed from a checkpoint taken with another worker count: that count, and the line
-    /// number each of its workers had read up to. A line one of them had taken is not taken
-    /// again (see `resume.rs`).
-    pub(super) taken_before: Option<(usize, Vec<u64>)>,
+    /// A replay's share of the file; `None` when following (the first worker reads it all).
+    pub(super) stripes: Option<Stripes>,
     pub(super) csv_header: Option<Vec<Option<usize>>>,
     pub(super) progress: Option<Arc<ReplayProgress>>,
     /// When a tailed file last grew: while it is being written, look again soon.
@@ -104,19 +121,26 @@ impl FileReader {
                 .total_bytes
                 .store(metadata.len(), Ordering::Relaxed);
         }
+        let stripes = (!config.follow).then(|| Stripes {
+            size: stripe_size(metadata.len(), peers),
+            worker,
+            peers,
+            earlier: Vec::new(),
+        });
+        // A replay seeks from stripe to stripe: a smaller buffer reads less of others' stripes.
+        let buffer = if config.follow { 1 << 20 } else { 256 << 10 };
         Ok(FileReader {
+            line_number: (config.follow || peers == 1).then_some(0),
+            progress: (worker == 0 || !config.follow).then_some(progress),
             config,
             layout,
-            input: BufReader::with_capacity(1 << 20, file),
+            input: BufReader::with_capacity(buffer, file),
             identity: FileIdentity::of(&metadata),
             offset: 0,
             line: Vec::new(),
-            line_number: 0,
             worker,
-            peers,
-            taken_before: None,
+            stripes,
             csv_header: None,
-            progress: (worker == 0).then_some(progress),
             last_growth: Instant::now(),
             retry_after: FIRST_RETRY,
         })
@@ -129,11 +153,22 @@ impl FileReader {
             inode: self.identity.inode,
             offset: self.offset - self.line.len() as u64,
             line_number: self.line_number,
+            stripe: self.stripes.as_ref().map_or(0, |stripes| stripes.size),
+            earlier: self
+                .stripes
+                .as_ref()
+                .map_or_else(Vec::new, |stripes| stripes.earlier.clone()),
         }
     }
 
+    /// Where the current line is: `path:line`, or its first byte's offset when this reader
+    /// has not read the lines before it.
     fn origin(&self) -> String {
-        format!("{}:{}", self.config.path.display(), self.line_number)
+        let path = self.config.path.display();
+        match self.line_number {
+            Some(number) => format!("{path}:{number}"),
+            None => format!("{path} at byte {}", self.offset - self.line.len() as u64),
+        }
     }
 
     /// The line without its line ending.
@@ -159,27 +194,63 @@ impl FileReader {
         })
     }
 
-    /// Whether line `number` (counted from 1) is this worker's to decode: every `peers`-th, less
-    /// those a checkpoint of another worker count says were taken already.
-    fn takes(&self, number: u64) -> bool {
-        if (number as usize) % self.peers != self.worker % self.peers {
-            return false;
-        }
-        match &self.taken_before {
-            Some((old_peers, read_up_to)) => number > read_up_to[(number as usize) % old_peers],
-            None => true,
-        }
-    }
-
-    /// Takes the complete line in `line`: the CSV header, or a record if it is this worker's.
+    /// Takes the complete line in `line`: the CSV header, or a record.
     pub(super) fn consume_line(&mut self, out: &mut Vec<Record>) {
-        self.line_number += 1;
+        if let Some(number) = &mut self.line_number {
+            *number += 1;
+        }
         if self.config.format == FileFormat::Csv && self.csv_header.is_none() {
             self.read_header(out);
-        } else if self.takes(self.line_number) {
+        } else {
             self.decode(out);
         }
         self.line.clear();
+        if let Some(stripes) = &mut self.stripes
+            && !stripes.earlier.is_empty()
+        {
+            stripes.passed(self.offset);
+        }
+    }
+
+    /// At a line start in a replay: whether the line is this worker's to read, or else moves
+    /// towards the next one that is.
+    fn at_own_line(&mut self) -> std::io::Result<Share> {
+        let Some(stripes) = &self.stripes else {
+            return Ok(Share::Read);
+        };
+        match stripes.next(self.offset) {
+            Next::Read => return Ok(Share::Read),
+            Next::SkipTo(offset) => {
+                self.move_to(offset)?;
+            }
+            Next::SeekLine(at) => {
+                // The first line starting at or after `at`: the one after the first line
+                // ending at or after `at - 1`.
+                let from = self.offset;
+                self.move_to(at - 1)?;
+                let skipped = self.input.skip_until(b'\n')?;
+                if skipped == 0 {
+                    // The end of the file: the position stays where the last line ended.
+                    self.offset = from;
+                    return Ok(Share::End);
+                }
+                self.offset += skipped as u64;
+            }
+        }
+        if let Some(stripes) = &mut self.stripes
+            && !stripes.earlier.is_empty()
+        {
+            stripes.passed(self.offset);
+        }
+        Ok(Share::Moved)
+    }
+
+    /// Moves the reader to `offset`, within its buffer when it can.
+    fn move_to(&mut self, offset: u64) -> std::io::Result<()> {
+        let distance = offset as i64 - self.offset as i64;
+        self.input.seek_relative(distance)?;
+        self.offset = offset;
+        Ok(())
     }
 
     fn decode(&mut self, out: &mut Vec<Record>) {
@@ -279,24 +350,23 @@ fn parse_csv_record(text: &str) -> Result<csv::StringRecord, String> {
 
 impl SourceReader for FileReader {
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
+        // A followed file is read once, by the first worker.
+        if self.config.follow && self.worker != 0 {
+            return Poll::Finished;
+        }
         let mut bytes = 0u64;
         let limit = out.len() + max_records;
         let poll = loop {
             if out.len() >= limit {
                 break Poll::Ready;
             }
-            // Another worker's line in a replay: skip it without copying or validating it.
+            // A replay goes to this worker's next line; every worker reads a CSV header first.
             let header_pending = self.config.format == FileFormat::Csv && self.csv_header.is_none();
-            let ours = self.takes(self.line_number + 1);
-            if !ours && !header_pending && !self.config.follow && self.line.is_empty() {
-                match self.input.skip_until(b'\n') {
-                    Ok(0) => break Poll::Finished,
-                    Ok(skipped) => {
-                        bytes += skipped as u64;
-                        self.offset += skipped as u64;
-                        self.line_number += 1;
-                        continue;
-                    }
+            if self.line.is_empty() && !header_pending {
+                match self.at_own_line() {
+                    Ok(Share::Read) => {}
+                    Ok(Share::Moved) => continue,
+                    Ok(Share::End) => break Poll::Finished,
                     Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                     Err(error) => break self.read_failed(error),
                 }
@@ -490,7 +560,7 @@ pub(super) mod tests {
         }
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &bytes).unwrap();
-        for peers in [1, 2] {
+        for peers in [1, 2, 3] {
             let (mut total, mut dead_letters) = (0, 0);
             for worker in 0..peers {
                 let records = read_all(file.path().to_path_buf(), FileFormat::Json, worker, peers);
@@ -588,7 +658,7 @@ pub(super) mod tests {
         let (ids, replaced) = drain(&mut reader);
         assert!(replaced);
         assert_eq!(ids, ["s3", "s4", "last", "s5", "s6"]);
-        assert_eq!(reader.position().line_number, 2);
+        assert_eq!(reader.position().line_number, Some(2));
     }
 
     #[test]
