@@ -295,6 +295,128 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
     }
 }
 
+/// A cluster's processes, killed if a test fails while they run (they would otherwise outlive
+/// it and hold its output pipes open).
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for every process of a cluster to end; returns whether all succeeded.
+fn wait_for_cluster(children: &mut [Child], what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut succeeded = true;
+    for child in children {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                succeeded &= status.success();
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what}: a process kept running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    succeeded
+}
+
+#[test]
+fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_message_once() {
+    let broker = common::tansu::Tansu::start();
+    broker.peer(&["create", "readings", "4"]);
+    // 200 s of readings, 10 ms apart, 10 sensors keyed over the partitions: every 10 s window
+    // of a sensor has 100.
+    broker.peer(&["produce", "readings", "0", "20000"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
+               part BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+             WITH (connector = 'kafka', brokers = '{}', topic = 'readings',
+                   include = 'partition AS part');
+             CREATE VIEW sensor_windows AS
+               SELECT sensor_id, window_start, count(*) AS n
+               FROM TUMBLE(readings, ts, INTERVAL '10 seconds') GROUP BY sensor_id, window_start;
+             CREATE SINK rows FROM readings WITH (connector = 'file', path = 'out/rows.jsonl');
+             CREATE SINK windows FROM sensor_windows
+               WITH (connector = 'file', path = 'out/windows.jsonl');",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let rows = dir.path().join("out/rows.jsonl");
+    let windows = dir.path().join("out/windows.jsonl");
+    let read = || common::output::json_lines(&rows).len();
+    // Killed twice, process 1 then process 0, each time once a few more rows were read.
+    for (round, more) in [(0, 3_000), (1, 5_000)] {
+        let name = format!("kafka-{round}");
+        let mut children = Processes(start_checkpointed_cluster(dir.path(), &name));
+        let before = read();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read() < before + more {
+            assert!(
+                Instant::now() < deadline,
+                "{name} read too little:\n{}",
+                logs_of(dir.path(), &name)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        children.0[1 - round].kill().unwrap();
+        assert!(!wait_for_cluster(&mut children.0, &name));
+    }
+    let name = "kafka-last";
+    let mut children = Processes(start_checkpointed_cluster(dir.path(), name));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while read() < 20_000 || common::output::json_lines(&windows).len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{} rows after the last restart:\n{}",
+            read(),
+            logs_of(dir.path(), name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A moment for anything repeated to show, then a stop of one process stops both.
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-INT", &children.0[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_for_cluster(&mut children.0, name),
+        "{}",
+        logs_of(dir.path(), name)
+    );
+    let rows = common::output::json_lines(&rows);
+    let mut seqs: Vec<i64> = rows
+        .iter()
+        .map(|row| row["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs.len(), 20_000, "rows read twice or lost");
+    assert_eq!(seqs, (0..20_000).collect::<Vec<i64>>());
+    let windows = common::output::json_lines(&windows);
+    assert_eq!(windows.len(), 200, "windows written twice or lost");
+    assert!(
+        windows.iter().all(|window| window["n"] == 100),
+        "{windows:?}"
+    );
+    // Every partition was read (by the worker of one process or the other).
+    let mut partitions: Vec<i64> = rows
+        .iter()
+        .map(|row| row["part"].as_i64().unwrap())
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    assert_eq!(partitions, [0, 1, 2, 3]);
+}
+
 #[test]
 fn a_clusters_checkpoint_resumes_in_one_process_of_as_many_workers() {
     let expected = one_process_outputs();

@@ -85,7 +85,12 @@ pub struct DefinedColumns {
 #[derive(Debug, Clone)]
 pub struct SourceStart {
     pub name: String,
+    /// Every worker of the run, in every process.
     pub workers: usize,
+    /// How many processes those workers are spread over (1: one process). A source that
+    /// relies on coordination of its own between its readers (a Kafka consumer group handing
+    /// partitions over) cannot rely on it across processes.
+    pub processes: usize,
     pub metrics: Arc<SourceMetrics>,
     /// Bytes read of the input, for a replay's progress bar.
     pub progress: Arc<ReplayProgress>,

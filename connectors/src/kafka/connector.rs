@@ -11,9 +11,10 @@ use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 use vibelux_interfaces::source::SourceReader;
 
+use super::partitions::Discovery;
 use super::resume::Positions;
 use super::sink::{KafkaProducer, KafkaSinkConfig};
-use super::source::{KafkaReader, KafkaSourceConfig};
+use super::source::{Assignment, KafkaReader, KafkaSourceConfig};
 use crate::payload::RowLayout;
 
 pub struct Kafka;
@@ -95,8 +96,28 @@ impl SourceSpec for Consumers {
 
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
         let resume = Arc::new(std::sync::Mutex::new(Positions::merge(&start.resume)?));
+        // Across processes the readers deal the partitions out themselves (`partitions.rs`).
+        let discovery = if start.processes > 1 {
+            Some(Discovery::start(
+                &start.name,
+                &self.config.brokers,
+                self.config.topics.clone(),
+                &self.config.properties,
+            )?)
+        } else {
+            None
+        };
         (0..start.workers)
             .map(|worker| {
+                let assignment = match &discovery {
+                    Some(discovery) => Assignment::Own {
+                        discovery: discovery.clone(),
+                        worker,
+                        workers: start.workers,
+                        dealt: 0,
+                    },
+                    None => Assignment::Group,
+                };
                 KafkaReader::open(
                     &start.name,
                     self.config.clone(),
@@ -105,6 +126,7 @@ impl SourceSpec for Consumers {
                     start.metrics.clone(),
                     resume.clone(),
                     start.checkpointed,
+                    assignment,
                 )
                 .map(|reader| Box::new(reader) as Box<dyn SourceReader + Send>)
                 .map_err(|error| format!("starting the Kafka consumer: {error}"))

@@ -1,4 +1,5 @@
-//! The `kafka` source: one consumer per worker, all in one consumer group.
+//! The `kafka` source: one consumer per worker, all in one consumer group — or, in a cluster of
+//! processes, each assigned its own partitions (`partitions.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 
+use super::partitions::{Discovery, owner};
 use super::resume::{Partition, Positions, ResumingContext};
 use rdkafka::message::{Headers, Message};
 use vibelux_operators::row::{Datum, Row};
@@ -72,6 +74,21 @@ pub struct KafkaSourceConfig {
     pub properties: Vec<(String, String)>,
 }
 
+/// How a reader gets its partitions.
+pub enum Assignment {
+    /// From the consumer group (one process).
+    Group,
+    /// Works them out itself (a cluster): the partitions `owner` gives this worker of all the
+    /// cluster's.
+    Own {
+        discovery: Discovery,
+        worker: usize,
+        workers: usize,
+        /// The version of the partition list last dealt.
+        dealt: u64,
+    },
+}
+
 /// One worker's consumer.
 pub struct KafkaReader {
     name: String,
@@ -89,11 +106,14 @@ pub struct KafkaReader {
     at_end: std::collections::HashSet<i32>,
     /// A message that arrived with a new assignment, taken at the next poll.
     held_back: Option<rdkafka::message::OwnedMessage>,
+    assignment: Assignment,
 }
 
 impl KafkaReader {
-    /// Joins the consumer group (connecting in the background: a broker that is down at start
-    /// is retried by the client).
+    /// Joins the consumer group, or in a cluster waits to assign its own partitions at its
+    /// first poll (connecting in the background: a broker that is down at start is retried by
+    /// the client).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         name: &str,
         config: Arc<KafkaSourceConfig>,
@@ -102,6 +122,7 @@ impl KafkaReader {
         metrics: Arc<SourceMetrics>,
         resume: Arc<std::sync::Mutex<HashMap<Partition, i64>>>,
         checkpointed: bool,
+        assignment: Assignment,
     ) -> Result<KafkaReader, String> {
         let mut client = ClientConfig::new();
         client
@@ -138,10 +159,12 @@ impl KafkaReader {
         let consumer: BaseConsumer<ResumingContext> = client
             .create_with_context(context)
             .map_err(|error| format!("creating the Kafka consumer: {error}"))?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|error| format!("subscribing to {topics:?}: {error}"))?;
+        if matches!(assignment, Assignment::Group) {
+            let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topics)
+                .map_err(|error| format!("subscribing to {topics:?}: {error}"))?;
+        }
         metrics.networked.store(true, Ordering::Relaxed);
         let topic_index = config
             .topics
@@ -161,7 +184,72 @@ impl KafkaReader {
             failures: 0,
             at_end: Default::default(),
             held_back: None,
+            assignment,
         })
+    }
+
+    /// In a cluster: assigns the partitions of this worker's that the topics' metadata shows
+    /// and it does not read yet, each at its checkpoint's offset, else at the group's committed
+    /// one, else where `start_offset` says.
+    fn assign_own_partitions(&mut self) {
+        let Assignment::Own {
+            discovery,
+            worker,
+            workers,
+            dealt,
+        } = &mut self.assignment
+        else {
+            return;
+        };
+        let Some((version, partitions)) = discovery.changed_since(*dealt) else {
+            return;
+        };
+        let held: std::collections::HashSet<Partition> = self
+            .consumer
+            .assignment()
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .map(|element| (element.topic().to_string(), element.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let context = self.consumer.context();
+        let mut resume = context.resume.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut started = Vec::new();
+        for (topic_index, partition) in partitions {
+            let topic = &self.config.topics[topic_index];
+            let key = (topic.clone(), partition);
+            if owner(topic_index, partition, *workers) != *worker || held.contains(&key) {
+                continue;
+            }
+            let offset = match resume.remove(&key) {
+                Some(next) => {
+                    started.push((key, next));
+                    rdkafka::Offset::Offset(next)
+                }
+                None => rdkafka::Offset::Stored,
+            };
+            if let Err(error) = list.add_partition_offset(topic, partition, offset) {
+                tracing::warn!(source = %self.name, %error, "assigning a Kafka partition");
+            }
+        }
+        drop(resume);
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.incremental_assign(&list) {
+                // Tried again with the next change, or at the next look.
+                tracing::error!(source = %self.name, %error, "assigning Kafka partitions");
+                return;
+            }
+            let mut next_offsets = context.next_offsets();
+            for (key, next) in started {
+                next_offsets.insert(key, next);
+            }
+            tracing::debug!(source = %self.name, worker, partitions = list.count(), "assigned Kafka partitions");
+        }
+        *dealt = version;
+        self.refresh_assignment();
     }
 
     fn partition_id(&self, topic: &str, partition: i32) -> u32 {
@@ -269,6 +357,7 @@ impl KafkaReader {
 
 impl SourceReader for KafkaReader {
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
+        self.assign_own_partitions();
         if self.checked_assignment.elapsed() >= ASSIGNMENT_REFRESH
             || self
                 .consumer

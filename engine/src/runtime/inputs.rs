@@ -97,6 +97,7 @@ pub(super) fn start_inputs(
     tables: &[usize],
     metrics: &RunMetrics,
     workers: usize,
+    processes: usize,
     restoring: Restoring,
 ) -> anyhow::Result<StartedInputs> {
     let Restoring {
@@ -121,6 +122,7 @@ pub(super) fn start_inputs(
             .start(&SourceStart {
                 name: source_plan.name.clone(),
                 workers,
+                processes,
                 metrics: metrics.sources[position].1.clone(),
                 progress,
                 resume: resume_positions(checkpoints, keys, source, &source_plan.name, workers)?,
@@ -143,6 +145,7 @@ pub(super) fn start_inputs(
             .start(&SourceStart {
                 name: table_plan.name.clone(),
                 workers: 1,
+                processes: 1,
                 metrics: metrics.sources[sources.len() + position].1.clone(),
                 progress: Arc::default(),
                 resume: match checkpoints.and_then(|c| c.restored_part(&keys.table(table))) {

@@ -280,6 +280,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         &tables,
         &metrics,
         workers,
+        workers / threads,
         Restoring {
             checkpoints: checkpoints.as_deref(),
             keys: &keys,

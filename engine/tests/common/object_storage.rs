@@ -39,7 +39,8 @@ impl ObjectStorage {
             .spawn()
             .expect("python3 runs (scripts/test.sh installs moto for it)");
         let storage = ObjectStorage { port, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Its first start on a new machine compiles moto's modules: slow on a loaded one.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto did not start");
             std::thread::sleep(Duration::from_millis(50));
