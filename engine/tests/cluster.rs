@@ -579,17 +579,20 @@ fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_m
         "{}",
         elsewhere.body
     );
-    // Each process counts the rows its own workers read.
-    let rows = |port: u16| -> f64 {
+    // Each process counts the rows its own workers read, and times its own dataflow steps.
+    let metric = |port: u16, name: &str| -> f64 {
         let metrics = get(port, "/metrics").body;
         metrics
             .lines()
-            .find(|line| line.starts_with("vibelux_source_rows_total{source=\"readings\"}"))
+            .find(|line| line.starts_with(name))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("{metrics}"))
+            .unwrap_or_else(|| panic!("{name}: {metrics}"))
     };
-    assert!(rows(http[0]) > 0.0 && rows(http[1]) > 0.0);
+    for port in [http[0], http[1]] {
+        assert!(metric(port, "vibelux_source_rows_total{source=\"readings\"}") > 0.0);
+        assert!(metric(port, "vibelux_dataflow_step_seconds_count") > 0.0);
+    }
     // Every sensor's alarm is active; its instance lives on the worker its key is routed to,
     // in either process. Acknowledged through process 0, all of them are.
     let instances = |deadline: Instant| -> Vec<serde_json::Value> {

@@ -2,6 +2,7 @@
 
 pub mod connector;
 mod follow;
+mod lines;
 pub mod options;
 mod resume;
 pub mod sink;

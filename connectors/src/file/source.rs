@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::follow::{FileIdentity, PathState};
+use super::lines::LineCounter;
 use super::stripes::{Generation, Next, Stripes, stripe_size};
 use crate::bytes_text;
 use crate::payload::RowLayout;
@@ -93,8 +94,9 @@ pub struct FileReader {
     pub(super) offset: u64,
     pub(super) line: Vec<u8>,
     /// Lines before the current one, when this reader has read every one of them (a followed
-    /// file, or a replay by one worker); otherwise dead letters name the byte offset.
+    /// file, or a replay by one worker); otherwise `line_counter` counts them for dead letters.
     pub(super) line_number: Option<u64>,
+    line_counter: LineCounter,
     worker: usize,
     /// A replay's share of the file; `None` when following (the first worker reads it all).
     pub(super) stripes: Option<Stripes>,
@@ -138,6 +140,7 @@ impl FileReader {
             identity: FileIdentity::of(&metadata),
             offset: 0,
             line: Vec::new(),
+            line_counter: LineCounter::new(),
             worker,
             stripes,
             csv_header: None,
@@ -161,13 +164,21 @@ impl FileReader {
         }
     }
 
-    /// Where the current line is: `path:line`, or its first byte's offset when this reader
-    /// has not read the lines before it.
-    fn origin(&self) -> String {
+    /// Where the current line is: `path:line`, whether or not this reader read the lines
+    /// before it (`lines.rs` counts them when it did not).
+    fn origin(&mut self) -> String {
         let path = self.config.path.display();
-        match self.line_number {
-            Some(number) => format!("{path}:{number}"),
-            None => format!("{path} at byte {}", self.offset - self.line.len() as u64),
+        let start = self.offset - self.line.len() as u64;
+        let number = match self.line_number {
+            Some(number) => Ok(number),
+            None => self.line_counter.line_at(&self.config.path, start),
+        };
+        match number {
+            Ok(number) => format!("{path}:{number}"),
+            Err(error) => {
+                tracing::debug!(%error, "counting the lines of {path}");
+                format!("{path} at byte {start}")
+            }
         }
     }
 
@@ -282,11 +293,14 @@ impl FileReader {
                 event_time,
                 partition: 0,
             },
-            Err(reason) => Record::Invalid {
-                reason,
-                raw: text.to_string(),
-                origin: self.origin(),
-            },
+            Err(reason) => {
+                let raw = text.to_string();
+                Record::Invalid {
+                    reason,
+                    raw,
+                    origin: self.origin(),
+                }
+            }
         });
     }
 

@@ -19,7 +19,7 @@ pub struct RunMetrics {
     /// The materialized views (their contents count their rows), live while the run lasts.
     pub views: LiveViews,
     pub replay: Vec<(String, Arc<ReplayProgress>)>,
-    /// Seconds per worker-0 step that had work to do.
+    /// Seconds per step of this process's first worker that had work to do.
     pub step_seconds: Histogram,
     pub alarms: Arc<AlarmDesk>,
     /// The pipeline's alarms, each with the live view of its instances (`<alarm>_state`).

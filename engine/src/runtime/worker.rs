@@ -49,9 +49,15 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
     let metrics = &shared.metrics;
     // Dataflows added while running, by the name of the view or sink they maintain.
     let mut added: HashMap<String, usize> = HashMap::new();
+    // The first worker of each process times the steps that have work waiting (not the ones
+    // that park), for its process's `/metrics`.
+    let timer = shared
+        .link
+        .as_ref()
+        .map_or(0, |link| link.process * link.threads);
     while worker.has_dataflows() {
-        // Worker 0 times the steps that have work waiting (not the ones that park).
-        let busy = index == 0 && worker.activations().borrow().empty_for() == Some(Duration::ZERO);
+        let busy =
+            index == timer && worker.activations().borrow().empty_for() == Some(Duration::ZERO);
         let started = Instant::now();
         worker.step_or_park(Some(Duration::from_millis(20)));
         if let Some(link) = &mut link {

@@ -397,7 +397,7 @@ pub fn encode(state: &ServerState) -> Result<String, std::fmt::Error> {
     );
     registry.register(
         "vibelux_dataflow_step_seconds",
-        "Time worker 0 spent in one dataflow step that had work",
+        "Time this process's first worker spent in one dataflow step that had work",
         state.metrics.step_seconds.clone(),
     );
     let mut text = String::new();
