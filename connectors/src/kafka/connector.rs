@@ -115,6 +115,7 @@ impl SourceSpec for Consumers {
                         worker,
                         workers: start.workers,
                         dealt: 0,
+                        failing: false,
                     },
                     None => Assignment::Group,
                 };

@@ -86,6 +86,8 @@ pub enum Assignment {
         workers: usize,
         /// The version of the partition list last dealt.
         dealt: u64,
+        /// Whether the last attempt to assign partitions failed (said once).
+        failing: bool,
     },
 }
 
@@ -197,6 +199,7 @@ impl KafkaReader {
             worker,
             workers,
             dealt,
+            failing,
         } = &mut self.assignment
         else {
             return;
@@ -235,13 +238,24 @@ impl KafkaReader {
                 tracing::warn!(source = %self.name, %error, "assigning a Kafka partition");
             }
         }
+        let assigned = list.count() == 0
+            || match self.consumer.incremental_assign(&list) {
+                Ok(()) => true,
+                Err(error) => {
+                    // Tried again at the next poll, at the same offsets.
+                    if !*failing {
+                        tracing::error!(source = %self.name, %error, "assigning Kafka partitions; retrying");
+                    }
+                    resume.extend(started.drain(..));
+                    false
+                }
+            };
         drop(resume);
+        *failing = !assigned;
+        if !assigned {
+            return;
+        }
         if list.count() > 0 {
-            if let Err(error) = self.consumer.incremental_assign(&list) {
-                // Tried again with the next change, or at the next look.
-                tracing::error!(source = %self.name, %error, "assigning Kafka partitions");
-                return;
-            }
             let mut next_offsets = context.next_offsets();
             for (key, next) in started {
                 next_offsets.insert(key, next);
