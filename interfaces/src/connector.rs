@@ -91,6 +91,9 @@ pub struct SourceStart {
     /// relies on coordination of its own between its readers (a Kafka consumer group handing
     /// partitions over) cannot rely on it across processes.
     pub processes: usize,
+    /// The workers this process runs: readers for the others' workers are dropped unpolled
+    /// (a source may make placeholders for them rather than connect on their behalf).
+    pub local: std::ops::Range<usize>,
     pub metrics: Arc<SourceMetrics>,
     /// Bytes read of the input, for a replay's progress bar.
     pub progress: Arc<ReplayProgress>,

@@ -109,6 +109,10 @@ impl SourceSpec for Consumers {
         };
         (0..start.workers)
             .map(|worker| {
+                // Another process's worker: that process connects for it.
+                if !start.local.contains(&worker) {
+                    return Ok(Box::new(OtherProcess) as Box<dyn SourceReader + Send>);
+                }
                 let assignment = match &discovery {
                     Some(discovery) => Assignment::Own {
                         discovery: discovery.clone(),
@@ -189,5 +193,18 @@ impl SinkSpec for Producer {
             changelog,
             true,
         )?))
+    }
+}
+
+/// The reader of another process's worker, never polled here.
+struct OtherProcess;
+
+impl SourceReader for OtherProcess {
+    fn poll(
+        &mut self,
+        _out: &mut Vec<vibelux_interfaces::source::Record>,
+        _max_records: usize,
+    ) -> vibelux_interfaces::source::Poll {
+        vibelux_interfaces::source::Poll::Finished
     }
 }

@@ -97,7 +97,7 @@ pub(super) fn start_inputs(
     tables: &[usize],
     metrics: &RunMetrics,
     workers: usize,
-    processes: usize,
+    local: std::ops::Range<usize>,
     restoring: Restoring,
 ) -> anyhow::Result<StartedInputs> {
     let Restoring {
@@ -122,7 +122,8 @@ pub(super) fn start_inputs(
             .start(&SourceStart {
                 name: source_plan.name.clone(),
                 workers,
-                processes,
+                processes: workers / local.len().max(1),
+                local: local.clone(),
                 metrics: metrics.sources[position].1.clone(),
                 progress,
                 resume: resume_positions(checkpoints, keys, source, &source_plan.name, workers)?,
@@ -146,6 +147,7 @@ pub(super) fn start_inputs(
                 name: table_plan.name.clone(),
                 workers: 1,
                 processes: 1,
+                local: 0..1,
                 metrics: metrics.sources[sources.len() + position].1.clone(),
                 progress: Arc::default(),
                 resume: match checkpoints.and_then(|c| c.restored_part(&keys.table(table))) {

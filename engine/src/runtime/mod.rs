@@ -280,7 +280,10 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         &tables,
         &metrics,
         workers,
-        workers / threads,
+        // This process's workers.
+        options.cluster.as_ref().map_or(0..workers, |cluster| {
+            cluster.process * threads..(cluster.process + 1) * threads
+        }),
         Restoring {
             checkpoints: checkpoints.as_deref(),
             keys: &keys,
