@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::crashes::{newest_checkpoint_in, write_sensor_readings};
@@ -231,23 +231,13 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
             killed += 1;
         }
         // The process that was not killed stops by itself once its peer is gone.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let statuses: Vec<_> = children
-            .iter_mut()
-            .map(|child| {
-                loop {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        break status;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "a process of {name} kept running without its peer"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-            .collect();
-        if statuses.iter().all(|status| status.success()) {
+        let statuses = exit_statuses(
+            &mut children,
+            &format!("a process of {name} kept running without its peer"),
+            dir.path(),
+            &name,
+        );
+        if all_succeeded(&statuses) {
             break;
         }
         // What an operator sees of the process that was not killed (unless it had just ended):
@@ -308,21 +298,27 @@ impl Drop for Processes {
     }
 }
 
-/// Waits for every process of a cluster to end; returns whether all succeeded.
-fn wait_for_cluster(children: &mut [Child], what: &str) -> bool {
+/// Waits up to a minute for every process of a cluster to end; returns how each ended. A
+/// process still running then fails the test with `what` and the processes' logs in `dir`.
+fn exit_statuses(children: &mut [Child], what: &str, dir: &Path, name: &str) -> Vec<ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut succeeded = true;
-    for child in children {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                succeeded &= status.success();
-                break;
+    children
+        .iter_mut()
+        .map(|child| {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "{what}:\n{}", logs_of(dir, name));
+                std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(Instant::now() < deadline, "{what}: a process kept running");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    succeeded
+        })
+        .collect()
+}
+
+/// Whether every process ended well.
+fn all_succeeded(statuses: &[ExitStatus]) -> bool {
+    statuses.iter().all(ExitStatus::success)
 }
 
 #[test]
@@ -368,7 +364,8 @@ fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_mess
             std::thread::sleep(Duration::from_millis(5));
         }
         children.0[1 - round].kill().unwrap();
-        assert!(!wait_for_cluster(&mut children.0, &name));
+        let statuses = exit_statuses(&mut children.0, "a process kept running", dir.path(), &name);
+        assert!(!all_succeeded(&statuses));
     }
     let name = "kafka-last";
     let mut children = Processes(start_checkpointed_cluster(dir.path(), name));
@@ -388,11 +385,8 @@ fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_mess
         .args(["-INT", &children.0[1].id().to_string()])
         .status()
         .unwrap();
-    assert!(
-        wait_for_cluster(&mut children.0, name),
-        "{}",
-        logs_of(dir.path(), name)
-    );
+    let statuses = exit_statuses(&mut children.0, "a process did not stop", dir.path(), name);
+    assert!(all_succeeded(&statuses), "{}", logs_of(dir.path(), name));
     let rows = common::output::json_lines(&rows);
     let mut seqs: Vec<i64> = rows
         .iter()
@@ -490,23 +484,14 @@ fn a_stop_of_one_process_stops_the_cluster_with_a_last_checkpoint() {
             .collect()
     };
     let wait_all = |children: Vec<Child>, name: &str| {
-        for (process, mut child) in children.into_iter().enumerate() {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!(
-                        "process {process} of {name} did not stop:\n{}",
-                        logs_of(dir.path(), name)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            assert!(status.success(), "{name}:\n{}", logs_of(dir.path(), name));
-        }
+        let mut children = Processes(children);
+        let what = format!("a process of {name} did not stop");
+        let statuses = exit_statuses(&mut children.0, &what, dir.path(), name);
+        assert!(
+            all_succeeded(&statuses),
+            "{name}:\n{}",
+            logs_of(dir.path(), name)
+        );
     };
     wait_all(start("first", Some("4s")), "first");
     let log = std::fs::read_to_string(dir.path().join("first-0.log")).unwrap();
