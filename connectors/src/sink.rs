@@ -3,6 +3,8 @@
 //!
 //! Funnelling to one worker keeps one file (or one set of Parquet epochs) per sink and costs
 //! little: sinks see final window rows or changes, far fewer than the readings that made them.
+//! A writer that waits on something slow (a broker, a PLC, Parquet encoding) runs on a thread of
+//! its own behind a bounded queue (`writer_thread`), so worker 0 does not wait with it.
 //!
 //! A sink that cannot deliver (a full disk, a commit that fails) loses nothing: the writer keeps
 //! what it could not write, the operator tries again with backoff, and meanwhile holds its output
@@ -23,6 +25,14 @@ use vibelux_operators::row::{Row, Update};
 use vibelux_interfaces::checkpoint::Participant;
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
+use delivery::Delivery;
+
+mod delivery;
+mod writer_thread;
+
+/// How a sink operator hands one batch of its input to the writer.
+type WriteBatch<D> = Box<dyn FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + Send>;
+
 /// The first wait after a sink could not deliver; it doubles up to [`LONGEST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
@@ -34,6 +44,9 @@ const HELD_ROWS_CHECK: Duration = Duration::from_secs(1);
 const CHECKPOINT_CHECK: Duration = Duration::from_millis(10);
 /// How often a cut waiting for a network target's acknowledgements looks again.
 const ACKNOWLEDGEMENT_CHECK: Duration = Duration::from_millis(5);
+/// How often a sink whose writer's queue is full looks again (the writer's thread also wakes
+/// it as it writes).
+const ROOM_CHECK: Duration = Duration::from_millis(5);
 
 /// Counters of one sink.
 #[derive(Debug, Default)]
@@ -192,13 +205,13 @@ impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
 fn deliver<'scope, D>(
     stream: Stream<'scope, u64, Vec<D>>,
     name: &str,
-    mut writer: Option<Box<dyn SinkWriter>>,
+    writer: Option<Box<dyn SinkWriter>>,
     metrics: Arc<SinkMetrics>,
     controls: SinkControls,
-    mut write_batch: impl FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + 'static,
+    write_batch: impl FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + Send + 'static,
 ) -> Stream<'scope, u64, Vec<Row>>
 where
-    D: timely::ExchangeData,
+    D: timely::ExchangeData + Send,
 {
     let SinkControls {
         stop,
@@ -206,7 +219,13 @@ where
     } = controls;
     let scope: Scope<'scope, u64> = stream.scope();
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
-    let activator = scope.activator_for(builder.operator_info().address);
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(address.clone());
+    let mut writer = writer.map(|writer| {
+        Delivery::of(writer, Box::new(write_batch), metrics.clone(), || {
+            scope.worker().sync_activator_for(address.to_vec())
+        })
+    });
     let mut input = builder.new_input(stream, Exchange::new(|_: &D| 0));
     let (output, delivered) = builder.new_output::<Vec<Row>>();
     builder.build_reschedule(move |mut capabilities| {
@@ -223,18 +242,24 @@ where
         let mut final_part: Option<Vec<u8>> = None;
         move |frontiers| {
             let mut wrote = false;
-            input.for_each(|time, data| {
-                let Some(open) = writer.as_mut() else { return };
-                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
-                if let (Some(cut), Some(&now)) = (cut, time.least())
-                    && now >= cut.time
-                {
-                    waiting.push(std::mem::take(data));
-                    return;
-                }
-                write_batch(open.as_mut(), data, &metrics);
-                wrote = true;
-            });
+            // A writer on its own thread whose queue is full takes nothing more for now: the
+            // input stays queued, holding the frontier (and through flow control, the sources).
+            if writer.as_ref().is_none_or(Delivery::has_room) {
+                input.for_each(|time, data| {
+                    let Some(open) = writer.as_mut() else { return };
+                    let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                    if let (Some(cut), Some(&now)) = (cut, time.least())
+                        && now >= cut.time
+                    {
+                        waiting.push(std::mem::take(data));
+                        return;
+                    }
+                    open.write_batch(data);
+                    wrote = true;
+                });
+            } else {
+                activator.activate_after(ROOM_CHECK);
+            }
             let frontier = frontiers[0].frontier();
             let closed = frontier.is_empty();
             let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
@@ -273,7 +298,7 @@ where
                         answered = cut.id;
                         to_make_visible = Some((cut.id, part));
                         for mut data in waiting.drain(..) {
-                            write_batch(open.as_mut(), &mut data, &metrics);
+                            open.write_batch(&mut data);
                         }
                     });
                     if result.is_ok() && closed {
@@ -376,6 +401,99 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::operators::core::Input;
+    use timely::dataflow::operators::vec::input::Handle as InputHandle;
+    use vibelux_interfaces::row::Datum;
+
+    /// A writer to a target that takes each row only when the test lets it (a broker that
+    /// is away), and says which rows it got.
+    struct Gate {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        written: mpsc::Sender<i64>,
+    }
+
+    impl SinkWriter for Gate {
+        fn describe(&self) -> String {
+            "gate".into()
+        }
+        fn waits(&self) -> bool {
+            true
+        }
+        fn write(&mut self, row: &Row, _insert: bool) -> Result<(), SinkError> {
+            // Waited on for long, the gate is blocking the worker itself: fail, not hang.
+            let (open, changed) = &*self.open;
+            let open = open.lock().unwrap();
+            let (open, waited) = changed
+                .wait_timeout_while(open, Duration::from_secs(10), |open| !*open)
+                .unwrap();
+            assert!(*open && !waited.timed_out(), "the gate stayed shut");
+            if let Datum::Int64(n) = row[0] {
+                self.written.send(n).unwrap();
+            }
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_waits_stalls_neither_the_worker_nor_memory_and_loses_nothing() {
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (written, arrived) = mpsc::channel();
+        let gate = Gate {
+            open: open.clone(),
+            written,
+        };
+        let metrics = Arc::new(SinkMetrics::default());
+        let rounds = 40_u64;
+        let per_round = 2_000_i64;
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::<u64, Row>::new();
+            let probe = worker.dataflow(|scope| {
+                let controls = SinkControls {
+                    stop: Arc::new(AtomicBool::new(false)),
+                    checkpointing: None,
+                };
+                scope
+                    .input_from(&mut input)
+                    .write_rows(Some(Box::new(gate)), metrics.clone(), controls)
+                    .probe()
+                    .0
+            });
+            // The gate is shut: the worker goes on stepping (an operator that waited on the
+            // gate would block it here), and once its queue is full the sink takes no more:
+            // its frontier stays at the first rows it did not take, which is what holds the
+            // sources back.
+            for round in 0..rounds {
+                for i in 0..per_round {
+                    input.send(vec![Datum::Int64(round as i64 * per_round + i)]);
+                }
+                input.advance_to(round + 1);
+                for _ in 0..10 {
+                    worker.step();
+                }
+            }
+            let held_at = probe.with_frontier(|f| f.first().copied());
+            let held_at = held_at.expect("the sink is still open");
+            let queued_rounds = super::writer_thread::QUEUE_ROWS.div_ceil(per_round as u64);
+            assert!(
+                held_at <= queued_rounds + 1,
+                "the sink took {held_at} rounds of rows, more than its queue holds"
+            );
+            // Opened, every row arrives once, in order.
+            *open.0.lock().unwrap() = true;
+            open.1.notify_all();
+            drop(input);
+            while !probe.done() {
+                worker.step();
+            }
+        });
+        let rows: Vec<i64> = arrived.try_iter().collect();
+        assert_eq!(rows, (0..rounds as i64 * per_round).collect::<Vec<_>>());
+    }
 
     #[test]
     fn a_sink_that_cannot_deliver_is_logged_once_per_reason_and_clears_when_it_can() {

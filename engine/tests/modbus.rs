@@ -513,6 +513,56 @@ fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
     );
 }
 
+/// A write to a PLC that does not answer waits for its timeout; it waits on the sink's own
+/// thread, so the worker that feeds it goes on writing every other sink meanwhile.
+#[test]
+fn a_plc_that_never_answers_a_write_does_not_hold_back_the_other_sinks() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tags = dir.path().join("one.toml");
+    std::fs::write(
+        &tags,
+        "[[tag]]\nname = \"supply_setpoint\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
+    )
+    .unwrap();
+    let commands = dir.path().join("commands.jsonl");
+    std::fs::write(&commands, "").unwrap();
+    let engine = start_engine(&format!(
+        "CREATE SOURCE commands (tag TEXT, value DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = '{}', mode = 'tail');
+         CREATE SINK plc FROM commands
+           WITH (connector = 'modbus', host = '127.0.0.1', port = '{silent_port}', tags = '{}',
+                 timeout = '3s', audit = 'audit.jsonl');
+         CREATE SINK copy FROM commands WITH (connector = 'file', path = 'copy.jsonl');",
+        commands.display(),
+        tags.display()
+    ));
+    engine.wait_for_log("Ctrl-C stops", 1);
+    let copy = engine.dir.path().join("copy.jsonl");
+    let audit = engine.dir.path().join("audit.jsonl");
+    send_commands(&commands, &[("supply_setpoint", 21.0)]);
+    wait_for_lines(&copy, 1);
+    // The first write is waiting for the device now; more commands arrive meanwhile.
+    send_commands(&commands, &[("supply_setpoint", 22.0); 20]);
+    wait_for_lines(&copy, 21);
+    assert_eq!(
+        json_lines(&audit).len(),
+        0,
+        "the commands were copied only after the first write failed: the worker waited for it"
+    );
+    // Each write is tried and fails with the device's timeout, on the record.
+    let failed = wait_for_lines(&audit, 1);
+    assert_eq!(failed[0]["outcome"], "failed", "{failed:?}");
+    assert_eq!(failed[0]["value"], "21", "{failed:?}");
+}
+
 #[test]
 fn one_based_addresses_read_the_same_registers() {
     let port = free_port();

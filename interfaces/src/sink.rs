@@ -56,6 +56,14 @@ pub trait SinkWriter: Send {
         true
     }
 
+    /// Whether writing waits on something slow: a network peer (a broker, a PLC, a web
+    /// server) or heavy encoding and syncing (a Parquet epoch). Such a writer runs on a thread
+    /// of its own behind a bounded queue, so it never stalls a dataflow worker; one that only
+    /// buffers (a file, the console) is written on the worker.
+    fn waits(&self) -> bool {
+        false
+    }
+
     /// Rows delivered by flushes and finishes since the last call.
     fn take_delivered(&mut self) -> u64 {
         0

@@ -182,6 +182,11 @@ impl SinkWriter for KafkaProducer {
         self.describe.clone()
     }
 
+    /// Waits on a broker: the producer sleeps while its local queue is full.
+    fn waits(&self) -> bool {
+        true
+    }
+
     fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         let mut payload = String::with_capacity(128);
         encode_json_row(

@@ -5,8 +5,8 @@
 //! scale and offset, in the tag's type and byte order) and writes it. Writes to read-only areas
 //! (discrete inputs, input registers), to tags the map does not have, or of values the type
 //! cannot hold are refused with the reason. Every write is then read back: a PLC that clamps
-//! or ignores a value is reported, not trusted. Writes run on the sink's worker with the
-//! device's timeout, one at a time, in the order of the rows.
+//! or ignores a value is reported, not trusted. Writes run on the sink's own thread (it
+//! [waits](SinkWriter::waits)) with the device's timeout, one at a time, in the order of the rows.
 //!
 //! Before a write, the tag's [`safety`](super::safety) limits are checked, interlocks read from
 //! the device. With `shadow`, a write that passes is recorded and not made. Every attempt, made or
@@ -330,6 +330,11 @@ impl ModbusWriter {
 impl SinkWriter for ModbusWriter {
     fn describe(&self) -> String {
         ModbusWriter::describe(self)
+    }
+
+    /// Waits on a PLC: every write is a request, verified by a read.
+    fn waits(&self) -> bool {
+        true
     }
 
     fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {

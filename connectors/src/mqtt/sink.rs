@@ -133,6 +133,11 @@ impl SinkWriter for MqttPublisher {
         self.describe.clone()
     }
 
+    /// Waits on a broker: the client waits while its request queue is full.
+    fn waits(&self) -> bool {
+        true
+    }
+
     fn write(&mut self, row: &Row, insert: bool) -> Result<(), SinkError> {
         let mut payload = String::with_capacity(128);
         encode_json_row(

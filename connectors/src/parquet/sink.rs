@@ -407,6 +407,11 @@ impl SinkWriter for ParquetWriter {
         self.config.path.display().to_string()
     }
 
+    /// Waits on encoding, compressing and syncing an epoch.
+    fn waits(&self) -> bool {
+        true
+    }
+
     /// The planner only sends append-only rows to Parquet.
     fn write(&mut self, row: &Row, _insert: bool) -> Result<(), SinkError> {
         ParquetWriter::write(self, row)
