@@ -3,8 +3,8 @@
 //!
 //! Funnelling to one worker keeps one file (or one set of Parquet epochs) per sink and costs
 //! little: sinks see final window rows or changes, far fewer than the readings that made them.
-//! A writer that waits on something slow (a broker, a PLC, Parquet encoding) runs on a thread of
-//! its own behind a bounded queue (`writer_thread`), so worker 0 does not wait with it.
+//! A writer that waits on a network peer (a broker, a PLC) runs on a thread of its own behind a
+//! bounded queue (`writer_thread`), so worker 0 does not wait with it.
 //!
 //! A sink that cannot deliver (a full disk, a commit that fails) loses nothing: the writer keeps
 //! what it could not write, the operator tries again with backoff, and meanwhile holds its output
@@ -44,9 +44,9 @@ const HELD_ROWS_CHECK: Duration = Duration::from_secs(1);
 const CHECKPOINT_CHECK: Duration = Duration::from_millis(10);
 /// How often a cut waiting for a network target's acknowledgements looks again.
 const ACKNOWLEDGEMENT_CHECK: Duration = Duration::from_millis(5);
-/// How often a sink whose writer's queue is full looks again (the writer's thread also wakes
-/// it as it writes).
-const ROOM_CHECK: Duration = Duration::from_millis(5);
+/// How often a sink whose writer's queue is full looks again, in case it missed the writer's
+/// thread waking it when the queue has room.
+const ROOM_CHECK: Duration = Duration::from_millis(100);
 
 /// Counters of one sink.
 #[derive(Debug, Default)]

@@ -56,10 +56,10 @@ pub trait SinkWriter: Send {
         true
     }
 
-    /// Whether writing waits on something slow: a network peer (a broker, a PLC, a web
-    /// server) or heavy encoding and syncing (a Parquet epoch). Such a writer runs on a thread
-    /// of its own behind a bounded queue, so it never stalls a dataflow worker; one that only
-    /// buffers (a file, the console) is written on the worker.
+    /// Whether writing waits on a network peer (a broker, a PLC). Such a writer runs on a
+    /// thread of its own behind a bounded queue, so it never stalls a dataflow worker; one that
+    /// only buffers or writes local files is written on the worker, which costs less than
+    /// handing rows to another thread.
     fn waits(&self) -> bool {
         false
     }

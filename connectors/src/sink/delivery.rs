@@ -1,6 +1,6 @@
-//! Where the sink operator's writer runs: on the dataflow worker, for writers that only buffer
-//! (a file, the console), or on a thread of its own behind a bounded queue, for writers that
-//! wait ([`SinkWriter::waits`]).
+//! Where the sink operator's writer runs: on the dataflow worker, for writers of local files
+//! and the console, or on a thread of its own behind a bounded queue, for writers that wait on a
+//! network peer ([`SinkWriter::waits`]).
 
 use std::sync::Arc;
 

@@ -1,8 +1,8 @@
 //! A writer on a thread of its own, fed through a bounded queue.
 //!
-//! A writer that waits (a Kafka producer whose local queue is full, a webhook retrying with
-//! backoff, a PLC write verified by a read, Parquet encoding and syncing an epoch) would stall
-//! the dataflow worker that calls it, and with it every other operator that worker runs. Here
+//! A writer that waits (a Kafka producer whose local queue is full, an MQTT client whose
+//! request queue is full, a PLC write verified by a read) would stall the dataflow worker that
+//! calls it, and with it every other operator that worker runs. Here
 //! the worker only hands batches over; the writer's thread writes them, flushes and answers
 //! checkpoints in the order they were asked for.
 //!
@@ -10,9 +10,9 @@
 //! taking input ([`WriterThread::has_room`]). What it did not take holds its frontier, and the
 //! run's flow control holds the sources back. Nothing is dropped and memory stays bounded.
 //!
-//! The thread wakes the sink operator whenever something it may be waiting for changed (a
-//! batch written, a flush done or failed, an answer ready), so a failure is seen even when no
-//! new rows arrive.
+//! The thread wakes the sink operator when a flush starts or stops failing, so a failure is
+//! seen even when no new rows arrive, and when a full queue has room again; waking it for every
+//! batch written would cost a context switch each.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -267,6 +267,10 @@ impl<D: Send + 'static> Drop for WriterThread<D> {
 }
 
 /// The writer's thread: writes batches in order, then a wanted flush, then a call.
+///
+/// It wakes the sink operator only for what the operator does not look at on its own: a flush
+/// that starts or stops failing, and room in a queue that was full (the operator polls while it
+/// waits for acknowledgements or room, and a call's answer wakes the caller).
 fn run<D>(
     shared: &Shared<D>,
     mut writer: Box<dyn SinkWriter>,
@@ -277,22 +281,36 @@ fn run<D>(
     let given_up = AtomicBool::new(false);
     let mut state = shared.lock();
     loop {
-        if let Some(mut batch) = state.batches.pop_front() {
+        if !state.batches.is_empty() {
+            let batches = std::mem::take(&mut state.batches);
             state.busy = true;
             drop(state);
-            let rows = batch.len() as u64;
-            write_batch(writer.as_mut(), &mut batch, metrics);
+            let mut rows = 0;
+            for mut batch in batches {
+                rows += batch.len() as u64;
+                write_batch(writer.as_mut(), &mut batch, metrics);
+            }
             state = shared.lock();
+            let was_full = state.queued >= QUEUE_ROWS;
             state.queued -= rows;
             state.busy = false;
+            look_at(&mut state, writer.as_mut());
+            if was_full && state.queued < QUEUE_ROWS {
+                wake_operator(wake, &given_up);
+            }
         } else if state.flush_wanted {
             state.flush_wanted = false;
             state.busy = true;
             drop(state);
             let result = writer.flush();
             state = shared.lock();
+            let was_failing = state.failure.is_some();
             state.failure = result.err();
             state.busy = false;
+            look_at(&mut state, writer.as_mut());
+            if was_failing != state.failure.is_some() {
+                wake_operator(wake, &given_up);
+            }
         } else if let Some(call) = state.call.take() {
             drop(state);
             let answer = match call {
@@ -301,12 +319,10 @@ fn run<D>(
                 Call::Finish => writer.finish().map(|()| Vec::new()),
             };
             state = shared.lock();
-            if let Err(error) = &answer {
-                state.failure = Some(duplicate(error));
-            } else {
-                state.failure = None;
-            }
+            state.failure = answer.as_ref().err().map(duplicate);
             state.answer = Some(answer);
+            look_at(&mut state, writer.as_mut());
+            shared.changed.notify_all();
         } else if state.stop {
             break;
         } else {
@@ -315,16 +331,8 @@ fn run<D>(
                 .wait_timeout(state, IDLE_LOOK)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            let before = (state.held, state.unacknowledged);
             look_at(&mut state, writer.as_mut());
-            if (state.held, state.unacknowledged) != before {
-                wake_operator(wake, &given_up);
-            }
-            continue;
         }
-        look_at(&mut state, writer.as_mut());
-        shared.changed.notify_all();
-        wake_operator(wake, &given_up);
     }
     drop(state);
     // Dropped here, on this thread: a network client's goodbyes do not hold up a worker.
