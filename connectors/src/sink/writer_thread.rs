@@ -59,6 +59,9 @@ struct State<D> {
     /// The thread is writing or flushing something it took from the queue.
     busy: bool,
     stop: bool,
+    /// The thread waits for work: a hand-over must wake it (otherwise it looks at the queue
+    /// before it waits, and a wake-up would be a wasted system call).
+    idle: bool,
     /// The writer panicked: its thread is gone.
     dead: bool,
     /// The thread has ended (after a stop, or a panic).
@@ -107,6 +110,7 @@ impl<D: Send + 'static> WriterThread<D> {
                 unacknowledged: writer.unacknowledged(),
                 busy: false,
                 stop: false,
+                idle: false,
                 dead: false,
                 ended: false,
             }),
@@ -164,7 +168,9 @@ impl<D: Send + 'static> WriterThread<D> {
         let mut state = self.shared.lock();
         state.queued += batch.len() as u64;
         state.batches.push_back(batch);
-        self.shared.changed.notify_all();
+        if state.idle {
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Asks for a flush once what was handed over is written; answers how the last one went,
@@ -172,7 +178,9 @@ impl<D: Send + 'static> WriterThread<D> {
     pub fn flush(&mut self) -> Result<(), SinkError> {
         let mut state = self.shared.lock();
         state.flush_wanted = true;
-        self.shared.changed.notify_all();
+        if state.idle {
+            self.shared.changed.notify_all();
+        }
         match &state.failure {
             Some(failure) => Err(duplicate(failure)),
             None => Ok(()),
@@ -326,11 +334,13 @@ fn run<D>(
         } else if state.stop {
             break;
         } else {
+            state.idle = true;
             state = shared
                 .changed
                 .wait_timeout(state, IDLE_LOOK)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            state.idle = false;
             look_at(&mut state, writer.as_mut());
         }
     }
