@@ -645,6 +645,114 @@ fn sources_that_do_not_split_across_processes_are_refused() {
     );
 }
 
+/// Every process of a cluster starts every source; a PLC is polled by the one process that
+/// runs its device's worker, and its rows are the same as one process would read.
+#[test]
+fn a_cluster_polls_each_plc_from_one_process_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tags = repo.join("examples/plc/room1.toml");
+    let devices = ["room1", "room2", "room3", "room4"];
+    let pipeline: String = devices
+        .iter()
+        .map(|device| {
+            format!(
+                "CREATE SOURCE {device} (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE,
+                   quality TEXT, WATERMARK FOR ts AS ts)
+                   WITH (connector = 'modbus', simulate = 'true', tags = '{}', device = '{device}',
+                         poll_interval = '100ms');
+                 CREATE SINK {device}_rows FROM {device}
+                   WITH (connector = 'file', path = 'out/{device}.jsonl');\n",
+                tags.display()
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(dir.path().join("hosts"), hosts).unwrap();
+    let http: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut children = Processes(
+        (0..2)
+            .map(|process| {
+                Command::new(env!("CARGO_BIN_EXE_vibelux"))
+                    .current_dir(dir.path())
+                    .args([
+                        "run",
+                        "pipeline.sql",
+                        "--no-state",
+                        "--for",
+                        "8s",
+                        "--pg",
+                        "off",
+                    ])
+                    .args(["--http", &format!("127.0.0.1:{}", http[process])])
+                    .args(["--hosts", "hosts", "--process", &process.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::File::create(dir.path().join(format!("modbus-{process}.log")))
+                            .unwrap(),
+                    )
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    // Which processes are connected to each device, once every device is polled.
+    let connected_in = |process: usize| -> Vec<String> {
+        let answer = common::request(
+            &format!("127.0.0.1:{}", http[process]),
+            "GET",
+            "/metrics",
+            &[],
+            None,
+        );
+        answer
+            .body
+            .lines()
+            .filter_map(|line| line.strip_prefix("vibelux_source_connected{source=\""))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .filter(|(_, value)| value.trim().parse::<f64>() == Ok(1.0))
+            .map(|(source, _)| source.to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let (first, second) = loop {
+        let (first, second) = (connected_in(0), connected_in(1));
+        if first.len() + second.len() >= devices.len() || Instant::now() > deadline {
+            break (first, second);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for device in devices {
+        let polling = [&first, &second]
+            .iter()
+            .filter(|connected| connected.iter().any(|source| source == device))
+            .count();
+        assert_eq!(
+            polling, 1,
+            "{device}: process 0 polls {first:?}, process 1 {second:?}"
+        );
+    }
+    assert!(
+        !first.is_empty() && !second.is_empty(),
+        "the devices were not spread over the processes: {first:?} / {second:?}"
+    );
+    let statuses = exit_statuses(&mut children.0, "modbus", dir.path(), "modbus");
+    assert!(all_succeeded(&statuses), "{statuses:?}");
+    // Each device's rows once: one poller, one reading per tag and poll.
+    for device in devices {
+        let path = dir.path().join("out").join(format!("{device}.jsonl"));
+        let rows = common::output::json_lines(&path);
+        assert!(rows.len() > 20, "{device}: {} rows", rows.len());
+        let mut seen = std::collections::HashSet::new();
+        for row in &rows {
+            assert_eq!(row["device"], device);
+            let key = (row["tag"].to_string(), row["ts"].to_string());
+            assert!(seen.insert(key), "{device}: a reading twice: {row}");
+        }
+    }
+}
+
 /// Two hosts on one machine: network namespaces joined by a veth pair, each with an address
 /// of its own; removed when dropped.
 struct TwoHosts {

@@ -104,6 +104,7 @@ impl SourceSpec for PolledDevice {
             self.device.clone(),
             self.layout.clone(),
             start.workers,
+            start.local.clone(),
             start.metrics.clone(),
         )
         .map_err(|error| format!("starting the Modbus poller: {error}"))?;

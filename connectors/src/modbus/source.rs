@@ -45,29 +45,38 @@ pub fn health_schema() -> datafusion::arrow::datatypes::SchemaRef {
 const QUEUE: usize = 1024;
 
 /// Starts polling the device; returns one reader per worker (the device's rows go to one).
+///
+/// Only the process that runs the owning worker (`local`: this process's workers) polls: in a
+/// cluster every process starts the source, and a PLC must not be polled once per process.
 pub fn start(
     name: &str,
     config: DeviceConfig,
     layout: RowLayout,
     peers: usize,
+    local: std::ops::Range<usize>,
     metrics: Arc<SourceMetrics>,
 ) -> std::io::Result<Vec<ModbusReader>> {
     let peers = peers.max(1);
-    metrics.networked.store(true, Ordering::Relaxed);
     let owner = {
         use std::hash::{Hash, Hasher};
+        // Fixed keys: every process of a cluster finds the same owner.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         config.name.hash(&mut hasher);
         (hasher.finish() % peers as u64) as usize
     };
     let (sender, receiver) = std::sync::mpsc::sync_channel::<PollResult>(QUEUE);
     let waker: Arc<OnceLock<Waker>> = Arc::default();
-    let guard = {
+    let guard = if local.contains(&owner) {
+        // Only a polling process reports a connection (or its absence) to the device.
+        metrics.networked.store(true, Ordering::Relaxed);
         let waker = waker.clone();
         let config = config.clone();
-        BackgroundThread::spawn(format!("modbus-{name}"), move |stop| {
-            poll_device(config, sender, waker, stop, metrics)
-        })?
+        Some(BackgroundThread::spawn(
+            format!("modbus-{name}"),
+            move |stop| poll_device(config, sender, waker, stop, metrics),
+        )?)
+    } else {
+        None
     };
     let columns: Vec<Option<usize>> = COLUMNS
         .iter()
@@ -168,7 +177,8 @@ pub struct ModbusReader {
     columns: Vec<Option<usize>>,
     queue: Option<Receiver<PollResult>>,
     waker: Arc<OnceLock<Waker>>,
-    _guard: Arc<BackgroundThread>,
+    /// The poller, in the process that polls.
+    _guard: Option<Arc<BackgroundThread>>,
 }
 
 impl ModbusReader {
