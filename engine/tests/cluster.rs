@@ -753,6 +753,94 @@ fn a_cluster_polls_each_plc_from_one_process_only() {
     }
 }
 
+/// The rows per room that a changelog of `(room, n)` leaves, replayed in order.
+fn rooms_in(path: &Path) -> std::collections::BTreeMap<String, i64> {
+    let mut rooms = std::collections::BTreeMap::new();
+    for change in common::output::json_lines(path) {
+        let room = change["room"].as_str().unwrap().to_string();
+        let n = change["n"].as_i64().unwrap();
+        match change["_op"].as_str() {
+            Some("insert") => {
+                rooms.insert(room, n);
+            }
+            _ => {
+                if rooms.get(&room) == Some(&n) {
+                    rooms.remove(&room);
+                }
+            }
+        }
+    }
+    rooms
+}
+
+/// A tailed table is read on process 0 and joined with readings every process reads; an edit
+/// to it moves what it derived, whichever process read the readings.
+#[test]
+fn a_tailed_table_joins_readings_read_by_every_process_and_its_edits_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sensor_readings(dir.path(), 20_000);
+    let sensors = dir.path().join("sensors.csv");
+    let rows: String = (0..10)
+        .map(|sensor| format!("s{sensor},{}\n", if sensor < 5 { "a" } else { "b" }))
+        .collect();
+    std::fs::write(&sensors, format!("sensor_id,room\n{rows}")).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
+           WATERMARK FOR ts AS ts - INTERVAL '1 second')
+           WITH (connector = 'file', path = 'in.jsonl');
+         CREATE TABLE sensors (sensor_id TEXT, room TEXT, PRIMARY KEY (sensor_id))
+           WITH (connector = 'file', path = 'sensors.csv', mode = 'tail');
+         CREATE VIEW per_room AS
+           SELECT s.room, count(*) AS n FROM readings r JOIN sensors s ON r.sensor_id = s.sensor_id
+           GROUP BY s.room;
+         CREATE SINK rooms FROM per_room WITH (connector = 'file', path = 'out/rooms.jsonl');",
+    )
+    .unwrap();
+    write_hosts(dir.path(), 2);
+    let _processes = Processes(
+        (0..2)
+            .map(|process| {
+                let log = std::fs::File::create(dir.path().join(format!("table-{process}.log")));
+                vibelux(dir.path(), &["--workers", "1", "--hosts", "hosts"])
+                    .env("VIBELUX_PROCESS", process.to_string())
+                    .stderr(log.unwrap())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let changes = dir.path().join("out/rooms.jsonl");
+    let wait_for_rooms = |expected: &[(&str, i64)]| {
+        let expected: std::collections::BTreeMap<String, i64> = expected
+            .iter()
+            .map(|(room, n)| (room.to_string(), *n))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let rooms = rooms_in(&changes);
+            if rooms == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rooms {rooms:?}, expected {expected:?}\n{}",
+                logs_of(dir.path(), "table")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Half the readings were read by each process; every one found its sensor's room.
+    wait_for_rooms(&[("a", 10_000), ("b", 10_000)]);
+    // s0 moves to room b: its 2,000 readings move with it.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&sensors)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"s0,b\n").unwrap();
+    wait_for_rooms(&[("a", 8_000), ("b", 12_000)]);
+}
+
 /// Two hosts on one machine: network namespaces joined by a veth pair, each with an address
 /// of its own; removed when dropped.
 struct TwoHosts {

@@ -10,7 +10,10 @@
 //! its `Checkpoints` recorded after every step, and applies what arrives.
 //!
 //! An alarm command (acknowledge, shelve) given on process 0 is passed to the others, where the
-//! instance may live. A stop (Ctrl-C, SIGTERM, `--for`) on any process is passed to the others, so one command
+//! instance may live. Each process tells process 0 how far its sources have read in event time,
+//! since a tailed table (read on process 0) is timed by the furthest any source has reached:
+//! with only process 0's own sources to go by, a table beside data that another process reads
+//! ahead of the wall clock would hold every window back until the clock caught up. A stop (Ctrl-C, SIGTERM, `--for`) on any process is passed to the others, so one command
 //! stops the whole cluster cleanly (each process's sources leave final parts, and the cluster's
 //! last checkpoint is stored).
 //!
@@ -29,6 +32,7 @@ use timely::dataflow::InputHandle;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::worker::Worker;
+use vibelux_connectors::source::EventClock;
 use vibelux_interfaces::checkpoint::{Checkpoints, Relayed, Role};
 use vibelux_operators::alarm::{AlarmCommand, AlarmDesk};
 
@@ -55,6 +59,9 @@ pub struct LinkSettings {
     /// This process's alarm commands: given here, they are sent on; sent from elsewhere, they
     /// are delivered to this process's workers.
     pub alarms: Arc<AlarmDesk>,
+    /// How far this process's sources have read in event time: sent to process 0 from the
+    /// others, advanced there by what they send.
+    pub event_clock: Arc<EventClock>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +75,8 @@ enum Message {
         alarm: String,
         command: AlarmCommand,
     },
+    /// The furthest event time the sending process's sources have reached.
+    EventClock(u64),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +89,10 @@ struct Envelope {
 
 type Input = InputHandle<u64, CapacityContainerBuilder<Vec<Envelope>>>;
 
+/// How much further (event-time milliseconds) a process's sources must have read before it
+/// tells process 0 again.
+const EVENT_CLOCK_GRAIN_MILLIS: u64 = 1000;
+
 /// One worker's end of the link. Only a process's first worker sends; the others close their
 /// input at once.
 pub struct ClusterLink {
@@ -90,6 +103,8 @@ pub struct ClusterLink {
     others: Vec<usize>,
     greeted: bool,
     stop_sent: bool,
+    /// The event time last sent to process 0.
+    clock_sent: u64,
 }
 
 impl ClusterLink {
@@ -128,6 +143,7 @@ impl ClusterLink {
                 .collect(),
             greeted: false,
             stop_sent: false,
+            clock_sent: 0,
         }
     }
 
@@ -154,6 +170,14 @@ impl ClusterLink {
         }
         for (alarm, command) in settings.alarms.take_forwarded() {
             send(&self.others, Message::Alarm { alarm, command });
+        }
+        // A second of event time at most between messages: the tables need no finer grain.
+        let clock = settings.event_clock.latest();
+        if settings.process != 0
+            && clock >= self.clock_sent.saturating_add(EVENT_CLOCK_GRAIN_MILLIS)
+        {
+            self.clock_sent = clock;
+            send(&[0], Message::EventClock(clock));
         }
         if !self.stop_sent && settings.stop.load(Ordering::Relaxed) {
             self.stop_sent = true;
@@ -218,6 +242,7 @@ impl Receiving {
             Message::Alarm { alarm, command } => {
                 self.settings.alarms.deliver(&alarm, command);
             }
+            Message::EventClock(time) => self.settings.event_clock.advance(time),
             Message::Stop => {
                 if !self.settings.stop.swap(true, Ordering::Relaxed) {
                     eprintln!(

@@ -295,6 +295,9 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         .map(|_| std::sync::mpsc::channel::<Command>())
         .map(|(sender, receiver)| (sender, Some(receiver)))
         .unzip();
+    // Advanced by this process's sources (and, on process 0 of a cluster, by what the other
+    // processes' sources reached); read by tailed tables.
+    let event_clock: Arc<EventClock> = Arc::default();
     let shared = Arc::new(RunShared {
         plan,
         order,
@@ -308,7 +311,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         capture: options.capture.clone(),
         captured: captured.clone(),
         stop: options.stop.clone(),
-        event_clock: Arc::default(),
+        event_clock: event_clock.clone(),
         extensible: options.extensible,
         receivers: Mutex::new(receivers),
         checkpoints: checkpoints.clone(),
@@ -326,6 +329,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 metrics.alarms.forward_to_other_processes();
                 metrics.alarms.clone()
             },
+            event_clock: event_clock.clone(),
         }),
     });
     let config = match &options.cluster {
