@@ -505,6 +505,42 @@ fn a_stop_of_one_process_stops_the_cluster_with_a_last_checkpoint() {
     assert!(log.contains("when the last run ended"), "{log}");
 }
 
+/// Two processes of `pipeline.sql` in `dir` for `run_for`, each serving HTTP on a port of its
+/// own (returned) and no Postgres port; stderr to `LOG-P.log` when a log name is given.
+fn start_serving_cluster(dir: &Path, run_for: &str, log: Option<&str>) -> (Vec<u16>, Vec<Child>) {
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(dir.join("hosts"), hosts).unwrap();
+    let http: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let children = (0..2)
+        .map(|process| {
+            let stderr = match log {
+                Some(name) => Stdio::from(
+                    std::fs::File::create(dir.join(format!("{name}-{process}.log"))).unwrap(),
+                ),
+                None => Stdio::null(),
+            };
+            Command::new(env!("CARGO_BIN_EXE_vibelux"))
+                .current_dir(dir)
+                .args([
+                    "run",
+                    "pipeline.sql",
+                    "--no-state",
+                    "--for",
+                    run_for,
+                    "--pg",
+                    "off",
+                ])
+                .args(["--http", &format!("127.0.0.1:{}", http[process])])
+                .args(["--hosts", "hosts", "--process", &process.to_string()])
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    (http, children)
+}
+
 #[test]
 fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -518,30 +554,7 @@ fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_m
          CREATE ALARM reading ON readings PER sensor_id WHEN temp_c > -1000;",
     )
     .unwrap();
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(dir.path().join("hosts"), hosts).unwrap();
-    let http: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut children: Vec<Child> = (0..2)
-        .map(|process| {
-            Command::new(env!("CARGO_BIN_EXE_vibelux"))
-                .current_dir(dir.path())
-                .args([
-                    "run",
-                    "pipeline.sql",
-                    "--no-state",
-                    "--for",
-                    "20s",
-                    "--pg",
-                    "off",
-                ])
-                .args(["--http", &format!("127.0.0.1:{}", http[process])])
-                .args(["--hosts", "hosts", "--process", &process.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let (http, mut children) = start_serving_cluster(dir.path(), "20s", None);
     let get = |port: u16, path: &str| {
         common::request(&format!("127.0.0.1:{port}"), "GET", path, &[], None)
     };
@@ -668,35 +681,8 @@ fn a_cluster_polls_each_plc_from_one_process_only() {
         })
         .collect();
     std::fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(dir.path().join("hosts"), hosts).unwrap();
-    let http: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut children = Processes(
-        (0..2)
-            .map(|process| {
-                Command::new(env!("CARGO_BIN_EXE_vibelux"))
-                    .current_dir(dir.path())
-                    .args([
-                        "run",
-                        "pipeline.sql",
-                        "--no-state",
-                        "--for",
-                        "8s",
-                        "--pg",
-                        "off",
-                    ])
-                    .args(["--http", &format!("127.0.0.1:{}", http[process])])
-                    .args(["--hosts", "hosts", "--process", &process.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(
-                        std::fs::File::create(dir.path().join(format!("modbus-{process}.log")))
-                            .unwrap(),
-                    )
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let (http, children) = start_serving_cluster(dir.path(), "8s", Some("modbus"));
+    let mut children = Processes(children);
     // Which processes are connected to each device, once every device is polled.
     let connected_in = |process: usize| -> Vec<String> {
         let answer = common::request(

@@ -465,19 +465,24 @@ print(c.read_holding_registers(0, count=1, device_id=1).registers[0])",
     }
 }
 
-#[test]
-fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
-    let healthy_port = free_port();
-    let _healthy = Server::start(healthy_port);
-    // A device that accepts connections and then says nothing at all.
+/// A device that accepts connections and then says nothing at all; returns its port.
+fn start_silent_device() -> u16 {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
+    let port = silent.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in silent.incoming() {
             held.push(stream);
         }
     });
+    port
+}
+
+#[test]
+fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
+    let healthy_port = free_port();
+    let _healthy = Server::start(healthy_port);
+    let silent_port = start_silent_device();
     let maps = tempfile::tempdir().unwrap();
     let tags = maps.path().join("one.toml");
     std::fs::write(
@@ -517,14 +522,7 @@ fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
 /// thread, so the worker that feeds it goes on writing every other sink meanwhile.
 #[test]
 fn a_plc_that_never_answers_a_write_does_not_hold_back_the_other_sinks() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming() {
-            held.push(stream);
-        }
-    });
+    let silent_port = start_silent_device();
     let dir = tempfile::tempdir().unwrap();
     let tags = dir.path().join("one.toml");
     std::fs::write(
