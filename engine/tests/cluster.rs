@@ -4,11 +4,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    Processes, all_succeeded, exit_statuses, logs_of, start_checkpointed_cluster,
+    start_serving_cluster, vibelux, write_hosts,
+};
 use common::crashes::{newest_checkpoint_in, write_sensor_readings};
-use common::tansu::free_port;
 
 /// A simulated facility replayed at full speed and the file of readings beside it: windows, a
 /// detector per sensor and an alarm per sensor, whose outputs depend on nothing but the input.
@@ -45,26 +48,6 @@ fn folder() -> tempfile::TempDir {
     std::fs::write(dir.path().join("pipeline.sql"), PIPELINE).unwrap();
     write_sensor_readings(dir.path(), 20_000);
     dir
-}
-
-fn vibelux(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vibelux"));
-    command
-        .current_dir(dir)
-        .args(["run", "pipeline.sql", "--http", "off"])
-        .args(args);
-    if !args.contains(&"--state") {
-        command.arg("--no-state");
-    }
-    command
-}
-
-/// A hosts file of `processes` free loopback ports in `dir`.
-fn write_hosts(dir: &Path, processes: usize) {
-    let hosts: Vec<String> = (0..processes)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    std::fs::write(dir.join("hosts"), hosts.join("\n")).unwrap();
 }
 
 fn succeeded(what: &str, output: Output) -> String {
@@ -153,34 +136,6 @@ fn a_cluster_of_processes_writes_what_one_process_writes() {
 }
 
 /// The end of each process's log of the run `name`.
-fn logs_of(dir: &Path, name: &str) -> String {
-    (0..2)
-        .map(|process| {
-            let log = std::fs::read_to_string(dir.join(format!("{name}-{process}.log")))
-                .unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-            format!("-- process {process}:\n{tail}")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The processes of a checkpointed cluster, started in `dir` with stderr to `name-P.log`.
-fn start_checkpointed_cluster(dir: &Path, name: &str) -> Vec<Child> {
-    write_hosts(dir, 2);
-    (0..2)
-        .map(|process| {
-            let log = std::fs::File::create(dir.join(format!("{name}-{process}.log"))).unwrap();
-            vibelux(dir, &["--state", "state", "--checkpoint-interval", "300ms"])
-                .args(["--hosts", "hosts", "--process", &process.to_string()])
-                .stderr(log)
-                .spawn()
-                .unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_loss_or_repeats() {
     let expected = one_process_outputs();
@@ -285,132 +240,6 @@ fn a_cluster_killed_a_process_at_a_time_resumes_from_its_checkpoints_without_los
     }
 }
 
-/// A cluster's processes, killed if a test fails while they run (they would otherwise outlive
-/// it and hold its output pipes open).
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Waits up to a minute for every process of a cluster to end; returns how each ended. A
-/// process still running then fails the test with `what` and the processes' logs in `dir`.
-fn exit_statuses(children: &mut [Child], what: &str, dir: &Path, name: &str) -> Vec<ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    children
-        .iter_mut()
-        .map(|child| {
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                assert!(Instant::now() < deadline, "{what}:\n{}", logs_of(dir, name));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .collect()
-}
-
-/// Whether every process ended well.
-fn all_succeeded(statuses: &[ExitStatus]) -> bool {
-    statuses.iter().all(ExitStatus::success)
-}
-
-#[test]
-fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_message_once() {
-    let broker = common::tansu::Tansu::start();
-    broker.peer(&["create", "readings", "4"]);
-    // 200 s of readings, 10 ms apart, 10 sensors keyed over the partitions: every 10 s window
-    // of a sensor has 100.
-    broker.peer(&["produce", "readings", "0", "20000"]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        format!(
-            "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
-               part BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1 second')
-             WITH (connector = 'kafka', brokers = '{}', topic = 'readings',
-                   include = 'partition AS part');
-             CREATE VIEW sensor_windows AS
-               SELECT sensor_id, window_start, count(*) AS n
-               FROM TUMBLE(readings, ts, INTERVAL '10 seconds') GROUP BY sensor_id, window_start;
-             CREATE SINK rows FROM readings WITH (connector = 'file', path = 'out/rows.jsonl');
-             CREATE SINK windows FROM sensor_windows
-               WITH (connector = 'file', path = 'out/windows.jsonl');",
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let rows = dir.path().join("out/rows.jsonl");
-    let windows = dir.path().join("out/windows.jsonl");
-    let read = || common::output::json_lines(&rows).len();
-    // Killed twice, process 1 then process 0, each time once a few more rows were read.
-    for (round, more) in [(0, 3_000), (1, 5_000)] {
-        let name = format!("kafka-{round}");
-        let mut children = Processes(start_checkpointed_cluster(dir.path(), &name));
-        let before = read();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while read() < before + more {
-            assert!(
-                Instant::now() < deadline,
-                "{name} read too little:\n{}",
-                logs_of(dir.path(), &name)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        children.0[1 - round].kill().unwrap();
-        let statuses = exit_statuses(&mut children.0, "a process kept running", dir.path(), &name);
-        assert!(!all_succeeded(&statuses));
-    }
-    let name = "kafka-last";
-    let mut children = Processes(start_checkpointed_cluster(dir.path(), name));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while read() < 20_000 || common::output::json_lines(&windows).len() < 200 {
-        assert!(
-            Instant::now() < deadline,
-            "{} rows after the last restart:\n{}",
-            read(),
-            logs_of(dir.path(), name)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // A moment for anything repeated to show, then a stop of one process stops both.
-    std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill")
-        .args(["-INT", &children.0[1].id().to_string()])
-        .status()
-        .unwrap();
-    let statuses = exit_statuses(&mut children.0, "a process did not stop", dir.path(), name);
-    assert!(all_succeeded(&statuses), "{}", logs_of(dir.path(), name));
-    let rows = common::output::json_lines(&rows);
-    let mut seqs: Vec<i64> = rows
-        .iter()
-        .map(|row| row["seq"].as_i64().unwrap())
-        .collect();
-    seqs.sort_unstable();
-    assert_eq!(seqs.len(), 20_000, "rows read twice or lost");
-    assert_eq!(seqs, (0..20_000).collect::<Vec<i64>>());
-    let windows = common::output::json_lines(&windows);
-    assert_eq!(windows.len(), 200, "windows written twice or lost");
-    assert!(
-        windows.iter().all(|window| window["n"] == 100),
-        "{windows:?}"
-    );
-    // Every partition was read (by the worker of one process or the other).
-    let mut partitions: Vec<i64> = rows
-        .iter()
-        .map(|row| row["part"].as_i64().unwrap())
-        .collect();
-    partitions.sort_unstable();
-    partitions.dedup();
-    assert_eq!(partitions, [0, 1, 2, 3]);
-}
-
 #[test]
 fn a_clusters_checkpoint_resumes_in_one_process_of_as_many_workers() {
     let expected = one_process_outputs();
@@ -503,42 +332,6 @@ fn a_stop_of_one_process_stops_the_cluster_with_a_last_checkpoint() {
     wait_all(start("second", Some("2s")), "second");
     let log = std::fs::read_to_string(dir.path().join("second-1.log")).unwrap();
     assert!(log.contains("when the last run ended"), "{log}");
-}
-
-/// Two processes of `pipeline.sql` in `dir` for `run_for`, each serving HTTP on a port of its
-/// own (returned) and no Postgres port; stderr to `LOG-P.log` when a log name is given.
-fn start_serving_cluster(dir: &Path, run_for: &str, log: Option<&str>) -> (Vec<u16>, Vec<Child>) {
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(dir.join("hosts"), hosts).unwrap();
-    let http: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let children = (0..2)
-        .map(|process| {
-            let stderr = match log {
-                Some(name) => Stdio::from(
-                    std::fs::File::create(dir.join(format!("{name}-{process}.log"))).unwrap(),
-                ),
-                None => Stdio::null(),
-            };
-            Command::new(env!("CARGO_BIN_EXE_vibelux"))
-                .current_dir(dir)
-                .args([
-                    "run",
-                    "pipeline.sql",
-                    "--no-state",
-                    "--for",
-                    run_for,
-                    "--pg",
-                    "off",
-                ])
-                .args(["--http", &format!("127.0.0.1:{}", http[process])])
-                .args(["--hosts", "hosts", "--process", &process.to_string()])
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    (http, children)
 }
 
 #[test]
@@ -634,197 +427,6 @@ fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_m
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-#[test]
-fn sources_that_do_not_split_across_processes_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        "CREATE SOURCE m (sensor_id TEXT, ts TIMESTAMP, v DOUBLE, WATERMARK FOR ts AS ts)
-           WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:9', topic = 'x/{sensor_id}');
-         CREATE SINK out FROM m WITH (connector = 'file', path = 'out.jsonl');",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("hosts"), "127.0.0.1:9\n127.0.0.1:10\n").unwrap();
-    let output = vibelux(dir.path(), &["--hosts", "hosts", "--process", "0"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        log.contains("source `m`: mqtt sources do not run in a cluster yet"),
-        "{log}"
-    );
-}
-
-/// Every process of a cluster starts every source; a PLC is polled by the one process that
-/// runs its device's worker, and its rows are the same as one process would read.
-#[test]
-fn a_cluster_polls_each_plc_from_one_process_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let tags = repo.join("examples/plc/room1.toml");
-    let devices = ["room1", "room2", "room3", "room4"];
-    let pipeline: String = devices
-        .iter()
-        .map(|device| {
-            format!(
-                "CREATE SOURCE {device} (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE,
-                   quality TEXT, WATERMARK FOR ts AS ts)
-                   WITH (connector = 'modbus', simulate = 'true', tags = '{}', device = '{device}',
-                         poll_interval = '100ms');
-                 CREATE SINK {device}_rows FROM {device}
-                   WITH (connector = 'file', path = 'out/{device}.jsonl');\n",
-                tags.display()
-            )
-        })
-        .collect();
-    std::fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
-    let (http, children) = start_serving_cluster(dir.path(), "8s", Some("modbus"));
-    let mut children = Processes(children);
-    // Which processes are connected to each device, once every device is polled.
-    let connected_in = |process: usize| -> Vec<String> {
-        let answer = common::request(
-            &format!("127.0.0.1:{}", http[process]),
-            "GET",
-            "/metrics",
-            &[],
-            None,
-        );
-        answer
-            .body
-            .lines()
-            .filter_map(|line| line.strip_prefix("vibelux_source_connected{source=\""))
-            .filter_map(|rest| rest.split_once("\"} "))
-            .filter(|(_, value)| value.trim().parse::<f64>() == Ok(1.0))
-            .map(|(source, _)| source.to_string())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(6);
-    let (first, second) = loop {
-        let (first, second) = (connected_in(0), connected_in(1));
-        if first.len() + second.len() >= devices.len() || Instant::now() > deadline {
-            break (first, second);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    for device in devices {
-        let polling = [&first, &second]
-            .iter()
-            .filter(|connected| connected.iter().any(|source| source == device))
-            .count();
-        assert_eq!(
-            polling, 1,
-            "{device}: process 0 polls {first:?}, process 1 {second:?}"
-        );
-    }
-    assert!(
-        !first.is_empty() && !second.is_empty(),
-        "the devices were not spread over the processes: {first:?} / {second:?}"
-    );
-    let statuses = exit_statuses(&mut children.0, "modbus", dir.path(), "modbus");
-    assert!(all_succeeded(&statuses), "{statuses:?}");
-    // Each device's rows once: one poller, one reading per tag and poll.
-    for device in devices {
-        let path = dir.path().join("out").join(format!("{device}.jsonl"));
-        let rows = common::output::json_lines(&path);
-        assert!(rows.len() > 20, "{device}: {} rows", rows.len());
-        let mut seen = std::collections::HashSet::new();
-        for row in &rows {
-            assert_eq!(row["device"], device);
-            let key = (row["tag"].to_string(), row["ts"].to_string());
-            assert!(seen.insert(key), "{device}: a reading twice: {row}");
-        }
-    }
-}
-
-/// The rows per room that a changelog of `(room, n)` leaves, replayed in order.
-fn rooms_in(path: &Path) -> std::collections::BTreeMap<String, i64> {
-    let mut rooms = std::collections::BTreeMap::new();
-    for change in common::output::json_lines(path) {
-        let room = change["room"].as_str().unwrap().to_string();
-        let n = change["n"].as_i64().unwrap();
-        match change["_op"].as_str() {
-            Some("insert") => {
-                rooms.insert(room, n);
-            }
-            _ => {
-                if rooms.get(&room) == Some(&n) {
-                    rooms.remove(&room);
-                }
-            }
-        }
-    }
-    rooms
-}
-
-/// A tailed table is read on process 0 and joined with readings every process reads; an edit
-/// to it moves what it derived, whichever process read the readings.
-#[test]
-fn a_tailed_table_joins_readings_read_by_every_process_and_its_edits_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    write_sensor_readings(dir.path(), 20_000);
-    let sensors = dir.path().join("sensors.csv");
-    let rows: String = (0..10)
-        .map(|sensor| format!("s{sensor},{}\n", if sensor < 5 { "a" } else { "b" }))
-        .collect();
-    std::fs::write(&sensors, format!("sensor_id,room\n{rows}")).unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, ts TIMESTAMP, seq BIGINT,
-           WATERMARK FOR ts AS ts - INTERVAL '1 second')
-           WITH (connector = 'file', path = 'in.jsonl');
-         CREATE TABLE sensors (sensor_id TEXT, room TEXT, PRIMARY KEY (sensor_id))
-           WITH (connector = 'file', path = 'sensors.csv', mode = 'tail');
-         CREATE VIEW per_room AS
-           SELECT s.room, count(*) AS n FROM readings r JOIN sensors s ON r.sensor_id = s.sensor_id
-           GROUP BY s.room;
-         CREATE SINK rooms FROM per_room WITH (connector = 'file', path = 'out/rooms.jsonl');",
-    )
-    .unwrap();
-    write_hosts(dir.path(), 2);
-    let _processes = Processes(
-        (0..2)
-            .map(|process| {
-                let log = std::fs::File::create(dir.path().join(format!("table-{process}.log")));
-                vibelux(dir.path(), &["--workers", "1", "--hosts", "hosts"])
-                    .env("VIBELUX_PROCESS", process.to_string())
-                    .stderr(log.unwrap())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
-    let changes = dir.path().join("out/rooms.jsonl");
-    let wait_for_rooms = |expected: &[(&str, i64)]| {
-        let expected: std::collections::BTreeMap<String, i64> = expected
-            .iter()
-            .map(|(room, n)| (room.to_string(), *n))
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let rooms = rooms_in(&changes);
-            if rooms == expected {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rooms {rooms:?}, expected {expected:?}\n{}",
-                logs_of(dir.path(), "table")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    // Half the readings were read by each process; every one found its sensor's room.
-    wait_for_rooms(&[("a", 10_000), ("b", 10_000)]);
-    // s0 moves to room b: its 2,000 readings move with it.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&sensors)
-        .unwrap();
-    std::io::Write::write_all(&mut file, b"s0,b\n").unwrap();
-    wait_for_rooms(&[("a", 8_000), ("b", 12_000)]);
 }
 
 /// Two hosts on one machine: network namespaces joined by a veth pair, each with an address

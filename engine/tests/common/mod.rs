@@ -1,6 +1,7 @@
 //! What the end-to-end tests share: a `vibelux run` serving HTTP on a free port.
 #![allow(dead_code)] // each test file uses its part
 
+pub mod cluster;
 pub mod crashes;
 pub mod mosquitto;
 pub mod object_storage;
