@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod crashes;
+pub mod modbus;
 pub mod mosquitto;
 pub mod object_storage;
 pub mod output;
