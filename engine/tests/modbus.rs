@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::modbus::{Server, TAGS, start_silent_device};
+use common::modbus::{Server, TAGS, start_silent_device, write_one_tag_map};
 use common::output::json_lines;
 use common::start_engine;
 use common::tansu::free_port;
@@ -108,12 +108,7 @@ fn reads_every_type(options: &str) {
 fn a_device_down_at_start_then_killed_and_restarted_is_reported_bad_stale_then_good_again() {
     let port = free_port();
     let maps = tempfile::tempdir().unwrap();
-    let tags = maps.path().join("room1.toml");
-    std::fs::write(
-        &tags,
-        "[[tag]]\nname = \"supply_temp\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
-    )
-    .unwrap();
+    let tags = write_one_tag_map(maps.path(), "supply_temp");
     let mut engine = start_engine(
         &(pipeline(port, &tags).replace(
             "timeout = '300ms'",
@@ -280,12 +275,7 @@ fn a_device_that_never_answers_does_not_delay_a_healthy_one() {
     let _healthy = Server::start(healthy_port);
     let silent_port = start_silent_device();
     let maps = tempfile::tempdir().unwrap();
-    let tags = maps.path().join("one.toml");
-    std::fs::write(
-        &tags,
-        "[[tag]]\nname = \"supply_temp\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
-    )
-    .unwrap();
+    let tags = write_one_tag_map(maps.path(), "supply_temp");
     let source = |name: &str, port: u16| {
         format!(
             "CREATE SOURCE {name} (device TEXT, tag TEXT, ts TIMESTAMP, value DOUBLE, quality TEXT,

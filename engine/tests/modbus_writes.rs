@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::modbus::{Server, TAGS, start_silent_device};
+use common::modbus::{Server, TAGS, start_silent_device, write_one_tag_map};
 use common::output::{json_lines, wait_for_lines};
 use common::start_engine;
 use common::tansu::free_port;
@@ -64,12 +64,7 @@ print(c.read_holding_registers(0, count=1, device_id=1).registers[0])",
 fn a_plc_that_never_answers_a_write_does_not_hold_back_the_other_sinks() {
     let silent_port = start_silent_device();
     let dir = tempfile::tempdir().unwrap();
-    let tags = dir.path().join("one.toml");
-    std::fs::write(
-        &tags,
-        "[[tag]]\nname = \"supply_setpoint\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n",
-    )
-    .unwrap();
+    let tags = write_one_tag_map(dir.path(), "supply_setpoint");
     let commands = dir.path().join("commands.jsonl");
     std::fs::write(&commands, "").unwrap();
     let engine = start_engine(&format!(

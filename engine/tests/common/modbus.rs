@@ -166,3 +166,15 @@ pub fn start_silent_device() -> u16 {
     });
     port
 }
+
+/// Writes a tag map of one scaled holding register, `name` at address 30, into `dir`; returns
+/// its path.
+pub fn write_one_tag_map(dir: &Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("[[tag]]\nname = \"{name}\"\nregister = \"holding\"\naddress = 30\nscale = 0.1\n"),
+    )
+    .unwrap();
+    path
+}
