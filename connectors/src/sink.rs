@@ -1,10 +1,14 @@
-//! The sink operator: everything a sink receives goes to worker 0, which writes it in order of
-//! dataflow time, flushes as the frontier moves on and finishes (a last commit) when it closes.
+//! The sink operator: what a sink receives goes to the workers holding its writers, which write
+//! it in order of dataflow time, flush as the frontier moves on and finish (a last commit) when
+//! it closes.
 //!
-//! Funnelling to one worker keeps one file (or one set of Parquet epochs) per sink and costs
-//! little: sinks see final window rows or changes, far fewer than the readings that made them.
-//! A writer that waits on a network peer (a broker, a PLC) runs on a thread of its own behind a
-//! bounded queue (`writer_thread`), so worker 0 does not wait with it.
+//! Most sinks have one writer, on worker 0: funnelling to one worker keeps one file (one
+//! connection) per sink and costs little, as sinks see final window rows or changes, far fewer
+//! than the readings that made them. A warehouse has one writer on each worker of process 0:
+//! each worker writes the rows it computed (a worker of another process sends its rows to one
+//! of them), and the writers commit together (`SinkSpec::writers`). A writer that waits on a
+//! network peer (a broker, a PLC) runs on a thread of its own behind a bounded queue
+//! (`writer_thread`), so its worker does not wait with it.
 //!
 //! A sink that cannot deliver (a full disk, a commit that fails) loses nothing: the writer keeps
 //! what it could not write, the operator tries again with backoff, and meanwhile holds its output
@@ -22,7 +26,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
-use vibelux_interfaces::checkpoint::Participant;
+use vibelux_interfaces::checkpoint::{FINAL_CUT, Participant};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 
 use delivery::Delivery;
@@ -97,7 +101,8 @@ impl SinkMetrics {
     }
 }
 
-/// Writes a stream into a sink. `writer` is `Some` on worker 0 only. The returned stream carries
+/// Writes a stream into a sink. `writer` is `Some` on the workers that write
+/// ([`SinkControls::writers`]). The returned stream carries
 /// no data: its frontier is what the sink has delivered, for flow control.
 pub trait WriteRowsExt<'scope> {
     fn write_rows(
@@ -113,11 +118,15 @@ pub trait WriteRowsExt<'scope> {
 pub struct SinkControls {
     /// Set when the run stops: a sink that still cannot deliver then gives up.
     pub stop: Arc<AtomicBool>,
-    /// With the writer (worker 0), when the run checkpoints.
+    /// With the writer, when the run checkpoints.
     pub checkpointing: Option<Participant>,
+    /// How many workers write (workers 0 to `writers - 1`, in process 0): each of them writes
+    /// its own rows, and another worker sends its rows to one of them.
+    pub writers: usize,
 }
 
-/// Writes a changelog into a sink, one line per change. `writer` is `Some` on worker 0 only.
+/// Writes a changelog into a sink, one line per change. `writer` is `Some` on the workers
+/// that write.
 pub trait WriteUpdatesExt<'scope> {
     fn write_updates(
         self,
@@ -216,8 +225,12 @@ where
     let SinkControls {
         stop,
         checkpointing,
+        writers,
     } = controls;
     let scope: Scope<'scope, u64> = stream.scope();
+    // Rows stay on the worker that computed them when it writes; timely sends a batch to the
+    // worker its route names, modulo the number of workers.
+    let route = (scope.index() % writers.max(1)) as u64;
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let address = builder.operator_info().address;
     let activator = scope.activator_for(address.clone());
@@ -226,7 +239,7 @@ where
             scope.worker().sync_activator_for(address.to_vec())
         })
     });
-    let mut input = builder.new_input(stream, Exchange::new(|_: &D| 0));
+    let mut input = builder.new_input(stream, Exchange::new(move |_: &D| route));
     let (output, delivered) = builder.new_output::<Vec<Row>>();
     builder.build_reschedule(move |mut capabilities| {
         // Held at the input frontier while the sink delivers, and where it was while it cannot.
@@ -293,7 +306,7 @@ where
                     && let (Some(participant), Some(cut)) = (&checkpointing, cut_due)
                 {
                     // Everything before the cut is delivered: how far the writer got is its part.
-                    result = open.checkpoint().map(|part| {
+                    result = open.checkpoint(cut.id).map(|part| {
                         participant.submit(cut, part.clone());
                         answered = cut.id;
                         to_make_visible = Some((cut.id, part));
@@ -319,7 +332,7 @@ where
                     && !awaiting_acknowledgements
                     && let Some(participant) = &checkpointing
                 {
-                    result = open.checkpoint().map(|part| {
+                    result = open.checkpoint(FINAL_CUT).map(|part| {
                         participant.submit_final(part.clone());
                         final_part = Some(part);
                     });
@@ -456,6 +469,7 @@ mod tests {
                 let controls = SinkControls {
                     stop: Arc::new(AtomicBool::new(false)),
                     checkpointing: None,
+                    writers: 1,
                 };
                 scope
                     .input_from(&mut input)

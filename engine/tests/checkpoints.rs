@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::crashes::{newest_checkpoint, newest_checkpoint_in};
 use common::object_storage::ObjectStorage;
+use common::output::writers_of_each_epoch;
 
 const PIPELINE: &str = "
 CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
@@ -267,6 +268,14 @@ fn interrupted_replays_end_with_the_same_results(how: Interruption, workers: &st
     );
     assert!(logs.contains("resuming from checkpoint"), "{logs}");
     assert_same_results(reference.path(), resumed.path());
+    // Each worker writes its own warehouse files, and a checkpoint commits them together.
+    let epochs = writers_of_each_epoch(&resumed.path().join("warehouse/zone_minute"));
+    let most = epochs.iter().map(|writers| writers.len()).max();
+    assert_eq!(
+        most.map(|n| n.to_string()).as_deref(),
+        Some(workers),
+        "{epochs:?}"
+    );
 
     // Run again: the replay ended, and its last checkpoint says so. Nothing is added.
     let (_, epochs) = warehouse(resumed.path());

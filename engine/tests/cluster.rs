@@ -12,6 +12,7 @@ use common::cluster::{
     start_serving_cluster, vibelux, write_hosts,
 };
 use common::crashes::{newest_checkpoint_in, write_sensor_readings};
+use common::output::writers_of_each_epoch;
 
 /// A simulated facility replayed at full speed and the file of readings beside it: windows, a
 /// detector per sensor and an alarm per sensor, whose outputs depend on nothing but the input.
@@ -39,6 +40,8 @@ CREATE SINK minutes FROM zone_minute WITH (connector = 'file', path = 'out/minut
 CREATE SINK scores FROM scored WITH (connector = 'file', path = 'out/scores.jsonl');
 CREATE SINK alarms FROM too_warm WITH (connector = 'file', path = 'out/alarms.jsonl');
 CREATE SINK seconds FROM sensor_seconds WITH (connector = 'file', path = 'out/seconds.jsonl');
+CREATE SINK warehouse FROM sensor_seconds
+  WITH (connector = 'parquet', path = 'warehouse/seconds', rollover_rows = '2000');
 ";
 
 const OUTPUTS: [&str; 4] = ["minutes", "scores", "alarms", "seconds"];
@@ -56,9 +59,10 @@ fn succeeded(what: &str, output: Output) -> String {
     log
 }
 
-/// Each output's lines, sorted: the order rows are written in may differ between runs.
+/// Each output's lines, sorted: the order rows are written in may differ between runs. The
+/// warehouse's rows as `vibelux query` reads them.
 fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
-    OUTPUTS
+    let mut outputs: Vec<(String, Vec<String>)> = OUTPUTS
         .iter()
         .map(|name| {
             let text = std::fs::read_to_string(dir.join("out").join(format!("{name}.jsonl")))
@@ -67,7 +71,22 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
             lines.sort();
             (name.to_string(), lines)
         })
-        .collect()
+        .collect();
+    let query = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .current_dir(dir)
+        .args(["query", "--warehouse", "warehouse", "--format", "csv"])
+        .arg(
+            "SELECT sensor_id, window_start, n, last FROM seconds ORDER BY sensor_id, window_start",
+        )
+        .output()
+        .unwrap();
+    succeeded("querying the warehouse", query.clone());
+    let rows = String::from_utf8(query.stdout).unwrap();
+    outputs.push((
+        "warehouse".into(),
+        rows.lines().skip(1).map(str::to_string).collect(),
+    ));
+    outputs
 }
 
 /// What the pipeline writes as one process with two workers: the reference.
@@ -132,6 +151,15 @@ fn a_cluster_of_processes_writes_what_one_process_writes() {
                 reference.len()
             );
         }
+        // Every worker of process 0 writes warehouse files of its own; the other processes'
+        // rows go to them.
+        let epochs = writers_of_each_epoch(&dir.path().join("warehouse/seconds"));
+        let writers: std::collections::BTreeSet<String> = epochs.into_iter().flatten().collect();
+        assert_eq!(
+            writers.len(),
+            workers,
+            "{processes} × {workers}: {writers:?}"
+        );
     }
 }
 

@@ -255,6 +255,43 @@ pub trait SinkSpec: Send + Sync + Debug {
     ) -> Result<Box<dyn SinkWriter>, SinkError> {
         self.open(schema, changelog)
     }
+
+    /// How many writers share its rows when the process that writes sinks runs `workers`
+    /// workers. One gathers every row on worker 0 (a file keeps one order, a network client one
+    /// connection); more let each of those workers write the rows it computed (a warehouse
+    /// encodes its files in parallel and commits them together).
+    fn writers(&self, _workers: usize) -> usize {
+        1
+    }
+
+    /// Opens `count` writers (what [`SinkSpec::writers`] said) that share one target. `resuming`
+    /// is `None` in a run without checkpoints; otherwise it holds the parts every writer left in
+    /// the checkpoint resumed from (none before the first), whose number may differ from
+    /// `count` when the worker count changed.
+    fn open_writers(
+        &self,
+        schema: SchemaRef,
+        changelog: bool,
+        count: usize,
+        resuming: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<Box<dyn SinkWriter>>, SinkError> {
+        debug_assert_eq!(count, 1, "a sink with one writer");
+        let writer = match resuming {
+            None => self.open(schema, changelog)?,
+            Some([]) => self.open_resuming(schema, changelog, None)?,
+            Some([part]) => self.open_resuming(schema, changelog, Some(part))?,
+            Some(parts) => {
+                return Err(SinkError::Broker {
+                    target: self.describe(),
+                    reason: format!(
+                        "the checkpoint holds the parts of {} writers, and this sink has one",
+                        parts.len()
+                    ),
+                });
+            }
+        };
+        Ok(vec![writer])
+    }
 }
 
 /// The connectors a pipeline may name, in the order they were registered (the order messages

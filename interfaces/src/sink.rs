@@ -85,8 +85,10 @@ pub trait SinkWriter: Send {
     /// Makes everything taken so far durable and says how far the target got, for a checkpoint
     /// (a file's length; a warehouse's staged epochs and the rows awaiting the next one). What it
     /// stages becomes visible at [`SinkWriter::checkpoint_stored`]. Only sinks whose spec
-    /// [resumes](crate::connector::SinkSpec::resumes) are asked.
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    /// [resumes](crate::connector::SinkSpec::resumes) are asked. `cut` is the checkpoint's
+    /// number ([`FINAL_CUT`](crate::checkpoint::FINAL_CUT) for a final part), the same for
+    /// every writer of a sink, so writers that commit together can tell their parts apart.
+    fn checkpoint(&mut self, _cut: u64) -> Result<Vec<u8>, SinkError> {
         Err(SinkError::Broker {
             target: self.describe(),
             reason: "this sink cannot take part in checkpoints".into(),

@@ -318,7 +318,7 @@ impl SinkWriter for RowWriter {
     /// Every line taken is written and synced; the part is the file's length, where a restart
     /// cuts it back to. Standard output is only flushed: what a restart repeats is printed
     /// again (at least once).
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    fn checkpoint(&mut self, _cut: u64) -> Result<Vec<u8>, SinkError> {
         RowWriter::flush(self)?;
         if let Some(file) = &self.file {
             file.sync_data().map_err(|e| self.io_error(e))?;

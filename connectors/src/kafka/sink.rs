@@ -236,7 +236,7 @@ impl SinkWriter for KafkaProducer {
 
     /// Every row before a cut is acknowledged (the operator waits for that), unless the
     /// producer gave some up: then the checkpoint must not pass them by.
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    fn checkpoint(&mut self, _cut: u64) -> Result<Vec<u8>, SinkError> {
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         if failed > 0 {
             let first = self.deliveries.first_error();

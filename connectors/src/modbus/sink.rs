@@ -345,7 +345,7 @@ impl SinkWriter for ModbusWriter {
         ModbusWriter::finish(self)
     }
 
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    fn checkpoint(&mut self, _cut: u64) -> Result<Vec<u8>, SinkError> {
         self.checkpoint_part()
     }
 }

@@ -178,7 +178,7 @@ impl SinkWriter for MqttPublisher {
 
     /// Every message before a cut is acknowledged (the operator waits for that): nothing to
     /// record.
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    fn checkpoint(&mut self, _cut: u64) -> Result<Vec<u8>, SinkError> {
         Ok(Vec::new())
     }
 

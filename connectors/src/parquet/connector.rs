@@ -80,14 +80,31 @@ impl SinkSpec for Warehouse {
     fn open_resuming(
         &self,
         schema: SchemaRef,
-        _changelog: bool,
+        changelog: bool,
         part: Option<&[u8]>,
     ) -> Result<Box<dyn SinkWriter>, SinkError> {
-        Ok(Box::new(ParquetWriter::open_resuming(
-            self.0.clone(),
-            schema,
-            part,
-        )?))
+        let parts: Vec<Vec<u8>> = part.map(<[u8]>::to_vec).into_iter().collect();
+        let mut writers = self.open_writers(schema, changelog, 1, Some(&parts))?;
+        Ok(writers.remove(0))
+    }
+
+    /// Every worker encodes its own files; they commit together.
+    fn writers(&self, workers: usize) -> usize {
+        workers.max(1)
+    }
+
+    fn open_writers(
+        &self,
+        schema: SchemaRef,
+        _changelog: bool,
+        count: usize,
+        resuming: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<Box<dyn SinkWriter>>, SinkError> {
+        let writers = ParquetWriter::open_writers(self.0.clone(), schema, count, resuming)?;
+        Ok(writers
+            .into_iter()
+            .map(|writer| Box::new(writer) as Box<dyn SinkWriter>)
+            .collect())
     }
 }
 

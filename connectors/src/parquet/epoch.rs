@@ -1,18 +1,15 @@
-//! A warehouse epoch: the files one commit writes, staged under hidden names, and the manifest
-//! whose appearance commits them. The sink stages an epoch at a rollover; it commits it at once,
-//! or, in a checkpointed run, once a checkpoint holding it is stored (or when the next run
-//! opens the warehouse, if the engine stopped in between).
+//! A warehouse epoch: the files one commit makes visible, staged under hidden names, and the
+//! manifest whose appearance commits them (when, and for which writers, is `commit.rs`'s).
 
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use serde::{Deserialize, Serialize};
 use vibelux_interfaces::sink::SinkError;
 
 use super::folder::{hidden_path, sync_directory, write_synced};
 
 /// An epoch written to hidden files and not committed yet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub(super) struct StagedEpoch {
     pub(super) epoch: u64,
     /// Each file: where it waits, where it goes, and its rows.

@@ -22,8 +22,8 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use vibelux_operators::columnar::rows_to_batch;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
-use super::epoch::{StagedEpoch, manifest_path, publish};
-use super::folder::{hidden_path, lock_warehouse, recover};
+use super::commit::{Committer, StagedFile};
+use super::folder::hidden_path;
 use serde::{Deserialize, Serialize};
 use vibelux_interfaces::checkpoint::{decode, encode};
 use vibelux_interfaces::metadata;
@@ -99,63 +99,77 @@ impl ParquetSinkConfig {
 
 pub struct ParquetWriter {
     config: ParquetSinkConfig,
-    /// The view's schema; files hold it minus column partitions.
-    schema: SchemaRef,
     file_schema: SchemaRef,
     file_columns: Vec<usize>,
     buffers: BTreeMap<Vec<String>, Vec<Row>>,
     buffered: usize,
     buffered_bytes: usize,
-    epoch: u64,
     last_commit: Instant,
     /// Rows committed since [`ParquetWriter::take_delivered`] last asked.
     delivered: u64,
-    /// Held open for the writer's life: its lock keeps a second writer out of the warehouse.
-    _lock: File,
-    /// In the names of this writer's temporary files, so that even two writers the lock did not
-    /// keep apart (a file system without `flock`) never write into one file.
-    writer_tag: String,
-    /// Whether the run checkpoints: epochs are staged at rollovers and committed only once a
+    /// The warehouse's commits, shared with the sink's other writers.
+    committer: Arc<Committer>,
+    /// In the names of this writer's staged files: the run (a process and a random number, so
+    /// that even two runs the lock did not keep apart never write into one file), the writer,
+    /// and how many times it has staged.
+    file_tag: String,
+    staged_times: u64,
+    /// Whether the run checkpoints: files are staged at rollovers and committed only once a
     /// checkpoint holding them is stored.
     checkpointed: bool,
-    /// Epochs staged (hidden files written and synced), waiting for their checkpoint.
-    ready: Vec<StagedEpoch>,
+    /// Files staged and not committed yet, each with the checkpoint it was first answered to.
+    ready: Vec<(StagedFile, Option<u64>)>,
 }
 
-/// What a checkpoint keeps of a warehouse sink: the epochs it staged (committed once the
-/// checkpoint is stored, or by the next open if the engine stopped in between), and the rows
-/// waiting for the next rollover.
+/// What a checkpoint keeps of one warehouse writer: the files it staged and not yet committed
+/// (committed once the checkpoint is stored, or by the next open if the engine stopped in
+/// between), the first epoch that can commit them, and the rows waiting for the next rollover.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpointed {
-    staged: Vec<StagedEpoch>,
+    cut: u64,
+    staged: Vec<StagedFile>,
+    first_epoch: u64,
     held: Vec<(Vec<String>, Vec<Row>)>,
-    next_epoch: u64,
 }
 
 impl ParquetWriter {
+    /// One writer for a run without checkpoints.
     pub fn open(config: ParquetSinkConfig, schema: SchemaRef) -> Result<Self, SinkError> {
+        let mut writers = ParquetWriter::open_writers(config, schema, 1, None)?;
+        Ok(writers.remove(0))
+    }
+
+    /// `count` writers of one warehouse, committing together. `resuming` holds the parts every
+    /// writer left in the checkpoint the run resumes from (`None`: the run does not
+    /// checkpoint). The files they staged are committed first if the engine stopped before it
+    /// committed them (the checkpoint holding them was stored, so their rows will not be
+    /// produced again); anything staged later is deleted, as those rows will be. The rows they
+    /// held for the next rollover are shared out among the new writers.
+    pub fn open_writers(
+        config: ParquetSinkConfig,
+        schema: SchemaRef,
+        count: usize,
+        resuming: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<Self>, SinkError> {
         let io = |source| SinkError::Io {
             path: config.path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(config.path.join("_manifests")).map_err(io)?;
-        let lock = lock_warehouse(&config.path)?;
-        recover(&config.path).map_err(io)?;
-        // Epochs continue after those a previous run committed.
-        let epoch = std::fs::read_dir(config.path.join("_manifests"))
-            .map_err(io)?
-            .filter_map(|entry| {
-                entry
-                    .ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix("epoch-")?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |last| last + 1);
+        let parts: Vec<Checkpointed> = resuming
+            .unwrap_or_default()
+            .iter()
+            .map(|part| decode::<Checkpointed>("warehouse epochs", part))
+            .collect::<Result<_, _>>()
+            .map_err(|reason| io(std::io::Error::other(reason)))?;
+        let staged = parts
+            .iter()
+            .min_by_key(|part| part.first_epoch)
+            .map(|first| {
+                let files = parts.iter().flat_map(|part| part.staged.iter().cloned());
+                (first.first_epoch, files.collect())
+            });
+        let run_tag = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let committer = Committer::open(&config.path, schema.clone(), run_tag.clone(), staged)?;
         let moved: Vec<usize> = config
             .partition_by
             .iter()
@@ -174,66 +188,33 @@ impl ParquetWriter {
                 .collect::<Vec<_>>(),
             schema.metadata().clone(),
         ));
-        Ok(ParquetWriter {
-            config,
-            schema,
-            file_schema,
-            file_columns,
-            buffers: BTreeMap::new(),
-            buffered: 0,
-            buffered_bytes: 0,
-            epoch,
-            last_commit: Instant::now(),
-            delivered: 0,
-            _lock: lock,
-            writer_tag: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
-            checkpointed: false,
-            ready: Vec::new(),
-        })
-    }
-
-    /// Opens the warehouse for a checkpointed run. The epochs `part` staged are committed first
-    /// if the engine stopped before it committed them (the checkpoint holding them was stored,
-    /// so their rows will not be produced again); anything staged later is deleted, as those
-    /// rows will be. Rows the checkpoint held for the next rollover are taken back.
-    pub fn open_resuming(
-        config: ParquetSinkConfig,
-        schema: SchemaRef,
-        part: Option<&[u8]>,
-    ) -> Result<Self, SinkError> {
-        let path = config.path.clone();
-        let io = |source| SinkError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let checkpointed = part
-            .map(|part| decode::<Checkpointed>("warehouse epochs", part))
-            .transpose()
-            .map_err(|reason| io(std::io::Error::other(reason)))?;
-        if let Some(checkpointed) = &checkpointed {
-            std::fs::create_dir_all(path.join("_manifests")).map_err(io)?;
-            // Under the lock, before `open` recovers (which deletes unnamed hidden files).
-            let lock = lock_warehouse(&path)?;
-            for staged in &checkpointed.staged {
-                let manifest = manifest_path(&path, staged.epoch);
-                if !manifest.exists() {
-                    tracing::info!(path = %path.display(), epoch = staged.epoch, "committing an epoch the last checkpoint staged");
-                    publish(&path, &schema, staged, "roll-forward")?;
-                }
-            }
-            drop(lock);
-        }
-        let mut writer = ParquetWriter::open(config, schema)?;
-        writer.checkpointed = true;
-        if let Some(checkpointed) = checkpointed {
-            writer.epoch = writer.epoch.max(checkpointed.next_epoch);
-            for (partition, rows) in checkpointed.held {
+        let mut writers: Vec<ParquetWriter> = (0..count.max(1))
+            .map(|writer| ParquetWriter {
+                config: config.clone(),
+                file_schema: file_schema.clone(),
+                file_columns: file_columns.clone(),
+                buffers: BTreeMap::new(),
+                buffered: 0,
+                buffered_bytes: 0,
+                last_commit: Instant::now(),
+                delivered: 0,
+                committer: committer.clone(),
+                file_tag: format!("{run_tag}-w{writer}"),
+                staged_times: 0,
+                checkpointed: resuming.is_some(),
+                ready: Vec::new(),
+            })
+            .collect();
+        let writer_count = writers.len();
+        for (index, part) in parts.into_iter().enumerate() {
+            let writer = &mut writers[index % writer_count];
+            for (partition, rows) in part.held {
                 writer.buffered += rows.len();
                 writer.buffered_bytes += rows.iter().map(row_bytes).sum::<usize>();
-                writer.buffers.insert(partition, rows);
+                writer.buffers.entry(partition).or_default().extend(rows);
             }
         }
-        Ok(writer)
+        Ok(writers)
     }
 
     /// Rows committed since the last call.
@@ -247,7 +228,7 @@ impl ParquetWriter {
     }
 
     pub fn path(&self) -> &Path {
-        &self.config.path
+        self.committer.root()
     }
 
     fn io_error(&self, path: &Path, source: std::io::Error) -> SinkError {
@@ -271,7 +252,7 @@ impl ParquetWriter {
         Ok(())
     }
 
-    /// Commits if a rollover is due (stages the epoch, in a checkpointed run).
+    /// Commits if a rollover is due (stages the files, in a checkpointed run).
     pub fn flush(&mut self) -> Result<(), SinkError> {
         if self.buffered >= self.config.rollover_rows
             || self.buffered_bytes >= self.config.rollover_bytes
@@ -286,75 +267,73 @@ impl ParquetWriter {
         Ok(())
     }
 
-    /// Commits the buffered rows as one epoch: each partition's rows go to a hidden temporary
-    /// file (synced), then the epoch's manifest is written and renamed into place — the commit
+    /// Commits the buffered rows as one epoch: each partition's rows go to a hidden file
+    /// (synced), then the epoch's manifest is written and renamed into place — the commit
     /// point — and only then are the files renamed to their visible names. A crash before the
     /// manifest leaves only hidden files, which the next open deletes; a crash after it leaves a
     /// committed epoch whose remaining renames the next open completes.
     ///
     /// The buffered rows are kept until the commit succeeds: a commit that fails (a full disk)
-    /// is tried again whole, under the same epoch, by the next flush.
+    /// is tried again whole by the next flush.
     pub fn commit(&mut self) -> Result<(), SinkError> {
         if self.buffered == 0 {
             self.last_commit = Instant::now();
             return Ok(());
         }
         let staged = self.stage_files()?;
-        if let Err(error) = self.publish(&staged) {
-            for (temporary, _, _) in &staged.files {
-                let _ = std::fs::remove_file(temporary);
+        if let Err(error) = self.committer.commit_now(&staged) {
+            for file in &staged {
+                let _ = std::fs::remove_file(&file.staged);
             }
             return Err(error);
         }
         self.delivered += self.buffered as u64;
-        self.epoch_done();
+        self.rows_staged();
         Ok(())
     }
 
-    /// Stages the buffered rows as the next epoch, to be committed with a checkpoint.
+    /// Stages the buffered rows, to be committed with a checkpoint.
     fn stage_epoch(&mut self) -> Result<(), SinkError> {
         if self.buffered == 0 {
             self.last_commit = Instant::now();
             return Ok(());
         }
         let staged = self.stage_files()?;
-        self.ready.push(staged);
-        self.epoch_done();
+        self.ready
+            .extend(staged.into_iter().map(|file| (file, None)));
+        self.rows_staged();
         Ok(())
     }
 
-    /// Writes the buffered rows to hidden files for the current epoch; on failure they stay
-    /// buffered and nothing is left behind.
-    fn stage_files(&mut self) -> Result<StagedEpoch, SinkError> {
+    /// Writes the buffered rows to hidden files; on failure they stay buffered and nothing is
+    /// left behind.
+    fn stage_files(&mut self) -> Result<Vec<StagedFile>, SinkError> {
         let mut staged = Vec::new();
         let mut buffers = std::mem::take(&mut self.buffers);
         let written = self.stage(&mut buffers, &mut staged);
         self.buffers = buffers;
         if let Err(error) = written {
-            for (temporary, _, _) in &staged {
-                let _ = std::fs::remove_file(temporary);
+            for file in &staged {
+                let _ = std::fs::remove_file(&file.staged);
             }
             return Err(error);
         }
-        Ok(StagedEpoch {
-            epoch: self.epoch,
-            files: staged,
-        })
+        self.staged_times += 1;
+        Ok(staged)
     }
 
-    fn epoch_done(&mut self) {
+    fn rows_staged(&mut self) {
         self.buffers.clear();
-        self.epoch += 1;
         self.buffered = 0;
         self.buffered_bytes = 0;
         self.last_commit = Instant::now();
     }
 
-    /// Writes each partition's rows to a hidden temporary file; `staged` lists what was written.
+    /// Writes each partition's rows to a hidden file; `staged` lists what was written.
     fn stage(
         &self,
         buffers: &mut BTreeMap<Vec<String>, Vec<Row>>,
-        staged: &mut Vec<(PathBuf, PathBuf, usize)>,
+        staged: &mut Vec<StagedFile>,
     ) -> Result<(), SinkError> {
         for (part, (values, rows)) in buffers.iter_mut().enumerate() {
             // Sorted by the columns in order: keys (first in a view) then time, so readers prune.
@@ -364,17 +343,23 @@ impl ParquetWriter {
                 directory.push(format!("{}={value}", key.name()));
             }
             std::fs::create_dir_all(&directory).map_err(|e| self.io_error(&directory, e))?;
-            let final_path = directory.join(format!("part-{:06}-{part:04}.parquet", self.epoch));
-            let temporary = hidden_path(&final_path, &self.writer_tag);
-            self.write_file(&temporary, rows)?;
-            staged.push((temporary, final_path, rows.len()));
+            let name = format!("{:06}-{part:04}", self.staged_times);
+            let path = hidden_path(&directory.join(name), &self.file_tag);
+            self.write_file(&path, rows)?;
+            staged.push(StagedFile {
+                staged: path,
+                rows: rows.len(),
+            });
         }
         Ok(())
     }
 
-    /// Writes the epoch's manifest (the commit point), then renames the staged files into place.
-    fn publish(&self, staged: &StagedEpoch) -> Result<(), SinkError> {
-        publish(&self.config.path, &self.schema, staged, &self.writer_tag)
+    /// Drops the files committed (by this writer or another) from those waiting.
+    fn forget_committed(&mut self) {
+        if let Some(through) = self.committer.committed_through() {
+            self.ready
+                .retain(|(_, answered)| answered.is_none_or(|cut| cut > through));
+        }
     }
 
     fn write_file(&self, path: &Path, rows: &[Row]) -> Result<(), SinkError> {
@@ -428,41 +413,40 @@ impl SinkWriter for ParquetWriter {
         }
     }
 
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    /// Answers checkpoint `cut` with the files staged and not committed, and the rows held for
+    /// the next rollover.
+    fn checkpoint(&mut self, cut: u64) -> Result<Vec<u8>, SinkError> {
+        self.forget_committed();
+        let mut answered = Vec::new();
+        for (file, answered_to) in &mut self.ready {
+            if answered_to.is_none() {
+                *answered_to = Some(cut);
+                answered.push(file.clone());
+            }
+        }
+        self.committer.answer(cut, answered);
         Ok(encode(&Checkpointed {
-            staged: self.ready.clone(),
+            cut,
+            staged: self.ready.iter().map(|(file, _)| file.clone()).collect(),
+            first_epoch: self.committer.next_epoch(),
             held: self
                 .buffers
                 .iter()
                 .map(|(partition, rows)| (partition.clone(), rows.clone()))
                 .collect(),
-            next_epoch: self.epoch,
         }))
     }
 
-    /// Commits, in order, the epochs the stored checkpoint staged.
+    /// Commits, as one epoch, what every writer of the warehouse answered to the stored
+    /// checkpoint or an earlier one (unless another writer already did).
     fn checkpoint_stored(&mut self, part: &[u8]) -> Result<(), SinkError> {
         let checkpointed: Checkpointed =
             decode("warehouse epochs", part).map_err(|reason| SinkError::Io {
                 path: self.config.path.display().to_string(),
                 source: std::io::Error::other(reason),
             })?;
-        let last = checkpointed.staged.iter().map(|staged| staged.epoch).max();
-        while let Some(staged) = self.ready.first() {
-            if last.is_none_or(|last| staged.epoch > last) {
-                break;
-            }
-            let staged = self.ready.remove(0);
-            if let Err(error) = self.publish(&staged) {
-                self.ready.insert(0, staged);
-                return Err(error);
-            }
-            self.delivered += staged
-                .files
-                .iter()
-                .map(|(_, _, rows)| *rows as u64)
-                .sum::<u64>();
-        }
+        self.delivered += self.committer.stored(checkpointed.cut)?;
+        self.forget_committed();
         Ok(())
     }
 
@@ -586,7 +570,13 @@ mod tests {
         drop(writer);
         let mut config = ParquetSinkConfig::new(dir.path().join("climate"));
         config.partition_by = vec![];
-        assert_eq!(ParquetWriter::open(config, schema()).unwrap().epoch, 1);
+        assert_eq!(
+            ParquetWriter::open(config, schema())
+                .unwrap()
+                .committer
+                .next_epoch(),
+            1
+        );
     }
 
     #[test]
@@ -620,7 +610,8 @@ mod tests {
         assert_eq!(
             ParquetWriter::open(ParquetSinkConfig::new(root.clone()), schema())
                 .unwrap()
-                .epoch,
+                .committer
+                .next_epoch(),
             1
         );
         assert!(
@@ -655,6 +646,81 @@ mod tests {
         );
         drop(first);
         ParquetWriter::open(ParquetSinkConfig::new(root), schema()).unwrap();
+    }
+
+    /// Each committed epoch's files and rows, from the manifests, in epoch order.
+    fn epochs(root: &Path) -> Vec<(usize, u64)> {
+        let mut epochs = Vec::new();
+        for epoch in 0.. {
+            let Ok(text) = std::fs::read(root.join(format!("_manifests/epoch-{epoch:06}.json")))
+            else {
+                break;
+            };
+            let manifest: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            let files = manifest["files"].as_array().unwrap();
+            for file in files {
+                let visible = root.join(file["file"].as_str().unwrap());
+                assert!(visible.exists(), "{} is committed", visible.display());
+            }
+            let rows = files.iter().map(|f| f["rows"].as_u64().unwrap()).sum();
+            epochs.push((files.len(), rows));
+        }
+        epochs
+    }
+
+    #[test]
+    fn the_writers_of_a_warehouse_commit_each_checkpoint_as_one_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("climate");
+        let mut config = ParquetSinkConfig::new(root.clone());
+        config.partition_by = vec![PartitionKey::Column {
+            name: "room".into(),
+            index: 0,
+        }];
+        config.rollover_rows = 2;
+        let mut writers = ParquetWriter::open_writers(config.clone(), schema(), 2, Some(&[]))
+            .unwrap()
+            .into_iter();
+        let (mut first, mut second) = (writers.next().unwrap(), writers.next().unwrap());
+        // Each stages its own files at its rollovers; nothing is visible before a checkpoint
+        // holding them is stored.
+        for room in ["r01", "r02", "r01", "r01"] {
+            first.write(&reading(room)).unwrap();
+            first.flush().unwrap();
+        }
+        second.write(&reading("r03")).unwrap();
+        second.finish().unwrap();
+        let parts = [first.checkpoint(1).unwrap(), second.checkpoint(1).unwrap()];
+        assert_eq!(epochs(&root), vec![]);
+        // The first writer to hear the checkpoint is stored commits everyone's files, once.
+        second.checkpoint_stored(&parts[1]).unwrap();
+        first.checkpoint_stored(&parts[0]).unwrap();
+        assert_eq!(epochs(&root), vec![(4, 5)]);
+        assert_eq!((second.take_delivered(), first.take_delivered()), (5, 0));
+
+        // A checkpoint is stored, then the engine dies before committing what it staged; rows
+        // staged after it die with the engine, rows held at it are shared out by the next run.
+        first.write(&reading("r01")).unwrap();
+        first.write(&reading("r02")).unwrap();
+        first.flush().unwrap();
+        first.write(&reading("r04")).unwrap();
+        second.write(&reading("r05")).unwrap();
+        let parts = [first.checkpoint(2).unwrap(), second.checkpoint(2).unwrap()];
+        second.write(&reading("r05")).unwrap();
+        second.finish().unwrap();
+        drop((first, second));
+        let resumed = ParquetWriter::open_writers(config, schema(), 3, Some(&parts)).unwrap();
+        assert_eq!(epochs(&root), vec![(4, 5), (2, 2)]);
+        let held: Vec<u64> = resumed.iter().map(ParquetWriter::held_rows).collect();
+        assert_eq!(held, vec![1, 1, 0]);
+        let hidden = std::fs::read_dir(root.join("room=r05")).map_or(0, |dir| {
+            dir.filter(|entry| {
+                let name = entry.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".tmp")
+            })
+            .count()
+        });
+        assert_eq!(hidden, 0, "the file staged after the checkpoint is deleted");
     }
 
     #[test]

@@ -84,10 +84,10 @@ impl<D: Send + 'static> Delivery<D> {
     }
 
     /// The writer's part of a checkpoint; the operator has flushed just before.
-    pub fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    pub fn checkpoint(&mut self, cut: u64) -> Result<Vec<u8>, SinkError> {
         match self {
-            Delivery::Here { writer, .. } => writer.checkpoint(),
-            Delivery::Queued(thread) => thread.checkpoint(),
+            Delivery::Here { writer, .. } => writer.checkpoint(cut),
+            Delivery::Queued(thread) => thread.checkpoint(cut),
         }
     }
 

@@ -37,7 +37,8 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// What the sink operator asks and waits for.
 enum Call {
-    Checkpoint,
+    /// A checkpoint's part, for the cut numbered so.
+    Checkpoint(u64),
     CheckpointStored(Vec<u8>),
     Finish,
 }
@@ -188,8 +189,8 @@ impl<D: Send + 'static> WriterThread<D> {
     }
 
     /// Flushes and makes everything durable for a checkpoint (the writer's part), waiting.
-    pub fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
-        self.call(Call::Checkpoint)
+    pub fn checkpoint(&mut self, cut: u64) -> Result<Vec<u8>, SinkError> {
+        self.call(Call::Checkpoint(cut))
     }
 
     pub fn checkpoint_stored(&mut self, part: &[u8]) -> Result<(), SinkError> {
@@ -322,7 +323,7 @@ fn run<D>(
         } else if let Some(call) = state.call.take() {
             drop(state);
             let answer = match call {
-                Call::Checkpoint => writer.flush().and_then(|()| writer.checkpoint()),
+                Call::Checkpoint(cut) => writer.flush().and_then(|()| writer.checkpoint(cut)),
                 Call::CheckpointStored(part) => writer.checkpoint_stored(&part).map(|()| part),
                 Call::Finish => writer.finish().map(|()| Vec::new()),
             };

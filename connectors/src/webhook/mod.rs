@@ -166,7 +166,7 @@ impl SinkWriter for WebhookSender {
 
     /// Every row before a cut is delivered or dead-lettered (the operator waits for that):
     /// nothing to record.
-    fn checkpoint(&mut self) -> Result<Vec<u8>, SinkError> {
+    fn checkpoint(&mut self, _cut: u64) -> Result<Vec<u8>, SinkError> {
         Ok(Vec::new())
     }
 

@@ -102,6 +102,7 @@ pub(super) fn build_extension(
                 SinkControls {
                     stop: stop.clone(),
                     checkpointing: None,
+                    writers: 1,
                 },
                 &finished,
             );

@@ -21,29 +21,59 @@ pub(super) struct StartedInputs {
     pub(super) tables: HashMap<usize, Option<Box<dyn SourceReader + Send>>>,
 }
 
-/// Opens (creates) every sink's target; worker 0 takes the writers. In a checkpointed run each
-/// continues from its part of the checkpoint resumed from.
+/// A sink's writers: `count` workers write (workers 0 to `count - 1`, all in process 0), and
+/// each takes its own from `writers` (empty in another process).
+pub(super) struct OpenedSink {
+    pub(super) count: usize,
+    pub(super) writers: Vec<Option<Box<dyn SinkWriter>>>,
+}
+
+/// Opens (creates) every sink's target, with as many writers as it takes (`threads` is how
+/// many workers the process has). In a checkpointed run they continue from the parts its
+/// writers left in the checkpoint resumed from.
 pub(super) fn open_sinks(
     plan: &DataflowPlan,
     checkpoints: Option<&Checkpoints>,
     keys: &StateKeys,
-) -> anyhow::Result<Vec<Option<Box<dyn SinkWriter>>>> {
+    threads: usize,
+) -> anyhow::Result<Vec<OpenedSink>> {
     plan.sinks
         .iter()
         .enumerate()
         .map(|(index, sink)| {
             let schema = plan.nodes[sink.node].schema.clone();
             let changelog = sink.mode == SinkMode::Changelog;
-            match checkpoints {
-                Some(checkpoints) => {
-                    let part = checkpoints.take_restored(&keys.sink(index));
-                    sink.target
-                        .open_resuming(schema, changelog, part.as_deref())
-                }
-                None => sink.target.open(schema, changelog),
-            }
-            .map(Some)
-            .with_context(|| format!("opening sink {}", sink.name))
+            let count = sink.target.writers(threads);
+            let parts: Option<Vec<Vec<u8>>> = checkpoints.map(|checkpoints| {
+                (0..)
+                    .map_while(|writer| checkpoints.take_restored(&keys.sink_writer(index, writer)))
+                    .collect()
+            });
+            let writers = sink
+                .target
+                .open_writers(schema, changelog, count, parts.as_deref())
+                .with_context(|| format!("opening sink {}", sink.name))?;
+            anyhow::ensure!(
+                writers.len() == count,
+                "sink {} opened {} writers instead of {count}",
+                sink.name,
+                writers.len()
+            );
+            Ok(OpenedSink {
+                count,
+                writers: writers.into_iter().map(Some).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The sinks of a process that writes none: their writers are in process 0.
+pub(super) fn sinks_written_elsewhere(plan: &DataflowPlan, threads: usize) -> Vec<OpenedSink> {
+    plan.sinks
+        .iter()
+        .map(|sink| OpenedSink {
+            count: sink.target.writers(threads),
+            writers: Vec::new(),
         })
         .collect()
 }

@@ -13,7 +13,6 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use vibelux_connectors::source::EventClock;
-use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::row::Update;
 use vibelux_queries::plan::{DataflowPlan, NodeId};
 
@@ -34,7 +33,9 @@ mod worker;
 use build::{Demand, NodeControls, attach_sink, attach_view, build_nodes, demands, run_demands};
 use cluster_link::{Greeting, LinkSettings};
 pub use extension::{Added, Command, Extension};
-use inputs::{Restoring, StartedInputs, open_sinks, start_inputs};
+use inputs::{
+    OpenedSink, Restoring, StartedInputs, open_sinks, sinks_written_elsewhere, start_inputs,
+};
 pub use metrics::RunMetrics;
 
 /// What every worker of a run reads: the plan and what was built for it before the workers
@@ -49,8 +50,8 @@ struct RunShared {
     demand: HashMap<NodeId, Demand>,
     metrics: Arc<RunMetrics>,
     views: LiveViews,
-    /// The sinks' writers, for worker 0.
-    writers: Mutex<Vec<Option<Box<dyn SinkWriter>>>>,
+    /// The sinks' writers, for the workers that write.
+    writers: Mutex<Vec<OpenedSink>>,
     started: Mutex<StartedInputs>,
     capture: Vec<NodeId>,
     captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
@@ -247,8 +248,8 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     // Sinks write in process 0, where their rows gather: another process opens none (a file
     // sink would otherwise truncate the same path from two processes).
     let mut opened = match &options.cluster {
-        Some(cluster) if !cluster.is_first() => plan.sinks.iter().map(|_| None).collect(),
-        _ => open_sinks(&plan, checkpoints.as_deref(), &keys)?,
+        Some(cluster) if !cluster.is_first() => sinks_written_elsewhere(&plan, threads),
+        _ => open_sinks(&plan, checkpoints.as_deref(), &keys, threads)?,
     };
     if let (Some(resumed), Some(state), true) = (&resumed, &options.state, stores_checkpoints) {
         // A state directory's first run, or an edited pipeline's: store where the outputs
@@ -259,15 +260,17 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             (Some(_), None) => None,
         };
         if let Some((id_and_cut, mut parts)) = initial {
-            for (sink, writer) in opened.iter_mut().enumerate() {
-                let key = keys.sink(sink);
-                if let Some(writer) = writer
-                    && !parts.contains_key(&key)
-                {
-                    let part = writer.checkpoint().with_context(|| {
-                        format!("recording where sink {} starts", plan.sinks[sink].name)
-                    })?;
-                    parts.insert(key, part);
+            for (sink, opened) in opened.iter_mut().enumerate() {
+                for (number, writer) in opened.writers.iter_mut().enumerate() {
+                    let key = keys.sink_writer(sink, number);
+                    if let Some(writer) = writer
+                        && !parts.contains_key(&key)
+                    {
+                        let part = writer.checkpoint(id_and_cut.0).with_context(|| {
+                            format!("recording where sink {} starts", plan.sinks[sink].name)
+                        })?;
+                        parts.insert(key, part);
+                    }
                 }
             }
             crate::state::store_initial(&resumed.store, state, workers, &keys, id_and_cut, parts)?;

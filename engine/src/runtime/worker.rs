@@ -203,16 +203,15 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
     let mut writers = shared.writers.lock().expect("writers lock");
     for sink_index in 0..plan.sinks.len() {
         let sink = &plan.sinks[sink_index];
-        let writer = if index == 0 {
-            writers[sink_index].take()
-        } else {
-            None
-        };
+        let opened = &mut writers[sink_index];
+        let writer = opened.writers.get_mut(index).and_then(Option::take);
         let checkpointing = shared
             .checkpoints
             .as_ref()
             .filter(|_| writer.is_some())
-            .map(|checkpoints| Participant::register(checkpoints, shared.keys.sink(sink_index)));
+            .map(|checkpoints| {
+                Participant::register(checkpoints, shared.keys.sink_writer(sink_index, index))
+            });
         attach_sink(
             &built[&sink.node],
             sink.mode,
@@ -221,6 +220,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             SinkControls {
                 stop: stop.clone(),
                 checkpointing,
+                writers: opened.count,
             },
             &finished,
         );

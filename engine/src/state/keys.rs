@@ -158,8 +158,18 @@ impl StateKeys {
         self.tables[table].clone()
     }
 
+    /// The part of a sink's first (or only) writer.
     pub fn sink(&self, sink: usize) -> String {
         self.sinks[sink].clone()
+    }
+
+    /// The part of one of a sink's writers, when it has several (a warehouse's, one per
+    /// worker): the first keeps the sink's own key.
+    pub fn sink_writer(&self, sink: usize, writer: usize) -> String {
+        match writer {
+            0 => self.sinks[sink].clone(),
+            _ => format!("{}/{writer}", self.sinks[sink]),
+        }
     }
 
     /// The part holding a materialized view's contents.

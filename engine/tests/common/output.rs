@@ -69,3 +69,27 @@ pub fn wait_for_received(files: &[&Path], count: usize) -> BTreeMap<i64, f64> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// For each committed epoch of the warehouse table at `table`, the writers whose files it holds
+/// (a staged file's name ends with its writer, `…-w1.tmp`, and the manifest records it).
+pub fn writers_of_each_epoch(table: &Path) -> Vec<std::collections::BTreeSet<String>> {
+    let Ok(manifests) = std::fs::read_dir(table.join("_manifests")) else {
+        return Vec::new();
+    };
+    manifests
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+            let writers = manifest["files"]
+                .as_array()?
+                .iter()
+                .filter_map(|file| {
+                    let staged = file["staged"].as_str()?.strip_suffix(".tmp")?;
+                    Some(staged.rsplit_once("-w")?.1.to_string())
+                })
+                .collect();
+            Some(writers)
+        })
+        .collect()
+}

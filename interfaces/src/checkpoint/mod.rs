@@ -36,6 +36,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The number a final part answers to: it stands for the participant in the run's last
+/// checkpoint, whatever that checkpoint's number turns out to be.
+pub const FINAL_CUT: u64 = u64::MAX;
+
 /// A checkpoint being taken: its number and the dataflow time it cuts at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cut {
