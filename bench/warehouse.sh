@@ -4,6 +4,8 @@
 #
 #   bench/warehouse.sh [DAYS]     (default 30 days × 1,200 sensors × 1 reading / 50 s ≈ 62M rows)
 #   QUERIES_ONLY=1 bench/warehouse.sh   (time the queries over the warehouse written last time)
+#   WORKERS=1 bench/warehouse.sh 3      (the write with another worker count; default 2, each
+#                                        worker encoding its own files)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 days=${1:-30}
@@ -28,7 +30,7 @@ CREATE SINK climate_wh FROM readings WITH (
   connector = 'parquet', path = 'warehouse/climate', partition_by = 'date(ts), room', rollover_rows = '5000000');
 SQL
 start=$(date +%s.%N)
-/usr/bin/time -f '%M' -o rss.txt "$vibelux" run write.sql --workers 2 --http off --no-state 2> write.log
+/usr/bin/time -f '%M' -o rss.txt "$vibelux" run write.sql --workers "${WORKERS:-2}" --http off --no-state 2> write.log
 seconds=$(echo "$(date +%s.%N) - $start" | bc -l)
 rows=$("$vibelux" query --warehouse warehouse --format csv "SELECT count(*) AS n FROM climate" | tail -1)
 bytes=$(du -sb warehouse | cut -f1)

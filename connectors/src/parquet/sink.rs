@@ -1,12 +1,13 @@
 //! The `parquet` sink: a warehouse folder of Hive-partitioned Parquet files, committed atomically.
 //!
-//! Rows are buffered per partition (`date=2026-06-01/room=r01/`) and committed in epochs: when
-//! the buffer reaches `rollover_rows`, when `rollover` time has passed, and when the pipeline
-//! ends. A commit writes each partition's rows, sorted, to a hidden temporary file, renames it
-//! into place (readers never see a half-written file), then records the epoch in
-//! `_manifests/epoch-NNNNNN.json`. In a checkpointed run a rollover only stages the epoch; it is
-//! committed once a checkpoint holding it is stored, so that a restart from that checkpoint
-//! neither loses nor repeats its rows. Partition columns live in the path, as Hive and every reader
+//! A sink has one writer per worker of the process that writes (each encodes the rows its
+//! worker computed). A writer buffers rows per partition (`date=2026-06-01/room=r01/`) and
+//! stages them when the buffer reaches `rollover_rows`, when `rollover` time has passed, and
+//! when the pipeline ends: each partition's rows, sorted, go to a hidden file (readers never see
+//! a half-written file). Staged files become visible in epochs recorded in
+//! `_manifests/epoch-NNNNNN.json` (`commit.rs`): at once without checkpoints; in a checkpointed
+//! run, all writers' files together once a checkpoint holding them is stored, so that a restart
+//! from that checkpoint neither loses nor repeats their rows. Partition columns live in the path, as Hive and every reader
 //! (DuckDB, pyarrow, Spark, DataFusion) expect; a derived `date` partition keeps its timestamp.
 
 use std::collections::BTreeMap;
@@ -188,9 +189,14 @@ impl ParquetWriter {
                 .collect::<Vec<_>>(),
             schema.metadata().clone(),
         ));
-        let mut writers: Vec<ParquetWriter> = (0..count.max(1))
+        // The rollover limits bound the sink's memory as a whole: each writer takes its share.
+        let count = count.max(1);
+        let mut share = config.clone();
+        share.rollover_rows = (config.rollover_rows / count).max(1);
+        share.rollover_bytes = (config.rollover_bytes / count).max(1);
+        let mut writers: Vec<ParquetWriter> = (0..count)
             .map(|writer| ParquetWriter {
-                config: config.clone(),
+                config: share.clone(),
                 file_schema: file_schema.clone(),
                 file_columns: file_columns.clone(),
                 buffers: BTreeMap::new(),
@@ -677,7 +683,8 @@ mod tests {
             name: "room".into(),
             index: 0,
         }];
-        config.rollover_rows = 2;
+        // Two rows each: the writers share the sink's limit.
+        config.rollover_rows = 4;
         let mut writers = ParquetWriter::open_writers(config.clone(), schema(), 2, Some(&[]))
             .unwrap()
             .into_iter();
