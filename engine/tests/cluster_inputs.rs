@@ -1,6 +1,6 @@
 //! What each kind of input does in a cluster of processes: Kafka partitions dealt over every
-//! process's workers, Modbus devices polled from one process, a tailed table read on process 0,
-//! and the sources that are refused.
+//! process's workers, an MQTT shared subscription, Modbus devices polled from one process, a
+//! tailed table read on process 0, and the sources that are refused.
 
 mod common;
 
@@ -13,6 +13,7 @@ use common::cluster::{
     start_serving_cluster, vibelux, write_hosts,
 };
 use common::crashes::write_sensor_readings;
+use common::mosquitto::{Mosquitto, counting_pipeline, start_publisher, wait_for_acks};
 
 #[test]
 fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_message_once() {
@@ -104,13 +105,154 @@ fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_mess
     assert_eq!(partitions, [0, 1, 2, 3]);
 }
 
+/// Each process's client joins one shared subscription, so the broker hands each message to one
+/// process; killed a process at a time while the messages stream in, the cluster loses none
+/// it acknowledged, and each process resumes from its own journal.
+#[test]
+fn a_cluster_shares_an_mqtt_subscription_and_killed_a_process_at_a_time_loses_no_message() {
+    const COUNT: usize = 8_000;
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        counting_pipeline(broker.port, &rows),
+    )
+    .unwrap();
+    let read = || common::output::json_lines(&rows).len();
+    let subscribed = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(0..2).all(|process| {
+            std::fs::read_to_string(dir.path().join(format!("{name}-{process}.log")))
+                .is_ok_and(|log| log.contains("mqtt subscribed"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not subscribe:\n{}",
+                logs_of(dir.path(), name)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut children = Processes(start_checkpointed_cluster(dir.path(), "mqtt-0"));
+    subscribed("mqtt-0");
+    let (mut publisher, acks) = start_publisher(broker.port, COUNT, 1_000);
+    // Killed twice, process 1 then process 0, each time once the cluster stored a checkpoint
+    // and a few more rows were read after it; the publisher goes on meanwhile, and the broker
+    // keeps what it takes for the sessions away.
+    let state = dir.path().join("state");
+    for (round, more) in [(0, 1_000), (1, 1_000)] {
+        let name = format!("mqtt-{round}");
+        let wanted = common::crashes::newest_checkpoint_in(&state) + 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while common::crashes::newest_checkpoint_in(&state) < wanted {
+            assert!(
+                Instant::now() < deadline,
+                "{name} stored no checkpoint:\n{}",
+                logs_of(dir.path(), &name)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let before = read();
+        while read() < before + more {
+            assert!(
+                Instant::now() < deadline,
+                "{name} read too little:\n{}",
+                logs_of(dir.path(), &name)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        children.0[1 - round].kill().unwrap();
+        let statuses = exit_statuses(&mut children.0, "a process kept running", dir.path(), &name);
+        assert!(!all_succeeded(&statuses));
+        let next = format!("mqtt-{}", round + 1);
+        children = Processes(start_checkpointed_cluster(dir.path(), &next));
+        subscribed(&next);
+    }
+    wait_for_acks(&acks, COUNT);
+    assert!(publisher.wait().unwrap().success());
+    let seqs = || -> Vec<i64> {
+        let lines = common::output::json_lines(&rows);
+        lines
+            .iter()
+            .map(|row| row["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seqs()
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        < COUNT
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {COUNT} messages:\n{}",
+            read(),
+            logs_of(dir.path(), "mqtt-2")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-INT", &children.0[0].id().to_string()])
+        .status()
+        .unwrap();
+    let statuses = exit_statuses(
+        &mut children.0,
+        "a process did not stop",
+        dir.path(),
+        "mqtt-2",
+    );
+    assert!(
+        all_succeeded(&statuses),
+        "{}",
+        logs_of(dir.path(), "mqtt-2")
+    );
+    let seqs = seqs();
+    let distinct: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), COUNT, "messages lost");
+    // A message journaled whose acknowledgement a kill cut off comes again (QoS 1 is at least
+    // once): at most the broker's in-flight window (100) per client and kill.
+    assert!(
+        seqs.len() - COUNT <= 2 * 100,
+        "{} repeated",
+        seqs.len() - COUNT
+    );
+    // Both processes received messages, each into its own journal.
+    for process in 0..2 {
+        let journal = dir
+            .path()
+            .join(format!("state/sources/readings/journal-{process}"));
+        let bytes: u64 = std::fs::read_dir(&journal)
+            .unwrap_or_else(|error| panic!("{}: {error}", journal.display()))
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(bytes > 0, "process {process} journaled nothing");
+    }
+    let resumed = logs_of(dir.path(), "mqtt-2");
+    assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+    // One process of two workers cannot replay the processes' journals: refused, and said.
+    let output = vibelux(dir.path(), &["--state", "state", "--workers", "2"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("taken by 2 process(es) with 2 worker(s) in all, and this run has 1 with 2")
+            && log.contains("resumes only with the same processes and workers"),
+        "{log}"
+    );
+}
+
 #[test]
 fn sources_that_do_not_split_across_processes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("pipeline.sql"),
-        "CREATE SOURCE m (sensor_id TEXT, ts TIMESTAMP, v DOUBLE, WATERMARK FOR ts AS ts)
-           WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:9', topic = 'x/{sensor_id}');
+        "CREATE SOURCE m (edge_node TEXT, metric TEXT, value DOUBLE, ts TIMESTAMP,
+           WATERMARK FOR ts AS ts)
+           WITH (connector = 'sparkplug', url = 'mqtt://127.0.0.1:9', group = 'greenhouse');
          CREATE SINK out FROM m WITH (connector = 'file', path = 'out.jsonl');",
     )
     .unwrap();
@@ -121,7 +263,7 @@ fn sources_that_do_not_split_across_processes_are_refused() {
     assert!(!output.status.success());
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
-        log.contains("source `m`: mqtt sources do not run in a cluster yet"),
+        log.contains("source `m`: sparkplug sources do not run in a cluster yet"),
         "{log}"
     );
 }

@@ -4,13 +4,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::crashes::{SENSOR_SECONDS, run_killed_between_checkpoints, write_sensor_readings};
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{
+    Mosquitto, counting_pipeline, counting_pipeline_with, start_publisher, wait_for_acks,
+};
 use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::{Engine, start_engine, start_engine_with};
 
@@ -208,51 +209,6 @@ fn topic_levels_json_paths_and_bare_values_become_rows_and_bad_payloads_dead_let
     assert!(log.contains("readings: 4 rows, 4 dead letters"), "{log}");
 }
 
-/// Runs the Paho publisher; returns it with its stdout lines.
-fn start_publisher(
-    port: u16,
-    count: usize,
-    rate: usize,
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mqtt_publish.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args([port.to_string(), count.to_string(), rate.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, receiver)
-}
-
-/// Waits for the publisher to report at least `acked` acknowledged messages.
-fn wait_for_acks(lines: &std::sync::mpsc::Receiver<String>, acked: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .expect("the publisher reports progress");
-        if line == "done" {
-            return;
-        }
-        if let Some(count) = line.strip_prefix("acked ")
-            && count.parse::<usize>().unwrap() >= acked
-        {
-            return;
-        }
-        assert!(!line.starts_with("unacknowledged"), "publisher: {line}");
-    }
-}
-
 fn check_contents(seen: &BTreeMap<i64, f64>, count: usize) {
     assert_eq!(seen.len(), count);
     for (seq, temp) in seen {
@@ -262,24 +218,6 @@ fn check_contents(seen: &BTreeMap<i64, f64>, count: usize) {
             "message {seq}: {temp}"
         );
     }
-}
-
-fn counting_pipeline(port: u16, output: &Path) -> String {
-    counting_pipeline_with(port, output, "")
-}
-
-/// The counting pipeline with extra source options (`, protocol = '5'`).
-fn counting_pipeline_with(port: u16, output: &Path, options: &str) -> String {
-    format!(
-        "CREATE SOURCE readings (room TEXT, zone TEXT, sensor_id TEXT NOT NULL, ts TIMESTAMP,
-           seq BIGINT, temp_c DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '1 second')
-         WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}',
-               topic = 'site/{{room}}/{{zone}}/{{sensor_id}}', qos = '1'{options});
-         CREATE SINK rows FROM readings WITH (connector = 'file', path = '{}');
-         CREATE SINK late FROM readings_late WITH (connector = 'file', path = '{}');",
-        output.display(),
-        output.with_extension("late.jsonl").display()
-    )
 }
 
 #[test]

@@ -201,6 +201,17 @@ pub struct SourceTiming {
 }
 
 /// Readers of one kind, one per worker, as the engine takes them.
+/// The reader of a worker that another process of the cluster runs, for a source whose
+/// readers connect once per process: that process's reader does the reading, and this one,
+/// which the engine drops unpolled, holds nothing.
+pub struct ReadByAnotherProcess;
+
+impl SourceReader for ReadByAnotherProcess {
+    fn poll(&mut self, _out: &mut Vec<Record>, _max_records: usize) -> Poll {
+        Poll::Idle(Duration::from_secs(3600))
+    }
+}
+
 pub fn boxed_readers<R: SourceReader + Send + 'static>(
     readers: impl IntoIterator<Item = R>,
 ) -> Vec<Box<dyn SourceReader + Send>> {

@@ -9,10 +9,10 @@ use vibelux_interfaces::connector::{
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
-use vibelux_interfaces::source::{SourceReader, boxed_readers};
+use vibelux_interfaces::source::{ReadByAnotherProcess, SourceReader, boxed_readers};
 
 use super::sink::{MqttPublisher, MqttSinkConfig};
-use super::source::MqttSourceConfig;
+use super::source::{JournalPosition, MqttSourceConfig};
 use crate::payload::RowLayout;
 
 pub struct Mqtt;
@@ -86,31 +86,64 @@ impl SourceSpec for Subscription {
         true
     }
 
+    /// In a cluster each process runs a client of its own (`client_id` followed by the
+    /// process's number) in a shared subscription (group `client_id`), so the broker hands each
+    /// message to one process; the process's workers share its messages by topic, and its
+    /// journal (`journal-P`) holds what its client received.
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let positions: Vec<JournalPosition> = start
+            .resume
+            .iter()
+            .map(|position| JournalPosition::decode(position))
+            .collect::<Result<_, _>>()?;
+        let mut config = self.config.clone();
+        let (journal, journal_of, positions) = if start.processes > 1 {
+            let process = start.local.start / start.local.len().max(1);
+            let identity = config.broker.client_id.clone();
+            config.share = Some(identity.replace(['/', '+', '#'], "_"));
+            config.broker.client_id = format!("{identity}-{process}");
+            let journal_of = Some((start.processes as u32, process as u32));
+            let mine = if positions.is_empty() {
+                Vec::new()
+            } else {
+                same_journals(&positions, start)?;
+                positions[start.local.clone()].to_vec()
+            };
+            (format!("journal-{process}"), journal_of, mine)
+        } else {
+            if let Some(cluster) = positions.iter().find_map(|p| p.journal_of) {
+                return Err(refused_reshape(cluster.0 as usize, start));
+            }
+            ("journal".to_string(), None, positions)
+        };
         // A checkpointed run journals what it receives, and resumes each worker after the
         // journaled messages its checkpoint had taken in (with another worker count: after
         // those the old worker owning each topic had taken in, `mqtt/position.rs`).
-        let durability = match &start.durable_directory {
-            Some(directory) => Some(super::source::Durability {
-                directory: directory.join("journal"),
-                positions: start
-                    .resume
-                    .iter()
-                    .map(|position| super::source::JournalPosition::decode(position))
-                    .collect::<Result<_, _>>()?,
-            }),
-            None => None,
-        };
+        let durability =
+            start
+                .durable_directory
+                .as_ref()
+                .map(|directory| super::source::Durability {
+                    directory: directory.join(journal),
+                    positions,
+                    journal_of,
+                });
         let readers = super::source::subscribe(
             &start.name,
-            self.config.clone(),
+            config,
             self.layout.clone(),
-            start.workers,
+            start.local.len(),
             start.metrics.clone(),
             durability,
         )
         .map_err(|error| format!("starting the MQTT client: {error}"))?;
-        Ok(boxed_readers(readers))
+        let mut readers = boxed_readers(readers).into_iter();
+        Ok((0..start.workers)
+            .map(|worker| match start.local.contains(&worker) {
+                true => readers.next().expect("a reader per local worker"),
+                false => Box::new(ReadByAnotherProcess) as Box<dyn SourceReader + Send>,
+            })
+            .collect())
     }
 }
 
@@ -162,4 +195,35 @@ impl SinkSpec for Publication {
             true,
         )?))
     }
+}
+
+/// Checks that a cluster resumes from positions its own processes took: each process's
+/// journal holds only what its client received, so the positions index it only when the
+/// processes and their workers are the same.
+fn same_journals(positions: &[JournalPosition], start: &SourceStart) -> Result<(), String> {
+    let threads = start.local.len().max(1);
+    let same = positions.len() == start.workers
+        && positions.iter().enumerate().all(|(worker, position)| {
+            position.journal_of == Some((start.processes as u32, (worker / threads) as u32))
+        });
+    if same {
+        return Ok(());
+    }
+    let processes = positions
+        .iter()
+        .find_map(|position| position.journal_of)
+        .map_or(1, |(processes, _)| processes as usize);
+    Err(refused_reshape(processes, start))
+}
+
+fn refused_reshape(processes: usize, start: &SourceStart) -> String {
+    format!(
+        "the checkpoint was taken by {processes} process(es) with {} worker(s) in all, and this \
+         run has {} with {}: an MQTT source resumes only with the same processes and workers, \
+         since each process journals what its own client received (run as before until the \
+         journal is replayed, or start afresh with another --state)",
+        start.resume.len(),
+        start.processes,
+        start.workers
+    )
 }

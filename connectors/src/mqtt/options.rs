@@ -223,6 +223,7 @@ pub fn source(
         payload,
         event_time,
         protocol,
+        share: None,
     })
 }
 

@@ -31,6 +31,10 @@ pub fn owner(route: Route, topic: &str, workers: usize) -> usize {
 /// the messages before (a Sparkplug host's births).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JournalPosition {
+    /// The journal the numbers index: in a cluster, the number of processes and the one whose
+    /// journal it is (each process journals what its own client receives); `None` in one
+    /// process.
+    pub journal_of: Option<(u32, u32)>,
     pub taken: u64,
     /// Each: per worker of an earlier run with another worker count, the last message it took
     /// in.
@@ -91,6 +95,7 @@ impl JournalPosition {
         }
         earlier.push(old.iter().map(|position| position.taken).collect());
         let fresh = JournalPosition {
+            journal_of: None,
             taken: 0,
             earlier,
             decoder: None,
@@ -162,10 +167,12 @@ mod tests {
     fn a_resumed_worker_covers_only_what_every_old_worker_had_passed() {
         let old = vec![
             JournalPosition {
+                journal_of: None,
                 taken: 90,
                 ..Default::default()
             },
             JournalPosition {
+                journal_of: None,
                 taken: 40,
                 ..Default::default()
             },
@@ -182,10 +189,12 @@ mod tests {
     fn the_same_worker_count_keeps_each_workers_position() {
         let old = vec![
             JournalPosition {
+                journal_of: None,
                 taken: 5,
                 ..Default::default()
             },
             JournalPosition {
+                journal_of: None,
                 taken: 7,
                 earlier: vec![vec![9, 3]],
                 decoder: None,

@@ -51,6 +51,9 @@ pub struct MqttSourceConfig {
     pub payload: MessageFormat,
     pub event_time: EventTimeFrom,
     pub protocol: Protocol,
+    /// In a cluster: the shared-subscription group its processes' clients join, so that the
+    /// broker hands each message to one of them.
+    pub share: Option<String>,
 }
 
 /// A message on its way to a worker.
@@ -68,6 +71,8 @@ pub struct Durability {
     pub directory: std::path::PathBuf,
     /// One per worker of the run that stored the checkpoint (any number; none: a fresh start).
     pub positions: Vec<JournalPosition>,
+    /// Whose journal it is, in a cluster (see [`JournalPosition::journal_of`]).
+    pub journal_of: Option<(u32, u32)>,
 }
 
 /// Turns one worker's messages into records (rows and dead letters).
@@ -146,9 +151,13 @@ pub fn subscribe(
     metrics: Arc<SourceMetrics>,
     durability: Option<Durability>,
 ) -> std::io::Result<Vec<MqttReader>> {
+    let filter = match &config.share {
+        Some(group) => format!("$share/{group}/{}", config.topic.filter()),
+        None => config.topic.filter(),
+    };
     let subscription = Subscription {
         broker: config.broker.clone(),
-        filter: config.topic.filter(),
+        filter,
         qos: config.qos,
         route: route_by_topic,
         presence: None,
@@ -188,7 +197,10 @@ pub fn subscribe_with(
                     durability.directory.display()
                 ))
             })?;
-            let positions = JournalPosition::share_out(durability.positions, peers);
+            let mut positions = JournalPosition::share_out(durability.positions, peers);
+            for position in &mut positions {
+                position.journal_of = durability.journal_of;
+            }
             (Some(journal), entries, positions)
         }
         None => (None, Vec::new(), vec![JournalPosition::default(); peers]),

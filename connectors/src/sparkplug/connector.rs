@@ -75,6 +75,7 @@ impl SourceSpec for HostApplication {
             .map(|directory| Durability {
                 directory: directory.join("journal"),
                 positions: positions.clone(),
+                journal_of: None,
             });
         let mut readers = super::source::subscribe(
             &start.name,

@@ -1,7 +1,8 @@
 //! A real Mosquitto broker on a free loopback port, with persistence, for the MQTT tests.
 
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,4 +90,68 @@ impl Drop for Mosquitto {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs the Paho publisher; returns it with its stdout lines.
+pub fn start_publisher(
+    port: u16,
+    count: usize,
+    rate: usize,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mqtt_publish.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([port.to_string(), count.to_string(), rate.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+/// Waits for the publisher to report at least `acked` acknowledged messages.
+pub fn wait_for_acks(lines: &std::sync::mpsc::Receiver<String>, acked: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the publisher reports progress");
+        if line == "done" {
+            return;
+        }
+        if let Some(count) = line.strip_prefix("acked ")
+            && count.parse::<usize>().unwrap() >= acked
+        {
+            return;
+        }
+        assert!(!line.starts_with("unacknowledged"), "publisher: {line}");
+    }
+}
+
+/// Readings of the Paho publisher's topics (QoS 1), every row written to `output`, late rows beside it.
+pub fn counting_pipeline(port: u16, output: &Path) -> String {
+    counting_pipeline_with(port, output, "")
+}
+
+/// The counting pipeline with extra source options (`, protocol = '5'`).
+pub fn counting_pipeline_with(port: u16, output: &Path, options: &str) -> String {
+    format!(
+        "CREATE SOURCE readings (room TEXT, zone TEXT, sensor_id TEXT NOT NULL, ts TIMESTAMP,
+           seq BIGINT, temp_c DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+         WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}',
+               topic = 'site/{{room}}/{{zone}}/{{sensor_id}}', qos = '1'{options});
+         CREATE SINK rows FROM readings WITH (connector = 'file', path = '{}');
+         CREATE SINK late FROM readings_late WITH (connector = 'file', path = '{}');",
+        output.display(),
+        output.with_extension("late.jsonl").display()
+    )
 }
