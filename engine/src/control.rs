@@ -19,16 +19,19 @@ use vibelux_queries::planner::{Outcome, Planner};
 use crate::confinement::ApiLimits;
 use crate::diagnostics::render;
 use crate::live::view::{LiveView, LiveViews, Retention};
-use crate::runtime::{Added, Command, Extension};
+use crate::runtime::{Added, Command, Extension, StatementRelay};
 
 /// Why statements were not applied.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// A statement is wrong: rendered with its line and column.
+    #[error("{0}")]
     Sql(String),
     /// The pipeline cannot take changes (it has finished, or an input could not be opened).
+    #[error("{0}")]
     Unavailable(String),
     /// The caller's role does not cover a statement (a sink that writes to equipment).
+    #[error("{0}")]
     Forbidden(String),
 }
 
@@ -48,6 +51,11 @@ pub struct Control {
     pub added_sinks: Arc<AddedSinks>,
     /// What added sinks may reach, and how many views and sinks may be added.
     limits: ApiLimits,
+    /// Whether added sinks are opened here: not on a process of a cluster other than 0, which
+    /// builds their dataflows but sends their rows to process 0.
+    opens_sinks: bool,
+    /// On process 0 of a cluster: where what is applied goes, to be applied by the others.
+    forward_to: Option<Arc<StatementRelay>>,
 }
 
 fn names(planner: &Planner) -> HashSet<String> {
@@ -75,7 +83,18 @@ impl Control {
             retention,
             added_sinks: Arc::default(),
             limits: ApiLimits::here(),
+            opens_sinks: true,
+            forward_to: None,
         }
+    }
+
+    /// In a cluster: process 0 (`first`) passes each request it applies on to the others
+    /// through `relay`; another process applies what arrives there, building the same
+    /// dataflows in the same order, and opens no sink.
+    pub fn in_cluster(mut self, relay: &Arc<StatementRelay>, first: bool) -> Self {
+        self.opens_sinks = first;
+        self.forward_to = first.then(|| relay.clone());
+        self
     }
 
     pub fn with_limits(mut self, limits: ApiLimits) -> Self {
@@ -224,6 +243,11 @@ impl Control {
         }
         self.apply(&planner, &next)?;
         *planner = next;
+        // Sent on while the planner is held, so the other processes apply requests in this
+        // order.
+        if let Some(relay) = &self.forward_to {
+            relay.forward(sql);
+        }
         Ok(results)
     }
 
@@ -268,12 +292,19 @@ impl Control {
                 continue;
             }
             let schema = after.nodes[sink.node].schema.clone();
-            let writer = sink
-                .target
-                .open(schema, sink.mode == SinkMode::Changelog)
-                .map_err(|error| {
-                    ControlError::Sql(format!("request: opening sink {}: {error}", sink.name))
-                })?;
+            let writer = match self.opens_sinks {
+                true => Some(
+                    sink.target
+                        .open(schema, sink.mode == SinkMode::Changelog)
+                        .map_err(|error| {
+                            ControlError::Sql(format!(
+                                "request: opening sink {}: {error}",
+                                sink.name
+                            ))
+                        })?,
+                ),
+                false => None,
+            };
             let metrics = Arc::new(SinkMetrics::default());
             self.added_sinks
                 .sinks
@@ -285,7 +316,7 @@ impl Control {
                 plan: plan.clone(),
                 object: Added::Sink {
                     index,
-                    writer: Mutex::new(Some(writer)),
+                    writer: Mutex::new(writer),
                     metrics,
                 },
             })));

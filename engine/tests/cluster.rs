@@ -451,6 +451,46 @@ fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_m
         assert!(Instant::now() < deadline, "{rows:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A view and a sink added over the API run on every process: process 0 passes the request
+    // on, and both processes' workers feed them (each process reads half of the sensors).
+    let post_sql = |sql: &str| {
+        common::request(
+            &format!("127.0.0.1:{}", http[0]),
+            "POST",
+            "/v1/sql",
+            &["content-type: application/sql".into()],
+            Some(sql),
+        )
+    };
+    let answer = post_sql(
+        "CREATE MATERIALIZED VIEW sensors AS SELECT sensor_id, count(*) AS n FROM readings GROUP BY sensor_id;
+         CREATE SINK added FROM readings WITH (connector = 'file', path = 'added.jsonl');",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let sensors_written = || -> std::collections::BTreeSet<String> {
+        common::output::json_lines(&dir.path().join("added.jsonl"))
+            .iter()
+            .map(|row| row["sensor_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = get(http[0], "/v1/views/sensors");
+        let counted = answer.body.matches("\"sensor_id\":").count();
+        if counted == 20 && sensors_written().len() == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counted} sensors counted, {} written: {}",
+            sensors_written().len(),
+            answer.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let answer = post_sql("DROP SINK added; DROP VIEW sensors;");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(get(http[0], "/v1/views/sensors").status, 404);
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();

@@ -150,8 +150,9 @@ pub fn run(
             stop: stop.clone(),
             capture: Vec::new(),
             retention: retention_settings,
-            // Statements over the API would have to reach every process: not in a cluster yet.
-            extensible: access.is_some() && cluster.is_none(),
+            // In a cluster process 0 serves the API and passes statements on to the others
+            // (every process must serve HTTP or none: the greeting checks).
+            extensible: access.is_some(),
             state: state.map(|choice| StateOptions {
                 location: choice.location,
                 interval: choice.interval,
@@ -168,19 +169,43 @@ pub fn run(
     let mut added_sinks = None;
     let mut servers = None;
     if let Some(access) = access {
-        let control = Control::new(
+        let mut control = Control::new(
             planner.clone(),
             run.commands.clone(),
             run.metrics.views.clone(),
             retention_settings,
         )
         .with_limits(limits);
+        if let (Some(relay), Some(cluster)) = (&run.statements, &cluster) {
+            control = control.in_cluster(relay, cluster.is_first());
+        }
+        let control = Arc::new(control);
+        if let (Some(relay), Some(cluster)) = (&run.statements, &cluster)
+            && !cluster.is_first()
+        {
+            // Requests process 0 applied, applied here alike. One that fails here would leave
+            // the processes with different dataflows: the cluster stops instead (the panic
+            // hook turns this into one line and an exit).
+            let follower = control.clone();
+            let process = cluster.process;
+            relay.apply_with(move |sql| {
+                if let Err(error) = follower.apply_statements(sql, true) {
+                    panic!(
+                        "process {process} of the cluster cannot apply a request process 0 \
+                         applied ({error}); stopping"
+                    );
+                }
+            });
+        }
         added_sinks = Some(control.added_sinks.clone());
         let state = Arc::new(ServerState {
             views: run.metrics.views.clone(),
             metrics: run.metrics.clone(),
             started,
-            control: cluster.is_none().then(|| Arc::new(control)),
+            control: cluster
+                .as_ref()
+                .is_none_or(Cluster::is_first)
+                .then_some(control),
             access: Arc::new(access),
             audit,
             cluster: cluster.as_ref().map(|cluster| ClusterPlace {

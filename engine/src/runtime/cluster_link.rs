@@ -36,6 +36,8 @@ use vibelux_connectors::source::EventClock;
 use vibelux_interfaces::checkpoint::{Checkpoints, Relayed, Role};
 use vibelux_operators::alarm::{AlarmCommand, AlarmDesk};
 
+use super::statements::StatementRelay;
+
 /// What every process of a cluster must agree on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Greeting {
@@ -44,6 +46,9 @@ pub struct Greeting {
     /// `None` without checkpoints; otherwise the checkpoint whose state this process restored
     /// (0 for a fresh start).
     pub resumed: Option<u64>,
+    /// Whether views and sinks may be added while running (the API is served): every input is
+    /// then tapped, which changes the dataflow every process builds.
+    pub extensible: bool,
 }
 
 /// Where this process sits in the cluster, and what it greets the others with.
@@ -62,6 +67,9 @@ pub struct LinkSettings {
     /// How far this process's sources have read in event time: sent to process 0 from the
     /// others, advanced there by what they send.
     pub event_clock: Arc<EventClock>,
+    /// Statements given over the API: applied on process 0 and sent on, applied where they
+    /// arrive.
+    pub statements: Arc<StatementRelay>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +85,8 @@ enum Message {
     },
     /// The furthest event time the sending process's sources have reached.
     EventClock(u64),
+    /// A request's SQL that process 0 applied.
+    Statements(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +181,9 @@ impl ClusterLink {
         for (alarm, command) in settings.alarms.take_forwarded() {
             send(&self.others, Message::Alarm { alarm, command });
         }
+        for sql in settings.statements.take_forwarded() {
+            send(&self.others, Message::Statements(sql));
+        }
         // A second of event time at most between messages: the tables need no finer grain.
         let clock = settings.event_clock.latest();
         if settings.process != 0
@@ -243,6 +256,7 @@ impl Receiving {
                 self.settings.alarms.deliver(&alarm, command);
             }
             Message::EventClock(time) => self.settings.event_clock.advance(time),
+            Message::Statements(sql) => self.settings.statements.deliver(sql),
             Message::Stop => {
                 if !self.settings.stop.swap(true, Ordering::Relaxed) {
                     eprintln!(
@@ -262,6 +276,13 @@ fn disagreement(ours: &Greeting, theirs: &Greeting) -> Option<String> {
              be given the same SQL",
             ours.pipeline, theirs.pipeline
         ));
+    }
+    if ours.extensible != theirs.extensible {
+        return Some(
+            "one serves HTTP or Postgres (and so takes statements over the API) and the other \
+             does not: give every process the same --http and --pg settings"
+                .into(),
+        );
     }
     match (ours.resumed, theirs.resumed) {
         (None, None) => None,
@@ -296,6 +317,7 @@ mod tests {
         Greeting {
             pipeline: pipeline.into(),
             resumed,
+            extensible: false,
         }
     }
 
@@ -318,5 +340,11 @@ mod tests {
         );
         let one_stateless = disagreement(&greeting("a", Some(4)), &greeting("a", None)).unwrap();
         assert!(one_stateless.contains("--state"), "{one_stateless}");
+        let serving = Greeting {
+            extensible: true,
+            ..greeting("a", None)
+        };
+        let one_serves = disagreement(&serving, &greeting("a", None)).unwrap();
+        assert!(one_serves.contains("--http"), "{one_serves}");
     }
 }

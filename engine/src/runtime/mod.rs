@@ -28,6 +28,7 @@ mod cluster_link;
 mod extension;
 mod inputs;
 mod metrics;
+pub mod statements;
 mod worker;
 
 use build::{Demand, NodeControls, attach_sink, attach_view, build_nodes, demands, run_demands};
@@ -37,6 +38,7 @@ use inputs::{
     OpenedSink, Restoring, StartedInputs, open_sinks, sinks_written_elsewhere, start_inputs,
 };
 pub use metrics::RunMetrics;
+pub use statements::StatementRelay;
 
 /// What every worker of a run reads: the plan and what was built for it before the workers
 /// started, and where each worker leaves what is shared.
@@ -111,6 +113,8 @@ pub struct Run {
     pub metrics: Arc<RunMetrics>,
     /// One sender per worker, for views and sinks added while running (`extensible` runs).
     pub commands: Vec<std::sync::mpsc::Sender<Command>>,
+    /// In a cluster: the statements given over the API on their way between processes.
+    pub statements: Option<Arc<StatementRelay>>,
     captured: Arc<Mutex<HashMap<NodeId, Vec<Update>>>>,
     pub durability: Durability,
     checkpoints: Option<Arc<Checkpoints>>,
@@ -301,6 +305,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     // Advanced by this process's sources (and, on process 0 of a cluster, by what the other
     // processes' sources reached); read by tailed tables.
     let event_clock: Arc<EventClock> = Arc::default();
+    let statements: Arc<StatementRelay> = Arc::default();
     let shared = Arc::new(RunShared {
         plan,
         order,
@@ -326,6 +331,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             greeting: Greeting {
                 pipeline: cluster.pipeline.clone(),
                 resumed: resumed.as_ref().map(Resumed::restored_checkpoint),
+                extensible: options.extensible,
             },
             stop: options.stop.clone(),
             alarms: {
@@ -333,6 +339,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
                 metrics.alarms.clone()
             },
             event_clock: event_clock.clone(),
+            statements: statements.clone(),
         }),
     });
     let config = match &options.cluster {
@@ -361,6 +368,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
         guards,
         metrics,
         commands,
+        statements: options.cluster.as_ref().map(|_| statements),
         captured,
         durability,
         checkpoints,
