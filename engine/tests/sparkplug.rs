@@ -470,3 +470,78 @@ fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts_with_more
     let _ = host.kill();
     let _ = host.wait();
 }
+
+/// In a cluster the host runs on process 0 alone (a node's data needs its births): rows are
+/// decoded there whichever worker's key they go to, the other process connects no client, and
+/// a cluster stopped and started again decodes data by alias with the births its checkpoint
+/// kept.
+#[test]
+fn a_cluster_runs_the_host_on_process_zero_and_resumes_it_with_its_births() {
+    use common::cluster::{Processes, all_succeeded, exit_statuses, logs_of};
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE SOURCE plant (edge_node TEXT, device TEXT, metric TEXT, value DOUBLE,
+               datatype TEXT, ts TIMESTAMP, quality TEXT, historical BOOLEAN, message_type TEXT,
+               WATERMARK FOR ts AS ts - INTERVAL '1 second')
+             WITH (connector = 'sparkplug', url = 'mqtt://127.0.0.1:{}', group = 'greenhouse',
+                   host_id = 'vibelux-cluster', idle_timeout = '1 second');
+             CREATE SINK rows FROM plant WITH (connector = 'file', path = 'rows.jsonl');",
+            broker.port
+        ),
+    )
+    .unwrap();
+    let rows_file = dir.path().join("rows.jsonl");
+    let start = |name: &str| {
+        let children = Processes(common::cluster::start_checkpointed_cluster(
+            dir.path(),
+            name,
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(dir.path().join(format!("{name}-0.log")))
+            .is_ok_and(|log| log.contains("mqtt subscribed"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                logs_of(dir.path(), name)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        children
+    };
+    let stop = |mut children: Processes, name: &str| {
+        Command::new("kill")
+            .args(["-INT", &children.0[1].id().to_string()])
+            .status()
+            .unwrap();
+        let statuses = exit_statuses(&mut children.0, "a process did not stop", dir.path(), name);
+        assert!(all_succeeded(&statuses), "{}", logs_of(dir.path(), name));
+    };
+    let children = start("first");
+    let mut node = EdgeNode::start(broker.port);
+    node.send("connect");
+    node.send("data temp=22.5 offset=-4");
+    let rows = wait_for_lines(&rows_file, 9);
+    assert_eq!(summary(&rows[7]), "NDATA gw1/- temp 22.5 Float good live");
+    // A last checkpoint, with the host's births, once a checkpoint holds the rows.
+    let wanted = common::crashes::newest_checkpoint_in(&dir.path().join("state")) + 1;
+    while common::crashes::newest_checkpoint_in(&dir.path().join("state")) < wanted {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(children, "first");
+    let process_one = std::fs::read_to_string(dir.path().join("first-1.log")).unwrap();
+    assert!(!process_one.contains("mqtt subscribed"), "{process_one}");
+
+    // Started again, the host reads data by alias with the births it had: no rebirth.
+    let children = start("second");
+    node.send("data temp=23");
+    let rows = wait_for_lines(&rows_file, 10);
+    assert_eq!(summary(&rows[9]), "NDATA gw1/- temp 23 Float good live");
+    stop(children, "second");
+    let logs = logs_of(dir.path(), "second");
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    assert!(!logs.contains("asked the node to rebirth"), "{logs}");
+}

@@ -11,6 +11,7 @@ use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
 use vibelux_interfaces::source::{ReadByAnotherProcess, SourceReader, boxed_readers};
 
+use super::position::check_journals;
 use super::sink::{MqttPublisher, MqttSinkConfig};
 use super::source::{JournalPosition, MqttSourceConfig};
 use crate::payload::RowLayout;
@@ -96,6 +97,7 @@ impl SourceSpec for Subscription {
             .iter()
             .map(|position| JournalPosition::decode(position))
             .collect::<Result<_, _>>()?;
+        check_journals(&positions, start)?;
         let mut config = self.config.clone();
         let (journal, journal_of, positions) = if start.processes > 1 {
             let process = start.local.start / start.local.len().max(1);
@@ -103,17 +105,12 @@ impl SourceSpec for Subscription {
             config.share = Some(identity.replace(['/', '+', '#'], "_"));
             config.broker.client_id = format!("{identity}-{process}");
             let journal_of = Some((start.processes as u32, process as u32));
-            let mine = if positions.is_empty() {
-                Vec::new()
-            } else {
-                same_journals(&positions, start)?;
-                positions[start.local.clone()].to_vec()
+            let mine = match positions.is_empty() {
+                true => Vec::new(),
+                false => positions[start.local.clone()].to_vec(),
             };
             (format!("journal-{process}"), journal_of, mine)
         } else {
-            if let Some(cluster) = positions.iter().find_map(|p| p.journal_of) {
-                return Err(refused_reshape(cluster.0 as usize, start));
-            }
             ("journal".to_string(), None, positions)
         };
         // A checkpointed run journals what it receives, and resumes each worker after the
@@ -195,35 +192,4 @@ impl SinkSpec for Publication {
             true,
         )?))
     }
-}
-
-/// Checks that a cluster resumes from positions its own processes took: each process's
-/// journal holds only what its client received, so the positions index it only when the
-/// processes and their workers are the same.
-fn same_journals(positions: &[JournalPosition], start: &SourceStart) -> Result<(), String> {
-    let threads = start.local.len().max(1);
-    let same = positions.len() == start.workers
-        && positions.iter().enumerate().all(|(worker, position)| {
-            position.journal_of == Some((start.processes as u32, (worker / threads) as u32))
-        });
-    if same {
-        return Ok(());
-    }
-    let processes = positions
-        .iter()
-        .find_map(|position| position.journal_of)
-        .map_or(1, |(processes, _)| processes as usize);
-    Err(refused_reshape(processes, start))
-}
-
-fn refused_reshape(processes: usize, start: &SourceStart) -> String {
-    format!(
-        "the checkpoint was taken by {processes} process(es) with {} worker(s) in all, and this \
-         run has {} with {}: an MQTT source resumes only with the same processes and workers, \
-         since each process journals what its own client received (run as before until the \
-         journal is replayed, or start afresh with another --state)",
-        start.resume.len(),
-        start.processes,
-        start.workers
-    )
 }

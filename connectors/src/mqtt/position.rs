@@ -104,6 +104,43 @@ impl JournalPosition {
     }
 }
 
+/// Checks that a run can resume from `positions` (a checkpoint's, one per worker of the run that
+/// took it): each process's journal holds only what its own client received, so positions
+/// taken in a cluster index the journals of that cluster's processes, and only a run with the
+/// same processes and workers holds them; one process reads its single journal.
+pub(crate) fn check_journals(
+    positions: &[JournalPosition],
+    start: &vibelux_interfaces::connector::SourceStart,
+) -> Result<(), String> {
+    let taken_by = positions
+        .iter()
+        .find_map(|position| position.journal_of)
+        .map_or(1, |(processes, _)| processes as usize);
+    let threads = start.local.len().max(1);
+    let same = match start.processes {
+        _ if positions.is_empty() => true,
+        1 => taken_by == 1,
+        processes => {
+            positions.len() == start.workers
+                && positions.iter().enumerate().all(|(worker, position)| {
+                    position.journal_of == Some((processes as u32, (worker / threads) as u32))
+                })
+        }
+    };
+    if same {
+        return Ok(());
+    }
+    Err(format!(
+        "the checkpoint was taken by {taken_by} process(es) with {} worker(s) in all, and this \
+         run has {} with {}: an MQTT or Sparkplug source resumes only with the same processes \
+         and workers, since each process journals what its own client received (run as before \
+         until the journal is replayed, or start afresh with another --state)",
+        positions.len(),
+        start.processes,
+        start.workers
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use vibelux_interfaces::connector::{DeclaredSource, SourceConnector, SourceSpec, SourceStart};
 use vibelux_interfaces::options::{OptionError, Options};
-use vibelux_interfaces::source::{SourceReader, boxed_readers};
+
+use vibelux_interfaces::source::{Poll, ReadByAnotherProcess, Record, SourceReader, boxed_readers};
 
 use super::source::SparkplugSourceConfig;
+use crate::mqtt::position::check_journals;
 use crate::mqtt::source::{Durability, JournalPosition};
 use crate::payload::RowLayout;
 
@@ -63,25 +66,45 @@ impl SourceSpec for HostApplication {
         true
     }
 
+    /// In a cluster the host runs on process 0 alone, for its workers: a node's data can only
+    /// be decoded with its birth certificate, which a shared subscription could hand to another
+    /// process. The other processes' workers read nothing (idle live readers, whose watermark
+    /// follows the clock) and the operators downstream spread the rows by their keys.
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
-        let positions: Vec<JournalPosition> = start
+        let mut positions: Vec<JournalPosition> = start
             .resume
             .iter()
             .map(|position| JournalPosition::decode(position))
             .collect::<Result<_, _>>()?;
+        check_journals(&positions, start)?;
+        let threads = start.local.len().max(1);
+        let process = start.local.start / threads;
+        let journal_of = (start.processes > 1).then_some((start.processes as u32, process as u32));
+        if start.processes > 1 {
+            if process != 0 {
+                return Ok((0..start.workers)
+                    .map(|worker| match start.local.contains(&worker) {
+                        true => Box::new(HostOnProcessZero::new(journal_of))
+                            as Box<dyn SourceReader + Send>,
+                        false => Box::new(ReadByAnotherProcess),
+                    })
+                    .collect());
+            }
+            positions.truncate(threads);
+        }
         let durability = start
             .durable_directory
             .as_ref()
             .map(|directory| Durability {
                 directory: directory.join("journal"),
                 positions: positions.clone(),
-                journal_of: None,
+                journal_of,
             });
         let mut readers = super::source::subscribe(
             &start.name,
             self.config.clone(),
             self.layout.clone(),
-            start.workers,
+            threads,
             start.metrics.clone(),
             durability,
         )
@@ -102,6 +125,44 @@ impl SourceSpec for HostApplication {
                 reader.restore_decoder_share(&states)?;
             }
         }
-        Ok(boxed_readers(readers))
+        let mut readers = boxed_readers(readers);
+        readers.extend(
+            (threads..start.workers)
+                .map(|_| Box::new(ReadByAnotherProcess) as Box<dyn SourceReader + Send>),
+        );
+        Ok(readers)
+    }
+}
+
+/// The reader of a worker outside process 0 in a cluster: the host runs on process 0, so this
+/// one reads nothing. It is live (its watermark follows the clock once idle, as a worker that
+/// no node is routed to does in one process) and leaves an empty position in checkpoints.
+struct HostOnProcessZero {
+    position: Vec<u8>,
+}
+
+impl HostOnProcessZero {
+    fn new(journal_of: Option<(u32, u32)>) -> Self {
+        let position = JournalPosition {
+            journal_of,
+            ..JournalPosition::default()
+        };
+        HostOnProcessZero {
+            position: vibelux_interfaces::checkpoint::encode(&position),
+        }
+    }
+}
+
+impl SourceReader for HostOnProcessZero {
+    fn poll(&mut self, _out: &mut Vec<Record>, _max_records: usize) -> Poll {
+        Poll::Idle(Duration::from_secs(1))
+    }
+
+    fn processing_time(&self) -> Option<i64> {
+        Some(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.position.clone())
     }
 }

@@ -16,7 +16,15 @@ use vibelux_queries::plan::DataflowPlan;
 
 /// Source connectors whose readers split their input by worker, across processes as within
 /// one: each process starts the same readers and keeps its own workers'.
-const SPLIT_BY_WORKER: &[&str] = &["simulator", "file", "parquet", "kafka", "modbus", "mqtt"];
+const SPLIT_BY_WORKER: &[&str] = &[
+    "simulator",
+    "file",
+    "parquet",
+    "kafka",
+    "modbus",
+    "mqtt",
+    "sparkplug",
+];
 
 /// The processes of a cluster and this one's place among them.
 #[derive(Debug, Clone)]
