@@ -9,11 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Processes, all_succeeded, exit_statuses, logs_of, start_checkpointed_cluster,
+    Processes, all_succeeded, exit_statuses, kill_once, logs_of, start_checkpointed_cluster,
     start_serving_cluster, vibelux, write_hosts,
 };
 use common::crashes::write_sensor_readings;
-use common::mosquitto::{Mosquitto, counting_pipeline, start_publisher, wait_for_acks};
+use common::mosquitto::{Mosquitto, counting_folder, start_publisher, wait_for_acks};
 
 #[test]
 fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_message_once() {
@@ -48,18 +48,9 @@ fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_mess
         let name = format!("kafka-{round}");
         let mut children = Processes(start_checkpointed_cluster(dir.path(), &name));
         let before = read();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while read() < before + more {
-            assert!(
-                Instant::now() < deadline,
-                "{name} read too little:\n{}",
-                logs_of(dir.path(), &name)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        children.0[1 - round].kill().unwrap();
-        let statuses = exit_statuses(&mut children.0, "a process kept running", dir.path(), &name);
-        assert!(!all_succeeded(&statuses));
+        kill_once(dir.path(), &name, &mut children, 1 - round, || {
+            read() >= before + more
+        });
     }
     let name = "kafka-last";
     let mut children = Processes(start_checkpointed_cluster(dir.path(), name));
@@ -112,13 +103,7 @@ fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_mess
 fn a_cluster_shares_an_mqtt_subscription_and_killed_a_process_at_a_time_loses_no_message() {
     const COUNT: usize = 8_000;
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rows = dir.path().join("rows.jsonl");
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        counting_pipeline(broker.port, &rows),
-    )
-    .unwrap();
+    let (dir, rows) = counting_folder(broker.port);
     let read = || common::output::json_lines(&rows).len();
     let subscribed = |name: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -154,17 +139,9 @@ fn a_cluster_shares_an_mqtt_subscription_and_killed_a_process_at_a_time_loses_no
             std::thread::sleep(Duration::from_millis(5));
         }
         let before = read();
-        while read() < before + more {
-            assert!(
-                Instant::now() < deadline,
-                "{name} read too little:\n{}",
-                logs_of(dir.path(), &name)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        children.0[1 - round].kill().unwrap();
-        let statuses = exit_statuses(&mut children.0, "a process kept running", dir.path(), &name);
-        assert!(!all_succeeded(&statuses));
+        kill_once(dir.path(), &name, &mut children, 1 - round, || {
+            read() >= before + more
+        });
         let next = format!("mqtt-{}", round + 1);
         children = Processes(start_checkpointed_cluster(dir.path(), &next));
         subscribed(&next);

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::crashes::{SENSOR_SECONDS, run_killed_between_checkpoints, write_sensor_readings};
 use common::mosquitto::{
-    Mosquitto, counting_pipeline, counting_pipeline_with, start_publisher, wait_for_acks,
+    Mosquitto, counting_folder, counting_pipeline, counting_pipeline_with, start_publisher,
+    wait_for_acks,
 };
 use common::output::{json_lines, received, wait_for_lines, wait_for_received};
 use common::{Engine, start_engine, start_engine_with};
@@ -439,13 +440,7 @@ fn a_broker_that_requires_client_certificates_accepts_ours() {
 fn an_engine_killed_mid_stream_loses_no_acknowledged_message_whatever_its_worker_count() {
     const COUNT: usize = 8_000;
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rows = dir.path().join("rows.jsonl");
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        counting_pipeline(broker.port, &rows),
-    )
-    .unwrap();
+    let (dir, rows) = counting_folder(broker.port);
     // Each run has another number of workers: the topics' messages go to other workers than
     // before, and each must still be taken from the journal once.
     let run = |number: usize| {

@@ -654,6 +654,16 @@ mod tests {
         ParquetWriter::open(ParquetSinkConfig::new(root), schema()).unwrap();
     }
 
+    /// A warehouse at `root` partitioned by room (column 0).
+    fn by_room(root: &Path) -> ParquetSinkConfig {
+        let mut config = ParquetSinkConfig::new(root.to_path_buf());
+        config.partition_by = vec![PartitionKey::Column {
+            name: "room".into(),
+            index: 0,
+        }];
+        config
+    }
+
     /// Each committed epoch's files and rows, from the manifests, in epoch order.
     fn epochs(root: &Path) -> Vec<(usize, u64)> {
         let mut epochs = Vec::new();
@@ -678,11 +688,7 @@ mod tests {
     fn the_writers_of_a_warehouse_commit_each_checkpoint_as_one_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("climate");
-        let mut config = ParquetSinkConfig::new(root.clone());
-        config.partition_by = vec![PartitionKey::Column {
-            name: "room".into(),
-            index: 0,
-        }];
+        let mut config = by_room(&root);
         // Two rows each: the writers share the sink's limit.
         config.rollover_rows = 4;
         let mut writers = ParquetWriter::open_writers(config.clone(), schema(), 2, Some(&[]))
@@ -734,11 +740,7 @@ mod tests {
     fn an_epoch_whose_commit_fails_keeps_its_rows_and_commits_them_on_retry() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("climate");
-        let mut config = ParquetSinkConfig::new(root.clone());
-        config.partition_by = vec![PartitionKey::Column {
-            name: "room".into(),
-            index: 0,
-        }];
+        let config = by_room(&root);
         let mut writer = ParquetWriter::open(config, schema()).unwrap();
         for room in ["r01", "r02", "r02"] {
             writer.write(&reading(room)).unwrap();

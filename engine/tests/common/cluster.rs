@@ -138,3 +138,26 @@ pub fn start_serving_cluster(
         .collect();
     (http, children)
 }
+
+/// Waits (a minute at most) until `ready` holds, then kills process `victim` of the cluster run
+/// `name`: the other process stops by itself, and neither ends well.
+pub fn kill_once(
+    dir: &Path,
+    name: &str,
+    children: &mut Processes,
+    victim: usize,
+    ready: impl Fn() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} never got there:\n{}",
+            logs_of(dir, name)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    children.0[victim].kill().unwrap();
+    let statuses = exit_statuses(&mut children.0, "a process kept running", dir, name);
+    assert!(!all_succeeded(&statuses));
+}

@@ -137,6 +137,18 @@ pub fn wait_for_acks(lines: &std::sync::mpsc::Receiver<String>, acked: usize) {
     }
 }
 
+/// A folder holding the counting pipeline, and where it writes its rows.
+pub fn counting_folder(port: u16) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        counting_pipeline(port, &rows),
+    )
+    .unwrap();
+    (dir, rows)
+}
+
 /// Readings of the Paho publisher's topics (QoS 1), every row written to `output`, late rows beside it.
 pub fn counting_pipeline(port: u16, output: &Path) -> String {
     counting_pipeline_with(port, output, "")
