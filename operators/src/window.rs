@@ -16,24 +16,28 @@ use crate::row::{Datum, Row, Update};
 /// Which windows a row belongs to. Sizes are in nanoseconds, like event times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
+    /// Windows start at `offset` past each multiple of `size` since the Unix epoch (UTC): a
+    /// day starting at 06:00 UTC is `size` one day, `offset` six hours.
     Tumble {
         size: i64,
+        #[serde(default)]
+        offset: i64,
     },
     Hop {
         slide: i64,
         size: i64,
+        #[serde(default)]
+        offset: i64,
     },
     /// Each row starts a proto-session `[ts, ts + gap)`; the aggregate grouping on it merges
     /// overlapping sessions of the same key (see `aggregate.rs`).
-    Session {
-        gap: i64,
-    },
+    Session { gap: i64 },
 }
 
 impl WindowKind {
     pub fn size(&self) -> i64 {
         match self {
-            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => *size,
+            WindowKind::Tumble { size, .. } | WindowKind::Hop { size, .. } => *size,
             WindowKind::Session { gap } => *gap,
         }
     }
@@ -41,12 +45,16 @@ impl WindowKind {
     /// Start times of every window containing `event_time`, earliest first.
     pub fn window_starts(self, event_time: i64) -> impl Iterator<Item = i64> {
         let (first_start, last_start, slide, size) = match self {
-            WindowKind::Tumble { size } => {
-                let start = event_time.div_euclid(size) * size;
+            WindowKind::Tumble { size, offset } => {
+                let start = (event_time - offset).div_euclid(size) * size + offset;
                 (start, start, size, size)
             }
-            WindowKind::Hop { slide, size } => {
-                let last = event_time.div_euclid(slide) * slide;
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+            } => {
+                let last = (event_time - offset).div_euclid(slide) * slide + offset;
                 (
                     last - (size - 1).div_euclid(slide) * slide,
                     last,
@@ -74,7 +82,7 @@ impl WindowKind {
 ///     vec![vec![Datum::Timestamp(90)]]
 ///         .to_stream(scope)
 ///         .container::<Vec<_>>()
-///         .assign_windows(0, WindowKind::Tumble { size: 60 })
+///         .assign_windows(0, WindowKind::Tumble { size: 60, offset: 0 })
 ///         .capture()
 /// });
 /// let rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
@@ -201,10 +209,32 @@ mod tests {
 
     #[test]
     fn a_tumbling_window_holds_its_start_but_not_its_end() {
-        let kind = WindowKind::Tumble { size: 60 };
+        let kind = WindowKind::Tumble {
+            size: 60,
+            offset: 0,
+        };
         assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![60]);
         assert_eq!(kind.window_starts(119).collect::<Vec<_>>(), vec![60]);
         assert_eq!(kind.window_starts(-1).collect::<Vec<_>>(), vec![-60]);
+    }
+
+    #[test]
+    fn an_offset_moves_every_window_by_the_same_amount() {
+        // Days of 100 starting at 30: [−70, 30), [30, 130), …
+        let kind = WindowKind::Tumble {
+            size: 100,
+            offset: 30,
+        };
+        assert_eq!(kind.window_starts(29).collect::<Vec<_>>(), vec![-70]);
+        assert_eq!(kind.window_starts(30).collect::<Vec<_>>(), vec![30]);
+        assert_eq!(kind.window_starts(129).collect::<Vec<_>>(), vec![30]);
+        let kind = WindowKind::Hop {
+            slide: 20,
+            size: 60,
+            offset: 5,
+        };
+        assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![25, 45, 65]);
+        assert_eq!(kind.window_starts(64).collect::<Vec<_>>(), vec![5, 25, 45]);
     }
 
     #[test]
@@ -212,6 +242,7 @@ mod tests {
         let kind = WindowKind::Hop {
             slide: 20,
             size: 60,
+            offset: 0,
         };
         assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![20, 40, 60]);
         assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![20, 40, 60]);
@@ -231,6 +262,7 @@ mod tests {
             let kind = WindowKind::Hop {
                 slide: 30,
                 size: 60,
+                offset: 0,
             };
             let fused = rows
                 .clone()
@@ -266,6 +298,7 @@ mod tests {
         let kind = WindowKind::Hop {
             slide: 60,
             size: 20,
+            offset: 0,
         };
         assert_eq!(kind.window_starts(10).collect::<Vec<_>>(), vec![0]);
         assert!(kind.window_starts(30).next().is_none());

@@ -246,8 +246,24 @@ impl Planner {
                 .map(|interval| interval_nanos(&context, interval, call.position))
                 .collect::<SqlResult<Vec<_>>>()?;
             let kind = match (call.function, &lengths[..]) {
-                (WindowFunction::Tumble, &[size]) => WindowKind::Tumble { size },
-                (WindowFunction::Hop, &[slide, size]) => WindowKind::Hop { slide, size },
+                (WindowFunction::Tumble, &[size]) => WindowKind::Tumble { size, offset: 0 },
+                (WindowFunction::Tumble, &[size, offset]) => {
+                    shorter_offset(offset, size, "size", call.position)?;
+                    WindowKind::Tumble { size, offset }
+                }
+                (WindowFunction::Hop, &[slide, size]) => WindowKind::Hop {
+                    slide,
+                    size,
+                    offset: 0,
+                },
+                (WindowFunction::Hop, &[slide, size, offset]) => {
+                    shorter_offset(offset, slide, "slide", call.position)?;
+                    WindowKind::Hop {
+                        slide,
+                        size,
+                        offset,
+                    }
+                }
                 (WindowFunction::Session, &[gap]) => WindowKind::Session { gap },
                 _ => unreachable!("argument count checked when rewriting"),
             };
@@ -270,13 +286,20 @@ impl Planner {
             let width = fields.len();
             let schema = Arc::new(Schema::new(fields));
             let label = match kind {
-                WindowKind::Tumble { size } => {
-                    format!("AssignWindows TUMBLE({time_name}, {})", show_nanos(size))
-                }
-                WindowKind::Hop { slide, size } => format!(
-                    "AssignWindows HOP({time_name}, slide {}, size {})",
+                WindowKind::Tumble { size, offset } => format!(
+                    "AssignWindows TUMBLE({time_name}, {}{})",
+                    show_nanos(size),
+                    show_offset(offset)
+                ),
+                WindowKind::Hop {
+                    slide,
+                    size,
+                    offset,
+                } => format!(
+                    "AssignWindows HOP({time_name}, slide {}, size {}{})",
                     show_nanos(slide),
-                    show_nanos(size)
+                    show_nanos(size),
+                    show_offset(offset)
                 ),
                 WindowKind::Session { gap } => {
                     format!(
@@ -486,4 +509,28 @@ fn expression_error_schema() -> SchemaRef {
 
 fn show_nanos(nanos: i64) -> String {
     humantime::format_duration(std::time::Duration::from_nanos(nanos.max(0) as u64)).to_string()
+}
+
+/// `, offset 6h` in a window's label, nothing without one.
+fn show_offset(offset: i64) -> String {
+    match offset {
+        0 => String::new(),
+        offset => format!(", offset {}", show_nanos(offset)),
+    }
+}
+
+/// A window's offset must be shorter than the step its windows repeat at (`what`): a longer
+/// one names the same windows as a shorter one, and is most likely a mistake.
+fn shorter_offset(offset: i64, step: i64, what: &str, position: Position) -> SqlResult<()> {
+    if offset < step {
+        return Ok(());
+    }
+    Err(SqlError::new(
+        position,
+        format!(
+            "the window's offset ({}) must be shorter than its {what} ({})",
+            show_nanos(offset),
+            show_nanos(step)
+        ),
+    ))
 }

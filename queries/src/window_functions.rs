@@ -1,5 +1,7 @@
-//! `TUMBLE(relation, time_column, size)`, `HOP(relation, time_column, slide, size)` and
-//! `SESSION(relation, time_column, gap)` in `FROM`.
+//! `TUMBLE(relation, time_column, size [, offset])`, `HOP(relation, time_column, slide, size
+//! [, offset])` and `SESSION(relation, time_column, gap)` in `FROM`. An offset moves every window
+//! by that much from the UTC grid (RisingWave's convention): a grower's day that starts at 06:00
+//! UTC is `TUMBLE(readings, ts, INTERVAL '1 day', INTERVAL '6 hours')`.
 //!
 //! DataFusion has no streaming window table functions, so before planning each call is replaced
 //! by a reference to a synthetic relation `__window_N` whose schema is the input's plus
@@ -31,7 +33,8 @@ pub struct WindowCall {
     pub relation: String,
     pub input: String,
     pub time_column: Ident,
-    /// `[size]` for TUMBLE, `[slide, size]` for HOP, `[gap]` for SESSION.
+    /// `[size]` for TUMBLE, `[slide, size]` for HOP, `[gap]` for SESSION; then the offset, if
+    /// given.
     pub intervals: Vec<Expr>,
     pub position: Position,
 }
@@ -106,10 +109,11 @@ impl VisitorMut for Rewriter<'_> {
             return ControlFlow::Continue(());
         };
         let function_name = name.to_string().to_ascii_lowercase();
+        // The argument counts it takes, the second with an offset.
         let (function, expected) = match function_name.as_str() {
-            "tumble" => (WindowFunction::Tumble, 3),
-            "hop" => (WindowFunction::Hop, 4),
-            "session" => (WindowFunction::Session, 3),
+            "tumble" => (WindowFunction::Tumble, [3, 4]),
+            "hop" => (WindowFunction::Hop, [4, 5]),
+            "session" => (WindowFunction::Session, [3, 3]),
             _ => return ControlFlow::Continue(()),
         };
         let position = name
@@ -118,12 +122,16 @@ impl VisitorMut for Rewriter<'_> {
             .and_then(|part| part.as_ident())
             .map_or(Position::default(), |ident| start_of(ident.span));
         let usage = match function {
-            WindowFunction::Tumble => "TUMBLE(relation, time_column, INTERVAL 'size')",
-            WindowFunction::Hop => "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
+            WindowFunction::Tumble => {
+                "TUMBLE(relation, time_column, INTERVAL 'size' [, INTERVAL 'offset'])"
+            }
+            WindowFunction::Hop => {
+                "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size' [, INTERVAL 'offset'])"
+            }
             WindowFunction::Session => "SESSION(relation, time_column, INTERVAL 'gap')",
         };
         let expressions: Option<Vec<&Expr>> = arguments.args.iter().map(plain_expression).collect();
-        let Some(expressions) = expressions.filter(|found| found.len() == expected) else {
+        let Some(expressions) = expressions.filter(|found| expected.contains(&found.len())) else {
             return ControlFlow::Break(SqlError::new(position, format!("expected {usage}")));
         };
         let Some(input) = name_of(expressions[0]) else {
