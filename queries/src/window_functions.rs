@@ -208,11 +208,9 @@ mod tests {
             panic!()
         };
         let error = rewrite_window_calls(&mut query, &mut 0).unwrap_err();
-        assert!(
-            error
-                .message
-                .contains("HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')")
-        );
+        assert!(error.message.contains(
+            "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size' [, INTERVAL 'offset'])"
+        ));
         assert_eq!(error.position.column, 15);
     }
 }

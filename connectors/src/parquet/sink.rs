@@ -422,6 +422,9 @@ impl SinkWriter for ParquetWriter {
     /// Answers checkpoint `cut` with the files staged and not committed, and the rows held for
     /// the next rollover.
     fn checkpoint(&mut self, cut: u64) -> Result<Vec<u8>, SinkError> {
+        // Read before the committed files are forgotten: a file another writer commits in
+        // between is then listed, and its epoch is not before this one.
+        let first_epoch = self.committer.next_epoch();
         self.forget_committed();
         let mut answered = Vec::new();
         for (file, answered_to) in &mut self.ready {
@@ -434,7 +437,7 @@ impl SinkWriter for ParquetWriter {
         Ok(encode(&Checkpointed {
             cut,
             staged: self.ready.iter().map(|(file, _)| file.clone()).collect(),
-            first_epoch: self.committer.next_epoch(),
+            first_epoch,
             held: self
                 .buffers
                 .iter()
