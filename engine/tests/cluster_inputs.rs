@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     Processes, all_succeeded, exit_statuses, kill_once, logs_of, start_checkpointed_cluster,
-    start_serving_cluster, vibelux, write_hosts,
+    start_serving_cluster, stop_cleanly, vibelux, write_hosts,
 };
 use common::crashes::write_sensor_readings;
 use common::mosquitto::{Mosquitto, counting_folder, start_publisher, wait_for_acks};
@@ -66,12 +66,7 @@ fn a_cluster_reading_kafka_partitions_killed_a_process_at_a_time_reads_each_mess
     }
     // A moment for anything repeated to show, then a stop of one process stops both.
     std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill")
-        .args(["-INT", &children.0[1].id().to_string()])
-        .status()
-        .unwrap();
-    let statuses = exit_statuses(&mut children.0, "a process did not stop", dir.path(), name);
-    assert!(all_succeeded(&statuses), "{}", logs_of(dir.path(), name));
+    stop_cleanly(dir.path(), name, &mut children, 1);
     let rows = common::output::json_lines(&rows);
     let mut seqs: Vec<i64> = rows
         .iter()
@@ -171,21 +166,7 @@ fn a_cluster_shares_an_mqtt_subscription_and_killed_a_process_at_a_time_loses_no
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill")
-        .args(["-INT", &children.0[0].id().to_string()])
-        .status()
-        .unwrap();
-    let statuses = exit_statuses(
-        &mut children.0,
-        "a process did not stop",
-        dir.path(),
-        "mqtt-2",
-    );
-    assert!(
-        all_succeeded(&statuses),
-        "{}",
-        logs_of(dir.path(), "mqtt-2")
-    );
+    stop_cleanly(dir.path(), "mqtt-2", &mut children, 0);
     let seqs = seqs();
     let distinct: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
     assert_eq!(distinct.len(), COUNT, "messages lost");

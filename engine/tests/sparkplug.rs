@@ -477,7 +477,7 @@ fn a_host_killed_after_the_births_reads_data_by_alias_when_it_restarts_with_more
 /// kept.
 #[test]
 fn a_cluster_runs_the_host_on_process_zero_and_resumes_it_with_its_births() {
-    use common::cluster::{Processes, all_succeeded, exit_statuses, logs_of};
+    use common::cluster::{Processes, logs_of, stop_cleanly};
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -513,12 +513,7 @@ fn a_cluster_runs_the_host_on_process_zero_and_resumes_it_with_its_births() {
         children
     };
     let stop = |mut children: Processes, name: &str| {
-        Command::new("kill")
-            .args(["-INT", &children.0[1].id().to_string()])
-            .status()
-            .unwrap();
-        let statuses = exit_statuses(&mut children.0, "a process did not stop", dir.path(), name);
-        assert!(all_succeeded(&statuses), "{}", logs_of(dir.path(), name));
+        stop_cleanly(dir.path(), name, &mut children, 1);
     };
     let children = start("first");
     let mut node = EdgeNode::start(broker.port);

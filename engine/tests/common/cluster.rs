@@ -161,3 +161,14 @@ pub fn kill_once(
     let statuses = exit_statuses(&mut children.0, "a process kept running", dir, name);
     assert!(!all_succeeded(&statuses));
 }
+
+/// Stops the cluster run `name` as Ctrl-C on process `process` does (the others follow) and
+/// checks that every process ended well.
+pub fn stop_cleanly(dir: &Path, name: &str, children: &mut Processes, process: usize) {
+    Command::new("kill")
+        .args(["-INT", &children.0[process].id().to_string()])
+        .status()
+        .unwrap();
+    let statuses = exit_statuses(&mut children.0, "a process did not stop", dir, name);
+    assert!(all_succeeded(&statuses), "{}", logs_of(dir, name));
+}
