@@ -11,18 +11,12 @@ messages=${1:-1000000}
 workers=${2:-2}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
 export RUST_BACKTRACE=0
-tansu=${VIBELUX_TANSU:-$HOME/.cache/vibelux-tools/tansu-libsql/bin/tansu}
 work=${BENCH_DIR:-$HOME/.cache/vibelux-bench}/kafka
 cargo build --release -q -p vibelux -p vibelux-bench --manifest-path "$repo/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
-rm -rf "$work" && mkdir -p "$work/broker" && cd "$work"
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-(cd broker && exec "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
-  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine sqlite://tansu.db > broker.log 2>&1) &
-broker=$!
-trap 'kill $broker 2> /dev/null || true' EXIT
-sleep 1
+source "$repo/bench/tansu.sh"
 python3 "$repo/engine/tests/peers/kafka_peer.py" "127.0.0.1:$port" create readings 4
 
 cat > ingest.sql <<SQL

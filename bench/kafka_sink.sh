@@ -14,19 +14,13 @@ workers=${2:-2}
 rounds=${3:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vibelux-target}
 export RUST_BACKTRACE=0
-tansu=${VIBELUX_TANSU:-$HOME/.cache/vibelux-tools/tansu-libsql/bin/tansu}
 work=${BENCH_DIR:-$HOME/.cache/vibelux-bench}/kafka_sink
 cargo build --release -q -p vibelux -p vibelux-bench --manifest-path "$repo/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
-rm -rf "$work" && mkdir -p "$work/broker" && cd "$work"
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
 "$bin/vibelux-bench" generate --rows "$rows" --out readings.jsonl
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-(cd broker && exec "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
-  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine sqlite://tansu.db > broker.log 2>&1) &
-broker=$!
-trap 'kill $broker 2> /dev/null || true' EXIT
-sleep 1
+source "$repo/bench/tansu.sh"
 
 builds=("this:$bin/vibelux")
 [ -n "${BASELINE:-}" ] && builds+=("baseline:$BASELINE")
