@@ -363,7 +363,8 @@ fn a_stop_of_one_process_stops_the_cluster_with_a_last_checkpoint() {
 }
 
 #[test]
-fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_metrics() {
+fn process_zero_serves_views_alarm_commands_and_the_audit_trail_for_every_process_and_each_its_metrics()
+ {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("pipeline.sql"),
@@ -372,10 +373,12 @@ fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_m
            WITH (connector = 'simulator', rooms = '2', zones_per_room = '2', sensors_per_zone = '5',
                  interval = '10 seconds', speed = '60x', seed = '3');
          CREATE MATERIALIZED VIEW zones AS SELECT zone, count(*) AS n FROM readings GROUP BY zone;
-         CREATE ALARM reading ON readings PER sensor_id WHEN temp_c > -1000;",
+         CREATE ALARM reading ON readings PER sensor_id WHEN temp_c > -1000;
+         CREATE SOURCE trail WITH (connector = 'audit');
+         CREATE SINK changes FROM trail WITH (connector = 'file', path = 'changes.jsonl');",
     )
     .unwrap();
-    let (http, mut children) = start_serving_cluster(dir.path(), "20s", None);
+    let (http, mut children) = start_serving_cluster(dir.path(), "30s", None);
     let get = |port: u16, path: &str| {
         common::request(&format!("127.0.0.1:{port}"), "GET", path, &[], None)
     };
@@ -491,6 +494,22 @@ fn process_zero_serves_views_and_alarm_commands_for_every_process_and_each_its_m
     let answer = post_sql("DROP SINK added; DROP VIEW sensors;");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(get(http[0], "/v1/views/sensors").status, 404);
+    // What was done over process 0's API is in its audit trail, which the pipeline reads.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let changes = common::output::json_lines(&dir.path().join("changes.jsonl"));
+        let done = |action: &str| {
+            changes
+                .iter()
+                .filter(|change| change["action"] == action && change["outcome"] == "ok")
+                .count()
+        };
+        if done("alarm") == 20 && done("sql") == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{changes:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
@@ -199,38 +198,6 @@ fn a_cluster_shares_an_mqtt_subscription_and_killed_a_process_at_a_time_loses_no
     assert!(
         log.contains("taken by 2 process(es) with 2 worker(s) in all, and this run has 1 with 2")
             && log.contains("resumes only with the same processes and workers"),
-        "{log}"
-    );
-}
-
-#[test]
-fn sources_that_do_not_split_across_processes_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    // The API's audit trail is one process's file.
-    std::fs::write(
-        dir.path().join("pipeline.sql"),
-        "CREATE SOURCE trail WITH (connector = 'audit');
-         CREATE SINK out FROM trail WITH (connector = 'file', path = 'out.jsonl');",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("hosts"), "127.0.0.1:9\n127.0.0.1:10\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
-        .current_dir(dir.path())
-        .args(["run", "pipeline.sql", "--no-state", "--pg", "off"])
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--hosts",
-            "hosts",
-            "--process",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        log.contains("source `trail`: audit sources do not run in a cluster yet"),
         "{log}"
     );
 }

@@ -150,6 +150,15 @@ pub trait SourceSpec: Send + Sync + Debug {
         false
     }
 
+    /// Whether it runs in a cluster of processes: its `start` then makes readers that divide
+    /// the input among every process's workers (each process starts it, and keeps the readers
+    /// of the workers in [`SourceStart::local`]), not a copy of the input per process. A
+    /// connector says so once it does; a pipeline with a source that does not is refused as a
+    /// cluster, with its name.
+    fn runs_in_a_cluster(&self) -> bool {
+        false
+    }
+
     /// Where it reads from, for people (`EXPLAIN`, the start-up banner).
     fn describe(&self) -> String;
 

@@ -91,6 +91,11 @@ struct AuditInput {
 }
 
 impl SourceSpec for AuditInput {
+    /// Process 0 serves the API and writes the trail; its first worker follows it.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "audit"
     }

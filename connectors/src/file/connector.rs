@@ -1,5 +1,5 @@
-//! Files as a plug-in: a source (and a table's reference data) read by every worker, each
-//! keeping its share of the lines; a sink of JSON lines or CSV; standard output.
+//! Files as a plug-in: a source (and a table's reference data) replayed by every worker, each
+//! reading its share of the lines, or followed by the first; a sink of JSON lines or CSV; standard output.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use vibelux_interfaces::connector::{
 };
 use vibelux_interfaces::options::{OptionError, Options};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
-use vibelux_interfaces::source::SourceReader;
+use vibelux_interfaces::source::{Poll, ReadByAnotherProcess, Record, SourceReader};
 
 use super::sink::RowWriter;
 use super::source::{FileFormat, FileReader, FileSourceConfig};
@@ -76,6 +76,11 @@ impl FileInput {
 }
 
 impl SourceSpec for FileInput {
+    /// A replay by byte ranges; a followed file by the first worker, on process 0.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "file"
     }
@@ -97,32 +102,77 @@ impl SourceSpec for FileInput {
     }
 
     fn start(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
-        (0..start.workers)
-            .map(|worker| {
-                FileReader::open(
-                    self.config.clone(),
-                    self.layout.clone(),
-                    worker,
-                    start.workers,
-                    start.progress.clone(),
-                )
-                .map_err(|error| format!("opening {}: {error}", self.config.path.display()))
-                .and_then(|mut reader| {
-                    match start.resume.len() {
-                        0 => {}
-                        old_workers if old_workers == start.workers => {
-                            reader.resume(&start.resume[worker])?
-                        }
-                        _ => reader.resume_rescaled(&start.resume)?,
-                    }
-                    Ok(Box::new(reader) as Box<dyn SourceReader + Send>)
-                })
-            })
-            .collect()
+        match self.config.follow {
+            true => self.follow(start),
+            false => self.replay(start),
+        }
     }
 
     fn rescales(&self) -> bool {
         true
+    }
+}
+
+impl FileInput {
+    fn open(&self, worker: usize, start: &SourceStart) -> Result<FileReader, String> {
+        FileReader::open(
+            self.config.clone(),
+            self.layout.clone(),
+            worker,
+            start.workers,
+            start.progress.clone(),
+        )
+        .map_err(|error| format!("opening {}: {error}", self.config.path.display()))
+    }
+
+    /// Every worker reads its own stripes of the file.
+    fn replay(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        (0..start.workers)
+            .map(|worker| {
+                let mut reader = self.open(worker, start)?;
+                match start.resume.len() {
+                    0 => {}
+                    old_workers if old_workers == start.workers => {
+                        reader.resume(&start.resume[worker])?
+                    }
+                    _ => reader.resume_rescaled(&start.resume)?,
+                }
+                Ok(Box::new(reader) as Box<dyn SourceReader + Send>)
+            })
+            .collect()
+    }
+
+    /// The first worker reads a followed file, from where the first worker of the checkpoint
+    /// was (whatever the number of workers then). The others open nothing, so in a cluster the
+    /// file needs to be on process 0's machine only.
+    fn follow(&self, start: &SourceStart) -> Result<Vec<Box<dyn SourceReader + Send>>, String> {
+        let first: Box<dyn SourceReader + Send> = match start.local.contains(&0) {
+            true => {
+                let mut reader = self.open(0, start)?;
+                if let Some(position) = start.resume.first() {
+                    reader.resume(position)?;
+                }
+                Box::new(reader)
+            }
+            false => Box::new(ReadByAnotherProcess),
+        };
+        Ok(std::iter::once(first)
+            .chain((1..start.workers).map(|_| Box::new(FollowedByTheFirstWorker) as _))
+            .collect())
+    }
+}
+
+/// The reader of a followed file's every worker but the first, which reads it all.
+struct FollowedByTheFirstWorker;
+
+impl SourceReader for FollowedByTheFirstWorker {
+    fn poll(&mut self, _out: &mut Vec<Record>, _max_records: usize) -> Poll {
+        Poll::Finished
+    }
+
+    /// Nothing to resume: only the first worker's position counts.
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(Vec::new())
     }
 }
 

@@ -41,9 +41,8 @@ impl FileReader {
     }
 
     /// Resumes from the positions of a checkpoint taken with another number of workers (one
-    /// per old worker). A followed file goes on where the old first worker, its only reader,
-    /// was. A replay starts over in this worker's own stripes and skips the lines the old
-    /// worker owning them had read (`stripes.rs`), so every line is taken exactly once.
+    /// per old worker) to a replay: it starts over in this worker's own stripes and skips the
+    /// lines the old worker owning them had read (`stripes.rs`), so every line is taken exactly once.
     pub fn resume_rescaled(&mut self, checkpoints: &[Vec<u8>]) -> Result<(), String> {
         let positions: Vec<Checkpointed> = checkpoints
             .iter()
@@ -52,9 +51,6 @@ impl FileReader {
         let Some(first) = positions.first() else {
             return Err("a checkpoint without positions".into());
         };
-        if self.config.follow {
-            return self.resume_at(positions.into_iter().next().expect("one at least"));
-        }
         if first.position.stripe == 0 {
             return Err(format!(
                 "cannot resume reading {}: the checkpoint followed it (`follow`), this pipeline \

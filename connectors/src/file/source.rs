@@ -364,10 +364,6 @@ fn parse_csv_record(text: &str) -> Result<csv::StringRecord, String> {
 
 impl SourceReader for FileReader {
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll {
-        // A followed file is read once, by the first worker.
-        if self.config.follow && self.worker != 0 {
-            return Poll::Finished;
-        }
         let mut bytes = 0u64;
         let limit = out.len() + max_records;
         let poll = loop {

@@ -68,6 +68,11 @@ struct Consumers {
 }
 
 impl SourceSpec for Consumers {
+    /// Partitions are assigned across every process's workers.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "kafka"
     }

@@ -65,6 +65,11 @@ struct PolledDevice {
 }
 
 impl SourceSpec for PolledDevice {
+    /// A device is polled by the one worker it is routed to.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "modbus"
     }

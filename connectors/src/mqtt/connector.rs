@@ -64,6 +64,11 @@ struct Subscription {
 }
 
 impl SourceSpec for Subscription {
+    /// Each process joins one shared subscription, and its workers share its messages.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "mqtt"
     }

@@ -139,6 +139,11 @@ struct ParquetReplay {
 }
 
 impl SourceSpec for ParquetReplay {
+    /// Each worker replays its share of the files.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "parquet"
     }

@@ -45,6 +45,11 @@ struct SimulatedFacility {
 }
 
 impl SourceSpec for SimulatedFacility {
+    /// Each worker simulates its share of the sensors.
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "simulator"
     }

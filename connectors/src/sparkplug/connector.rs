@@ -42,6 +42,11 @@ struct HostApplication {
 }
 
 impl SourceSpec for HostApplication {
+    /// The host runs on process 0 (see `start`).
+    fn runs_in_a_cluster(&self) -> bool {
+        true
+    }
+
     fn connector(&self) -> &'static str {
         "sparkplug"
     }

@@ -67,6 +67,8 @@ pub fn run(
         .sources
         .iter()
         .find(|source| source.spec.connector() == "audit");
+    // In a cluster the trail is read on process 0, which serves the API that writes it.
+    let reads_trail = reads_trail.filter(|_| cluster.as_ref().is_none_or(Cluster::is_first));
     if let (None, Some(reader)) = (&audit, reads_trail) {
         anyhow::bail!(
             "source `{}` reads the audit trail, but this run keeps none: {}",

@@ -14,18 +14,6 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use vibelux_queries::plan::DataflowPlan;
 
-/// Source connectors whose readers split their input by worker, across processes as within
-/// one: each process starts the same readers and keeps its own workers'.
-const SPLIT_BY_WORKER: &[&str] = &[
-    "simulator",
-    "file",
-    "parquet",
-    "kafka",
-    "modbus",
-    "mqtt",
-    "sparkplug",
-];
-
 /// The processes of a cluster and this one's place among them.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -113,19 +101,18 @@ impl Cluster {
         }
     }
 
-    /// Why `plan` cannot run as a cluster yet: its sources that do not split by worker. (A
-    /// tailed table runs: it is read on process 0, timed by every process's sources through
-    /// the cluster link.)
+    /// Why `plan` cannot run as a cluster yet: its sources whose connectors do not divide
+    /// their input among processes. (A tailed table runs: it is read on process 0, timed by
+    /// every process's sources through the cluster link.)
     pub fn unsupported(plan: &DataflowPlan) -> Vec<String> {
         plan.sources
             .iter()
-            .filter(|source| !SPLIT_BY_WORKER.contains(&source.spec.connector()))
+            .filter(|source| !source.spec.runs_in_a_cluster())
             .map(|source| {
                 format!(
-                    "source `{}`: {} sources do not run in a cluster yet ({} do)",
+                    "source `{}`: {} sources do not run in a cluster yet",
                     source.name,
                     source.spec.connector(),
-                    SPLIT_BY_WORKER.join(", ")
                 )
             })
             .collect()
@@ -208,6 +195,15 @@ mod tests {
         assert!(
             error.to_string().contains("process 1 is `vibelux-1`"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_source_whose_connector_does_not_divide_its_input_keeps_a_cluster_from_starting() {
+        let plan = crate::state::support::tests::plan_with_a_forgetful_source();
+        assert_eq!(
+            Cluster::unsupported(&plan),
+            ["source `plant`: forgetful sources do not run in a cluster yet"]
         );
     }
 }

@@ -13,7 +13,7 @@ mod checkpointer;
 mod chunks;
 mod keys;
 mod store;
-mod support;
+pub(crate) mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -45,7 +45,7 @@ pub fn unsupported(plan: &DataflowPlan, sources: &[usize], tables: &[usize]) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use vibelux_interfaces::connector::{SourceSpec, SourceStart};
@@ -54,7 +54,8 @@ mod tests {
 
     use super::*;
 
-    /// A connector registered by someone else, that keeps no positions.
+    /// A connector registered by someone else, that keeps no positions and does not divide
+    /// its input among the processes of a cluster.
     #[derive(Debug)]
     struct Forgetful;
 
@@ -76,8 +77,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_source_that_cannot_resume_keeps_the_run_from_checkpointing_and_is_named() {
+    /// A plan reading one source, `plant`, of that connector.
+    pub(crate) fn plan_with_a_forgetful_source() -> DataflowPlan {
         let mut plan = DataflowPlan::default();
         plan.sources.push(SourcePlan {
             name: "plant".into(),
@@ -90,6 +91,12 @@ mod tests {
                 batch_size: 1,
             },
         });
+        plan
+    }
+
+    #[test]
+    fn a_source_that_cannot_resume_keeps_the_run_from_checkpointing_and_is_named() {
+        let plan = plan_with_a_forgetful_source();
         assert_eq!(
             unsupported(&plan, &[0], &[]),
             vec!["source plant (forgetful) cannot resume from a position yet".to_string()]
