@@ -29,14 +29,15 @@ use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_t
 use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::row::{Datum, Row, Update};
 use crate::session::{SessionColumns, SessionIndex, SessionMerge};
+use crate::window::WindowKind;
 
 /// How to find a group's window close time from its key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WindowClose {
     /// Key column holding `window_start` or `window_end`.
     pub key_column: usize,
-    /// Added to that column to get the window end: the window size for `window_start`, else 0.
-    pub end_offset_nanos: i64,
+    /// When that column holds `window_start`: the windows, which say where each ends.
+    pub ends_of_starts: Option<WindowKind>,
     /// The allowed lateness of the sources feeding the window.
     pub lateness_nanos: i64,
 }
@@ -45,9 +46,11 @@ impl WindowClose {
     /// The watermark (milliseconds) at which the window holding `key` is complete.
     pub fn close_time(&self, key: &[Datum]) -> Option<u64> {
         let bound = key[self.key_column].as_timestamp_nanos()?;
-        let close_nanos = bound
-            .saturating_add(self.end_offset_nanos)
-            .saturating_add(self.lateness_nanos);
+        let end = match self.ends_of_starts {
+            Some(windows) => windows.end_of(bound),
+            None => bound,
+        };
+        let close_nanos = end.saturating_add(self.lateness_nanos);
         let whole_millis = close_nanos.div_euclid(1_000_000);
         let rounded_up = whole_millis + i64::from(close_nanos.rem_euclid(1_000_000) != 0);
         Some(u64::try_from(rounded_up).unwrap_or(0))
@@ -557,13 +560,17 @@ mod tests {
     fn a_window_closes_at_its_end_plus_lateness_rounded_up_to_a_millisecond() {
         let close = WindowClose {
             key_column: 0,
-            end_offset_nanos: 60_000_000_000,
+            ends_of_starts: Some(WindowKind::Tumble {
+                size: 60_000_000_000,
+                offset: 0,
+                zone: None,
+            }),
             lateness_nanos: 1,
         };
         assert_eq!(close.close_time(&[Datum::Timestamp(0)]), Some(60_001));
         let close = WindowClose {
             key_column: 0,
-            end_offset_nanos: 0,
+            ends_of_starts: None,
             lateness_nanos: 0,
         };
         assert_eq!(close.close_time(&[Datum::Timestamp(5_000_000)]), Some(5));

@@ -2,11 +2,12 @@
 //!
 //! Each file is one family of timely operators, declared as an extension trait on streams:
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
-//! windows, [`aggregate`] maintains `GROUP BY` results and closes windows, [`join`] joins on
-//! keys, [`changes`] turns appends into updates and consolidates them, [`anomaly`] scores series,
-//! [`alarm`] raises and clears alarms, [`session`] merges session windows; [`cultivation`] holds
-//! the psychrometric formulas (VPD, dew point) that SQL functions evaluate. [`columnar`] is how
-//! rows (the [`row`] model of `vibelux-interfaces`, re-exported here) cross into Arrow.
+//! windows (on a [`local_time`] clock when a time zone is given), [`aggregate`] maintains
+//! `GROUP BY` results and closes windows, [`join`] joins on keys, [`changes`] turns appends into
+//! updates and consolidates them, [`anomaly`] scores series, [`alarm`] raises and clears alarms,
+//! [`session`] merges session windows; [`cultivation`] holds the psychrometric formulas (VPD,
+//! dew point) that SQL functions evaluate. [`columnar`] is how rows (the [`row`] model of
+//! `vibelux-interfaces`, re-exported here) cross into Arrow.
 
 pub mod accumulator;
 pub mod aggregate;
@@ -17,6 +18,7 @@ pub mod changes;
 pub mod columnar;
 pub mod cultivation;
 pub mod join;
+pub mod local_time;
 /// The row model, from the crate every layer shares.
 pub use vibelux_interfaces::row;
 pub mod session;

@@ -11,23 +11,28 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::local_time::TimeZone;
 use crate::row::{Datum, Row, Update};
 
 /// Which windows a row belongs to. Sizes are in nanoseconds, like event times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
-    /// Windows start at `offset` past each multiple of `size` since the Unix epoch (UTC): a
-    /// day starting at 06:00 UTC is `size` one day, `offset` six hours.
+    /// Windows start at `offset` past each multiple of `size` since the Unix epoch, on the UTC
+    /// clock or on `zone`'s: a day starting at 06:00 is `size` one day, `offset` six hours.
     Tumble {
         size: i64,
         #[serde(default)]
         offset: i64,
+        #[serde(default)]
+        zone: Option<TimeZone>,
     },
     Hop {
         slide: i64,
         size: i64,
         #[serde(default)]
         offset: i64,
+        #[serde(default)]
+        zone: Option<TimeZone>,
     },
     /// Each row starts a proto-session `[ts, ts + gap)`; the aggregate grouping on it merges
     /// overlapping sessions of the same key (see `aggregate.rs`).
@@ -35,6 +40,8 @@ pub enum WindowKind {
 }
 
 impl WindowKind {
+    /// The windows' length on the clock they are laid out on: in a time zone a window across a
+    /// clock change is that much shorter or longer in real time.
     pub fn size(&self) -> i64 {
         match self {
             WindowKind::Tumble { size, .. } | WindowKind::Hop { size, .. } => *size,
@@ -42,10 +49,14 @@ impl WindowKind {
         }
     }
 
-    /// Start times of every window containing `event_time`, earliest first.
-    pub fn window_starts(self, event_time: i64) -> impl Iterator<Item = i64> {
+    /// Start and end of every window containing `event_time`, earliest first.
+    pub fn windows(self, event_time: i64) -> Windows {
         let (first_start, last_start, slide, size) = match self {
-            WindowKind::Tumble { size, offset } => {
+            WindowKind::Tumble {
+                size,
+                offset,
+                zone: None,
+            } => {
                 let start = (event_time - offset).div_euclid(size) * size + offset;
                 (start, start, size, size)
             }
@@ -53,6 +64,7 @@ impl WindowKind {
                 slide,
                 size,
                 offset,
+                zone: None,
             } => {
                 let last = (event_time - offset).div_euclid(slide) * slide + offset;
                 (
@@ -63,11 +75,146 @@ impl WindowKind {
                 )
             }
             WindowKind::Session { gap } => (event_time, event_time, gap, gap),
+            WindowKind::Tumble {
+                size,
+                offset,
+                zone: Some(zone),
+            } => return Windows::Zoned(Zoned::containing(zone, size, size, offset, event_time)),
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+                zone: Some(zone),
+            } => return Windows::Zoned(Zoned::containing(zone, slide, size, offset, event_time)),
         };
-        (0..)
-            .map(move |step| first_start + step * slide)
-            .take_while(move |start| *start <= last_start)
-            .filter(move |start| event_time < start + size)
+        Windows::Grid {
+            next_start: first_start,
+            last_start,
+            slide,
+            size,
+            event_time,
+        }
+    }
+
+    /// The end of the window that starts at `start` (one of [`WindowKind::windows`]'s starts).
+    pub fn end_of(self, start: i64) -> i64 {
+        match self {
+            WindowKind::Tumble {
+                size,
+                offset,
+                zone: Some(zone),
+            } => Zoned::end_of(zone, size, size, offset, start),
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+                zone: Some(zone),
+            } => Zoned::end_of(zone, slide, size, offset, start),
+            _ => start.saturating_add(self.size()),
+        }
+    }
+}
+
+/// The windows containing one event time: `(start, end)` pairs, earliest first.
+pub enum Windows {
+    /// On the UTC clock, every window is `size` long and starts on a grid of `slide`.
+    Grid {
+        next_start: i64,
+        last_start: i64,
+        slide: i64,
+        size: i64,
+        event_time: i64,
+    },
+    Zoned(std::vec::IntoIter<(i64, i64)>),
+}
+
+impl Iterator for Windows {
+    type Item = (i64, i64);
+
+    fn next(&mut self) -> Option<(i64, i64)> {
+        match self {
+            Windows::Grid {
+                next_start,
+                last_start,
+                slide,
+                size,
+                event_time,
+            } => loop {
+                let start = *next_start;
+                if start > *last_start {
+                    return None;
+                }
+                *next_start += *slide;
+                if *event_time < start + *size {
+                    return Some((start, start + *size));
+                }
+            },
+            Windows::Zoned(windows) => windows.next(),
+        }
+    }
+}
+
+/// Windows laid out on a local clock (`local_time.rs`): starts every `slide` from `offset` on
+/// that clock, each `size` long on it, bounded by the instants those local times name.
+struct Zoned {
+    zone: TimeZone,
+    slide: i64,
+    offset: i64,
+}
+
+impl Zoned {
+    fn instant(&self, local: i64) -> i64 {
+        self.zone.instant(local)
+    }
+
+    /// The last local start, on the grid, whose instant is not after `instant`. Instants grow
+    /// with local times, so it is near the local reading of `instant` and found by stepping.
+    fn last_start_at_or_before(&self, instant: i64) -> i64 {
+        let local = self.zone.local(instant);
+        let mut start = (local - self.offset).div_euclid(self.slide) * self.slide + self.offset;
+        while self.instant(start) > instant {
+            start -= self.slide;
+        }
+        while self.instant(start + self.slide) <= instant {
+            start += self.slide;
+        }
+        start
+    }
+
+    fn containing(
+        zone: TimeZone,
+        slide: i64,
+        size: i64,
+        offset: i64,
+        event_time: i64,
+    ) -> std::vec::IntoIter<(i64, i64)> {
+        let zoned = Zoned {
+            zone,
+            slide,
+            offset,
+        };
+        let mut windows = Vec::with_capacity(1);
+        let mut start = zoned.last_start_at_or_before(event_time);
+        loop {
+            let end = zoned.instant(start + size);
+            if end <= event_time {
+                break;
+            }
+            windows.push((zoned.instant(start), end));
+            start -= slide;
+        }
+        windows.reverse();
+        windows.into_iter()
+    }
+
+    fn end_of(zone: TimeZone, slide: i64, size: i64, offset: i64, start: i64) -> i64 {
+        let zoned = Zoned {
+            zone,
+            slide,
+            offset,
+        };
+        let local_start = zoned.last_start_at_or_before(start);
+        zoned.instant(local_start + size)
     }
 }
 
@@ -82,7 +229,7 @@ impl WindowKind {
 ///     vec![vec![Datum::Timestamp(90)]]
 ///         .to_stream(scope)
 ///         .container::<Vec<_>>()
-///         .assign_windows(0, WindowKind::Tumble { size: 60, offset: 0 })
+///         .assign_windows(0, WindowKind::Tumble { size: 60, offset: 0, zone: None })
 ///         .capture()
 /// });
 /// let rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
@@ -98,12 +245,12 @@ fn tagged(row: &Row, time_column: usize, kind: WindowKind) -> impl Iterator<Item
     let event_time = row[time_column].as_timestamp_nanos();
     event_time
         .into_iter()
-        .flat_map(move |event_time| kind.window_starts(event_time))
-        .map(move |start| {
+        .flat_map(move |event_time| kind.windows(event_time))
+        .map(move |(start, end)| {
             let mut tagged = Vec::with_capacity(row.len() + 2);
             tagged.extend_from_slice(row);
             tagged.push(Datum::Timestamp(start));
-            tagged.push(Datum::Timestamp(start + kind.size()));
+            tagged.push(Datum::Timestamp(end));
             tagged
         })
 }
@@ -152,13 +299,13 @@ impl<'scope> AssignWindowsPickExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                             continue;
                         };
                         let width = row.len();
-                        for start in kind.window_starts(event_time) {
+                        for (start, end) in kind.windows(event_time) {
                             let picked: Row = picks
                                 .iter()
                                 .map(|&column| match column {
                                     c if c < width => row[c].clone(),
                                     c if c == width => Datum::Timestamp(start),
-                                    _ => Datum::Timestamp(start + kind.size()),
+                                    _ => Datum::Timestamp(end),
                                 })
                                 .collect();
                             out.push(picked);
@@ -207,15 +354,173 @@ impl<'scope> AssignWindowsUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>
 mod tests {
     use super::*;
 
+    fn starts(kind: WindowKind, event_time: i64) -> Vec<i64> {
+        kind.windows(event_time).map(|(start, _)| start).collect()
+    }
+
+    fn at(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
+    }
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn days_in_a_time_zone_start_at_local_midnight_and_last_23_or_25_hours_at_a_clock_change() {
+        let amsterdam = Some("Europe/Amsterdam".parse().unwrap());
+        let day = WindowKind::Tumble {
+            size: 24 * HOUR,
+            offset: 0,
+            zone: amsterdam,
+        };
+        let windows = |text: &str| day.windows(at(text)).collect::<Vec<_>>();
+        assert_eq!(
+            windows("2026-03-29T12:00:00+02:00"),
+            [(
+                at("2026-03-29T00:00:00+01:00"),
+                at("2026-03-30T00:00:00+02:00")
+            )]
+        );
+        assert_eq!(
+            at("2026-03-30T00:00:00+02:00") - at("2026-03-29T00:00:00+01:00"),
+            23 * HOUR
+        );
+        assert_eq!(
+            windows("2026-10-25T23:59:59+01:00"),
+            [(
+                at("2026-10-25T00:00:00+02:00"),
+                at("2026-10-26T00:00:00+01:00")
+            )]
+        );
+        assert_eq!(
+            at("2026-10-26T00:00:00+01:00") - at("2026-10-25T00:00:00+02:00"),
+            25 * HOUR
+        );
+        // Local midnight is a boundary both ways.
+        assert_eq!(
+            windows("2026-10-26T00:00:00+01:00")[0].0,
+            at("2026-10-26T00:00:00+01:00")
+        );
+        assert_eq!(
+            windows("2026-10-25T23:59:59.999999999+01:00")[0].1,
+            at("2026-10-26T00:00:00+01:00")
+        );
+        for (start, end) in [
+            windows("2026-03-29T12:00:00+02:00")[0],
+            windows("2026-10-25T12:00:00+01:00")[0],
+        ] {
+            assert_eq!(day.end_of(start), end);
+        }
+        // A grower's day from 06:00 local: the offset moves the local grid.
+        let from_six = WindowKind::Tumble {
+            size: 24 * HOUR,
+            offset: 6 * HOUR,
+            zone: amsterdam,
+        };
+        assert_eq!(
+            from_six.windows(at("2026-03-29T05:00:00+02:00")).next(),
+            Some((
+                at("2026-03-28T06:00:00+01:00"),
+                at("2026-03-29T06:00:00+02:00")
+            ))
+        );
+    }
+
+    #[test]
+    fn hours_across_a_clock_change_are_skipped_or_doubled_as_the_local_clock_says() {
+        let amsterdam = Some("Europe/Amsterdam".parse().unwrap());
+        let hour = WindowKind::Tumble {
+            size: HOUR,
+            offset: 0,
+            zone: amsterdam,
+        };
+        // Spring: 01:00–02:00 local is followed by 03:00–04:00; 02:00 never happens.
+        assert_eq!(
+            hour.windows(at("2026-03-29T01:59:59+01:00"))
+                .collect::<Vec<_>>(),
+            [(
+                at("2026-03-29T01:00:00+01:00"),
+                at("2026-03-29T03:00:00+02:00")
+            )]
+        );
+        assert_eq!(
+            hour.windows(at("2026-03-29T03:00:00+02:00"))
+                .collect::<Vec<_>>(),
+            [(
+                at("2026-03-29T03:00:00+02:00"),
+                at("2026-03-29T04:00:00+02:00")
+            )]
+        );
+        // Autumn: 02:00–03:00 local happens twice; the window holds both passes.
+        let repeated = (
+            at("2026-10-25T02:00:00+02:00"),
+            at("2026-10-25T03:00:00+01:00"),
+        );
+        for text in ["2026-10-25T02:30:00+02:00", "2026-10-25T02:30:00+01:00"] {
+            assert_eq!(hour.windows(at(text)).collect::<Vec<_>>(), [repeated]);
+        }
+        assert_eq!(hour.end_of(repeated.0), repeated.1);
+        // Hopping hours every half hour: each instant is in two windows, in order.
+        let hop = WindowKind::Hop {
+            slide: HOUR / 2,
+            size: HOUR,
+            offset: 0,
+            zone: amsterdam,
+        };
+        let around = hop
+            .windows(at("2026-10-25T02:45:00+01:00"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            around,
+            [
+                (
+                    at("2026-10-25T02:00:00+02:00"),
+                    at("2026-10-25T03:00:00+01:00")
+                ),
+                (
+                    at("2026-10-25T02:30:00+02:00"),
+                    at("2026-10-25T03:30:00+01:00")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_instant_of_a_year_falls_in_one_local_day_that_holds_it() {
+        let day = WindowKind::Tumble {
+            size: 24 * HOUR,
+            offset: 0,
+            zone: Some("America/Santiago".parse().unwrap()),
+        };
+        let mut instant = at("2025-01-01T00:00:00Z");
+        let mut previous: Option<(i64, i64)> = None;
+        while instant < at("2026-01-01T00:00:00Z") {
+            let windows: Vec<_> = day.windows(instant).collect();
+            assert_eq!(windows.len(), 1, "{instant}");
+            let (start, end) = windows[0];
+            assert!(start <= instant && instant < end, "{instant}");
+            assert!([23, 24, 25].contains(&((end - start) / HOUR)), "{instant}");
+            assert_eq!(day.end_of(start), end);
+            if let Some(before) = previous.filter(|before| *before != windows[0]) {
+                assert_eq!(before.1, start, "days follow each other");
+            }
+            previous = Some(windows[0]);
+            instant += HOUR / 4;
+        }
+    }
+
     #[test]
     fn a_tumbling_window_holds_its_start_but_not_its_end() {
         let kind = WindowKind::Tumble {
             size: 60,
             offset: 0,
+            zone: None,
         };
-        assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![60]);
-        assert_eq!(kind.window_starts(119).collect::<Vec<_>>(), vec![60]);
-        assert_eq!(kind.window_starts(-1).collect::<Vec<_>>(), vec![-60]);
+        assert_eq!(starts(kind, 60), vec![60]);
+        assert_eq!(starts(kind, 119), vec![60]);
+        assert_eq!(starts(kind, -1), vec![-60]);
     }
 
     #[test]
@@ -224,17 +529,19 @@ mod tests {
         let kind = WindowKind::Tumble {
             size: 100,
             offset: 30,
+            zone: None,
         };
-        assert_eq!(kind.window_starts(29).collect::<Vec<_>>(), vec![-70]);
-        assert_eq!(kind.window_starts(30).collect::<Vec<_>>(), vec![30]);
-        assert_eq!(kind.window_starts(129).collect::<Vec<_>>(), vec![30]);
+        assert_eq!(starts(kind, 29), vec![-70]);
+        assert_eq!(starts(kind, 30), vec![30]);
+        assert_eq!(starts(kind, 129), vec![30]);
         let kind = WindowKind::Hop {
             slide: 20,
             size: 60,
             offset: 5,
+            zone: None,
         };
-        assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![25, 45, 65]);
-        assert_eq!(kind.window_starts(64).collect::<Vec<_>>(), vec![5, 25, 45]);
+        assert_eq!(starts(kind, 65), vec![25, 45, 65]);
+        assert_eq!(starts(kind, 64), vec![5, 25, 45]);
     }
 
     #[test]
@@ -243,9 +550,10 @@ mod tests {
             slide: 20,
             size: 60,
             offset: 0,
+            zone: None,
         };
-        assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![20, 40, 60]);
-        assert_eq!(kind.window_starts(60).collect::<Vec<_>>(), vec![20, 40, 60]);
+        assert_eq!(starts(kind, 65), vec![20, 40, 60]);
+        assert_eq!(starts(kind, 60), vec![20, 40, 60]);
     }
 
     #[test]
@@ -263,6 +571,7 @@ mod tests {
                 slide: 30,
                 size: 60,
                 offset: 0,
+                zone: None,
             };
             let fused = rows
                 .clone()
@@ -289,7 +598,7 @@ mod tests {
     #[test]
     fn a_row_opens_a_session_of_one_gap() {
         let kind = WindowKind::Session { gap: 30 };
-        assert_eq!(kind.window_starts(65).collect::<Vec<_>>(), vec![65]);
+        assert_eq!(starts(kind, 65), vec![65]);
         assert_eq!(kind.size(), 30);
     }
 
@@ -299,8 +608,9 @@ mod tests {
             slide: 60,
             size: 20,
             offset: 0,
+            zone: None,
         };
-        assert_eq!(kind.window_starts(10).collect::<Vec<_>>(), vec![0]);
-        assert!(kind.window_starts(30).next().is_none());
+        assert_eq!(starts(kind, 10), vec![0]);
+        assert!(starts(kind, 30).is_empty());
     }
 }

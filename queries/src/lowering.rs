@@ -27,6 +27,7 @@ use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::{Calc, CalcDescription};
 use vibelux_operators::row::storage_type;
 use vibelux_operators::session::SessionColumns;
+use vibelux_operators::window::WindowKind;
 
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 
@@ -327,8 +328,7 @@ impl<'a> Lowering<'a> {
             let moved = WindowColumns {
                 start: passthrough(w.start),
                 end: passthrough(w.end),
-                size_nanos: w.size_nanos,
-                session: w.session,
+                kind: w.kind,
             };
             (moved.start.is_some() || moved.end.is_some()).then_some(moved)
         });
@@ -547,20 +547,21 @@ impl<'a> Lowering<'a> {
             let columns = WindowColumns {
                 start: group_column(w.start),
                 end: group_column(w.end),
-                size_nanos: w.size_nanos,
-                session: w.session,
+                kind: w.kind,
             };
             (columns.start.is_some() || columns.end.is_some()).then_some(columns)
         });
         // Sessions merge by rewriting both bounds, so both must be keys.
         let session = match window {
             Some(WindowColumns {
-                session: true,
+                kind: WindowKind::Session { .. },
                 start: Some(start),
                 end: Some(end),
-                ..
             }) => Some(SessionColumns { start, end }),
-            Some(WindowColumns { session: true, .. }) => {
+            Some(WindowColumns {
+                kind: WindowKind::Session { .. },
+                ..
+            }) => {
                 return Err(
                     self.error("a SESSION window is grouped by both window_start and window_end")
                 );
@@ -570,12 +571,12 @@ impl<'a> Lowering<'a> {
         let close = window.map(|w| match w.end {
             Some(end) => WindowClose {
                 key_column: end,
-                end_offset_nanos: 0,
+                ends_of_starts: None,
                 lateness_nanos: input_node.lateness_nanos,
             },
             None => WindowClose {
                 key_column: w.start.expect("a window column"),
-                end_offset_nanos: w.size_nanos,
+                ends_of_starts: Some(w.kind),
                 lateness_nanos: input_node.lateness_nanos,
             },
         });

@@ -120,9 +120,9 @@ pub enum Changes {
 pub struct WindowColumns {
     pub start: Option<usize>,
     pub end: Option<usize>,
-    pub size_nanos: i64,
-    /// Session windows: bounds are per row until an aggregate merges them.
-    pub session: bool,
+    /// How rows were assigned to them: a window's end follows from its start, and a session's
+    /// bounds are per row until an aggregate merges them.
+    pub kind: WindowKind,
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use vibelux_interfaces::connector::{DeclaredSink, Registry};
 use vibelux_interfaces::options::connector_kind;
 use vibelux_models::onnx::ModelRegistry;
+use vibelux_operators::local_time::TimeZone;
 use vibelux_operators::window::WindowKind;
 
 use crate::context::{PlanningContext, interval_nanos, located, session_state};
@@ -245,16 +246,33 @@ impl Planner {
                 .iter()
                 .map(|interval| interval_nanos(&context, interval, call.position))
                 .collect::<SqlResult<Vec<_>>>()?;
+            let time_zone = call
+                .zone
+                .as_ref()
+                .map(|(name, at)| {
+                    name.parse::<TimeZone>()
+                        .map_err(|message| SqlError::new(*at, message))
+                })
+                .transpose()?;
             let kind = match (call.function, &lengths[..]) {
-                (WindowFunction::Tumble, &[size]) => WindowKind::Tumble { size, offset: 0 },
+                (WindowFunction::Tumble, &[size]) => WindowKind::Tumble {
+                    size,
+                    offset: 0,
+                    zone: time_zone,
+                },
                 (WindowFunction::Tumble, &[size, offset]) => {
                     shorter_offset(offset, size, "size", call.position)?;
-                    WindowKind::Tumble { size, offset }
+                    WindowKind::Tumble {
+                        size,
+                        offset,
+                        zone: time_zone,
+                    }
                 }
                 (WindowFunction::Hop, &[slide, size]) => WindowKind::Hop {
                     slide,
                     size,
                     offset: 0,
+                    zone: time_zone,
                 },
                 (WindowFunction::Hop, &[slide, size, offset]) => {
                     shorter_offset(offset, slide, "slide", call.position)?;
@@ -262,6 +280,7 @@ impl Planner {
                         slide,
                         size,
                         offset,
+                        zone: time_zone,
                     }
                 }
                 (WindowFunction::Session, &[gap]) => WindowKind::Session { gap },
@@ -286,20 +305,23 @@ impl Planner {
             let width = fields.len();
             let schema = Arc::new(Schema::new(fields));
             let label = match kind {
-                WindowKind::Tumble { size, offset } => format!(
-                    "AssignWindows TUMBLE({time_name}, {}{})",
+                WindowKind::Tumble { size, offset, zone } => format!(
+                    "AssignWindows TUMBLE({time_name}, {}{}{})",
                     show_nanos(size),
-                    show_offset(offset)
+                    show_offset(offset),
+                    show_zone(zone)
                 ),
                 WindowKind::Hop {
                     slide,
                     size,
                     offset,
+                    zone,
                 } => format!(
-                    "AssignWindows HOP({time_name}, slide {}, size {}{})",
+                    "AssignWindows HOP({time_name}, slide {}, size {}{}{})",
                     show_nanos(slide),
                     show_nanos(size),
-                    show_offset(offset)
+                    show_offset(offset),
+                    show_zone(zone)
                 ),
                 WindowKind::Session { gap } => {
                     format!(
@@ -319,8 +341,7 @@ impl Planner {
                 window: Some(WindowColumns {
                     start: Some(width - 2),
                     end: Some(width - 1),
-                    size_nanos: kind.size(),
-                    session: matches!(kind, WindowKind::Session { .. }),
+                    kind,
                 }),
                 event_time: Some(time_column),
                 lateness_nanos: input.lateness_nanos,
@@ -517,6 +538,10 @@ fn show_offset(offset: i64) -> String {
         0 => String::new(),
         offset => format!(", offset {}", show_nanos(offset)),
     }
+}
+
+fn show_zone(zone: Option<TimeZone>) -> String {
+    zone.map_or_else(String::new, |zone| format!(", on {zone}'s clock"))
 }
 
 /// A window's offset must be shorter than the step its windows repeat at (`what`): a longer

@@ -1,7 +1,10 @@
-//! `TUMBLE(relation, time_column, size [, offset])`, `HOP(relation, time_column, slide, size
-//! [, offset])` and `SESSION(relation, time_column, gap)` in `FROM`. An offset moves every window
-//! by that much from the UTC grid (RisingWave's convention): a grower's day that starts at 06:00
-//! UTC is `TUMBLE(readings, ts, INTERVAL '1 day', INTERVAL '6 hours')`.
+//! `TUMBLE(relation, time_column, size [, offset] [, 'time zone'])`, `HOP(relation, time_column,
+//! slide, size [, offset] [, 'time zone'])` and `SESSION(relation, time_column, gap)` in `FROM`.
+//! An offset moves every window by that much from the grid (RisingWave's convention): a grower's
+//! day that starts at 06:00 UTC is `TUMBLE(readings, ts, INTERVAL '1 day', INTERVAL '6 hours')`.
+//! A time zone lays the windows out on that zone's clock, so a day starts at local midnight and
+//! lasts 23 or 25 hours when the clocks change: `TUMBLE(readings, ts, INTERVAL '1 day',
+//! 'Europe/Amsterdam')`.
 //!
 //! DataFusion has no streaming window table functions, so before planning each call is replaced
 //! by a reference to a synthetic relation `__window_N` whose schema is the input's plus
@@ -11,7 +14,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, TableAlias, TableFactor,
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, TableAlias, TableFactor, Value,
     VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
@@ -36,6 +39,8 @@ pub struct WindowCall {
     /// `[size]` for TUMBLE, `[slide, size]` for HOP, `[gap]` for SESSION; then the offset, if
     /// given.
     pub intervals: Vec<Expr>,
+    /// The time zone's name, where it was written.
+    pub zone: Option<(String, Position)>,
     pub position: Position,
 }
 
@@ -123,17 +128,37 @@ impl VisitorMut for Rewriter<'_> {
             .map_or(Position::default(), |ident| start_of(ident.span));
         let usage = match function {
             WindowFunction::Tumble => {
-                "TUMBLE(relation, time_column, INTERVAL 'size' [, INTERVAL 'offset'])"
+                "TUMBLE(relation, time_column, INTERVAL 'size' [, INTERVAL 'offset'] [, 'time zone'])"
             }
             WindowFunction::Hop => {
-                "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size' [, INTERVAL 'offset'])"
+                "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size' [, INTERVAL 'offset'] [, 'time zone'])"
             }
             WindowFunction::Session => "SESSION(relation, time_column, INTERVAL 'gap')",
         };
-        let expressions: Option<Vec<&Expr>> = arguments.args.iter().map(plain_expression).collect();
-        let Some(expressions) = expressions.filter(|found| expected.contains(&found.len())) else {
-            return ControlFlow::Break(SqlError::new(position, format!("expected {usage}")));
+        let usage_error =
+            || ControlFlow::Break(SqlError::new(position, format!("expected {usage}")));
+        let Some(mut expressions) = arguments
+            .args
+            .iter()
+            .map(plain_expression)
+            .collect::<Option<Vec<&Expr>>>()
+        else {
+            return usage_error();
         };
+        // A text literal last is the time zone (not for sessions, which follow the rows).
+        let zone = match expressions.last() {
+            Some(Expr::Value(value)) if function != WindowFunction::Session => match &value.value {
+                Value::SingleQuotedString(name) => Some((name.clone(), start_of(value.span))),
+                _ => None,
+            },
+            _ => None,
+        };
+        if zone.is_some() {
+            expressions.pop();
+        }
+        if !expected.contains(&expressions.len()) {
+            return usage_error();
+        }
         let Some(input) = name_of(expressions[0]) else {
             return ControlFlow::Break(SqlError::new(
                 position,
@@ -157,6 +182,7 @@ impl VisitorMut for Rewriter<'_> {
                 .iter()
                 .map(|expr| (*expr).clone())
                 .collect(),
+            zone,
             position,
         });
         *name = ObjectName::from(vec![Ident::new(relation)]);
@@ -209,8 +235,25 @@ mod tests {
         };
         let error = rewrite_window_calls(&mut query, &mut 0).unwrap_err();
         assert!(error.message.contains(
-            "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size' [, INTERVAL 'offset'])"
+            "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size' [, INTERVAL 'offset'] \
+             [, 'time zone'])"
         ));
         assert_eq!(error.position.column, 15);
+    }
+
+    #[test]
+    fn a_text_last_is_the_time_zone_and_the_intervals_come_before_it() {
+        let statements = parse_pipeline(
+            "SELECT * FROM TUMBLE(climate, ts, INTERVAL '1 day', INTERVAL '6 hours', 'Europe/Amsterdam')",
+        )
+        .unwrap();
+        let Statement::Query(mut query) = statements[0].statement.clone() else {
+            panic!()
+        };
+        let calls = rewrite_window_calls(&mut query, &mut 0).unwrap();
+        assert_eq!(calls[0].intervals.len(), 2);
+        let (zone, at) = calls[0].zone.clone().unwrap();
+        assert_eq!(zone, "Europe/Amsterdam");
+        assert_eq!(at.column, 73);
     }
 }
