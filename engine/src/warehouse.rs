@@ -128,6 +128,7 @@ pub async fn table_provider(
 /// Registers every warehouse table with a DataFusion session; returns their partition values.
 async fn session(warehouse: &Path) -> anyhow::Result<(SessionContext, PartitionValues)> {
     let context = SessionContext::new_with_config(session_config());
+    vibelux_queries::context::register_query_functions(&context);
     let mut values = PartitionValues::new();
     let root = warehouse
         .canonicalize()

@@ -40,7 +40,8 @@ const SOURCE: &str = "CREATE SOURCE readings (
 fn fill_warehouse(dir: &Path) {
     let sql = format!(
         "{SOURCE}
-        CREATE VIEW zone_hour AS SELECT room, zone, window_start, avg(temp_c) AS temp_avg, max(co2_ppm) AS co2_max, count(*) AS n
+        CREATE VIEW zone_hour AS SELECT room, zone, window_start, avg(temp_c) AS temp_avg, max(co2_ppm) AS co2_max, count(*) AS n,
+            time_weighted_avg(temp_c, ts) AS temp_twa
           FROM TUMBLE(climate, ts, INTERVAL '1 hour') GROUP BY room, zone, window_start;
         CREATE SINK climate_wh FROM climate
           WITH (connector = 'parquet', path = 'warehouse/climate', partition_by = 'date(ts), room', rollover_rows = '500');
@@ -109,6 +110,19 @@ fn vibelux_duckdb_and_pyarrow_read_the_same_warehouse() {
         dir.path(),
         "SELECT round(avg(temp_c), 6) AS mean FROM climate",
     );
+    assert_eq!(windows, readings);
+    // The time-weighted averages too: the view's, and the warehouse's own from the readings
+    // (to a millionth: the warehouse keeps times to the microsecond).
+    let windows = query(
+        dir.path(),
+        "SELECT room, zone, window_start, round(temp_twa, 6) AS twa FROM zone_hour ORDER BY room, zone, window_start",
+    );
+    let readings = query(
+        dir.path(),
+        "SELECT room, zone, date_bin(INTERVAL '1 hour', ts) AS window_start, round(time_weighted_avg(temp_c, ts), 6) AS twa
+         FROM climate GROUP BY room, zone, date_bin(INTERVAL '1 hour', ts) ORDER BY room, zone, window_start",
+    );
+    assert_eq!(windows.lines().count(), 37, "{windows}");
     assert_eq!(windows, readings);
 }
 

@@ -15,7 +15,7 @@ use vibelux_models::onnx::FeatureReference;
 use crate::row::Datum;
 
 /// The aggregate functions a streaming `GROUP BY` can maintain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AggregateFunction {
     /// `count(*)`: rows in the group.
     CountRows,
@@ -340,20 +340,30 @@ impl Accumulator {
     }
 }
 
-/// The time-weighted functions over points ordered by event time (timestamps in nanoseconds).
+/// The time-weighted functions over the points of a streaming group, ordered by event time.
+fn time_weighted(function: AggregateFunction, points: &BTreeMap<(Datum, Datum), i64>) -> Datum {
+    let points = points.iter().filter_map(|((order, value), &count)| {
+        Some((order.as_timestamp_nanos()?, value.as_f64()?, count))
+    });
+    time_weighted_value(function, points).map_or(Datum::Null, Datum::Float64)
+}
+
+/// A time-weighted function of `(nanoseconds, value, count)` points in time order (the same
+/// for streaming views and for ad-hoc queries over the warehouse); `None` for SQL's NULL.
 ///
 /// Gap policy: consecutive readings are joined by a straight line, however far apart, and
 /// nothing is extrapolated before the first reading or after the last. A window's integral
-/// covers the span its readings cover. Several readings at one instant count as their mean.
-fn time_weighted(function: AggregateFunction, points: &BTreeMap<(Datum, Datum), i64>) -> Datum {
+/// covers the span its readings cover. Several readings at one instant count as their mean;
+/// points with a count of zero or less (retracted) are left out.
+pub fn time_weighted_value(
+    function: AggregateFunction,
+    points: impl IntoIterator<Item = (i64, f64, i64)>,
+) -> Option<f64> {
     use AggregateFunction::*;
     // (seconds, value), one per instant.
-    let mut series: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+    let mut series: Vec<(f64, f64)> = Vec::new();
     let mut instant: Option<(i64, f64, i64)> = None; // nanos, sum, count
-    for ((order, value), &count) in points {
-        let (Some(nanos), Some(value)) = (order.as_timestamp_nanos(), value.as_f64()) else {
-            continue;
-        };
+    for (nanos, value, count) in points {
         if count <= 0 {
             continue;
         }
@@ -373,21 +383,19 @@ fn time_weighted(function: AggregateFunction, points: &BTreeMap<(Datum, Datum), 
     if let Some((at, sum, n)) = instant {
         series.push((at as f64 / 1e9, sum / n as f64));
     }
-    let (Some(first), Some(last)) = (series.first(), series.last()) else {
-        return Datum::Null;
-    };
+    let (first, last) = (series.first()?, series.last()?);
     let span = last.0 - first.0;
     let integral: f64 = series
         .windows(2)
         .map(|pair| (pair[1].0 - pair[0].0) * (pair[0].1 + pair[1].1) / 2.0)
         .sum();
     match function {
-        Integral => Datum::Float64(integral),
-        Dli => Datum::Float64(integral / 1e6),
-        TimeWeightedAvg if span > 0.0 => Datum::Float64(integral / span),
-        TimeWeightedAvg => Datum::Float64(first.1),
-        RateOfChange if span > 0.0 => Datum::Float64((last.1 - first.1) / span),
-        _ => Datum::Null,
+        Integral => Some(integral),
+        Dli => Some(integral / 1e6),
+        TimeWeightedAvg if span > 0.0 => Some(integral / span),
+        TimeWeightedAvg => Some(first.1),
+        RateOfChange if span > 0.0 => Some((last.1 - first.1) / span),
+        _ => None,
     }
 }
 

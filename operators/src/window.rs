@@ -6,6 +6,8 @@
 //! window is complete is decided downstream, by the aggregate that groups on it (see
 //! `aggregate.rs`).
 
+use std::rc::Rc;
+
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
@@ -51,12 +53,89 @@ impl WindowKind {
 
     /// Start and end of every window containing `event_time`, earliest first.
     pub fn windows(self, event_time: i64) -> Windows {
-        let (first_start, last_start, slide, size) = match self {
+        self.assigner().windows(event_time)
+    }
+
+    /// Finds rows' windows one after another (remembering, in a time zone, the last answer).
+    pub fn assigner(self) -> WindowAssigner {
+        let zoned = match self {
             WindowKind::Tumble {
                 size,
                 offset,
-                zone: None,
-            } => {
+                zone: Some(zone),
+            } => Some(Zoned {
+                zone,
+                slide: size,
+                size,
+                offset,
+            }),
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+                zone: Some(zone),
+            } => Some(Zoned {
+                zone,
+                slide,
+                size,
+                offset,
+            }),
+            _ => None,
+        };
+        WindowAssigner {
+            kind: self,
+            zoned,
+            last: None,
+        }
+    }
+
+    /// The end of the window that starts at `start` (one of [`WindowKind::windows`]'s starts).
+    pub fn end_of(self, start: i64) -> i64 {
+        match self.assigner().zoned {
+            Some(zoned) => zoned.end_of(start),
+            None => start.saturating_add(self.size()),
+        }
+    }
+}
+
+/// Finds the windows of event times. On the UTC grid that is arithmetic; on a local clock it
+/// takes a few time-zone lookups, so the assigner keeps the last answer and the span of event
+/// times it holds for (rows come in bursts of nearby times: a day's window is looked up once a
+/// day, not once a row).
+pub struct WindowAssigner {
+    kind: WindowKind,
+    zoned: Option<Zoned>,
+    last: Option<Remembered>,
+}
+
+/// The windows of every event time in `[from, until)`.
+struct Remembered {
+    from: i64,
+    until: i64,
+    windows: Rc<[(i64, i64)]>,
+}
+
+impl WindowAssigner {
+    /// Start and end of every window containing `event_time`, earliest first.
+    pub fn windows(&mut self, event_time: i64) -> Windows {
+        let Some(zoned) = &self.zoned else {
+            return self.on_the_grid(event_time);
+        };
+        let remembered = match self.last.take() {
+            Some(last) if last.from <= event_time && event_time < last.until => last,
+            _ => zoned.containing(event_time),
+        };
+        let windows = Windows::Listed {
+            windows: remembered.windows.clone(),
+            next: 0,
+        };
+        self.last = Some(remembered);
+        windows
+    }
+
+    fn on_the_grid(&self, event_time: i64) -> Windows {
+        let (first_start, last_start, slide, size) = match self.kind {
+            WindowKind::Tumble { size, offset, .. } => {
                 let start = (event_time - offset).div_euclid(size) * size + offset;
                 (start, start, size, size)
             }
@@ -64,7 +143,7 @@ impl WindowKind {
                 slide,
                 size,
                 offset,
-                zone: None,
+                ..
             } => {
                 let last = (event_time - offset).div_euclid(slide) * slide + offset;
                 (
@@ -75,17 +154,6 @@ impl WindowKind {
                 )
             }
             WindowKind::Session { gap } => (event_time, event_time, gap, gap),
-            WindowKind::Tumble {
-                size,
-                offset,
-                zone: Some(zone),
-            } => return Windows::Zoned(Zoned::containing(zone, size, size, offset, event_time)),
-            WindowKind::Hop {
-                slide,
-                size,
-                offset,
-                zone: Some(zone),
-            } => return Windows::Zoned(Zoned::containing(zone, slide, size, offset, event_time)),
         };
         Windows::Grid {
             next_start: first_start,
@@ -95,29 +163,11 @@ impl WindowKind {
             event_time,
         }
     }
-
-    /// The end of the window that starts at `start` (one of [`WindowKind::windows`]'s starts).
-    pub fn end_of(self, start: i64) -> i64 {
-        match self {
-            WindowKind::Tumble {
-                size,
-                offset,
-                zone: Some(zone),
-            } => Zoned::end_of(zone, size, size, offset, start),
-            WindowKind::Hop {
-                slide,
-                size,
-                offset,
-                zone: Some(zone),
-            } => Zoned::end_of(zone, slide, size, offset, start),
-            _ => start.saturating_add(self.size()),
-        }
-    }
 }
 
 /// The windows containing one event time: `(start, end)` pairs, earliest first.
 pub enum Windows {
-    /// On the UTC clock, every window is `size` long and starts on a grid of `slide`.
+    /// On the UTC grid, every window is `size` long and starts on a grid of `slide`.
     Grid {
         next_start: i64,
         last_start: i64,
@@ -125,7 +175,10 @@ pub enum Windows {
         size: i64,
         event_time: i64,
     },
-    Zoned(std::vec::IntoIter<(i64, i64)>),
+    Listed {
+        windows: Rc<[(i64, i64)]>,
+        next: usize,
+    },
 }
 
 impl Iterator for Windows {
@@ -149,7 +202,11 @@ impl Iterator for Windows {
                     return Some((start, start + *size));
                 }
             },
-            Windows::Zoned(windows) => windows.next(),
+            Windows::Listed { windows, next } => {
+                let window = windows.get(*next).copied();
+                *next += 1;
+                window
+            }
         }
     }
 }
@@ -159,6 +216,7 @@ impl Iterator for Windows {
 struct Zoned {
     zone: TimeZone,
     slide: i64,
+    size: i64,
     offset: i64,
 }
 
@@ -181,40 +239,32 @@ impl Zoned {
         start
     }
 
-    fn containing(
-        zone: TimeZone,
-        slide: i64,
-        size: i64,
-        offset: i64,
-        event_time: i64,
-    ) -> std::vec::IntoIter<(i64, i64)> {
-        let zoned = Zoned {
-            zone,
-            slide,
-            offset,
-        };
+    /// The windows containing `event_time`, and the span of event times in the same windows:
+    /// from the last start or end at or before it to the first after it.
+    fn containing(&self, event_time: i64) -> Remembered {
+        let last_start = self.last_start_at_or_before(event_time);
         let mut windows = Vec::with_capacity(1);
-        let mut start = zoned.last_start_at_or_before(event_time);
-        loop {
-            let end = zoned.instant(start + size);
+        let mut start = last_start;
+        let mut until = self.instant(last_start + self.slide);
+        let from = loop {
+            let end = self.instant(start + self.size);
             if end <= event_time {
-                break;
+                break end.max(self.instant(last_start));
             }
-            windows.push((zoned.instant(start), end));
-            start -= slide;
-        }
+            until = until.min(end);
+            windows.push((self.instant(start), end));
+            start -= self.slide;
+        };
         windows.reverse();
-        windows.into_iter()
+        Remembered {
+            from,
+            until,
+            windows: windows.into(),
+        }
     }
 
-    fn end_of(zone: TimeZone, slide: i64, size: i64, offset: i64, start: i64) -> i64 {
-        let zoned = Zoned {
-            zone,
-            slide,
-            offset,
-        };
-        let local_start = zoned.last_start_at_or_before(start);
-        zoned.instant(local_start + size)
+    fn end_of(&self, start: i64) -> i64 {
+        self.instant(self.last_start_at_or_before(start) + self.size)
     }
 }
 
@@ -241,29 +291,33 @@ pub trait AssignWindowsExt<'scope> {
 
 /// The copies of `row` tagged with each window it falls in (none without an event time: sources
 /// reject such rows, so a null here comes from a computed column).
-fn tagged(row: &Row, time_column: usize, kind: WindowKind) -> impl Iterator<Item = Row> + '_ {
-    let event_time = row[time_column].as_timestamp_nanos();
-    event_time
-        .into_iter()
-        .flat_map(move |event_time| kind.windows(event_time))
-        .map(move |(start, end)| {
-            let mut tagged = Vec::with_capacity(row.len() + 2);
-            tagged.extend_from_slice(row);
-            tagged.push(Datum::Timestamp(start));
-            tagged.push(Datum::Timestamp(end));
-            tagged
-        })
+fn tagged<'a>(
+    row: &'a Row,
+    time_column: usize,
+    assigner: &mut WindowAssigner,
+) -> impl Iterator<Item = Row> + 'a {
+    let windows = row[time_column]
+        .as_timestamp_nanos()
+        .map(|event_time| assigner.windows(event_time));
+    windows.into_iter().flatten().map(move |(start, end)| {
+        let mut tagged = Vec::with_capacity(row.len() + 2);
+        tagged.extend_from_slice(row);
+        tagged.push(Datum::Timestamp(start));
+        tagged.push(Datum::Timestamp(end));
+        tagged
+    })
 }
 
 impl<'scope> AssignWindowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
     fn assign_windows(self, time_column: usize, kind: WindowKind) -> Stream<'scope, u64, Vec<Row>> {
         self.unary(Pipeline, "AssignWindows", move |_, _| {
+            let mut assigner = kind.assigner();
             move |input, output| {
                 input.for_each(|time, data| {
-                    let mut out: Vec<Row> = data
-                        .iter()
-                        .flat_map(|row| tagged(row, time_column, kind))
-                        .collect();
+                    let mut out: Vec<Row> = Vec::with_capacity(data.len());
+                    for row in data.iter() {
+                        out.extend(tagged(row, time_column, &mut assigner));
+                    }
                     output.session(&time).give_container(&mut out);
                 });
             }
@@ -291,6 +345,7 @@ impl<'scope> AssignWindowsPickExt<'scope> for Stream<'scope, u64, Vec<Row>> {
         picks: Vec<usize>,
     ) -> Stream<'scope, u64, Vec<Row>> {
         self.unary(Pipeline, "AssignWindowsPicking", move |_, _| {
+            let mut assigner = kind.assigner();
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut out = Vec::with_capacity(data.len());
@@ -299,7 +354,7 @@ impl<'scope> AssignWindowsPickExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                             continue;
                         };
                         let width = row.len();
-                        for (start, end) in kind.windows(event_time) {
+                        for (start, end) in assigner.windows(event_time) {
                             let picked: Row = picks
                                 .iter()
                                 .map(|&column| match column {
@@ -335,14 +390,15 @@ impl<'scope> AssignWindowsUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>
         kind: WindowKind,
     ) -> Stream<'scope, u64, Vec<Update>> {
         self.unary(Pipeline, "AssignWindowsToUpdates", move |_, _| {
+            let mut assigner = kind.assigner();
             move |input, output| {
                 input.for_each(|time, data| {
-                    let mut out: Vec<Update> = data
-                        .iter()
-                        .flat_map(|(row, at, diff)| {
-                            tagged(row, time_column, kind).map(move |row| (row, *at, *diff))
-                        })
-                        .collect();
+                    let mut out: Vec<Update> = Vec::with_capacity(data.len());
+                    for (row, at, diff) in data.iter() {
+                        out.extend(
+                            tagged(row, time_column, &mut assigner).map(|row| (row, *at, *diff)),
+                        );
+                    }
                     output.session(&time).give_container(&mut out);
                 });
             }
@@ -485,6 +541,45 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn an_assigner_remembering_its_last_windows_answers_as_a_fresh_lookup() {
+        let zone = Some("Europe/Amsterdam".parse().unwrap());
+        for kind in [
+            WindowKind::Tumble {
+                size: 24 * HOUR,
+                offset: 6 * HOUR,
+                zone,
+            },
+            WindowKind::Hop {
+                slide: HOUR,
+                size: 3 * HOUR,
+                offset: 0,
+                zone,
+            },
+            WindowKind::Hop {
+                slide: 2 * HOUR,
+                size: HOUR / 2,
+                offset: 0,
+                zone,
+            },
+        ] {
+            let mut assigner = kind.assigner();
+            // Forward, then back and forth, across both clock changes of 2026.
+            let mut times: Vec<i64> = (0..2_000)
+                .map(|step| at("2026-03-27T00:00:00Z") + step * 7 * 60_000_000_000)
+                .collect();
+            times.extend(
+                (0..2_000).map(|step| at("2026-10-23T00:00:00Z") + step * 7 * 60_000_000_000),
+            );
+            times.extend(times.clone().iter().rev().step_by(3));
+            for time in times {
+                let remembered: Vec<_> = assigner.windows(time).collect();
+                let fresh: Vec<_> = kind.windows(time).collect();
+                assert_eq!(remembered, fresh, "{kind:?} at {time}");
+            }
+        }
     }
 
     #[test]

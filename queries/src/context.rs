@@ -31,7 +31,7 @@ pub fn session_state(models: &Arc<ModelRegistry>) -> SessionState {
         // Replacing is not possible: these names are not DataFusion's.
         let _ = state.register_udf(function);
     }
-    for function in crate::functions::time_weighted_functions() {
+    for function in crate::time_weighted::time_weighted_functions() {
         let _ = state.register_udaf(function);
     }
     let _ = state.register_udwf(crate::functions::anomaly_score_function());
@@ -40,6 +40,18 @@ pub fn session_state(models: &Arc<ModelRegistry>) -> SessionState {
     }
     let _ = state.register_udaf(crate::models::population_stability_function());
     state
+}
+
+/// Adds the cultivation functions and the time-weighted aggregates to a session that runs
+/// ad-hoc queries (`vibelux query` over the warehouse, the Postgres port): the functions that
+/// only streaming views compute (`anomaly_score`, model predictions) are left out.
+pub fn register_query_functions(context: &datafusion::prelude::SessionContext) {
+    for function in crate::functions::cultivation_functions() {
+        context.register_udf(function.as_ref().clone());
+    }
+    for function in crate::time_weighted::time_weighted_functions() {
+        context.register_udaf(function.as_ref().clone());
+    }
 }
 
 /// Relations visible to one statement.

@@ -1,7 +1,7 @@
 //! Vibelux's own SQL functions: the cultivation formulas of `operators::cultivation` as
-//! DataFusion scalar functions, so they plan, type-check and run like the built-in ones; and the
-//! time-weighted aggregates (`dli`, `integral`, …), declared to DataFusion for planning and
-//! maintained by the streaming accumulators of `operators::accumulator`.
+//! DataFusion scalar functions, so they plan, type-check and run like the built-in ones; and
+//! `anomaly_score`, declared to DataFusion for planning and computed by the streaming operator.
+//! (The time-weighted aggregates are in `time_weighted.rs`.)
 //!
 //! NULL in gives NULL out. Out-of-range input also gives NULL, and is counted
 //! (`vibelux_function_out_of_range_total`).
@@ -10,17 +10,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err, not_impl_err, plan_err};
-use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{
-    AggregateUDF, AggregateUDFImpl, PartitionEvaluator, WindowUDF, WindowUDFImpl,
-};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TypeSignature, Volatility,
 };
+use datafusion::logical_expr::{PartitionEvaluator, WindowUDF, WindowUDFImpl};
 use vibelux_operators::cultivation::{self, SaturationFormula};
 
 /// Which formula a function evaluates.
@@ -54,62 +51,6 @@ impl Cultivation {
             signature,
         }
     }
-}
-
-/// A time-weighted aggregate of `(value, ts)`, as the planner sees it. Its values come from the
-/// streaming accumulators; DataFusion's own execution (ad-hoc warehouse queries) does not
-/// have it.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct TimeWeighted {
-    name: &'static str,
-    signature: Signature,
-}
-
-impl AggregateUDFImpl for TimeWeighted {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
-    }
-
-    fn accumulator(
-        &self,
-        _args: AccumulatorArgs,
-    ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
-        not_impl_err!(
-            "{} is maintained by streaming views (CREATE VIEW … GROUP BY); ad-hoc queries cannot compute it",
-            self.name
-        )
-    }
-}
-
-/// The time-weighted aggregates, ready to register: `f(value DOUBLE, ts TIMESTAMP)`.
-pub fn time_weighted_functions() -> Vec<Arc<AggregateUDF>> {
-    ["integral", "time_weighted_avg", "dli", "rate_of_change"]
-        .into_iter()
-        .map(|name| {
-            let signature = Signature::one_of(
-                vec![
-                    TypeSignature::Exact(vec![
-                        DataType::Float64,
-                        DataType::Timestamp(TimeUnit::Nanosecond, None),
-                    ]),
-                    TypeSignature::Exact(vec![
-                        DataType::Float64,
-                        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-                    ]),
-                ],
-                Volatility::Immutable,
-            );
-            Arc::new(AggregateUDF::from(TimeWeighted { name, signature }))
-        })
-        .collect()
 }
 
 /// `anomaly_score('detector', value) OVER (PARTITION BY …)`, as the planner sees it: the

@@ -22,4 +22,5 @@ pub mod parser;
 pub mod plan;
 pub mod planner;
 mod sources;
+pub mod time_weighted;
 pub mod window_functions;

@@ -117,6 +117,7 @@ pub fn session(views: LiveViews, warehouse: Vec<(String, PathBuf)>) -> Result<Se
         .with_information_schema(true)
         .with_default_catalog_and_schema("vibelux", "public");
     let context = SessionContext::new_with_config(config);
+    vibelux_queries::context::register_query_functions(&context);
     let warehouse = Arc::new(WarehouseSchema {
         tables: warehouse,
         state: context.state(),
