@@ -46,6 +46,14 @@ pub enum AggregateFunction {
     /// `psi('model', 'feature', value)`: the population stability index of the values against
     /// the model's training distribution of that feature.
     PopulationStability,
+    /// `count(DISTINCT value)`.
+    CountDistinct,
+    /// `median(value)`, `percentile_cont`/`approx_percentile_cont(value, fraction)`: the value
+    /// at that fraction of the sorted values, interpolated between neighbours (exact, not a
+    /// sketch). The fraction is in millionths, so the function stays comparable and hashable.
+    Percentile {
+        millionths: u32,
+    },
 }
 
 impl AggregateFunction {
@@ -86,7 +94,9 @@ pub enum Accumulator {
         sum_of_squares: f64,
     },
     Extreme(Option<Datum>),
-    ExtremeMultiset(BTreeMap<Datum, i64>),
+    /// Every value with its count: extremes under retractions, distinct counts, percentiles.
+    #[serde(rename = "ExtremeMultiset")]
+    Multiset(BTreeMap<Datum, i64>),
     Ordered(Option<(Datum, Datum)>),
     OrderedMultiset(BTreeMap<(Datum, Datum), i64>),
     /// Values counted into a training reference's bins (the reference travels with the counts
@@ -125,7 +135,8 @@ impl Accumulator {
                     sum_of_squares: 0.0,
                 }
             }
-            Min | Max if input_retracts => Accumulator::ExtremeMultiset(BTreeMap::new()),
+            Min | Max if input_retracts => Accumulator::Multiset(BTreeMap::new()),
+            CountDistinct | Percentile { .. } => Accumulator::Multiset(BTreeMap::new()),
             Min | Max => Accumulator::Extreme(None),
             FirstValue | LastValue if input_retracts => {
                 Accumulator::OrderedMultiset(BTreeMap::new())
@@ -189,7 +200,7 @@ impl Accumulator {
                     *current = Some(value.clone());
                 }
             }
-            Accumulator::ExtremeMultiset(values) => add_to_multiset(values, value.clone(), diff),
+            Accumulator::Multiset(values) => add_to_multiset(values, value.clone(), diff),
             Accumulator::Ordered(current) => {
                 let candidate = (order.clone(), value.clone());
                 let replace = match current {
@@ -252,7 +263,7 @@ impl Accumulator {
             (this @ Accumulator::Ordered(_), Accumulator::Ordered(Some((order, value)))) => {
                 this.update(function, &value, &order, 1)
             }
-            (Accumulator::ExtremeMultiset(mine), Accumulator::ExtremeMultiset(theirs)) => {
+            (Accumulator::Multiset(mine), Accumulator::Multiset(theirs)) => {
                 for (value, count) in theirs {
                     add_to_multiset(mine, value, count);
                 }
@@ -313,14 +324,12 @@ impl Accumulator {
                 .population_stability(counts)
                 .map_or(Datum::Null, Datum::Float64),
             Accumulator::Extreme(value) => value.clone().unwrap_or(Datum::Null),
-            Accumulator::ExtremeMultiset(values) => {
-                let entry = if function == Min {
-                    values.keys().next()
-                } else {
-                    values.keys().next_back()
-                };
-                entry.cloned().unwrap_or(Datum::Null)
-            }
+            Accumulator::Multiset(values) => match function {
+                CountDistinct => Datum::Int64(values.len() as i64),
+                Percentile { millionths } => percentile(values, f64::from(millionths) / 1e6),
+                Min => values.keys().next().cloned().unwrap_or(Datum::Null),
+                _ => values.keys().next_back().cloned().unwrap_or(Datum::Null),
+            },
             Accumulator::Ordered(value) => value
                 .as_ref()
                 .map(|(_, v)| v.clone())
@@ -337,6 +346,34 @@ impl Accumulator {
                 entry.map(|(_, v)| v.clone()).unwrap_or(Datum::Null)
             }
         }
+    }
+}
+
+/// The value at `fraction` of the sorted `values` (each with its count), interpolated between
+/// the two nearest (`percentile_cont`): the median of 1, 2, 3, 4 is 2.5.
+fn percentile(values: &BTreeMap<Datum, i64>, fraction: f64) -> Datum {
+    let total: i64 = values.values().filter(|count| **count > 0).sum();
+    if total == 0 {
+        return Datum::Null;
+    }
+    let position = fraction * (total - 1) as f64;
+    let (below, above) = (position.floor() as i64, position.ceil() as i64);
+    let mut seen = 0;
+    let (mut low, mut high) = (None, None);
+    for (value, &count) in values.iter().filter(|(_, count)| **count > 0) {
+        let range = seen..seen + count;
+        if low.is_none() && range.contains(&below) {
+            low = value.as_f64();
+        }
+        if range.contains(&above) {
+            high = value.as_f64();
+            break;
+        }
+        seen += count;
+    }
+    match (low, high) {
+        (Some(low), Some(high)) => Datum::Float64(low + (high - low) * (position - below as f64)),
+        _ => Datum::Null,
     }
 }
 
@@ -432,6 +469,52 @@ mod tests {
             accumulator.update(function, &Datum::Float64(*value), &ts, *diff);
         }
         accumulator.result(function)
+    }
+
+    #[test]
+    fn distinct_counts_and_percentiles_follow_retractions_and_merges() {
+        let values = |function: AggregateFunction, updates: &[(f64, i64)]| {
+            let mut accumulator = Accumulator::new(function, true);
+            for (value, diff) in updates {
+                accumulator.update(function, &Datum::Float64(*value), &Datum::Null, *diff);
+            }
+            accumulator
+        };
+        let updates = [(3.0, 1), (1.0, 1), (2.0, 2), (4.0, 1), (9.0, 1), (9.0, -1)];
+        assert_eq!(
+            values(CountDistinct, &updates).result(CountDistinct),
+            Datum::Int64(4)
+        );
+        let median = Percentile {
+            millionths: 500_000,
+        };
+        // 1, 2, 2, 3, 4: the middle value; 1, 2, 2, 3: halfway between 2 and 2.
+        assert_eq!(values(median, &updates).result(median), Datum::Float64(2.0));
+        assert_eq!(
+            values(median, &[(1.0, 1), (2.0, 2), (3.0, 1), (5.0, 1), (5.0, -1)]).result(median),
+            Datum::Float64(2.0)
+        );
+        assert_eq!(
+            values(median, &[(1.0, 1), (4.0, 1)]).result(median),
+            Datum::Float64(2.5)
+        );
+        let ninetieth = Percentile {
+            millionths: 900_000,
+        };
+        // Positions 0..=4 of 1, 2, 2, 3, 4: 3.6 lies between 3 and 4.
+        let result = values(ninetieth, &updates).result(ninetieth);
+        assert!(
+            matches!(result, Datum::Float64(v) if (v - 3.6).abs() < 1e-12),
+            "{result:?}"
+        );
+        assert_eq!(
+            values(median, &[(7.0, 1), (7.0, -1)]).result(median),
+            Datum::Null
+        );
+        // Two session windows merged: the union of their values.
+        let mut merged = values(CountDistinct, &[(1.0, 1), (2.0, 1)]);
+        merged.merge(values(CountDistinct, &[(2.0, 1), (5.0, 1)]), CountDistinct);
+        assert_eq!(merged.result(CountDistinct), Datum::Int64(3));
     }
 
     #[test]

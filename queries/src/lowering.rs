@@ -16,7 +16,7 @@ use datafusion::common::{Column, DFSchema};
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Distinct, Expr, ExprSchemable, LogicalPlan, expr::AggregateFunction,
+    Distinct, Expr, ExprSchemable, LogicalPlan, expr::AggregateFunction, lit, when,
 };
 use datafusion::physical_expr::create_physical_expr;
 use vibelux_models::onnx::FeatureReference;
@@ -99,6 +99,24 @@ impl<'a> Lowering<'a> {
                     .join(", ")
             ))
         })
+    }
+
+    /// The fraction of `percentile_cont(value, fraction)`: a number from 0 to 1, written out.
+    fn percentile_fraction(&self, given: Option<&Expr>, shown: &str) -> SqlResult<f64> {
+        let value = match given {
+            Some(Expr::Literal(literal, _)) => literal.clone().cast_to(&DataType::Float64).ok(),
+            _ => None,
+        };
+        match value {
+            Some(datafusion::common::ScalarValue::Float64(Some(fraction)))
+                if (0.0..=1.0).contains(&fraction) =>
+            {
+                Ok(fraction)
+            }
+            _ => Err(self.error(format!(
+                "the fraction of a percentile is a number from 0 to 1, written out (0.95): {shown}"
+            ))),
+        }
     }
 
     fn error(&self, message: impl Into<String>) -> SqlError {
@@ -398,21 +416,52 @@ impl<'a> Lowering<'a> {
             else {
                 return Err(self.error(format!("expected an aggregate function, found {shown}")));
             };
-            if params.distinct {
+            let name = func.name().to_ascii_lowercase();
+            if params.distinct && !matches!(name.as_str(), "count" | "min" | "max") {
                 return Err(self.error(format!(
-                    "DISTINCT inside an aggregate is not supported yet: {shown}"
+                    "DISTINCT inside {name} is not supported yet (count, min and max take it): {shown}"
                 )));
             }
-            if params.filter.is_some() {
-                return Err(self.error(format!("FILTER (WHERE …) is not supported yet: {shown}")));
-            }
-            let name = func.name().to_ascii_lowercase();
             let mut reference = None;
-            let argument = if name == "psi" {
-                reference = Some(self.drift_reference(&params.args, &shown)?);
-                params.args.get(2).cloned()
-            } else {
-                params.args.first().cloned()
+            let mut fraction = None;
+            let argument = match name.as_str() {
+                "psi" => {
+                    reference = Some(self.drift_reference(&params.args, &shown)?);
+                    params.args.get(2).cloned()
+                }
+                "median" => {
+                    fraction = Some(0.5);
+                    params.args.first().cloned()
+                }
+                "percentile_cont" | "approx_percentile_cont" => {
+                    // `f(value, fraction)`, or `f(fraction) WITHIN GROUP (ORDER BY value)`.
+                    let (value, given) = match params.order_by.first() {
+                        Some(sort) if params.args.len() == 1 => {
+                            (Some(sort.expr.clone()), params.args.first())
+                        }
+                        _ => (params.args.first().cloned(), params.args.get(1)),
+                    };
+                    fraction = Some(self.percentile_fraction(given, &shown)?);
+                    value
+                }
+                _ => params.args.first().cloned(),
+            };
+            // FILTER (WHERE condition): rows that fail it give the aggregate a NULL, which every
+            // aggregate skips (count(*) counts a 1 for each row that passes).
+            let argument = match params.filter.as_deref() {
+                None => argument,
+                Some(condition) => {
+                    let value = match &argument {
+                        None | Some(Expr::Literal(..)) if name == "count" => lit(1i64),
+                        Some(argument) => argument.clone(),
+                        None => return Err(self.error(format!("{name} needs an argument"))),
+                    };
+                    Some(
+                        when(condition.clone(), value)
+                            .end()
+                            .map_err(|error| located(error, self.position))?,
+                    )
+                }
             };
             let argument_type = match &argument {
                 Some(arg) => Some(
@@ -429,7 +478,20 @@ impl<'a> Lowering<'a> {
                 "count" if matches!(argument, None | Some(Expr::Literal(..))) => {
                     Function::CountRows
                 }
+                "count" if params.distinct => Function::CountDistinct,
                 "count" => Function::Count,
+                "median" | "percentile_cont" | "approx_percentile_cont" => {
+                    if argument_type.as_ref() != Some(&DataType::Float64) {
+                        return Err(self.error(format!(
+                            "{name} takes a DOUBLE value here, not {}; cast it: {name}(CAST(… AS DOUBLE)): {shown}",
+                            argument_type.map_or("nothing".to_string(), |t| t.to_string())
+                        )));
+                    }
+                    let fraction = fraction.expect("set with the argument");
+                    Function::Percentile {
+                        millionths: (fraction * 1e6).round() as u32,
+                    }
+                }
                 "sum"
                     if argument_type
                         .as_ref()
