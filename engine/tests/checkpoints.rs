@@ -434,22 +434,28 @@ CREATE VIEW zone_minute AS
 CREATE VIEW scored AS
   SELECT sensor_id, ts, round(anomaly_score('zscore', temp_c) OVER (PARTITION BY sensor_id), 9) AS score
   FROM readings;
+CREATE VIEW steps AS
+  SELECT sensor_id, ts, temp_c - LAG(temp_c, 3) OVER (PARTITION BY sensor_id ORDER BY ts) AS step,
+    round(avg(temp_c) OVER (PARTITION BY sensor_id ORDER BY ts
+                            RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW), 9) AS recent
+  FROM readings;
 CREATE ALARM too_warm ON readings PER sensor_id
   WHEN temp_c > 25.5 FOR INTERVAL '2 minutes' CLEAR WHEN temp_c < 25;
 CREATE SINK minutes FROM zone_minute WITH (connector = 'file', path = 'out/minutes.jsonl');
+CREATE SINK step_rows FROM steps WITH (connector = 'file', path = 'out/steps.jsonl');
 CREATE SINK scores FROM scored WITH (connector = 'file', path = 'out/scores.jsonl');
 CREATE SINK alarms FROM too_warm WITH (connector = 'file', path = 'out/alarms.jsonl');
 ";
 
 #[test]
-fn detectors_and_alarms_resumed_with_other_worker_counts_end_with_the_same_results() {
+fn detectors_window_functions_and_alarms_resumed_with_other_worker_counts_end_with_the_same_results() {
     let facility = || {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pipeline.sql"), FACILITY).unwrap();
         dir
     };
     let outputs = |dir: &Path| {
-        ["minutes", "scores", "alarms"]
+        ["minutes", "scores", "alarms", "steps"]
             .map(|name| sorted_lines(&dir.join(format!("out/{name}.jsonl"))))
     };
     let reference = facility();
@@ -467,7 +473,8 @@ fn detectors_and_alarms_resumed_with_other_worker_counts_end_with_the_same_resul
     stop_mid_replay(dir.path(), &args("1"));
     run_to_end(dir.path(), &args("3"));
     let resumed = outputs(dir.path());
-    for (name, (got, want)) in ["minutes", "scores", "alarms"]
+    assert!(expected[3].len() > 100_000, "{} steps", expected[3].len());
+    for (name, (got, want)) in ["minutes", "scores", "alarms", "steps"]
         .iter()
         .zip(resumed.iter().zip(&expected))
     {

@@ -4,19 +4,22 @@
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
 //! windows (on a [`local_time`] clock when a time zone is given), [`aggregate`] maintains
 //! `GROUP BY` results and closes windows, [`join`] joins on keys, [`changes`] turns appends into
-//! updates and consolidates them, [`anomaly`] scores series, [`alarm`] raises and clears alarms,
-//! [`session`] merges session windows; [`cultivation`] holds the psychrometric formulas (VPD,
-//! dew point) that SQL functions evaluate. [`columnar`] is how rows (the [`row`] model of
-//! `vibelux-interfaces`, re-exported here) cross into Arrow.
+//! updates and consolidates them, [`anomaly`] scores series and [`analytic`] computes `LAG` and
+//! running aggregates (both taking a series [`in_event_time`] order), [`alarm`] raises and
+//! clears alarms, [`session`] merges session windows; [`cultivation`] holds the psychrometric
+//! formulas (VPD, dew point) that SQL functions evaluate. [`columnar`] is how rows (the [`row`]
+//! model of `vibelux-interfaces`, re-exported here) cross into Arrow.
 
 pub mod accumulator;
 pub mod aggregate;
 pub mod alarm;
+pub mod analytic;
 pub mod anomaly;
 pub mod calc;
 pub mod changes;
 pub mod columnar;
 pub mod cultivation;
+pub mod in_event_time;
 pub mod join;
 pub mod local_time;
 /// The row model, from the crate every layer shares.

@@ -11,8 +11,10 @@ use vibelux_interfaces::connector::{SinkSpec, SourceSpec};
 use vibelux_interfaces::source::SourceTiming;
 use vibelux_operators::aggregate::AggregatePlan;
 use vibelux_operators::alarm::AlarmSpec;
+use vibelux_operators::analytic::AnalyticSpec;
 use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
+use vibelux_operators::in_event_time::SeriesColumns;
 use vibelux_operators::window::WindowKind;
 
 pub type NodeId = usize;
@@ -66,6 +68,13 @@ pub enum NodeKind {
         input: NodeId,
         spec: Arc<AnomalySpec>,
     },
+    /// Analytic window functions per series (`LAG`, running aggregates), in event-time order;
+    /// the input is the view's input, then the partition key and the functions' values.
+    Analytic {
+        input: NodeId,
+        spec: Arc<AnalyticSpec>,
+        columns: SeriesColumns,
+    },
     /// Alarm transitions per key; the input is the watched view's rows, then the conditions.
     RaiseAlarms {
         input: NodeId,
@@ -94,6 +103,7 @@ impl NodeKind {
             | NodeKind::TableChanges { .. }
             | NodeKind::TableDeadLetters { .. } => Vec::new(),
             NodeKind::ScoreAnomalies { input, .. }
+            | NodeKind::Analytic { input, .. }
             | NodeKind::RaiseAlarms { input, .. }
             | NodeKind::Calc { input, .. }
             | NodeKind::AssignWindows { input, .. }
@@ -282,6 +292,7 @@ impl DataflowPlan {
             NodeKind::Aggregate { plan, .. } => format!("aggregate {plan:?}"),
             NodeKind::Union { inputs } => format!("union of {}", inputs.len()),
             NodeKind::ScoreAnomalies { spec, .. } => format!("anomalies {spec:?}"),
+            NodeKind::Analytic { spec, columns, .. } => format!("analytic {spec:?} {columns:?}"),
             NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
             NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
             NodeKind::Join { key_columns, .. } => format!("join on {key_columns}"),

@@ -16,6 +16,7 @@ use vibelux_interfaces::checkpoint::{Checkpoints, Participant};
 use vibelux_interfaces::sink::SinkWriter;
 use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::{AlarmControls, AlarmDesk, RaiseAlarmsExt};
+use vibelux_operators::analytic::AnalyticExt;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
@@ -200,6 +201,21 @@ pub(super) fn build_nodes<'scope>(
                     .expect("planned over append-only rows")
                     .score_anomalies(
                         spec.clone(),
+                        stop.clone(),
+                        participant(checkpoints, keys, node, worker),
+                    ),
+            ),
+            NodeKind::Analytic {
+                input,
+                spec,
+                columns,
+            } => Built::Rows(
+                built[input]
+                    .rows()
+                    .expect("planned over append-only rows")
+                    .analytic(
+                        spec.clone(),
+                        columns.clone(),
                         stop.clone(),
                         participant(checkpoints, keys, node, worker),
                     ),

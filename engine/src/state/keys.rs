@@ -224,6 +224,7 @@ fn stateful(
         NodeKind::Aggregate { .. } => "the groups",
         NodeKind::Join { .. } => "the join state",
         NodeKind::ScoreAnomalies { .. } => "the detectors' learning",
+        NodeKind::Analytic { .. } => "the window functions' series (LAG, running aggregates)",
         _ => return None,
     };
     let names: Vec<&str> = owners

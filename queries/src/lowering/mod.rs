@@ -35,6 +35,8 @@ use crate::context::located;
 use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColumns};
 
+mod analytic;
+
 pub struct Lowering<'a> {
     pub plan: &'a mut DataflowPlan,
     /// Relation name → node producing it (catalog relations and this statement's windows).
@@ -211,7 +213,8 @@ impl<'a> Lowering<'a> {
             )),
             LogicalPlan::Limit(_) => Err(self.error("LIMIT is not supported in a streaming view")),
             LogicalPlan::Join(join) => self.join(join),
-            LogicalPlan::Window(window) => self.score_anomalies(window),
+            LogicalPlan::Window(window) if is_anomaly_score(window) => self.score_anomalies(window),
+            LogicalPlan::Window(window) => self.analytic(window),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(self.error("a streaming view reads from a source or another view (FROM is missing)"))
             }
@@ -219,13 +222,13 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    /// `anomaly_score('detector', value) OVER (PARTITION BY key …)`: the only window function a
-    /// streaming view has; each series is scored in arrival order by its own detector.
+    /// `anomaly_score('detector', value) OVER (PARTITION BY key …)`: each series is scored in
+    /// event-time order by its own detector.
     fn score_anomalies(&mut self, window: &datafusion::logical_expr::Window) -> SqlResult<NodeId> {
         use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
         let refused = || {
             self.error(
-                "window functions (OVER …) are not supported yet, except anomaly_score('detector', value) OVER (PARTITION BY …); use TUMBLE or HOP with GROUP BY",
+                "anomaly_score('detector', value) OVER (PARTITION BY …) goes alone in its SELECT; compute other window functions in another view",
             )
         };
         let [expr] = window.window_expr.as_slice() else {
@@ -764,6 +767,21 @@ fn fail_on_overflow(
 }
 
 /// The schema a node's rows are described by; refuses types rows cannot carry.
+/// Whether a window node computes `anomaly_score` (the rest are analytic functions).
+fn is_anomaly_score(window: &datafusion::logical_expr::Window) -> bool {
+    use datafusion::logical_expr::expr::WindowFunctionDefinition;
+    window
+        .window_expr
+        .iter()
+        .any(|expr| match expr.clone().unalias() {
+            Expr::WindowFunction(function) => matches!(
+                &function.fun,
+                WindowFunctionDefinition::WindowUDF(udf) if udf.name() == "anomaly_score"
+            ),
+            _ => false,
+        })
+}
+
 pub fn carried_schema(schema: &SchemaRef) -> Result<SchemaRef, String> {
     for field in schema.fields() {
         if storage_type(field.data_type()).is_none() {

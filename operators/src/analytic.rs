@@ -1,0 +1,496 @@
+//! Analytic window functions over a series in event-time order: `LAG(value, n)`, `ROW_NUMBER()`
+//! and aggregates over the rows up to the current one, `avg(temp_c) OVER (PARTITION BY sensor_id
+//! ORDER BY ts ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)`, or `RANGE BETWEEN INTERVAL '10
+//! minutes' PRECEDING AND CURRENT ROW`, or from the series' start.
+//!
+//! A row's results depend only on the rows of its series at or before its event time, which
+//! `in_event_time.rs` hands over in order once no earlier row can come: each row leaves once,
+//! final, with its results appended (an append-only stream, like the readings). A series keeps
+//! only what its frames need: `n` values for `LAG`, the rows of a bounded frame, running totals
+//! for a frame from the start. Functions that need later rows (`LEAD`, frames ending after the
+//! current row) are not here: a row would wait for rows that may never come.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use vibelux_interfaces::checkpoint::Participant;
+
+use crate::in_event_time::{PerSeries, SeriesColumns, in_event_time_order};
+use crate::row::{Datum, Row};
+
+/// The functions of one `OVER` clause, each appending a column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticSpec {
+    pub calls: Vec<AnalyticCall>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticCall {
+    pub function: Analytic,
+    /// The column holding the function's value (none for `ROW_NUMBER()` and `count(*)`).
+    pub value: Option<usize>,
+    /// Whether the result column is stored as a double (a count or row number typed as an
+    /// unsigned integer is).
+    pub float_result: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Analytic {
+    /// The value `offset` rows earlier in the series, or `default` before there were as many.
+    Lag { offset: usize, default: Datum },
+    /// The row's position in its series, from 1.
+    RowNumber,
+    /// An aggregate over the frame ending at the current row.
+    Running {
+        aggregate: RunningAggregate,
+        frame: Frame,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunningAggregate {
+    /// `count(*)`: rows.
+    CountRows,
+    /// `count(value)`: rows whose value is not NULL.
+    Count,
+    SumInt,
+    SumFloat,
+    Avg,
+    Min,
+    Max,
+}
+
+/// Where a frame starts; every frame here ends at the current row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW` (`None`: `UNBOUNDED PRECEDING`).
+    Rows { preceding: Option<u64> },
+    /// `RANGE BETWEEN d PRECEDING AND CURRENT ROW`, `d` in nanoseconds of event time (`None`:
+    /// `UNBOUNDED PRECEDING`, SQL's default with `ORDER BY`). The current row's peers (rows of
+    /// the same instant) are in its frame.
+    Range { preceding_nanos: Option<i64> },
+}
+
+impl Frame {
+    fn includes_peers(self) -> bool {
+        matches!(self, Frame::Range { .. })
+    }
+}
+
+/// What one call keeps for a series.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum CallState {
+    /// The last values, most recent last (at most the offset of `LAG`).
+    Earlier(VecDeque<Datum>),
+    Rows(u64),
+    /// A frame from the series' start: every value folded in.
+    Totals(Totals),
+    /// A bounded frame's rows: event time and value, oldest first.
+    Frame(VecDeque<(i64, Datum)>),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Totals {
+    rows: i64,
+    values: i64,
+    sum_int: i128,
+    sum_float: f64,
+    min: Option<Datum>,
+    max: Option<Datum>,
+}
+
+impl Totals {
+    fn add(&mut self, value: &Datum) {
+        self.rows += 1;
+        if value.is_null() {
+            return;
+        }
+        self.values += 1;
+        match value {
+            Datum::Int64(v) => {
+                self.sum_int += i128::from(*v);
+                self.sum_float += *v as f64;
+            }
+            other => self.sum_float += other.as_f64().unwrap_or(0.0),
+        }
+        if self.min.as_ref().is_none_or(|min| value < min) {
+            self.min = Some(value.clone());
+        }
+        if self.max.as_ref().is_none_or(|max| value > max) {
+            self.max = Some(value.clone());
+        }
+    }
+
+    fn result(&self, aggregate: RunningAggregate) -> Datum {
+        match aggregate {
+            RunningAggregate::CountRows => Datum::Int64(self.rows),
+            RunningAggregate::Count => Datum::Int64(self.values),
+            _ if self.values == 0 => Datum::Null,
+            RunningAggregate::SumInt => Datum::Int64(
+                self.sum_int
+                    .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            ),
+            RunningAggregate::SumFloat => Datum::Float64(self.sum_float),
+            RunningAggregate::Avg => Datum::Float64(self.sum_float / self.values as f64),
+            RunningAggregate::Min => self.min.clone().unwrap_or(Datum::Null),
+            RunningAggregate::Max => self.max.clone().unwrap_or(Datum::Null),
+        }
+    }
+
+    fn of<'a>(values: impl Iterator<Item = &'a Datum>) -> Totals {
+        let mut totals = Totals::default();
+        for value in values {
+            totals.add(value);
+        }
+        totals
+    }
+}
+
+/// A series' state: one per call of the spec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnalyticState(Vec<CallState>);
+
+fn value_of(call: &AnalyticCall, row: &Row) -> Datum {
+    call.value.map_or(Datum::Null, |column| row[column].clone())
+}
+
+impl PerSeries for AnalyticState {
+    type Spec = AnalyticSpec;
+
+    fn start(spec: &AnalyticSpec) -> Self {
+        AnalyticState(
+            spec.calls
+                .iter()
+                .map(|call| match &call.function {
+                    Analytic::Lag { .. } => CallState::Earlier(VecDeque::new()),
+                    Analytic::RowNumber => CallState::Rows(0),
+                    Analytic::Running {
+                        frame:
+                            Frame::Rows { preceding: None }
+                            | Frame::Range {
+                                preceding_nanos: None,
+                            },
+                        ..
+                    } => CallState::Totals(Totals::default()),
+                    Analytic::Running { .. } => CallState::Frame(VecDeque::new()),
+                })
+                .collect(),
+        )
+    }
+
+    fn take(&mut self, spec: &AnalyticSpec, peers: &[Row], time: usize, out: &mut [Row]) {
+        for (call, state) in spec.calls.iter().zip(&mut self.0) {
+            let results = take_call(call, state, peers, time);
+            for (row, result) in out.iter_mut().zip(results) {
+                row.push(match (call.float_result, result) {
+                    (true, Datum::Int64(whole)) => Datum::Float64(whole as f64),
+                    (_, result) => result,
+                });
+            }
+        }
+    }
+}
+
+/// Appends the analytic functions' columns to every row, in event-time order per series.
+pub trait AnalyticExt<'scope> {
+    fn analytic(
+        self,
+        spec: Arc<AnalyticSpec>,
+        columns: SeriesColumns,
+        stop: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Row>>;
+}
+
+impl<'scope> AnalyticExt<'scope> for Stream<'scope, u64, Vec<Row>> {
+    fn analytic(
+        self,
+        spec: Arc<AnalyticSpec>,
+        columns: SeriesColumns,
+        stop: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Row>> {
+        in_event_time_order::<AnalyticState>(
+            self,
+            ("Analytic", "analytic functions' series"),
+            spec,
+            columns,
+            stop,
+            checkpointing,
+        )
+    }
+}
+
+/// One call's results for the peers, updating its state.
+fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: usize) -> Vec<Datum> {
+    let at = peers[0][time].as_timestamp_nanos().unwrap_or(i64::MIN);
+    match (&call.function, state) {
+        (Analytic::Lag { offset, default }, CallState::Earlier(earlier)) => peers
+            .iter()
+            .map(|row| {
+                let result = match *offset {
+                    0 => value_of(call, row),
+                    offset if earlier.len() >= offset => earlier[earlier.len() - offset].clone(),
+                    _ => default.clone(),
+                };
+                if *offset > 0 {
+                    earlier.push_back(value_of(call, row));
+                    if earlier.len() > *offset {
+                        earlier.pop_front();
+                    }
+                }
+                result
+            })
+            .collect(),
+        (Analytic::RowNumber, CallState::Rows(rows)) => peers
+            .iter()
+            .map(|_| {
+                *rows += 1;
+                Datum::Int64(*rows as i64)
+            })
+            .collect(),
+        (Analytic::Running { aggregate, frame }, CallState::Totals(totals)) => {
+            if frame.includes_peers() {
+                peers
+                    .iter()
+                    .for_each(|row| totals.add(&value_of(call, row)));
+                vec![totals.result(*aggregate); peers.len()]
+            } else {
+                peers
+                    .iter()
+                    .map(|row| {
+                        totals.add(&value_of(call, row));
+                        totals.result(*aggregate)
+                    })
+                    .collect()
+            }
+        }
+        (Analytic::Running { aggregate, frame }, CallState::Frame(rows)) => match *frame {
+            Frame::Range { preceding_nanos } => {
+                rows.extend(peers.iter().map(|row| (at, value_of(call, row))));
+                let oldest = at.saturating_sub(preceding_nanos.unwrap_or(i64::MAX));
+                while rows.front().is_some_and(|(ts, _)| *ts < oldest) {
+                    rows.pop_front();
+                }
+                let result = Totals::of(rows.iter().map(|(_, value)| value)).result(*aggregate);
+                vec![result; peers.len()]
+            }
+            Frame::Rows { preceding } => peers
+                .iter()
+                .map(|row| {
+                    rows.push_back((at, value_of(call, row)));
+                    let keep = preceding.map_or(usize::MAX, |n| n as usize + 1);
+                    while rows.len() > keep {
+                        rows.pop_front();
+                    }
+                    Totals::of(rows.iter().map(|(_, value)| value)).result(*aggregate)
+                })
+                .collect(),
+        },
+        _ => unreachable!("a call's state is made for its function"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000_000_000;
+
+    /// Runs `calls` over one series of `(minute, value)` rows, taking rows of one minute as
+    /// peers; returns each row's results.
+    fn run(calls: Vec<AnalyticCall>, rows: &[(i64, Option<f64>)]) -> Vec<Vec<Datum>> {
+        let spec = AnalyticSpec { calls };
+        let mut state = AnalyticState::start(&spec);
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|(minute, value)| {
+                vec![
+                    Datum::Timestamp(minute * MINUTE),
+                    value.map_or(Datum::Null, Datum::Float64),
+                ]
+            })
+            .collect();
+        let mut results = Vec::new();
+        for peers in rows.chunk_by(|a, b| a[0] == b[0]) {
+            let mut out: Vec<Row> = vec![Vec::new(); peers.len()];
+            state.take(&spec, peers, 0, &mut out);
+            results.extend(out);
+        }
+        results
+    }
+
+    fn call(function: Analytic) -> AnalyticCall {
+        AnalyticCall {
+            function,
+            value: Some(1),
+            float_result: false,
+        }
+    }
+
+    fn floats(results: &[Vec<Datum>], column: usize) -> Vec<Option<f64>> {
+        results.iter().map(|row| row[column].as_f64()).collect()
+    }
+
+    #[test]
+    fn lag_looks_back_by_rows_and_gives_its_default_before() {
+        let rows = [(0, Some(1.0)), (1, Some(2.0)), (2, None), (3, Some(4.0))];
+        let results = run(
+            vec![
+                call(Analytic::Lag {
+                    offset: 1,
+                    default: Datum::Null,
+                }),
+                call(Analytic::Lag {
+                    offset: 2,
+                    default: Datum::Float64(0.0),
+                }),
+                call(Analytic::RowNumber),
+            ],
+            &rows,
+        );
+        assert_eq!(floats(&results, 0), [None, Some(1.0), Some(2.0), None]);
+        assert_eq!(
+            floats(&results, 1),
+            [Some(0.0), Some(0.0), Some(1.0), Some(2.0)]
+        );
+        assert_eq!(
+            floats(&results, 2),
+            [Some(1.0), Some(2.0), Some(3.0), Some(4.0)]
+        );
+    }
+
+    #[test]
+    fn frames_of_rows_and_of_time_end_at_the_current_row() {
+        // Two rows at minute 2: peers.
+        let rows = [
+            (0, Some(1.0)),
+            (1, Some(3.0)),
+            (2, Some(5.0)),
+            (2, Some(7.0)),
+            (10, Some(9.0)),
+        ];
+        let running = |aggregate, frame| call(Analytic::Running { aggregate, frame });
+        let results = run(
+            vec![
+                running(RunningAggregate::Avg, Frame::Rows { preceding: Some(1) }),
+                running(RunningAggregate::SumFloat, Frame::Rows { preceding: None }),
+                running(
+                    RunningAggregate::SumFloat,
+                    Frame::Range {
+                        preceding_nanos: None,
+                    },
+                ),
+                running(
+                    RunningAggregate::Max,
+                    Frame::Range {
+                        preceding_nanos: Some(2 * MINUTE),
+                    },
+                ),
+                running(
+                    RunningAggregate::CountRows,
+                    Frame::Range {
+                        preceding_nanos: Some(MINUTE),
+                    },
+                ),
+            ],
+            &rows,
+        );
+        assert_eq!(
+            floats(&results, 0),
+            [Some(1.0), Some(2.0), Some(4.0), Some(6.0), Some(8.0)]
+        );
+        assert_eq!(
+            floats(&results, 1),
+            [Some(1.0), Some(4.0), Some(9.0), Some(16.0), Some(25.0)]
+        );
+        // RANGE includes the peers: both rows of minute 2 see 16.
+        assert_eq!(
+            floats(&results, 2),
+            [Some(1.0), Some(4.0), Some(16.0), Some(16.0), Some(25.0)]
+        );
+        assert_eq!(
+            floats(&results, 3),
+            [Some(1.0), Some(3.0), Some(7.0), Some(7.0), Some(9.0)]
+        );
+        assert_eq!(
+            floats(&results, 4),
+            [Some(1.0), Some(2.0), Some(3.0), Some(3.0), Some(1.0)]
+        );
+    }
+
+    #[test]
+    fn a_series_restored_from_a_checkpoint_goes_on_as_if_never_stopped() {
+        use vibelux_interfaces::checkpoint::{decode, encode};
+        let spec = AnalyticSpec {
+            calls: vec![
+                call(Analytic::Lag {
+                    offset: 2,
+                    default: Datum::Null,
+                }),
+                call(Analytic::Running {
+                    aggregate: RunningAggregate::Avg,
+                    frame: Frame::Range {
+                        preceding_nanos: Some(3 * MINUTE),
+                    },
+                }),
+                call(Analytic::Running {
+                    aggregate: RunningAggregate::Max,
+                    frame: Frame::Rows { preceding: None },
+                }),
+            ],
+        };
+        let rows: Vec<Row> = (0..8)
+            .map(|minute| {
+                vec![
+                    Datum::Timestamp(minute * MINUTE),
+                    Datum::Float64((minute * 7 % 5) as f64),
+                ]
+            })
+            .collect();
+        let take = |state: &mut AnalyticState, row: &Row| {
+            let mut out = vec![Vec::new()];
+            state.take(&spec, std::slice::from_ref(row), 0, &mut out);
+            out.pop().unwrap()
+        };
+        let mut whole = AnalyticState::start(&spec);
+        let expected: Vec<Row> = rows.iter().map(|row| take(&mut whole, row)).collect();
+        let mut first = AnalyticState::start(&spec);
+        let mut results: Vec<Row> = rows[..5].iter().map(|row| take(&mut first, row)).collect();
+        let mut restored: AnalyticState = decode("series", &encode(&first)).unwrap();
+        results.extend(rows[5..].iter().map(|row| take(&mut restored, row)));
+        assert_eq!(
+            results
+                .iter()
+                .map(|row| format!("{row:?}"))
+                .collect::<Vec<_>>(),
+            expected
+                .iter()
+                .map(|row| format!("{row:?}"))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn an_aggregate_over_nulls_only_is_null_and_counts_skip_them() {
+        let rows = [(0, None), (1, Some(2.0)), (2, None)];
+        let running = |aggregate| {
+            call(Analytic::Running {
+                aggregate,
+                frame: Frame::Rows { preceding: Some(0) },
+            })
+        };
+        let results = run(
+            vec![
+                running(RunningAggregate::Avg),
+                running(RunningAggregate::Count),
+            ],
+            &rows,
+        );
+        assert_eq!(floats(&results, 0), [None, Some(2.0), None]);
+        assert_eq!(floats(&results, 1), [Some(0.0), Some(1.0), Some(0.0)]);
+    }
+}

@@ -1,0 +1,339 @@
+//! Lowering of analytic window functions (`LAG`, `ROW_NUMBER`, aggregates `OVER (PARTITION BY …
+//! ORDER BY ts ROWS|RANGE …)`) to one `Analytic` node per `OVER` clause.
+//!
+//! A streaming view can compute a function of a row's series only from the rows at or before it,
+//! in event time: so the `ORDER BY` is the event time, ascending, and a frame ends at the
+//! current row. What needs later rows (`LEAD`, frames that end after the row, no `ORDER BY`,
+//! which means the whole partition) is refused, saying why.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits,
+};
+use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, RunningAggregate};
+use vibelux_operators::in_event_time::SeriesColumns;
+use vibelux_operators::row::{Datum, storage_type};
+
+use super::{Lowering, carried_schema, located};
+use crate::error::SqlResult;
+use crate::plan::{Changes, NodeId, NodeKind, PlanNode};
+
+/// One `OVER` clause's functions, as planned: what each computes and the value it reads.
+struct Planned {
+    function: Analytic,
+    value: Option<Expr>,
+}
+
+impl Lowering<'_> {
+    pub(super) fn analytic(
+        &mut self,
+        window: &datafusion::logical_expr::Window,
+    ) -> SqlResult<NodeId> {
+        let input = self.lower(&window.input)?;
+        let input_node = self.plan.nodes[input].clone();
+        let input_schema = window.input.schema();
+        let time = input_node.event_time.ok_or_else(|| {
+            self.error("window functions need the rows' event time to pass through unchanged (select the WATERMARK column)")
+        })?;
+        if input_node.changes != Changes::AppendOnly {
+            return Err(self.error(
+                "window functions (OVER …) take a stream of rows in event-time order; their input here is a view whose rows update",
+            ));
+        }
+        let time_name = input_schema.field(time).name().clone();
+        let mut partition: Option<Vec<Expr>> = None;
+        let mut planned = Vec::new();
+        for expr in &window.window_expr {
+            let shown = expr.to_string();
+            let Expr::WindowFunction(function) = expr.clone().unalias() else {
+                return Err(self.error(format!("expected a window function, found {shown}")));
+            };
+            let WindowFunction { fun, params } = *function;
+            match &partition {
+                None => partition = Some(params.partition_by.clone()),
+                Some(keys) if *keys != params.partition_by => {
+                    return Err(self.error(format!(
+                        "window functions of one SELECT share their PARTITION BY here; compute {shown} in another view"
+                    )));
+                }
+                Some(_) => {}
+            }
+            let ordered_by_time = match params.order_by.as_slice() {
+                [sort] => {
+                    sort.asc
+                        && matches!(&sort.expr, Expr::Column(column) if column.name == time_name)
+                }
+                _ => false,
+            };
+            if !ordered_by_time {
+                return Err(self.error(format!(
+                    "a window function in a streaming view takes its series in event-time order: add ORDER BY {time_name} (ascending) to the OVER clause of {shown}"
+                )));
+            }
+            let name = fun.name().to_ascii_lowercase();
+            let planned_call = match &fun {
+                WindowFunctionDefinition::WindowUDF(_) => match name.as_str() {
+                    "lag" => self.lag(&params.args, input_schema, &shown)?,
+                    "row_number" => Planned {
+                        function: Analytic::RowNumber,
+                        value: None,
+                    },
+                    "lead" => {
+                        return Err(self.error(format!(
+                            "LEAD is not supported in a streaming view: a row would wait for rows that may never come; use LAG the other way round: {shown}"
+                        )));
+                    }
+                    _ => {
+                        return Err(self.error(format!(
+                            "window function {name} is not supported yet (LAG, ROW_NUMBER and aggregates over a frame are): {shown}"
+                        )));
+                    }
+                },
+                WindowFunctionDefinition::AggregateUDF(_) => {
+                    let frame = self.frame(&params.window_frame, &shown)?;
+                    let argument = params.args.first().cloned();
+                    let argument_type = argument
+                        .as_ref()
+                        .map(|arg| arg.get_type(input_schema.as_ref()))
+                        .transpose()
+                        .map_err(|error| located(error, self.position))?;
+                    let aggregate = match name.as_str() {
+                        "count" if matches!(argument, None | Some(Expr::Literal(..))) => {
+                            RunningAggregate::CountRows
+                        }
+                        "count" => RunningAggregate::Count,
+                        "sum"
+                            if argument_type
+                                .as_ref()
+                                .is_some_and(|t| storage_type(t) == Some(DataType::Int64)) =>
+                        {
+                            RunningAggregate::SumInt
+                        }
+                        "sum" => RunningAggregate::SumFloat,
+                        "avg" | "mean" => RunningAggregate::Avg,
+                        "min" => RunningAggregate::Min,
+                        "max" => RunningAggregate::Max,
+                        _ => {
+                            return Err(self.error(format!(
+                                "{name} OVER (…) is not supported yet (count, sum, avg, min and max are): {shown}"
+                            )));
+                        }
+                    };
+                    Planned {
+                        value: match aggregate {
+                            RunningAggregate::CountRows => None,
+                            _ => argument,
+                        },
+                        function: Analytic::Running { aggregate, frame },
+                    }
+                }
+            };
+            planned.push(planned_call);
+        }
+        let partition = partition.unwrap_or_default();
+
+        // A Calc passes the input through and adds the keys and values, then the node appends a
+        // column per function.
+        let kept = input_schema.fields().len();
+        let mut projections: Vec<Expr> = input_schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let mut fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut add = |expr: &Expr, fields: &mut Vec<Field>| -> SqlResult<usize> {
+            let data_type = expr
+                .get_type(input_schema.as_ref())
+                .map_err(|error| located(error, self.position))?;
+            fields.push(Field::new(
+                format!("__analytic_{}", fields.len()),
+                data_type,
+                true,
+            ));
+            projections.push(expr.clone());
+            Ok(fields.len() - 1)
+        };
+        let keys = partition
+            .iter()
+            .map(|expr| add(expr, &mut fields))
+            .collect::<SqlResult<Vec<_>>>()?;
+        let mut calls = Vec::new();
+        for (index, call) in planned.into_iter().enumerate() {
+            let value = call
+                .value
+                .as_ref()
+                .map(|expr| add(expr, &mut fields))
+                .transpose()?;
+            let output = window.schema.field(kept + index).data_type();
+            calls.push(AnalyticCall {
+                function: call.function,
+                value,
+                float_result: storage_type(output) == Some(DataType::Float64),
+            });
+        }
+        let projected = Arc::new(Schema::new(fields));
+        let calc = self.calc(input, input_schema, None, &projections, projected)?;
+        let schema =
+            carried_schema(window.schema.inner()).map_err(|message| self.error(message))?;
+        let label = format!(
+            "Analytic {} (in event-time order per series)",
+            window
+                .window_expr
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(self.plan.add(PlanNode {
+            kind: NodeKind::Analytic {
+                input: calc,
+                spec: Arc::new(AnalyticSpec { calls }),
+                columns: SeriesColumns { keys, time, kept },
+            },
+            schema,
+            changes: Changes::AppendOnly,
+            window: input_node.window,
+            event_time: Some(time),
+            lateness_nanos: input_node.lateness_nanos,
+            key: None,
+            label,
+        }))
+    }
+
+    /// `LAG(value [, offset [, default]])`.
+    fn lag(
+        &self,
+        args: &[Expr],
+        schema: &datafusion::common::DFSchema,
+        shown: &str,
+    ) -> SqlResult<Planned> {
+        let value = args
+            .first()
+            .cloned()
+            .ok_or_else(|| self.error(format!("LAG needs the value to look back at: {shown}")))?;
+        let offset = match args.get(1) {
+            None => 1,
+            Some(Expr::Literal(literal, _)) => match literal.clone().cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(Some(offset))) if offset >= 0 => offset as usize,
+                _ => {
+                    return Err(self.error(format!(
+                        "LAG's offset is a whole number of rows, 0 or more: {shown}"
+                    )));
+                }
+            },
+            Some(_) => {
+                return Err(self.error(format!(
+                    "LAG's offset is a constant number of rows: {shown}"
+                )));
+            }
+        };
+        let value_type = value
+            .get_type(schema)
+            .map_err(|error| located(error, self.position))?;
+        let default = match args.get(2) {
+            None => Datum::Null,
+            Some(Expr::Literal(literal, _)) => {
+                let storage = storage_type(&value_type).unwrap_or(DataType::Null);
+                let cast = literal.clone().cast_to(&storage).map_err(|_| {
+                    self.error(format!(
+                        "LAG's default must be a {value_type} like its value: {shown}"
+                    ))
+                })?;
+                datum_of(&cast).ok_or_else(|| {
+                    self.error(format!("LAG's default cannot be carried: {shown}"))
+                })?
+            }
+            Some(_) => {
+                return Err(self.error(format!("LAG's default is a constant: {shown}")));
+            }
+        };
+        Ok(Planned {
+            function: Analytic::Lag { offset, default },
+            value: Some(value),
+        })
+    }
+
+    /// A frame that ends at the current row and starts before it (by rows or by event time).
+    fn frame(&self, frame: &WindowFrame, shown: &str) -> SqlResult<Frame> {
+        if frame.end_bound != WindowFrameBound::CurrentRow {
+            return Err(self.error(format!(
+                "a frame in a streaming view ends at the current row (… AND CURRENT ROW): a row would wait for later rows: {shown}"
+            )));
+        }
+        let preceding = match &frame.start_bound {
+            WindowFrameBound::CurrentRow => Some(ScalarValue::UInt64(Some(0))),
+            WindowFrameBound::Preceding(value) if value.is_null() => None,
+            WindowFrameBound::Preceding(value) => Some(value.clone()),
+            WindowFrameBound::Following(_) => {
+                return Err(self.error(format!(
+                    "a frame in a streaming view starts at or before the current row: {shown}"
+                )));
+            }
+        };
+        match frame.units {
+            WindowFrameUnits::Rows => {
+                let rows = preceding
+                    .map(|value| match value.cast_to(&DataType::UInt64) {
+                        Ok(ScalarValue::UInt64(Some(rows))) => Ok(rows),
+                        _ => Err(self.error(format!(
+                            "ROWS … PRECEDING takes a whole number of rows: {shown}"
+                        ))),
+                    })
+                    .transpose()?;
+                Ok(Frame::Rows { preceding: rows })
+            }
+            WindowFrameUnits::Range => {
+                let nanos = preceding
+                    .map(|value| {
+                        interval_nanos(&value).ok_or_else(|| {
+                            self.error(format!(
+                                "RANGE … PRECEDING takes an interval of event time (INTERVAL '10 minutes'): {shown}"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                Ok(Frame::Range {
+                    preceding_nanos: nanos,
+                })
+            }
+            WindowFrameUnits::Groups => Err(self.error(format!(
+                "GROUPS frames are not supported yet; use ROWS or RANGE: {shown}"
+            ))),
+        }
+    }
+}
+
+/// A constant as a row's value.
+fn datum_of(literal: &ScalarValue) -> Option<Datum> {
+    let array = literal.to_array().ok()?;
+    let mut rows = vec![Vec::new()];
+    vibelux_operators::columnar::append_column(array.as_ref(), &mut rows).ok()?;
+    rows.pop()?.pop()
+}
+
+/// A constant interval in nanoseconds (a RANGE frame's extent), if it has a fixed length.
+fn interval_nanos(value: &ScalarValue) -> Option<i64> {
+    const DAY: i64 = 86_400_000_000_000;
+    match value {
+        ScalarValue::UInt64(Some(0)) => Some(0),
+        ScalarValue::IntervalMonthDayNano(Some(interval)) if interval.months == 0 => {
+            Some(i64::from(interval.days) * DAY + interval.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(interval)) => {
+            Some(i64::from(interval.days) * DAY + i64::from(interval.milliseconds) * 1_000_000)
+        }
+        ScalarValue::DurationNanosecond(Some(nanos)) => Some(*nanos),
+        ScalarValue::DurationMicrosecond(Some(micros)) => Some(micros * 1_000),
+        ScalarValue::DurationMillisecond(Some(millis)) => Some(millis * 1_000_000),
+        ScalarValue::DurationSecond(Some(seconds)) => Some(seconds * 1_000_000_000),
+        _ => None,
+    }
+}
