@@ -448,7 +448,8 @@ CREATE SINK alarms FROM too_warm WITH (connector = 'file', path = 'out/alarms.js
 ";
 
 #[test]
-fn detectors_window_functions_and_alarms_resumed_with_other_worker_counts_end_with_the_same_results() {
+fn detectors_window_functions_and_alarms_resumed_with_other_worker_counts_end_with_the_same_results()
+ {
     let facility = || {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pipeline.sql"), FACILITY).unwrap();
