@@ -560,3 +560,70 @@ fn the_final_report_counts_what_sinks_added_while_running_wrote() {
         "{log}"
     );
 }
+
+/// A temporal filter (`ts > now() - INTERVAL '1 minute'`, `now()` the watermark) keeps each
+/// sensor's last minute: its count stays at about six readings (one every 10 s, at 60×) while the
+/// readings of all time pile up, and its oldest reading moves on with the newest. Killed and
+/// restarted from its checkpoint, it goes on retracting the rows it held.
+#[test]
+fn a_temporal_filter_keeps_the_last_minute_as_readings_arrive_age_out_and_survive_a_crash() {
+    let mut engine = start_engine_with(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+         WITH (connector = 'simulator', rooms = '1', zones_per_room = '2', sensors_per_zone = '5',
+               interval = '10 seconds', speed = '60x', seed = '5');
+         CREATE MATERIALIZED VIEW recent AS
+           SELECT sensor_id, count(*) AS n, min(ts) AS oldest FROM readings
+           WHERE ts > now() - INTERVAL '1 minute' AND temp_c > -100 GROUP BY sensor_id;
+         CREATE MATERIALIZED VIEW all_time AS
+           SELECT sensor_id, count(*) AS n, min(ts) AS first FROM readings GROUP BY sensor_id;",
+        &["--state", "state", "--checkpoint-interval", "200ms"],
+    );
+    watch_the_last_minute(&engine, 3);
+    engine.crash_and_restart();
+    watch_the_last_minute(&engine, 6);
+}
+
+/// Watches the views of the test above until every sensor's last minute lies `minutes` after
+/// its first reading, checking all along that no more than a minute's readings are counted.
+fn watch_the_last_minute(engine: &Engine, minutes: i64) {
+    let rows = |view: &str| -> Vec<Value> {
+        let path = format!("/v1/views/{view}");
+        let answer = common::request(&engine.address, "GET", &path, &[], None);
+        serde_json::from_str::<Value>(&answer.body)
+            .ok()
+            .and_then(|body| body["rows"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let time = |row: &Value, column: &str| {
+        let text = row[column].as_str().unwrap();
+        chrono::NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let all_time = rows("all_time");
+        let recent = rows("recent");
+        let counts: Vec<i64> = recent
+            .iter()
+            .map(|row| row["n"].as_i64().unwrap())
+            .collect();
+        // Readings from the last 65 s of event time (the minute, and the watermark's 5 s).
+        assert!(counts.iter().all(|n| (1..=8).contains(n)), "{recent:?}");
+        let first = all_time.first().map(|row| time(row, "first"));
+        let aged_out = first.is_some_and(|first| {
+            recent.len() == 10
+                && recent
+                    .iter()
+                    .all(|row| time(row, "oldest") - first > chrono::TimeDelta::minutes(minutes))
+        });
+        if all_time.len() == 10 && aged_out {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recent {recent:?}, all time {all_time:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

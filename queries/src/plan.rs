@@ -15,6 +15,7 @@ use vibelux_operators::analytic::AnalyticSpec;
 use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::in_event_time::SeriesColumns;
+use vibelux_operators::temporal_filter::TemporalFilter;
 use vibelux_operators::window::WindowKind;
 
 pub type NodeId = usize;
@@ -75,6 +76,12 @@ pub enum NodeKind {
         spec: Arc<AnalyticSpec>,
         columns: SeriesColumns,
     },
+    /// Rows of a stream while recent: `WHERE ts > now() - INTERVAL …` with `now()` the
+    /// watermark; an updating relation.
+    TemporalFilter {
+        input: NodeId,
+        filter: Arc<TemporalFilter>,
+    },
     /// Alarm transitions per key; the input is the watched view's rows, then the conditions.
     RaiseAlarms {
         input: NodeId,
@@ -104,6 +111,7 @@ impl NodeKind {
             | NodeKind::TableDeadLetters { .. } => Vec::new(),
             NodeKind::ScoreAnomalies { input, .. }
             | NodeKind::Analytic { input, .. }
+            | NodeKind::TemporalFilter { input, .. }
             | NodeKind::RaiseAlarms { input, .. }
             | NodeKind::Calc { input, .. }
             | NodeKind::AssignWindows { input, .. }
@@ -293,6 +301,7 @@ impl DataflowPlan {
             NodeKind::Union { inputs } => format!("union of {}", inputs.len()),
             NodeKind::ScoreAnomalies { spec, .. } => format!("anomalies {spec:?}"),
             NodeKind::Analytic { spec, columns, .. } => format!("analytic {spec:?} {columns:?}"),
+            NodeKind::TemporalFilter { filter, .. } => format!("temporal filter {filter:?}"),
             NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
             NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
             NodeKind::Join { key_columns, .. } => format!("join on {key_columns}"),

@@ -528,7 +528,7 @@ fn expression_error_schema() -> SchemaRef {
     ]))
 }
 
-fn show_nanos(nanos: i64) -> String {
+pub(crate) fn show_nanos(nanos: i64) -> String {
     humantime::format_duration(std::time::Duration::from_nanos(nanos.max(0) as u64)).to_string()
 }
 

@@ -22,6 +22,7 @@ use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
 use vibelux_operators::join::JoinExt;
 use vibelux_operators::row::{Row, Update};
+use vibelux_operators::temporal_filter::TemporalFilterExt;
 use vibelux_operators::window::{
     AssignWindowsExt, AssignWindowsPickExt, AssignWindowsUpdatesExt, WindowKind,
 };
@@ -220,6 +221,18 @@ pub(super) fn build_nodes<'scope>(
                         participant(checkpoints, keys, node, worker),
                     ),
             ),
+            NodeKind::TemporalFilter { input, filter } => Built::Updates {
+                changes: Some(
+                    built[input]
+                        .rows()
+                        .expect("planned over append-only rows")
+                        .temporal_filter(
+                            filter.clone(),
+                            participant(checkpoints, keys, node, worker),
+                        ),
+                ),
+                finals: None,
+            },
             NodeKind::RaiseAlarms { input, spec } => Built::Rows(
                 built[input]
                     .finals()

@@ -225,6 +225,7 @@ fn stateful(
         NodeKind::Join { .. } => "the join state",
         NodeKind::ScoreAnomalies { .. } => "the detectors' learning",
         NodeKind::Analytic { .. } => "the window functions' series (LAG, running aggregates)",
+        NodeKind::TemporalFilter { .. } => "the rows within the temporal filter",
         _ => return None,
     };
     let names: Vec<&str> = owners

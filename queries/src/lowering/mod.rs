@@ -36,6 +36,7 @@ use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColumns};
 
 mod analytic;
+mod temporal;
 
 pub struct Lowering<'a> {
     pub plan: &'a mut DataflowPlan,
@@ -165,17 +166,21 @@ impl<'a> Lowering<'a> {
             LogicalPlan::Projection(projection) => {
                 let (input, predicate, input_schema) = match projection.input.as_ref() {
                     LogicalPlan::Filter(filter) => {
-                        (self.lower(&filter.input)?, Some(&filter.predicate), filter.input.schema().clone())
+                        let input = self.lower(&filter.input)?;
+                        let schema = filter.input.schema().clone();
+                        let (input, predicate) = self.temporal_filter(input, &schema, &filter.predicate)?;
+                        (input, predicate, schema)
                     }
                     other => (self.lower(other)?, None, other.schema().clone()),
                 };
-                self.calc(input, &input_schema, predicate, &projection.expr, projection.schema.inner().clone())
+                self.calc(input, &input_schema, predicate.as_ref(), &projection.expr, projection.schema.inner().clone())
             }
             LogicalPlan::Filter(filter) => {
                 let input = self.lower(&filter.input)?;
                 let schema = filter.input.schema();
+                let (input, predicate) = self.temporal_filter(input, schema, &filter.predicate)?;
                 let identity: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
-                self.calc(input, schema, Some(&filter.predicate), &identity, schema.inner().clone())
+                self.calc(input, schema, predicate.as_ref(), &identity, schema.inner().clone())
             }
             LogicalPlan::SubqueryAlias(alias) => self.lower(&alias.input),
             LogicalPlan::Aggregate(aggregate) => self.aggregate(

@@ -1,0 +1,234 @@
+//! Temporal filters: `WHERE ts > now() - INTERVAL '1 hour'` as a relation that holds the rows of
+//! the last hour, in event time.
+//!
+//! `now()` here is the watermark: the event time up to which the input is complete. A row enters
+//! when it arrives (if it is not already too old) and is retracted when the watermark passes
+//! `ts + horizon`, so downstream aggregates and live views hold "the last hour per zone" and
+//! update as readings arrive and age out (Materialize's `mz_now()`, on event time). The output
+//! is an updating relation; the state is the rows not yet retracted, by the time they leave.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use vibelux_interfaces::checkpoint::Participant;
+
+use crate::row::{Row, Update};
+
+/// Which rows stay: those whose event time (column `time`) is after `now() - horizon`, or at it
+/// too when `inclusive` (`>=`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemporalFilter {
+    pub time: usize,
+    pub horizon_nanos: i64,
+    pub inclusive: bool,
+}
+
+impl TemporalFilter {
+    /// The dataflow time (ms of watermark) from which the row no longer passes: `ts > now - h`
+    /// holds while `now < ts + h`; `ts >= now - h` while `now <= ts + h`.
+    fn leaves_at(&self, row: &Row) -> Option<u64> {
+        let ts = row[self.time].as_timestamp_nanos()?;
+        let end = ts.saturating_add(self.horizon_nanos);
+        // Watermarks move in whole milliseconds: the first one at which the row is out.
+        let millis = match self.inclusive {
+            false => end.div_euclid(1_000_000) + i64::from(end.rem_euclid(1_000_000) != 0),
+            true => end.div_euclid(1_000_000) + 1,
+        };
+        Some(u64::try_from(millis).unwrap_or(0))
+    }
+}
+
+/// What a checkpoint keeps: the rows still in, by the time they leave.
+#[derive(Serialize, Deserialize)]
+struct Checkpointed {
+    leaving: Vec<(u64, Vec<Row>)>,
+}
+
+pub trait TemporalFilterExt<'scope> {
+    /// Rows in while they are recent, retracted when the watermark leaves them behind.
+    fn temporal_filter(
+        self,
+        filter: Arc<TemporalFilter>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Update>>;
+}
+
+impl<'scope> TemporalFilterExt<'scope> for Stream<'scope, u64, Vec<Row>> {
+    fn temporal_filter(
+        self,
+        filter: Arc<TemporalFilter>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Update>> {
+        let mut builder = OperatorBuilder::new("TemporalFilter".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (output, updates) = builder.new_output();
+        let mut output = OutputBuilder::from(output);
+        builder.build(move |initial_capabilities| {
+            let initial = &initial_capabilities[0];
+            // Rows still in, by the dataflow time they leave at, with its capability.
+            let mut leaving = Leaving::new();
+            let restored: Vec<Checkpointed> =
+                Participant::restored_parts(checkpointing.as_ref(), "temporal filter");
+            for part in restored {
+                for (at, rows) in part.leaving {
+                    leaving
+                        .entry(at)
+                        .or_insert_with(|| (initial.delayed(&at), Vec::new()))
+                        .1
+                        .extend(rows);
+                }
+            }
+            // Batches stamped at or after a cut being taken wait here until the snapshot.
+            let mut held: Vec<(Capability<u64>, Vec<Row>)> = Vec::new();
+            let mut answered = 0;
+            let mut finished = false;
+            let mut emitted_up_to = 0u64;
+            move |frontiers| {
+                let mut handle = output.activate();
+                let frontier = frontiers[0].frontier();
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                input.for_each(|time, data| {
+                    let Some(at) = time.retain_least(0) else {
+                        return;
+                    };
+                    if cut.is_some_and(|cut| *at.time() >= cut.time) {
+                        held.push((at, std::mem::take(data)));
+                        return;
+                    }
+                    let mut entering = enter(&filter, &mut leaving, &at, data);
+                    emitted_up_to = emitted_up_to.max(*at.time());
+                    handle.session(&at).give_container(&mut entering);
+                });
+                // Retract what the frontier has left behind, up to a cut being taken.
+                let before = cut.map_or(u64::MAX, |cut| cut.time);
+                for (capability, mut retractions) in retract(&mut leaving, frontier, before) {
+                    emitted_up_to = emitted_up_to.max(*capability.time());
+                    handle.session(&capability).give_container(&mut retractions);
+                }
+                if let (Some(participant), Some(cut)) = (&checkpointing, cut)
+                    && !frontier.less_than(&cut.time)
+                {
+                    participant.submit(cut, checkpoint(&leaving));
+                    answered = cut.id;
+                    for (at, mut data) in held.drain(..) {
+                        let mut entering = enter(&filter, &mut leaving, &at, &mut data);
+                        emitted_up_to = emitted_up_to.max(*at.time());
+                        handle.session(&at).give_container(&mut entering);
+                    }
+                    for (capability, mut retractions) in retract(&mut leaving, frontier, u64::MAX) {
+                        emitted_up_to = emitted_up_to.max(*capability.time());
+                        handle.session(&capability).give_container(&mut retractions);
+                    }
+                }
+                if frontier.is_empty() && !finished {
+                    finished = true;
+                    if let Some(participant) = &checkpointing {
+                        participant.submit_final_after(checkpoint(&leaving), emitted_up_to);
+                    }
+                    leaving.clear();
+                }
+            }
+        });
+        updates
+    }
+}
+
+type Leaving = BTreeMap<u64, (Capability<u64>, Vec<Row>)>;
+
+/// Takes a batch stamped at `at`: the rows recent enough enter now and wait to leave.
+fn enter(
+    filter: &TemporalFilter,
+    leaving: &mut Leaving,
+    at: &Capability<u64>,
+    data: &mut Vec<Row>,
+) -> Vec<Update> {
+    let now = *at.time();
+    let mut entering = Vec::with_capacity(data.len());
+    for row in data.drain(..) {
+        let Some(leaves) = filter.leaves_at(&row) else {
+            continue;
+        };
+        if leaves <= now {
+            continue; // already too old when it came
+        }
+        entering.push((row.clone(), now, 1));
+        leaving
+            .entry(leaves)
+            .or_insert_with(|| (at.delayed(&leaves), Vec::new()))
+            .1
+            .push(row);
+    }
+    entering
+}
+
+/// The retractions of the rows the frontier has left behind, before `before`.
+fn retract(
+    leaving: &mut Leaving,
+    frontier: timely::progress::frontier::AntichainRef<'_, u64>,
+    before: u64,
+) -> Vec<(Capability<u64>, Vec<Update>)> {
+    let mut retracted = Vec::new();
+    while let Some(entry) = leaving.first_entry() {
+        if frontier.less_than(entry.key()) || *entry.key() >= before {
+            break;
+        }
+        let at = *entry.key();
+        let (capability, rows) = entry.remove();
+        retracted.push((
+            capability,
+            rows.into_iter().map(|row| (row, at, -1)).collect(),
+        ));
+    }
+    retracted
+}
+
+fn checkpoint(leaving: &Leaving) -> Vec<u8> {
+    vibelux_interfaces::checkpoint::encode(&Checkpointed {
+        leaving: leaving
+            .iter()
+            .map(|(at, (_, rows))| (*at, rows.clone()))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::Datum;
+
+    #[test]
+    fn a_row_leaves_when_the_watermark_reaches_its_time_plus_the_horizon() {
+        let hour = 3_600_000_000_000i64;
+        let row = vec![Datum::Timestamp(10 * hour + 1)];
+        let after = TemporalFilter {
+            time: 0,
+            horizon_nanos: hour,
+            inclusive: false,
+        };
+        // ts > now − 1 h holds while now < ts + 1 h: out from the first millisecond at or past it.
+        assert_eq!(
+            after.leaves_at(&row),
+            Some((11 * hour / 1_000_000 + 1) as u64)
+        );
+        let exact = vec![Datum::Timestamp(10 * hour)];
+        assert_eq!(
+            after.leaves_at(&exact),
+            Some((11 * hour / 1_000_000) as u64)
+        );
+        let from = TemporalFilter {
+            inclusive: true,
+            ..after
+        };
+        assert_eq!(
+            from.leaves_at(&exact),
+            Some((11 * hour / 1_000_000 + 1) as u64)
+        );
+        assert_eq!(from.leaves_at(&vec![Datum::Null]), None);
+    }
+}
