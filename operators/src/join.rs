@@ -6,6 +6,13 @@
 //! own, which produces every pair exactly once whatever the interleaving (the join is bilinear):
 //! a changed table row retracts what the old row produced and inserts what the new one does.
 //! Rows with a null key match nothing, as in SQL.
+//!
+//! Outer joins keep a side's rows that match nothing, padded with NULLs for the other side's
+//! columns. Whether a row matches changes as the other side changes: when a key's first row
+//! arrives on one side, the padded rows of the other side's rows with that key are retracted
+//! (their pairs come instead), and when its last row leaves they come back. So a reading joined
+//! to a table that lacks its sensor appears with NULLs, and is corrected when the sensor is
+//! added.
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -16,6 +23,34 @@ use vibelux_interfaces::checkpoint::{InKeyOrder, Participant, encode, routed_to}
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::{Row, Update};
+
+/// Which unmatched rows a join keeps (`LEFT`, `RIGHT`, `FULL OUTER`), and how wide each side's
+/// rows are, for the NULLs that pad them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outer {
+    pub keep_left: bool,
+    pub keep_right: bool,
+    pub left_width: usize,
+    pub right_width: usize,
+}
+
+impl Outer {
+    /// A row of one side padded with NULLs where the other side's columns go.
+    fn padded(&self, payload: &Row, is_left: bool) -> Row {
+        let nulls = |width: usize| vec![crate::row::Datum::Null; width];
+        match is_left {
+            true => concat(payload, &nulls(self.right_width)),
+            false => concat(&nulls(self.left_width), payload),
+        }
+    }
+
+    fn keeps(&self, is_left: bool) -> bool {
+        match is_left {
+            true => self.keep_left,
+            false => self.keep_right,
+        }
+    }
+}
 
 /// One side's state: key → payload → multiplicity.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -39,7 +74,9 @@ fn rows_in_key_order<S: serde::Serializer>(
 
 impl JoinSide {
     /// Joins an update arriving on this side with `other`'s rows (handing each pair to `emit`),
-    /// then adds it to this side. `is_left` puts this side's columns first in the output.
+    /// then adds it to this side. `is_left` puts this side's columns first in the output. With
+    /// an outer join, also the padded rows that the update makes appear or go (see the module).
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         other: &JoinSide,
@@ -47,13 +84,19 @@ impl JoinSide {
         diff: i64,
         key_columns: usize,
         is_left: bool,
+        outer: &Outer,
         mut emit: impl FnMut(Row, i64),
     ) {
         let (key, payload) = split(row, key_columns);
         if key.iter().any(|datum| datum.is_null()) {
+            // Matches nothing, ever: kept padded by an outer join, and not stored.
+            if outer.keeps(is_left) {
+                emit(outer.padded(&payload, is_left), diff);
+            }
             return;
         }
-        if let Some(matches) = other.rows.get(&key) {
+        let matches = other.rows.get(&key);
+        if let Some(matches) = matches {
             for (theirs, count) in matches {
                 let joined = if is_left {
                     concat(&payload, theirs)
@@ -63,7 +106,28 @@ impl JoinSide {
                 emit(joined, diff * count);
             }
         }
+        if outer.keeps(is_left) && other.total(&key) <= 0 {
+            emit(outer.padded(&payload, is_left), diff);
+        }
+        if outer.keeps(!is_left) {
+            // The other side's rows with this key become matched or unmatched.
+            let before = self.total(&key);
+            let after = before + diff;
+            if (before > 0) != (after > 0) {
+                let sign = if after > 0 { -1 } else { 1 };
+                for (theirs, count) in matches.into_iter().flatten() {
+                    emit(outer.padded(theirs, !is_left), sign * count);
+                }
+            }
+        }
         self.add(key, payload, diff);
+    }
+
+    /// How many rows this side holds with `key`.
+    fn total(&self, key: &Row) -> i64 {
+        self.rows
+            .get(key)
+            .map_or(0, |payloads| payloads.values().sum())
     }
 
     /// Adds the keys of a restored side that `ours` accepts.
@@ -102,7 +166,7 @@ impl JoinSide {
 ///     ]
 ///     .to_stream(scope)
 ///     .container::<Vec<_>>();
-///     readings.join_updates(setpoints, 1, None).capture()
+///     readings.join_updates(setpoints, 1, Default::default(), None).capture()
 /// });
 /// let mut net: Vec<_> = captured.extract().into_iter().flat_map(|(_, u)| u).map(|(row, _, diff)| (row, diff)).collect();
 /// net.sort();
@@ -117,6 +181,7 @@ pub trait JoinExt<'scope> {
         self,
         other: Stream<'scope, u64, Vec<Update>>,
         key_columns: usize,
+        outer: Outer,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>>;
 }
@@ -126,6 +191,7 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         self,
         other: Stream<'scope, u64, Vec<Update>>,
         key_columns: usize,
+        outer: Outer,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>> {
         let route = move |update: &Update| key_hash(&update.0[..key_columns]);
@@ -164,9 +230,9 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         for (row, _, diff) in data.drain(..) {
                             let emit = |joined, d| session.give((joined, now, d));
                             if is_left {
-                                left.apply(right, row, diff, key_columns, true, emit);
+                                left.apply(right, row, diff, key_columns, true, &outer, emit);
                             } else {
-                                right.apply(left, row, diff, key_columns, false, emit);
+                                right.apply(left, row, diff, key_columns, false, &outer, emit);
                             }
                         }
                     };
@@ -242,5 +308,83 @@ mod tests {
         side.add(key.clone(), vec![Datum::Int64(5)], 1);
         side.add(key.clone(), vec![Datum::Int64(5)], -1);
         assert!(side.rows.is_empty());
+    }
+
+    /// Applies `updates` (`true`: left) to an outer join of one key column; returns the net
+    /// output, rows with a non-zero total.
+    fn outer_join(
+        outer: Outer,
+        updates: &[(bool, Row, i64)],
+    ) -> std::collections::BTreeMap<Row, i64> {
+        let (mut left, mut right) = (JoinSide::default(), JoinSide::default());
+        let mut net: std::collections::BTreeMap<Row, i64> = Default::default();
+        for (is_left, row, diff) in updates {
+            let mut emit = |row: Row, d: i64| *net.entry(row).or_default() += d;
+            if *is_left {
+                left.apply(&right, row.clone(), *diff, 1, true, &outer, &mut emit);
+            } else {
+                right.apply(&left, row.clone(), *diff, 1, false, &outer, &mut emit);
+            }
+        }
+        net.into_iter().filter(|(_, d)| *d != 0).collect()
+    }
+
+    fn rows<const N: usize>(rows: [(Row, i64); N]) -> std::collections::BTreeMap<Row, i64> {
+        rows.into_iter().collect()
+    }
+
+    #[test]
+    fn an_outer_join_pads_unmatched_rows_until_a_match_comes_and_after_it_goes() {
+        let text = |s: &str| Datum::Utf8(s.into());
+        let reading = |sensor: &str| vec![text(sensor), text(sensor), Datum::Int64(1)];
+        let sensor = |id: &str, room: &str| vec![text(id), text(id), text(room)];
+        let full = Outer {
+            keep_left: true,
+            keep_right: true,
+            left_width: 2,
+            right_width: 2,
+        };
+        let padded_left = |id: &str| vec![text(id), Datum::Int64(1), Datum::Null, Datum::Null];
+        let pair = |id: &str, room: &str| vec![text(id), Datum::Int64(1), text(id), text(room)];
+        let padded_right =
+            |id: &str, room: &str| vec![Datum::Null, Datum::Null, text(id), text(room)];
+        // A reading before its sensor is known, then the sensor: the padded row goes.
+        let steps = [
+            (true, reading("s1"), 1),
+            (false, sensor("s2", "r2"), 1),
+            (true, reading("s1"), 1),
+        ];
+        assert_eq!(
+            outer_join(full, &steps),
+            rows([(padded_right("s2", "r2"), 1), (padded_left("s1"), 2)])
+        );
+        let mut more = steps.to_vec();
+        more.push((false, sensor("s1", "r1"), 1));
+        assert_eq!(
+            outer_join(full, &more),
+            rows([(pair("s1", "r1"), 2), (padded_right("s2", "r2"), 1)])
+        );
+        // The sensor removed: the readings are unmatched again.
+        more.push((false, sensor("s1", "r1"), -1));
+        assert_eq!(
+            outer_join(full, &more),
+            rows([(padded_left("s1"), 2), (padded_right("s2", "r2"), 1)])
+        );
+        // A LEFT join keeps no unmatched sensors; a null key is kept, padded, never matched.
+        let left = Outer {
+            keep_right: false,
+            ..full
+        };
+        let with_null = [
+            (false, sensor("s2", "r2"), 1),
+            (true, vec![Datum::Null, Datum::Null, Datum::Int64(1)], 1),
+        ];
+        assert_eq!(
+            outer_join(left, &with_null),
+            rows([(
+                vec![Datum::Null, Datum::Int64(1), Datum::Null, Datum::Null],
+                1
+            )])
+        );
     }
 }

@@ -15,6 +15,7 @@ use vibelux_operators::analytic::AnalyticSpec;
 use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::in_event_time::SeriesColumns;
+use vibelux_operators::join::Outer;
 use vibelux_operators::temporal_filter::TemporalFilter;
 use vibelux_operators::window::WindowKind;
 
@@ -97,6 +98,8 @@ pub enum NodeKind {
         left: NodeId,
         right: NodeId,
         key_columns: usize,
+        /// The unmatched rows an outer join keeps.
+        outer: Outer,
     },
 }
 
@@ -304,7 +307,12 @@ impl DataflowPlan {
             NodeKind::TemporalFilter { filter, .. } => format!("temporal filter {filter:?}"),
             NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
             NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
-            NodeKind::Join { key_columns, .. } => format!("join on {key_columns}"),
+            NodeKind::Join {
+                key_columns, outer, ..
+            } if *outer == Outer::default() => format!("join on {key_columns}"),
+            NodeKind::Join {
+                key_columns, outer, ..
+            } => format!("join on {key_columns} keeping {outer:?}"),
         };
         let columns: Vec<String> = plan_node
             .schema

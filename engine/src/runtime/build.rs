@@ -323,10 +323,12 @@ pub(super) fn build_nodes<'scope>(
                 left,
                 right,
                 key_columns,
+                outer,
             } => Built::Updates {
                 changes: Some(built[left].changes().join_updates(
                     built[right].changes(),
                     *key_columns,
+                    *outer,
                     participant(checkpoints, keys, node, worker),
                 )),
                 finals: None,

@@ -25,6 +25,7 @@ use vibelux_operators::accumulator::{AggregateFunction as Function, AggregateSpe
 use vibelux_operators::aggregate::{AggregatePlan, WindowClose};
 use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::{Calc, CalcDescription};
+use vibelux_operators::join::Outer;
 use vibelux_operators::row::storage_type;
 use vibelux_operators::session::SessionColumns;
 use vibelux_operators::window::WindowKind;
@@ -816,12 +817,18 @@ impl Lowering<'_> {
     fn join(&mut self, join: &datafusion::logical_expr::Join) -> SqlResult<NodeId> {
         use datafusion::logical_expr::JoinType;
         use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-        if join.join_type != JoinType::Inner {
-            return Err(self.error(format!(
-                "{} joins are not supported yet; use an inner JOIN … ON",
-                join.join_type.to_string().to_uppercase()
-            )));
-        }
+        let (keep_left, keep_right) = match join.join_type {
+            JoinType::Inner => (false, false),
+            JoinType::Left => (true, false),
+            JoinType::Right => (false, true),
+            JoinType::Full => (true, true),
+            other => {
+                return Err(self.error(format!(
+                    "{} joins are not supported yet; use JOIN, LEFT, RIGHT or FULL JOIN … ON",
+                    other.to_string().to_uppercase()
+                )));
+            }
+        };
         let left_schema = join.left.schema().clone();
         let right_schema = join.right.schema().clone();
         let mut left_keys: Vec<Expr> = join.on.iter().map(|(l, _)| l.clone()).collect();
@@ -868,6 +875,12 @@ impl Lowering<'_> {
                 "a join needs an equality between the two sides (JOIN … ON a.key = b.key)",
             ));
         }
+        if (keep_left || keep_right) && !residual.is_empty() {
+            return Err(self.error(format!(
+                "an outer join's ON takes equalities between the two sides only (yet); filter the other conditions in a view before it: {}",
+                conjunction(residual).map_or(String::new(), |c| c.to_string())
+            )));
+        }
         let left = self.lower(&join.left)?;
         let right = self.lower(&join.right)?;
         let left_node = self.plan.nodes[left].clone();
@@ -899,6 +912,12 @@ impl Lowering<'_> {
                 left: left_keyed,
                 right: right_keyed,
                 key_columns: left_keys.len(),
+                outer: Outer {
+                    keep_left,
+                    keep_right,
+                    left_width: left_schema.fields().len(),
+                    right_width: right_schema.fields().len(),
+                },
             },
             schema: schema.clone(),
             changes: Changes::Updates { finals: false },
@@ -906,7 +925,16 @@ impl Lowering<'_> {
             event_time: left_node.event_time,
             lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
             key: None,
-            label: format!("Join on {}", keys.join(" AND ")),
+            label: format!(
+                "{}Join on {}",
+                match (keep_left, keep_right) {
+                    (false, false) => "",
+                    (true, false) => "Left",
+                    (false, true) => "Right",
+                    (true, true) => "Full",
+                },
+                keys.join(" AND ")
+            ),
         });
         match conjunction(residual) {
             None => Ok(joined),
