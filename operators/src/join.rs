@@ -25,13 +25,21 @@ use crate::aggregate::{StateMap, key_hash};
 use crate::row::{Row, Update};
 
 /// Which unmatched rows a join keeps (`LEFT`, `RIGHT`, `FULL OUTER`), and how wide each side's
-/// rows are, for the NULLs that pad them.
+/// rows are, for the NULLs that pad them; or, for a semi or anti join, which left rows it gives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outer {
     pub keep_left: bool,
     pub keep_right: bool,
     pub left_width: usize,
     pub right_width: usize,
+    /// A semi join (`IN`, `EXISTS`, `INTERSECT`) gives the left rows that match
+    /// (`Some(true)`), an anti join (`NOT EXISTS`, `EXCEPT`) those that do not (`Some(false)`):
+    /// left columns only, once each, whatever the number of matches.
+    #[serde(default)]
+    pub left_rows_matching: Option<bool>,
+    /// Whether NULL keys match each other (`INTERSECT`, `EXCEPT`), instead of nothing.
+    #[serde(default)]
+    pub nulls_match: bool,
 }
 
 impl Outer {
@@ -88,11 +96,34 @@ impl JoinSide {
         mut emit: impl FnMut(Row, i64),
     ) {
         let (key, payload) = split(row, key_columns);
-        if key.iter().any(|datum| datum.is_null()) {
-            // Matches nothing, ever: kept padded by an outer join, and not stored.
+        if !outer.nulls_match && key.iter().any(|datum| datum.is_null()) {
+            // Matches nothing, ever: kept padded by an outer join, given by an anti join, and
+            // not stored.
             if outer.keeps(is_left) {
                 emit(outer.padded(&payload, is_left), diff);
             }
+            if is_left && outer.left_rows_matching == Some(false) {
+                emit(payload, diff);
+            }
+            return;
+        }
+        if let Some(matching) = outer.left_rows_matching {
+            if is_left {
+                if (other.total(&key) > 0) == matching {
+                    emit(payload.clone(), diff);
+                }
+            } else {
+                // The left rows with this key start or stop matching.
+                let before = self.total(&key);
+                let after = before + diff;
+                if (before > 0) != (after > 0) {
+                    let sign = if (after > 0) == matching { 1 } else { -1 };
+                    for (theirs, count) in other.rows.get(&key).into_iter().flatten() {
+                        emit(theirs.clone(), sign * count);
+                    }
+                }
+            }
+            self.add(key, payload, diff);
             return;
         }
         let matches = other.rows.get(&key);
@@ -343,6 +374,7 @@ mod tests {
             keep_right: true,
             left_width: 2,
             right_width: 2,
+            ..Outer::default()
         };
         let padded_left = |id: &str| vec![text(id), Datum::Int64(1), Datum::Null, Datum::Null];
         let pair = |id: &str, room: &str| vec![text(id), Datum::Int64(1), text(id), text(room)];
@@ -386,5 +418,42 @@ mod tests {
                 1
             )])
         );
+    }
+
+    #[test]
+    fn semi_and_anti_joins_give_left_rows_once_as_matches_come_and_go() {
+        let text = |s: &str| Datum::Utf8(s.into());
+        let reading = |zone: &str| vec![text(zone), text(zone), Datum::Int64(1)];
+        let setpoint = |zone: &str, value: i64| vec![text(zone), text(zone), Datum::Int64(value)];
+        let semi = Outer {
+            left_rows_matching: Some(true),
+            ..Outer::default()
+        };
+        let anti = Outer {
+            left_rows_matching: Some(false),
+            ..Outer::default()
+        };
+        let steps = [
+            (true, reading("z1"), 1),
+            (false, setpoint("z1", 20), 1),
+            (false, setpoint("z1", 21), 1),
+            (true, reading("z2"), 1),
+            (true, vec![Datum::Null, Datum::Null, Datum::Int64(1)], 1),
+        ];
+        let z1 = vec![text("z1"), Datum::Int64(1)];
+        let z2 = vec![text("z2"), Datum::Int64(1)];
+        let null = vec![Datum::Null, Datum::Int64(1)];
+        // Two setpoints for z1: its reading once.
+        assert_eq!(outer_join(semi, &steps), rows([(z1.clone(), 1)]));
+        assert_eq!(
+            outer_join(anti, &steps),
+            rows([(null.clone(), 1), (z2.clone(), 1)])
+        );
+        // Both setpoints gone: z1's reading no longer matches.
+        let mut gone = steps.to_vec();
+        gone.push((false, setpoint("z1", 20), -1));
+        gone.push((false, setpoint("z1", 21), -1));
+        assert!(outer_join(semi, &gone).is_empty());
+        assert_eq!(outer_join(anti, &gone), rows([(null, 1), (z1, 1), (z2, 1)]));
     }
 }

@@ -363,6 +363,7 @@ impl Planner {
         let logical = Analyzer::new()
             .execute_and_check(logical, self.state.config_options(), |_, _| {})
             .map_err(|error| located(error, position))?;
+        let logical = subqueries_as_joins(logical).map_err(|error| located(error, position))?;
         let mut lowering = Lowering::new(&mut self.plan, &relations, &self.models, position);
         let node = lowering.lower(&logical)?;
         reads.extend(lowering.reads);
@@ -538,6 +539,21 @@ fn show_offset(offset: i64) -> String {
         0 => String::new(),
         offset => format!(", offset {}", show_nanos(offset)),
     }
+}
+
+/// `IN (subquery)` and `EXISTS (subquery)` as the semi and anti joins they are (DataFusion's
+/// own rewrite; the rest of its optimizer is not run, so plans keep the shape written).
+fn subqueries_as_joins(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+    use datafusion::optimizer::{Optimizer, OptimizerContext};
+    let context = OptimizerContext::new().with_skip_failing_rules(false);
+    Optimizer::with_rules(vec![Arc::new(DecorrelatePredicateSubquery::new())]).optimize(
+        plan,
+        &context,
+        |_, _| {},
+    )
 }
 
 fn show_zone(zone: Option<TimeZone>) -> String {

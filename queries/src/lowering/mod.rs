@@ -817,18 +817,26 @@ impl Lowering<'_> {
     fn join(&mut self, join: &datafusion::logical_expr::Join) -> SqlResult<NodeId> {
         use datafusion::logical_expr::JoinType;
         use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-        let (keep_left, keep_right) = match join.join_type {
-            JoinType::Inner => (false, false),
-            JoinType::Left => (true, false),
-            JoinType::Right => (false, true),
-            JoinType::Full => (true, true),
+        let (keep_left, keep_right, left_rows_matching) = match join.join_type {
+            JoinType::Inner => (false, false, None),
+            JoinType::Left => (true, false, None),
+            JoinType::Right => (false, true, None),
+            JoinType::Full => (true, true, None),
+            JoinType::LeftSemi => (false, false, Some(true)),
+            JoinType::LeftAnti if join.null_aware => {
+                return Err(self.error(
+                    "NOT IN (subquery) is not supported yet (a NULL among the subquery's values makes it match nothing); use NOT EXISTS",
+                ));
+            }
+            JoinType::LeftAnti => (false, false, Some(false)),
             other => {
                 return Err(self.error(format!(
-                    "{} joins are not supported yet; use JOIN, LEFT, RIGHT or FULL JOIN … ON",
+                    "{} joins are not supported yet; use JOIN, LEFT, RIGHT or FULL JOIN … ON, IN or EXISTS",
                     other.to_string().to_uppercase()
                 )));
             }
         };
+        let nulls_match = join.null_equality == datafusion::common::NullEquality::NullEqualsNull;
         let left_schema = join.left.schema().clone();
         let right_schema = join.right.schema().clone();
         let mut left_keys: Vec<Expr> = join.on.iter().map(|(l, _)| l.clone()).collect();
@@ -875,9 +883,9 @@ impl Lowering<'_> {
                 "a join needs an equality between the two sides (JOIN … ON a.key = b.key)",
             ));
         }
-        if (keep_left || keep_right) && !residual.is_empty() {
+        if (keep_left || keep_right || left_rows_matching.is_some()) && !residual.is_empty() {
             return Err(self.error(format!(
-                "an outer join's ON takes equalities between the two sides only (yet); filter the other conditions in a view before it: {}",
+                "an outer, semi or anti join (LEFT/RIGHT/FULL JOIN, IN, EXISTS) matches on equalities between the two sides only (yet); filter the other conditions in a view before it: {}",
                 conjunction(residual).map_or(String::new(), |c| c.to_string())
             )));
         }
@@ -917,6 +925,8 @@ impl Lowering<'_> {
                     keep_right,
                     left_width: left_schema.fields().len(),
                     right_width: right_schema.fields().len(),
+                    left_rows_matching,
+                    nulls_match,
                 },
             },
             schema: schema.clone(),
@@ -927,11 +937,13 @@ impl Lowering<'_> {
             key: None,
             label: format!(
                 "{}Join on {}",
-                match (keep_left, keep_right) {
-                    (false, false) => "",
-                    (true, false) => "Left",
-                    (false, true) => "Right",
-                    (true, true) => "Full",
+                match (keep_left, keep_right, left_rows_matching) {
+                    (_, _, Some(true)) => "Semi",
+                    (_, _, Some(false)) => "Anti",
+                    (false, false, None) => "",
+                    (true, false, None) => "Left",
+                    (false, true, None) => "Right",
+                    (true, true, None) => "Full",
                 },
                 keys.join(" AND ")
             ),
