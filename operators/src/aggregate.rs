@@ -32,7 +32,7 @@ use crate::session::{SessionColumns, SessionIndex, SessionMerge};
 use crate::window::WindowKind;
 
 /// How to find a group's window close time from its key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct WindowClose {
     /// Key column holding `window_start` or `window_end`.
     pub key_column: usize,
@@ -40,6 +40,25 @@ pub struct WindowClose {
     pub ends_of_starts: Option<WindowKind>,
     /// The allowed lateness of the sources feeding the window.
     pub lateness_nanos: i64,
+}
+
+/// Checkpoints key a node's state by its plan's text: windows on the UTC clock print as they
+/// did when their end was the start plus a fixed offset, so state taken then resumes.
+impl std::fmt::Debug for WindowClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("WindowClose");
+        out.field("key_column", &self.key_column);
+        match self.ends_of_starts {
+            None => out.field("end_offset_nanos", &0i64),
+            Some(
+                kind @ (WindowKind::Tumble { zone: None, .. }
+                | WindowKind::Hop { zone: None, .. }
+                | WindowKind::Session { .. }),
+            ) => out.field("end_offset_nanos", &kind.size()),
+            Some(kind) => out.field("ends_of_starts", &kind),
+        };
+        out.field("lateness_nanos", &self.lateness_nanos).finish()
+    }
 }
 
 impl WindowClose {
@@ -575,5 +594,31 @@ mod tests {
         };
         assert_eq!(close.close_time(&[Datum::Timestamp(5_000_000)]), Some(5));
         assert_eq!(close.close_time(&[Datum::Null]), None);
+    }
+
+    #[test]
+    fn a_window_close_on_the_utc_clock_prints_as_before_time_zones() {
+        let close = WindowClose {
+            key_column: 2,
+            ends_of_starts: Some(WindowKind::Tumble {
+                size: 60,
+                offset: 0,
+                zone: None,
+            }),
+            lateness_nanos: 5,
+        };
+        assert_eq!(
+            format!("{close:?}"),
+            "WindowClose { key_column: 2, end_offset_nanos: 60, lateness_nanos: 5 }"
+        );
+        let zoned = WindowKind::Tumble {
+            size: 60,
+            offset: 0,
+            zone: Some("Europe/Amsterdam".parse().unwrap()),
+        };
+        assert_eq!(
+            format!("{zoned:?}"),
+            "Tumble { size: 60, offset: 0, zone: \"Europe/Amsterdam\" }"
+        );
     }
 }

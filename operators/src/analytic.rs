@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use vibelux_interfaces::checkpoint::Participant;
 
+use crate::accumulator::AggregateFunction;
 use crate::in_event_time::{PerSeries, SeriesColumns, in_event_time_order};
 use crate::row::{Datum, Row};
 
@@ -45,23 +46,22 @@ pub enum Analytic {
     RowNumber,
     /// An aggregate over the frame ending at the current row.
     Running {
-        aggregate: RunningAggregate,
+        /// One of [`RUNNING`].
+        aggregate: AggregateFunction,
         frame: Frame,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RunningAggregate {
-    /// `count(*)`: rows.
-    CountRows,
-    /// `count(value)`: rows whose value is not NULL.
-    Count,
-    SumInt,
-    SumFloat,
-    Avg,
-    Min,
-    Max,
-}
+/// The aggregates a frame computes.
+pub const RUNNING: [AggregateFunction; 7] = [
+    AggregateFunction::CountRows,
+    AggregateFunction::Count,
+    AggregateFunction::SumInt,
+    AggregateFunction::SumFloat,
+    AggregateFunction::Avg,
+    AggregateFunction::Min,
+    AggregateFunction::Max,
+];
 
 /// Where a frame starts; every frame here ends at the current row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,19 +124,20 @@ impl Totals {
         }
     }
 
-    fn result(&self, aggregate: RunningAggregate) -> Datum {
+    fn result(&self, aggregate: AggregateFunction) -> Datum {
         match aggregate {
-            RunningAggregate::CountRows => Datum::Int64(self.rows),
-            RunningAggregate::Count => Datum::Int64(self.values),
+            AggregateFunction::CountRows => Datum::Int64(self.rows),
+            AggregateFunction::Count => Datum::Int64(self.values),
             _ if self.values == 0 => Datum::Null,
-            RunningAggregate::SumInt => Datum::Int64(
+            AggregateFunction::SumInt => Datum::Int64(
                 self.sum_int
                     .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
             ),
-            RunningAggregate::SumFloat => Datum::Float64(self.sum_float),
-            RunningAggregate::Avg => Datum::Float64(self.sum_float / self.values as f64),
-            RunningAggregate::Min => self.min.clone().unwrap_or(Datum::Null),
-            RunningAggregate::Max => self.max.clone().unwrap_or(Datum::Null),
+            AggregateFunction::SumFloat => Datum::Float64(self.sum_float),
+            AggregateFunction::Avg => Datum::Float64(self.sum_float / self.values as f64),
+            AggregateFunction::Min => self.min.clone().unwrap_or(Datum::Null),
+            AggregateFunction::Max => self.max.clone().unwrap_or(Datum::Null),
+            _ => unreachable!("planned with one of RUNNING"),
         }
     }
 
@@ -376,22 +377,22 @@ mod tests {
         let running = |aggregate, frame| call(Analytic::Running { aggregate, frame });
         let results = run(
             vec![
-                running(RunningAggregate::Avg, Frame::Rows { preceding: Some(1) }),
-                running(RunningAggregate::SumFloat, Frame::Rows { preceding: None }),
+                running(AggregateFunction::Avg, Frame::Rows { preceding: Some(1) }),
+                running(AggregateFunction::SumFloat, Frame::Rows { preceding: None }),
                 running(
-                    RunningAggregate::SumFloat,
+                    AggregateFunction::SumFloat,
                     Frame::Range {
                         preceding_nanos: None,
                     },
                 ),
                 running(
-                    RunningAggregate::Max,
+                    AggregateFunction::Max,
                     Frame::Range {
                         preceding_nanos: Some(2 * MINUTE),
                     },
                 ),
                 running(
-                    RunningAggregate::CountRows,
+                    AggregateFunction::CountRows,
                     Frame::Range {
                         preceding_nanos: Some(MINUTE),
                     },
@@ -432,13 +433,13 @@ mod tests {
                     default: Datum::Null,
                 }),
                 call(Analytic::Running {
-                    aggregate: RunningAggregate::Avg,
+                    aggregate: AggregateFunction::Avg,
                     frame: Frame::Range {
                         preceding_nanos: Some(3 * MINUTE),
                     },
                 }),
                 call(Analytic::Running {
-                    aggregate: RunningAggregate::Max,
+                    aggregate: AggregateFunction::Max,
                     frame: Frame::Rows { preceding: None },
                 }),
             ],
@@ -485,8 +486,8 @@ mod tests {
         };
         let results = run(
             vec![
-                running(RunningAggregate::Avg),
-                running(RunningAggregate::Count),
+                running(AggregateFunction::Avg),
+                running(AggregateFunction::Count),
             ],
             &rows,
         );

@@ -118,31 +118,25 @@ impl<S: PerSeries> Series<S> {
                     .unwrap_or(std::cmp::Ordering::Equal)
             });
             let mut out = Vec::with_capacity(keyed.len());
-            let mut start = 0;
-            while start < keyed.len() {
-                let (key, first) = &keyed[start];
-                let end = start
-                    + keyed[start..]
-                        .iter()
-                        .take_while(|(other_key, other)| {
-                            other_key == key && other[time] == first[time]
-                        })
-                        .count();
-                let peers: Vec<Row> = keyed[start..end]
-                    .iter()
-                    .map(|(_, row)| row.clone())
-                    .collect();
+            let mut keyed = keyed.into_iter().peekable();
+            while let Some((key, first)) = keyed.next() {
+                let mut peers = vec![first];
+                while let Some((next_key, next)) = keyed.peek() {
+                    if *next_key != key || next[time] != peers[0][time] {
+                        break;
+                    }
+                    peers.extend(keyed.next().map(|(_, row)| row));
+                }
                 let mut results: Vec<Row> = peers
                     .iter()
                     .map(|row| row[..self.columns.kept].to_vec())
                     .collect();
                 let spec = &self.spec;
                 self.states
-                    .entry(key.clone())
+                    .entry(key)
                     .or_insert_with(|| S::start(spec))
                     .take(spec, &peers, time, &mut results);
                 out.extend(results);
-                start = end;
             }
             released.push((capability, out));
         }

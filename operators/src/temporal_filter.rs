@@ -5,10 +5,13 @@
 //! when it arrives (if it is not already too old) and is retracted when the watermark passes
 //! `ts + horizon`, so downstream aggregates and live views hold "the last hour per zone" and
 //! update as readings arrive and age out (Materialize's `mz_now()`, on event time). The output
-//! is an updating relation; the state is the rows not yet retracted, by the time they leave.
+//! is an updating relation; the state is the rows not yet retracted, by the time they leave. A
+//! stopped run keeps them (its frontier runs out because its sources stop, not because time
+//! passed), so the next run goes on with the same last hour.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -52,9 +55,12 @@ struct Checkpointed {
 
 pub trait TemporalFilterExt<'scope> {
     /// Rows in while they are recent, retracted when the watermark leaves them behind.
+    /// With `checkpointing`, the rows still in take part in checkpoints; from the moment the run
+    /// is stopped (`stop`) they stay in, for the next run to go on with.
     fn temporal_filter(
         self,
         filter: Arc<TemporalFilter>,
+        stop: Arc<AtomicBool>,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>>;
 }
@@ -63,6 +69,7 @@ impl<'scope> TemporalFilterExt<'scope> for Stream<'scope, u64, Vec<Row>> {
     fn temporal_filter(
         self,
         filter: Arc<TemporalFilter>,
+        stop: Arc<AtomicBool>,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>> {
         let mut builder = OperatorBuilder::new("TemporalFilter".to_owned(), self.scope());
@@ -105,8 +112,14 @@ impl<'scope> TemporalFilterExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     emitted_up_to = emitted_up_to.max(*at.time());
                     handle.session(&at).give_container(&mut entering);
                 });
-                // Retract what the frontier has left behind, up to a cut being taken.
-                let before = cut.map_or(u64::MAX, |cut| cut.time);
+                // Retract what the frontier has left behind, up to a cut being taken. A stopped
+                // run's frontier moves on as its sources stop, not as time passes: from the
+                // moment it stops, a checkpointed run keeps its rows in.
+                let stopped = checkpointing.is_some() && stop.load(Ordering::Relaxed);
+                let before = match (stopped, cut) {
+                    (true, _) => 0,
+                    (false, cut) => cut.map_or(u64::MAX, |cut| cut.time),
+                };
                 for (capability, mut retractions) in retract(&mut leaving, frontier, before) {
                     emitted_up_to = emitted_up_to.max(*capability.time());
                     handle.session(&capability).give_container(&mut retractions);
@@ -121,7 +134,8 @@ impl<'scope> TemporalFilterExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         emitted_up_to = emitted_up_to.max(*at.time());
                         handle.session(&at).give_container(&mut entering);
                     }
-                    for (capability, mut retractions) in retract(&mut leaving, frontier, u64::MAX) {
+                    let before = if stopped { 0 } else { u64::MAX };
+                    for (capability, mut retractions) in retract(&mut leaving, frontier, before) {
                         emitted_up_to = emitted_up_to.max(*capability.time());
                         handle.session(&capability).give_container(&mut retractions);
                     }

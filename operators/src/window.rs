@@ -17,7 +17,7 @@ use crate::local_time::TimeZone;
 use crate::row::{Datum, Row, Update};
 
 /// Which windows a row belongs to. Sizes are in nanoseconds, like event times.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
     /// Windows start at `offset` past each multiple of `size` since the Unix epoch, on the UTC
     /// clock or on `zone`'s: a day starting at 06:00 is `size` one day, `offset` six hours.
@@ -39,6 +39,41 @@ pub enum WindowKind {
     /// Each row starts a proto-session `[ts, ts + gap)`; the aggregate grouping on it merges
     /// overlapping sessions of the same key (see `aggregate.rs`).
     Session { gap: i64 },
+}
+
+/// Checkpoints key a node's state by its plan's text (`queries::plan::node_definition`): a
+/// window without a time zone prints as it did before zones existed, so the state of a
+/// windowed view taken by an earlier build resumes.
+impl std::fmt::Debug for WindowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with_zone = |f: &mut std::fmt::DebugStruct<'_, '_>, zone: &Option<TimeZone>| {
+            if let Some(zone) = zone {
+                f.field("zone", &zone.name());
+            }
+        };
+        match self {
+            WindowKind::Tumble { size, offset, zone } => {
+                let mut out = f.debug_struct("Tumble");
+                out.field("size", size).field("offset", offset);
+                with_zone(&mut out, zone);
+                out.finish()
+            }
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+                zone,
+            } => {
+                let mut out = f.debug_struct("Hop");
+                out.field("slide", slide)
+                    .field("size", size)
+                    .field("offset", offset);
+                with_zone(&mut out, zone);
+                out.finish()
+            }
+            WindowKind::Session { gap } => f.debug_struct("Session").field("gap", gap).finish(),
+        }
+    }
 }
 
 impl WindowKind {

@@ -228,6 +228,7 @@ pub(super) fn build_nodes<'scope>(
                         .expect("planned over append-only rows")
                         .temporal_filter(
                             filter.clone(),
+                            stop.clone(),
                             participant(checkpoints, keys, node, worker),
                         ),
                 ),

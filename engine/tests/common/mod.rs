@@ -144,6 +144,11 @@ impl Engine {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.start_again();
+    }
+
+    /// Starts the run again in the same folder with the same arguments, once it has ended.
+    pub fn start_again(&mut self) {
         let (child, address, log) = spawn_engine(self.dir.path(), &self.extra, &self.env);
         self.child = child;
         self.address = address;

@@ -14,11 +14,12 @@ use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
     Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits,
 };
-use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, RunningAggregate};
+use vibelux_operators::accumulator::AggregateFunction;
+use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, RUNNING};
 use vibelux_operators::in_event_time::SeriesColumns;
 use vibelux_operators::row::{Datum, storage_type};
 
-use super::{Lowering, carried_schema, located};
+use super::{Lowering, carried_schema, located, plain_aggregate};
 use crate::error::SqlResult;
 use crate::plan::{Changes, NodeId, NodeKind, PlanNode};
 
@@ -101,31 +102,17 @@ impl Lowering<'_> {
                         .map(|arg| arg.get_type(input_schema.as_ref()))
                         .transpose()
                         .map_err(|error| located(error, self.position))?;
-                    let aggregate = match name.as_str() {
-                        "count" if matches!(argument, None | Some(Expr::Literal(..))) => {
-                            RunningAggregate::CountRows
-                        }
-                        "count" => RunningAggregate::Count,
-                        "sum"
-                            if argument_type
-                                .as_ref()
-                                .is_some_and(|t| storage_type(t) == Some(DataType::Int64)) =>
-                        {
-                            RunningAggregate::SumInt
-                        }
-                        "sum" => RunningAggregate::SumFloat,
-                        "avg" | "mean" => RunningAggregate::Avg,
-                        "min" => RunningAggregate::Min,
-                        "max" => RunningAggregate::Max,
-                        _ => {
-                            return Err(self.error(format!(
-                                "{name} OVER (…) is not supported yet (count, sum, avg, min and max are): {shown}"
-                            )));
-                        }
-                    };
+                    let aggregate =
+                        plain_aggregate(&name, argument.as_ref(), argument_type.as_ref())
+                            .filter(|function| RUNNING.contains(function))
+                            .ok_or_else(|| {
+                                self.error(format!(
+                                    "{name} OVER (…) is not supported yet (count, sum, avg, min and max are): {shown}"
+                                ))
+                            })?;
                     Planned {
                         value: match aggregate {
-                            RunningAggregate::CountRows => None,
+                            AggregateFunction::CountRows => None,
                             _ => argument,
                         },
                         function: Analytic::Running { aggregate, frame },

@@ -483,12 +483,12 @@ impl<'a> Lowering<'a> {
                 .order_by
                 .first()
                 .map(|sort| (sort.expr.clone(), sort.asc));
+            let simple = plain_aggregate(&name, argument.as_ref(), argument_type.as_ref());
             let function = match name.as_str() {
-                "count" if matches!(argument, None | Some(Expr::Literal(..))) => {
-                    Function::CountRows
+                "count" if params.distinct && simple == Some(Function::Count) => {
+                    Function::CountDistinct
                 }
-                "count" if params.distinct => Function::CountDistinct,
-                "count" => Function::Count,
+                _ if simple.is_some() => simple.expect("checked"),
                 "median" | "percentile_cont" | "approx_percentile_cont" => {
                     if argument_type.as_ref() != Some(&DataType::Float64) {
                         return Err(self.error(format!(
@@ -501,21 +501,6 @@ impl<'a> Lowering<'a> {
                         millionths: (fraction * 1e6).round() as u32,
                     }
                 }
-                "sum"
-                    if argument_type
-                        .as_ref()
-                        .is_some_and(|t| storage_type(t) == Some(DataType::Int64)) =>
-                {
-                    Function::SumInt
-                }
-                "sum" => Function::SumFloat,
-                "avg" | "mean" => Function::Avg,
-                "min" => Function::Min,
-                "max" => Function::Max,
-                "stddev" | "stddev_samp" => Function::StddevSample,
-                "stddev_pop" => Function::StddevPopulation,
-                "var" | "var_samp" | "var_sample" | "variance" => Function::VarianceSample,
-                "var_pop" | "var_population" => Function::VariancePopulation,
                 "first_value" | "last_value" => {
                     let first = name == "first_value";
                     if order.is_none() {
@@ -773,6 +758,31 @@ fn fail_on_overflow(
 }
 
 /// The schema a node's rows are described by; refuses types rows cannot carry.
+/// The aggregates that fold values one at a time, by their SQL name (`count(*)` when the
+/// argument is absent or a constant): what `GROUP BY` and window frames share.
+pub(crate) fn plain_aggregate(
+    name: &str,
+    argument: Option<&Expr>,
+    argument_type: Option<&DataType>,
+) -> Option<Function> {
+    Some(match name {
+        "count" if matches!(argument, None | Some(Expr::Literal(..))) => Function::CountRows,
+        "count" => Function::Count,
+        "sum" if argument_type.is_some_and(|t| storage_type(t) == Some(DataType::Int64)) => {
+            Function::SumInt
+        }
+        "sum" => Function::SumFloat,
+        "avg" | "mean" => Function::Avg,
+        "min" => Function::Min,
+        "max" => Function::Max,
+        "stddev" | "stddev_samp" => Function::StddevSample,
+        "stddev_pop" => Function::StddevPopulation,
+        "var" | "var_samp" | "var_sample" | "variance" => Function::VarianceSample,
+        "var_pop" | "var_population" => Function::VariancePopulation,
+        _ => return None,
+    })
+}
+
 /// Whether a window node computes `anomaly_score` (the rest are analytic functions).
 fn is_anomaly_score(window: &datafusion::logical_expr::Window) -> bool {
     use datafusion::logical_expr::expr::WindowFunctionDefinition;
