@@ -37,6 +37,7 @@ use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColumns};
 
 mod analytic;
+mod distinct_on;
 mod temporal;
 
 pub struct Lowering<'a> {
@@ -214,6 +215,14 @@ impl<'a> Lowering<'a> {
                     label: "Union".into(),
                 }))
             }
+            // DISTINCT ON's ORDER BY picks each group's row (the plan repeats it above).
+            LogicalPlan::Sort(sort)
+                if sort.fetch.is_none()
+                    && matches!(sort.input.as_ref(), LogicalPlan::Distinct(Distinct::On(_))) =>
+            {
+                self.lower(&sort.input)
+            }
+            LogicalPlan::Distinct(Distinct::On(on)) => self.distinct_on(on),
             LogicalPlan::Sort(_) => Err(self.error(
                 "ORDER BY is not supported in a streaming view: a stream has no end to sort by; order the results where you read them",
             )),
