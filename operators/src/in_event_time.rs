@@ -96,51 +96,57 @@ impl<S: PerSeries> Series<S> {
         }
     }
 
-    /// Takes the rows the frontier has released, up to (not including) `before`; returns each
-    /// release's capability with its rows and their results.
+    /// Takes the rows the frontier has released, up to (not including) `before`, as one batch
+    /// at the earliest release's time (a row may leave earlier than its own release time, never
+    /// later, and one batch per activation rather than one per millisecond of event time keeps
+    /// the operators downstream from working row by row); returns it with the rows' results.
     fn release(
         &mut self,
         frontier: timely::progress::frontier::AntichainRef<'_, u64>,
         before: u64,
-    ) -> Vec<(Capability<u64>, Vec<Row>)> {
-        let mut released = Vec::new();
+    ) -> Option<(Capability<u64>, Vec<Row>)> {
+        let mut released: Option<(Capability<u64>, Vec<Row>)> = None;
         while let Some(entry) = self.waiting.first_entry() {
             if frontier.less_than(entry.key()) || *entry.key() >= before {
                 break;
             }
             let (capability, rows) = entry.remove();
-            let time = self.columns.time;
-            let mut keyed: Vec<(Row, Row)> =
-                rows.into_iter().map(|row| (self.key(&row), row)).collect();
-            keyed.sort_by(|(a_key, a), (b_key, b)| {
-                (&a[time], a_key, a)
-                    .partial_cmp(&(&b[time], b_key, b))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            let mut out = Vec::with_capacity(keyed.len());
-            let mut keyed = keyed.into_iter().peekable();
-            while let Some((key, first)) = keyed.next() {
-                let mut peers = vec![first];
-                while let Some((next_key, next)) = keyed.peek() {
-                    if *next_key != key || next[time] != peers[0][time] {
-                        break;
-                    }
-                    peers.extend(keyed.next().map(|(_, row)| row));
-                }
-                let mut results: Vec<Row> = peers
-                    .iter()
-                    .map(|row| row[..self.columns.kept].to_vec())
-                    .collect();
-                let spec = &self.spec;
-                self.states
-                    .entry(key)
-                    .or_insert_with(|| S::start(spec))
-                    .take(spec, &peers, time, &mut results);
-                out.extend(results);
+            match &mut released {
+                None => released = Some((capability, rows)),
+                Some((_, all)) => all.extend(rows),
             }
-            released.push((capability, out));
         }
-        released
+        let (capability, rows) = released?;
+        let time = self.columns.time;
+        let mut keyed: Vec<(Row, Row)> =
+            rows.into_iter().map(|row| (self.key(&row), row)).collect();
+        keyed.sort_by(|(a_key, a), (b_key, b)| {
+            (&a[time], a_key, a)
+                .partial_cmp(&(&b[time], b_key, b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut out = Vec::with_capacity(keyed.len());
+        let mut keyed = keyed.into_iter().peekable();
+        while let Some((key, first)) = keyed.next() {
+            let mut peers = vec![first];
+            while let Some((next_key, next)) = keyed.peek() {
+                if *next_key != key || next[time] != peers[0][time] {
+                    break;
+                }
+                peers.extend(keyed.next().map(|(_, row)| row));
+            }
+            let mut results: Vec<Row> = peers
+                .iter()
+                .map(|row| row[..self.columns.kept].to_vec())
+                .collect();
+            let spec = &self.spec;
+            self.states
+                .entry(key)
+                .or_insert_with(|| S::start(spec))
+                .take(spec, &peers, time, &mut results);
+            out.extend(results);
+        }
+        Some((capability, out))
     }
 
     fn checkpoint(&self) -> Vec<u8> {
@@ -236,11 +242,9 @@ pub fn in_event_time_order<'scope, S: PerSeries>(
             let stopped = checkpointing.is_some() && stop.load(Ordering::Relaxed);
             let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
             let before = cut.map_or(u64::MAX, |cut| cut.time);
-            if !stopped {
-                for (capability, mut rows) in state.release(frontier, before) {
-                    emitted_up_to = emitted_up_to.max(*capability.time());
-                    handle.session(&capability).give_container(&mut rows);
-                }
+            if !stopped && let Some((capability, mut rows)) = state.release(frontier, before) {
+                emitted_up_to = emitted_up_to.max(*capability.time());
+                handle.session(&capability).give_container(&mut rows);
             }
             if let (Some(participant), Some(cut)) = (&checkpointing, cut)
                 && !frontier.less_than(&cut.time)
@@ -250,11 +254,10 @@ pub fn in_event_time_order<'scope, S: PerSeries>(
                 for (at, mut data) in held.drain(..) {
                     state.take(&at, &mut data);
                 }
-                if !stopped {
-                    for (capability, mut rows) in state.release(frontier, u64::MAX) {
-                        emitted_up_to = emitted_up_to.max(*capability.time());
-                        handle.session(&capability).give_container(&mut rows);
-                    }
+                if !stopped && let Some((capability, mut rows)) = state.release(frontier, u64::MAX)
+                {
+                    emitted_up_to = emitted_up_to.max(*capability.time());
+                    handle.session(&capability).give_container(&mut rows);
                 }
             }
             if frontier.is_empty() && !finished {

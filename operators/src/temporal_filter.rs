@@ -120,7 +120,8 @@ impl<'scope> TemporalFilterExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     (true, _) => 0,
                     (false, cut) => cut.map_or(u64::MAX, |cut| cut.time),
                 };
-                for (capability, mut retractions) in retract(&mut leaving, frontier, before) {
+                if let Some((capability, mut retractions)) = retract(&mut leaving, frontier, before)
+                {
                     emitted_up_to = emitted_up_to.max(*capability.time());
                     handle.session(&capability).give_container(&mut retractions);
                 }
@@ -135,7 +136,9 @@ impl<'scope> TemporalFilterExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         handle.session(&at).give_container(&mut entering);
                     }
                     let before = if stopped { 0 } else { u64::MAX };
-                    for (capability, mut retractions) in retract(&mut leaving, frontier, before) {
+                    if let Some((capability, mut retractions)) =
+                        retract(&mut leaving, frontier, before)
+                    {
                         emitted_up_to = emitted_up_to.max(*capability.time());
                         handle.session(&capability).give_container(&mut retractions);
                     }
@@ -181,23 +184,24 @@ fn enter(
     entering
 }
 
-/// The retractions of the rows the frontier has left behind, before `before`.
+/// The retractions of the rows the frontier has left behind, before `before`, as one batch at
+/// the earliest one's time (no frontier between them is ever seen, so nothing observes the
+/// difference, and one batch per activation keeps the operators downstream from working row by
+/// row).
 fn retract(
     leaving: &mut Leaving,
     frontier: timely::progress::frontier::AntichainRef<'_, u64>,
     before: u64,
-) -> Vec<(Capability<u64>, Vec<Update>)> {
-    let mut retracted = Vec::new();
+) -> Option<(Capability<u64>, Vec<Update>)> {
+    let mut retracted: Option<(Capability<u64>, Vec<Update>)> = None;
     while let Some(entry) = leaving.first_entry() {
         if frontier.less_than(entry.key()) || *entry.key() >= before {
             break;
         }
-        let at = *entry.key();
         let (capability, rows) = entry.remove();
-        retracted.push((
-            capability,
-            rows.into_iter().map(|row| (row, at, -1)).collect(),
-        ));
+        let (capability, all) = retracted.get_or_insert_with(|| (capability, Vec::new()));
+        let at = *capability.time();
+        all.extend(rows.into_iter().map(|row| (row, at, -1)));
     }
     retracted
 }
