@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
@@ -126,39 +126,14 @@ impl Lowering<'_> {
         // A Calc passes the input through and adds the keys and values, then the node appends a
         // column per function.
         let kept = input_schema.fields().len();
-        let mut projections: Vec<Expr> = input_schema
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
-        let mut fields: Vec<Field> = input_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let mut add = |expr: &Expr, fields: &mut Vec<Field>| -> SqlResult<usize> {
-            let data_type = expr
-                .get_type(input_schema.as_ref())
-                .map_err(|error| located(error, self.position))?;
-            fields.push(Field::new(
-                format!("__analytic_{}", fields.len()),
-                data_type,
-                true,
-            ));
-            projections.push(expr.clone());
-            Ok(fields.len() - 1)
-        };
-        let keys = partition
-            .iter()
-            .map(|expr| add(expr, &mut fields))
-            .collect::<SqlResult<Vec<_>>>()?;
+        let mut extra: Vec<Expr> = partition.clone();
+        let keys: Vec<usize> = (kept..kept + partition.len()).collect();
         let mut calls = Vec::new();
         for (index, call) in planned.into_iter().enumerate() {
-            let value = call
-                .value
-                .as_ref()
-                .map(|expr| add(expr, &mut fields))
-                .transpose()?;
+            let value = call.value.map(|expr| {
+                extra.push(expr);
+                kept + extra.len() - 1
+            });
             let output = window.schema.field(kept + index).data_type();
             calls.push(AnalyticCall {
                 function: call.function,
@@ -166,8 +141,7 @@ impl Lowering<'_> {
                 float_result: storage_type(output) == Some(DataType::Float64),
             });
         }
-        let projected = Arc::new(Schema::new(fields));
-        let calc = self.calc(input, input_schema, None, &projections, projected)?;
+        let calc = self.with_columns(input, input_schema, &extra)?;
         let schema =
             carried_schema(window.schema.inner()).map_err(|message| self.error(message))?;
         let label = format!(

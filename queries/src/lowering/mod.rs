@@ -281,25 +281,8 @@ impl<'a> Lowering<'a> {
         })?;
         let input_schema = window.input.schema();
         let kept = input_schema.fields().len();
-        let mut projections: Vec<Expr> = input_schema
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
-        let mut fields: Vec<Field> = input_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        for (index, expr) in params.partition_by.iter().chain(&values).enumerate() {
-            let data_type = expr
-                .get_type(input_schema.as_ref())
-                .map_err(|error| located(error, self.position))?;
-            fields.push(Field::new(format!("__anomaly_{index}"), data_type, true));
-            projections.push(expr.clone());
-        }
-        let projected = Arc::new(Schema::new(fields));
-        let calc = self.calc(input, input_schema, None, &projections, projected)?;
+        let extra: Vec<Expr> = params.partition_by.iter().chain(&values).cloned().collect();
+        let calc = self.with_columns(input, input_schema, &extra)?;
         let keys: Vec<usize> = (kept..kept + params.partition_by.len()).collect();
         let first_value = kept + keys.len();
         let spec = AnomalySpec {
@@ -324,6 +307,39 @@ impl<'a> Lowering<'a> {
             key: None,
             label: format!("ScoreAnomalies {expr}"),
         }))
+    }
+
+    /// A Calc that passes `input`'s columns through and appends `extra` after them (what the
+    /// series operators read: keys and values beside the row they give back).
+    fn with_columns(
+        &mut self,
+        input: NodeId,
+        input_schema: &DFSchema,
+        extra: &[Expr],
+    ) -> SqlResult<NodeId> {
+        let mut projections: Vec<Expr> = input_schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let mut fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for expr in extra {
+            let data_type = expr
+                .get_type(input_schema)
+                .map_err(|error| located(error, self.position))?;
+            fields.push(Field::new(
+                format!("__column_{}", fields.len()),
+                data_type,
+                true,
+            ));
+            projections.push(expr.clone());
+        }
+        let projected = Arc::new(Schema::new(fields));
+        self.calc(input, input_schema, None, &projections, projected)
     }
 
     /// Adds a Calc over `input`, carrying window and event-time columns through plain references.
