@@ -217,11 +217,11 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     );
     // A cluster's workers are numbered across its processes: readers split over all of them.
     let threads = options.workers.max(1);
-    let workers = threads
-        * options
-            .cluster
-            .as_ref()
-            .map_or(1, cluster::Cluster::processes);
+    let processes = options
+        .cluster
+        .as_ref()
+        .map_or(1, cluster::Cluster::processes);
+    let workers = threads * processes;
     let keys = StateKeys::new(&plan, &order, &sources, &tables);
     let (durability, resumed) = durability(&plan, &sources, &tables, &options, workers, &keys)?;
     let checkpoints = resumed.as_ref().map(|resumed| resumed.checkpoints.clone());
@@ -233,7 +233,7 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
     };
     if let Some(checkpoints) = &checkpoints {
         checkpoints.set_groups(keys.groups());
-        checkpoints.set_role(role);
+        checkpoints.set_role(role, processes);
     }
     let stores_checkpoints = role != Role::Follower;
     let checkpoint_metrics = checkpoints

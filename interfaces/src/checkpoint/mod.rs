@@ -5,8 +5,9 @@
 //! `C` takes two steps. When a checkpoint is requested, every source reports the time its
 //! capability holds and stops downgrading it (it keeps reading and emitting, at that time); once
 //! all have reported, `C` is one past the latest of them, so no source has emitted anything at
-//! `C` or later yet. Each source then records its position (and its watermark) at the moment it
-//! first moves to `C` or later. Each stateful operator, once its input frontier reaches `C`,
+//! `C` or later yet. Once every operator can know `C` (at once in one process; in a cluster,
+//! once every process has acknowledged it), each source records its position (and its
+//! watermark) at the moment it first moves to `C` or later. Each stateful operator, once its input frontier reaches `C`,
 //! snapshots its state; data at `C` or later that arrived early waits beside it until then. Each
 //! sink delivers what came before `C` and records how far it got (a file's length, a warehouse
 //! epoch staged). Because data stamped before `C` is exactly what the sources emitted before
@@ -90,6 +91,11 @@ struct Progress {
     requested: Option<u64>,
     reports: HashMap<String, Option<u64>>,
     cut: Option<Cut>,
+    /// Whether sources may move past the cut: every process knows it, so no operator can see
+    /// its frontier pass the cut before it knows of the cut (`relay.rs`).
+    released: bool,
+    /// The processes that acknowledged the cut under way (the deciding process only).
+    acknowledged: usize,
     parts: BTreeMap<String, Vec<u8>>,
     finals: BTreeMap<String, Vec<u8>>,
     /// For each participant that ended: the latest time it emitted rows at. Its final part
@@ -314,8 +320,10 @@ impl Checkpoints {
         if let Some(cut) = progress.cut {
             return if progress.parts.contains_key(key) {
                 SourceTurn::Free
-            } else {
+            } else if progress.released {
                 SourceTurn::Cut(in_group(cut))
+            } else {
+                SourceTurn::Hold
             };
         }
         if progress.requested.is_none() {
@@ -333,8 +341,8 @@ impl Checkpoints {
         }
         self.decide_cut(&mut progress);
         match progress.cut {
-            Some(cut) => SourceTurn::Cut(in_group(cut)),
-            None => SourceTurn::Hold,
+            Some(cut) if progress.released => SourceTurn::Cut(in_group(cut)),
+            _ => SourceTurn::Hold,
         }
     }
 
@@ -384,6 +392,10 @@ impl Checkpoints {
         let time = latest.map_or(0, |time| time.saturating_add(1));
         tracing::debug!(id, time, reports = ?progress.reports, "checkpoint cut decided");
         progress.cut = Some(Cut { id, time });
+        // Alone, every operator reads the cut from here; a cluster's other processes learn
+        // it from a message, and sources wait for all of them to acknowledge it.
+        progress.acknowledged = 0;
+        progress.released = self.followers() == 0;
         self.cut_time.store(time, Ordering::Release);
         self.cut_id.store(id, Ordering::Release);
         self.to_followers(Relayed::Cut {

@@ -11,10 +11,17 @@
 //! message is recorded under the same lock as the change it reports, so the order it leaves in
 //! is the order things happened in.
 //!
+//! A cut takes one more step in a cluster: an operator sees its frontier move when sources in
+//! any process move, and the message carrying the cut may reach its process later than that.
+//! An operator that saw its frontier pass the cut before it knew of it would already have
+//! emitted (windows closed, at the cut or later) what its snapshot must still hold. So every
+//! process acknowledges the cut, and only once all have does process 0 release the sources,
+//! its own and (by another message) the others', to move past it.
+//!
 //! Nothing else changes for participants: they call the same methods in every process.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +66,10 @@ pub enum Relayed {
         key: String,
         why: String,
     },
+    /// The follower knows the cut: its operators will snapshot at it.
+    Acknowledged {
+        id: u64,
+    },
     // From the leader to every follower: what it decided.
     Requested {
         id: u64,
@@ -66,6 +77,10 @@ pub enum Relayed {
     Cut {
         cut: Cut,
         groups: Vec<u64>,
+    },
+    /// Every process knows the cut: sources may move past it.
+    Released {
+        id: u64,
     },
     /// The checkpoint under way has every part: no cut is being taken any more.
     Resolved,
@@ -105,6 +120,8 @@ impl Relayed {
 #[derive(Default)]
 pub(super) struct Relay {
     role: AtomicU8,
+    /// The deciding process's count of the others.
+    followers: AtomicUsize,
     outbox: Mutex<Vec<Relayed>>,
 }
 
@@ -118,14 +135,24 @@ impl Relay {
 }
 
 impl Checkpoints {
-    /// Sets this process's role, before any worker starts.
-    pub fn set_role(&self, role: Role) {
+    /// Sets this process's role in a cluster of `processes`, before any worker starts.
+    pub fn set_role(&self, role: Role, processes: usize) {
         let code = match role {
             Role::Alone => 0,
             Role::Leader => 1,
             Role::Follower => 2,
         };
         self.relay.role.store(code, Ordering::Release);
+        let followers = match role {
+            Role::Leader => processes.saturating_sub(1),
+            Role::Alone | Role::Follower => 0,
+        };
+        self.relay.followers.store(followers, Ordering::Release);
+    }
+
+    /// The processes that follow this one's decisions.
+    pub(super) fn followers(&self) -> usize {
+        self.relay.followers.load(Ordering::Acquire)
     }
 
     pub fn role(&self) -> Role {
@@ -189,6 +216,18 @@ impl Checkpoints {
                 },
             ) => self.leave_final(&key, part, emitted_up_to),
             (Role::Leader, Relayed::Spoiled { key, why }) => self.spoil(&key, why),
+            (Role::Leader, Relayed::Acknowledged { id }) => {
+                let mut progress = self.lock();
+                if progress.cut.is_some_and(|cut| cut.id == id) && !progress.released {
+                    progress.acknowledged += 1;
+                    if progress.acknowledged >= self.followers() {
+                        progress.released = true;
+                        self.to_followers(Relayed::Released { id });
+                        drop(progress);
+                        self.changed();
+                    }
+                }
+            }
             (Role::Follower, Relayed::Requested { id }) => {
                 let mut progress = self.lock();
                 progress.requested = Some(id);
@@ -205,10 +244,22 @@ impl Checkpoints {
                 }
                 progress.requested = Some(cut.id);
                 progress.cut = Some(cut);
+                progress.released = false;
                 self.cut_time.store(cut.time, Ordering::Release);
                 self.cut_id.store(cut.id, Ordering::Release);
+                // Recorded after the cut is readable here, so every operator of this process
+                // knows it before any source moves past it.
+                self.to_leader(Relayed::Acknowledged { id: cut.id });
                 drop(progress);
                 self.changed();
+            }
+            (Role::Follower, Relayed::Released { id }) => {
+                let mut progress = self.lock();
+                if progress.cut.is_some_and(|cut| cut.id == id) {
+                    progress.released = true;
+                    drop(progress);
+                    self.changed();
+                }
             }
             (Role::Follower, Relayed::Resolved) => {
                 let mut progress = self.lock();
@@ -272,7 +323,7 @@ mod tests {
 
     fn process(role: Role) -> Checkpoints {
         let checkpoints = Checkpoints::new(0, BTreeMap::new());
-        checkpoints.set_role(role);
+        checkpoints.set_role(role, 2);
         checkpoints
     }
 
@@ -319,6 +370,41 @@ mod tests {
         deliver(&leader, &[&follower]);
         assert_eq!(follower.current_cut(), None);
         assert_eq!(follower.completed(), 1);
+    }
+
+    #[test]
+    fn no_source_moves_past_a_cut_before_every_process_knows_it() {
+        // Process 1's source has read its share to the end: only process 0's holds the cut
+        // back, and its moving on would move process 1's operators' frontiers past the cut.
+        let leader = process(Role::Leader);
+        let follower = process(Role::Follower);
+        leader.register("source/a/0", true);
+        leader.register("node/w/0", false);
+        leader.built();
+        follower.register("source/a/1", true);
+        follower.register("node/w/1", false);
+        follower.built();
+        follower.submit_final_after("source/a/1", vec![1], 50);
+        deliver(&leader, &[&follower]);
+        assert!(leader.request(2));
+        assert_eq!(leader.source_turn("source/a/0", 40), SourceTurn::Hold);
+        let cut = Cut { id: 1, time: 51 };
+        assert_eq!(leader.current_cut(), Some(cut));
+        assert_eq!(follower.current_cut(), None);
+        // Decided, but process 1 does not know it yet.
+        assert_eq!(leader.source_turn("source/a/0", 40), SourceTurn::Hold);
+        for message in leader.take_relayed() {
+            follower.apply_relayed(message).unwrap();
+        }
+        assert_eq!(follower.current_cut(), Some(cut));
+        assert_eq!(leader.source_turn("source/a/0", 40), SourceTurn::Hold);
+        let acknowledged = follower.take_relayed();
+        assert_eq!(acknowledged, vec![Relayed::Acknowledged { id: 1 }]);
+        for message in acknowledged {
+            leader.apply_relayed(message).unwrap();
+        }
+        assert_eq!(leader.source_turn("source/a/0", 40), SourceTurn::Cut(cut));
+        assert_eq!(leader.take_relayed(), vec![Relayed::Released { id: 1 }]);
     }
 
     #[test]
