@@ -117,9 +117,23 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     );
     println!("{:>10} {:>14}", "detector", "rows/s");
     for name in [
-        "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap", "auto", "hst",
+        "zscore",
+        "ewma",
+        "robust",
+        "seasonal",
+        "drift",
+        "flatline",
+        "gap",
+        "auto",
+        "hst",
+        "mahalanobis",
+        "change",
     ] {
-        let values = if name == "hst" { 3 } else { 1 };
+        let values = if vibelux_models::detector::JOINT.contains(&name) {
+            3
+        } else {
+            1
+        };
         let mut scorer = Scorer::for_values(name, &[], values)?;
         // A day-shaped series every 10 s, with noise, so no detector sees a constant.
         let mut noise = 0x2545_f491_4f6c_dd1du64;

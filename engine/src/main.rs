@@ -146,11 +146,14 @@ enum Command {
         #[arg(long = "option", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
     },
-    /// Measure detectors against a labelled series: a CSV with `timestamp`, `value` and `label`
-    /// columns (label 1/true for anomalous readings). Prints precision, recall, F1 and
-    /// time-to-detect per detector.
+    /// Measure detectors against labelled data: a CSV with `timestamp`, `value` and `label`
+    /// columns (label 1/true for anomalous readings), printing precision, recall, F1 and
+    /// time-to-detect per detector; or benchmark tables of several sensors per machine in
+    /// SKAB's layout (a folder of them, or one: `;`-separated, `datetime`, the sensors,
+    /// `anomaly`, `changepoint`), printing F1 with false and missed alarm rates, and NAB's
+    /// standard score for change points.
     Evaluate {
-        /// The labelled CSV.
+        /// The labelled CSV, or a folder of benchmark tables.
         input: Option<PathBuf>,
         /// Evaluate on the simulator's injected faults instead (comma list of hvac_drift,
         /// stuck, spike, dropout): simulated days of a small room, labelled by the ground truth.
@@ -382,6 +385,30 @@ fn evaluate(
     threshold: f64,
 ) -> anyhow::Result<()> {
     use vibelux::evaluate as evaluation;
+    if let (Some(input), None) = (input, simulator)
+        && evaluation::labelled_tables::is_labelled_table(input)
+    {
+        let (experiments, unlabelled) = evaluation::labelled_tables::read_experiments(input)?;
+        for file in unlabelled {
+            eprintln!("{}: no `anomaly` column, left out", file.display());
+        }
+        let readings: usize = experiments.iter().map(|e| e.times.len()).sum();
+        let labelled: usize = experiments
+            .iter()
+            .flat_map(|e| &e.anomalous)
+            .filter(|a| **a)
+            .count();
+        let changes: usize = experiments.iter().map(|e| e.changes.len()).sum();
+        println!(
+            "{} experiments, {readings} readings, {labelled} labelled anomalous, {changes} change points; threshold {threshold}",
+            experiments.len()
+        );
+        print!(
+            "{}",
+            evaluation::labelled_tables::report(&experiments, detectors, options, threshold)?
+        );
+        return Ok(());
+    }
     let cases = match (input, simulator) {
         (Some(input), None) => vec![evaluation::from_csv(input)?],
         (None, Some(faults)) => {

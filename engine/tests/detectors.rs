@@ -71,7 +71,7 @@ fn an_unknown_detector_is_refused_with_the_choices() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains(
-        "unknown detector `prophet`: use auto, zscore, ewma, robust, seasonal, drift, flatline, gap or hst"
+        "unknown detector `prophet`: use auto, zscore, ewma, robust, seasonal, drift, flatline, gap, hst, mahalanobis or change"
     ));
 }
 
@@ -210,4 +210,99 @@ fn hst_scores_several_values_together_from_the_command_line() {
     assert_eq!(scores.len(), 701);
     let odd: f64 = scores[700].parse().unwrap();
     assert!(odd >= 0.9999, "{odd}");
+}
+
+/// A pump test run in SKAB's layout: three sensors, a valve that closes at reading 600 (flow
+/// down, pressure up) and opens again at 800.
+fn pump_run(seed: usize) -> String {
+    let mut csv =
+        String::from("datetime;Pressure;Volume Flow RateRMS;Current;anomaly;changepoint\n");
+    for i in 0..1_000usize {
+        let closed = (600..800).contains(&i);
+        let noise = |k: usize| (((i + seed) * 7919 + k * 104_729) % 1_009) as f64 / 1_009.0 - 0.5;
+        let pressure = 1.0 + 0.05 * noise(1) + if closed { 0.2 } else { 0.0 };
+        let flow = 32.0 + 0.5 * noise(2) - if closed { 3.0 } else { 0.0 };
+        let current = 1.0 + 0.1 * noise(3);
+        csv.push_str(&format!(
+            "2020-03-09 {:02}:{:02}:{:02};{pressure};{flow};{current};{}.0;{}.0\n",
+            10 + i / 3600,
+            i / 60 % 60,
+            i % 60,
+            u8::from(closed),
+            u8::from(i == 600 || i == 800)
+        ));
+    }
+    csv
+}
+
+#[test]
+fn evaluate_scores_benchmark_tables_for_outliers_and_change_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("valve");
+    std::fs::create_dir_all(&runs).unwrap();
+    for seed in 0..2 {
+        std::fs::write(runs.join(format!("{seed}.csv")), pump_run(seed)).unwrap();
+    }
+    // A run without labels is left out, and said so.
+    std::fs::write(
+        dir.path().join("anomaly-free.csv"),
+        "datetime;Pressure\n2020-03-09 10:00:00;1.0\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .arg("evaluate")
+        .arg(dir.path())
+        .args(["--detector", "mahalanobis", "--detector", "change"])
+        .args(["--detector", "seasonal"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}{errors}");
+    assert!(
+        errors.contains("anomaly-free.csv: no `anomaly` column, left out"),
+        "{errors}"
+    );
+    assert!(
+        text.contains("2 experiments, 2000 readings, 400 labelled anomalous, 4 change points"),
+        "{text}"
+    );
+    let row = |table: &str, detector: &str| -> Vec<String> {
+        let start = text.find(table).unwrap();
+        text[start..]
+            .lines()
+            .find(|line| line.starts_with(&format!("{detector} ")))
+            .unwrap()
+            .split('|')
+            .map(|cell| cell.trim().to_string())
+            .collect()
+    };
+    // The closed valve is flagged for as long as it lasts, and little else.
+    let outliers = row("Outliers", "mahalanobis");
+    let f1: f64 = outliers[1].parse().unwrap();
+    assert!(f1 >= 0.9, "{text}");
+    // The change detector fires at the closing and at the opening, early in each window.
+    let changes = row("Change points", "change");
+    let nab: f64 = changes[1].parse().unwrap();
+    assert!(nab > 50.0, "{text}");
+    assert_eq!(changes[2], "0/4", "{text}");
+    // A detector that needs days of data never fires here: NAB's null score, 0.
+    assert_eq!(row("Change points", "seasonal")[1], "0.0", "{text}");
+    // A value that is not a number names the file, the line and the column.
+    std::fs::write(
+        runs.join("0.csv"),
+        "datetime;Pressure;anomaly\n2020-03-09 10:00:00;high;0\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vibelux"))
+        .arg("evaluate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("0.csv: line 2: Pressure: expected a number, found \"high\""),
+        "{errors}"
+    );
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::Likelihood;
+use crate::change::LevelChange;
 use crate::half_space::HalfSpaceTrees;
+use crate::mahalanobis::Mahalanobis;
 use crate::{
     drift::Drift, ewma::Ewma, flatline::Flatline, gap::Gap, robust::Robust, seasonal::Seasonal,
     zscore::ZScore,
@@ -36,7 +38,7 @@ pub trait MultiDetector: Send {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
     #[error(
-        "unknown detector `{0}`: use auto, zscore, ewma, robust, seasonal, drift, flatline, gap or hst"
+        "unknown detector `{0}`: use auto, zscore, ewma, robust, seasonal, drift, flatline, gap, hst, mahalanobis or change"
     )]
     Unknown(String),
     #[error("detector `{detector}` has no option `{option}` (it takes: {known})")]
@@ -47,7 +49,9 @@ pub enum DetectorError {
     },
     #[error("option `{option}`: {problem}")]
     BadOption { option: String, problem: String },
-    #[error("detector `{0}` scores one value; `hst` scores several together")]
+    #[error(
+        "detector `{0}` scores one value; `hst`, `mahalanobis` and `change` score several together"
+    )]
     OneValue(String),
 }
 
@@ -68,9 +72,22 @@ fn number(
 }
 
 /// The detectors, by name.
-pub const DETECTORS: [&str; 9] = [
-    "auto", "zscore", "ewma", "robust", "seasonal", "drift", "flatline", "gap", "hst",
+pub const DETECTORS: [&str; 11] = [
+    "auto",
+    "zscore",
+    "ewma",
+    "robust",
+    "seasonal",
+    "drift",
+    "flatline",
+    "gap",
+    "hst",
+    "mahalanobis",
+    "change",
 ];
+
+/// The detectors that score several values of one place together (and one value as well).
+pub const JOINT: [&str; 3] = ["hst", "mahalanobis", "change"];
 
 /// The options a detector takes, or `None` for an unknown detector.
 pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
@@ -81,6 +98,8 @@ pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
         "drift" => Some(&["slots", "days", "alpha"]),
         "flatline" | "gap" | "auto" => Some(&[]),
         "hst" => Some(&["trees", "depth", "window"]),
+        "mahalanobis" => Some(&["warm_up", "horizon", "recent"]),
+        "change" => Some(&["recent", "before", "horizon"]),
         _ => None,
     }
 }
@@ -102,6 +121,10 @@ pub enum Scorer {
         detector: Box<HalfSpaceTrees>,
         likelihood: Likelihood,
     },
+    /// Several values (or one) against their normal operating point, with its own tail model.
+    Mahalanobis(Box<Mahalanobis>),
+    /// Several values (or one) at the moment they change level, with its own tail model.
+    Change(Box<LevelChange>),
 }
 
 /// The single-series detectors, as one type so their state serializes.
@@ -191,6 +214,9 @@ impl Scorer {
                 likelihood: Likelihood::new(500, 1),
             });
         }
+        if name == "mahalanobis" || name == "change" {
+            return joint(name, options, values.max(1));
+        }
         if values > 1 {
             return Err(DetectorError::OneValue(name.to_string()));
         }
@@ -236,6 +262,8 @@ impl Scorer {
                 let raw = detector.update(ts, values)?;
                 likelihood.update(raw)
             }
+            Scorer::Mahalanobis(detector) => detector.update(values),
+            Scorer::Change(detector) => detector.update(values),
         }
     }
 
@@ -248,8 +276,54 @@ impl Scorer {
                 detector,
                 likelihood,
             } => detector.warm_up() + likelihood.warm_up(),
+            Scorer::Mahalanobis(detector) => detector.warm_up(),
+            Scorer::Change(detector) => detector.warm_up(),
         }
     }
+}
+
+/// `mahalanobis` or `change` over `values` values, with their whole-number options.
+fn joint(name: &str, options: &[(String, String)], values: usize) -> Result<Scorer, DetectorError> {
+    let known = options_of(name).expect("known");
+    let mut settings: Vec<(&str, f64)> = match name {
+        "mahalanobis" => vec![("warm_up", 200.0), ("horizon", 1_000.0), ("recent", 5.0)],
+        _ => vec![("recent", 10.0), ("before", 30.0), ("horizon", 600.0)],
+    };
+    for (option, value) in options {
+        let Some(setting) = settings.iter_mut().find(|(key, _)| key == option) else {
+            return Err(DetectorError::UnknownOption {
+                detector: name.to_string(),
+                option: option.clone(),
+                known: known.join(", "),
+            });
+        };
+        setting.1 = number(
+            option,
+            value,
+            |v| (1.0..=1_000_000.0).contains(&v) && v.fract() == 0.0,
+            "a whole number from 1",
+        )?;
+    }
+    let setting = |key: &str| {
+        settings
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map_or(1, |(_, value)| *value as usize)
+    };
+    Ok(match name {
+        "mahalanobis" => Scorer::Mahalanobis(Box::new(Mahalanobis::new(
+            values,
+            setting("warm_up"),
+            setting("horizon"),
+            setting("recent"),
+        ))),
+        _ => Scorer::Change(Box::new(LevelChange::new(
+            values,
+            setting("recent"),
+            setting("before"),
+            setting("horizon"),
+        ))),
+    })
 }
 
 /// One detector and its calibration.
@@ -388,7 +462,16 @@ mod tests {
     #[test]
     fn the_first_score_comes_after_exactly_the_documented_warm_up() {
         // Seasonal and drift warm up in days of each slot, not in readings.
-        for name in ["zscore", "ewma", "robust", "flatline", "gap", "hst"] {
+        for name in [
+            "zscore",
+            "ewma",
+            "robust",
+            "flatline",
+            "gap",
+            "hst",
+            "mahalanobis",
+            "change",
+        ] {
             let mut scorer = Scorer::new(name, &[]).unwrap();
             let first = (0..2_000)
                 .position(|i: i64| {
@@ -432,7 +515,7 @@ mod tests {
             (index as i64 * 600_000_000_000, values)
         };
         for name in DETECTORS {
-            let width = if name == "hst" { 3 } else { 1 };
+            let width = if JOINT.contains(&name) { 3 } else { 1 };
             let mut original = Scorer::for_values(name, &[], width).unwrap();
             for index in 0..2_000 {
                 let (ts, values) = reading(index);

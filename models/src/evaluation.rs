@@ -51,6 +51,17 @@ impl Evaluation {
         (p + r > 0.0).then(|| 2.0 * p * r / (p + r))
     }
 
+    /// The share of normal readings flagged (SKAB's FAR).
+    pub fn false_alarm_rate(&self) -> Option<f64> {
+        let normal = self.readings - self.true_positives - self.false_negatives;
+        (normal > 0).then(|| self.false_positives as f64 / normal as f64)
+    }
+
+    /// The share of anomalous readings not flagged (SKAB's MAR).
+    pub fn missed_alarm_rate(&self) -> Option<f64> {
+        self.recall().map(|recall| 1.0 - recall)
+    }
+
     /// The median time to detect, seconds.
     pub fn median_time_to_detect(&self) -> Option<f64> {
         let mut times = self.times_to_detect.clone();

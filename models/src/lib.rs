@@ -13,7 +13,11 @@
 //! - [`flatline`]: a value that stops changing (a stuck sensor);
 //! - [`gap`]: readings that stop arriving (a dropout).
 //!
-//! [`half_space`] (`hst`) scores several values of one place together.
+//! [`half_space`] (`hst`), [`mahalanobis`] and [`change`] score several values of one place
+//! together: their joint density, their distance from the normal operating point, and the
+//! moment they change level. The last two score through a tail model of their normal raw
+//! scores ([`tail`], peaks over threshold), so that 0.999 means one normal reading in a
+//! thousand rather than a rank among recent scores.
 //!
 //! The last three single-value ones score probabilities directly and skip calibration. `auto` takes the highest
 //! score of `seasonal`, `drift`, `flatline` and `gap`.
@@ -21,6 +25,7 @@
 //! [`evaluation`] measures a detector against labelled data.
 
 pub mod calibration;
+pub mod change;
 pub mod detector;
 pub mod drift;
 pub mod evaluation;
@@ -28,7 +33,10 @@ pub mod ewma;
 pub mod flatline;
 pub mod gap;
 pub mod half_space;
+pub mod mahalanobis;
+pub mod nab;
 pub mod onnx;
 pub mod robust;
 pub mod seasonal;
+pub mod tail;
 pub mod zscore;

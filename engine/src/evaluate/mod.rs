@@ -1,5 +1,8 @@
-//! `vibelux evaluate`: detectors measured against labelled series, from a CSV file or from the
-//! simulator's injected faults (whose ground truth the simulator knows).
+//! `vibelux evaluate`: detectors measured against labelled series, from a CSV file, from the
+//! simulator's injected faults (whose ground truth the simulator knows), or from benchmark
+//! tables of several sensors per machine (`labelled_tables`, SKAB's layout).
+
+pub mod labelled_tables;
 
 use std::collections::BTreeMap;
 use std::path::Path;
