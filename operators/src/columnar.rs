@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
     new_null_array,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 
 use crate::row::{Datum, Row, storage_type};
@@ -55,6 +55,23 @@ pub fn rows_to_batch_columns<'a>(
         });
     }
     let options = RecordBatchOptions::new().with_row_count(Some(row_count));
+    // A column left out is all nulls, which a field declared NOT NULL refuses.
+    let left_out_not_null = needed.is_some_and(|needed| {
+        schema
+            .fields()
+            .iter()
+            .zip(needed)
+            .any(|(field, needed)| !needed && !field.is_nullable())
+    });
+    if left_out_not_null {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|field| field.as_ref().clone().with_nullable(true))
+            .collect();
+        let nullable = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        return RecordBatch::try_new_with_options(nullable, columns, &options);
+    }
     RecordBatch::try_new_with_options(schema.clone(), columns, &options)
 }
 
@@ -202,7 +219,18 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn a_not_null_column_left_out_of_a_batch_is_nulls_without_an_error() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("zone", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let rows = [vec![Datum::Utf8("z1".into()), Datum::Int64(5)]];
+        let batch = rows_to_batch_columns(&schema, rows.iter(), 1, Some(&[true, false])).unwrap();
+        assert_eq!(batch.column(1).null_count(), 1);
+        assert_eq!(batch.column(0).null_count(), 0);
+    }
 
     #[test]
     fn rows_survive_a_round_trip_through_arrow() {

@@ -37,6 +37,7 @@ use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColum
 
 mod analytic;
 mod distinct_on;
+mod grouping_sets;
 mod join;
 mod temporal;
 
@@ -434,12 +435,12 @@ impl<'a> Lowering<'a> {
         aggregate_exprs: &[Expr],
         output_schema: SchemaRef,
     ) -> SqlResult<NodeId> {
+        if let Some(Expr::GroupingSet(set)) = group_exprs.first() {
+            return self.grouping_sets(input_plan, set, aggregate_exprs, output_schema);
+        }
         let input = self.lower(input_plan)?;
         let input_schema = input_plan.schema();
         let input_node = self.plan.nodes[input].clone();
-        if let Some(Expr::GroupingSet(_)) = group_exprs.first() {
-            return Err(self.error("GROUPING SETS, CUBE and ROLLUP are not supported yet"));
-        }
         let mut projections: Vec<Expr> = group_exprs.to_vec();
         let mut specs = Vec::new();
         let mut labels = Vec::new();
