@@ -1,6 +1,6 @@
 //! Lowering of joins: equi-joins where one side updates, inner, outer (LEFT, RIGHT, FULL),
 //! semi (`IN`, `EXISTS`, `INTERSECT`) and anti (`NOT EXISTS`, `EXCEPT`), to one `Join` node
-//! over two keyed inputs (`operators/src/join.rs`).
+//! over two keyed inputs (`operators/src/join.rs`); `NOT IN` to three anti joins (`not_in.rs`).
 
 use std::sync::Arc;
 
@@ -27,11 +27,7 @@ impl Lowering<'_> {
             JoinType::Right => (false, true, None),
             JoinType::Full => (true, true, None),
             JoinType::LeftSemi => (false, false, Some(true)),
-            JoinType::LeftAnti if join.null_aware => {
-                return Err(self.error(
-                    "NOT IN (subquery) is not supported yet (a NULL among the subquery's values makes it match nothing); use NOT EXISTS",
-                ));
-            }
+            JoinType::LeftAnti if join.null_aware => return self.not_in(join),
             JoinType::LeftAnti => (false, false, Some(false)),
             other => {
                 return Err(self.error(format!(

@@ -39,6 +39,7 @@ mod analytic;
 mod distinct_on;
 mod grouping_sets;
 mod join;
+mod not_in;
 mod temporal;
 
 pub struct Lowering<'a> {
