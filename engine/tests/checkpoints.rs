@@ -315,6 +315,63 @@ fn a_join_with_a_table_killed_at_random_moments_ends_with_the_same_results() {
     );
 }
 
+/// The three warmest sensors of each zone so far, as a changelog: each sensor's maximum
+/// updates, and the first three of its zone follow.
+const TOP_N_PIPELINE: &str = "
+CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'file', path = 'in.jsonl');
+CREATE VIEW hottest AS SELECT zone, sensor_id, max(temp_c) AS temp_max FROM readings GROUP BY zone, sensor_id;
+CREATE VIEW podium AS SELECT zone, sensor_id, temp_max, place FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY zone ORDER BY temp_max DESC) AS place FROM hottest)
+  WHERE place <= 3;
+CREATE SINK podium_out FROM podium WITH (connector = 'file', path = 'out/podium.jsonl');
+";
+
+/// What a changelog file holds in the end: each row with its count of inserts less deletes.
+fn net_rows(path: &Path) -> BTreeMap<String, i64> {
+    let mut net = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let mut row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).unwrap();
+        let op = row.remove("_op").unwrap();
+        *net.entry(serde_json::Value::Object(row).to_string())
+            .or_default() += if op == "insert" { 1 } else { -1 };
+    }
+    net.retain(|_, count| *count != 0);
+    net
+}
+
+#[test]
+fn a_top_n_killed_at_random_moments_ends_with_the_same_first_rows() {
+    let with_top_n = |dir: &tempfile::TempDir| {
+        std::fs::write(dir.path().join("pipeline.sql"), TOP_N_PIPELINE).unwrap();
+    };
+    // A top-N keeps little state and runs fast: more readings, so that a run lasts long enough
+    // to be killed.
+    let reference = folder(300_000);
+    with_top_n(&reference);
+    run_to_end(reference.path(), &["--no-state", "--workers", "2"]);
+    let resumed = folder(300_000);
+    with_top_n(&resumed);
+    let args = ["--checkpoint-interval", "50ms", "--workers", "2"];
+    let (interrupted, logs) = run_interrupted(resumed.path(), &args, Interruption::Kill, 5);
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} interruptions:\n{logs}"
+    );
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    let podium = net_rows(&reference.path().join("out/podium.jsonl"));
+    // Four zones, three places each, every row once.
+    assert_eq!(podium.len(), 12, "{podium:?}");
+    assert!(podium.values().all(|count| *count == 1), "{podium:?}");
+    assert_eq!(
+        net_rows(&resumed.path().join("out/podium.jsonl")),
+        podium,
+        "the first rows after the kills differ"
+    );
+}
+
 #[test]
 fn a_replay_killed_at_random_moments_ends_with_the_same_results() {
     interrupted_replays_end_with_the_same_results(Interruption::Kill, "1", 1);

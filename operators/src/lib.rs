@@ -6,7 +6,7 @@
 //! `GROUP BY` results and closes windows, [`join`] joins on keys, [`changes`] turns appends into
 //! updates and consolidates them, [`anomaly`] scores series and [`analytic`] computes `LAG` and
 //! running aggregates (both taking a series [`in_event_time`] order), [`alarm`] raises and
-//! clears alarms, [`session`] merges session windows, [`temporal_filter`] keeps the recent rows; [`cultivation`] holds the psychrometric
+//! clears alarms, [`session`] merges session windows, [`temporal_filter`] keeps the recent rows, [`top_n`] the first rows of each group in an order; [`cultivation`] holds the psychrometric
 //! formulas (VPD, dew point) that SQL functions evaluate. [`columnar`] is how rows (the [`row`]
 //! model of `vibelux-interfaces`, re-exported here) cross into Arrow.
 
@@ -26,4 +26,5 @@ pub mod local_time;
 pub use vibelux_interfaces::row;
 pub mod session;
 pub mod temporal_filter;
+pub mod top_n;
 pub mod window;

@@ -17,6 +17,7 @@ use vibelux_operators::calc::Calc;
 use vibelux_operators::in_event_time::SeriesColumns;
 use vibelux_operators::join::Outer;
 use vibelux_operators::temporal_filter::TemporalFilter;
+use vibelux_operators::top_n::TopNSpec;
 use vibelux_operators::window::WindowKind;
 
 pub type NodeId = usize;
@@ -93,6 +94,11 @@ pub enum NodeKind {
     ExpressionErrors {
         calcs: Vec<NodeId>,
     },
+    /// The first rows of each group in an order (TOP-N), numbered or not; an updating relation.
+    TopN {
+        input: NodeId,
+        spec: Arc<TopNSpec>,
+    },
     /// Equi-join; both inputs are projected to key columns then all their columns.
     Join {
         left: NodeId,
@@ -118,7 +124,8 @@ impl NodeKind {
             | NodeKind::RaiseAlarms { input, .. }
             | NodeKind::Calc { input, .. }
             | NodeKind::AssignWindows { input, .. }
-            | NodeKind::Aggregate { input, .. } => vec![*input],
+            | NodeKind::Aggregate { input, .. }
+            | NodeKind::TopN { input, .. } => vec![*input],
             NodeKind::Union { inputs } => inputs.clone(),
             NodeKind::ExpressionErrors { calcs } => calcs.clone(),
             NodeKind::Join { left, right, .. } => vec![*left, *right],
@@ -307,6 +314,7 @@ impl DataflowPlan {
             NodeKind::TemporalFilter { filter, .. } => format!("temporal filter {filter:?}"),
             NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
             NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
+            NodeKind::TopN { spec, .. } => format!("top-n {spec:?}"),
             NodeKind::Join {
                 key_columns, outer, ..
             } if *outer == Outer::default() => format!("join on {key_columns}"),

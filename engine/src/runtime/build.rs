@@ -23,6 +23,7 @@ use vibelux_operators::changes::IntoUpdatesExt;
 use vibelux_operators::join::JoinExt;
 use vibelux_operators::row::{Row, Update};
 use vibelux_operators::temporal_filter::TemporalFilterExt;
+use vibelux_operators::top_n::TopNExt;
 use vibelux_operators::window::{
     AssignWindowsExt, AssignWindowsPickExt, AssignWindowsUpdatesExt, WindowKind,
 };
@@ -135,6 +136,7 @@ pub(super) fn demands(
                 entry.finals = true;
             } else if let NodeKind::Aggregate { .. }
             | NodeKind::Join { .. }
+            | NodeKind::TopN { .. }
             | NodeKind::ExpressionErrors { .. } = plan.nodes[node].kind
             {
                 // Aggregates and joins read their inputs' rows, or their changes when they update;
@@ -330,6 +332,13 @@ pub(super) fn build_nodes<'scope>(
                     built[right].changes(),
                     *key_columns,
                     *outer,
+                    participant(checkpoints, keys, node, worker),
+                )),
+                finals: None,
+            },
+            NodeKind::TopN { input, spec } => Built::Updates {
+                changes: Some(built[input].changes().top_n(
+                    (**spec).clone(),
                     participant(checkpoints, keys, node, worker),
                 )),
                 finals: None,

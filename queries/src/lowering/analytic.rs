@@ -70,6 +70,11 @@ impl Lowering<'_> {
                 }
                 _ => false,
             };
+            if !ordered_by_time && fun.name().eq_ignore_ascii_case("row_number") {
+                return Err(self.error(format!(
+                    "ROW_NUMBER() OVER (… ORDER BY a value) needs a bound in a streaming view: keep the first rows of each group with WHERE n <= 3 around it (TOP-N): {shown}"
+                )));
+            }
             if !ordered_by_time {
                 return Err(self.error(format!(
                     "a window function in a streaming view takes its series in event-time order: add ORDER BY {time_name} (ascending) to the OVER clause of {shown}"

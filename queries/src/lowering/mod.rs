@@ -41,6 +41,7 @@ mod grouping_sets;
 mod join;
 mod not_in;
 mod temporal;
+mod top_n;
 
 pub struct Lowering<'a> {
     pub plan: &'a mut DataflowPlan,
@@ -52,6 +53,9 @@ pub struct Lowering<'a> {
     props: ExecutionProps,
     /// Relations the query reads, for dependency tracking.
     pub reads: Vec<String>,
+    /// Windows whose `ROW_NUMBER()` a filter above bounds: the window's address and the
+    /// bound, for TOP-N.
+    bounded_row_numbers: Vec<(usize, usize)>,
 }
 
 impl<'a> Lowering<'a> {
@@ -68,6 +72,7 @@ impl<'a> Lowering<'a> {
             position,
             props: ExecutionProps::new(),
             reads: Vec::new(),
+            bounded_row_numbers: Vec::new(),
         }
     }
 
@@ -170,6 +175,9 @@ impl<'a> Lowering<'a> {
             LogicalPlan::Projection(projection) => {
                 let (input, predicate, input_schema) = match projection.input.as_ref() {
                     LogicalPlan::Filter(filter) => {
+                        if let Some(bound) = Self::row_number_bound(&filter.predicate, &filter.input) {
+                            self.bounded_row_numbers.push(bound);
+                        }
                         let input = self.lower(&filter.input)?;
                         let schema = filter.input.schema().clone();
                         let (input, predicate) = self.temporal_filter(input, &schema, &filter.predicate)?;
@@ -180,6 +188,9 @@ impl<'a> Lowering<'a> {
                 self.calc(input, &input_schema, predicate.as_ref(), &projection.expr, projection.schema.inner().clone())
             }
             LogicalPlan::Filter(filter) => {
+                if let Some(bound) = Self::row_number_bound(&filter.predicate, &filter.input) {
+                    self.bounded_row_numbers.push(bound);
+                }
                 let input = self.lower(&filter.input)?;
                 let schema = filter.input.schema();
                 let (input, predicate) = self.temporal_filter(input, schema, &filter.predicate)?;
@@ -225,13 +236,38 @@ impl<'a> Lowering<'a> {
                 self.lower(&sort.input)
             }
             LogicalPlan::Distinct(Distinct::On(on)) => self.distinct_on(on),
+            LogicalPlan::Sort(sort) if sort.fetch.is_some() => self.ordered_limit(
+                &sort.input,
+                &sort.expr,
+                sort.fetch.expect("checked"),
+                sort.input.schema().inner().clone(),
+            ),
             LogicalPlan::Sort(_) => Err(self.error(
-                "ORDER BY is not supported in a streaming view: a stream has no end to sort by; order the results where you read them",
+                "ORDER BY alone is not supported in a streaming view: a stream has no end to sort by; order the results where you read them, or keep the first rows with ORDER BY … LIMIT n",
             )),
-            LogicalPlan::Limit(_) => Err(self.error("LIMIT is not supported in a streaming view")),
+            LogicalPlan::Limit(limit) => {
+                use datafusion::logical_expr::{FetchType, SkipType};
+                match (limit.get_skip_type(), limit.get_fetch_type(), limit.input.as_ref()) {
+                    (Ok(SkipType::Literal(0)), Ok(FetchType::Literal(Some(fetch))), LogicalPlan::Sort(sort))
+                        if sort.fetch.is_none() =>
+                    {
+                        self.ordered_limit(&sort.input, &sort.expr, fetch, limit.input.schema().inner().clone())
+                    }
+                    _ => Err(self.error(
+                        "LIMIT in a streaming view keeps the first rows in an order: write ORDER BY … LIMIT n (a number, without OFFSET)",
+                    )),
+                }
+            }
             LogicalPlan::Join(join) => self.join(join),
             LogicalPlan::Window(window) if is_anomaly_score(window) => self.score_anomalies(window),
-            LogicalPlan::Window(window) => self.analytic(window),
+            LogicalPlan::Window(window) => {
+                let address = window as *const datafusion::logical_expr::Window as usize;
+                let bound = self.bounded_row_numbers.iter().find(|(a, _)| *a == address);
+                match bound {
+                    Some(&(_, limit)) if window.window_expr.len() == 1 => self.numbered_top_n(window, limit),
+                    _ => self.analytic(window),
+                }
+            }
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(self.error("a streaming view reads from a source or another view (FROM is missing)"))
             }
