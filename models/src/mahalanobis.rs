@@ -1,7 +1,7 @@
-//! Hotelling's T² online: how far a machine's or a zone's readings together are from their
+//! Hotelling's T² online: how far a machine's readings together are from their
 //! normal operating point, given how they normally vary together.
 //!
-//! Pressure, flow and current of a pump (or temperature, humidity and CO₂ of a zone) move
+//! Pressure, flow and current of a pump (or supply and return temperatures of a chiller) move
 //! together: a reading where each value is within its own range, but not in the usual
 //! combination (pressure up while flow stays), is what a valve closing looks like. The model is
 //! the mean and the covariance of the readings, learnt with exponential forgetting over a
@@ -15,7 +15,10 @@
 //!
 //! Scores come from a tail model of the normal raw scores ([`crate::tail`]), and only readings
 //! that scored as normal teach the model: a fault that lasts keeps scoring for as long as it
-//! lasts instead of becoming the new normal.
+//! lasts instead of becoming the new normal. The other side of that choice: a normal that moves
+//! further than the warm-up showed (a zone's day after a warm-up at night) scores as a fault
+//! and is not learnt, so this detector is for machines at a steady operating point, not for
+//! values that follow the light schedule (`seasonal` is).
 
 use std::collections::VecDeque;
 
