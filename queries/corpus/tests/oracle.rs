@@ -20,7 +20,9 @@ use vibelux_interfaces::row::Datum;
 use vibelux_queries::parser::parse_pipeline;
 use vibelux_queries::planner::{Outcome, Planner};
 
-/// The seeds run every time (a seed that found a difference stays here).
+/// The seeds run every time (a seed that found a difference stays here). Seed 1 found that
+/// `coalesce` failed every row of a view (DataFusion runs it only once its simplifier has
+/// rewritten it, and views did not run the simplifier).
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=30;
 
 struct Lcg(u64);
@@ -138,6 +140,16 @@ fn queries(random: &mut Lcg) -> Vec<String> {
             c.min(d),
             c.max(d)
         ),
+        "SELECT s.k, t.k, count(*) FROM s FULL JOIN t ON s.k = t.k GROUP BY s.k, t.k".to_string(),
+        "SELECT t.k, t.v, count(s.x) FROM s RIGHT JOIN t ON s.k = t.k GROUP BY t.k, t.v".to_string(),
+        format!("SELECT k FROM s WHERE x > {c} INTERSECT SELECT k FROM t WHERE v > {d}"),
+        format!("SELECT k FROM t EXCEPT SELECT k FROM s WHERE x > {c}"),
+        "SELECT g, max(total), min(total), count(*) FROM (SELECT g, k, sum(x) AS total FROM s GROUP BY g, k) GROUP BY g".to_string(),
+        "SELECT g, k, count(*), grouping(k) FROM s GROUP BY CUBE (g, k)".to_string(),
+        format!(
+            "SELECT CASE WHEN x > {c} THEN 'high' WHEN x IS NULL THEN 'none' ELSE 'low' END AS band, coalesce(k, 'nobody') AS who, count(*) FROM s GROUP BY 1, 2"
+        ),
+        format!("SELECT a.k, a.n, t.v FROM (SELECT k, count(*) AS n FROM s WHERE x > {c} GROUP BY k) a JOIN t ON a.k = t.k"),
     ]
 }
 
@@ -300,6 +312,6 @@ fn views_end_with_what_duckdb_answers_over_the_final_inputs() {
         differences.len(),
         differences.join("\n")
     );
-    assert!(compared >= 500, "only {compared} queries compared");
+    assert!(compared >= 750, "only {compared} queries compared");
     assert!(rows >= 4_000, "only {rows} rows compared");
 }

@@ -140,8 +140,18 @@ impl<'a> Lowering<'a> {
         expr: &Expr,
         schema: &DFSchema,
     ) -> SqlResult<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        // DataFusion's simplifier first, as its own planner runs it: some functions (coalesce,
+        // nvl) only run once rewritten by it, and constants are folded once instead of per
+        // row. A plan it cannot simplify (a constant that fails to fold) runs as written, so
+        // the failure stays a row's error in `<view>_errors`.
+        let context = datafusion::logical_expr::simplify::SimplifyContext::builder()
+            .with_schema(Arc::new(schema.clone()))
+            .build();
+        let simplified = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
+            .simplify(expr.clone())
+            .unwrap_or_else(|_| expr.clone());
         create_physical_expr(
-            expr,
+            &simplified,
             schema,
             &self.props,
             &PhysicalPlanningContext::default(),
