@@ -116,19 +116,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         args.detector_rows
     );
     println!("{:>10} {:>14}", "detector", "rows/s");
-    for name in [
-        "zscore",
-        "ewma",
-        "robust",
-        "seasonal",
-        "drift",
-        "flatline",
-        "gap",
-        "auto",
-        "hst",
-        "mahalanobis",
-        "change",
-    ] {
+    for name in vibelux_models::detector::DETECTORS {
         let values = if vibelux_models::detector::JOINT.contains(&name) {
             3
         } else {

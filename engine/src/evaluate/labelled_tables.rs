@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use vibelux_models::detector::{DETECTORS, JOINT, Scorer, options_of};
+use vibelux_models::detector::{JOINT, Scorer};
 use vibelux_models::evaluation::Evaluation;
 use vibelux_models::nab::{NabScore, rising_edges};
 
@@ -265,21 +265,10 @@ pub fn report(
     options: &[(String, String)],
     threshold: f64,
 ) -> anyhow::Result<String> {
-    let names: Vec<String> = if detectors.is_empty() {
-        DETECTORS.map(String::from).to_vec()
-    } else {
-        detectors.to_vec()
-    };
     let mut measured = Vec::new();
-    for name in &names {
-        // Options a detector does not take are for the others.
-        let known = options_of(name).unwrap_or(&[]);
-        let taken: Vec<(String, String)> = options
-            .iter()
-            .filter(|(key, _)| known.contains(&key.as_str()))
-            .cloned()
-            .collect();
-        measured.push(measure(experiments, name, &taken, threshold)?);
+    for name in super::detector_names(detectors) {
+        let taken = super::options_for(&name, options);
+        measured.push(measure(experiments, &name, &taken, threshold)?);
     }
     let show = |value: Option<f64>, scale: f64, digits: usize| {
         value.map_or("-".to_string(), |v| format!("{:.*}", digits, v * scale))

@@ -180,6 +180,24 @@ fn fault_name(kind: FaultKind) -> &'static str {
     }
 }
 
+/// The detectors asked for, or all of them.
+pub(crate) fn detector_names(asked: &[String]) -> Vec<String> {
+    match asked.is_empty() {
+        true => DETECTORS.map(String::from).to_vec(),
+        false => asked.to_vec(),
+    }
+}
+
+/// The `key=value` settings `name` takes; the others are for other detectors.
+pub(crate) fn options_for(name: &str, options: &[(String, String)]) -> Vec<(String, String)> {
+    let known = options_of(name).unwrap_or(&[]);
+    options
+        .iter()
+        .filter(|(key, _)| known.contains(&key.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// One table row per case and detector.
 pub fn report(
     cases: &[Case],
@@ -187,21 +205,11 @@ pub fn report(
     options: &[(String, String)],
     threshold: f64,
 ) -> anyhow::Result<String> {
-    let names: Vec<String> = if detectors.is_empty() {
-        DETECTORS.map(String::from).to_vec()
-    } else {
-        detectors.to_vec()
-    };
+    let names = detector_names(detectors);
     let mut rows = Vec::new();
     for case in cases {
         for name in &names {
-            // Options a detector does not take are for the others.
-            let known = options_of(name).unwrap_or(&[]);
-            let taken: Vec<(String, String)> = options
-                .iter()
-                .filter(|(key, _)| known.contains(&key.as_str()))
-                .cloned()
-                .collect();
+            let taken = options_for(name, options);
             Scorer::new(name, &taken)?;
             let mut total = Evaluation::default();
             for series in &case.series {
