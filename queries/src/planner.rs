@@ -84,6 +84,8 @@ pub struct Planner {
     pub(crate) model_users: BTreeMap<String, Vec<String>>,
     /// The connectors statements may name.
     pub(crate) connectors: Registry,
+    /// The zone windows lay their days out in when they name none (`SET TIME ZONE`).
+    time_zone: Option<TimeZone>,
 }
 
 impl Planner {
@@ -98,6 +100,7 @@ impl Planner {
             plan: DataflowPlan::default(),
             entries: BTreeMap::new(),
             window_relations: 0,
+            time_zone: None,
         }
     }
 
@@ -151,6 +154,16 @@ impl Planner {
             ),
             Statement::Show(kind) => Ok(self.show(*kind)),
             Statement::Explain(inner) => self.explain(inner),
+            Statement::SetTimeZone { zone, position } => {
+                let parsed = zone
+                    .parse::<TimeZone>()
+                    .map_err(|message| SqlError::new(*position, message))?;
+                // UTC is no zone at all: windows on the UTC clock, as without the setting.
+                self.time_zone = (!zone.eq_ignore_ascii_case("UTC")).then_some(parsed);
+                Ok(Outcome::Done(format!(
+                    "windows planned from here lay their days out in {zone}"
+                )))
+            }
             Statement::Query(query) => {
                 let node = self.plan_query(query, position)?.0;
                 Ok(Outcome::Query { node })
@@ -253,7 +266,8 @@ impl Planner {
                     name.parse::<TimeZone>()
                         .map_err(|message| SqlError::new(*at, message))
                 })
-                .transpose()?;
+                .transpose()?
+                .or(self.time_zone);
             let kind = match (call.function, &lengths[..]) {
                 (WindowFunction::Tumble, &[size]) => WindowKind::Tumble {
                     size,

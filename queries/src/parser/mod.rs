@@ -44,6 +44,12 @@ pub enum Statement {
     },
     Show(ObjectKind),
     Explain(Box<Located>),
+    /// `SET TIME ZONE 'Europe/Amsterdam'`: the zone windows planned after it lay their days out
+    /// in, unless they name one; with where the zone's name is.
+    SetTimeZone {
+        zone: String,
+        position: Position,
+    },
     /// An ad-hoc query: run over bounded inputs to completion (tests, `vibelux check`).
     Query(Box<Query>),
 }
@@ -413,6 +419,29 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> SqlResult<Statement> {
     }
     if parse_word(parser, "EXPLAIN") {
         return Ok(Statement::Explain(Box::new(parse_located(parser, sql)?)));
+    }
+    if parse_word(parser, "SET") {
+        if !(parse_word(parser, "TIME") && parse_word(parser, "ZONE")) {
+            return Err(expected("TIME ZONE after SET", &parser.peek_token()));
+        }
+        let token = parser.next_token();
+        let position = Position::of(token.span.start);
+        return match &token.token {
+            Token::SingleQuotedString(zone) => Ok(Statement::SetTimeZone {
+                zone: zone.clone(),
+                position,
+            }),
+            Token::Word(word) if word.value.eq_ignore_ascii_case("UTC") => {
+                Ok(Statement::SetTimeZone {
+                    zone: "UTC".to_string(),
+                    position,
+                })
+            }
+            _ => Err(expected(
+                "a time zone name in quotes ('Europe/Amsterdam')",
+                &token,
+            )),
+        };
     }
     let next = parser.peek_token();
     let starts_query = matches!(&next.token, Token::LParen)
