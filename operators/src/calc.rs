@@ -65,6 +65,8 @@ pub struct Calc {
     /// When every projection is a plain column and nothing is filtered, the columns to copy:
     /// picking datums from rows is far cheaper than a round trip through Arrow.
     column_picks: Option<Vec<usize>>,
+    /// The identity of the expressions as written, when they differ from those run.
+    written_identity: Option<String>,
 }
 
 impl Calc {
@@ -110,6 +112,7 @@ impl Calc {
             plain_columns,
             needed_columns,
             column_picks,
+            written_identity: None,
         }
     }
 
@@ -123,22 +126,26 @@ impl Calc {
     /// machine (expressions as displayed, the input's columns): part of how checkpoints
     /// recognise unchanged state after the pipeline is edited.
     pub fn identity(&self) -> String {
-        let columns: Vec<String> = self
-            .input_schema
-            .fields()
-            .iter()
-            .map(|field| format!("{}:{}", field.name(), field.data_type()))
-            .collect();
-        let projections: Vec<String> = self.projections.iter().map(ToString::to_string).collect();
-        format!(
-            "input ({}) where ({}) project ({})",
-            columns.join(", "),
-            self.predicate
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            projections.join(", ")
+        if let Some(identity) = &self.written_identity {
+            return identity.clone();
+        }
+        identity_of(
+            &self.input_schema,
+            self.predicate.as_ref(),
+            &self.projections,
         )
+    }
+
+    /// Names the Calc by the expressions as written, when those it runs were simplified
+    /// (constants folded): the identity stays what earlier builds, which ran them as written,
+    /// gave it, so their checkpoints still recognise the state after it.
+    pub fn identified_as_written(
+        mut self,
+        predicate: Option<&Arc<dyn PhysicalExpr>>,
+        projections: &[Arc<dyn PhysicalExpr>],
+    ) -> Self {
+        self.written_identity = Some(identity_of(&self.input_schema, predicate, projections));
+        self
     }
 
     /// Names the view this Calc belongs to (known once the view's query is planned).
@@ -448,4 +455,24 @@ impl<'scope> CalcUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
             |(_, time, diff), row| (row, *time, *diff),
         )
     }
+}
+
+/// A Calc's identity text: its input's columns and its expressions as displayed.
+fn identity_of(
+    input_schema: &SchemaRef,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    projections: &[Arc<dyn PhysicalExpr>],
+) -> String {
+    let columns: Vec<String> = input_schema
+        .fields()
+        .iter()
+        .map(|field| format!("{}:{}", field.name(), field.data_type()))
+        .collect();
+    let projections: Vec<String> = projections.iter().map(ToString::to_string).collect();
+    format!(
+        "input ({}) where ({}) project ({})",
+        columns.join(", "),
+        predicate.map(ToString::to_string).unwrap_or_default(),
+        projections.join(", ")
+    )
 }

@@ -35,6 +35,15 @@ impl Lowering<'_> {
         window: &datafusion::logical_expr::Window,
     ) -> SqlResult<NodeId> {
         let input = self.lower(&window.input)?;
+        self.analytic_over(window, input)
+    }
+
+    /// The window functions of `window` over its input, lowered already to `input`.
+    pub(super) fn analytic_over(
+        &mut self,
+        window: &datafusion::logical_expr::Window,
+        input: NodeId,
+    ) -> SqlResult<NodeId> {
         let input_node = self.plan.nodes[input].clone();
         let input_schema = window.input.schema();
         let time = input_node.event_time.ok_or_else(|| {

@@ -135,6 +135,22 @@ impl<'a> Lowering<'a> {
         SqlError::new(self.position, message)
     }
 
+    /// `expr` as written, without the simplifier: what a Calc is named by.
+    fn physical_as_written(
+        &self,
+        expr: &Expr,
+        schema: &DFSchema,
+    ) -> SqlResult<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        create_physical_expr(
+            expr,
+            schema,
+            &self.props,
+            &PhysicalPlanningContext::default(),
+        )
+        .and_then(fail_on_overflow)
+        .map_err(|error| located(error, self.position))
+    }
+
     fn physical(
         &self,
         expr: &Expr,
@@ -450,11 +466,19 @@ impl<'a> Lowering<'a> {
             let shown: Vec<String> = projections.iter().map(|e| e.to_string()).collect();
             label.push_str(&format!(" project=[{}]", shown.join(", ")));
         }
+        let written_predicate = predicate
+            .map(|p| self.physical_as_written(p, input_schema))
+            .transpose()?;
+        let written_projections = projections
+            .iter()
+            .map(|e| self.physical_as_written(e, input_schema))
+            .collect::<SqlResult<Vec<_>>>()?;
         let calc = Calc::new(
             input_node.schema.clone(),
             physical_predicate,
             physical_projections,
         )
+        .identified_as_written(written_predicate.as_ref(), &written_projections)
         .described(CalcDescription {
             view: String::new(),
             predicate: predicate.map(|p| p.to_string()),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, Operator, SortExpr, Window};
@@ -88,8 +88,24 @@ impl Lowering<'_> {
                 "ROW_NUMBER() needs ORDER BY to pick the first rows: {shown}"
             )));
         }
+        let input = self.lower(&window.input)?;
+        // Numbered in event-time order over a stream: the series operator numbers each row
+        // once, final, as a stream again (as before bounds were recognised), and the filter
+        // above keeps the first ones.
+        let input_node = &self.plan.nodes[input];
+        let by_event_time = match (input_node.event_time, params.order_by.as_slice()) {
+            (Some(time), [sort]) => {
+                let time_name = window.input.schema().field(time).name();
+                sort.asc && matches!(&sort.expr, Expr::Column(column) if column.name == *time_name)
+            }
+            _ => false,
+        };
+        if by_event_time && input_node.changes == Changes::AppendOnly {
+            return self.analytic_over(window, input);
+        }
         self.top_n(
-            &window.input,
+            window.input.schema(),
+            input,
             &params.partition_by,
             &params.order_by,
             limit,
@@ -105,21 +121,22 @@ impl Lowering<'_> {
         limit: usize,
         output_schema: SchemaRef,
     ) -> SqlResult<NodeId> {
-        self.top_n(input, &[], order, limit, output_schema)
+        let lowered = self.lower(input)?;
+        self.top_n(input.schema(), lowered, &[], order, limit, output_schema)
     }
 
-    /// A TopN node over `input_plan`, projected to `output_schema` (the input's columns, and
-    /// the row number when the schema has one more column).
+    /// A TopN node over `input` (planned with `input_schema`), projected to `output_schema`
+    /// (the input's columns, and the row number when the schema has one more column).
+    #[allow(clippy::too_many_arguments)]
     fn top_n(
         &mut self,
-        input_plan: &LogicalPlan,
+        input_schema: &DFSchemaRef,
+        input: NodeId,
         partition: &[Expr],
         order: &[SortExpr],
         limit: usize,
         output_schema: SchemaRef,
     ) -> SqlResult<NodeId> {
-        let input = self.lower(input_plan)?;
-        let input_schema = input_plan.schema();
         let kept = input_schema.fields().len();
         let numbered = output_schema.fields().len() > kept;
         let mut extra: Vec<Expr> = partition.to_vec();
