@@ -2,7 +2,8 @@
 //! per room and overall in one view. Each set is a plain aggregate of its own, its rows padded
 //! to the whole set's columns (NULL where the set does not group by a column, and the set's
 //! number in `__grouping_id` as DataFusion numbers it), and the sets' rows are one union. Each
-//! set's aggregate updates by itself, so a reading changes one row of every set.
+//! set's aggregate updates by itself, so a reading changes one row of every set; each set also
+//! plans the input anew (its filters and projections run once per set).
 
 use std::sync::Arc;
 
