@@ -328,6 +328,47 @@ CREATE VIEW podium AS SELECT zone, sensor_id, temp_max, place FROM (
 CREATE SINK podium_out FROM podium WITH (connector = 'file', path = 'out/podium.jsonl');
 ";
 
+/// Each reading paired with the same sensor's readings of the next two seconds (an interval join
+/// of the stream with itself), then counted per sensor-minute.
+const INTERVAL_JOIN_PIPELINE: &str = "
+CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'file', path = 'in.jsonl');
+CREATE VIEW rises AS SELECT a.sensor_id, a.ts, b.temp_c - a.temp_c AS rise
+  FROM readings a JOIN readings b
+  ON a.sensor_id = b.sensor_id AND b.ts BETWEEN a.ts + INTERVAL '1 millisecond' AND a.ts + INTERVAL '2 seconds';
+CREATE VIEW rise_minute AS SELECT sensor_id, window_start, count(*) AS n, round(max(rise), 6) AS top
+  FROM TUMBLE(rises, ts, INTERVAL '1 minute') GROUP BY sensor_id, window_start;
+CREATE SINK rise_minute_out FROM rise_minute WITH (connector = 'file', path = 'out/rise_minute.jsonl');
+";
+
+#[test]
+fn an_interval_join_killed_at_random_moments_ends_with_the_same_results() {
+    let with_pipeline = |dir: &tempfile::TempDir| {
+        std::fs::write(dir.path().join("pipeline.sql"), INTERVAL_JOIN_PIPELINE).unwrap();
+    };
+    let reference = folder(200_000);
+    with_pipeline(&reference);
+    run_to_end(reference.path(), &["--no-state"]);
+    let resumed = folder(200_000);
+    with_pipeline(&resumed);
+    let args = ["--checkpoint-interval", "50ms"];
+    let (interrupted, logs) = run_interrupted(resumed.path(), &args, Interruption::Kill, 6);
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} interruptions:\n{logs}"
+    );
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    let windows = sorted_lines(&reference.path().join("out/rise_minute.jsonl"));
+    // 20 sensors over 10,000 seconds of readings: about 167 minutes each.
+    assert!(windows.len() >= 3_000, "{} windows", windows.len());
+    assert_eq!(
+        sorted_lines(&resumed.path().join("out/rise_minute.jsonl")),
+        windows,
+        "the windows over the interval join differ"
+    );
+}
+
 /// What a changelog file holds in the end: each row with its count of inserts less deletes.
 fn net_rows(path: &Path) -> BTreeMap<String, i64> {
     let mut net = BTreeMap::new();

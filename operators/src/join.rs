@@ -13,6 +13,12 @@
 //! (their pairs come instead), and when its last row leaves they come back. So a reading joined
 //! to a table that lacks its sensor appears with NULLs, and is corrected when the sensor is
 //! added.
+//!
+//! Two streams join within an interval of each other's event time (`a.ts BETWEEN b.ts -
+//! INTERVAL '1 minute' AND b.ts`): neither side ever retracts, and a row can meet no later row
+//! of the other side once the other side's frontier has passed its own event time plus the
+//! interval's reach (and the allowed lateness). Such a row leaves the state then, silently:
+//! the pairs it made stay true ([`Expiry`]).
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -60,6 +66,90 @@ impl Outer {
     }
 }
 
+/// When an interval join's rows can no longer match: for each side, where its event time is
+/// in its payload and how long after it (nanoseconds, the interval's reach and the lateness)
+/// a row stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiry {
+    pub left: SideExpiry,
+    pub right: SideExpiry,
+    /// The bounds on the left time minus the right time (nanoseconds, inclusive; the view's
+    /// exact condition is applied after the join): pairs outside are never formed.
+    pub lower_nanos: i64,
+    pub upper_nanos: i64,
+}
+
+impl Expiry {
+    /// Whether a left and a right payload lie within the interval of each other.
+    fn meets(&self, left: &Row, right: &Row) -> bool {
+        let time = |row: &Row, side: &SideExpiry| row[side.time_column].as_timestamp_nanos();
+        match (time(left, &self.left), time(right, &self.right)) {
+            (Some(l), Some(r)) => {
+                let gap = i128::from(l) - i128::from(r);
+                (i128::from(self.lower_nanos)..=i128::from(self.upper_nanos)).contains(&gap)
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideExpiry {
+    pub time_column: usize,
+    pub keep_nanos: i64,
+}
+
+impl SideExpiry {
+    /// The dataflow time (milliseconds) after which a row can leave.
+    fn leaves_after(&self, row: &Row, key_columns: usize) -> u64 {
+        let nanos = row[key_columns + self.time_column]
+            .as_timestamp_nanos()
+            .unwrap_or(i64::MAX);
+        let until = nanos.saturating_add(self.keep_nanos).max(0);
+        (until / 1_000_000) as u64 + 1
+    }
+}
+
+/// A side's rows by the dataflow time after which they leave.
+#[derive(Debug, Default)]
+struct Leaving(std::collections::BTreeMap<u64, Vec<Row>>);
+
+impl Leaving {
+    fn note(&mut self, expiry: &SideExpiry, row: &Row, key_columns: usize) {
+        self.0
+            .entry(expiry.leaves_after(row, key_columns))
+            .or_default()
+            .push(row.clone());
+    }
+
+    /// Every row of a restored side, by when it leaves.
+    fn of(side: &JoinSide, expiry: &SideExpiry, key_columns: usize) -> Leaving {
+        let mut leaving = Leaving::default();
+        for (key, payloads) in side.rows.iter() {
+            for (payload, count) in payloads.iter() {
+                let row = concat(key, payload);
+                for _ in 0..(*count).max(0) {
+                    leaving.note(expiry, &row, key_columns);
+                }
+            }
+        }
+        leaving
+    }
+
+    /// Takes the rows of `side` whose time has passed before `frontier`.
+    fn forget(&mut self, side: &mut JoinSide, frontier: u64, key_columns: usize) {
+        while let Some(entry) = self.0.first_entry() {
+            if *entry.key() >= frontier {
+                break;
+            }
+            for row in entry.remove() {
+                let (key, payload) = split(row, key_columns);
+                side.add(key, payload, -1);
+            }
+        }
+    }
+}
+
 /// One side's state: key → payload → multiplicity.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct JoinSide {
@@ -93,6 +183,7 @@ impl JoinSide {
         key_columns: usize,
         is_left: bool,
         outer: &Outer,
+        interval: Option<&Expiry>,
         mut emit: impl FnMut(Row, i64),
     ) {
         let (key, payload) = split(row, key_columns);
@@ -129,6 +220,16 @@ impl JoinSide {
         let matches = other.rows.get(&key);
         if let Some(matches) = matches {
             for (theirs, count) in matches {
+                if let Some(interval) = interval {
+                    let (left, right) = if is_left {
+                        (&payload, theirs)
+                    } else {
+                        (theirs, &payload)
+                    };
+                    if !interval.meets(left, right) {
+                        continue;
+                    }
+                }
                 let joined = if is_left {
                     concat(&payload, theirs)
                 } else {
@@ -197,7 +298,7 @@ impl JoinSide {
 ///     ]
 ///     .to_stream(scope)
 ///     .container::<Vec<_>>();
-///     readings.join_updates(setpoints, 1, Default::default(), None).capture()
+///     readings.join_updates(setpoints, 1, Default::default(), None, None).capture()
 /// });
 /// let mut net: Vec<_> = captured.extract().into_iter().flat_map(|(_, u)| u).map(|(row, _, diff)| (row, diff)).collect();
 /// net.sort();
@@ -213,6 +314,7 @@ pub trait JoinExt<'scope> {
         other: Stream<'scope, u64, Vec<Update>>,
         key_columns: usize,
         outer: Outer,
+        expiry: Option<Expiry>,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>>;
 }
@@ -223,6 +325,7 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         other: Stream<'scope, u64, Vec<Update>>,
         key_columns: usize,
         outer: Outer,
+        expiry: Option<Expiry>,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Update>> {
         let route = move |update: &Update| key_hash(&update.0[..key_columns]);
@@ -242,6 +345,14 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     left.take_routed(restored_left, ours);
                     right.take_routed(restored_right, ours);
                 }
+                // An interval join's rows by when they leave (rebuilt from restored rows).
+                let (mut left_leaving, mut right_leaving) = match &expiry {
+                    Some(expiry) => (
+                        Leaving::of(&left, &expiry.left, key_columns),
+                        Leaving::of(&right, &expiry.right, key_columns),
+                    ),
+                    None => (Leaving::default(), Leaving::default()),
+                };
                 // Batches stamped at or after a cut being taken wait here until the snapshot
                 // (`true`: from the left input).
                 let mut waiting: Vec<(Capability<u64>, bool, Vec<Update>)> = Vec::new();
@@ -259,11 +370,35 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                         emitted_up_to = emitted_up_to.max(now);
                         let mut session = output.session(at);
                         for (row, _, diff) in data.drain(..) {
+                            if let Some(expiry) = &expiry {
+                                match is_left {
+                                    true => left_leaving.note(&expiry.left, &row, key_columns),
+                                    false => right_leaving.note(&expiry.right, &row, key_columns),
+                                }
+                            }
                             let emit = |joined, d| session.give((joined, now, d));
                             if is_left {
-                                left.apply(right, row, diff, key_columns, true, &outer, emit);
+                                left.apply(
+                                    right,
+                                    row,
+                                    diff,
+                                    key_columns,
+                                    true,
+                                    &outer,
+                                    expiry.as_ref(),
+                                    emit,
+                                );
                             } else {
-                                right.apply(left, row, diff, key_columns, false, &outer, emit);
+                                right.apply(
+                                    left,
+                                    row,
+                                    diff,
+                                    key_columns,
+                                    false,
+                                    &outer,
+                                    expiry.as_ref(),
+                                    emit,
+                                );
                             }
                         }
                     };
@@ -303,6 +438,16 @@ impl<'scope> JoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                             apply(is_left, &at, &mut data, &mut left, &mut right);
                         }
                     }
+                    // Rows no later row of the other side can meet leave, once no batch waits
+                    // for a snapshot (those may still meet them).
+                    if expiry.is_some() && waiting.is_empty() {
+                        let passed =
+                            |frontier: timely::progress::frontier::AntichainRef<'_, u64>| {
+                                frontier.first().copied().unwrap_or(u64::MAX)
+                            };
+                        left_leaving.forget(&mut left, passed(right_frontier), key_columns);
+                        right_leaving.forget(&mut right, passed(left_frontier), key_columns);
+                    }
                     if left_frontier.is_empty() && right_frontier.is_empty() && !finished {
                         finished = true;
                         if let Some(participant) = &checkpointing {
@@ -329,6 +474,34 @@ fn concat(left: &Row, right: &Row) -> Row {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_interval_joins_rows_leave_once_the_other_side_has_passed_them() {
+        const SECOND: i64 = 1_000_000_000;
+        // Rows are `key, ts`; each stays 60 s past its time.
+        let expiry = SideExpiry {
+            time_column: 0,
+            keep_nanos: 60 * SECOND,
+        };
+        let mut side = JoinSide::default();
+        let mut leaving = Leaving::default();
+        for second in 0..100 {
+            let row = vec![Datum::Utf8("s1".into()), Datum::Timestamp(second * SECOND)];
+            leaving.note(&expiry, &row, 1);
+            let (key, payload) = split(row, 1);
+            side.add(key, payload, 1);
+        }
+        let key = vec![Datum::Utf8("s1".into())];
+        // The other side's frontier at 90 s: rows up to 29 s can meet nothing more.
+        leaving.forget(&mut side, 90_000, 1);
+        assert_eq!(side.total(&key), 70);
+        // A restored side rebuilds when its rows leave.
+        let mut rebuilt = Leaving::of(&side, &expiry, 1);
+        rebuilt.forget(&mut side, u64::MAX, 1);
+        assert_eq!(side.total(&key), 0);
+        assert!(side.rows.is_empty());
+    }
+
     use super::*;
     use crate::row::Datum;
 
@@ -352,9 +525,9 @@ mod tests {
         for (is_left, row, diff) in updates {
             let mut emit = |row: Row, d: i64| *net.entry(row).or_default() += d;
             if *is_left {
-                left.apply(&right, row.clone(), *diff, 1, true, &outer, &mut emit);
+                left.apply(&right, row.clone(), *diff, 1, true, &outer, None, &mut emit);
             } else {
-                right.apply(&left, row.clone(), *diff, 1, false, &outer, &mut emit);
+                right.apply(&left, row.clone(), *diff, 1, false, &outer, None, &mut emit);
             }
         }
         net.into_iter().filter(|(_, d)| *d != 0).collect()

@@ -15,7 +15,7 @@ use vibelux_operators::analytic::AnalyticSpec;
 use vibelux_operators::anomaly::AnomalySpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::in_event_time::SeriesColumns;
-use vibelux_operators::join::Outer;
+use vibelux_operators::join::{Expiry, Outer};
 use vibelux_operators::temporal_filter::TemporalFilter;
 use vibelux_operators::top_n::TopNSpec;
 use vibelux_operators::window::WindowKind;
@@ -106,6 +106,8 @@ pub enum NodeKind {
         key_columns: usize,
         /// The unmatched rows an outer join keeps.
         outer: Outer,
+        /// For two streams joined within an interval: when each side's rows leave the state.
+        expiry: Option<Expiry>,
     },
 }
 
@@ -315,6 +317,11 @@ impl DataflowPlan {
             NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
             NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
             NodeKind::TopN { spec, .. } => format!("top-n {spec:?}"),
+            NodeKind::Join {
+                key_columns,
+                expiry: Some(expiry),
+                ..
+            } => format!("interval join on {key_columns} expiring {expiry:?}"),
             NodeKind::Join {
                 key_columns, outer, ..
             } if *outer == Outer::default() => format!("join on {key_columns}"),

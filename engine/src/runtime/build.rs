@@ -327,11 +327,13 @@ pub(super) fn build_nodes<'scope>(
                 right,
                 key_columns,
                 outer,
+                expiry,
             } => Built::Updates {
                 changes: Some(built[left].changes().join_updates(
                     built[right].changes(),
                     *key_columns,
                     *outer,
+                    *expiry,
                     participant(checkpoints, keys, node, worker),
                 )),
                 finals: None,

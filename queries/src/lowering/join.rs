@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
-use vibelux_operators::join::Outer;
+use vibelux_operators::join::{Expiry, Outer, SideExpiry};
 
 use super::{Lowering, carried_schema, located, with_units};
 use crate::error::SqlResult;
@@ -93,10 +93,46 @@ impl Lowering<'_> {
         let right = self.lower(&join.right)?;
         let left_node = self.plan.nodes[left].clone();
         let right_node = self.plan.nodes[right].clone();
+        // Two streams join only within an interval of each other's event time, which lets each
+        // side's rows go once the other side has passed them.
+        let mut expiry = None;
+        let mut reach_nanos = 0;
         if left_node.changes == Changes::AppendOnly && right_node.changes == Changes::AppendOnly {
-            return Err(self.error(
-                "joining two streams would keep every row of both forever; join a stream with a TABLE (interval joins are not supported yet)",
-            ));
+            let refused = "joining two streams needs a bound on their event times, so that rows can leave the state: ON a.key = b.key AND a.ts BETWEEN b.ts - INTERVAL '1 minute' AND b.ts + INTERVAL '1 minute' (both bounds), an inner join; or join a stream with a TABLE";
+            let (Some(left_time), Some(right_time)) = (left_node.event_time, right_node.event_time)
+            else {
+                return Err(self.error(refused));
+            };
+            if keep_left || keep_right || left_rows_matching.is_some() {
+                return Err(self.error(refused));
+            }
+            let bounds = interval_bounds(
+                &residual,
+                &left_schema,
+                left_time,
+                &right_schema,
+                right_time,
+            );
+            let Some((lower, upper)) = bounds else {
+                return Err(self.error(refused));
+            };
+            // l.ts - r.ts lies in [lower, upper]: a left row meets right rows up to its own
+            // time - lower, a right row left rows up to its own time + upper.
+            let lateness = left_node.lateness_nanos.max(right_node.lateness_nanos);
+            expiry = Some(Expiry {
+                left: SideExpiry {
+                    time_column: left_time,
+                    keep_nanos: lower.saturating_neg().saturating_add(lateness),
+                },
+                right: SideExpiry {
+                    time_column: right_time,
+                    keep_nanos: upper.saturating_add(lateness),
+                },
+                lower_nanos: lower,
+                upper_nanos: upper,
+            });
+            // A pair leaves when its later row comes: its left time lags by up to the reach.
+            reach_nanos = lower.saturating_neg().max(0);
         }
         let left_keyed = self.keyed(left, &left_schema, &left_keys)?;
         let right_keyed = self.keyed(right, &right_schema, &right_keys)?;
@@ -128,15 +164,20 @@ impl Lowering<'_> {
                     left_rows_matching,
                     nulls_match,
                 },
+                expiry,
             },
             schema: schema.clone(),
             changes: Changes::Updates { finals: false },
             window: left_node.window,
             event_time: left_node.event_time,
-            lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
+            lateness_nanos: left_node
+                .lateness_nanos
+                .max(right_node.lateness_nanos)
+                .saturating_add(reach_nanos),
             key: None,
             label: format!(
-                "{}Join on {}",
+                "{}{}Join on {}",
+                if expiry.is_some() { "Interval" } else { "" },
                 match (keep_left, keep_right, left_rows_matching) {
                     (_, _, Some(true)) => "Semi",
                     (_, _, Some(false)) => "Anti",
@@ -183,5 +224,96 @@ impl Lowering<'_> {
             &projections,
             Arc::new(Schema::new(fields)),
         )
+    }
+}
+
+/// The bounds an interval join's conditions put on `l.ts - r.ts` (nanoseconds), the two event
+/// times: from `l.ts BETWEEN r.ts - INTERVAL … AND r.ts + INTERVAL …`, comparisons of the two
+/// (`>=`, `>`, `<=`, `<`, either side first) and intervals added or subtracted. `None` unless
+/// both a lower and an upper bound are found.
+fn interval_bounds(
+    residual: &[Expr],
+    left_schema: &DFSchema,
+    left_time: usize,
+    right_schema: &DFSchema,
+    right_time: usize,
+) -> Option<(i64, i64)> {
+    use datafusion::logical_expr::{Between, Operator};
+    // Which time an expression is (true: the left's), and the interval added to it.
+    let time_plus = |expr: &Expr| -> Option<(bool, i64)> {
+        let (column, offset) = match expr {
+            Expr::Column(column) => (column, 0),
+            Expr::BinaryExpr(binary) => {
+                let Expr::Column(column) = binary.left.as_ref() else {
+                    return None;
+                };
+                let nanos = interval_nanos(binary.right.as_ref())?;
+                match binary.op {
+                    Operator::Plus => (column, nanos),
+                    Operator::Minus => (column, nanos.checked_neg()?),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        if left_schema.index_of_column(column).ok() == Some(left_time) {
+            Some((true, offset))
+        } else if right_schema.index_of_column(column).ok() == Some(right_time) {
+            Some((false, offset))
+        } else {
+            None
+        }
+    };
+    let (mut lower, mut upper): (Option<i64>, Option<i64>) = (None, None);
+    // `a >= b` with a = x + p, b = y + q: for x left, y right, l - r >= q - p.
+    let mut at_least = |a: &Expr, b: &Expr| -> Option<()> {
+        let ((a_left, p), (b_left, q)) = (time_plus(a)?, time_plus(b)?);
+        match (a_left, b_left) {
+            (true, false) => lower = Some(lower.map_or(q - p, |l| l.max(q - p))),
+            (false, true) => upper = Some(upper.map_or(p - q, |u| u.min(p - q))),
+            _ => return None,
+        }
+        Some(())
+    };
+    for predicate in residual {
+        match predicate {
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                at_least(expr, low);
+                at_least(high, expr);
+            }
+            Expr::BinaryExpr(binary) => match binary.op {
+                Operator::GtEq | Operator::Gt => {
+                    at_least(&binary.left, &binary.right);
+                }
+                Operator::LtEq | Operator::Lt => {
+                    at_least(&binary.right, &binary.left);
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    Some((lower?, upper?))
+}
+
+/// A constant interval's length in nanoseconds (no months: their length varies).
+fn interval_nanos(expr: &Expr) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    match expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            i64::from(v.days)
+                .checked_mul(86_400_000_000_000)?
+                .checked_add(v.nanoseconds)
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => i64::from(v.days)
+            .checked_mul(86_400_000_000_000)?
+            .checked_add(i64::from(v.milliseconds) * 1_000_000),
+        Expr::Cast(cast) => interval_nanos(&cast.expr),
+        _ => None,
     }
 }
