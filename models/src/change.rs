@@ -90,20 +90,11 @@ impl LevelChange {
         let recent = self.recent as f64;
         let mut total = 0.0;
         for (i, noise) in self.noise.iter().enumerate() {
-            let mean_before: f64 = self
-                .window
-                .iter()
-                .take(self.before)
-                .map(|values| values[i])
-                .sum::<f64>()
-                / before;
-            let mean_recent: f64 = self
-                .window
-                .iter()
-                .skip(self.before)
-                .map(|values| values[i])
-                .sum::<f64>()
-                / recent;
+            let mean = |values: &mut dyn Iterator<Item = &Vec<f64>>, count: f64| {
+                values.map(|values| values[i]).sum::<f64>() / count
+            };
+            let mean_before = mean(&mut self.window.iter().take(self.before), before);
+            let mean_recent = mean(&mut self.window.iter().skip(self.before), recent);
             let scale = mean_before.abs().max(mean_recent.abs());
             let variance = noise.max(1e-12 * (1.0 + scale * scale));
             total +=

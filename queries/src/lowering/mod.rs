@@ -166,14 +166,30 @@ impl<'a> Lowering<'a> {
         let simplified = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
             .simplify(expr.clone())
             .unwrap_or_else(|_| expr.clone());
-        create_physical_expr(
-            &simplified,
-            schema,
-            &self.props,
-            &PhysicalPlanningContext::default(),
-        )
-        .and_then(fail_on_overflow)
-        .map_err(|error| located(error, self.position))
+        self.physical_as_written(&simplified, schema)
+    }
+
+    /// A Calc's predicate and projections as physical expressions, simplified to run or as
+    /// written (what the Calc is named by).
+    #[allow(clippy::type_complexity)]
+    fn physicals(
+        &self,
+        predicate: Option<&Expr>,
+        projections: &[Expr],
+        schema: &DFSchema,
+        as_written: bool,
+    ) -> SqlResult<(
+        Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+        Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    )> {
+        let one = |expr: &Expr| match as_written {
+            true => self.physical_as_written(expr, schema),
+            false => self.physical(expr, schema),
+        };
+        Ok((
+            predicate.map(one).transpose()?,
+            projections.iter().map(one).collect::<SqlResult<Vec<_>>>()?,
+        ))
     }
 
     pub fn lower(&mut self, logical: &LogicalPlan) -> SqlResult<NodeId> {
@@ -423,13 +439,8 @@ impl<'a> Lowering<'a> {
                 .iter()
                 .map(|e| unit_of(e, input_schema, &self.plan.nodes[input].schema)),
         );
-        let physical_predicate = predicate
-            .map(|p| self.physical(p, input_schema))
-            .transpose()?;
-        let physical_projections = projections
-            .iter()
-            .map(|e| self.physical(e, input_schema))
-            .collect::<SqlResult<Vec<_>>>()?;
+        let (physical_predicate, physical_projections) =
+            self.physicals(predicate, projections, input_schema, false)?;
         let input_node = self.plan.nodes[input].clone();
         let passthrough = |column: Option<usize>| -> Option<usize> {
             let column = column?;
@@ -466,13 +477,8 @@ impl<'a> Lowering<'a> {
             let shown: Vec<String> = projections.iter().map(|e| e.to_string()).collect();
             label.push_str(&format!(" project=[{}]", shown.join(", ")));
         }
-        let written_predicate = predicate
-            .map(|p| self.physical_as_written(p, input_schema))
-            .transpose()?;
-        let written_projections = projections
-            .iter()
-            .map(|e| self.physical_as_written(e, input_schema))
-            .collect::<SqlResult<Vec<_>>>()?;
+        let (written_predicate, written_projections) =
+            self.physicals(predicate, projections, input_schema, true)?;
         let calc = Calc::new(
             input_node.schema.clone(),
             physical_predicate,
