@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, SelectItem, SetExpr};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use vibelux_operators::alarm::{AlarmSpec, EVENT_COLUMNS, TemplatePart, Trigger, parse_template};
 
@@ -97,7 +96,7 @@ impl Planner {
             .collect::<SqlResult<Vec<usize>>>()?;
 
         // The view's rows with the conditions as columns.
-        let mut query = Parser::new(&GenericDialect {})
+        let mut query = Parser::new(&crate::parser::VibeluxDialect::default())
             .try_with_sql(&format!("SELECT * FROM \"{on}\""))
             .and_then(|mut parser| parser.parse_query())
             .map_err(SqlError::from_parser)?;

@@ -41,8 +41,19 @@ impl Planner {
         };
         let matches_kind = matches!(
             (&entry.kind, kind),
-            (EntryKind::Source { .. }, ObjectKind::Source)
-                | (EntryKind::Table, ObjectKind::Table)
+            (
+                EntryKind::Source {
+                    versioned: None,
+                    ..
+                },
+                ObjectKind::Source
+            ) | (
+                EntryKind::Source {
+                    versioned: Some(_),
+                    ..
+                },
+                ObjectKind::Table
+            ) | (EntryKind::Table, ObjectKind::Table)
                 | (EntryKind::View { .. }, ObjectKind::View)
         );
         if !matches_kind {
@@ -109,8 +120,10 @@ impl Planner {
                 rows: self
                     .entries
                     .iter()
-                    .filter_map(|(name, entry)| match entry.kind {
-                        EntryKind::Source { index } if kind == ObjectKind::Source => {
+                    .filter_map(|(name, entry)| match &entry.kind {
+                        EntryKind::Source { index, versioned }
+                            if (kind == ObjectKind::Table) == versioned.is_some() =>
+                        {
                             let columns: Vec<String> = entry
                                 .schema
                                 .fields()
@@ -119,7 +132,7 @@ impl Planner {
                                 .collect();
                             Some(vec![
                                 name.clone(),
-                                self.plan.sources[index].spec.connector().to_string(),
+                                self.plan.sources[*index].spec.connector().to_string(),
                                 columns.join(", "),
                             ])
                         }

@@ -10,6 +10,7 @@
 //! `vibelux-interfaces`; [`alarms`] and [`models`] plan `CREATE ALARM` and `CREATE MODEL`.
 
 pub mod alarms;
+pub mod as_of;
 pub mod catalog;
 pub mod context;
 pub mod error;

@@ -13,6 +13,7 @@ use vibelux_operators::aggregate::AggregatePlan;
 use vibelux_operators::alarm::AlarmSpec;
 use vibelux_operators::analytic::AnalyticSpec;
 use vibelux_operators::anomaly::AnomalySpec;
+use vibelux_operators::as_of_join::AsOfSpec;
 use vibelux_operators::calc::Calc;
 use vibelux_operators::in_event_time::SeriesColumns;
 use vibelux_operators::join::{Expiry, Outer};
@@ -99,6 +100,14 @@ pub enum NodeKind {
         input: NodeId,
         spec: Arc<TopNSpec>,
     },
+    /// Each stream row joined with the version of a versioned table in force at its event
+    /// time (`FOR SYSTEM_TIME AS OF`); both inputs are projected to key columns then all their
+    /// columns. Append-only.
+    AsOfJoin {
+        stream: NodeId,
+        versions: NodeId,
+        spec: AsOfSpec,
+    },
     /// Equi-join; both inputs are projected to key columns then all their columns.
     Join {
         left: NodeId,
@@ -131,6 +140,9 @@ impl NodeKind {
             NodeKind::Union { inputs } => inputs.clone(),
             NodeKind::ExpressionErrors { calcs } => calcs.clone(),
             NodeKind::Join { left, right, .. } => vec![*left, *right],
+            NodeKind::AsOfJoin {
+                stream, versions, ..
+            } => vec![*stream, *versions],
         }
     }
 }
@@ -317,6 +329,7 @@ impl DataflowPlan {
             NodeKind::RaiseAlarms { spec, .. } => format!("alarms {spec:?}"),
             NodeKind::ExpressionErrors { calcs } => format!("errors of {}", calcs.len()),
             NodeKind::TopN { spec, .. } => format!("top-n {spec:?}"),
+            NodeKind::AsOfJoin { spec, .. } => format!("as-of join {spec:?}"),
             NodeKind::Join {
                 key_columns,
                 expiry: Some(expiry),

@@ -18,9 +18,10 @@ use vibelux_models::onnx::ModelRegistry;
 use vibelux_operators::local_time::TimeZone;
 use vibelux_operators::window::WindowKind;
 
+use crate::as_of::rewrite_as_of_reads;
 use crate::context::{PlanningContext, interval_nanos, located, session_state};
 use crate::error::{Position, SqlError, SqlResult};
-use crate::lowering::Lowering;
+use crate::lowering::{AsOfTarget, Lowering};
 use crate::options::options_of;
 use crate::parser::{CreateSink, CreateView, Located, ObjectKind, Statement};
 use crate::plan::{
@@ -32,6 +33,9 @@ use crate::window_functions::{WindowFunction, rewrite_window_calls};
 pub(crate) enum EntryKind {
     Source {
         index: usize,
+        /// A versioned table (`CREATE TABLE` with a `WATERMARK`): a source of its keys'
+        /// versions, read plainly as the latest of each.
+        versioned: Option<Versioned>,
     },
     Table,
     /// A relation kept beside another: `<source>_errors`, `<source>_late`, `<view>_errors`.
@@ -43,6 +47,13 @@ pub(crate) enum EntryKind {
     Alarm,
     /// `<alarm>_state`, the materialized view of an alarm's instances.
     AlarmState,
+}
+
+/// Where a versioned table's versions flow, and its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Versioned {
+    pub(crate) versions: NodeId,
+    pub(crate) key_columns: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +215,7 @@ impl Planner {
     ) -> SqlResult<(NodeId, Vec<String>)> {
         let mut query = query.clone();
         let calls = rewrite_window_calls(&mut query, &mut self.window_relations)?;
+        let as_of_reads = rewrite_as_of_reads(&mut query, &mut self.window_relations)?;
         let mut tables: HashMap<String, SchemaRef> = self
             .entries
             .iter()
@@ -366,6 +378,49 @@ impl Planner {
             relations.insert(call.relation.clone(), node);
         }
 
+        let mut as_of = HashMap::new();
+        for read in as_of_reads {
+            let versioned = match self.entries.get(&read.table) {
+                Some(Entry {
+                    kind:
+                        EntryKind::Source {
+                            versioned: Some(versioned),
+                            ..
+                        },
+                    schema,
+                    ..
+                }) => (versioned, schema),
+                Some(_) => {
+                    return Err(SqlError::new(
+                        read.position,
+                        format!(
+                            "`{}` is not a versioned table: FOR SYSTEM_TIME AS OF reads a TABLE declared with a PRIMARY KEY and a WATERMARK on the time each version starts",
+                            read.table
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(SqlError::new(
+                        read.position,
+                        format!("unknown relation `{}`", read.table),
+                    ));
+                }
+            };
+            let (versioned, schema) = versioned;
+            reads.push(read.table.clone());
+            tables.insert(read.relation.clone(), schema.clone());
+            relations.insert(read.relation.clone(), versioned.versions);
+            as_of.insert(
+                read.relation,
+                AsOfTarget {
+                    table: read.table,
+                    key_columns: versioned.key_columns.clone(),
+                    time: read.time,
+                    position: read.position,
+                },
+            );
+        }
+
         let context = PlanningContext {
             state: &self.state,
             tables,
@@ -378,7 +433,8 @@ impl Planner {
             .execute_and_check(logical, self.state.config_options(), |_, _| {})
             .map_err(|error| located(error, position))?;
         let logical = subqueries_as_joins(logical).map_err(|error| located(error, position))?;
-        let mut lowering = Lowering::new(&mut self.plan, &relations, &self.models, position);
+        let mut lowering =
+            Lowering::new(&mut self.plan, &relations, &self.models, position).with_as_of(as_of);
         let node = lowering.lower(&logical)?;
         reads.extend(lowering.reads);
         reads.sort();

@@ -18,7 +18,8 @@ use crate::lowering::carried_schema;
 use crate::options::options_of;
 use crate::parser::CreateSource;
 use crate::plan::{Changes, NodeKind, PlanNode, SourcePlan, TablePlan};
-use crate::planner::{Entry, EntryKind, Outcome, Planner};
+use crate::planner::{Entry, EntryKind, Outcome, Planner, Versioned};
+use vibelux_operators::top_n::{SortKey, TopNSpec};
 
 /// Columns as declared: a source's, with its event time and watermark delay, or a table's.
 enum Declared {
@@ -112,6 +113,16 @@ impl Planner {
             }
         };
 
+        // A versioned table's rows are its keys' versions: a key is required in each.
+        let versioned_keys = match source.is_table {
+            true => Some(primary_key(source, &name, &schema, position)?),
+            false => None,
+        };
+        let schema = match &versioned_keys {
+            Some(keys) => with_keys_required(&schema, keys),
+            None => schema,
+        };
+
         // A device whose clock jumped ahead must not move the watermark on for good.
         let max_future_nanos = match options.take("max_future") {
             None => Some(nanos(DEFAULT_MAX_FUTURE)),
@@ -174,11 +185,54 @@ impl Planner {
             key: None,
             label: described,
         });
+        // Read plainly, a versioned table is its latest version of each key.
+        let (node, versioned) = match versioned_keys {
+            None => (rows, None),
+            Some(key_columns) => {
+                let keys: Vec<&str> = key_columns
+                    .iter()
+                    .map(|&k| schema.field(k).name().as_str())
+                    .collect();
+                let latest = self.plan.add(PlanNode {
+                    kind: NodeKind::TopN {
+                        input: rows,
+                        spec: Arc::new(TopNSpec {
+                            partition: key_columns.clone(),
+                            order: vec![SortKey {
+                                column: event_time_column,
+                                descending: true,
+                                nulls_first: false,
+                            }],
+                            limit: 1,
+                            numbered: false,
+                            retracting: false,
+                        }),
+                    },
+                    schema: node_schema.clone(),
+                    changes: Changes::Updates { finals: false },
+                    window: None,
+                    event_time: None,
+                    lateness_nanos: 0,
+                    key: Some(key_columns.clone()),
+                    label: format!(
+                        "Latest version of {name} (key {}, by {})",
+                        keys.join(", "),
+                        schema.field(event_time_column).name()
+                    ),
+                });
+                let versioned = Versioned {
+                    versions: rows,
+                    key_columns,
+                };
+                (latest, Some(versioned))
+            }
+        };
+        let is_versioned = versioned.is_some();
         self.entries.insert(
             name.clone(),
             Entry {
-                kind: EntryKind::Source { index },
-                node: rows,
+                kind: EntryKind::Source { index, versioned },
+                node,
                 schema: node_schema.clone(),
                 reads: Vec::new(),
             },
@@ -232,6 +286,11 @@ impl Planner {
                 "created source {name} (dead letters in {name}_errors, late rows in {name}_late, device health in {name}_health)"
             )));
         }
+        if is_versioned {
+            return Ok(Outcome::Done(format!(
+                "created versioned table {name} (its latest version of each key; as of a time with FOR SYSTEM_TIME AS OF; dead letters in {name}_errors, late versions in {name}_late)"
+            )));
+        }
         Ok(Outcome::Done(format!(
             "created source {name} (dead letters in {name}_errors, late rows in {name}_late)"
         )))
@@ -254,7 +313,8 @@ impl Planner {
             ));
         }
         let schema = Arc::new(Schema::new(fields));
-        if source.is_table {
+        // A table with a watermark is versioned: its rows are versions in event time.
+        if source.is_table && source.watermark.is_none() {
             return Ok(Declared::Table(schema));
         }
 
@@ -296,48 +356,8 @@ impl Planner {
         connector: Arc<dyn SourceConnector>,
         mut options: Options,
     ) -> SqlResult<Outcome> {
-        if let Some(watermark) = &table.watermark {
-            return Err(SqlError::new(
-                watermark.position,
-                "a table has no event time: remove WATERMARK, or declare a SOURCE",
-            ));
-        }
-        if table.primary_key.is_empty() {
-            return Err(SqlError::new(
-                position,
-                format!("table `{name}` needs a PRIMARY KEY: its rows are upserted by key"),
-            ));
-        }
-        let key_columns = table
-            .primary_key
-            .iter()
-            .map(|column| {
-                schema
-                    .index_of(&column.value.to_ascii_lowercase())
-                    .map_err(|_| {
-                        SqlError::new(
-                            Position::of(column.span.start),
-                            format!(
-                                "the primary key column `{}` is not a declared column",
-                                column.value
-                            ),
-                        )
-                    })
-            })
-            .collect::<SqlResult<Vec<_>>>()?;
-        // Key columns are required in every row.
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(index, field)| {
-                field
-                    .as_ref()
-                    .clone()
-                    .with_nullable(field.is_nullable() && !key_columns.contains(&index))
-            })
-            .collect();
-        let schema = Arc::new(Schema::new(fields));
+        let key_columns = primary_key(table, &name, &schema, position)?;
+        let schema = with_keys_required(&schema, &key_columns);
         if !connector.reads_tables() {
             return Err(SqlError::new(
                 position,
@@ -454,4 +474,52 @@ fn dead_letter_schema() -> SchemaRef {
         Field::new("raw", DataType::Utf8, true),
         Field::new("origin", DataType::Utf8, true),
     ]))
+}
+
+/// The columns of a table's primary key.
+fn primary_key(
+    table: &CreateSource,
+    name: &str,
+    schema: &Schema,
+    position: Position,
+) -> SqlResult<Vec<usize>> {
+    if table.primary_key.is_empty() {
+        return Err(SqlError::new(
+            position,
+            format!("table `{name}` needs a PRIMARY KEY: its rows are upserted by key"),
+        ));
+    }
+    table
+        .primary_key
+        .iter()
+        .map(|column| {
+            schema
+                .index_of(&column.value.to_ascii_lowercase())
+                .map_err(|_| {
+                    SqlError::new(
+                        Position::of(column.span.start),
+                        format!(
+                            "the primary key column `{}` is not a declared column",
+                            column.value
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The schema with its key columns required in every row.
+fn with_keys_required(schema: &Schema, key_columns: &[usize]) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            field
+                .as_ref()
+                .clone()
+                .with_nullable(field.is_nullable() && !key_columns.contains(&index))
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }

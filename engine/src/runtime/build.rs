@@ -18,6 +18,7 @@ use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::{AlarmControls, AlarmDesk, RaiseAlarmsExt};
 use vibelux_operators::analytic::AnalyticExt;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
+use vibelux_operators::as_of_join::AsOfJoinExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
 use vibelux_operators::join::JoinExt;
@@ -136,6 +137,7 @@ pub(super) fn demands(
                 entry.finals = true;
             } else if let NodeKind::Aggregate { .. }
             | NodeKind::Join { .. }
+            | NodeKind::AsOfJoin { .. }
             | NodeKind::TopN { .. }
             | NodeKind::ExpressionErrors { .. } = plan.nodes[node].kind
             {
@@ -338,6 +340,19 @@ pub(super) fn build_nodes<'scope>(
                 )),
                 finals: None,
             },
+            NodeKind::AsOfJoin {
+                stream,
+                versions,
+                spec,
+            } => Built::Rows(
+                built[stream].rows().expect("a stream").join_as_of(
+                    built[versions]
+                        .rows()
+                        .expect("a versioned table's versions"),
+                    *spec,
+                    participant(checkpoints, keys, node, worker),
+                ),
+            ),
             NodeKind::TopN { input, spec } => Built::Updates {
                 changes: Some(built[input].changes().top_n(
                     (**spec).clone(),

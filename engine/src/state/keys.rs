@@ -223,6 +223,7 @@ fn stateful(
         } if aggregate.window.is_some() => "the open windows",
         NodeKind::Aggregate { .. } => "the groups",
         NodeKind::Join { .. } => "the join state",
+        NodeKind::AsOfJoin { .. } => "the versions and the rows waiting for them (as-of join)",
         NodeKind::TopN { .. } => "the rows of each group, in order (TOP-N)",
         NodeKind::ScoreAnomalies { .. } => "the detectors' learning",
         NodeKind::Analytic { .. } => "the window functions' series (LAG, running aggregates)",

@@ -19,8 +19,16 @@ impl Lowering<'_> {
     /// both sides' rows by key. Two append-only streams would keep every row forever, so they are
     /// refused until interval joins exist.
     pub(super) fn join(&mut self, join: &datafusion::logical_expr::Join) -> SqlResult<NodeId> {
+        if let Some(relation) = self.read_as_of(&join.right) {
+            return self.as_of_join(join, relation);
+        }
+        if self.read_as_of(&join.left).is_some() {
+            return Err(self.error(
+                "a table read FOR SYSTEM_TIME AS OF goes on the right of the join: FROM readings r JOIN setpoints FOR SYSTEM_TIME AS OF r.ts AS s ON r.zone = s.zone",
+            ));
+        }
         use datafusion::logical_expr::JoinType;
-        use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+        use datafusion::logical_expr::utils::conjunction;
         let (keep_left, keep_right, left_rows_matching) = match join.join_type {
             JoinType::Inner => (false, false, None),
             JoinType::Left => (true, false, None),
@@ -39,45 +47,7 @@ impl Lowering<'_> {
         let nulls_match = join.null_equality == datafusion::common::NullEquality::NullEqualsNull;
         let left_schema = join.left.schema().clone();
         let right_schema = join.right.schema().clone();
-        let mut left_keys: Vec<Expr> = join.on.iter().map(|(l, _)| l.clone()).collect();
-        let mut right_keys: Vec<Expr> = join.on.iter().map(|(_, r)| r.clone()).collect();
-        let mut residual = Vec::new();
-        // Which side an expression reads: Some(true) left, Some(false) right, None both or neither.
-        let side_of = |expr: &Expr| -> Option<bool> {
-            let columns = expr.column_refs();
-            if columns.is_empty() {
-                None
-            } else if columns.iter().all(|c| left_schema.has_column(c)) {
-                Some(true)
-            } else if columns.iter().all(|c| right_schema.has_column(c)) {
-                Some(false)
-            } else {
-                None
-            }
-        };
-        // Without DataFusion's optimizer the ON condition stays a filter: take its equalities.
-        if let Some(filter) = &join.filter {
-            for predicate in split_conjunction(filter) {
-                if let Expr::BinaryExpr(binary) = predicate
-                    && binary.op == datafusion::logical_expr::Operator::Eq
-                {
-                    match (side_of(&binary.left), side_of(&binary.right)) {
-                        (Some(true), Some(false)) => {
-                            left_keys.push((*binary.left).clone());
-                            right_keys.push((*binary.right).clone());
-                            continue;
-                        }
-                        (Some(false), Some(true)) => {
-                            left_keys.push((*binary.right).clone());
-                            right_keys.push((*binary.left).clone());
-                            continue;
-                        }
-                        _ => {}
-                    }
-                }
-                residual.push(predicate.clone());
-            }
-        }
+        let (left_keys, right_keys, residual) = equalities(join);
         if left_keys.is_empty() {
             return Err(self.error(
                 "a join needs an equality between the two sides (JOIN … ON a.key = b.key)",
@@ -204,7 +174,12 @@ impl Lowering<'_> {
     }
 
     /// Projects a join input to its key expressions followed by all its columns.
-    fn keyed(&mut self, node: NodeId, schema: &DFSchema, keys: &[Expr]) -> SqlResult<NodeId> {
+    pub(super) fn keyed(
+        &mut self,
+        node: NodeId,
+        schema: &DFSchema,
+        keys: &[Expr],
+    ) -> SqlResult<NodeId> {
         let mut projections = keys.to_vec();
         projections.extend(schema.columns().into_iter().map(Expr::Column));
         let fields = projections
@@ -225,6 +200,55 @@ impl Lowering<'_> {
             Arc::new(Schema::new(fields)),
         )
     }
+}
+
+/// A join's equalities between its two sides, as the left's and the right's key expressions,
+/// and its other conditions. Without DataFusion's optimizer the ON condition stays a filter:
+/// its equalities are taken from it here.
+pub(super) fn equalities(
+    join: &datafusion::logical_expr::Join,
+) -> (Vec<Expr>, Vec<Expr>, Vec<Expr>) {
+    use datafusion::logical_expr::utils::split_conjunction;
+    let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+    let mut left_keys: Vec<Expr> = join.on.iter().map(|(l, _)| l.clone()).collect();
+    let mut right_keys: Vec<Expr> = join.on.iter().map(|(_, r)| r.clone()).collect();
+    let mut residual = Vec::new();
+    // Which side an expression reads: Some(true) left, Some(false) right, None both or neither.
+    let side_of = |expr: &Expr| -> Option<bool> {
+        let columns = expr.column_refs();
+        if columns.is_empty() {
+            None
+        } else if columns.iter().all(|c| left_schema.has_column(c)) {
+            Some(true)
+        } else if columns.iter().all(|c| right_schema.has_column(c)) {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    if let Some(filter) = &join.filter {
+        for predicate in split_conjunction(filter) {
+            if let Expr::BinaryExpr(binary) = predicate
+                && binary.op == datafusion::logical_expr::Operator::Eq
+            {
+                match (side_of(&binary.left), side_of(&binary.right)) {
+                    (Some(true), Some(false)) => {
+                        left_keys.push((*binary.left).clone());
+                        right_keys.push((*binary.right).clone());
+                        continue;
+                    }
+                    (Some(false), Some(true)) => {
+                        left_keys.push((*binary.right).clone());
+                        right_keys.push((*binary.left).clone());
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            residual.push(predicate.clone());
+        }
+    }
+    (left_keys, right_keys, residual)
 }
 
 /// The bounds an interval join's conditions put on `l.ts - r.ts` (nanoseconds), the two event

@@ -34,8 +34,10 @@ use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 use crate::context::located;
 use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, DataflowPlan, NodeId, NodeKind, PlanNode, WindowColumns};
+pub use as_of_join::AsOfTarget;
 
 mod analytic;
+mod as_of_join;
 mod distinct_on;
 mod grouping_sets;
 mod join;
@@ -56,6 +58,10 @@ pub struct Lowering<'a> {
     /// Windows whose `ROW_NUMBER()` a filter above bounds: the window's address and the
     /// bound, for TOP-N.
     bounded_row_numbers: Vec<(usize, usize)>,
+    /// The synthetic relations of tables read `FOR SYSTEM_TIME AS OF` a time, by name.
+    as_of: HashMap<String, AsOfTarget>,
+    /// The one of them an as-of join is lowering its versions from.
+    admitted_as_of: Option<String>,
 }
 
 impl<'a> Lowering<'a> {
@@ -73,6 +79,8 @@ impl<'a> Lowering<'a> {
             props: ExecutionProps::new(),
             reads: Vec::new(),
             bounded_row_numbers: Vec::new(),
+            as_of: HashMap::new(),
+            admitted_as_of: None,
         }
     }
 
@@ -199,6 +207,11 @@ impl<'a> Lowering<'a> {
                 let node = *self.relations.get(&name).ok_or_else(|| self.error(format!("unknown relation `{name}`")))?;
                 if !name.starts_with("__") {
                     self.reads.push(name.clone());
+                }
+                if self.as_of.contains_key(&name) && self.admitted_as_of.as_ref() != Some(&name) {
+                    return Err(self.error(
+                        "FOR SYSTEM_TIME AS OF reads a versioned table on the right of a join with a stream: FROM readings r JOIN setpoints FOR SYSTEM_TIME AS OF r.ts AS s ON r.zone = s.zone",
+                    ));
                 }
                 if scan.fetch.is_some() {
                     return Err(self.error("LIMIT is not supported in a streaming view"));

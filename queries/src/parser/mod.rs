@@ -6,7 +6,6 @@
 //! The whole file is tokenized at once so positions in errors are positions in the file.
 
 use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, ObjectName, Query, Value};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
@@ -14,7 +13,9 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use crate::error::{Position, SqlError, SqlResult};
 
 mod create_source;
+mod dialect;
 use create_source::parse_create_source;
+pub use dialect::VibeluxDialect;
 
 /// Locates a sqlparser error.
 fn parsing<T>(result: Result<T, datafusion::sql::sqlparser::parser::ParserError>) -> SqlResult<T> {
@@ -240,7 +241,7 @@ pub const MAX_NESTING: usize = 32;
 
 fn parse_statements(sql: &str) -> SqlResult<Vec<Located>> {
     crate::nesting::check(sql)?;
-    let dialect = GenericDialect {};
+    let dialect = VibeluxDialect::default();
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(MAX_NESTING)
         .try_with_sql(sql)
