@@ -7,7 +7,8 @@
 //! joins with the table, tumbling windows (against DuckDB's `time_bucket`), `IN`, `EXISTS`,
 //! `NOT EXISTS`, `NOT IN` with NULLs in the list, `INTERSECT`, `EXCEPT`, `UNION ALL`, TOP-N,
 //! `ORDER BY … LIMIT`, `ROLLUP`, `CUBE`, `DISTINCT`, `count(DISTINCT)`, `FILTER`, `median`,
-//! string and arithmetic functions; and over a second stream whose readings of a key never
+//! string and arithmetic functions, as-of joins to a versioned table (against DuckDB's `ASOF
+//! JOIN`); and over a second stream whose readings of a key never
 //! share an instant (so that order within a key has one answer), `LAG`, `ROW_NUMBER` and
 //! running aggregates over ROWS and RANGE frames. The engine runs each
 //! query to completion with two workers; DuckDB (Python's `duckdb`, which the test script
@@ -120,6 +121,30 @@ fn write_inputs(dir: &Path, random: &mut Lcg) {
     keyed.sort_by_key(|(key, _)| *key);
     let lines: Vec<String> = keyed.into_iter().map(|(_, line)| line).collect();
     std::fs::write(dir.join("u.jsonl"), lines.concat()).unwrap();
+    // A versioned table: values of k0..k6 (k7 never has one) from instants across the stream's
+    // time, no two of a key at one instant, written out of order by up to 5 s.
+    let mut versions: Vec<(i64, String)> = (-20..260)
+        .filter_map(|second| {
+            if random.below(6) != 0 {
+                return None;
+            }
+            let v = match random.below(10) {
+                0 => "null".to_string(),
+                _ => random.between(-20, 20).to_string(),
+            };
+            let valid_from = chrono::DateTime::from_timestamp(start + second, 0)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%SZ");
+            let line = format!(
+                "{{\"k\": \"k{}\", \"valid_from\": \"{valid_from}\", \"v\": {v}}}\n",
+                random.below(7)
+            );
+            Some((second + random.between(0, 5), line))
+        })
+        .collect();
+    versions.sort_by_key(|(order, _)| *order);
+    let versions: Vec<String> = versions.into_iter().map(|(_, line)| line).collect();
+    std::fs::write(dir.join("h.jsonl"), versions.concat()).unwrap();
 }
 
 /// One query per template, with constants from `random`.
@@ -234,6 +259,35 @@ fn windowed(random: &mut Lcg) -> Vec<(String, String)> {
     ]
 }
 
+/// Reads of the versioned table `h`: ours as of each row's time (`FOR SYSTEM_TIME AS OF`) or
+/// plainly (its latest version of each key), DuckDB's with `ASOF JOIN` and `QUALIFY`.
+fn versioned(random: &mut Lcg) -> Vec<(String, String)> {
+    let c = random.between(-15, 15);
+    let size = [10, 30, 60][random.below(3) as usize];
+    vec![
+        (
+            "SELECT s.k, s.ts, s.x, h.v, h.valid_from FROM s JOIN h FOR SYSTEM_TIME AS OF s.ts ON s.k = h.k".to_string(),
+            "SELECT s.k, s.ts, s.x, h.v, h.valid_from FROM s ASOF JOIN h ON s.k = h.k AND s.ts >= h.valid_from".to_string(),
+        ),
+        (
+            "SELECT s.k, s.ts, h.v FROM s LEFT JOIN h FOR SYSTEM_TIME AS OF s.ts ON s.k = h.k".to_string(),
+            "SELECT s.k, s.ts, h.v FROM s ASOF LEFT JOIN h ON s.k = h.k AND s.ts >= h.valid_from".to_string(),
+        ),
+        (
+            format!("SELECT s.g, count(*), sum(s.x * h.v) FROM s JOIN h FOR SYSTEM_TIME AS OF s.ts ON s.k = h.k WHERE h.v > {c} GROUP BY s.g"),
+            format!("SELECT s.g, count(*), sum(s.x * h.v) FROM s ASOF JOIN h ON s.k = h.k AND s.ts >= h.valid_from WHERE h.v > {c} GROUP BY s.g"),
+        ),
+        (
+            format!("SELECT window_start, count(*), sum(h.v) FROM TUMBLE(s, ts, INTERVAL '{size} seconds') AS s JOIN h FOR SYSTEM_TIME AS OF s.ts ON s.k = h.k GROUP BY window_start"),
+            format!("SELECT window_start, count(*), sum(h.v) FROM (SELECT *, time_bucket(INTERVAL '{size} seconds', ts) AS window_start FROM s) s ASOF JOIN h ON s.k = h.k AND s.ts >= h.valid_from GROUP BY window_start"),
+        ),
+        (
+            "SELECT k, valid_from, v FROM h".to_string(),
+            "SELECT k, valid_from, v FROM h QUALIFY row_number() OVER (PARTITION BY k ORDER BY valid_from DESC) = 1".to_string(),
+        ),
+    ]
+}
+
 /// A value as both sides are compared: numbers to 9 significant digits.
 fn canonical_number(value: f64) -> String {
     if value == 0.0 {
@@ -278,10 +332,14 @@ fn engine_answers(dir: &Path, queries: &[String]) -> Vec<Result<Vec<String>, Str
          CREATE TABLE t (k TEXT, v BIGINT, PRIMARY KEY (k))
            WITH (connector = 'file', path = '{}', format = 'csv');
          CREATE SOURCE u (k TEXT, x BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '10 seconds')
+           WITH (connector = 'file', path = '{}');
+         CREATE TABLE h (k TEXT, valid_from TIMESTAMP, v BIGINT, PRIMARY KEY (k),
+           WATERMARK FOR valid_from AS valid_from - INTERVAL '10 seconds')
            WITH (connector = 'file', path = '{}');",
         dir.join("s.jsonl").display(),
         dir.join("t.csv").display(),
-        dir.join("u.jsonl").display()
+        dir.join("u.jsonl").display(),
+        dir.join("h.jsonl").display()
     );
     for statement in parse_pipeline(&setup).unwrap() {
         planner.execute(&statement).unwrap();
@@ -324,6 +382,7 @@ folder, queries = sys.argv[1], json.load(open(sys.argv[2]))
 db = duckdb.connect()
 db.execute(f"CREATE TABLE s AS SELECT * FROM read_json('{folder}/s.jsonl', format='newline_delimited', columns={{'k': 'VARCHAR', 'g': 'VARCHAR', 'x': 'BIGINT', 'ts': 'TIMESTAMP'}})")
 db.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{folder}/t_final.csv', header=true, columns={{'k': 'VARCHAR', 'v': 'BIGINT'}})")
+db.execute(f"CREATE TABLE h AS SELECT * FROM read_json('{folder}/h.jsonl', format='newline_delimited', columns={{'k': 'VARCHAR', 'valid_from': 'TIMESTAMP', 'v': 'BIGINT'}})")
 db.execute(f"CREATE TABLE u AS SELECT * FROM read_json('{folder}/u.jsonl', format='newline_delimited', columns={{'k': 'VARCHAR', 'x': 'BIGINT', 'ts': 'TIMESTAMP'}})")
 answers = []
 for query in queries:
@@ -391,7 +450,10 @@ fn views_end_with_what_duckdb_answers_over_the_final_inputs() {
         write_inputs(dir.path(), &mut random);
         let mut queries = queries(&mut random);
         let mut duckdb_queries = queries.clone();
-        for (ours, theirs) in windowed(&mut random) {
+        for (ours, theirs) in windowed(&mut random)
+            .into_iter()
+            .chain(versioned(&mut random))
+        {
             queries.push(ours);
             duckdb_queries.push(theirs);
         }
@@ -413,6 +475,6 @@ fn views_end_with_what_duckdb_answers_over_the_final_inputs() {
         differences.len(),
         differences.join("\n")
     );
-    assert!(compared >= 1_200, "only {compared} queries compared");
+    assert!(compared >= 1_350, "only {compared} queries compared");
     assert!(rows >= 4_000, "only {rows} rows compared");
 }
