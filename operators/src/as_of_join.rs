@@ -10,10 +10,12 @@
 //! a row can have, and the one version in force at that time; older ones are forgotten as new
 //! ones arrive.
 //!
-//! Rows leave stamped with the dataflow time they arrived at, so the join delays no window
-//! downstream beyond the wait itself. At a checkpoint the rows still waiting are kept in the
-//! part and, from then on, leave stamped at the cut, after it: restored, they leave again, and
-//! only once.
+//! A row that can be joined when it arrives leaves stamped with the dataflow time it arrived
+//! at. A row that waits is held at the latest time the output's lateness allows for its event
+//! time instead (see [`AsOfSpec::leaves_at`]), so that rows read far ahead hold nothing back
+//! but their own windows. At a checkpoint the rows still waiting are kept in the part; they
+//! are stamped after the cut (any row stamped before it could leave already), so that,
+//! restored, they leave again, and only once.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,9 @@ pub struct AsOfSpec {
     pub stream_lateness_nanos: i64,
     /// How late a version may arrive behind its input's frontier (nanoseconds).
     pub version_lateness_nanos: i64,
+    /// How late the joined rows may be behind the output's frontier (nanoseconds): a waiting
+    /// row leaves stamped up to this much after its event time.
+    pub output_lateness_nanos: i64,
     /// The width of a version's payload, for the NULLs of a row no version matches.
     pub version_width: usize,
     /// `LEFT JOIN`: a row no version matches leaves with NULLs instead of not at all.
@@ -171,6 +176,18 @@ fn earliest_after(frontier: AntichainRef<'_, u64>, lateness_nanos: i64) -> i64 {
     }
 }
 
+impl AsOfSpec {
+    /// The dataflow time a row arrived at `arrived` with event time `time` leaves stamped at if
+    /// it waits: as late as the output's lateness allows, not its arrival. A worker may read
+    /// rows far ahead of the versions (the end of a file split between workers); held at their
+    /// arrival, they would hold the whole output back, and with it, through flow control, the
+    /// very sources they wait for.
+    fn leaves_at(&self, arrived: u64, time: i64) -> u64 {
+        let latest = time.saturating_add(self.output_lateness_nanos).max(0) / 1_000_000;
+        arrived.max(u64::try_from(latest).unwrap_or(0))
+    }
+}
+
 /// Capabilities for the dataflow times waiting rows leave at, with how many rows each.
 #[derive(Default)]
 struct Held(BTreeMap<u64, (Capability<u64>, usize)>);
@@ -228,7 +245,7 @@ impl AsOfState {
         &mut self,
         spec: &AsOfSpec,
         held: &mut Held,
-        at: &Capability<u64>,
+        capability: &Capability<u64>,
         rows: Vec<Row>,
         joinable_before: i64,
     ) -> Vec<Row> {
@@ -237,8 +254,8 @@ impl AsOfState {
             let payload = key.split_off(spec.key_columns);
             match payload[spec.stream_time].as_timestamp_nanos() {
                 Some(time) if time >= joinable_before => {
-                    held.hold(at, *at.time());
-                    let at = *at.time();
+                    let at = spec.leaves_at(*capability.time(), time);
+                    held.hold(capability, at);
                     self.wait(time, Waiting { at, key, payload });
                 }
                 _ => joined.extend(self.joined(spec, &key, &payload)),
@@ -450,6 +467,7 @@ mod tests {
         version_time: 0,
         stream_lateness_nanos: 0,
         version_lateness_nanos: 0,
+        output_lateness_nanos: 0,
         version_width: 2,
         keep_unmatched: false,
     };

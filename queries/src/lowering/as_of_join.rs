@@ -144,6 +144,7 @@ impl Lowering<'_> {
             version_time,
             stream_lateness_nanos: left_node.lateness_nanos,
             version_lateness_nanos: right_node.lateness_nanos,
+            output_lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
             version_width: right_schema.fields().len(),
             keep_unmatched,
         };
@@ -157,9 +158,8 @@ impl Lowering<'_> {
             changes: Changes::AppendOnly,
             window: left_node.window,
             event_time: left_node.event_time,
-            // Rows still waiting at a checkpoint leave stamped at the cut: up to the versions'
-            // lateness behind it.
-            lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
+            // A waiting row leaves stamped after its event time by up to this much.
+            lateness_nanos: spec.output_lateness_nanos,
             key: None,
             label: format!(
                 "{}AsOfJoin {} as of {} on {}",
