@@ -8,9 +8,11 @@
 //! rows to a file or publishing them over MQTT; `mqtt-ingest` measures how fast the engine takes
 //! in MQTT messages (`bench/mqtt.sh`), `kafka-ingest` Kafka messages (`bench/kafka.sh`);
 //! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`); `alarms`
-//! what alarm instances cost (`bench/alarms.sh`).
+//! what alarm instances cost (`bench/alarms.sh`); `join-inputs` and `join-baseline` the join
+//! benchmark's tables and hand-written joins (`bench/joins.sh`).
 
 mod alarms;
+mod joins;
 mod kafka;
 mod live;
 mod measure;
@@ -66,6 +68,10 @@ enum Command {
     /// Alarm instances over a simulated facility: CPU and reading-to-action latency (see
     /// `bench/alarms.sh`).
     Alarms(alarms::AlarmArgs),
+    /// The tables the join benchmark joins readings with (see `bench/joins.sh`).
+    JoinInputs(joins::InputArgs),
+    /// A join of the join benchmark, hand-written (see `bench/joins.sh`).
+    JoinBaseline(joins::BaselineArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,6 +84,8 @@ fn main() -> anyhow::Result<()> {
         Command::ModbusPoll(args) => modbus::poll(args),
         Command::Models(args) => models::run(args),
         Command::Alarms(args) => alarms::run(args),
+        Command::JoinInputs(args) => joins::write_inputs(args),
+        Command::JoinBaseline(args) => joins::baseline(args),
     }
 }
 

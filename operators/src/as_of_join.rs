@@ -69,6 +69,9 @@ struct AsOfState {
     /// By event time, then arrival order.
     waiting: BTreeMap<(i64, u64), Waiting>,
     arrivals: u64,
+    /// Rows that left stamped at or after a time a cut may still be taken at (see
+    /// [`AsOfState::leave`]), until no cut can come before them.
+    left_ahead: Vec<Waiting>,
 }
 
 /// The part a checkpoint keeps, in key order.
@@ -135,13 +138,27 @@ impl AsOfState {
             .collect()
     }
 
-    fn part(&self) -> Vec<u8> {
+    /// The part of a cut at `cut`: the versions, the waiting rows, and the rows that left
+    /// stamped after the cut, which a restored run must give again (the sources resume after
+    /// them, and downstream's parts hold only what came before the cut).
+    fn part(&self, spec: &AsOfSpec, cut: Option<u64>) -> Vec<u8> {
+        let left = self
+            .left_ahead
+            .iter()
+            .filter(|row| cut.is_some_and(|cut| row.at >= cut))
+            .map(|row| {
+                let time = row.payload[spec.stream_time]
+                    .as_timestamp_nanos()
+                    .unwrap_or(i64::MIN);
+                ((time, 0), row.clone())
+            });
         encode(&AsOfPart {
             versions: in_key_order(&self.versions),
             waiting: self
                 .waiting
                 .iter()
                 .map(|(order, row)| (*order, row.clone()))
+                .chain(left)
                 .collect(),
         })
     }
@@ -266,11 +283,17 @@ impl AsOfState {
 
     /// Joins the waiting rows before `before` and gives them, grouped by the time they leave
     /// at, releasing their holds.
+    ///
+    /// A waiting row leaves stamped later than it arrived. Stamped at or after a cut that is
+    /// pending, or that may yet be taken (a cut comes after every time the sources hold, so
+    /// at or after the stream's frontier), it counts downstream as after the cut while its
+    /// source resumes after it: the part must hold it. Those rows are kept from `ahead_from`.
     fn leave(
         &mut self,
         spec: &AsOfSpec,
         held: &mut Held,
         before: i64,
+        ahead_from: u64,
         mut give: impl FnMut(&Capability<u64>, Vec<Row>),
     ) {
         // Per time: how many rows leave, and the joined ones (an inner join drops the others).
@@ -279,6 +302,9 @@ impl AsOfState {
             let (count, rows) = leaving.entry(row.at).or_default();
             *count += 1;
             rows.extend(self.joined(spec, &row.key, &row.payload));
+            if row.at >= ahead_from {
+                self.left_ahead.push(row);
+            }
         }
         for (at, (count, rows)) in leaving {
             if let Some((capability, _)) = held.0.get(&at) {
@@ -289,7 +315,7 @@ impl AsOfState {
     }
 
     /// The earliest event time a stream row still to be joined can have: rows to come, rows
-    /// waiting, rows deferred until a snapshot.
+    /// waiting, rows deferred until a snapshot, rows a part may give again.
     fn needed_from(
         &self,
         spec: &AsOfSpec,
@@ -303,6 +329,12 @@ impl AsOfState {
         if let Some(at) = deferred_from {
             let at = AntichainRef::new(std::slice::from_ref(&at));
             earliest = earliest.min(earliest_after(at, spec.stream_lateness_nanos));
+        }
+        // A part may hold rows that left: restored, they meet the same versions again.
+        for row in &self.left_ahead {
+            if let Some(time) = row.payload[spec.stream_time].as_timestamp_nanos() {
+                earliest = earliest.min(time);
+            }
         }
         earliest
     }
@@ -367,6 +399,16 @@ impl<'scope> AsOfJoinExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         (stream_frontier.frontier(), versions_frontier.frontier());
                     let deferred_from =
                         |deferred: &Deferred| deferred.rows.iter().map(|(at, _)| *at.time()).min();
+                    // The earliest a cut can be at that this worker has not answered.
+                    let ahead_from = match (&checkpointing, cut) {
+                        (None, _) => u64::MAX,
+                        (Some(_), cut) => stream_frontier
+                            .first()
+                            .copied()
+                            .unwrap_or(u64::MAX)
+                            .min(cut.map_or(u64::MAX, |cut| cut.time)),
+                    };
+                    state.left_ahead.retain(|row| row.at >= ahead_from);
                     versions_input.for_each(|time, data| {
                         let Some(&at) = time.least() else {
                             return;
@@ -405,7 +447,7 @@ impl<'scope> AsOfJoinExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                             output.session(&at).give_iterator(joined.into_iter());
                         }
                     });
-                    state.leave(&spec, &mut held, joinable_before, |at, rows| {
+                    state.leave(&spec, &mut held, joinable_before, ahead_from, |at, rows| {
                         emitted_up_to = emitted_up_to.max(*at.time());
                         output.session(at).give_iterator(rows.into_iter());
                     });
@@ -418,7 +460,7 @@ impl<'scope> AsOfJoinExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         for row in state.waiting.values_mut() {
                             row.at = row.at.max(cut.time);
                         }
-                        participant.submit(cut, state.part());
+                        participant.submit(cut, state.part(&spec, Some(cut.time)));
                         answered = cut.id;
                         let Deferred { versions, rows } = std::mem::take(&mut deferred);
                         let needed = state.needed_from(
@@ -436,7 +478,7 @@ impl<'scope> AsOfJoinExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                             emitted_up_to = emitted_up_to.max(*at.time());
                             output.session(&at).give_iterator(joined.into_iter());
                         }
-                        state.leave(&spec, &mut held, joinable_before, |at, rows| {
+                        state.leave(&spec, &mut held, joinable_before, ahead_from, |at, rows| {
                             emitted_up_to = emitted_up_to.max(*at.time());
                             output.session(at).give_iterator(rows.into_iter());
                         });
@@ -444,7 +486,7 @@ impl<'scope> AsOfJoinExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     if stream_frontier.is_empty() && versions_frontier.is_empty() && !finished {
                         finished = true;
                         if let Some(participant) = &checkpointing {
-                            participant.submit_final_after(state.part(), emitted_up_to);
+                            participant.submit_final_after(state.part(&spec, None), emitted_up_to);
                         }
                     }
                 }
