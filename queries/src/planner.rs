@@ -617,13 +617,21 @@ fn subqueries_as_joins(
     plan: datafusion::logical_expr::LogicalPlan,
 ) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+    use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
     use datafusion::optimizer::{Optimizer, OptimizerContext};
-    let context = OptimizerContext::new().with_skip_failing_rules(false);
-    Optimizer::with_rules(vec![Arc::new(DecorrelatePredicateSubquery::new())]).optimize(
-        plan,
-        &context,
-        |_, _| {},
-    )
+    // Uncorrelated scalar subqueries too: DataFusion would otherwise leave them to its own
+    // executor, which a streaming plan does not have.
+    let mut options = datafusion::config::ConfigOptions::new();
+    options
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = false;
+    let context =
+        OptimizerContext::new_with_config_options(Arc::new(options)).with_skip_failing_rules(false);
+    Optimizer::with_rules(vec![
+        Arc::new(DecorrelatePredicateSubquery::new()),
+        Arc::new(ScalarSubqueryToJoin::new()),
+    ])
+    .optimize(plan, &context, |_, _| {})
 }
 
 fn show_zone(zone: Option<TimeZone>) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Expr, ExprSchemable};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit};
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 use vibelux_operators::join::{Expiry, Outer, SideExpiry};
 
@@ -47,8 +47,22 @@ impl Lowering<'_> {
         let nulls_match = join.null_equality == datafusion::common::NullEquality::NullEqualsNull;
         let left_schema = join.left.schema().clone();
         let right_schema = join.right.schema().clone();
-        let (left_keys, right_keys, residual) = equalities(join);
+        let (mut left_keys, mut right_keys, mut residual) = equalities(join);
+        // A scalar subquery becomes a LEFT JOIN … ON true; with no equality, the join is with a
+        // relation of one row at most, on a constant key.
+        residual.retain(|predicate| predicate != &lit(true));
+        if left_keys.is_empty() && at_most_one_row(&join.right) {
+            left_keys.push(lit(true));
+            right_keys.push(lit(true));
+        }
         if left_keys.is_empty() {
+            if let LogicalPlan::SubqueryAlias(alias) = join.right.as_ref()
+                && alias.alias.table().starts_with("__scalar_sq")
+            {
+                return Err(self.error(
+                    "a scalar subquery in a streaming view gives one row at most: aggregate it (SELECT max(…) FROM …) or relate it to the outer row by an equality (WHERE t.key = r.key)",
+                ));
+            }
             return Err(self.error(
                 "a join needs an equality between the two sides (JOIN … ON a.key = b.key)",
             ));
@@ -199,6 +213,18 @@ impl Lowering<'_> {
             &projections,
             Arc::new(Schema::new(fields)),
         )
+    }
+}
+
+/// Whether a relation has one row at most: an aggregate without groups (a scalar subquery's),
+/// perhaps projected, filtered or aliased.
+fn at_most_one_row(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(aggregate) => aggregate.group_expr.is_empty(),
+        LogicalPlan::SubqueryAlias(alias) => at_most_one_row(&alias.input),
+        LogicalPlan::Projection(projection) => at_most_one_row(&projection.input),
+        LogicalPlan::Filter(filter) => at_most_one_row(&filter.input),
+        _ => false,
     }
 }
 
