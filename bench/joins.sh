@@ -39,7 +39,8 @@ report() {
   printf '%-34s %10.2f %16.0f %12.1f\n' "$1" "$2" "$(echo "$rows / $2" | bc -l)" "$(echo "$3 / 1024" | bc -l)"
 }
 same() {
-  if diff -q <(sort "$1") <(sort "$2") > /dev/null; then
+  # Whole numbers are written 3 by the engine and 3.0 by serde: compare them alike.
+  if diff -q <(sed 's/\.0\([,}]\)/\1/g' "$1" | sort) <(sed 's/\.0\([,}]\)/\1/g' "$2" | sort) > /dev/null; then
     echo "  same windows as the hand-written loop ($(wc -l < "$1") rows)"
   else
     echo "  WARNING: the windows differ from the hand-written loop's"
