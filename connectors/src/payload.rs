@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
@@ -31,6 +31,9 @@ pub struct RowLayout {
     /// The clock plus `max_future_nanos`, as last read: rows before it (nearly all) need no
     /// look at the clock, which is read again only when a row is beyond it.
     future_limit: Arc<AtomicI64>,
+    /// The column each field position of the last object named (`usize::MAX`: none). A device
+    /// writes its fields in one order, so one comparison usually finds a field's column.
+    field_columns: Arc<[AtomicUsize]>,
 }
 
 impl RowLayout {
@@ -46,7 +49,29 @@ impl RowLayout {
             column_names,
             max_future_nanos: None,
             future_limit: Arc::new(AtomicI64::new(i64::MIN)),
+            field_columns: (0..FIELD_POSITIONS)
+                .map(|_| AtomicUsize::new(usize::MAX))
+                .collect(),
         }
+    }
+
+    /// The column of the field at `position` named `name`: the one found at that position
+    /// last time if the name still matches, otherwise looked up (and remembered).
+    fn column_at(&self, position: usize, name: &str) -> Option<usize> {
+        let Some(remembered) = self.field_columns.get(position) else {
+            return self.column_index(name);
+        };
+        let column = remembered.load(Ordering::Relaxed);
+        if self
+            .column_names
+            .get(column)
+            .is_some_and(|column| column == name)
+        {
+            return Some(column);
+        }
+        let found = self.column_index(name);
+        remembered.store(found.unwrap_or(usize::MAX), Ordering::Relaxed);
+        found
     }
 
     /// The layout of a declared source or table, with its bound on future event times.
@@ -370,6 +395,9 @@ fn check_year(time: chrono::NaiveDateTime) -> Result<i64, String> {
         .ok_or_else(|| format!("timestamp {time} is out of range"))
 }
 
+/// How many field positions of an object remember their column.
+const FIELD_POSITIONS: usize = 64;
+
 struct JsonRowSeed<'a> {
     layout: &'a RowLayout,
 }
@@ -390,8 +418,11 @@ impl<'de> Visitor<'de> for JsonRowSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
         let mut row = vec![Datum::Null; self.layout.schema.fields().len()];
+        let mut position = 0;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.layout.column_index(&key) {
+            let column = self.layout.column_at(position, &key);
+            position += 1;
+            match column {
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -505,6 +536,38 @@ mod tests {
             Field::new("temp_c", DataType::Float64, true),
         ]);
         RowLayout::new(Arc::new(schema), Some(1))
+    }
+
+    #[test]
+    fn fields_in_another_order_than_the_last_object_still_find_their_columns() {
+        let layout = layout();
+        let lines = [
+            r#"{"sensor_id":"s1","ts":"2026-06-01T00:00:01Z","temp_c":1.5}"#,
+            r#"{"temp_c":2.5,"sensor_id":"s2","ts":"2026-06-01T00:00:02Z"}"#,
+            r#"{"extra":0,"TS":"2026-06-01T00:00:03Z","sensor_id":"s3"}"#,
+            r#"{"sensor_id":"s4","ts":"2026-06-01T00:00:04Z","temp_c":4.5}"#,
+        ];
+        let rows: Vec<Row> = lines
+            .iter()
+            .map(|line| layout.decode_json(line).unwrap().0)
+            .collect();
+        let second = 1_780_272_000_000_000_000i64;
+        for (index, (sensor, temp)) in [
+            ("s1", Some(1.5)),
+            ("s2", Some(2.5)),
+            ("s3", None),
+            ("s4", Some(4.5)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(rows[index][0], Datum::Utf8(sensor.into()));
+            assert_eq!(
+                rows[index][1],
+                Datum::Timestamp(second + (index as i64 + 1) * 1_000_000_000)
+            );
+            assert_eq!(rows[index][2], temp.map_or(Datum::Null, Datum::Float64));
+        }
     }
 
     #[test]
