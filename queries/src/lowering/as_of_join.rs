@@ -169,18 +169,7 @@ impl Lowering<'_> {
                 described_keys.join(" AND ")
             ),
         });
-        match conjunction(residual) {
-            None => Ok(joined),
-            Some(predicate) => {
-                let identity: Vec<Expr> = join
-                    .schema
-                    .columns()
-                    .into_iter()
-                    .map(Expr::Column)
-                    .collect();
-                self.calc(joined, &join.schema, Some(&predicate), &identity, schema)
-            }
-        }
+        self.filtered(joined, join, residual, schema)
     }
 
     /// Where the time a table is read as of is among the stream's columns: it must be the

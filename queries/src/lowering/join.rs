@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit};
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
@@ -173,18 +173,28 @@ impl Lowering<'_> {
                 keys.join(" AND ")
             ),
         });
-        match conjunction(residual) {
-            None => Ok(joined),
-            Some(predicate) => {
-                let identity: Vec<Expr> = join
-                    .schema
-                    .columns()
-                    .into_iter()
-                    .map(Expr::Column)
-                    .collect();
-                self.calc(joined, &join.schema, Some(&predicate), &identity, schema)
-            }
-        }
+        self.filtered(joined, join, residual, schema)
+    }
+
+    /// The joined rows that meet a join's other conditions (all of them without any).
+    pub(super) fn filtered(
+        &mut self,
+        joined: NodeId,
+        join: &datafusion::logical_expr::Join,
+        conditions: Vec<Expr>,
+        schema: SchemaRef,
+    ) -> SqlResult<NodeId> {
+        use datafusion::logical_expr::utils::conjunction;
+        let Some(predicate) = conjunction(conditions) else {
+            return Ok(joined);
+        };
+        let identity: Vec<Expr> = join
+            .schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        self.calc(joined, &join.schema, Some(&predicate), &identity, schema)
     }
 
     /// Projects a join input to its key expressions followed by all its columns.
