@@ -7,6 +7,7 @@ pub mod modbus;
 pub mod mosquitto;
 pub mod object_storage;
 pub mod output;
+pub mod replays;
 pub mod tansu;
 pub mod tls;
 
