@@ -307,9 +307,8 @@ impl AsOfState {
             }
         }
         for (at, (count, rows)) in leaving {
-            if let Some((capability, _)) = held.0.get(&at) {
-                give(capability, rows);
-            }
+            let (capability, _) = held.0.get(&at).expect("a waiting row's time is held");
+            give(capability, rows);
             held.release(at, count);
         }
     }
