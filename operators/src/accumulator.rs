@@ -48,6 +48,10 @@ pub enum AggregateFunction {
     PopulationStability,
     /// `count(DISTINCT value)`.
     CountDistinct,
+    /// `sum(DISTINCT value)`: of integers an integer, otherwise a float.
+    SumDistinct,
+    /// `avg(DISTINCT value)`.
+    AvgDistinct,
     /// `median(value)`, `percentile_cont`/`approx_percentile_cont(value, fraction)`: the value
     /// at that fraction of the sorted values, interpolated between neighbours (exact, not a
     /// sketch). The fraction is in millionths, so the function stays comparable and hashable.
@@ -136,7 +140,9 @@ impl Accumulator {
                 }
             }
             Min | Max if input_retracts => Accumulator::Multiset(BTreeMap::new()),
-            CountDistinct | Percentile { .. } => Accumulator::Multiset(BTreeMap::new()),
+            CountDistinct | SumDistinct | AvgDistinct | Percentile { .. } => {
+                Accumulator::Multiset(BTreeMap::new())
+            }
             Min | Max => Accumulator::Extreme(None),
             FirstValue | LastValue if input_retracts => {
                 Accumulator::OrderedMultiset(BTreeMap::new())
@@ -326,6 +332,7 @@ impl Accumulator {
             Accumulator::Extreme(value) => value.clone().unwrap_or(Datum::Null),
             Accumulator::Multiset(values) => match function {
                 CountDistinct => Datum::Int64(values.len() as i64),
+                SumDistinct | AvgDistinct => sum_of_distinct(values, function == AvgDistinct),
                 Percentile { millionths } => percentile(values, f64::from(millionths) / 1e6),
                 Min => values.keys().next().cloned().unwrap_or(Datum::Null),
                 _ => values.keys().next_back().cloned().unwrap_or(Datum::Null),
@@ -351,6 +358,37 @@ impl Accumulator {
 
 /// The value at `fraction` of the sorted `values` (each with its count), interpolated between
 /// the two nearest (`percentile_cont`): the median of 1, 2, 3, 4 is 2.5.
+/// The sum (or, with `mean`, the average) of the distinct values present: integers add up
+/// exactly (clamped to 64 bits, as `sum` is), floats as floats.
+fn sum_of_distinct(values: &BTreeMap<Datum, i64>, mean: bool) -> Datum {
+    let present: Vec<&Datum> = values
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(value, _)| value)
+        .collect();
+    if present.is_empty() {
+        return Datum::Null;
+    }
+    let integers: Option<i128> = present
+        .iter()
+        .map(|value| match value {
+            Datum::Int64(v) => Some(i128::from(*v)),
+            _ => None,
+        })
+        .sum();
+    match (integers, mean) {
+        (Some(sum), false) => Datum::Int64(sum.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
+        (Some(sum), true) => Datum::Float64(sum as f64 / present.len() as f64),
+        (None, _) => {
+            let sum: f64 = present.iter().filter_map(|value| value.as_f64()).sum();
+            match mean {
+                true => Datum::Float64(sum / present.len() as f64),
+                false => Datum::Float64(sum),
+            }
+        }
+    }
+}
+
 fn percentile(values: &BTreeMap<Datum, i64>, fraction: f64) -> Datum {
     let total: i64 = values.values().filter(|count| **count > 0).sum();
     if total == 0 {
@@ -512,6 +550,17 @@ mod tests {
             Datum::Null
         );
         // Two session windows merged: the union of their values.
+        // 2.0 came twice and went once: it still counts, once; 3.0 came and went.
+        let distinct = [(1.0, 1), (2.0, 1), (2.0, 1), (3.0, 1), (3.0, -1), (2.0, -1)];
+        assert_eq!(
+            values(SumDistinct, &distinct).result(SumDistinct),
+            Datum::Float64(3.0)
+        );
+        assert_eq!(
+            values(AvgDistinct, &distinct).result(AvgDistinct),
+            Datum::Float64(1.5)
+        );
+        assert_eq!(values(SumDistinct, &[]).result(SumDistinct), Datum::Null);
         let mut merged = values(CountDistinct, &[(1.0, 1), (2.0, 1)]);
         merged.merge(values(CountDistinct, &[(2.0, 1), (5.0, 1)]), CountDistinct);
         assert_eq!(merged.result(CountDistinct), Datum::Int64(3));

@@ -542,9 +542,14 @@ impl<'a> Lowering<'a> {
                 return Err(self.error(format!("expected an aggregate function, found {shown}")));
             };
             let name = func.name().to_ascii_lowercase();
-            if params.distinct && !matches!(name.as_str(), "count" | "min" | "max") {
+            if params.distinct
+                && !matches!(
+                    name.as_str(),
+                    "count" | "sum" | "avg" | "mean" | "min" | "max"
+                )
+            {
                 return Err(self.error(format!(
-                    "DISTINCT inside {name} is not supported yet (count, min and max take it): {shown}"
+                    "DISTINCT inside {name} is not supported yet (count, sum, avg, min and max take it): {shown}"
                 )));
             }
             let mut reference = None;
@@ -604,6 +609,8 @@ impl<'a> Lowering<'a> {
                 "count" if params.distinct && simple == Some(Function::Count) => {
                     Function::CountDistinct
                 }
+                "sum" if params.distinct => Function::SumDistinct,
+                "avg" | "mean" if params.distinct => Function::AvgDistinct,
                 _ if simple.is_some() => simple.expect("checked"),
                 "median" | "percentile_cont" | "approx_percentile_cont" => {
                     if argument_type.as_ref() != Some(&DataType::Float64) {
