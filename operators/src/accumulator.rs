@@ -48,16 +48,17 @@ pub enum AggregateFunction {
     PopulationStability,
     /// `count(DISTINCT value)`.
     CountDistinct,
-    /// `sum(DISTINCT value)`: of integers an integer, otherwise a float.
-    SumDistinct,
-    /// `avg(DISTINCT value)`.
-    AvgDistinct,
     /// `median(value)`, `percentile_cont`/`approx_percentile_cont(value, fraction)`: the value
     /// at that fraction of the sorted values, interpolated between neighbours (exact, not a
     /// sketch). The fraction is in millionths, so the function stays comparable and hashable.
     Percentile {
         millionths: u32,
     },
+    /// `sum(DISTINCT value)`: of integers an integer, otherwise a float. (New variants go last:
+    /// a serialized function is its variant's index.)
+    SumDistinct,
+    /// `avg(DISTINCT value)`.
+    AvgDistinct,
 }
 
 impl AggregateFunction {
