@@ -6,11 +6,10 @@ use datafusion::common::Column;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
-use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 use vibelux_operators::as_of_join::AsOfSpec;
 
-use super::join::equalities;
-use super::{Lowering, carried_schema, with_units};
+use super::Lowering;
+use super::join::{described_keys, equalities};
 use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, NodeId, NodeKind, PlanNode};
 
@@ -121,23 +120,10 @@ impl Lowering<'_> {
             .into_iter()
             .map(|(_, left, right)| (left, right))
             .unzip();
-        let described_keys: Vec<String> = left_keys
-            .iter()
-            .zip(&right_keys)
-            .map(|(l, r)| format!("{l} = {r}"))
-            .collect();
+        let described_keys = described_keys(&left_keys, &right_keys);
         let stream = self.keyed(left, &left_schema, &left_keys)?;
         let versions = self.keyed(right, &right_schema, &right_keys)?;
-        let schema = carried_schema(join.schema.inner()).map_err(|message| self.error(message))?;
-        let schema = with_units(
-            &schema,
-            left_node
-                .schema
-                .fields()
-                .iter()
-                .chain(right_node.schema.fields())
-                .map(|f| f.metadata().get(UNIT_METADATA).cloned()),
-        );
+        let schema = self.joined_schema(join, &left_node, &right_node)?;
         let spec = AsOfSpec {
             key_columns: left_keys.len(),
             stream_time: time,

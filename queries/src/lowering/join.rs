@@ -120,21 +120,8 @@ impl Lowering<'_> {
         }
         let left_keyed = self.keyed(left, &left_schema, &left_keys)?;
         let right_keyed = self.keyed(right, &right_schema, &right_keys)?;
-        let keys: Vec<String> = left_keys
-            .iter()
-            .zip(&right_keys)
-            .map(|(l, r)| format!("{l} = {r}"))
-            .collect();
-        let schema = carried_schema(join.schema.inner()).map_err(|message| self.error(message))?;
-        let schema = with_units(
-            &schema,
-            left_node
-                .schema
-                .fields()
-                .iter()
-                .chain(right_node.schema.fields())
-                .map(|f| f.metadata().get(UNIT_METADATA).cloned()),
-        );
+        let keys = described_keys(&left_keys, &right_keys);
+        let schema = self.joined_schema(join, &left_node, &right_node)?;
         let joined = self.plan.add(PlanNode {
             kind: NodeKind::Join {
                 left: left_keyed,
@@ -174,6 +161,24 @@ impl Lowering<'_> {
             ),
         });
         self.filtered(joined, join, residual, schema)
+    }
+
+    /// The schema of a join's rows, with each side's columns' units.
+    pub(super) fn joined_schema(
+        &self,
+        join: &datafusion::logical_expr::Join,
+        left: &PlanNode,
+        right: &PlanNode,
+    ) -> SqlResult<SchemaRef> {
+        let schema = carried_schema(join.schema.inner()).map_err(|message| self.error(message))?;
+        Ok(with_units(
+            &schema,
+            left.schema
+                .fields()
+                .iter()
+                .chain(right.schema.fields())
+                .map(|f| f.metadata().get(UNIT_METADATA).cloned()),
+        ))
     }
 
     /// The joined rows that meet a join's other conditions (all of them without any).
@@ -224,6 +229,15 @@ impl Lowering<'_> {
             Arc::new(Schema::new(fields)),
         )
     }
+}
+
+/// A join's key equalities as `EXPLAIN` shows them.
+pub(super) fn described_keys(left_keys: &[Expr], right_keys: &[Expr]) -> Vec<String> {
+    left_keys
+        .iter()
+        .zip(right_keys)
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect()
 }
 
 /// Whether a relation has one row at most: an aggregate without groups (a scalar subquery's),
