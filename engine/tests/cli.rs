@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::replays::sorted_lines;
+
 fn vibelux() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vibelux"))
 }
@@ -52,16 +55,6 @@ fn replay_pipeline(dir: &Path) -> PathBuf {
     )
     .unwrap();
     sql
-}
-
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
 }
 
 #[test]
