@@ -9,12 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::crashes::{newest_checkpoint, newest_checkpoint_in};
+use common::crashes::newest_checkpoint_in;
 use common::object_storage::ObjectStorage;
 use common::output::writers_of_each_epoch;
 use common::replays::{
-    Interruption, OBJECT_STORAGE, folder_with, run_interrupted, run_to_end, sorted_lines, vibelux,
-    write_input,
+    Interruption, OBJECT_STORAGE, folder_with, run_interrupted, run_to_end, sorted_lines,
+    stop_mid_replay, vibelux, write_input,
 };
 
 const PIPELINE: &str = "
@@ -320,34 +320,6 @@ CREATE SINK max_file FROM zone_max WITH (connector = 'file', path = 'out/zone_ma
         "CREATE VIEW zone_minute AS",
         &format!("{added}CREATE VIEW zone_minute AS"),
     )
-}
-
-/// Starts a run and stops it cleanly (Ctrl-C) once it has stored a few checkpoints of its own,
-/// mid-replay.
-fn stop_mid_replay(dir: &Path, args: &[&str]) -> String {
-    let before = newest_checkpoint(dir);
-    let mut child = vibelux(dir, args).spawn().unwrap();
-    let started = Instant::now();
-    while newest_checkpoint(dir) < before + 3 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the replay ended before it could be stopped"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no checkpoints"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "the stopped run failed:\n{log}");
-    assert!(log.contains("stopping"), "{log}");
-    log
 }
 
 #[test]

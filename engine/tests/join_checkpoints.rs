@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod common;
-use common::replays::{Interruption, Lcg, folder_with, run_interrupted, run_to_end, sorted_lines};
+use common::replays::{
+    Interruption, Lcg, folder_with, run_interrupted, run_to_end, sorted_lines, stop_mid_replay,
+};
 
 fn folder(rows: usize) -> tempfile::TempDir {
     folder_with(JOIN_PIPELINE, rows)
@@ -55,6 +57,25 @@ fn a_join_with_a_table_killed_at_random_moments_ends_with_the_same_results() {
     assert_eq!(
         sorted_lines(&resumed.path().join("out/name_minute.jsonl")),
         joined,
+        "the windows over the join differ"
+    );
+}
+
+#[test]
+fn a_join_with_a_table_resumed_with_other_worker_counts_ends_with_the_same_results() {
+    let reference = folder(40_000);
+    run_to_end(reference.path(), &["--no-state"]);
+    // Two workers, then three, then one to the end: both arrangements' rows are shared out
+    // among the new workers by key, and fed back without repeating a pair.
+    let dir = folder(40_000);
+    let args = |workers| ["--checkpoint-interval", "50ms", "--workers", workers];
+    stop_mid_replay(dir.path(), &args("2"));
+    let log = stop_mid_replay(dir.path(), &args("3"));
+    assert!(log.contains("its state is shared out among 3"), "{log}");
+    run_to_end(dir.path(), &args("1"));
+    assert_eq!(
+        sorted_lines(&dir.path().join("out/name_minute.jsonl")),
+        sorted_lines(&reference.path().join("out/name_minute.jsonl")),
         "the windows over the join differ"
     );
 }

@@ -15,6 +15,7 @@ pub mod aggregate;
 pub mod alarm;
 pub mod analytic;
 pub mod anomaly;
+pub mod arranged_join;
 pub mod as_of_join;
 pub mod calc;
 pub mod changes;

@@ -337,10 +337,10 @@ impl DataflowPlan {
             } => format!("interval join on {key_columns} expiring {expiry:?}"),
             NodeKind::Join {
                 key_columns, outer, ..
-            } if *outer == Outer::default() => format!("join on {key_columns}"),
+            } if *outer == Outer::default() => format!("arranged join on {key_columns}"),
             NodeKind::Join {
                 key_columns, outer, ..
-            } => format!("join on {key_columns} keeping {outer:?}"),
+            } => format!("arranged join on {key_columns} keeping {outer:?}"),
         };
         let columns: Vec<String> = plan_node
             .schema

@@ -18,6 +18,7 @@ use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::{AlarmControls, AlarmDesk, RaiseAlarmsExt};
 use vibelux_operators::analytic::AnalyticExt;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
+use vibelux_operators::arranged_join::ArrangedJoinExt;
 use vibelux_operators::as_of_join::AsOfJoinExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
@@ -330,16 +331,21 @@ pub(super) fn build_nodes<'scope>(
                 key_columns,
                 outer,
                 expiry,
-            } => Built::Updates {
-                changes: Some(built[left].changes().join_updates(
-                    built[right].changes(),
-                    *key_columns,
-                    *outer,
-                    *expiry,
-                    participant(checkpoints, keys, node, worker),
-                )),
-                finals: None,
-            },
+            } => {
+                let (left, right) = (built[left].changes(), built[right].changes());
+                let participant = participant(checkpoints, keys, node, worker);
+                let changes = match expiry {
+                    // Two streams within an interval: state that leaves as the watermark passes.
+                    Some(expiry) => {
+                        left.join_updates(right, *key_columns, *outer, Some(*expiry), participant)
+                    }
+                    None => left.join_arranged(right, *key_columns, *outer, participant),
+                };
+                Built::Updates {
+                    changes: Some(changes),
+                    finals: None,
+                }
+            }
             NodeKind::AsOfJoin {
                 stream,
                 versions,

@@ -150,3 +150,31 @@ pub fn folder_with(pipeline: &str, rows: usize) -> tempfile::TempDir {
     write_input(dir.path(), rows, 1_717_200_000);
     dir
 }
+
+/// Starts a run and stops it cleanly (Ctrl-C) once it has stored a few checkpoints of its own,
+/// mid-replay.
+pub fn stop_mid_replay(dir: &Path, args: &[&str]) -> String {
+    let before = super::crashes::newest_checkpoint(dir);
+    let mut child = vibelux(dir, args).spawn().unwrap();
+    let started = Instant::now();
+    while super::crashes::newest_checkpoint(dir) < before + 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replay ended before it could be stopped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "the stopped run failed:\n{log}");
+    assert!(log.contains("stopping"), "{log}");
+    log
+}
