@@ -80,6 +80,38 @@ fn a_join_with_a_table_resumed_with_other_worker_counts_ends_with_the_same_resul
     );
 }
 
+/// A second view on the same join inputs: the readings and the zones, each by zone.
+const PAIRED_VIEW: &str = "
+CREATE VIEW paired AS SELECT r.ts, z.name FROM readings r JOIN zones z ON r.zone = z.zone;
+CREATE VIEW paired_minute AS SELECT name, window_start, count(*) AS n
+  FROM TUMBLE(paired, ts, INTERVAL '1 minute') GROUP BY name, window_start;
+CREATE SINK paired_out FROM paired_minute
+  WITH (connector = 'file', path = 'out/paired_minute.jsonl');
+";
+
+#[test]
+fn a_view_added_mid_replay_joins_the_rows_the_shared_arrangements_kept() {
+    let both = format!("{JOIN_PIPELINE}{PAIRED_VIEW}");
+    let reference = folder_with(&both, 40_000);
+    run_to_end(reference.path(), &["--no-state"]);
+    // The first view's join arranges the readings and the zones by zone; the view added at the
+    // restart reads the same arrangements, restored, so it joins the readings read before it
+    // existed too, and no arrangement starts empty.
+    let dir = folder(40_000);
+    let args = ["--checkpoint-interval", "50ms"];
+    stop_mid_replay(dir.path(), &args);
+    std::fs::write(dir.path().join("pipeline.sql"), &both).unwrap();
+    let log = run_to_end(dir.path(), &args);
+    assert!(!log.contains("arranged by join key"), "{log}");
+    for output in ["out/paired_minute.jsonl", "out/name_minute.jsonl"] {
+        assert_eq!(
+            sorted_lines(&dir.path().join(output)),
+            sorted_lines(&reference.path().join(output)),
+            "{output} differs"
+        );
+    }
+}
+
 /// The three warmest sensors of each zone so far, as a changelog: each sensor's maximum
 /// updates, and the first three of its zone follow.
 const TOP_N_PIPELINE: &str = "

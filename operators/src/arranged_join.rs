@@ -1,33 +1,37 @@
 //! Equi-joins of updating relations on differential-dataflow arrangements.
 //!
-//! Each side is arranged by its key: a trace of `(key, row, time, diff)` in sorted batches that
-//! differential-dataflow merges as they age, and that any number of readers can share. The join
-//! itself is differential's `join_core`, which meets each new batch of one side with the other
-//! side's trace as of the batch's time, so every pair appears exactly once whatever the
-//! interleaving, and a retracted table row retracts exactly what it produced.
+//! Each input is arranged by its key ([`arrange_rows`]): a trace of `(key, row, time, diff)` in
+//! sorted batches that differential-dataflow merges as they age. An arrangement is built once
+//! per relation and key and read by every join on it: a second view joining the same table on
+//! the same key adds no second copy of the table, and two views joining the readings to two
+//! tables by zone share the readings. The join itself ([`join_arranged`]) is differential's
+//! `join_core`, which meets each new batch of one side with the other side's trace as of the
+//! batch's time, so every pair appears exactly once whatever the interleaving, and a retracted
+//! table row retracts exactly what it produced.
 //!
-//! Outer, semi and anti joins are built from the same arrangements: the set of keys present on
-//! a side (a `distinct` over its keys) tells which rows of the other side match; a side's
-//! unmatched rows are its rows minus its matched ones, padded with NULLs. Rows with a NULL key
-//! match nothing (SQL), so they never enter an arrangement: an outer join gives them padded, an
-//! anti join gives them, other joins drop them. `INTERSECT`/`EXCEPT` match NULLs with each
-//! other instead ([`Outer::nulls_match`]).
+//! Outer, semi and anti joins read the same arrangements: the keys present on a side (a reduce
+//! over its arrangement) tell which rows of the other side match; a side's unmatched rows are
+//! its rows minus its matched ones, padded with NULLs. Rows with a NULL key match nothing
+//! (SQL), so they never enter an arrangement: an outer join gives them padded, an anti join
+//! gives them, other joins drop them. `INTERSECT`/`EXCEPT` match NULLs with each other
+//! ([`Outer::nulls_match`]), and arrange them.
 //!
 //! Interval joins between two streams stay on [`crate::join`], whose state leaves as the
 //! watermark passes; an arrangement keeps what it is given until it is retracted.
 //!
-//! **Checkpoints.** A trace is read at a cut `C` once both arrangements' frontiers reach it: the
-//! updates before `C`, consolidated, in key order. Restoring feeds those rows back into the
-//! arrangements at time 0. That alone would emit again every pair the restored rows make with
-//! each other, which the operators downstream already hold; so the same join is also built over
-//! the restored rows alone, its output negated, and the two cancel: what leaves at time 0 is
-//! settled (consolidated) before it goes on, and only what rows arriving at time 0 changed
-//! survives.
+//! **Checkpoints.** An arrangement is read at a cut `C` once its frontier reaches it: the
+//! updates before `C`, consolidated, in key order. Restoring feeds those rows back in at time 0.
+//! A join reading restored arrangements would then emit again every pair the restored rows
+//! make with each other, which the operators downstream of it already hold; so when the join
+//! itself was in the checkpoint (its part marks that, and holds nothing else), the same join is
+//! also built over the restored rows alone, its output negated, and the two cancel: what leaves
+//! at time 0 is settled (consolidated) before it goes on, and only what rows arriving at time 0
+//! changed survives. A join new to the checkpoint gives everything: downstream of it is new too.
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -41,117 +45,167 @@ use crate::join::Outer;
 use crate::row::{Datum, Row, Update};
 
 /// A relation's rows by key: `(key columns, the row's columns)`, counted.
-pub type RowArrangement<'scope> = Arranged<'scope, TraceAgent<ValSpine<Row, Row, u64, i64>>>;
+type RowArrangement<'scope> = Arranged<'scope, TraceAgent<ValSpine<Row, Row, u64, i64>>>;
+/// The keys present in a relation.
+type KeyArrangement<'scope> = Arranged<'scope, TraceAgent<KeySpine<Row, u64, i64>>>;
 
 type Keyed<'scope> = VecCollection<'scope, u64, (Row, Row), i64>;
 type Rows<'scope> = VecCollection<'scope, u64, Row, i64>;
 
-/// What a join's arrangements held before a cut: `(key, row, count)` per side, in key order.
+/// One relation arranged by its first columns, for the joins that read it.
+#[derive(Clone)]
+pub struct ArrangedRows<'scope> {
+    arranged: RowArrangement<'scope>,
+    /// The rows restored from a checkpoint (fed in at time 0), when there was one.
+    restored: Option<Keyed<'scope>>,
+    /// Whether NULL keys were arranged (they match each other).
+    nulls_match: bool,
+}
+
+/// What an arrangement held before a cut: `(key, row, count)` in key order.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ArrangedPart {
-    left: Vec<(Row, Row, i64)>,
-    right: Vec<(Row, Row, i64)>,
+struct ArrangementPart {
+    rows: Vec<(Row, Row, i64)>,
 }
 
-pub trait ArrangedJoinExt<'scope> {
-    /// Joins two update streams laid out as `key columns ++ row` on their first `key_columns`
-    /// columns; the output is the left row then the right row (or, for a semi or anti join, the
-    /// left row). With `checkpointing`, both arrangements take part in checkpoints and are
-    /// restored from the one the run resumes from.
-    fn join_arranged(
-        self,
-        other: Stream<'scope, u64, Vec<Update>>,
-        key_columns: usize,
-        outer: Outer,
-        checkpointing: Option<Participant>,
-    ) -> Stream<'scope, u64, Vec<Update>>;
-}
-
-impl<'scope> ArrangedJoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
-    fn join_arranged(
-        self,
-        other: Stream<'scope, u64, Vec<Update>>,
-        key_columns: usize,
-        outer: Outer,
-        checkpointing: Option<Participant>,
-    ) -> Stream<'scope, u64, Vec<Update>> {
-        let scope = self.scope();
-        let keyed = move |updates: Stream<'scope, u64, Vec<Update>>| {
-            updates
-                .as_collection()
-                .map(move |row: Row| split(row, key_columns))
-        };
-        let (left, right) = (keyed(self), keyed(other));
-        let restored: Vec<ArrangedPart> =
-            Participant::restored_parts(checkpointing.as_ref(), "join");
-        // Every worker builds the same dataflow: whether it restores depends on the checkpoint,
-        // which every worker reads alike, not on how many rows this worker's share holds.
-        let joined = if restored.is_empty() {
-            let (joined, left, right) = relational_join(left, right, outer);
-            take_part_in_checkpoints(&left, &right, checkpointing);
-            joined
-        } else {
-            let (worker, peers) = (scope.index(), scope.peers());
-            let (mut restored_left, mut restored_right) = (Vec::new(), Vec::new());
-            for part in restored {
-                // Another worker count: every worker reads every old part and feeds the keys its
-                // arrangement holds now (the exchange would route them anyway; this keeps each
-                // row fed once).
-                let ours = |(key, _, _): &(Row, Row, i64)| routed_to(key.hashed(), worker, peers);
-                restored_left.extend(part.left.into_iter().filter(ours));
-                restored_right.extend(part.right.into_iter().filter(ours));
-            }
-            let at_time_zero = |rows: Vec<(Row, Row, i64)>| -> Keyed<'scope> {
-                rows.into_iter()
-                    .map(|(key, row, count)| ((key, row), 0u64, count))
-                    .to_stream(scope)
-                    .container::<Vec<_>>()
-                    .as_collection()
-            };
-            let (restored_left, restored_right) =
-                (at_time_zero(restored_left), at_time_zero(restored_right));
-            let (joined, left, right) = relational_join(
-                left.concat(restored_left.clone()),
-                right.concat(restored_right.clone()),
-                outer,
-            );
-            take_part_in_checkpoints(&left, &right, checkpointing);
-            let (already_downstream, _, _) = relational_join(restored_left, restored_right, outer);
-            settle_time_zero(joined.concat(already_downstream.negate()).inner).as_collection()
-        };
-        joined.inner
+/// Arranges updates laid out as `key columns ++ row` by their first `key_columns` columns; NULL
+/// keys only with `nulls_match`. With `checkpointing`, the arrangement takes part in
+/// checkpoints and is restored from the one the run resumes from.
+pub fn arrange_rows<'scope>(
+    updates: Stream<'scope, u64, Vec<Update>>,
+    key_columns: usize,
+    nulls_match: bool,
+    checkpointing: Option<Participant>,
+) -> ArrangedRows<'scope> {
+    let scope = updates.scope();
+    let rows = keyed(updates, key_columns).filter(move |pair| matchable(pair, nulls_match));
+    let parts: Vec<ArrangementPart> =
+        Participant::restored_parts(checkpointing.as_ref(), "join arrangement");
+    // Every worker builds the same dataflow: whether it restores depends on the checkpoint,
+    // which every worker reads alike, not on how many rows this worker's share holds.
+    let restored = (!parts.is_empty()).then(|| {
+        let (worker, peers) = (scope.index(), scope.peers());
+        // Another worker count: every worker reads every old part and feeds the keys the
+        // exchange now routes to it, so each row is fed once.
+        let ours = |(key, _, _): &(Row, Row, i64)| routed_to(key.hashed(), worker, peers);
+        let rows: Vec<((Row, Row), u64, i64)> = parts
+            .into_iter()
+            .flat_map(|part| part.rows)
+            .filter(ours)
+            .map(|(key, row, count)| ((key, row), 0, count))
+            .collect();
+        rows.to_stream(scope).container::<Vec<_>>().as_collection()
+    });
+    let fed = match &restored {
+        Some(restored) => rows.concat(restored.clone()),
+        None => rows,
+    };
+    let arranged = fed.arrange_by_key_named("JoinInput");
+    if let Some(participant) = checkpointing {
+        take_part_in_checkpoints(&arranged, participant);
+    }
+    ArrangedRows {
+        arranged,
+        restored,
+        nulls_match,
     }
 }
 
-/// The join of two keyed collections with `outer`'s semantics, and the two arrangements it
-/// reads.
-fn relational_join<'scope>(
-    left: Keyed<'scope>,
-    right: Keyed<'scope>,
+/// Joins two relations, each given as its update stream (laid out as `key columns ++ row`) and
+/// its arrangement, with `outer`'s semantics; the output is the left row then the right row
+/// (or, for a semi or anti join, the left row). With `checkpointing`, the join marks its
+/// presence in checkpoints (see the module).
+pub fn join_arranged<'scope>(
+    (left_updates, left): (Stream<'scope, u64, Vec<Update>>, &ArrangedRows<'scope>),
+    (right_updates, right): (Stream<'scope, u64, Vec<Update>>, &ArrangedRows<'scope>),
+    key_columns: usize,
     outer: Outer,
-) -> (Rows<'scope>, RowArrangement<'scope>, RowArrangement<'scope>) {
-    // NULL-keyed rows never reach the arrangements; `payloads(left)` below still counts them,
-    // so outer and anti joins give them as unmatched.
-    let matchable =
-        move |(key, _): &(Row, Row)| outer.nulls_match || !key.iter().any(Datum::is_null);
-    let left_rows = left.clone().filter(matchable);
-    let right_rows = right.clone().filter(matchable);
-    let left_arranged = left_rows.clone().arrange_by_key_named("JoinLeft");
-    let right_arranged = right_rows.clone().arrange_by_key_named("JoinRight");
-    // The rows of `rows` whose key `others` holds, once per row whatever the number of matches.
-    let matched = |rows: &RowArrangement<'scope>, others: &Keyed<'scope>| -> Rows<'scope> {
-        let present = others
-            .clone()
-            .map(|(key, _)| key)
-            .distinct_core::<i64>()
-            .arrange_by_self_named("JoinKeysPresent");
-        rows.clone()
-            .join_core(present, |_key, row: &Row, _| Some(row.clone()))
+    checkpointing: Option<Participant>,
+) -> Stream<'scope, u64, Vec<Update>> {
+    assert!(
+        left.nulls_match == outer.nulls_match && right.nulls_match == outer.nulls_match,
+        "a join reads arrangements made for its NULL semantics"
+    );
+    let scope = left_updates.scope();
+    let with_restored = |updates, side: &ArrangedRows<'scope>| {
+        let rows = keyed(updates, key_columns);
+        match &side.restored {
+            Some(restored) => rows.concat(restored.clone()),
+            None => rows,
+        }
     };
+    let joined = relational_join(
+        (with_restored(left_updates, left), &left.arranged),
+        (with_restored(right_updates, right), &right.arranged),
+        outer,
+    );
+    let Some(participant) = checkpointing else {
+        return joined.inner;
+    };
+    let was_checkpointed =
+        !Participant::restored_parts::<bool>(Some(&participant), "join").is_empty();
+    let joined = match was_checkpointed {
+        true => {
+            // What the restored rows alone make, which downstream already holds.
+            let restored_only = |side: &ArrangedRows<'scope>| -> Keyed<'scope> {
+                side.restored.clone().unwrap_or_else(|| {
+                    Vec::<((Row, Row), u64, i64)>::new()
+                        .to_stream(scope)
+                        .container::<Vec<_>>()
+                        .as_collection()
+                })
+            };
+            let (left_restored, right_restored) = (restored_only(left), restored_only(right));
+            let (left_arranged, right_arranged) = (
+                left_restored
+                    .clone()
+                    .filter(move |pair| matchable(pair, outer.nulls_match))
+                    .arrange_by_key_named("RestoredJoinInput"),
+                right_restored
+                    .clone()
+                    .filter(move |pair| matchable(pair, outer.nulls_match))
+                    .arrange_by_key_named("RestoredJoinInput"),
+            );
+            let already_downstream = relational_join(
+                (left_restored, &left_arranged),
+                (right_restored, &right_arranged),
+                outer,
+            );
+            joined.concat(already_downstream.negate())
+        }
+        false => joined,
+    };
+    settle_and_mark(joined.inner, participant)
+}
+
+fn keyed<'scope>(updates: Stream<'scope, u64, Vec<Update>>, key_columns: usize) -> Keyed<'scope> {
+    updates
+        .as_collection()
+        .map(move |row: Row| split(row, key_columns))
+}
+
+fn matchable((key, _): &(Row, Row), nulls_match: bool) -> bool {
+    nulls_match || !key.iter().any(Datum::is_null)
+}
+
+/// The join of two keyed relations (all their rows, and their arrangements) with `outer`'s
+/// semantics.
+fn relational_join<'scope>(
+    (left, left_arranged): (Keyed<'scope>, &RowArrangement<'scope>),
+    (right, right_arranged): (Keyed<'scope>, &RowArrangement<'scope>),
+    outer: Outer,
+) -> Rows<'scope> {
+    // The rows of `rows` whose key `others` holds, once per row whatever the number of matches.
+    let matched =
+        |rows: &RowArrangement<'scope>, others: &RowArrangement<'scope>| -> Rows<'scope> {
+            rows.clone()
+                .join_core(keys_present(others), |_key, row: &Row, _| Some(row.clone()))
+        };
+    // All rows of a side, NULL-keyed ones included: those are unmatched wherever they are kept.
     let payloads = |rows: Keyed<'scope>| rows.map(|(_, row)| row);
-    let joined = match outer.left_rows_matching {
-        Some(true) => matched(&left_arranged, &right_rows),
-        Some(false) => payloads(left.clone()).concat(matched(&left_arranged, &right_rows).negate()),
+    match outer.left_rows_matching {
+        Some(true) => matched(left_arranged, right_arranged),
+        Some(false) => payloads(left).concat(matched(left_arranged, right_arranged).negate()),
         None => {
             let mut joined = left_arranged
                 .clone()
@@ -160,93 +214,69 @@ fn relational_join<'scope>(
                 });
             if outer.keep_left {
                 let unmatched =
-                    payloads(left.clone()).concat(matched(&left_arranged, &right_rows).negate());
+                    payloads(left).concat(matched(left_arranged, right_arranged).negate());
                 joined = joined.concat(unmatched.map(move |row| outer.padded(&row, true)));
             }
             if outer.keep_right {
                 let unmatched =
-                    payloads(right.clone()).concat(matched(&right_arranged, &left_rows).negate());
+                    payloads(right).concat(matched(right_arranged, left_arranged).negate());
                 joined = joined.concat(unmatched.map(move |row| outer.padded(&row, false)));
             }
             joined
         }
-    };
-    (joined, left_arranged, right_arranged)
+    }
 }
 
-/// Reads both arrangements into the checkpoint at each cut (see the module), and keeps the
-/// traces compacting: this reader holds them back only as far as the next cut needs.
-fn take_part_in_checkpoints<'scope>(
-    left: &RowArrangement<'scope>,
-    right: &RowArrangement<'scope>,
-    checkpointing: Option<Participant>,
-) {
-    let Some(participant) = checkpointing else {
-        return;
-    };
-    let (mut left_trace, mut right_trace) = (left.trace.clone(), right.trace.clone());
-    left.stream
+/// The keys an arrangement holds rows of (a positive count), once each.
+fn keys_present<'scope>(rows: &RowArrangement<'scope>) -> KeyArrangement<'scope> {
+    rows.clone()
+        .as_collection(|key: &Row, _| key.clone())
+        .distinct_core::<i64>()
+        .arrange_by_self_named("JoinKeysPresent")
+}
+
+/// Reads the arrangement into the checkpoint at each cut (see the module), and keeps its trace
+/// compacting: this reader holds it back only as far as the next cut needs.
+fn take_part_in_checkpoints(arranged: &RowArrangement<'_>, participant: Participant) {
+    let mut trace = arranged.trace.clone();
+    arranged
+        .stream
         .clone()
-        .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
-            right.stream.clone(),
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Pipeline,
-            Pipeline,
-            "JoinCheckpoint",
+            "ArrangementCheckpoint",
             move |_, _| {
                 let mut answered = 0;
                 let mut finished = false;
                 // The latest time a batch was stamped at, for the final part.
                 let mut arrived_up_to = 0u64;
-                move |(left_input, left_frontier), (right_input, right_frontier), _output| {
-                    let mut note =
-                        |time: &Capability<u64>| arrived_up_to = arrived_up_to.max(*time.time());
-                    left_input.for_each(|time, _| {
+                move |(input, frontier), _output| {
+                    input.for_each(|time, _| {
                         if let Some(at) = time.retain_least(0) {
-                            note(&at);
+                            arrived_up_to = arrived_up_to.max(*at.time());
                         }
                     });
-                    right_input.for_each(|time, _| {
-                        if let Some(at) = time.retain_least(0) {
-                            note(&at);
-                        }
-                    });
-                    let (left_frontier, right_frontier) =
-                        (left_frontier.frontier(), right_frontier.frontier());
+                    let frontier = frontier.frontier();
                     if let Some(cut) = participant.pending(answered)
-                        && !left_frontier.less_than(&cut.time)
-                        && !right_frontier.less_than(&cut.time)
+                        && !frontier.less_than(&cut.time)
                     {
-                        let part = ArrangedPart {
-                            left: contents_before(&mut left_trace, cut.time),
-                            right: contents_before(&mut right_trace, cut.time),
+                        let part = ArrangementPart {
+                            rows: contents_before(&mut trace, cut.time),
                         };
                         participant.submit(cut, encode(&part));
                         answered = cut.id;
                     }
-                    if left_frontier.is_empty() && right_frontier.is_empty() && !finished {
+                    if frontier.is_empty() && !finished {
                         finished = true;
-                        let part = ArrangedPart {
-                            left: contents_before(&mut left_trace, u64::MAX),
-                            right: contents_before(&mut right_trace, u64::MAX),
+                        let part = ArrangementPart {
+                            rows: contents_before(&mut trace, u64::MAX),
                         };
                         participant.submit_final_after(encode(&part), arrived_up_to);
                     }
                     // Times before the frontier may now be merged: a cut still to come lies beyond
-                    // every time a source holds, so beyond this frontier too. An input that ended
-                    // keeps its trace readable for the final part, until both have.
-                    let (left_frontier, right_frontier) = match finished {
-                        true => (AntichainRef::new(&[]), AntichainRef::new(&[])),
-                        false => (left_frontier, right_frontier),
-                    };
-                    for (trace, frontier) in [
-                        (&mut left_trace, left_frontier),
-                        (&mut right_trace, right_frontier),
-                    ] {
-                        if !frontier.is_empty() || finished {
-                            trace.set_logical_compaction(frontier);
-                            trace.set_physical_compaction(frontier);
-                        }
-                    }
+                    // every time a source holds, so beyond this frontier too.
+                    trace.set_logical_compaction(frontier);
+                    trace.set_physical_compaction(frontier);
                 }
             },
         );
@@ -272,11 +302,8 @@ fn contents_before(
                 }
             });
             if count != 0 {
-                contents.push((
-                    cursor.key(&storage).clone(),
-                    cursor.val(&storage).clone(),
-                    count,
-                ));
+                let (key, row) = (cursor.key(&storage), cursor.val(&storage));
+                contents.push((key.clone(), row.clone(), count));
             }
             cursor.step_val(&storage);
         }
@@ -285,19 +312,25 @@ fn contents_before(
     contents
 }
 
-/// Holds the updates stamped at time 0 until nothing more can come at it, then lets out only
-/// what does not cancel; later updates pass straight through.
-fn settle_time_zero<'scope>(
+/// Passes a join's output on, holding what is stamped at time 0 until nothing more can come
+/// at it and letting out only what does not cancel (see the module); and answers the
+/// checkpoints' cuts with the join's mark.
+fn settle_and_mark<'scope>(
     updates: Stream<'scope, u64, Vec<Update>>,
+    participant: Participant,
 ) -> Stream<'scope, u64, Vec<Update>> {
-    updates.unary_frontier(Pipeline, "SettleRestored", |_, _| {
+    updates.unary_frontier(Pipeline, "SettleJoin", |_, _| {
         let mut held: Option<(Capability<u64>, Vec<Update>)> = None;
         let mut settled = false;
+        let mut answered = 0;
+        let mut finished = false;
+        let mut emitted_up_to = 0u64;
         move |(input, frontier), output| {
             input.for_each(|time, data| {
                 let Some(at) = time.retain_least(0) else {
                     return;
                 };
+                emitted_up_to = emitted_up_to.max(*at.time());
                 if *at.time() == 0 && !settled {
                     let (_, waiting) = held.get_or_insert_with(|| (at.clone(), Vec::new()));
                     waiting.append(data);
@@ -305,7 +338,8 @@ fn settle_time_zero<'scope>(
                     output.session(&at).give_container(data);
                 }
             });
-            if !settled && !frontier.frontier().less_equal(&0) {
+            let frontier = frontier.frontier();
+            if !settled && !frontier.less_equal(&0) {
                 settled = true;
                 if let Some((at, mut waiting)) = held.take() {
                     differential_dataflow::consolidation::consolidate_updates(&mut waiting);
@@ -313,6 +347,16 @@ fn settle_time_zero<'scope>(
                         output.session(&at).give_container(&mut waiting);
                     }
                 }
+            }
+            if let Some(cut) = participant.pending(answered)
+                && !frontier.less_than(&cut.time)
+            {
+                participant.submit(cut, encode(&true));
+                answered = cut.id;
+            }
+            if frontier.is_empty() && !finished {
+                finished = true;
+                participant.submit_final_after(encode(&true), emitted_up_to);
             }
         }
     })
@@ -328,4 +372,89 @@ fn concat(left: &Row, right: &Row) -> Row {
     row.extend_from_slice(left);
     row.extend_from_slice(right);
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, ToStream};
+
+    use super::*;
+
+    fn text(value: &str) -> Datum {
+        Datum::Utf8(value.into())
+    }
+
+    /// Joins `left` and `right` (rows laid out `key ++ row`, one key column) with `outer`; the
+    /// net output.
+    fn joined(left: Vec<Update>, right: Vec<Update>, outer: Outer) -> BTreeMap<Row, i64> {
+        let outputs = timely::execute(timely::Config::process(2), move |worker| {
+            let first = worker.index() == 0;
+            let (left, right) = match first {
+                true => (left.clone(), right.clone()),
+                false => (Vec::new(), Vec::new()),
+            };
+            worker.dataflow::<u64, _, _>(move |scope| {
+                let left = left.to_stream(scope).container::<Vec<_>>();
+                let right = right.to_stream(scope).container::<Vec<_>>();
+                let left_rows = arrange_rows(left.clone(), 1, outer.nulls_match, None);
+                let right_rows = arrange_rows(right.clone(), 1, outer.nulls_match, None);
+                join_arranged((left, &left_rows), (right, &right_rows), 1, outer, None).capture()
+            })
+        })
+        .expect("the workers start")
+        .join();
+        let mut net = BTreeMap::new();
+        for captured in outputs {
+            let captured = captured.expect("a worker finishes");
+            for (row, _, diff) in captured
+                .extract()
+                .into_iter()
+                .flat_map(|(_, updates)| updates)
+            {
+                *net.entry(row).or_insert(0) += diff;
+            }
+        }
+        net.retain(|_, count| *count != 0);
+        net
+    }
+
+    #[test]
+    fn a_left_join_pads_only_the_rows_nothing_matches() {
+        let row = |key: &str, value: &str| vec![text(key), text(key), text(value)];
+        let left = vec![
+            (row("k1", "a"), 1, 1),
+            (row("k2", "b"), 5, 1),
+            (row("k3", "c"), 5, 1),
+        ];
+        let right = vec![
+            (row("k1", "x"), 2, 1),
+            (row("k1", "y"), 3, 1),
+            (row("k3", "z"), 4, 1),
+            (row("k3", "z"), 6, -1),
+            (row("k1", "y"), 7, -1),
+            (row("k1", "y2"), 7, 1),
+        ];
+        let outer = Outer {
+            keep_left: true,
+            left_width: 2,
+            right_width: 2,
+            ..Outer::default()
+        };
+        let pair = |l: &str, lv: &str, r: &str, rv: &str| -> Row {
+            vec![text(l), text(lv), text(r), text(rv)]
+        };
+        let padded = |l: &str, lv: &str| vec![text(l), text(lv), Datum::Null, Datum::Null];
+        assert_eq!(
+            joined(left, right, outer),
+            BTreeMap::from([
+                (pair("k1", "a", "k1", "x"), 1),
+                (pair("k1", "a", "k1", "y2"), 1),
+                (padded("k2", "b"), 1),
+                (padded("k3", "c"), 1),
+            ])
+        );
+    }
 }

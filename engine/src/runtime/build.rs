@@ -18,7 +18,7 @@ use vibelux_operators::aggregate::AggregateExt;
 use vibelux_operators::alarm::{AlarmControls, AlarmDesk, RaiseAlarmsExt};
 use vibelux_operators::analytic::AnalyticExt;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
-use vibelux_operators::arranged_join::ArrangedJoinExt;
+use vibelux_operators::arranged_join::{ArrangedRows, arrange_rows, join_arranged};
 use vibelux_operators::as_of_join::AsOfJoinExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
@@ -187,6 +187,8 @@ pub(super) fn build_nodes<'scope>(
     } = *controls;
     let worker = scope.index();
     let mut built: HashMap<NodeId, Built> = HashMap::new();
+    // Join inputs by key (`StateKeys::arrangement`): built once, read by every join on them.
+    let mut arrangements: HashMap<String, ArrangedRows<'scope>> = HashMap::new();
     // Each Calc's rows on which an expression failed, for its view's `<view>_errors`.
     let mut calc_errors: HashMap<NodeId, Stream<'scope, u64, Vec<Row>>> = HashMap::new();
     for &node in order {
@@ -326,20 +328,59 @@ pub(super) fn build_nodes<'scope>(
                 Built::Rows(table_streams[table].dead_letters.clone())
             }
             NodeKind::Join {
-                left,
-                right,
+                left: left_node,
+                right: right_node,
                 key_columns,
                 outer,
                 expiry,
             } => {
-                let (left, right) = (built[left].changes(), built[right].changes());
-                let participant = participant(checkpoints, keys, node, worker);
+                let (left, right) = (built[left_node].changes(), built[right_node].changes());
+                let participant = expiry
+                    .is_some()
+                    .then(|| participant(checkpoints, keys, node, worker))
+                    .flatten();
                 let changes = match expiry {
                     // Two streams within an interval: state that leaves as the watermark passes.
                     Some(expiry) => {
                         left.join_updates(right, *key_columns, *outer, Some(*expiry), participant)
                     }
-                    None => left.join_arranged(right, *key_columns, *outer, participant),
+                    None => {
+                        let mut arranged =
+                            |input: &NodeId, updates: &Stream<'scope, u64, Vec<Update>>| {
+                                let key = keys.arrangement(
+                                    *input,
+                                    *key_columns,
+                                    outer.nulls_match,
+                                    worker,
+                                );
+                                arrangements
+                                    .entry(key.clone())
+                                    .or_insert_with(|| {
+                                        let participant = checkpoints.map(|checkpoints| {
+                                            Participant::register(checkpoints, key)
+                                        });
+                                        arrange_rows(
+                                            updates.clone(),
+                                            *key_columns,
+                                            outer.nulls_match,
+                                            participant,
+                                        )
+                                    })
+                                    .clone()
+                            };
+                        let (left_rows, right_rows) =
+                            (arranged(left_node, &left), arranged(right_node, &right));
+                        let mark = checkpoints.map(|checkpoints| {
+                            Participant::register(checkpoints, keys.join_mark(node, worker))
+                        });
+                        join_arranged(
+                            (left, &left_rows),
+                            (right, &right_rows),
+                            *key_columns,
+                            *outer,
+                            mark,
+                        )
+                    }
                 };
                 Built::Updates {
                     changes: Some(changes),

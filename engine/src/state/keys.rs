@@ -88,6 +88,33 @@ impl StateKeys {
                 keys.described.insert(keys.nodes[node].clone(), what);
             }
         }
+        let component = components(plan);
+        for &node in order {
+            let NodeKind::Join {
+                left,
+                right,
+                key_columns,
+                outer,
+                expiry: None,
+            } = plan.nodes[node].kind
+            else {
+                continue;
+            };
+            let of = owners_named(&owners, node);
+            keys.described.insert(
+                keys.join_marks(node),
+                format!("the mark that the join of {of} was checkpointed"),
+            );
+            keys.groups.insert(keys.join_marks(node), component[node]);
+            for input in [left, right] {
+                let key = keys.arrangements(input, key_columns, outer.nulls_match);
+                keys.described
+                    .entry(key.clone())
+                    .and_modify(|what| what.push_str(&format!(", {of}")))
+                    .or_insert(format!("the rows arranged by join key for {of}"));
+                keys.groups.insert(key, component[input]);
+            }
+        }
         for &source in sources {
             let name = &plan.sources[source].name;
             keys.described
@@ -108,7 +135,6 @@ impl StateKeys {
                 format!("the live contents of materialized view {name}"),
             );
         }
-        let component = components(plan);
         for (node, key) in keys.nodes.iter().enumerate() {
             keys.groups.insert(key.clone(), component[node]);
         }
@@ -146,6 +172,37 @@ impl StateKeys {
     /// A stateful node's part on one worker.
     pub fn node(&self, node: NodeId, worker: usize) -> String {
         format!("{}/{worker}", self.nodes[node])
+    }
+
+    /// The part of a join's arrangement of `input` by its first `key_columns` columns, on one
+    /// worker: named by what it holds, so every join reading the same rows by the same key
+    /// shares it.
+    pub fn arrangement(
+        &self,
+        input: NodeId,
+        key_columns: usize,
+        nulls_match: bool,
+        worker: usize,
+    ) -> String {
+        format!(
+            "{}/{worker}",
+            self.arrangements(input, key_columns, nulls_match)
+        )
+    }
+
+    fn arrangements(&self, input: NodeId, key_columns: usize, nulls_match: bool) -> String {
+        let nulls = if nulls_match { " matching NULLs" } else { "" };
+        let arranged = format!("{} by {key_columns}{nulls}", self.nodes[input]);
+        format!("arrangement/{}", hash(&arranged))
+    }
+
+    /// The part by which a join on arrangements marks that it was checkpointed, on one worker.
+    pub fn join_mark(&self, node: NodeId, worker: usize) -> String {
+        format!("{}/{worker}", self.join_marks(node))
+    }
+
+    fn join_marks(&self, node: NodeId) -> String {
+        self.nodes[node].replacen("node/", "join/", 1)
     }
 
     /// A source's part on one worker.
@@ -222,7 +279,10 @@ fn stateful(
             plan: aggregate, ..
         } if aggregate.window.is_some() => "the open windows",
         NodeKind::Aggregate { .. } => "the groups",
-        NodeKind::Join { .. } => "the join state",
+        // A join on arrangements keeps its rows in them (see `StateKeys::arrangement`).
+        NodeKind::Join {
+            expiry: Some(_), ..
+        } => "the join state (rows within the interval)",
         NodeKind::AsOfJoin { .. } => "the versions and the rows waiting for them (as-of join)",
         NodeKind::TopN { .. } => "the rows of each group, in order (TOP-N)",
         NodeKind::ScoreAnomalies { .. } => "the detectors' learning",
@@ -230,11 +290,16 @@ fn stateful(
         NodeKind::TemporalFilter { .. } => "the rows within the temporal filter",
         _ => return None,
     };
+    Some(format!("{what} of {}", owners_named(owners, node)))
+}
+
+/// The views and sinks a node feeds, for people.
+fn owners_named(owners: &BTreeMap<NodeId, BTreeSet<String>>, node: NodeId) -> String {
     let names: Vec<&str> = owners
         .get(&node)
         .map(|names| names.iter().map(String::as_str).collect())
         .unwrap_or_default();
-    Some(format!("{what} of {}", names.join(" and ")))
+    names.join(" and ")
 }
 
 /// The connected parts of the plan, numbered from 0 per node: nodes joined by an input, and

@@ -168,8 +168,11 @@ struct Edit {
 impl Edit {
     fn between(stored: &BTreeMap<String, String>, keys: &StateKeys) -> Self {
         // Sinks and tables lose nothing: a sink continues from where its target stands, a
-        // table is read again. Sources, operators and views hold what cannot be had again.
-        let holds_state = |key: &str| !key.starts_with("sink/") && !key.starts_with("table/");
+        // table is read again; a join's mark holds nothing (its rows are in arrangements).
+        // Sources, operators, arrangements and views hold what cannot be had again.
+        let holds_state = |key: &str| {
+            !key.starts_with("sink/") && !key.starts_with("table/") && !key.starts_with("join/")
+        };
         let dropped = stored
             .iter()
             .filter(|(key, _)| holds_state(key) && !keys.described().contains_key(*key))
