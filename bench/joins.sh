@@ -2,8 +2,9 @@
 # The join benchmark: a stream-table join, an as-of join to a versioned table, an interval join
 # of a stream with itself, and TOP-N over an updating aggregate, each windowed or kept as the
 # pipelines in bench/joins/ say; the engine beside DuckDB's batch query on the same files, and
-# beside a hand-written loop for the stream-table and as-of joins. In one run (this machine is
-# noisy: compare ratios).
+# beside a hand-written loop for the stream-table and as-of joins; then two views joining the
+# same inputs, sharing their arrangements or not. In one run (this machine is noisy: compare
+# ratios).
 #
 #   bench/joins.sh [ROWS] [WORKERS]      (defaults 1000000 and 1; data cached under $BENCH_DIR)
 #
@@ -60,4 +61,11 @@ for join in table as_of interval top_n; do
       same "out/$join.jsonl" "baseline_$join.jsonl"
       ;;
   esac
+done
+# Two views on the same join inputs read one arrangement of each; a filtered copy of the
+# readings is another relation, arranged again.
+for join in table_shared table_unshared; do
+  rm -rf out
+  read -r cpu rss < <(measure "$bin/vibelux" run "$join.sql" --workers "$workers" --http off --no-state)
+  report "vibelux $join ($workers worker)" "$cpu" "$rss"
 done

@@ -16,7 +16,7 @@
 //! gives them, other joins drop them. `INTERSECT`/`EXCEPT` match NULLs with each other
 //! ([`Outer::nulls_match`]), and arrange them.
 //!
-//! Interval joins between two streams stay on [`crate::join`], whose state leaves as the
+//! Interval joins between two streams stay on [`crate::interval_join`], whose state leaves as the
 //! watermark passes; an arrangement keeps what it is given until it is retracted.
 //!
 //! **Checkpoints.** An arrangement is read at a cut `C` once its frontier reaches it: the
@@ -41,8 +41,36 @@ use timely::dataflow::operators::{Capability, ToStream};
 use timely::progress::frontier::AntichainRef;
 use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
 
-use crate::join::Outer;
 use crate::row::{Datum, Row, Update};
+
+/// Which unmatched rows a join keeps (`LEFT`, `RIGHT`, `FULL OUTER`), and how wide each side's
+/// rows are, for the NULLs that pad them; or, for a semi or anti join, which left rows it gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outer {
+    pub keep_left: bool,
+    pub keep_right: bool,
+    pub left_width: usize,
+    pub right_width: usize,
+    /// A semi join (`IN`, `EXISTS`, `INTERSECT`) gives the left rows that match
+    /// (`Some(true)`), an anti join (`NOT EXISTS`, `EXCEPT`) those that do not (`Some(false)`):
+    /// left columns only, once each, whatever the number of matches.
+    #[serde(default)]
+    pub left_rows_matching: Option<bool>,
+    /// Whether NULL keys match each other (`INTERSECT`, `EXCEPT`), instead of nothing.
+    #[serde(default)]
+    pub nulls_match: bool,
+}
+
+impl Outer {
+    /// A row of one side padded with NULLs where the other side's columns go.
+    fn padded(&self, payload: &Row, is_left: bool) -> Row {
+        let nulls = |width: usize| vec![Datum::Null; width];
+        match is_left {
+            true => concat(payload, &nulls(self.right_width)),
+            false => concat(&nulls(self.left_width), payload),
+        }
+    }
+}
 
 /// A relation's rows by key: `(key columns, the row's columns)`, counted.
 type RowArrangement<'scope> = Arranged<'scope, TraceAgent<ValSpine<Row, Row, u64, i64>>>;
@@ -63,7 +91,7 @@ pub struct ArrangedRows<'scope> {
 }
 
 /// What an arrangement held before a cut: `(key, row, count)` in key order.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct ArrangementPart {
     rows: Vec<(Row, Row, i64)>,
 }
@@ -260,16 +288,16 @@ fn take_part_in_checkpoints(arranged: &RowArrangement<'_>, participant: Particip
                     if let Some(cut) = participant.pending(answered)
                         && !frontier.less_than(&cut.time)
                     {
-                        let part = ArrangementPart {
-                            rows: contents_before(&mut trace, cut.time),
+                        let part = ArrangementPartFrom {
+                            rows: RowsBefore::of(&mut trace, cut.time),
                         };
                         participant.submit(cut, encode(&part));
                         answered = cut.id;
                     }
                     if frontier.is_empty() && !finished {
                         finished = true;
-                        let part = ArrangementPart {
-                            rows: contents_before(&mut trace, u64::MAX),
+                        let part = ArrangementPartFrom {
+                            rows: RowsBefore::of(&mut trace, u64::MAX),
                         };
                         participant.submit_final_after(encode(&part), arrived_up_to);
                     }
@@ -282,34 +310,68 @@ fn take_part_in_checkpoints(arranged: &RowArrangement<'_>, participant: Particip
         );
 }
 
-/// The rows a trace holds from updates before `cut`, counted, in key order.
-fn contents_before(
-    trace: &mut TraceAgent<ValSpine<Row, Row, u64, i64>>,
+/// The rows a trace holds from updates before `cut`, counted, in key order: serialized as an
+/// [`ArrangementPart`]'s rows, straight from the trace's batches (copying a large arrangement
+/// out first would double its memory at every cut).
+struct RowsBefore {
+    batches: Vec<RowBatch>,
     cut: u64,
-) -> Vec<(Row, Row, i64)> {
-    let spans = trace
-        .spans_through(AntichainRef::new(&[]))
-        .expect("a trace can always be read to its end");
-    let (mut cursor, storage) =
-        cursor_list(spans.into_iter().filter_map(|span| span.inner).collect());
-    let mut contents = Vec::new();
-    while cursor.key_valid(&storage) {
-        while cursor.val_valid(&storage) {
-            let mut count = 0;
-            cursor.map_times(&storage, |time, diff| {
-                if *time < cut {
-                    count += *diff;
-                }
-            });
-            if count != 0 {
-                let (key, row) = (cursor.key(&storage), cursor.val(&storage));
-                contents.push((key.clone(), row.clone(), count));
-            }
-            cursor.step_val(&storage);
+}
+
+type RowBatch = <TraceAgent<ValSpine<Row, Row, u64, i64>> as TraceReader>::Batch;
+
+/// What a checkpoint stores of an arrangement, encoded as [`ArrangementPart`] decodes.
+#[derive(Serialize)]
+struct ArrangementPartFrom {
+    rows: RowsBefore,
+}
+
+impl RowsBefore {
+    fn of(trace: &mut TraceAgent<ValSpine<Row, Row, u64, i64>>, cut: u64) -> Self {
+        let spans = trace
+            .spans_through(AntichainRef::new(&[]))
+            .expect("a trace can always be read to its end");
+        RowsBefore {
+            batches: spans.into_iter().filter_map(|span| span.inner).collect(),
+            cut,
         }
-        cursor.step_key(&storage);
     }
-    contents
+
+    fn for_each(&self, mut visit: impl FnMut(&Row, &Row, i64)) {
+        let (mut cursor, storage) = cursor_list(self.batches.clone());
+        while cursor.key_valid(&storage) {
+            while cursor.val_valid(&storage) {
+                let mut count = 0;
+                cursor.map_times(&storage, |time, diff| {
+                    if *time < self.cut {
+                        count += *diff;
+                    }
+                });
+                if count != 0 {
+                    visit(cursor.key(&storage), cursor.val(&storage), count);
+                }
+                cursor.step_val(&storage);
+            }
+            cursor.step_key(&storage);
+        }
+    }
+}
+
+impl Serialize for RowsBefore {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut count = 0;
+        self.for_each(|_, _, _| count += 1);
+        let mut rows = serializer.serialize_seq(Some(count))?;
+        let mut written = Ok(());
+        self.for_each(|key, row, count| {
+            if written.is_ok() {
+                written = rows.serialize_element(&(key, row, count));
+            }
+        });
+        written?;
+        rows.end()
+    }
 }
 
 /// Passes a join's output on, holding what is stamped at time 0 until nothing more can come
@@ -455,6 +517,101 @@ mod tests {
                 (padded("k2", "b"), 1),
                 (padded("k3", "c"), 1),
             ])
+        );
+    }
+
+    fn rows<const N: usize>(rows: [(Row, i64); N]) -> BTreeMap<Row, i64> {
+        rows.into_iter().collect()
+    }
+
+    #[test]
+    fn an_outer_join_pads_unmatched_rows_until_a_match_comes_and_after_it_goes() {
+        let reading =
+            |sensor: &str, at: u64| (vec![text(sensor), text(sensor), Datum::Int64(1)], at, 1);
+        let sensor = |id: &str, room: &str| vec![text(id), text(id), text(room)];
+        let full = Outer {
+            keep_left: true,
+            keep_right: true,
+            left_width: 2,
+            right_width: 2,
+            ..Outer::default()
+        };
+        let padded_left = |id: &str| vec![text(id), Datum::Int64(1), Datum::Null, Datum::Null];
+        let pair = |id: &str, room: &str| vec![text(id), Datum::Int64(1), text(id), text(room)];
+        let padded_right =
+            |id: &str, room: &str| vec![Datum::Null, Datum::Null, text(id), text(room)];
+        // Readings before their sensor is known, then the sensor: the padded rows go.
+        let readings = vec![reading("s1", 1), reading("s1", 3)];
+        let mut sensors = vec![(sensor("s2", "r2"), 2, 1)];
+        assert_eq!(
+            joined(readings.clone(), sensors.clone(), full),
+            rows([(padded_right("s2", "r2"), 1), (padded_left("s1"), 2)])
+        );
+        sensors.push((sensor("s1", "r1"), 4, 1));
+        assert_eq!(
+            joined(readings.clone(), sensors.clone(), full),
+            rows([(pair("s1", "r1"), 2), (padded_right("s2", "r2"), 1)])
+        );
+        // The sensor removed: the readings are unmatched again.
+        sensors.push((sensor("s1", "r1"), 5, -1));
+        assert_eq!(
+            joined(readings, sensors, full),
+            rows([(padded_left("s1"), 2), (padded_right("s2", "r2"), 1)])
+        );
+        // A LEFT join keeps no unmatched sensors; a null key is kept, padded, never matched.
+        let left = Outer {
+            keep_right: false,
+            ..full
+        };
+        let null_reading = (vec![Datum::Null, Datum::Null, Datum::Int64(1)], 2, 1);
+        assert_eq!(
+            joined(vec![null_reading], vec![(sensor("s2", "r2"), 1, 1)], left),
+            rows([(
+                vec![Datum::Null, Datum::Int64(1), Datum::Null, Datum::Null],
+                1
+            )])
+        );
+    }
+
+    #[test]
+    fn semi_and_anti_joins_give_left_rows_once_as_matches_come_and_go() {
+        let reading = |zone: &str| (vec![text(zone), text(zone), Datum::Int64(1)], 1, 1);
+        let setpoint = |zone: &str, value: i64, at: u64, diff: i64| {
+            (vec![text(zone), text(zone), Datum::Int64(value)], at, diff)
+        };
+        let semi = Outer {
+            left_rows_matching: Some(true),
+            ..Outer::default()
+        };
+        let anti = Outer {
+            left_rows_matching: Some(false),
+            ..Outer::default()
+        };
+        let readings = vec![
+            reading("z1"),
+            reading("z2"),
+            (vec![Datum::Null, Datum::Null, Datum::Int64(1)], 3, 1),
+        ];
+        let mut setpoints = vec![setpoint("z1", 20, 2, 1), setpoint("z1", 21, 3, 1)];
+        let z1 = vec![text("z1"), Datum::Int64(1)];
+        let z2 = vec![text("z2"), Datum::Int64(1)];
+        let null = vec![Datum::Null, Datum::Int64(1)];
+        // Two setpoints for z1: its reading once.
+        assert_eq!(
+            joined(readings.clone(), setpoints.clone(), semi),
+            rows([(z1.clone(), 1)])
+        );
+        assert_eq!(
+            joined(readings.clone(), setpoints.clone(), anti),
+            rows([(null.clone(), 1), (z2.clone(), 1)])
+        );
+        // Both setpoints gone: z1's reading no longer matches.
+        setpoints.push(setpoint("z1", 20, 4, -1));
+        setpoints.push(setpoint("z1", 21, 5, -1));
+        assert!(joined(readings.clone(), setpoints.clone(), semi).is_empty());
+        assert_eq!(
+            joined(readings, setpoints, anti),
+            rows([(null, 1), (z1, 1), (z2, 1)])
         );
     }
 }

@@ -22,7 +22,7 @@ pub mod changes;
 pub mod columnar;
 pub mod cultivation;
 pub mod in_event_time;
-pub mod join;
+pub mod interval_join;
 pub mod local_time;
 /// The row model, from the crate every layer shares.
 pub use vibelux_interfaces::row;

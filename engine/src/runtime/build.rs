@@ -22,7 +22,7 @@ use vibelux_operators::arranged_join::{ArrangedRows, arrange_rows, join_arranged
 use vibelux_operators::as_of_join::AsOfJoinExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
 use vibelux_operators::changes::IntoUpdatesExt;
-use vibelux_operators::join::JoinExt;
+use vibelux_operators::interval_join::IntervalJoinExt;
 use vibelux_operators::row::{Row, Update};
 use vibelux_operators::temporal_filter::TemporalFilterExt;
 use vibelux_operators::top_n::TopNExt;
@@ -341,9 +341,7 @@ pub(super) fn build_nodes<'scope>(
                     .flatten();
                 let changes = match expiry {
                     // Two streams within an interval: state that leaves as the watermark passes.
-                    Some(expiry) => {
-                        left.join_updates(right, *key_columns, *outer, Some(*expiry), participant)
-                    }
+                    Some(expiry) => left.join_within(right, *key_columns, *expiry, participant),
                     None => {
                         let mut arranged =
                             |input: &NodeId, updates: &Stream<'scope, u64, Vec<Update>>| {

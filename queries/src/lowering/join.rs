@@ -8,7 +8,8 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit};
 use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
-use vibelux_operators::join::{Expiry, Outer, SideExpiry};
+use vibelux_operators::arranged_join::Outer;
+use vibelux_operators::interval_join::{Expiry, SideExpiry};
 
 use super::{Lowering, carried_schema, located, with_units};
 use crate::error::SqlResult;

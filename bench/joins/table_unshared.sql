@@ -1,0 +1,18 @@
+-- The two views of table_shared.sql, the second joining a filtered copy of the readings: a
+-- relation of its own, so its join arranges the readings a second time.
+CREATE SOURCE readings (
+  sensor_id TEXT NOT NULL, room TEXT, zone TEXT, ts TIMESTAMP,
+  temp_c DOUBLE, rh DOUBLE, co2_ppm DOUBLE, ppfd DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds'
+) WITH (connector = 'file', path = 'readings.jsonl', format = 'json', batch_size = '4096');
+CREATE TABLE zones (zone TEXT, name TEXT, PRIMARY KEY (zone))
+  WITH (connector = 'file', path = 'zones.csv', format = 'csv');
+CREATE VIEW named AS SELECT r.ts, r.temp_c, z.name FROM readings r JOIN zones z ON r.zone = z.zone;
+CREATE VIEW name_minute AS SELECT name, window_start, count(*) AS n, max(temp_c) AS top
+  FROM TUMBLE(named, ts, INTERVAL '1 minute') GROUP BY name, window_start;
+CREATE VIEW humid AS SELECT r.ts, r.rh, z.name
+  FROM (SELECT * FROM readings WHERE rh IS NOT NULL OR rh IS NULL) r JOIN zones z ON r.zone = z.zone;
+CREATE VIEW humid_minute AS SELECT name, window_start, max(rh) AS top
+  FROM TUMBLE(humid, ts, INTERVAL '1 minute') GROUP BY name, window_start;
+CREATE SINK out FROM name_minute WITH (connector = 'file', path = 'out/table.jsonl');
+CREATE SINK humid_out FROM humid_minute WITH (connector = 'file', path = 'out/humid.jsonl');
