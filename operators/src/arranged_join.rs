@@ -9,15 +9,15 @@
 //! batch's time, so every pair appears exactly once whatever the interleaving, and a retracted
 //! table row retracts exactly what it produced.
 //!
-//! Outer, semi and anti joins read the same arrangements: the keys present on a side (a reduce
-//! over its arrangement) tell which rows of the other side match; a side's unmatched rows are
-//! its rows minus its matched ones, padded with NULLs. Rows with a NULL key match nothing
-//! (SQL), so they never enter an arrangement: an outer join gives them padded, an anti join
-//! gives them, other joins drop them. `INTERSECT`/`EXCEPT` match NULLs with each other
-//! ([`Outer::nulls_match`]), and arrange them.
+//! Outer, semi and anti joins read the same arrangements: the keys present on a side (a
+//! `distinct` of its arrangement's keys, built once per arrangement) tell which rows of the
+//! other side match; a side's unmatched rows are its rows minus its matched ones, padded with
+//! NULLs. Rows with a NULL key match nothing (SQL), so they never enter an arrangement: an
+//! outer join gives them padded, an anti join gives them, other joins drop them.
+//! `INTERSECT`/`EXCEPT` match NULLs with each other ([`Outer::nulls_match`]), and arrange them.
 //!
-//! Interval joins between two streams stay on [`crate::interval_join`], whose state leaves as the
-//! watermark passes; an arrangement keeps what it is given until it is retracted.
+//! Interval joins between two streams stay on [`crate::interval_join`], whose state leaves as
+//! the watermark passes; an arrangement keeps what it is given until it is retracted.
 //!
 //! **Checkpoints.** An arrangement is read at a cut `C` once its frontier reaches it: the
 //! updates before `C`, consolidated, in key order. Restoring feeds those rows back in at time 0.
@@ -27,6 +27,9 @@
 //! also built over the restored rows alone, its output negated, and the two cancel: what leaves
 //! at time 0 is settled (consolidated) before it goes on, and only what rows arriving at time 0
 //! changed survives. A join new to the checkpoint gives everything: downstream of it is new too.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::TraceReader;
@@ -88,6 +91,37 @@ pub struct ArrangedRows<'scope> {
     restored: Option<Keyed<'scope>>,
     /// Whether NULL keys were arranged (they match each other).
     nulls_match: bool,
+    /// The keys present, once an outer, semi or anti join has asked: built once for all.
+    keys: Rc<RefCell<Option<KeyArrangement<'scope>>>>,
+}
+
+impl<'scope> ArrangedRows<'scope> {
+    fn new(
+        arranged: RowArrangement<'scope>,
+        restored: Option<Keyed<'scope>>,
+        nulls_match: bool,
+    ) -> Self {
+        ArrangedRows {
+            arranged,
+            restored,
+            nulls_match,
+            keys: Rc::default(),
+        }
+    }
+
+    /// The keys the arrangement holds rows of (a positive count), once each.
+    fn keys_present(&self) -> KeyArrangement<'scope> {
+        self.keys
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                self.arranged
+                    .clone()
+                    .as_collection(|key: &Row, _| key.clone())
+                    .distinct_core::<i64>()
+                    .arrange_by_self_named("JoinKeysPresent")
+            })
+            .clone()
+    }
 }
 
 /// What an arrangement held before a cut: `(key, row, count)` in key order.
@@ -132,11 +166,7 @@ pub fn arrange_rows<'scope>(
     if let Some(participant) = checkpointing {
         take_part_in_checkpoints(&arranged, participant);
     }
-    ArrangedRows {
-        arranged,
-        restored,
-        nulls_match,
-    }
+    ArrangedRows::new(arranged, restored, nulls_match)
 }
 
 /// Joins two relations, each given as its update stream (laid out as `key columns ++ row`) and
@@ -163,8 +193,8 @@ pub fn join_arranged<'scope>(
         }
     };
     let joined = relational_join(
-        (with_restored(left_updates, left), &left.arranged),
-        (with_restored(right_updates, right), &right.arranged),
+        (with_restored(left_updates, left), left),
+        (with_restored(right_updates, right), right),
         outer,
     );
     let Some(participant) = checkpointing else {
@@ -184,16 +214,15 @@ pub fn join_arranged<'scope>(
                 })
             };
             let (left_restored, right_restored) = (restored_only(left), restored_only(right));
-            let (left_arranged, right_arranged) = (
-                left_restored
+            let arranged = |rows: &Keyed<'scope>| {
+                let arranged = rows
                     .clone()
                     .filter(move |pair| matchable(pair, outer.nulls_match))
-                    .arrange_by_key_named("RestoredJoinInput"),
-                right_restored
-                    .clone()
-                    .filter(move |pair| matchable(pair, outer.nulls_match))
-                    .arrange_by_key_named("RestoredJoinInput"),
-            );
+                    .arrange_by_key_named("RestoredJoinInput");
+                ArrangedRows::new(arranged, None, outer.nulls_match)
+            };
+            let (left_arranged, right_arranged) =
+                (arranged(&left_restored), arranged(&right_restored));
             let already_downstream = relational_join(
                 (left_restored, &left_arranged),
                 (right_restored, &right_arranged),
@@ -203,7 +232,7 @@ pub fn join_arranged<'scope>(
         }
         false => joined,
     };
-    settle_and_mark(joined.inner, participant)
+    settle_and_mark(joined.inner, participant, was_checkpointed)
 }
 
 fn keyed<'scope>(updates: Stream<'scope, u64, Vec<Update>>, key_columns: usize) -> Keyed<'scope> {
@@ -219,48 +248,39 @@ fn matchable((key, _): &(Row, Row), nulls_match: bool) -> bool {
 /// The join of two keyed relations (all their rows, and their arrangements) with `outer`'s
 /// semantics.
 fn relational_join<'scope>(
-    (left, left_arranged): (Keyed<'scope>, &RowArrangement<'scope>),
-    (right, right_arranged): (Keyed<'scope>, &RowArrangement<'scope>),
+    (left, left_rows): (Keyed<'scope>, &ArrangedRows<'scope>),
+    (right, right_rows): (Keyed<'scope>, &ArrangedRows<'scope>),
     outer: Outer,
 ) -> Rows<'scope> {
     // The rows of `rows` whose key `others` holds, once per row whatever the number of matches.
-    let matched =
-        |rows: &RowArrangement<'scope>, others: &RowArrangement<'scope>| -> Rows<'scope> {
-            rows.clone()
-                .join_core(keys_present(others), |_key, row: &Row, _| Some(row.clone()))
-        };
+    let matched = |rows: &ArrangedRows<'scope>, others: &ArrangedRows<'scope>| -> Rows<'scope> {
+        rows.arranged
+            .clone()
+            .join_core(others.keys_present(), |_key, row: &Row, _| {
+                Some(row.clone())
+            })
+    };
     // All rows of a side, NULL-keyed ones included: those are unmatched wherever they are kept.
     let payloads = |rows: Keyed<'scope>| rows.map(|(_, row)| row);
     match outer.left_rows_matching {
-        Some(true) => matched(left_arranged, right_arranged),
-        Some(false) => payloads(left).concat(matched(left_arranged, right_arranged).negate()),
+        Some(true) => matched(left_rows, right_rows),
+        Some(false) => payloads(left).concat(matched(left_rows, right_rows).negate()),
         None => {
-            let mut joined = left_arranged
-                .clone()
-                .join_core(right_arranged.clone(), |_key, left: &Row, right: &Row| {
-                    Some(concat(left, right))
-                });
+            let mut joined = left_rows.arranged.clone().join_core(
+                right_rows.arranged.clone(),
+                |_key, left: &Row, right: &Row| Some(concat(left, right)),
+            );
             if outer.keep_left {
-                let unmatched =
-                    payloads(left).concat(matched(left_arranged, right_arranged).negate());
+                let unmatched = payloads(left).concat(matched(left_rows, right_rows).negate());
                 joined = joined.concat(unmatched.map(move |row| outer.padded(&row, true)));
             }
             if outer.keep_right {
-                let unmatched =
-                    payloads(right).concat(matched(right_arranged, left_arranged).negate());
+                let unmatched = payloads(right).concat(matched(right_rows, left_rows).negate());
                 joined = joined.concat(unmatched.map(move |row| outer.padded(&row, false)));
             }
             joined
         }
     }
-}
-
-/// The keys an arrangement holds rows of (a positive count), once each.
-fn keys_present<'scope>(rows: &RowArrangement<'scope>) -> KeyArrangement<'scope> {
-    rows.clone()
-        .as_collection(|key: &Row, _| key.clone())
-        .distinct_core::<i64>()
-        .arrange_by_self_named("JoinKeysPresent")
 }
 
 /// Reads the arrangement into the checkpoint at each cut (see the module), and keeps its trace
@@ -374,16 +394,17 @@ impl Serialize for RowsBefore {
     }
 }
 
-/// Passes a join's output on, holding what is stamped at time 0 until nothing more can come
-/// at it and letting out only what does not cancel (see the module); and answers the
-/// checkpoints' cuts with the join's mark.
+/// Passes a join's output on and answers the checkpoints' cuts with the join's mark; when
+/// `restoring`, holds what is stamped at time 0 until nothing more can come at it and lets out
+/// only what does not cancel (see the module).
 fn settle_and_mark<'scope>(
     updates: Stream<'scope, u64, Vec<Update>>,
     participant: Participant,
+    restoring: bool,
 ) -> Stream<'scope, u64, Vec<Update>> {
-    updates.unary_frontier(Pipeline, "SettleJoin", |_, _| {
+    updates.unary_frontier(Pipeline, "SettleJoin", move |_, _| {
         let mut held: Option<(Capability<u64>, Vec<Update>)> = None;
-        let mut settled = false;
+        let mut settled = !restoring;
         let mut answered = 0;
         let mut finished = false;
         let mut emitted_up_to = 0u64;
@@ -424,12 +445,14 @@ fn settle_and_mark<'scope>(
     })
 }
 
-fn split(mut row: Row, key_columns: usize) -> (Row, Row) {
+/// A row laid out as `key columns ++ row`, as its key and its row.
+pub(crate) fn split(mut row: Row, key_columns: usize) -> (Row, Row) {
     let payload = row.split_off(key_columns);
     (row, payload)
 }
 
-fn concat(left: &Row, right: &Row) -> Row {
+/// A joined row: the left row's columns, then the right's.
+pub(crate) fn concat(left: &Row, right: &Row) -> Row {
     let mut row = Vec::with_capacity(left.len() + right.len());
     row.extend_from_slice(left);
     row.extend_from_slice(right);

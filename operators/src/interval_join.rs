@@ -21,6 +21,7 @@ use timely::dataflow::operators::generic::Operator;
 use vibelux_interfaces::checkpoint::{InKeyOrder, Participant, encode, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
+use crate::arranged_join::{concat, split};
 use crate::row::{Row, Update};
 
 /// When an interval join's rows can no longer match: for each side, where its event time is
@@ -327,18 +328,6 @@ impl<'scope> IntervalJoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
             },
         )
     }
-}
-
-fn split(mut row: Row, key_columns: usize) -> (Row, Row) {
-    let payload = row.split_off(key_columns);
-    (row, payload)
-}
-
-fn concat(left: &Row, right: &Row) -> Row {
-    let mut row = Vec::with_capacity(left.len() + right.len());
-    row.extend_from_slice(left);
-    row.extend_from_slice(right);
-    row
 }
 
 #[cfg(test)]

@@ -234,6 +234,13 @@ impl StateKeys {
         self.views[name].clone()
     }
 
+    /// These keys and one more part, as another build might have named its state.
+    #[cfg(test)]
+    pub fn with_part(mut self, key: &str, what: &str) -> Self {
+        self.described.insert(key.to_string(), what.to_string());
+        self
+    }
+
     /// Every key of this run (without workers), and what it holds.
     pub fn described(&self) -> &BTreeMap<String, String> {
         &self.described

@@ -112,7 +112,9 @@ pub fn resume(
         ));
     }
     let from = Some((stored.id, stored.taken_at.clone(), stored.cut.is_none()));
-    if stored.pipeline == options.pipeline {
+    let edit = Edit::between(&stored.described, keys);
+    let same_text = stored.pipeline == options.pipeline;
+    if same_text && edit.dropped.is_empty() {
         let checkpoints =
             Checkpoints::new(stored.id, stored.parts).with_workers(stored.workers, workers);
         return Ok(Resumed {
@@ -123,15 +125,26 @@ pub fn resume(
             notes,
         });
     }
-    let edit = Edit::between(&stored.described, keys);
     if !edit.dropped.is_empty() && !options.rebuild_changed {
+        // The same text naming other state: the checkpoint was taken by a build that keeps
+        // it in another form (an operator rewritten), which this one cannot read back.
+        let what = match same_text {
+            true => format!(
+                "checkpoint {} in {directory} was taken by a build that keeps the state of \
+                 these parts in another form, which this one cannot read back",
+                stored.id
+            ),
+            false => format!(
+                "the pipeline changed since checkpoint {} in {directory}, and the state of \
+                 these parts no longer matches their definitions (or they are gone)",
+                stored.id
+            ),
+        };
         anyhow::bail!(
-            "the pipeline changed since checkpoint {} in {directory}, and the state of these \
-             parts no longer matches their definitions (or they are gone):\n{}\n\
+            "{what}:\n{}\n\
              Resume with --rebuild-changed to start them empty (what they held is lost: \
              windows open at the restart miss the rows before it, detectors learn again), \
              restore the previous pipeline, or start afresh with another --state directory",
-            stored.id,
             bullets(&edit.dropped)
         );
     }
@@ -313,6 +326,45 @@ mod tests {
         );
         let same = resume(&options, 2, &keys, &["source plant (mqtt)".into()]).unwrap();
         assert_eq!(same.checkpoints.rescaled_from(), None);
+    }
+
+    #[test]
+    fn state_this_build_names_otherwise_is_refused_though_the_pipeline_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StateOptions {
+            location: StateLocation::Directory(dir.path().to_path_buf()),
+            interval: Duration::from_secs(10),
+            pipeline: "p".into(),
+            rebuild_changed: false,
+        };
+        // An earlier build kept a join's rows under a part this build does not have.
+        let earlier =
+            StateKeys::default().with_part("node/0123456789abcdef", "the join state of sink out");
+        store_initial(
+            &StateDirectory::open(dir.path()).unwrap(),
+            &options,
+            1,
+            &earlier,
+            (3, Some(30)),
+            BTreeMap::new(),
+        )
+        .unwrap();
+        let now = StateKeys::default();
+        let refused = resume(&options, 1, &now, &[]).err().unwrap();
+        let message = format!("{refused:#}");
+        assert!(
+            message
+                .contains("taken by a build that keeps the state of these parts in another form")
+                && message.contains("the join state of sink out"),
+            "{message}"
+        );
+        let rebuilding = StateOptions {
+            rebuild_changed: true,
+            ..options.clone()
+        };
+        assert!(resume(&rebuilding, 1, &now, &[]).is_ok());
+        // The same build, the same text: resumed as it was.
+        assert!(resume(&options, 1, &earlier, &[]).is_ok());
     }
 
     #[test]
