@@ -10,9 +10,9 @@ CREATE TABLE zones (zone TEXT, name TEXT, PRIMARY KEY (zone))
 CREATE VIEW named AS SELECT r.ts, r.temp_c, z.name FROM readings r JOIN zones z ON r.zone = z.zone;
 CREATE VIEW name_minute AS SELECT name, window_start, count(*) AS n, max(temp_c) AS top
   FROM TUMBLE(named, ts, INTERVAL '1 minute') GROUP BY name, window_start;
-CREATE VIEW humid AS SELECT r.ts, r.rh, z.name
-  FROM (SELECT * FROM readings WHERE rh IS NOT NULL OR rh IS NULL) r JOIN zones z ON r.zone = z.zone;
-CREATE VIEW humid_minute AS SELECT name, window_start, max(rh) AS top
-  FROM TUMBLE(humid, ts, INTERVAL '1 minute') GROUP BY name, window_start;
+CREATE VIEW coolest AS SELECT r.ts, r.temp_c, z.name
+  FROM (SELECT * FROM readings WHERE temp_c IS NOT NULL OR temp_c IS NULL) r JOIN zones z ON r.zone = z.zone;
+CREATE VIEW coolest_minute AS SELECT name, window_start, min(temp_c) AS bottom
+  FROM TUMBLE(coolest, ts, INTERVAL '1 minute') GROUP BY name, window_start;
 CREATE SINK out FROM name_minute WITH (connector = 'file', path = 'out/table.jsonl');
-CREATE SINK humid_out FROM humid_minute WITH (connector = 'file', path = 'out/humid.jsonl');
+CREATE SINK coolest_out FROM coolest_minute WITH (connector = 'file', path = 'out/coolest.jsonl');

@@ -80,10 +80,12 @@ fn a_join_with_a_table_resumed_with_other_worker_counts_ends_with_the_same_resul
     );
 }
 
-/// A second view on the same join inputs: the readings and the zones, each by zone.
+/// A second view on the same join inputs: the readings' columns the first view reads, and the
+/// zones, each by zone (a join's inputs carry the columns the view reads: a view reading other
+/// columns of the readings arranges them again).
 const PAIRED_VIEW: &str = "
-CREATE VIEW paired AS SELECT r.ts, z.name FROM readings r JOIN zones z ON r.zone = z.zone;
-CREATE VIEW paired_minute AS SELECT name, window_start, count(*) AS n
+CREATE VIEW paired AS SELECT r.ts, r.temp_c, z.name FROM readings r JOIN zones z ON r.zone = z.zone;
+CREATE VIEW paired_minute AS SELECT name, window_start, count(*) AS n, min(temp_c) AS temp_min
   FROM TUMBLE(paired, ts, INTERVAL '1 minute') GROUP BY name, window_start;
 CREATE SINK paired_out FROM paired_minute
   WITH (connector = 'file', path = 'out/paired_minute.jsonl');

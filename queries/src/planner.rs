@@ -433,6 +433,7 @@ impl Planner {
             .execute_and_check(logical, self.state.config_options(), |_, _| {})
             .map_err(|error| located(error, position))?;
         let logical = subqueries_as_joins(logical).map_err(|error| located(error, position))?;
+        let logical = columns_joins_read(logical).map_err(|error| located(error, position))?;
         let mut lowering =
             Lowering::new(&mut self.plan, &relations, &self.models, position).with_as_of(as_of);
         let node = lowering.lower(&logical)?;
@@ -632,6 +633,31 @@ fn subqueries_as_joins(
         Arc::new(ScalarSubqueryToJoin::new()),
     ])
     .optimize(plan, &context, |_, _| {})
+}
+
+/// A join keeps its inputs' rows (arranged by key), so they carry only the columns the view
+/// reads above the join: DataFusion's projection pruning, run only on plans with a join, so
+/// that every other view keeps the shape (and the checkpoint names) it was written with.
+fn columns_joins_read(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::LogicalPlan;
+    use datafusion::optimizer::optimize_projections::OptimizeProjections;
+    use datafusion::optimizer::{Optimizer, OptimizerContext};
+    let has_join = plan.exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))?;
+    let synthetic = plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::TableScan(scan) if scan.table_name.table().starts_with("__")))
+    })?;
+    if !has_join || synthetic {
+        return Ok(plan);
+    }
+    let context = OptimizerContext::new().with_skip_failing_rules(false);
+    Optimizer::with_rules(vec![Arc::new(OptimizeProjections::new())]).optimize(
+        plan,
+        &context,
+        |_, _| {},
+    )
 }
 
 fn show_zone(zone: Option<TimeZone>) -> String {
