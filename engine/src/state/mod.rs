@@ -290,25 +290,33 @@ pub fn pipeline_fingerprint(text: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn another_worker_count_is_refused_only_for_sources_that_cannot_share_out_positions() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Options for the pipeline "p" checkpointed in `dir` (checkpoint 3, cut at 30) by a run
+    /// of `workers` with `keys`.
+    fn checkpointed_in(dir: &std::path::Path, workers: usize, keys: &StateKeys) -> StateOptions {
         let options = StateOptions {
-            location: StateLocation::Directory(dir.path().to_path_buf()),
+            location: StateLocation::Directory(dir.to_path_buf()),
             interval: Duration::from_secs(10),
             pipeline: "p".into(),
             rebuild_changed: false,
         };
-        let keys = StateKeys::default();
+        let store = StateDirectory::open(dir).unwrap();
         store_initial(
-            &StateDirectory::open(dir.path()).unwrap(),
+            &store,
             &options,
-            2,
-            &keys,
+            workers,
+            keys,
             (3, Some(30)),
             BTreeMap::new(),
         )
         .unwrap();
+        options
+    }
+
+    #[test]
+    fn another_worker_count_is_refused_only_for_sources_that_cannot_share_out_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = StateKeys::default();
+        let options = checkpointed_in(dir.path(), 2, &keys);
         let refused = resume(&options, 3, &keys, &["source plant (mqtt)".into()])
             .err()
             .unwrap();
@@ -331,24 +339,10 @@ mod tests {
     #[test]
     fn state_this_build_names_otherwise_is_refused_though_the_pipeline_is_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StateOptions {
-            location: StateLocation::Directory(dir.path().to_path_buf()),
-            interval: Duration::from_secs(10),
-            pipeline: "p".into(),
-            rebuild_changed: false,
-        };
         // An earlier build kept a join's rows under a part this build does not have.
         let earlier =
             StateKeys::default().with_part("node/0123456789abcdef", "the join state of sink out");
-        store_initial(
-            &StateDirectory::open(dir.path()).unwrap(),
-            &options,
-            1,
-            &earlier,
-            (3, Some(30)),
-            BTreeMap::new(),
-        )
-        .unwrap();
+        let options = checkpointed_in(dir.path(), 1, &earlier);
         let now = StateKeys::default();
         let refused = resume(&options, 1, &now, &[]).err().unwrap();
         let message = format!("{refused:#}");
