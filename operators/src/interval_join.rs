@@ -272,26 +272,24 @@ impl<'scope> IntervalJoinExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                             }
                         }
                     };
-                    left_input.for_each(|time, data| {
-                        let Some(at) = time.retain_least(0) else {
-                            return;
+                    // A batch from either input: applied, or set aside past a pending cut.
+                    let mut arrived =
+                        |is_left: bool, at: Capability<u64>, data: &mut Vec<Update>| {
+                            let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                            if cut.is_some_and(|cut| *at.time() >= cut.time) {
+                                waiting.push((at, is_left, std::mem::take(data)));
+                            } else {
+                                apply(is_left, &at, data, &mut left, &mut right);
+                            }
                         };
-                        let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
-                        if cut.is_some_and(|cut| *at.time() >= cut.time) {
-                            waiting.push((at, true, std::mem::take(data)));
-                        } else {
-                            apply(true, &at, data, &mut left, &mut right);
+                    left_input.for_each(|time, data| {
+                        if let Some(at) = time.retain_least(0) {
+                            arrived(true, at, data);
                         }
                     });
                     right_input.for_each(|time, data| {
-                        let Some(at) = time.retain_least(0) else {
-                            return;
-                        };
-                        let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
-                        if cut.is_some_and(|cut| *at.time() >= cut.time) {
-                            waiting.push((at, false, std::mem::take(data)));
-                        } else {
-                            apply(false, &at, data, &mut left, &mut right);
+                        if let Some(at) = time.retain_least(0) {
+                            arrived(false, at, data);
                         }
                     });
                     let (left_frontier, right_frontier) =
