@@ -1,7 +1,7 @@
 //! Rows as JSON objects: the lines of file sinks and the payloads of MQTT, Kafka and webhooks.
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_interfaces::row::{Datum, Row, format_timestamp};
+use vibelux_interfaces::row::{Datum, Row, format_duration, format_timestamp};
 
 /// Appends `row` as a JSON object to `line`; `op` (insert or not) adds an `_op` field first.
 pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &mut String) {
@@ -29,6 +29,11 @@ pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &m
             Datum::Timestamp(v) => {
                 line.push('"');
                 line.push_str(&format_timestamp(*v));
+                line.push('"');
+            }
+            Datum::Duration(v) => {
+                line.push('"');
+                line.push_str(&format_duration(*v));
                 line.push('"');
             }
         }

@@ -29,6 +29,7 @@ pub fn type_name(data_type: &DataType) -> &'static str {
         Some(DataType::Utf8) => "TEXT",
         Some(DataType::Timestamp(_, Some(_))) => "TIMESTAMPTZ",
         Some(DataType::Timestamp(_, None)) => "TIMESTAMP",
+        Some(DataType::Duration(_)) => "INTERVAL",
         _ => "NULL",
     }
 }

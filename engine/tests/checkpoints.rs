@@ -43,11 +43,14 @@ fn windows(dir: &Path) -> Vec<String> {
 
 /// The changelog of totals, applied: what the view holds at the end.
 fn totals(dir: &Path) -> BTreeMap<String, i64> {
+    contents(&dir.join("out/zone_totals.jsonl"))
+}
+
+/// A changelog (`_op` = `insert` or `delete`), applied: each row the view holds at the end,
+/// with its count.
+fn contents(changelog: &Path) -> BTreeMap<String, i64> {
     let mut held: BTreeMap<String, i64> = BTreeMap::new();
-    for line in std::fs::read_to_string(dir.join("out/zone_totals.jsonl"))
-        .unwrap()
-        .lines()
-    {
+    for line in std::fs::read_to_string(changelog).unwrap().lines() {
         let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
         let insert = row["_op"] == "insert";
         row.as_object_mut().unwrap().remove("_op");
@@ -258,11 +261,15 @@ CREATE VIEW steps AS
     round(avg(temp_c) OVER (PARTITION BY sensor_id ORDER BY ts
                             RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW), 9) AS recent
   FROM readings;
+CREATE VIEW rises AS
+  SELECT sensor_id, ts, round(LEAD(temp_c, 2) OVER (PARTITION BY sensor_id ORDER BY ts) - temp_c, 9) AS rise
+  FROM readings;
 CREATE ALARM too_warm ON readings PER sensor_id
   WHEN temp_c > 25.5 FOR INTERVAL '2 minutes' CLEAR WHEN temp_c < 25;
 CREATE SINK minutes FROM zone_minute WITH (connector = 'file', path = 'out/minutes.jsonl');
 CREATE SINK step_rows FROM steps WITH (connector = 'file', path = 'out/steps.jsonl');
 CREATE SINK scores FROM scored WITH (connector = 'file', path = 'out/scores.jsonl');
+CREATE SINK rise_changes FROM rises WITH (connector = 'file', path = 'out/rises.jsonl');
 CREATE SINK alarms FROM too_warm WITH (connector = 'file', path = 'out/alarms.jsonl');
 ";
 
@@ -278,9 +285,18 @@ fn detectors_window_functions_and_alarms_resumed_with_other_worker_counts_end_wi
         ["minutes", "scores", "alarms", "steps"]
             .map(|name| sorted_lines(&dir.join(format!("out/{name}.jsonl"))))
     };
+    // A view with LEAD is written as a changelog (each row given again when its later row
+    // comes), compared by what it adds up to.
+    let rises = |dir: &Path| contents(&dir.join("out/rises.jsonl"));
     let reference = facility();
     run_to_end(reference.path(), &["--no-state", "--workers", "2"]);
     let expected = outputs(reference.path());
+    let expected_rises = rises(reference.path());
+    assert!(
+        expected_rises.len() > 100_000,
+        "{} rises",
+        expected_rises.len()
+    );
     assert!(expected[0].len() > 1_000, "{} windows", expected[0].len());
     assert!(
         expected[2].len() > 10,
@@ -294,6 +310,10 @@ fn detectors_window_functions_and_alarms_resumed_with_other_worker_counts_end_wi
     run_to_end(dir.path(), &args("3"));
     let resumed = outputs(dir.path());
     assert!(expected[3].len() > 100_000, "{} steps", expected[3].len());
+    assert!(
+        rises(dir.path()) == expected_rises,
+        "the rises (LEAD) differ"
+    );
     for (name, (got, want)) in ["minutes", "scores", "alarms", "steps"]
         .iter()
         .zip(resumed.iter().zip(&expected))

@@ -24,6 +24,8 @@ pub enum Datum {
     Utf8(Arc<str>),
     /// Nanoseconds since the Unix epoch (UTC when the column declares no zone).
     Timestamp(i64),
+    /// A length of time in nanoseconds (a timestamp minus another: how long a reading held).
+    Duration(i64),
 }
 
 impl Datum {
@@ -55,6 +57,7 @@ impl Datum {
             Datum::Float64(_) => 3,
             Datum::Utf8(_) => 4,
             Datum::Timestamp(_) => 5,
+            Datum::Duration(_) => 6,
         }
     }
 }
@@ -82,6 +85,7 @@ impl Ord for Datum {
             (Datum::Float64(a), Datum::Float64(b)) => a.total_cmp(b),
             (Datum::Utf8(a), Datum::Utf8(b)) => a.cmp(b),
             (Datum::Timestamp(a), Datum::Timestamp(b)) => a.cmp(b),
+            (Datum::Duration(a), Datum::Duration(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -96,7 +100,7 @@ impl Hash for Datum {
             Datum::Int64(v) => v.hash(state),
             Datum::Float64(v) => v.to_bits().hash(state),
             Datum::Utf8(v) => v.hash(state),
-            Datum::Timestamp(v) => v.hash(state),
+            Datum::Timestamp(v) | Datum::Duration(v) => v.hash(state),
         }
     }
 }
@@ -110,6 +114,7 @@ impl fmt::Display for Datum {
             Datum::Float64(v) => write!(f, "{v}"),
             Datum::Utf8(v) => write!(f, "{v}"),
             Datum::Timestamp(v) => write!(f, "{}", format_timestamp(*v)),
+            Datum::Duration(v) => write!(f, "{}", format_duration(*v)),
         }
     }
 }
@@ -129,6 +134,33 @@ pub fn format_timestamp(nanos: i64) -> String {
         time.second(),
         time.nanosecond() / 1_000_000
     )
+}
+
+/// A length of time as PostgreSQL writes an interval: `01:02:03`, `00:00:00.250`, `2 days
+/// 03:00:00`, `-00:05:00`, milliseconds shown only when there are any.
+pub fn format_duration(nanos: i64) -> String {
+    const SECOND: u128 = 1_000_000_000;
+    let sign = if nanos < 0 { "-" } else { "" };
+    let total = u128::from(nanos.unsigned_abs());
+    let (days, rest) = (total / (86_400 * SECOND), total % (86_400 * SECOND));
+    let seconds = rest / SECOND;
+    let millis = rest % SECOND / 1_000_000;
+    let clock = format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3_600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    let fraction = if millis > 0 {
+        format!(".{millis:03}")
+    } else {
+        String::new()
+    };
+    match days {
+        0 => format!("{sign}{clock}{fraction}"),
+        1 => format!("{sign}1 day {clock}{fraction}"),
+        days => format!("{sign}{days} days {clock}{fraction}"),
+    }
 }
 
 /// A row: one datum per column of the relation's schema, in schema order.
@@ -153,6 +185,7 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
         Utf8 | LargeUtf8 | Utf8View => Utf8,
         Timestamp(_, zone) => Timestamp(TimeUnit::Nanosecond, zone.clone()),
         Date32 | Date64 => Timestamp(TimeUnit::Nanosecond, None),
+        Duration(_) => Duration(TimeUnit::Nanosecond),
         _ => return None,
     })
 }
@@ -168,6 +201,23 @@ mod tests {
             "2026-06-01T00:00:01.250"
         );
         assert_eq!(format_timestamp(-1_000_000), "1969-12-31T23:59:59.999");
+    }
+
+    #[test]
+    fn durations_print_as_postgresql_prints_intervals() {
+        const SECOND: i64 = 1_000_000_000;
+        assert_eq!(format_duration(45 * SECOND), "00:00:45");
+        assert_eq!(
+            format_duration(3_723 * SECOND + 250_000_000),
+            "01:02:03.250"
+        );
+        assert_eq!(format_duration(-300 * SECOND), "-00:05:00");
+        assert_eq!(
+            format_duration(86_400 * SECOND + 7_200 * SECOND),
+            "1 day 02:00:00"
+        );
+        assert_eq!(format_duration(3 * 86_400 * SECOND), "3 days 00:00:00");
+        assert_eq!(format_duration(i64::MIN), "-106751 days 23:47:16.854");
     }
 
     #[test]

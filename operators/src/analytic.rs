@@ -7,8 +7,16 @@
 //! `in_event_time.rs` hands over in order once no earlier row can come: each row leaves once,
 //! final, with its results appended (an append-only stream, like the readings). A series keeps
 //! only what its frames need: `n` values for `LAG`, the rows of a bounded frame, running totals
-//! for a frame from the start. Functions that need later rows (`LEAD`, frames ending after the
-//! current row) are not here: a row would wait for rows that may never come.
+//! for a frame from the start.
+//!
+//! `LEAD(value, n)` needs a row that may never come (a sensor's last reading has no next one
+//! until it reports again, perhaps never): holding a row back until then would hold back every
+//! window and checkpoint downstream with it. So a series with `LEAD` does what an incremental
+//! view does instead: each row leaves when it is taken, with the values known then (the default
+//! where its `n`-th next row has not come), and when that row comes the earlier one is retracted
+//! and given again with its value. Such a node's output is updates, not a stream; a series
+//! keeps its last `n` rows as given, to retract them. (Frames ending after the current row are
+//! not here yet.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,11 +24,13 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 use vibelux_interfaces::checkpoint::Participant;
 
 use crate::accumulator::AggregateFunction;
 use crate::in_event_time::{PerSeries, SeriesColumns, in_event_time_order};
-use crate::row::{Datum, Row};
+use crate::row::{Datum, Row, Update};
 
 /// The functions of one `OVER` clause, each appending a column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +52,8 @@ pub struct AnalyticCall {
 pub enum Analytic {
     /// The value `offset` rows earlier in the series, or `default` before there were as many.
     Lag { offset: usize, default: Datum },
+    /// The value `offset` rows later in the series, or `default` until that row comes.
+    Lead { offset: usize, default: Datum },
     /// The row's position in its series, from 1.
     RowNumber,
     /// An aggregate over the frame ending at the current row.
@@ -50,6 +62,25 @@ pub enum Analytic {
         aggregate: AggregateFunction,
         frame: Frame,
     },
+}
+
+impl AnalyticSpec {
+    /// How many rows later the furthest `LEAD` or frame looks (0: every row's results are final
+    /// when it leaves, and the node is a stream).
+    pub fn looks_ahead(&self) -> usize {
+        self.calls
+            .iter()
+            .map(|call| match call.function {
+                Analytic::Lead { offset, .. } => offset,
+                Analytic::Running {
+                    frame: Frame::RowsAround { following, .. },
+                    ..
+                } => following as usize,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The aggregates a frame computes.
@@ -72,6 +103,9 @@ pub enum Frame {
     /// `UNBOUNDED PRECEDING`, SQL's default with `ORDER BY`). The current row's peers (rows of
     /// the same instant) are in its frame.
     Range { preceding_nanos: Option<i64> },
+    /// `ROWS BETWEEN p PRECEDING AND f FOLLOWING`: a row's result changes as the `f` rows after
+    /// it come, like a `LEAD`'s.
+    RowsAround { preceding: u64, following: u64 },
 }
 
 impl Frame {
@@ -90,6 +124,12 @@ enum CallState {
     Totals(Totals),
     /// A bounded frame's rows: event time and value, oldest first.
     Frame(VecDeque<(i64, Datum)>),
+    /// `LEAD`'s: nothing of its own (the rows it changes are the series').
+    Lead,
+    /// After the calls' states, in a series whose spec looks ahead: its last rows as they left
+    /// (the kept columns and the results), oldest first, which a `LEAD` or a frame reaching
+    /// after its row may still change.
+    Given(VecDeque<Row>),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -158,15 +198,25 @@ fn value_of(call: &AnalyticCall, row: &Row) -> Datum {
     call.value.map_or(Datum::Null, |column| row[column].clone())
 }
 
+/// A result as its column stores it.
+fn stored(call: &AnalyticCall, result: Datum) -> Datum {
+    match (call.float_result, result) {
+        (true, Datum::Int64(whole)) => Datum::Float64(whole as f64),
+        (_, result) => result,
+    }
+}
+
 impl PerSeries for AnalyticState {
     type Spec = AnalyticSpec;
 
     fn start(spec: &AnalyticSpec) -> Self {
+        let given = (spec.looks_ahead() > 0).then(|| CallState::Given(VecDeque::new()));
         AnalyticState(
             spec.calls
                 .iter()
                 .map(|call| match &call.function {
                     Analytic::Lag { .. } => CallState::Earlier(VecDeque::new()),
+                    Analytic::Lead { .. } => CallState::Lead,
                     Analytic::RowNumber => CallState::Rows(0),
                     Analytic::Running {
                         frame:
@@ -178,20 +228,117 @@ impl PerSeries for AnalyticState {
                     } => CallState::Totals(Totals::default()),
                     Analytic::Running { .. } => CallState::Frame(VecDeque::new()),
                 })
+                .chain(given)
                 .collect(),
         )
     }
 
-    fn take(&mut self, spec: &AnalyticSpec, peers: &[Row], time: usize, out: &mut [Row]) {
+    fn take(
+        &mut self,
+        spec: &AnalyticSpec,
+        peers: &[Row],
+        columns: &SeriesColumns,
+        out: &mut Vec<Row>,
+    ) {
+        let mut results: Vec<Row> = peers
+            .iter()
+            .map(|row| row[..columns.kept].to_vec())
+            .collect();
         for (call, state) in spec.calls.iter().zip(&mut self.0) {
-            let results = take_call(call, state, peers, time);
-            for (row, result) in out.iter_mut().zip(results) {
-                row.push(match (call.float_result, result) {
-                    (true, Datum::Int64(whole)) => Datum::Float64(whole as f64),
-                    (_, result) => result,
-                });
+            for (row, result) in results
+                .iter_mut()
+                .zip(take_call(call, state, peers, columns.time))
+            {
+                row.push(stored(call, result));
             }
         }
+        let (calls, given) = self.0.split_at_mut(spec.calls.len());
+        match given {
+            [CallState::Given(given)] => {
+                look_ahead(spec, calls, columns.kept, (peers, results), given, out);
+            }
+            _ => out.extend(results),
+        }
+    }
+}
+
+/// Gives the peers' rows as updates (a last column of +1 or -1), after retracting and giving
+/// again each earlier row whose `LEAD` one of them is or whose frame it enters: `results` are
+/// the peers' rows with their `LEAD`s at the defaults (frames reaching after their rows are
+/// computed here), `given` the series' last rows as they left.
+fn look_ahead(
+    spec: &AnalyticSpec,
+    states: &mut [CallState],
+    kept: usize,
+    (peers, results): (&[Row], Vec<Row>),
+    given: &mut VecDeque<Row>,
+    out: &mut Vec<Row>,
+) {
+    let earlier = given.len();
+    // The earlier rows' versions as they left, for those a peer changes.
+    let mut retracted: Vec<Option<Row>> = vec![None; earlier];
+    for (peer, result) in peers.iter().zip(results) {
+        given.push_back(result);
+        let newest = given.len() - 1;
+        for (index, (call, state)) in spec.calls.iter().zip(states.iter_mut()).enumerate() {
+            // Each row this peer changes (`back` rows before it), and its new result.
+            let changed: Vec<(usize, Datum)> = match (&call.function, state) {
+                (Analytic::Lead { offset, .. }, _) if (1..=newest).contains(offset) => {
+                    vec![(*offset, value_of(call, peer))]
+                }
+                (
+                    Analytic::Running {
+                        aggregate,
+                        frame:
+                            Frame::RowsAround {
+                                preceding,
+                                following,
+                            },
+                    },
+                    CallState::Frame(values),
+                ) => {
+                    values.push_back((0, value_of(call, peer)));
+                    let (preceding, following) = (*preceding as usize, *following as usize);
+                    while values.len() > preceding + following + 1 {
+                        values.pop_front();
+                    }
+                    // The frame of the row `back` before the newest: up to `preceding` rows
+                    // before it, and the rows after it so far.
+                    (0..=following.min(newest))
+                        .map(|back| {
+                            let end = values.len() - 1 - back;
+                            let start = end.saturating_sub(preceding);
+                            let frame = values.range(start..).map(|(_, value)| value);
+                            (back, Totals::of(frame).result(*aggregate))
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            for (back, result) in changed {
+                let target = newest - back;
+                if target < earlier && retracted[target].is_none() {
+                    retracted[target] = Some(given[target].clone());
+                }
+                given[target][kept + index] = stored(call, result);
+            }
+        }
+    }
+    let signed = |row: &Row, diff: i64| {
+        let mut signed = row.clone();
+        signed.push(Datum::Int64(diff));
+        signed
+    };
+    for (before, now) in retracted.iter().zip(given.iter()) {
+        if let Some(before) = before.as_ref().filter(|before| *before != now) {
+            out.push(signed(before, -1));
+            out.push(signed(now, 1));
+        }
+    }
+    out.extend(given.iter().skip(earlier).map(|row| signed(row, 1)));
+    let keep = spec.looks_ahead();
+    while given.len() > keep {
+        given.pop_front();
     }
 }
 
@@ -204,6 +351,15 @@ pub trait AnalyticExt<'scope> {
         stop: Arc<AtomicBool>,
         checkpointing: Option<Participant>,
     ) -> Stream<'scope, u64, Vec<Row>>;
+
+    /// The same for a spec that looks ahead (`LEAD`): the rows as they change.
+    fn analytic_updates(
+        self,
+        spec: Arc<AnalyticSpec>,
+        columns: SeriesColumns,
+        stop: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Update>>;
 }
 
 impl<'scope> AnalyticExt<'scope> for Stream<'scope, u64, Vec<Row>> {
@@ -221,6 +377,37 @@ impl<'scope> AnalyticExt<'scope> for Stream<'scope, u64, Vec<Row>> {
             columns,
             stop,
             checkpointing,
+        )
+    }
+
+    fn analytic_updates(
+        self,
+        spec: Arc<AnalyticSpec>,
+        columns: SeriesColumns,
+        stop: Arc<AtomicBool>,
+        checkpointing: Option<Participant>,
+    ) -> Stream<'scope, u64, Vec<Update>> {
+        self.analytic(spec, columns, stop, checkpointing).unary(
+            Pipeline,
+            "AnalyticUpdates",
+            |_, _| {
+                |input, output| {
+                    input.for_each(|time, data| {
+                        let Some(&now) = time.least() else { return };
+                        let mut updates: Vec<Update> = data
+                            .drain(..)
+                            .map(|mut row| {
+                                let diff = match row.pop() {
+                                    Some(Datum::Int64(diff)) => diff,
+                                    _ => unreachable!("a series that looks ahead signs its rows"),
+                                };
+                                (row, now, diff)
+                            })
+                            .collect();
+                        output.session(&time).give_container(&mut updates);
+                    });
+                }
+            },
         )
     }
 }
@@ -244,6 +431,13 @@ fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: us
                     }
                 }
                 result
+            })
+            .collect(),
+        (Analytic::Lead { offset, default }, CallState::Lead) => peers
+            .iter()
+            .map(|row| match offset {
+                0 => value_of(call, row),
+                _ => default.clone(),
             })
             .collect(),
         (Analytic::RowNumber, CallState::Rows(rows)) => peers
@@ -279,6 +473,7 @@ fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: us
                 let result = Totals::of(rows.iter().map(|(_, value)| value)).result(*aggregate);
                 vec![result; peers.len()]
             }
+            Frame::RowsAround { .. } => vec![Datum::Null; peers.len()],
             Frame::Rows { preceding } => peers
                 .iter()
                 .map(|row| {
@@ -317,11 +512,18 @@ mod tests {
             .collect();
         let mut results = Vec::new();
         for peers in rows.chunk_by(|a, b| a[0] == b[0]) {
-            let mut out: Vec<Row> = vec![Vec::new(); peers.len()];
-            state.take(&spec, peers, 0, &mut out);
-            results.extend(out);
+            state.take(&spec, peers, &results_only(), &mut results);
         }
         results
+    }
+
+    /// Rows of a time column and a value, of which the results alone leave.
+    fn results_only() -> SeriesColumns {
+        SeriesColumns {
+            keys: Vec::new(),
+            time: 0,
+            kept: 0,
+        }
     }
 
     fn call(function: Analytic) -> AnalyticCall {
@@ -361,6 +563,120 @@ mod tests {
         assert_eq!(
             floats(&results, 2),
             [Some(1.0), Some(2.0), Some(3.0), Some(4.0)]
+        );
+    }
+
+    #[test]
+    fn lead_gives_each_row_at_once_and_corrects_it_when_its_later_row_comes() {
+        let rows = [(0, Some(1.0)), (1, Some(2.0)), (2, None), (3, Some(4.0))];
+        let lead = |offset, default| {
+            call(Analytic::Lead {
+                offset,
+                default: Datum::Float64(default),
+            })
+        };
+        let updates = run(
+            vec![lead(1, -1.0), call(Analytic::RowNumber), lead(2, 0.0)],
+            &rows,
+        );
+        let shown = |row: &Row| -> String {
+            row.iter()
+                .map(|datum| datum.as_f64().map_or("-".into(), |v| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // (LEAD 1, row number, LEAD 2, diff): each row given with its defaults, then retracted
+        // and given again as each later row it looks at comes.
+        assert_eq!(
+            updates.iter().map(shown).collect::<Vec<_>>(),
+            [
+                "-1 1 0 1",
+                "-1 1 0 -1",
+                "2 1 0 1",
+                "-1 2 0 1",
+                "2 1 0 -1",
+                "2 1 - 1",
+                "-1 2 0 -1",
+                "- 2 0 1",
+                "-1 3 0 1",
+                "- 2 0 -1",
+                "- 2 4 1",
+                "-1 3 0 -1",
+                "4 3 0 1",
+                "-1 4 0 1",
+            ]
+        );
+        // Only the rows a LEAD can still change are kept.
+        let spec = AnalyticSpec {
+            calls: vec![lead(2, 0.0)],
+        };
+        let mut state = AnalyticState::start(&spec);
+        let mut out = Vec::new();
+        for minute in 0..10 {
+            let row = vec![Datum::Timestamp(minute * MINUTE), Datum::Float64(1.0)];
+            state.take(&spec, &[row], &results_only(), &mut out);
+        }
+        assert!(matches!(&state.0[1], CallState::Given(given) if given.len() == 2));
+    }
+
+    /// What signed rows (a last column of +1 or -1) add up to, in the order rows first came.
+    fn contents(updates: &[Row]) -> Vec<Row> {
+        let mut held: Vec<(Row, i64)> = Vec::new();
+        for update in updates {
+            let (diff, row) = update.split_last().unwrap();
+            let diff = match diff {
+                Datum::Int64(diff) => *diff,
+                other => panic!("not a diff: {other:?}"),
+            };
+            match held.iter_mut().find(|(held, _)| held == row) {
+                Some((_, count)) => *count += diff,
+                None => held.push((row.to_vec(), diff)),
+            }
+        }
+        assert!(held.iter().all(|(_, count)| *count >= 0), "{held:?}");
+        held.into_iter()
+            .flat_map(|(row, count)| std::iter::repeat_n(row, count as usize))
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_reaching_after_its_row_is_corrected_as_those_rows_come() {
+        let rows = [
+            (0, Some(1.0)),
+            (1, Some(3.0)),
+            (2, Some(5.0)),
+            (3, Some(7.0)),
+        ];
+        let around = |aggregate, preceding, following| {
+            call(Analytic::Running {
+                aggregate,
+                frame: Frame::RowsAround {
+                    preceding,
+                    following,
+                },
+            })
+        };
+        let updates = run(
+            vec![
+                around(AggregateFunction::Avg, 1, 1),
+                around(AggregateFunction::Max, 0, 2),
+                around(AggregateFunction::CountRows, 2, 1),
+            ],
+            &rows,
+        );
+        assert_eq!(
+            contents(&updates)
+                .iter()
+                .map(|row| floats(std::slice::from_ref(row), 0)[0]
+                    .zip(floats(std::slice::from_ref(row), 1)[0])
+                    .zip(floats(std::slice::from_ref(row), 2)[0]))
+                .collect::<Vec<_>>(),
+            [
+                Some(((2.0, 5.0), 2.0)),
+                Some(((3.0, 7.0), 3.0)),
+                Some(((5.0, 7.0), 4.0)),
+                Some(((6.0, 7.0), 3.0)),
+            ]
         );
     }
 
@@ -453,8 +769,8 @@ mod tests {
             })
             .collect();
         let take = |state: &mut AnalyticState, row: &Row| {
-            let mut out = vec![Vec::new()];
-            state.take(&spec, std::slice::from_ref(row), 0, &mut out);
+            let mut out = Vec::new();
+            state.take(&spec, std::slice::from_ref(row), &results_only(), &mut out);
             out.pop().unwrap()
         };
         let mut whole = AnalyticState::start(&spec);

@@ -65,8 +65,15 @@ impl PerSeries for Scorer {
         Scorer::for_values(&spec.detector, &[], spec.values.len()).expect("checked when planned")
     }
 
-    fn take(&mut self, spec: &AnomalySpec, peers: &[Row], _time: usize, out: &mut [Row]) {
-        for (row, scored) in peers.iter().zip(out) {
+    fn take(
+        &mut self,
+        spec: &AnomalySpec,
+        peers: &[Row],
+        columns: &SeriesColumns,
+        out: &mut Vec<Row>,
+    ) {
+        for row in peers {
+            let mut scored = row[..columns.kept].to_vec();
             let values: Option<Vec<f64>> = spec
                 .values
                 .iter()
@@ -77,6 +84,7 @@ impl PerSeries for Scorer {
                 _ => None,
             };
             scored.push(score.map_or(Datum::Null, Datum::Float64));
+            out.push(scored);
         }
     }
 }

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int64Array,
-    Int64Builder, NullArray, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
-    TimestampMicrosecondBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
-    new_null_array,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, DurationNanosecondArray,
+    DurationNanosecondBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder, NullArray,
+    RecordBatch, RecordBatchOptions, StringArray, StringBuilder, TimestampMicrosecondBuilder,
+    TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -152,6 +152,17 @@ fn column_from_datums<'a>(
             }
             Arc::new(builder.finish().with_timezone_opt(zone.clone()))
         }
+        DataType::Duration(TimeUnit::Nanosecond) => {
+            let mut builder = DurationNanosecondBuilder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Duration(v) => builder.append_value(*v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish())
+        }
         other => {
             return Err(ArrowError::NotYetImplemented(format!(
                 "column type {other} cannot be carried in rows"
@@ -195,6 +206,9 @@ pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowErro
         DataType::Utf8 => append!(StringArray, |v: &str| Datum::Utf8(Arc::from(v))),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => {
             append!(TimestampNanosecondArray, Datum::Timestamp)
+        }
+        DataType::Duration(TimeUnit::Nanosecond) => {
+            append!(DurationNanosecondArray, Datum::Duration)
         }
         other => {
             return Err(ArrowError::NotYetImplemented(format!(

@@ -48,9 +48,16 @@ pub trait PerSeries: Clone + Serialize + DeserializeOwned + 'static {
     fn start(spec: &Self::Spec) -> Self;
 
     /// Takes the rows of the series at one instant (`peers`, ordered; their event time in
-    /// column `time`), and appends each one's results to its copy in `out` (which holds the
-    /// kept columns already).
-    fn take(&mut self, spec: &Self::Spec, peers: &[Row], time: usize, out: &mut [Row]);
+    /// column `time`), and pushes to `out` what leaves: as a rule each peer's first `kept`
+    /// columns with its results appended, in order (a function whose results later rows change
+    /// pushes updates instead, see `analytic.rs`).
+    fn take(
+        &mut self,
+        spec: &Self::Spec,
+        peers: &[Row],
+        columns: &SeriesColumns,
+        out: &mut Vec<Row>,
+    );
 }
 
 /// What a checkpoint keeps: every series' state, and the rows waiting for the frontier by the
@@ -135,16 +142,11 @@ impl<S: PerSeries> Series<S> {
                 }
                 peers.extend(keyed.next().map(|(_, row)| row));
             }
-            let mut results: Vec<Row> = peers
-                .iter()
-                .map(|row| row[..self.columns.kept].to_vec())
-                .collect();
             let spec = &self.spec;
             self.states
                 .entry(key)
                 .or_insert_with(|| S::start(spec))
-                .take(spec, &peers, time, &mut results);
-            out.extend(results);
+                .take(spec, &peers, &self.columns, &mut out);
         }
         Some((capability, out))
     }

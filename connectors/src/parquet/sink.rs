@@ -495,7 +495,7 @@ fn row_bytes(row: &Row) -> usize {
         .sum()
 }
 
-/// A column as files store it. Timestamps are written in microseconds — the finest unit every
+/// A column as files store it. Timestamps (and durations) are written in microseconds — the finest unit every
 /// reader handles (Spark refuses nanoseconds) and finer than any sensor clock — and one without
 /// a declared zone is recorded as UTC wall-clock time in its metadata.
 fn file_field(field: &Field) -> Field {
@@ -510,6 +510,10 @@ fn file_field(field: &Field) -> Field {
                 .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, zone.clone()))
                 .with_metadata(metadata)
         }
+        // Microseconds too: an INT64 that Arrow readers (pandas, Polars) take as a duration.
+        DataType::Duration(_) => field
+            .clone()
+            .with_data_type(DataType::Duration(TimeUnit::Microsecond)),
         _ => field.clone(),
     }
 }
@@ -779,6 +783,34 @@ mod tests {
             &DataType::Timestamp(TimeUnit::Microsecond, None)
         );
         assert_eq!(stored.metadata()[metadata::TIME_ZONE], "UTC");
+    }
+
+    #[test]
+    fn durations_are_stored_as_arrow_durations_in_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("sensor_id", DataType::Utf8, true),
+            Field::new("held", DataType::Duration(TimeUnit::Nanosecond), true),
+        ]));
+        let mut writer =
+            ParquetWriter::open(ParquetSinkConfig::new(dir.path().join("holds")), schema).unwrap();
+        for held in [Datum::Duration(45_250_000_000), Datum::Null] {
+            writer.write(&vec![Datum::Utf8("s1".into()), held]).unwrap();
+        }
+        writer.commit().unwrap();
+        let file = dir.path().join("holds/part-000000-0000.parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&file).unwrap()).unwrap();
+        assert_eq!(
+            reader.schema().field(1).data_type(),
+            &DataType::Duration(TimeUnit::Microsecond)
+        );
+        let batch = reader.build().unwrap().next().unwrap().unwrap();
+        let rows = vibelux_operators::columnar::batch_to_rows(&batch).unwrap();
+        assert_eq!(
+            rows.iter().map(|row| row[1].clone()).collect::<Vec<_>>(),
+            // Sorted as the writer sorts each file.
+            [Datum::Null, Datum::Duration(45_250_000_000)]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
-use vibelux_operators::row::{Datum, Row, format_timestamp};
+use vibelux_operators::row::{Datum, Row, format_duration, format_timestamp};
 
 use super::view::LiveView;
 use crate::live::publish::consolidate_diffs;
@@ -98,6 +98,11 @@ fn write_datum(out: &mut String, datum: &Datum) {
         Datum::Timestamp(v) => {
             out.push('"');
             out.push_str(&format_timestamp(*v));
+            out.push('"');
+        }
+        Datum::Duration(v) => {
+            out.push('"');
+            out.push_str(&format_duration(*v));
             out.push('"');
         }
     }

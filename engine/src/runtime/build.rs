@@ -217,17 +217,28 @@ pub(super) fn build_nodes<'scope>(
                 input,
                 spec,
                 columns,
-            } => Built::Rows(
-                built[input]
-                    .rows()
-                    .expect("planned over append-only rows")
-                    .analytic(
+            } => {
+                let rows = built[input].rows().expect("planned over append-only rows");
+                let checkpointing = participant(checkpoints, keys, node, worker);
+                if spec.looks_ahead() > 0 {
+                    Built::Updates {
+                        changes: Some(rows.analytic_updates(
+                            spec.clone(),
+                            columns.clone(),
+                            stop.clone(),
+                            checkpointing,
+                        )),
+                        finals: None,
+                    }
+                } else {
+                    Built::Rows(rows.analytic(
                         spec.clone(),
                         columns.clone(),
                         stop.clone(),
-                        participant(checkpoints, keys, node, worker),
-                    ),
-            ),
+                        checkpointing,
+                    ))
+                }
+            }
             NodeKind::TemporalFilter { input, filter } => Built::Updates {
                 changes: Some(
                     built[input]

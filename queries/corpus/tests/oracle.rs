@@ -10,8 +10,8 @@
 //! values, `FILTER`, `median`,
 //! string and arithmetic functions, scalar subqueries (correlated or not), as-of joins to a versioned table (against DuckDB's `ASOF
 //! JOIN`); and over a second stream whose readings of a key never
-//! share an instant (so that order within a key has one answer), `LAG`, `ROW_NUMBER` and
-//! running aggregates over ROWS and RANGE frames. The engine runs each
+//! share an instant (so that order within a key has one answer), `LAG`, `LEAD`, `ROW_NUMBER` and
+//! running aggregates over ROWS and RANGE frames, frames reaching rows ahead. The engine runs each
 //! query to completion with two workers; DuckDB (Python's `duckdb`, which the test script
 //! installs) runs it over the stream as written and the table's last row per key. Rows are
 //! compared as multisets, numbers to 9 significant digits. A seed that once found a difference
@@ -214,6 +214,12 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         format!("SELECT k, ts, avg(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND CURRENT ROW) AS recent, max(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND CURRENT ROW) AS top FROM u"),
         format!("SELECT k, ts, count(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '{} seconds' PRECEDING AND CURRENT ROW) AS recent FROM u", 5 * limit),
         format!("SELECT k, count(*) FROM (SELECT k, x - LAG(x) OVER (PARTITION BY k ORDER BY ts) AS step FROM u) WHERE step > {c} GROUP BY k"),
+        format!("SELECT k, ts, x, LEAD(x) OVER (PARTITION BY k ORDER BY ts) AS after, LEAD(x, {n}, 0) OVER (PARTITION BY k ORDER BY ts) AS later, LAG(x) OVER (PARTITION BY k ORDER BY ts) AS before FROM u"),
+        "SELECT k, ts, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) AS next_ts, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS n FROM u".to_string(),
+        "SELECT k, max(gap), min(gap), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u) GROUP BY k".to_string(),
+        format!("SELECT k, ts, ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) AS since FROM u WHERE x > {c}"),
+        format!("SELECT k, ts, avg(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND {limit} FOLLOWING) AS centred, min(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND {n} FOLLOWING) AS low, count(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS near FROM u"),
+        format!("SELECT k, count(*), sum(rise) FROM (SELECT k, LEAD(x) OVER (PARTITION BY k ORDER BY ts) - x AS rise FROM u) WHERE rise > {c} - 20 GROUP BY k"),
         format!("SELECT a.k, a.ts, b.ts, b.x FROM u a JOIN u b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '{} seconds'", 5 * n),
         format!("SELECT a.g, b.g, count(*), sum(a.x - b.x) FROM s a JOIN s b ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '{}' SECOND AND b.ts + INTERVAL '2 seconds' GROUP BY a.g, b.g", limit),
         format!("SELECT g, sum(DISTINCT x), avg(DISTINCT x), count(DISTINCT x) FROM s WHERE x > {c} GROUP BY g"),
@@ -310,6 +316,7 @@ fn canonical_datum(datum: &Datum) -> String {
         Datum::Float64(v) => canonical_number(*v),
         Datum::Utf8(s) => s.to_string(),
         Datum::Timestamp(ns) => ns.to_string(),
+        Datum::Duration(ns) => canonical_number(*ns as f64),
     }
 }
 
@@ -383,6 +390,8 @@ def plain(v):
         return v
     if isinstance(v, datetime.datetime):
         return (v - epoch) // datetime.timedelta(microseconds=1) * 1000
+    if isinstance(v, datetime.timedelta):
+        return v // datetime.timedelta(microseconds=1) * 1000
     return float(v)
 folder, queries = sys.argv[1], json.load(open(sys.argv[2]))
 db = duckdb.connect()

@@ -1,10 +1,12 @@
 //! Lowering of analytic window functions (`LAG`, `ROW_NUMBER`, aggregates `OVER (PARTITION BY …
 //! ORDER BY ts ROWS|RANGE …)`) to one `Analytic` node per `OVER` clause.
 //!
-//! A streaming view can compute a function of a row's series only from the rows at or before it,
-//! in event time: so the `ORDER BY` is the event time, ascending, and a frame ends at the
-//! current row. What needs later rows (`LEAD`, frames that end after the row, no `ORDER BY`,
-//! which means the whole partition) is refused, saying why.
+//! A streaming view takes a row's series in event time: so the `ORDER BY` is the event time,
+//! ascending. `LEAD` and frames ending `n` rows after the current one look at later rows: their
+//! view gives each row at once and corrects it as those rows come, so it is a view of updates,
+//! not a stream. What would need a series' whole future (`UNBOUNDED FOLLOWING`, no `ORDER BY`,
+//! which means the whole partition) or an unbounded number of corrections (a `RANGE` reaching
+//! ahead) is refused, saying why.
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, R
 use vibelux_operators::in_event_time::SeriesColumns;
 use vibelux_operators::row::{Datum, storage_type};
 
-use super::{Lowering, carried_schema, located, plain_aggregate};
+use super::{Lowering, carried_schema, located, plain_aggregate, refused_over_durations};
 use crate::error::SqlResult;
 use crate::plan::{Changes, NodeId, NodeKind, PlanNode};
 
@@ -92,19 +94,16 @@ impl Lowering<'_> {
             let name = fun.name().to_ascii_lowercase();
             let planned_call = match &fun {
                 WindowFunctionDefinition::WindowUDF(_) => match name.as_str() {
-                    "lag" => self.lag(&params.args, input_schema, &shown)?,
+                    "lag" | "lead" => {
+                        self.offset_function(&name, &params.args, input_schema, &shown)?
+                    }
                     "row_number" => Planned {
                         function: Analytic::RowNumber,
                         value: None,
                     },
-                    "lead" => {
-                        return Err(self.error(format!(
-                            "LEAD is not supported in a streaming view: a row would wait for rows that may never come; use LAG the other way round: {shown}"
-                        )));
-                    }
                     _ => {
                         return Err(self.error(format!(
-                            "window function {name} is not supported yet (LAG, ROW_NUMBER and aggregates over a frame are): {shown}"
+                            "window function {name} is not supported yet (LAG, LEAD, ROW_NUMBER and aggregates over a frame are): {shown}"
                         )));
                     }
                 },
@@ -116,6 +115,9 @@ impl Lowering<'_> {
                         .map(|arg| arg.get_type(input_schema.as_ref()))
                         .transpose()
                         .map_err(|error| located(error, self.position))?;
+                    if let Some(refusal) = refused_over_durations(&name, argument_type.as_ref()) {
+                        return Err(self.error(format!("{refusal}: {shown}")));
+                    }
                     let aggregate =
                         plain_aggregate(&name, argument.as_ref(), argument_type.as_ref())
                             .filter(|function| RUNNING.contains(function))
@@ -158,8 +160,16 @@ impl Lowering<'_> {
         let calc = self.with_columns(input, input_schema, &extra)?;
         let schema =
             carried_schema(window.schema.inner()).map_err(|message| self.error(message))?;
+        let spec = AnalyticSpec { calls };
+        let (changes, order) = match spec.looks_ahead() {
+            0 => (Changes::AppendOnly, "in event-time order per series"),
+            _ => (
+                Changes::Updates { finals: false },
+                "in event-time order per series; a row given again as the later rows it reads come",
+            ),
+        };
         let label = format!(
-            "Analytic {} (in event-time order per series)",
+            "Analytic {} ({order})",
             window
                 .window_expr
                 .iter()
@@ -170,11 +180,11 @@ impl Lowering<'_> {
         Ok(self.plan.add(PlanNode {
             kind: NodeKind::Analytic {
                 input: calc,
-                spec: Arc::new(AnalyticSpec { calls }),
+                spec: Arc::new(spec),
                 columns: SeriesColumns { keys, time, kept },
             },
             schema,
-            changes: Changes::AppendOnly,
+            changes,
             window: input_node.window,
             event_time: Some(time),
             lateness_nanos: input_node.lateness_nanos,
@@ -183,30 +193,32 @@ impl Lowering<'_> {
         }))
     }
 
-    /// `LAG(value [, offset [, default]])`.
-    fn lag(
+    /// `LAG(value [, offset [, default]])`, or `LEAD` (`name`).
+    fn offset_function(
         &self,
+        name: &str,
         args: &[Expr],
         schema: &datafusion::common::DFSchema,
         shown: &str,
     ) -> SqlResult<Planned> {
+        let upper = name.to_ascii_uppercase();
         let value = args
             .first()
             .cloned()
-            .ok_or_else(|| self.error(format!("LAG needs the value to look back at: {shown}")))?;
+            .ok_or_else(|| self.error(format!("{upper} needs the value to look at: {shown}")))?;
         let offset = match args.get(1) {
             None => 1,
             Some(Expr::Literal(literal, _)) => match literal.clone().cast_to(&DataType::Int64) {
                 Ok(ScalarValue::Int64(Some(offset))) if offset >= 0 => offset as usize,
                 _ => {
                     return Err(self.error(format!(
-                        "LAG's offset is a whole number of rows, 0 or more: {shown}"
+                        "{upper}'s offset is a whole number of rows, 0 or more: {shown}"
                     )));
                 }
             },
             Some(_) => {
                 return Err(self.error(format!(
-                    "LAG's offset is a constant number of rows: {shown}"
+                    "{upper}'s offset is a constant number of rows: {shown}"
                 )));
             }
         };
@@ -219,30 +231,59 @@ impl Lowering<'_> {
                 let storage = storage_type(&value_type).unwrap_or(DataType::Null);
                 let cast = literal.clone().cast_to(&storage).map_err(|_| {
                     self.error(format!(
-                        "LAG's default must be a {value_type} like its value: {shown}"
+                        "{upper}'s default must be a {value_type} like its value: {shown}"
                     ))
                 })?;
                 datum_of(&cast).ok_or_else(|| {
-                    self.error(format!("LAG's default cannot be carried: {shown}"))
+                    self.error(format!("{upper}'s default cannot be carried: {shown}"))
                 })?
             }
             Some(_) => {
-                return Err(self.error(format!("LAG's default is a constant: {shown}")));
+                return Err(self.error(format!("{upper}'s default is a constant: {shown}")));
             }
         };
         Ok(Planned {
-            function: Analytic::Lag { offset, default },
+            function: match name {
+                "lead" => Analytic::Lead { offset, default },
+                _ => Analytic::Lag { offset, default },
+            },
             value: Some(value),
         })
     }
 
-    /// A frame that ends at the current row and starts before it (by rows or by event time).
+    /// A frame that starts at or before the current row (by rows or by event time) and ends at
+    /// it, or a number of rows after it.
     fn frame(&self, frame: &WindowFrame, shown: &str) -> SqlResult<Frame> {
-        if frame.end_bound != WindowFrameBound::CurrentRow {
-            return Err(self.error(format!(
-                "a frame in a streaming view ends at the current row (… AND CURRENT ROW): a row would wait for later rows: {shown}"
-            )));
-        }
+        let following = match &frame.end_bound {
+            WindowFrameBound::CurrentRow => None,
+            WindowFrameBound::Following(value)
+                if frame.units == WindowFrameUnits::Rows && !value.is_null() =>
+            {
+                match value.clone().cast_to(&DataType::UInt64) {
+                    Ok(ScalarValue::UInt64(Some(rows))) => Some(rows),
+                    _ => {
+                        return Err(self.error(format!(
+                            "ROWS … FOLLOWING takes a whole number of rows: {shown}"
+                        )));
+                    }
+                }
+            }
+            WindowFrameBound::Following(value) if value.is_null() => {
+                return Err(self.error(format!(
+                    "a frame in a streaming view cannot end at UNBOUNDED FOLLOWING: a stream has no last row; end it at the current row or n rows after: {shown}"
+                )));
+            }
+            WindowFrameBound::Following(_) => {
+                return Err(self.error(format!(
+                    "a RANGE frame in a streaming view ends at the current row; to look ahead, count rows (ROWS BETWEEN … AND n FOLLOWING): {shown}"
+                )));
+            }
+            WindowFrameBound::Preceding(_) => {
+                return Err(self.error(format!(
+                    "a frame in a streaming view ends at the current row or after it: {shown}"
+                )));
+            }
+        };
         let preceding = match &frame.start_bound {
             WindowFrameBound::CurrentRow => Some(ScalarValue::UInt64(Some(0))),
             WindowFrameBound::Preceding(value) if value.is_null() => None,
@@ -263,7 +304,16 @@ impl Lowering<'_> {
                         ))),
                     })
                     .transpose()?;
-                Ok(Frame::Rows { preceding: rows })
+                match (rows, following) {
+                    (rows, None | Some(0)) => Ok(Frame::Rows { preceding: rows }),
+                    (Some(preceding), Some(following)) => Ok(Frame::RowsAround {
+                        preceding,
+                        following,
+                    }),
+                    (None, Some(_)) => Err(self.error(format!(
+                        "a frame reaching after its row starts a number of rows before it (ROWS BETWEEN n PRECEDING AND m FOLLOWING), not at UNBOUNDED PRECEDING: {shown}"
+                    ))),
+                }
             }
             WindowFrameUnits::Range => {
                 let nanos = preceding

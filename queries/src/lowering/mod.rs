@@ -600,6 +600,9 @@ impl<'a> Lowering<'a> {
                 ),
                 None => None,
             };
+            if let Some(refusal) = refused_over_durations(&name, argument_type.as_ref()) {
+                return Err(self.error(format!("{refusal}: {shown}")));
+            }
             let mut order = params
                 .order_by
                 .first()
@@ -903,6 +906,21 @@ pub(crate) fn plain_aggregate(
         "var" | "var_samp" | "var_sample" | "variance" => Function::VarianceSample,
         "var_pop" | "var_population" => Function::VariancePopulation,
         _ => return None,
+    })
+}
+
+/// Why aggregate `name` cannot take lengths of time (`INTERVAL`s, such as `ts - LAG(ts)`), if it
+/// cannot: the sums behind the others are of numbers.
+pub(crate) fn refused_over_durations(
+    name: &str,
+    argument_type: Option<&DataType>,
+) -> Option<String> {
+    let durations = matches!(argument_type, Some(DataType::Duration(_)));
+    let takes_them = matches!(name, "count" | "min" | "max" | "first_value" | "last_value");
+    (durations && !takes_them).then(|| {
+        format!(
+            "{name} of an INTERVAL is not supported yet (count, min, max, first_value and last_value are); aggregate its seconds instead, {name}(date_part('epoch', …))"
+        )
     })
 }
 

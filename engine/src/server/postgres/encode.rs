@@ -12,8 +12,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema,
-    TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, DurationNanosecondType, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::Type;
@@ -21,7 +21,7 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
-use vibelux_operators::row::{Datum, Row};
+use vibelux_operators::row::{Datum, Row, format_duration};
 
 /// The Postgres type a column of `data_type` is announced as.
 pub fn pg_type(data_type: &DataType) -> Type {
@@ -95,6 +95,20 @@ fn column(array: &ArrayRef, pg: &Type) -> PgWireResult<Column> {
         ) =>
         {
             Column::Text(to(DataType::Utf8)?)
+        }
+        // As the engine writes them everywhere, not as Arrow's ISO 8601 durations.
+        _ if matches!(array.data_type(), DataType::Duration(_)) => {
+            let nanos = to(DataType::Duration(TimeUnit::Nanosecond))?;
+            let nanos = nanos.as_primitive::<DurationNanosecondType>();
+            Column::Display(
+                (0..nanos.len())
+                    .map(|row| {
+                        nanos
+                            .is_valid(row)
+                            .then(|| format_duration(nanos.value(row)))
+                    })
+                    .collect(),
+            )
         }
         _ => {
             let options = FormatOptions::default();
@@ -181,6 +195,7 @@ pub fn encode_datum(encoder: &mut DataRowEncoder, datum: &Datum) -> PgWireResult
         Datum::Timestamp(nanos) => {
             encoder.encode_field(&DateTime::<Utc>::from_timestamp_nanos(*nanos))
         }
+        Datum::Duration(nanos) => encoder.encode_field(&format_duration(*nanos)),
     }
 }
 
@@ -197,7 +212,7 @@ pub fn encode_row(encoder: &mut DataRowEncoder, row: &Row) -> PgWireResult<DataR
 mod tests {
     use super::*;
     use datafusion::arrow::array::{
-        Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
+        DurationMicrosecondArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
     };
     use datafusion::arrow::datatypes::Field;
 
@@ -235,5 +250,28 @@ mod tests {
         assert!(text.contains("2026-06-01 00:00:05"), "{text:?}");
         // A null is length -1.
         assert_eq!(&rows[1].data[..4], &(-1i32).to_be_bytes());
+    }
+
+    #[test]
+    fn durations_are_text_as_postgresql_writes_intervals() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "held",
+            DataType::Duration(TimeUnit::Microsecond),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(DurationMicrosecondArray::from(vec![
+                90_061_500_000,
+            ]))],
+        )
+        .unwrap();
+        let fields = Arc::new(fields(&schema, &Format::UnifiedBinary));
+        assert_eq!(fields[0].datatype(), &Type::TEXT);
+        let rows = batch_rows(&batch, &fields).unwrap();
+        assert_eq!(&rows[0].data[4..], b"1 day 01:01:01.500");
+        let mut encoder = DataRowEncoder::new(fields);
+        encode_datum(&mut encoder, &Datum::Duration(45_000_000_000)).unwrap();
+        assert_eq!(&encoder.take_row().data[4..], b"00:00:45");
     }
 }
