@@ -75,6 +75,7 @@ fn sql_type_name(data_type: &DataType) -> String {
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Timestamp(_, None) => "TIMESTAMP".into(),
         DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::Date32 => "DATE".into(),
         other => other.to_string(),
     }
 }

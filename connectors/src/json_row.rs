@@ -1,7 +1,7 @@
 //! Rows as JSON objects: the lines of file sinks and the payloads of MQTT, Kafka and webhooks.
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_interfaces::row::{Datum, Row, format_duration, format_timestamp};
+use vibelux_interfaces::row::{Datum, Row, format_date, format_duration, format_timestamp};
 
 /// Appends `row` as a JSON object to `line`; `op` (insert or not) adds an `_op` field first.
 pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &mut String) {
@@ -34,6 +34,11 @@ pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &m
             Datum::Duration(v) => {
                 line.push('"');
                 line.push_str(&format_duration(*v));
+                line.push('"');
+            }
+            Datum::Date(v) => {
+                line.push('"');
+                line.push_str(&format_date(*v));
                 line.push('"');
             }
         }

@@ -353,8 +353,16 @@ pub fn parse_text(data_type: &DataType, text: &str) -> Result<Datum, String> {
         }
         DataType::Utf8 => Ok(Datum::Utf8(Arc::from(text))),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => parse_timestamp(text).map(Datum::Timestamp),
+        DataType::Date32 => parse_date(text).map(Datum::Date),
         other => Err(format!("columns of type {other} cannot be read from text")),
     }
+}
+
+/// A day written as ISO 8601 does, `2026-06-01`, as days since 1970-01-01.
+pub fn parse_date(text: &str) -> Result<i32, String> {
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map(|date| date.to_epoch_days())
+        .map_err(|_| format!("expected a date as YYYY-MM-DD, found {text:?}"))
 }
 
 fn finite(value: f64) -> Result<Datum, String> {
@@ -462,6 +470,7 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
             DataType::Timestamp(..) => {
                 formatter.write_str("an ISO 8601 string or epoch milliseconds")
             }
+            DataType::Date32 => formatter.write_str("a date as YYYY-MM-DD"),
             other => write!(formatter, "a value of type {other}"),
         }
     }
@@ -511,6 +520,7 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
             DataType::Timestamp(..) => parse_timestamp(value)
                 .map(Datum::Timestamp)
                 .map_err(E::custom),
+            DataType::Date32 => parse_date(value).map(Datum::Date).map_err(E::custom),
             _ => Err(E::invalid_type(serde::de::Unexpected::Str(value), &self)),
         }
     }
@@ -583,6 +593,26 @@ mod tests {
                 Datum::Timestamp(ts),
                 Datum::Float64(21.5)
             ]
+        );
+    }
+
+    #[test]
+    fn dates_read_as_iso_days_and_a_wrong_one_names_its_field() {
+        let schema = Schema::new(vec![
+            Field::new("zone", DataType::Utf8, false),
+            Field::new("planted", DataType::Date32, true),
+        ]);
+        let layout = RowLayout::new(Arc::new(schema), None);
+        let (row, _) = layout
+            .decode_json(r#"{"zone":"z1","planted":"2026-06-01"}"#)
+            .unwrap();
+        assert_eq!(row[1], Datum::Date(20_605));
+        let error = layout
+            .decode_json(r#"{"zone":"z1","planted":"June 1st"}"#)
+            .unwrap_err();
+        assert!(
+            error.contains("field `planted`") && error.contains("YYYY-MM-DD"),
+            "{error}"
         );
     }
 

@@ -30,6 +30,7 @@ pub fn type_name(data_type: &DataType) -> &'static str {
         Some(DataType::Timestamp(_, Some(_))) => "TIMESTAMPTZ",
         Some(DataType::Timestamp(_, None)) => "TIMESTAMP",
         Some(DataType::Duration(_)) => "INTERVAL",
+        Some(DataType::Date32) => "DATE",
         _ => "NULL",
     }
 }

@@ -26,6 +26,8 @@ pub enum Datum {
     Timestamp(i64),
     /// A length of time in nanoseconds (a timestamp minus another: how long a reading held).
     Duration(i64),
+    /// A calendar day: days since 1970-01-01.
+    Date(i32),
 }
 
 impl Datum {
@@ -58,6 +60,7 @@ impl Datum {
             Datum::Utf8(_) => 4,
             Datum::Timestamp(_) => 5,
             Datum::Duration(_) => 6,
+            Datum::Date(_) => 7,
         }
     }
 }
@@ -86,6 +89,7 @@ impl Ord for Datum {
             (Datum::Utf8(a), Datum::Utf8(b)) => a.cmp(b),
             (Datum::Timestamp(a), Datum::Timestamp(b)) => a.cmp(b),
             (Datum::Duration(a), Datum::Duration(b)) => a.cmp(b),
+            (Datum::Date(a), Datum::Date(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -101,6 +105,7 @@ impl Hash for Datum {
             Datum::Float64(v) => v.to_bits().hash(state),
             Datum::Utf8(v) => v.hash(state),
             Datum::Timestamp(v) | Datum::Duration(v) => v.hash(state),
+            Datum::Date(v) => v.hash(state),
         }
     }
 }
@@ -115,6 +120,7 @@ impl fmt::Display for Datum {
             Datum::Utf8(v) => write!(f, "{v}"),
             Datum::Timestamp(v) => write!(f, "{}", format_timestamp(*v)),
             Datum::Duration(v) => write!(f, "{}", format_duration(*v)),
+            Datum::Date(v) => write!(f, "{}", format_date(*v)),
         }
     }
 }
@@ -134,6 +140,14 @@ pub fn format_timestamp(nanos: i64) -> String {
         time.second(),
         time.nanosecond() / 1_000_000
     )
+}
+
+/// A day as ISO 8601 writes it, `2026-06-01`.
+pub fn format_date(days: i32) -> String {
+    match chrono::NaiveDate::from_epoch_days(days) {
+        Some(date) => date.format("%Y-%m-%d").to_string(),
+        None => format!("{days} days after 1970-01-01"),
+    }
 }
 
 /// A length of time as PostgreSQL writes an interval: `01:02:03`, `00:00:00.250`, `2 days
@@ -184,7 +198,7 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
         | Decimal256(..) => Float64,
         Utf8 | LargeUtf8 | Utf8View => Utf8,
         Timestamp(_, zone) => Timestamp(TimeUnit::Nanosecond, zone.clone()),
-        Date32 | Date64 => Timestamp(TimeUnit::Nanosecond, None),
+        Date32 | Date64 => Date32,
         Duration(_) => Duration(TimeUnit::Nanosecond),
         _ => return None,
     })
@@ -201,6 +215,13 @@ mod tests {
             "2026-06-01T00:00:01.250"
         );
         assert_eq!(format_timestamp(-1_000_000), "1969-12-31T23:59:59.999");
+    }
+
+    #[test]
+    fn dates_print_as_iso_days() {
+        assert_eq!(format_date(0), "1970-01-01");
+        assert_eq!(format_date(20_605), "2026-06-01");
+        assert_eq!(format_date(-1), "1969-12-31");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 
 use crate::columnar::{append_column, rows_to_batch_columns};
-use crate::row::{Datum, Row, Update, format_duration, format_timestamp};
+use crate::row::{Datum, Row, Update, format_date, format_duration, format_timestamp};
 
 /// Failures are logged as a summary at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -301,6 +301,7 @@ impl Calc {
                 Datum::Utf8(v) => v.to_string().into(),
                 Datum::Timestamp(v) => format_timestamp(*v).into(),
                 Datum::Duration(v) => format_duration(*v).into(),
+                Datum::Date(v) => format_date(*v).into(),
             };
             text.push_str(&serde_json::Value::from(field.name().as_str()).to_string());
             text.push(':');

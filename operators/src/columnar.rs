@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, DurationNanosecondArray,
-    DurationNanosecondBuilder, Float64Array, Float64Builder, Int64Array, Int64Builder, NullArray,
-    RecordBatch, RecordBatchOptions, StringArray, StringBuilder, TimestampMicrosecondBuilder,
-    TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
+    DurationNanosecondArray, DurationNanosecondBuilder, Float64Array, Float64Builder, Int64Array,
+    Int64Builder, NullArray, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
+    TimestampMicrosecondBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
+    new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -152,6 +153,17 @@ fn column_from_datums<'a>(
             }
             Arc::new(builder.finish().with_timezone_opt(zone.clone()))
         }
+        DataType::Date32 => {
+            let mut builder = Date32Builder::with_capacity(row_count);
+            for datum in values {
+                match datum {
+                    Datum::Date(v) => builder.append_value(*v),
+                    Datum::Null => builder.append_null(),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(builder.finish())
+        }
         DataType::Duration(TimeUnit::Nanosecond) => {
             let mut builder = DurationNanosecondBuilder::with_capacity(row_count);
             for datum in values {
@@ -210,6 +222,7 @@ pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowErro
         DataType::Duration(TimeUnit::Nanosecond) => {
             append!(DurationNanosecondArray, Datum::Duration)
         }
+        DataType::Date32 => append!(Date32Array, Datum::Date),
         other => {
             return Err(ArrowError::NotYetImplemented(format!(
                 "column type {other} cannot be carried in rows"

@@ -186,11 +186,12 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
             DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
         }
         "TIMESTAMP" => DataType::Timestamp(TimeUnit::Nanosecond, None),
+        "DATE" => DataType::Date32,
         _ => {
             return Err(SqlError::new(
                 position,
                 format!(
-                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP"
+                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP or DATE"
                 ),
             ));
         }

@@ -454,6 +454,7 @@ fn sql_type(data_type: &DataType) -> &'static str {
         DataType::Float64 => "DOUBLE",
         DataType::Boolean => "BOOLEAN",
         DataType::Timestamp(..) => "TIMESTAMP",
+        DataType::Date32 => "DATE",
         _ => "its declared type",
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
-use vibelux_operators::row::{Datum, Row, format_duration, format_timestamp};
+use vibelux_operators::row::{Datum, Row, format_date, format_duration, format_timestamp};
 
 use super::view::LiveView;
 use crate::live::publish::consolidate_diffs;
@@ -103,6 +103,11 @@ fn write_datum(out: &mut String, datum: &Datum) {
         Datum::Duration(v) => {
             out.push('"');
             out.push_str(&format_duration(*v));
+            out.push('"');
+        }
+        Datum::Date(v) => {
+            out.push('"');
+            out.push_str(&format_date(*v));
             out.push('"');
         }
     }

@@ -218,6 +218,7 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         "SELECT k, ts, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) AS next_ts, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS n FROM u".to_string(),
         "SELECT k, max(gap), min(gap), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u) GROUP BY k".to_string(),
         format!("SELECT k, ts, ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) AS since FROM u WHERE x > {c}"),
+        format!("SELECT CAST(ts AS DATE) AS day, k, count(*), max(x) FROM s WHERE x > {c} GROUP BY 1, 2"),
         format!("SELECT k, ts, avg(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND {limit} FOLLOWING) AS centred, min(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND {n} FOLLOWING) AS low, count(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS near FROM u"),
         format!("SELECT k, count(*), sum(rise) FROM (SELECT k, LEAD(x) OVER (PARTITION BY k ORDER BY ts) - x AS rise FROM u) WHERE rise > {c} - 20 GROUP BY k"),
         format!("SELECT a.k, a.ts, b.ts, b.x FROM u a JOIN u b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '{} seconds'", 5 * n),
@@ -317,6 +318,7 @@ fn canonical_datum(datum: &Datum) -> String {
         Datum::Utf8(s) => s.to_string(),
         Datum::Timestamp(ns) => ns.to_string(),
         Datum::Duration(ns) => canonical_number(*ns as f64),
+        Datum::Date(days) => canonical_number(f64::from(*days)),
     }
 }
 
@@ -392,6 +394,8 @@ def plain(v):
         return (v - epoch) // datetime.timedelta(microseconds=1) * 1000
     if isinstance(v, datetime.timedelta):
         return v // datetime.timedelta(microseconds=1) * 1000
+    if isinstance(v, datetime.date):
+        return (v - epoch.date()).days
     return float(v)
 folder, queries = sys.argv[1], json.load(open(sys.argv[2]))
 db = duckdb.connect()

@@ -196,6 +196,7 @@ pub fn encode_datum(encoder: &mut DataRowEncoder, datum: &Datum) -> PgWireResult
             encoder.encode_field(&DateTime::<Utc>::from_timestamp_nanos(*nanos))
         }
         Datum::Duration(nanos) => encoder.encode_field(&format_duration(*nanos)),
+        Datum::Date(days) => encoder.encode_field(&days_to_date(*days)),
     }
 }
 

@@ -18,7 +18,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::RowDescription;
-use vibelux_operators::row::{Datum, Row, format_duration, format_timestamp};
+use vibelux_operators::row::{Datum, Row, format_date, format_duration, format_timestamp};
 
 use super::encode::{encode_row, fields};
 use super::statements::Subscription;
@@ -111,6 +111,7 @@ fn copy_line(values: &[Datum]) -> String {
             }
             Datum::Timestamp(nanos) => line.push_str(&format_timestamp(*nanos)),
             Datum::Duration(nanos) => line.push_str(&format_duration(*nanos)),
+            Datum::Date(days) => line.push_str(&format_date(*days)),
         }
     }
     line.push('\n');
