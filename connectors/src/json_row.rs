@@ -1,5 +1,7 @@
 //! Rows as JSON objects: the lines of file sinks and the payloads of MQTT, Kafka and webhooks.
 
+use std::fmt::Write as _;
+
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::row::{Datum, Row, format_date, format_duration, format_timestamp};
 
@@ -17,31 +19,96 @@ pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &m
         if index > 0 {
             line.push(',');
         }
-        line.push_str(&serde_json::to_string(field.name()).expect("strings encode"));
+        push_json_string(field.name(), line);
         line.push(':');
-        match datum {
-            Datum::Null => line.push_str("null"),
-            Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
-            Datum::Int64(v) => line.push_str(&v.to_string()),
-            Datum::Float64(v) if v.is_finite() => line.push_str(&v.to_string()),
-            Datum::Float64(_) => line.push_str("null"),
-            Datum::Utf8(v) => line.push_str(&serde_json::to_string(&**v).expect("strings encode")),
-            Datum::Timestamp(v) => {
-                line.push('"');
-                line.push_str(&format_timestamp(*v));
-                line.push('"');
-            }
-            Datum::Duration(v) => {
-                line.push('"');
-                line.push_str(&format_duration(*v));
-                line.push('"');
-            }
-            Datum::Date(v) => {
-                line.push('"');
-                line.push_str(&format_date(*v));
-                line.push('"');
-            }
-        }
+        push_json_value(datum, line);
     }
     line.push('}');
+}
+
+/// Appends one value as JSON: times as ISO 8601 text, lengths of time as PostgreSQL writes
+/// intervals, lists as arrays, non-finite floats as `null`. (Live views send values the same
+/// way.)
+pub fn push_json_value(datum: &Datum, line: &mut String) {
+    match datum {
+        Datum::Null => line.push_str("null"),
+        Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
+        Datum::Int64(v) => {
+            let _ = write!(line, "{v}");
+        }
+        // Rust prints the shortest text that reads back as the same double: valid JSON.
+        Datum::Float64(v) if v.is_finite() => {
+            let _ = write!(line, "{v}");
+        }
+        Datum::Float64(_) => line.push_str("null"),
+        Datum::Utf8(v) => push_json_string(v, line),
+        Datum::Timestamp(v) => push_json_string(&format_timestamp(*v), line),
+        Datum::Duration(v) => push_json_string(&format_duration(*v), line),
+        Datum::Date(v) => push_json_string(&format_date(*v), line),
+        Datum::List(values) => {
+            line.push('[');
+            for (index, value) in values.iter().enumerate() {
+                if index > 0 {
+                    line.push(',');
+                }
+                push_json_value(value, line);
+            }
+            line.push(']');
+        }
+    }
+}
+
+/// Appends `text` as a JSON string, escaped.
+pub fn push_json_string(text: &str, line: &mut String) {
+    line.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(line, "\\u{:04x}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    #[test]
+    fn every_kind_of_value_is_written_as_json() {
+        let item = Arc::new(Field::new("item", DataType::Utf8, true));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name \"x\"", DataType::Utf8, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("held", DataType::Duration(TimeUnit::Nanosecond), true),
+            Field::new("sensors", DataType::List(item), true),
+            Field::new("ratio", DataType::Float64, true),
+        ]));
+        let row = vec![
+            Datum::Utf8("a\tb".into()),
+            Datum::Date(20_605),
+            Datum::Duration(90_000_000_000),
+            Datum::List(vec![Datum::Utf8("s1".into()), Datum::Null].into()),
+            Datum::Float64(f64::NAN),
+        ];
+        let mut line = String::new();
+        encode_json_row(&schema, &row, Some(false), &mut line);
+        assert_eq!(
+            line,
+            r#"{"_op":"delete","name \"x\"":"a\tb","day":"2026-06-01","held":"00:01:30","sensors":["s1",null],"ratio":null}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["sensors"][0], "s1");
+    }
 }

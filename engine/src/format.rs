@@ -31,6 +31,7 @@ pub fn type_name(data_type: &DataType) -> &'static str {
         Some(DataType::Timestamp(_, None)) => "TIMESTAMP",
         Some(DataType::Duration(_)) => "INTERVAL",
         Some(DataType::Date32) => "DATE",
+        Some(DataType::List(_)) => "ARRAY",
         _ => "NULL",
     }
 }

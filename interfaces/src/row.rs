@@ -28,6 +28,9 @@ pub enum Datum {
     Duration(i64),
     /// A calendar day: days since 1970-01-01.
     Date(i32),
+    /// A list of values of one kind (`array_agg`'s result). Boxed, so a datum stays as small
+    /// as a text's.
+    List(Box<[Datum]>),
 }
 
 impl Datum {
@@ -61,6 +64,7 @@ impl Datum {
             Datum::Timestamp(_) => 5,
             Datum::Duration(_) => 6,
             Datum::Date(_) => 7,
+            Datum::List(_) => 8,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Ord for Datum {
             (Datum::Timestamp(a), Datum::Timestamp(b)) => a.cmp(b),
             (Datum::Duration(a), Datum::Duration(b)) => a.cmp(b),
             (Datum::Date(a), Datum::Date(b)) => a.cmp(b),
+            (Datum::List(a), Datum::List(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -106,6 +111,7 @@ impl Hash for Datum {
             Datum::Utf8(v) => v.hash(state),
             Datum::Timestamp(v) | Datum::Duration(v) => v.hash(state),
             Datum::Date(v) => v.hash(state),
+            Datum::List(values) => values.hash(state),
         }
     }
 }
@@ -121,6 +127,19 @@ impl fmt::Display for Datum {
             Datum::Timestamp(v) => write!(f, "{}", format_timestamp(*v)),
             Datum::Duration(v) => write!(f, "{}", format_duration(*v)),
             Datum::Date(v) => write!(f, "{}", format_date(*v)),
+            Datum::List(values) => {
+                write!(f, "[")?;
+                for (index, value) in values.iter().enumerate() {
+                    if index > 0 {
+                        write!(f, ", ")?;
+                    }
+                    match value {
+                        Datum::Utf8(text) => write!(f, "{text:?}")?,
+                        other => write!(f, "{other}")?,
+                    }
+                }
+                write!(f, "]")
+            }
         }
     }
 }
@@ -200,6 +219,10 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
         Timestamp(_, zone) => Timestamp(TimeUnit::Nanosecond, zone.clone()),
         Date32 | Date64 => Date32,
         Duration(_) => Duration(TimeUnit::Nanosecond),
+        // Lists of values a row holds, not lists of lists.
+        List(item) if !matches!(item.data_type(), List(_)) => List(Arc::new(
+            arrow_schema::Field::new("item", storage_type(item.data_type())?, true),
+        )),
         _ => return None,
     })
 }

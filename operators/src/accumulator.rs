@@ -59,6 +59,10 @@ pub enum AggregateFunction {
     SumDistinct,
     /// `avg(DISTINCT value)`.
     AvgDistinct,
+    /// `array_agg(value [ORDER BY key])`: every value, NULLs too, in the key's order, NULL keys
+    /// last (ties, and every value without a key, in value order, so the list is the same on
+    /// every run).
+    ArrayAgg,
 }
 
 impl AggregateFunction {
@@ -149,6 +153,7 @@ impl Accumulator {
                 Accumulator::OrderedMultiset(BTreeMap::new())
             }
             FirstValue | LastValue => Accumulator::Ordered(None),
+            ArrayAgg => Accumulator::OrderedMultiset(BTreeMap::new()),
             // A late point can land between two others: every point is kept.
             Integral | TimeWeightedAvg | Dli | RateOfChange => {
                 Accumulator::OrderedMultiset(BTreeMap::new())
@@ -167,7 +172,11 @@ impl Accumulator {
 
     /// Adds `value` (with ordering key `order`) `diff` times; a negative diff retracts.
     pub fn update(&mut self, function: AggregateFunction, value: &Datum, order: &Datum, diff: i64) {
-        if value.is_null() && function != AggregateFunction::CountRows {
+        let keeps_nulls = matches!(
+            function,
+            AggregateFunction::CountRows | AggregateFunction::ArrayAgg
+        );
+        if value.is_null() && !keeps_nulls {
             return;
         }
         match self {
@@ -345,6 +354,25 @@ impl Accumulator {
             Accumulator::OrderedMultiset(values) if function.is_time_weighted() => {
                 time_weighted(function, values)
             }
+            Accumulator::OrderedMultiset(values) if function == ArrayAgg => {
+                // Values whose ordering key is NULL go last, as SQL orders ascending.
+                let (keyed, unkeyed): (Vec<_>, Vec<_>) = values
+                    .iter()
+                    .filter(|(_, count)| **count > 0)
+                    .partition(|((order, _), _)| !order.is_null());
+                let list: Box<[Datum]> = keyed
+                    .into_iter()
+                    .chain(unkeyed)
+                    .flat_map(|((_, value), count)| {
+                        std::iter::repeat_n(value.clone(), *count as usize)
+                    })
+                    .collect();
+                if list.is_empty() {
+                    Datum::Null
+                } else {
+                    Datum::List(list)
+                }
+            }
             Accumulator::OrderedMultiset(values) => {
                 let entry = if function == FirstValue {
                     values.keys().next()
@@ -357,8 +385,6 @@ impl Accumulator {
     }
 }
 
-/// The value at `fraction` of the sorted `values` (each with its count), interpolated between
-/// the two nearest (`percentile_cont`): the median of 1, 2, 3, 4 is 2.5.
 /// The sum (or, with `mean`, the average) of the distinct values present: integers add up
 /// exactly (clamped to 64 bits, as `sum` is), floats as floats.
 fn sum_of_distinct(values: &BTreeMap<Datum, i64>, mean: bool) -> Datum {
@@ -390,6 +416,8 @@ fn sum_of_distinct(values: &BTreeMap<Datum, i64>, mean: bool) -> Datum {
     }
 }
 
+/// The value at `fraction` of the sorted `values` (each with its count), interpolated between
+/// the two nearest (`percentile_cont`): the median of 1, 2, 3, 4 is 2.5.
 fn percentile(values: &BTreeMap<Datum, i64>, fraction: f64) -> Datum {
     let total: i64 = values.values().filter(|count| **count > 0).sum();
     if total == 0 {
@@ -593,6 +621,37 @@ mod tests {
         assert_eq!(series(Integral, &retracted), Datum::Float64(1500.0));
         assert_eq!(series(RateOfChange, &[(5, 1.0, 1)]), Datum::Null);
         assert_eq!(series(TimeWeightedAvg, &[(5, 7.0, 1)]), Datum::Float64(7.0));
+    }
+
+    #[test]
+    fn array_agg_lists_values_in_key_order_with_nulls_and_follows_retractions() {
+        let mut list = Accumulator::new(ArrayAgg, true);
+        let key = |k: i64| Datum::Int64(k);
+        for (value, order, diff) in [
+            (Datum::Float64(3.0), key(2), 1),
+            (Datum::Null, key(1), 1),
+            (Datum::Float64(9.0), Datum::Null, 1),
+            (Datum::Float64(5.0), key(3), 2),
+            (Datum::Float64(5.0), key(3), -1),
+        ] {
+            list.update(ArrayAgg, &value, &order, diff);
+        }
+        let expected = [
+            Datum::Null,
+            Datum::Float64(3.0),
+            Datum::Float64(5.0),
+            Datum::Float64(9.0),
+        ];
+        assert_eq!(list.result(ArrayAgg), Datum::List(expected.into()));
+        for (value, order) in [
+            (Datum::Null, key(1)),
+            (Datum::Float64(3.0), key(2)),
+            (Datum::Float64(5.0), key(3)),
+            (Datum::Float64(9.0), Datum::Null),
+        ] {
+            list.update(ArrayAgg, &value, &order, -1);
+        }
+        assert_eq!(list.result(ArrayAgg), Datum::Null);
     }
 
     fn run(function: AggregateFunction, retracts: bool, updates: &[(f64, i64)]) -> Datum {

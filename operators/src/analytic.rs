@@ -664,18 +664,20 @@ mod tests {
             ],
             &rows,
         );
+        let row = |mean: f64, top: f64, count: i64| {
+            vec![
+                Datum::Float64(mean),
+                Datum::Float64(top),
+                Datum::Int64(count),
+            ]
+        };
         assert_eq!(
-            contents(&updates)
-                .iter()
-                .map(|row| floats(std::slice::from_ref(row), 0)[0]
-                    .zip(floats(std::slice::from_ref(row), 1)[0])
-                    .zip(floats(std::slice::from_ref(row), 2)[0]))
-                .collect::<Vec<_>>(),
+            contents(&updates),
             [
-                Some(((2.0, 5.0), 2.0)),
-                Some(((3.0, 7.0), 3.0)),
-                Some(((5.0, 7.0), 4.0)),
-                Some(((6.0, 7.0), 3.0)),
+                row(2.0, 5.0, 2),
+                row(3.0, 7.0, 3),
+                row(5.0, 7.0, 4),
+                row(6.0, 7.0, 3),
             ]
         );
     }

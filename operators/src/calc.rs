@@ -292,17 +292,7 @@ impl Calc {
             if index > 0 {
                 text.push(',');
             }
-            let value = match datum {
-                Datum::Null => serde_json::Value::Null,
-                Datum::Boolean(v) => (*v).into(),
-                Datum::Int64(v) => (*v).into(),
-                Datum::Float64(v) => serde_json::Number::from_f64(*v)
-                    .map_or_else(|| v.to_string().into(), serde_json::Value::Number),
-                Datum::Utf8(v) => v.to_string().into(),
-                Datum::Timestamp(v) => format_timestamp(*v).into(),
-                Datum::Duration(v) => format_duration(*v).into(),
-                Datum::Date(v) => format_date(*v).into(),
-            };
+            let value = json_value(datum);
             text.push_str(&serde_json::Value::from(field.name().as_str()).to_string());
             text.push(':');
             text.push_str(&value.to_string());
@@ -477,4 +467,20 @@ fn identity_of(
         predicate.map(ToString::to_string).unwrap_or_default(),
         projections.join(", ")
     )
+}
+
+/// A value as people read it in JSON: times as ISO 8601, non-finite floats as text.
+fn json_value(datum: &Datum) -> serde_json::Value {
+    match datum {
+        Datum::Null => serde_json::Value::Null,
+        Datum::Boolean(v) => (*v).into(),
+        Datum::Int64(v) => (*v).into(),
+        Datum::Float64(v) => serde_json::Number::from_f64(*v)
+            .map_or_else(|| v.to_string().into(), serde_json::Value::Number),
+        Datum::Utf8(v) => v.to_string().into(),
+        Datum::Timestamp(v) => format_timestamp(*v).into(),
+        Datum::Duration(v) => format_duration(*v).into(),
+        Datum::Date(v) => format_date(*v).into(),
+        Datum::List(values) => values.iter().map(json_value).collect(),
+    }
 }

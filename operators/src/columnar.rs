@@ -8,10 +8,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
     DurationNanosecondArray, DurationNanosecondBuilder, Float64Array, Float64Builder, Int64Array,
-    Int64Builder, NullArray, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
-    TimestampMicrosecondBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
-    new_null_array,
+    Int64Builder, ListArray, NullArray, RecordBatch, RecordBatchOptions, StringArray,
+    StringBuilder, TimestampMicrosecondBuilder, TimestampNanosecondArray,
+    TimestampNanosecondBuilder, new_null_array,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
@@ -153,6 +154,30 @@ fn column_from_datums<'a>(
             }
             Arc::new(builder.finish().with_timezone_opt(zone.clone()))
         }
+        DataType::List(item) => {
+            let mut offsets: Vec<i32> = Vec::with_capacity(row_count + 1);
+            offsets.push(0);
+            let mut valid = Vec::with_capacity(row_count);
+            let mut items: Vec<&Datum> = Vec::new();
+            for datum in values {
+                match datum {
+                    Datum::List(values) => items.extend(values.iter()),
+                    Datum::Null => {}
+                    other => return Err(mismatch(other)),
+                }
+                valid.push(!datum.is_null());
+                offsets.push(i32::try_from(items.len()).map_err(|_| {
+                    ArrowError::ComputeError("a batch of lists holds over 2^31 values".into())
+                })?);
+            }
+            let child = column_from_datums(item.data_type(), items.iter().copied(), items.len())?;
+            Arc::new(ListArray::try_new(
+                item.clone(),
+                OffsetBuffer::new(offsets.into()),
+                child,
+                Some(NullBuffer::from(valid)),
+            )?)
+        }
         DataType::Date32 => {
             let mut builder = Date32Builder::with_capacity(row_count);
             for datum in values {
@@ -223,6 +248,26 @@ pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowErro
             append!(DurationNanosecondArray, Datum::Duration)
         }
         DataType::Date32 => append!(Date32Array, Datum::Date),
+        DataType::List(_) => {
+            let lists = any.downcast_ref::<ListArray>().ok_or_else(|| {
+                ArrowError::CastError(format!("unexpected array type {}", array.data_type()))
+            })?;
+            for (i, row) in out.iter_mut().enumerate() {
+                if lists.is_null(i) {
+                    row.push(Datum::Null);
+                    continue;
+                }
+                let values = lists.value(i);
+                let mut items: Vec<Row> = vec![Vec::with_capacity(1); values.len()];
+                append_column(values.as_ref(), &mut items)?;
+                row.push(Datum::List(
+                    items
+                        .into_iter()
+                        .map(|mut item| item.pop().unwrap_or(Datum::Null))
+                        .collect(),
+                ));
+            }
+        }
         other => {
             return Err(ArrowError::NotYetImplemented(format!(
                 "column type {other} cannot be carried in rows"
@@ -246,6 +291,31 @@ pub fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_dates_and_durations_cross_into_columns_and_back() {
+        let item = Arc::new(Field::new("item", DataType::Float64, true));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("values", DataType::List(item), true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("held", DataType::Duration(TimeUnit::Nanosecond), true),
+        ]));
+        let rows = vec![
+            vec![
+                Datum::List(vec![Datum::Float64(1.5), Datum::Null].into()),
+                Datum::Date(20_605),
+                Datum::Duration(-5),
+            ],
+            vec![Datum::Null, Datum::Null, Datum::Null],
+            vec![
+                Datum::List(Box::new([])),
+                Datum::Date(0),
+                Datum::Duration(0),
+            ],
+        ];
+        let batch = rows_to_batch(&schema, rows.iter(), rows.len()).unwrap();
+        assert_eq!(batch_to_rows(&batch).unwrap(), rows);
+    }
 
     #[test]
     fn a_not_null_column_left_out_of_a_batch_is_nulls_without_an_error() {

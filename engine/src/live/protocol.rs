@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
-use vibelux_operators::row::{Datum, Row, format_date, format_duration, format_timestamp};
+use vibelux_connectors::json_row::{push_json_string, push_json_value};
+use vibelux_operators::row::Row;
 
 use super::view::LiveView;
 use crate::live::publish::consolidate_diffs;
@@ -63,56 +64,6 @@ pub fn schema_message(view: &LiveView, envelope: Envelope) -> String {
     .to_string()
 }
 
-/// Appends `text` as a JSON string.
-fn write_str(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn write_datum(out: &mut String, datum: &Datum) {
-    match datum {
-        Datum::Null => out.push_str("null"),
-        Datum::Boolean(v) => out.push_str(if *v { "true" } else { "false" }),
-        Datum::Int64(v) => {
-            let _ = write!(out, "{v}");
-        }
-        // Rust prints the shortest text that reads back as the same double: valid JSON.
-        Datum::Float64(v) if v.is_finite() => {
-            let _ = write!(out, "{v}");
-        }
-        Datum::Float64(_) => out.push_str("null"),
-        Datum::Utf8(v) => write_str(out, v),
-        Datum::Timestamp(v) => {
-            out.push('"');
-            out.push_str(&format_timestamp(*v));
-            out.push('"');
-        }
-        Datum::Duration(v) => {
-            out.push('"');
-            out.push_str(&format_duration(*v));
-            out.push('"');
-        }
-        Datum::Date(v) => {
-            out.push('"');
-            out.push_str(&format_date(*v));
-            out.push('"');
-        }
-    }
-}
-
 /// Appends the given columns of a row as a JSON object, in column order.
 fn write_columns(
     out: &mut String,
@@ -125,9 +76,9 @@ fn write_columns(
         if n > 0 {
             out.push(',');
         }
-        write_str(out, view.schema.field(column).name());
+        push_json_string(view.schema.field(column).name(), out);
         out.push(':');
-        write_datum(out, &row[column]);
+        push_json_value(&row[column], out);
     }
     out.push('}');
 }
@@ -270,6 +221,7 @@ mod tests {
     use crate::live::view::Retention;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
+    use vibelux_operators::row::Datum;
 
     fn view() -> LiveView {
         let schema = Arc::new(Schema::new(vec![

@@ -219,6 +219,9 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         "SELECT k, max(gap), min(gap), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u) GROUP BY k".to_string(),
         format!("SELECT k, ts, ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) AS since FROM u WHERE x > {c}"),
         format!("SELECT CAST(ts AS DATE) AS day, k, count(*), max(x) FROM s WHERE x > {c} GROUP BY 1, 2"),
+        format!("SELECT g, array_agg(x ORDER BY x) FROM s WHERE x > {c} GROUP BY g"),
+        "SELECT t.k, array_agg(s.x ORDER BY s.x) FROM s JOIN t ON s.k = t.k GROUP BY t.k".to_string(),
+        "SELECT k, array_agg(x ORDER BY ts) FROM u GROUP BY k".to_string(),
         format!("SELECT k, ts, avg(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND {limit} FOLLOWING) AS centred, min(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND {n} FOLLOWING) AS low, count(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS near FROM u"),
         format!("SELECT k, count(*), sum(rise) FROM (SELECT k, LEAD(x) OVER (PARTITION BY k ORDER BY ts) - x AS rise FROM u) WHERE rise > {c} - 20 GROUP BY k"),
         format!("SELECT a.k, a.ts, b.ts, b.x FROM u a JOIN u b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '{} seconds'", 5 * n),
@@ -319,6 +322,14 @@ fn canonical_datum(datum: &Datum) -> String {
         Datum::Timestamp(ns) => ns.to_string(),
         Datum::Duration(ns) => canonical_number(*ns as f64),
         Datum::Date(days) => canonical_number(f64::from(*days)),
+        Datum::List(values) => format!(
+            "[{}]",
+            values
+                .iter()
+                .map(canonical_datum)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }
 
@@ -332,6 +343,14 @@ fn canonical_json(value: &serde_json::Value) -> String {
         }
         serde_json::Value::Number(n) => canonical_number(n.as_f64().unwrap()),
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(values) => format!(
+            "[{}]",
+            values
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -396,6 +415,8 @@ def plain(v):
         return v // datetime.timedelta(microseconds=1) * 1000
     if isinstance(v, datetime.date):
         return (v - epoch.date()).days
+    if isinstance(v, list):
+        return [plain(x) for x in v]
     return float(v)
 folder, queries = sys.argv[1], json.load(open(sys.argv[2]))
 db = duckdb.connect()

@@ -646,6 +646,23 @@ impl<'a> Lowering<'a> {
                     }
                 }
                 "psi" => Function::PopulationStability,
+                "array_agg" => {
+                    if params.filter.is_some() {
+                        return Err(self.error(format!(
+                            "array_agg(…) FILTER (WHERE …) is not supported yet (a list keeps its NULLs); filter the rows in a view first: {shown}"
+                        )));
+                    }
+                    let descending_or_nulls_first = params
+                        .order_by
+                        .first()
+                        .is_some_and(|sort| !sort.asc || sort.nulls_first);
+                    if descending_or_nulls_first {
+                        return Err(self.error(format!(
+                            "array_agg(… ORDER BY … DESC or NULLS FIRST) is not supported yet; order ascending, NULLs last: {shown}"
+                        )));
+                    }
+                    Function::ArrayAgg
+                }
                 "integral" | "time_weighted_avg" | "dli" | "rate_of_change" => {
                     let ts = params.args.get(1).cloned().ok_or_else(|| {
                         self.error(format!(
@@ -679,6 +696,7 @@ impl<'a> Lowering<'a> {
                 (
                     Function::FirstValue
                     | Function::LastValue
+                    | Function::ArrayAgg
                     | Function::Integral
                     | Function::TimeWeightedAvg
                     | Function::Dli

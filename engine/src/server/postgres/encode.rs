@@ -197,6 +197,7 @@ pub fn encode_datum(encoder: &mut DataRowEncoder, datum: &Datum) -> PgWireResult
         }
         Datum::Duration(nanos) => encoder.encode_field(&format_duration(*nanos)),
         Datum::Date(days) => encoder.encode_field(&days_to_date(*days)),
+        Datum::List(_) => encoder.encode_field(&datum.to_string()),
     }
 }
 
