@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use vibelux_interfaces::row::{Datum, Row, format_date, format_duration, format_timestamp};
+use vibelux_interfaces::calendar::push_timestamp;
+use vibelux_interfaces::row::{Datum, Row, format_date, format_duration};
 
 /// Appends `row` as a JSON object to `line`; `op` (insert or not) adds an `_op` field first.
 pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &mut String) {
@@ -33,16 +34,19 @@ pub fn push_json_value(datum: &Datum, line: &mut String) {
     match datum {
         Datum::Null => line.push_str("null"),
         Datum::Boolean(v) => line.push_str(if *v { "true" } else { "false" }),
-        Datum::Int64(v) => {
-            let _ = write!(line, "{v}");
-        }
+        Datum::Int64(v) => line.push_str(itoa::Buffer::new().format(*v)),
         // Rust prints the shortest text that reads back as the same double: valid JSON.
         Datum::Float64(v) if v.is_finite() => {
             let _ = write!(line, "{v}");
         }
         Datum::Float64(_) => line.push_str("null"),
         Datum::Utf8(v) => push_json_string(v, line),
-        Datum::Timestamp(v) => push_json_string(&format_timestamp(*v), line),
+        // Digits and punctuation only: nothing to escape.
+        Datum::Timestamp(v) => {
+            line.push('"');
+            push_timestamp(*v, line);
+            line.push('"');
+        }
         Datum::Duration(v) => push_json_string(&format_duration(*v), line),
         Datum::Date(v) => push_json_string(&format_date(*v), line),
         Datum::List(values) => {
@@ -58,22 +62,30 @@ pub fn push_json_value(datum: &Datum, line: &mut String) {
     }
 }
 
-/// Appends `text` as a JSON string, escaped.
+/// Appends `text` as a JSON string, escaped. Runs of characters that need no escape (nearly
+/// all of them) are copied whole.
 pub fn push_json_string(text: &str, line: &mut String) {
     line.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(line, "\\u{:04x}", c as u32);
-            }
-            c => line.push(c),
+    let mut copied = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            byte if byte < 0x20 => "",
+            _ => continue,
+        };
+        line.push_str(&text[copied..at]);
+        if escape.is_empty() {
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escape);
         }
+        copied = at + 1;
     }
+    line.push_str(&text[copied..]);
     line.push('"');
 }
 
@@ -110,5 +122,25 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["sensors"][0], "s1");
+    }
+
+    #[test]
+    fn strings_are_escaped_wherever_the_character_falls() {
+        for text in [
+            "",
+            "plain",
+            "\"quoted\"",
+            "tab\tend",
+            "\u{1}\u{1f}é€\\",
+            "ünïcode\n",
+        ] {
+            let mut line = String::new();
+            push_json_string(text, &mut line);
+            let parsed: String = serde_json::from_str(&line).unwrap();
+            assert_eq!(parsed, text, "{line}");
+        }
+        let mut line = String::new();
+        push_json_string("a\u{1}b", &mut line);
+        assert_eq!(line, r#""a\u0001b""#);
     }
 }

@@ -172,6 +172,9 @@ impl Target for Json {
             b"$.a.b[0]",
             b"\\u00e9",
             b"1764547200000",
+            b"-0",
+            b"\"2026-06-01T00:00:05.123+02:00\"",
+            b"1e400",
         ]
     }
 
@@ -182,6 +185,15 @@ impl Target for Json {
     fn run(&mut self, input: &[u8]) {
         let text = String::from_utf8_lossy(input);
         let _ = self.layout.decode_json(&text);
+        // The flat-object fast path must say exactly what the general decoder says (floats to
+        // the bit, which their debug forms show).
+        let fast = self.layout.decode_json_fields(&text);
+        let general = self.layout.decode_json_general(&text);
+        assert_eq!(
+            format!("{fast:?}"),
+            format!("{general:?}"),
+            "the fast path and the general decoder disagree on {text:?}"
+        );
         let _ = parse_timestamp(&text);
         let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
         if let Ok(path) = JsonPath::parse(first) {

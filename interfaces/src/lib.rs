@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod calendar;
 pub mod checkpoint;
 pub mod connector;
 pub mod metadata;

@@ -69,9 +69,19 @@ impl Datum {
     }
 }
 
+/// The same answer as `cmp(…) == Equal` (floats equal when their bits are), without ordering:
+/// group and join lookups compare keys on every row, and texts shared from one allocation are
+/// equal at a glance.
 impl PartialEq for Datum {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+        match (self, other) {
+            (Datum::Utf8(a), Datum::Utf8(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Datum::Int64(a), Datum::Int64(b))
+            | (Datum::Timestamp(a), Datum::Timestamp(b))
+            | (Datum::Duration(a), Datum::Duration(b)) => a == b,
+            (Datum::Float64(a), Datum::Float64(b)) => a.to_bits() == b.to_bits(),
+            _ => self.cmp(other) == Ordering::Equal,
+        }
     }
 }
 
@@ -146,19 +156,9 @@ impl fmt::Display for Datum {
 
 /// ISO 8601 with milliseconds, no zone: the form sinks and query results use.
 pub fn format_timestamp(nanos: i64) -> String {
-    use chrono::{Datelike, Timelike};
-    // Sinks format a timestamp per window row: a fixed layout avoids parsing a format string.
-    let time = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
-        time.year(),
-        time.month(),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second(),
-        time.nanosecond() / 1_000_000
-    )
+    let mut text = String::with_capacity(23);
+    crate::calendar::push_timestamp(nanos, &mut text);
+    text
 }
 
 /// A day as ISO 8601 writes it, `2026-06-01`.
@@ -280,5 +280,31 @@ mod tests {
             values[3] == Datum::Float64(f64::NAN),
             "NaN equals itself under total order"
         );
+    }
+
+    #[test]
+    fn equality_is_what_the_total_order_says() {
+        let text: Arc<str> = Arc::from("s1");
+        let values = [
+            Datum::Null,
+            Datum::Int64(0),
+            Datum::Int64(1),
+            Datum::Timestamp(0),
+            Datum::Duration(0),
+            Datum::Float64(0.0),
+            Datum::Float64(-0.0),
+            Datum::Float64(f64::NAN),
+            Datum::Utf8(text.clone()),
+            Datum::Utf8(text),
+            Datum::Utf8(Arc::from("s1")),
+            Datum::Utf8(Arc::from("s2")),
+            Datum::Date(0),
+            Datum::Boolean(false),
+        ];
+        for a in &values {
+            for b in &values {
+                assert_eq!(a == b, a.cmp(b) == Ordering::Equal, "{a:?} and {b:?}");
+            }
+        }
     }
 }

@@ -14,6 +14,8 @@ use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use vibelux_interfaces::connector::DeclaredSource;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
+mod flat_json;
+
 /// Timestamps outside these years are rejected as absurd (a clock reset to 1970, a unit mix-up).
 const EARLIEST_YEAR: i32 = 1971;
 const LATEST_YEAR: i32 = 2200;
@@ -142,6 +144,16 @@ impl RowLayout {
     /// columns (a source may fill more columns, e.g. from the MQTT topic, then calls
     /// [`RowLayout::finish`]).
     pub fn decode_json_fields(&self, line: &str) -> Result<Row, String> {
+        match flat_json::decode(self, line) {
+            Some(row) => Ok(row),
+            None => self.decode_json_general(line),
+        }
+    }
+
+    /// The general decoder alone, which reads every JSON text and words every error users
+    /// read; [`RowLayout::decode_json_fields`] tries a faster path first. Public so the fuzzer
+    /// can hold the two to the same answers.
+    pub fn decode_json_general(&self, line: &str) -> Result<Row, String> {
         let mut deserializer = serde_json::Deserializer::from_str(line);
         let row = JsonRowSeed { layout: self }
             .deserialize(&mut deserializer)
