@@ -12,12 +12,11 @@
 //! general decoder reads the line from its start: values, errors and dead letters are exactly
 //! those of that one decoder (the unit tests hold the two to the same answers), only faster.
 
-use std::sync::Arc;
-
 use datafusion::arrow::datatypes::DataType;
 use vibelux_interfaces::calendar::{days_from_civil, days_in_month};
 use vibelux_operators::row::{Datum, Row};
 
+use super::shared_text::shared_text;
 use super::{RowLayout, parse_date, timestamp_from_millis};
 
 /// Decodes `line` if it is a flat object of plain values; `None` leaves it to the general decoder.
@@ -156,7 +155,7 @@ impl<'a> Scanner<'a> {
             b'"' => {
                 let text = self.plain_string()?;
                 match data_type {
-                    DataType::Utf8 => Some(Datum::Utf8(Arc::from(text))),
+                    DataType::Utf8 => Some(Datum::Utf8(shared_text(text))),
                     DataType::Timestamp(..) => timestamp_nanos(text).map(Datum::Timestamp),
                     DataType::Date32 => parse_date(text).ok().map(Datum::Date),
                     _ => None,
@@ -277,6 +276,7 @@ fn timestamp_nanos(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use std::sync::Arc;
 
     fn layout() -> RowLayout {
         let schema = Schema::new(vec![

@@ -15,6 +15,7 @@ use vibelux_interfaces::connector::DeclaredSource;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 mod flat_json;
+mod shared_text;
 
 /// Timestamps outside these years are rejected as absurd (a clock reset to 1970, a unit mix-up).
 const EARLIEST_YEAR: i32 = 1971;
