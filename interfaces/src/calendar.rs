@@ -7,8 +7,8 @@
 //! to.
 
 /// Days from 1970-01-01 to `year-month-day` (month 1–12, day 1–31; not validated).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (month, day) = (i64::from(month), i64::from(day));
+pub const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let (month, day) = (month as i64, day as i64);
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;

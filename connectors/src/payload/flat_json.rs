@@ -203,6 +203,10 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The general decoder's bounds on the UTC time, 1971 to 2200 inclusive, in seconds.
+const EARLIEST_SECOND: i64 = days_from_civil(super::EARLIEST_YEAR as i64, 1, 1) * 86_400;
+const AFTER_LATEST_SECOND: i64 = days_from_civil(super::LATEST_YEAR as i64 + 1, 1, 1) * 86_400;
+
 /// Nanoseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM]` (no zone is UTC),
 /// within the years the general decoder accepts; `None` for any other shape or value.
 fn timestamp_nanos(text: &str) -> Option<i64> {
@@ -263,10 +267,7 @@ fn timestamp_nanos(text: &str) -> Option<i64> {
     };
     let second_of_day = i64::from(hour * 3600 + minute * 60 + second);
     let seconds = days_from_civil(year, month, day) * 86_400 + second_of_day - offset_seconds;
-    // The general decoder's bounds, 1971 to 2200 inclusive, on the UTC time.
-    let earliest = days_from_civil(i64::from(super::EARLIEST_YEAR), 1, 1) * 86_400;
-    let after_latest = days_from_civil(i64::from(super::LATEST_YEAR) + 1, 1, 1) * 86_400;
-    if !(earliest..after_latest).contains(&seconds) {
+    if !(EARLIEST_SECOND..AFTER_LATEST_SECOND).contains(&seconds) {
         return None;
     }
     Some(seconds * 1_000_000_000 + fraction_nanos)
