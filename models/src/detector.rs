@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::Likelihood;
 use crate::change::LevelChange;
 use crate::half_space::HalfSpaceTrees;
-use crate::mahalanobis::Mahalanobis;
+use crate::mahalanobis::{DEFAULT_LAG, Mahalanobis};
 use crate::{
     drift::Drift, ewma::Ewma, flatline::Flatline, gap::Gap, robust::Robust, seasonal::Seasonal,
     zscore::ZScore,
@@ -98,7 +98,7 @@ pub fn options_of(name: &str) -> Option<&'static [&'static str]> {
         "drift" => Some(&["slots", "days", "alpha"]),
         "flatline" | "gap" | "auto" => Some(&[]),
         "hst" => Some(&["trees", "depth", "window"]),
-        "mahalanobis" => Some(&["warm_up", "horizon", "recent"]),
+        "mahalanobis" => Some(&["warm_up", "horizon", "recent", "lag"]),
         "change" => Some(&["recent", "before", "horizon"]),
         _ => None,
     }
@@ -286,7 +286,12 @@ impl Scorer {
 fn joint(name: &str, options: &[(String, String)], values: usize) -> Result<Scorer, DetectorError> {
     let known = options_of(name).expect("known");
     let mut settings: Vec<(&str, f64)> = match name {
-        "mahalanobis" => vec![("warm_up", 200.0), ("horizon", 1_000.0), ("recent", 5.0)],
+        "mahalanobis" => vec![
+            ("warm_up", 200.0),
+            ("horizon", 1_000.0),
+            ("recent", 10.0),
+            ("lag", DEFAULT_LAG as f64),
+        ],
         _ => vec![("recent", 10.0), ("before", 30.0), ("horizon", 600.0)],
     };
     for (option, value) in options {
@@ -316,6 +321,7 @@ fn joint(name: &str, options: &[(String, String)], values: usize) -> Result<Scor
             setting("warm_up"),
             setting("horizon"),
             setting("recent"),
+            setting("lag"),
         ))),
         _ => Scorer::Change(Box::new(LevelChange::new(
             values,
