@@ -5,7 +5,8 @@
 //! NULLs) and a table whose rows are replaced by later ones for the same key, then a query per
 //! template with constants drawn from the seed: aggregates with filters, inner, outer and full
 //! joins with the table, tumbling windows (against DuckDB's `time_bucket`), `IN`, `EXISTS`,
-//! `NOT EXISTS`, `NOT IN` with NULLs in the list, `INTERSECT`, `EXCEPT`, `UNION ALL`, TOP-N,
+//! `NOT EXISTS`, `NOT IN` with NULLs in the list, outer, semi and anti joins with conditions
+//! beside the equality, `INTERSECT`, `EXCEPT`, `UNION ALL`, TOP-N,
 //! `ORDER BY … LIMIT`, `ROLLUP`, `CUBE`, `DISTINCT`, `count`, `sum` and `avg` of `DISTINCT`
 //! values, `FILTER`, `median`,
 //! string and arithmetic functions, scalar subqueries (correlated or not), as-of joins to a versioned table (against DuckDB's `ASOF
@@ -231,6 +232,12 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         format!("SELECT k, x - (SELECT max(v) FROM t) FROM s WHERE x > {c}"),
         "SELECT g, count(*) FROM s WHERE x > (SELECT avg(v) FROM t) GROUP BY g".to_string(),
         format!("SELECT k, x, (SELECT count(*) FROM t WHERE t.k = s.k AND t.v > {d}) AS n, (SELECT max(v) FROM t WHERE t.k = s.k) AS top FROM s"),
+        "SELECT s.k, s.x, t.v FROM s LEFT JOIN t ON s.k = t.k AND s.x > t.v".to_string(),
+        format!("SELECT t.k, t.v, count(*), count(s.x) FROM s RIGHT JOIN t ON s.k = t.k AND s.x < t.v + {c} GROUP BY t.k, t.v"),
+        format!("SELECT s.k, t.k, count(*), sum(s.x) FROM s FULL JOIN t ON s.k = t.k AND s.x - t.v BETWEEN {} AND {} GROUP BY s.k, t.k", c.min(d), c.max(d)),
+        "SELECT g, count(*) FROM s WHERE EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.v < s.x) GROUP BY g".to_string(),
+        format!("SELECT g, k, count(*) FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.v > s.x + {c}) GROUP BY g, k"),
+        "SELECT k, count(*) FROM t WHERE k IN (SELECT k FROM s WHERE s.x > t.v) GROUP BY k".to_string(),
     ]
 }
 

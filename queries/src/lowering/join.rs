@@ -1,6 +1,8 @@
 //! Lowering of joins: equi-joins where one side updates, inner, outer (LEFT, RIGHT, FULL),
 //! semi (`IN`, `EXISTS`, `INTERSECT`) and anti (`NOT EXISTS`, `EXCEPT`), to one `Join` node
-//! over two keyed inputs (`operators/src/join.rs`); `NOT IN` to three anti joins (`not_in.rs`).
+//! over two keyed inputs (`operators/src/arranged_join.rs`); `NOT IN` to three anti joins
+//! (`not_in.rs`); outer, semi and anti joins with other conditions beside their equalities to
+//! the pairs that meet them and the rows that meet none (`conditional_join.rs`).
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
 use vibelux_operators::arranged_join::Outer;
 use vibelux_operators::interval_join::{Expiry, SideExpiry};
 
+use super::conditional_join::{Kept, Side};
 use super::{Lowering, carried_schema, located, with_units};
 use crate::error::SqlResult;
 use crate::plan::{Changes, NodeId, NodeKind, PlanNode};
@@ -29,7 +32,6 @@ impl Lowering<'_> {
             ));
         }
         use datafusion::logical_expr::JoinType;
-        use datafusion::logical_expr::utils::conjunction;
         let (keep_left, keep_right, left_rows_matching) = match join.join_type {
             JoinType::Inner => (false, false, None),
             JoinType::Left => (true, false, None),
@@ -67,12 +69,6 @@ impl Lowering<'_> {
             return Err(self.error(
                 "a join needs an equality between the two sides (JOIN … ON a.key = b.key)",
             ));
-        }
-        if (keep_left || keep_right || left_rows_matching.is_some()) && !residual.is_empty() {
-            return Err(self.error(format!(
-                "an outer, semi or anti join (LEFT/RIGHT/FULL JOIN, IN, EXISTS) matches on equalities between the two sides only (yet); filter the other conditions in a view before it: {}",
-                conjunction(residual).map_or(String::new(), |c| c.to_string())
-            )));
         }
         let left = self.lower(&join.left)?;
         let right = self.lower(&join.right)?;
@@ -118,6 +114,20 @@ impl Lowering<'_> {
             });
             // A pair leaves when its later row comes: its left time lags by up to the reach.
             reach_nanos = lower.saturating_neg().max(0);
+        }
+        if (keep_left || keep_right || left_rows_matching.is_some()) && !residual.is_empty() {
+            let side = |node, schema, keys| Side { node, schema, keys };
+            return self.conditional_join(
+                join,
+                side(left, &left_schema, &left_keys),
+                side(right, &right_schema, &right_keys),
+                residual,
+                Kept {
+                    keep_left,
+                    keep_right,
+                    left_rows_matching,
+                },
+            );
         }
         let left_keyed = self.keyed(left, &left_schema, &left_keys)?;
         let right_keyed = self.keyed(right, &right_schema, &right_keys)?;

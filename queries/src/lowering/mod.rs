@@ -40,6 +40,7 @@ pub use as_of_join::AsOfTarget;
 mod aggregate;
 mod analytic;
 mod as_of_join;
+mod conditional_join;
 mod distinct_on;
 mod grouping_sets;
 mod join;
