@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The join benchmark: a stream-table join, an as-of join to a versioned table, an interval join
-# of a stream with itself, and TOP-N over an updating aggregate, each windowed or kept as the
+# The join benchmark: a stream-table join, the same with a condition beside the equality (a
+# LEFT JOIN keeping the readings no limit is exceeded by), an as-of join to a versioned table,
+# an interval join of a stream with itself, and TOP-N over an updating aggregate, each windowed or kept as the
 # pipelines in bench/joins/ say; the engine beside DuckDB's batch query on the same files, and
 # beside a hand-written loop for the stream-table and as-of joins; then two views joining the
 # same inputs, sharing their arrangements or not. In one run (this machine is noisy: compare
@@ -47,7 +48,7 @@ same() {
     echo "  WARNING: the windows differ from the hand-written loop's"
   fi
 }
-for join in table as_of interval top_n; do
+for join in table conditional as_of interval top_n; do
   rm -rf out
   read -r cpu rss < <(measure "$bin/vibelux" run "$join.sql" --workers "$workers" --http off --no-state)
   report "vibelux $join ($workers worker)" "$cpu" "$rss"

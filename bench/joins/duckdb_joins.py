@@ -16,6 +16,7 @@ TARGETS = """CREATE TABLE targets AS SELECT * FROM read_json('{folder}/targets.j
   format='newline_delimited', columns={{
   'zone': 'VARCHAR', 'valid_from': 'TIMESTAMP', 'target_c': 'DOUBLE'}})"""
 ZONES = "CREATE TABLE zones AS SELECT * FROM read_csv('{folder}/zones.csv', header=true)"
+LIMITS = "CREATE TABLE limits AS SELECT * FROM read_csv('{folder}/limits.csv', header=true)"
 
 QUERIES = {
     "table": """SELECT z.name, time_bucket(INTERVAL '1 minute', r.ts) AS window_start,
@@ -30,6 +31,10 @@ QUERIES = {
       FROM readings a JOIN readings b ON a.sensor_id = b.sensor_id
         AND b.ts BETWEEN a.ts + INTERVAL '1 millisecond' AND a.ts + INTERVAL '10 seconds'
       GROUP BY ALL""",
+    "conditional": """SELECT r.zone, time_bucket(INTERVAL '1 minute', r.ts) AS window_start,
+        count(*) AS n, count(l.max_c) AS over
+      FROM readings r LEFT JOIN limits l ON r.zone = l.zone AND r.temp_c > l.max_c
+      GROUP BY ALL""",
     "top_n": """SELECT zone, sensor_id, temp_avg, place FROM (
         SELECT zone, sensor_id, avg(temp_c) AS temp_avg,
           row_number() OVER (PARTITION BY zone ORDER BY avg(temp_c) DESC) AS place
@@ -41,7 +46,7 @@ name, folder = sys.argv[1], sys.argv[2]
 db = duckdb.connect()
 # Each input parsed once into a table (reading the JSON inside the join made DuckDB's ASOF
 # JOIN 100 times slower), then the query; both count.
-for table in (READINGS, TARGETS, ZONES):
+for table in (READINGS, TARGETS, ZONES, LIMITS):
     db.execute(table.format(folder=folder))
 rows = db.execute(QUERIES[name]).fetchall()
 print(len(rows))

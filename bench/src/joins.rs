@@ -1,8 +1,8 @@
 //! Inputs and hand-written baselines for the join benchmark (`bench/joins.sh`).
 //!
 //! `join-inputs` writes the reference data the readings are joined with: a name per zone
-//! (`zones.csv`, a table) and a target temperature per zone every five minutes (`targets.jsonl`,
-//! a versioned table). `join-baseline` computes what `bench/joins/table.sql` and
+//! (`zones.csv`, a table), a temperature limit per zone (`limits.csv`, a table) and a target
+//! temperature per zone every five minutes (`targets.jsonl`, a versioned table). `join-baseline` computes what `bench/joins/table.sql` and
 //! `bench/joins/as_of.sql` compute, in one pass with serde and hash maps, knowing every target
 //! in advance: the practical limit the engine is measured against.
 
@@ -58,6 +58,12 @@ pub fn write_inputs(args: InputArgs) -> anyhow::Result<()> {
         writeln!(zones, "z{zone:03},room {:02} bay {}", zone / 5, zone % 5)?;
     }
     zones.flush()?;
+    let mut limits = BufWriter::new(File::create(args.out_dir.join("limits.csv"))?);
+    writeln!(limits, "zone,max_c")?;
+    for zone in 0..args.zones {
+        writeln!(limits, "z{zone:03},{:.1}", 23.0 + (zone % 4) as f64)?;
+    }
+    limits.flush()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut targets = BufWriter::new(File::create(args.out_dir.join("targets.jsonl"))?);
     for slot in 0..args.hours as i64 * 12 {
