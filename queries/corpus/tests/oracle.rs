@@ -238,6 +238,8 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         "SELECT g, count(*) FROM s WHERE EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.v < s.x) GROUP BY g".to_string(),
         format!("SELECT g, k, count(*) FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.v > s.x + {c}) GROUP BY g, k"),
         "SELECT k, count(*) FROM t WHERE k IN (SELECT k FROM s WHERE s.x > t.v) GROUP BY k".to_string(),
+        format!("SELECT t.k, t.v, count(*), count(s.x) FROM t LEFT JOIN s ON s.k = t.k AND s.x > t.v + {d} GROUP BY t.k, t.v"),
+        format!("SELECT k, v FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.k = t.k AND s.x < t.v - {c})"),
     ]
 }
 

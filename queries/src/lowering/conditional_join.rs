@@ -16,11 +16,18 @@
 //! The state is the inner join's arrangements plus the kept side arranged by all its columns
 //! and the matched pairs' rows of it: a stream kept by an outer join against a table is held
 //! whole, as it is for any join of a stream with a table.
+//!
+//! The common case is cheaper: when the join's keys cover the right side's key (a table joined
+//! by its primary key, an aggregate by its groups), a left row has one partner at most, and
+//! whether it matches is whether that one pair meets the condition. Then a `LEFT JOIN` is the
+//! plain one with the right side's columns NULL where the condition fails, a semi join the
+//! inner join filtered by it, an anti join the plain `LEFT JOIN` filtered by its failing (no
+//! partner counts as failing): the plain join's state, and its cost.
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, Join};
+use datafusion::logical_expr::{Expr, Join, JoinType, build_join_schema, when};
 use vibelux_operators::arranged_join::Outer;
 
 use super::join::described_keys;
@@ -59,6 +66,9 @@ impl Lowering<'_> {
         };
         let left_node = self.plan.nodes[left.node].clone();
         let right_node = self.plan.nodes[right.node].clone();
+        if !kept.keep_right && one_partner_at_most(&right_node, &right) {
+            return self.one_partner_join(join, left, right, condition, kept);
+        }
         let lateness = left_node.lateness_nanos.max(right_node.lateness_nanos);
         let both = left
             .schema
@@ -132,6 +142,92 @@ impl Lowering<'_> {
             key: None,
             label: "Union of the pairs met and the rows that met none".into(),
         }))
+    }
+
+    /// A conditional join whose left rows have one partner at most: the plain join, and the
+    /// condition applied to its one pair.
+    fn one_partner_join(
+        &mut self,
+        join: &Join,
+        left: Side<'_>,
+        right: Side<'_>,
+        condition: Expr,
+        kept: Kept,
+    ) -> SqlResult<NodeId> {
+        let left_node = self.plan.nodes[left.node].clone();
+        let right_node = self.plan.nodes[right.node].clone();
+        let both = left
+            .schema
+            .join(right.schema)
+            .map_err(|error| located(error, self.position))?;
+        // Semi: the pairs; LEFT and anti: every left row, padded where it has no partner.
+        let keep_left = kept.left_rows_matching != Some(true);
+        let padded_schema = match keep_left {
+            true => build_join_schema(left.schema, right.schema, &JoinType::Left)
+                .map_err(|error| located(error, self.position))?,
+            false => both.clone(),
+        };
+        let pairs_schema = with_units(
+            &carried_schema(padded_schema.inner()).map_err(|message| self.error(message))?,
+            units(&left_node.schema, &right_node.schema),
+        );
+        let left_keyed = self.keyed(left.node, left.schema, left.keys)?;
+        let right_keyed = self.keyed(right.node, right.schema, right.keys)?;
+        let keys = described_keys(left.keys, right.keys);
+        let pairs = self.plan.add(PlanNode {
+            kind: NodeKind::Join {
+                left: left_keyed,
+                right: right_keyed,
+                key_columns: left.keys.len(),
+                outer: Outer {
+                    keep_left,
+                    left_width: left.schema.fields().len(),
+                    right_width: right.schema.fields().len(),
+                    ..Outer::default()
+                },
+                expiry: None,
+            },
+            schema: pairs_schema,
+            changes: Changes::Updates { finals: false },
+            window: left_node.window,
+            event_time: left_node.event_time,
+            lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
+            key: None,
+            label: format!(
+                "{}Join on {}",
+                if keep_left { "Left" } else { "" },
+                keys.join(" AND ")
+            ),
+        });
+        let left_columns: Vec<Expr> = left
+            .schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let output = self.joined_schema(join, &left_node, &right_node)?;
+        match kept.left_rows_matching {
+            Some(true) => self.calc(pairs, &both, Some(&condition), &left_columns, output),
+            Some(false) => {
+                let failed = condition.is_not_true();
+                self.calc(pairs, &padded_schema, Some(&failed), &left_columns, output)
+            }
+            None => {
+                // The right side's columns where the pair meets the condition, NULL elsewhere.
+                let right_columns = right
+                    .schema
+                    .columns()
+                    .into_iter()
+                    .map(|column| when(condition.clone(), Expr::Column(column)).end());
+                let projections = left_columns
+                    .into_iter()
+                    .map(Ok)
+                    .chain(right_columns)
+                    .collect::<datafusion::common::Result<Vec<_>>>()
+                    .map_err(|error| located(error, self.position))?;
+                self.calc(pairs, &padded_schema, None, &projections, output)
+            }
+        }
     }
 
     /// The rows of `side` that some pair in `met` holds (`matching`), or that none does: a semi
@@ -220,4 +316,30 @@ impl Lowering<'_> {
             std::sync::Arc::new(Schema::new(fields)),
         )
     }
+}
+
+/// The units of two sides' columns, left then right.
+fn units<'a>(
+    left: &'a SchemaRef,
+    right: &'a SchemaRef,
+) -> impl Iterator<Item = Option<String>> + 'a {
+    left.fields().iter().chain(right.fields()).map(|f| {
+        f.metadata()
+            .get(vibelux_interfaces::metadata::UNIT)
+            .cloned()
+    })
+}
+
+/// Whether each left row meets one right row at most: the join's keys on the right are plain
+/// columns that cover the right side's key (a table's primary key, an aggregate's groups).
+fn one_partner_at_most(right_node: &PlanNode, right: &Side<'_>) -> bool {
+    let Some(key) = &right_node.key else {
+        return false;
+    };
+    key.iter().all(|&column| {
+        right.keys.iter().any(|expr| match expr {
+            Expr::Column(c) => right.schema.index_of_column(c).ok() == Some(column),
+            _ => false,
+        })
+    })
 }
