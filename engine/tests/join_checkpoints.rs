@@ -1,6 +1,7 @@
 //! Joins and TOP-N end to end through kill -9: a replay killed at random moments and restarted
 //! each time ends with the same outputs as a run that was never interrupted (a join with a
-//! table, an interval join, an as-of join, a TOP-N over an updating aggregate).
+//! table, joins with conditions beside the equality, an interval join, an as-of join, a TOP-N
+//! over an updating aggregate).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -109,6 +110,62 @@ fn a_view_added_mid_replay_joins_the_rows_the_shared_arrangements_kept() {
         assert_eq!(
             sorted_lines(&dir.path().join(output)),
             sorted_lines(&reference.path().join(output)),
+            "{output} differs"
+        );
+    }
+}
+
+/// Joins with a condition beside the equality, both ways they run: a LEFT JOIN with a view
+/// that has two names per zone and no key (pairs met, and the rows that met none padded), and
+/// a NOT EXISTS with the table by its key (the plain join, its one pair tested).
+const CONDITIONAL_JOIN_PIPELINE: &str = "
+CREATE SOURCE readings (sensor_id TEXT, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+  WITH (connector = 'file', path = 'in.jsonl');
+CREATE TABLE zones (zone TEXT, name TEXT, PRIMARY KEY (zone))
+  WITH (connector = 'file', path = 'zones.csv', format = 'csv');
+CREATE VIEW zone_names AS
+  SELECT zone, name FROM zones UNION ALL SELECT zone, substr(name, 1, 2) AS name FROM zones;
+CREATE VIEW warm AS SELECT r.ts, r.temp_c, z.name
+  FROM readings r LEFT JOIN zone_names z ON r.zone = z.zone AND r.temp_c > 19.0 + length(z.name);
+CREATE VIEW warm_minute AS SELECT name, window_start, count(*) AS n, max(temp_c) AS temp_max
+  FROM TUMBLE(warm, ts, INTERVAL '1 minute') GROUP BY name, window_start;
+CREATE SINK warm_out FROM warm_minute WITH (connector = 'file', path = 'out/warm_minute.jsonl');
+CREATE VIEW cool AS SELECT r.ts, r.temp_c FROM readings r
+  WHERE NOT EXISTS (SELECT 1 FROM zones z WHERE z.zone = r.zone AND r.temp_c > 19.0 + length(z.name));
+CREATE VIEW cool_minute AS SELECT window_start, count(*) AS n
+  FROM TUMBLE(cool, ts, INTERVAL '1 minute') GROUP BY window_start;
+CREATE SINK cool_out FROM cool_minute WITH (connector = 'file', path = 'out/cool_minute.jsonl');
+";
+
+#[test]
+fn joins_with_conditions_killed_at_random_moments_end_with_the_same_results() {
+    let reference = folder_with(CONDITIONAL_JOIN_PIPELINE, 40_000);
+    run_to_end(reference.path(), &["--no-state"]);
+    let resumed = folder_with(CONDITIONAL_JOIN_PIPELINE, 40_000);
+    let args = ["--checkpoint-interval", "50ms"];
+    let (interrupted, logs) = run_interrupted(resumed.path(), &args, Interruption::Kill, 4);
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} interruptions:\n{logs}"
+    );
+    let warm = sorted_lines(&reference.path().join("out/warm_minute.jsonl"));
+    // Names that met the condition, their two-letter forms, and readings that met none.
+    for name in ["\"name\":\"north\"", "\"name\":\"no\"", "\"name\":null"] {
+        assert!(
+            warm.iter().any(|window| window.contains(name)),
+            "{name}: {warm:?}"
+        );
+    }
+    let cool = sorted_lines(&reference.path().join("out/cool_minute.jsonl"));
+    assert!(cool.len() >= 30, "{} windows", cool.len());
+    for (output, expected) in [
+        ("out/warm_minute.jsonl", warm),
+        ("out/cool_minute.jsonl", cool),
+    ] {
+        assert_eq!(
+            sorted_lines(&resumed.path().join(output)),
+            expected,
             "{output} differs"
         );
     }
