@@ -310,6 +310,11 @@ fn versioned(random: &mut Lcg) -> Vec<(String, String)> {
             "SELECT k, valid_from, v FROM h".to_string(),
             "SELECT k, valid_from, v FROM h QUALIFY row_number() OVER (PARTITION BY k ORDER BY valid_from DESC) = 1".to_string(),
         ),
+        // A sum of lengths of time: DuckDB sums intervals' seconds only.
+        (
+            "SELECT k, sum(gap), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u WHERE x > 0) GROUP BY k".to_string(),
+            "SELECT k, to_seconds(sum(epoch(gap))), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u WHERE x > 0) GROUP BY k".to_string(),
+        ),
     ]
 }
 

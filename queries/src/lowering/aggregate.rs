@@ -4,6 +4,7 @@
 //! Which aggregates fold how, and which argument types each refuses, is decided here.
 
 use super::*;
+use datafusion::logical_expr::Cast;
 
 impl Lowering<'_> {
     /// The training distribution `psi('model', 'feature', value)` compares against.
@@ -77,6 +78,8 @@ impl Lowering<'_> {
         let mut projections: Vec<Expr> = group_exprs.to_vec();
         let mut specs = Vec::new();
         let mut labels = Vec::new();
+        // The output columns of sums and means of lengths of time, aggregated as nanoseconds.
+        let mut as_durations = Vec::new();
         for expr in aggregate_exprs {
             let shown = expr.to_string();
             let Expr::AggregateFunction(AggregateFunction { func, params }) =
@@ -142,6 +145,23 @@ impl Lowering<'_> {
                         .map_err(|e| located(e, self.position))?,
                 ),
                 None => None,
+            };
+            // A sum or mean of lengths of time is taken over their nanoseconds, and made a
+            // length of time again after the aggregate.
+            let (argument, argument_type) = match (&argument, &argument_type) {
+                (Some(arg), Some(DataType::Duration(_)))
+                    if !params.distinct && matches!(name.as_str(), "sum" | "avg" | "mean") =>
+                {
+                    as_durations.push(group_exprs.len() + specs.len());
+                    (
+                        Some(Expr::Cast(Cast::new(
+                            Box::new(arg.clone()),
+                            DataType::Int64,
+                        ))),
+                        Some(DataType::Int64),
+                    )
+                }
+                _ => (argument, argument_type),
             };
             if let Some(refusal) = refused_over_durations(&name, argument_type.as_ref()) {
                 return Err(self.error(format!("{refusal}: {shown}")));
@@ -343,6 +363,26 @@ impl Lowering<'_> {
                 .chain(aggregate_exprs)
                 .map(|e| unit_of(e, input_schema, &input_node.schema)),
         );
+        // Sums and means of lengths of time leave the aggregate as numbers of nanoseconds.
+        let in_nanoseconds = Arc::new(Schema::new(
+            output_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, field)| match as_durations.contains(&i) {
+                    false => field.as_ref().clone(),
+                    true => {
+                        let mean = matches!(specs[i - group_exprs.len()].function, Function::Avg);
+                        let number = if mean {
+                            DataType::Float64
+                        } else {
+                            DataType::Int64
+                        };
+                        field.as_ref().clone().with_data_type(number)
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ));
         let plan = AggregatePlan {
             key_columns: group_exprs.len(),
             aggregates: specs,
@@ -350,12 +390,16 @@ impl Lowering<'_> {
             window: close,
             session,
         };
-        Ok(self.plan.add(PlanNode {
+        let (aggregate_schema, final_schema) = match as_durations.is_empty() {
+            true => (output_schema, None),
+            false => (in_nanoseconds, Some(output_schema)),
+        };
+        let aggregated = self.plan.add(PlanNode {
             kind: NodeKind::Aggregate {
                 input: pre,
                 plan: Arc::new(plan),
             },
-            schema: output_schema,
+            schema: aggregate_schema.clone(),
             changes: Changes::Updates {
                 finals: window.is_some(),
             },
@@ -364,7 +408,29 @@ impl Lowering<'_> {
             lateness_nanos: input_node.lateness_nanos,
             key: Some((0..group_exprs.len()).collect()),
             label,
-        }))
+        });
+        let Some(final_schema) = final_schema else {
+            return Ok(aggregated);
+        };
+        let numbers = DFSchema::try_from(aggregate_schema.as_ref().clone())
+            .map_err(|error| located(error, self.position))?;
+        let projections: Vec<Expr> = aggregate_schema
+            .fields()
+            .iter()
+            .zip(final_schema.fields())
+            .map(|(field, wanted)| {
+                let column = Expr::Column(Column::new_unqualified(field.name()));
+                match field.data_type() == wanted.data_type() {
+                    true => column,
+                    // A mean's fraction of a nanosecond is dropped.
+                    false => Expr::Cast(Cast::new(
+                        Box::new(Expr::Cast(Cast::new(Box::new(column), DataType::Int64))),
+                        wanted.data_type().clone(),
+                    )),
+                }
+            })
+            .collect();
+        self.calc(aggregated, &numbers, None, &projections, final_schema)
     }
 }
 
