@@ -63,6 +63,9 @@ pub enum AggregateFunction {
     /// last (ties, and every value without a key, in value order, so the list is the same on
     /// every run).
     ArrayAgg,
+    /// `array_agg(value ORDER BY key DESC)`: the same list reversed, NULL keys first as SQL
+    /// orders descending.
+    ArrayAggDescending,
 }
 
 impl AggregateFunction {
@@ -153,7 +156,7 @@ impl Accumulator {
                 Accumulator::OrderedMultiset(BTreeMap::new())
             }
             FirstValue | LastValue => Accumulator::Ordered(None),
-            ArrayAgg => Accumulator::OrderedMultiset(BTreeMap::new()),
+            ArrayAgg | ArrayAggDescending => Accumulator::OrderedMultiset(BTreeMap::new()),
             // A late point can land between two others: every point is kept.
             Integral | TimeWeightedAvg | Dli | RateOfChange => {
                 Accumulator::OrderedMultiset(BTreeMap::new())
@@ -174,7 +177,9 @@ impl Accumulator {
     pub fn update(&mut self, function: AggregateFunction, value: &Datum, order: &Datum, diff: i64) {
         let keeps_nulls = matches!(
             function,
-            AggregateFunction::CountRows | AggregateFunction::ArrayAgg
+            AggregateFunction::CountRows
+                | AggregateFunction::ArrayAgg
+                | AggregateFunction::ArrayAggDescending
         );
         if value.is_null() && !keeps_nulls {
             return;
@@ -354,19 +359,24 @@ impl Accumulator {
             Accumulator::OrderedMultiset(values) if function.is_time_weighted() => {
                 time_weighted(function, values)
             }
-            Accumulator::OrderedMultiset(values) if function == ArrayAgg => {
+            Accumulator::OrderedMultiset(values)
+                if matches!(function, ArrayAgg | ArrayAggDescending) =>
+            {
                 // Values whose ordering key is NULL go last, as SQL orders ascending.
                 let (keyed, unkeyed): (Vec<_>, Vec<_>) = values
                     .iter()
                     .filter(|(_, count)| **count > 0)
                     .partition(|((order, _), _)| !order.is_null());
-                let list: Box<[Datum]> = keyed
+                let mut list: Box<[Datum]> = keyed
                     .into_iter()
                     .chain(unkeyed)
                     .flat_map(|((_, value), count)| {
                         std::iter::repeat_n(value.clone(), *count as usize)
                     })
                     .collect();
+                if function == ArrayAggDescending {
+                    list.reverse();
+                }
                 if list.is_empty() {
                     Datum::Null
                 } else {

@@ -223,6 +223,7 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         format!("SELECT g, array_agg(x ORDER BY x) FROM s WHERE x > {c} GROUP BY g"),
         "SELECT t.k, array_agg(s.x ORDER BY s.x) FROM s JOIN t ON s.k = t.k GROUP BY t.k".to_string(),
         "SELECT k, array_agg(x ORDER BY ts) FROM u GROUP BY k".to_string(),
+        "SELECT k, array_agg(x ORDER BY ts DESC) FROM u GROUP BY k".to_string(),
         format!("SELECT k, ts, avg(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND {limit} FOLLOWING) AS centred, min(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND {n} FOLLOWING) AS low, count(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS near FROM u"),
         format!("SELECT k, count(*), sum(rise) FROM (SELECT k, LEAD(x) OVER (PARTITION BY k ORDER BY ts) - x AS rise FROM u) WHERE rise > {c} - 20 GROUP BY k"),
         format!("SELECT a.k, a.ts, b.ts, b.x FROM u a JOIN u b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '{} seconds'", 5 * n),

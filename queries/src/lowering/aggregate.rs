@@ -215,16 +215,18 @@ impl Lowering<'_> {
                             "array_agg(…) FILTER (WHERE …) is not supported yet (a list keeps its NULLs); filter the rows in a view first: {shown}"
                         )));
                     }
-                    let descending_or_nulls_first = params
-                        .order_by
-                        .first()
-                        .is_some_and(|sort| !sort.asc || sort.nulls_first);
-                    if descending_or_nulls_first {
-                        return Err(self.error(format!(
-                            "array_agg(… ORDER BY … DESC or NULLS FIRST) is not supported yet; order ascending, NULLs last: {shown}"
-                        )));
+                    // Ascending with NULLs last, or its reverse (descending, NULLs first: SQL's
+                    // default for DESC).
+                    match params.order_by.first() {
+                        None => Function::ArrayAgg,
+                        Some(sort) if sort.asc && !sort.nulls_first => Function::ArrayAgg,
+                        Some(sort) if !sort.asc && sort.nulls_first => Function::ArrayAggDescending,
+                        Some(_) => {
+                            return Err(self.error(format!(
+                                "array_agg(… ORDER BY … ASC NULLS FIRST or DESC NULLS LAST) is not supported yet; order ascending with NULLs last, or descending with NULLs first: {shown}"
+                            )));
+                        }
                     }
-                    Function::ArrayAgg
                 }
                 "integral" | "time_weighted_avg" | "dli" | "rate_of_change" => {
                     let ts = params.args.get(1).cloned().ok_or_else(|| {
@@ -260,6 +262,7 @@ impl Lowering<'_> {
                     Function::FirstValue
                     | Function::LastValue
                     | Function::ArrayAgg
+                    | Function::ArrayAggDescending
                     | Function::Integral
                     | Function::TimeWeightedAvg
                     | Function::Dli

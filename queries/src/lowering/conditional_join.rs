@@ -74,43 +74,9 @@ impl Lowering<'_> {
             .schema
             .join(right.schema)
             .map_err(|error| located(error, self.position))?;
-        let both_schema = with_units(
-            &carried_schema(both.inner()).map_err(|message| self.error(message))?,
-            left_node
-                .schema
-                .fields()
-                .iter()
-                .chain(right_node.schema.fields())
-                .map(|f| {
-                    f.metadata()
-                        .get(vibelux_interfaces::metadata::UNIT)
-                        .cloned()
-                }),
-        );
+        let both_schema = self.schema_of(&both, &left_node, &right_node)?;
         // Every pair on the keys, then those that meet the condition.
-        let left_keyed = self.keyed(left.node, left.schema, left.keys)?;
-        let right_keyed = self.keyed(right.node, right.schema, right.keys)?;
-        let keys = described_keys(left.keys, right.keys);
-        let pairs = self.plan.add(PlanNode {
-            kind: NodeKind::Join {
-                left: left_keyed,
-                right: right_keyed,
-                key_columns: left.keys.len(),
-                outer: Outer {
-                    left_width: left.schema.fields().len(),
-                    right_width: right.schema.fields().len(),
-                    ..Outer::default()
-                },
-                expiry: None,
-            },
-            schema: both_schema.clone(),
-            changes: Changes::Updates { finals: false },
-            window: left_node.window,
-            event_time: left_node.event_time,
-            lateness_nanos: lateness,
-            key: None,
-            label: format!("Join on {}", keys.join(" AND ")),
-        });
+        let pairs = self.pairs(&left, &right, false, both_schema.clone())?;
         let every_column: Vec<Expr> = both.columns().into_iter().map(Expr::Column).collect();
         let met = self.calc(
             pairs,
@@ -167,38 +133,8 @@ impl Lowering<'_> {
                 .map_err(|error| located(error, self.position))?,
             false => both.clone(),
         };
-        let pairs_schema = with_units(
-            &carried_schema(padded_schema.inner()).map_err(|message| self.error(message))?,
-            units(&left_node.schema, &right_node.schema),
-        );
-        let left_keyed = self.keyed(left.node, left.schema, left.keys)?;
-        let right_keyed = self.keyed(right.node, right.schema, right.keys)?;
-        let keys = described_keys(left.keys, right.keys);
-        let pairs = self.plan.add(PlanNode {
-            kind: NodeKind::Join {
-                left: left_keyed,
-                right: right_keyed,
-                key_columns: left.keys.len(),
-                outer: Outer {
-                    keep_left,
-                    left_width: left.schema.fields().len(),
-                    right_width: right.schema.fields().len(),
-                    ..Outer::default()
-                },
-                expiry: None,
-            },
-            schema: pairs_schema,
-            changes: Changes::Updates { finals: false },
-            window: left_node.window,
-            event_time: left_node.event_time,
-            lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
-            key: None,
-            label: format!(
-                "{}Join on {}",
-                if keep_left { "Left" } else { "" },
-                keys.join(" AND ")
-            ),
-        });
+        let pairs_schema = self.schema_of(&padded_schema, &left_node, &right_node)?;
+        let pairs = self.pairs(&left, &right, keep_left, pairs_schema)?;
         let left_columns: Vec<Expr> = left
             .schema
             .columns()
@@ -228,6 +164,69 @@ impl Lowering<'_> {
                 self.calc(pairs, &padded_schema, None, &projections, output)
             }
         }
+    }
+
+    /// Every pair of rows equal on the keys (and with `keep_left`, the left rows with no
+    /// partner, padded), laid out as `schema`.
+    fn pairs(
+        &mut self,
+        left: &Side<'_>,
+        right: &Side<'_>,
+        keep_left: bool,
+        schema: SchemaRef,
+    ) -> SqlResult<NodeId> {
+        let left_node = self.plan.nodes[left.node].clone();
+        let right_node = self.plan.nodes[right.node].clone();
+        let left_keyed = self.keyed(left.node, left.schema, left.keys)?;
+        let right_keyed = self.keyed(right.node, right.schema, right.keys)?;
+        let keys = described_keys(left.keys, right.keys);
+        Ok(self.plan.add(PlanNode {
+            kind: NodeKind::Join {
+                left: left_keyed,
+                right: right_keyed,
+                key_columns: left.keys.len(),
+                outer: Outer {
+                    keep_left,
+                    left_width: left.schema.fields().len(),
+                    right_width: right.schema.fields().len(),
+                    ..Outer::default()
+                },
+                expiry: None,
+            },
+            schema,
+            changes: Changes::Updates { finals: false },
+            window: left_node.window,
+            event_time: left_node.event_time,
+            lateness_nanos: left_node.lateness_nanos.max(right_node.lateness_nanos),
+            key: None,
+            label: format!(
+                "{}Join on {}",
+                if keep_left { "Left" } else { "" },
+                keys.join(" AND ")
+            ),
+        }))
+    }
+
+    /// The Arrow schema of rows laid out as `schema`: the two sides' columns, with their units.
+    fn schema_of(
+        &self,
+        schema: &DFSchema,
+        left: &PlanNode,
+        right: &PlanNode,
+    ) -> SqlResult<SchemaRef> {
+        let carried = carried_schema(schema.inner()).map_err(|message| self.error(message))?;
+        Ok(with_units(
+            &carried,
+            left.schema
+                .fields()
+                .iter()
+                .chain(right.schema.fields())
+                .map(|f| {
+                    f.metadata()
+                        .get(vibelux_interfaces::metadata::UNIT)
+                        .cloned()
+                }),
+        ))
     }
 
     /// The rows of `side` that some pair in `met` holds (`matching`), or that none does: a semi
@@ -316,18 +315,6 @@ impl Lowering<'_> {
             std::sync::Arc::new(Schema::new(fields)),
         )
     }
-}
-
-/// The units of two sides' columns, left then right.
-fn units<'a>(
-    left: &'a SchemaRef,
-    right: &'a SchemaRef,
-) -> impl Iterator<Item = Option<String>> + 'a {
-    left.fields().iter().chain(right.fields()).map(|f| {
-        f.metadata()
-            .get(vibelux_interfaces::metadata::UNIT)
-            .cloned()
-    })
 }
 
 /// Whether each left row meets one right row at most: the join's keys on the right are plain
