@@ -316,6 +316,10 @@ fn versioned(random: &mut Lcg) -> Vec<(String, String)> {
             "SELECT k, sum(gap), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u WHERE x > 0) GROUP BY k".to_string(),
             "SELECT k, to_seconds(sum(epoch(gap))), count(gap) FROM (SELECT k, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) - ts AS gap FROM u WHERE x > 0) GROUP BY k".to_string(),
         ),
+        (
+            "SELECT k, ts, sum(gap) OVER (PARTITION BY k ORDER BY ts) FROM (SELECT k, ts, ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) AS gap FROM u)".to_string(),
+            "SELECT k, ts, to_seconds(sum(epoch(gap)) OVER (PARTITION BY k ORDER BY ts)) FROM (SELECT k, ts, ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) AS gap FROM u)".to_string(),
+        ),
     ]
 }
 

@@ -146,6 +146,14 @@ impl Lowering<'_> {
                 ),
                 None => None,
             };
+            if params.distinct
+                && matches!(argument_type, Some(DataType::Duration(_)))
+                && matches!(name.as_str(), "sum" | "avg" | "mean")
+            {
+                return Err(self.error(format!(
+                    "{name}(DISTINCT …) of an INTERVAL is not supported yet; aggregate its seconds instead, {name}(DISTINCT date_part('epoch', …)): {shown}"
+                )));
+            }
             // A sum or mean of lengths of time is taken over their nanoseconds, and made a
             // length of time again after the aggregate.
             let (argument, argument_type) = match (&argument, &argument_type) {
@@ -469,10 +477,13 @@ pub(crate) fn refused_over_durations(
     argument_type: Option<&DataType>,
 ) -> Option<String> {
     let durations = matches!(argument_type, Some(DataType::Duration(_)));
-    let takes_them = matches!(name, "count" | "min" | "max" | "first_value" | "last_value");
+    let takes_them = matches!(
+        name,
+        "count" | "min" | "max" | "sum" | "avg" | "mean" | "first_value" | "last_value"
+    );
     (durations && !takes_them).then(|| {
         format!(
-            "{name} of an INTERVAL is not supported yet (count, min, max, first_value and last_value are); aggregate its seconds instead, {name}(date_part('epoch', …))"
+            "{name} of an INTERVAL is not supported yet (count, min, max, sum, avg, first_value and last_value are); aggregate its seconds instead, {name}(date_part('epoch', …))"
         )
     })
 }

@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits,
+    Cast, Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits,
 };
 use vibelux_operators::accumulator::AggregateFunction;
 use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, RUNNING};
@@ -59,6 +59,9 @@ impl Lowering<'_> {
         let time_name = input_schema.field(time).name().clone();
         let mut partition: Option<Vec<Expr>> = None;
         let mut planned = Vec::new();
+        // The calls that sum or average lengths of time, over their nanoseconds: index, and
+        // whether it is a mean.
+        let mut over_durations: Vec<(usize, bool)> = Vec::new();
         for expr in &window.window_expr {
             let shown = expr.to_string();
             let Expr::WindowFunction(function) = expr.clone().unalias() else {
@@ -109,12 +112,22 @@ impl Lowering<'_> {
                 },
                 WindowFunctionDefinition::AggregateUDF(_) => {
                     let frame = self.frame(&params.window_frame, &shown)?;
-                    let argument = params.args.first().cloned();
-                    let argument_type = argument
+                    let mut argument = params.args.first().cloned();
+                    let mut argument_type = argument
                         .as_ref()
                         .map(|arg| arg.get_type(input_schema.as_ref()))
                         .transpose()
                         .map_err(|error| located(error, self.position))?;
+                    if let (Some(arg), Some(DataType::Duration(_))) = (&argument, &argument_type)
+                        && matches!(name.as_str(), "sum" | "avg" | "mean")
+                    {
+                        over_durations.push((planned.len(), name != "sum"));
+                        argument = Some(Expr::Cast(Cast::new(
+                            Box::new(arg.clone()),
+                            DataType::Int64,
+                        )));
+                        argument_type = Some(DataType::Int64);
+                    }
                     if let Some(refusal) = refused_over_durations(&name, argument_type.as_ref()) {
                         return Err(self.error(format!("{refusal}: {shown}")));
                     }
@@ -151,15 +164,35 @@ impl Lowering<'_> {
                 kept + extra.len() - 1
             });
             let output = window.schema.field(kept + index).data_type();
+            let float_result = match over_durations.iter().find(|(i, _)| *i == index) {
+                Some((_, mean)) => *mean,
+                None => storage_type(output) == Some(DataType::Float64),
+            };
             calls.push(AnalyticCall {
                 function: call.function,
                 value,
-                float_result: storage_type(output) == Some(DataType::Float64),
+                float_result,
             });
         }
         let calc = self.with_columns(input, input_schema, &extra)?;
-        let schema =
+        let final_schema =
             carried_schema(window.schema.inner()).map_err(|message| self.error(message))?;
+        // Sums and means of lengths of time leave the node as numbers of nanoseconds.
+        let schema = Arc::new(Schema::new(
+            final_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(column, field)| {
+                    let call = column.checked_sub(kept);
+                    match over_durations.iter().find(|(i, _)| Some(*i) == call) {
+                        Some((_, true)) => field.as_ref().clone().with_data_type(DataType::Float64),
+                        Some((_, false)) => field.as_ref().clone().with_data_type(DataType::Int64),
+                        None => field.as_ref().clone(),
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ));
         let spec = AnalyticSpec { calls };
         let (changes, order) = match spec.looks_ahead() {
             0 => (Changes::AppendOnly, "in event-time order per series"),
@@ -177,20 +210,42 @@ impl Lowering<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(self.plan.add(PlanNode {
+        let analytic = self.plan.add(PlanNode {
             kind: NodeKind::Analytic {
                 input: calc,
                 spec: Arc::new(spec),
                 columns: SeriesColumns { keys, time, kept },
             },
-            schema,
+            schema: schema.clone(),
             changes,
             window: input_node.window,
             event_time: Some(time),
             lateness_nanos: input_node.lateness_nanos,
             key: None,
             label,
-        }))
+        });
+        if over_durations.is_empty() {
+            return Ok(analytic);
+        }
+        let numbers = DFSchema::try_from(schema.as_ref().clone())
+            .map_err(|error| located(error, self.position))?;
+        let projections: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .zip(final_schema.fields())
+            .map(|(field, wanted)| {
+                let column = Expr::Column(Column::new_unqualified(field.name()));
+                match field.data_type() == wanted.data_type() {
+                    true => column,
+                    // A mean's fraction of a nanosecond is dropped.
+                    false => Expr::Cast(Cast::new(
+                        Box::new(Expr::Cast(Cast::new(Box::new(column), DataType::Int64))),
+                        wanted.data_type().clone(),
+                    )),
+                }
+            })
+            .collect();
+        self.calc(analytic, &numbers, None, &projections, final_schema)
     }
 
     /// `LAG(value [, offset [, default]])`, or `LEAD` (`name`).
