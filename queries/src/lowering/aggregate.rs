@@ -423,17 +423,28 @@ impl Lowering<'_> {
         let Some(final_schema) = final_schema else {
             return Ok(aggregated);
         };
-        let numbers = DFSchema::try_from(aggregate_schema.as_ref().clone())
+        self.lengths_of_time_again(aggregated, &aggregate_schema, final_schema)
+    }
+
+    /// `node`'s columns as `wanted` has them: the sums and means of lengths of time that left
+    /// it as numbers of nanoseconds become lengths of time again (a mean's fraction of a
+    /// nanosecond dropped), the other columns pass.
+    pub(super) fn lengths_of_time_again(
+        &mut self,
+        node: NodeId,
+        numbers: &SchemaRef,
+        wanted: SchemaRef,
+    ) -> SqlResult<NodeId> {
+        let input = DFSchema::try_from(numbers.as_ref().clone())
             .map_err(|error| located(error, self.position))?;
-        let projections: Vec<Expr> = aggregate_schema
+        let projections: Vec<Expr> = numbers
             .fields()
             .iter()
-            .zip(final_schema.fields())
+            .zip(wanted.fields())
             .map(|(field, wanted)| {
                 let column = Expr::Column(Column::new_unqualified(field.name()));
                 match field.data_type() == wanted.data_type() {
                     true => column,
-                    // A mean's fraction of a nanosecond is dropped.
                     false => Expr::Cast(Cast::new(
                         Box::new(Expr::Cast(Cast::new(Box::new(column), DataType::Int64))),
                         wanted.data_type().clone(),
@@ -441,7 +452,7 @@ impl Lowering<'_> {
                 }
             })
             .collect();
-        self.calc(aggregated, &numbers, None, &projections, final_schema)
+        self.calc(node, &input, None, &projections, wanted)
     }
 }
 

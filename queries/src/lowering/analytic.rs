@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
     Cast, Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits,
@@ -227,25 +227,7 @@ impl Lowering<'_> {
         if over_durations.is_empty() {
             return Ok(analytic);
         }
-        let numbers = DFSchema::try_from(schema.as_ref().clone())
-            .map_err(|error| located(error, self.position))?;
-        let projections: Vec<Expr> = schema
-            .fields()
-            .iter()
-            .zip(final_schema.fields())
-            .map(|(field, wanted)| {
-                let column = Expr::Column(Column::new_unqualified(field.name()));
-                match field.data_type() == wanted.data_type() {
-                    true => column,
-                    // A mean's fraction of a nanosecond is dropped.
-                    false => Expr::Cast(Cast::new(
-                        Box::new(Expr::Cast(Cast::new(Box::new(column), DataType::Int64))),
-                        wanted.data_type().clone(),
-                    )),
-                }
-            })
-            .collect();
-        self.calc(analytic, &numbers, None, &projections, final_schema)
+        self.lengths_of_time_again(analytic, &schema, final_schema)
     }
 
     /// `LAG(value [, offset [, default]])`, or `LEAD` (`name`).
