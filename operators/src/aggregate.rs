@@ -27,6 +27,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
 
 use crate::accumulator::{Accumulator, AggregateSpec};
+use crate::partial_aggregate::{CombineExt, Contribution};
 use crate::row::{Datum, Row, Update};
 use crate::session::{SessionColumns, SessionIndex, SessionMerge};
 use crate::window::WindowKind;
@@ -176,10 +177,10 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 /// Returns the view's changes and, for windowed groups, each window's final row once.
 ///
 /// ```
-/// use std::sync::{Arc, atomic::AtomicBool};
+/// use std::sync::Arc;
 /// use timely::dataflow::operators::{Capture, ToStream, capture::Extract};
 /// use vibelux_operators::accumulator::{AggregateFunction, AggregateSpec};
-/// use vibelux_operators::aggregate::{AggregateExt, AggregatePlan};
+/// use vibelux_operators::aggregate::{AggregateExt, AggregatePlan, AggregateSettings};
 /// use vibelux_operators::row::Datum;
 ///
 /// let plan = Arc::new(AggregatePlan {
@@ -194,7 +195,7 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 ///     vec![(zone("a"), 0, 1), (zone("a"), 0, 1), (zone("b"), 0, 1)]
 ///         .to_stream(scope)
 ///         .container::<Vec<_>>()
-///         .aggregate(plan, true, Arc::new(AtomicBool::new(false)), None)
+///         .aggregate(plan, AggregateSettings::changes())
 ///         .0
 ///         .capture()
 /// });
@@ -204,19 +205,40 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 /// assert_eq!(rows[0].0, vec![Datum::Utf8("a".into()), Datum::Int64(2)]);
 /// ```
 pub trait AggregateExt<'scope> {
-    /// With `emit_changes` false only final window rows are produced: the work of publishing
-    /// every partial result is skipped when nothing reads it. With `checkpointing`, the groups
-    /// take part in checkpoints and resume from the one the run restored.
     fn aggregate(
         self,
         plan: Arc<AggregatePlan>,
-        emit_changes: bool,
-        discard_open_windows: Arc<AtomicBool>,
-        checkpointing: Option<Participant>,
+        settings: AggregateSettings,
     ) -> (
         Stream<'scope, u64, Vec<Update>>,
         Stream<'scope, u64, Vec<Row>>,
     );
+}
+
+/// How an aggregate runs, beside what it computes.
+pub struct AggregateSettings {
+    /// With `emit_changes` false only final window rows are produced: the work of publishing
+    /// every partial result is skipped when nothing reads it.
+    pub emit_changes: bool,
+    /// Set when the run stops: open windows are then incomplete and never published.
+    pub discard_open_windows: Arc<AtomicBool>,
+    /// The groups take part in checkpoints and resume from the one the run restored.
+    pub checkpointing: Option<Participant>,
+    /// Fold each batch into partial groups before the exchange ([`crate::partial_aggregate`]):
+    /// worth it where the exchange serializes rows to other processes, not between threads.
+    pub combine_before_exchange: bool,
+}
+
+impl AggregateSettings {
+    /// Every change published, nothing checkpointed, rows exchanged as they are.
+    pub fn changes() -> Self {
+        AggregateSettings {
+            emit_changes: true,
+            discard_open_windows: Arc::new(AtomicBool::new(false)),
+            checkpointing: None,
+            combine_before_exchange: false,
+        }
+    }
 }
 
 /// What a checkpoint keeps of an aggregate: its groups (windows closing are found again from
@@ -264,14 +286,20 @@ struct Groups {
 impl Groups {
     /// Applies a batch stamped `now`; returns the changes to publish at `now`. `finals` is a
     /// capability for the final-rows output at `now`, from which windows' closes are delayed.
-    fn apply(&mut self, now: u64, finals: &Capability<u64>, data: &mut Vec<Update>) -> Vec<Update> {
+    fn apply<C: Contribution>(
+        &mut self,
+        now: u64,
+        finals: &Capability<u64>,
+        data: &mut Vec<C>,
+    ) -> Vec<Update> {
         let plan = self.plan.clone();
         let emit_changes = self.emit_changes;
+        let key_columns = plan.key_columns;
         let mut changes = Vec::new();
         self.batch += 1;
-        for (mut row, _, diff) in data.drain(..) {
+        for mut contribution in data.drain(..) {
             if let (Some(index), Some(columns)) = (self.sessions.as_mut(), plan.session) {
-                let merge = index.merge(columns, &row[..plan.key_columns]);
+                let merge = index.merge(columns, contribution.key(key_columns));
                 if let Some(SessionMerge {
                     merged_key,
                     absorbed,
@@ -293,10 +321,10 @@ impl Groups {
                             self.groups.insert(merged_key.clone(), merged);
                         }
                     }
-                    row.splice(..plan.key_columns, merged_key);
+                    contribution.rekey(key_columns, merged_key);
                 }
             }
-            let key = &row[..plan.key_columns];
+            let key = contribution.key(key_columns);
             let group = match self.groups.get_mut(key) {
                 Some(group) => group,
                 None => {
@@ -308,16 +336,11 @@ impl Groups {
                     self.groups.entry(key).or_insert(Group::new(&plan))
                 }
             };
-            group.rows += diff;
-            for (spec, accumulator) in plan.aggregates.iter().zip(&mut group.accumulators) {
-                let value = spec.argument.map_or(&Datum::Null, |column| &row[column]);
-                let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
-                accumulator.update(spec.function, value, order, diff);
-            }
             if emit_changes && group.touched_in_batch != self.batch {
                 group.touched_in_batch = self.batch;
-                self.touched.push(row[..plan.key_columns].to_vec());
+                self.touched.push(contribution.key(key_columns).to_vec());
             }
+            contribution.fold_into(&plan.aggregates, &mut group.rows, &mut group.accumulators);
         }
         for old in self.retractions.drain(..) {
             changes.push((old, now, -1));
@@ -337,7 +360,9 @@ impl Groups {
                 }
                 group.emitted = current;
             }
-            if group.rows <= 0 && plan.window.is_none() && !self.global {
+            // A group below zero rows holds retractions that overtook their rows (from another
+            // worker, at a later time): it stays until they arrive.
+            if group.rows == 0 && plan.window.is_none() && !self.global {
                 self.groups.remove(&key);
             }
         }
@@ -398,177 +423,201 @@ impl<'scope> AggregateExt<'scope> for Stream<'scope, u64, Vec<Update>> {
     fn aggregate(
         self,
         plan: Arc<AggregatePlan>,
-        emit_changes: bool,
-        discard_open_windows: Arc<AtomicBool>,
-        checkpointing: Option<Participant>,
+        mut settings: AggregateSettings,
     ) -> (
         Stream<'scope, u64, Vec<Update>>,
         Stream<'scope, u64, Vec<Row>>,
     ) {
         // Groups without a window have no final rows: their changes are all there is.
-        let emit_changes = emit_changes || plan.window.is_none();
-        let worker = self.scope().index();
-        let mut builder = OperatorBuilder::new("Aggregate".to_owned(), self.scope());
-        let key_columns = plan.key_columns;
-        // A global aggregate (no keys) lives on worker 0, which also publishes its empty row.
-        let global = key_columns == 0 && plan.window.is_none();
-        let session = plan.session;
-        let route = move |key: &[Datum]| match session {
-            _ if key_columns == 0 => 0,
-            // Sessions of one key must meet on one worker to merge: route without their bounds.
-            Some(columns) => {
-                let rest: Row = key
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != columns.start && *i != columns.end)
-                    .map(|(_, datum)| datum.clone())
-                    .collect();
-                key_hash(&rest)
-            }
-            None => key_hash(key),
-        };
-        let exchange = Exchange::new(move |update: &Update| route(&update.0[..key_columns]));
-        let peers = self.scope().peers();
-        let mut input = builder.new_input(self, exchange);
-        let (changes_output, changes) = builder.new_output();
-        let (finals_output, finals) = builder.new_output();
-        let mut changes_output = OutputBuilder::from(changes_output);
-        let mut finals_output = OutputBuilder::from(finals_output);
+        settings.emit_changes |= plan.window.is_none();
+        // A global aggregate has one owner, which would otherwise fold every worker's rows.
+        let global = plan.key_columns == 0;
+        let combine = settings.combine_before_exchange || global;
+        if self.scope().peers() > 1 && combine && plan.session.is_none() {
+            let partials = self.combine(plan.clone());
+            aggregate_contributions(partials, plan, settings)
+        } else {
+            aggregate_contributions(self, plan, settings)
+        }
+    }
+}
 
-        builder.build(move |initial_capabilities| {
-            let mut state = Groups {
-                plan: plan.clone(),
-                emit_changes,
-                global,
-                groups: StateMap::default(),
-                closing: BTreeMap::new(),
-                sessions: plan.session.map(|_| SessionIndex::default()),
-                batch: 0,
-                touched: Vec::new(),
-                retractions: Vec::new(),
-            };
-            let restored: Vec<Checkpointed> =
-                Participant::restored_parts(checkpointing.as_ref(), "aggregate");
-            let mut empty_row = None;
-            if !restored.is_empty() {
-                for checkpointed in restored {
-                    // Another worker count: keep the groups routed here now.
-                    let ours = |key: &[Datum]| routed_to(route(key), worker, peers);
-                    let ours_unbounded = |key: &[Datum]| routed_to(key_hash(key), worker, peers);
-                    let checkpointed = checkpointed.routed(ours, ours_unbounded);
-                    state.restore(checkpointed, &initial_capabilities[1]);
-                }
-            } else if global && worker == 0 {
-                // SQL gives a global aggregate one row even over no input (`count(*)` is 0):
-                // publish it at the start, then update it like any group.
-                let accumulators: Vec<Accumulator> = plan
-                    .aggregates
-                    .iter()
-                    .map(|spec| Accumulator::of(spec, plan.input_retracts))
-                    .collect();
-                let row: Row = plan
-                    .aggregates
-                    .iter()
-                    .zip(&accumulators)
-                    .map(|(spec, a)| a.result(spec.function))
-                    .collect();
-                state.groups.insert(
-                    Vec::new(),
-                    Group {
-                        rows: 0,
-                        accumulators,
-                        emitted: Some(row.clone()),
-                        touched_in_batch: 0,
-                    },
-                );
-                empty_row = Some((initial_capabilities[0].clone(), row));
+/// The aggregate operator over rows or over partial groups.
+fn aggregate_contributions<'scope, C: Contribution>(
+    input: Stream<'scope, u64, Vec<C>>,
+    plan: Arc<AggregatePlan>,
+    settings: AggregateSettings,
+) -> (
+    Stream<'scope, u64, Vec<Update>>,
+    Stream<'scope, u64, Vec<Row>>,
+) {
+    let AggregateSettings {
+        emit_changes,
+        discard_open_windows,
+        checkpointing,
+        ..
+    } = settings;
+    let worker = input.scope().index();
+    let mut builder = OperatorBuilder::new("Aggregate".to_owned(), input.scope());
+    let key_columns = plan.key_columns;
+    // A global aggregate (no keys) lives on worker 0, which also publishes its empty row.
+    let global = key_columns == 0 && plan.window.is_none();
+    let session = plan.session;
+    let route = move |key: &[Datum]| match session {
+        _ if key_columns == 0 => 0,
+        // Sessions of one key must meet on one worker to merge: route without their bounds.
+        Some(columns) => {
+            let rest: Row = key
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != columns.start && *i != columns.end)
+                .map(|(_, datum)| datum.clone())
+                .collect();
+            key_hash(&rest)
+        }
+        None => key_hash(key),
+    };
+    let exchange = Exchange::new(move |c: &C| route(c.key(key_columns)));
+    let peers = input.scope().peers();
+    let mut input = builder.new_input(input, exchange);
+    let (changes_output, changes) = builder.new_output();
+    let (finals_output, finals) = builder.new_output();
+    let mut changes_output = OutputBuilder::from(changes_output);
+    let mut finals_output = OutputBuilder::from(finals_output);
+
+    builder.build(move |initial_capabilities| {
+        let mut state = Groups {
+            plan: plan.clone(),
+            emit_changes,
+            global,
+            groups: StateMap::default(),
+            closing: BTreeMap::new(),
+            sessions: plan.session.map(|_| SessionIndex::default()),
+            batch: 0,
+            touched: Vec::new(),
+            retractions: Vec::new(),
+        };
+        let restored: Vec<Checkpointed> =
+            Participant::restored_parts(checkpointing.as_ref(), "aggregate");
+        let mut empty_row = None;
+        if !restored.is_empty() {
+            for checkpointed in restored {
+                // Another worker count: keep the groups routed here now.
+                let ours = |key: &[Datum]| routed_to(route(key), worker, peers);
+                let ours_unbounded = |key: &[Datum]| routed_to(key_hash(key), worker, peers);
+                let checkpointed = checkpointed.routed(ours, ours_unbounded);
+                state.restore(checkpointed, &initial_capabilities[1]);
             }
-            // Batches stamped at or after a cut being taken wait here until the snapshot.
-            let mut waiting: Vec<(Capability<u64>, Capability<u64>, Vec<Update>)> = Vec::new();
-            let mut answered = 0;
-            let mut finished = false;
-            // The latest time an output was stamped at, for the final part.
-            let mut emitted_up_to = 0u64;
-            move |frontiers| {
-                let mut changes_handle = changes_output.activate();
-                let mut finals_handle = finals_output.activate();
-                if let Some((capability, row)) = empty_row.take() {
-                    emitted_up_to = emitted_up_to.max(*capability.time());
-                    changes_handle
-                        .session(&capability)
-                        .give((row, *capability.time(), 1));
+        } else if global && worker == 0 {
+            // SQL gives a global aggregate one row even over no input (`count(*)` is 0):
+            // publish it at the start, then update it like any group.
+            let accumulators: Vec<Accumulator> = plan
+                .aggregates
+                .iter()
+                .map(|spec| Accumulator::of(spec, plan.input_retracts))
+                .collect();
+            let row: Row = plan
+                .aggregates
+                .iter()
+                .zip(&accumulators)
+                .map(|(spec, a)| a.result(spec.function))
+                .collect();
+            state.groups.insert(
+                Vec::new(),
+                Group {
+                    rows: 0,
+                    accumulators,
+                    emitted: Some(row.clone()),
+                    touched_in_batch: 0,
+                },
+            );
+            empty_row = Some((initial_capabilities[0].clone(), row));
+        }
+        // Batches stamped at or after a cut being taken wait here until the snapshot.
+        let mut waiting: Vec<(Capability<u64>, Capability<u64>, Vec<C>)> = Vec::new();
+        let mut answered = 0;
+        let mut finished = false;
+        // The latest time an output was stamped at, for the final part.
+        let mut emitted_up_to = 0u64;
+        move |frontiers| {
+            let mut changes_handle = changes_output.activate();
+            let mut finals_handle = finals_output.activate();
+            if let Some((capability, row)) = empty_row.take() {
+                emitted_up_to = emitted_up_to.max(*capability.time());
+                changes_handle
+                    .session(&capability)
+                    .give((row, *capability.time(), 1));
+            }
+            input.for_each(|time, data| {
+                let (Some(changes_at), Some(finals_at)) =
+                    (time.retain_least(0), time.retain_least(1))
+                else {
+                    return;
+                };
+                let now = *changes_at.time();
+                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                if cut.is_some_and(|cut| now >= cut.time) {
+                    waiting.push((changes_at, finals_at, std::mem::take(data)));
+                    return;
                 }
-                input.for_each(|time, data| {
-                    let (Some(changes_at), Some(finals_at)) =
-                        (time.retain_least(0), time.retain_least(1))
-                    else {
-                        return;
-                    };
-                    let now = *changes_at.time();
-                    let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
-                    if cut.is_some_and(|cut| now >= cut.time) {
-                        waiting.push((changes_at, finals_at, std::mem::take(data)));
-                        return;
-                    }
-                    let mut changes = state.apply(now, &finals_at, data);
+                let mut changes = state.apply(now, &finals_at, data);
+                if !changes.is_empty() {
+                    emitted_up_to = emitted_up_to.max(now);
+                    changes_handle
+                        .session(&changes_at)
+                        .give_container(&mut changes);
+                }
+            });
+
+            let frontier = frontiers[0].frontier();
+            // Interrupted: open windows are incomplete, so nothing of them is final; they
+            // are kept in the checkpoint, if there is one, and closed after a restart. From
+            // the moment the run stops, not only once every input has: each worker's source
+            // lets go of its time as it stops, and one that was ahead would otherwise move
+            // the frontier past windows another worker's rows have yet to reach.
+            let stopped = discard_open_windows.load(Ordering::Relaxed);
+            let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+            if !stopped {
+                let before = cut.map_or(u64::MAX, |cut| cut.time);
+                for (capability, mut rows) in state.close(frontier, before) {
+                    emitted_up_to = emitted_up_to.max(*capability.time());
+                    finals_handle.session(&capability).give_container(&mut rows);
+                }
+            }
+            if let (Some(participant), Some(cut)) = (&checkpointing, cut)
+                && !frontier.less_than(&cut.time)
+            {
+                // Everything stamped before the cut is in, and nothing after it: snapshot,
+                // then take the batches that waited for it.
+                participant.submit(cut, state.checkpoint());
+                answered = cut.id;
+                for (changes_at, finals_at, mut data) in waiting.drain(..) {
+                    let mut changes = state.apply(*changes_at.time(), &finals_at, &mut data);
                     if !changes.is_empty() {
-                        emitted_up_to = emitted_up_to.max(now);
+                        emitted_up_to = emitted_up_to.max(*changes_at.time());
                         changes_handle
                             .session(&changes_at)
                             .give_container(&mut changes);
                     }
-                });
-
-                let frontier = frontiers[0].frontier();
-                // Interrupted: open windows are incomplete, so nothing of them is final; they
-                // are kept in the checkpoint, if there is one, and closed after a restart. From
-                // the moment the run stops, not only once every input has: each worker's source
-                // lets go of its time as it stops, and one that was ahead would otherwise move
-                // the frontier past windows another worker's rows have yet to reach.
-                let stopped = discard_open_windows.load(Ordering::Relaxed);
-                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+                }
                 if !stopped {
-                    let before = cut.map_or(u64::MAX, |cut| cut.time);
-                    for (capability, mut rows) in state.close(frontier, before) {
+                    for (capability, mut rows) in state.close(frontier, u64::MAX) {
                         emitted_up_to = emitted_up_to.max(*capability.time());
                         finals_handle.session(&capability).give_container(&mut rows);
                     }
                 }
-                if let (Some(participant), Some(cut)) = (&checkpointing, cut)
-                    && !frontier.less_than(&cut.time)
-                {
-                    // Everything stamped before the cut is in, and nothing after it: snapshot,
-                    // then take the batches that waited for it.
-                    participant.submit(cut, state.checkpoint());
-                    answered = cut.id;
-                    for (changes_at, finals_at, mut data) in waiting.drain(..) {
-                        let mut changes = state.apply(*changes_at.time(), &finals_at, &mut data);
-                        if !changes.is_empty() {
-                            emitted_up_to = emitted_up_to.max(*changes_at.time());
-                            changes_handle
-                                .session(&changes_at)
-                                .give_container(&mut changes);
-                        }
-                    }
-                    if !stopped {
-                        for (capability, mut rows) in state.close(frontier, u64::MAX) {
-                            emitted_up_to = emitted_up_to.max(*capability.time());
-                            finals_handle.session(&capability).give_container(&mut rows);
-                        }
-                    }
-                }
-                if frontier.is_empty() && !finished {
-                    finished = true;
-                    if let Some(participant) = &checkpointing {
-                        participant.submit_final_after(state.checkpoint(), emitted_up_to);
-                    }
-                    state.closing.clear();
-                    state.groups.clear();
-                }
             }
-        });
-        (changes, finals)
-    }
+            if frontier.is_empty() && !finished {
+                finished = true;
+                if let Some(participant) = &checkpointing {
+                    participant.submit_final_after(state.checkpoint(), emitted_up_to);
+                }
+                state.closing.clear();
+                state.groups.clear();
+            }
+        }
+    });
+    (changes, finals)
 }
 
 #[cfg(test)]

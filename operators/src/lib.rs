@@ -3,7 +3,8 @@
 //! Each file is one family of timely operators, declared as an extension trait on streams:
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
 //! windows (on a [`local_time`] clock when a time zone is given), [`aggregate`] maintains
-//! `GROUP BY` results and closes windows, [`join`] joins on keys, [`changes`] turns appends into
+//! `GROUP BY` results and closes windows (fed, in a cluster, by [`partial_aggregate`]'s partial
+//! groups), [`join`] joins on keys, [`changes`] turns appends into
 //! updates and consolidates them, [`anomaly`] scores series and [`analytic`] computes `LAG` and
 //! running aggregates (both taking a series [`in_event_time`] order), [`alarm`] raises and
 //! clears alarms, [`session`] merges session windows, [`temporal_filter`] keeps the recent rows, [`top_n`] the first rows of each group in an order; [`cultivation`] holds the psychrometric
@@ -24,6 +25,7 @@ pub mod cultivation;
 pub mod in_event_time;
 pub mod interval_join;
 pub mod local_time;
+pub mod partial_aggregate;
 /// The row model, from the crate every layer shares.
 pub use vibelux_interfaces::row;
 pub mod session;

@@ -14,7 +14,7 @@ use vibelux_connectors::source::SourceStreams;
 use vibelux_connectors::table::TableStreams;
 use vibelux_interfaces::checkpoint::{Checkpoints, Participant};
 use vibelux_interfaces::sink::SinkWriter;
-use vibelux_operators::aggregate::AggregateExt;
+use vibelux_operators::aggregate::{AggregateExt, AggregateSettings};
 use vibelux_operators::alarm::{AlarmControls, AlarmDesk, RaiseAlarmsExt};
 use vibelux_operators::analytic::AnalyticExt;
 use vibelux_operators::anomaly::ScoreAnomaliesExt;
@@ -167,6 +167,8 @@ pub(super) struct NodeControls<'a> {
     /// The run's checkpoints, which stateful operators take part in.
     pub checkpoints: Option<&'a Arc<Checkpoints>>,
     pub keys: &'a StateKeys,
+    /// The processes of the cluster the run is part of (1 for a run alone).
+    pub processes: usize,
 }
 
 /// Builds the plan nodes in `order` on one worker, from the sources' and tables' streams.
@@ -184,6 +186,7 @@ pub(super) fn build_nodes<'scope>(
         alarms: alarm_desk,
         checkpoints,
         keys,
+        processes,
     } = *controls;
     let worker = scope.index();
     let mut built: HashMap<NodeId, Built> = HashMap::new();
@@ -423,9 +426,12 @@ pub(super) fn build_nodes<'scope>(
                 let emit_changes = demand.get(&node).is_some_and(|d| d.changes);
                 let (changes, finals) = built[input].changes().aggregate(
                     aggregate.clone(),
-                    emit_changes,
-                    stop.clone(),
-                    participant(checkpoints, keys, node, worker),
+                    AggregateSettings {
+                        emit_changes,
+                        discard_open_windows: stop.clone(),
+                        checkpointing: participant(checkpoints, keys, node, worker),
+                        combine_before_exchange: processes > 1,
+                    },
                 );
                 Built::Updates {
                     changes: (emit_changes || aggregate.window.is_none()).then_some(changes),

@@ -28,6 +28,7 @@ pub(super) fn build_extension(
     index: usize,
     stop: &Arc<AtomicBool>,
     alarm_desk: &Arc<AlarmDesk>,
+    processes: usize,
 ) {
     let plan = &extension.plan;
     let root = match &extension.object {
@@ -80,6 +81,7 @@ pub(super) fn build_extension(
             alarms: alarm_desk,
             checkpoints: None,
             keys: &StateKeys::default(),
+            processes,
         },
     );
     let finished = ProbeHandle::new();

@@ -80,6 +80,7 @@ pub(super) fn run(worker: &mut Worker, shared: &Arc<RunShared>) -> anyhow::Resul
                             index,
                             &shared.stop,
                             &metrics.alarms,
+                            shared.link.as_ref().map_or(1, |link| link.processes),
                         );
                     });
                     added.insert(extension.name.clone(), id);
@@ -197,6 +198,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             alarms: &metrics.alarms,
             checkpoints: shared.checkpoints.as_ref(),
             keys: &shared.keys,
+            processes: shared.link.as_ref().map_or(1, |link| link.processes),
         },
     );
 
