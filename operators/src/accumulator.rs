@@ -66,6 +66,10 @@ pub enum AggregateFunction {
     /// `array_agg(value ORDER BY key DESC)`: the same list reversed, NULL keys first as SQL
     /// orders descending.
     ArrayAggDescending,
+    /// `array_agg(value ORDER BY key ASC NULLS FIRST)`: the values without a key first.
+    ArrayAggNullsFirst,
+    /// `array_agg(value ORDER BY key DESC NULLS LAST)`: `ArrayAggNullsFirst`'s list reversed.
+    ArrayAggDescendingNullsLast,
 }
 
 impl AggregateFunction {
@@ -77,7 +81,7 @@ impl AggregateFunction {
 }
 
 /// One aggregate of a `GROUP BY`: which function, over which input column.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct AggregateSpec {
     pub function: AggregateFunction,
     /// Column of the aggregate's input row holding the argument (`None` for `count(*)`).
@@ -87,6 +91,34 @@ pub struct AggregateSpec {
     /// For `psi`: the training distribution to compare with.
     #[serde(default)]
     pub reference: Option<FeatureReference>,
+    /// Column holding `FILTER (WHERE …)`'s condition, for functions that cannot take it as a
+    /// NULL argument (a list keeps its NULLs): a row counts only where it is true.
+    #[serde(default)]
+    pub filter: Option<usize>,
+}
+
+impl AggregateSpec {
+    /// Whether `row` counts for this aggregate (its FILTER holds, if it has one).
+    pub fn admits(&self, row: &[Datum]) -> bool {
+        self.filter
+            .is_none_or(|column| row[column] == Datum::Boolean(true))
+    }
+}
+
+/// As derived, without `filter` when there is none: checkpoints key a node's state by its
+/// plan's text, so aggregates planned before `filter` existed resume.
+impl std::fmt::Debug for AggregateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("AggregateSpec");
+        out.field("function", &self.function)
+            .field("argument", &self.argument)
+            .field("order_by", &self.order_by)
+            .field("reference", &self.reference);
+        if let Some(filter) = &self.filter {
+            out.field("filter", filter);
+        }
+        out.finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -156,7 +188,9 @@ impl Accumulator {
                 Accumulator::OrderedMultiset(BTreeMap::new())
             }
             FirstValue | LastValue => Accumulator::Ordered(None),
-            ArrayAgg | ArrayAggDescending => Accumulator::OrderedMultiset(BTreeMap::new()),
+            ArrayAgg | ArrayAggDescending | ArrayAggNullsFirst | ArrayAggDescendingNullsLast => {
+                Accumulator::OrderedMultiset(BTreeMap::new())
+            }
             // A late point can land between two others: every point is kept.
             Integral | TimeWeightedAvg | Dli | RateOfChange => {
                 Accumulator::OrderedMultiset(BTreeMap::new())
@@ -180,6 +214,8 @@ impl Accumulator {
             AggregateFunction::CountRows
                 | AggregateFunction::ArrayAgg
                 | AggregateFunction::ArrayAggDescending
+                | AggregateFunction::ArrayAggNullsFirst
+                | AggregateFunction::ArrayAggDescendingNullsLast
         );
         if value.is_null() && !keeps_nulls {
             return;
@@ -360,21 +396,35 @@ impl Accumulator {
                 time_weighted(function, values)
             }
             Accumulator::OrderedMultiset(values)
-                if matches!(function, ArrayAgg | ArrayAggDescending) =>
+                if matches!(
+                    function,
+                    ArrayAgg
+                        | ArrayAggDescending
+                        | ArrayAggNullsFirst
+                        | ArrayAggDescendingNullsLast
+                ) =>
             {
-                // Values whose ordering key is NULL go last, as SQL orders ascending.
+                // Ascending, values whose ordering key is NULL last (SQL's ascending order) or
+                // first; the descending lists are those reversed.
                 let (keyed, unkeyed): (Vec<_>, Vec<_>) = values
                     .iter()
                     .filter(|(_, count)| **count > 0)
                     .partition(|((order, _), _)| !order.is_null());
-                let mut list: Box<[Datum]> = keyed
+                let nulls_first =
+                    matches!(function, ArrayAggNullsFirst | ArrayAggDescendingNullsLast);
+                let (first, then) = if nulls_first {
+                    (unkeyed, keyed)
+                } else {
+                    (keyed, unkeyed)
+                };
+                let mut list: Box<[Datum]> = first
                     .into_iter()
-                    .chain(unkeyed)
+                    .chain(then)
                     .flat_map(|((_, value), count)| {
                         std::iter::repeat_n(value.clone(), *count as usize)
                     })
                     .collect();
-                if function == ArrayAggDescending {
+                if matches!(function, ArrayAggDescending | ArrayAggDescendingNullsLast) {
                     list.reverse();
                 }
                 if list.is_empty() {

@@ -185,7 +185,7 @@ pub type StateMap<K, V> = HashMap<K, V, FixedState>;
 ///
 /// let plan = Arc::new(AggregatePlan {
 ///     key_columns: 1,
-///     aggregates: vec![AggregateSpec { function: AggregateFunction::CountRows, argument: None, order_by: None, reference: None }],
+///     aggregates: vec![AggregateSpec { function: AggregateFunction::CountRows, argument: None, order_by: None, reference: None, filter: None }],
 ///     input_retracts: false,
 ///     window: None,
 ///     session: None,

@@ -98,6 +98,9 @@ fn fold_row(
 ) {
     *rows += diff;
     for (spec, accumulator) in aggregates.iter().zip(accumulators) {
+        if !spec.admits(row) {
+            continue;
+        }
         let value = spec.argument.map_or(&Datum::Null, |column| &row[column]);
         let order = spec.order_by.map_or(&Datum::Null, |column| &row[column]);
         accumulator.update(spec.function, value, order, diff);
@@ -302,6 +305,7 @@ mod tests {
             argument,
             order_by: None,
             reference: None,
+            filter: None,
         }
     }
 

@@ -123,9 +123,12 @@ impl Lowering<'_> {
                 _ => params.args.first().cloned(),
             };
             // FILTER (WHERE condition): rows that fail it give the aggregate a NULL, which every
-            // aggregate skips (count(*) counts a 1 for each row that passes).
+            // aggregate skips (count(*) counts a 1 for each row that passes); a list keeps its
+            // NULLs, so array_agg is given the condition as a column of its own.
+            let list_filter = params.filter.as_deref().filter(|_| name == "array_agg");
             let argument = match params.filter.as_deref() {
                 None => argument,
+                Some(_) if list_filter.is_some() => argument,
                 Some(condition) => {
                     let value = match &argument {
                         None | Some(Expr::Literal(..)) if name == "count" => lit(1i64),
@@ -217,25 +220,15 @@ impl Lowering<'_> {
                     }
                 }
                 "psi" => Function::PopulationStability,
-                "array_agg" => {
-                    if params.filter.is_some() {
-                        return Err(self.error(format!(
-                            "array_agg(…) FILTER (WHERE …) is not supported yet (a list keeps its NULLs); filter the rows in a view first: {shown}"
-                        )));
-                    }
-                    // Ascending with NULLs last, or its reverse (descending, NULLs first: SQL's
-                    // default for DESC).
-                    match params.order_by.first() {
-                        None => Function::ArrayAgg,
-                        Some(sort) if sort.asc && !sort.nulls_first => Function::ArrayAgg,
-                        Some(sort) if !sort.asc && sort.nulls_first => Function::ArrayAggDescending,
-                        Some(_) => {
-                            return Err(self.error(format!(
-                                "array_agg(… ORDER BY … ASC NULLS FIRST or DESC NULLS LAST) is not supported yet; order ascending with NULLs last, or descending with NULLs first: {shown}"
-                            )));
-                        }
-                    }
-                }
+                "array_agg" => match params.order_by.first() {
+                    None => Function::ArrayAgg,
+                    Some(sort) => match (sort.asc, sort.nulls_first) {
+                        (true, false) => Function::ArrayAgg,
+                        (true, true) => Function::ArrayAggNullsFirst,
+                        (false, true) => Function::ArrayAggDescending,
+                        (false, false) => Function::ArrayAggDescendingNullsLast,
+                    },
+                },
                 "integral" | "time_weighted_avg" | "dli" | "rate_of_change" => {
                     let ts = params.args.get(1).cloned().ok_or_else(|| {
                         self.error(format!(
@@ -271,6 +264,8 @@ impl Lowering<'_> {
                     | Function::LastValue
                     | Function::ArrayAgg
                     | Function::ArrayAggDescending
+                    | Function::ArrayAggNullsFirst
+                    | Function::ArrayAggDescendingNullsLast
                     | Function::Integral
                     | Function::TimeWeightedAvg
                     | Function::Dli
@@ -282,11 +277,16 @@ impl Lowering<'_> {
                 }
                 _ => None,
             };
+            let filter = list_filter.map(|condition| {
+                projections.push(condition.clone());
+                projections.len() - 1
+            });
             specs.push(AggregateSpec {
                 function,
                 argument,
                 order_by,
                 reference,
+                filter,
             });
             labels.push(shown);
         }
