@@ -4,12 +4,13 @@
 
 use datafusion::common::Column;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, when};
 use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
 use vibelux_operators::as_of_join::AsOfSpec;
 
-use super::Lowering;
 use super::join::{described_keys, equalities};
+use super::{Lowering, located};
+
 use crate::error::{Position, SqlError, SqlResult};
 use crate::plan::{Changes, NodeId, NodeKind, PlanNode};
 
@@ -92,12 +93,6 @@ impl Lowering<'_> {
             )));
         }
         keys.sort_by_key(|(index, _, _)| *index);
-        if keep_unmatched && !residual.is_empty() {
-            return Err(self.error(format!(
-                "a LEFT join FOR SYSTEM_TIME AS OF matches on the table's key only (yet); filter the other conditions after it: {}",
-                conjunction(residual).map_or(String::new(), |c| c.to_string())
-            )));
-        }
         let left = self.lower(&join.left)?;
         self.admitted_as_of = Some(relation);
         let right = self.lower(&join.right);
@@ -155,7 +150,26 @@ impl Lowering<'_> {
                 described_keys.join(" AND ")
             ),
         });
-        self.filtered(joined, join, residual, schema)
+        match conjunction(residual) {
+            // A reading meets one version at most, the one in force at its time: LEFT keeps
+            // it with NULLs where that version fails the other conditions, as Flink does.
+            Some(condition) if keep_unmatched => {
+                let left_width = left_schema.fields().len();
+                let projections = join
+                    .schema
+                    .columns()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, column)| match index < left_width {
+                        true => Ok(Expr::Column(column)),
+                        false => when(condition.clone(), Expr::Column(column)).end(),
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()
+                    .map_err(|error| located(error, self.position))?;
+                self.calc(joined, &join.schema, None, &projections, schema)
+            }
+            condition => self.filtered(joined, join, condition.into_iter().collect(), schema),
+        }
     }
 
     /// Where the time a table is read as of is among the stream's columns: it must be the
