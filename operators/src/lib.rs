@@ -4,7 +4,8 @@
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
 //! windows (on a [`local_time`] clock when a time zone is given), [`aggregate`] maintains
 //! `GROUP BY` results and closes windows (fed, in a cluster, by [`partial_aggregate`]'s partial
-//! groups), [`arranged_join`] joins on keys, [`changes`] turns appends into
+//! groups; [`time_weighted`] computes DLI and the other time-weighted aggregates),
+//! [`arranged_join`] joins on keys, [`changes`] turns appends into
 //! updates and consolidates them, [`anomaly`] scores series and [`analytic`] computes `LAG` and
 //! running aggregates (both taking a series [`in_event_time`] order), [`alarm`] raises and
 //! clears alarms, [`session`] merges session windows, [`temporal_filter`] keeps the recent rows, [`top_n`] the first rows of each group in an order; [`cultivation`] holds the psychrometric
@@ -30,5 +31,6 @@ pub mod partial_aggregate;
 pub use vibelux_interfaces::row;
 pub mod session;
 pub mod temporal_filter;
+pub mod time_weighted;
 pub mod top_n;
 pub mod window;

@@ -21,7 +21,8 @@ use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
-use vibelux_operators::accumulator::{AggregateFunction, time_weighted_value};
+use vibelux_operators::accumulator::AggregateFunction;
+use vibelux_operators::time_weighted::time_weighted_value;
 
 /// `f(value, ts)`: a numeric value and a timestamp of any unit, the time its value was read.
 #[derive(Debug, PartialEq, Eq, Hash)]
