@@ -493,6 +493,20 @@ fn curl(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, serde_
     )
 }
 
+/// The checkpoints a serving run has stored so far, from its `/metrics`.
+fn checkpoints_stored(port: u16) -> u64 {
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("vibelux_checkpoints_stored_total "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn lines_of(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -548,8 +562,12 @@ fn an_acknowledged_alarm_is_still_acknowledged_after_a_crash_and_its_history_is_
     );
     assert_eq!(status, 202, "{body}");
     wait_until("the acknowledgement", || lines_of(&events).len() == 2);
-    // A few checkpoints later, the engine crashes.
-    std::thread::sleep(Duration::from_millis(1_000));
+    // Two checkpoints later (the first may have been cut before the acknowledgement), the
+    // engine crashes. Counted, not timed: a loaded machine can take a second for one.
+    let stored = checkpoints_stored(port);
+    wait_until("two more checkpoints", || {
+        checkpoints_stored(port) >= stored + 2
+    });
     engine.kill().unwrap();
     engine.wait().unwrap();
 
