@@ -7,11 +7,13 @@
 //! measures live-view latency and fan-out against a running engine (`bench/live.sh`), writing
 //! rows to a file or publishing them over MQTT; `mqtt-ingest` measures how fast the engine takes
 //! in MQTT messages (`bench/mqtt.sh`), `kafka-ingest` Kafka messages (`bench/kafka.sh`);
-//! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`); `alarms`
+//! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`),
+//! `detector-state` the memory they hold per series (`bench/memory.sh`); `alarms`
 //! what alarm instances cost (`bench/alarms.sh`); `join-inputs` and `join-baseline` the join
 //! benchmark's tables and hand-written joins (`bench/joins.sh`).
 
 mod alarms;
+mod detector_state;
 mod joins;
 mod kafka;
 mod live;
@@ -65,6 +67,8 @@ enum Command {
     ModbusPoll(modbus::PollArgs),
     /// ONNX inference per batch size and detector throughput (see `bench/models.sh`).
     Models(models::ModelArgs),
+    /// Resident memory per series of each anomaly detector (see `bench/memory.sh`).
+    DetectorState(detector_state::DetectorStateArgs),
     /// Alarm instances over a simulated facility: CPU and reading-to-action latency (see
     /// `bench/alarms.sh`).
     Alarms(alarms::AlarmArgs),
@@ -84,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Command::ModbusPoll(args) => modbus::poll(args),
         Command::Models(args) => models::run(args),
         Command::Alarms(args) => alarms::run(args),
+        Command::DetectorState(args) => detector_state::run(args),
         Command::JoinInputs(args) => joins::write_inputs(args),
         Command::JoinBaseline(args) => joins::baseline(args),
     }

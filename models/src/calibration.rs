@@ -8,6 +8,10 @@
 //! spread that would hide the next one. Beyond the history's highest score a power-law tail
 //! takes over, so extreme raw scores are told apart from merely high ones; and extreme ones
 //! (0.9999 and up) are kept out of the history, so one spike does not hide the next.
+//!
+//! The history is most of a calibrated detector's memory, one per series: raw scores are kept
+//! as `f32` (a rank needs no more), 2 KB for 500, allocated as they arrive (a detector that
+//! needs no calibration holds none). Checkpoints store them as `f64`, as they always did.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +24,24 @@ const EXTREME: f64 = 0.9999;
 pub struct Likelihood {
     history: usize,
     recent: usize,
-    raw: VecDeque<f64>,
+    #[serde(with = "wide")]
+    raw: VecDeque<f32>,
+}
+
+/// The history as checkpoints store it: `f64`s.
+mod wide {
+    use std::collections::VecDeque;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(raw: &VecDeque<f32>, to: S) -> Result<S::Ok, S::Error> {
+        to.collect_seq(raw.iter().map(|score| *score as f64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<VecDeque<f32>, D::Error> {
+        let wide = Vec::<f64>::deserialize(from)?;
+        Ok(wide.into_iter().map(|score| score as f32).collect())
+    }
 }
 
 impl Likelihood {
@@ -28,7 +49,7 @@ impl Likelihood {
         Likelihood {
             history,
             recent: recent.clamp(1, history),
-            raw: VecDeque::with_capacity(history + 1),
+            raw: VecDeque::new(),
         }
     }
 
@@ -39,18 +60,25 @@ impl Likelihood {
 
     /// Takes the next raw score; returns its calibrated score once warmed up.
     pub fn update(&mut self, raw: f64) -> Option<f64> {
-        let raw = if raw.is_nan() { 0.0 } else { raw };
+        let raw = if raw.is_nan() { 0.0 } else { raw as f32 };
         let ready = self.raw.len() >= self.warm_up();
         let score = ready.then(|| {
-            let recent = (raw + self.raw.iter().rev().take(self.recent - 1).sum::<f64>())
-                / self.recent.min(self.raw.len() + 1) as f64;
+            let sum = raw as f64
+                + self
+                    .raw
+                    .iter()
+                    .rev()
+                    .take(self.recent - 1)
+                    .map(|r| *r as f64)
+                    .sum::<f64>();
+            let recent = (sum / self.recent.min(self.raw.len() + 1) as f64) as f32;
             let n = self.raw.len() as f64;
-            let highest = self.raw.iter().copied().fold(f64::MIN, f64::max);
+            let highest = self.raw.iter().copied().fold(f32::MIN, f32::max);
             if recent > highest && highest > 0.0 {
                 // Beyond everything in the history the step has no more resolution: the tail
                 // goes on as a power law from the last step, so a raw score far beyond the
                 // series' worst scores much closer to 1 than one just past it.
-                return 1.0 - (0.5 / n) * (highest / recent).powi(2);
+                return 1.0 - (0.5 / n) * (highest as f64 / recent as f64).powi(2);
             }
             let below = self.raw.iter().filter(|r| **r < recent).count() as f64;
             let equal = self.raw.iter().filter(|r| **r == recent).count() as f64;

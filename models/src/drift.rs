@@ -11,10 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::day_slots::DaySlots;
 use crate::detector::Detector;
-use crate::zscore::DEVIATION_FLOOR;
 
-const DAY_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 /// The slack of the CUSUM, in slot deviations.
 const SLACK: f64 = 0.5;
 /// The evidence is capped so that it can fall back quickly.
@@ -24,17 +23,9 @@ const MOST_STEP: f64 = 4.0;
 /// Evidence above which the slots stop learning (the series is drifting).
 const DRIFTING: f64 = 8.0;
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct Slot {
-    mean: f64,
-    variance: f64,
-    days: u32,
-    last_day: Option<i64>,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Drift {
-    slots: Vec<Slot>,
+    slots: DaySlots,
     days: u32,
     alpha: f64,
     up: f64,
@@ -44,7 +35,7 @@ pub struct Drift {
 impl Drift {
     pub fn new(slots: usize, days: u32, alpha: f64) -> Self {
         Drift {
-            slots: vec![Slot::default(); slots.max(1)],
+            slots: DaySlots::new(slots),
             days: days.max(1),
             alpha,
             up: 0.0,
@@ -63,32 +54,18 @@ fn accumulate(evidence: f64, step: f64) -> f64 {
 
 impl Detector for Drift {
     fn update(&mut self, ts: i64, value: f64) -> Option<f64> {
-        let day = ts.div_euclid(DAY_NANOS);
-        let index = ((ts.rem_euclid(DAY_NANOS) as i128 * self.slots.len() as i128)
-            / DAY_NANOS as i128) as usize;
-        let last = self.slots.len() - 1;
-        let slot = &mut self.slots[index.min(last)];
-        let ready = slot.days >= self.days;
+        let (slot, day) = self.slots.at(ts);
         let mut score = None;
-        if ready {
-            let z = (value - slot.mean) / slot.variance.sqrt().max(DEVIATION_FLOOR);
+        if slot.ready(self.days) {
+            let z = slot.z(value);
             self.up = accumulate(self.up, z - SLACK);
             self.down = accumulate(self.down, -z - SLACK);
             score = Some(1.0 - (-self.up.max(self.down) / 2.0).exp());
         }
-        if slot.last_day.is_none() {
-            slot.mean = value;
-        }
-        if slot.last_day != Some(day) {
-            slot.days += 1;
-            slot.last_day = Some(day);
-        }
+        slot.visit(day, value);
         // Learn the day only from ordinary readings, not from a drift in progress.
         if self.up.max(self.down) < DRIFTING {
-            let deviation = value - slot.mean;
-            slot.mean += self.alpha * deviation;
-            slot.variance =
-                (1.0 - self.alpha) * (slot.variance + self.alpha * deviation * deviation);
+            slot.learn(value, self.alpha);
         }
         score
     }

@@ -26,6 +26,7 @@
 
 pub mod calibration;
 pub mod change;
+mod day_slots;
 pub mod detector;
 pub mod drift;
 pub mod evaluation;

@@ -9,23 +9,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::day_slots::DaySlots;
 use crate::detector::Detector;
-use crate::zscore::DEVIATION_FLOOR;
-
-const DAY_NANOS: i64 = 24 * 3600 * 1_000_000_000;
-
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct Slot {
-    mean: f64,
-    variance: f64,
-    /// Days this slot has been seen (counted once per calendar day).
-    days: u32,
-    last_day: Option<i64>,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Seasonal {
-    slots: Vec<Slot>,
+    slots: DaySlots,
     days: u32,
     alpha: f64,
 }
@@ -33,37 +22,20 @@ pub struct Seasonal {
 impl Seasonal {
     pub fn new(slots: usize, days: u32, alpha: f64) -> Self {
         Seasonal {
-            slots: vec![Slot::default(); slots.max(1)],
+            slots: DaySlots::new(slots),
             days: days.max(1),
             alpha,
         }
-    }
-
-    fn slot_of(&self, ts: i64) -> (usize, i64) {
-        let day = ts.div_euclid(DAY_NANOS);
-        let into_day = ts.rem_euclid(DAY_NANOS);
-        let slot = (into_day as i128 * self.slots.len() as i128 / DAY_NANOS as i128) as usize;
-        (slot.min(self.slots.len() - 1), day)
     }
 }
 
 impl Detector for Seasonal {
     fn update(&mut self, ts: i64, value: f64) -> Option<f64> {
-        let (index, day) = self.slot_of(ts);
         let (alpha, days) = (self.alpha, self.days);
-        let slot = &mut self.slots[index];
-        let score = (slot.days >= days)
-            .then(|| (value - slot.mean).abs() / slot.variance.sqrt().max(DEVIATION_FLOOR));
-        if slot.last_day.is_none() {
-            slot.mean = value;
-        }
-        if slot.last_day != Some(day) {
-            slot.days += 1;
-            slot.last_day = Some(day);
-        }
-        let deviation = value - slot.mean;
-        slot.mean += alpha * deviation;
-        slot.variance = (1.0 - alpha) * (slot.variance + alpha * deviation * deviation);
+        let (slot, day) = self.slots.at(ts);
+        let score = slot.ready(days).then(|| slot.z(value).abs());
+        slot.visit(day, value);
+        slot.learn(value, alpha);
         score
     }
 
