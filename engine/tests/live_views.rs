@@ -681,3 +681,99 @@ fn a_temporal_filter_keeps_its_last_minute_over_a_clean_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A windowed view bounded by a temporal filter on its windows' end (`window_end > now() -
+/// INTERVAL '3 minutes'`) keeps the last three minutes of windows and the one still open: each
+/// window once, with the same result as the unbounded view's, while older windows leave. Killed
+/// and restarted from its checkpoint, it goes on.
+#[test]
+fn a_temporal_filter_keeps_a_windowed_views_last_minutes_and_survives_a_crash() {
+    let mut engine = start_engine_with(
+        "CREATE SOURCE readings (sensor_id TEXT NOT NULL, zone TEXT, ts TIMESTAMP, temp_c DOUBLE,
+           WATERMARK FOR ts AS ts - INTERVAL '5 seconds')
+         WITH (connector = 'simulator', rooms = '1', zones_per_room = '1', sensors_per_zone = '3',
+               interval = '10 seconds', speed = '60x', seed = '5');
+         CREATE MATERIALIZED VIEW minutes AS
+           SELECT sensor_id, window_start, window_end, count(*) AS n, avg(temp_c) AS temp_avg
+           FROM TUMBLE(readings, ts, INTERVAL '1 minute')
+           GROUP BY sensor_id, window_start, window_end;
+         CREATE MATERIALIZED VIEW recent_minutes AS
+           SELECT * FROM minutes WHERE window_end > now() - INTERVAL '3 minutes';",
+        &["--state", "state", "--checkpoint-interval", "200ms"],
+    );
+    watch_the_recent_windows(&engine, 6);
+    engine.crash_and_restart();
+    watch_the_recent_windows(&engine, 12);
+}
+
+/// Watches the views of the test above until the oldest window kept starts `minutes` after the
+/// first window of all, checking all along what the bounded view holds.
+fn watch_the_recent_windows(engine: &Engine, minutes: i64) {
+    let rows = |view: &str| -> Vec<Value> {
+        let path = format!("/v1/views/{view}");
+        let answer = common::request(&engine.address, "GET", &path, &[], None);
+        serde_json::from_str::<Value>(&answer.body)
+            .ok()
+            .and_then(|body| body["rows"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let time = |row: &Value, column: &str| {
+        let text = row[column].as_str().unwrap();
+        chrono::NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap()
+    };
+    let window = |row: &Value| (row["sensor_id"].to_string(), time(row, "window_start"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let recent = rows("recent_minutes");
+        let all: HashMap<_, Value> = rows("minutes")
+            .into_iter()
+            .map(|row| (window(&row), row))
+            .collect();
+        let mut kept: HashMap<String, Vec<chrono::NaiveDateTime>> = HashMap::new();
+        for row in &recent {
+            let (sensor, start) = window(row);
+            kept.entry(sensor).or_default().push(start);
+        }
+        for (sensor, starts) in &mut kept {
+            starts.sort();
+            let before = starts.len();
+            starts.dedup();
+            assert_eq!(
+                before,
+                starts.len(),
+                "{sensor}: a window twice in {recent:?}"
+            );
+            // Three minutes of closed windows and the open one, and one more while the
+            // watermark is between the end of a window and the first reading of the next.
+            assert!(starts.len() <= 5, "{sensor}: {starts:?}");
+        }
+        let newest = kept.values().flatten().max().copied();
+        for row in &recent {
+            // Windows two minutes older than the newest are closed: final in both views.
+            if newest.is_some_and(|newest| {
+                time(row, "window_end") <= newest - chrono::TimeDelta::minutes(1)
+            }) && let Some(unbounded) = all.get(&window(row))
+            {
+                assert_eq!(
+                    row, unbounded,
+                    "the bounded view differs from the unbounded one"
+                );
+            }
+        }
+        let first = all.keys().map(|(_, start)| *start).min();
+        let oldest = kept.values().flatten().min().copied();
+        if let (Some(first), Some(oldest)) = (first, oldest)
+            && kept.len() == 3
+            && oldest - first >= chrono::TimeDelta::minutes(minutes)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recent {recent:?}, all {:?}",
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

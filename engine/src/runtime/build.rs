@@ -140,6 +140,7 @@ pub(super) fn demands(
             | NodeKind::Join { .. }
             | NodeKind::AsOfJoin { .. }
             | NodeKind::TopN { .. }
+            | NodeKind::TemporalFilter { .. }
             | NodeKind::ExpressionErrors { .. } = plan.nodes[node].kind
             {
                 // Aggregates and joins read their inputs' rows, or their changes when they update;
@@ -242,19 +243,22 @@ pub(super) fn build_nodes<'scope>(
                     ))
                 }
             }
-            NodeKind::TemporalFilter { input, filter } => Built::Updates {
-                changes: Some(
-                    built[input]
-                        .rows()
-                        .expect("planned over append-only rows")
-                        .temporal_filter(
-                            filter.clone(),
-                            stop.clone(),
-                            participant(checkpoints, keys, node, worker),
-                        ),
-                ),
-                finals: None,
-            },
+            NodeKind::TemporalFilter { input, filter } => {
+                let checkpointing = participant(checkpoints, keys, node, worker);
+                // Readings as they come, or the changes of a windowed view's windows.
+                let changes = match built[input].rows() {
+                    Some(rows) => rows.temporal_filter(filter.clone(), stop.clone(), checkpointing),
+                    None => built[input].changes().temporal_filter(
+                        filter.clone(),
+                        stop.clone(),
+                        checkpointing,
+                    ),
+                };
+                Built::Updates {
+                    changes: Some(changes),
+                    finals: None,
+                }
+            }
             NodeKind::RaiseAlarms { input, spec } => Built::Rows(
                 built[input]
                     .finals()

@@ -116,19 +116,34 @@ impl Lowering<'_> {
             return Ok((input, Some(predicate.clone())));
         };
         let input_node = self.plan.nodes[input].clone();
-        let time = input_node
-            .event_time
-            .filter(|&time| schema.field(time).name() == column);
+        let named = |index: usize| schema.field(index).name() == column;
+        let appends = input_node.changes == Changes::AppendOnly;
+        // A window's bounds age like event time: the windows of a windowed view leave the
+        // interval as the watermark passes them, whatever their results were.
+        let window_bound = input_node.window.as_ref().and_then(|window| {
+            [window.end, window.start]
+                .into_iter()
+                .flatten()
+                .find(|i| named(*i))
+        });
+        let time = match (
+            input_node.event_time.filter(|time| named(*time)),
+            window_bound,
+        ) {
+            (Some(time), _) if appends => Some(time),
+            (_, Some(bound)) if !appends => Some(bound),
+            (Some(_), _) => {
+                return Err(self.error(
+                    "a temporal filter takes a stream of rows or the windows of a windowed view; its input here is a view whose rows update",
+                ));
+            }
+            _ => None,
+        };
         let Some(time) = time else {
             return Err(self.error(format!(
-                "a temporal filter compares the event time (the WATERMARK column) with now(), not `{column}`"
+                "a temporal filter compares the event time (the WATERMARK column) or a window's bounds (window_end) with now(), not `{column}`"
             )));
         };
-        if input_node.changes != Changes::AppendOnly {
-            return Err(self.error(
-                "a temporal filter takes a stream of rows; its input here is a view whose rows update",
-            ));
-        }
         let filter = TemporalFilter {
             time,
             horizon_nanos: *horizon_nanos,
