@@ -34,9 +34,10 @@ use crate::source::{Poll, Record, SourceControls, SourceMetrics, SourceReader, d
 /// What a checkpoint keeps of a table beside its reader's position: its rows, and a replacement
 /// being read.
 #[derive(Serialize, Deserialize)]
-struct TableState {
-    current: Vec<(Row, Row)>,
-    replacement: Option<Vec<(Row, Row)>>,
+struct TableState<C = Vec<(Row, Row)>> {
+    /// Owned when read back, borrowed from the state when written.
+    current: C,
+    replacement: Option<C>,
 }
 
 fn table_part(

@@ -244,8 +244,9 @@ impl AggregateSettings {
 /// What a checkpoint keeps of an aggregate: its groups (windows closing are found again from
 /// their keys) and, for session windows, the index of open sessions.
 #[derive(Serialize, Deserialize)]
-struct Checkpointed {
-    groups: Vec<(Row, Group)>,
+struct Checkpointed<G = Vec<(Row, Group)>> {
+    /// Owned when read back, borrowed from the state when written.
+    groups: G,
     sessions: Option<SessionIndex>,
 }
 

@@ -76,8 +76,9 @@ struct AsOfState {
 
 /// The part a checkpoint keeps, in key order.
 #[derive(Serialize, Deserialize)]
-struct AsOfPart {
-    versions: Vec<(Row, BTreeMap<i64, Row>)>,
+struct AsOfPart<V = Vec<(Row, BTreeMap<i64, Row>)>> {
+    /// Owned when read back, borrowed from the state when written.
+    versions: V,
     waiting: Vec<((i64, u64), Waiting)>,
 }
 

@@ -63,9 +63,12 @@ pub trait PerSeries: Clone + Serialize + DeserializeOwned + 'static {
 /// What a checkpoint keeps: every series' state, and the rows waiting for the frontier by the
 /// time they are released at.
 #[derive(Serialize, Deserialize)]
-struct Checkpointed<S> {
-    series: Vec<(Row, S)>,
-    waiting: Vec<(u64, Vec<Row>)>,
+struct Checkpointed<S, E = Vec<(Row, S)>, W = Vec<(u64, Vec<Row>)>> {
+    /// Owned when read back, borrowed from the state when written.
+    series: E,
+    waiting: W,
+    #[serde(skip)]
+    of: std::marker::PhantomData<S>,
 }
 
 /// One worker's series and the rows waiting for the frontier.
@@ -152,13 +155,14 @@ impl<S: PerSeries> Series<S> {
     }
 
     fn checkpoint(&self) -> Vec<u8> {
-        encode(&Checkpointed {
+        encode(&Checkpointed::<S, _, _> {
             series: in_key_order(&self.states),
             waiting: self
                 .waiting
                 .iter()
-                .map(|(release, (_, rows))| (*release, rows.clone()))
-                .collect(),
+                .map(|(release, (_, rows))| (*release, rows))
+                .collect::<Vec<_>>(),
+            of: std::marker::PhantomData,
         })
     }
 

@@ -146,8 +146,9 @@ enum Timer {
 
 /// What a checkpoint keeps of one worker's alarm.
 #[derive(Serialize, Deserialize)]
-struct Checkpointed {
-    instances: Vec<(Row, Instance)>,
+struct Checkpointed<I = Vec<(Row, Instance)>> {
+    /// Owned when read back, borrowed from the state when written.
+    instances: I,
     waiting: Vec<(u64, Vec<Row>)>,
     timers: Vec<(i64, Row, Timer)>,
     latest_seen: i64,
