@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Memory at scale: 100,000 simulated sensors (100 rooms × 10 zones × 100 sensors) through
-# 1-minute windows per sensor, with 2 workers; peak resident memory and CPU of each pipeline.
+# 1-minute windows per sensor, with 2 workers; peak resident memory and CPU of each pipeline,
+# checkpointing (the default) and with --no-state.
 #
 #   bench/memory.sh [ROOMS]      (default 100: 1,000 sensors a room)
 #
@@ -64,19 +65,21 @@ SQL
 } > live.sql
 
 sensors=$((rooms * 1000))
-printf '%-44s %10s %10s %12s %14s\n' "pipeline ($sensors sensors, 2 workers)" readings "CPU s" "peak MiB" "readings/CPU-s"
-for pipeline in windows scored scored_8d live; do
-  rm -rf out && mkdir out
+printf '%-16s %-12s %10s %10s %10s %14s\n' "pipeline" checkpoints readings "CPU s" "peak MiB" "readings/CPU-s"
+for run in windows:on windows:off scored:on scored:off scored_8d:on scored_8d:off live:on; do
+  pipeline=${run%:*} checkpoints=${run#*:}
+  rm -rf out ./*.state && mkdir out
+  flags=() && [ "$checkpoints" = off ] && flags=(--no-state)
   /usr/bin/time -f '%e %U %S %M' -o time.txt \
-    "$bin/vibelux" run "$pipeline.sql" --workers 2 --http off > run.log 2>&1
+    "$bin/vibelux" run "$pipeline.sql" --workers 2 --http off "${flags[@]}" > run.log 2>&1
   read -r _wall user system peak_kib < time.txt
   case $pipeline in
     scored_8d) readings=$((sensors * 8 * 96)) ;;
     *) readings=$((sensors * 180)) ;;
   esac
   cpu=$(echo "$user + $system" | bc)
-  printf '%-44s %10d %10.1f %12d %14.0f\n' "$pipeline.sql" "$readings" "$cpu" $((peak_kib / 1024)) \
-    "$(echo "$readings / $cpu" | bc -l)"
+  printf '%-16s %-12s %10d %10.1f %10d %14.0f\n' "$pipeline" "$checkpoints" "$readings" "$cpu" \
+    $((peak_kib / 1024)) "$(echo "$readings / $cpu" | bc -l)"
 done
 
 echo
