@@ -584,22 +584,27 @@ fn a_temporal_filter_keeps_the_last_minute_as_readings_arrive_age_out_and_surviv
     watch_the_last_minute(&engine, 6);
 }
 
+/// A view's current rows, from the API (none while it cannot answer).
+fn view_rows(engine: &Engine, view: &str) -> Vec<Value> {
+    let path = format!("/v1/views/{view}");
+    let answer = common::request(&engine.address, "GET", &path, &[], None);
+    serde_json::from_str::<Value>(&answer.body)
+        .ok()
+        .and_then(|body| body["rows"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A timestamp column of a view's row.
+fn time(row: &Value, column: &str) -> chrono::NaiveDateTime {
+    let text = row[column].as_str().unwrap();
+    chrono::NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap()
+}
+
 /// Watches the views of the test above until every sensor's last minute lies `minutes` after
 /// its first reading, checking all along that no more than a minute's readings are counted.
 fn watch_the_last_minute(engine: &Engine, minutes: i64) {
-    let rows = |view: &str| -> Vec<Value> {
-        let path = format!("/v1/views/{view}");
-        let answer = common::request(&engine.address, "GET", &path, &[], None);
-        serde_json::from_str::<Value>(&answer.body)
-            .ok()
-            .and_then(|body| body["rows"].as_array().cloned())
-            .unwrap_or_default()
-    };
-    let time = |row: &Value, column: &str| {
-        let text = row[column].as_str().unwrap();
-        chrono::NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-            .unwrap()
-    };
+    let rows = |view: &str| view_rows(engine, view);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let all_time = rows("all_time");
@@ -709,19 +714,7 @@ fn a_temporal_filter_keeps_a_windowed_views_last_minutes_and_survives_a_crash() 
 /// Watches the views of the test above until the oldest window kept starts `minutes` after the
 /// first window of all, checking all along what the bounded view holds.
 fn watch_the_recent_windows(engine: &Engine, minutes: i64) {
-    let rows = |view: &str| -> Vec<Value> {
-        let path = format!("/v1/views/{view}");
-        let answer = common::request(&engine.address, "GET", &path, &[], None);
-        serde_json::from_str::<Value>(&answer.body)
-            .ok()
-            .and_then(|body| body["rows"].as_array().cloned())
-            .unwrap_or_default()
-    };
-    let time = |row: &Value, column: &str| {
-        let text = row[column].as_str().unwrap();
-        chrono::NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-            .unwrap()
-    };
+    let rows = |view: &str| view_rows(engine, view);
     let window = |row: &Value| (row["sensor_id"].to_string(), time(row, "window_start"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
