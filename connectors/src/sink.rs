@@ -17,17 +17,20 @@
 //! once when it begins and once when it ends, and shown on `/healthz`. A run stopped while its
 //! sink still cannot deliver ends with an error that says how many rows were not delivered.
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, Stream};
 use vibelux_operators::row::{Row, Update};
 
 use vibelux_interfaces::checkpoint::{FINAL_CUT, Participant};
 use vibelux_interfaces::sink::{SinkError, SinkWriter};
+use vibelux_interfaces::wire::Wire;
 
 use delivery::Delivery;
 
@@ -35,7 +38,7 @@ mod delivery;
 mod writer_thread;
 
 /// How a sink operator hands one batch of its input to the writer.
-type WriteBatch<D> = Box<dyn FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + Send>;
+type WriteBatch<D> = Box<dyn FnMut(&mut dyn SinkWriter, &mut [D], &SinkMetrics) + Send>;
 
 /// The first wait after a sink could not deliver; it doubles up to [`LONGEST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -123,6 +126,9 @@ pub struct SinkControls {
     /// How many workers write (workers 0 to `writers - 1`, in process 0): each of them writes
     /// its own rows, and another worker sends its rows to one of them.
     pub writers: usize,
+    /// The run is a cluster: rows from other processes reach the writers, in the compact form
+    /// of [`Wire`] (a wrapper a run alone does without, as it would only cost an operator).
+    pub crosses_processes: bool,
 }
 
 /// Writes a changelog into a sink, one line per change. `writer` is `Some` on the workers
@@ -159,19 +165,25 @@ impl<'scope> WriteRowsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
         metrics: Arc<SinkMetrics>,
         controls: SinkControls,
     ) -> Stream<'scope, u64, Vec<Row>> {
-        deliver(
-            self,
-            "WriteRows",
-            writer,
-            metrics,
-            controls,
-            |writer, data, metrics| {
-                for row in data.iter() {
-                    let result = writer.write(row, true);
-                    record(writer, metrics, result);
-                }
-            },
-        )
+        if controls.crosses_processes {
+            deliver(
+                self.map(Wire),
+                "WriteRows",
+                writer,
+                metrics,
+                controls,
+                write_rows,
+            )
+        } else {
+            deliver(self, "WriteRows", writer, metrics, controls, write_rows)
+        }
+    }
+}
+
+fn write_rows<D: Borrow<Row>>(writer: &mut dyn SinkWriter, data: &mut [D], metrics: &SinkMetrics) {
+    for row in data.iter() {
+        let result = writer.write(row.borrow(), true);
+        record(writer, metrics, result);
     }
 }
 
@@ -182,29 +194,51 @@ impl<'scope> WriteUpdatesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
         metrics: Arc<SinkMetrics>,
         controls: SinkControls,
     ) -> Stream<'scope, u64, Vec<Row>> {
-        deliver(
-            self,
-            "WriteChangelog",
-            writer,
-            metrics,
-            controls,
-            |writer, data, metrics| {
-                // Deletes first within a batch, so a replayed changelog never holds both the old and
-                // the new version of a row.
-                data.sort_by_key(|(_, time, diff)| (*time, *diff));
-                for (row, _time, diff) in data.iter() {
-                    for _ in 0..diff.unsigned_abs() {
-                        let result = writer.write(row, *diff > 0);
-                        record(writer, metrics, result);
-                    }
-                }
-            },
-        )
+        if controls.crosses_processes {
+            deliver(
+                self.map(Wire),
+                "WriteChangelog",
+                writer,
+                metrics,
+                controls,
+                write_changes,
+            )
+        } else {
+            deliver(
+                self,
+                "WriteChangelog",
+                writer,
+                metrics,
+                controls,
+                write_changes,
+            )
+        }
+    }
+}
+
+fn write_changes<D: Borrow<Update>>(
+    writer: &mut dyn SinkWriter,
+    data: &mut [D],
+    metrics: &SinkMetrics,
+) {
+    // Deletes first within a batch, so a replayed changelog never holds both the old and the
+    // new version of a row.
+    data.sort_by_key(|update| {
+        let (_, time, diff) = update.borrow();
+        (*time, *diff)
+    });
+    for update in data.iter() {
+        let (row, _time, diff) = update.borrow();
+        for _ in 0..diff.unsigned_abs() {
+            let result = writer.write(row, *diff > 0);
+            record(writer, metrics, result);
+        }
     }
 }
 
 /// The sink operator shared by rows and changelogs: `write_batch` hands a batch to the writer;
-/// this delivers it (flush, or finish when the input closes), retrying what fails.
+/// this delivers it (flush, or finish when the input closes), retrying what fails. In a cluster
+/// the rows arrive wrapped in [`Wire`].
 ///
 /// In a checkpointed run, rows stamped at or after a cut being taken wait until everything
 /// before it is delivered and the writer has said how far it got (its part); what the writer
@@ -217,7 +251,7 @@ fn deliver<'scope, D>(
     writer: Option<Box<dyn SinkWriter>>,
     metrics: Arc<SinkMetrics>,
     controls: SinkControls,
-    write_batch: impl FnMut(&mut dyn SinkWriter, &mut Vec<D>, &SinkMetrics) + Send + 'static,
+    write_batch: impl FnMut(&mut dyn SinkWriter, &mut [D], &SinkMetrics) + Send + 'static,
 ) -> Stream<'scope, u64, Vec<Row>>
 where
     D: timely::ExchangeData + Send,
@@ -226,6 +260,7 @@ where
         stop,
         checkpointing,
         writers,
+        crosses_processes: _,
     } = controls;
     let scope: Scope<'scope, u64> = stream.scope();
     // Rows stay on the worker that computed them when it writes; timely sends a batch to the
@@ -470,6 +505,7 @@ mod tests {
                     stop: Arc::new(AtomicBool::new(false)),
                     checkpointing: None,
                     writers: 1,
+                    crosses_processes: false,
                 };
                 scope
                     .input_from(&mut input)

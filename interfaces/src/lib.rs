@@ -17,3 +17,4 @@ pub mod options;
 pub mod row;
 pub mod sink;
 pub mod source;
+pub mod wire;

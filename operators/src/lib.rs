@@ -4,7 +4,7 @@
 //! [`calc`] evaluates filters and projections with DataFusion, [`window`] assigns rows to
 //! windows (on a [`local_time`] clock when a time zone is given), [`aggregate`] maintains
 //! `GROUP BY` results and closes windows (fed, in a cluster, by [`partial_aggregate`]'s partial
-//! groups; [`time_weighted`] computes DLI and the other time-weighted aggregates),
+//! groups, which cross between processes in `partial_wire`'s compact form; [`time_weighted`] computes DLI and the other time-weighted aggregates),
 //! [`arranged_join`] joins on keys, [`changes`] turns appends into
 //! updates and consolidates them, [`anomaly`] scores series and [`analytic`] computes `LAG` and
 //! running aggregates (both taking a series [`in_event_time`] order), [`alarm`] raises and
@@ -27,6 +27,7 @@ pub mod in_event_time;
 pub mod interval_join;
 pub mod local_time;
 pub mod partial_aggregate;
+mod partial_wire;
 /// The row model, from the crate every layer shares.
 pub use vibelux_interfaces::row;
 pub mod session;

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -23,8 +22,9 @@ use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::aggregate::{AggregatePlan, StateMap};
 use crate::row::{Datum, Row, Update};
 
-/// A group's state over some rows of one batch of one worker: what the owner merges.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A group's state over some rows of one batch of one worker: what the owner merges. It crosses
+/// between processes in the compact form of `partial_wire`.
+#[derive(Clone, Debug)]
 pub struct Partial {
     pub key: Row,
     /// Rows counted in (negative when the batch retracted more than it added).

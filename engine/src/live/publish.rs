@@ -8,7 +8,9 @@ use std::sync::Arc;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+use vibelux_interfaces::wire::Wire;
 use vibelux_operators::row::{Row, Update};
 
 use super::view::LiveView;
@@ -30,60 +32,86 @@ pub fn consolidate_diffs(mut updates: Vec<(Row, i64)>) -> Vec<(Row, i64)> {
 pub trait PublishViewExt {
     /// Publishes the changes to `view`, which only worker 0 holds. With `checkpointing` (on
     /// worker 0), the view's contents take part in checkpoints and are restored from the one
-    /// the run resumes from.
-    fn publish_view(self, view: Option<Arc<LiveView>>, checkpointing: Option<Participant>);
+    /// the run resumes from. When the run `crosses_processes`, changes travel to worker 0 in
+    /// the compact form of [`Wire`].
+    fn publish_view(
+        self,
+        view: Option<Arc<LiveView>>,
+        checkpointing: Option<Participant>,
+        crosses_processes: bool,
+    );
 }
 
 impl PublishViewExt for Stream<'_, u64, Vec<Update>> {
-    fn publish_view(self, view: Option<Arc<LiveView>>, checkpointing: Option<Participant>) {
-        if let (Some(view), Some(part)) = (
-            &view,
-            checkpointing.as_ref().and_then(Participant::restored),
-        ) {
-            match decode::<Vec<(Row, i64)>>("live view contents", &part) {
-                Ok(contents) => view.restore(contents, 0),
-                Err(error) => panic!("{error}"),
-            }
+    fn publish_view(
+        self,
+        view: Option<Arc<LiveView>>,
+        checkpointing: Option<Participant>,
+        crosses_processes: bool,
+    ) {
+        if crosses_processes {
+            publish(self.map(Wire), view, checkpointing);
+        } else {
+            publish(self, view, checkpointing);
         }
-        let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
-        let mut published: Option<Option<u64>> = None;
-        let mut answered = 0;
-        let mut finished = false;
-        self.sink(
-            Exchange::new(|_: &Update| 0),
-            "PublishView",
-            move |(input, frontier)| {
-                input.for_each(|_, data| {
-                    for (row, time, diff) in data.drain(..) {
-                        pending.entry(time).or_default().push((row, diff));
-                    }
-                });
-                let Some(view) = &view else { return };
-                let mut now = frontier.frontier().first().copied();
-                let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
-                // While a cut is being taken, publish only what precedes it: the contents are
-                // the view's part as they stand at the cut.
-                let due = cut.filter(|cut| now.is_none_or(|now| now >= cut.time));
-                if let Some(cut) = cut {
-                    now = Some(now.map_or(cut.time, |now| now.min(cut.time)));
-                }
-                publish_ready(view, &mut pending, &mut published, now);
-                if let (Some(participant), Some(cut)) = (&checkpointing, due) {
-                    participant.submit(cut, encode(&view.contents_in_order()));
-                    answered = cut.id;
-                    let now = frontier.frontier().first().copied();
-                    publish_ready(view, &mut pending, &mut published, now);
-                }
-                if frontier.frontier().is_empty() && !finished {
-                    finished = true;
-                    publish_ready(view, &mut pending, &mut published, None);
-                    if let Some(participant) = &checkpointing {
-                        participant.submit_final(encode(&view.contents_in_order()));
-                    }
-                }
-            },
-        );
     }
+}
+
+/// Gathers the changes, `Update`s or wrapped ones, on worker 0 and publishes them.
+fn publish<D>(
+    changes: Stream<'_, u64, Vec<D>>,
+    view: Option<Arc<LiveView>>,
+    checkpointing: Option<Participant>,
+) where
+    D: timely::ExchangeData + Into<Update>,
+{
+    if let (Some(view), Some(part)) = (
+        &view,
+        checkpointing.as_ref().and_then(Participant::restored),
+    ) {
+        match decode::<Vec<(Row, i64)>>("live view contents", &part) {
+            Ok(contents) => view.restore(contents, 0),
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
+    let mut published: Option<Option<u64>> = None;
+    let mut answered = 0;
+    let mut finished = false;
+    changes.sink(
+        Exchange::new(|_: &D| 0),
+        "PublishView",
+        move |(input, frontier)| {
+            input.for_each(|_, data| {
+                for (row, time, diff) in data.drain(..).map(Into::into) {
+                    pending.entry(time).or_default().push((row, diff));
+                }
+            });
+            let Some(view) = &view else { return };
+            let mut now = frontier.frontier().first().copied();
+            let cut = checkpointing.as_ref().and_then(|p| p.pending(answered));
+            // While a cut is being taken, publish only what precedes it: the contents are
+            // the view's part as they stand at the cut.
+            let due = cut.filter(|cut| now.is_none_or(|now| now >= cut.time));
+            if let Some(cut) = cut {
+                now = Some(now.map_or(cut.time, |now| now.min(cut.time)));
+            }
+            publish_ready(view, &mut pending, &mut published, now);
+            if let (Some(participant), Some(cut)) = (&checkpointing, due) {
+                participant.submit(cut, encode(&view.contents_in_order()));
+                answered = cut.id;
+                let now = frontier.frontier().first().copied();
+                publish_ready(view, &mut pending, &mut published, now);
+            }
+            if frontier.frontier().is_empty() && !finished {
+                finished = true;
+                publish_ready(view, &mut pending, &mut published, None);
+                if let Some(participant) = &checkpointing {
+                    participant.submit_final(encode(&view.contents_in_order()));
+                }
+            }
+        },
+    );
 }
 
 /// Publishes the timestamps before `now` (all of them when the input has ended).

@@ -503,9 +503,10 @@ pub(super) fn attach_view(
     view: Option<Arc<LiveView>>,
     checkpointing: Option<Participant>,
     finished: &ProbeHandle<u64>,
+    processes: usize,
 ) {
     output
         .changes()
         .probe_with(finished)
-        .publish_view(view, checkpointing);
+        .publish_view(view, checkpointing, processes > 1);
 }

@@ -105,6 +105,7 @@ pub(super) fn build_extension(
                     stop: stop.clone(),
                     checkpointing: None,
                     writers: 1,
+                    crosses_processes: processes > 1,
                 },
                 &finished,
             );
@@ -115,6 +116,7 @@ pub(super) fn build_extension(
                 (index == 0).then(|| live.clone()),
                 None,
                 &finished,
+                processes,
             );
         }
     }

@@ -186,6 +186,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
     if shared.extensible {
         tap_inputs(taps, &source_streams, &table_streams);
     }
+    let processes = shared.link.as_ref().map_or(1, |link| link.processes);
     let built = build_nodes(
         scope,
         plan,
@@ -198,7 +199,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             alarms: &metrics.alarms,
             checkpoints: shared.checkpoints.as_ref(),
             keys: &shared.keys,
-            processes: shared.link.as_ref().map_or(1, |link| link.processes),
+            processes,
         },
     );
 
@@ -223,6 +224,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
                 stop: stop.clone(),
                 checkpointing,
                 writers: opened.count,
+                crosses_processes: processes > 1,
             },
             &finished,
         );
@@ -234,7 +236,7 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             .as_ref()
             .filter(|_| index == 0)
             .map(|checkpoints| Participant::register(checkpoints, shared.keys.view(name)));
-        attach_view(&built[node], view, checkpointing, &finished);
+        attach_view(&built[node], view, checkpointing, &finished, processes);
     }
     for node in &shared.capture {
         collect_changes(
