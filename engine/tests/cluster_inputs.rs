@@ -225,7 +225,8 @@ fn a_cluster_polls_each_plc_from_one_process_only() {
         })
         .collect();
     std::fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
-    let (http, children) = start_serving_cluster(dir.path(), "8s", Some("modbus"));
+    // Long enough for two debug builds to start and connect on a busy machine.
+    let (http, children) = start_serving_cluster(dir.path(), "12s", Some("modbus"));
     let mut children = Processes(children);
     // Which processes are connected to each device, once every device is polled.
     let connected_in = |process: usize| -> Vec<String> {
@@ -245,7 +246,7 @@ fn a_cluster_polls_each_plc_from_one_process_only() {
             .map(|(source, _)| source.to_string())
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(6);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let (first, second) = loop {
         let (first, second) = (connected_in(0), connected_in(1));
         if first.len() + second.len() >= devices.len() || Instant::now() > deadline {
