@@ -7,7 +7,7 @@
 //! `in_event_time.rs` hands over in order once no earlier row can come: each row leaves once,
 //! final, with its results appended (an append-only stream, like the readings). A series keeps
 //! only what its frames need: `n` values for `LAG`, the rows of a bounded frame, running totals
-//! for a frame from the start.
+//! for a frame from the start (a spread's accumulator).
 //!
 //! `LEAD(value, n)` needs a row that may never come (a sensor's last reading has no next one
 //! until it reports again, perhaps never): holding a row back until then would hold back every
@@ -28,9 +28,12 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use vibelux_interfaces::checkpoint::Participant;
 
-use crate::accumulator::AggregateFunction;
+use crate::accumulator::{Accumulator, AggregateFunction};
 use crate::in_event_time::{PerSeries, SeriesColumns, in_event_time_order};
 use crate::row::{Datum, Row, Update};
+use totals::{Totals, frame_result};
+
+mod totals;
 
 /// The functions of one `OVER` clause, each appending a column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,8 +86,9 @@ impl AnalyticSpec {
     }
 }
 
-/// The aggregates a frame computes.
-pub const RUNNING: [AggregateFunction; 7] = [
+/// The aggregates a frame computes; [`array_agg`](AggregateFunction::ArrayAgg) only over a
+/// bounded frame (from the series' start it would hold every value).
+pub const RUNNING: [AggregateFunction; 12] = [
     AggregateFunction::CountRows,
     AggregateFunction::Count,
     AggregateFunction::SumInt,
@@ -92,6 +96,11 @@ pub const RUNNING: [AggregateFunction; 7] = [
     AggregateFunction::Avg,
     AggregateFunction::Min,
     AggregateFunction::Max,
+    AggregateFunction::StddevSample,
+    AggregateFunction::StddevPopulation,
+    AggregateFunction::VarianceSample,
+    AggregateFunction::VariancePopulation,
+    AggregateFunction::ArrayAgg,
 ];
 
 /// Where a frame starts; every frame here ends at the current row.
@@ -130,64 +139,9 @@ enum CallState {
     /// (the kept columns and the results), oldest first, which a `LEAD` or a frame reaching
     /// after its row may still change.
     Given(VecDeque<Row>),
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Totals {
-    rows: i64,
-    values: i64,
-    sum_int: i128,
-    sum_float: f64,
-    min: Option<Datum>,
-    max: Option<Datum>,
-}
-
-impl Totals {
-    fn add(&mut self, value: &Datum) {
-        self.rows += 1;
-        if value.is_null() {
-            return;
-        }
-        self.values += 1;
-        match value {
-            Datum::Int64(v) => {
-                self.sum_int += i128::from(*v);
-                self.sum_float += *v as f64;
-            }
-            other => self.sum_float += other.as_f64().unwrap_or(0.0),
-        }
-        if self.min.as_ref().is_none_or(|min| value < min) {
-            self.min = Some(value.clone());
-        }
-        if self.max.as_ref().is_none_or(|max| value > max) {
-            self.max = Some(value.clone());
-        }
-    }
-
-    fn result(&self, aggregate: AggregateFunction) -> Datum {
-        match aggregate {
-            AggregateFunction::CountRows => Datum::Int64(self.rows),
-            AggregateFunction::Count => Datum::Int64(self.values),
-            _ if self.values == 0 => Datum::Null,
-            AggregateFunction::SumInt => Datum::Int64(
-                self.sum_int
-                    .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
-            ),
-            AggregateFunction::SumFloat => Datum::Float64(self.sum_float),
-            AggregateFunction::Avg => Datum::Float64(self.sum_float / self.values as f64),
-            AggregateFunction::Min => self.min.clone().unwrap_or(Datum::Null),
-            AggregateFunction::Max => self.max.clone().unwrap_or(Datum::Null),
-            _ => unreachable!("planned with one of RUNNING"),
-        }
-    }
-
-    fn of<'a>(values: impl Iterator<Item = &'a Datum>) -> Totals {
-        let mut totals = Totals::default();
-        for value in values {
-            totals.add(value);
-        }
-        totals
-    }
+    /// A frame from the series' start of an aggregate [`Totals`] does not keep (the spread of
+    /// values). Last, so that checkpoints of the other states read as before.
+    Accumulated(Accumulator),
 }
 
 /// A series' state: one per call of the spec.
@@ -219,13 +173,21 @@ impl PerSeries for AnalyticState {
                     Analytic::Lead { .. } => CallState::Lead,
                     Analytic::RowNumber => CallState::Rows(0),
                     Analytic::Running {
+                        aggregate,
                         frame:
                             Frame::Rows { preceding: None }
                             | Frame::Range {
                                 preceding_nanos: None,
                             },
-                        ..
-                    } => CallState::Totals(Totals::default()),
+                    } if Totals::computes(*aggregate) => CallState::Totals(Totals::default()),
+                    Analytic::Running {
+                        aggregate,
+                        frame:
+                            Frame::Rows { preceding: None }
+                            | Frame::Range {
+                                preceding_nanos: None,
+                            },
+                    } => CallState::Accumulated(Accumulator::new(*aggregate, false)),
                     Analytic::Running { .. } => CallState::Frame(VecDeque::new()),
                 })
                 .chain(given)
@@ -309,7 +271,7 @@ fn look_ahead(
                             let end = values.len() - 1 - back;
                             let start = end.saturating_sub(preceding);
                             let frame = values.range(start..).map(|(_, value)| value);
-                            (back, Totals::of(frame).result(*aggregate))
+                            (back, frame_result(*aggregate, frame))
                         })
                         .collect()
                 }
@@ -463,6 +425,23 @@ fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: us
                     .collect()
             }
         }
+        (Analytic::Running { aggregate, frame }, CallState::Accumulated(accumulator)) => {
+            let add = |accumulator: &mut Accumulator, row: &Row| {
+                accumulator.update(*aggregate, &value_of(call, row), &Datum::Null, 1);
+            };
+            if frame.includes_peers() {
+                peers.iter().for_each(|row| add(accumulator, row));
+                vec![accumulator.result(*aggregate); peers.len()]
+            } else {
+                peers
+                    .iter()
+                    .map(|row| {
+                        add(accumulator, row);
+                        accumulator.result(*aggregate)
+                    })
+                    .collect()
+            }
+        }
         (Analytic::Running { aggregate, frame }, CallState::Frame(rows)) => match *frame {
             Frame::Range { preceding_nanos } => {
                 rows.extend(peers.iter().map(|row| (at, value_of(call, row))));
@@ -470,7 +449,7 @@ fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: us
                 while rows.front().is_some_and(|(ts, _)| *ts < oldest) {
                     rows.pop_front();
                 }
-                let result = Totals::of(rows.iter().map(|(_, value)| value)).result(*aggregate);
+                let result = frame_result(*aggregate, rows.iter().map(|(_, value)| value));
                 vec![result; peers.len()]
             }
             Frame::RowsAround { .. } => vec![Datum::Null; peers.len()],
@@ -482,7 +461,7 @@ fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: us
                     while rows.len() > keep {
                         rows.pop_front();
                     }
-                    Totals::of(rows.iter().map(|(_, value)| value)).result(*aggregate)
+                    frame_result(*aggregate, rows.iter().map(|(_, value)| value))
                 })
                 .collect(),
         },

@@ -131,14 +131,21 @@ impl Lowering<'_> {
                     if let Some(refusal) = refused_over_durations(&name, argument_type.as_ref()) {
                         return Err(self.error(format!("{refusal}: {shown}")));
                     }
-                    let aggregate =
-                        plain_aggregate(&name, argument.as_ref(), argument_type.as_ref())
+                    if params.distinct || params.filter.is_some() {
+                        return Err(self.error(format!(
+                            "DISTINCT and FILTER (WHERE …) inside a window function are not supported yet; filter or deduplicate the rows in a view first: {shown}"
+                        )));
+                    }
+                    let aggregate = match name.as_str() {
+                        "array_agg" => self.array_agg_over(&frame, &shown)?,
+                        _ => plain_aggregate(&name, argument.as_ref(), argument_type.as_ref())
                             .filter(|function| RUNNING.contains(function))
                             .ok_or_else(|| {
                                 self.error(format!(
-                                    "{name} OVER (…) is not supported yet (count, sum, avg, min and max are): {shown}"
+                                    "{name} OVER (…) is not supported yet (count, sum, avg, min, max, stddev, variance and array_agg are): {shown}"
                                 ))
-                            })?;
+                            })?,
+                    };
                     Planned {
                         value: match aggregate {
                             AggregateFunction::CountRows => None,
@@ -286,6 +293,19 @@ impl Lowering<'_> {
             },
             value: Some(value),
         })
+    }
+
+    /// `array_agg` over a frame: its values in event-time order, so only a bounded frame.
+    fn array_agg_over(&self, frame: &Frame, shown: &str) -> SqlResult<AggregateFunction> {
+        match frame {
+            Frame::Rows { preceding: None }
+            | Frame::Range {
+                preceding_nanos: None,
+            } => Err(self.error(format!(
+                "array_agg over a frame from the series' start would hold every value it ever had: bound the frame (ROWS BETWEEN 9 PRECEDING AND CURRENT ROW, or RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW): {shown}"
+            ))),
+            _ => Ok(AggregateFunction::ArrayAgg),
+        }
     }
 
     /// A frame that starts at or before the current row (by rows or by event time) and ends at
