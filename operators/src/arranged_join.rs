@@ -66,7 +66,7 @@ pub struct Outer {
 
 impl Outer {
     /// A row of one side padded with NULLs where the other side's columns go.
-    fn padded(&self, payload: &Row, is_left: bool) -> Row {
+    pub(crate) fn padded(&self, payload: &Row, is_left: bool) -> Row {
         let nulls = |width: usize| vec![Datum::Null; width];
         match is_left {
             true => concat(payload, &nulls(self.right_width)),

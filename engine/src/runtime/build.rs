@@ -359,7 +359,9 @@ pub(super) fn build_nodes<'scope>(
                     .flatten();
                 let changes = match expiry {
                     // Two streams within an interval: state that leaves as the watermark passes.
-                    Some(expiry) => left.join_within(right, *key_columns, *expiry, participant),
+                    Some(expiry) => {
+                        left.join_within(right, *key_columns, *expiry, *outer, participant)
+                    }
                     None => {
                         let mut arranged =
                             |input: &NodeId, updates: &Stream<'scope, u64, Vec<Update>>| {

@@ -12,7 +12,8 @@
 //! string and arithmetic functions, scalar subqueries (correlated or not), as-of joins to a versioned table (against DuckDB's `ASOF
 //! JOIN`); and over a second stream whose readings of a key never
 //! share an instant (so that order within a key has one answer), `LAG`, `LEAD`, `ROW_NUMBER` and
-//! running aggregates over ROWS and RANGE frames, frames reaching rows ahead. The engine runs each
+//! running aggregates over ROWS and RANGE frames, frames reaching rows ahead; interval joins of
+//! the streams (inner, LEFT, RIGHT, FULL, `EXISTS`, `NOT EXISTS`). The engine runs each
 //! query to completion with two workers; DuckDB (Python's `duckdb`, which the test script
 //! installs) runs it over the stream as written and the table's last row per key. Rows are
 //! compared as multisets, numbers to 9 significant digits. A seed that once found a difference
@@ -245,6 +246,11 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         "SELECT k, count(*) FROM t WHERE k IN (SELECT k FROM s WHERE s.x > t.v) GROUP BY k".to_string(),
         format!("SELECT t.k, t.v, count(*), count(s.x) FROM t LEFT JOIN s ON s.k = t.k AND s.x > t.v + {d} GROUP BY t.k, t.v"),
         format!("SELECT k, v FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.k = t.k AND s.x < t.v - {c})"),
+        format!("SELECT a.k, a.ts, a.x, b.ts, b.x FROM u a LEFT JOIN u b ON a.k = b.k AND b.ts > a.ts AND b.ts <= a.ts + INTERVAL '{} seconds'", n + 1),
+        format!("SELECT b.k, b.ts, count(*), count(a.x) FROM s a RIGHT JOIN s b ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '{}' SECOND AND b.ts - INTERVAL '1 second' GROUP BY b.k, b.ts", limit),
+        format!("SELECT a.k, b.k, count(*), count(a.x), count(b.x) FROM s a FULL JOIN u b ON a.k = b.k AND a.ts >= b.ts AND a.ts < b.ts + INTERVAL '{} seconds' GROUP BY a.k, b.k", n + 2),
+        format!("SELECT a.k, a.ts, a.x FROM u a WHERE EXISTS (SELECT 1 FROM s b WHERE b.k = a.k AND b.ts BETWEEN a.ts - INTERVAL '{} seconds' AND a.ts + INTERVAL '1 second')", n),
+        format!("SELECT g, count(*) FROM s a WHERE NOT EXISTS (SELECT 1 FROM s b WHERE b.k = a.k AND b.ts > a.ts AND b.ts < a.ts + INTERVAL '{} seconds') GROUP BY g", n + 1),
     ]
 }
 

@@ -78,15 +78,13 @@ impl Lowering<'_> {
         // side's rows go once the other side has passed them.
         let mut expiry = None;
         let mut reach_nanos = 0;
+        let mut event_time = left_node.event_time;
         if left_node.changes == Changes::AppendOnly && right_node.changes == Changes::AppendOnly {
-            let refused = "joining two streams needs a bound on their event times, so that rows can leave the state: ON a.key = b.key AND a.ts BETWEEN b.ts - INTERVAL '1 minute' AND b.ts + INTERVAL '1 minute' (both bounds), an inner join; or join a stream with a TABLE";
+            let refused = "joining two streams needs a bound on their event times, so that rows can leave the state: ON a.key = b.key AND a.ts BETWEEN b.ts - INTERVAL '1 minute' AND b.ts + INTERVAL '1 minute' (both bounds); or join a stream with a TABLE";
             let (Some(left_time), Some(right_time)) = (left_node.event_time, right_node.event_time)
             else {
                 return Err(self.error(refused));
             };
-            if keep_left || keep_right || left_rows_matching.is_some() {
-                return Err(self.error(refused));
-            }
             let bounds = interval_bounds(
                 &residual,
                 &left_schema,
@@ -94,9 +92,25 @@ impl Lowering<'_> {
                 &right_schema,
                 right_time,
             );
-            let Some((lower, upper)) = bounds else {
+            let Some(IntervalBounds {
+                lower,
+                upper,
+                other_conditions,
+            }) = bounds
+            else {
                 return Err(self.error(refused));
             };
+            let unmatched_rows = keep_left || keep_right || left_rows_matching.is_some();
+            if unmatched_rows {
+                // Whether a row met nothing is decided in the join, which knows the key and the
+                // bounds; another condition would have to be, too.
+                if let Some(condition) = other_conditions.first() {
+                    return Err(self.error(format!(
+                        "an outer, semi or anti join of two streams takes only key equalities and the bounds on their event times in its condition, not `{condition}`: filter either stream in a view first"
+                    )));
+                }
+                residual.clear();
+            }
             // l.ts - r.ts lies in [lower, upper]: a left row meets right rows up to its own
             // time - lower, a right row left rows up to its own time + upper.
             let lateness = left_node.lateness_nanos.max(right_node.lateness_nanos);
@@ -113,9 +127,28 @@ impl Lowering<'_> {
                 upper_nanos: upper,
             });
             // A pair leaves when its later row comes: its left time lags by up to the reach.
+            // A row that met nothing comes out once the other side has passed it by the
+            // reach (and the lateness), in the millisecond after.
+            const MILLISECOND: i64 = 1_000_000;
             reach_nanos = lower.saturating_neg().max(0);
+            if keep_left || left_rows_matching == Some(false) {
+                reach_nanos = reach_nanos.max(lower.saturating_neg().saturating_add(MILLISECOND));
+            }
+            if keep_right {
+                reach_nanos = reach_nanos.max(upper.saturating_add(MILLISECOND));
+            }
+            // A row padded with NULLs has no time on the padded side: a RIGHT join's rows keep
+            // the right's, a FULL join's have none that every row has.
+            event_time = match (keep_left, keep_right) {
+                (false, true) => Some(left_schema.fields().len() + right_time),
+                (true, true) => None,
+                _ => left_node.event_time,
+            };
         }
-        if (keep_left || keep_right || left_rows_matching.is_some()) && !residual.is_empty() {
+        if (keep_left || keep_right || left_rows_matching.is_some())
+            && !residual.is_empty()
+            && expiry.is_none()
+        {
             let side = |node, schema, keys| Side { node, schema, keys };
             return self.conditional_join(
                 join,
@@ -150,8 +183,12 @@ impl Lowering<'_> {
             },
             schema: schema.clone(),
             changes: Changes::Updates { finals: false },
-            window: left_node.window,
-            event_time: left_node.event_time,
+            // An interval join's padded right rows have no left window.
+            window: match expiry.is_some() && keep_right {
+                true => None,
+                false => left_node.window,
+            },
+            event_time,
             lateness_nanos: left_node
                 .lateness_nanos
                 .max(right_node.lateness_nanos)
@@ -312,17 +349,18 @@ pub(super) fn equalities(
     (left_keys, right_keys, residual)
 }
 
-/// The bounds an interval join's conditions put on `l.ts - r.ts` (nanoseconds), the two event
-/// times: from `l.ts BETWEEN r.ts - INTERVAL … AND r.ts + INTERVAL …`, comparisons of the two
-/// (`>=`, `>`, `<=`, `<`, either side first) and intervals added or subtracted. `None` unless
-/// both a lower and an upper bound are found.
+/// The bounds an interval join's conditions put on `l.ts - r.ts` (nanoseconds, inclusive),
+/// the two event times: from `l.ts BETWEEN r.ts - INTERVAL … AND r.ts + INTERVAL …`,
+/// comparisons of the two (`>=`, `>`, `<=`, `<`, either side first) and intervals added or
+/// subtracted; and the conditions that are not such bounds. `None` unless both a lower and an
+/// upper bound are found.
 fn interval_bounds(
     residual: &[Expr],
     left_schema: &DFSchema,
     left_time: usize,
     right_schema: &DFSchema,
     right_time: usize,
-) -> Option<(i64, i64)> {
+) -> Option<IntervalBounds> {
     use datafusion::logical_expr::{Between, Operator};
     // Which time an expression is (true: the left's), and the interval added to it.
     let time_plus = |expr: &Expr| -> Option<(bool, i64)> {
@@ -350,40 +388,66 @@ fn interval_bounds(
         }
     };
     let (mut lower, mut upper): (Option<i64>, Option<i64>) = (None, None);
-    // `a >= b` with a = x + p, b = y + q: for x left, y right, l - r >= q - p.
-    let mut at_least = |a: &Expr, b: &Expr| -> Option<()> {
+    // `a >= b` (`a > b` when strict) with a = x + p, b = y + q: for x left, y right,
+    // l - r >= q - p (+ 1 ns when strict: times are whole nanoseconds).
+    let mut at_least = |a: &Expr, b: &Expr, strict: bool| -> Option<()> {
         let ((a_left, p), (b_left, q)) = (time_plus(a)?, time_plus(b)?);
+        let step = i64::from(strict);
         match (a_left, b_left) {
-            (true, false) => lower = Some(lower.map_or(q - p, |l| l.max(q - p))),
-            (false, true) => upper = Some(upper.map_or(p - q, |u| u.min(p - q))),
+            (true, false) => {
+                let bound = q.checked_sub(p)?.checked_add(step)?;
+                lower = Some(lower.map_or(bound, |l| l.max(bound)));
+            }
+            (false, true) => {
+                let bound = p.checked_sub(q)?.checked_sub(step)?;
+                upper = Some(upper.map_or(bound, |u| u.min(bound)));
+            }
             _ => return None,
         }
         Some(())
     };
+    let mut other_conditions = Vec::new();
     for predicate in residual {
-        match predicate {
+        let bounded = match predicate {
             Expr::Between(Between {
                 expr,
                 negated: false,
                 low,
                 high,
             }) => {
-                at_least(expr, low);
-                at_least(high, expr);
+                let low = at_least(expr, low, false);
+                let high = at_least(high, expr, false);
+                low.and(high)
             }
             Expr::BinaryExpr(binary) => match binary.op {
                 Operator::GtEq | Operator::Gt => {
-                    at_least(&binary.left, &binary.right);
+                    at_least(&binary.left, &binary.right, binary.op == Operator::Gt)
                 }
                 Operator::LtEq | Operator::Lt => {
-                    at_least(&binary.right, &binary.left);
+                    at_least(&binary.right, &binary.left, binary.op == Operator::Lt)
                 }
-                _ => {}
+                _ => None,
             },
-            _ => {}
+            _ => None,
+        };
+        if bounded.is_none() {
+            other_conditions.push(predicate.clone());
         }
     }
-    Some((lower?, upper?))
+    Some(IntervalBounds {
+        lower: lower?,
+        upper: upper?,
+        other_conditions,
+    })
+}
+
+/// What an interval join's conditions say about its two event times.
+struct IntervalBounds {
+    /// `l.ts - r.ts` lies in `[lower, upper]` (nanoseconds).
+    lower: i64,
+    upper: i64,
+    /// The conditions besides the key equalities and these bounds.
+    other_conditions: Vec<Expr>,
 }
 
 /// A constant interval's length in nanoseconds (no months: their length varies).
