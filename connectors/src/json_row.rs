@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use vibelux_interfaces::calendar::push_timestamp;
+use vibelux_interfaces::metadata::is_json;
 use vibelux_interfaces::row::{Datum, Row, format_date, format_duration};
 
 /// Appends `row` as a JSON object to `line`; `op` (insert or not) adds an `_op` field first.
@@ -22,9 +23,18 @@ pub fn encode_json_row(schema: &SchemaRef, row: &Row, op: Option<bool>, line: &m
         }
         push_json_string(field.name(), line);
         line.push(':');
-        push_json_value(datum, line);
+        match datum {
+            // A JSON column's document goes in as JSON, not as a string holding it (checked,
+            // since an expression over one may keep its type and not be a document).
+            Datum::Utf8(text) if is_json(field) && is_json_document(text) => line.push_str(text),
+            datum => push_json_value(datum, line),
+        }
     }
     line.push('}');
+}
+
+fn is_json_document(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// Appends one value as JSON: times as ISO 8601 text, lengths of time as PostgreSQL writes
@@ -142,5 +152,28 @@ mod tests {
         let mut line = String::new();
         push_json_string("a\u{1}b", &mut line);
         assert_eq!(line, r#""a\u0001b""#);
+    }
+
+    #[test]
+    fn a_json_columns_documents_go_in_as_json() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use vibelux_interfaces::metadata::{EXTENSION_NAME, JSON_EXTENSION};
+        let json = [(EXTENSION_NAME.to_string(), JSON_EXTENSION.to_string())].into();
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("meta", DataType::Utf8, true).with_metadata(json),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        let encoded = |meta: &str| {
+            let mut line = String::new();
+            let row = vec![Datum::Utf8(meta.into()), Datum::Utf8("{}".into())];
+            encode_json_row(&schema, &row, None, &mut line);
+            line
+        };
+        assert_eq!(
+            encoded(r#"{"fw": "1.2"}"#),
+            r#"{"meta":{"fw": "1.2"},"text":"{}"}"#
+        );
+        // Not a document (an expression kept the column's type): a string, still valid JSON.
+        assert_eq!(encoded("{fw"), r#"{"meta":"{fw","text":"{}"}"#);
     }
 }

@@ -8,3 +8,13 @@ pub const UNIT: &str = "unit";
 
 /// Which zone a timestamp without one is wall-clock time in.
 pub const TIME_ZONE: &str = "time_zone";
+
+/// Arrow's extension-type key, and the canonical name of JSON text: a `JSON` column is text whose
+/// every value is a JSON document, and says so in Parquet files' Arrow schemas.
+pub const EXTENSION_NAME: &str = "ARROW:extension:name";
+pub const JSON_EXTENSION: &str = "arrow.json";
+
+/// Whether a field is declared `JSON`.
+pub fn is_json(field: &arrow_schema::Field) -> bool {
+    field.metadata().get(EXTENSION_NAME).map(String::as_str) == Some(JSON_EXTENSION)
+}

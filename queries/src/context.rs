@@ -39,7 +39,15 @@ pub fn session_state(models: &Arc<ModelRegistry>) -> SessionState {
         let _ = state.register_udf(function);
     }
     let _ = state.register_udaf(crate::models::population_stability_function());
+    register_json_functions(&mut state);
     state
+}
+
+/// `json_get_str`, `json_get_float`, `->>` and the rest over JSON text, with the rewrite of a
+/// cast `json_get` to its typed form (`json_get(meta, 'fw')::int` is `json_get_int`).
+fn register_json_functions(registry: &mut dyn datafusion::execution::FunctionRegistry) {
+    datafusion_functions_json::register_all(registry)
+        .expect("DataFusion's registries take the JSON functions");
 }
 
 /// Adds the cultivation functions and the time-weighted aggregates to a session that runs
@@ -52,6 +60,8 @@ pub fn register_query_functions(context: &datafusion::prelude::SessionContext) {
     for function in crate::time_weighted::time_weighted_functions() {
         context.register_udaf(function.as_ref().clone());
     }
+    let state = context.state_ref();
+    register_json_functions(&mut *state.write());
 }
 
 /// Relations visible to one statement.
@@ -174,7 +184,7 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
     let text = data_type.to_string().to_ascii_uppercase();
     let base = text.split(['(', ' ']).next().unwrap_or_default();
     Ok(match base {
-        "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER" => DataType::Utf8,
+        "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER" | "JSON" | "JSONB" => DataType::Utf8,
         "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "INT2" | "INT4" | "INT8"
         | "INT64" => DataType::Int64,
         "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => {
@@ -191,11 +201,16 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
             return Err(SqlError::new(
                 position,
                 format!(
-                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP or DATE"
+                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP, DATE or JSON"
                 ),
             ));
         }
     })
+}
+
+/// Whether a declared column type is `JSON` (text holding a JSON document).
+pub fn is_json_type(data_type: &ast::DataType) -> bool {
+    matches!(data_type, ast::DataType::JSON | ast::DataType::JSONB)
 }
 
 /// The length of a constant interval expression (`INTERVAL '1 minute'`) in nanoseconds.
@@ -237,4 +252,29 @@ pub fn interval_nanos(
         return Err(SqlError::new(position, "the interval must be positive"));
     }
     Ok(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `vibelux query` reads JSON text in the warehouse with the same functions as views.
+    #[tokio::test]
+    async fn ad_hoc_queries_read_json_text_with_the_json_functions() {
+        let context = datafusion::prelude::SessionContext::new();
+        super::register_query_functions(&context);
+        let batches = context
+            .sql(
+                r#"SELECT json_get_str(meta, 'fw') AS fw, meta->>'tags' AS tags,
+                          json_get(meta, 'offset')::double AS offset
+                   FROM (VALUES ('{"fw": "1.2", "tags": [1], "offset": 0.5}')) AS t(meta)"#,
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(shown.contains("| 1.2 | [1]  | 0.5    |"), "{shown}");
+    }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::execution::SessionState;
-use datafusion::optimizer::Analyzer;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use vibelux_interfaces::connector::{DeclaredSink, Registry};
 use vibelux_interfaces::options::connector_kind;
@@ -429,7 +428,10 @@ impl Planner {
             .sql_to_rel()
             .sql_statement_to_plan(SqlStatement::Query(Box::new(query)))
             .map_err(|error| located(error, position))?;
-        let logical = Analyzer::new()
+        // The session's analyzer: DataFusion's rules and the functions' rewrites.
+        let logical = self
+            .state
+            .analyzer()
             .execute_and_check(logical, self.state.config_options(), |_, _| {})
             .map_err(|error| located(error, position))?;
         let logical = subqueries_as_joins(logical).map_err(|error| located(error, position))?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
 use vibelux_interfaces::connector::{DeclaredSource, SOURCE_OPTIONS, SourceConnector};
-use vibelux_interfaces::metadata::UNIT as UNIT_METADATA;
+use vibelux_interfaces::metadata::{EXTENSION_NAME, JSON_EXTENSION, UNIT as UNIT_METADATA};
 use vibelux_interfaces::options::{Options, connector_kind, nanos, parse_duration};
 use vibelux_interfaces::source::SourceTiming;
 
@@ -85,6 +85,11 @@ impl Planner {
             };
             if let Some(unit) = unit {
                 field = field.with_metadata([(UNIT_METADATA.to_string(), unit)].into());
+            }
+            if crate::context::is_json_type(&column.data_type) {
+                let mut metadata = field.metadata().clone();
+                metadata.insert(EXTENSION_NAME.to_string(), JSON_EXTENSION.to_string());
+                field = field.with_metadata(metadata);
             }
             fields.push(field);
         }

@@ -642,7 +642,7 @@ impl TopicRowDecoder {
         })?;
         for (column, text) in captures {
             let field = self.layout.schema.field(column);
-            row[column] = parse_text(field.data_type(), text)
+            row[column] = parse_text(field, text)
                 .map_err(|problem| format!("topic level `{}`: {problem}", field.name()))?;
         }
         if self.config.event_time == EventTimeFrom::Arrival

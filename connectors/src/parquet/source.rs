@@ -324,7 +324,7 @@ impl ParquetReader {
             {
                 let datum = match value {
                     None => Datum::Null,
-                    Some(text) => parse_text(field.data_type(), text).map_err(|problem| {
+                    Some(text) => parse_text(field, text).map_err(|problem| {
                         FileProblem::Undeclarable(format!(
                             "partition `{name}` of {origin}: {problem}"
                         ))

@@ -36,6 +36,8 @@ pub(super) fn decode(layout: &RowLayout, line: &str) -> Option<Row> {
             scan.expect(b':')?;
             scan.skip_space();
             match layout.column_at(position, key) {
+                // A JSON column keeps the value's text as written: the general decoder's work.
+                Some(column) if layout.is_json(column) => return None,
                 Some(column) => {
                     row[column] = scan.value(layout.schema.field(column).data_type())?
                 }

@@ -9,9 +9,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use vibelux_interfaces::connector::DeclaredSource;
+use vibelux_interfaces::metadata::is_json;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 mod flat_json;
@@ -37,6 +38,8 @@ pub struct RowLayout {
     /// The column each field position of the last object named (`usize::MAX`: none). A device
     /// writes its fields in one order, so one comparison usually finds a field's column.
     field_columns: Arc<[AtomicUsize]>,
+    /// Which columns are `JSON`: they keep the text of whatever JSON value their field holds.
+    json_columns: Arc<[bool]>,
 }
 
 impl RowLayout {
@@ -46,6 +49,7 @@ impl RowLayout {
             .iter()
             .map(|field| field.name().to_ascii_lowercase())
             .collect();
+        let json_columns = schema.fields().iter().map(|field| is_json(field)).collect();
         RowLayout {
             schema,
             event_time_column,
@@ -55,7 +59,13 @@ impl RowLayout {
             field_columns: (0..FIELD_POSITIONS)
                 .map(|_| AtomicUsize::new(usize::MAX))
                 .collect(),
+            json_columns,
         }
+    }
+
+    /// Whether a column is `JSON`.
+    fn is_json(&self, column: usize) -> bool {
+        self.json_columns[column]
     }
 
     /// The column of the field at `position` named `name`: the one found at that position
@@ -214,6 +224,7 @@ impl RowLayout {
         let field = self.schema.field(column);
         JsonValueSeed {
             data_type: field.data_type(),
+            json: self.is_json(column),
         }
         .deserialize(value)
         .map_err(|error| {
@@ -242,7 +253,7 @@ impl RowLayout {
                 continue;
             }
             let field = self.schema.field(*column);
-            row[*column] = parse_text(field.data_type(), text)
+            row[*column] = parse_text(field, text)
                 .map_err(|problem| format!("field `{}`: {problem}", field.name()))?;
         }
         self.finish(row)
@@ -270,7 +281,7 @@ impl MessageFormat {
             MessageFormat::Raw { column } => {
                 let mut row = vec![Datum::Null; layout.schema.fields().len()];
                 let field = layout.schema.field(*column);
-                row[*column] = parse_text(field.data_type(), text)
+                row[*column] = parse_text(field, text)
                     .map_err(|problem| format!("payload for `{}`: {problem}", field.name()))?;
                 Ok(row)
             }
@@ -345,10 +356,15 @@ impl JsonPath {
     }
 }
 
-/// Parses a textual value (CSV cell) as `data_type`.
-pub fn parse_text(data_type: &DataType, text: &str) -> Result<Datum, String> {
+/// Parses a textual value (CSV cell, topic level, raw payload) as `field`'s type.
+pub fn parse_text(field: &Field, text: &str) -> Result<Datum, String> {
     let text = text.trim();
-    match data_type {
+    if is_json(field) {
+        return serde_json::from_str::<IgnoredAny>(text)
+            .map(|_| Datum::Utf8(Arc::from(text)))
+            .map_err(|error| format!("expected a JSON document, found {text:?}: {error}"));
+    }
+    match field.data_type() {
         DataType::Boolean => match text.to_ascii_lowercase().as_str() {
             "true" | "t" | "1" => Ok(Datum::Boolean(true)),
             "false" | "f" | "0" => Ok(Datum::Boolean(false)),
@@ -449,8 +465,9 @@ impl<'de> Visitor<'de> for JsonRowSeed<'_> {
                 }
                 Some(column) => {
                     let data_type = self.layout.schema.field(column).data_type();
+                    let json = self.layout.is_json(column);
                     row[column] = map
-                        .next_value_seed(JsonValueSeed { data_type })
+                        .next_value_seed(JsonValueSeed { data_type, json })
                         .map_err(|error| A::Error::custom(format!("field `{key}`: {error}")))?;
                 }
             }
@@ -459,14 +476,24 @@ impl<'de> Visitor<'de> for JsonRowSeed<'_> {
     }
 }
 
-/// Reads one JSON value as a datum of `data_type`.
+/// Reads one JSON value as a datum of `data_type`, or (`json`) as the text of any JSON value.
 struct JsonValueSeed<'a> {
     data_type: &'a DataType,
+    json: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for JsonValueSeed<'_> {
     type Value = Datum;
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Datum, D::Error> {
+        if self.json {
+            // The value's text as the device wrote it (a nested path's, re-written compact).
+            use serde::Deserialize as _;
+            let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+            return Ok(match raw.get() {
+                "null" => Datum::Null,
+                text => Datum::Utf8(Arc::from(text)),
+            });
+        }
         deserializer.deserialize_any(self)
     }
 }
@@ -559,6 +586,52 @@ mod tests {
             Field::new("temp_c", DataType::Float64, true),
         ]);
         RowLayout::new(Arc::new(schema), Some(1))
+    }
+
+    #[test]
+    fn a_json_column_keeps_the_text_of_any_value_and_csv_cells_must_be_json() {
+        use vibelux_interfaces::metadata::{EXTENSION_NAME, JSON_EXTENSION};
+        let meta = Field::new("meta", DataType::Utf8, true)
+            .with_metadata([(EXTENSION_NAME.to_string(), JSON_EXTENSION.to_string())].into());
+        let schema = Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            meta.clone(),
+        ]);
+        let layout = RowLayout::new(Arc::new(schema), Some(0));
+        let meta_of = |line: &str| layout.decode_json(line).map(|(row, _)| row[1].clone());
+        let ts = r#""ts":"2026-06-01T00:00:01Z""#;
+        for (value, kept) in [
+            (
+                r#"{"fw": "1.2", "tags": [1, 2]}"#,
+                Some(r#"{"fw": "1.2", "tags": [1, 2]}"#),
+            ),
+            // A string stays a JSON string, quotes and escapes included.
+            (r#""plain \"text\"""#, Some(r#""plain \"text\"""#)),
+            ("42", Some("42")),
+            ("null", None),
+        ] {
+            let expected = kept.map_or(Datum::Null, |text| Datum::Utf8(text.into()));
+            assert_eq!(meta_of(&format!("{{{ts},\"meta\":{value}}}")), Ok(expected));
+        }
+        assert_eq!(meta_of(&format!("{{{ts}}}")), Ok(Datum::Null));
+        // Read from a nested path, the value is written compact.
+        let paths = vec![(1, JsonPath::parse("$.device.meta").unwrap())];
+        let row = layout
+            .decode_json_paths(
+                r#"{"ts":"2026-06-01T00:00:01Z","device":{"meta":{"a": [1, 2]}}}"#,
+                &paths,
+            )
+            .unwrap();
+        assert_eq!(row[1], Datum::Utf8(r#"{"a":[1,2]}"#.into()));
+        assert_eq!(
+            parse_text(&meta, " [1, 2] "),
+            Ok(Datum::Utf8("[1, 2]".into()))
+        );
+        let refused = parse_text(&meta, "{fw: 1}").unwrap_err();
+        assert!(
+            refused.starts_with("expected a JSON document, found \"{fw: 1}\""),
+            "{refused}"
+        );
     }
 
     #[test]

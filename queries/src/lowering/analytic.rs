@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
-    Cast, Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits,
+    Cast, Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits, lit, when,
 };
 use vibelux_operators::accumulator::AggregateFunction;
 use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, RUNNING};
@@ -112,7 +112,26 @@ impl Lowering<'_> {
                 },
                 WindowFunctionDefinition::AggregateUDF(_) => {
                     let frame = self.frame(&params.window_frame, &shown)?;
+                    if params.distinct {
+                        return Err(self.error(format!(
+                            "DISTINCT inside a window function is not supported (nor in PostgreSQL); count the distinct values in a view first: {shown}"
+                        )));
+                    }
                     let mut argument = params.args.first().cloned();
+                    if let Some(filter) = &params.filter {
+                        // `agg(x) FILTER (WHERE p)` is `agg(CASE WHEN p THEN x END)` for the
+                        // aggregates that skip NULLs; `count(*)` counts a constant.
+                        if name == "array_agg" {
+                            return Err(self.error(format!(
+                                "array_agg keeps NULLs, so FILTER (WHERE …) inside array_agg … OVER (…) is not supported; filter the rows in a view first: {shown}"
+                            )));
+                        }
+                        let value = argument.take().unwrap_or(lit(1i64));
+                        let only_passing = when(filter.as_ref().clone(), value)
+                            .end()
+                            .map_err(|error| located(error, self.position))?;
+                        argument = Some(only_passing);
+                    }
                     let mut argument_type = argument
                         .as_ref()
                         .map(|arg| arg.get_type(input_schema.as_ref()))
@@ -130,11 +149,6 @@ impl Lowering<'_> {
                     }
                     if let Some(refusal) = refused_over_durations(&name, argument_type.as_ref()) {
                         return Err(self.error(format!("{refusal}: {shown}")));
-                    }
-                    if params.distinct || params.filter.is_some() {
-                        return Err(self.error(format!(
-                            "DISTINCT and FILTER (WHERE …) inside a window function are not supported yet; filter or deduplicate the rows in a view first: {shown}"
-                        )));
                     }
                     let aggregate = match name.as_str() {
                         "array_agg" => self.array_agg_over(&frame, &shown)?,

@@ -561,6 +561,12 @@ fn is_anomaly_score(window: &datafusion::logical_expr::Window) -> bool {
 /// The schema a node's rows are described by; refuses types rows cannot carry.
 pub fn carried_schema(schema: &SchemaRef) -> Result<SchemaRef, String> {
     for field in schema.fields() {
+        if let DataType::Union(..) = field.data_type() {
+            return Err(format!(
+                "column `{}` is a JSON value of any type (json_get, or ->), which views cannot carry; cast it (json_get(meta, 'fw')::text) or use a typed getter (json_get_str, json_get_float, ->> for text)",
+                field.name()
+            ));
+        }
         if storage_type(field.data_type()).is_none() {
             return Err(format!(
                 "column `{}` has type {}, which views cannot carry yet; cast it to TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP",
