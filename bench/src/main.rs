@@ -10,7 +10,8 @@
 //! `models` what ONNX inference and the anomaly detectors cost (`bench/models.sh`),
 //! `detector-state` the memory they hold per series (`bench/memory.sh`); `alarms`
 //! what alarm instances cost (`bench/alarms.sh`); `join-inputs` and `join-baseline` the join
-//! benchmark's tables and hand-written joins (`bench/joins.sh`).
+//! benchmark's tables and hand-written joins (`bench/joins.sh`); `reduce` windows on our
+//! aggregate operator against differential-dataflow's `reduce` (`bench/reduce.sh`).
 
 mod alarms;
 mod detector_state;
@@ -21,6 +22,7 @@ mod measure;
 mod modbus;
 mod models;
 mod mqtt;
+mod reduce;
 mod subscriber;
 
 use std::collections::HashMap;
@@ -76,6 +78,9 @@ enum Command {
     JoinInputs(joins::InputArgs),
     /// A join of the join benchmark, hand-written (see `bench/joins.sh`).
     JoinBaseline(joins::BaselineArgs),
+    /// Windows on our aggregate operator or on differential-dataflow's `reduce` (see
+    /// `bench/reduce.sh`).
+    Reduce(reduce::ReduceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         Command::DetectorState(args) => detector_state::run(args),
         Command::JoinInputs(args) => joins::write_inputs(args),
         Command::JoinBaseline(args) => joins::baseline(args),
+        Command::Reduce(args) => reduce::run(args),
     }
 }
 
