@@ -224,7 +224,7 @@ pub(super) fn build_nodes<'scope>(
             } => {
                 let rows = built[input].rows().expect("planned over append-only rows");
                 let checkpointing = participant(checkpoints, keys, node, worker);
-                if spec.looks_ahead() > 0 {
+                if spec.looks_ahead() {
                     Built::Updates {
                         changes: Some(rows.analytic_updates(
                             spec.clone(),

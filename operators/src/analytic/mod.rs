@@ -31,8 +31,10 @@ use vibelux_interfaces::checkpoint::Participant;
 use crate::accumulator::{Accumulator, AggregateFunction};
 use crate::in_event_time::{PerSeries, SeriesColumns, in_event_time_order};
 use crate::row::{Datum, Row, Update};
+use ahead::look_ahead;
 use totals::{Totals, frame_result};
 
+mod ahead;
 mod totals;
 
 /// The functions of one `OVER` clause, each appending a column.
@@ -68,9 +70,14 @@ pub enum Analytic {
 }
 
 impl AnalyticSpec {
-    /// How many rows later the furthest `LEAD` or frame looks (0: every row's results are final
-    /// when it leaves, and the node is a stream).
-    pub fn looks_ahead(&self) -> usize {
+    /// Whether a `LEAD` or a frame reads rows after each row (if not, every row's results are
+    /// final when it leaves, and the node is a stream).
+    pub fn looks_ahead(&self) -> bool {
+        self.rows_ahead() > 0 || self.time_ahead().is_some()
+    }
+
+    /// How many rows later the furthest `LEAD` or `ROWS` frame looks.
+    fn rows_ahead(&self) -> usize {
         self.calls
             .iter()
             .map(|call| match call.function {
@@ -83,6 +90,23 @@ impl AnalyticSpec {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// How far after its time (nanoseconds) the furthest `RANGE` frame looks, if one does.
+    fn time_ahead(&self) -> Option<i64> {
+        self.calls
+            .iter()
+            .filter_map(|call| match call.function {
+                Analytic::Running {
+                    frame:
+                        Frame::RangeAround {
+                            following_nanos, ..
+                        },
+                    ..
+                } => Some(following_nanos),
+                _ => None,
+            })
+            .max()
     }
 }
 
@@ -115,6 +139,12 @@ pub enum Frame {
     /// `ROWS BETWEEN p PRECEDING AND f FOLLOWING`: a row's result changes as the `f` rows after
     /// it come, like a `LEAD`'s.
     RowsAround { preceding: u64, following: u64 },
+    /// `RANGE BETWEEN p PRECEDING AND f FOLLOWING` (nanoseconds of event time, `p` may be 0 for
+    /// `CURRENT ROW`): a row's result changes as the rows of the `f` after its time come.
+    RangeAround {
+        preceding_nanos: i64,
+        following_nanos: i64,
+    },
 }
 
 impl Frame {
@@ -164,7 +194,9 @@ impl PerSeries for AnalyticState {
     type Spec = AnalyticSpec;
 
     fn start(spec: &AnalyticSpec) -> Self {
-        let given = (spec.looks_ahead() > 0).then(|| CallState::Given(VecDeque::new()));
+        let given = spec
+            .looks_ahead()
+            .then(|| CallState::Given(VecDeque::new()));
         AnalyticState(
             spec.calls
                 .iter()
@@ -217,90 +249,10 @@ impl PerSeries for AnalyticState {
         let (calls, given) = self.0.split_at_mut(spec.calls.len());
         match given {
             [CallState::Given(given)] => {
-                look_ahead(spec, calls, columns.kept, (peers, results), given, out);
+                look_ahead(spec, calls, columns, (peers, results), given, out);
             }
             _ => out.extend(results),
         }
-    }
-}
-
-/// Gives the peers' rows as updates (a last column of +1 or -1), after retracting and giving
-/// again each earlier row whose `LEAD` one of them is or whose frame it enters: `results` are
-/// the peers' rows with their `LEAD`s at the defaults (frames reaching after their rows are
-/// computed here), `given` the series' last rows as they left.
-fn look_ahead(
-    spec: &AnalyticSpec,
-    states: &mut [CallState],
-    kept: usize,
-    (peers, results): (&[Row], Vec<Row>),
-    given: &mut VecDeque<Row>,
-    out: &mut Vec<Row>,
-) {
-    let earlier = given.len();
-    // The earlier rows' versions as they left, for those a peer changes.
-    let mut retracted: Vec<Option<Row>> = vec![None; earlier];
-    for (peer, result) in peers.iter().zip(results) {
-        given.push_back(result);
-        let newest = given.len() - 1;
-        for (index, (call, state)) in spec.calls.iter().zip(states.iter_mut()).enumerate() {
-            // Each row this peer changes (`back` rows before it), and its new result.
-            let changed: Vec<(usize, Datum)> = match (&call.function, state) {
-                (Analytic::Lead { offset, .. }, _) if (1..=newest).contains(offset) => {
-                    vec![(*offset, value_of(call, peer))]
-                }
-                (
-                    Analytic::Running {
-                        aggregate,
-                        frame:
-                            Frame::RowsAround {
-                                preceding,
-                                following,
-                            },
-                    },
-                    CallState::Frame(values),
-                ) => {
-                    values.push_back((0, value_of(call, peer)));
-                    let (preceding, following) = (*preceding as usize, *following as usize);
-                    while values.len() > preceding + following + 1 {
-                        values.pop_front();
-                    }
-                    // The frame of the row `back` before the newest: up to `preceding` rows
-                    // before it, and the rows after it so far.
-                    (0..=following.min(newest))
-                        .map(|back| {
-                            let end = values.len() - 1 - back;
-                            let start = end.saturating_sub(preceding);
-                            let frame = values.range(start..).map(|(_, value)| value);
-                            (back, frame_result(*aggregate, frame))
-                        })
-                        .collect()
-                }
-                _ => Vec::new(),
-            };
-            for (back, result) in changed {
-                let target = newest - back;
-                if target < earlier && retracted[target].is_none() {
-                    retracted[target] = Some(given[target].clone());
-                }
-                given[target][kept + index] = stored(call, result);
-            }
-        }
-    }
-    let signed = |row: &Row, diff: i64| {
-        let mut signed = row.clone();
-        signed.push(Datum::Int64(diff));
-        signed
-    };
-    for (before, now) in retracted.iter().zip(given.iter()) {
-        if let Some(before) = before.as_ref().filter(|before| *before != now) {
-            out.push(signed(before, -1));
-            out.push(signed(now, 1));
-        }
-    }
-    out.extend(given.iter().skip(earlier).map(|row| signed(row, 1)));
-    let keep = spec.looks_ahead();
-    while given.len() > keep {
-        given.pop_front();
     }
 }
 
@@ -452,7 +404,7 @@ fn take_call(call: &AnalyticCall, state: &mut CallState, peers: &[Row], time: us
                 let result = frame_result(*aggregate, rows.iter().map(|(_, value)| value));
                 vec![result; peers.len()]
             }
-            Frame::RowsAround { .. } => vec![Datum::Null; peers.len()],
+            Frame::RowsAround { .. } | Frame::RangeAround { .. } => vec![Datum::Null; peers.len()],
             Frame::Rows { preceding } => peers
                 .iter()
                 .map(|row| {
@@ -659,6 +611,64 @@ mod tests {
                 row(6.0, 7.0, 3),
             ]
         );
+    }
+
+    #[test]
+    fn a_frame_reaching_a_length_of_time_ahead_is_corrected_by_the_rows_within_it() {
+        // Minutes 0, 1, 1, 3, 6: a frame of a minute either side.
+        let rows = [
+            (0, Some(1.0)),
+            (1, Some(3.0)),
+            (1, Some(5.0)),
+            (3, Some(7.0)),
+            (6, Some(9.0)),
+        ];
+        let spec = AnalyticSpec {
+            calls: vec![call(Analytic::Running {
+                aggregate: AggregateFunction::SumFloat,
+                frame: Frame::RangeAround {
+                    preceding_nanos: MINUTE,
+                    following_nanos: MINUTE,
+                },
+            })],
+        };
+        let mut state = AnalyticState::start(&spec);
+        // The given rows keep the time column (column 0) as the engine's do.
+        let columns = SeriesColumns {
+            keys: Vec::new(),
+            time: 0,
+            kept: 1,
+        };
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|(minute, value)| {
+                vec![
+                    Datum::Timestamp(minute * MINUTE),
+                    value.map_or(Datum::Null, Datum::Float64),
+                ]
+            })
+            .collect();
+        let mut updates = Vec::new();
+        for peers in rows.chunk_by(|a, b| a[0] == b[0]) {
+            state.take(&spec, peers, &columns, &mut updates);
+        }
+        let row =
+            |minute: i64, sum: f64| vec![Datum::Timestamp(minute * MINUTE), Datum::Float64(sum)];
+        assert_eq!(
+            contents(&updates),
+            [
+                row(0, 9.0),
+                row(1, 9.0),
+                row(1, 9.0),
+                row(3, 7.0),
+                row(6, 9.0)
+            ]
+        );
+        // Only minute 6 can still change: the rows before it within its reach stay.
+        let CallState::Given(given) = &state.0[1] else {
+            panic!("given rows")
+        };
+        assert_eq!(given.len(), 1);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! string and arithmetic functions, scalar subqueries (correlated or not), as-of joins to a versioned table (against DuckDB's `ASOF
 //! JOIN`); and over a second stream whose readings of a key never
 //! share an instant (so that order within a key has one answer), `LAG`, `LEAD`, `ROW_NUMBER` and
-//! running aggregates over ROWS and RANGE frames, frames reaching rows ahead; interval joins of
-//! the streams (inner, LEFT, RIGHT, FULL, `EXISTS`, `NOT EXISTS`). The engine runs each
+//! running aggregates over ROWS and RANGE frames, frames reaching rows or time ahead; interval
+//! joins of the streams (inner, LEFT, RIGHT, FULL, `EXISTS`, `NOT EXISTS`). The engine runs each
 //! query to completion with two workers; DuckDB (Python's `duckdb`, which the test script
 //! installs) runs it over the stream as written and the table's last row per key. Rows are
 //! compared as multisets, numbers to 9 significant digits. A seed that once found a difference
@@ -231,6 +231,7 @@ fn queries(random: &mut Lcg) -> Vec<String> {
         "SELECT g, array_agg(x ORDER BY x DESC NULLS LAST) FROM s GROUP BY g".to_string(),
         format!("SELECT k, ts, avg(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN {n} PRECEDING AND {limit} FOLLOWING) AS centred, min(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND {n} FOLLOWING) AS low, count(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS near FROM u"),
         format!("SELECT k, count(*), sum(rise) FROM (SELECT k, LEAD(x) OVER (PARTITION BY k ORDER BY ts) - x AS rise FROM u) WHERE rise > {c} - 20 GROUP BY k"),
+        format!("SELECT k, ts, sum(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '{} seconds' PRECEDING AND INTERVAL '{} seconds' FOLLOWING) AS around, count(*) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN CURRENT ROW AND INTERVAL '{} seconds' FOLLOWING) AS soon, max(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '1 second' PRECEDING AND INTERVAL '{} seconds' FOLLOWING) AS top FROM u", 5 * n, 5 * limit, 3 * n, 2 * limit),
         format!("SELECT a.k, a.ts, b.ts, b.x FROM u a JOIN u b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '{} seconds'", 5 * n),
         format!("SELECT a.g, b.g, count(*), sum(a.x - b.x) FROM s a JOIN s b ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '{}' SECOND AND b.ts + INTERVAL '2 seconds' GROUP BY a.g, b.g", limit),
         format!("SELECT g, sum(DISTINCT x), avg(DISTINCT x), count(DISTINCT x) FROM s WHERE x > {c} GROUP BY g"),

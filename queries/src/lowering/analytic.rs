@@ -216,8 +216,8 @@ impl Lowering<'_> {
         ));
         let spec = AnalyticSpec { calls };
         let (changes, order) = match spec.looks_ahead() {
-            0 => (Changes::AppendOnly, "in event-time order per series"),
-            _ => (
+            false => (Changes::AppendOnly, "in event-time order per series"),
+            true => (
                 Changes::Updates { finals: false },
                 "in event-time order per series; a row given again as the later rows it reads come",
             ),
@@ -325,6 +325,7 @@ impl Lowering<'_> {
     /// A frame that starts at or before the current row (by rows or by event time) and ends at
     /// it, or a number of rows after it.
     fn frame(&self, frame: &WindowFrame, shown: &str) -> SqlResult<Frame> {
+        let mut range_following = None;
         let following = match &frame.end_bound {
             WindowFrameBound::CurrentRow => None,
             WindowFrameBound::Following(value)
@@ -344,10 +345,14 @@ impl Lowering<'_> {
                     "a frame in a streaming view cannot end at UNBOUNDED FOLLOWING: a stream has no last row; end it at the current row or n rows after: {shown}"
                 )));
             }
-            WindowFrameBound::Following(_) => {
-                return Err(self.error(format!(
-                    "a RANGE frame in a streaming view ends at the current row; to look ahead, count rows (ROWS BETWEEN … AND n FOLLOWING): {shown}"
-                )));
+            WindowFrameBound::Following(value) => {
+                let Some(nanos) = interval_nanos(value) else {
+                    return Err(self.error(format!(
+                        "RANGE … FOLLOWING takes an interval of event time (INTERVAL '10 minutes'): {shown}"
+                    )));
+                };
+                range_following = Some(nanos);
+                None
             }
             WindowFrameBound::Preceding(_) => {
                 return Err(self.error(format!(
@@ -396,9 +401,18 @@ impl Lowering<'_> {
                         })
                     })
                     .transpose()?;
-                Ok(Frame::Range {
-                    preceding_nanos: nanos,
-                })
+                match (nanos, range_following) {
+                    (nanos, None | Some(0)) => Ok(Frame::Range {
+                        preceding_nanos: nanos,
+                    }),
+                    (Some(preceding_nanos), Some(following_nanos)) => Ok(Frame::RangeAround {
+                        preceding_nanos,
+                        following_nanos,
+                    }),
+                    (None, Some(_)) => Err(self.error(format!(
+                        "a frame reaching after its row starts a length of time before it (RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND INTERVAL '5 minutes' FOLLOWING), not at UNBOUNDED PRECEDING: {shown}"
+                    ))),
+                }
             }
             WindowFrameUnits::Groups => Err(self.error(format!(
                 "GROUPS frames are not supported yet; use ROWS or RANGE: {shown}"
