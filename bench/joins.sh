@@ -3,7 +3,7 @@
 # LEFT JOIN keeping the readings no limit is exceeded by), an as-of join to a versioned table,
 # an interval join of a stream with itself, and TOP-N over an updating aggregate, each windowed or kept as the
 # pipelines in bench/joins/ say; the engine beside DuckDB's batch query on the same files, and
-# beside a hand-written loop for the stream-table and as-of joins; then two views joining the
+# beside a hand-written loop for the stream-table, as-of and interval joins; then two views joining the
 # same inputs, sharing their arrangements or not. In one run (this machine is noisy: compare
 # ratios).
 #
@@ -55,7 +55,7 @@ for join in table conditional as_of interval top_n; do
   read -r cpu rss < <(measure python3 "$repo/bench/joins/duckdb_joins.py" "$join" .)
   report "  duckdb $join" "$cpu" "$rss"
   case $join in
-    table|as_of)
+    table|as_of|interval)
       kind=${join/_/-}
       read -r cpu rss < <(measure "$bin/vibelux-bench" join-baseline "$kind" readings.jsonl --inputs . --out "baseline_$join.jsonl")
       report "  hand-written $join" "$cpu" "$rss"

@@ -2,9 +2,10 @@
 //!
 //! `join-inputs` writes the reference data the readings are joined with: a name per zone
 //! (`zones.csv`, a table), a temperature limit per zone (`limits.csv`, a table) and a target
-//! temperature per zone every five minutes (`targets.jsonl`, a versioned table). `join-baseline` computes what `bench/joins/table.sql` and
-//! `bench/joins/as_of.sql` compute, in one pass with serde and hash maps, knowing every target
-//! in advance: the practical limit the engine is measured against.
+//! temperature per zone every five minutes (`targets.jsonl`, a versioned table). `join-baseline`
+//! computes what `bench/joins/table.sql`, `as_of.sql` and `interval.sql` compute, with serde and
+//! hash maps, knowing every target (and, for the interval join, every reading) in advance: the
+//! practical limit the engine is measured against.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -33,6 +34,9 @@ pub enum Kind {
     /// Each reading with its zone's target in force at its time (an as-of join), per zone and
     /// minute.
     AsOf,
+    /// Each reading with the same sensor's readings of the next 10 seconds (an interval join),
+    /// the count and largest rise per sensor and minute.
+    Interval,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +91,8 @@ pub fn write_inputs(args: InputArgs) -> anyhow::Result<()> {
 
 #[derive(Deserialize)]
 struct Reading<'a> {
+    #[serde(default)]
+    sensor_id: &'a str,
     zone: &'a str,
     ts: &'a str,
     temp_c: f64,
@@ -185,6 +191,38 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
                 }
             }
             windows.write(&args.out, "zone")
+        }
+        Kind::Interval => {
+            // Every sensor's readings in time order, read in advance (a streaming engine
+            // cannot), then each paired with those of the 10 seconds after it.
+            let mut series: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+            for line in reader.lines() {
+                let line = line?;
+                let reading: Reading = serde_json::from_str(&line)?;
+                let ts = millis(reading.ts)?;
+                match series.get_mut(reading.sensor_id) {
+                    Some(readings) => readings.push((ts, reading.temp_c)),
+                    None => {
+                        let first = vec![(ts, reading.temp_c)];
+                        series.insert(reading.sensor_id.to_string(), first);
+                    }
+                }
+            }
+            for (sensor, readings) in &mut series {
+                readings.sort_by_key(|(ts, _)| *ts);
+                for (index, (ts, temp)) in readings.iter().enumerate() {
+                    for (then, other) in &readings[index + 1..] {
+                        if *then > ts + 10_000 {
+                            break;
+                        }
+                        // Readings of the same millisecond are not within the interval.
+                        if *then > *ts {
+                            windows.add(sensor, *ts, other - temp);
+                        }
+                    }
+                }
+            }
+            windows.write(&args.out, "sensor_id")
         }
     }
 }
