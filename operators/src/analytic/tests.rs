@@ -7,6 +7,16 @@ const MINUTE: i64 = 60_000_000_000;
 fn run(calls: Vec<AnalyticCall>, rows: &[(i64, Option<f64>)]) -> Vec<Vec<Datum>> {
     let spec = AnalyticSpec { calls };
     let mut state = AnalyticState::start(&spec);
+    take_all(&spec, &mut state, rows, &results_only())
+}
+
+/// Gives `(minute, value)` rows to `state`, the rows of one minute together; what leaves.
+fn take_all(
+    spec: &AnalyticSpec,
+    state: &mut AnalyticState,
+    rows: &[(i64, Option<f64>)],
+    columns: &SeriesColumns,
+) -> Vec<Vec<Datum>> {
     let rows: Vec<Row> = rows
         .iter()
         .map(|(minute, value)| {
@@ -18,7 +28,7 @@ fn run(calls: Vec<AnalyticCall>, rows: &[(i64, Option<f64>)]) -> Vec<Vec<Datum>>
         .collect();
     let mut results = Vec::new();
     for peers in rows.chunk_by(|a, b| a[0] == b[0]) {
-        state.take(&spec, peers, &results_only(), &mut results);
+        state.take(spec, peers, columns, &mut results);
     }
     results
 }
@@ -214,19 +224,7 @@ fn a_frame_reaching_a_length_of_time_ahead_is_corrected_by_the_rows_within_it() 
         time: 0,
         kept: 1,
     };
-    let rows: Vec<Row> = rows
-        .iter()
-        .map(|(minute, value)| {
-            vec![
-                Datum::Timestamp(minute * MINUTE),
-                value.map_or(Datum::Null, Datum::Float64),
-            ]
-        })
-        .collect();
-    let mut updates = Vec::new();
-    for peers in rows.chunk_by(|a, b| a[0] == b[0]) {
-        state.take(&spec, peers, &columns, &mut updates);
-    }
+    let updates = take_all(&spec, &mut state, &rows, &columns);
     let row = |minute: i64, sum: f64| vec![Datum::Timestamp(minute * MINUTE), Datum::Float64(sum)];
     assert_eq!(
         contents(&updates),
