@@ -3,8 +3,8 @@
 use crate::payload::{JsonPath, MessageFormat, RowLayout};
 use datafusion::arrow::datatypes::Schema;
 
-use vibelux_interfaces::options::OptionError;
 use vibelux_interfaces::options::Options;
+use vibelux_interfaces::options::{OptionError, Position};
 
 /// The body format; `filled_elsewhere` are columns the connector fills itself (topic levels,
 /// metadata), which a raw body does not.
@@ -19,10 +19,14 @@ pub fn message_format(
         Some((format, position)) => match format.to_ascii_lowercase().as_str() {
             "json" => false,
             "raw" => true,
+            "debezium-json" => return debezium(options, layout, position),
             _ => {
                 return Err(OptionError::new(
                     position,
-                    format!("option `format`: expected 'json' or 'raw', found {format:?}"),
+                    format!(
+                        "option `format`: expected 'json', 'raw' or 'debezium-json', found \
+                         {format:?}"
+                    ),
                 ));
             }
         },
@@ -52,6 +56,30 @@ pub fn message_format(
         Ok(MessageFormat::Json { paths })
     }
 }
+
+/// Debezium change events: for tables only, whose columns are the events' fields.
+fn debezium(
+    options: &mut Options,
+    layout: &RowLayout,
+    position: Position,
+) -> Result<MessageFormat, OptionError> {
+    if layout.event_time_column.is_some() {
+        return Err(OptionError::new(position, DELETIONS_ARE_FOR_TABLES));
+    }
+    for option in ["json_paths", "value_column"] {
+        if let Some((_, position)) = options.take(option) {
+            return Err(OptionError::new(
+                position,
+                format!("option `{option}` is not for format = 'debezium-json'"),
+            ));
+        }
+    }
+    Ok(MessageFormat::DebeziumJson)
+}
+
+/// Why a source (not a table) cannot read a format with deletions.
+pub const DELETIONS_ARE_FOR_TABLES: &str = "format = 'debezium-json' carries deletions, which \
+     only a table reads: declare it with CREATE TABLE … PRIMARY KEY (…)";
 
 /// The column a raw payload fills: `value_column`, or the one column nothing else fills.
 fn value_column(

@@ -212,6 +212,13 @@ pub fn read_source<'scope>(
                                 raw,
                                 origin,
                             } => dead.push(dead_letter_row(reason, raw, origin)),
+                            Record::Delete { raw, origin, .. } => dead.push(dead_letter_row(
+                                "a deletion, which only a table reads: a source's rows are \
+                                 appended and never taken back"
+                                    .to_string(),
+                                raw,
+                                origin,
+                            )),
                             Record::Status { row } => status.push(row),
                             Record::Replaced { origin } => {
                                 tracing::info!(

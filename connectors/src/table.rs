@@ -1,16 +1,19 @@
 //! The table operator: reference data (setpoints, a sensor registry) kept by primary key.
 //!
-//! A table's input is a sequence of upserts: a row whose key is already present replaces the old
-//! row. The operator turns them into updates — `-old, +new` — so joins downstream retract what they
-//! derived from the old row. Tables have no event time and must not hold the watermark back: a
+//! A table's input is a sequence of upserts and deletions: a row whose key is already present
+//! replaces the old row; a deletion (a Kafka tombstone, a Debezium delete) removes its key's row.
+//! The operator turns them into updates — `-old, +new`, or `-old` — so joins downstream retract
+//! what they derived from the old row. Tables have no event time and must not hold the watermark back: a
 //! replayed table is loaded at dataflow time 0, before any reading; a tailed table stamps each
 //! change with the current time and keeps its capability there (see below). Reference data is
 //! small, so worker 0 reads it all and the join routes it.
 //!
-//! A tailed table's file may also be replaced whole (an editor saving by rename, `sed -i`): the
-//! reader then reads the new file from its start, and the operator collects it to its end before
-//! applying the difference from what it held — new and changed rows upserted, rows that are gone
-//! deleted — so joins never see the table half-loaded.
+//! A table's first load is collected to the input's end (a file's, or every Kafka partition's)
+//! before any of it is applied, so joins never see the table half loaded — nor a row that a
+//! later line of the same load deletes or replaces. A tailed table's file may also be replaced
+//! whole (an editor saving by rename, `sed -i`): the reader then reads the new file from its
+//! start, and the operator collects it the same way before applying the difference from what
+//! it held — new and changed rows upserted, rows that are gone deleted.
 //!
 //! A tailed table's time is the later of the wall clock and the furthest event time any source
 //! has reached ([`EventClock`](crate::source::EventClock)): a simulation running 60× or data
@@ -59,6 +62,30 @@ fn table_part(
     })
 }
 
+/// A table's primary key: its columns' positions, and their names for dead letters.
+#[derive(Debug, Clone)]
+pub struct TableKey {
+    pub columns: Vec<usize>,
+    pub names: Vec<String>,
+}
+
+impl TableKey {
+    /// The key of `row`; a deletion may lack one, and then says which column.
+    fn of(&self, row: &Row) -> Result<Row, String> {
+        self.columns
+            .iter()
+            .zip(&self.names)
+            .map(|(&column, name)| match row.get(column) {
+                Some(value) if !value.is_null() => Ok(value.clone()),
+                _ => Err(format!(
+                    "the deletion has no value for the key column `{name}`: a table deletes \
+                     by its primary key"
+                )),
+            })
+            .collect()
+    }
+}
+
 /// The two outputs of a table: its changes, and input that could not be decoded.
 pub struct TableStreams<'scope> {
     pub changes: Stream<'scope, u64, Vec<Update>>,
@@ -74,7 +101,7 @@ pub fn read_table<'scope>(
     scope: Scope<'scope, u64>,
     name: &str,
     mut reader: Option<Box<dyn SourceReader>>,
-    key_columns: Vec<usize>,
+    key: TableKey,
     follow: bool,
     metrics: Arc<SourceMetrics>,
     controls: SourceControls,
@@ -96,8 +123,8 @@ pub fn read_table<'scope>(
     builder.build(move |capabilities| {
         let mut capabilities = reader.is_some().then_some(capabilities);
         let mut current: HashMap<Row, Row> = HashMap::new();
-        // The content of a replaced file, while it is being read.
-        let mut replacement: Option<HashMap<Row, Row>> = None;
+        // The table's first load, or a replaced file's content, while it is being read.
+        let mut replacement: Option<HashMap<Row, Row>> = Some(HashMap::new());
         // A restored table holds what it held: the joins downstream hold it too.
         let restored = checkpointing
             .as_ref()
@@ -174,10 +201,7 @@ pub fn read_table<'scope>(
             for record in records.drain(..) {
                 match record {
                     Record::Row { row, .. } => {
-                        let key: Row = key_columns
-                            .iter()
-                            .map(|&column| row[column].clone())
-                            .collect();
+                        let key: Row = key.columns.iter().map(|&c| row[c].clone()).collect();
                         if let Some(replacement) = replacement.as_mut() {
                             replacement.insert(key, row);
                             continue;
@@ -190,12 +214,25 @@ pub fn read_table<'scope>(
                         }
                         updates.push((row, time, 1));
                     }
+                    Record::Delete { row, raw, origin } => match key.of(&row) {
+                        Ok(key) => match replacement.as_mut() {
+                            Some(replacement) => {
+                                replacement.remove(&key);
+                            }
+                            None => {
+                                if let Some(old) = current.remove(&key) {
+                                    updates.push((old, time, -1));
+                                }
+                            }
+                        },
+                        Err(reason) => dead.push(dead_letter_row(reason, raw, origin)),
+                    },
                     Record::Invalid {
                         reason,
                         raw,
                         origin,
                     } => dead.push(dead_letter_row(reason, raw, origin)),
-                    // Tables are read from files, which have no status of their own.
+                    // Files and topics have no status of their own.
                     Record::Status { .. } => {}
                     Record::Replaced { origin } => {
                         tracing::info!(table = %name, "{origin} was replaced: loading it again");
@@ -203,10 +240,13 @@ pub fn read_table<'scope>(
                     }
                 }
             }
-            // The replacement has been read to its end: apply what changed.
-            if matches!(poll, Poll::Idle(_) | Poll::Finished)
-                && let Some(next) = replacement.take()
-            {
+            // The first load or the replacement has been read to its end: apply what changed.
+            let read_to_end = match poll {
+                Poll::Idle(_) => reader.caught_up(),
+                Poll::Finished => true,
+                _ => false,
+            };
+            if read_to_end && let Some(next) = replacement.take() {
                 apply_replacement(&mut current, next, time, &mut updates);
             }
             metrics.rows.fetch_add(

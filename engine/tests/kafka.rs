@@ -376,3 +376,124 @@ fn a_kafka_sink_killed_mid_stream_delivers_every_row_at_least_once_with_stable_i
     let total: usize = by_id.values().map(Vec::len).sum();
     eprintln!("{total} messages for 20000 windows after {kills} kills");
 }
+
+/// Two tables read from Kafka: a sensor registry keyed by the message key (tombstones delete),
+/// and setpoints captured from a database as Debezium change events.
+fn tables_pipeline(bootstrap: &str, out: &Path) -> String {
+    format!(
+        "CREATE TABLE registry (sensor_id TEXT, room TEXT, PRIMARY KEY (sensor_id))
+           WITH (connector = 'kafka', brokers = '{bootstrap}', topic = 'registry',
+                 include = 'key AS sensor_id');
+         CREATE TABLE setpoints (zone TEXT, target_c DOUBLE, PRIMARY KEY (zone))
+           WITH (connector = 'kafka', brokers = '{bootstrap}', topic = 'pg.public.setpoints',
+                 format = 'debezium-json');
+         CREATE VIEW rooms AS SELECT sensor_id, room FROM registry;
+         CREATE VIEW targets AS SELECT zone, target_c FROM setpoints;
+         CREATE SINK rooms_out FROM rooms WITH (connector = 'file', path = '{0}/rooms.jsonl');
+         CREATE SINK targets_out FROM targets WITH (connector = 'file', path = '{0}/targets.jsonl');
+         CREATE SINK errors_out FROM registry_errors
+           WITH (connector = 'file', path = '{0}/errors.jsonl');",
+        out.display()
+    )
+}
+
+fn changes(path: &Path) -> Vec<String> {
+    let mut changes: Vec<String> = json_lines(path).iter().map(|row| row.to_string()).collect();
+    changes.sort();
+    changes
+}
+
+#[test]
+fn kafka_tables_delete_on_tombstones_and_debezium_deletes_and_reread_their_topics_on_restart() {
+    let broker = Tansu::start();
+    let bootstrap = broker.bootstrap();
+    broker.peer(&["create", "registry", "2"]);
+    broker.peer(&["create", "pg.public.setpoints", "1"]);
+    broker.peer(&[
+        "produce-keyed",
+        "registry",
+        r#"s1={"room":"r1"}"#,
+        r#"s2={"room":"r2"}"#,
+        r#"s3={"room":"r3"}"#,
+        // Neither key nor value: a deletion of nothing the table can name.
+        "=",
+    ]);
+    broker.peer(&[
+        "produce-keyed",
+        "pg.public.setpoints",
+        r#"{"zone":"z1"}={"before":null,"after":{"zone":"z1","target_c":21.0},"op":"r"}"#,
+        // As the converter writes it with schemas enabled.
+        r#"{"zone":"z2"}={"schema":{"type":"struct"},"payload":{"before":null,"after":{"zone":"z2","target_c":22.0},"op":"c"}}"#,
+    ]);
+    let first = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(&tables_pipeline(&bootstrap, first.path()));
+    let rooms = first.path().join("rooms.jsonl");
+    let targets = first.path().join("targets.jsonl");
+    wait_for_lines(&rooms, 3);
+    wait_for_lines(&targets, 2);
+    let errors = wait_for_lines(&first.path().join("errors.jsonl"), 1);
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no value for the key column `sensor_id`"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0]["raw"], "a tombstone without a key", "{errors:?}");
+
+    // s2 is retired, s1 moves; z1 is raised, z2 is deleted (with PostgreSQL's default replica
+    // identity `before` holds the key alone), and Debezium's tombstone for compaction follows.
+    broker.peer(&["produce-keyed", "registry", "s2=", r#"s1={"room":"r9"}"#]);
+    broker.peer(&[
+        "produce-keyed",
+        "pg.public.setpoints",
+        r#"{"zone":"z1"}={"before":{"zone":"z1","target_c":21.0},"after":{"zone":"z1","target_c":23.0},"op":"u"}"#,
+        r#"{"zone":"z2"}={"before":{"zone":"z2"},"after":null,"op":"d"}"#,
+        r#"{"zone":"z2"}="#,
+    ]);
+    wait_for_lines(&rooms, 6);
+    wait_for_lines(&targets, 5);
+    engine.interrupt();
+    assert_eq!(
+        changes(&rooms),
+        [
+            r#"{"_op":"delete","room":"r1","sensor_id":"s1"}"#,
+            r#"{"_op":"delete","room":"r2","sensor_id":"s2"}"#,
+            r#"{"_op":"insert","room":"r1","sensor_id":"s1"}"#,
+            r#"{"_op":"insert","room":"r2","sensor_id":"s2"}"#,
+            r#"{"_op":"insert","room":"r3","sensor_id":"s3"}"#,
+            r#"{"_op":"insert","room":"r9","sensor_id":"s1"}"#,
+        ]
+    );
+    assert_eq!(
+        changes(&targets),
+        [
+            r#"{"_op":"delete","target_c":21,"zone":"z1"}"#,
+            r#"{"_op":"delete","target_c":22,"zone":"z2"}"#,
+            r#"{"_op":"insert","target_c":21,"zone":"z1"}"#,
+            r#"{"_op":"insert","target_c":22,"zone":"z2"}"#,
+            r#"{"_op":"insert","target_c":23,"zone":"z1"}"#,
+        ]
+    );
+    assert_eq!(json_lines(&first.path().join("errors.jsonl")).len(), 1);
+
+    // Without checkpoints a table commits no offsets: a new run reads its topics whole again
+    // and holds what they say now.
+    let second = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(&tables_pipeline(&bootstrap, second.path()));
+    wait_for_lines(&second.path().join("rooms.jsonl"), 2);
+    wait_for_lines(&second.path().join("targets.jsonl"), 1);
+    wait_for_lines(&second.path().join("errors.jsonl"), 1);
+    engine.interrupt();
+    assert_eq!(
+        changes(&second.path().join("rooms.jsonl")),
+        [
+            r#"{"_op":"insert","room":"r3","sensor_id":"s3"}"#,
+            r#"{"_op":"insert","room":"r9","sensor_id":"s1"}"#,
+        ]
+    );
+    assert_eq!(
+        changes(&second.path().join("targets.jsonl")),
+        [r#"{"_op":"insert","target_c":23,"zone":"z1"}"#]
+    );
+}

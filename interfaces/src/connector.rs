@@ -352,6 +352,16 @@ impl Registry {
         quoted(self.sources.iter().map(|connector| connector.name()))
     }
 
+    /// The names of the source connectors that read tables, quoted, for messages.
+    pub fn table_source_names(&self) -> String {
+        quoted(
+            self.sources
+                .iter()
+                .filter(|connector| connector.reads_tables())
+                .map(|connector| connector.name()),
+        )
+    }
+
     /// The sink connectors' names, quoted, for messages.
     pub fn sink_names(&self) -> String {
         quoted(self.sinks.iter().map(|connector| connector.name()))

@@ -31,6 +31,15 @@ pub enum Record {
         raw: String,
         origin: String,
     },
+    /// The input deleted the row with this key (a Kafka tombstone, a changelog's delete):
+    /// `row` has the table's key columns, others may be null; `raw` is the input as read, for
+    /// dead letters. Only tables read deletes; an append-only source sends one to its dead
+    /// letters.
+    Delete {
+        row: Row,
+        raw: String,
+        origin: String,
+    },
     /// A row about the input itself (a device's health), for `<source>_health`.
     Status { row: Row },
     /// The input was replaced under the reader (a followed file rotated, truncated or saved
@@ -69,6 +78,14 @@ pub enum Poll {
 pub trait SourceReader {
     /// Appends up to `max_records` records to `out`.
     fn poll(&mut self, out: &mut Vec<Record>, max_records: usize) -> Poll;
+
+    /// Whether the input read so far is all it holds now, after an idle poll: a table applies
+    /// its first load (or a replaced file's content) only then, so joins never see it half
+    /// loaded. An input whose idle polls can come before its backlog (a Kafka consumer still
+    /// being assigned its partitions) says so here.
+    fn caught_up(&self) -> bool {
+        true
+    }
 
     /// Wall-clock time (nanoseconds) for live inputs whose event time follows the clock; `None`
     /// for replays. An idle live partition advances its watermark to this minus the delay.

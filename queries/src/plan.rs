@@ -203,6 +203,8 @@ pub struct TablePlan {
     pub definition: String,
     pub spec: Arc<dyn SourceSpec>,
     pub key_columns: Vec<usize>,
+    /// The key columns' names, for the dead letters of deletions that lack one.
+    pub key_names: Vec<String>,
 }
 
 /// What of a view a sink writes.

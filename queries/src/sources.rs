@@ -367,8 +367,9 @@ impl Planner {
             return Err(SqlError::new(
                 position,
                 format!(
-                    "tables are not read with connector = '{}'; read them with connector = 'file'",
-                    connector.name()
+                    "tables are not read with connector = '{}'; read them with one of {}",
+                    connector.name(),
+                    self.connectors.table_source_names()
                 ),
             ));
         }
@@ -392,6 +393,10 @@ impl Planner {
             definition: table.definition(),
             spec,
             key_columns: key_columns.clone(),
+            key_names: key_columns
+                .iter()
+                .map(|&k| schema.field(k).name().clone())
+                .collect(),
         });
         let node_schema =
             carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;

@@ -34,6 +34,9 @@ impl SourceConnector for Files {
         options: &mut Options,
     ) -> Result<Arc<dyn SourceSpec>, OptionError> {
         let config = super::options::source(options)?;
+        if config.format == FileFormat::DebeziumJson && source.event_time.is_some() {
+            return Err(options.error(crate::message_options::DELETIONS_ARE_FOR_TABLES));
+        }
         let layout = RowLayout::declared(source);
         Ok(Arc::new(FileInput { config, layout }))
     }

@@ -56,6 +56,12 @@ pub fn source(options: &mut Options) -> Result<FileSourceConfig, OptionError> {
 pub fn sink(options: &mut Options) -> Result<(PathBuf, FileFormat), OptionError> {
     let (path, path_position) = options.required("path", "a file sink")?;
     let format = format(options, &path, path_position)?;
+    if format == FileFormat::DebeziumJson {
+        return Err(options.error(
+            "format = 'debezium-json' is read by tables, not written: a sink writes 'json' or \
+             'csv' (a view's changes carry an `_op` field)",
+        ));
+    }
     Ok((PathBuf::from(path), format))
 }
 
@@ -81,7 +87,9 @@ fn format(
         Some((format, position)) => FileFormat::parse(&format).ok_or_else(|| {
             OptionError::new(
                 position,
-                format!("option `format`: expected 'json' or 'csv', found {format:?}"),
+                format!(
+                    "option `format`: expected 'json', 'csv' or 'debezium-json', found {format:?}"
+                ),
             )
         }),
         None => {

@@ -215,6 +215,7 @@ impl RowWriter {
         let mut line = String::with_capacity(128);
         match self.format {
             FileFormat::Json => self.encode_json(row, insert, &mut line),
+            FileFormat::DebeziumJson => unreachable!("the sink's options refuse debezium-json"),
             FileFormat::Csv => {
                 if !self.wrote_header {
                     self.wrote_header = true;

@@ -29,7 +29,7 @@ use super::follow::{FileIdentity, PathState};
 use super::lines::LineCounter;
 use super::stripes::{Generation, Next, Stripes, stripe_size};
 use crate::bytes_text;
-use crate::payload::RowLayout;
+use crate::payload::{Change, RowLayout};
 use crate::source::{Poll, Record, ReplayProgress, SourceReader};
 
 /// The first wait after a followed file cannot be read; it doubles up to [`LONGEST_RETRY`].
@@ -50,6 +50,8 @@ enum Share {
 pub enum FileFormat {
     Json,
     Csv,
+    /// A Debezium change event per line, for tables.
+    DebeziumJson,
 }
 
 impl FileFormat {
@@ -57,6 +59,7 @@ impl FileFormat {
         match name.to_ascii_lowercase().as_str() {
             "json" | "jsonl" | "ndjson" => Some(FileFormat::Json),
             "csv" => Some(FileFormat::Csv),
+            "debezium-json" => Some(FileFormat::DebeziumJson),
             _ => None,
         }
     }
@@ -281,6 +284,18 @@ impl FileReader {
         }
         let decoded = match self.config.format {
             FileFormat::Json => self.layout.decode_json(text),
+            FileFormat::DebeziumJson => match self.layout.decode_debezium(text) {
+                Ok(Change::Upsert(row)) => self.layout.finish(row),
+                Ok(Change::Delete(row)) => {
+                    out.push(Record::Delete {
+                        row,
+                        raw: text.to_string(),
+                        origin: self.origin(),
+                    });
+                    return;
+                }
+                Err(reason) => Err(reason),
+            },
             FileFormat::Csv => match &self.csv_header {
                 Some(header) => parse_csv_record(text)
                     .and_then(|record| self.layout.decode_csv(header, &record)),
@@ -502,7 +517,7 @@ pub(super) mod tests {
                     raw,
                     origin,
                 } => dead.push((reason.clone(), raw.clone(), origin.clone())),
-                Record::Replaced { .. } | Record::Status { .. } => {}
+                Record::Replaced { .. } | Record::Status { .. } | Record::Delete { .. } => {}
             }
         }
         (rows, dead)
@@ -526,6 +541,7 @@ pub(super) mod tests {
                 let mut line = match format {
                     FileFormat::Json => json_line(index).into_bytes(),
                     FileFormat::Csv => format!("s{index},2026-06-01 00:00:00\n").into_bytes(),
+                    FileFormat::DebeziumJson => unreachable!(),
                 };
                 if index == 11 {
                     line[3] = 0xff;

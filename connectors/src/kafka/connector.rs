@@ -40,6 +40,11 @@ impl SourceConnector for Kafka {
             layout,
         }))
     }
+
+    /// A table's rows are its topics' messages by key, tombstones deleting.
+    fn reads_tables(&self) -> bool {
+        true
+    }
 }
 
 impl SinkConnector for Kafka {

@@ -69,7 +69,16 @@ pub fn source(
     let group_id = options
         .take("group_id")
         .map_or_else(|| format!("vibelux-{name}"), |(id, _)| id);
+    // A table is its topics' whole content: it reads them from their beginning.
+    let table = layout.event_time_column.is_none();
     let start_from = match options.take("start_offset") {
+        Some((_, position)) if table => {
+            return Err(OptionError::new(
+                position,
+                "option `start_offset` is for sources: a table reads its topics from their \
+                 beginning (or from its checkpoint)",
+            ));
+        }
         None => StartFrom::Earliest,
         Some((text, position)) => match text.to_ascii_lowercase().as_str() {
             "earliest" => StartFrom::Earliest,
@@ -101,6 +110,7 @@ pub fn source(
         format,
         metadata,
         properties,
+        table,
     })
 }
 

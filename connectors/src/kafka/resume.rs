@@ -68,6 +68,9 @@ pub struct ResumingContext {
     pub(super) checkpointed: bool,
     /// Set by every rebalance: the reader looks at its assignment again at once.
     pub(super) rebalanced: std::sync::atomic::AtomicBool,
+    /// A table's reader: partitions without a checkpoint's offset start at their beginning,
+    /// whatever the group committed, since the table is the whole topic.
+    pub(super) from_beginning: bool,
 }
 
 impl ResumingContext {
@@ -106,7 +109,7 @@ impl ConsumerContext for ResumingContext {
             return;
         };
         let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
-        if resume.is_empty() {
+        if resume.is_empty() && !self.from_beginning {
             return;
         }
         if matches!(
@@ -127,6 +130,7 @@ impl ConsumerContext for ResumingContext {
                     started.push((key, next));
                     Offset::Offset(next)
                 }
+                None if self.from_beginning => Offset::Beginning,
                 None => element.offset(),
             };
             if let Err(error) =
@@ -135,7 +139,7 @@ impl ConsumerContext for ResumingContext {
                 tracing::warn!(%error, "resuming a Kafka partition");
             }
         }
-        if started.is_empty() {
+        if started.is_empty() && !self.from_beginning {
             return;
         }
         if let Err(error) = consumer.assign(&with_offsets) {

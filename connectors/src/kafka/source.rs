@@ -14,7 +14,7 @@ use super::resume::{Partition, Positions, ResumingContext};
 use rdkafka::message::{Headers, Message};
 use vibelux_operators::row::{Datum, Row};
 
-use crate::payload::{MessageFormat, RowLayout};
+use crate::payload::{Change, MessageFormat, RowLayout};
 use crate::source::{Poll, Record, SourceMetrics, SourceReader};
 
 /// How often a reader asks which partitions it has (they move when members join or leave).
@@ -72,6 +72,8 @@ pub struct KafkaSourceConfig {
     pub metadata: Vec<(MetadataField, usize)>,
     /// Further librdkafka settings (`properties.<name>` options).
     pub properties: Vec<(String, String)>,
+    /// Read for a table: from the topics' beginning, with tombstones as deletions.
+    pub table: bool,
 }
 
 /// How a reader gets its partitions.
@@ -131,10 +133,15 @@ impl KafkaReader {
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group_id)
             .set("client.id", format!("vibelux-{name}-{worker}"))
-            // A checkpointed run commits offsets with its checkpoints only.
+            // A checkpointed run commits offsets with its checkpoints only; a table without
+            // checkpoints reads its topics whole each time and commits nothing.
             .set(
                 "enable.auto.commit",
-                if checkpointed { "false" } else { "true" },
+                if checkpointed || config.table {
+                    "false"
+                } else {
+                    "true"
+                },
             )
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -156,6 +163,7 @@ impl KafkaReader {
         let context = ResumingContext {
             resume,
             checkpointed,
+            from_beginning: config.table,
             ..ResumingContext::default()
         };
         let consumer: BaseConsumer<ResumingContext> = client
@@ -232,6 +240,7 @@ impl KafkaReader {
                     started.push((key, next));
                     rdkafka::Offset::Offset(next)
                 }
+                None if self.config.table => rdkafka::Offset::Beginning,
                 None => rdkafka::Offset::Stored,
             };
             if let Err(error) = list.add_partition_offset(topic, partition, offset) {
@@ -271,9 +280,29 @@ impl KafkaReader {
         (topic << 16) | (partition as u32 & 0xffff)
     }
 
-    fn decode<M: Message>(&self, message: &M) -> Result<(Row, i64), String> {
-        let body = message.payload().ok_or("the message has no value")?;
-        let mut row = self.config.format.decode(&self.layout, body)?;
+    /// What a message does: a row, or for a table a deletion (a tombstone, a change event's
+    /// delete); `None` for a tombstone that only compacts a change event's key away.
+    fn decode<M: Message>(&self, message: &M) -> Result<Option<Change>, String> {
+        let change = match message.payload() {
+            Some(body) if self.config.table => {
+                self.config.format.decode_change(&self.layout, body)?
+            }
+            Some(body) => Change::Upsert(self.config.format.decode(&self.layout, body)?),
+            // Debezium follows each delete with a tombstone of the event's key, for compaction.
+            None if self.config.format == MessageFormat::DebeziumJson => return Ok(None),
+            None if self.config.table => {
+                Change::Delete(vec![Datum::Null; self.layout.schema.fields().len()])
+            }
+            None => return Err("the message has no value".to_string()),
+        };
+        Ok(Some(match change {
+            Change::Upsert(row) => Change::Upsert(self.with_metadata(message, row)?),
+            Change::Delete(row) => Change::Delete(self.with_metadata(message, row)?),
+        }))
+    }
+
+    /// `row` with the columns `include` takes from the message's metadata.
+    fn with_metadata<M: Message>(&self, message: &M, mut row: Row) -> Result<Row, String> {
         for (field, column) in &self.config.metadata {
             row[*column] = match field {
                 MetadataField::Key => match message.key() {
@@ -305,7 +334,7 @@ impl KafkaReader {
                 }
             };
         }
-        self.layout.finish(row)
+        Ok(row)
     }
 
     fn refresh_assignment(&mut self) {
@@ -325,26 +354,44 @@ impl KafkaReader {
     /// Turns one message into a record and notes its offset.
     fn take<M: Message>(&self, message: &M, out: &mut Vec<Record>) {
         let partition = self.partition_id(message.topic(), message.partition());
-        out.push(match self.decode(message) {
-            Ok((row, event_time)) => Record::Row {
+        let origin = || {
+            format!(
+                "kafka topic {} partition {} offset {}",
+                message.topic(),
+                message.partition(),
+                message.offset()
+            )
+        };
+        let raw = || match (message.payload(), message.key()) {
+            (Some(body), _) => crate::bytes_text::escaped(body),
+            (None, Some(key)) => format!("a tombstone of key {}", crate::bytes_text::escaped(key)),
+            (None, None) => "a tombstone without a key".to_string(),
+        };
+        let decoded = self.decode(message).and_then(|change| match change {
+            Some(Change::Upsert(row)) => self.layout.finish(row).map(Some),
+            Some(Change::Delete(row)) => {
+                out.push(Record::Delete {
+                    row,
+                    raw: raw(),
+                    origin: origin(),
+                });
+                Ok(None)
+            }
+            None => Ok(None),
+        });
+        match decoded {
+            Ok(Some((row, event_time))) => out.push(Record::Row {
                 row,
                 event_time,
                 partition,
-            },
-            Err(reason) => Record::Invalid {
+            }),
+            Ok(None) => {}
+            Err(reason) => out.push(Record::Invalid {
                 reason,
-                raw: message
-                    .payload()
-                    .map(crate::bytes_text::escaped)
-                    .unwrap_or_default(),
-                origin: format!(
-                    "kafka topic {} partition {} offset {}",
-                    message.topic(),
-                    message.partition(),
-                    message.offset()
-                ),
-            },
-        });
+                raw: raw(),
+                origin: origin(),
+            }),
+        }
         {
             let mut held = self.consumer.context().next_offsets();
             match held.get_mut(&(message.topic().to_string(), message.partition())) {
@@ -360,6 +407,7 @@ impl KafkaReader {
         // The row has entered the dataflow: the offset after it may be committed (in a
         // checkpointed run, once a stored checkpoint holds it).
         if !self.consumer.context().checkpointed
+            && !self.config.table
             && let Err(error) =
                 self.consumer
                     .store_offset(message.topic(), message.partition(), message.offset())
@@ -442,18 +490,22 @@ impl SourceReader for KafkaReader {
     /// assigned yet, or a backlog still unread) a quiet source must not let its watermark follow
     /// the clock, or the backlog would arrive late.
     fn processing_time(&self) -> Option<i64> {
-        let caught_up = !self.assigned.is_empty()
-            && self
-                .assigned
-                .iter()
-                .all(|id| self.at_end.contains(&((id & 0xffff) as i32)));
-        if !caught_up {
+        if !self.caught_up() {
             return None;
         }
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
             .and_then(|elapsed| i64::try_from(elapsed.as_nanos()).ok())
+    }
+
+    /// Every assigned partition has been read to its end.
+    fn caught_up(&self) -> bool {
+        !self.assigned.is_empty()
+            && self
+                .assigned
+                .iter()
+                .all(|id| self.at_end.contains(&((id & 0xffff) as i32)))
     }
 
     fn assigned_partitions(&self) -> &[u32] {

@@ -15,6 +15,9 @@ use vibelux_interfaces::connector::DeclaredSource;
 use vibelux_interfaces::metadata::is_json;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
+pub use debezium::Change;
+
+mod debezium;
 mod flat_json;
 mod shared_text;
 
@@ -268,14 +271,29 @@ pub enum MessageFormat {
     Json { paths: Vec<(usize, JsonPath)> },
     /// The body is one bare value (`21.5`) for this column.
     Raw { column: usize },
+    /// A Debezium change event, for tables: an upsert or a deletion.
+    DebeziumJson,
 }
 
 impl MessageFormat {
-    /// The columns a body fills (the rest null), before the required-column check.
-    pub fn decode(&self, layout: &RowLayout, body: &[u8]) -> Result<Row, String> {
-        let text = crate::bytes_text::utf8(body)
-            .map_err(|problem| format!("the payload is not UTF-8: {problem}"))?;
+    /// What a body does: the columns it fills (the rest null), before the required-column
+    /// check, as an upsert — or a deletion, for formats that carry them.
+    pub fn decode_change(&self, layout: &RowLayout, body: &[u8]) -> Result<Change, String> {
         match self {
+            MessageFormat::DebeziumJson => layout.decode_debezium(body_text(body)?),
+            _ => self.decode(layout, body).map(Change::Upsert),
+        }
+    }
+
+    /// The columns a body fills (the rest null), before the required-column check; a
+    /// deletion is an error here, for sources that only append.
+    pub fn decode(&self, layout: &RowLayout, body: &[u8]) -> Result<Row, String> {
+        let text = body_text(body)?;
+        match self {
+            MessageFormat::DebeziumJson => match layout.decode_debezium(text)? {
+                Change::Upsert(row) => Ok(row),
+                Change::Delete(_) => Err("a deletion, which only a table reads".to_string()),
+            },
             MessageFormat::Json { paths } if paths.is_empty() => layout.decode_json_fields(text),
             MessageFormat::Json { paths } => layout.decode_json_paths(text, paths),
             MessageFormat::Raw { column } => {
@@ -287,6 +305,10 @@ impl MessageFormat {
             }
         }
     }
+}
+
+fn body_text(body: &[u8]) -> Result<&str, String> {
+    crate::bytes_text::utf8(body).map_err(|problem| format!("the payload is not UTF-8: {problem}"))
 }
 
 /// Where a value sits in a nested JSON document: `$.data.temp`, `readings[0].value`.

@@ -16,7 +16,7 @@ use vibelux_connectors::sink::SinkControls;
 use vibelux_connectors::source::{
     SourceCheckpointing, SourceControls, SourceReader, SourceStreams, read_source,
 };
-use vibelux_connectors::table::{TableStreams, read_table};
+use vibelux_connectors::table::{TableKey, TableStreams, read_table};
 use vibelux_connectors::watermark::WatermarkState;
 use vibelux_interfaces::checkpoint::{Checkpoints, Participant, SourcePart, decode};
 use vibelux_operators::row::Update;
@@ -159,7 +159,10 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             scope,
             &table_plan.name,
             reader,
-            table_plan.key_columns.clone(),
+            TableKey {
+                columns: table_plan.key_columns.clone(),
+                names: table_plan.key_names.clone(),
+            },
             !table_plan.spec.is_bounded(),
             metrics.sources[shared.sources.len() + position].1.clone(),
             SourceControls {

@@ -5,6 +5,8 @@ usage:
   kafka_peer.py BOOTSTRAP produce TOPIC START COUNT   (readings seq START..START+COUNT-1)
   kafka_peer.py BOOTSTRAP produce-raw TOPIC TEXT      (one message, as is)
   kafka_peer.py BOOTSTRAP produce-hex TOPIC HEX       (one message of the bytes HEX spells)
+  kafka_peer.py BOOTSTRAP produce-keyed TOPIC KEY=VALUE…  (messages in order; KEY= alone is a
+                                                        tombstone, =VALUE has no key)
   kafka_peer.py BOOTSTRAP consume TOPIC COUNT         (prints "key<TAB>value" lines)
   kafka_peer.py BOOTSTRAP consume-ids TOPIC           (every message there is, as
                                                         "vibelux-row-id header<TAB>value" lines)
@@ -25,7 +27,7 @@ if command == "create":
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         future.result(timeout=30)
-elif command in ("produce", "produce-raw", "produce-hex"):
+elif command in ("produce", "produce-raw", "produce-hex", "produce-keyed"):
     topic = sys.argv[3]
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     failures = []
@@ -38,6 +40,17 @@ elif command in ("produce", "produce-raw", "produce-hex"):
         producer.produce(topic, sys.argv[4].encode(), key=b"raw", on_delivery=report)
     elif command == "produce-hex":
         producer.produce(topic, bytes.fromhex(sys.argv[4]), key=b"raw", on_delivery=report)
+    elif command == "produce-keyed":
+        for message in sys.argv[4:]:
+            key, value = message.split("=", 1)
+            producer.produce(
+                topic,
+                value.encode() if value else None,
+                key=key.encode() if key else None,
+                on_delivery=report,
+            )
+            # One at a time, in order: a table's result depends on it.
+            producer.flush(30)
     else:
         start, count = int(sys.argv[4]), int(sys.argv[5])
         epoch = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
