@@ -3,6 +3,7 @@
 use crate::payload::{JsonPath, MessageFormat, RowLayout};
 use datafusion::arrow::datatypes::Schema;
 
+use vibelux_interfaces::metadata::is_changelog_op;
 use vibelux_interfaces::options::Options;
 use vibelux_interfaces::options::{OptionError, Position};
 
@@ -101,7 +102,11 @@ fn value_column(
             });
     }
     let free: Vec<usize> = (0..schema.fields().len())
-        .filter(|column| Some(*column) != event_time && !filled_elsewhere.contains(column))
+        .filter(|&column| {
+            Some(column) != event_time
+                && !filled_elsewhere.contains(&column)
+                && !is_changelog_op(schema.field(column))
+        })
         .collect();
     match free.as_slice() {
         [column] => Ok(*column),

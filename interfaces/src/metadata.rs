@@ -18,3 +18,16 @@ pub const JSON_EXTENSION: &str = "arrow.json";
 pub fn is_json(field: &arrow_schema::Field) -> bool {
     field.metadata().get(EXTENSION_NAME).map(String::as_str) == Some(JSON_EXTENSION)
 }
+
+/// Marks the column a table's reader fills from a change log's `_op` field (`insert` or
+/// `delete`, as Vibelux's sinks write a view's changes): read after the table's own columns, and
+/// not one of them. A connector infers nothing from it (a raw payload does not fill it).
+pub const CHANGELOG_OP: &str = "vibelux.changelog_op";
+
+/// The name of that column, as the sinks write it.
+pub const CHANGELOG_OP_NAME: &str = "_op";
+
+/// Whether a field is a table's change-log column.
+pub fn is_changelog_op(field: &arrow_schema::Field) -> bool {
+    field.metadata().contains_key(CHANGELOG_OP)
+}

@@ -205,6 +205,9 @@ pub struct TablePlan {
     pub key_columns: Vec<usize>,
     /// The key columns' names, for the dead letters of deletions that lack one.
     pub key_names: Vec<String>,
+    /// The change-log `_op` column the reader fills after the table's own, unless the table
+    /// declares a column of that name itself.
+    pub op_column: Option<usize>,
 }
 
 /// What of a view a sink writes.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnOption, Expr as SqlExpr};
 use vibelux_interfaces::connector::{DeclaredSource, SOURCE_OPTIONS, SourceConnector};
-use vibelux_interfaces::metadata::{EXTENSION_NAME, JSON_EXTENSION, UNIT as UNIT_METADATA};
+use vibelux_interfaces::metadata::{
+    CHANGELOG_OP, CHANGELOG_OP_NAME, EXTENSION_NAME, JSON_EXTENSION, UNIT as UNIT_METADATA,
+};
 use vibelux_interfaces::options::{Options, connector_kind, nanos, parse_duration};
 use vibelux_interfaces::source::SourceTiming;
 
@@ -373,9 +375,20 @@ impl Planner {
                 ),
             ));
         }
+        // A change log's rows say whether they are inserted or deleted (`_op`): the reader
+        // fills that after the table's columns.
+        let op_column = (!schema
+            .fields()
+            .iter()
+            .any(|field| field.name().eq_ignore_ascii_case(CHANGELOG_OP_NAME)))
+        .then_some(schema.fields().len());
+        let read = match op_column {
+            Some(_) => with_changelog_op(&schema),
+            None => schema.clone(),
+        };
         let declared = DeclaredSource {
             name: name.clone(),
-            schema: schema.clone(),
+            schema: read,
             event_time: None,
             max_future_nanos: None,
         };
@@ -397,6 +410,7 @@ impl Planner {
                 .iter()
                 .map(|&k| schema.field(k).name().clone())
                 .collect(),
+            op_column,
         });
         let node_schema =
             carried_schema(&schema).map_err(|message| SqlError::new(position, message))?;
@@ -519,6 +533,22 @@ fn primary_key(
 }
 
 /// The schema with its key columns required in every row.
+/// `schema` and the change-log column a table's reader fills.
+fn with_changelog_op(schema: &Schema) -> SchemaRef {
+    let op = Field::new(CHANGELOG_OP_NAME, DataType::Utf8, true).with_metadata(
+        [(CHANGELOG_OP.to_string(), "true".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| field.as_ref().clone())
+        .chain([op])
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 fn with_keys_required(schema: &Schema, key_columns: &[usize]) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()

@@ -16,7 +16,7 @@ use vibelux_connectors::sink::SinkControls;
 use vibelux_connectors::source::{
     SourceCheckpointing, SourceControls, SourceReader, SourceStreams, read_source,
 };
-use vibelux_connectors::table::{TableKey, TableStreams, read_table};
+use vibelux_connectors::table::{TableColumns, TableStreams, read_table};
 use vibelux_connectors::watermark::WatermarkState;
 use vibelux_interfaces::checkpoint::{Checkpoints, Participant, SourcePart, decode};
 use vibelux_operators::row::Update;
@@ -159,9 +159,10 @@ fn build_dataflow(scope: Scope<'_, u64>, shared: &RunShared, taps: &Taps) {
             scope,
             &table_plan.name,
             reader,
-            TableKey {
-                columns: table_plan.key_columns.clone(),
-                names: table_plan.key_names.clone(),
+            TableColumns {
+                key: table_plan.key_columns.clone(),
+                key_names: table_plan.key_names.clone(),
+                op: table_plan.op_column,
             },
             !table_plan.spec.is_bounded(),
             metrics.sources[shared.sources.len() + position].1.clone(),

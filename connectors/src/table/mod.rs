@@ -20,7 +20,6 @@
 //! dated ahead of the clock would otherwise wait on the table, and no window after the wall
 //! clock would close.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -34,6 +33,11 @@ use vibelux_interfaces::checkpoint::{SourcePart, SourceTurn, decode, encode, in_
 
 use crate::source::{Poll, Record, SourceControls, SourceMetrics, SourceReader, dead_letter_row};
 
+mod contents;
+
+pub use contents::TableColumns;
+use contents::{Edit, TableContents};
+
 /// What a checkpoint keeps of a table beside its reader's position: its rows, and a replacement
 /// being read.
 #[derive(Serialize, Deserialize)]
@@ -43,15 +47,10 @@ struct TableState<C = Vec<(Row, Row)>> {
     replacement: Option<C>,
 }
 
-fn table_part(
-    reader: &dyn SourceReader,
-    current: &HashMap<Row, Row>,
-    replacement: &Option<HashMap<Row, Row>>,
-    finished: bool,
-) -> Vec<u8> {
+fn table_part(reader: &dyn SourceReader, contents: &TableContents, finished: bool) -> Vec<u8> {
     let state = TableState {
-        current: in_key_order(current),
-        replacement: replacement.as_ref().map(in_key_order),
+        current: in_key_order(&contents.current),
+        replacement: contents.loading.as_ref().map(in_key_order),
     };
     encode(&SourcePart {
         position: reader
@@ -60,30 +59,6 @@ fn table_part(
         state: encode(&state),
         finished,
     })
-}
-
-/// A table's primary key: its columns' positions, and their names for dead letters.
-#[derive(Debug, Clone)]
-pub struct TableKey {
-    pub columns: Vec<usize>,
-    pub names: Vec<String>,
-}
-
-impl TableKey {
-    /// The key of `row`; a deletion may lack one, and then says which column.
-    fn of(&self, row: &Row) -> Result<Row, String> {
-        self.columns
-            .iter()
-            .zip(&self.names)
-            .map(|(&column, name)| match row.get(column) {
-                Some(value) if !value.is_null() => Ok(value.clone()),
-                _ => Err(format!(
-                    "the deletion has no value for the key column `{name}`: a table deletes \
-                     by its primary key"
-                )),
-            })
-            .collect()
-    }
 }
 
 /// The two outputs of a table: its changes, and input that could not be decoded.
@@ -101,7 +76,7 @@ pub fn read_table<'scope>(
     scope: Scope<'scope, u64>,
     name: &str,
     mut reader: Option<Box<dyn SourceReader>>,
-    key: TableKey,
+    columns: TableColumns,
     follow: bool,
     metrics: Arc<SourceMetrics>,
     controls: SourceControls,
@@ -122,9 +97,7 @@ pub fn read_table<'scope>(
 
     builder.build(move |capabilities| {
         let mut capabilities = reader.is_some().then_some(capabilities);
-        let mut current: HashMap<Row, Row> = HashMap::new();
-        // The table's first load, or a replaced file's content, while it is being read.
-        let mut replacement: Option<HashMap<Row, Row>> = Some(HashMap::new());
+        let mut contents = TableContents::first_load();
         // A restored table holds what it held: the joins downstream hold it too.
         let restored = checkpointing
             .as_ref()
@@ -133,8 +106,10 @@ pub fn read_table<'scope>(
             let state = decode::<SourcePart>("table", &part)
                 .and_then(|part| decode::<TableState>("table rows", &part.state))
                 .unwrap_or_else(|error| panic!("{error}"));
-            current = state.current.into_iter().collect();
-            replacement = state.replacement.map(|rows| rows.into_iter().collect());
+            contents = TableContents {
+                current: state.current.into_iter().collect(),
+                loading: state.replacement.map(|rows| rows.into_iter().collect()),
+            };
         }
         let mut turn = SourceTurn::Free;
         let mut records = Vec::new();
@@ -146,26 +121,19 @@ pub fn read_table<'scope>(
             };
             // The table's input ends here for good: its part stands for it from now on.
             let leave_final = |reader: &dyn SourceReader,
-                               current: &HashMap<Row, Row>,
-                               replacement: &Option<HashMap<Row, Row>>,
+                               contents: &TableContents,
                                finished: bool,
                                emitted_up_to: u64| {
                 if let Some(checkpointing) = &checkpointing {
                     checkpointing.checkpoints.submit_final_after(
                         &checkpointing.key,
-                        table_part(reader, current, replacement, finished),
+                        table_part(reader, contents, finished),
                         emitted_up_to,
                     );
                 }
             };
             if stop.load(Ordering::Relaxed) {
-                leave_final(
-                    reader.as_ref(),
-                    &current,
-                    &replacement,
-                    false,
-                    *caps[0].time(),
-                );
+                leave_final(reader.as_ref(), &contents, false, *caps[0].time());
                 capabilities = None;
                 return;
             }
@@ -181,7 +149,7 @@ pub fn read_table<'scope>(
                     && now >= cut.time
                 {
                     // Everything emitted so far is stamped before the cut.
-                    let part = table_part(reader.as_ref(), &current, &replacement, false);
+                    let part = table_part(reader.as_ref(), &contents, false);
                     checkpointing
                         .checkpoints
                         .submit(&checkpointing.key, cut.id, part);
@@ -200,31 +168,19 @@ pub fn read_table<'scope>(
             let mut dead = Vec::new();
             for record in records.drain(..) {
                 match record {
-                    Record::Row { row, .. } => {
-                        let key: Row = key.columns.iter().map(|&c| row[c].clone()).collect();
-                        if let Some(replacement) = replacement.as_mut() {
-                            replacement.insert(key, row);
-                            continue;
+                    Record::Row { row, .. } => match columns.edit(row) {
+                        Ok(Edit::Upsert(row)) => {
+                            contents.upsert(columns.key_of(&row), row, time, &mut updates)
                         }
-                        if current.get(&key) == Some(&row) {
-                            continue;
+                        Ok(Edit::Retract(row)) => {
+                            contents.retract(&columns.key_of(&row), &row, time, &mut updates)
                         }
-                        if let Some(old) = current.insert(key, row.clone()) {
-                            updates.push((old, time, -1));
+                        Err((reason, raw)) => {
+                            dead.push(dead_letter_row(reason, raw, format!("table {name}")))
                         }
-                        updates.push((row, time, 1));
-                    }
-                    Record::Delete { row, raw, origin } => match key.of(&row) {
-                        Ok(key) => match replacement.as_mut() {
-                            Some(replacement) => {
-                                replacement.remove(&key);
-                            }
-                            None => {
-                                if let Some(old) = current.remove(&key) {
-                                    updates.push((old, time, -1));
-                                }
-                            }
-                        },
+                    },
+                    Record::Delete { row, raw, origin } => match columns.deletion_key(&row) {
+                        Ok(key) => contents.delete(&key, time, &mut updates),
                         Err(reason) => dead.push(dead_letter_row(reason, raw, origin)),
                     },
                     Record::Invalid {
@@ -236,7 +192,7 @@ pub fn read_table<'scope>(
                     Record::Status { .. } => {}
                     Record::Replaced { origin } => {
                         tracing::info!(table = %name, "{origin} was replaced: loading it again");
-                        replacement = Some(HashMap::new());
+                        contents.reload();
                     }
                 }
             }
@@ -246,8 +202,8 @@ pub fn read_table<'scope>(
                 Poll::Finished => true,
                 _ => false,
             };
-            if read_to_end && let Some(next) = replacement.take() {
-                apply_replacement(&mut current, next, time, &mut updates);
+            if read_to_end {
+                contents.finish_loading(time, &mut updates);
             }
             metrics.rows.fetch_add(
                 updates.iter().filter(|(_, _, diff)| *diff > 0).count() as u64,
@@ -275,24 +231,12 @@ pub fn read_table<'scope>(
                     activator.activate_after(wait)
                 }
                 Poll::Finished => {
-                    leave_final(
-                        reader.as_ref(),
-                        &current,
-                        &replacement,
-                        true,
-                        *caps[0].time(),
-                    );
+                    leave_final(reader.as_ref(), &contents, true, *caps[0].time());
                     capabilities = None;
                 }
                 Poll::Failed(_) => {
                     // A table read in part would make every join on it wrong: stop the run.
-                    leave_final(
-                        reader.as_ref(),
-                        &current,
-                        &replacement,
-                        false,
-                        *caps[0].time(),
-                    );
+                    leave_final(reader.as_ref(), &contents, false, *caps[0].time());
                     stop.store(true, Ordering::Relaxed);
                     capabilities = None;
                 }
@@ -302,62 +246,5 @@ pub fn read_table<'scope>(
     TableStreams {
         changes,
         dead_letters,
-    }
-}
-
-/// Turns the table `current` into `next`, appending the updates that do it: deletes for rows
-/// whose key is gone, a delete and an insert for changed rows, inserts for new keys.
-fn apply_replacement(
-    current: &mut HashMap<Row, Row>,
-    next: HashMap<Row, Row>,
-    time: u64,
-    updates: &mut Vec<Update>,
-) {
-    for (key, old) in current.iter() {
-        match next.get(key) {
-            Some(new) if new == old => {}
-            Some(_) | None => updates.push((old.clone(), time, -1)),
-        }
-    }
-    for (key, new) in &next {
-        if current.get(key) != Some(new) {
-            updates.push((new.clone(), time, 1));
-        }
-    }
-    *current = next;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vibelux_operators::row::Datum;
-
-    fn row(key: &str, value: f64) -> Row {
-        vec![Datum::Utf8(key.into()), Datum::Float64(value)]
-    }
-
-    fn keyed(rows: &[Row]) -> HashMap<Row, Row> {
-        rows.iter()
-            .map(|row| (vec![row[0].clone()], row.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn a_replaced_file_upserts_new_and_changed_rows_and_deletes_the_rest() {
-        let mut current = keyed(&[row("a", 1.0), row("b", 2.0), row("c", 3.0)]);
-        let next = keyed(&[row("a", 1.0), row("b", 20.0), row("d", 4.0)]);
-        let mut updates = Vec::new();
-        apply_replacement(&mut current, next.clone(), 7, &mut updates);
-        updates.sort_by(|x, y| (x.2, &x.0).cmp(&(y.2, &y.0)));
-        assert_eq!(
-            updates,
-            vec![
-                (row("b", 2.0), 7, -1),
-                (row("c", 3.0), 7, -1),
-                (row("b", 20.0), 7, 1),
-                (row("d", 4.0), 7, 1),
-            ]
-        );
-        assert_eq!(current, next);
     }
 }
