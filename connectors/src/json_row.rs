@@ -59,6 +59,11 @@ pub fn push_json_value(datum: &Datum, line: &mut String) {
         }
         Datum::Duration(v) => push_json_string(&format_duration(*v), line),
         Datum::Date(v) => push_json_string(&format_date(*v), line),
+        // The exact digits, as a JSON number: readers that take numbers as doubles round them,
+        // readers that keep the text (Python's `Decimal`, DuckDB) do not.
+        Datum::Decimal { .. } => {
+            let _ = write!(line, "{datum}");
+        }
         Datum::List(values) => {
             line.push('[');
             for (index, value) in values.iter().enumerate() {

@@ -12,6 +12,7 @@
 pub mod calendar;
 pub mod checkpoint;
 pub mod connector;
+pub mod decimal;
 pub mod metadata;
 pub mod options;
 pub mod row;

@@ -31,6 +31,13 @@ pub enum Datum {
     /// A list of values of one kind (`array_agg`'s result). Boxed, so a datum stays as small
     /// as a text's.
     List(Box<[Datum]>),
+    /// An exact decimal: units of 10^-`scale`, the `i128` in two halves so that a datum keeps
+    /// 8-byte alignment and the size of a text's (see [`Datum::decimal`]).
+    Decimal {
+        scale: i8,
+        high: i64,
+        low: u64,
+    },
 }
 
 impl Datum {
@@ -38,11 +45,34 @@ impl Datum {
         matches!(self, Datum::Null)
     }
 
+    /// `units` × 10^-`scale`.
+    pub fn decimal(units: i128, scale: i8) -> Datum {
+        Datum::Decimal {
+            scale,
+            high: (units >> 64) as i64,
+            low: units as u64,
+        }
+    }
+
+    /// A decimal's units and scale.
+    pub fn as_decimal(&self) -> Option<(i128, i8)> {
+        match self {
+            Datum::Decimal { scale, high, low } => {
+                Some((((*high as i128) << 64) | *low as i128, *scale))
+            }
+            _ => None,
+        }
+    }
+
     /// The numeric value as a float, for aggregates over numbers of any kind.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Datum::Int64(v) => Some(*v as f64),
             Datum::Float64(v) => Some(*v),
+            Datum::Decimal { .. } => {
+                let (units, scale) = self.as_decimal()?;
+                Some(units as f64 / 10f64.powi(i32::from(scale)))
+            }
             _ => None,
         }
     }
@@ -65,6 +95,7 @@ impl Datum {
             Datum::Duration(_) => 6,
             Datum::Date(_) => 7,
             Datum::List(_) => 8,
+            Datum::Decimal { .. } => 9,
         }
     }
 }
@@ -105,6 +136,7 @@ impl Ord for Datum {
             (Datum::Duration(a), Datum::Duration(b)) => a.cmp(b),
             (Datum::Date(a), Datum::Date(b)) => a.cmp(b),
             (Datum::List(a), Datum::List(b)) => a.cmp(b),
+            (Datum::Decimal { .. }, Datum::Decimal { .. }) => compare_decimals(self, other),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -122,8 +154,33 @@ impl Hash for Datum {
             Datum::Timestamp(v) | Datum::Duration(v) => v.hash(state),
             Datum::Date(v) => v.hash(state),
             Datum::List(values) => values.hash(state),
+            Datum::Decimal { scale, high, low } => (scale, high, low).hash(state),
         }
     }
+}
+
+/// By value; of two equal values at different scales (a column has one), the finer last, so
+/// that only identical datums compare equal, as hashing requires.
+fn compare_decimals(a: &Datum, b: &Datum) -> Ordering {
+    let ((a_units, a_scale), (b_units, b_scale)) = (
+        a.as_decimal().expect("a decimal"),
+        b.as_decimal().expect("a decimal"),
+    );
+    if a_scale == b_scale {
+        return a_units.cmp(&b_units);
+    }
+    let finer = a_scale.max(b_scale);
+    let by_value = match (
+        crate::decimal::rescale(a_units, a_scale, finer),
+        crate::decimal::rescale(b_units, b_scale, finer),
+    ) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => a
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&b.as_f64().unwrap_or(0.0)),
+    };
+    by_value.then(a_scale.cmp(&b_scale))
 }
 
 impl fmt::Display for Datum {
@@ -137,6 +194,10 @@ impl fmt::Display for Datum {
             Datum::Timestamp(v) => write!(f, "{}", format_timestamp(*v)),
             Datum::Duration(v) => write!(f, "{}", format_duration(*v)),
             Datum::Date(v) => write!(f, "{}", format_date(*v)),
+            Datum::Decimal { .. } => {
+                let (units, scale) = self.as_decimal().expect("a decimal");
+                write!(f, "{}", crate::decimal::format_decimal(units, scale))
+            }
             Datum::List(values) => {
                 write!(f, "[")?;
                 for (index, value) in values.iter().enumerate() {
@@ -213,6 +274,15 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
         Null => Null,
         Boolean => Boolean,
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Int64,
+        // Exact decimals of up to 38 digits; a negative scale (units of hundreds) is rare
+        // enough to be a float.
+        Decimal32(precision, scale)
+        | Decimal64(precision, scale)
+        | Decimal128(precision, scale)
+            if *scale >= 0 =>
+        {
+            Decimal128(*precision, *scale)
+        }
         UInt64 | Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
         | Decimal256(..) => Float64,
         Utf8 | LargeUtf8 | Utf8View => Utf8,
@@ -230,6 +300,25 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decimal_keeps_its_units_in_a_datum_the_size_of_a_texts() {
+        assert_eq!(std::mem::size_of::<Datum>(), 24);
+        for units in [
+            0,
+            2135,
+            -2135,
+            i128::from(i64::MAX) * 1000,
+            -(10_i128.pow(38) - 1),
+        ] {
+            assert_eq!(Datum::decimal(units, 2).as_decimal(), Some((units, 2)));
+        }
+        assert_eq!(Datum::decimal(-50, 2).to_string(), "-0.50");
+        assert!(Datum::decimal(-50, 2) < Datum::decimal(1, 2));
+        assert!(Datum::decimal(215, 1) > Datum::decimal(2135, 2));
+        assert_ne!(Datum::decimal(20, 1), Datum::decimal(200, 2));
+        assert_eq!(Datum::decimal(2135, 2).as_f64(), Some(21.35));
+    }
 
     #[test]
     fn timestamps_print_as_iso_with_milliseconds() {

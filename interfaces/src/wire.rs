@@ -38,6 +38,7 @@ mod tag {
     pub const DURATION: u8 = 7;
     pub const DATE: u8 = 8;
     pub const LIST: u8 = 9;
+    pub const DECIMAL: u8 = 10;
 }
 
 /// Why bytes from a peer could not be decoded.
@@ -142,6 +143,12 @@ impl<'a> WireWriter<'a> {
             Datum::List(values) => {
                 self.u8(tag::LIST);
                 self.datums(values);
+            }
+            Datum::Decimal { scale, .. } => {
+                let (units, _) = datum.as_decimal().expect("a decimal");
+                self.u8(tag::DECIMAL);
+                self.out.push(*scale as u8);
+                self.out.extend_from_slice(&units.to_le_bytes());
             }
         }
     }
@@ -277,6 +284,10 @@ impl<'a> WireReader<'a> {
             tag::TIMESTAMP => Datum::Timestamp(self.i64("a timestamp")?),
             tag::DURATION => Datum::Duration(self.i64("a duration")?),
             tag::DATE => Datum::Date(i32::from_le_bytes(self.take("a date")?)),
+            tag::DECIMAL => {
+                let scale = self.u8("a decimal's scale")? as i8;
+                Datum::decimal(i128::from_le_bytes(self.take("a decimal")?), scale)
+            }
             tag::LIST => {
                 if self.lists_open == MOST_NESTED_LISTS {
                     return Err(WireError::NestedTooDeep);
@@ -431,6 +442,8 @@ mod tests {
             Datum::Timestamp(1_780_272_001_250_000_000),
             Datum::Duration(-5),
             Datum::Date(-1),
+            Datum::decimal(-2135, 2),
+            Datum::decimal(10_i128.pow(37), 0),
             Datum::List(vec![Datum::Int64(1), Datum::Null, Datum::Utf8("a".into())].into()),
             Datum::List(Vec::new().into()),
         ]

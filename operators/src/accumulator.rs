@@ -71,6 +71,31 @@ pub enum AggregateFunction {
     ArrayAggNullsFirst,
     /// `array_agg(value ORDER BY key DESC NULLS LAST)`: `ArrayAggNullsFirst`'s list reversed.
     ArrayAggDescendingNullsLast,
+    /// `sum` of exact decimals with `scale` digits after the point: exact, at that scale.
+    SumDecimal {
+        scale: i8,
+    },
+    /// `avg` of exact decimals: exact to four more digits than the values have (DataFusion's
+    /// DECIMAL(p + 4, s + 4)), truncated as DataFusion truncates.
+    AvgDecimal {
+        scale: i8,
+    },
+}
+
+/// The scale of a decimal mean of values at `scale`.
+pub fn mean_scale(scale: i8) -> i8 {
+    (scale + 4).min(38)
+}
+
+/// The mean of decimal units `sum` over `values` values, at `scale` digits, at
+/// [`mean_scale`]'s.
+pub fn decimal_mean(sum: i128, values: i64, scale: i8) -> Datum {
+    let target = mean_scale(scale);
+    match crate::decimal::rescale(sum, scale, target) {
+        Some(scaled) => Datum::decimal(scaled / i128::from(values), target),
+        // Past 38 digits: the nearest double, as a NULL would lose the group.
+        None => Datum::Float64(sum as f64 / 10f64.powi(i32::from(scale)) / values as f64),
+    }
 }
 
 impl AggregateFunction {
@@ -168,7 +193,9 @@ impl Accumulator {
         use AggregateFunction::*;
         match function {
             CountRows | Count => Accumulator::Count(0),
-            SumInt => Accumulator::SumInt { sum: 0, values: 0 },
+            SumInt | SumDecimal { .. } | AvgDecimal { .. } => {
+                Accumulator::SumInt { sum: 0, values: 0 }
+            }
             SumFloat => Accumulator::SumFloat {
                 sum: 0.0,
                 values: 0,
@@ -224,8 +251,19 @@ impl Accumulator {
         match self {
             Accumulator::Count(count) => *count += diff,
             Accumulator::SumInt { sum, values } => {
-                if let Datum::Int64(v) = value {
-                    *sum += *v as i128 * diff as i128;
+                let units = match (value, function) {
+                    (Datum::Int64(v), _) => Some(i128::from(*v)),
+                    (
+                        Datum::Decimal { .. },
+                        AggregateFunction::SumDecimal { scale }
+                        | AggregateFunction::AvgDecimal { scale },
+                    ) => value
+                        .as_decimal()
+                        .and_then(|(units, at)| crate::decimal::rescale(units, at, scale)),
+                    _ => None,
+                };
+                if let Some(units) = units {
+                    *sum = sum.saturating_add(units.saturating_mul(i128::from(diff)));
                     *values += diff;
                 }
             }
@@ -351,9 +389,11 @@ impl Accumulator {
             Accumulator::SumInt { values: 0, .. } | Accumulator::SumFloat { values: 0, .. } => {
                 Datum::Null
             }
-            Accumulator::SumInt { sum, .. } => {
-                Datum::Int64((*sum).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
-            }
+            Accumulator::SumInt { sum, values } => match function {
+                SumDecimal { scale } => Datum::decimal(*sum, scale),
+                AvgDecimal { scale } => decimal_mean(*sum, *values, scale),
+                _ => Datum::Int64((*sum).clamp(i64::MIN as i128, i64::MAX as i128) as i64),
+            },
             Accumulator::SumFloat { sum, .. } => Datum::Float64(*sum),
             Accumulator::Moments {
                 values,
@@ -457,6 +497,23 @@ fn sum_of_distinct(values: &BTreeMap<Datum, i64>, mean: bool) -> Datum {
     if present.is_empty() {
         return Datum::Null;
     }
+    // Decimals of one scale add up exactly, at it.
+    let scale = present[0].as_decimal().map(|(_, scale)| scale);
+    let decimals: Option<i128> = present
+        .iter()
+        .map(|value| {
+            value
+                .as_decimal()
+                .filter(|(_, at)| Some(*at) == scale)
+                .map(|(units, _)| units)
+        })
+        .sum();
+    if let (Some(sum), Some(scale)) = (decimals, scale) {
+        return match mean {
+            true => decimal_mean(sum, present.len() as i64, scale),
+            false => Datum::decimal(sum, scale),
+        };
+    }
     let integers: Option<i128> = present
         .iter()
         .map(|value| match value {
@@ -538,6 +595,33 @@ mod tests {
             accumulator.update(function, &Datum::Float64(*value), &ts, *diff);
         }
         accumulator.result(function)
+    }
+
+    #[test]
+    fn decimal_sums_and_means_are_exact_and_follow_retractions_and_merges() {
+        let cents = |units: i128| Datum::decimal(units, 2);
+        let sum = AggregateFunction::SumDecimal { scale: 2 };
+        let avg = AggregateFunction::AvgDecimal { scale: 2 };
+        for function in [sum, avg] {
+            let mut first = Accumulator::new(function, true);
+            for (value, diff) in [(10, 1), (20, 1), (99, 1), (99, -1)] {
+                first.update(function, &cents(value), &Datum::Null, diff);
+            }
+            let mut second = Accumulator::new(function, true);
+            second.update(function, &cents(1), &Datum::Null, 1);
+            first.merge(second, function);
+            let expected = match function == sum {
+                true => cents(31),
+                // 0.31 / 3, to six digits, truncated.
+                false => Datum::decimal(103_333, 6),
+            };
+            assert_eq!(first.result(function), expected);
+        }
+        assert_eq!(
+            Accumulator::new(sum, false).result(sum),
+            Datum::Null,
+            "a sum of nothing"
+        );
     }
 
     #[test]

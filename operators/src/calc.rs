@@ -482,5 +482,9 @@ fn json_value(datum: &Datum) -> serde_json::Value {
         Datum::Duration(v) => format_duration(*v).into(),
         Datum::Date(v) => format_date(*v).into(),
         Datum::List(values) => values.iter().map(json_value).collect(),
+        Datum::Decimal { .. } => datum
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
     }
 }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
-    DurationNanosecondArray, DurationNanosecondBuilder, Float64Array, Float64Builder, Int64Array,
-    Int64Builder, ListArray, NullArray, RecordBatch, RecordBatchOptions, StringArray,
-    StringBuilder, TimestampMicrosecondBuilder, TimestampNanosecondArray,
-    TimestampNanosecondBuilder, new_null_array,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Decimal128Array,
+    Decimal128Builder, DurationNanosecondArray, DurationNanosecondBuilder, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, ListArray, NullArray, RecordBatch,
+    RecordBatchOptions, StringArray, StringBuilder, TimestampMicrosecondBuilder,
+    TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
@@ -189,6 +189,23 @@ fn column_from_datums<'a>(
             }
             Arc::new(builder.finish())
         }
+        DataType::Decimal128(precision, scale) => {
+            let mut builder = Decimal128Builder::with_capacity(row_count);
+            for datum in values {
+                match datum.as_decimal() {
+                    Some((units, at)) if at == *scale => builder.append_value(units),
+                    Some((units, at)) => builder
+                        .append_option(vibelux_interfaces::decimal::rescale(units, at, *scale)),
+                    None if datum.is_null() => builder.append_null(),
+                    None => return Err(mismatch(datum)),
+                }
+            }
+            Arc::new(
+                builder
+                    .finish()
+                    .with_precision_and_scale(*precision, *scale)?,
+            )
+        }
         DataType::Duration(TimeUnit::Nanosecond) => {
             let mut builder = DurationNanosecondBuilder::with_capacity(row_count);
             for datum in values {
@@ -248,6 +265,10 @@ pub fn append_column(array: &dyn Array, out: &mut [Row]) -> Result<(), ArrowErro
             append!(DurationNanosecondArray, Datum::Duration)
         }
         DataType::Date32 => append!(Date32Array, Datum::Date),
+        DataType::Decimal128(_, scale) => {
+            let scale = *scale;
+            append!(Decimal128Array, |units: i128| Datum::decimal(units, scale))
+        }
         DataType::List(_) => {
             let lists = any.downcast_ref::<ListArray>().ok_or_else(|| {
                 ArrowError::CastError(format!("unexpected array type {}", array.data_type()))

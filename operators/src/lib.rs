@@ -29,7 +29,7 @@ pub mod local_time;
 pub mod partial_aggregate;
 mod partial_wire;
 /// The row model, from the crate every layer shares.
-pub use vibelux_interfaces::row;
+pub use vibelux_interfaces::{decimal, row};
 pub mod session;
 pub mod temporal_filter;
 pub mod time_weighted;

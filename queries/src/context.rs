@@ -187,9 +187,8 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
         "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER" | "JSON" | "JSONB" => DataType::Utf8,
         "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "INT2" | "INT4" | "INT8"
         | "INT64" => DataType::Int64,
-        "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => {
-            DataType::Float64
-        }
+        "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "FLOAT64" => DataType::Float64,
+        "DECIMAL" | "NUMERIC" | "DEC" => decimal_type(&text, position)?,
         "BOOLEAN" | "BOOL" => DataType::Boolean,
         "TIMESTAMPTZ" => DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
         "TIMESTAMP" if text.contains("WITH TIME ZONE") && !text.contains("WITHOUT") => {
@@ -201,11 +200,41 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
             return Err(SqlError::new(
                 position,
                 format!(
-                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP, DATE or JSON"
+                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, DECIMAL(p, s), BOOLEAN, TIMESTAMP, DATE or JSON"
                 ),
             ));
         }
     })
+}
+
+/// `DECIMAL(p, s)`, `DECIMAL(p)` (no digits after the point) or `DECIMAL` (DataFusion's
+/// DECIMAL(38, 10)): exact, as Arrow's `Decimal128`.
+fn decimal_type(text: &str, position: Position) -> SqlResult<DataType> {
+    let arguments: Vec<&str> = text
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(|inside| inside.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let number = |text: &str| text.parse::<u8>().ok();
+    let (precision, scale) = match arguments.as_slice() {
+        [] => (38, 10),
+        [precision] => (number(precision).unwrap_or(0), 0),
+        [precision, scale] => (
+            number(precision).unwrap_or(0),
+            number(scale).unwrap_or(u8::MAX),
+        ),
+        _ => (0, 0),
+    };
+    if !(1..=38).contains(&precision) || scale > precision {
+        return Err(SqlError::new(
+            position,
+            format!(
+                "column type {text}: a DECIMAL has a precision of 1 to 38 digits and a scale (digits after \
+                 the point) of 0 up to the precision, such as DECIMAL(10, 2)"
+            ),
+        ));
+    }
+    Ok(DataType::Decimal128(precision, scale as i8))
 }
 
 /// Whether a declared column type is `JSON` (text holding a JSON document).

@@ -160,6 +160,7 @@ impl<'a> Scanner<'a> {
                     DataType::Utf8 => Some(Datum::Utf8(shared_text(text))),
                     DataType::Timestamp(..) => timestamp_nanos(text).map(Datum::Timestamp),
                     DataType::Date32 => parse_date(text).ok().map(Datum::Date),
+                    DataType::Decimal128(precision, scale) => decimal(text, *precision, *scale),
                     _ => None,
                 }
             }
@@ -182,6 +183,7 @@ impl<'a> Scanner<'a> {
                         value.is_finite().then_some(Datum::Float64(value))
                     }
                     DataType::Int64 if whole => text.parse().ok().map(Datum::Int64),
+                    DataType::Decimal128(precision, scale) => decimal(text, *precision, *scale),
                     DataType::Timestamp(..) if whole => timestamp_from_millis(text.parse().ok()?)
                         .ok()
                         .map(Datum::Timestamp),
@@ -273,6 +275,13 @@ fn timestamp_nanos(text: &str) -> Option<i64> {
         return None;
     }
     Some(seconds * 1_000_000_000 + fraction_nanos)
+}
+
+/// The exact decimal a number's digits spell; `None` leaves the error to the general decoder.
+fn decimal(text: &str, precision: u8, scale: i8) -> Option<Datum> {
+    vibelux_interfaces::decimal::parse_decimal(text, precision, scale)
+        .ok()
+        .map(|units| Datum::decimal(units, scale))
 }
 
 #[cfg(test)]

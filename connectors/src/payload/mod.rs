@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use vibelux_interfaces::connector::DeclaredSource;
+use vibelux_interfaces::decimal::parse_decimal;
 use vibelux_interfaces::metadata::is_json;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
@@ -405,6 +406,9 @@ pub fn parse_text(field: &Field, text: &str) -> Result<Datum, String> {
         DataType::Utf8 => Ok(Datum::Utf8(Arc::from(text))),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => parse_timestamp(text).map(Datum::Timestamp),
         DataType::Date32 => parse_date(text).map(Datum::Date),
+        DataType::Decimal128(precision, scale) => {
+            parse_decimal(text, *precision, *scale).map(|units| Datum::decimal(units, *scale))
+        }
         other => Err(format!("columns of type {other} cannot be read from text")),
     }
 }
@@ -507,14 +511,28 @@ struct JsonValueSeed<'a> {
 impl<'de> DeserializeSeed<'de> for JsonValueSeed<'_> {
     type Value = Datum;
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Datum, D::Error> {
+        use serde::Deserialize as _;
         if self.json {
             // The value's text as the device wrote it (a nested path's, re-written compact).
-            use serde::Deserialize as _;
             let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
             return Ok(match raw.get() {
                 "null" => Datum::Null,
                 text => Datum::Utf8(Arc::from(text)),
             });
+        }
+        if let DataType::Decimal128(precision, scale) = self.data_type {
+            // The number's digits as written, never through a float; or a string of them.
+            let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+            let text = match raw.get() {
+                "null" => return Ok(Datum::Null),
+                quoted if quoted.starts_with('"') => {
+                    serde_json::from_str::<String>(quoted).map_err(D::Error::custom)?
+                }
+                number => number.to_string(),
+            };
+            return parse_decimal(&text, *precision, *scale)
+                .map(|units| Datum::decimal(units, *scale))
+                .map_err(D::Error::custom);
         }
         deserializer.deserialize_any(self)
     }

@@ -63,7 +63,7 @@ pub enum Analytic {
     RowNumber,
     /// An aggregate over the frame ending at the current row.
     Running {
-        /// One of [`RUNNING`].
+        /// One [`runs`] takes.
         aggregate: AggregateFunction,
         frame: Frame,
     },
@@ -110,22 +110,28 @@ impl AnalyticSpec {
     }
 }
 
-/// The aggregates a frame computes; [`array_agg`](AggregateFunction::ArrayAgg) only over a
+/// Whether a frame computes `function`; [`array_agg`](AggregateFunction::ArrayAgg) only over a
 /// bounded frame (from the series' start it would hold every value).
-pub const RUNNING: [AggregateFunction; 12] = [
-    AggregateFunction::CountRows,
-    AggregateFunction::Count,
-    AggregateFunction::SumInt,
-    AggregateFunction::SumFloat,
-    AggregateFunction::Avg,
-    AggregateFunction::Min,
-    AggregateFunction::Max,
-    AggregateFunction::StddevSample,
-    AggregateFunction::StddevPopulation,
-    AggregateFunction::VarianceSample,
-    AggregateFunction::VariancePopulation,
-    AggregateFunction::ArrayAgg,
-];
+pub fn runs(function: AggregateFunction) -> bool {
+    use AggregateFunction::*;
+    matches!(
+        function,
+        CountRows
+            | Count
+            | SumInt
+            | SumFloat
+            | Avg
+            | Min
+            | Max
+            | StddevSample
+            | StddevPopulation
+            | VarianceSample
+            | VariancePopulation
+            | ArrayAgg
+            | SumDecimal { .. }
+            | AvgDecimal { .. }
+    )
+}
 
 /// Where a frame starts; every frame here ends at the current row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

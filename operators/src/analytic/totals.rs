@@ -24,7 +24,15 @@ impl Totals {
         use AggregateFunction::*;
         matches!(
             aggregate,
-            CountRows | Count | SumInt | SumFloat | Avg | Min | Max
+            CountRows
+                | Count
+                | SumInt
+                | SumFloat
+                | Avg
+                | Min
+                | Max
+                | SumDecimal { .. }
+                | AvgDecimal { .. }
         )
     }
 
@@ -38,6 +46,12 @@ impl Totals {
             Datum::Int64(v) => {
                 self.sum_int += i128::from(*v);
                 self.sum_float += *v as f64;
+            }
+            // A column's decimals share its scale: their units add up exactly.
+            Datum::Decimal { .. } => {
+                let (units, _) = value.as_decimal().expect("a decimal");
+                self.sum_int = self.sum_int.saturating_add(units);
+                self.sum_float += value.as_f64().unwrap_or(0.0);
             }
             other => self.sum_float += other.as_f64().unwrap_or(0.0),
         }
@@ -60,9 +74,13 @@ impl Totals {
             ),
             AggregateFunction::SumFloat => Datum::Float64(self.sum_float),
             AggregateFunction::Avg => Datum::Float64(self.sum_float / self.values as f64),
+            AggregateFunction::SumDecimal { scale } => Datum::decimal(self.sum_int, scale),
+            AggregateFunction::AvgDecimal { scale } => {
+                crate::accumulator::decimal_mean(self.sum_int, self.values, scale)
+            }
             AggregateFunction::Min => self.min.clone().unwrap_or(Datum::Null),
             AggregateFunction::Max => self.max.clone().unwrap_or(Datum::Null),
-            _ => unreachable!("planned with one of RUNNING"),
+            _ => unreachable!("planned with a function `runs` takes"),
         }
     }
 

@@ -358,6 +358,7 @@ fn canonical_datum(datum: &Datum) -> String {
         Datum::Timestamp(ns) => ns.to_string(),
         Datum::Duration(ns) => canonical_number(*ns as f64),
         Datum::Date(days) => canonical_number(f64::from(*days)),
+        Datum::Decimal { .. } => canonical_number(datum.as_f64().unwrap_or(f64::NAN)),
         Datum::List(values) => format!(
             "[{}]",
             values

@@ -469,6 +469,13 @@ pub(crate) fn plain_aggregate(
         "sum" if argument_type.is_some_and(|t| storage_type(t) == Some(DataType::Int64)) => {
             Function::SumInt
         }
+        "sum" | "avg" | "mean" if decimal_scale(argument_type).is_some() => {
+            let scale = decimal_scale(argument_type).expect("checked");
+            match name {
+                "sum" => Function::SumDecimal { scale },
+                _ => Function::AvgDecimal { scale },
+            }
+        }
         "sum" => Function::SumFloat,
         "avg" | "mean" => Function::Avg,
         "min" => Function::Min,
@@ -479,6 +486,14 @@ pub(crate) fn plain_aggregate(
         "var_pop" | "var_population" => Function::VariancePopulation,
         _ => return None,
     })
+}
+
+/// The scale of an exact decimal argument.
+fn decimal_scale(argument_type: Option<&DataType>) -> Option<i8> {
+    match argument_type.and_then(storage_type) {
+        Some(DataType::Decimal128(_, scale)) => Some(scale),
+        _ => None,
+    }
 }
 
 /// Why aggregate `name` cannot take lengths of time (`INTERVAL`s, such as `ts - LAG(ts)`), if it

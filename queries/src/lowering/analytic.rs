@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
     Cast, Expr, ExprSchemable, WindowFrame, WindowFrameBound, WindowFrameUnits, lit, when,
 };
 use vibelux_operators::accumulator::AggregateFunction;
-use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, RUNNING};
+use vibelux_operators::analytic::{Analytic, AnalyticCall, AnalyticSpec, Frame, runs};
 use vibelux_operators::in_event_time::SeriesColumns;
 use vibelux_operators::row::{Datum, storage_type};
 
@@ -153,7 +153,7 @@ impl Lowering<'_> {
                     let aggregate = match name.as_str() {
                         "array_agg" => self.array_agg_over(&frame, &shown)?,
                         _ => plain_aggregate(&name, argument.as_ref(), argument_type.as_ref())
-                            .filter(|function| RUNNING.contains(function))
+                            .filter(|function| runs(*function))
                             .ok_or_else(|| {
                                 self.error(format!(
                                     "{name} OVER (…) is not supported yet (count, sum, avg, min, max, stddev, variance and array_agg are): {shown}"

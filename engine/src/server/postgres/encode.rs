@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
-use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use vibelux_operators::row::{Datum, Row, format_duration};
@@ -31,11 +31,11 @@ pub fn pg_type(data_type: &DataType) -> Type {
         DataType::Int32 | DataType::UInt16 => Type::INT4,
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
-        DataType::Float64
-        | DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => Type::FLOAT8,
+        DataType::Float64 | DataType::Decimal256(..) => Type::FLOAT8,
+        // Exact, as text (`21.35`).
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) => {
+            Type::NUMERIC
+        }
         DataType::Timestamp(..) => Type::TIMESTAMPTZ,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         _ => Type::TEXT,
@@ -49,13 +49,14 @@ pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .iter()
         .enumerate()
         .map(|(index, field)| {
-            FieldInfo::new(
-                field.name().clone(),
-                None,
-                None,
-                pg_type(field.data_type()),
-                format.format_for(index),
-            )
+            let format = format.format_for(index);
+            let pg = match pg_type(field.data_type()) {
+                // NUMERIC's binary form is PostgreSQL's own base-10000 digits: a client that
+                // asks for binary gets the text, announced as text.
+                Type::NUMERIC if format == FieldFormat::Binary => Type::TEXT,
+                pg => pg,
+            };
+            FieldInfo::new(field.name().clone(), None, None, pg, format)
         })
         .collect()
 }
@@ -197,7 +198,7 @@ pub fn encode_datum(encoder: &mut DataRowEncoder, datum: &Datum) -> PgWireResult
         }
         Datum::Duration(nanos) => encoder.encode_field(&format_duration(*nanos)),
         Datum::Date(days) => encoder.encode_field(&days_to_date(*days)),
-        Datum::List(_) => encoder.encode_field(&datum.to_string()),
+        Datum::List(_) | Datum::Decimal { .. } => encoder.encode_field(&datum.to_string()),
     }
 }
 

@@ -112,7 +112,7 @@ fn copy_line(values: &[Datum]) -> String {
             Datum::Timestamp(nanos) => line.push_str(&format_timestamp(*nanos)),
             Datum::Duration(nanos) => line.push_str(&format_duration(*nanos)),
             Datum::Date(days) => line.push_str(&format_date(*days)),
-            Datum::List(_) => line.push_str(&value.to_string()),
+            Datum::List(_) | Datum::Decimal { .. } => line.push_str(&value.to_string()),
         }
     }
     line.push('\n');
