@@ -60,7 +60,9 @@ impl TableColumns {
         let marked = row.get(op).cloned().unwrap_or(Datum::Null);
         row.truncate(op);
         match &marked {
+            // An empty CSV cell says nothing either.
             Datum::Null => Ok(Edit::Upsert(row)),
+            Datum::Utf8(text) if text.is_empty() => Ok(Edit::Upsert(row)),
             Datum::Utf8(text) if text.eq_ignore_ascii_case("insert") => Ok(Edit::Upsert(row)),
             Datum::Utf8(text) if text.eq_ignore_ascii_case("delete") => Ok(Edit::Retract(row)),
             other => {
@@ -146,10 +148,9 @@ impl TableContents {
     /// The load has been read to its end: turns the table into it, appending the updates that
     /// do it — deletes for rows whose key is gone, a delete and an insert for changed rows,
     /// inserts for new keys.
-    pub fn finish_loading(&mut self, time: u64, updates: &mut Vec<Update>) {
-        let Some(next) = self.loading.take() else {
-            return;
-        };
+    /// Returns the rows the table holds when a load was applied.
+    pub fn finish_loading(&mut self, time: u64, updates: &mut Vec<Update>) -> Option<usize> {
+        let next = self.loading.take()?;
         for (key, old) in &self.current {
             match next.get(key) {
                 Some(new) if new == old => {}
@@ -162,6 +163,7 @@ impl TableContents {
             }
         }
         self.current = next;
+        Some(self.current.len())
     }
 }
 

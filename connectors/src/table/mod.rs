@@ -67,6 +67,9 @@ pub struct TableStreams<'scope> {
     pub dead_letters: Stream<'scope, u64, Vec<Row>>,
 }
 
+/// How long a table's load may take before the log says it is still loading.
+const LOADING_WARNING: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn wall_clock_millis() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
@@ -112,6 +115,8 @@ pub fn read_table<'scope>(
             };
         }
         let mut turn = SourceTurn::Free;
+        let loading_since = std::time::Instant::now();
+        let mut warned_loading = false;
         let mut records = Vec::new();
         let name = name.to_string();
         move |_frontiers| {
@@ -202,8 +207,20 @@ pub fn read_table<'scope>(
                 Poll::Finished => true,
                 _ => false,
             };
-            if read_to_end {
-                contents.finish_loading(time, &mut updates);
+            if read_to_end && let Some(rows) = contents.finish_loading(time, &mut updates) {
+                tracing::info!(table = %name, rows, "read to its end: the table holds {rows} rows");
+            } else if contents.loading.is_some()
+                && !warned_loading
+                && loading_since.elapsed() >= LOADING_WARNING
+            {
+                // A Kafka topic that does not exist, a broker down: say why joins see nothing.
+                warned_loading = true;
+                tracing::warn!(
+                    table = %name,
+                    "not yet read to its end after {}s: joins see the table as it was until it is \
+                     (a file's end, or every Kafka partition's)",
+                    LOADING_WARNING.as_secs()
+                );
             }
             metrics.rows.fetch_add(
                 updates.iter().filter(|(_, _, diff)| *diff > 0).count() as u64,

@@ -2,7 +2,8 @@
 //! equal DuckDB's answer over the final inputs.
 //!
 //! Each seed generates a stream (readings out of order within the watermark, repeated, with
-//! NULLs) and a table whose rows are replaced by later ones for the same key, then a query per
+//! NULLs) and a table read from a change log (`_op`: rows replaced by later ones for the same
+//! key, and deletions, some naming a row no longer held), then a query per
 //! template with constants drawn from the seed: aggregates with filters, inner, outer and full
 //! joins with the table, tumbling windows (against DuckDB's `time_bucket`), `IN`, `EXISTS`,
 //! `NOT EXISTS`, `NOT IN` with NULLs in the list, outer, semi and anti joins with conditions
@@ -15,7 +16,7 @@
 //! running aggregates over ROWS and RANGE frames, frames reaching rows or time ahead; interval
 //! joins of the streams (inner, LEFT, RIGHT, FULL, `EXISTS`, `NOT EXISTS`). The engine runs each
 //! query to completion with two workers; DuckDB (Python's `duckdb`, which the test script
-//! installs) runs it over the stream as written and the table's last row per key. Rows are
+//! installs) runs it over the stream as written and the rows the table's log leaves. Rows are
 //! compared as multisets, numbers to 9 significant digits. A seed that once found a difference
 //! stays in `SEEDS` with what it found.
 
@@ -80,18 +81,34 @@ fn write_inputs(dir: &Path, random: &mut Lcg) {
         }
     }
     std::fs::write(dir.join("s.jsonl"), stream).unwrap();
-    let mut table = String::from("k,v\n");
+    // The table is a change log, as a sink writes a view's changes: upserts (`insert`, or no
+    // `_op`), and deletions that take back the row they name — only if it is the row held (a
+    // stale one, naming a value replaced since, changes nothing).
+    let mut table = String::from("_op,k,v\n");
     let mut last = std::collections::BTreeMap::new();
-    for round in 0..2 {
+    for round in 0..3 {
         for key in 0..10 {
-            if round == 1 && random.below(3) != 0 {
+            if round > 0 && random.below(3) != 0 {
                 continue;
             }
             let v = match random.below(8) {
                 0 => String::new(),
                 _ => random.between(-20, 20).to_string(),
             };
-            writeln!(table, "k{key},{v}").unwrap();
+            if round == 2 {
+                // Take back the row held, or one held before, or a row never held.
+                let named = match random.below(3) {
+                    0 => last.get(&key).cloned().unwrap_or_default(),
+                    _ => v,
+                };
+                writeln!(table, "delete,k{key},{named}").unwrap();
+                if last.get(&key) == Some(&named) {
+                    last.remove(&key);
+                }
+                continue;
+            }
+            let op = if random.below(2) == 0 { "insert" } else { "" };
+            writeln!(table, "{op},k{key},{v}").unwrap();
             last.insert(key, v);
         }
     }

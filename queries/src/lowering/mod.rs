@@ -569,7 +569,7 @@ pub fn carried_schema(schema: &SchemaRef) -> Result<SchemaRef, String> {
         }
         if storage_type(field.data_type()).is_none() {
             return Err(format!(
-                "column `{}` has type {}, which views cannot carry yet; cast it to TEXT, BIGINT, DOUBLE, BOOLEAN or TIMESTAMP",
+                "column `{}` has type {}, which views cannot carry yet; cast it to TEXT, BIGINT, DOUBLE, DECIMAL, BOOLEAN, TIMESTAMP or DATE",
                 field.name(),
                 field.data_type()
             ));
