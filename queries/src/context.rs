@@ -196,11 +196,12 @@ pub fn column_type(data_type: &ast::DataType, position: Position) -> SqlResult<D
         }
         "TIMESTAMP" => DataType::Timestamp(TimeUnit::Nanosecond, None),
         "DATE" => DataType::Date32,
+        "INTERVAL" => DataType::Duration(TimeUnit::Nanosecond),
         _ => {
             return Err(SqlError::new(
                 position,
                 format!(
-                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, DECIMAL(p, s), BOOLEAN, TIMESTAMP, DATE or JSON"
+                    "column type {data_type} is not supported; use TEXT, BIGINT, DOUBLE, DECIMAL(p, s), BOOLEAN, TIMESTAMP, DATE, INTERVAL or JSON"
                 ),
             ));
         }

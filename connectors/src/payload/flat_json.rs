@@ -161,6 +161,7 @@ impl<'a> Scanner<'a> {
                     DataType::Timestamp(..) => timestamp_nanos(text).map(Datum::Timestamp),
                     DataType::Date32 => parse_date(text).ok().map(Datum::Date),
                     DataType::Decimal128(precision, scale) => decimal(text, *precision, *scale),
+                    DataType::Duration(_) => super::parse_interval(text).ok().map(Datum::Duration),
                     _ => None,
                 }
             }

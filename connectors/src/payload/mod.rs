@@ -17,9 +17,11 @@ use vibelux_interfaces::metadata::is_json;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 pub use debezium::Change;
+pub use interval::parse_interval;
 
 mod debezium;
 mod flat_json;
+mod interval;
 mod shared_text;
 
 /// Timestamps outside these years are rejected as absurd (a clock reset to 1970, a unit mix-up).
@@ -409,6 +411,7 @@ pub fn parse_text(field: &Field, text: &str) -> Result<Datum, String> {
         DataType::Decimal128(precision, scale) => {
             parse_decimal(text, *precision, *scale).map(|units| Datum::decimal(units, *scale))
         }
+        DataType::Duration(TimeUnit::Nanosecond) => parse_interval(text).map(Datum::Duration),
         other => Err(format!("columns of type {other} cannot be read from text")),
     }
 }
@@ -551,6 +554,8 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
                 formatter.write_str("an ISO 8601 string or epoch milliseconds")
             }
             DataType::Date32 => formatter.write_str("a date as YYYY-MM-DD"),
+            DataType::Duration(_) => formatter.write_str("an interval as text ('00:05:00')"),
+            DataType::Decimal128(..) => formatter.write_str("a decimal number"),
             other => write!(formatter, "a value of type {other}"),
         }
     }
@@ -601,6 +606,9 @@ impl<'de> Visitor<'de> for JsonValueSeed<'_> {
                 .map(Datum::Timestamp)
                 .map_err(E::custom),
             DataType::Date32 => parse_date(value).map(Datum::Date).map_err(E::custom),
+            DataType::Duration(TimeUnit::Nanosecond) => parse_interval(value)
+                .map(Datum::Duration)
+                .map_err(E::custom),
             _ => Err(E::invalid_type(serde::de::Unexpected::Str(value), &self)),
         }
     }
