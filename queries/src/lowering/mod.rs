@@ -563,7 +563,7 @@ pub fn carried_schema(schema: &SchemaRef) -> Result<SchemaRef, String> {
     for field in schema.fields() {
         if let DataType::Union(..) = field.data_type() {
             return Err(format!(
-                "column `{}` is a JSON value of any type (json_get, or ->), which views cannot carry; cast it (json_get(meta, 'fw')::text) or use a typed getter (json_get_str, json_get_float, ->> for text)",
+                "column `{}` is a JSON value of any type (json_get, or ->), which views cannot carry; cast it (json_get(meta, 'fw')::text), use a typed getter (json_get_str, json_get_float, ->> for text), or json_get_json for the value's JSON text",
                 field.name()
             ));
         }
