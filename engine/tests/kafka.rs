@@ -497,3 +497,98 @@ fn kafka_tables_delete_on_tombstones_and_debezium_deletes_and_reread_their_topic
         [r#"{"_op":"insert","target_c":23,"zone":"z1"}"#]
     );
 }
+
+/// What the registry topic says after messages `0..count` (`produce-registry`): each key's
+/// last message, a tombstone leaving no row.
+fn registry_after(count: usize) -> BTreeMap<String, String> {
+    let mut rows = BTreeMap::new();
+    for i in 0..count {
+        let key = format!("s{}", i % 500);
+        match i % 7 {
+            3 => rows.remove(&key),
+            _ => rows.insert(key, format!("r{i}")),
+        };
+    }
+    rows
+}
+
+/// Applies a change log a sink wrote; panics on a row inserted twice or deleted unheld.
+fn applied(lines: &[serde_json::Value]) -> BTreeMap<String, String> {
+    let mut rows = BTreeMap::new();
+    for line in lines {
+        let key = line["sensor_id"].as_str().unwrap().to_string();
+        let room = line["room"].as_str().unwrap().to_string();
+        match line["_op"].as_str().unwrap() {
+            "insert" => assert!(rows.insert(key, room).is_none(), "{line} twice"),
+            _ => assert_eq!(rows.remove(&key), Some(room), "{line} was not held"),
+        }
+    }
+    rows
+}
+
+#[test]
+fn a_kafka_table_killed_while_it_loads_and_after_holds_what_its_topic_says() {
+    let broker = Tansu::start();
+    broker.peer(&["create", "registry", "2"]);
+    broker.peer(&["produce-registry", "registry", "0", "20000"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!(
+            "CREATE TABLE registry (sensor_id TEXT, room TEXT, PRIMARY KEY (sensor_id))
+             WITH (connector = 'kafka', brokers = '{}', topic = 'registry',
+                   include = 'key AS sensor_id', \"properties.session.timeout.ms\" = '6000');
+             CREATE VIEW rooms AS SELECT sensor_id, room FROM registry;
+             CREATE SINK rooms_out FROM rooms WITH (connector = 'file', path = 'out/rooms.jsonl');",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let rooms = dir.path().join("out/rooms.jsonl");
+    let run = |run: usize| {
+        let log = std::fs::File::create(dir.path().join(format!("run-{run}.log"))).unwrap();
+        let mut command = vibelux_in(dir.path(), &["--checkpoint-interval", "50ms"]);
+        command.stderr(log).spawn().unwrap()
+    };
+    let log = |run: usize| std::fs::read_to_string(dir.path().join(format!("run-{run}.log")));
+    // Killed a moment after it starts: most likely while it loads the topic.
+    let mut child = run(0);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Restarted, it applies the load; more changes arrive, and it is killed among them.
+    let mut child = run(1);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while applied(&json_lines(&rooms)) != registry_after(20_000) {
+        assert!(Instant::now() < deadline, "{:?}", log(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.peer(&["produce-registry", "registry", "20000", "20000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The last run ends with the table the whole topic says, each change written once. (Its
+    // sink cuts what the killed run wrote after its last checkpoint as it opens: its first
+    // progress line comes after.)
+    let mut child = run(2);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !log(2).unwrap_or_default().contains("rooms_out:") {
+        assert!(Instant::now() < deadline, "{:?}", log(2));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while applied(&json_lines(&rooms)) != registry_after(40_000) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{:?}", log(2));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{:?}", log(2));
+    assert_eq!(applied(&json_lines(&rooms)), registry_after(40_000));
+}

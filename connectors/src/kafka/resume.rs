@@ -93,10 +93,12 @@ impl ConsumerContext for ResumingContext {
         for element in revoked.elements() {
             let key = (element.topic().to_string(), element.partition());
             if let Some(next) = held.remove(&key)
-                && self.checkpointed
+                && (self.checkpointed || self.from_beginning)
             {
-                // The group commits only checkpointed offsets: the worker that gets the
-                // partition next goes on from here, not from the last checkpoint.
+                // The group commits only checkpointed offsets (and a table none): the worker
+                // that gets the partition next goes on from here, not from the last checkpoint
+                // (nor, for a table, from the beginning again, which would replay old values
+                // over new ones).
                 resume.insert(key, next);
             }
         }

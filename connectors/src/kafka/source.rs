@@ -512,8 +512,19 @@ impl SourceReader for KafkaReader {
         &self.assigned
     }
 
+    /// The next offset of every partition this reader holds, and of those waiting to be
+    /// assigned again (a checkpoint's, not yet assigned; one revoked in a rebalance, not yet
+    /// handed back): a checkpoint taken between a revocation and the assignment after it must
+    /// not forget where that partition was, or a restored table would read it from its start.
     fn position(&self) -> Option<Vec<u8>> {
-        Some(Positions::encode(&self.consumer.context().next_offsets()))
+        let context = self.consumer.context();
+        let mut offsets = context
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        offsets.extend(context.next_offsets().iter().map(|(k, v)| (k.clone(), *v)));
+        Some(Positions::encode(&offsets))
     }
 
     /// The checkpoint holding `position` is stored: its offsets are the group's now.

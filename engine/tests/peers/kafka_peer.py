@@ -7,6 +7,9 @@ usage:
   kafka_peer.py BOOTSTRAP produce-hex TOPIC HEX       (one message of the bytes HEX spells)
   kafka_peer.py BOOTSTRAP produce-keyed TOPIC KEY=VALUE…  (messages in order; KEY= alone is a
                                                         tombstone, =VALUE has no key)
+  kafka_peer.py BOOTSTRAP produce-registry TOPIC START COUNT
+                                                       (message i: key s{i%500}, a tombstone when
+                                                        i%7 == 3, else {"room": "r{i}"})
   kafka_peer.py BOOTSTRAP consume TOPIC COUNT         (prints "key<TAB>value" lines)
   kafka_peer.py BOOTSTRAP consume-ids TOPIC           (every message there is, as
                                                         "vibelux-row-id header<TAB>value" lines)
@@ -27,7 +30,7 @@ if command == "create":
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         future.result(timeout=30)
-elif command in ("produce", "produce-raw", "produce-hex", "produce-keyed"):
+elif command in ("produce", "produce-raw", "produce-hex", "produce-keyed", "produce-registry"):
     topic = sys.argv[3]
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     failures = []
@@ -40,6 +43,17 @@ elif command in ("produce", "produce-raw", "produce-hex", "produce-keyed"):
         producer.produce(topic, sys.argv[4].encode(), key=b"raw", on_delivery=report)
     elif command == "produce-hex":
         producer.produce(topic, bytes.fromhex(sys.argv[4]), key=b"raw", on_delivery=report)
+    elif command == "produce-registry":
+        start, count = int(sys.argv[4]), int(sys.argv[5])
+        for i in range(start, start + count):
+            value = None if i % 7 == 3 else f'{{"room": "r{i}"}}'.encode()
+            while True:
+                try:
+                    producer.produce(topic, value, key=f"s{i % 500}".encode(), on_delivery=report)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
     elif command == "produce-keyed":
         for message in sys.argv[4:]:
             key, value = message.split("=", 1)
