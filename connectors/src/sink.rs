@@ -221,16 +221,29 @@ fn write_changes<D: Borrow<Update>>(
     data: &mut [D],
     metrics: &SinkMetrics,
 ) {
-    // Deletes first within a batch, so a replayed changelog never holds both the old and the
-    // new version of a row.
-    data.sort_by_key(|update| {
-        let (_, time, diff) = update.borrow();
-        (*time, *diff)
+    // Each time's changes consolidated (a row inserted and deleted at one time is not written),
+    // deletes first: a changelog replayed line by line never holds both the old and the new
+    // version of a row, nor deletes one before its insertion.
+    let mut changes: Vec<(u64, &Row, i64)> = data
+        .iter()
+        .map(|update| {
+            let (row, time, diff) = update.borrow();
+            (*time, row, *diff)
+        })
+        .collect();
+    changes.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    changes.dedup_by(|later, earlier| {
+        let same = (later.0, later.1) == (earlier.0, earlier.1);
+        if same {
+            earlier.2 += later.2;
+        }
+        same
     });
-    for update in data.iter() {
-        let (row, _time, diff) = update.borrow();
+    changes.retain(|(_, _, diff)| *diff != 0);
+    changes.sort_by_key(|(time, _, diff)| (*time, *diff));
+    for (_, row, diff) in changes {
         for _ in 0..diff.unsigned_abs() {
-            let result = writer.write(row, *diff > 0);
+            let result = writer.write(row, diff > 0);
             record(writer, metrics, result);
         }
     }

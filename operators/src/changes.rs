@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::row::{Row, Update};
@@ -41,50 +40,6 @@ impl<'scope> IntoUpdatesExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         data.drain(..).map(|row| (row, now, 1)).collect();
                     output.session(&time).give_container(&mut updates);
                 });
-            }
-        })
-    }
-}
-
-/// Holds each time's updates until every one has arrived (the frontier has passed the time),
-/// then passes them on with identical rows' diffs summed and what cancels dropped.
-///
-/// A change log a sink writes has no times: its reader applies it line by line. Updates of one
-/// time come in any order and in several batches (a table applying a burst of messages within a
-/// millisecond), so without this a row inserted and deleted at one time could be written delete
-/// first, and a key updated twice could show a row it never held.
-pub trait ConsolidateTimesExt<'scope> {
-    fn consolidate_times(self) -> Stream<'scope, u64, Vec<Update>>;
-}
-
-impl<'scope> ConsolidateTimesExt<'scope> for Stream<'scope, u64, Vec<Update>> {
-    fn consolidate_times(self) -> Stream<'scope, u64, Vec<Update>> {
-        self.unary_frontier(Pipeline, "ConsolidateTimes", |_, _| {
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Update>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|time, data| {
-                    let Some(at) = time.retain_least(0) else {
-                        return;
-                    };
-                    for (row, when, diff) in data.drain(..) {
-                        let when = when.max(*at.time());
-                        let (_, updates) = pending
-                            .entry(when)
-                            .or_insert_with(|| (at.delayed(&when), Vec::new()));
-                        updates.push((row, when, diff));
-                    }
-                });
-                let frontier = frontier.frontier();
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (at, mut updates) = entry.remove();
-                    differential_dataflow::consolidation::consolidate_updates(&mut updates);
-                    if !updates.is_empty() {
-                        output.session(&at).give_container(&mut updates);
-                    }
-                }
             }
         })
     }

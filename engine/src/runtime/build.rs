@@ -21,7 +21,7 @@ use vibelux_operators::anomaly::ScoreAnomaliesExt;
 use vibelux_operators::arranged_join::{ArrangedRows, arrange_rows, join_arranged};
 use vibelux_operators::as_of_join::AsOfJoinExt;
 use vibelux_operators::calc::{CalcExt, CalcUpdatesExt};
-use vibelux_operators::changes::{ConsolidateTimesExt, IntoUpdatesExt};
+use vibelux_operators::changes::IntoUpdatesExt;
 use vibelux_operators::interval_join::IntervalJoinExt;
 use vibelux_operators::row::{Row, Update};
 use vibelux_operators::temporal_filter::TemporalFilterExt;
@@ -495,11 +495,7 @@ pub(super) fn attach_sink(
             .finals()
             .expect("planned as final")
             .write_rows(writer, metrics, controls),
-        // A change log has no times: each time's updates are written consolidated.
-        SinkMode::Changelog => output
-            .changes()
-            .consolidate_times()
-            .write_updates(writer, metrics, controls),
+        SinkMode::Changelog => output.changes().write_updates(writer, metrics, controls),
     };
     delivered.probe_with(finished);
 }
