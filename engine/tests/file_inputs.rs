@@ -405,6 +405,52 @@ fn a_tailed_table_does_not_hold_back_windows_of_a_simulation_running_ahead_of_th
 }
 
 #[test]
+fn a_tailed_table_is_loaded_before_the_readings_it_joins_are_counted() {
+    // A replay reads thousands of readings in the time the table takes to load: they must not
+    // meet an empty table, nor their windows close before the join's pairs reach them.
+    let dir = tempfile::tempdir().unwrap();
+    let readings: String = (0..20_000)
+        .map(|i: i64| {
+            let ts = chrono::DateTime::from_timestamp_millis(1_780_000_000_000 + 10 * i)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            format!("{{\"sensor_id\":\"s{}\",\"ts\":\"{ts}\"}}\n", i % 10)
+        })
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), readings).unwrap();
+    let sensors: String = (0..10)
+        .map(|s| format!("s{s},{}\n", if s < 5 { "a" } else { "b" }))
+        .collect();
+    std::fs::write(
+        dir.path().join("sensors.csv"),
+        format!("sensor_id,room\n{sensors}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "CREATE SOURCE readings (sensor_id TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 second')
+           WITH (connector = 'file', path = 'in.jsonl');
+         CREATE TABLE sensors (sensor_id TEXT, room TEXT, PRIMARY KEY (sensor_id))
+           WITH (connector = 'file', path = 'sensors.csv', mode = 'tail');
+         CREATE VIEW per_room AS SELECT s.room, window_start, count(*) AS n
+           FROM TUMBLE(readings, ts, INTERVAL '10 seconds') r JOIN sensors s ON r.sensor_id = s.sensor_id
+           GROUP BY s.room, window_start;
+         CREATE SINK rooms FROM per_room WITH (connector = 'file', path = 'out/rooms.jsonl');",
+    )
+    .unwrap();
+    let engine = Running::start_with(dir.path(), 2);
+    // 200 s of readings: 20 windows per room, every one of 500 readings.
+    wait_for_lines(&dir.path().join("out/rooms.jsonl"), 40);
+    engine.interrupt();
+    let windows = lines_of(&dir.path().join("out/rooms.jsonl"));
+    assert_eq!(windows.len(), 40, "{windows:?}");
+    assert!(
+        windows.iter().all(|window| window.contains("\"n\":500")),
+        "{windows:?}"
+    );
+}
+
+#[test]
 fn a_second_engine_writing_the_same_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("live.jsonl"), readings(0..5)).unwrap();

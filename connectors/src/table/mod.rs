@@ -101,6 +101,11 @@ pub fn read_table<'scope>(
     builder.build(move |capabilities| {
         let mut capabilities = reader.is_some().then_some(capabilities);
         let mut contents = TableContents::first_load();
+        // Until its first load is applied a tailed table keeps its time where the run began,
+        // so that the load applies to every reading, as a replayed table's does: readings read
+        // first would otherwise meet an empty table, and windows after the join close without
+        // them. (A restored table holds what it held.)
+        let mut first_load = true;
         // A restored table holds what it held: the joins downstream hold it too.
         let restored = checkpointing
             .as_ref()
@@ -113,6 +118,7 @@ pub fn read_table<'scope>(
                 current: state.current.into_iter().collect(),
                 loading: state.replacement.map(|rows| rows.into_iter().collect()),
             };
+            first_load = false;
         }
         let mut turn = SourceTurn::Free;
         let loading_since = std::time::Instant::now();
@@ -147,7 +153,7 @@ pub fn read_table<'scope>(
                     .checkpoints
                     .source_turn(&checkpointing.key, *caps[0].time());
             }
-            if follow && turn != SourceTurn::Hold {
+            if follow && turn != SourceTurn::Hold && !first_load {
                 // A change applies from the furthest time reached, by the clock or the data.
                 let now = wall_clock_millis().max(event_clock.latest());
                 if let (SourceTurn::Cut(cut), Some(checkpointing)) = (turn, &checkpointing)
@@ -209,6 +215,10 @@ pub fn read_table<'scope>(
             };
             if read_to_end && let Some(rows) = contents.finish_loading(time, &mut updates) {
                 tracing::info!(table = %name, rows, "read to its end: the table holds {rows} rows");
+                if first_load {
+                    first_load = false;
+                    activator.activate();
+                }
             } else if contents.loading.is_some()
                 && !warned_loading
                 && loading_since.elapsed() >= LOADING_WARNING
@@ -217,9 +227,14 @@ pub fn read_table<'scope>(
                 warned_loading = true;
                 tracing::warn!(
                     table = %name,
-                    "not yet read to its end after {}s: joins see the table as it was until it is \
-                     (a file's end, or every Kafka partition's)",
-                    LOADING_WARNING.as_secs()
+                    "not yet read to its end after {}s (a file's end, or every Kafka \
+                     partition's): {}",
+                    LOADING_WARNING.as_secs(),
+                    if first_load {
+                        "the readings joined with it wait for its first load"
+                    } else {
+                        "joins see the table as it was until it is"
+                    }
                 );
             }
             metrics.rows.fetch_add(
