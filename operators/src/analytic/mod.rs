@@ -114,23 +114,12 @@ impl AnalyticSpec {
 /// bounded frame (from the series' start it would hold every value).
 pub fn runs(function: AggregateFunction) -> bool {
     use AggregateFunction::*;
-    matches!(
-        function,
-        CountRows
-            | Count
-            | SumInt
-            | SumFloat
-            | Avg
-            | Min
-            | Max
-            | StddevSample
-            | StddevPopulation
-            | VarianceSample
-            | VariancePopulation
-            | ArrayAgg
-            | SumDecimal { .. }
-            | AvgDecimal { .. }
-    )
+    // Running totals, or an aggregate's moments, or the frame's values.
+    Totals::computes(function)
+        || matches!(
+            function,
+            StddevSample | StddevPopulation | VarianceSample | VariancePopulation | ArrayAgg
+        )
 }
 
 /// Where a frame starts; every frame here ends at the current row.
