@@ -11,7 +11,8 @@
 //! `detector-state` the memory they hold per series (`bench/memory.sh`); `alarms`
 //! what alarm instances cost (`bench/alarms.sh`); `join-inputs` and `join-baseline` the join
 //! benchmark's tables and hand-written joins (`bench/joins.sh`); `reduce` windows on our
-//! aggregate operator against differential-dataflow's `reduce` (`bench/reduce.sh`).
+//! aggregate operator against differential-dataflow's `reduce` (`bench/reduce.sh`); `watch` keeps
+//! subscribers attached to live views through a soak (`bench/soak.sh`).
 
 mod alarms;
 mod detector_state;
@@ -24,6 +25,7 @@ mod models;
 mod mqtt;
 mod reduce;
 mod subscriber;
+mod watch;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -81,6 +83,8 @@ enum Command {
     /// Windows on our aggregate operator or on differential-dataflow's `reduce` (see
     /// `bench/reduce.sh`).
     Reduce(reduce::ReduceArgs),
+    /// Subscribers that stay attached to live views for a run (see `bench/soak.sh`).
+    Watch(watch::WatchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         Command::JoinInputs(args) => joins::write_inputs(args),
         Command::JoinBaseline(args) => joins::baseline(args),
         Command::Reduce(args) => reduce::run(args),
+        Command::Watch(args) => watch::run(args),
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use vibelux::auth::{Role, add_token};
 use vibelux::format::{row_text, table};
+use vibelux::live::view::Retention;
 use vibelux::pipeline::{load_pipeline, query_to_completion};
 use vibelux::runtime::cluster::Cluster;
 use vibelux::server::audit::default_audit_path;
@@ -74,6 +75,10 @@ enum Command {
         /// and at least this much wall time (up to 30 s).
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         retention: Duration,
+        /// And at most about this much memory per live view for that history (e.g. `64MB`,
+        /// `1GB`): a subscriber further behind than the history gets a fresh snapshot.
+        #[arg(long, default_value = "64MB", value_parser = vibelux_interfaces::options::parse_size)]
+        retention_memory: usize,
         /// Keep checkpoints here, and resume from the newest at start (default: `NAME.state`
         /// in the working directory, for the pipeline file `NAME.sql`). An `s3://bucket/prefix`
         /// URL keeps them in S3-compatible object storage (credentials and endpoint from the
@@ -234,6 +239,7 @@ fn main() {
             run_for,
             serve,
             retention,
+            retention_memory,
             state,
             no_state,
             checkpoint_interval,
@@ -253,7 +259,14 @@ fn main() {
             hosts
                 .map(|hosts| Cluster::from_hosts_file(&hosts, process))
                 .transpose()
-                .and_then(|cluster| run(&file, workers, run_for, serve, retention, state, cluster))
+                .and_then(|cluster| {
+                    let history = Retention {
+                        millis: retention.as_millis() as u64,
+                        grace: retention.min(Retention::default().grace),
+                        max_bytes: retention_memory,
+                    };
+                    run(&file, workers, run_for, serve, history, state, cluster)
+                })
         }
         Command::Check { file } => check(&file),
         Command::Auth(Authorizing::Token { name, role, file }) => {

@@ -36,7 +36,7 @@ pub fn run(
     workers: usize,
     run_for: Option<Duration>,
     serve: ServeArgs,
-    retention: Duration,
+    retention_settings: Retention,
     state: Option<StateChoice>,
     mut cluster: Option<Cluster>,
 ) -> anyhow::Result<()> {
@@ -139,11 +139,6 @@ pub fn run(
     })
     .context("installing the Ctrl-C/SIGTERM handler")?;
 
-    let retention_settings = Retention {
-        millis: retention.as_millis() as u64,
-        grace: retention.min(Retention::default().grace),
-        ..Retention::default()
-    };
     let started = Instant::now();
     let run = start(
         plan,

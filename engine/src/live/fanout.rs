@@ -38,6 +38,8 @@ const CHUNKS_KEPT: usize = 512;
 #[derive(Default)]
 struct Chunks {
     list: VecDeque<Arc<Chunk>>,
+    /// The bytes of the chunks in `list`.
+    bytes: usize,
     /// The view has ended with the last chunk.
     closed: bool,
     /// A sweeper is running.
@@ -47,6 +49,8 @@ struct Chunks {
 /// A view's recent chunks, and whether it is being swept.
 pub struct Fanout {
     chunks: Mutex<Chunks>,
+    /// The chunks kept hold at most this many bytes (the newest is kept whatever its size).
+    max_bytes: usize,
     /// Bumped with every chunk: sweepers reload when it moves.
     generation: AtomicU64,
     /// How long each pass that wrote or woke subscribers took: a change waits about this long
@@ -54,18 +58,17 @@ pub struct Fanout {
     pub sweep_seconds: Histogram,
 }
 
-impl Default for Fanout {
-    fn default() -> Self {
+impl Fanout {
+    pub fn new(max_bytes: usize) -> Self {
         Fanout {
             chunks: Mutex::default(),
+            max_bytes,
             generation: AtomicU64::default(),
             // 50 µs to 0.8 s.
             sweep_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
         }
     }
-}
 
-impl Fanout {
     fn chunks(&self) -> MutexGuard<'_, Chunks> {
         self.chunks
             .lock()
@@ -79,9 +82,13 @@ impl Fanout {
     /// Adds a chunk; returns whether a sweeper must be started.
     fn push(&self, chunk: Chunk, closed: bool) -> bool {
         let mut chunks = self.chunks();
+        chunks.bytes += chunk.bytes.len();
         chunks.list.push_back(Arc::new(chunk));
-        while chunks.list.len() > CHUNKS_KEPT {
-            chunks.list.pop_front();
+        while chunks.list.len() > CHUNKS_KEPT
+            || (chunks.bytes > self.max_bytes && chunks.list.len() > 1)
+        {
+            let oldest = chunks.list.pop_front().expect("more than one");
+            chunks.bytes -= oldest.bytes.len();
         }
         chunks.closed = closed;
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -91,7 +98,10 @@ impl Fanout {
     /// Forgets every chunk: the next starts somewhere else, and seats at the old ones catch up
     /// from the log.
     fn clear(&self) {
-        self.chunks().list.clear();
+        let mut chunks = self.chunks();
+        chunks.list.clear();
+        chunks.bytes = 0;
+        drop(chunks);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 

@@ -24,6 +24,8 @@ use super::seat::Seat;
 pub struct Tick {
     pub time: u64,
     pub updates: Vec<(Row, i64)>,
+    /// The updates' [`update_bytes`].
+    bytes: usize,
     /// When it was published (wall clock).
     pub published: Instant,
     /// The unfiltered `diff` message as a WebSocket frame, built once and shared (not copied)
@@ -46,8 +48,15 @@ pub struct Retention {
     /// …once they have also been kept this long in wall-clock time: event time can leap ahead
     /// (a replay, a source's first watermark), and subscribers read at the speed of the network.
     pub grace: Duration,
-    /// And at most this many updates are kept, whatever their age.
-    pub max_updates: usize,
+    /// And the log holds at most about this many bytes, whatever its age ([`update_bytes`]):
+    /// a view that changes fast (every zone's open window, many times a second) otherwise holds
+    /// hundreds of megabytes of history that only a subscriber back from a long absence reads.
+    pub max_bytes: usize,
+}
+
+impl Retention {
+    /// The memory one view's history may take unless `--retention-memory` says otherwise.
+    pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 }
 
 impl Default for Retention {
@@ -55,9 +64,29 @@ impl Default for Retention {
         Retention {
             millis: 10 * 60 * 1000,
             grace: Duration::from_secs(30),
-            max_updates: 1_000_000,
+            max_bytes: Retention::DEFAULT_MAX_BYTES,
         }
     }
+}
+
+/// About the memory one update takes in the log: its slot, its datums and their texts, and as
+/// much again for its part of the tick's framed message (a row's JSON is about as long as its
+/// datums), which is built once a subscriber asks for it.
+pub fn update_bytes(row: &Row) -> usize {
+    let texts: usize = row
+        .iter()
+        .map(|datum| match datum {
+            vibelux_operators::row::Datum::Utf8(text) => text.len(),
+            vibelux_operators::row::Datum::List(items) => {
+                items.len() * std::mem::size_of::<vibelux_operators::row::Datum>()
+            }
+            _ => 0,
+        })
+        .sum();
+    let held = std::mem::size_of::<(Row, i64)>()
+        + row.len() * std::mem::size_of::<vibelux_operators::row::Datum>()
+        + texts;
+    held * 2
 }
 
 /// What a subscriber at `cursor` reads next.
@@ -80,7 +109,8 @@ struct State {
     frontier: u64,
     closed: bool,
     log: VecDeque<Arc<Tick>>,
-    log_updates: usize,
+    /// What the log holds, by [`update_bytes`].
+    log_bytes: usize,
     /// The earliest cursor the log can serve.
     oldest: u64,
     snapshot: Option<Arc<Snapshot>>,
@@ -121,7 +151,7 @@ impl LiveView {
                 frontier: 0,
                 closed: false,
                 log: VecDeque::new(),
-                log_updates: 0,
+                log_bytes: 0,
                 oldest: 0,
                 snapshot: None,
             }),
@@ -129,7 +159,9 @@ impl LiveView {
             updates_published: AtomicU64::new(0),
             seats: Mutex::new(Vec::new()),
             delivered: Mutex::new((0, false)),
-            fanout: Fanout::default(),
+            // Framed chunks repeat the log's newest changes for the sweeper: a quarter of the
+            // history's budget.
+            fanout: Fanout::new(retention.max_bytes / 4),
             pacer: Once::new(),
         }
     }
@@ -154,12 +186,14 @@ impl LiveView {
                     state.contents.remove(row);
                 }
             }
-            state.log_updates += updates.len();
+            let bytes = updates.iter().map(|(row, _)| update_bytes(row)).sum();
+            state.log_bytes += bytes;
             self.updates_published
                 .fetch_add(updates.len() as u64, Ordering::Relaxed);
             state.log.push_back(Arc::new(Tick {
                 time,
                 updates,
+                bytes,
                 published: Instant::now(),
                 framed: OnceLock::new(),
             }));
@@ -172,12 +206,12 @@ impl LiveView {
         while let Some(first) = state.log.front() {
             let too_old = first.time.saturating_add(self.retention.millis) < frontier
                 && first.published.elapsed() >= self.retention.grace;
-            let too_many = state.log_updates > self.retention.max_updates;
-            if !(too_old || too_many) {
+            let too_big = state.log_bytes > self.retention.max_bytes;
+            if !(too_old || too_big) {
                 break;
             }
             let first = state.log.pop_front().expect("checked");
-            state.log_updates -= first.updates.len();
+            state.log_bytes -= first.bytes;
             state.oldest = first.time + 1;
         }
         state.snapshot = None;
@@ -420,11 +454,32 @@ mod tests {
         let view = view(Retention {
             millis: 10,
             grace: Duration::ZERO,
-            max_updates: 100,
+            max_bytes: 1 << 20,
         });
         view.publish(vec![(5, vec![(row(1), 1)])], Some(6));
         view.publish(vec![(30, vec![(row(2), 1)])], Some(31));
         assert!(matches!(view.since(5), Since::Behind { oldest: 6 }));
         assert!(matches!(view.since(6), Since::Ticks { .. }));
+    }
+
+    #[test]
+    fn the_history_keeps_to_its_memory_and_the_contents_stay_whole() {
+        let tick_bytes = 100 * update_bytes(&row(0));
+        let view = view(Retention {
+            millis: u64::MAX / 2,
+            grace: Duration::from_secs(3600),
+            max_bytes: 3 * tick_bytes,
+        });
+        for time in 1..=10 {
+            let updates = (0..100).map(|n| (row(time as i64 * 1000 + n), 1)).collect();
+            view.publish(vec![(time, updates)], Some(time + 1));
+        }
+        // Three ticks' worth is kept however young they are; older cursors start afresh.
+        let Since::Ticks { ticks, .. } = view.since(8) else {
+            panic!("the newest three ticks are kept")
+        };
+        assert_eq!(ticks.iter().map(|t| t.time).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert!(matches!(view.since(7), Since::Behind { oldest: 8 }));
+        assert_eq!(view.snapshot().rows.len(), 1000);
     }
 }
