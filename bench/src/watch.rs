@@ -81,7 +81,17 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
         views.push((view, received));
     }
-    std::thread::sleep(args.duration);
+    // Until the end, or until every subscriber has been dropped (the engine stopped early).
+    let deadline = std::time::Instant::now() + args.duration;
+    let dropped = || -> usize {
+        views
+            .iter()
+            .map(|(_, received)| received.errors.lock().expect("not poisoned").len())
+            .sum()
+    };
+    while std::time::Instant::now() < deadline && dropped() < views.len() * args.subscribers {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let mut lost = 0;
     for (view, received) in &views {
         let errors = received.errors.lock().expect("not poisoned");
