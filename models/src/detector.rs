@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::calibration::Likelihood;
+use crate::calibration::{Beyond, Likelihood};
 use crate::change::LevelChange;
 use crate::half_space::HalfSpaceTrees;
 use crate::mahalanobis::{DEFAULT_LAG, Mahalanobis};
@@ -260,7 +260,7 @@ impl Scorer {
                 likelihood,
             } => {
                 let raw = detector.update(ts, values)?;
-                likelihood.update(raw)
+                likelihood.update(raw, Beyond::HeavyTail)
             }
             Scorer::Mahalanobis(detector) => detector.update(values),
             Scorer::Change(detector) => detector.update(values),
@@ -428,7 +428,15 @@ impl Single {
         if detector.calibrated() {
             return Some(raw);
         }
-        self.likelihood.update(raw)
+        // Windowed statistics score a machine's noise: their tail is fitted. A time-of-day
+        // model's spread changes with the hour (docs/anomalies.md, "Calibration").
+        let beyond = match self.detector {
+            SeriesDetector::ZScore(_) | SeriesDetector::Ewma(_) | SeriesDetector::Robust(_) => {
+                Beyond::FittedTail
+            }
+            _ => Beyond::HeavyTail,
+        };
+        self.likelihood.update(raw, beyond)
     }
 
     /// Readings before the first score.

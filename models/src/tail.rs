@@ -24,8 +24,95 @@ pub const NORMAL_BELOW: f64 = 0.9999;
 /// The sample is refitted after this many new normal scores.
 const REFIT_EVERY: usize = 25;
 
-/// The generalized Pareto tail above `threshold`, fitted by the method of moments (enough for
-/// the few hundred excesses a sample holds, and with no iteration that could fail).
+/// The generalized Pareto tail above a high quantile of normal raw scores, fitted by the
+/// method of moments (enough for the few hundred excesses a sample holds, and with no iteration
+/// that could fail). A few numbers: detectors that keep their sample anyway fit it and keep
+/// only this.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tail {
+    /// Raw scores above this are in the tail.
+    pub threshold: f64,
+    shape: f64,
+    scale: f64,
+    /// The share of the sample above the threshold.
+    share: f64,
+}
+
+impl Tail {
+    /// Where the threshold falls among `n` normal raw scores in ascending order.
+    pub(crate) fn threshold_index(n: usize) -> usize {
+        (((1.0 - TAIL_SHARE) * n as f64).floor() as usize).min(n.saturating_sub(1))
+    }
+
+    /// Fits the tail of `sorted`: normal raw scores in ascending order, at least one.
+    pub(crate) fn of_sorted(sorted: &[f64]) -> Tail {
+        let threshold = sorted[Tail::threshold_index(sorted.len())];
+        Tail::fit(threshold, &sorted[..], spread(sorted), sorted.len())
+    }
+
+    /// Fits the tail of `values` (normal raw scores in any order, at least one), which it
+    /// reorders: the threshold is selected, not sorted for.
+    pub(crate) fn of(values: &mut [f64]) -> Tail {
+        let n = values.len();
+        let (low, high) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), v| {
+                (low.min(*v), high.max(*v))
+            });
+        let (_, threshold, above) =
+            values.select_nth_unstable_by(Tail::threshold_index(n), f64::total_cmp);
+        Tail::fit(*threshold, above, (high - low) / n as f64, n)
+    }
+
+    /// The tail above `threshold` from the scores `candidates` holds above it, among `n`.
+    fn fit(threshold: f64, candidates: &[f64], spread: f64, n: usize) -> Tail {
+        let excesses: Vec<f64> = candidates
+            .iter()
+            .filter(|raw| **raw > threshold)
+            .map(|raw| raw - threshold)
+            .collect();
+        let (shape, scale) = match excesses.len() {
+            0 | 1 => (0.0, spread.max(f64::MIN_POSITIVE)),
+            count => {
+                let mean = excesses.iter().sum::<f64>() / count as f64;
+                let variance =
+                    excesses.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (count - 1) as f64;
+                if variance <= 0.0 || mean <= 0.0 {
+                    (0.0, mean.max(spread).max(f64::MIN_POSITIVE))
+                } else {
+                    let ratio = mean * mean / variance;
+                    // A heavy tail is capped: a handful of excesses cannot support more.
+                    let shape = (0.5 * (1.0 - ratio)).clamp(-0.5, 0.5);
+                    (shape, (0.5 * mean * (ratio + 1.0)).max(f64::MIN_POSITIVE))
+                }
+            }
+        };
+        Tail {
+            threshold,
+            shape,
+            scale,
+            share: excesses.len().max(1) as f64 / n as f64,
+        }
+    }
+
+    /// The probability that a normal raw score is at least `raw`, for `raw` above the threshold.
+    pub(crate) fn exceeded(&self, raw: f64) -> f64 {
+        let z = (raw - self.threshold) / self.scale;
+        let survival = if self.shape.abs() < 1e-9 {
+            (-z).exp()
+        } else {
+            let base = 1.0 + self.shape * z;
+            if base <= 0.0 {
+                0.0
+            } else {
+                base.powf(-1.0 / self.shape)
+            }
+        };
+        self.share * survival
+    }
+}
+
+/// A sample's empirical distribution with its tail (as checkpoints of [`TailModel`] store it).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Fit {
     /// The normal raw scores, sorted: the empirical distribution below the threshold.
@@ -36,38 +123,16 @@ struct Fit {
 }
 
 impl Fit {
-    fn of(sample: &VecDeque<f64>) -> Fit {
-        let mut sorted: Vec<f64> = sample.iter().copied().collect();
+    /// Fits the normal raw scores in `sample` (at least one).
+    fn of(sample: impl Iterator<Item = f64>) -> Fit {
+        let mut sorted: Vec<f64> = sample.collect();
         sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let at = ((1.0 - TAIL_SHARE) * n as f64).floor() as usize;
-        let threshold = sorted[at.min(n - 1)];
-        let excesses: Vec<f64> = sorted
-            .iter()
-            .filter(|raw| **raw > threshold)
-            .map(|raw| raw - threshold)
-            .collect();
-        let (shape, scale) = match excesses.len() {
-            0 | 1 => (0.0, spread(&sorted).max(f64::MIN_POSITIVE)),
-            count => {
-                let mean = excesses.iter().sum::<f64>() / count as f64;
-                let variance =
-                    excesses.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (count - 1) as f64;
-                if variance <= 0.0 || mean <= 0.0 {
-                    (0.0, mean.max(spread(&sorted)).max(f64::MIN_POSITIVE))
-                } else {
-                    let ratio = mean * mean / variance;
-                    // A heavy tail is capped: a handful of excesses cannot support more.
-                    let shape = (0.5 * (1.0 - ratio)).clamp(-0.5, 0.5);
-                    (shape, (0.5 * mean * (ratio + 1.0)).max(f64::MIN_POSITIVE))
-                }
-            }
-        };
+        let tail = Tail::of_sorted(&sorted);
         Fit {
             sorted,
-            threshold,
-            shape,
-            scale,
+            threshold: tail.threshold,
+            shape: tail.shape,
+            scale: tail.scale,
         }
     }
 
@@ -80,19 +145,13 @@ impl Fit {
             return 1.0 - (below + at_most) / (2.0 * n);
         }
         let above = self.sorted.len() - self.sorted.partition_point(|s| *s <= self.threshold);
-        let share = (above.max(1) as f64) / n;
-        let z = (raw - self.threshold) / self.scale;
-        let survival = if self.shape.abs() < 1e-9 {
-            (-z).exp()
-        } else {
-            let base = 1.0 + self.shape * z;
-            if base <= 0.0 {
-                0.0
-            } else {
-                base.powf(-1.0 / self.shape)
-            }
-        };
-        share * survival
+        Tail {
+            threshold: self.threshold,
+            shape: self.shape,
+            scale: self.scale,
+            share: above.max(1) as f64 / n,
+        }
+        .exceeded(raw)
     }
 }
 
@@ -151,7 +210,7 @@ impl TailModel {
             return None;
         }
         if self.fit.is_none() || self.added_since_fit >= REFIT_EVERY {
-            self.fit = Some(Fit::of(&self.sample));
+            self.fit = Some(Fit::of(self.sample.iter().copied()));
             self.added_since_fit = 0;
         }
         let fit = self.fit.as_ref()?;
