@@ -47,7 +47,7 @@ impl Tail {
     /// Fits the tail of `sorted`: normal raw scores in ascending order, at least one.
     pub(crate) fn of_sorted(sorted: &[f64]) -> Tail {
         let threshold = sorted[Tail::threshold_index(sorted.len())];
-        Tail::fit(threshold, &sorted[..], spread(sorted), sorted.len())
+        Tail::fit(threshold, sorted, spread(sorted), sorted.len())
     }
 
     /// Fits the tail of `values` (normal raw scores in any order, at least one), which it

@@ -478,7 +478,10 @@ mod tests {
         let Since::Ticks { ticks, .. } = view.since(8) else {
             panic!("the newest three ticks are kept")
         };
-        assert_eq!(ticks.iter().map(|t| t.time).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(
+            ticks.iter().map(|t| t.time).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
         assert!(matches!(view.since(7), Since::Behind { oldest: 8 }));
         assert_eq!(view.snapshot().rows.len(), 1000);
     }
