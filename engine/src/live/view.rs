@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::watch;
-use vibelux_operators::row::Row;
+use vibelux_operators::row::{Datum, Row};
 
 use super::fanout::{self, Fanout};
 use super::seat::Seat;
@@ -76,16 +76,12 @@ pub fn update_bytes(row: &Row) -> usize {
     let texts: usize = row
         .iter()
         .map(|datum| match datum {
-            vibelux_operators::row::Datum::Utf8(text) => text.len(),
-            vibelux_operators::row::Datum::List(items) => {
-                items.len() * std::mem::size_of::<vibelux_operators::row::Datum>()
-            }
+            Datum::Utf8(text) => text.len(),
+            Datum::List(items) => items.len() * std::mem::size_of::<Datum>(),
             _ => 0,
         })
         .sum();
-    let held = std::mem::size_of::<(Row, i64)>()
-        + row.len() * std::mem::size_of::<vibelux_operators::row::Datum>()
-        + texts;
+    let held = std::mem::size_of::<(Row, i64)>() + row.len() * std::mem::size_of::<Datum>() + texts;
     held * 2
 }
 
@@ -411,7 +407,6 @@ impl LiveViews {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use vibelux_operators::row::Datum;
 
     fn view(retention: Retention) -> LiveView {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
