@@ -399,11 +399,11 @@ impl Groups {
         closed
     }
 
-    fn checkpoint(&self) -> Vec<u8> {
-        encode(&Checkpointed {
+    fn checkpointed(&self) -> impl Serialize + '_ {
+        Checkpointed {
             groups: in_key_order(&self.groups),
             sessions: self.sessions.clone(),
-        })
+        }
     }
 
     /// Takes back a checkpoint's groups; windows wait to close again at their close times.
@@ -590,7 +590,7 @@ fn aggregate_contributions<'scope, C: Contribution>(
             {
                 // Everything stamped before the cut is in, and nothing after it: snapshot,
                 // then take the batches that waited for it.
-                participant.submit(cut, state.checkpoint());
+                participant.submit_encoded(cut, &state.checkpointed());
                 answered = cut.id;
                 for (changes_at, finals_at, mut data) in waiting.drain(..) {
                     let mut changes = state.apply(*changes_at.time(), &finals_at, &mut data);
@@ -611,7 +611,7 @@ fn aggregate_contributions<'scope, C: Contribution>(
             if frontier.is_empty() && !finished {
                 finished = true;
                 if let Some(participant) = &checkpointing {
-                    participant.submit_final_after(state.checkpoint(), emitted_up_to);
+                    participant.submit_final_after(encode(&state.checkpointed()), emitted_up_to);
                 }
                 state.closing.clear();
                 state.groups.clear();

@@ -311,7 +311,7 @@ fn take_part_in_checkpoints(arranged: &RowArrangement<'_>, participant: Particip
                         let part = ArrangementPartFrom {
                             rows: RowsBefore::of(&mut trace, cut.time),
                         };
-                        participant.submit(cut, encode(&part));
+                        participant.submit_encoded(cut, &part);
                         answered = cut.id;
                     }
                     if frontier.is_empty() && !finished {

@@ -154,8 +154,8 @@ impl<S: PerSeries> Series<S> {
         Some((capability, out))
     }
 
-    fn checkpoint(&self) -> Vec<u8> {
-        encode(&Checkpointed::<S, _, _> {
+    fn checkpointed(&self) -> impl Serialize + '_ {
+        Checkpointed::<S, _, _> {
             series: in_key_order(&self.states),
             waiting: self
                 .waiting
@@ -163,7 +163,7 @@ impl<S: PerSeries> Series<S> {
                 .map(|(release, (_, rows))| (*release, rows))
                 .collect::<Vec<_>>(),
             of: std::marker::PhantomData,
-        })
+        }
     }
 
     fn restore(&mut self, checkpointed: Checkpointed<S>, initial: &Capability<u64>) {
@@ -255,7 +255,7 @@ pub fn in_event_time_order<'scope, S: PerSeries>(
             if let (Some(participant), Some(cut)) = (&checkpointing, cut)
                 && !frontier.less_than(&cut.time)
             {
-                participant.submit(cut, state.checkpoint());
+                participant.submit_encoded(cut, &state.checkpointed());
                 answered = cut.id;
                 for (at, mut data) in held.drain(..) {
                     state.take(&at, &mut data);
@@ -269,7 +269,7 @@ pub fn in_event_time_order<'scope, S: PerSeries>(
             if frontier.is_empty() && !finished {
                 finished = true;
                 if let Some(participant) = &checkpointing {
-                    participant.submit_final_after(state.checkpoint(), emitted_up_to);
+                    participant.submit_final_after(encode(&state.checkpointed()), emitted_up_to);
                 }
                 state.waiting.clear();
             }

@@ -213,7 +213,7 @@ impl<'scope> TopNExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                     checkpointing.as_ref().and_then(|p| p.pending(answered)),
                 ) && !frontier.less_than(&cut.time)
                 {
-                    participant.submit(cut, encode(&groups));
+                    participant.submit_encoded(cut, &groups);
                     answered = cut.id;
                     for (at, mut data) in waiting.drain(..) {
                         apply(&at, &mut data, &mut groups);

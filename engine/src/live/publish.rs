@@ -98,7 +98,7 @@ fn publish<D>(
             }
             publish_ready(view, &mut pending, &mut published, now);
             if let (Some(participant), Some(cut)) = (&checkpointing, due) {
-                participant.submit(cut, encode(&view.contents_in_order()));
+                participant.submit_encoded(cut, &view.contents_in_order());
                 answered = cut.id;
                 let now = frontier.frontier().first().copied();
                 publish_ready(view, &mut pending, &mut published, now);

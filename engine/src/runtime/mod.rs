@@ -280,6 +280,12 @@ pub fn start(plan: Arc<DataflowPlan>, options: RunOptions) -> anyhow::Result<Run
             crate::state::store_initial(&resumed.store, state, workers, &keys, id_and_cut, parts)?;
         }
     }
+    if let (Some(resumed), true) = (&resumed, stores_checkpoints) {
+        // Large parts are encoded straight into the store, not held whole until stored.
+        resumed
+            .checkpoints
+            .set_chunk_store(resumed.store.chunk_writer()?);
+    }
     let writers = Mutex::new(opened);
     let started = Mutex::new(start_inputs(
         &plan,

@@ -10,9 +10,9 @@
 //! `docs/architecture.md` explains the protocol and why it was chosen.
 
 mod checkpointer;
-mod chunks;
 mod keys;
 mod store;
+mod streamed;
 pub(crate) mod support;
 
 use std::collections::BTreeMap;
@@ -261,7 +261,10 @@ pub fn store_initial(
         taken_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         cut,
         described: keys.described().clone(),
-        parts,
+        parts: parts
+            .into_iter()
+            .map(|(key, part)| (key, part.into()))
+            .collect(),
     })?;
     Ok(())
 }

@@ -9,6 +9,9 @@
 //! so a crash at any moment leaves the previous checkpoint intact. The last few manifests are
 //! kept; chunks no kept manifest names are deleted. A chunk is checked against its hash when
 //! read: a damaged checkpoint is refused, not restored.
+//!
+//! Large parts are written chunk by chunk while workers encode them (`streamed.rs`), so they
+//! are never held whole in memory; their chunks are synced with the rest before the manifest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -24,7 +27,9 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::chunks::{chunk_name, chunks};
+use vibelux_interfaces::checkpoint::{Part, chunk_name, chunks};
+
+use super::streamed::ChunkWriter;
 
 /// How many checkpoints are kept (the newest is the one a restart resumes from).
 const KEPT: usize = 3;
@@ -33,11 +38,12 @@ const KEPT: usize = 3;
 pub(crate) const FORMAT: u32 = 3;
 
 /// Where chunks are, under the location.
-const CHUNKS: &str = "chunks";
+pub(super) const CHUNKS: &str = "chunks";
 
-/// One checkpoint, its parts whole.
+/// One checkpoint: its parts whole as read back (`Vec<u8>`), or as handed over to be stored
+/// ([`Part`]: whole, or already written chunk by chunk).
 #[derive(Debug)]
-pub struct StoredCheckpoint {
+pub struct StoredCheckpoint<P = Vec<u8>> {
     pub format: u32,
     pub id: u64,
     /// Identifies the pipeline that wrote it (a hash of its text).
@@ -50,7 +56,7 @@ pub struct StoredCheckpoint {
     /// What each key of the run held (`keys.rs`), so a restart of an edited pipeline can name
     /// the state the edit would drop.
     pub described: BTreeMap<String, String>,
-    pub parts: BTreeMap<String, Vec<u8>>,
+    pub parts: BTreeMap<String, P>,
 }
 
 /// A checkpoint as stored: its parts as lists of chunks.
@@ -125,12 +131,27 @@ impl std::fmt::Display for StateLocation {
 pub struct StateDirectory {
     location: StateLocation,
     backend: Backend,
-    /// The chunks stored, once listed: a chunk already there is not written again.
-    chunks: Arc<Mutex<Option<BTreeSet<String>>>>,
+    /// The chunks stored, once listed, and those parts not stored yet name.
+    chunks: Arc<Mutex<KnownChunks>>,
+    /// Writes the chunks of parts encoded straight into the store, once asked for.
+    writer: Arc<std::sync::OnceLock<Arc<ChunkWriter>>>,
+}
+
+/// What the store knows of its chunks, shared by the checkpointer and the workers encoding
+/// parts into it.
+#[derive(Debug, Default)]
+pub(super) struct KnownChunks {
+    /// The chunks stored or being written, once listed: a chunk already there is not written
+    /// again.
+    pub(super) stored: Option<BTreeSet<String>>,
+    /// The chunks named by parts of checkpoints not stored yet, by checkpoint: kept even when
+    /// no stored checkpoint names them (a part encoded now may reuse a chunk that only an
+    /// older, deleted checkpoint named).
+    pub(super) pending: BTreeMap<u64, BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone)]
-enum Backend {
+pub(super) enum Backend {
     Local(PathBuf),
     Object(Arc<ObjectCheckpoints>),
 }
@@ -138,7 +159,7 @@ enum Backend {
 /// Checkpoints as objects under a prefix. An object store's put is atomic (the object is there
 /// whole or not at all), so no temporary name is needed.
 #[derive(Debug)]
-struct ObjectCheckpoints {
+pub(super) struct ObjectCheckpoints {
     store: Box<dyn ObjectStore>,
     prefix: ObjectPath,
     /// The store's client is async; the checkpointer is a plain thread, and waits on this.
@@ -208,7 +229,32 @@ impl StateDirectory {
             location: location.clone(),
             backend,
             chunks: Arc::default(),
+            writer: Arc::default(),
         })
+    }
+
+    /// The writer that workers encode large parts into (started at the first call), for
+    /// [`vibelux_interfaces::checkpoint::Checkpoints::set_chunk_store`].
+    pub fn chunk_writer(&self) -> anyhow::Result<Arc<ChunkWriter>> {
+        if let Some(writer) = self.writer.get() {
+            return Ok(writer.clone());
+        }
+        self.list_chunks()?;
+        let writer = Arc::new(ChunkWriter::start(
+            self.backend.clone(),
+            self.location.to_string(),
+            self.chunks.clone(),
+        )?);
+        Ok(self.writer.get_or_init(|| writer).clone())
+    }
+
+    /// Lists the chunks stored, the first time they are needed.
+    fn list_chunks(&self) -> anyhow::Result<()> {
+        let mut known = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if known.stored.is_none() {
+            known.stored = Some(self.backend.list(CHUNKS)?.into_iter().collect());
+        }
+        Ok(())
     }
 
     /// Opens (creating) a local directory.
@@ -289,41 +335,64 @@ impl StateDirectory {
 
     /// Stores a checkpoint durably: the chunks not stored yet, then its manifest; then deletes
     /// all but the newest few manifests, and the chunks none of them names.
-    pub fn store(&self, checkpoint: &StoredCheckpoint) -> anyhow::Result<Stored> {
+    pub fn store(&self, checkpoint: &StoredCheckpoint<Part>) -> anyhow::Result<Stored> {
+        let stored = self.store_parts(checkpoint);
         let mut known = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-        if known.is_none() {
-            *known = Some(self.backend.list(CHUNKS)?.into_iter().collect());
-        }
-        let known = known.as_mut().expect("listed");
+        // Its chunks are named by its manifest now, or (had it failed) by nothing.
+        known.pending = known.pending.split_off(&(checkpoint.id + 1));
+        stored
+    }
+
+    fn store_parts(&self, checkpoint: &StoredCheckpoint<Part>) -> anyhow::Result<Stored> {
+        // What workers wrote for it is written (or failed) before anything else is.
+        let streamed = match self.writer.get() {
+            Some(writer) => writer.flush(checkpoint.id)?,
+            None => Vec::new(),
+        };
+        self.list_chunks()?;
+        let mut known = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         let mut stored = Stored {
             size: 0,
-            written: 0,
+            written: streamed.iter().map(|(_, length)| length).sum(),
         };
+        let mut paths: Vec<String> = streamed.into_iter().map(|(path, _)| path).collect();
         let mut parts = BTreeMap::new();
         let mut new = Vec::new();
-        for (key, part) in &checkpoint.parts {
-            stored.size += part.len() as u64;
-            let mut names = Vec::new();
-            for (name, chunk) in chunks(part) {
-                if !known.contains(&name) && !new.iter().any(|(n, _)| n == &name) {
-                    new.push((name.clone(), chunk));
-                }
-                names.push(name);
+        {
+            let listed = known.stored.as_ref().expect("listed");
+            for (key, part) in &checkpoint.parts {
+                let names = match part {
+                    Part::Bytes(part) => {
+                        stored.size += part.len() as u64;
+                        let mut names = Vec::new();
+                        for (name, chunk) in chunks(part) {
+                            if !listed.contains(&name) && !new.iter().any(|(n, _)| n == &name) {
+                                new.push((name.clone(), chunk));
+                            }
+                            names.push(name);
+                        }
+                        names
+                    }
+                    Part::Chunked { chunks, size } => {
+                        stored.size += size;
+                        chunks.clone()
+                    }
+                };
+                parts.insert(key.clone(), names);
             }
-            parts.insert(key.clone(), names);
         }
-        let mut written = Vec::with_capacity(new.len());
         for (name, chunk) in &new {
             let path = format!("{CHUNKS}/{name}");
             self.backend
                 .write(&path, chunk, false)
                 .with_context(|| format!("writing a chunk to {}", self.location))?;
             stored.written += chunk.len() as u64;
-            written.push(path);
+            paths.push(path);
         }
         // Synced together: one wait for the disk rather than one per chunk.
-        self.backend.sync(&written)?;
-        known.extend(new.into_iter().map(|(name, _)| name));
+        self.backend.sync(&paths)?;
+        let listed = known.stored.as_mut().expect("listed");
+        listed.extend(new.into_iter().map(|(name, _)| name));
         let manifest = Manifest {
             format: checkpoint.format,
             id: checkpoint.id,
@@ -339,28 +408,33 @@ impl StateDirectory {
         self.backend
             .write(&file_name(checkpoint.id), &bytes, true)
             .with_context(|| format!("writing {}/{}", self.location, file_name(checkpoint.id)))?;
-        self.clean_up(known)?;
+        self.clean_up(&mut known, checkpoint.id)?;
         Ok(stored)
     }
 
-    /// Deletes all but the newest few manifests, then the chunks no kept manifest names.
-    fn clean_up(&self, known: &mut BTreeSet<String>) -> anyhow::Result<()> {
+    /// Deletes all but the newest few manifests, then the chunks no kept manifest names and no
+    /// part of a later checkpoint (`pending` after `id`, the one just stored) is written with.
+    fn clean_up(&self, known: &mut KnownChunks, id: u64) -> anyhow::Result<()> {
         let ids = self.ids()?;
         let (old, kept) = ids.split_at(ids.len().saturating_sub(KEPT));
-        for id in old {
-            if let Err(error) = self.backend.delete(&file_name(*id)) {
+        for old in old {
+            if let Err(error) = self.backend.delete(&file_name(*old)) {
                 tracing::warn!("cannot delete an old checkpoint: {error:#}");
             }
         }
         let mut named = BTreeSet::new();
-        for id in kept {
-            named.extend(self.manifest(*id)?.parts.into_values().flatten());
+        for kept in kept {
+            named.extend(self.manifest(*kept)?.parts.into_values().flatten());
         }
-        let unnamed: Vec<String> = known.difference(&named).cloned().collect();
+        for (_, names) in known.pending.range(id + 1..) {
+            named.extend(names.iter().cloned());
+        }
+        let stored = known.stored.as_mut().expect("listed");
+        let unnamed: Vec<String> = stored.difference(&named).cloned().collect();
         for name in unnamed {
             match self.backend.delete(&format!("{CHUNKS}/{name}")) {
                 Ok(()) => {
-                    known.remove(&name);
+                    stored.remove(&name);
                 }
                 Err(error) => tracing::warn!("cannot delete an old chunk: {error:#}"),
             }
@@ -397,7 +471,7 @@ impl Backend {
 
     /// Writes `name` whole. Locally: under a temporary name, then renamed, and synced first
     /// when `sync` (otherwise [`Backend::sync`] syncs the folder's files later).
-    fn write(&self, name: &str, bytes: &[u8], sync: bool) -> anyhow::Result<()> {
+    pub(super) fn write(&self, name: &str, bytes: &[u8], sync: bool) -> anyhow::Result<()> {
         match self {
             Backend::Local(path) => write_file(path, name, bytes, sync),
             Backend::Object(objects) => objects.write(name, bytes),
@@ -508,10 +582,10 @@ impl ObjectCheckpoints {
 
 #[cfg(test)]
 mod tests {
-    use super::super::chunks::noise;
     use super::*;
+    use vibelux_interfaces::checkpoint::noise;
 
-    fn checkpoint(id: u64) -> StoredCheckpoint {
+    fn checkpoint(id: u64) -> StoredCheckpoint<Part> {
         StoredCheckpoint {
             format: FORMAT,
             id,
@@ -520,7 +594,7 @@ mod tests {
             taken_at: String::new(),
             cut: Some(id * 10),
             described: BTreeMap::new(),
-            parts: BTreeMap::from([("sink/out".to_string(), vec![id as u8])]),
+            parts: BTreeMap::from([("sink/out".to_string(), vec![id as u8].into())]),
         }
     }
 
@@ -538,9 +612,9 @@ mod tests {
         assert_eq!(store.ids().unwrap(), vec![3, 4, 5]);
     }
 
-    fn part_checkpoint(id: u64, part: Vec<u8>) -> StoredCheckpoint {
+    fn part_checkpoint(id: u64, part: Vec<u8>) -> StoredCheckpoint<Part> {
         StoredCheckpoint {
-            parts: BTreeMap::from([("node/x/0".to_string(), part)]),
+            parts: BTreeMap::from([("node/x/0".to_string(), part.into())]),
             ..checkpoint(id)
         }
     }
@@ -578,6 +652,66 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(on_disk, names);
+    }
+
+    /// `bytes` as a worker leaves a part when the store is lent: encoded into the writer.
+    fn encoded_into(writer: &ChunkWriter, id: u64, bytes: &[u8]) -> Part {
+        use std::io::Write;
+        use vibelux_interfaces::checkpoint::{ChunkStore, Chunker};
+        let (mut chunks, mut size) = (Vec::new(), 0);
+        let mut chunker = Chunker::new(|chunk: Vec<u8>| {
+            size += chunk.len() as u64;
+            chunks.push(writer.put(id, chunk).unwrap());
+            Ok(())
+        });
+        // In the small pieces an encoder writes.
+        for piece in bytes.chunks(4096) {
+            chunker.write_all(piece).unwrap();
+        }
+        chunker.finish().unwrap();
+        Part::Chunked { chunks, size }
+    }
+
+    #[test]
+    fn a_part_encoded_into_the_store_reads_back_whole_and_outlives_the_clean_up_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDirectory::open(dir.path()).unwrap();
+        let writer = store.chunk_writer().unwrap();
+        let (first, second) = (noise(12 << 20, 6), noise(6 << 20, 7));
+        let encoded = |id, part| StoredCheckpoint {
+            parts: BTreeMap::from([("node/x/0".to_string(), part)]),
+            ..checkpoint(id)
+        };
+        let stored = store
+            .store(&encoded(1, encoded_into(&writer, 1, &first)))
+            .unwrap();
+        assert_eq!(stored.size, 12 << 20);
+        assert!(stored.written > 12 << 20, "{stored:?}");
+        assert_eq!(store.latest().unwrap().unwrap().parts["node/x/0"], first);
+        for id in 2..=3 {
+            store.store(&part_checkpoint(id, second.clone())).unwrap();
+        }
+        // A worker encodes checkpoint 5 (the first state again: its chunks are still there,
+        // so it only names them) while checkpoint 4, whose clean-up forgets checkpoint 1, is
+        // stored: the chunks checkpoint 5 names are kept.
+        let again = encoded_into(&writer, 5, &first);
+        store.store(&part_checkpoint(4, second.clone())).unwrap();
+        let stored = store.store(&encoded(5, again)).unwrap();
+        assert!(stored.written < 4096, "{stored:?}");
+        assert_eq!(store.latest().unwrap().unwrap().parts["node/x/0"], first);
+        // And once checkpoint 5 is stored, nothing is left but what kept checkpoints name.
+        for id in 6..=8 {
+            store.store(&part_checkpoint(id, second.clone())).unwrap();
+        }
+        let on_disk = std::fs::read_dir(dir.path().join(CHUNKS)).unwrap().count();
+        let named: BTreeSet<String> = store
+            .manifest(8)
+            .unwrap()
+            .parts
+            .into_values()
+            .flatten()
+            .collect();
+        assert_eq!(on_disk, named.len());
     }
 
     #[test]

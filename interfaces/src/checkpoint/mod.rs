@@ -21,11 +21,17 @@
 //! This type is the meeting point only; the engine stores checkpoints and restores them. In a
 //! cluster of processes each process has its own, and process 0's decides for all: the others
 //! relay what their participants do to it and follow its decisions (`relay.rs`).
+//!
+//! A part is bytes handed over whole, or, where the engine lends a [`ChunkStore`], encoded
+//! straight into storage chunk by chunk (`chunks.rs`), so a large state is never held twice
+//! in memory while it is checkpointed.
 
+mod chunks;
 mod encoding;
 mod participant;
 mod relay;
 
+pub use chunks::{Chunker, chunk_name, chunks, cut_points, noise};
 pub use encoding::{InKeyOrder, decode, encode, in_key_order, routed_to, serialize_in_key_order};
 pub use participant::Participant;
 pub use relay::{Relayed, Role};
@@ -77,7 +83,29 @@ pub struct Completed {
     pub id: u64,
     /// `None` when every part is final (the run has ended).
     pub cut: Option<Cut>,
-    pub parts: BTreeMap<String, Vec<u8>>,
+    pub parts: BTreeMap<String, Part>,
+}
+
+/// One participant's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Encoded whole, to be cut into chunks and stored.
+    Bytes(Vec<u8>),
+    /// Encoded straight into the [`ChunkStore`]: the chunks' names, in order.
+    Chunked { chunks: Vec<String>, size: u64 },
+}
+
+impl From<Vec<u8>> for Part {
+    fn from(bytes: Vec<u8>) -> Self {
+        Part::Bytes(bytes)
+    }
+}
+
+/// Where participants write large parts chunk by chunk while they encode them: the engine's
+/// checkpoint store. A chunk put for checkpoint `id` is stored, under the name returned, by
+/// the time that checkpoint is; a chunk the store holds already is not written again.
+pub trait ChunkStore: Send + Sync {
+    fn put(&self, id: u64, chunk: Vec<u8>) -> Result<String, String>;
 }
 
 #[derive(Default)]
@@ -96,7 +124,7 @@ struct Progress {
     released: bool,
     /// The processes that acknowledged the cut under way (the deciding process only).
     acknowledged: usize,
-    parts: BTreeMap<String, Vec<u8>>,
+    parts: BTreeMap<String, Part>,
     finals: BTreeMap<String, Vec<u8>>,
     /// For each participant that ended: the latest time it emitted rows at. Its final part
     /// stands for it from then on, so every later cut must come after them: a source reads
@@ -136,6 +164,9 @@ pub struct Checkpoints {
     /// This process's place among a cluster's (alone, deciding, or following), and what it
     /// has to tell the others.
     relay: relay::Relay,
+    /// Where this process's participants write large parts as they encode them (the process
+    /// that stores checkpoints only).
+    chunk_store: std::sync::OnceLock<std::sync::Arc<dyn ChunkStore>>,
 }
 
 /// Groups beyond this share the last one's cut.
@@ -168,6 +199,21 @@ impl Checkpoints {
             groups: Mutex::default(),
             group_times: (0..MAX_GROUPS).map(|_| AtomicU64::new(0)).collect(),
             relay: relay::Relay::default(),
+            chunk_store: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Lends the store that participants encode large parts into (see [`ChunkStore`]).
+    pub fn set_chunk_store(&self, store: std::sync::Arc<dyn ChunkStore>) {
+        let _ = self.chunk_store.set(store);
+    }
+
+    /// The store to encode parts into: only where checkpoints are stored (another process of
+    /// a cluster relays its parts whole).
+    pub fn chunk_store(&self) -> Option<&std::sync::Arc<dyn ChunkStore>> {
+        match self.role() {
+            Role::Follower => None,
+            _ => self.chunk_store.get(),
         }
     }
 
@@ -412,15 +458,29 @@ impl Checkpoints {
         if progress.cut.is_some_and(|cut| cut.id == id) {
             if self.role() == Role::Follower {
                 // Kept by the process that stores checkpoints; here only that it was answered.
-                progress.parts.insert(key.to_string(), Vec::new());
+                progress
+                    .parts
+                    .insert(key.to_string(), Part::Bytes(Vec::new()));
                 self.to_leader(Relayed::Part {
                     id,
                     key: key.to_string(),
                     part,
                 });
             } else {
-                progress.parts.insert(key.to_string(), part);
+                progress.parts.insert(key.to_string(), Part::Bytes(part));
             }
+            self.changed();
+        }
+    }
+
+    /// Leaves `key`'s part of checkpoint `id`, written to the [`ChunkStore`] as it was encoded.
+    pub fn submit_chunked(&self, key: &str, id: u64, chunks: Vec<String>, size: u64) {
+        tracing::debug!(key, id, size, "checkpoint part, chunked");
+        let mut progress = self.lock();
+        if progress.cut.is_some_and(|cut| cut.id == id) {
+            progress
+                .parts
+                .insert(key.to_string(), Part::Chunked { chunks, size });
             self.changed();
         }
     }
@@ -527,7 +587,11 @@ impl Checkpoints {
                 id
             }
         };
-        let mut parts = progress.finals.clone();
+        let mut parts: BTreeMap<String, Part> = progress
+            .finals
+            .iter()
+            .map(|(key, part)| (key.clone(), Part::Bytes(part.clone())))
+            .collect();
         if cut.is_some() {
             parts.extend(std::mem::take(&mut progress.parts));
         }
@@ -622,6 +686,47 @@ impl Checkpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chunks kept in memory by name, as the engine's store keeps them on disk.
+    #[derive(Default)]
+    struct Kept(Mutex<HashMap<String, Vec<u8>>>);
+
+    impl ChunkStore for Kept {
+        fn put(&self, _id: u64, chunk: Vec<u8>) -> Result<String, String> {
+            let name = chunk_name(&chunk);
+            self.0.lock().unwrap().insert(name.clone(), chunk);
+            Ok(name)
+        }
+    }
+
+    #[test]
+    fn a_part_encoded_into_a_lent_store_is_its_chunks_which_make_the_whole_encoding() {
+        let store = std::sync::Arc::new(Kept::default());
+        let checkpoints = std::sync::Arc::new(Checkpoints::new(0, BTreeMap::new()));
+        checkpoints.set_chunk_store(store.clone());
+        let source = checkpoints.clone();
+        source.register("source/a/0", true);
+        let operator = Participant::register(&checkpoints, "node/1/0".into());
+        checkpoints.built();
+        assert!(checkpoints.request(1));
+        let SourceTurn::Cut(cut) = checkpoints.source_turn("source/a/0", 5) else {
+            panic!("no cut");
+        };
+        checkpoints.submit("source/a/0", cut.id, vec![1]);
+        // Large enough to make several chunks.
+        let state: Vec<(u64, String)> = (0..200_000u64).map(|k| (k, format!("s{k}"))).collect();
+        operator.submit_encoded(cut, &state);
+        let completed = checkpoints.wait_complete(1, Duration::ZERO).unwrap();
+        let Part::Chunked { chunks, size } = &completed.parts["node/1/0"] else {
+            panic!("{:?}", completed.parts.keys());
+        };
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        let kept = store.0.lock().unwrap();
+        let joined: Vec<u8> = chunks.iter().flat_map(|name| kept[name].clone()).collect();
+        assert_eq!(joined, encode(&state));
+        assert_eq!(*size, joined.len() as u64);
+        assert_eq!(completed.parts["source/a/0"], Part::Bytes(vec![1]));
+    }
 
     #[test]
     fn the_cut_is_one_past_the_latest_time_the_sources_hold() {

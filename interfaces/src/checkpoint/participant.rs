@@ -1,9 +1,9 @@
 //! How a stateful operator or sink takes part in checkpoints: its key, the cut its group is
 //! taking, the part it restores from.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Checkpoints, Cut, decode};
+use super::{Checkpoints, Chunker, Cut, decode, encode};
 
 /// How one stateful operator (or sink) takes part: the run's checkpoints and its part's key.
 #[derive(Clone, Debug)]
@@ -59,6 +59,39 @@ impl Participant {
 
     pub fn submit(&self, cut: Cut, part: Vec<u8>) {
         self.checkpoints.submit(&self.key, cut.id, part);
+    }
+
+    /// Leaves `state` as this participant's part of `cut`, encoded straight into the
+    /// checkpoint store where there is one (so a large state is not held a second time, as
+    /// bytes, until it is stored), else whole.
+    pub fn submit_encoded<T: Serialize>(&self, cut: Cut, state: &T) {
+        let Some(store) = self.checkpoints.chunk_store() else {
+            return self.submit(cut, encode(state));
+        };
+        let (mut chunks, mut size) = (Vec::new(), 0u64);
+        let mut chunker = Chunker::new(|chunk: Vec<u8>| {
+            size += chunk.len() as u64;
+            let name = store.put(cut.id, chunk).map_err(std::io::Error::other)?;
+            chunks.push(name);
+            Ok(())
+        });
+        let written = bincode::serialize_into(&mut chunker, state)
+            .map_err(|error| error.to_string())
+            .and_then(|()| chunker.finish().map_err(|error| error.to_string()));
+        match written {
+            Ok(()) => self
+                .checkpoints
+                .submit_chunked(&self.key, cut.id, chunks, size),
+            Err(error) => {
+                // The store's writer is gone: hand the part over whole, for the checkpointer
+                // to store (or report why it cannot).
+                tracing::warn!(
+                    key = self.key,
+                    "cannot encode a part into the store: {error}"
+                );
+                self.submit(cut, encode(state));
+            }
+        }
     }
 
     pub fn submit_final(&self, part: Vec<u8>) {

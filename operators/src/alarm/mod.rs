@@ -309,8 +309,8 @@ impl Alarms {
         }
     }
 
-    fn checkpoint(&self) -> Vec<u8> {
-        encode(&Checkpointed {
+    fn checkpointed(&self) -> impl Serialize + '_ {
+        Checkpointed {
             instances: in_key_order(&self.instances),
             waiting: self
                 .waiting
@@ -323,7 +323,7 @@ impl Alarms {
                 .map(|(at, key, timer)| (*at, key.clone(), *timer))
                 .collect(),
             latest_seen: self.latest_seen,
-        })
+        }
     }
 
     fn restore(&mut self, checkpointed: Checkpointed) {
@@ -471,7 +471,7 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                         emitted_up_to = emitted_up_to.max(*capability.time());
                         handle.session(&*capability).give_container(&mut out);
                     }
-                    participant.submit(cut, state.checkpoint());
+                    participant.submit_encoded(cut, &state.checkpointed());
                     answered = cut.id;
                     if *capability.time() < cut.time {
                         capability.downgrade(&cut.time);
@@ -496,7 +496,8 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                 if inputs_ended && !finished {
                     finished = true;
                     if let Some(participant) = &checkpointing {
-                        participant.submit_final_after(state.checkpoint(), emitted_up_to);
+                        participant
+                            .submit_final_after(encode(&state.checkpointed()), emitted_up_to);
                     }
                 }
                 match frontier.first() {
