@@ -24,7 +24,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, in_key_order, routed_to};
 
 use crate::accumulator::{Accumulator, AggregateSpec};
 use crate::partial_aggregate::{CombineExt, Contribution};
@@ -611,7 +611,7 @@ fn aggregate_contributions<'scope, C: Contribution>(
             if frontier.is_empty() && !finished {
                 finished = true;
                 if let Some(participant) = &checkpointing {
-                    participant.submit_final_after(encode(&state.checkpointed()), emitted_up_to);
+                    participant.submit_final_encoded(&state.checkpointed(), Some(emitted_up_to));
                 }
                 state.closing.clear();
                 state.groups.clear();

@@ -319,7 +319,7 @@ fn take_part_in_checkpoints(arranged: &RowArrangement<'_>, participant: Particip
                         let part = ArrangementPartFrom {
                             rows: RowsBefore::of(&mut trace, u64::MAX),
                         };
-                        participant.submit_final_after(encode(&part), arrived_up_to);
+                        participant.submit_final_encoded(&part, Some(arrived_up_to));
                     }
                     // Times before the frontier may now be merged: a cut still to come lies beyond
                     // every time a source holds, so beyond this frontier too.

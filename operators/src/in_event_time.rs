@@ -23,7 +23,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, in_key_order, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::Row;
@@ -269,7 +269,7 @@ pub fn in_event_time_order<'scope, S: PerSeries>(
             if frontier.is_empty() && !finished {
                 finished = true;
                 if let Some(participant) = &checkpointing {
-                    participant.submit_final_after(encode(&state.checkpointed()), emitted_up_to);
+                    participant.submit_final_encoded(&state.checkpointed(), Some(emitted_up_to));
                 }
                 state.waiting.clear();
             }

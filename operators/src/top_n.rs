@@ -18,7 +18,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use vibelux_interfaces::checkpoint::{Participant, encode, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, routed_to};
 
 use crate::aggregate::key_hash;
 use crate::row::{Datum, Row, Update};
@@ -222,7 +222,7 @@ impl<'scope> TopNExt<'scope> for Stream<'scope, u64, Vec<Update>> {
                 if frontier.is_empty() && !finished {
                     finished = true;
                     if let Some(participant) = &checkpointing {
-                        participant.submit_final_after(encode(&groups), emitted_up_to);
+                        participant.submit_final_encoded(&groups, Some(emitted_up_to));
                     }
                 }
             }

@@ -9,7 +9,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use vibelux_interfaces::checkpoint::{Participant, decode, encode};
+use vibelux_interfaces::checkpoint::{Participant, decode};
 use vibelux_interfaces::wire::Wire;
 use vibelux_operators::row::{Row, Update};
 
@@ -107,7 +107,7 @@ fn publish<D>(
                 finished = true;
                 publish_ready(view, &mut pending, &mut published, None);
                 if let Some(participant) = &checkpointing {
-                    participant.submit_final(encode(&view.contents_in_order()));
+                    participant.submit_final_encoded(&view.contents_in_order(), None);
                 }
             }
         },

@@ -715,6 +715,29 @@ mod tests {
     }
 
     #[test]
+    fn a_final_part_encoded_into_the_store_stands_in_every_checkpoint_after_it() {
+        use vibelux_interfaces::checkpoint::FINAL_CUT;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDirectory::open(dir.path()).unwrap();
+        let writer = store.chunk_writer().unwrap();
+        let ended = noise(9 << 20, 8);
+        let last = encoded_into(&writer, FINAL_CUT, &ended);
+        for id in 1..=5 {
+            let mut checkpoint = part_checkpoint(id, noise(1 << 20, 100 + id));
+            checkpoint
+                .parts
+                .insert("node/ended/0".to_string(), last.clone());
+            let stored = store.store(&checkpoint).unwrap();
+            // Written (and synced) with the first checkpoint only.
+            assert_eq!(stored.written > 9 << 20, id == 1, "{id}: {stored:?}");
+            assert_eq!(
+                store.latest().unwrap().unwrap().parts["node/ended/0"],
+                ended
+            );
+        }
+    }
+
+    #[test]
     fn a_damaged_chunk_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateDirectory::open(dir.path()).unwrap();

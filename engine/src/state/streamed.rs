@@ -10,13 +10,16 @@
 //!
 //! A chunk a part names is kept from deletion until its checkpoint is stored, though no stored
 //! checkpoint may name it yet (`KnownChunks::pending`); a chunk that could not be written is
-//! forgotten, so no later part names it as stored, and its checkpoint fails.
+//! forgotten, so no later part names it as stored, and its checkpoint fails. A final part's
+//! chunks (put under `FINAL_CUT`) stand in every checkpoint after it: they are synced with the
+//! first, kept from deletion for the rest of the run, and one that could not be written is
+//! held and tried again at every checkpoint, since the participant that made it has ended.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 
-use vibelux_interfaces::checkpoint::{ChunkStore, chunk_name};
+use vibelux_interfaces::checkpoint::{ChunkStore, FINAL_CUT, chunk_name};
 
 use super::store::{Backend, CHUNKS, KnownChunks};
 
@@ -26,6 +29,8 @@ const QUEUED: usize = 4;
 /// Writes the chunks workers put, on a thread of its own.
 pub struct ChunkWriter {
     jobs: SyncSender<Job>,
+    backend: Backend,
+    location: String,
     known: Arc<Mutex<KnownChunks>>,
     progress: Arc<(Mutex<Progress>, Condvar)>,
 }
@@ -50,6 +55,8 @@ struct Progress {
     written: BTreeMap<u64, Vec<(String, u64)>>,
     /// Per checkpoint: why a chunk could not be written.
     failed: BTreeMap<u64, String>,
+    /// Chunks of final parts that could not be written, to try again.
+    finals_unwritten: Vec<(String, Vec<u8>)>,
 }
 
 impl ChunkWriter {
@@ -61,12 +68,13 @@ impl ChunkWriter {
         let (jobs, queue) = sync_channel::<Job>(QUEUED);
         let progress: Arc<(Mutex<Progress>, Condvar)> = Arc::default();
         let (writer_known, writer_progress) = (known.clone(), progress.clone());
+        let (writer_backend, writer_location) = (backend.clone(), location.clone());
         std::thread::Builder::new()
             .name("checkpoint-chunks".into())
             .spawn(move || {
                 for Job { id, name, chunk } in queue {
                     let path = format!("{CHUNKS}/{name}");
-                    let result = backend.write(&path, &chunk, false);
+                    let result = writer_backend.write(&path, &chunk, false);
                     if result.is_err() {
                         let mut known = writer_known.lock().unwrap_or_else(|p| p.into_inner());
                         if let Some(stored) = known.stored.as_mut() {
@@ -83,7 +91,7 @@ impl ChunkWriter {
                             .push((path, chunk.len() as u64)),
                         Err(error) => {
                             progress.failed.entry(id).or_insert_with(|| {
-                                format!("writing a chunk to {location}: {error:#}")
+                                format!("writing a chunk to {writer_location}: {error:#}")
                             });
                         }
                     }
@@ -93,28 +101,48 @@ impl ChunkWriter {
             })?;
         Ok(ChunkWriter {
             jobs,
+            backend,
+            location,
             known,
             progress,
         })
     }
 
     /// Waits until every chunk queued so far is written; returns what was written for
-    /// checkpoint `id` (paths and lengths, to sync), or why some of it could not be. What
-    /// was written for earlier checkpoints, which were given up, is forgotten.
+    /// checkpoint `id` and for final parts (paths and lengths, to sync), or why some of it
+    /// could not be. What was written for earlier checkpoints, which were given up, is
+    /// forgotten.
     pub(super) fn flush(&self, id: u64) -> anyhow::Result<Vec<(String, u64)>> {
         let (progress, done) = &*self.progress;
         let progress = progress.lock().unwrap_or_else(|p| p.into_inner());
         let mut progress = done
             .wait_while(progress, |progress| progress.done < progress.queued)
             .unwrap_or_else(|p| p.into_inner());
-        let written = progress.written.remove(&id).unwrap_or_default();
+        let mut written = progress.written.remove(&id).unwrap_or_default();
+        written.extend(progress.written.remove(&FINAL_CUT).unwrap_or_default());
         let failed = progress.failed.remove(&id);
+        progress.failed.remove(&FINAL_CUT);
         progress.written = progress.written.split_off(&(id + 1));
         progress.failed = progress.failed.split_off(&(id + 1));
-        match failed {
-            Some(why) => Err(anyhow::anyhow!(why)),
-            None => Ok(written),
+        if let Some(why) = failed {
+            anyhow::bail!(why);
         }
+        // Final parts' chunks that could not be written: no one will make them again.
+        let unwritten = std::mem::take(&mut progress.finals_unwritten);
+        for (name, chunk) in unwritten {
+            let path = format!("{CHUNKS}/{name}");
+            if let Err(error) = self.backend.write(&path, &chunk, false) {
+                progress.finals_unwritten.push((name, chunk));
+                anyhow::bail!("writing a chunk to {}: {error:#}", self.location);
+            }
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            known
+                .stored
+                .get_or_insert_with(Default::default)
+                .insert(name);
+            written.push((path, chunk.len() as u64));
+        }
+        Ok(written)
     }
 }
 

@@ -89,15 +89,16 @@ pub struct Completed {
 /// One participant's part of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
-    /// Encoded whole, to be cut into chunks and stored.
-    Bytes(Vec<u8>),
+    /// Encoded whole, to be cut into chunks and stored. Shared: a final part stands in every
+    /// checkpoint after it without being copied into each.
+    Bytes(std::sync::Arc<Vec<u8>>),
     /// Encoded straight into the [`ChunkStore`]: the chunks' names, in order.
     Chunked { chunks: Vec<String>, size: u64 },
 }
 
 impl From<Vec<u8>> for Part {
     fn from(bytes: Vec<u8>) -> Self {
-        Part::Bytes(bytes)
+        Part::Bytes(std::sync::Arc::new(bytes))
     }
 }
 
@@ -125,7 +126,7 @@ struct Progress {
     /// The processes that acknowledged the cut under way (the deciding process only).
     acknowledged: usize,
     parts: BTreeMap<String, Part>,
-    finals: BTreeMap<String, Vec<u8>>,
+    finals: BTreeMap<String, Part>,
     /// For each participant that ended: the latest time it emitted rows at. Its final part
     /// stands for it from then on, so every later cut must come after them: a source reads
     /// nothing again after a restore, an operator that ended emits nothing again.
@@ -458,16 +459,14 @@ impl Checkpoints {
         if progress.cut.is_some_and(|cut| cut.id == id) {
             if self.role() == Role::Follower {
                 // Kept by the process that stores checkpoints; here only that it was answered.
-                progress
-                    .parts
-                    .insert(key.to_string(), Part::Bytes(Vec::new()));
+                progress.parts.insert(key.to_string(), Vec::new().into());
                 self.to_leader(Relayed::Part {
                     id,
                     key: key.to_string(),
                     part,
                 });
             } else {
-                progress.parts.insert(key.to_string(), Part::Bytes(part));
+                progress.parts.insert(key.to_string(), part.into());
             }
             self.changed();
         }
@@ -487,27 +486,40 @@ impl Checkpoints {
 
     /// Leaves `key`'s final part: its input has ended, and this stands for it from now on.
     pub fn submit_final(&self, key: &str, part: Vec<u8>) {
-        self.leave_final(key, part, None);
+        self.leave_final(key, part.into(), None);
     }
 
     /// Leaves the final part of a participant that emits rows (a source, an operator), having
     /// emitted them stamped up to `emitted_up_to`. Every later cut comes after that time, so
     /// that the parts downstream hold every row it emitted.
     pub fn submit_final_after(&self, key: &str, part: Vec<u8>, emitted_up_to: u64) {
-        self.leave_final(key, part, Some(emitted_up_to));
+        self.leave_final(key, part.into(), Some(emitted_up_to));
     }
 
-    fn leave_final(&self, key: &str, part: Vec<u8>, emitted_up_to: Option<u64>) {
+    /// Leaves `key`'s final part, written to the [`ChunkStore`] as it was encoded (its chunks
+    /// put under [`FINAL_CUT`]); `emitted_up_to` as for [`Checkpoints::submit_final_after`].
+    pub fn submit_final_chunked(
+        &self,
+        key: &str,
+        chunks: Vec<String>,
+        size: u64,
+        emitted_up_to: Option<u64>,
+    ) {
+        self.leave_final(key, Part::Chunked { chunks, size }, emitted_up_to);
+    }
+
+    fn leave_final(&self, key: &str, part: Part, emitted_up_to: Option<u64>) {
         let mut progress = self.lock();
-        let part = if self.role() == Role::Follower {
-            self.to_leader(Relayed::Final {
-                key: key.to_string(),
-                part,
-                emitted_up_to,
-            });
-            Vec::new()
-        } else {
-            part
+        let part = match part {
+            Part::Bytes(part) if self.role() == Role::Follower => {
+                self.to_leader(Relayed::Final {
+                    key: key.to_string(),
+                    part: std::sync::Arc::unwrap_or_clone(part),
+                    emitted_up_to,
+                });
+                Vec::new().into()
+            }
+            part => part,
         };
         if let Some(time) = emitted_up_to {
             progress.ended_at.insert(key.to_string(), time);
@@ -587,11 +599,7 @@ impl Checkpoints {
                 id
             }
         };
-        let mut parts: BTreeMap<String, Part> = progress
-            .finals
-            .iter()
-            .map(|(key, part)| (key.clone(), Part::Bytes(part.clone())))
-            .collect();
+        let mut parts = progress.finals.clone();
         if cut.is_some() {
             parts.extend(std::mem::take(&mut progress.parts));
         }
@@ -725,7 +733,7 @@ mod tests {
         let joined: Vec<u8> = chunks.iter().flat_map(|name| kept[name].clone()).collect();
         assert_eq!(joined, encode(&state));
         assert_eq!(*size, joined.len() as u64);
-        assert_eq!(completed.parts["source/a/0"], Part::Bytes(vec![1]));
+        assert_eq!(completed.parts["source/a/0"], vec![1].into());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoints, Chunker, Cut, decode, encode};
+use super::{Checkpoints, Chunker, Cut, FINAL_CUT, decode, encode};
 
 /// How one stateful operator (or sink) takes part: the run's checkpoints and its part's key.
 #[derive(Clone, Debug)]
@@ -65,13 +65,38 @@ impl Participant {
     /// checkpoint store where there is one (so a large state is not held a second time, as
     /// bytes, until it is stored), else whole.
     pub fn submit_encoded<T: Serialize>(&self, cut: Cut, state: &T) {
-        let Some(store) = self.checkpoints.chunk_store() else {
-            return self.submit(cut, encode(state));
-        };
+        match self.encode_into_store(cut.id, state) {
+            Some((chunks, size)) => self
+                .checkpoints
+                .submit_chunked(&self.key, cut.id, chunks, size),
+            None => self.submit(cut, encode(state)),
+        }
+    }
+
+    /// Leaves `state` as this participant's final part (see [`Participant::submit_final_after`]),
+    /// encoded as [`Participant::submit_encoded`] encodes.
+    pub fn submit_final_encoded<T: Serialize>(&self, state: &T, emitted_up_to: Option<u64>) {
+        match self.encode_into_store(FINAL_CUT, state) {
+            Some((chunks, size)) => {
+                self.checkpoints
+                    .submit_final_chunked(&self.key, chunks, size, emitted_up_to)
+            }
+            None => match emitted_up_to {
+                Some(time) => self.submit_final_after(encode(state), time),
+                None => self.submit_final(encode(state)),
+            },
+        }
+    }
+
+    /// Encodes `state` into the store lent to this process, chunk by chunk: the chunks' names
+    /// and the size; `None` where there is no store, or its writer is gone (the part is then
+    /// handed over whole, for the checkpointer to store or to say why it cannot).
+    fn encode_into_store<T: Serialize>(&self, id: u64, state: &T) -> Option<(Vec<String>, u64)> {
+        let store = self.checkpoints.chunk_store()?;
         let (mut chunks, mut size) = (Vec::new(), 0u64);
         let mut chunker = Chunker::new(|chunk: Vec<u8>| {
             size += chunk.len() as u64;
-            let name = store.put(cut.id, chunk).map_err(std::io::Error::other)?;
+            let name = store.put(id, chunk).map_err(std::io::Error::other)?;
             chunks.push(name);
             Ok(())
         });
@@ -79,17 +104,13 @@ impl Participant {
             .map_err(|error| error.to_string())
             .and_then(|()| chunker.finish().map_err(|error| error.to_string()));
         match written {
-            Ok(()) => self
-                .checkpoints
-                .submit_chunked(&self.key, cut.id, chunks, size),
+            Ok(()) => Some((chunks, size)),
             Err(error) => {
-                // The store's writer is gone: hand the part over whole, for the checkpointer
-                // to store (or report why it cannot).
                 tracing::warn!(
                     key = self.key,
                     "cannot encode a part into the store: {error}"
                 );
-                self.submit(cut, encode(state));
+                None
             }
         }
     }

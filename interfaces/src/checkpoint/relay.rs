@@ -214,7 +214,7 @@ impl Checkpoints {
                     part,
                     emitted_up_to,
                 },
-            ) => self.leave_final(&key, part, emitted_up_to),
+            ) => self.leave_final(&key, part.into(), emitted_up_to),
             (Role::Leader, Relayed::Spoiled { key, why }) => self.spoil(&key, why),
             (Role::Leader, Relayed::Acknowledged { id }) => {
                 let mut progress = self.lock();
@@ -296,7 +296,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::checkpoint::{Part, SourceTurn};
+    use crate::checkpoint::SourceTurn;
 
     /// Delivers every waiting message between a leader and its followers until none is left.
     fn deliver(leader: &Checkpoints, followers: &[&Checkpoints]) {
@@ -364,10 +364,7 @@ mod tests {
         deliver(&leader, &[&follower]);
         let completed = leader.wait_complete(2, Duration::ZERO).unwrap();
         assert_eq!(completed.cut, Some(cut));
-        assert_eq!(
-            completed.parts.get("node/1/1"),
-            Some(&Part::Bytes(vec![12]))
-        );
+        assert_eq!(completed.parts.get("node/1/1"), Some(&vec![12].into()));
         assert_eq!(completed.parts.len(), 5);
         leader.mark_completed(1);
         deliver(&leader, &[&follower]);

@@ -39,7 +39,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 
-use vibelux_interfaces::checkpoint::{Participant, encode, in_key_order, routed_to};
+use vibelux_interfaces::checkpoint::{Participant, in_key_order, routed_to};
 
 use crate::aggregate::{StateMap, key_hash};
 use crate::row::Row;
@@ -497,7 +497,7 @@ impl<'scope> RaiseAlarmsExt<'scope> for Stream<'scope, u64, Vec<Row>> {
                     finished = true;
                     if let Some(participant) = &checkpointing {
                         participant
-                            .submit_final_after(encode(&state.checkpointed()), emitted_up_to);
+                            .submit_final_encoded(&state.checkpointed(), Some(emitted_up_to));
                     }
                 }
                 match frontier.first() {
