@@ -131,6 +131,7 @@ impl Ord for Datum {
             (Datum::Boolean(a), Datum::Boolean(b)) => a.cmp(b),
             (Datum::Int64(a), Datum::Int64(b)) => a.cmp(b),
             (Datum::Float64(a), Datum::Float64(b)) => a.total_cmp(b),
+            (Datum::Utf8(a), Datum::Utf8(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
             (Datum::Utf8(a), Datum::Utf8(b)) => a.cmp(b),
             (Datum::Timestamp(a), Datum::Timestamp(b)) => a.cmp(b),
             (Datum::Duration(a), Datum::Duration(b)) => a.cmp(b),

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Decimal128Array,
-    Decimal128Builder, DurationNanosecondArray, DurationNanosecondBuilder, Float64Array,
-    Float64Builder, Int64Array, Int64Builder, ListArray, NullArray, RecordBatch,
+    Array, ArrayBuilder, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
+    Decimal128Array, Decimal128Builder, DurationNanosecondArray, DurationNanosecondBuilder,
+    Float64Array, Float64Builder, Int64Array, Int64Builder, ListArray, NullArray, RecordBatch,
     RecordBatchOptions, StringArray, StringBuilder, TimestampMicrosecondBuilder,
     TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
 };
@@ -82,147 +82,346 @@ fn column_from_datums<'a>(
     values: impl Iterator<Item = &'a Datum>,
     row_count: usize,
 ) -> Result<ArrayRef, ArrowError> {
-    let mismatch = |datum: &Datum| {
-        ArrowError::InvalidArgumentError(format!("value {datum:?} in a column of type {data_type}"))
-    };
-    Ok(match data_type {
-        DataType::Null => Arc::new(NullArray::new(row_count)),
-        DataType::Boolean => {
-            let mut builder = BooleanBuilder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Boolean(v) => builder.append_value(*v),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
+    let mut column = StorageColumn::new(data_type, row_count)?;
+    for datum in values {
+        column.append(datum)?;
+    }
+    column.finish()
+}
+
+/// A column being built from datums one at a time, in a storage type of
+/// [`crate::row::storage_type`].
+enum StorageColumn {
+    Null(usize),
+    Boolean(BooleanBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    TimestampNanos(TimestampNanosecondBuilder, Option<Arc<str>>),
+    TimestampMicros(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    Date(Date32Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    Duration(DurationNanosecondBuilder),
+    /// Lists are gathered and built whole: their items make a column of their own.
+    List(Arc<Field>, Vec<Datum>),
+}
+
+impl StorageColumn {
+    fn new(data_type: &DataType, capacity: usize) -> Result<Self, ArrowError> {
+        Ok(match data_type {
+            DataType::Null => StorageColumn::Null(0),
+            DataType::Boolean => StorageColumn::Boolean(BooleanBuilder::with_capacity(capacity)),
+            DataType::Int64 => StorageColumn::Int64(Int64Builder::with_capacity(capacity)),
+            DataType::Float64 => StorageColumn::Float64(Float64Builder::with_capacity(capacity)),
+            DataType::Utf8 => {
+                StorageColumn::Utf8(StringBuilder::with_capacity(capacity, capacity * 8))
             }
-            Arc::new(builder.finish())
+            DataType::Timestamp(TimeUnit::Nanosecond, zone) => StorageColumn::TimestampNanos(
+                TimestampNanosecondBuilder::with_capacity(capacity),
+                zone.clone(),
+            ),
+            DataType::Timestamp(TimeUnit::Microsecond, zone) => StorageColumn::TimestampMicros(
+                TimestampMicrosecondBuilder::with_capacity(capacity),
+                zone.clone(),
+            ),
+            DataType::Date32 => StorageColumn::Date(Date32Builder::with_capacity(capacity)),
+            DataType::Decimal128(precision, scale) => StorageColumn::Decimal(
+                Decimal128Builder::with_capacity(capacity),
+                *precision,
+                *scale,
+            ),
+            DataType::Duration(TimeUnit::Nanosecond) => {
+                StorageColumn::Duration(DurationNanosecondBuilder::with_capacity(capacity))
+            }
+            DataType::List(item) => StorageColumn::List(item.clone(), Vec::new()),
+            other => {
+                return Err(ArrowError::NotYetImplemented(format!(
+                    "column type {other} cannot be carried in rows"
+                )));
+            }
+        })
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            StorageColumn::Null(_) => DataType::Null,
+            StorageColumn::Boolean(_) => DataType::Boolean,
+            StorageColumn::Int64(_) => DataType::Int64,
+            StorageColumn::Float64(_) => DataType::Float64,
+            StorageColumn::Utf8(_) => DataType::Utf8,
+            StorageColumn::TimestampNanos(_, zone) => {
+                DataType::Timestamp(TimeUnit::Nanosecond, zone.clone())
+            }
+            StorageColumn::TimestampMicros(_, zone) => {
+                DataType::Timestamp(TimeUnit::Microsecond, zone.clone())
+            }
+            StorageColumn::Date(_) => DataType::Date32,
+            StorageColumn::Decimal(_, precision, scale) => DataType::Decimal128(*precision, *scale),
+            StorageColumn::Duration(_) => DataType::Duration(TimeUnit::Nanosecond),
+            StorageColumn::List(item, _) => DataType::List(item.clone()),
         }
-        DataType::Int64 => {
-            let mut builder = Int64Builder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Int64(v) => builder.append_value(*v),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
+    }
+
+    /// Whether [`StorageColumn::append`] takes `datum`.
+    fn accepts(&self, datum: &Datum) -> bool {
+        matches!(
+            (self, datum),
+            (_, Datum::Null)
+                | (StorageColumn::Null(_), _)
+                | (StorageColumn::Boolean(_), Datum::Boolean(_))
+                | (StorageColumn::Int64(_), Datum::Int64(_))
+                | (
+                    StorageColumn::Float64(_),
+                    Datum::Float64(_) | Datum::Int64(_)
+                )
+                | (StorageColumn::Utf8(_), Datum::Utf8(_))
+                | (
+                    StorageColumn::TimestampNanos(..) | StorageColumn::TimestampMicros(..),
+                    Datum::Timestamp(_)
+                )
+                | (StorageColumn::Date(_), Datum::Date(_))
+                | (StorageColumn::Duration(_), Datum::Duration(_))
+                | (StorageColumn::Decimal(..), Datum::Decimal { .. })
+                | (StorageColumn::List(..), Datum::List(_))
+        )
+    }
+
+    fn append(&mut self, datum: &Datum) -> Result<(), ArrowError> {
+        let appended = match (&mut *self, datum) {
+            // Values of a column whose type is null are nulls (DataFusion's untyped NULL).
+            (StorageColumn::Null(count), _) => {
+                *count += 1;
+                true
             }
-            Arc::new(builder.finish())
+            (StorageColumn::Boolean(column), Datum::Boolean(v)) => {
+                column.append_value(*v);
+                true
+            }
+            (StorageColumn::Int64(column), Datum::Int64(v)) => {
+                column.append_value(*v);
+                true
+            }
+            (StorageColumn::Float64(column), Datum::Float64(v)) => {
+                column.append_value(*v);
+                true
+            }
+            (StorageColumn::Float64(column), Datum::Int64(v)) => {
+                column.append_value(*v as f64);
+                true
+            }
+            (StorageColumn::Utf8(column), Datum::Utf8(v)) => {
+                column.append_value(v);
+                true
+            }
+            (StorageColumn::TimestampNanos(column, _), Datum::Timestamp(v)) => {
+                column.append_value(*v);
+                true
+            }
+            (StorageColumn::TimestampMicros(column, _), Datum::Timestamp(v)) => {
+                column.append_value(v.div_euclid(1_000));
+                true
+            }
+            (StorageColumn::Date(column), Datum::Date(v)) => {
+                column.append_value(*v);
+                true
+            }
+            (StorageColumn::Duration(column), Datum::Duration(v)) => {
+                column.append_value(*v);
+                true
+            }
+            (StorageColumn::Decimal(column, _, scale), datum) => match datum.as_decimal() {
+                Some((units, at)) if at == *scale => {
+                    column.append_value(units);
+                    true
+                }
+                Some((units, at)) => {
+                    column.append_option(vibelux_interfaces::decimal::rescale(units, at, *scale));
+                    true
+                }
+                None if datum.is_null() => {
+                    column.append_null();
+                    true
+                }
+                None => false,
+            },
+            (StorageColumn::List(_, values), Datum::List(_) | Datum::Null) => {
+                values.push(datum.clone());
+                true
+            }
+            (column, Datum::Null) => {
+                column.append_null();
+                true
+            }
+            _ => false,
+        };
+        if appended {
+            Ok(())
+        } else {
+            Err(ArrowError::InvalidArgumentError(format!(
+                "value {datum:?} in a column of type {}",
+                self.data_type()
+            )))
         }
-        DataType::Float64 => {
-            let mut builder = Float64Builder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Float64(v) => builder.append_value(*v),
-                    Datum::Int64(v) => builder.append_value(*v as f64),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
-            }
-            Arc::new(builder.finish())
+    }
+
+    /// A null, for the kinds `append` does not give one to directly.
+    fn append_null(&mut self) {
+        match self {
+            StorageColumn::Null(count) => *count += 1,
+            StorageColumn::Boolean(column) => column.append_null(),
+            StorageColumn::Int64(column) => column.append_null(),
+            StorageColumn::Float64(column) => column.append_null(),
+            StorageColumn::Utf8(column) => column.append_null(),
+            StorageColumn::TimestampNanos(column, _) => column.append_null(),
+            StorageColumn::TimestampMicros(column, _) => column.append_null(),
+            StorageColumn::Date(column) => column.append_null(),
+            StorageColumn::Decimal(column, ..) => column.append_null(),
+            StorageColumn::Duration(column) => column.append_null(),
+            StorageColumn::List(_, values) => values.push(Datum::Null),
         }
-        DataType::Utf8 => {
-            let mut builder = StringBuilder::with_capacity(row_count, row_count * 8);
-            for datum in values {
-                match datum {
-                    Datum::Utf8(v) => builder.append_value(v),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
-            }
-            Arc::new(builder.finish())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            StorageColumn::Null(count) => *count,
+            StorageColumn::Boolean(column) => column.len(),
+            StorageColumn::Int64(column) => column.len(),
+            StorageColumn::Float64(column) => column.len(),
+            StorageColumn::Utf8(column) => column.len(),
+            StorageColumn::TimestampNanos(column, _) => column.len(),
+            StorageColumn::TimestampMicros(column, _) => column.len(),
+            StorageColumn::Date(column) => column.len(),
+            StorageColumn::Decimal(column, ..) => column.len(),
+            StorageColumn::Duration(column) => column.len(),
+            StorageColumn::List(_, values) => values.len(),
         }
-        DataType::Timestamp(TimeUnit::Nanosecond, zone) => {
-            let mut builder = TimestampNanosecondBuilder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Timestamp(v) => builder.append_value(*v),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
+    }
+
+    /// The column built so far; the builder starts again empty.
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
+            StorageColumn::Null(count) => Arc::new(NullArray::new(std::mem::take(count))),
+            StorageColumn::Boolean(column) => Arc::new(column.finish()),
+            StorageColumn::Int64(column) => Arc::new(column.finish()),
+            StorageColumn::Float64(column) => Arc::new(column.finish()),
+            StorageColumn::Utf8(column) => Arc::new(column.finish()),
+            StorageColumn::TimestampNanos(column, zone) => {
+                Arc::new(column.finish().with_timezone_opt(zone.clone()))
             }
-            Arc::new(builder.finish().with_timezone_opt(zone.clone()))
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, zone) => {
-            let mut builder = TimestampMicrosecondBuilder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Timestamp(v) => builder.append_value(v.div_euclid(1_000)),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
+            StorageColumn::TimestampMicros(column, zone) => {
+                Arc::new(column.finish().with_timezone_opt(zone.clone()))
             }
-            Arc::new(builder.finish().with_timezone_opt(zone.clone()))
-        }
-        DataType::List(item) => {
-            let mut offsets: Vec<i32> = Vec::with_capacity(row_count + 1);
-            offsets.push(0);
-            let mut valid = Vec::with_capacity(row_count);
-            let mut items: Vec<&Datum> = Vec::new();
-            for datum in values {
-                match datum {
-                    Datum::List(values) => items.extend(values.iter()),
-                    Datum::Null => {}
-                    other => return Err(mismatch(other)),
-                }
-                valid.push(!datum.is_null());
-                offsets.push(i32::try_from(items.len()).map_err(|_| {
-                    ArrowError::ComputeError("a batch of lists holds over 2^31 values".into())
-                })?);
-            }
-            let child = column_from_datums(item.data_type(), items.iter().copied(), items.len())?;
-            Arc::new(ListArray::try_new(
-                item.clone(),
-                OffsetBuffer::new(offsets.into()),
-                child,
-                Some(NullBuffer::from(valid)),
-            )?)
-        }
-        DataType::Date32 => {
-            let mut builder = Date32Builder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Date(v) => builder.append_value(*v),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
-            }
-            Arc::new(builder.finish())
-        }
-        DataType::Decimal128(precision, scale) => {
-            let mut builder = Decimal128Builder::with_capacity(row_count);
-            for datum in values {
-                match datum.as_decimal() {
-                    Some((units, at)) if at == *scale => builder.append_value(units),
-                    Some((units, at)) => builder
-                        .append_option(vibelux_interfaces::decimal::rescale(units, at, *scale)),
-                    None if datum.is_null() => builder.append_null(),
-                    None => return Err(mismatch(datum)),
-                }
-            }
-            Arc::new(
-                builder
+            StorageColumn::Date(column) => Arc::new(column.finish()),
+            StorageColumn::Decimal(column, precision, scale) => Arc::new(
+                column
                     .finish()
                     .with_precision_and_scale(*precision, *scale)?,
-            )
-        }
-        DataType::Duration(TimeUnit::Nanosecond) => {
-            let mut builder = DurationNanosecondBuilder::with_capacity(row_count);
-            for datum in values {
-                match datum {
-                    Datum::Duration(v) => builder.append_value(*v),
-                    Datum::Null => builder.append_null(),
-                    other => return Err(mismatch(other)),
-                }
+            ),
+            StorageColumn::Duration(column) => Arc::new(column.finish()),
+            StorageColumn::List(item, values) => {
+                let values = std::mem::take(values);
+                list_column(item, &values)?
             }
-            Arc::new(builder.finish())
+        })
+    }
+}
+
+fn list_column(item: &Arc<Field>, lists: &[Datum]) -> Result<ArrayRef, ArrowError> {
+    let mut offsets: Vec<i32> = Vec::with_capacity(lists.len() + 1);
+    offsets.push(0);
+    let mut valid = Vec::with_capacity(lists.len());
+    let mut items: Vec<&Datum> = Vec::new();
+    for datum in lists {
+        if let Datum::List(values) = datum {
+            items.extend(values.iter());
         }
-        other => {
-            return Err(ArrowError::NotYetImplemented(format!(
-                "column type {other} cannot be carried in rows"
-            )));
+        valid.push(!datum.is_null());
+        offsets.push(i32::try_from(items.len()).map_err(|_| {
+            ArrowError::ComputeError("a batch of lists holds over 2^31 values".into())
+        })?);
+    }
+    let child = column_from_datums(item.data_type(), items.iter().copied(), items.len())?;
+    Ok(Arc::new(ListArray::try_new(
+        item.clone(),
+        OffsetBuffer::new(offsets.into()),
+        child,
+        Some(NullBuffer::from(valid)),
+    )?))
+}
+
+/// Rows of one schema gathered into Arrow builders as they come, without keeping the rows: a
+/// sink that holds many rows before it writes them (the warehouse) holds them as columns.
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    columns: Vec<StorageColumn>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let declared = field.data_type();
+                let storage = storage_type(declared).ok_or_else(|| {
+                    ArrowError::NotYetImplemented(format!(
+                        "column type {declared} cannot be carried in rows"
+                    ))
+                })?;
+                StorageColumn::new(&storage, 0)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(BatchBuilder {
+            schema,
+            columns,
+            rows: 0,
+        })
+    }
+
+    /// Appends the datums of `columns` of `row`, in order, as one row of the schema. A row
+    /// holding a datum of the wrong kind is refused whole.
+    pub fn append(&mut self, row: &Row, columns: &[usize]) -> Result<(), ArrowError> {
+        for (column, &index) in self.columns.iter().zip(columns) {
+            if !column.accepts(&row[index]) {
+                return Err(ArrowError::InvalidArgumentError(format!(
+                    "value {:?} in a column of type {}",
+                    row[index],
+                    column.data_type()
+                )));
+            }
         }
-    })
+        for (column, &index) in self.columns.iter_mut().zip(columns) {
+            column.append(&row[index])?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The rows appended so far, as a batch of the schema; the builder starts again empty.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let rows = std::mem::take(&mut self.rows);
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for (column, field) in self.columns.iter_mut().zip(self.schema.fields()) {
+            debug_assert_eq!(column.len(), rows);
+            let array = column.finish()?;
+            arrays.push(if array.data_type() == field.data_type() {
+                array
+            } else {
+                cast(&array, field.data_type())?
+            });
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)
+    }
 }
 
 /// Reads one column of a batch into datums, appending value `i` to `out[i]`.

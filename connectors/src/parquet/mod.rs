@@ -5,6 +5,7 @@ mod commit;
 pub mod connector;
 mod epoch;
 mod folder;
+mod held;
 pub mod options;
 pub mod sink;
 pub mod source;

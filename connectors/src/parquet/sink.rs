@@ -10,21 +10,22 @@
 //! from that checkpoint neither loses nor repeats their rows. Partition columns live in the path, as Hive and every reader
 //! (DuckDB, pyarrow, Spark, DataFusion) expect; a derived `date` partition keeps its timestamp.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
-use vibelux_operators::columnar::rows_to_batch;
 use vibelux_operators::row::{Datum, Row, format_timestamp};
 
 use super::commit::{Committer, StagedFile};
 use super::folder::hidden_path;
+use super::held::HeldRows;
 use serde::{Deserialize, Serialize};
 use vibelux_interfaces::checkpoint::{decode, encode};
 use vibelux_interfaces::metadata;
@@ -47,29 +48,50 @@ impl PartitionKey {
         }
     }
 
-    fn value(&self, row: &Row) -> String {
-        let datum = match self {
-            PartitionKey::Column { index, .. } | PartitionKey::Date { index } => &row[*index],
-        };
-        match (self, datum) {
+    /// What decides a row's partition, before any formatting: the column's value, or the day
+    /// of a date partition's timestamp.
+    fn raw(&self, row: &Row) -> Datum {
+        match (self, row.get(self.index())) {
+            (PartitionKey::Date { .. }, Some(Datum::Timestamp(nanos))) => {
+                Datum::Date(nanos.div_euclid(NANOS_PER_DAY) as i32)
+            }
+            (_, Some(datum)) => datum.clone(),
+            (_, None) => Datum::Null,
+        }
+    }
+
+    fn index(&self) -> usize {
+        match self {
+            PartitionKey::Column { index, .. } | PartitionKey::Date { index } => *index,
+        }
+    }
+
+    /// The path segment's value for a raw value of [`PartitionKey::raw`].
+    fn value(&self, raw: &Datum) -> String {
+        match (self, raw) {
             (_, Datum::Null) => "__HIVE_DEFAULT_PARTITION__".to_string(),
-            (PartitionKey::Date { .. }, Datum::Timestamp(nanos)) => {
-                format_timestamp(*nanos)[..10].to_string()
+            (PartitionKey::Date { .. }, Datum::Date(day)) => {
+                format_timestamp(i64::from(*day) * NANOS_PER_DAY)[..10].to_string()
             }
             (_, other) => escape_path_value(&other.to_string()),
         }
     }
 }
 
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
 /// Hive escapes characters that would break a path segment.
 fn escape_path_value(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| match c {
-            '/' | '\\' | '=' | '%' | ':' | '#' | '?' | '\n' => format!("%{:02X}", c as u32),
-            other => other.to_string(),
-        })
-        .collect()
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '/' | '\\' | '=' | '%' | ':' | '#' | '?' | '\n' => {
+                escaped.push_str(&format!("%{:02X}", c as u32))
+            }
+            other => escaped.push(other),
+        }
+    }
+    escaped
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +124,11 @@ pub struct ParquetWriter {
     config: ParquetSinkConfig,
     file_schema: SchemaRef,
     file_columns: Vec<usize>,
-    buffers: BTreeMap<Vec<String>, Vec<Row>>,
+    buffers: BTreeMap<Vec<String>, HeldRows>,
+    /// The path values of each partition buffered, by the raw values that decide it (cleared
+    /// with the buffers, so a sink partitioned by a column of many values does not grow it).
+    routes: HashMap<Vec<Datum>, Vec<String>, foldhash::fast::RandomState>,
+    route_key: Vec<Datum>,
     buffered: usize,
     buffered_bytes: usize,
     last_commit: Instant,
@@ -200,6 +226,8 @@ impl ParquetWriter {
                 file_schema: file_schema.clone(),
                 file_columns: file_columns.clone(),
                 buffers: BTreeMap::new(),
+                routes: HashMap::default(),
+                route_key: Vec::new(),
                 buffered: 0,
                 buffered_bytes: 0,
                 last_commit: Instant::now(),
@@ -214,10 +242,21 @@ impl ParquetWriter {
         let writer_count = writers.len();
         for (index, part) in parts.into_iter().enumerate() {
             let writer = &mut writers[index % writer_count];
+            let every_column: Vec<usize> = (0..writer.file_columns.len()).collect();
             for (partition, rows) in part.held {
+                let held = match writer.buffers.entry(partition) {
+                    std::collections::btree_map::Entry::Occupied(held) => held.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(place) => place.insert(
+                        HeldRows::new(writer.file_schema.clone())
+                            .map_err(|e| io(std::io::Error::other(e.to_string())))?,
+                    ),
+                };
+                for row in &rows {
+                    held.push(row, &every_column)
+                        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+                    writer.buffered_bytes += row_bytes(row.iter());
+                }
                 writer.buffered += rows.len();
-                writer.buffered_bytes += rows.iter().map(row_bytes).sum::<usize>();
-                writer.buffers.entry(partition).or_default().extend(rows);
             }
         }
         Ok(writers)
@@ -237,6 +276,15 @@ impl ParquetWriter {
         self.committer.root()
     }
 
+    /// A row the warehouse's columns cannot hold (the planner gives the sink rows of its
+    /// schema, so this is a bug, reported as the sink's failure).
+    fn refused(&self, error: ArrowError) -> SinkError {
+        SinkError::Io {
+            path: self.config.path.display().to_string(),
+            source: std::io::Error::other(error.to_string()),
+        }
+    }
+
     fn io_error(&self, path: &Path, source: std::io::Error) -> SinkError {
         SinkError::Io {
             path: path.display().to_string(),
@@ -245,15 +293,29 @@ impl ParquetWriter {
     }
 
     pub fn write(&mut self, row: &Row) -> Result<(), SinkError> {
-        let partition: Vec<String> = self
-            .config
-            .partition_by
-            .iter()
-            .map(|key| key.value(row))
-            .collect();
-        let kept: Row = self.file_columns.iter().map(|&i| row[i].clone()).collect();
-        self.buffered_bytes += row_bytes(&kept);
-        self.buffers.entry(partition).or_default().push(kept);
+        // Rows of one partition share their raw key: its path values are formatted once.
+        self.route_key.clear();
+        let partition_by = &self.config.partition_by;
+        self.route_key
+            .extend(partition_by.iter().map(|key| key.raw(row)));
+        if !self.routes.contains_key(self.route_key.as_slice()) {
+            let values = partition_by
+                .iter()
+                .zip(&self.route_key)
+                .map(|(key, raw)| key.value(raw))
+                .collect();
+            self.routes.insert(self.route_key.clone(), values);
+        }
+        let partition = &self.routes[self.route_key.as_slice()];
+        if !self.buffers.contains_key(partition) {
+            let held = HeldRows::new(self.file_schema.clone()).map_err(|e| self.refused(e))?;
+            self.buffers.insert(partition.clone(), held);
+        }
+        let held = self.buffers.get_mut(partition).expect("inserted above");
+        if let Err(error) = held.push(row, &self.file_columns) {
+            return Err(self.refused(error));
+        }
+        self.buffered_bytes += row_bytes(self.file_columns.iter().map(|&i| &row[i]));
         self.buffered += 1;
         Ok(())
     }
@@ -330,6 +392,7 @@ impl ParquetWriter {
 
     fn rows_staged(&mut self) {
         self.buffers.clear();
+        self.routes.clear();
         self.buffered = 0;
         self.buffered_bytes = 0;
         self.last_commit = Instant::now();
@@ -338,12 +401,10 @@ impl ParquetWriter {
     /// Writes each partition's rows to a hidden file; `staged` lists what was written.
     fn stage(
         &self,
-        buffers: &mut BTreeMap<Vec<String>, Vec<Row>>,
+        buffers: &mut BTreeMap<Vec<String>, HeldRows>,
         staged: &mut Vec<StagedFile>,
     ) -> Result<(), SinkError> {
         for (part, (values, rows)) in buffers.iter_mut().enumerate() {
-            // Sorted by the columns in order: keys (first in a view) then time, so readers prune.
-            rows.sort_unstable();
             let mut directory = self.config.path.clone();
             for (key, value) in self.config.partition_by.iter().zip(values.iter()) {
                 directory.push(format!("{}={value}", key.name()));
@@ -351,10 +412,11 @@ impl ParquetWriter {
             std::fs::create_dir_all(&directory).map_err(|e| self.io_error(&directory, e))?;
             let name = format!("{:06}-{part:04}", self.staged_times);
             let path = hidden_path(&directory.join(name), &self.file_tag);
+            let count = rows.len();
             self.write_file(&path, rows)?;
             staged.push(StagedFile {
                 staged: path,
-                rows: rows.len(),
+                rows: count,
             });
         }
         Ok(())
@@ -368,7 +430,8 @@ impl ParquetWriter {
         }
     }
 
-    fn write_file(&self, path: &Path, rows: &[Row]) -> Result<(), SinkError> {
+    /// Writes a partition's rows, sorted, to a file.
+    fn write_file(&self, path: &Path, rows: &mut HeldRows) -> Result<(), SinkError> {
         let failure = |message: String| SinkError::Io {
             path: path.display().to_string(),
             source: std::io::Error::other(message),
@@ -382,11 +445,10 @@ impl ParquetWriter {
         let synced = file.try_clone().map_err(|e| self.io_error(path, e))?;
         let mut writer = ArrowWriter::try_new(file, self.file_schema.clone(), Some(properties))
             .map_err(|e| failure(e.to_string()))?;
-        for chunk in rows.chunks(self.config.row_group_rows.max(1)) {
-            let batch = rows_to_batch(&self.file_schema, chunk.iter(), chunk.len())
-                .map_err(|e| failure(e.to_string()))?;
-            writer.write(&batch).map_err(|e| failure(e.to_string()))?;
-        }
+        rows.for_each_sorted(self.config.row_group_rows, |batch| {
+            writer.write(&batch).map_err(|e| e.to_string())
+        })
+        .map_err(failure)?;
         writer.close().map_err(|e| failure(e.to_string()))?;
         synced.sync_all().map_err(|e| self.io_error(path, e))?;
         Ok(())
@@ -434,15 +496,19 @@ impl SinkWriter for ParquetWriter {
             }
         }
         self.committer.answer(cut, answered);
+        let mut held = Vec::with_capacity(self.buffers.len());
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let read: Result<(), ArrowError> = buffers.iter_mut().try_for_each(|(partition, rows)| {
+            held.push((partition.clone(), rows.rows()?));
+            Ok(())
+        });
+        self.buffers = buffers;
+        read.map_err(|e| self.refused(e))?;
         Ok(encode(&Checkpointed {
             cut,
             staged: self.ready.iter().map(|(file, _)| file.clone()).collect(),
             first_epoch,
-            held: self
-                .buffers
-                .iter()
-                .map(|(partition, rows)| (partition.clone(), rows.clone()))
-                .collect(),
+            held,
         }))
     }
 
@@ -486,13 +552,13 @@ impl Drop for ParquetWriter {
     }
 }
 
-fn row_bytes(row: &Row) -> usize {
-    row.iter()
-        .map(|datum| match datum {
-            Datum::Utf8(text) => text.len() + 4,
-            _ => 8,
-        })
-        .sum()
+/// About what a row takes held (a text's bytes and offset, eight bytes for anything else).
+fn row_bytes<'a>(row: impl Iterator<Item = &'a Datum>) -> usize {
+    row.map(|datum| match datum {
+        Datum::Utf8(text) => text.len() + 4,
+        _ => 8,
+    })
+    .sum()
 }
 
 /// A column as files store it. Timestamps (and durations) are written in microseconds — the finest unit every
@@ -590,6 +656,43 @@ mod tests {
                 .next_epoch(),
             1
         );
+    }
+
+    #[test]
+    fn days_before_1970_and_null_values_have_partitions_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ParquetSinkConfig::new(dir.path().join("climate"));
+        config.partition_by = vec![
+            PartitionKey::Date { index: 1 },
+            PartitionKey::Column {
+                name: "room".into(),
+                index: 0,
+            },
+        ];
+        let mut writer = ParquetWriter::open(config, schema()).unwrap();
+        for (room, ts) in [
+            (Datum::Null, -1),
+            (Datum::Utf8("r/1".into()), 0),
+            (Datum::Null, 86_400 * 1_000_000_000 - 1),
+            (Datum::Utf8("r/1".into()), -86_400 * 1_000_000_000),
+        ] {
+            writer
+                .write(&vec![room, Datum::Timestamp(ts), Datum::Float64(20.0)])
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        let manifest =
+            std::fs::read_to_string(dir.path().join("climate/_manifests/epoch-000000.json"))
+                .unwrap();
+        for partition in [
+            "date=1969-12-31/room=__HIVE_DEFAULT_PARTITION__",
+            "date=1970-01-01/room=r%2F1",
+            "date=1970-01-01/room=__HIVE_DEFAULT_PARTITION__",
+            "date=1969-12-31/room=r%2F1",
+        ] {
+            assert!(manifest.contains(partition), "{partition}: {manifest}");
+        }
+        assert_eq!(manifest.matches("\"rows\"").count(), 4, "{manifest}");
     }
 
     #[test]
