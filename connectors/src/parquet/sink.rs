@@ -597,10 +597,9 @@ mod tests {
         ]))
     }
 
-    #[test]
-    fn rows_land_in_hive_partitions_sorted_with_a_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ParquetSinkConfig::new(dir.path().join("climate"));
+    /// A writer of `schema()` rows into `<dir>/climate`, partitioned by `date(ts), room`.
+    fn by_date_and_room(dir: &Path) -> ParquetWriter {
+        let mut config = ParquetSinkConfig::new(dir.join("climate"));
         config.partition_by = vec![
             PartitionKey::Date { index: 1 },
             PartitionKey::Column {
@@ -608,7 +607,13 @@ mod tests {
                 index: 0,
             },
         ];
-        let mut writer = ParquetWriter::open(config, schema()).unwrap();
+        ParquetWriter::open(config, schema()).unwrap()
+    }
+
+    #[test]
+    fn rows_land_in_hive_partitions_sorted_with_a_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = by_date_and_room(dir.path());
         let day = 1_780_272_000_000_000_000i64;
         for (room, offset, temp) in [
             ("r02", 5_000, 21.0),
@@ -661,15 +666,7 @@ mod tests {
     #[test]
     fn days_before_1970_and_null_values_have_partitions_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ParquetSinkConfig::new(dir.path().join("climate"));
-        config.partition_by = vec![
-            PartitionKey::Date { index: 1 },
-            PartitionKey::Column {
-                name: "room".into(),
-                index: 0,
-            },
-        ];
-        let mut writer = ParquetWriter::open(config, schema()).unwrap();
+        let mut writer = by_date_and_room(dir.path());
         for (room, ts) in [
             (Datum::Null, -1),
             (Datum::Utf8("r/1".into()), 0),
